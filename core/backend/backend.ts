@@ -1,0 +1,185 @@
+/**
+ * The backend contract: weight slots plus the heavy ops of a transformer.
+ *
+ * Backends hold weights in *slots* (byte buffers they own: JS memory for the
+ * reference backend, linear memory for WASM, GPU buffers for WebGPU).
+ * Activations cross the boundary as plain `Float32Array`s. Everything that
+ * decides (routing, sampling, caching) lives in core or plugins, never here.
+ *
+ * Numerics follow llama.cpp's x86 CPU path: each matmul quantizes the
+ * activation row to the weight type's `vec_dot_type` (see core/tensor/traits.ts)
+ * and accumulates integer block dot products in f32.
+ *
+ * @module
+ */
+
+import type { GgmlType } from "../tensor/ggml_type.ts";
+
+/** A weight slot owned by a backend. Plain data: an id and its size. */
+export interface Slot {
+  /** Backend-unique id. */
+  readonly id: number;
+  /** Capacity in bytes. */
+  readonly bytes: number;
+}
+
+/**
+ * A 2-D weight matrix inside a slot, ggml layout: `rows` rows of `cols`
+ * elements each (ggml `ne0 = cols`, `ne1 = rows`), rows contiguous, starting
+ * `offset` bytes into the slot. Quantized rows hold `cols / blockSize` blocks.
+ */
+export interface WeightView {
+  /** The slot holding the bytes. */
+  readonly slot: Slot;
+  /** Byte offset of row 0 in the slot. */
+  readonly offset: number;
+  /** ggml type of the elements. */
+  readonly type: GgmlType;
+  /** Number of rows (outputs of a matmul). */
+  readonly rows: number;
+  /** Number of columns (inputs of a matmul); a multiple of the type's block size. */
+  readonly cols: number;
+}
+
+/** RoPE flavour: `0` = NORM (adjacent pairs), `2` = NEOX (halves), as in ggml. */
+export type RopeMode = 0 | 2;
+
+/** RoPE parameters (ggml `rope_ext` without YaRN). */
+export interface RopeParams {
+  /** NORM or NEOX. */
+  readonly mode: RopeMode;
+  /** Rotated dimensions per head (`n_rot`); the rest pass through. */
+  readonly nRot: number;
+  /** `rope.freq_base`. */
+  readonly freqBase: number;
+  /** `1 / rope.scaling.factor` (1 when unscaled). */
+  readonly freqScale: number;
+}
+
+/** Shape of a KV cache: one K and one V buffer per layer, stored as f16. */
+export interface KvCacheSpec {
+  /** Number of layers. */
+  readonly layers: number;
+  /** Max positions. */
+  readonly nCtx: number;
+  /** KV heads. */
+  readonly nKvHeads: number;
+  /** K head dimension. */
+  readonly headDimK: number;
+  /** V head dimension. */
+  readonly headDimV: number;
+}
+
+/** A backend-owned KV cache. */
+export interface KvCache {
+  /** Backend-unique id. */
+  readonly id: number;
+  /** Its shape. */
+  readonly spec: KvCacheSpec;
+}
+
+/** Attention call parameters (grouped-query, causal). */
+export interface AttentionParams {
+  /** Query heads. */
+  readonly nHeads: number;
+  /** KV heads; query head `h` uses KV head `floor(h / (nHeads / nKvHeads))`. */
+  readonly nKvHeads: number;
+  /** K/Q head dimension. */
+  readonly headDimK: number;
+  /** V head dimension. */
+  readonly headDimV: number;
+  /** Score scale, usually `1/sqrt(headDimK)`. */
+  readonly scale: number;
+}
+
+/** Names of the ops a backend may implement. */
+export type OpName =
+  | "matmul"
+  | "getRows"
+  | "rmsnorm"
+  | "rope"
+  | "attention"
+  | "swiglu";
+
+/** What a backend can do. */
+export interface BackendCapabilities {
+  /** Weight types `matmul`/`getRows` accept. */
+  readonly formats: readonly GgmlType[];
+  /** Largest single slot in bytes. */
+  readonly maxSlotBytes: number;
+}
+
+/**
+ * A compute backend. All ops are synchronous; `out` buffers are written in
+ * place and never alias inputs unless stated.
+ */
+export interface Backend {
+  /** Registry name, e.g. `"ref"`, `"wasm"`, `"webgpu"`. */
+  readonly name: string;
+  /** Capabilities. */
+  readonly caps: BackendCapabilities;
+  /** Whether `op` is supported, for weight type `type` when the op takes one. */
+  supportsOp(op: OpName, type?: GgmlType): boolean;
+
+  /** Allocate a weight slot of `bytes` bytes. Throws `BackendError` when it cannot. */
+  allocSlot(bytes: number): Slot;
+  /** Copy `data` into `slot` at byte `offset`. */
+  writeSlot(slot: Slot, offset: number, data: Uint8Array): void;
+  /** Release a slot; its views become invalid. */
+  freeSlot(slot: Slot): void;
+
+  /**
+   * `out[t*rows + r] = Σ_c W[r,c] · x[t*cols + c]` for `t < nTokens`, with
+   * each activation row quantized to the weight type's `vec_dot_type`.
+   */
+  matmul(w: WeightView, x: Float32Array, nTokens: number, out: Float32Array): void;
+  /** Dequantize rows `ids[i]` of `w` into `out[i*cols ..]` (token embedding). */
+  getRows(w: WeightView, ids: Int32Array, out: Float32Array): void;
+  /**
+   * RMSNorm each of `x.length / n` rows of length `n`, then multiply by
+   * `weight` (length `n`) when given: `y = x / sqrt(mean(x²) + eps) · w`.
+   */
+  rmsnorm(x: Float32Array, n: number, eps: number, weight: Float32Array | null, out: Float32Array): void;
+  /**
+   * Rotate, in place, `nTokens` rows of `nHeads` heads of `headDim` each;
+   * row `t` is at position `positions[t]`.
+   */
+  rope(
+    x: Float32Array,
+    nTokens: number,
+    nHeads: number,
+    headDim: number,
+    positions: Int32Array,
+    p: RopeParams,
+  ): void;
+  /** `out[i] = silu(gate[i]) · up[i]` over `out.length` elements. */
+  swiglu(gate: Float32Array, up: Float32Array, out: Float32Array): void;
+
+  /** Create a KV cache (f16 storage). */
+  createKvCache(spec: KvCacheSpec): KvCache;
+  /** Free a KV cache. */
+  freeKvCache(cache: KvCache): void;
+  /**
+   * Causal attention for `nTokens` new rows at positions
+   * `startPos .. startPos+nTokens-1`: stores `k`, `v` (rounded to f16) in the
+   * cache for `layer`, then `out = softmax(q·Kᵀ·scale + mask) · V` per head.
+   * `q` is `[nTokens][nHeads*headDimK]`, `k` `[nTokens][nKvHeads*headDimK]`,
+   * `v` `[nTokens][nKvHeads*headDimV]`, `out` `[nTokens][nHeads*headDimV]`.
+   */
+  attention(
+    cache: KvCache,
+    layer: number,
+    startPos: number,
+    nTokens: number,
+    q: Float32Array,
+    k: Float32Array,
+    v: Float32Array,
+    p: AttentionParams,
+    out: Float32Array,
+  ): void;
+
+  /** Memory the backend holds, in bytes (slots + caches + scratch). */
+  memoryBytes(): number;
+  /** Release everything. */
+  dispose(): void;
+}

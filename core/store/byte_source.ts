@@ -1,0 +1,115 @@
+/**
+ * The byte-source contract: random-access reads of a (possibly remote) file.
+ * The GGUF reader reads its index from the head through this interface and
+ * each tensor by range, so the same code serves memory, files and HTTP Range.
+ *
+ * @module
+ */
+
+import { StoreError } from "../errors.ts";
+
+/** Random-access bytes. Implementations: memory, local file, HTTP Range. */
+export interface ByteSource {
+  /** Total size in bytes. */
+  readonly size: number;
+  /** A short description for error messages (path, URL, "memory"). */
+  readonly name: string;
+  /**
+   * Read exactly `length` bytes at `offset`. Rejects with a `StoreError`
+   * (code `"out_of_range"`) if the range is outside `[0, size)`.
+   */
+  read(offset: number, length: number, signal?: AbortSignal): Promise<Uint8Array>;
+  /** Release handles. Idempotent. */
+  close?(): void | Promise<void>;
+}
+
+/** Throws a typed error when `[offset, offset+length)` is not inside `size`. */
+export function checkRange(name: string, size: number, offset: number, length: number): void {
+  if (
+    !Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length < 0 ||
+    offset + length > size
+  ) {
+    throw new StoreError(
+      "out_of_range",
+      `Cannot read ${name}: range [${offset}, ${offset + length}) is outside the source of ${size} bytes`,
+      { offset, length, size },
+    );
+  }
+}
+
+/** A byte source over bytes already in memory. */
+export class MemorySource implements ByteSource {
+  readonly size: number;
+  readonly name: string;
+  #bytes: Uint8Array;
+
+  /** @param bytes the whole file; @param name label for errors */
+  constructor(bytes: Uint8Array, name = "memory") {
+    this.#bytes = bytes;
+    this.size = bytes.byteLength;
+    this.name = name;
+  }
+
+  /** Returns a view (no copy) of the requested range. */
+  read(offset: number, length: number): Promise<Uint8Array> {
+    checkRange(this.name, this.size, offset, length);
+    return Promise.resolve(this.#bytes.subarray(offset, offset + length));
+  }
+}
+
+/** A byte source over a local file, read by ranges through one file handle. */
+export class FileSource implements ByteSource {
+  readonly size: number;
+  readonly name: string;
+  #file: Deno.FsFile | null;
+
+  private constructor(file: Deno.FsFile, size: number, name: string) {
+    this.#file = file;
+    this.size = size;
+    this.name = name;
+  }
+
+  /** Open `path` for range reads. Throws `StoreError` (`"open_failed"`) if it cannot. */
+  static async open(path: string): Promise<FileSource> {
+    try {
+      const file = await Deno.open(path, { read: true });
+      const st = await file.stat();
+      if (!st.isFile) {
+        file.close();
+        throw new StoreError("not_a_file", `Cannot open ${path}: not a regular file`, { path });
+      }
+      return new FileSource(file, st.size, path);
+    } catch (e) {
+      if (e instanceof StoreError) throw e;
+      throw new StoreError("open_failed", `Cannot open ${path}: ${(e as Error).message}`, { path });
+    }
+  }
+
+  /** Reads the range with positioned reads; short reads loop until complete. */
+  async read(offset: number, length: number): Promise<Uint8Array> {
+    checkRange(this.name, this.size, offset, length);
+    const file = this.#file;
+    if (!file) throw new StoreError("closed", `Cannot read ${this.name}: source is closed`);
+    const out = new Uint8Array(length);
+    await file.seek(offset, Deno.SeekMode.Start);
+    let got = 0;
+    while (got < length) {
+      const n = await file.read(out.subarray(got));
+      if (n === null || n === 0) {
+        throw new StoreError(
+          "short_read",
+          `Cannot read ${this.name}: file ended at ${offset + got}, wanted ${offset + length}`,
+          { offset, length, got },
+        );
+      }
+      got += n;
+    }
+    return out;
+  }
+
+  /** Close the file handle. */
+  close(): void {
+    this.#file?.close();
+    this.#file = null;
+  }
+}
