@@ -1,0 +1,68 @@
+/**
+ * Backend registry and auto-selection. Backends register a factory with a
+ * priority; `"auto"` tries them from the highest priority down and commits
+ * to the first one that can be created (the reference backend, priority 0,
+ * is always last and always works). Core never imports a backend module:
+ * `wasm/` and `gpu/` register themselves when imported.
+ *
+ * @module
+ */
+
+import { BackendError } from "../errors.ts";
+import type { Backend } from "./backend.ts";
+import { createRefBackend } from "./ref_backend.ts";
+
+/** Creates a backend; rejects (or resolves null) when unavailable here. */
+export type BackendFactory = () => Promise<Backend | null>;
+
+interface Entry {
+  name: string;
+  priority: number;
+  factory: BackendFactory;
+}
+
+const entries = new Map<string, Entry>();
+
+/** Register (or replace) a backend factory. Higher priority wins in auto-selection. */
+export function registerBackend(name: string, priority: number, factory: BackendFactory): void {
+  entries.set(name, { name, priority, factory });
+}
+
+/** Registered backend names, highest priority first. */
+export function backendNames(): string[] {
+  return [...entries.values()].sort((a, b) => b.priority - a.priority).map((e) => e.name);
+}
+
+registerBackend("ref", 0, () => Promise.resolve(createRefBackend()));
+
+/**
+ * Create a backend by name, or `"auto"` for the best available one.
+ * Throws `BackendError` `"unknown_backend"` for an unregistered name and
+ * `"unavailable"` when a named backend cannot run here.
+ */
+export async function createBackend(name = "auto"): Promise<Backend> {
+  if (name === "auto") {
+    const errors: string[] = [];
+    for (const n of backendNames()) {
+      try {
+        const b = await entries.get(n)!.factory();
+        if (b) return b;
+        errors.push(`${n}: unavailable`);
+      } catch (e) {
+        errors.push(`${n}: ${(e as Error).message}`);
+      }
+    }
+    throw new BackendError("unavailable", `Cannot create any backend: ${errors.join("; ")}`);
+  }
+  const e = entries.get(name);
+  if (!e) {
+    throw new BackendError(
+      "unknown_backend",
+      `Cannot create backend '${name}': not registered (registered: ${backendNames().join(", ")})`,
+      { backend: name },
+    );
+  }
+  const b = await e.factory();
+  if (!b) throw new BackendError("unavailable", `Cannot create backend '${name}': unavailable in this runtime`);
+  return b;
+}

@@ -1,0 +1,158 @@
+/**
+ * Token sampling: greedy, or temperature with top-k, top-p and min-p
+ * filtering, a repetition penalty, and a seeded PRNG so runs reproduce.
+ *
+ * @module
+ */
+
+import { GenerationError } from "../errors.ts";
+
+/** Sampling options. Defaults give greedy decoding. */
+export interface SamplingOptions {
+  /** 0 (default) = greedy argmax. */
+  temperature?: number;
+  /** Keep the k most likely tokens (0 = off). */
+  topK?: number;
+  /** Keep the smallest set with cumulative probability ≥ p (1 = off). */
+  topP?: number;
+  /** Drop tokens with probability < minP · max probability (0 = off). */
+  minP?: number;
+  /** Divide positive / multiply negative logits of recent tokens (1 = off). */
+  repetitionPenalty?: number;
+  /** How many recent tokens the penalty looks at (default 64). */
+  repetitionWindow?: number;
+  /** PRNG seed (default 0). */
+  seed?: number;
+}
+
+/** Index of the largest value; the first maximum wins (llama.cpp greedy). */
+export function argmax(x: ArrayLike<number>): number {
+  let best = 0;
+  for (let i = 1; i < x.length; i++) if (x[i] > x[best]) best = i;
+  return best;
+}
+
+/** xorshift128+-style 32-bit PRNG (sfc32), seeded deterministically. */
+export class Rng {
+  #a: number;
+  #b: number;
+  #c: number;
+  #d: number;
+
+  /** @param seed any 32-bit integer */
+  constructor(seed: number) {
+    this.#a = 0x9e3779b9;
+    this.#b = 0x243f6a88;
+    this.#c = 0xb7e15162;
+    this.#d = seed >>> 0;
+    for (let i = 0; i < 15; i++) this.next();
+  }
+
+  /** Uniform float in [0, 1). */
+  next(): number {
+    const a = this.#a, b = this.#b, c = this.#c, d = this.#d;
+    const t = (((a + b) | 0) + d) | 0;
+    this.#d = (d + 1) | 0;
+    this.#a = b ^ (b >>> 9);
+    this.#b = (c + (c << 3)) | 0;
+    this.#c = ((c << 21) | (c >>> 11)) + t | 0;
+    return (t >>> 0) / 4294967296;
+  }
+}
+
+function checkOpt(name: string, v: number | undefined, ok: (v: number) => boolean, range: string): void {
+  if (v !== undefined && !(typeof v === "number" && ok(v))) {
+    throw new GenerationError("bad_sampling", `Cannot sample: ${name} must be ${range}: received ${v}`, {
+      field: name,
+    });
+  }
+}
+
+/** Validate sampling options; throws `GenerationError` naming the bad field. */
+export function validateSampling(o: SamplingOptions): void {
+  checkOpt("temperature", o.temperature, (v) => v >= 0 && v <= 100, "in [0, 100]");
+  checkOpt("topK", o.topK, (v) => Number.isInteger(v) && v >= 0, "a non-negative integer");
+  checkOpt("topP", o.topP, (v) => v > 0 && v <= 1, "in (0, 1]");
+  checkOpt("minP", o.minP, (v) => v >= 0 && v <= 1, "in [0, 1]");
+  checkOpt("repetitionPenalty", o.repetitionPenalty, (v) => v > 0 && v <= 10, "in (0, 10]");
+  checkOpt("repetitionWindow", o.repetitionWindow, (v) => Number.isInteger(v) && v >= 0, "a non-negative integer");
+  checkOpt("seed", o.seed, (v) => Number.isInteger(v), "an integer");
+}
+
+/** Picks the next token from logits. Reuses its buffers across calls. */
+export class Sampler {
+  readonly #o: Required<SamplingOptions>;
+  readonly #rng: Rng;
+  #idx = new Int32Array(0);
+  #p = new Float64Array(0);
+
+  /** @param opts sampling options (validated) */
+  constructor(opts: SamplingOptions = {}) {
+    validateSampling(opts);
+    this.#o = {
+      temperature: opts.temperature ?? 0,
+      topK: opts.topK ?? 0,
+      topP: opts.topP ?? 1,
+      minP: opts.minP ?? 0,
+      repetitionPenalty: opts.repetitionPenalty ?? 1,
+      repetitionWindow: opts.repetitionWindow ?? 64,
+      seed: opts.seed ?? 0,
+    };
+    this.#rng = new Rng(this.#o.seed);
+  }
+
+  /** Choose a token. `logits` is modified (penalty); `history` is the tokens so far. */
+  sample(logits: Float32Array, history: ArrayLike<number> = []): number {
+    const o = this.#o;
+    if (o.repetitionPenalty !== 1) {
+      const seen = new Set<number>();
+      for (let i = Math.max(0, history.length - o.repetitionWindow); i < history.length; i++) {
+        const t = history[i];
+        if (seen.has(t) || t < 0 || t >= logits.length) continue;
+        seen.add(t);
+        logits[t] = logits[t] > 0 ? logits[t] / o.repetitionPenalty : logits[t] * o.repetitionPenalty;
+      }
+    }
+    if (o.temperature === 0) return argmax(logits);
+    const n = logits.length;
+    if (this.#idx.length < n) {
+      this.#idx = new Int32Array(n);
+      this.#p = new Float64Array(n);
+    }
+    const idx = this.#idx, p = this.#p;
+    for (let i = 0; i < n; i++) idx[i] = i;
+    // sort descending by logit, ties by lower id
+    const order = Array.prototype.slice.call(idx.subarray(0, n)) as number[];
+    order.sort((a, b) => logits[b] - logits[a] || a - b);
+    let m = o.topK > 0 ? Math.min(o.topK, n) : n;
+    const max = logits[order[0]] / o.temperature;
+    let sum = 0;
+    for (let i = 0; i < m; i++) {
+      p[i] = Math.exp(logits[order[i]] / o.temperature - max);
+      sum += p[i];
+    }
+    if (o.minP > 0) {
+      let keep = 1;
+      while (keep < m && p[keep] >= o.minP * p[0]) keep++;
+      for (let i = keep; i < m; i++) sum -= p[i];
+      m = keep;
+    }
+    if (o.topP < 1) {
+      let cum = 0;
+      let keep = 0;
+      while (keep < m) {
+        cum += p[keep++] / sum;
+        if (cum >= o.topP) break;
+      }
+      sum = 0;
+      for (let i = 0; i < keep; i++) sum += p[i];
+      m = keep;
+    }
+    let r = this.#rng.next() * sum;
+    for (let i = 0; i < m; i++) {
+      r -= p[i];
+      if (r < 0) return order[i];
+    }
+    return order[m - 1];
+  }
+}

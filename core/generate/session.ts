@@ -1,0 +1,103 @@
+/**
+ * A session: one KV cache plus the tokens evaluated so far.
+ *
+ * @module
+ */
+
+import type { KvCache } from "../backend/backend.ts";
+import { GenerationError } from "../errors.ts";
+import type { Model } from "../model/model.ts";
+
+/** Options of a session. */
+export interface SessionOptions {
+  /** Context length (default: min(training context, 2048)). */
+  nCtx?: number;
+}
+
+/** Evaluates tokens incrementally against one KV cache. */
+export class Session {
+  /** The model. */
+  readonly model: Model;
+  /** Context length. */
+  readonly nCtx: number;
+  readonly #cache: KvCache;
+  readonly #tokens: number[] = [];
+  #logits: Float32Array;
+
+  /** @param model loaded model; @param opts session options */
+  constructor(model: Model, opts: SessionOptions = {}) {
+    const hp = model.hp;
+    const nCtx = opts.nCtx ?? Math.min(hp.nCtxTrain, 2048);
+    if (!Number.isInteger(nCtx) || nCtx < 1 || nCtx > 1 << 20) {
+      throw new GenerationError("bad_context", `Cannot create session: nCtx must be in [1, 1048576]: received ${nCtx}`);
+    }
+    this.model = model;
+    this.nCtx = nCtx;
+    this.#cache = model.backend.createKvCache({
+      layers: hp.nLayer,
+      nCtx,
+      nKvHeads: hp.nHeadKv,
+      headDimK: hp.headDimK,
+      headDimV: hp.headDimV,
+    });
+    this.#logits = new Float32Array(hp.nVocab);
+  }
+
+  /** Tokens evaluated so far. */
+  get tokens(): readonly number[] {
+    return this.#tokens;
+  }
+
+  /** Next position. */
+  get position(): number {
+    return this.#tokens.length;
+  }
+
+  /**
+   * Evaluate `tokens` after the ones already in the cache. Returns the logits
+   * of the last token, or of every token (`[n][nVocab]`) with `allLogits`.
+   * The returned array is reused by the next call.
+   */
+  async eval(
+    tokens: ArrayLike<number>,
+    opts: { allLogits?: boolean; signal?: AbortSignal } = {},
+  ): Promise<Float32Array> {
+    const n = tokens.length;
+    const nVocab = this.model.hp.nVocab;
+    if (n === 0) throw new GenerationError("empty_prompt", "Cannot evaluate: no tokens given");
+    if (this.position + n > this.nCtx) {
+      throw new GenerationError(
+        "context_full",
+        `Cannot evaluate ${n} tokens: ${this.position} of ${this.nCtx} context positions are used`,
+        { position: this.position, nTokens: n, nCtx: this.nCtx },
+      );
+    }
+    const ids = new Int32Array(n);
+    for (let i = 0; i < n; i++) {
+      const t = tokens[i];
+      if (!Number.isInteger(t) || t < 0 || t >= nVocab) {
+        throw new GenerationError("bad_token", `Cannot evaluate token ${t} at index ${i}: vocabulary has ${nVocab}`, {
+          index: i,
+          token: t,
+        });
+      }
+      ids[i] = t;
+    }
+    const need = opts.allLogits ? n * nVocab : nVocab;
+    if (this.#logits.length < need) this.#logits = new Float32Array(need);
+    const out = this.#logits.subarray(0, need);
+    await this.model.transformer.forward(this.#cache, ids, this.position, out, opts.allLogits ?? false, opts.signal);
+    for (let i = 0; i < n; i++) this.#tokens.push(ids[i]);
+    return out;
+  }
+
+  /** Forget everything after the first `n` tokens (n = 0 clears). */
+  truncate(n = 0): void {
+    if (n < this.#tokens.length) this.#tokens.length = Math.max(0, n);
+  }
+
+  /** Free the KV cache. */
+  dispose(): void {
+    this.model.backend.freeKvCache(this.#cache);
+  }
+}

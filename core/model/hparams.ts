@@ -1,0 +1,213 @@
+/**
+ * Hyper-parameters read from GGUF metadata, validated against bounds so an
+ * absurd header fails with a `ModelError` instead of a huge allocation.
+ *
+ * @module
+ */
+
+import { ModelError } from "../errors.ts";
+import type { GgufMetadata } from "../formats/gguf_types.ts";
+import { getNumber, getPerLayer, getString } from "../formats/gguf_meta.ts";
+import { type ArchSpec, archSpec, SUPPORTED_ARCHS } from "./arch.ts";
+
+/** Model hyper-parameters (llama.cpp `llama_hparams` subset). */
+export interface HParams {
+  /** Architecture facts. */
+  readonly arch: ArchSpec;
+  /** Vocabulary size (rows of `token_embd`). */
+  readonly nVocab: number;
+  /** Training context length. */
+  readonly nCtxTrain: number;
+  /** Hidden size. */
+  readonly nEmbd: number;
+  /** Number of blocks. */
+  readonly nLayer: number;
+  /** Query heads per layer. */
+  readonly nHead: number;
+  /** KV heads per layer. */
+  readonly nHeadKv: number;
+  /** K head dim. */
+  readonly headDimK: number;
+  /** V head dim. */
+  readonly headDimV: number;
+  /** Rotated dims per head. */
+  readonly nRot: number;
+  /** RoPE base. */
+  readonly ropeFreqBase: number;
+  /** RoPE frequency scale (`1/factor`). */
+  readonly ropeFreqScale: number;
+  /** RMSNorm epsilon. */
+  readonly rmsEps: number;
+  /** Experts per MoE layer (0 = dense). */
+  readonly nExpert: number;
+  /** Experts used per token. */
+  readonly nExpertUsed: number;
+  /** Routed expert FFN width. */
+  readonly nFfExp: number;
+  /** Shared expert FFN width (Qwen2-MoE), 0 when none. */
+  readonly nFfShexp: number;
+  /** Dense FFN width (`feed_forward_length`). */
+  readonly nFf: number;
+  /** `expert_weights_scale` (0 = none). */
+  readonly expertWeightsScale: number;
+}
+
+/** Upper bounds on hyper-parameters; anything larger is rejected as malformed. */
+export const HPARAM_LIMITS = {
+  nEmbd: 65536,
+  nLayer: 1024,
+  nHead: 1024,
+  headDim: 4096,
+  nExpert: 4096,
+  nFf: 1 << 20,
+  nVocab: 1 << 22,
+  nCtx: 1 << 24,
+} as const;
+
+function bounded(name: string, v: number, min: number, max: number): number {
+  if (!Number.isInteger(v) || v < min || v > max) {
+    throw new ModelError(
+      "bad_hparam",
+      `Cannot load model: ${name} must be an integer in [${min}, ${max}]: received ${v}`,
+      { field: name, value: v },
+    );
+  }
+  return v;
+}
+
+function uniform(name: string, v: number[]): number {
+  if (v.some((x) => x !== v[0])) {
+    throw new ModelError(
+      "unsupported_hparam",
+      `Cannot load model: per-layer ${name} values differ (${v.join(",")}); only uniform values are supported`,
+      { field: name },
+    );
+  }
+  return v[0];
+}
+
+/**
+ * Read and validate hyper-parameters. `nVocab` comes from the embedding
+ * tensor, which the caller passes in.
+ */
+export function readHParams(meta: GgufMetadata, nVocab: number): HParams {
+  const archName = getString(meta, "general.architecture");
+  const arch = archSpec(archName);
+  if (!arch) {
+    throw new ModelError(
+      "unsupported_arch",
+      `Cannot load model: architecture '${archName}' is not supported (supported: ${
+        SUPPORTED_ARCHS.join(", ")
+      })`,
+      { arch: archName },
+    );
+  }
+  const k = (s: string) => `${archName}.${s}`;
+  const L = HPARAM_LIMITS;
+  const nEmbd = bounded("embedding_length", getNumber(meta, k("embedding_length")), 1, L.nEmbd);
+  const nLayer = bounded("block_count", getNumber(meta, k("block_count")), 1, L.nLayer);
+  const nHead = bounded(
+    "attention.head_count",
+    uniform("head_count", getPerLayer(meta, k("attention.head_count"), nLayer)),
+    1,
+    L.nHead,
+  );
+  const nHeadKv = bounded(
+    "attention.head_count_kv",
+    uniform("head_count_kv", getPerLayer(meta, k("attention.head_count_kv"), nLayer, nHead)),
+    1,
+    nHead,
+  );
+  if (nHead % nHeadKv !== 0) {
+    throw new ModelError(
+      "bad_hparam",
+      `Cannot load model: head_count ${nHead} is not a multiple of head_count_kv ${nHeadKv}`,
+      { field: "attention.head_count_kv" },
+    );
+  }
+  const defHead = Math.floor(nEmbd / nHead);
+  const headDimK = bounded("attention.key_length", getNumber(meta, k("attention.key_length"), defHead), 1, L.headDim);
+  const headDimV = bounded(
+    "attention.value_length",
+    getNumber(meta, k("attention.value_length"), defHead),
+    1,
+    L.headDim,
+  );
+  const nRot = bounded("rope.dimension_count", getNumber(meta, k("rope.dimension_count"), headDimK), 2, headDimK);
+  if (nRot % 2 !== 0) {
+    throw new ModelError("bad_hparam", `Cannot load model: rope.dimension_count ${nRot} is odd`, {
+      field: "rope.dimension_count",
+    });
+  }
+  const nExpert = bounded("expert_count", getNumber(meta, k("expert_count"), 0), 0, L.nExpert);
+  const nExpertUsed = bounded(
+    "expert_used_count",
+    getNumber(meta, k("expert_used_count"), 0),
+    nExpert > 0 ? 1 : 0,
+    nExpert,
+  );
+  const nFf = bounded(
+    "feed_forward_length",
+    uniform("feed_forward_length", getPerLayer(meta, k("feed_forward_length"), nLayer, 0)),
+    0,
+    L.nFf,
+  );
+  const expFfRaw = arch.expertFfKey ? getNumber(meta, k(arch.expertFfKey), 0) : 0;
+  const nFfExp = bounded(
+    "expert_feed_forward_length",
+    expFfRaw || (archName === "qwen2moe" && nExpertUsed ? Math.floor(nFf / nExpertUsed) : nFf),
+    1,
+    L.nFf,
+  );
+  const nFfShexp = arch.sharedExpert
+    ? bounded(
+      "expert_shared_feed_forward_length",
+      getNumber(meta, k("expert_shared_feed_forward_length"), nFf),
+      0,
+      L.nFf,
+    )
+    : 0;
+  const scaleFactor = getNumber(meta, k("rope.scaling.factor"), 0);
+  const scalingType = meta.has(k("rope.scaling.type")) ? getString(meta, k("rope.scaling.type")) : "linear";
+  if (scalingType !== "linear" && scalingType !== "none") {
+    throw new ModelError(
+      "unsupported_hparam",
+      `Cannot load model: rope.scaling.type '${scalingType}' is not supported (linear, none)`,
+      { field: "rope.scaling.type" },
+    );
+  }
+  const ropeFreqScale = scalingType === "none" || scaleFactor === 0 ? 1 : 1 / scaleFactor;
+  const rmsEps = getNumber(meta, k("attention.layer_norm_rms_epsilon"), 1e-5);
+  if (!(rmsEps > 0 && rmsEps < 1)) {
+    throw new ModelError("bad_hparam", `Cannot load model: rms epsilon must be in (0, 1): received ${rmsEps}`, {
+      field: "attention.layer_norm_rms_epsilon",
+    });
+  }
+  const ropeFreqBase = getNumber(meta, k("rope.freq_base"), 10000);
+  if (!(ropeFreqBase > 1 && Number.isFinite(ropeFreqBase))) {
+    throw new ModelError("bad_hparam", `Cannot load model: rope.freq_base must be > 1: received ${ropeFreqBase}`, {
+      field: "rope.freq_base",
+    });
+  }
+  return {
+    arch,
+    nVocab: bounded("vocabulary size", nVocab, 1, L.nVocab),
+    nCtxTrain: bounded("context_length", getNumber(meta, k("context_length"), 4096), 1, L.nCtx),
+    nEmbd,
+    nLayer,
+    nHead,
+    nHeadKv,
+    headDimK,
+    headDimV,
+    nRot,
+    ropeFreqBase,
+    ropeFreqScale,
+    rmsEps,
+    nExpert,
+    nExpertUsed,
+    nFfExp,
+    nFfShexp,
+    nFf,
+    expertWeightsScale: arch.readsWeightsScale ? getNumber(meta, k("expert_weights_scale"), 0) : 0,
+  };
+}

@@ -1,0 +1,199 @@
+/**
+ * Loading a GGUF MoE model onto a backend: parse the index, check the
+ * architecture and tensors, upload non-expert weights, hand experts to an
+ * expert store, and assemble routers, experts and the transformer.
+ *
+ * @module
+ */
+
+import type { Backend, Slot } from "../backend/backend.ts";
+import { createBackend } from "../backend/registry.ts";
+import { type GgufFile, readGguf } from "../formats/gguf_reader.ts";
+import { type Expert, Scratch, SwigluExpert } from "../moe/expert.ts";
+import { type Router, TopKRouter } from "../moe/router.ts";
+import { type ByteSource, FileSource, MemorySource } from "../store/byte_source.ts";
+import { loadExpertInto } from "../store/expert_loader.ts";
+import { type ExpertStore, ResidentExpertStore } from "../store/expert_store.ts";
+import type { Tokenizer } from "../tokenizer/mod.ts";
+import { type HParams, readHParams } from "./hparams.ts";
+import { Transformer } from "./transformer.ts";
+import { tokenizerFromGguf } from "./vocab.ts";
+import { type ExpertLocation, type LoadProgress, loadWeights, type ModelWeights, WeightLoader } from "./weights.ts";
+import type { ExpertWeights } from "../moe/expert.ts";
+import { ModelError } from "../errors.ts";
+
+/** What the caller can customise when a model is assembled (plugins use these). */
+export interface ModelHooks {
+  /** Build the expert store; default: every expert resident. */
+  createStore?: (ctx: StoreContext) => ExpertStore | Promise<ExpertStore>;
+  /** Wrap or replace the router of a layer. */
+  wrapRouter?: (router: Router, layer: number, hp: HParams) => Router;
+  /** Wrap or replace an expert. */
+  wrapExpert?: (expert: Expert, hp: HParams) => Expert;
+}
+
+/** What an expert store factory gets. */
+export interface StoreContext {
+  /** Backend holding the slots. */
+  readonly backend: Backend;
+  /** File the experts come from. */
+  readonly source: ByteSource;
+  /** `locations[l][e]`. */
+  readonly locations: readonly (readonly ExpertLocation[])[];
+  /** Hyper-parameters. */
+  readonly hp: HParams;
+}
+
+/** Options of `loadModel`. */
+export interface LoadModelOptions {
+  /** A backend instance, or a registered name / `"auto"` (default). */
+  backend?: Backend | string;
+  /** Load progress callback (bytes). */
+  onProgress?: LoadProgress;
+  /** Assembly hooks. */
+  hooks?: ModelHooks;
+}
+
+/** A model source: a path, a `ByteSource`, or the file's bytes. */
+export type ModelSource = string | ByteSource | Uint8Array;
+
+/** A loaded model. */
+export class Model {
+  /** Parsed GGUF index. */
+  readonly file: GgufFile;
+  /** Hyper-parameters. */
+  readonly hp: HParams;
+  /** Tokenizer from the GGUF metadata. */
+  readonly tokenizer: Tokenizer;
+  /** The forward pass. */
+  readonly transformer: Transformer;
+  /** Expert residency. */
+  readonly store: ExpertStore;
+  /** Backend. */
+  readonly backend: Backend;
+  /** Milliseconds spent loading. */
+  readonly loadMs: number;
+  readonly #slots: Slot[];
+
+  /** Use `loadModel`. */
+  constructor(
+    parts: {
+      file: GgufFile;
+      hp: HParams;
+      tokenizer: Tokenizer;
+      transformer: Transformer;
+      store: ExpertStore;
+      backend: Backend;
+      loadMs: number;
+      slots: Slot[];
+    },
+  ) {
+    this.file = parts.file;
+    this.hp = parts.hp;
+    this.tokenizer = parts.tokenizer;
+    this.transformer = parts.transformer;
+    this.store = parts.store;
+    this.backend = parts.backend;
+    this.loadMs = parts.loadMs;
+    this.#slots = parts.slots;
+  }
+
+  /** Architecture name. */
+  get arch(): string {
+    return this.hp.arch.name;
+  }
+
+  /** Free the model's slots. The backend stays usable. */
+  dispose(): void {
+    for (const s of this.#slots) this.backend.freeSlot(s);
+    this.#slots.length = 0;
+  }
+}
+
+/** Open a source for reading. */
+export async function openSource(src: ModelSource): Promise<ByteSource> {
+  if (typeof src === "string") return await FileSource.open(src);
+  if (src instanceof Uint8Array) return new MemorySource(src);
+  return src;
+}
+
+/** Load every expert into its own slot (the default store). */
+export async function loadResidentStore(ctx: StoreContext, slots: Slot[], progress?: (n: number) => void): Promise<ResidentExpertStore> {
+  const layers: ExpertWeights[][] = [];
+  for (const locs of ctx.locations) {
+    const ws: ExpertWeights[] = [];
+    for (const loc of locs) {
+      const slot = ctx.backend.allocSlot(loc.bytes);
+      slots.push(slot);
+      ws.push(await loadExpertInto(ctx.source, ctx.backend, slot, loc));
+      progress?.(loc.bytes);
+    }
+    layers.push(ws);
+  }
+  return new ResidentExpertStore(layers);
+}
+
+/**
+ * Load a GGUF MoE model.
+ *
+ * @example
+ * ```ts ignore
+ * const model = await loadModel("model.gguf", { backend: "auto" });
+ * console.log(model.arch, model.hp.nExpert);
+ * ```
+ */
+export async function loadModel(src: ModelSource, opts: LoadModelOptions = {}): Promise<Model> {
+  const t0 = performance.now();
+  const source = await openSource(src);
+  const file = await readGguf(source);
+  const embd = file.tensor("token_embd.weight");
+  if (embd.dims.length < 2) {
+    throw new ModelError("shape_mismatch", `Cannot load tensor 'token_embd.weight': expected 2 dims, got ${embd.dims.length}`);
+  }
+  const hp = readHParams(file.metadata, embd.dims[1]);
+  const tokenizer = tokenizerFromGguf(file.metadata);
+  if (tokenizer.vocabSize !== hp.nVocab) {
+    throw new ModelError(
+      "vocab_mismatch",
+      `Cannot load model: tokenizer has ${tokenizer.vocabSize} tokens but token_embd has ${hp.nVocab} rows`,
+    );
+  }
+  const backend = typeof opts.backend === "object" ? opts.backend : await createBackend(opts.backend ?? "auto");
+  const total = file.tensors.reduce((a, t) => a + t.nbytes, 0);
+  const loader = new WeightLoader(file, backend, total, opts.onProgress);
+  const weights: ModelWeights = await loadWeights(loader, hp);
+  const locations = weights.layers.map((l) => l.experts);
+  const ctx: StoreContext = { backend, source, locations, hp };
+  const store = opts.hooks?.createStore
+    ? await opts.hooks.createStore(ctx)
+    : await loadResidentStore(ctx, loader.slots, (n) => loader.advance(n));
+  const scratch = new Scratch();
+  const routers: Router[] = [];
+  const experts: Expert[][] = [];
+  for (let l = 0; l < hp.nLayer; l++) {
+    let r: Router = new TopKRouter({
+      k: hp.nExpertUsed || 1,
+      gating: hp.arch.gating,
+      normalize: hp.arch.normTopK,
+      scale: hp.expertWeightsScale,
+    });
+    if (opts.hooks?.wrapRouter) r = opts.hooks.wrapRouter(r, l, hp);
+    routers.push(r);
+    experts.push(locations[l].map((loc) => {
+      let e: Expert = new SwigluExpert(loc, backend, () => store.weights(loc.layer, loc.index), scratch);
+      if (opts.hooks?.wrapExpert) e = opts.hooks.wrapExpert(e, hp);
+      return e;
+    }));
+  }
+  const transformer = new Transformer({ backend, hp, weights, store, routers, experts, scratch });
+  return new Model({
+    file,
+    hp,
+    tokenizer,
+    transformer,
+    store,
+    backend,
+    loadMs: performance.now() - t0,
+    slots: loader.slots,
+  });
+}

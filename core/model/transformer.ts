@@ -1,0 +1,155 @@
+/**
+ * The transformer forward pass over a backend: embedding → blocks
+ * (attention with KV cache, MoE or dense FFN) → norm → output logits.
+ * Follows llama.cpp's graphs for the architectures in `arch.ts`.
+ *
+ * @module
+ */
+
+import type { Backend, KvCache, RopeParams } from "../backend/backend.ts";
+import { ModelError } from "../errors.ts";
+import { type Expert, Scratch, swigluFfn } from "../moe/expert.ts";
+import { MoeLayer } from "../moe/moe_layer.ts";
+import type { Router } from "../moe/router.ts";
+import type { ExpertStore } from "../store/expert_store.ts";
+import type { HParams } from "./hparams.ts";
+import type { ModelWeights } from "./weights.ts";
+
+/** Parts a transformer is assembled from (the loader and plugins provide them). */
+export interface TransformerParts {
+  /** Backend running the ops. */
+  readonly backend: Backend;
+  /** Hyper-parameters. */
+  readonly hp: HParams;
+  /** Non-expert weights + expert locations. */
+  readonly weights: ModelWeights;
+  /** Expert residency. */
+  readonly store: ExpertStore;
+  /** `routers[l]` for each MoE layer. */
+  readonly routers: readonly Router[];
+  /** `experts[l][e]` for each MoE layer. */
+  readonly experts: readonly (readonly Expert[])[];
+  /** Shared scratch. */
+  readonly scratch: Scratch;
+}
+
+/** Runs forward passes; owns no KV cache (sessions do). */
+export class Transformer {
+  readonly hp: HParams;
+  readonly backend: Backend;
+  readonly weights: ModelWeights;
+  /** MoE layers (null for dense blocks). */
+  readonly moe: readonly (MoeLayer | null)[];
+  readonly #scratch: Scratch;
+  readonly #rope: RopeParams;
+
+  /** @param parts assembled parts */
+  constructor(parts: TransformerParts) {
+    const { backend, hp, weights, scratch } = parts;
+    this.hp = hp;
+    this.backend = backend;
+    this.weights = weights;
+    this.#scratch = scratch;
+    this.#rope = { mode: hp.arch.ropeMode, nRot: hp.nRot, freqBase: hp.ropeFreqBase, freqScale: hp.ropeFreqScale };
+    this.moe = weights.layers.map((lw, l) =>
+      lw.gateInp
+        ? new MoeLayer(backend, {
+          layer: l,
+          nEmbd: hp.nEmbd,
+          gateInp: lw.gateInp,
+          router: parts.routers[l],
+          experts: parts.experts[l],
+          store: parts.store,
+          shared: lw.shared ?? undefined,
+        }, scratch)
+        : null
+    );
+  }
+
+  /**
+   * Evaluate `tokens` at positions `startPos…` into `cache`. Writes logits of
+   * every token (`allLogits`) or only the last one into `logits`
+   * (`nTokens*nVocab` or `nVocab` floats).
+   */
+  async forward(
+    cache: KvCache,
+    tokens: Int32Array,
+    startPos: number,
+    logits: Float32Array,
+    allLogits = false,
+    signal?: AbortSignal,
+  ): Promise<void> {
+    const { hp, backend: be, weights: W } = this;
+    const n = tokens.length;
+    const { nEmbd, nHead, nHeadKv, headDimK, headDimV, rmsEps, nVocab } = hp;
+    if (n === 0) throw new ModelError("empty_batch", "Cannot evaluate: no tokens");
+    if (startPos + n > cache.spec.nCtx) {
+      throw new ModelError(
+        "context_full",
+        `Cannot evaluate ${n} tokens at position ${startPos}: context holds ${cache.spec.nCtx}`,
+        { startPos, nTokens: n, nCtx: cache.spec.nCtx },
+      );
+    }
+    const S = this.#scratch;
+    const x = S.get("x", n * nEmbd);
+    be.getRows(W.tokEmbd, tokens, x);
+    const h = S.get("h", n * nEmbd);
+    const qDim = nHead * headDimK, kDim = nHeadKv * headDimK, vDim = nHeadKv * headDimV;
+    const q = S.get("q", n * qDim), k = S.get("k", n * kDim), v = S.get("v", n * vDim);
+    const att = S.get("att", n * nHead * headDimV);
+    const ffo = S.get("ffo", n * nEmbd);
+    const positions = new Int32Array(n);
+    for (let t = 0; t < n; t++) positions[t] = startPos + t;
+    const scale = 1 / Math.sqrt(headDimK);
+
+    for (let l = 0; l < hp.nLayer; l++) {
+      const lw = W.layers[l];
+      be.rmsnorm(x, nEmbd, rmsEps, lw.attnNorm, h);
+      be.matmul(lw.wq, h, n, q);
+      be.matmul(lw.wk, h, n, k);
+      be.matmul(lw.wv, h, n, v);
+      if (lw.bq) addBias(q, lw.bq);
+      if (lw.bk) addBias(k, lw.bk);
+      if (lw.bv) addBias(v, lw.bv);
+      if (hp.arch.qkNorm === "per_head") {
+        be.rmsnorm(q, headDimK, rmsEps, lw.qNorm, q);
+        be.rmsnorm(k, headDimK, rmsEps, lw.kNorm, k);
+      } else if (hp.arch.qkNorm === "full") {
+        be.rmsnorm(q, qDim, rmsEps, lw.qNorm, q);
+        be.rmsnorm(k, kDim, rmsEps, lw.kNorm, k);
+      }
+      be.rope(q, n, nHead, headDimK, positions, this.#rope);
+      be.rope(k, n, nHeadKv, headDimK, positions, this.#rope);
+      be.attention(cache, l, startPos, n, q, k, v, {
+        nHeads: nHead,
+        nKvHeads: nHeadKv,
+        headDimK,
+        headDimV,
+        scale,
+      }, att);
+      be.matmul(lw.wo, att, n, h);
+      if (lw.bo) addBias(h, lw.bo);
+      for (let i = 0; i < n * nEmbd; i++) x[i] += h[i];
+
+      be.rmsnorm(x, nEmbd, rmsEps, lw.ffnNorm, h);
+      const moe = this.moe[l];
+      if (moe) await moe.forward(h, n, ffo, signal);
+      else swigluFfn(be, lw.dense!, h, n, ffo, S);
+      for (let i = 0; i < n * nEmbd; i++) x[i] += ffo[i];
+    }
+
+    const rows = allLogits ? n : 1;
+    const last = allLogits ? x : x.subarray((n - 1) * nEmbd, n * nEmbd);
+    const normed = S.get("final", rows * nEmbd);
+    be.rmsnorm(last, nEmbd, rmsEps, W.outputNorm, normed);
+    if (logits.length < rows * nVocab) {
+      throw new RangeError(`Cannot write logits: need ${rows * nVocab} floats, got ${logits.length}`);
+    }
+    be.matmul(W.output, normed, rows, logits);
+  }
+}
+
+function addBias(x: Float32Array, b: Float32Array): void {
+  const m = b.length;
+  for (let i = 0; i < x.length; i++) x[i] += b[i % m];
+}

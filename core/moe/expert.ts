@@ -1,0 +1,111 @@
+/**
+ * The expert contract: a unit of weights plus compute. The default kind is
+ * the SwiGLU FFN `down(silu(gate·x) ⊙ up·x)`; plugins add kinds (LoRA-mixed,
+ * zero-compute, custom) by implementing `Expert`.
+ *
+ * @module
+ */
+
+import type { Backend, WeightView } from "../backend/backend.ts";
+
+/** Identifies one expert: its layer and index within the layer. */
+export interface ExpertKey {
+  /** Layer index. */
+  readonly layer: number;
+  /** Expert index within the layer. */
+  readonly index: number;
+}
+
+/** The weight matrices of a SwiGLU expert. `gate` is absent for `silu(up)` experts. */
+export interface ExpertWeights {
+  /** `[n_ff][n_embd]`, or null when the model has no gate projection. */
+  readonly gate: WeightView | null;
+  /** `[n_ff][n_embd]`. */
+  readonly up: WeightView;
+  /** `[n_embd][n_ff]`. */
+  readonly down: WeightView;
+}
+
+/** A unit of compute the MoE layer can call. */
+export interface Expert extends ExpertKey {
+  /** Kind name, e.g. `"swiglu"`. */
+  readonly kind: string;
+  /**
+   * `out[t] = expert(x[t])` for `nTokens` rows of `n_embd`. The weights
+   * must be resident (the MoE layer ensures that through the expert store).
+   */
+  forward(x: Float32Array, nTokens: number, out: Float32Array): void;
+}
+
+/** Reusable scratch buffers keyed by size, so forward passes allocate nothing per token. */
+export class Scratch {
+  #bufs = new Map<string, Float32Array>();
+  /** A buffer of at least `n` floats for `tag`, reused across calls. */
+  get(tag: string, n: number): Float32Array {
+    let b = this.#bufs.get(tag);
+    if (!b || b.length < n) {
+      b = new Float32Array(Math.max(n, b ? b.length * 2 : 0));
+      this.#bufs.set(tag, b);
+    }
+    return b.subarray(0, n);
+  }
+}
+
+/**
+ * Compute a SwiGLU FFN with backend ops: `down(silu(gate·x) ⊙ (up·x))`
+ * (or `down(silu(up·x))` without a gate).
+ */
+export function swigluFfn(
+  backend: Backend,
+  w: ExpertWeights,
+  x: Float32Array,
+  nTokens: number,
+  out: Float32Array,
+  scratch: Scratch,
+): void {
+  const nFf = w.up.rows;
+  const up = scratch.get("ffn.up", nTokens * nFf);
+  backend.matmul(w.up, x, nTokens, up);
+  const act = scratch.get("ffn.act", nTokens * nFf);
+  if (w.gate) {
+    const gate = scratch.get("ffn.gate", nTokens * nFf);
+    backend.matmul(w.gate, x, nTokens, gate);
+    backend.swiglu(gate, up, act);
+  } else {
+    for (let i = 0; i < act.length; i++) {
+      const u = up[i];
+      act[i] = Math.fround(u / (1 + Math.exp(-u)));
+    }
+  }
+  backend.matmul(w.down, act, nTokens, out);
+}
+
+/** The default expert: SwiGLU FFN whose weights come from a resolver (the expert store). */
+export class SwigluExpert implements Expert {
+  readonly kind = "swiglu";
+  readonly layer: number;
+  readonly index: number;
+  readonly #backend: Backend;
+  readonly #weights: () => ExpertWeights;
+  readonly #scratch: Scratch;
+
+  /**
+   * @param key layer and index
+   * @param backend backend running the ops
+   * @param weights returns the resident weights (called per forward, so a
+   *   streaming store can move the expert between slots)
+   * @param scratch shared scratch buffers
+   */
+  constructor(key: ExpertKey, backend: Backend, weights: () => ExpertWeights, scratch: Scratch) {
+    this.layer = key.layer;
+    this.index = key.index;
+    this.#backend = backend;
+    this.#weights = weights;
+    this.#scratch = scratch;
+  }
+
+  /** Run the FFN on `nTokens` rows. */
+  forward(x: Float32Array, nTokens: number, out: Float32Array): void {
+    swigluFfn(this.#backend, this.#weights(), x, nTokens, out, this.#scratch);
+  }
+}

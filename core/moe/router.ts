@@ -1,0 +1,138 @@
+/**
+ * The router contract: given a token's gate logits for one layer, which
+ * experts it uses and with what weights. Built-in gating follows llama.cpp's
+ * `build_moe_ffn`; plugins wrap a router to bias, mask or re-select.
+ *
+ * @module
+ */
+
+/** One token's routing decision: expert indices in rank order and their weights. */
+export interface Route {
+  /** Chosen expert indices, best first. */
+  readonly experts: Int32Array;
+  /** Weight applied to each chosen expert's output (same length as `experts`). */
+  readonly weights: Float32Array;
+}
+
+/** Routes one token at one layer from its gate logits (`n_expert` values). */
+export interface Router {
+  /** Short name for diagnostics, e.g. `"softmax-topk"`. */
+  readonly name: string;
+  /** Decide experts and weights. `logits` may be modified by the router. */
+  route(logits: Float32Array, layer: number): Route;
+}
+
+/** Gating function applied to the logits (ggml `llama_expert_gating_func_type`). */
+export type Gating = "softmax" | "sigmoid" | "softmax_weight";
+
+/** Options of the built-in top-k router. */
+export interface TopKRouterOptions {
+  /** Experts per token (`expert_used_count`). */
+  readonly k: number;
+  /** Gating function; default `"softmax"`. */
+  readonly gating?: Gating;
+  /** Renormalise the chosen weights to sum to 1 (`norm_w`). */
+  readonly normalize: boolean;
+  /** Multiply weights by this (`expert_weights_scale`); 0 or 1 = none. */
+  readonly scale?: number;
+  /** Per-expert selection bias added before top-k only (`exp_probs_b`). */
+  readonly selectionBias?: Float32Array;
+}
+
+/**
+ * ggml `soft_max`: `e_i = exp(x_i - max)`, sum in double, `y_i = e_i · f32(1/sum)`.
+ * Writes into `out` (may alias `x`).
+ */
+export function softmaxInPlace(x: Float32Array, out: Float32Array = x): Float32Array {
+  let max = -Infinity;
+  for (let i = 0; i < x.length; i++) if (x[i] > max) max = x[i];
+  let sum = 0;
+  for (let i = 0; i < x.length; i++) {
+    const e = Math.fround(Math.exp(Math.fround(x[i] - max)));
+    out[i] = e;
+    sum += e;
+  }
+  const inv = Math.fround(1 / sum);
+  for (let i = 0; i < x.length; i++) out[i] = Math.fround(out[i] * inv);
+  return out;
+}
+
+/**
+ * Indices of the `k` largest values, best first. Ties go to the lower index
+ * (llama.cpp's `std::sort` leaves tie order unspecified; we fix one).
+ */
+export function topK(values: Float32Array, k: number, out: Int32Array = new Int32Array(k)): Int32Array {
+  const n = values.length;
+  let len = 0;
+  for (let i = 0; i < n; i++) {
+    const v = values[i];
+    if (len === k && !(v > values[out[k - 1]])) continue;
+    let j = len < k ? len++ : k - 1;
+    while (j > 0 && v > values[out[j - 1]]) {
+      out[j] = out[j - 1];
+      j--;
+    }
+    out[j] = i;
+  }
+  return out;
+}
+
+/**
+ * The built-in router: gate (softmax/sigmoid), optional selection bias,
+ * top-k, optional renormalisation (sum clamped at 2^-14 as in llama.cpp)
+ * and scale. Covers Mixtral (`llama`), Qwen2/3-MoE and OLMoE routing.
+ */
+export class TopKRouter implements Router {
+  readonly name = "topk";
+  readonly #opts: TopKRouterOptions;
+  #probs: Float32Array = new Float32Array(0);
+  #sel: Float32Array = new Float32Array(0);
+
+  /** @param opts routing options */
+  constructor(opts: TopKRouterOptions) {
+    if (!Number.isInteger(opts.k) || opts.k < 1) {
+      throw new RangeError(`Cannot create router: k must be a positive integer: received ${opts.k}`);
+    }
+    this.#opts = opts;
+  }
+
+  /** Route from gate logits. */
+  route(logits: Float32Array, _layer: number): Route {
+    const { k, gating = "softmax", normalize, scale = 0, selectionBias } = this.#opts;
+    const n = logits.length;
+    if (k > n) {
+      throw new RangeError(`Cannot route: k=${k} exceeds the ${n} experts`);
+    }
+    if (this.#probs.length !== n) {
+      this.#probs = new Float32Array(n);
+      this.#sel = new Float32Array(n);
+    }
+    const probs = this.#probs;
+    if (gating === "sigmoid") {
+      for (let i = 0; i < n; i++) probs[i] = Math.fround(1 / (1 + Math.exp(-logits[i])));
+    } else if (gating === "softmax") {
+      softmaxInPlace(logits, probs);
+    } else {
+      probs.set(logits);
+    }
+    let sel = probs;
+    if (selectionBias) {
+      sel = this.#sel;
+      for (let i = 0; i < n; i++) sel[i] = Math.fround(probs[i] + selectionBias[i]);
+    }
+    const experts = topK(sel, k);
+    const weights = new Float32Array(k);
+    for (let j = 0; j < k; j++) weights[j] = probs[experts[j]];
+    if (gating === "softmax_weight") softmaxInPlace(weights);
+    if (normalize) {
+      let sum = 0;
+      for (let j = 0; j < k; j++) sum += weights[j];
+      const denom = Math.max(Math.fround(sum), 6.103515625e-5);
+      for (let j = 0; j < k; j++) weights[j] = Math.fround(weights[j] / denom);
+    }
+    if (scale !== 0 && scale !== 1) {
+      for (let j = 0; j < k; j++) weights[j] = Math.fround(weights[j] * scale);
+    }
+    return { experts, weights };
+  }
+}

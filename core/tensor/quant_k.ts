@@ -1,0 +1,463 @@
+/**
+ * K-quants (256-element super-blocks): Q4_K, Q5_K, Q6_K weights and Q8_K activations.
+ *
+ * - `dequantize*`: `ggml-quants.c` `dequantize_row_q{4,5,6}_K` (spec §2.2).
+ * - `quantizeActQ8_K`: `quantize_row_q8_K_ref` (spec §2.4) — the rule x86, ARM and scalar builds
+ *   share: `max` = signed value of largest |x| (first, strict `>`), `iscale = -127/max`,
+ *   `q = min(127, nearest_int(iscale*x))` (RNE), `d = 1/iscale` kept as f32, `bsums` per 16.
+ * - `vecDot*`: `ggml-cpu/quants.c` generic `ggml_vec_dot_q{4,5,6}_K_q8_K` in C order: integer
+ *   8-lane partials `aux32`, `sums[l] += (dx*y.d)*aux32[l]` across blocks,
+ *   `sumf -= (dmin*y.d)*Σ bsums*mins`, finally `sumf += Σ sums[l]`.
+ * - Weight quantizers (`quantizeQ4_K` …): NOT llama.cpp's `make_qkx2_quants`/`make_qx_quants`
+ *   search. A simpler, correct scheme: per sub-block scale = (max − min(0, min)) / levels and
+ *   min = −min(0, min) (Q6_K: signed scale = max/−32), the super-block scales quantized to
+ *   6 bits (Q6_K: 8 bits) against `max/63` (`-128/max`), then every value rounded (RNE) with
+ *   the fp16-rounded effective scale. Blocks are valid and dequantize to within about one
+ *   quantization step of the input; they are not byte-identical to llama-quantize output.
+ *
+ * @module
+ */
+
+import { bitsToF32, F16_TO_F32, f32ToBits, f32ToF16 } from "./f16.ts";
+import { roundHalfEven } from "./quant_legacy.ts";
+
+const F = Math.fround;
+const H = F16_TO_F32;
+
+function f16At(b: Uint8Array, o: number): number {
+  return H[b[o] | (b[o + 1] << 8)];
+}
+function f32At(b: Uint8Array, o: number): number {
+  return bitsToF32(b[o] | (b[o + 1] << 8) | (b[o + 2] << 16) | (b[o + 3] << 24));
+}
+function putF16(out: Uint8Array, o: number, x: number): void {
+  const h = f32ToF16(x);
+  out[o] = h & 0xff;
+  out[o + 1] = h >>> 8;
+}
+
+/** `get_scale_min_k4`: 6-bit scale (`which` = 0) or min (`which` = 1) of sub-block `j` (0..7). */
+export function scaleMinK4(j: number, q: Uint8Array, qo: number, which: 0 | 1): number {
+  if (j < 4) return which === 0 ? q[qo + j] & 63 : q[qo + j + 4] & 63;
+  return which === 0
+    ? (q[qo + j + 4] & 0xf) | ((q[qo + j - 4] >> 6) << 4)
+    : (q[qo + j + 4] >> 4) | ((q[qo + j] >> 6) << 4);
+}
+
+// ---------------------------------------------------------------- dequantize
+
+function dequantK45(
+  src: Uint8Array,
+  so: number,
+  n: number,
+  out: Float32Array,
+  oo: number,
+  five: boolean,
+): void {
+  const bs = five ? 176 : 144;
+  const qso = five ? 48 : 16;
+  for (let b = so, o = oo, end = oo + n; o < end; b += bs, o += 256) {
+    const d = f16At(src, b);
+    const dmin = f16At(src, b + 2);
+    for (let c = 0; c < 4; c++) {
+      const d1 = F(d * scaleMinK4(2 * c, src, b + 4, 0));
+      const m1 = F(dmin * scaleMinK4(2 * c, src, b + 4, 1));
+      const d2 = F(d * scaleMinK4(2 * c + 1, src, b + 4, 0));
+      const m2 = F(dmin * scaleMinK4(2 * c + 1, src, b + 4, 1));
+      const u1 = 1 << (2 * c);
+      const u2 = 2 << (2 * c);
+      for (let l = 0; l < 32; l++) {
+        const q = src[b + qso + 32 * c + l];
+        let lo = q & 0xf;
+        let hi = q >> 4;
+        if (five) {
+          const h = src[b + 16 + l];
+          if (h & u1) lo += 16;
+          if (h & u2) hi += 16;
+        }
+        out[o + 64 * c + l] = F(d1 * lo) - m1;
+        out[o + 64 * c + 32 + l] = F(d2 * hi) - m2;
+      }
+    }
+  }
+}
+
+/** `dequantize_row_q4_K`. */
+export function dequantizeQ4_K(
+  src: Uint8Array,
+  so: number,
+  n: number,
+  out: Float32Array,
+  oo: number,
+): void {
+  dequantK45(src, so, n, out, oo, false);
+}
+
+/** `dequantize_row_q5_K`. */
+export function dequantizeQ5_K(
+  src: Uint8Array,
+  so: number,
+  n: number,
+  out: Float32Array,
+  oo: number,
+): void {
+  dequantK45(src, so, n, out, oo, true);
+}
+
+/** `dequantize_row_q6_K`. */
+export function dequantizeQ6_K(
+  src: Uint8Array,
+  so: number,
+  n: number,
+  out: Float32Array,
+  oo: number,
+): void {
+  for (let b = so, o = oo, end = oo + n; o < end; b += 210, o += 256) {
+    const d = f16At(src, b + 208);
+    for (let h = 0; h < 2; h++) {
+      const ql = b + 64 * h;
+      const qh = b + 128 + 32 * h;
+      const sc = b + 192 + 8 * h;
+      const y = o + 128 * h;
+      for (let l = 0; l < 32; l++) {
+        const is = l >> 4;
+        const hb = src[qh + l];
+        const q1 = ((src[ql + l] & 0xf) | ((hb & 3) << 4)) - 32;
+        const q2 = ((src[ql + l + 32] & 0xf) | (((hb >> 2) & 3) << 4)) - 32;
+        const q3 = ((src[ql + l] >> 4) | (((hb >> 4) & 3) << 4)) - 32;
+        const q4 = ((src[ql + l + 32] >> 4) | (((hb >> 6) & 3) << 4)) - 32;
+        out[y + l] = F(d * ((src[sc + is] << 24) >> 24)) * q1;
+        out[y + l + 32] = F(d * ((src[sc + is + 2] << 24) >> 24)) * q2;
+        out[y + l + 64] = F(d * ((src[sc + is + 4] << 24) >> 24)) * q3;
+        out[y + l + 96] = F(d * ((src[sc + is + 6] << 24) >> 24)) * q4;
+      }
+    }
+  }
+}
+
+/** `dequantize_row_q8_K`: `y = d*qs`. */
+export function dequantizeQ8_K(
+  src: Uint8Array,
+  so: number,
+  n: number,
+  out: Float32Array,
+  oo: number,
+): void {
+  for (let b = so, o = oo, end = oo + n; o < end; b += 292, o += 256) {
+    const d = f32At(src, b);
+    for (let j = 0; j < 256; j++) out[o + j] = d * ((src[b + 4 + j] << 24) >> 24);
+  }
+}
+
+// ---------------------------------------------------------------- Q8_K activations
+
+/** `quantize_row_q8_K_ref` (x86 uses the ref): RNE, `iscale = -127/max` with the sign of max. */
+export function quantizeActQ8_K(
+  src: Float32Array,
+  so: number,
+  n: number,
+  out: Uint8Array,
+  oo: number,
+): void {
+  for (let i = so, b = oo, end = so + n; i < end; i += 256, b += 292) {
+    let max = 0;
+    let amax = 0;
+    for (let j = 0; j < 256; j++) {
+      const ax = Math.abs(src[i + j]);
+      if (ax > amax) {
+        amax = ax;
+        max = src[i + j];
+      }
+    }
+    if (amax === 0) {
+      out.fill(0, b, b + 292); // llama.cpp leaves bsums unwritten; with d = 0 they never matter
+      continue;
+    }
+    const iscale = F(-127 / max);
+    for (let j = 0; j < 256; j++) {
+      out[b + 4 + j] = Math.min(127, roundHalfEven(F(iscale * src[i + j]))) & 0xff;
+    }
+    for (let g = 0; g < 16; g++) {
+      let sum = 0;
+      for (let k = 0; k < 16; k++) sum += (out[b + 4 + 16 * g + k] << 24) >> 24;
+      out[b + 260 + 2 * g] = sum & 0xff;
+      out[b + 261 + 2 * g] = (sum >> 8) & 0xff;
+    }
+    const u = f32ToBits(F(1 / iscale));
+    out[b] = u & 0xff;
+    out[b + 1] = (u >>> 8) & 0xff;
+    out[b + 2] = (u >>> 16) & 0xff;
+    out[b + 3] = u >>> 24;
+  }
+}
+
+// ---------------------------------------------------------------- dot products
+
+const AUX8 = new Int8Array(256);
+const AUX32 = new Int32Array(8);
+const SUMS = new Float32Array(8);
+const SC = new Int32Array(16);
+
+/** Shared tail of the Q4_K/Q5_K/Q6_K generic kernels: integer lanes over AUX8 × q8. */
+function laneSums(a: Uint8Array, q8: number, groupsPerScale: number, nScales: number): void {
+  const aux32 = AUX32;
+  aux32.fill(0);
+  let p = 0;
+  for (let s = 0; s < nScales; s++) {
+    const scale = SC[s];
+    for (let g = 0; g < groupsPerScale; g++) {
+      for (let l = 0; l < 8; l++) {
+        aux32[l] += scale * (((a[q8 + p + l] << 24) >> 24) * AUX8[p + l]);
+      }
+      p += 8;
+    }
+  }
+}
+
+function vecDotK45(
+  n: number,
+  w: Uint8Array,
+  wo: number,
+  a: Uint8Array,
+  ao: number,
+  five: boolean,
+): number {
+  const bs = five ? 176 : 144;
+  const qso = five ? 48 : 16;
+  const aux8 = AUX8;
+  const sums = SUMS;
+  sums.fill(0);
+  let sumf = 0;
+  for (let x = wo, y = ao, end = wo + (n >>> 8) * bs; x < end; x += bs, y += 292) {
+    for (let c = 0; c < 4; c++) {
+      const u1 = 1 << (2 * c);
+      const u2 = 2 << (2 * c);
+      for (let l = 0; l < 32; l++) {
+        const q = w[x + qso + 32 * c + l];
+        let lo = q & 0xf;
+        let hi = q >> 4;
+        if (five) {
+          const h = w[x + 16 + l];
+          if (h & u1) lo += 16;
+          if (h & u2) hi += 16;
+        }
+        aux8[64 * c + l] = lo;
+        aux8[64 * c + 32 + l] = hi;
+      }
+    }
+    let sumi = 0;
+    for (let j = 0; j < 16; j++) {
+      const bsum = ((a[y + 260 + 2 * j] | (a[y + 261 + 2 * j] << 8)) << 16) >> 16;
+      sumi += bsum * scaleMinK4(j >> 1, w, x + 4, 1);
+    }
+    for (let s = 0; s < 8; s++) SC[s] = scaleMinK4(s, w, x + 4, 0);
+    laneSums(a, y + 4, 4, 8);
+    const yd = f32At(a, y);
+    const d = F(f16At(w, x) * yd);
+    for (let l = 0; l < 8; l++) sums[l] += d * AUX32[l];
+    const dmin = F(f16At(w, x + 2) * yd);
+    sumf = F(sumf - F(dmin * sumi));
+  }
+  for (let l = 0; l < 8; l++) sumf = F(sumf + sums[l]);
+  return sumf;
+}
+
+/** `ggml_vec_dot_q4_K_q8_K` (generic order). */
+export function vecDotQ4_K(n: number, w: Uint8Array, wo: number, a: Uint8Array, ao: number): number {
+  return vecDotK45(n, w, wo, a, ao, false);
+}
+
+/** `ggml_vec_dot_q5_K_q8_K` (generic order). */
+export function vecDotQ5_K(n: number, w: Uint8Array, wo: number, a: Uint8Array, ao: number): number {
+  return vecDotK45(n, w, wo, a, ao, true);
+}
+
+/** `ggml_vec_dot_q6_K_q8_K` (generic order). */
+export function vecDotQ6_K(n: number, w: Uint8Array, wo: number, a: Uint8Array, ao: number): number {
+  const aux8 = AUX8;
+  const sums = SUMS;
+  sums.fill(0);
+  for (let x = wo, y = ao, end = wo + (n >>> 8) * 210; x < end; x += 210, y += 292) {
+    for (let h = 0; h < 2; h++) {
+      const ql = x + 64 * h;
+      const qh = x + 128 + 32 * h;
+      const o = 128 * h;
+      for (let l = 0; l < 32; l++) {
+        const hb = w[qh + l];
+        aux8[o + l] = ((w[ql + l] & 0xf) | ((hb & 3) << 4)) - 32;
+        aux8[o + l + 32] = ((w[ql + l + 32] & 0xf) | (((hb >> 2) & 3) << 4)) - 32;
+        aux8[o + l + 64] = ((w[ql + l] >> 4) | (((hb >> 4) & 3) << 4)) - 32;
+        aux8[o + l + 96] = ((w[ql + l + 32] >> 4) | (((hb >> 6) & 3) << 4)) - 32;
+      }
+    }
+    for (let s = 0; s < 16; s++) SC[s] = (w[x + 192 + s] << 24) >> 24;
+    laneSums(a, y + 4, 2, 16);
+    const d = F(f16At(w, x + 208) * f32At(a, y));
+    for (let l = 0; l < 8; l++) sums[l] += d * AUX32[l];
+  }
+  let sumf = 0;
+  for (let l = 0; l < 8; l++) sumf = F(sumf + sums[l]);
+  return sumf;
+}
+
+// ---------------------------------------------------------------- weight quantizers (simple)
+
+const L = new Uint8Array(256);
+const SCALES = new Float32Array(16);
+const MINS = new Float32Array(16);
+
+function clamp(v: number, lo: number, hi: number): number {
+  return v < lo ? lo : v > hi ? hi : v;
+}
+
+function quantK45(
+  src: Float32Array,
+  so: number,
+  n: number,
+  out: Uint8Array,
+  oo: number,
+  five: boolean,
+): void {
+  const bs = five ? 176 : 144;
+  const levels = five ? 31 : 15;
+  for (let i = so, b = oo, end = so + n; i < end; i += 256, b += bs) {
+    out.fill(0, b, b + bs);
+    let maxScale = 0;
+    let maxMin = 0;
+    for (let s = 0; s < 8; s++) {
+      let mn = 0; // ggml clamps the sub-block min to <= 0
+      let mx = -Infinity;
+      for (let k = 0; k < 32; k++) {
+        const v = src[i + 32 * s + k];
+        if (v < mn) mn = v;
+        if (v > mx) mx = v;
+      }
+      SCALES[s] = F(F(mx - mn) / levels);
+      MINS[s] = -mn;
+      if (SCALES[s] > maxScale) maxScale = SCALES[s];
+      if (MINS[s] > maxMin) maxMin = MINS[s];
+    }
+    const invScale = maxScale > 0 ? F(63 / maxScale) : 0;
+    const invMin = maxMin > 0 ? F(63 / maxMin) : 0;
+    putF16(out, b, F(maxScale / 63));
+    putF16(out, b + 2, F(maxMin / 63));
+    const sc = b + 4;
+    for (let j = 0; j < 8; j++) {
+      const ls = clamp(roundHalfEven(F(invScale * SCALES[j])), 0, 63);
+      const lm = clamp(roundHalfEven(F(invMin * MINS[j])), 0, 63);
+      if (j < 4) {
+        out[sc + j] = ls;
+        out[sc + j + 4] = lm;
+      } else {
+        out[sc + j + 4] = (ls & 0xf) | ((lm & 0xf) << 4);
+        out[sc + j - 4] |= (ls >> 4) << 6;
+        out[sc + j] |= (lm >> 4) << 6;
+      }
+    }
+    const d = f16At(out, b);
+    const dmin = f16At(out, b + 2);
+    for (let j = 0; j < 8; j++) {
+      const dl = F(d * scaleMinK4(j, out, sc, 0));
+      const ml = F(dmin * scaleMinK4(j, out, sc, 1));
+      for (let k = 0; k < 32; k++) {
+        const v = src[i + 32 * j + k];
+        L[32 * j + k] = dl > 0 ? clamp(roundHalfEven(F(F(v + ml) / dl)), 0, levels) : 0;
+      }
+    }
+    const qso = five ? 48 : 16;
+    for (let c = 0; c < 4; c++) {
+      for (let l = 0; l < 32; l++) {
+        let l1 = L[64 * c + l];
+        let l2 = L[64 * c + 32 + l];
+        if (five) {
+          if (l1 > 15) {
+            l1 -= 16;
+            out[b + 16 + l] |= 1 << (2 * c);
+          }
+          if (l2 > 15) {
+            l2 -= 16;
+            out[b + 16 + l] |= 2 << (2 * c);
+          }
+        }
+        out[b + qso + 32 * c + l] = l1 | (l2 << 4);
+      }
+    }
+  }
+}
+
+/** Q4_K weight quantizer (simple scale scheme, see module doc). */
+export function quantizeQ4_K(
+  src: Float32Array,
+  so: number,
+  n: number,
+  out: Uint8Array,
+  oo: number,
+): void {
+  quantK45(src, so, n, out, oo, false);
+}
+
+/** Q5_K weight quantizer (simple scale scheme, see module doc). */
+export function quantizeQ5_K(
+  src: Float32Array,
+  so: number,
+  n: number,
+  out: Uint8Array,
+  oo: number,
+): void {
+  quantK45(src, so, n, out, oo, true);
+}
+
+/** Q6_K weight quantizer (simple scale scheme, see module doc). */
+export function quantizeQ6_K(
+  src: Float32Array,
+  so: number,
+  n: number,
+  out: Uint8Array,
+  oo: number,
+): void {
+  for (let i = so, b = oo, end = so + n; i < end; i += 256, b += 210) {
+    out.fill(0, b, b + 210);
+    let maxAbsScale = 0;
+    let maxScale = 0;
+    for (let s = 0; s < 16; s++) {
+      let amax = 0;
+      let max = 0;
+      for (let k = 0; k < 16; k++) {
+        const v = src[i + 16 * s + k];
+        if (Math.abs(v) > amax) {
+          amax = Math.abs(v);
+          max = v;
+        }
+      }
+      SCALES[s] = F(max / -32);
+      if (Math.abs(SCALES[s]) > maxAbsScale) {
+        maxAbsScale = Math.abs(SCALES[s]);
+        maxScale = SCALES[s];
+      }
+    }
+    const iscale = maxAbsScale > 0 ? F(-128 / maxScale) : 0;
+    putF16(out, b + 208, iscale !== 0 ? F(1 / iscale) : 0);
+    for (let s = 0; s < 16; s++) {
+      out[b + 192 + s] = Math.min(127, roundHalfEven(F(iscale * SCALES[s]))) & 0xff;
+    }
+    const d = f16At(out, b + 208);
+    for (let s = 0; s < 16; s++) {
+      const ds = F(d * ((out[b + 192 + s] << 24) >> 24));
+      for (let k = 0; k < 16; k++) {
+        const v = src[i + 16 * s + k];
+        L[16 * s + k] = ds !== 0 ? clamp(roundHalfEven(F(v / ds)), -32, 31) + 32 : 32;
+      }
+    }
+    for (let h = 0; h < 2; h++) {
+      const ql = b + 64 * h;
+      const qh = b + 128 + 32 * h;
+      const j = 128 * h;
+      for (let l = 0; l < 32; l++) {
+        out[ql + l] = (L[j + l] & 0xf) | ((L[j + l + 64] & 0xf) << 4);
+        out[ql + l + 32] = (L[j + l + 32] & 0xf) | ((L[j + l + 96] & 0xf) << 4);
+        out[qh + l] = (L[j + l] >> 4) | ((L[j + l + 32] >> 4) << 2) |
+          ((L[j + l + 64] >> 4) << 4) | ((L[j + l + 96] >> 4) << 6);
+      }
+    }
+  }
+}

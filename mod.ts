@@ -1,0 +1,53 @@
+/**
+ * moe-edge: Mixture-of-Experts inference for Deno and edge functions.
+ *
+ * Load a GGUF MoE model (Mixtral-style `llama`, `qwen2moe`, `qwen3moe`,
+ * `olmoe`) and generate tokens that match llama.cpp.
+ *
+ * @example
+ * ```ts ignore
+ * import { generateText, loadModel } from "@moe-edge/runtime";
+ * const model = await loadModel("model.gguf");
+ * const out = await generateText(model, "Once upon a time", { maxTokens: 32 });
+ * console.log(out.text);
+ * ```
+ *
+ * @module
+ */
+
+export * from "./core/errors.ts";
+export { GgmlType, ggmlTypeName, parseGgmlType } from "./core/tensor/ggml_type.ts";
+export type * from "./core/backend/backend.ts";
+export { backendNames, type BackendFactory, createBackend, registerBackend } from "./core/backend/registry.ts";
+export { createRefBackend, RefBackend } from "./core/backend/ref_backend.ts";
+export { type ByteSource, FileSource, MemorySource } from "./core/store/byte_source.ts";
+export { type ExpertStore, type ExpertStoreStats, ResidentExpertStore } from "./core/store/expert_store.ts";
+export type { Expert, ExpertKey, ExpertWeights } from "./core/moe/expert.ts";
+export { type Gating, type Route, type Router, TopKRouter, type TopKRouterOptions } from "./core/moe/router.ts";
+export { readGguf } from "./core/formats/gguf_reader.ts";
+export type { GgufFile, GgufTensorInfo } from "./core/formats/gguf_reader.ts";
+export { writeGguf } from "./core/formats/gguf_writer.ts";
+export { gguf, type GgufValue, GgufValueType } from "./core/formats/gguf_types.ts";
+export type { HParams } from "./core/model/hparams.ts";
+export { type ArchSpec, archSpec, SUPPORTED_ARCHS } from "./core/model/arch.ts";
+export {
+  loadModel,
+  type LoadModelOptions,
+  Model,
+  type ModelHooks,
+  type ModelSource,
+  type StoreContext,
+} from "./core/model/model.ts";
+export { synthesizeModel, type SyntheticModelSpec } from "./core/model/synthetic.ts";
+export { DEFAULT_MODEL_SPEC, defaultModelBytes } from "./core/model/default_model.ts";
+export { Session, type SessionOptions } from "./core/generate/session.ts";
+export { Sampler, type SamplingOptions } from "./core/generate/sampler.ts";
+export {
+  type FinishReason,
+  generate,
+  type GenerateOptions,
+  type GenerateResult,
+  type GenerateStep,
+  generateText,
+} from "./core/generate/generate.ts";
+export type { Tokenizer } from "./core/tokenizer/mod.ts";

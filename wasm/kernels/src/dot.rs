@@ -1,0 +1,332 @@
+//! Row dot products for float and legacy block formats (spec §2.5), each
+//! with its scalar twin. `w` is one weight row, `a` the activation row
+//! already converted to the weight type's `vec_dot_type`, `n` the element
+//! count. For F16/BF16 the activation is the f32 image of the rounded
+//! values (see `half::round_f16_f32`).
+//!
+//! SIMD kernels keep i32x4 lane partials per block, convert to f32 and
+//! multiply-add with the block scale, like ggml's AVX2 kernels; scalar twins
+//! follow `ggml-cpu/quants.c` (generic). Only f32 summation order differs.
+
+use crate::half::{bf16_to_f32, f16_to_f32};
+use crate::simd::*;
+
+#[inline(always)]
+unsafe fn fp16(p: *const u8) -> f32 {
+    f16_to_f32(rd_u16(p))
+}
+
+// ---------------------------------------------------------------- F32 / F16 / BF16
+
+/// F32·F32.
+pub unsafe fn dot_f32(w: *const u8, a: *const u8, n: usize) -> f32 {
+    let w = w as *const f32;
+    let a = a as *const f32;
+    let mut acc = [f32x4_splat(0.0); 4];
+    let mut i = 0;
+    while i + 16 <= n {
+        for k in 0..4 {
+            acc[k] = f32x4_add(acc[k], f32x4_mul(ldf(w.add(i + 4 * k)), ldf(a.add(i + 4 * k))));
+        }
+        i += 16;
+    }
+    while i + 4 <= n {
+        acc[0] = f32x4_add(acc[0], f32x4_mul(ldf(w.add(i)), ldf(a.add(i))));
+        i += 4;
+    }
+    let mut s = hsum_f32(f32x4_add(f32x4_add(acc[0], acc[1]), f32x4_add(acc[2], acc[3])));
+    while i < n {
+        s += *w.add(i) * *a.add(i);
+        i += 1;
+    }
+    s
+}
+
+/// Scalar twin of [`dot_f32`].
+pub unsafe fn dot_f32_scalar(w: *const u8, a: *const u8, n: usize) -> f32 {
+    let w = w as *const f32;
+    let a = a as *const f32;
+    let mut s = 0.0f32;
+    for i in 0..n {
+        s += *w.add(i) * *a.add(i);
+    }
+    s
+}
+
+/// F16 weights · f16-rounded activations (held as f32).
+pub unsafe fn dot_f16(w: *const u8, a: *const u8, n: usize) -> f32 {
+    let w = w as *const u16;
+    let a = a as *const f32;
+    let mut acc = [f32x4_splat(0.0); 4];
+    let mut i = 0;
+    while i + 16 <= n {
+        for k in 0..4 {
+            let wv = ld_f16x4(w.add(i + 4 * k));
+            acc[k] = f32x4_add(acc[k], f32x4_mul(wv, ldf(a.add(i + 4 * k))));
+        }
+        i += 16;
+    }
+    while i + 4 <= n {
+        acc[0] = f32x4_add(acc[0], f32x4_mul(ld_f16x4(w.add(i)), ldf(a.add(i))));
+        i += 4;
+    }
+    let mut s = hsum_f32(f32x4_add(f32x4_add(acc[0], acc[1]), f32x4_add(acc[2], acc[3])));
+    while i < n {
+        s += f16_to_f32(*w.add(i)) * *a.add(i);
+        i += 1;
+    }
+    s
+}
+
+/// Scalar twin of [`dot_f16`].
+pub unsafe fn dot_f16_scalar(w: *const u8, a: *const u8, n: usize) -> f32 {
+    let w = w as *const u16;
+    let a = a as *const f32;
+    let mut s = 0.0f32;
+    for i in 0..n {
+        s += f16_to_f32(*w.add(i)) * *a.add(i);
+    }
+    s
+}
+
+/// BF16 weights · bf16-rounded activations (held as f32).
+pub unsafe fn dot_bf16(w: *const u8, a: *const u8, n: usize) -> f32 {
+    let w = w as *const u16;
+    let a = a as *const f32;
+    let mut acc = [f32x4_splat(0.0); 4];
+    let mut i = 0;
+    while i + 16 <= n {
+        for k in 0..4 {
+            let wv = ld_bf16x4(w.add(i + 4 * k));
+            acc[k] = f32x4_add(acc[k], f32x4_mul(wv, ldf(a.add(i + 4 * k))));
+        }
+        i += 16;
+    }
+    while i + 4 <= n {
+        acc[0] = f32x4_add(acc[0], f32x4_mul(ld_bf16x4(w.add(i)), ldf(a.add(i))));
+        i += 4;
+    }
+    let mut s = hsum_f32(f32x4_add(f32x4_add(acc[0], acc[1]), f32x4_add(acc[2], acc[3])));
+    while i < n {
+        s += bf16_to_f32(*w.add(i)) * *a.add(i);
+        i += 1;
+    }
+    s
+}
+
+/// Scalar twin of [`dot_bf16`].
+pub unsafe fn dot_bf16_scalar(w: *const u8, a: *const u8, n: usize) -> f32 {
+    let w = w as *const u16;
+    let a = a as *const f32;
+    let mut s = 0.0f32;
+    for i in 0..n {
+        s += bf16_to_f32(*w.add(i)) * *a.add(i);
+    }
+    s
+}
+
+// ---------------------------------------------------------------- Q8_0 · Q8_0
+
+/// Q8_0·Q8_0 (`ggml_vec_dot_q8_0_q8_0`).
+pub unsafe fn dot_q8_0(w: *const u8, a: *const u8, n: usize) -> f32 {
+    let nb = n / 32;
+    let mut acc0 = f32x4_splat(0.0);
+    let mut acc1 = f32x4_splat(0.0);
+    let mut i = 0;
+    while i + 2 <= nb {
+        let (w0, a0) = (w.add(i * 34), a.add(i * 34));
+        let (w1, a1) = (w0.add(34), a0.add(34));
+        let s0 = i32x4_add(dot_i8(ld(w0.add(2)), ld(a0.add(2))), dot_i8(ld(w0.add(18)), ld(a0.add(18))));
+        let s1 = i32x4_add(dot_i8(ld(w1.add(2)), ld(a1.add(2))), dot_i8(ld(w1.add(18)), ld(a1.add(18))));
+        let d0 = fp16(w0) * fp16(a0);
+        let d1 = fp16(w1) * fp16(a1);
+        acc0 = f32x4_add(acc0, f32x4_mul(f32x4_convert_i32x4(s0), f32x4_splat(d0)));
+        acc1 = f32x4_add(acc1, f32x4_mul(f32x4_convert_i32x4(s1), f32x4_splat(d1)));
+        i += 2;
+    }
+    if i < nb {
+        let (w0, a0) = (w.add(i * 34), a.add(i * 34));
+        let s0 = i32x4_add(dot_i8(ld(w0.add(2)), ld(a0.add(2))), dot_i8(ld(w0.add(18)), ld(a0.add(18))));
+        let d0 = fp16(w0) * fp16(a0);
+        acc0 = f32x4_add(acc0, f32x4_mul(f32x4_convert_i32x4(s0), f32x4_splat(d0)));
+    }
+    hsum_f32(f32x4_add(acc0, acc1))
+}
+
+/// Scalar twin of [`dot_q8_0`].
+pub unsafe fn dot_q8_0_scalar(w: *const u8, a: *const u8, n: usize) -> f32 {
+    let mut sumf = 0.0f32;
+    for i in 0..n / 32 {
+        let (wb, ab) = (w.add(i * 34), a.add(i * 34));
+        let mut sumi = 0i32;
+        for j in 0..32 {
+            sumi += (*wb.add(2 + j) as i8 as i32) * (*ab.add(2 + j) as i8 as i32);
+        }
+        sumf += sumi as f32 * (fp16(wb) * fp16(ab));
+    }
+    sumf
+}
+
+// ---------------------------------------------------------------- Q4_0 / Q5_0 · Q8_0
+
+/// Q4_0·Q8_0.
+pub unsafe fn dot_q4_0(w: *const u8, a: *const u8, n: usize) -> f32 {
+    let m4 = u8x16_splat(0x0f);
+    let s8 = i8x16_splat(8);
+    let mut acc = f32x4_splat(0.0);
+    for i in 0..n / 32 {
+        let (wb, ab) = (w.add(i * 18), a.add(i * 34));
+        let q = ld(wb.add(2));
+        let lo = i8x16_sub(v128_and(q, m4), s8);
+        let hi = i8x16_sub(u8x16_shr(q, 4), s8);
+        let s = i32x4_add(dot_i8(lo, ld(ab.add(2))), dot_i8(hi, ld(ab.add(18))));
+        let d = fp16(wb) * fp16(ab);
+        acc = f32x4_add(acc, f32x4_mul(f32x4_convert_i32x4(s), f32x4_splat(d)));
+    }
+    hsum_f32(acc)
+}
+
+/// Scalar twin of [`dot_q4_0`].
+pub unsafe fn dot_q4_0_scalar(w: *const u8, a: *const u8, n: usize) -> f32 {
+    let mut sumf = 0.0f32;
+    for i in 0..n / 32 {
+        let (wb, ab) = (w.add(i * 18), a.add(i * 34));
+        let mut sumi = 0i32;
+        for j in 0..16 {
+            let q = *wb.add(2 + j);
+            let v0 = (q & 0x0f) as i32 - 8;
+            let v1 = (q >> 4) as i32 - 8;
+            sumi += v0 * (*ab.add(2 + j) as i8 as i32) + v1 * (*ab.add(18 + j) as i8 as i32);
+        }
+        sumf += sumi as f32 * fp16(wb) * fp16(ab);
+    }
+    sumf
+}
+
+/// Fifth bits of a Q5 block as two byte vectors holding 0x10 or 0:
+/// element j (< 16) uses bit j of `qh`, element j+16 uses bit j+16.
+#[inline(always)]
+fn q5_high_bits(qh: u32) -> (v128, v128) {
+    let v = u32x4_splat(qh);
+    let sel_lo = i8x16_swizzle(v, i8x16(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1));
+    let sel_hi = i8x16_swizzle(v, i8x16(2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3));
+    let bits = u8x16(1, 2, 4, 8, 16, 32, 64, 128, 1, 2, 4, 8, 16, 32, 64, 128);
+    let h = u8x16_splat(0x10);
+    (
+        v128_and(i8x16_eq(v128_and(sel_lo, bits), bits), h),
+        v128_and(i8x16_eq(v128_and(sel_hi, bits), bits), h),
+    )
+}
+
+/// Q5_0·Q8_0.
+pub unsafe fn dot_q5_0(w: *const u8, a: *const u8, n: usize) -> f32 {
+    let m4 = u8x16_splat(0x0f);
+    let s16 = i8x16_splat(16);
+    let mut acc = f32x4_splat(0.0);
+    for i in 0..n / 32 {
+        let (wb, ab) = (w.add(i * 22), a.add(i * 34));
+        let (h0, h1) = q5_high_bits(rd_u32(wb.add(2)));
+        let q = ld(wb.add(6));
+        let lo = i8x16_sub(v128_or(v128_and(q, m4), h0), s16);
+        let hi = i8x16_sub(v128_or(u8x16_shr(q, 4), h1), s16);
+        let s = i32x4_add(dot_i8(lo, ld(ab.add(2))), dot_i8(hi, ld(ab.add(18))));
+        let d = fp16(wb) * fp16(ab);
+        acc = f32x4_add(acc, f32x4_mul(f32x4_convert_i32x4(s), f32x4_splat(d)));
+    }
+    hsum_f32(acc)
+}
+
+/// Scalar twin of [`dot_q5_0`].
+pub unsafe fn dot_q5_0_scalar(w: *const u8, a: *const u8, n: usize) -> f32 {
+    let mut sumf = 0.0f32;
+    for i in 0..n / 32 {
+        let (wb, ab) = (w.add(i * 22), a.add(i * 34));
+        let qh = rd_u32(wb.add(2));
+        let mut sumi = 0i32;
+        for j in 0..16 {
+            let q = *wb.add(6 + j);
+            let xh0 = ((qh >> j) << 4) & 0x10;
+            let xh1 = (qh >> (j + 12)) & 0x10;
+            let v0 = ((q & 0x0f) as u32 | xh0) as i32 - 16;
+            let v1 = ((q >> 4) as u32 | xh1) as i32 - 16;
+            sumi += v0 * (*ab.add(2 + j) as i8 as i32) + v1 * (*ab.add(18 + j) as i8 as i32);
+        }
+        sumf += (fp16(wb) * fp16(ab)) * sumi as f32;
+    }
+    sumf
+}
+
+// ---------------------------------------------------------------- Q4_1 / Q5_1 · Q8_1
+
+/// Q4_1·Q8_1: `Σ (dx·dy)·sumi + mx·sy`.
+pub unsafe fn dot_q4_1(w: *const u8, a: *const u8, n: usize) -> f32 {
+    let m4 = u8x16_splat(0x0f);
+    let mut acc = f32x4_splat(0.0);
+    let mut accm = 0.0f32;
+    for i in 0..n / 32 {
+        let (wb, ab) = (w.add(i * 20), a.add(i * 36));
+        let q = ld(wb.add(4));
+        let lo = v128_and(q, m4);
+        let hi = u8x16_shr(q, 4);
+        let s = i32x4_add(dot_i8(lo, ld(ab.add(4))), dot_i8(hi, ld(ab.add(20))));
+        let d = fp16(wb) * fp16(ab);
+        acc = f32x4_add(acc, f32x4_mul(f32x4_convert_i32x4(s), f32x4_splat(d)));
+        accm += fp16(wb.add(2)) * fp16(ab.add(2));
+    }
+    hsum_f32(acc) + accm
+}
+
+/// Scalar twin of [`dot_q4_1`].
+pub unsafe fn dot_q4_1_scalar(w: *const u8, a: *const u8, n: usize) -> f32 {
+    let mut sumf = 0.0f32;
+    for i in 0..n / 32 {
+        let (wb, ab) = (w.add(i * 20), a.add(i * 36));
+        let mut sumi = 0i32;
+        for j in 0..16 {
+            let q = *wb.add(4 + j);
+            sumi += (q & 0x0f) as i32 * (*ab.add(4 + j) as i8 as i32)
+                + (q >> 4) as i32 * (*ab.add(20 + j) as i8 as i32);
+        }
+        sumf += (fp16(wb) * fp16(ab)) * sumi as f32 + fp16(wb.add(2)) * fp16(ab.add(2));
+    }
+    sumf
+}
+
+/// Q5_1·Q8_1.
+pub unsafe fn dot_q5_1(w: *const u8, a: *const u8, n: usize) -> f32 {
+    let m4 = u8x16_splat(0x0f);
+    let mut acc = f32x4_splat(0.0);
+    let mut accm = 0.0f32;
+    for i in 0..n / 32 {
+        let (wb, ab) = (w.add(i * 24), a.add(i * 36));
+        let (h0, h1) = q5_high_bits(rd_u32(wb.add(4)));
+        let q = ld(wb.add(8));
+        let lo = v128_or(v128_and(q, m4), h0);
+        let hi = v128_or(u8x16_shr(q, 4), h1);
+        let s = i32x4_add(dot_i8(lo, ld(ab.add(4))), dot_i8(hi, ld(ab.add(20))));
+        let d = fp16(wb) * fp16(ab);
+        acc = f32x4_add(acc, f32x4_mul(f32x4_convert_i32x4(s), f32x4_splat(d)));
+        accm += fp16(wb.add(2)) * fp16(ab.add(2));
+    }
+    hsum_f32(acc) + accm
+}
+
+/// Scalar twin of [`dot_q5_1`].
+pub unsafe fn dot_q5_1_scalar(w: *const u8, a: *const u8, n: usize) -> f32 {
+    let mut sumf = 0.0f32;
+    for i in 0..n / 32 {
+        let (wb, ab) = (w.add(i * 24), a.add(i * 36));
+        let qh = rd_u32(wb.add(4));
+        let mut sumi = 0i32;
+        for j in 0..16 {
+            let q = *wb.add(8 + j);
+            let xh0 = ((qh >> j) << 4) & 0x10;
+            let xh1 = (qh >> (j + 12)) & 0x10;
+            let v0 = ((q & 0x0f) as u32 | xh0) as i32;
+            let v1 = ((q >> 4) as u32 | xh1) as i32;
+            sumi += v0 * (*ab.add(4 + j) as i8 as i32) + v1 * (*ab.add(20 + j) as i8 as i32);
+        }
+        sumf += (fp16(wb) * fp16(ab)) * sumi as f32 + fp16(wb.add(2)) * fp16(ab.add(2));
+    }
+    sumf
+}
