@@ -13,7 +13,7 @@
 
 import { BackendError } from "../errors.ts";
 import { GgmlType } from "../tensor/ggml_type.ts";
-import { activationBytes, quantizeActivation, rowBytes, SUPPORTED_TYPES, traitsOf } from "../tensor/traits.ts";
+import { activationBytes, quantizeActivation, rowBytes, traitsOf, WEIGHT_TYPES } from "../tensor/traits.ts";
 import { f16ToF32, f32ToF16 } from "../tensor/f16.ts";
 import type {
   AttentionParams,
@@ -65,7 +65,7 @@ export function ropeCache(pos: number, p: RopeParams, cos: Float32Array, sin: Fl
 /** The reference backend. */
 export class RefBackend implements Backend {
   readonly name = "ref";
-  readonly caps: BackendCapabilities = { formats: SUPPORTED_TYPES, maxSlotBytes: MAX_SLOT };
+  readonly caps: BackendCapabilities = { formats: WEIGHT_TYPES, maxSlotBytes: MAX_SLOT };
   #slots = new Map<number, Uint8Array>();
   #caches = new Map<number, RefKv>();
   #nextId = 1;
@@ -79,7 +79,7 @@ export class RefBackend implements Backend {
   /** All ops, for every type in the traits table. */
   supportsOp(op: OpName, type?: GgmlType): boolean {
     if ((op === "matmul" || op === "getRows") && type !== undefined) {
-      return SUPPORTED_TYPES.includes(type);
+      return WEIGHT_TYPES.includes(type);
     }
     return true;
   }
@@ -321,4 +321,3 @@ export function createRefBackend(): RefBackend {
   return new RefBackend();
 }
 
-export { GgmlType };

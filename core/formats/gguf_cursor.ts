@@ -37,6 +37,7 @@ export class Cursor {
   constructor(
     readonly src: ByteSource,
     readonly window: number,
+    readonly maxIndex: number,
     readonly signal?: AbortSignal,
   ) {}
 
@@ -59,8 +60,14 @@ export class Cursor {
     if (n > this.remaining) {
       throw this.fail("truncated", field, this.pos, `needs ${n} bytes, ${this.remaining} remain`);
     }
+    if (this.pos + n > this.maxIndex) {
+      throw this.fail("index_too_large", field, this.pos, `index exceeds ${this.maxIndex} bytes`);
+    }
     const old = this.#buf.length;
-    const target = Math.min(this.src.size, Math.max(this.pos + n, old * 2, this.window));
+    const target = Math.min(
+      this.src.size,
+      Math.max(this.pos + n, Math.min(Math.max(old * 2, this.window), this.maxIndex)),
+    );
     const chunk = await this.src.read(old, target - old, this.signal);
     const next = new Uint8Array(target);
     next.set(this.#buf);

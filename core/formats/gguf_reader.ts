@@ -65,6 +65,8 @@ export interface GgufFile {
 export interface GgufReadOptions {
   /** First read window in bytes (default 256 KiB); doubles as the index needs. */
   initialWindow?: number;
+  /** Largest index (header + metadata + tensor infos) accepted, in bytes (default 512 MiB). */
+  maxIndexBytes?: number;
   /** Maximum nesting of arrays inside arrays (default 4). */
   maxArrayDepth?: number;
   /** Require llama.cpp's contiguous layout: offset[i] = Σ PAD(nbytes[j<i]) (default false). */
@@ -114,12 +116,12 @@ async function readArray(
   }
   let value: GgufArrayItems;
   if (elemType === GgufValueType.STRING) {
-    const out: string[] = new Array(n);
-    for (let i = 0; i < n; i++) out[i] = await c.string(`${field}[${i}]`);
+    const out: string[] = []; // grows only as items parse
+    for (let i = 0; i < n; i++) out.push(await c.string(`${field}[${i}]`));
     value = out;
   } else if (elemType === GgufValueType.ARRAY) {
-    const out: GgufArray[] = new Array(n);
-    for (let i = 0; i < n; i++) out[i] = await readArray(c, `${field}[${i}]`, depth + 1, maxDepth);
+    const out: GgufArray[] = [];
+    for (let i = 0; i < n; i++) out.push(await readArray(c, `${field}[${i}]`, depth + 1, maxDepth));
     value = out;
   } else {
     await c.need(n * min, field);
@@ -163,7 +165,12 @@ interface RawInfo {
  */
 export async function readGguf(src: ByteSource, opts: GgufReadOptions = {}): Promise<GgufFile> {
   const maxDepth = opts.maxArrayDepth ?? 4;
-  const c = new Cursor(src, Math.max(64, opts.initialWindow ?? 256 * 1024), opts.signal);
+  const c = new Cursor(
+    src,
+    Math.max(64, opts.initialWindow ?? 256 * 1024),
+    opts.maxIndexBytes ?? 512 * 1024 * 1024,
+    opts.signal,
+  );
   await c.need(4, "magic");
   const magic = c.bytes(4);
   if (magic[0] !== 0x47 || magic[1] !== 0x47 || magic[2] !== 0x55 || magic[3] !== 0x46) {

@@ -48,6 +48,7 @@ const ALL_VALUES: [string, GgufValue][] = [
   ["arr.i64", gguf.arr(T.INT64, [-1n])],
   ["arr.f64", gguf.arr(T.FLOAT64, [1e300])],
   ["arr.empty", gguf.arr(T.UINT32, [])],
+  ["arr.typed", gguf.arr(T.INT32, new Int32Array([3, -4]))],
   ["arr.nested", gguf.arr(T.ARRAY, [gguf.arr(T.STRING, ["x"]), gguf.arr(T.INT32, [5])])],
 ];
 
@@ -121,6 +122,10 @@ Deno.test("gguf: reads the index in a growing window, not the whole file", async
   assert.ok(src.bytesRead < 2 * f.dataOffset + 64, `read ${src.bytesRead} bytes`);
   assert.ok(src.bytesRead < bytes.length / 4);
   assert.ok(src.reads.length > 3);
+  await assert.rejects(
+    readGguf(new MemorySource(bytes), { initialWindow: 64, maxIndexBytes: 4096 }),
+    (e) => e instanceof GgufError && e.code === "index_too_large",
+  );
 });
 
 Deno.test("gguf: metadata getters are strict, lenient ones accept any number", () => {

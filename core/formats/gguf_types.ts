@@ -28,21 +28,19 @@ export const GgufValueType = {
 /** A GGUF value type id. */
 export type GgufValueType = typeof GgufValueType[keyof typeof GgufValueType];
 
-type VT = typeof GgufValueType;
-
 /** Value types carried as a JS `number`. */
 export type GgufNumberType =
-  | VT["UINT8"]
-  | VT["INT8"]
-  | VT["UINT16"]
-  | VT["INT16"]
-  | VT["UINT32"]
-  | VT["INT32"]
-  | VT["FLOAT32"]
-  | VT["FLOAT64"];
+  | (typeof GgufValueType)["UINT8"]
+  | (typeof GgufValueType)["INT8"]
+  | (typeof GgufValueType)["UINT16"]
+  | (typeof GgufValueType)["INT16"]
+  | (typeof GgufValueType)["UINT32"]
+  | (typeof GgufValueType)["INT32"]
+  | (typeof GgufValueType)["FLOAT32"]
+  | (typeof GgufValueType)["FLOAT64"];
 
 /** Value types carried as a JS `bigint` (64-bit integers). */
-export type GgufBigIntType = VT["UINT64"] | VT["INT64"];
+export type GgufBigIntType = (typeof GgufValueType)["UINT64"] | (typeof GgufValueType)["INT64"];
 
 /** Items of a GGUF array: one JS type per element type; nested arrays hold `GgufArray`s. */
 export type GgufArrayItems = number[] | bigint[] | boolean[] | string[] | GgufArray[];
@@ -50,7 +48,7 @@ export type GgufArrayItems = number[] | bigint[] | boolean[] | string[] | GgufAr
 /** A GGUF array value. `elemType` says how every item is stored. */
 export interface GgufArray {
   /** Always `GgufValueType.ARRAY`. */
-  type: VT["ARRAY"];
+  type: (typeof GgufValueType)["ARRAY"];
   /** Element type of every item. */
   elemType: GgufValueType;
   /** The items (`bigint` for 64-bit integer elements, `GgufArray` for nested arrays). */
@@ -61,8 +59,8 @@ export interface GgufArray {
 export type GgufValue =
   | { type: GgufNumberType; value: number }
   | { type: GgufBigIntType; value: bigint }
-  | { type: VT["BOOL"]; value: boolean }
-  | { type: VT["STRING"]; value: string }
+  | { type: (typeof GgufValueType)["BOOL"]; value: boolean }
+  | { type: (typeof GgufValueType)["STRING"]; value: string }
   | GgufArray;
 
 /** GGUF metadata: key → typed value, in file order. */
@@ -191,8 +189,11 @@ export interface GgufValueBuilders {
   /** INT64 value. */ i64(v: bigint | number): GgufValue;
   /** BOOL value. */ bool(v: boolean): GgufValue;
   /** STRING value. */ str(v: string): GgufValue;
-  /** ARRAY value of `elemType` items. */
-  arr(elemType: GgufValueType, items: GgufArrayItems): GgufArray;
+  /** ARRAY value of `elemType` items; typed arrays (e.g. `Int32Array`) are copied to plain arrays. */
+  arr(
+    elemType: GgufValueType,
+    items: GgufArrayItems | ArrayLike<number> | ArrayLike<bigint>,
+  ): GgufArray;
 }
 
 function mk<T extends GgufValue>(v: T): T {
@@ -221,7 +222,13 @@ export const gguf: GgufValueBuilders = {
   i64: (v) => mk({ type: GgufValueType.INT64, value: toBig(v) }),
   bool: (v) => mk({ type: GgufValueType.BOOL, value: v }),
   str: (v) => mk({ type: GgufValueType.STRING, value: v }),
-  arr: (elemType, items) => mk({ type: GgufValueType.ARRAY, elemType, value: items }),
+  arr: (elemType, items) =>
+    mk({
+      type: GgufValueType.ARRAY,
+      elemType,
+      value:
+        (Array.isArray(items) ? items : Array.from(items as ArrayLike<unknown>)) as GgufArrayItems,
+    }),
 };
 
 function toBig(v: bigint | number): bigint {

@@ -5,6 +5,7 @@
  * @module
  */
 
+export type { ByteSource } from "../store/byte_source.ts";
 export {
   checkGgufItem,
   checkGgufValue,

@@ -83,7 +83,7 @@ export function validateSampling(o: SamplingOptions): void {
 export class Sampler {
   readonly #o: Required<SamplingOptions>;
   readonly #rng: Rng;
-  #idx = new Int32Array(0);
+  #order: number[] = [];
   #p = new Float64Array(0);
 
   /** @param opts sampling options (validated) */
@@ -115,14 +115,11 @@ export class Sampler {
     }
     if (o.temperature === 0) return argmax(logits);
     const n = logits.length;
-    if (this.#idx.length < n) {
-      this.#idx = new Int32Array(n);
-      this.#p = new Float64Array(n);
-    }
-    const idx = this.#idx, p = this.#p;
-    for (let i = 0; i < n; i++) idx[i] = i;
-    // sort descending by logit, ties by lower id
-    const order = Array.prototype.slice.call(idx.subarray(0, n)) as number[];
+    if (this.#p.length < n) this.#p = new Float64Array(n);
+    const p = this.#p, order = this.#order;
+    order.length = n;
+    for (let i = 0; i < n; i++) order[i] = i;
+    // descending by logit, ties to the lower id
     order.sort((a, b) => logits[b] - logits[a] || a - b);
     let m = o.topK > 0 ? Math.min(o.topK, n) : n;
     const max = logits[order[0]] / o.temperature;

@@ -8,11 +8,7 @@
 export * from "./ggml_type.ts";
 export * from "./f16.ts";
 export * from "./traits.ts";
-export {
-  roundHalfAway,
-  roundHalfEven,
-  quantizeActQ8_0,
-  quantizeActQ8_1,
-} from "./quant_legacy.ts";
+export { roundHalfAway, roundHalfEven } from "./block_util.ts";
+export { quantizeActQ8_0, quantizeActQ8_1 } from "./quant_legacy_dot.ts";
 export { quantizeActQ8_K, scaleMinK4 } from "./quant_k.ts";
 export { dotF32Arrays } from "./quant_float.ts";

@@ -8,33 +8,15 @@
  * - `vecDot*`: `ggml-cpu/quants.c` generic `ggml_vec_dot_q{4,5,6}_K_q8_K` in C order: integer
  *   8-lane partials `aux32`, `sums[l] += (dx*y.d)*aux32[l]` across blocks,
  *   `sumf -= (dmin*y.d)*Σ bsums*mins`, finally `sumf += Σ sums[l]`.
- * - Weight quantizers (`quantizeQ4_K` …): NOT llama.cpp's `make_qkx2_quants`/`make_qx_quants`
- *   search. A simpler, correct scheme: per sub-block scale = (max − min(0, min)) / levels and
- *   min = −min(0, min) (Q6_K: signed scale = max/−32), the super-block scales quantized to
- *   6 bits (Q6_K: 8 bits) against `max/63` (`-128/max`), then every value rounded (RNE) with
- *   the fp16-rounded effective scale. Blocks are valid and dequantize to within about one
- *   quantization step of the input; they are not byte-identical to llama-quantize output.
+ * - Weight quantizers live in quant_k_quantize.ts.
  *
  * @module
  */
 
-import { bitsToF32, F16_TO_F32, f32ToBits, f32ToF16 } from "./f16.ts";
-import { roundHalfEven } from "./quant_legacy.ts";
+import { f32ToBits } from "./f16.ts";
+import { f16At, f32At, roundHalfEven } from "./block_util.ts";
 
 const F = Math.fround;
-const H = F16_TO_F32;
-
-function f16At(b: Uint8Array, o: number): number {
-  return H[b[o] | (b[o + 1] << 8)];
-}
-function f32At(b: Uint8Array, o: number): number {
-  return bitsToF32(b[o] | (b[o + 1] << 8) | (b[o + 2] << 16) | (b[o + 3] << 24));
-}
-function putF16(out: Uint8Array, o: number, x: number): void {
-  const h = f32ToF16(x);
-  out[o] = h & 0xff;
-  out[o + 1] = h >>> 8;
-}
 
 /** `get_scale_min_k4`: 6-bit scale (`which` = 0) or min (`which` = 1) of sub-block `j` (0..7). */
 export function scaleMinK4(j: number, q: Uint8Array, qo: number, which: 0 | 1): number {
@@ -263,17 +245,35 @@ function vecDotK45(
 }
 
 /** `ggml_vec_dot_q4_K_q8_K` (generic order). */
-export function vecDotQ4_K(n: number, w: Uint8Array, wo: number, a: Uint8Array, ao: number): number {
+export function vecDotQ4_K(
+  n: number,
+  w: Uint8Array,
+  wo: number,
+  a: Uint8Array,
+  ao: number,
+): number {
   return vecDotK45(n, w, wo, a, ao, false);
 }
 
 /** `ggml_vec_dot_q5_K_q8_K` (generic order). */
-export function vecDotQ5_K(n: number, w: Uint8Array, wo: number, a: Uint8Array, ao: number): number {
+export function vecDotQ5_K(
+  n: number,
+  w: Uint8Array,
+  wo: number,
+  a: Uint8Array,
+  ao: number,
+): number {
   return vecDotK45(n, w, wo, a, ao, true);
 }
 
 /** `ggml_vec_dot_q6_K_q8_K` (generic order). */
-export function vecDotQ6_K(n: number, w: Uint8Array, wo: number, a: Uint8Array, ao: number): number {
+export function vecDotQ6_K(
+  n: number,
+  w: Uint8Array,
+  wo: number,
+  a: Uint8Array,
+  ao: number,
+): number {
   const aux8 = AUX8;
   const sums = SUMS;
   sums.fill(0);
@@ -298,166 +298,4 @@ export function vecDotQ6_K(n: number, w: Uint8Array, wo: number, a: Uint8Array, 
   let sumf = 0;
   for (let l = 0; l < 8; l++) sumf = F(sumf + sums[l]);
   return sumf;
-}
-
-// ---------------------------------------------------------------- weight quantizers (simple)
-
-const L = new Uint8Array(256);
-const SCALES = new Float32Array(16);
-const MINS = new Float32Array(16);
-
-function clamp(v: number, lo: number, hi: number): number {
-  return v < lo ? lo : v > hi ? hi : v;
-}
-
-function quantK45(
-  src: Float32Array,
-  so: number,
-  n: number,
-  out: Uint8Array,
-  oo: number,
-  five: boolean,
-): void {
-  const bs = five ? 176 : 144;
-  const levels = five ? 31 : 15;
-  for (let i = so, b = oo, end = so + n; i < end; i += 256, b += bs) {
-    out.fill(0, b, b + bs);
-    let maxScale = 0;
-    let maxMin = 0;
-    for (let s = 0; s < 8; s++) {
-      let mn = 0; // ggml clamps the sub-block min to <= 0
-      let mx = -Infinity;
-      for (let k = 0; k < 32; k++) {
-        const v = src[i + 32 * s + k];
-        if (v < mn) mn = v;
-        if (v > mx) mx = v;
-      }
-      SCALES[s] = F(F(mx - mn) / levels);
-      MINS[s] = -mn;
-      if (SCALES[s] > maxScale) maxScale = SCALES[s];
-      if (MINS[s] > maxMin) maxMin = MINS[s];
-    }
-    const invScale = maxScale > 0 ? F(63 / maxScale) : 0;
-    const invMin = maxMin > 0 ? F(63 / maxMin) : 0;
-    putF16(out, b, F(maxScale / 63));
-    putF16(out, b + 2, F(maxMin / 63));
-    const sc = b + 4;
-    for (let j = 0; j < 8; j++) {
-      const ls = clamp(roundHalfEven(F(invScale * SCALES[j])), 0, 63);
-      const lm = clamp(roundHalfEven(F(invMin * MINS[j])), 0, 63);
-      if (j < 4) {
-        out[sc + j] = ls;
-        out[sc + j + 4] = lm;
-      } else {
-        out[sc + j + 4] = (ls & 0xf) | ((lm & 0xf) << 4);
-        out[sc + j - 4] |= (ls >> 4) << 6;
-        out[sc + j] |= (lm >> 4) << 6;
-      }
-    }
-    const d = f16At(out, b);
-    const dmin = f16At(out, b + 2);
-    for (let j = 0; j < 8; j++) {
-      const dl = F(d * scaleMinK4(j, out, sc, 0));
-      const ml = F(dmin * scaleMinK4(j, out, sc, 1));
-      for (let k = 0; k < 32; k++) {
-        const v = src[i + 32 * j + k];
-        L[32 * j + k] = dl > 0 ? clamp(roundHalfEven(F(F(v + ml) / dl)), 0, levels) : 0;
-      }
-    }
-    const qso = five ? 48 : 16;
-    for (let c = 0; c < 4; c++) {
-      for (let l = 0; l < 32; l++) {
-        let l1 = L[64 * c + l];
-        let l2 = L[64 * c + 32 + l];
-        if (five) {
-          if (l1 > 15) {
-            l1 -= 16;
-            out[b + 16 + l] |= 1 << (2 * c);
-          }
-          if (l2 > 15) {
-            l2 -= 16;
-            out[b + 16 + l] |= 2 << (2 * c);
-          }
-        }
-        out[b + qso + 32 * c + l] = l1 | (l2 << 4);
-      }
-    }
-  }
-}
-
-/** Q4_K weight quantizer (simple scale scheme, see module doc). */
-export function quantizeQ4_K(
-  src: Float32Array,
-  so: number,
-  n: number,
-  out: Uint8Array,
-  oo: number,
-): void {
-  quantK45(src, so, n, out, oo, false);
-}
-
-/** Q5_K weight quantizer (simple scale scheme, see module doc). */
-export function quantizeQ5_K(
-  src: Float32Array,
-  so: number,
-  n: number,
-  out: Uint8Array,
-  oo: number,
-): void {
-  quantK45(src, so, n, out, oo, true);
-}
-
-/** Q6_K weight quantizer (simple scale scheme, see module doc). */
-export function quantizeQ6_K(
-  src: Float32Array,
-  so: number,
-  n: number,
-  out: Uint8Array,
-  oo: number,
-): void {
-  for (let i = so, b = oo, end = so + n; i < end; i += 256, b += 210) {
-    out.fill(0, b, b + 210);
-    let maxAbsScale = 0;
-    let maxScale = 0;
-    for (let s = 0; s < 16; s++) {
-      let amax = 0;
-      let max = 0;
-      for (let k = 0; k < 16; k++) {
-        const v = src[i + 16 * s + k];
-        if (Math.abs(v) > amax) {
-          amax = Math.abs(v);
-          max = v;
-        }
-      }
-      SCALES[s] = F(max / -32);
-      if (Math.abs(SCALES[s]) > maxAbsScale) {
-        maxAbsScale = Math.abs(SCALES[s]);
-        maxScale = SCALES[s];
-      }
-    }
-    const iscale = maxAbsScale > 0 ? F(-128 / maxScale) : 0;
-    putF16(out, b + 208, iscale !== 0 ? F(1 / iscale) : 0);
-    for (let s = 0; s < 16; s++) {
-      out[b + 192 + s] = Math.min(127, roundHalfEven(F(iscale * SCALES[s]))) & 0xff;
-    }
-    const d = f16At(out, b + 208);
-    for (let s = 0; s < 16; s++) {
-      const ds = F(d * ((out[b + 192 + s] << 24) >> 24));
-      for (let k = 0; k < 16; k++) {
-        const v = src[i + 16 * s + k];
-        L[16 * s + k] = ds !== 0 ? clamp(roundHalfEven(F(v / ds)), -32, 31) + 32 : 32;
-      }
-    }
-    for (let h = 0; h < 2; h++) {
-      const ql = b + 64 * h;
-      const qh = b + 128 + 32 * h;
-      const j = 128 * h;
-      for (let l = 0; l < 32; l++) {
-        out[ql + l] = (L[j + l] & 0xf) | ((L[j + l + 64] & 0xf) << 4);
-        out[ql + l + 32] = (L[j + l + 32] & 0xf) | ((L[j + l + 96] & 0xf) << 4);
-        out[qh + l] = (L[j + l] >> 4) | ((L[j + l + 32] >> 4) << 2) |
-          ((L[j + l + 64] >> 4) << 4) | ((L[j + l + 96] >> 4) << 6);
-      }
-    }
-  }
 }

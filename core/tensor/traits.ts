@@ -42,33 +42,33 @@ import {
   dequantizeQ5_1,
   dequantizeQ8_0,
   dequantizeQ8_1,
-  quantizeActQ8_0,
-  quantizeActQ8_1,
   quantizeQ4_0,
   quantizeQ4_1,
   quantizeQ5_0,
   quantizeQ5_1,
   quantizeQ8_0,
   quantizeQ8_1,
+} from "./quant_legacy.ts";
+import {
+  quantizeActQ8_0,
+  quantizeActQ8_1,
   vecDotQ4_0,
   vecDotQ4_1,
   vecDotQ5_0,
   vecDotQ5_1,
   vecDotQ8_0,
-} from "./quant_legacy.ts";
+} from "./quant_legacy_dot.ts";
 import {
   dequantizeQ4_K,
   dequantizeQ5_K,
   dequantizeQ6_K,
   dequantizeQ8_K,
   quantizeActQ8_K,
-  quantizeQ4_K,
-  quantizeQ5_K,
-  quantizeQ6_K,
   vecDotQ4_K,
   vecDotQ5_K,
   vecDotQ6_K,
 } from "./quant_k.ts";
+import { quantizeQ4_K, quantizeQ5_K, quantizeQ6_K } from "./quant_k_quantize.ts";
 
 /** Decode `n` elements (a multiple of blockSize) from bytes at `srcOffset` into `out[outOffset..]`. */
 export type DequantizeFn = (
@@ -130,7 +130,9 @@ function noDot(type: GgmlType): VecDotFn {
   return () => {
     throw new TensorError(
       "unsupported_type",
-      `${ggmlTypeName(type)} is an activation-only format: llama.cpp has no CPU vec_dot with it as the weight`,
+      `${
+        ggmlTypeName(type)
+      } is an activation-only format: llama.cpp has no CPU vec_dot with it as the weight`,
       { type },
     );
   };
@@ -252,7 +254,9 @@ export function quantizeActivation(
   if (outOffset + bytes > out.length || xOffset + n > x.length) {
     throw new TensorError(
       "out_of_range",
-      `quantizeActivation(${ggmlTypeName(vecDotType)}, n=${n}) needs ${bytes} bytes at ${outOffset} ` +
+      `quantizeActivation(${
+        ggmlTypeName(vecDotType)
+      }, n=${n}) needs ${bytes} bytes at ${outOffset} ` +
         `(have ${out.length}) and ${n} inputs at ${xOffset} (have ${x.length})`,
       { vecDotType, n, outOffset, xOffset },
     );
@@ -273,7 +277,9 @@ export function quantizeActivation(
     default:
       throw new TensorError(
         "unsupported_type",
-        `${ggmlTypeName(vecDotType)} is not an activation (vec_dot) type; expected F32, F16, BF16, Q8_0, Q8_1 or Q8_K`,
+        `${
+          ggmlTypeName(vecDotType)
+        } is not an activation (vec_dot) type; expected F32, F16, BF16, Q8_0, Q8_1 or Q8_K`,
         { type: vecDotType },
       );
   }

@@ -1,0 +1,1 @@
+export { deepStrictEqual as assertEquals, ok as assert, throws as assertThrows } from "node:assert/strict";
