@@ -4,6 +4,8 @@
  * ```sh
  * deno task cli generate --model model.gguf --prompt "Hello" --max-tokens 32 --json
  * deno task cli inspect --model model.gguf
+ * deno task cli manifest --model model.gguf --out experts.json
+ * deno task cli trace --model model.gguf --prompt "Hello" --out trace.json
  * ```
  *
  * @module
@@ -11,13 +13,23 @@
 
 import { parseArgs } from "node:util";
 import {
+  affinityFromTrace,
+  buildExpertManifest,
+  type ExpertManifest,
+  type ExpertRef,
   GenerationError,
   generate,
   type GenerateResult,
+  generateText,
   ggmlTypeName,
   loadModel,
+  type LoadModelOptions,
   type Model,
   MoeEdgeError,
+  parseExpertManifest,
+  ResidentExpertStore,
+  RouteRecorder,
+  statsJson,
 } from "./mod.ts";
 import { defaultModelBytes } from "./core/model/default_model.ts";
 
@@ -27,7 +39,10 @@ Usage:
   deno task cli generate [--model PATH] (--prompt TEXT | --prompt-tokens 1,2,3) [--max-tokens N]
                          [--temperature T] [--top-k K] [--top-p P] [--min-p P] [--repeat-penalty R]
                          [--seed S] [--backend NAME] [--json]
+                         [--expert-budget-mb N] [--expert-manifest FILE]
   deno task cli inspect [--model PATH]
+  deno task cli manifest [--model PATH] [--pin L:E,L:E] [--out FILE]
+  deno task cli trace [--model PATH] (--prompt TEXT... | --prompt-tokens 1,2,3) [--max-tokens N] --out FILE
 
 Without --model the built-in default model is used.`;
 
@@ -51,11 +66,12 @@ function isTty(): boolean {
   }
 }
 
-async function open(path: string | undefined, backend: string | undefined): Promise<Model> {
+async function open(path: string | undefined, backend: string | undefined, extra: LoadModelOptions = {}): Promise<Model> {
   const tty = isTty();
   let last = 0;
   const enc = new TextEncoder();
   const model = await loadModel(path ?? defaultModelBytes(), {
+    ...extra,
     backend: backend ?? "auto",
     onProgress: tty
       ? (done, total) => {
@@ -89,6 +105,8 @@ async function cmdGenerate(args: string[]): Promise<void> {
       seed: { type: "string" },
       backend: { type: "string" },
       json: { type: "boolean" },
+      "expert-budget-mb": { type: "string" },
+      "expert-manifest": { type: "string" },
     },
   });
   if ((values.prompt === undefined) === (values["prompt-tokens"] === undefined)) {
@@ -98,7 +116,7 @@ async function cmdGenerate(args: string[]): Promise<void> {
   if (values["prompt-tokens"] !== undefined) {
     prompt = values["prompt-tokens"].split(",").map((s) => num("prompt-tokens", s.trim(), true)!);
   } else prompt = values.prompt!;
-  const model = await open(values.model, values.backend);
+  const model = await open(values.model, values.backend, await streamingFlags(values));
   const opts = {
     maxTokens: num("max-tokens", values["max-tokens"], true) ?? 64,
     temperature: num("temperature", values.temperature, false),
@@ -132,6 +150,7 @@ async function cmdGenerate(args: string[]): Promise<void> {
         decode_tokens_per_s: result.timings.decodeTokensPerS,
       },
       backend: model.backend.name,
+      experts: statsJson(model.store.stats()),
     }));
   } else {
     console.log();
@@ -172,12 +191,88 @@ async function cmdInspect(args: string[]): Promise<void> {
   }
 }
 
+/** `--expert-budget-mb` / `--expert-manifest` as load options. */
+async function streamingFlags(v: Record<string, unknown>): Promise<LoadModelOptions> {
+  const mb = num("expert-budget-mb", v["expert-budget-mb"] as string | undefined, false);
+  const path = v["expert-manifest"] as string | undefined;
+  if (mb === undefined) {
+    if (path !== undefined) throw new UsageError("bad_flag", "--expert-manifest needs --expert-budget-mb");
+    return {};
+  }
+  if (mb <= 0) throw new UsageError("bad_flag", `--expert-budget-mb must be positive: received ${mb}`);
+  const manifest = path === undefined ? undefined : parseExpertManifest(JSON.parse(await Deno.readTextFile(path)));
+  return { expertBudgetBytes: Math.floor(mb * 1024 * 1024), streaming: { manifest } };
+}
+
+async function cmdManifest(args: string[]): Promise<void> {
+  const { values } = parseArgs({
+    args,
+    strict: true,
+    options: { model: { type: "string" }, backend: { type: "string" }, pin: { type: "string" }, out: { type: "string" } },
+  });
+  const pinned: ExpertRef[] = (values.pin ?? "").split(",").filter((p) => p.trim()).map((p) => {
+    const m = /^\s*(\d+):(\d+)\s*$/.exec(p);
+    if (!m) throw new UsageError("bad_flag", `--pin expects LAYER:EXPERT pairs: received '${p}'`);
+    return { layer: Number(m[1]), index: Number(m[2]) };
+  });
+  let manifest: ExpertManifest | null = null;
+  const model = await open(values.model, values.backend ?? "ref", {
+    hooks: {
+      createStore: async (ctx) => {
+        for (const p of pinned) {
+          if (!ctx.locations[p.layer]?.[p.index]) {
+            throw new UsageError("bad_flag", `--pin ${p.layer}:${p.index}: the model has no such expert`);
+          }
+        }
+        manifest = await buildExpertManifest(ctx.source, ctx.locations, pinned);
+        return new ResidentExpertStore([]);
+      },
+    },
+  });
+  model.dispose();
+  const json = JSON.stringify(manifest, null, 2) + "\n";
+  if (values.out) await Deno.writeTextFile(values.out, json);
+  else await Deno.stdout.write(new TextEncoder().encode(json));
+}
+
+async function cmdTrace(args: string[]): Promise<void> {
+  const { values } = parseArgs({
+    args,
+    strict: true,
+    options: {
+      model: { type: "string" },
+      backend: { type: "string" },
+      prompt: { type: "string", multiple: true },
+      "prompt-tokens": { type: "string" },
+      "max-tokens": { type: "string" },
+      out: { type: "string" },
+    },
+  });
+  if (!values.out) throw new UsageError("bad_flag", "trace needs --out FILE");
+  const prompts: (string | number[])[] = [...(values.prompt ?? [])];
+  if (values["prompt-tokens"] !== undefined) {
+    prompts.push(values["prompt-tokens"].split(",").map((s) => num("prompt-tokens", s.trim(), true)!));
+  }
+  if (prompts.length === 0) throw new UsageError("bad_flag", "trace needs --prompt or --prompt-tokens");
+  const model = await open(values.model, values.backend);
+  const hp = model.hp;
+  const rec = new RouteRecorder(hp.nLayer, hp.nExpert, hp.nExpertUsed);
+  for (const m of model.transformer.moe) m?.observers.push(rec.observe);
+  const maxTokens = num("max-tokens", values["max-tokens"], true) ?? 64;
+  for (const p of prompts) await generateText(model, p, { maxTokens, temperature: 0 });
+  const trace = rec.trace();
+  await Deno.writeTextFile(values.out, JSON.stringify({ ...trace, affinity: affinityFromTrace(trace, 0.5) }) + "\n");
+  console.error(`traced ${trace.tokens.length} tokens × ${hp.nLayer} layers to ${values.out}`);
+}
+
 /** Run the CLI with `args`; returns the exit code. */
 export async function main(args: string[]): Promise<number> {
   const [cmd, ...rest] = args;
   try {
     if (cmd === "generate") await cmdGenerate(rest);
     else if (cmd === "inspect") await cmdInspect(rest);
+    else if (cmd === "manifest") await cmdManifest(rest);
+    else if (cmd === "trace") await cmdTrace(rest);
     else if (cmd === undefined || cmd === "help" || cmd === "--help") {
       console.log(USAGE);
       return cmd === undefined ? 2 : 0;

@@ -23,7 +23,15 @@ export { createRefBackend, RefBackend } from "./core/backend/ref_backend.ts";
 export { type ByteSource, FileSource, MemorySource } from "./core/store/byte_source.ts";
 export { type ExpertStore, type ExpertStoreStats, ResidentExpertStore } from "./core/store/expert_store.ts";
 export type { Expert, ExpertKey, ExpertWeights } from "./core/moe/expert.ts";
-export { type Gating, type Route, type Router, TopKRouter, type TopKRouterOptions } from "./core/moe/router.ts";
+export {
+  type Gating,
+  type Route,
+  type Router,
+  softmaxInPlace,
+  topK,
+  TopKRouter,
+  type TopKRouterOptions,
+} from "./core/moe/router.ts";
 export { readGguf } from "./core/formats/gguf_reader.ts";
 export type { GgufFile, GgufTensorInfo } from "./core/formats/gguf_reader.ts";
 export { writeGguf } from "./core/formats/gguf_writer.ts";
@@ -51,3 +59,63 @@ export {
   generateText,
 } from "./core/generate/generate.ts";
 export type { Tokenizer } from "./core/tokenizer/mod.ts";
+export type { LinearAdapter, LinearName } from "./core/model/transformer.ts";
+export type { TensorBytesHook, TensorBytesInfo } from "./core/model/weights.ts";
+export * from "./core/plugin/mod.ts";
+export { HttpSource, type HttpSourceOptions, type HttpSourceStats } from "./core/store/http_source.ts";
+export type { LayerStoreStats } from "./core/store/expert_store.ts";
+export {
+  type CachePolicy,
+  type CachePolicyFactory,
+  type CachePolicyInit,
+  createRecencyPolicy,
+  expertKey,
+  type LoadReason,
+  pickVictim,
+} from "./core/store/cache_policy.ts";
+export {
+  nextMoeLayer,
+  type PrefetchContext,
+  type Prefetcher,
+  type PrefetcherFactory,
+  type PrefetchHint,
+  type PrefetchLayer,
+} from "./core/store/prefetch.ts";
+export {
+  createStreamingStore,
+  StreamingExpertStore,
+  type StreamingStoreContext,
+  type StreamingStoreOptions,
+  streamingStoreFromRequest,
+  type StreamingStoreRequest,
+} from "./core/store/streaming_store.ts";
+export { beladySimulate, type CacheSimOptions, type CacheSimResult, simulatePolicy } from "./core/store/belady.ts";
+export {
+  affinityFromTrace,
+  type AffinityTable,
+  moeLayersOf,
+  parseRouteTrace,
+  RouteRecorder,
+  type RouteTrace,
+  stepsFromTrace,
+} from "./core/store/route_trace.ts";
+export {
+  buildExpertManifest,
+  checkManifestFits,
+  type ExpertManifest,
+  type ExpertRef,
+  parseExpertManifest,
+  readExpertBytes,
+  sha256Hex,
+} from "./core/store/expert_manifest.ts";
+export { hitRate, prefetchAccuracy, statsJson } from "./core/store/store_stats.ts";
+export { type AppOptions, createApp } from "./serve/app.ts";
+export {
+  createRuntime,
+  type Generation,
+  ModelRuntime,
+  type RunRequest,
+  type RuntimeOptions,
+} from "./serve/runtime.ts";
+export { type OpenAIErrorBody, ServeError, type ServeErrorCode, toHttpError } from "./serve/errors.ts";
+export { ChatTemplate, chatTemplateFor, type ChatMessage } from "./serve/chat_template.ts";

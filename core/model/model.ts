@@ -12,13 +12,22 @@ import { type GgufFile, readGguf } from "../formats/gguf_reader.ts";
 import { type Expert, Scratch, SwigluExpert } from "../moe/expert.ts";
 import { type Router, TopKRouter } from "../moe/router.ts";
 import { type ByteSource, FileSource, MemorySource } from "../store/byte_source.ts";
-import { loadExpertInto } from "../store/expert_loader.ts";
+import { type ExpertBytesHook, loadExpertInto } from "../store/expert_loader.ts";
 import { type ExpertStore, ResidentExpertStore } from "../store/expert_store.ts";
+import { HttpSource } from "../store/http_source.ts";
+import { createStreamingStore, type StreamingStoreOptions } from "../store/streaming_store.ts";
 import type { Tokenizer } from "../tokenizer/mod.ts";
 import { type HParams, readHParams } from "./hparams.ts";
-import { Transformer } from "./transformer.ts";
+import { type LinearAdapter, Transformer } from "./transformer.ts";
 import { tokenizerFromGguf } from "./vocab.ts";
-import { type ExpertLocation, type LoadProgress, loadWeights, type ModelWeights, WeightLoader } from "./weights.ts";
+import {
+  type ExpertLocation,
+  type LoadProgress,
+  loadWeights,
+  type ModelWeights,
+  type TensorBytesHook,
+  WeightLoader,
+} from "./weights.ts";
 import type { ExpertWeights } from "../moe/expert.ts";
 import { ModelError } from "../errors.ts";
 
@@ -30,6 +39,10 @@ export interface ModelHooks {
   wrapRouter?: (router: Router, layer: number, hp: HParams) => Router;
   /** Wrap or replace an expert. */
   wrapExpert?: (expert: Expert, hp: HParams) => Expert;
+  /** Linear-layer adapters (LoRA mixes). */
+  adapters?: readonly LinearAdapter[] | ((hp: HParams, backend: Backend) => Promise<readonly LinearAdapter[]>);
+  /** Check or transform tensor bytes before upload (experts too, through `StoreContext.expertBytes`). */
+  transformBytes?: TensorBytesHook;
 }
 
 /** What an expert store factory gets. */
@@ -42,6 +55,8 @@ export interface StoreContext {
   readonly locations: readonly (readonly ExpertLocation[])[];
   /** Hyper-parameters. */
   readonly hp: HParams;
+  /** Pass to `loadExpertInto` so `transformBytes` sees expert bytes. */
+  readonly expertBytes?: ExpertBytesHook;
 }
 
 /** Options of `loadModel`. */
@@ -52,6 +67,10 @@ export interface LoadModelOptions {
   onProgress?: LoadProgress;
   /** Assembly hooks. */
   hooks?: ModelHooks;
+  /** Stream experts on demand under this many bytes of slots (default: all resident). Ignored with `hooks.createStore`. */
+  expertBudgetBytes?: number;
+  /** Cache policy, prefetcher, manifest… of the streaming store when `expertBudgetBytes` is set. */
+  streaming?: Omit<StreamingStoreOptions, "expertBudgetBytes">;
 }
 
 /** A model source: a path, a `ByteSource`, or the file's bytes. */
@@ -107,12 +126,13 @@ export class Model {
   dispose(): void {
     for (const s of this.#slots) this.backend.freeSlot(s);
     this.#slots.length = 0;
+    this.store.dispose?.();
   }
 }
 
 /** Open a source for reading. */
 export async function openSource(src: ModelSource): Promise<ByteSource> {
-  if (typeof src === "string") return await FileSource.open(src);
+  if (typeof src === "string") return /^https?:\/\//i.test(src) ? await HttpSource.open(src) : await FileSource.open(src);
   if (src instanceof Uint8Array) return new MemorySource(src);
   return src;
 }
@@ -125,7 +145,7 @@ export async function loadResidentStore(ctx: StoreContext, slots: Slot[], progre
     for (const loc of locs) {
       const slot = ctx.backend.allocSlot(loc.bytes);
       slots.push(slot);
-      ws.push(await loadExpertInto(ctx.source, ctx.backend, slot, loc));
+      ws.push(await loadExpertInto(ctx.source, ctx.backend, slot, loc, undefined, ctx.expertBytes));
       progress?.(loc.bytes);
     }
     layers.push(ws);
@@ -160,12 +180,19 @@ export async function loadModel(src: ModelSource, opts: LoadModelOptions = {}): 
   }
   const backend = typeof opts.backend === "object" ? opts.backend : await createBackend(opts.backend ?? "auto");
   const total = file.tensors.reduce((a, t) => a + t.nbytes, 0);
-  const loader = new WeightLoader(file, backend, total, opts.onProgress);
+  const tb = opts.hooks?.transformBytes;
+  const loader = new WeightLoader(file, backend, total, opts.onProgress, tb);
   const weights: ModelWeights = await loadWeights(loader, hp);
   const locations = weights.layers.map((l) => l.experts);
-  const ctx: StoreContext = { backend, source, locations, hp };
-  const store = opts.hooks?.createStore
+  const expertBytes: ExpertBytesHook | undefined = tb && ((loc, part, bytes) => {
+    const m = loc[part]!;
+    return tb({ name: m.name, type: m.type, dims: [m.cols, m.rows] }, bytes);
+  });
+  const ctx: StoreContext = { backend, source, locations, hp, expertBytes };
+  const store: ExpertStore = opts.hooks?.createStore
     ? await opts.hooks.createStore(ctx)
+    : opts.expertBudgetBytes !== undefined
+    ? await createStreamingStore(ctx, { ...opts.streaming, expertBudgetBytes: opts.expertBudgetBytes })
     : await loadResidentStore(ctx, loader.slots, (n) => loader.advance(n));
   const scratch = new Scratch();
   const routers: Router[] = [];
@@ -185,7 +212,10 @@ export async function loadModel(src: ModelSource, opts: LoadModelOptions = {}): 
       return e;
     }));
   }
-  const transformer = new Transformer({ backend, hp, weights, store, routers, experts, scratch });
+  const hook = opts.hooks?.adapters;
+  const adapters = typeof hook === "function" ? await hook(hp, backend) : hook ?? [];
+  const transformer = new Transformer({ backend, hp, weights, store, routers, experts, scratch, adapters });
+  store.attach?.(transformer.moe);
   return new Model({
     file,
     hp,

@@ -104,7 +104,8 @@ function vocabMeta(v: VocabSpec): [string, GgufValue][] {
 export function synthesizeModel(spec: SyntheticModelSpec = {}): Uint8Array {
   const arch = spec.arch ?? "llama";
   const nEmbd = spec.nEmbd ?? 64, nLayer = spec.nLayer ?? 2, nHead = spec.nHead ?? 4;
-  const nHeadKv = spec.nHeadKv ?? Math.max(1, nHead >> 1);
+  // llama.cpp's olmoe declares attn_k_norm as [n_embd]: OLMoE has no GQA
+  const nHeadKv = spec.nHeadKv ?? (arch === "olmoe" ? nHead : Math.max(1, nHead >> 1));
   const headDim = spec.headDim ?? Math.floor(nEmbd / nHead);
   const nExpert = spec.nExpert ?? 4, nUsed = spec.nExpertUsed ?? Math.min(2, nExpert);
   const nFf = spec.nFf ?? 96, nFfSh = spec.nFfShared ?? nFf;

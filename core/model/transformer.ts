@@ -6,7 +6,7 @@
  * @module
  */
 
-import type { Backend, KvCache, RopeParams } from "../backend/backend.ts";
+import type { Backend, KvCache, RopeParams, WeightView } from "../backend/backend.ts";
 import { ModelError } from "../errors.ts";
 import { type Expert, Scratch, swigluFfn } from "../moe/expert.ts";
 import { MoeLayer } from "../moe/moe_layer.ts";
@@ -14,6 +14,28 @@ import type { Router } from "../moe/router.ts";
 import type { ExpertStore } from "../store/expert_store.ts";
 import type { HParams } from "./hparams.ts";
 import type { ModelWeights } from "./weights.ts";
+
+/** Names of the linear projections adapters can attach to. */
+export type LinearName =
+  | "attn_q"
+  | "attn_k"
+  | "attn_v"
+  | "attn_output"
+  | "ffn_gate"
+  | "ffn_up"
+  | "ffn_down"
+  | "output";
+
+/**
+ * Adds a term to a linear layer's output (LoRA and LoRA-expert mixes):
+ * called after the base matmul `out = W·x` with the same input rows.
+ */
+export interface LinearAdapter {
+  /** Which projections this adapter touches (checked before each call). */
+  applies(layer: number, proj: LinearName): boolean;
+  /** `out[t] += delta(x[t])` for `nTokens` rows. */
+  apply(layer: number, proj: LinearName, x: Float32Array, nTokens: number, out: Float32Array): void;
+}
 
 /** Parts a transformer is assembled from (the loader and plugins provide them). */
 export interface TransformerParts {
@@ -31,6 +53,8 @@ export interface TransformerParts {
   readonly experts: readonly (readonly Expert[])[];
   /** Shared scratch. */
   readonly scratch: Scratch;
+  /** Linear-layer adapters, applied in order. */
+  readonly adapters?: readonly LinearAdapter[];
 }
 
 /** Runs forward passes; owns no KV cache (sessions do). */
@@ -42,6 +66,8 @@ export class Transformer {
   readonly moe: readonly (MoeLayer | null)[];
   readonly #scratch: Scratch;
   readonly #rope: RopeParams;
+  /** Linear-layer adapters (may be changed between forward passes). */
+  adapters: LinearAdapter[];
 
   /** @param parts assembled parts */
   constructor(parts: TransformerParts) {
@@ -50,6 +76,7 @@ export class Transformer {
     this.backend = backend;
     this.weights = weights;
     this.#scratch = scratch;
+    this.adapters = [...(parts.adapters ?? [])];
     this.#rope = { mode: hp.arch.ropeMode, nRot: hp.nRot, freqBase: hp.ropeFreqBase, freqScale: hp.ropeFreqScale };
     this.moe = weights.layers.map((lw, l) =>
       lw.gateInp
@@ -105,9 +132,9 @@ export class Transformer {
     for (let l = 0; l < hp.nLayer; l++) {
       const lw = W.layers[l];
       be.rmsnorm(x, nEmbd, rmsEps, lw.attnNorm, h);
-      be.matmul(lw.wq, h, n, q);
-      be.matmul(lw.wk, h, n, k);
-      be.matmul(lw.wv, h, n, v);
+      this.#linear(l, "attn_q", lw.wq, h, n, q);
+      this.#linear(l, "attn_k", lw.wk, h, n, k);
+      this.#linear(l, "attn_v", lw.wv, h, n, v);
       if (lw.bq) addBias(q, lw.bq);
       if (lw.bk) addBias(k, lw.bk);
       if (lw.bv) addBias(v, lw.bv);
@@ -127,7 +154,7 @@ export class Transformer {
         headDimV,
         scale,
       }, att);
-      be.matmul(lw.wo, att, n, h);
+      this.#linear(l, "attn_output", lw.wo, att, n, h);
       if (lw.bo) addBias(h, lw.bo);
       for (let i = 0; i < n * nEmbd; i++) x[i] += h[i];
 
@@ -145,7 +172,12 @@ export class Transformer {
     if (logits.length < rows * nVocab) {
       throw new RangeError(`Cannot write logits: need ${rows * nVocab} floats, got ${logits.length}`);
     }
-    be.matmul(W.output, normed, rows, logits);
+    this.#linear(-1, "output", W.output, normed, rows, logits);
+  }
+
+  #linear(layer: number, proj: LinearName, w: WeightView, x: Float32Array, n: number, out: Float32Array): void {
+    this.backend.matmul(w, x, n, out);
+    for (const a of this.adapters) if (a.applies(layer, proj)) a.apply(layer, proj, x, n, out);
   }
 }
 

@@ -93,6 +93,19 @@ export interface ModelWeights {
 /** Progress callback: bytes loaded so far out of total. */
 export type LoadProgress = (loaded: number, total: number) => void;
 
+/** A tensor about to be uploaded; expert slices are named `blk.N.ffn_up_exps.weight[e]`. */
+export interface TensorBytesInfo {
+  /** Tensor name. */
+  readonly name: string;
+  /** ggml type. */
+  readonly type: number;
+  /** ggml dims (`[cols, rows, …]`). */
+  readonly dims: readonly number[];
+}
+
+/** Checks or transforms tensor bytes before upload (plugins' `weights` hook); same length out. */
+export type TensorBytesHook = (tensor: TensorBytesInfo, bytes: Uint8Array) => Uint8Array | void;
+
 function shapeError(t: GgufTensorInfo, want: readonly number[]): ModelError {
   return new ModelError(
     "shape_mismatch",
@@ -116,15 +129,17 @@ export class WeightLoader {
   readonly #progress?: LoadProgress;
   #loaded = 0;
   readonly #total: number;
+  readonly #transform?: TensorBytesHook;
   /** Slots this loader allocated (freed by the model's dispose). */
   readonly slots: Slot[] = [];
 
-  /** @param file parsed GGUF; @param backend target; @param total bytes expected (for progress) */
-  constructor(file: GgufFile, backend: Backend, total: number, progress?: LoadProgress) {
+  /** @param file parsed GGUF; @param backend target; @param total bytes expected (for progress); @param transform bytes hook */
+  constructor(file: GgufFile, backend: Backend, total: number, progress?: LoadProgress, transform?: TensorBytesHook) {
     this.#file = file;
     this.#backend = backend;
     this.#total = total;
     this.#progress = progress;
+    this.#transform = transform;
   }
 
   /** Tensor info, or null when absent and not required. */
@@ -158,7 +173,8 @@ export class WeightLoader {
 
   /** Upload a tensor's bytes into a new slot. */
   async upload(t: GgufTensorInfo): Promise<Slot> {
-    const bytes = await this.#file.readTensorBytes(t);
+    const raw = await this.#file.readTensorBytes(t);
+    const bytes = this.#transform?.(t, raw) ?? raw;
     const slot = this.#backend.allocSlot(t.nbytes);
     this.slots.push(slot);
     this.#backend.writeSlot(slot, 0, bytes);
@@ -179,7 +195,8 @@ export class WeightLoader {
     const t = this.info(name, required);
     if (!t) return null;
     checkDims(t, [n]);
-    const bytes = await this.#file.readTensorBytes(t);
+    const raw = await this.#file.readTensorBytes(t);
+    const bytes = this.#transform?.(t, raw) ?? raw;
     const out = new Float32Array(n);
     traitsOf(t.type as never).dequantize(bytes, 0, n, out, 0);
     this.advance(t.nbytes);

@@ -78,14 +78,18 @@ export class MoeLayer {
       for (const obs of this.observers) obs(layer, t, r, x.subarray(t * nEmbd, (t + 1) * nEmbd));
     }
     const usedList = [...used].sort((a, b) => a - b);
-    const pending = store.ensure(layer, usedList, signal);
-    if (pending) await pending;
+    // a budget-bounded store may hold fewer experts than a batch uses: ensure them in chunks
+    const chunk = Math.max(1, store.maxEnsureExperts?.(layer) ?? usedList.length);
 
     // per-token, per-rank expert outputs, combined afterwards in rank order
     const parts = this.#scratch.get("moe.parts", nTokens * maxK * nEmbd);
     const xin = this.#scratch.get("moe.xin", nTokens * nEmbd);
     const eout = this.#scratch.get("moe.eout", nTokens * nEmbd);
-    for (const e of usedList) {
+    for (const [i, e] of usedList.entries()) {
+      if (i % chunk === 0) {
+        const pending = store.ensure(layer, chunk >= usedList.length ? usedList : usedList.slice(i, i + chunk), signal);
+        if (pending) await pending;
+      }
       let n = 0;
       const slots: number[] = [];
       for (let t = 0; t < nTokens; t++) {

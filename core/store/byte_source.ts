@@ -62,6 +62,7 @@ export class FileSource implements ByteSource {
   readonly size: number;
   readonly name: string;
   #file: Deno.FsFile | null;
+  #queue: Promise<unknown> = Promise.resolve();
 
   private constructor(file: Deno.FsFile, size: number, name: string) {
     this.#file = file;
@@ -85,8 +86,17 @@ export class FileSource implements ByteSource {
     }
   }
 
-  /** Reads the range with positioned reads; short reads loop until complete. */
-  async read(offset: number, length: number): Promise<Uint8Array> {
+  /**
+   * Reads the range; short reads loop until complete. Seek+read pairs on the
+   * one handle are serialized, so concurrent reads never interleave.
+   */
+  read(offset: number, length: number): Promise<Uint8Array> {
+    const run = this.#queue.then(() => this.#readAt(offset, length));
+    this.#queue = run.catch(() => {});
+    return run;
+  }
+
+  async #readAt(offset: number, length: number): Promise<Uint8Array> {
     checkRange(this.name, this.size, offset, length);
     const file = this.#file;
     if (!file) throw new StoreError("closed", `Cannot read ${this.name}: source is closed`);

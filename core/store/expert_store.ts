@@ -9,7 +9,32 @@
  */
 
 import type { ExpertWeights } from "../moe/expert.ts";
+import type { MoeLayer } from "../moe/moe_layer.ts";
 import { StoreError } from "../errors.ts";
+
+/** Counters of one layer of a streaming store (same meanings as `ExpertStoreStats`). */
+export interface LayerStoreStats {
+  /** Layer index. */
+  layer: number;
+  /** Lookups that found the expert resident. */
+  hits: number;
+  /** Lookups that had to load (or wait for) it. */
+  misses: number;
+  /** Experts evicted. */
+  evictions: number;
+  /** Prefetch loads started. */
+  prefetches: number;
+  /** Hits on prefetched experts (first use after the prefetch). */
+  prefetchHits: number;
+  /** Uses of a prefetched expert whose load had not finished (counted as misses). */
+  prefetchLate: number;
+  /** Prefetched experts evicted or cancelled before any use. */
+  wastedPrefetches: number;
+  /** Bytes read from the source. */
+  bytesFetched: number;
+  /** Milliseconds compute waited on fetches. */
+  stallMs: number;
+}
 
 /** Counters an expert store reports. */
 export interface ExpertStoreStats {
@@ -23,6 +48,16 @@ export interface ExpertStoreStats {
   bytesFetched: number;
   /** Milliseconds compute waited on fetches. */
   stallMs: number;
+  /** Prefetch loads started (streaming stores). */
+  prefetches?: number;
+  /** Hits on prefetched experts (streaming stores). */
+  prefetchHits?: number;
+  /** Uses of prefetched experts still loading (streaming stores). */
+  prefetchLate?: number;
+  /** Prefetched experts dropped unused (streaming stores). */
+  wastedPrefetches?: number;
+  /** The same counters per layer (streaming stores). */
+  perLayer?: LayerStoreStats[];
 }
 
 /** Supplies resident expert weights to the MoE layers. */
@@ -36,6 +71,12 @@ export interface ExpertStore {
   weights(layer: number, index: number): ExpertWeights;
   /** Counters so far. */
   stats(): ExpertStoreStats;
+  /** Most experts of `layer` one `ensure` may name (a budget-bounded store); no limit when absent. */
+  maxEnsureExperts?(layer: number): number;
+  /** Called once the model's MoE layers exist (to add route observers, e.g. for prefetch). */
+  attach?(layers: readonly (MoeLayer | null)[]): void;
+  /** Release the store's slots and pending loads. */
+  dispose?(): void;
 }
 
 /** A store that holds every expert resident from load time. */

@@ -68,38 +68,47 @@ function isTokenArray(v) {
 }
 
 function validateRequest(req) {
-  if (req === null || typeof req !== "object") fail("BAD_REQUEST", "request must be a JSON object");
-  if (typeof req.model !== "string" || req.model === "") {
-    fail("BAD_REQUEST", "`model` must be a path to a .gguf file");
+  if (req === null || typeof req !== "object") {
+    fail("bad_request", "request must be a JSON object");
   }
-  if (!fs.existsSync(req.model)) fail("MODEL_NOT_FOUND", `model file not found: ${req.model}`);
+  if (typeof req.model !== "string" || req.model === "") {
+    fail("bad_request", "`model` must be a path to a .gguf file");
+  }
+  if (!fs.existsSync(req.model)) {
+    fail("model_not_found", `model file not found: ${req.model}`);
+  }
   if (req.mode !== "greedy" && req.mode !== "teacher") {
-    fail("BAD_REQUEST", '`mode` must be "greedy" or "teacher"');
+    fail("bad_request", '`mode` must be "greedy" or "teacher"');
   }
   if (!isTokenArray(req.prompt) || req.prompt.length === 0) {
-    fail("BAD_REQUEST", "`prompt` must be a non-empty array of token ids");
+    fail("bad_request", "`prompt` must be a non-empty array of token ids");
   }
-  if (req.mode === "greedy" && !(Number.isInteger(req.steps) && req.steps >= 1)) {
-    fail("BAD_REQUEST", "greedy mode needs `steps` (integer >= 1)");
+  if (
+    req.mode === "greedy" && !(Number.isInteger(req.steps) && req.steps >= 1)
+  ) {
+    fail("bad_request", "greedy mode needs `steps` (integer >= 1)");
   }
   if (req.mode === "teacher" && !isTokenArray(req.forced)) {
-    fail("BAD_REQUEST", "teacher mode needs `forced` (array of token ids, may be empty)");
+    fail(
+      "bad_request",
+      "teacher mode needs `forced` (array of token ids, may be empty)",
+    );
   }
   const logits = req.logits ?? "full";
   if (!["full", "top", "none"].includes(logits)) {
-    fail("BAD_REQUEST", '`logits` must be "full", "top" or "none"');
+    fail("bad_request", '`logits` must be "full", "top" or "none"');
   }
   const enc = req.logitsEncoding ?? "json";
   if (enc !== "json" && enc !== "f32-base64") {
-    fail("BAD_REQUEST", '`logitsEncoding` must be "json" or "f32-base64"');
+    fail("bad_request", '`logitsEncoding` must be "json" or "f32-base64"');
   }
   const promptBatch = req.promptBatch ?? "full";
   if (promptBatch !== "full" && promptBatch !== "tokenwise") {
-    fail("BAD_REQUEST", '`promptBatch` must be "full" or "tokenwise"');
+    fail("bad_request", '`promptBatch` must be "full" or "tokenwise"');
   }
   const threads = req.threads ?? 1;
   if (!(Number.isInteger(threads) && threads >= 1)) {
-    fail("BAD_REQUEST", "`threads` must be an integer >= 1");
+    fail("bad_request", "`threads` must be an integer >= 1");
   }
 }
 
@@ -113,7 +122,7 @@ async function importNodeLlamaCpp() {
     pkgJsonPath = path.join(path.dirname(entry), "..", "package.json");
   } catch {
     fail(
-      "NOT_INSTALLED",
+      "not_installed",
       "node-llama-cpp is not installed in tests/oracle/node_modules. " +
         "Run `npm ci --prefix tests/oracle` (from the repository root).",
     );
@@ -121,7 +130,7 @@ async function importNodeLlamaCpp() {
   const version = JSON.parse(fs.readFileSync(pkgJsonPath, "utf8")).version;
   if (version !== NODE_LLAMA_CPP_VERSION) {
     fail(
-      "WRONG_VERSION",
+      "wrong_version",
       `node-llama-cpp ${version} is installed but the oracle pins ${NODE_LLAMA_CPP_VERSION}. ` +
         "Run `npm ci --prefix tests/oracle`.",
     );
@@ -135,7 +144,7 @@ async function importNodeLlamaCpp() {
     binsDir = path.join(prebuilt.getBinsDir().binsDir, "linux-x64");
   } catch {
     fail(
-      "NOT_INSTALLED",
+      "not_installed",
       "@node-llama-cpp/linux-x64 (the prebuilt llama.cpp CPU binaries) is not installed. " +
         "The oracle supports linux-x64 (glibc) only. Run `npm ci --prefix tests/oracle`.",
     );
@@ -157,9 +166,14 @@ async function importNodeLlamaCpp() {
 function pinCpuVariant(binsDir, variant) {
   if (variant === "auto") return;
   const file = `libggml-cpu-${variant}.so`;
-  if (!/^[a-z0-9_]+$/.test(variant) || !fs.existsSync(path.join(binsDir, file))) {
+  if (
+    !/^[a-z0-9_]+$/.test(variant) || !fs.existsSync(path.join(binsDir, file))
+  ) {
     const have = fs.readdirSync(binsDir).filter((f) => f.startsWith("libggml-cpu-"));
-    fail("BAD_REQUEST", `unknown cpuVariant "${variant}"; available: ${have.join(", ")}`);
+    fail(
+      "bad_request",
+      `unknown cpuVariant "${variant}"; available: ${have.join(", ")}`,
+    );
   }
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "moe-edge-oracle-"));
   fs.symlinkSync(path.join(binsDir, file), path.join(dir, file));
@@ -193,7 +207,9 @@ function loadedCpuBackends() {
 
 function encodeLogits(arr, encoding) {
   if (encoding === "f32-base64") {
-    return Buffer.from(arr.buffer, arr.byteOffset, arr.byteLength).toString("base64");
+    return Buffer.from(arr.buffer, arr.byteOffset, arr.byteLength).toString(
+      "base64",
+    );
   }
   return Array.from(arr); // f32 values widened to f64: exact, JSON round-trips them exactly
 }
@@ -215,7 +231,7 @@ function topOf(arr, k) {
 function denseLogits(map, nVocab, step) {
   if (!(map instanceof Map) || map.size !== nVocab) {
     fail(
-      "NO_LOGITS",
+      "no_logits",
       `step ${step}: expected ${nVocab} logits from llama.cpp, got ${map?.size ?? "none"}`,
     );
   }
@@ -271,15 +287,22 @@ async function run(req) {
   const nSteps = mode === "greedy" ? req.steps : forced.length + 1;
   const nTokensTotal = prompt.length + nSteps;
   // No context shift may ever happen: size the context to hold everything (at least 256).
-  const contextSize = req.contextSize ?? Math.max(256, Math.ceil((nTokensTotal + 1) / 256) * 256);
+  const contextSize = req.contextSize ??
+    Math.max(256, Math.ceil((nTokensTotal + 1) / 256) * 256);
   if (contextSize < nTokensTotal) {
-    fail("BAD_REQUEST", `contextSize ${contextSize} < prompt + steps (${nTokensTotal})`);
+    fail(
+      "bad_request",
+      `contextSize ${contextSize} < prompt + steps (${nTokensTotal})`,
+    );
   }
   // One llama_decode for the whole prompt. node-llama-cpp sets n_ubatch = n_batch, so a
   // prompt of <= batchSize tokens is one ubatch, with no split points that could change numerics.
   const batchSize = req.batchSize ?? contextSize;
   if (promptBatch === "full" && batchSize < prompt.length) {
-    fail("BAD_REQUEST", `batchSize ${batchSize} < prompt length ${prompt.length}`);
+    fail(
+      "bad_request",
+      `batchSize ${batchSize} < prompt length ${prompt.length}`,
+    );
   }
 
   const { mod, version: nlcVersion, binsDir } = await importNodeLlamaCpp();
@@ -296,7 +319,9 @@ async function run(req) {
     logLevel: LlamaLogLevel.debug,
     logger: pushLog,
   });
-  if (llama.gpu !== false) fail("ENGINE", `expected a CPU-only llama.cpp, got gpu=${llama.gpu}`);
+  if (llama.gpu !== false) {
+    fail("engine", `expected a CPU-only llama.cpp, got gpu=${llama.gpu}`);
+  }
   const tReady = performance.now();
 
   const model = await llama.loadModel({
@@ -305,8 +330,12 @@ async function run(req) {
     useMmap: true,
     checkTensors: false,
   }).catch((e) => {
-    fail("MODEL_LOAD", `llama.cpp could not load ${req.model}: ${e?.message ?? e}\n` +
-      logs.filter((l) => /^\[(error|warn)\]/.test(l)).join("\n"));
+    // llama.cpp's own reason (e.g. "missing tensor 'blk.0.ffn_norm.weight'") is in its log.
+    const reasons = logs.filter((l) => /^\[(error|warn|fatal)\]/.test(l));
+    fail(
+      "model_load",
+      `llama.cpp could not load ${req.model}: ${e?.message ?? e}\n${reasons.join("\n")}`,
+    );
   });
   const context = await model.createContext({
     contextSize,
@@ -319,7 +348,18 @@ async function run(req) {
     ignoreMemorySafetyChecks: true,
     failedCreationRemedy: false,
   });
-  const sequence = context.getSequence({ contextShift: { size: 0, strategy: "eraseBeginning" } });
+  // llama.cpp logs arrive through a thread-safe function, a few event-loop turns late; wait for
+  // the context's summary lines, which the option checks below parse.
+  for (
+    let i = 0;
+    i < 100 && !logs.some((l) => l.includes("llama_kv_cache: size ="));
+    i++
+  ) {
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+  const sequence = context.getSequence({
+    contextShift: { size: 0, strategy: "eraseBeginning" },
+  });
   const tLoaded = performance.now();
 
   // Always fetch the full logits: even with logits "none"/"top" the oracle checks that llama.cpp's
@@ -329,17 +369,22 @@ async function run(req) {
   let vocab = null; // llama_vocab_n_tokens, learned from the first step
 
   async function evalTokens(tokens, wantLastLogits) {
-    const input = tokens.map((t, i) => (i === tokens.length - 1 && wantLastLogits ? [t, want] : t));
+    const input = tokens.map((
+      t,
+      i,
+    ) => (i === tokens.length - 1 && wantLastLogits ? [t, want] : t));
     const res = await sequence.controlledEvaluate(input);
     if (!wantLastLogits) return null;
     const next = res[tokens.length - 1]?.next;
-    if (next == null || next.logits == null) fail("NO_LOGITS", "llama.cpp returned no logits");
+    if (next == null || next.logits == null) {
+      fail("no_logits", "llama.cpp returned no logits");
+    }
     if (vocab == null) vocab = next.logits.size;
     const dense = denseLogits(next.logits, vocab, steps.length);
     const mine = argmax(dense);
     if (next.token !== mine) {
       fail(
-        "SAMPLER_MISMATCH",
+        "sampler_mismatch",
         `step ${steps.length}: llama.cpp greedy picked ${next.token} but the first argmax is ${mine}`,
       );
     }
@@ -421,23 +466,34 @@ async function run(req) {
   // The pinned options must really be in effect; refuse to answer otherwise.
   const problems = [];
   const faWanted = flashAttention ? "enabled" : "disabled";
-  if (verified.flashAttn !== faWanted) problems.push(`flash_attn=${verified.flashAttn}`);
+  if (verified.flashAttn !== faWanted) {
+    problems.push(`flash_attn=${verified.flashAttn}`);
+  }
   const kvWanted = kvCacheType.toLowerCase();
   if (verified.kvCacheK !== kvWanted || verified.kvCacheV !== kvWanted) {
     problems.push(`kv cache K=${verified.kvCacheK} V=${verified.kvCacheV}`);
   }
-  if (threadsAfter !== null && threadsAfter !== threads) problems.push(`threads=${threadsAfter}`);
+  if (threadsAfter !== null && threadsAfter !== threads) {
+    problems.push(`threads=${threadsAfter}`);
+  }
   if (
     cpuVariant !== "auto" && cpuBackends !== null &&
-    (cpuBackends.length !== 1 || cpuBackends[0] !== `libggml-cpu-${cpuVariant}.so`)
+    (cpuBackends.length !== 1 ||
+      cpuBackends[0] !== `libggml-cpu-${cpuVariant}.so`)
   ) {
     problems.push(`cpu backend=${cpuBackends.join("+")}`);
   }
-  if (verified.nUbatch !== null && promptBatch === "full" && verified.nUbatch < prompt.length) {
+  if (
+    verified.nUbatch !== null && promptBatch === "full" &&
+    verified.nUbatch < prompt.length
+  ) {
     problems.push(`n_ubatch=${verified.nUbatch}`);
   }
   if (problems.length > 0) {
-    fail("OPTIONS_NOT_APPLIED", `llama.cpp did not apply the pinned options: ${problems.join(", ")}`);
+    fail(
+      "options_not_applied",
+      `llama.cpp did not apply the pinned options: ${problems.join(", ")}`,
+    );
   }
 
   await sequence.dispose();
@@ -452,7 +508,9 @@ async function main() {
   try {
     req = JSON.parse(await readStdin());
   } catch (e) {
-    process.stdout.write(JSON.stringify({ error: { code: "BAD_REQUEST", message: String(e) } }));
+    process.stdout.write(
+      JSON.stringify({ error: { code: "bad_request", message: String(e) } }),
+    );
     process.exitCode = 1;
     return;
   }
@@ -460,8 +518,13 @@ async function main() {
     const res = await run(req);
     process.stdout.write(JSON.stringify(res) + "\n");
   } catch (e) {
-    const code = e instanceof OracleError ? e.code : "INTERNAL";
-    const message = e instanceof Error ? (e.stack ?? e.message) : String(e);
+    const code = e instanceof OracleError ? e.code : "internal";
+    // Our own refusals carry their reason; anything else gets its stack for debugging.
+    const message = e instanceof OracleError
+      ? e.message
+      : e instanceof Error
+      ? (e.stack ?? e.message)
+      : String(e);
     process.stdout.write(JSON.stringify({ error: { code, message } }) + "\n");
     process.exitCode = 1;
   }

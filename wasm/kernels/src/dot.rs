@@ -4,9 +4,9 @@
 //! count. For F16/BF16 the activation is the f32 image of the rounded
 //! values (see `half::round_f16_f32`).
 //!
-//! SIMD kernels keep i32x4 lane partials per block, convert to f32 and
-//! multiply-add with the block scale, like ggml's AVX2 kernels; scalar twins
-//! follow `ggml-cpu/quants.c` (generic). Only f32 summation order differs.
+//! The quantized SIMD kernels live in `tiles.rs` (one weight row × up to 4
+//! tokens); the `_scalar` functions here are their twins and follow
+//! `ggml-cpu/quants.c` (generic). Only f32 summation order differs.
 
 use crate::half::{bf16_to_f32, f16_to_f32};
 use crate::simd::*;
@@ -127,32 +127,6 @@ pub unsafe fn dot_bf16_scalar(w: *const u8, a: *const u8, n: usize) -> f32 {
 
 // ---------------------------------------------------------------- Q8_0 · Q8_0
 
-/// Q8_0·Q8_0 (`ggml_vec_dot_q8_0_q8_0`).
-pub unsafe fn dot_q8_0(w: *const u8, a: *const u8, n: usize) -> f32 {
-    let nb = n / 32;
-    let mut acc0 = f32x4_splat(0.0);
-    let mut acc1 = f32x4_splat(0.0);
-    let mut i = 0;
-    while i + 2 <= nb {
-        let (w0, a0) = (w.add(i * 34), a.add(i * 34));
-        let (w1, a1) = (w0.add(34), a0.add(34));
-        let s0 = i32x4_add(dot_i8(ld(w0.add(2)), ld(a0.add(2))), dot_i8(ld(w0.add(18)), ld(a0.add(18))));
-        let s1 = i32x4_add(dot_i8(ld(w1.add(2)), ld(a1.add(2))), dot_i8(ld(w1.add(18)), ld(a1.add(18))));
-        let d0 = fp16(w0) * fp16(a0);
-        let d1 = fp16(w1) * fp16(a1);
-        acc0 = f32x4_add(acc0, f32x4_mul(f32x4_convert_i32x4(s0), f32x4_splat(d0)));
-        acc1 = f32x4_add(acc1, f32x4_mul(f32x4_convert_i32x4(s1), f32x4_splat(d1)));
-        i += 2;
-    }
-    if i < nb {
-        let (w0, a0) = (w.add(i * 34), a.add(i * 34));
-        let s0 = i32x4_add(dot_i8(ld(w0.add(2)), ld(a0.add(2))), dot_i8(ld(w0.add(18)), ld(a0.add(18))));
-        let d0 = fp16(w0) * fp16(a0);
-        acc0 = f32x4_add(acc0, f32x4_mul(f32x4_convert_i32x4(s0), f32x4_splat(d0)));
-    }
-    hsum_f32(f32x4_add(acc0, acc1))
-}
-
 /// Scalar twin of [`dot_q8_0`].
 pub unsafe fn dot_q8_0_scalar(w: *const u8, a: *const u8, n: usize) -> f32 {
     let mut sumf = 0.0f32;
@@ -169,23 +143,6 @@ pub unsafe fn dot_q8_0_scalar(w: *const u8, a: *const u8, n: usize) -> f32 {
 
 // ---------------------------------------------------------------- Q4_0 / Q5_0 · Q8_0
 
-/// Q4_0·Q8_0.
-pub unsafe fn dot_q4_0(w: *const u8, a: *const u8, n: usize) -> f32 {
-    let m4 = u8x16_splat(0x0f);
-    let s8 = i8x16_splat(8);
-    let mut acc = f32x4_splat(0.0);
-    for i in 0..n / 32 {
-        let (wb, ab) = (w.add(i * 18), a.add(i * 34));
-        let q = ld(wb.add(2));
-        let lo = i8x16_sub(v128_and(q, m4), s8);
-        let hi = i8x16_sub(u8x16_shr(q, 4), s8);
-        let s = i32x4_add(dot_i8(lo, ld(ab.add(2))), dot_i8(hi, ld(ab.add(18))));
-        let d = fp16(wb) * fp16(ab);
-        acc = f32x4_add(acc, f32x4_mul(f32x4_convert_i32x4(s), f32x4_splat(d)));
-    }
-    hsum_f32(acc)
-}
-
 /// Scalar twin of [`dot_q4_0`].
 pub unsafe fn dot_q4_0_scalar(w: *const u8, a: *const u8, n: usize) -> f32 {
     let mut sumf = 0.0f32;
@@ -201,39 +158,6 @@ pub unsafe fn dot_q4_0_scalar(w: *const u8, a: *const u8, n: usize) -> f32 {
         sumf += sumi as f32 * fp16(wb) * fp16(ab);
     }
     sumf
-}
-
-/// Fifth bits of a Q5 block as two byte vectors holding 0x10 or 0:
-/// element j (< 16) uses bit j of `qh`, element j+16 uses bit j+16.
-#[inline(always)]
-fn q5_high_bits(qh: u32) -> (v128, v128) {
-    let v = u32x4_splat(qh);
-    let sel_lo = i8x16_swizzle(v, i8x16(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1));
-    let sel_hi = i8x16_swizzle(v, i8x16(2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3));
-    let bits = u8x16(1, 2, 4, 8, 16, 32, 64, 128, 1, 2, 4, 8, 16, 32, 64, 128);
-    let h = u8x16_splat(0x10);
-    (
-        v128_and(i8x16_eq(v128_and(sel_lo, bits), bits), h),
-        v128_and(i8x16_eq(v128_and(sel_hi, bits), bits), h),
-    )
-}
-
-/// Q5_0·Q8_0.
-pub unsafe fn dot_q5_0(w: *const u8, a: *const u8, n: usize) -> f32 {
-    let m4 = u8x16_splat(0x0f);
-    let s16 = i8x16_splat(16);
-    let mut acc = f32x4_splat(0.0);
-    for i in 0..n / 32 {
-        let (wb, ab) = (w.add(i * 22), a.add(i * 34));
-        let (h0, h1) = q5_high_bits(rd_u32(wb.add(2)));
-        let q = ld(wb.add(6));
-        let lo = i8x16_sub(v128_or(v128_and(q, m4), h0), s16);
-        let hi = i8x16_sub(v128_or(u8x16_shr(q, 4), h1), s16);
-        let s = i32x4_add(dot_i8(lo, ld(ab.add(2))), dot_i8(hi, ld(ab.add(18))));
-        let d = fp16(wb) * fp16(ab);
-        acc = f32x4_add(acc, f32x4_mul(f32x4_convert_i32x4(s), f32x4_splat(d)));
-    }
-    hsum_f32(acc)
 }
 
 /// Scalar twin of [`dot_q5_0`].
@@ -258,24 +182,6 @@ pub unsafe fn dot_q5_0_scalar(w: *const u8, a: *const u8, n: usize) -> f32 {
 
 // ---------------------------------------------------------------- Q4_1 / Q5_1 · Q8_1
 
-/// Q4_1·Q8_1: `Σ (dx·dy)·sumi + mx·sy`.
-pub unsafe fn dot_q4_1(w: *const u8, a: *const u8, n: usize) -> f32 {
-    let m4 = u8x16_splat(0x0f);
-    let mut acc = f32x4_splat(0.0);
-    let mut accm = 0.0f32;
-    for i in 0..n / 32 {
-        let (wb, ab) = (w.add(i * 20), a.add(i * 36));
-        let q = ld(wb.add(4));
-        let lo = v128_and(q, m4);
-        let hi = u8x16_shr(q, 4);
-        let s = i32x4_add(dot_i8(lo, ld(ab.add(4))), dot_i8(hi, ld(ab.add(20))));
-        let d = fp16(wb) * fp16(ab);
-        acc = f32x4_add(acc, f32x4_mul(f32x4_convert_i32x4(s), f32x4_splat(d)));
-        accm += fp16(wb.add(2)) * fp16(ab.add(2));
-    }
-    hsum_f32(acc) + accm
-}
-
 /// Scalar twin of [`dot_q4_1`].
 pub unsafe fn dot_q4_1_scalar(w: *const u8, a: *const u8, n: usize) -> f32 {
     let mut sumf = 0.0f32;
@@ -290,25 +196,6 @@ pub unsafe fn dot_q4_1_scalar(w: *const u8, a: *const u8, n: usize) -> f32 {
         sumf += (fp16(wb) * fp16(ab)) * sumi as f32 + fp16(wb.add(2)) * fp16(ab.add(2));
     }
     sumf
-}
-
-/// Q5_1·Q8_1.
-pub unsafe fn dot_q5_1(w: *const u8, a: *const u8, n: usize) -> f32 {
-    let m4 = u8x16_splat(0x0f);
-    let mut acc = f32x4_splat(0.0);
-    let mut accm = 0.0f32;
-    for i in 0..n / 32 {
-        let (wb, ab) = (w.add(i * 24), a.add(i * 36));
-        let (h0, h1) = q5_high_bits(rd_u32(wb.add(4)));
-        let q = ld(wb.add(8));
-        let lo = v128_or(v128_and(q, m4), h0);
-        let hi = v128_or(u8x16_shr(q, 4), h1);
-        let s = i32x4_add(dot_i8(lo, ld(ab.add(4))), dot_i8(hi, ld(ab.add(20))));
-        let d = fp16(wb) * fp16(ab);
-        acc = f32x4_add(acc, f32x4_mul(f32x4_convert_i32x4(s), f32x4_splat(d)));
-        accm += fp16(wb.add(2)) * fp16(ab.add(2));
-    }
-    hsum_f32(acc) + accm
 }
 
 /// Scalar twin of [`dot_q5_1`].

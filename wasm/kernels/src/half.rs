@@ -4,16 +4,17 @@
 
 use crate::simd::*;
 
-/// f16 bits → f32 (exact).
+/// f16 bits → f32 (exact). Branch-free (a select), since block scales are
+/// converted once per block in the hot loops.
 #[inline(always)]
 pub fn f16_to_f32(h: u16) -> f32 {
     let sign = ((h & 0x8000) as u32) << 16;
     let em = (h & 0x7fff) as u32;
-    if em >= 0x7c00 {
-        return f32::from_bits(sign | 0x7f80_0000 | ((em & 0x3ff) << 13));
-    }
-    let v = f32::from_bits(em << 13) * f32::from_bits(239 << 23);
-    f32::from_bits(sign | v.to_bits())
+    // Rebias by 2^112: exact for normal and subnormal f16 alike.
+    let v = (f32::from_bits(em << 13) * f32::from_bits(239 << 23)).to_bits();
+    // inf/NaN: the product kept the payload; force the exponent to all ones.
+    let inf = if em >= 0x7c00 { 0x7f80_0000 } else { 0 };
+    f32::from_bits(v | inf | sign)
 }
 
 /// f32 → f16 bits, round to nearest even (integer formulation).

@@ -1,5 +1,5 @@
-//! K-quant row dot products against Q8_K activations (spec §2.5), with
-//! scalar twins following `ggml-cpu/quants.c` generic kernels. Super-blocks
+//! K-quant row dot products against Q8_K activations (spec §2.5): the scalar
+//! twins (following `ggml-cpu/quants.c` generic kernels) of `tiles.rs`. Super-blocks
 //! are 256 values; Q8_K blocks are `d:f32, qs[256], bsums[16]:i16`.
 
 use crate::half::f16_to_f32;
@@ -39,40 +39,6 @@ unsafe fn mins_dot_bsums(scales: *const u8, bsums: *const u8) -> i32 {
 
 // ---------------------------------------------------------------- Q4_K
 
-/// Q4_K·Q8_K.
-pub unsafe fn dot_q4_k(w: *const u8, a: *const u8, n: usize) -> f32 {
-    let m4 = u8x16_splat(0x0f);
-    let mut acc = f32x4_splat(0.0);
-    let mut accm = 0.0f32;
-    for i in 0..n / 256 {
-        let (xb, yb) = (w.add(i * Q4_K_BYTES), a.add(i * Q8K));
-        let yd = rd_f32(yb);
-        let d = f16_to_f32(rd_u16(xb)) * yd;
-        let dmin = f16_to_f32(rd_u16(xb.add(2))) * yd;
-        let scales = xb.add(4);
-        let qs = xb.add(16);
-        let q8 = yb.add(4);
-        let mut isum = i32x4_splat(0);
-        for c in 0..4 {
-            let (sc0, _) = scale_min_k4(2 * c, scales);
-            let (sc1, _) = scale_min_k4(2 * c + 1, scales);
-            let q0 = ld(qs.add(32 * c));
-            let q1 = ld(qs.add(32 * c + 16));
-            let y = q8.add(64 * c);
-            let slo = i32x4_add(dot_i8(v128_and(q0, m4), ld(y)), dot_i8(v128_and(q1, m4), ld(y.add(16))));
-            let shi = i32x4_add(
-                dot_i8(u8x16_shr(q0, 4), ld(y.add(32))),
-                dot_i8(u8x16_shr(q1, 4), ld(y.add(48))),
-            );
-            isum = i32x4_add(isum, i32x4_mul(slo, i32x4_splat(sc0 as i32)));
-            isum = i32x4_add(isum, i32x4_mul(shi, i32x4_splat(sc1 as i32)));
-        }
-        acc = f32x4_add(acc, f32x4_mul(f32x4_convert_i32x4(isum), f32x4_splat(d)));
-        accm += dmin * mins_dot_bsums(scales, yb.add(260)) as f32;
-    }
-    hsum_f32(acc) - accm
-}
-
 /// Scalar twin of [`dot_q4_k`].
 pub unsafe fn dot_q4_k_scalar(w: *const u8, a: *const u8, n: usize) -> f32 {
     let mut sumf = 0.0f32;
@@ -102,47 +68,6 @@ pub unsafe fn dot_q4_k_scalar(w: *const u8, a: *const u8, n: usize) -> f32 {
 }
 
 // ---------------------------------------------------------------- Q5_K
-
-/// Q5_K·Q8_K.
-pub unsafe fn dot_q5_k(w: *const u8, a: *const u8, n: usize) -> f32 {
-    let m4 = u8x16_splat(0x0f);
-    let h10 = u8x16_splat(0x10);
-    let mut acc = f32x4_splat(0.0);
-    let mut accm = 0.0f32;
-    for i in 0..n / 256 {
-        let (xb, yb) = (w.add(i * Q5_K_BYTES), a.add(i * Q8K));
-        let yd = rd_f32(yb);
-        let d = f16_to_f32(rd_u16(xb)) * yd;
-        let dmin = f16_to_f32(rd_u16(xb.add(2))) * yd;
-        let scales = xb.add(4);
-        let qh0 = ld(xb.add(16));
-        let qh1 = ld(xb.add(32));
-        let qs = xb.add(48);
-        let q8 = yb.add(4);
-        let mut isum = i32x4_splat(0);
-        for c in 0..4 {
-            let (sc0, _) = scale_min_k4(2 * c, scales);
-            let (sc1, _) = scale_min_k4(2 * c + 1, scales);
-            let b0 = u8x16_splat(1 << (2 * c));
-            let b1 = u8x16_splat(2 << (2 * c));
-            let hb = |qh: v128, b: v128| v128_and(i8x16_eq(v128_and(qh, b), b), h10);
-            let q0 = ld(qs.add(32 * c));
-            let q1 = ld(qs.add(32 * c + 16));
-            let y = q8.add(64 * c);
-            let l0 = v128_or(v128_and(q0, m4), hb(qh0, b0));
-            let l1 = v128_or(v128_and(q1, m4), hb(qh1, b0));
-            let u0 = v128_or(u8x16_shr(q0, 4), hb(qh0, b1));
-            let u1 = v128_or(u8x16_shr(q1, 4), hb(qh1, b1));
-            let slo = i32x4_add(dot_i8(l0, ld(y)), dot_i8(l1, ld(y.add(16))));
-            let shi = i32x4_add(dot_i8(u0, ld(y.add(32))), dot_i8(u1, ld(y.add(48))));
-            isum = i32x4_add(isum, i32x4_mul(slo, i32x4_splat(sc0 as i32)));
-            isum = i32x4_add(isum, i32x4_mul(shi, i32x4_splat(sc1 as i32)));
-        }
-        acc = f32x4_add(acc, f32x4_mul(f32x4_convert_i32x4(isum), f32x4_splat(d)));
-        accm += dmin * mins_dot_bsums(scales, yb.add(260)) as f32;
-    }
-    hsum_f32(acc) - accm
-}
 
 /// Scalar twin of [`dot_q5_k`].
 pub unsafe fn dot_q5_k_scalar(w: *const u8, a: *const u8, n: usize) -> f32 {
@@ -177,49 +102,6 @@ pub unsafe fn dot_q5_k_scalar(w: *const u8, a: *const u8, n: usize) -> f32 {
 }
 
 // ---------------------------------------------------------------- Q6_K
-
-/// Q6_K·Q8_K.
-pub unsafe fn dot_q6_k(w: *const u8, a: *const u8, n: usize) -> f32 {
-    let m4 = u8x16_splat(0x0f);
-    let m3 = u8x16_splat(0x03);
-    let s32 = i8x16_splat(32);
-    let mut acc = f32x4_splat(0.0);
-    for i in 0..n / 256 {
-        let (xb, yb) = (w.add(i * Q6_K_BYTES), a.add(i * Q8K));
-        let d = f16_to_f32(rd_u16(xb.add(208))) * rd_f32(yb);
-        let sc = xb.add(192);
-        let mut isum = i32x4_splat(0);
-        for half in 0..2 {
-            let ql = xb.add(64 * half);
-            let qh = xb.add(128 + 32 * half);
-            let y = yb.add(4 + 128 * half);
-            let sc = sc.add(8 * half);
-            for lb in 0..2 {
-                let la = ld(ql.add(16 * lb));
-                let lc = ld(ql.add(32 + 16 * lb));
-                let h = ld(qh.add(16 * lb));
-                let q1 = i8x16_sub(v128_or(v128_and(la, m4), i8x16_shl(v128_and(h, m3), 4)), s32);
-                let q2 = i8x16_sub(
-                    v128_or(v128_and(lc, m4), i8x16_shl(v128_and(u8x16_shr(h, 2), m3), 4)),
-                    s32,
-                );
-                let q3 = i8x16_sub(
-                    v128_or(u8x16_shr(la, 4), i8x16_shl(v128_and(u8x16_shr(h, 4), m3), 4)),
-                    s32,
-                );
-                let q4 = i8x16_sub(v128_or(u8x16_shr(lc, 4), i8x16_shl(u8x16_shr(h, 6), 4)), s32);
-                let o = 16 * lb;
-                let scl = |k: usize| i32x4_splat(*sc.add(lb + k) as i8 as i32);
-                isum = i32x4_add(isum, i32x4_mul(dot_i8(q1, ld(y.add(o))), scl(0)));
-                isum = i32x4_add(isum, i32x4_mul(dot_i8(q2, ld(y.add(o + 32))), scl(2)));
-                isum = i32x4_add(isum, i32x4_mul(dot_i8(q3, ld(y.add(o + 64))), scl(4)));
-                isum = i32x4_add(isum, i32x4_mul(dot_i8(q4, ld(y.add(o + 96))), scl(6)));
-            }
-        }
-        acc = f32x4_add(acc, f32x4_mul(f32x4_convert_i32x4(isum), f32x4_splat(d)));
-    }
-    hsum_f32(acc)
-}
 
 /// Scalar twin of [`dot_q6_k`].
 pub unsafe fn dot_q6_k_scalar(w: *const u8, a: *const u8, n: usize) -> f32 {

@@ -57,16 +57,6 @@ pub fn hmax_f32(v: v128) -> f32 {
     }
 }
 
-/// Dot product of 16 signed bytes, as i32x4 lane partials
-/// (`i16x8` sign-extension + `i32x4.dot_i16x8_s`).
-#[inline(always)]
-pub fn dot_i8(a: v128, b: v128) -> v128 {
-    i32x4_add(
-        i32x4_dot_i16x8(i16x8_extend_low_i8x16(a), i16x8_extend_low_i8x16(b)),
-        i32x4_dot_i16x8(i16x8_extend_high_i8x16(a), i16x8_extend_high_i8x16(b)),
-    )
-}
-
 /// Four f16 values held zero-extended in u32 lanes → f32x4 (exact, incl.
 /// subnormals, inf, NaN).
 #[inline(always)]

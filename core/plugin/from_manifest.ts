@@ -1,0 +1,179 @@
+/**
+ * `loadFromManifest`: read a model manifest, validate it and every plugin it
+ * names (all problems reported together, before any plugin code or weights
+ * load), check the model's sha256, build the plugins, and load the model
+ * with their hooks.
+ *
+ * @module
+ */
+
+import { createHash } from "node:crypto";
+import type { Backend } from "../backend/backend.ts";
+import { ManifestError, MoeEdgeError } from "../errors.ts";
+import { getNumber, getString } from "../formats/gguf_meta.ts";
+import { readGguf } from "../formats/gguf_reader.ts";
+import { loadModel, type Model, type ModelHooks, type StoreContext } from "../model/model.ts";
+import type { LoadProgress } from "../model/weights.ts";
+import { type ByteSource, FileSource } from "../store/byte_source.ts";
+import type { ExpertStore } from "../store/expert_store.ts";
+import { HttpSource } from "../store/http_source.ts";
+import { streamingStoreFromRequest, type StreamingStoreRequest } from "../store/streaming_store.ts";
+import { instantiatePlugins, type LoadedPlugin, type PluginLoaderOptions, preparePlugins } from "./loader.ts";
+import { type ManifestProblem, manifestError, type ModelManifest, validateModelManifest } from "./manifest.ts";
+import { PluginHost } from "./registry.ts";
+import { byteReader, cwdUrl, dirUrl, parseJson, resolveUrl } from "./resolve.ts";
+
+/** Builds the expert store a manifest asks for (`memory` plus cache/prefetch plugins). */
+export type ManifestStoreFactory = (ctx: StoreContext, req: StreamingStoreRequest) => ExpertStore | Promise<ExpertStore>;
+
+/** Options of `loadFromManifest`. */
+export interface LoadFromManifestOptions extends PluginLoaderOptions {
+  /** Backend instance or name; overrides the manifest's `backend`. */
+  backend?: Backend | string;
+  /** Load progress (bytes). */
+  onProgress?: LoadProgress;
+  /** Store for a manifest with `memory` or cache/prefetch plugins (default: the streaming store). */
+  createStore?: ManifestStoreFactory;
+}
+
+/** What `loadFromManifest` returns. */
+export interface ManifestLoadResult {
+  /** The loaded model, with every plugin's hooks in place. */
+  readonly model: Model;
+  /** The plugins, in manifest order. */
+  readonly plugins: readonly LoadedPlugin[];
+  /** The validated manifest. */
+  readonly manifest: ModelManifest;
+}
+
+/** Hex SHA-256 of a whole byte source, read in 8 MiB ranges. */
+export async function sha256OfSource(src: ByteSource): Promise<string> {
+  const h = createHash("sha256");
+  const step = 8 << 20;
+  for (let off = 0; off < src.size; off += step) h.update(await src.read(off, Math.min(step, src.size - off)));
+  return h.digest("hex");
+}
+
+async function readManifest(
+  input: string | URL | unknown,
+  opts: LoadFromManifestOptions,
+): Promise<{ value: unknown; base: URL; label: string }> {
+  if (typeof input !== "string" && !(input instanceof URL)) {
+    return { value: input, base: opts.baseUrl ?? cwdUrl(), label: opts.source ?? "manifest" };
+  }
+  const url = input instanceof URL ? input : resolveUrl(input, opts.baseUrl ?? cwdUrl());
+  const bytes = await byteReader(opts.fetch)(url);
+  return { value: parseJson(bytes, url.href), base: opts.baseUrl ?? dirUrl(url), label: String(input) };
+}
+
+async function openModel(
+  m: ModelManifest,
+  base: URL,
+  opts: LoadFromManifestOptions,
+  problems: ManifestProblem[],
+  label: string,
+): Promise<ByteSource | null> {
+  const url = resolveUrl(m.model.source, base);
+  let src: ByteSource;
+  try {
+    if (url.protocol === "file:") src = await FileSource.open(decodeURIComponent(url.pathname));
+    else if (url.protocol === "https:") src = await HttpSource.open(url.href, { fetch: opts.fetch });
+    else throw new ManifestError("unsupported_scheme", `scheme ${url.protocol} is not supported (use a path or https)`);
+  } catch (e) {
+    const code = e instanceof MoeEdgeError ? e.code : "open_failed";
+    problems.push({ path: `${label}: model.source`, code, message: (e as Error).message });
+    return null;
+  }
+  if (m.model.sha256) {
+    const got = await sha256OfSource(src);
+    if (got !== m.model.sha256.toLowerCase()) {
+      problems.push({
+        path: `${label}: model.sha256`,
+        code: "sha256_mismatch",
+        message: `${src.name} hashes to ${got}`,
+      });
+    }
+  }
+  const pins = m.memory?.pinnedExperts ?? [];
+  if (pins.length) {
+    try {
+      const meta = (await readGguf(src)).metadata;
+      const arch = getString(meta, "general.architecture");
+      const nLayer = getNumber(meta, `${arch}.block_count`);
+      const nExpert = getNumber(meta, `${arch}.expert_count`, 0);
+      pins.forEach(([l, e], i) => {
+        if (l >= nLayer || e >= nExpert) {
+          problems.push({
+            path: `${label}: memory.pinnedExperts[${i}]`,
+            code: "out_of_range",
+            message: `[${l}, ${e}] is outside the model's ${nLayer} layers × ${nExpert} experts`,
+          });
+        }
+      });
+    } catch (e) {
+      problems.push({ path: `${label}: model.source`, code: (e as { code?: string }).code ?? "bad_model", message: (e as Error).message });
+    }
+  }
+  return src;
+}
+
+/**
+ * Load a model and its plugins from a manifest (a path, URL, or the parsed
+ * object). Throws one `ManifestError` listing every problem of the manifest,
+ * the plugin manifests, their configs, integrity and the model's sha256 —
+ * before any plugin code or weights load; plugin failures afterwards are
+ * `PluginError`s stamped with the plugin and hook.
+ *
+ * @example
+ * ```ts ignore
+ * import { generateText, loadFromManifest } from "@moe-edge/runtime";
+ * const { model, plugins } = await loadFromManifest("model.json");
+ * console.log(plugins.map((p) => p.manifest.name));
+ * console.log((await generateText(model, "Hello", { maxTokens: 8 })).text);
+ * ```
+ */
+export async function loadFromManifest(
+  pathOrObject: string | URL | ModelManifest,
+  opts: LoadFromManifestOptions = {},
+): Promise<ManifestLoadResult> {
+  const { value, base, label } = await readManifest(pathOrObject, opts);
+  const problems = validateModelManifest(value, label);
+  if (problems.length) throw manifestError(problems, label);
+  const manifest = value as ModelManifest;
+  const lopts: PluginLoaderOptions = { ...opts, baseUrl: base, source: label };
+  const { prepared, problems: pp } = await preparePlugins(manifest.plugins, lopts);
+  problems.push(...pp);
+  const source = await openModel(manifest, base, opts, problems, label);
+  const streaming = manifest.memory?.expertBudgetMb !== undefined || (manifest.memory?.pinnedExperts?.length ?? 0) > 0 ||
+    prepared.some((p) => p.manifest.hooks.includes("cache") || p.manifest.hooks.includes("prefetch"));
+  if (problems.length) {
+    await source?.close?.();
+    throw manifestError(problems, label);
+  }
+  let plugins: LoadedPlugin[];
+  try {
+    plugins = await instantiatePlugins(prepared, lopts);
+  } catch (e) {
+    await source?.close?.();
+    throw e;
+  }
+  const host = new PluginHost(plugins.map((p) => p.plugin));
+  const hooks: ModelHooks = host.modelHooks();
+  if (streaming) {
+    const mem = manifest.memory ?? {};
+    const create = opts.createStore ?? streamingStoreFromRequest;
+    hooks.createStore = (ctx) =>
+      create(ctx, {
+        budgetBytes: mem.expertBudgetMb === undefined ? undefined : Math.floor(mem.expertBudgetMb * 1024 * 1024),
+        pinned: mem.pinnedExperts ?? [],
+        policy: host.cachePolicy(ctx.hp),
+        prefetcher: host.prefetcher(ctx.hp),
+      });
+  }
+  const model = await loadModel(source!, {
+    backend: opts.backend ?? manifest.backend ?? "auto",
+    onProgress: opts.onProgress,
+    hooks,
+  });
+  return { model, plugins, manifest };
+}

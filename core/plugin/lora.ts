@@ -1,0 +1,273 @@
+/**
+ * LoRA building blocks shared by the adapter plugins: projection shapes,
+ * the low-rank update `out += s·B(A·x)`, its merged form `W' = W + s·B·A`,
+ * and PEFT scaling. PyTorch layout throughout: `A` is `[r][dIn]`, `B` is
+ * `[dOut][r]`, a base weight is `[dOut][dIn]`, all row-major f32.
+ *
+ * @module
+ */
+
+import { PluginError } from "../errors.ts";
+import type { HParams } from "../model/hparams.ts";
+import type { LinearAdapter, LinearName } from "../model/transformer.ts";
+import type { TensorBytesInfo } from "../model/weights.ts";
+import { rowBytes, traitsOf } from "../tensor/traits.ts";
+
+/** Input and output widths of a projection adapters can attach to. */
+export interface LinearShape {
+  /** Input width (columns of the weight). */
+  readonly dIn: number;
+  /** Output width (rows of the weight). */
+  readonly dOut: number;
+}
+
+/** Projections the transformer calls adapters on (MoE blocks have no dense FFN). */
+export const ADAPTABLE_PROJECTIONS: readonly LinearName[] = [
+  "attn_q",
+  "attn_k",
+  "attn_v",
+  "attn_output",
+  "output",
+];
+
+/**
+ * Widths of projection `proj` for a model. `ffn_*` are the dense FFN of
+ * non-MoE blocks; the transformer calls adapters only on
+ * `ADAPTABLE_PROJECTIONS`.
+ */
+export function linearShape(hp: HParams, proj: LinearName): LinearShape {
+  const { nEmbd, nHead, nHeadKv, headDimK, headDimV } = hp;
+  switch (proj) {
+    case "attn_q":
+      return { dIn: nEmbd, dOut: nHead * headDimK };
+    case "attn_k":
+      return { dIn: nEmbd, dOut: nHeadKv * headDimK };
+    case "attn_v":
+      return { dIn: nEmbd, dOut: nHeadKv * headDimV };
+    case "attn_output":
+      return { dIn: nHead * headDimV, dOut: nEmbd };
+    case "output":
+      return { dIn: nEmbd, dOut: hp.nVocab };
+    case "ffn_gate":
+    case "ffn_up":
+      return { dIn: nEmbd, dOut: hp.nFf };
+    case "ffn_down":
+      return { dIn: hp.nFf, dOut: nEmbd };
+  }
+}
+
+/**
+ * The shape of an adapter target, checked: `proj` must be one the transformer
+ * calls adapters on and `layer` must exist (-1 for `output`). Throws
+ * `PluginError` `"unsupported_target"` / `"bad_layer"` naming `what`.
+ */
+export function targetShape(hp: HParams, layer: number, proj: LinearName, what: string): LinearShape {
+  if (!ADAPTABLE_PROJECTIONS.includes(proj)) {
+    throw new PluginError(
+      "unsupported_target",
+      `${what}: projection ${proj} is not exposed to adapters (they attach to ${ADAPTABLE_PROJECTIONS.join(", ")})`,
+      { layer, proj },
+    );
+  }
+  if (proj === "output" ? layer !== -1 : !(layer >= 0 && layer < hp.nLayer)) {
+    throw new PluginError("bad_layer", `${what}: layer ${layer} does not exist (the model has ${hp.nLayer})`, {
+      layer,
+      proj,
+    });
+  }
+  return linearShape(hp, proj);
+}
+
+/** Adds one projection's adapter term: `out[t] += delta(x[t])` for `nTokens` rows. */
+export type ProjectionDelta = (x: Float32Array, nTokens: number, out: Float32Array) => void;
+
+/** A `LinearAdapter` from per-(layer, projection) deltas; layer -1 is the output head. */
+export function projectionAdapter(
+  deltas: Iterable<readonly [layer: number, proj: LinearName, delta: ProjectionDelta]>,
+): LinearAdapter {
+  const by = new Map<LinearName, ProjectionDelta[]>();
+  for (const [layer, proj, d] of deltas) {
+    let arr = by.get(proj);
+    if (!arr) by.set(proj, arr = []);
+    arr[layer + 1] = d;
+  }
+  return {
+    applies: (layer: number, proj: LinearName): boolean => by.get(proj)?.[layer + 1] !== undefined,
+    apply(layer: number, proj: LinearName, x: Float32Array, nTokens: number, out: Float32Array): void {
+      by.get(proj)![layer + 1](x, nTokens, out);
+    },
+  };
+}
+
+/** One low-rank pair: `a` is `[rank][dIn]`, `b` is `[dOut][rank]`; `bias` (`lora_B.bias`) is `[dOut]`. */
+export interface LoraPair {
+  /** Rank r. */
+  readonly rank: number;
+  /** Input width. */
+  readonly dIn: number;
+  /** Output width. */
+  readonly dOut: number;
+  /** `[rank][dIn]`. */
+  readonly a: Float32Array;
+  /** `[dOut][rank]`. */
+  readonly b: Float32Array;
+  /** Optional `[dOut]` bias of B (PEFT `lora_bias`). */
+  readonly bias?: Float32Array;
+}
+
+/** Check a pair's array sizes; throws `PluginError` `"bad_shape"` naming `what`. */
+export function checkPair(p: LoraPair, what: string): LoraPair {
+  const ok = Number.isInteger(p.rank) && p.rank > 0 && p.a.length === p.rank * p.dIn &&
+    p.b.length === p.dOut * p.rank && (!p.bias || p.bias.length === p.dOut);
+  if (!ok) {
+    throw new PluginError(
+      "bad_shape",
+      `Cannot use LoRA ${what}: A has ${p.a.length} values, B ${p.b.length}, for rank ${p.rank}, dIn ${p.dIn}, dOut ${p.dOut}`,
+      { what, rank: p.rank, dIn: p.dIn, dOut: p.dOut },
+    );
+  }
+  return p;
+}
+
+/** `z[i] = A_i · x` for every rank i (f64 accumulation). `x` starts at `xOff`. */
+export function projectA(p: LoraPair, x: Float32Array, xOff: number, z: Float64Array): Float64Array {
+  const { rank, dIn, a } = p;
+  for (let i = 0; i < rank; i++) {
+    let s = 0;
+    const row = i * dIn;
+    for (let c = 0; c < dIn; c++) s += a[row + c] * x[xOff + c];
+    z[i] = s;
+  }
+  return z;
+}
+
+/**
+ * `out[t] += scale · (B·(A·x[t]) + bias)` for `nTokens` rows: the unmerged
+ * LoRA update, at rank-r cost (`r·(dIn+dOut)` per token).
+ */
+export function addLoraDelta(
+  p: LoraPair,
+  scale: number,
+  x: Float32Array,
+  nTokens: number,
+  out: Float32Array,
+): void {
+  const { rank, dIn, dOut, b, bias } = p;
+  const z = new Float64Array(rank);
+  for (let t = 0; t < nTokens; t++) {
+    projectA(p, x, t * dIn, z);
+    const o = t * dOut;
+    for (let r = 0; r < dOut; r++) {
+      let s = bias ? bias[r] : 0;
+      const row = r * rank;
+      for (let i = 0; i < rank; i++) s += b[row + i] * z[i];
+      out[o + r] += scale * s;
+    }
+  }
+}
+
+/**
+ * The merged form: `w += scale · B·A` in place, for a `[dOut][dIn]` f32
+ * weight (PEFT `merge`). The bias of B is not part of W; add it separately.
+ */
+export function mergeLora(w: Float32Array, p: LoraPair, scale: number): Float32Array {
+  const { rank, dIn, dOut, a, b } = p;
+  if (w.length !== dOut * dIn) {
+    throw new PluginError(
+      "bad_shape",
+      `Cannot merge LoRA: weight has ${w.length} values, expected ${dOut}×${dIn}`,
+      { dIn, dOut },
+    );
+  }
+  for (let r = 0; r < dOut; r++) {
+    for (let c = 0; c < dIn; c++) {
+      let s = 0;
+      for (let i = 0; i < rank; i++) s += b[r * rank + i] * a[i * dIn + c];
+      w[r * dIn + c] += scale * s;
+    }
+  }
+  return w;
+}
+
+/**
+ * Merge a LoRA pair into a GGUF weight's bytes (`dims = [dIn, dOut]`), row by
+ * row: dequantize, add `scale·B·A`, quantize back with the tensor's own type.
+ * Exact for F32; F16/BF16/quantized types round as their writer does. Returns
+ * new bytes; `bytes` is not modified.
+ */
+export function mergeLoraBytes(t: TensorBytesInfo, bytes: Uint8Array, p: LoraPair, scale: number): Uint8Array {
+  const [cols, rows] = t.dims;
+  if (t.dims.length !== 2 || cols !== p.dIn || rows !== p.dOut) {
+    throw new PluginError(
+      "shape_mismatch",
+      `Cannot merge LoRA into '${t.name}': tensor is [${t.dims.join(", ")}], LoRA is ${p.dOut}×${p.dIn}`,
+      { tensor: t.name },
+    );
+  }
+  const tr = traitsOf(t.type);
+  const rb = rowBytes(t.type, cols);
+  const out = new Uint8Array(bytes.length);
+  const row = new Float32Array(cols);
+  const one: LoraPair = { ...p, dOut: 1, b: new Float32Array(p.rank), bias: undefined };
+  const w = new Float32Array(cols);
+  for (let r = 0; r < rows; r++) {
+    tr.dequantize(bytes, r * rb, cols, row, 0);
+    one.b.set(p.b.subarray(r * p.rank, (r + 1) * p.rank));
+    w.fill(0);
+    mergeLora(w, one, scale);
+    for (let c = 0; c < cols; c++) row[c] += w[c];
+    tr.quantize(row, 0, cols, out, r * rb);
+  }
+  return out;
+}
+
+/** PEFT scaling: `alpha/√r` with rsLoRA, else `alpha/r`. */
+export function loraScale(alpha: number, rank: number, rsLora = false): number {
+  return rsLora ? alpha / Math.sqrt(rank) : alpha / rank;
+}
+
+/** `out[e] = W_e · x` for a `[rows][cols]` f32 matrix, rounded to f32 like a torch f32 Linear. */
+export function matVecF32(
+  w: Float32Array,
+  rows: number,
+  cols: number,
+  x: Float32Array,
+  xOff: number,
+  out: Float32Array,
+): Float32Array {
+  for (let e = 0; e < rows; e++) {
+    let s = 0;
+    const row = e * cols;
+    for (let c = 0; c < cols; c++) s += w[row + c] * x[xOff + c];
+    out[e] = s;
+  }
+  return out;
+}
+
+/**
+ * Per-layer values from a compact spec: a number (every layer), an explicit
+ * array (one per layer), or a quarter pattern string such as `"2468"` or
+ * `"8-6-4-2"` (layer L gets group `floor(L·groups/nLayer)`). Throws
+ * `PluginError` `"bad_config"` naming `field`.
+ */
+export function perLayer(spec: number | readonly number[] | string, nLayer: number, field: string): number[] {
+  const bad = (why: string) =>
+    new PluginError("bad_config", `Cannot read config field '${field}': ${why}: received ${JSON.stringify(spec)}`, {
+      field,
+    });
+  let groups: number[];
+  if (typeof spec === "number") groups = [spec];
+  else if (typeof spec === "string") {
+    const parts = spec.includes("-") || spec.includes(",") ? spec.split(/[-,]/) : [...spec];
+    groups = parts.map((s) => (/^\d+$/.test(s.trim()) ? Number(s) : NaN));
+  } else {
+    if (spec.length !== nLayer) throw bad(`an array needs one value per layer (${nLayer})`);
+    groups = [...spec];
+  }
+  if (groups.length === 0 || groups.some((g) => !Number.isInteger(g) || g < 1)) {
+    throw bad("values must be positive integers");
+  }
+  if (Array.isArray(spec)) return groups;
+  if (groups.length > nLayer) throw bad(`${groups.length} groups for ${nLayer} layers`);
+  return Array.from({ length: nLayer }, (_, l) => groups[Math.floor((l * groups.length) / nLayer)]);
+}

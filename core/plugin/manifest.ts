@@ -1,0 +1,266 @@
+/**
+ * Model and plugin manifests: their types, and validation against the JSON
+ * Schemas in `schemas/` (with Ajv, every error collected). Problems carry the
+ * field path and the reason; `manifestError` reports all of them at once.
+ *
+ * @module
+ */
+
+// deno-lint-ignore no-import-prefix -- no import map entry yet; see the integrator note
+import { Ajv, type ErrorObject, type ValidateFunction } from "npm:ajv@8";
+import { ManifestError } from "../errors.ts";
+import modelSchema from "../../schemas/model-manifest.schema.json" with { type: "json" };
+import pluginSchema from "../../schemas/plugin-manifest.schema.json" with { type: "json" };
+import { type HookName, PLUGIN_API_VERSION } from "./types.ts";
+
+/** One plugin of a model manifest. */
+export interface PluginRef {
+  /** Built-in name, local path, https URL of a plugin manifest, or npm:/jsr: specifier. */
+  readonly use: string;
+  /** `sha256-<base64>` of the plugin manifest (required for https). */
+  readonly integrity?: string;
+  /** Plugin config (validated against the plugin's config schema). */
+  readonly config?: Readonly<Record<string, unknown>>;
+}
+
+/** A model manifest (`schemas/model-manifest.schema.json`). */
+export interface ModelManifest {
+  /** Always 1. */
+  readonly manifestVersion: 1;
+  /** The GGUF model. */
+  readonly model: { readonly source: string; readonly sha256?: string };
+  /** Backend name. */
+  readonly backend?: "auto" | "ref" | "wasm" | "webgpu";
+  /** Expert streaming settings. */
+  readonly memory?: {
+    readonly expertBudgetMb?: number;
+    readonly pinnedExperts?: readonly (readonly [number, number])[];
+  };
+  /** Plugins in application order. */
+  readonly plugins: readonly PluginRef[];
+}
+
+/** A plugin manifest (`schemas/plugin-manifest.schema.json`). */
+export interface PluginManifest {
+  /** Plugin name. */
+  readonly name: string;
+  /** Semantic version. */
+  readonly version: string;
+  /** Plugin API major version it targets. */
+  readonly apiVersion: number;
+  /** Human description. */
+  readonly description?: string;
+  /** Implemented hooks. */
+  readonly hooks: readonly HookName[];
+  /** Entry module, relative to the plugin folder. */
+  readonly entry: string;
+  /** `sha256-<base64>` of the entry (required over https). */
+  readonly entryIntegrity?: string;
+  /** JSON Schema of the config. */
+  readonly config: Readonly<Record<string, unknown>>;
+}
+
+/** One thing wrong with a manifest or config. */
+export interface ManifestProblem {
+  /** Where: file or plugin label plus a field path, e.g. `model.json: plugins[1].config.rank`. */
+  readonly path: string;
+  /** Machine-readable code (`"missing_field"`, `"unknown_field"`, `"bad_type"`, …). */
+  readonly code: string;
+  /** Why. */
+  readonly message: string;
+}
+
+const ajv = new Ajv({
+  allErrors: true,
+  strictSchema: true,
+  strictNumbers: true,
+  strictTypes: false,
+  strictTuples: false,
+  strictRequired: false,
+  useDefaults: true,
+});
+let modelValidator: ValidateFunction | undefined;
+let pluginValidator: ValidateFunction | undefined;
+const configValidators = new WeakMap<object, ValidateFunction>();
+
+const CODES: Readonly<Record<string, string>> = {
+  required: "missing_field",
+  additionalProperties: "unknown_field",
+  type: "bad_type",
+  enum: "bad_value",
+  const: "bad_value",
+  pattern: "bad_format",
+  format: "bad_format",
+  minimum: "out_of_range",
+  maximum: "out_of_range",
+  exclusiveMinimum: "out_of_range",
+  exclusiveMaximum: "out_of_range",
+  minItems: "bad_length",
+  maxItems: "bad_length",
+  minLength: "bad_length",
+  maxLength: "bad_length",
+  uniqueItems: "duplicate_item",
+};
+
+/** `/plugins/0/use` → `plugins[0].use`. */
+export function fieldPath(pointer: string, child?: string): string {
+  const parts = pointer.split("/").slice(1).map((p) => p.replace(/~1/g, "/").replace(/~0/g, "~"));
+  if (child !== undefined) parts.push(child);
+  let s = "";
+  for (const p of parts) s += /^\d+$/.test(p) ? `[${p}]` : s ? `.${p}` : p;
+  return s || "(root)";
+}
+
+function describe(e: ErrorObject, data: unknown): ManifestProblem & { field: string } {
+  const p = e.params as Record<string, unknown>;
+  let field = fieldPath(e.instancePath);
+  let message = e.message ?? "is invalid";
+  const got = valueAt(data, e.instancePath);
+  switch (e.keyword) {
+    case "required":
+      field = fieldPath(e.instancePath, String(p.missingProperty));
+      message = "is required";
+      break;
+    case "additionalProperties":
+      field = fieldPath(e.instancePath, String(p.additionalProperty));
+      message = "is not a known field";
+      break;
+    case "enum":
+      message = `must be one of ${(p.allowedValues as unknown[]).map((v) => JSON.stringify(v)).join(", ")}: received ${
+        JSON.stringify(got)
+      }`;
+      break;
+    case "const":
+      message = `must be ${JSON.stringify(p.allowedValue)}: received ${JSON.stringify(got)}`;
+      break;
+    case "type":
+      message = `must be ${p.type}: received ${got === null ? "null" : Array.isArray(got) ? "array" : typeof got}`;
+      break;
+    case "pattern":
+      message = `must match /${p.pattern}/: received ${JSON.stringify(got)}`;
+      break;
+  }
+  return { path: field, field, code: CODES[e.keyword] ?? "invalid", message };
+}
+
+function valueAt(data: unknown, pointer: string): unknown {
+  let v = data;
+  for (const p of pointer.split("/").slice(1)) {
+    if (typeof v !== "object" || v === null) return undefined;
+    v = (v as Record<string, unknown>)[p.replace(/~1/g, "/").replace(/~0/g, "~")];
+  }
+  return v;
+}
+
+function run(validate: ValidateFunction, data: unknown, where: string, prefix = ""): ManifestProblem[] {
+  if (validate(data)) return [];
+  const out: ManifestProblem[] = [];
+  const seen = new Set<string>();
+  for (const e of validate.errors ?? []) {
+    if (e.keyword === "if") continue; // its `then` branch already reported the concrete field
+    const d = describe(e, data);
+    const path = `${where}: ${prefix}${prefix && d.field === "(root)" ? "" : d.field}`.replace(/\.$/, "");
+    const key = `${path}|${d.message}`;
+    if (seen.has(key)) continue;
+    seen.add(key);
+    out.push({ path, code: d.code, message: d.message });
+  }
+  return out;
+}
+
+/**
+ * Validate a model manifest (shape only; plugins are checked by the loader).
+ * Returns every problem; empty when valid.
+ */
+export function validateModelManifest(value: unknown, where = "manifest"): ManifestProblem[] {
+  modelValidator ??= ajv.compile(modelSchema);
+  const problems = run(modelValidator, value, where);
+  if (problems.length === 0) {
+    const m = value as ModelManifest;
+    m.plugins.forEach((p, i) => {
+      if (p.use.startsWith("http://")) {
+        problems.push({
+          path: `${where}: plugins[${i}].use`,
+          code: "insecure_source",
+          message: `remote plugins must use https: received ${JSON.stringify(p.use)}`,
+        });
+      }
+    });
+  }
+  return problems;
+}
+
+/**
+ * Validate a plugin manifest: schema, API version gate, entry kept inside
+ * the plugin folder, and a config schema that compiles.
+ */
+export function validatePluginManifest(value: unknown, where: string): ManifestProblem[] {
+  pluginValidator ??= ajv.compile(pluginSchema);
+  const problems = run(pluginValidator, value, where).map((p) =>
+    /: hooks\[\d+\]$/.test(p.path) && p.code === "bad_value" ? { ...p, code: "unknown_hook" } : p
+  );
+  if (typeof value !== "object" || value === null) return problems;
+  const m = value as Partial<PluginManifest>;
+  if (typeof m.apiVersion === "number" && Number.isInteger(m.apiVersion) && m.apiVersion !== PLUGIN_API_VERSION) {
+    problems.push({
+      path: `${where}: apiVersion`,
+      code: "incompatible_api",
+      message: `plugin targets plugin API ${m.apiVersion}; this runtime implements API ${PLUGIN_API_VERSION}`,
+    });
+  }
+  if (typeof m.entry === "string" && m.entry.split("/").some((s) => s === "..")) {
+    problems.push({
+      path: `${where}: entry`,
+      code: "entry_outside",
+      message: `must stay inside the plugin folder: received ${JSON.stringify(m.entry)}`,
+    });
+  }
+  if (typeof m.config === "object" && m.config !== null && !Array.isArray(m.config)) {
+    try {
+      configValidator(m.config);
+    } catch (e) {
+      problems.push({
+        path: `${where}: config`,
+        code: "bad_config_schema",
+        message: `is not a valid JSON Schema: ${(e as Error).message}`,
+      });
+    }
+  }
+  return problems;
+}
+
+function configValidator(schema: object): ValidateFunction {
+  let v = configValidators.get(schema);
+  if (!v) {
+    v = ajv.compile(schema);
+    configValidators.set(schema, v);
+  }
+  return v;
+}
+
+/**
+ * Validate `config` against a plugin's config schema, filling schema
+ * defaults. Returns the completed config (a copy) and the problems.
+ */
+export function validatePluginConfig(
+  schema: Readonly<Record<string, unknown>>,
+  config: unknown,
+  where: string,
+): { config: Record<string, unknown>; problems: ManifestProblem[] } {
+  const copy = structuredClone(config ?? {}) as Record<string, unknown>;
+  const problems = run(configValidator(schema), copy, where, "config.");
+  return { config: copy, problems };
+}
+
+/**
+ * One `ManifestError` for all problems: `code` is the problem's own code
+ * when there is one, else `"invalid_manifest"`; `details.problems` lists them.
+ */
+export function manifestError(problems: readonly ManifestProblem[], source: string): ManifestError {
+  const lines = problems.map((p) => `  - ${p.path}: ${p.message} [${p.code}]`);
+  return new ManifestError(
+    problems.length === 1 ? problems[0].code : "invalid_manifest",
+    `Cannot load ${source}: ${problems.length} problem${problems.length === 1 ? "" : "s"}:\n${lines.join("\n")}`,
+    { problems },
+  );
+}

@@ -1,0 +1,277 @@
+/**
+ * Renders parsed chat templates in a sandbox with hard limits on output
+ * size and loop iterations, so a hostile template (it comes from a model
+ * file) or a huge conversation cannot hang or flood the server.
+ *
+ * @module
+ */
+
+import { callMethod, globals, runFilter, runTest } from "./builtins.ts";
+import { ChatTemplateError } from "./lexer.ts";
+import { type Expr, type Node, parseTemplate } from "./parser.ts";
+import { fail, Fn, getAttr, getItem, isDict, iterate, Namespace, pyEq, str, slice, truthy } from "./values.ts";
+
+/** Limits of one render. */
+export interface RenderLimits {
+  /** Most characters of output (default 4 Mi). */
+  maxOutput?: number;
+  /** Most loop iterations in all (default 1 Mi). */
+  maxIterations?: number;
+}
+
+class Scope {
+  readonly vars = new Map<string, unknown>();
+  constructor(readonly parent: Scope | null) {}
+  get(name: string): unknown {
+    for (let s: Scope | null = this; s; s = s.parent) if (s.vars.has(name)) return s.vars.get(name);
+    return undefined;
+  }
+}
+
+/** A compiled template: parse once, render per request. */
+export class Template {
+  readonly #nodes: Node[];
+
+  /** @param source Jinja source; throws `ChatTemplateError` outside the supported subset */
+  constructor(source: string) {
+    this.#nodes = parseTemplate(source);
+  }
+
+  /**
+   * Render with `vars` as globals. Throws `ChatTemplateError`: code
+   * `"template_raise"` when the template calls `raise_exception`,
+   * `"template_render"` for anything it cannot evaluate, `"template_limit"`
+   * when a limit is hit.
+   */
+  render(vars: Record<string, unknown>, limits: RenderLimits = {}, now: () => Date = () => new Date()): string {
+    const root = new Scope(null);
+    for (const [k, v] of Object.entries(globals(now))) root.vars.set(k, v);
+    for (const [k, v] of Object.entries(vars)) root.vars.set(k, v);
+    const r = new Renderer(limits.maxOutput ?? 4 << 20, limits.maxIterations ?? 1 << 20);
+    r.nodes(this.#nodes, new Scope(root));
+    return r.out.join("");
+  }
+}
+
+class Renderer {
+  readonly out: string[] = [];
+  #size = 0;
+  #iters = 0;
+  constructor(readonly maxOutput: number, readonly maxIterations: number) {}
+
+  emit(s: string): void {
+    this.#size += s.length;
+    if (this.#size > this.maxOutput) {
+      throw new ChatTemplateError("template_limit", `Cannot render chat template: output exceeds ${this.maxOutput} characters`);
+    }
+    this.out.push(s);
+  }
+
+  nodes(list: Node[], scope: Scope): void {
+    for (const n of list) this.node(n, scope);
+  }
+
+  node(n: Node, scope: Scope): void {
+    switch (n.t) {
+      case "text":
+        return this.emit(n.value);
+      case "output":
+        return this.emit(str(this.expr(n.expr, scope)));
+      case "if": {
+        for (const [cond, body] of n.branches) {
+          if (truthy(this.expr(cond, scope))) return this.nodes(body, scope);
+        }
+        return this.nodes(n.else, scope);
+      }
+      case "set": {
+        const v = this.expr(n.value, scope);
+        if (n.attr === null) {
+          scope.vars.set(n.name, v);
+          return;
+        }
+        const ns = scope.get(n.name);
+        if (!(ns instanceof Namespace)) fail(`cannot set attribute '${n.attr}' of '${n.name}': not a namespace`);
+        ns.vals.set(n.attr, v);
+        return;
+      }
+      case "for":
+        return this.loop(n, scope);
+    }
+  }
+
+  loop(n: Node & { t: "for" }, scope: Scope): void {
+    let items = iterate(this.expr(n.iter, scope));
+    const bind = (s: Scope, item: unknown): void => {
+      if (n.targets.length === 1) s.vars.set(n.targets[0], item);
+      else {
+        const parts = Array.isArray(item) ? item : iterate(item);
+        if (parts.length !== n.targets.length) fail(`cannot unpack ${parts.length} values into ${n.targets.length}`);
+        n.targets.forEach((t, i) => s.vars.set(t, parts[i]));
+      }
+    };
+    if (n.filter) {
+      const f = n.filter;
+      items = items.filter((item) => {
+        const s = new Scope(scope);
+        bind(s, item);
+        return truthy(this.expr(f, s));
+      });
+    }
+    if (items.length === 0) return this.nodes(n.else, scope);
+    const len = items.length;
+    items.forEach((item, i) => {
+      if (++this.#iters > this.maxIterations) {
+        throw new ChatTemplateError("template_limit", `Cannot render chat template: more than ${this.maxIterations} loop iterations`);
+      }
+      const s = new Scope(scope);
+      bind(s, item);
+      s.vars.set("loop", {
+        index: i + 1,
+        index0: i,
+        revindex: len - i,
+        revindex0: len - i - 1,
+        first: i === 0,
+        last: i === len - 1,
+        length: len,
+        previtem: items[i - 1],
+        nextitem: items[i + 1],
+        cycle: new Fn((args) => args[i % Math.max(1, args.length)]),
+      });
+      this.nodes(n.body, s);
+    });
+  }
+
+  expr(e: Expr, scope: Scope): unknown {
+    switch (e.t) {
+      case "lit":
+        return e.v;
+      case "name":
+        return scope.get(e.name);
+      case "list":
+        return e.items.map((x) => this.expr(x, scope));
+      case "dict": {
+        const o: Record<string, unknown> = {};
+        for (const [k, v] of e.entries) {
+          const key = this.expr(k, scope);
+          if (typeof key !== "string" && typeof key !== "number") fail("dict keys must be strings or numbers");
+          Object.defineProperty(o, String(key), { value: this.expr(v, scope), enumerable: true, writable: true, configurable: true });
+        }
+        return o;
+      }
+      case "attr":
+        return getAttr(this.expr(e.obj, scope), e.name);
+      case "index":
+        return getItem(this.expr(e.obj, scope), this.expr(e.index, scope));
+      case "slice": {
+        const v = (x: Expr | null): unknown => (x ? this.expr(x, scope) : null);
+        return slice(this.expr(e.obj, scope), v(e.start), v(e.stop), v(e.step));
+      }
+      case "call":
+        return this.call(e, scope);
+      case "filter": {
+        const [args, kw] = this.args(e.args, e.kwargs, scope);
+        return runFilter(e.name, this.expr(e.value, scope), args, kw);
+      }
+      case "test": {
+        const args = e.args.map((a) => this.expr(a, scope));
+        const r = runTest(e.name, this.expr(e.value, scope), args);
+        return e.negate ? !r : r;
+      }
+      case "unary": {
+        const v = this.expr(e.value, scope);
+        if (e.op === "not") return !truthy(v);
+        return typeof v === "number" ? -v : fail("unary '-' needs a number");
+      }
+      case "binary":
+        return this.binary(e.op, e.left, e.right, scope);
+      case "cond":
+        return truthy(this.expr(e.test, scope)) ? this.expr(e.then, scope) : e.else ? this.expr(e.else, scope) : undefined;
+    }
+  }
+
+  args(args: Expr[], kwargs: [string, Expr][], scope: Scope): [unknown[], Record<string, unknown>] {
+    const kw: Record<string, unknown> = {};
+    for (const [k, v] of kwargs) {
+      Object.defineProperty(kw, k, { value: this.expr(v, scope), enumerable: true, writable: true, configurable: true });
+    }
+    return [args.map((a) => this.expr(a, scope)), kw];
+  }
+
+  call(e: Expr & { t: "call" }, scope: Scope): unknown {
+    const [args, kw] = this.args(e.args, e.kwargs, scope);
+    if (e.fn.t === "attr") {
+      const obj = this.expr(e.fn.obj, scope);
+      const own = getAttr(obj, e.fn.name);
+      if (own instanceof Fn) return own.call(args, kw);
+      const m = callMethod(obj, e.fn.name, args);
+      if (m) return m.value;
+      return fail(`'${e.fn.name}' is not a supported method`);
+    }
+    const fn = this.expr(e.fn, scope);
+    if (!(fn instanceof Fn)) return fail(`${e.fn.t === "name" ? `'${e.fn.name}'` : "value"} is not callable`);
+    return fn.call(args, kw);
+  }
+
+  binary(op: string, le: Expr, re: Expr, scope: Scope): unknown {
+    const a = this.expr(le, scope);
+    if (op === "and") return truthy(a) ? this.expr(re, scope) : a;
+    if (op === "or") return truthy(a) ? a : this.expr(re, scope);
+    const b = this.expr(re, scope);
+    switch (op) {
+      case "==":
+        return pyEq(a, b);
+      case "!=":
+        return !pyEq(a, b);
+      case "~":
+        return str(a) + str(b);
+      case "in":
+        if (typeof b === "string") return b.includes(str(a));
+        if (isDict(b)) return typeof a === "string" && Object.hasOwn(b, a);
+        if (b === undefined || b === null) return false;
+        return iterate(b).some((x) => pyEq(x, a));
+      case "+":
+        if (typeof a === "number" && typeof b === "number") return a + b;
+        if (typeof a === "string" && typeof b === "string") return a + b;
+        if (Array.isArray(a) && Array.isArray(b)) return [...a, ...b];
+        return fail(`cannot add ${kind(a)} and ${kind(b)}`);
+      case "*":
+        if (typeof a === "string" && typeof b === "number") return b > 0 && b * a.length <= 1 << 20 ? a.repeat(b) : "";
+        break;
+    }
+    if ((typeof a === "string" && typeof b === "string") && ["<", ">", "<=", ">="].includes(op)) {
+      return op === "<" ? a < b : op === ">" ? a > b : op === "<=" ? a <= b : a >= b;
+    }
+    if (typeof a !== "number" || typeof b !== "number") return fail(`operator '${op}' needs numbers, got ${kind(a)} and ${kind(b)}`);
+    switch (op) {
+      case "-":
+        return a - b;
+      case "*":
+        return a * b;
+      case "/":
+        return b === 0 ? fail("division by zero") : a / b;
+      case "//":
+        return b === 0 ? fail("division by zero") : Math.floor(a / b);
+      case "%":
+        return b === 0 ? fail("division by zero") : ((a % b) + b) % b;
+      case "**":
+        return a ** b;
+      case "<":
+        return a < b;
+      case ">":
+        return a > b;
+      case "<=":
+        return a <= b;
+      case ">=":
+        return a >= b;
+    }
+    return fail(`operator '${op}' is not supported`);
+  }
+}
+
+function kind(v: unknown): string {
+  if (v === undefined) return "undefined";
+  if (v === null) return "none";
+  if (Array.isArray(v)) return "list";
+  if (isDict(v)) return "dict";
+  return typeof v;
+}

@@ -1,0 +1,216 @@
+/**
+ * A serving runtime: one loaded model, a name for it, admission control
+ * (slots + bounded queue) and a step lock so that concurrent generations
+ * take turns on the model one decode step at a time. The model's forward
+ * pass shares scratch buffers and is not re-entrant; the lock is what makes
+ * interleaved streaming safe.
+ *
+ * @module
+ */
+
+import { generate, type GenerateResult, type GenerateStep } from "../core/generate/generate.ts";
+import type { Model } from "../core/model/model.ts";
+import { ServeError } from "./errors.ts";
+import { ExpertUsage } from "./expert_usage.ts";
+import { Limiter, Mutex, QueueFullError, type Release } from "./limiter.ts";
+import { type GenerationOutcome, RuntimeStats } from "./stats.ts";
+
+/** Options of {@link createRuntime}. */
+export interface RuntimeOptions {
+  /** Model id shown by `/v1/models` and required in requests (default `"moe-edge"`). */
+  name?: string;
+  /** Generations decoding at once, interleaved token by token (default 4). */
+  maxConcurrent?: number;
+  /** Requests waiting for a slot before new ones get 429 (default 64). */
+  maxQueue?: number;
+  /** Largest context (prompt + completion) of one request (default min(training context, 2048)). */
+  nCtx?: number;
+}
+
+/** One admitted generation request, already tokenized. */
+export interface RunRequest {
+  /** Prompt token ids (BOS included when wanted). */
+  prompt: readonly number[];
+  /** Most tokens to generate. */
+  maxTokens: number;
+  /** Stop strings. */
+  stop?: readonly string[];
+  /** Sampling temperature (0 = greedy). */
+  temperature?: number;
+  /** Nucleus sampling mass. */
+  topP?: number;
+  /** PRNG seed. */
+  seed?: number;
+  /** Do not stop at end-of-generation tokens. */
+  ignoreEos?: boolean;
+  /** Aborts the generation (client gone or deadline); a `TimeoutError` reason counts as a timeout. */
+  signal?: AbortSignal;
+}
+
+/** A generation holding a slot: iterate `steps`, then always `close()`. */
+export interface Generation {
+  /** Token steps; the return value is the summary. */
+  readonly steps: AsyncGenerator<GenerateStep, GenerateResult, void>;
+  /** Stop early if still running and free the slot. Idempotent. */
+  close(): Promise<void>;
+}
+
+/** A loaded model ready to serve. */
+export class ModelRuntime {
+  /** Model id. */
+  readonly name: string;
+  /** The model. */
+  readonly model: Model;
+  /** Unix seconds when the runtime was created. */
+  readonly created: number;
+  /** Largest context of one request. */
+  readonly nCtx: number;
+  /** Per-layer expert usage. */
+  readonly experts: ExpertUsage;
+  /** Token and generation counters. */
+  readonly stats: RuntimeStats = new RuntimeStats();
+  readonly #limiter: Limiter;
+  readonly #step = new Mutex();
+
+  /** Use {@link createRuntime}. */
+  constructor(model: Model, opts: RuntimeOptions = {}) {
+    this.model = model;
+    this.name = opts.name ?? "moe-edge";
+    this.created = Math.floor(Date.now() / 1000);
+    this.nCtx = opts.nCtx ?? Math.min(model.hp.nCtxTrain, 2048);
+    if (!Number.isInteger(this.nCtx) || this.nCtx < 2) {
+      throw new RangeError(`Cannot create runtime: nCtx must be an integer ≥ 2: received ${opts.nCtx}`);
+    }
+    this.#limiter = new Limiter(opts.maxConcurrent ?? 4, opts.maxQueue ?? 64);
+    this.experts = new ExpertUsage(model);
+  }
+
+  /** Generations decoding now. */
+  get active(): number {
+    return this.#limiter.active;
+  }
+
+  /** Requests waiting for a slot. */
+  get queued(): number {
+    return this.#limiter.queued;
+  }
+
+  /** Slot count. */
+  get maxConcurrent(): number {
+    return this.#limiter.maxActive;
+  }
+
+  /** Queue capacity. */
+  get maxQueue(): number {
+    return this.#limiter.maxQueue;
+  }
+
+  /**
+   * Wait for a slot, then return the generation. Throws `ServeError`
+   * `"queue_full"` (with a retry estimate) when the queue is full, or the
+   * signal's reason when it aborts while waiting.
+   */
+  async start(req: RunRequest): Promise<Generation> {
+    const t0 = performance.now();
+    let release: Release;
+    try {
+      release = await this.#limiter.acquire(req.signal);
+    } catch (e) {
+      if (!(e instanceof QueueFullError)) throw e;
+      this.stats.reject();
+      const retryAfter = Math.max(1, (this.stats.meanGenerationS * (this.queued + 1)) / this.maxConcurrent);
+      throw new ServeError("queue_full", `Cannot start generation: ${e.message}; retry later`, { retryAfter });
+    }
+    const inner = generate(this.model, req.prompt, {
+      maxTokens: req.maxTokens,
+      stop: req.stop,
+      temperature: req.temperature,
+      topP: req.topP,
+      seed: req.seed,
+      ignoreEos: req.ignoreEos,
+      signal: req.signal,
+      addBos: false,
+      nCtx: Math.min(this.nCtx, req.prompt.length + Math.max(1, req.maxTokens)),
+    });
+    this.stats.addPrompt(req.prompt.length);
+    let closed = false;
+    const close = async (): Promise<void> => {
+      if (closed) return;
+      closed = true;
+      try {
+        await this.#step.run(() => inner.return(undefined as unknown as GenerateResult));
+      } finally {
+        release();
+      }
+    };
+    return { steps: this.#steps(inner, req.signal, t0, close), close };
+  }
+
+  async *#steps(
+    inner: AsyncGenerator<GenerateStep, GenerateResult, void>,
+    signal: AbortSignal | undefined,
+    t0: number,
+    close: () => Promise<void>,
+  ): AsyncGenerator<GenerateStep, GenerateResult, void> {
+    let outcome: GenerationOutcome = "abort";
+    let counted = 0;
+    try {
+      for (;;) {
+        // an abort before the first step skips the prefill altogether
+        if (counted === 0) signal?.throwIfAborted();
+        const r = await this.#step.run(async () => {
+          try {
+            return await inner.next();
+          } finally {
+            this.experts.flush();
+          }
+        });
+        if (r.done) {
+          const res = r.value;
+          this.stats.addTokens(res.tokens.length - counted);
+          outcome = res.finishReason === "abort" ? abortOutcome(signal) : res.finishReason;
+          return res;
+        }
+        if (counted === 0) this.stats.observeTtft((performance.now() - t0) / 1000);
+        this.stats.addTokens(1);
+        counted++;
+        yield r.value;
+      }
+    } catch (e) {
+      outcome = signal?.aborted ? abortOutcome(signal) : "error";
+      throw e;
+    } finally {
+      this.stats.finish(outcome, (performance.now() - t0) / 1000);
+      await close();
+    }
+  }
+
+  /** Tokenize `text` with the model's tokenizer, matching special-token texts. */
+  encode(text: string, addBos?: boolean): number[] {
+    const tok = this.model.tokenizer;
+    return tok.encode(text, { addBos: addBos ?? tok.addBos, parseSpecial: true });
+  }
+
+  /** Stop observing the model (the model itself stays loaded). */
+  close(): void {
+    this.experts.detach();
+  }
+}
+
+function abortOutcome(signal: AbortSignal | undefined): GenerationOutcome {
+  const r: unknown = signal?.reason;
+  return r instanceof DOMException && r.name === "TimeoutError" ? "timeout" : "abort";
+}
+
+/**
+ * Wrap a loaded model for serving.
+ *
+ * @example
+ * ```ts ignore
+ * const runtime = createRuntime(await loadModel("model.gguf"), { name: "mixtral", maxConcurrent: 2 });
+ * Deno.serve(createApp(runtime).fetch);
+ * ```
+ */
+export function createRuntime(model: Model, opts: RuntimeOptions = {}): ModelRuntime {
+  return new ModelRuntime(model, opts);
+}

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Fail if the committed wasm/pkg artifacts differ from a fresh build.
+#   bash wasm/check_artifacts.sh
+set -euo pipefail
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+TMP="$(mktemp -d)"
+trap 'rm -rf "$TMP"' EXIT
+bash "$HERE/build.sh" "$TMP" > /dev/null
+status=0
+for f in moe_edge_kernels.wasm moe_edge_kernels_bytes.ts; do
+  if ! cmp -s "$TMP/$f" "$HERE/pkg/$f"; then
+    echo "check_artifacts: wasm/pkg/$f is stale: it differs from a fresh build of wasm/kernels/src." >&2
+    echo "  fresh:     $(sha256sum "$TMP/$f" | cut -d' ' -f1)" >&2
+    if [ -f "$HERE/pkg/$f" ]; then
+      echo "  committed: $(sha256sum "$HERE/pkg/$f" | cut -d' ' -f1)" >&2
+    else
+      echo "  committed: (missing)" >&2
+    fi
+    status=1
+  fi
+done
+if [ "$status" -ne 0 ]; then
+  echo "check_artifacts: run 'bash wasm/build.sh' (or 'deno task build:wasm') and commit wasm/pkg/." >&2
+  exit 1
+fi
+echo "check_artifacts: wasm/pkg matches a fresh build ($(sha256sum "$HERE/pkg/moe_edge_kernels.wasm" | cut -d' ' -f1))"

@@ -1,0 +1,30 @@
+//! moe-edge compute kernels for wasm32 + simd128.
+//!
+//! `no_std`, no allocator, no imports: the host owns linear memory and
+//! passes byte offsets. Every SIMD kernel has a scalar twin (same name,
+//! `_scalar` suffix) that the tests pin it against. Numerics follow
+//! llama.cpp's x86 CPU path (see `shared/specs/llamacpp-moe.md` §2-§4).
+
+#![no_std]
+#![allow(clippy::missing_safety_doc, clippy::too_many_arguments, unused_unsafe)]
+
+mod abi;
+mod act;
+mod attention;
+mod dequant;
+mod dot;
+mod half;
+mod kquants;
+mod mathf;
+mod matmul;
+mod norm;
+mod quantize;
+mod rope;
+mod simd;
+mod tiles;
+mod types;
+
+#[panic_handler]
+fn panic(_: &core::panic::PanicInfo) -> ! {
+    core::arch::wasm32::unreachable()
+}

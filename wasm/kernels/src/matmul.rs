@@ -1,0 +1,228 @@
+//! Matrix multiplication over any supported weight type.
+//!
+//! `out[t*rows + r] = Σ_c W[r,c]·x[t*cols + c]`. Each activation row is first
+//! converted once to the weight type's `vec_dot_type` (spec §2.3); then the
+//! weight matrix is swept row by row with the token loop innermost, in
+//! token blocks sized so the converted activations stay cache-resident, and
+//! each weight block is unpacked once per tile of ≤ 4 tokens (`tiles.rs`):
+//! prefill is matrix·matrix, not repeated matvec.
+
+use crate::dot::*;
+use crate::half::{round_bf16_f32, round_f16_f32};
+use crate::kquants::*;
+use crate::tiles::*;
+use crate::quantize::*;
+use crate::types::*;
+
+/// A row dot product: (weight row, converted activation row, elements).
+pub type DotFn = unsafe fn(*const u8, *const u8, usize) -> f32;
+
+/// Tokens per tile: 16 converted rows of 4096 Q8_0 values ≈ 70 KiB.
+const TOKEN_TILE: usize = 16;
+
+/// Activation byte size per element-block for the vec_dot_type of `ty`:
+/// (elements, bytes).
+fn act_geom(ty: u32) -> Option<(usize, usize)> {
+    Some(match ty {
+        F32 | F16 | BF16 => (1, 4),
+        Q8_0 | Q4_0 | Q5_0 => (32, Q8_0_BYTES),
+        Q4_1 | Q5_1 => (32, Q8_1_BYTES),
+        Q4_K | Q5_K | Q6_K => (256, Q8_K_BYTES),
+        _ => return None,
+    })
+}
+
+/// Bytes of one converted activation row of `cols` values for weight type
+/// `ty`, or 0 if unsupported / `cols` not a whole number of blocks.
+pub fn act_row_bytes(ty: u32, cols: usize) -> usize {
+    match (act_geom(ty), block_geom(ty)) {
+        (Some((ae, ab)), Some((be, _))) if cols % be == 0 && cols % ae == 0 => cols / ae * ab,
+        _ => 0,
+    }
+}
+
+/// Row dot of the scalar twin path (and the single-token SIMD float path).
+fn dot_fn(ty: u32, simd: bool) -> Option<DotFn> {
+    let f: DotFn = match (ty, simd) {
+        (F32, true) => dot_f32,
+        (F16, true) => dot_f16,
+        (BF16, true) => dot_bf16,
+        (F32, false) => dot_f32_scalar,
+        (F16, false) => dot_f16_scalar,
+        (BF16, false) => dot_bf16_scalar,
+        (Q8_0, false) => dot_q8_0_scalar,
+        (Q4_0, false) => dot_q4_0_scalar,
+        (Q5_0, false) => dot_q5_0_scalar,
+        (Q4_1, false) => dot_q4_1_scalar,
+        (Q5_1, false) => dot_q5_1_scalar,
+        (Q4_K, false) => dot_q4_k_scalar,
+        (Q5_K, false) => dot_q5_k_scalar,
+        (Q6_K, false) => dot_q6_k_scalar,
+        _ => return None,
+    };
+    Some(f)
+}
+
+/// Scratch bytes [`matmul`] / [`matmul_prepared`] need for `ntok` tokens.
+pub fn scratch_bytes(ty: u32, cols: usize, ntok: usize) -> usize {
+    ntok * (act_row_bytes(ty, cols) + ext_row_bytes(ty, cols)) + 64
+}
+
+/// Convert `ntok` rows of `cols` f32 to the vec_dot_type of `ty` into `dst`
+/// (`act_row_bytes(ty, cols)` per row). Returns false if unsupported.
+pub unsafe fn prepare_act(ty: u32, x: *const f32, cols: usize, ntok: usize, dst: *mut u8, simd: bool) -> bool {
+    let rb = act_row_bytes(ty, cols);
+    if rb == 0 {
+        return false;
+    }
+    for t in 0..ntok {
+        let xr = x.add(t * cols);
+        let d = dst.add(t * rb);
+        match ty {
+            F32 => core::ptr::copy(xr, d as *mut f32, cols),
+            F16 => round_f16_f32(xr, d as *mut f32, cols, simd),
+            BF16 => round_bf16_f32(xr, d as *mut f32, cols, simd),
+            Q8_0 | Q4_0 | Q5_0 => {
+                if simd {
+                    quantize_q8_0(xr, d, cols)
+                } else {
+                    quantize_q8_0_scalar(xr, d, cols)
+                }
+            }
+            Q4_1 | Q5_1 => {
+                if simd {
+                    quantize_q8_1(xr, d, cols)
+                } else {
+                    quantize_q8_1_scalar(xr, d, cols)
+                }
+            }
+            _ => {
+                if simd {
+                    quantize_q8_k(xr, d, cols)
+                } else {
+                    quantize_q8_k_scalar(xr, d, cols)
+                }
+            }
+        }
+    }
+    true
+}
+
+/// Matmul on activations already converted by [`prepare_act`]. The SIMD
+/// path expands quantized activations into `scratch`
+/// (`ntok·ext_row_bytes`). Returns 0, or -1 for an unsupported type/shape.
+pub unsafe fn matmul_prepared(
+    ty: u32,
+    w: *const u8,
+    rows: usize,
+    cols: usize,
+    act: *const u8,
+    ntok: usize,
+    out: *mut f32,
+    scratch: *mut u8,
+    simd: bool,
+) -> i32 {
+    let (wrb, arb) = match (row_bytes(ty, cols), act_row_bytes(ty, cols)) {
+        (Some(w), a) if a > 0 => (w, a),
+        _ => return -1,
+    };
+    if !simd {
+        let dot = match dot_fn(ty, false) {
+            Some(d) => d,
+            None => return -1,
+        };
+        for t in 0..ntok {
+            for r in 0..rows {
+                *out.add(t * rows + r) = dot(w.add(r * wrb), act.add(t * arb), cols);
+            }
+        }
+        return 0;
+    }
+    // SIMD: expand quantized activations once, then sweep weight rows with
+    // token tiles of ≤ 4 inside cache-sized token blocks.
+    let erb = ext_row_bytes(ty, cols);
+    let (a, arow) = if erb > 0 {
+        for t in 0..ntok {
+            let src = act.add(t * arb);
+            let dst = scratch.add(t * erb);
+            match ty {
+                Q4_K | Q5_K | Q6_K => expand_q8k(src, cols / 256, dst),
+                Q4_1 | Q5_1 => expand_q8(src, cols / 32, true, dst),
+                _ => expand_q8(src, cols / 32, false, dst),
+            }
+        }
+        (scratch as *const u8, erb)
+    } else {
+        (act, arb)
+    };
+    let mut t0 = 0;
+    while t0 < ntok {
+        let t1 = if t0 + TOKEN_TILE < ntok { t0 + TOKEN_TILE } else { ntok };
+        for r in 0..rows {
+            let wr = w.add(r * wrb);
+            let mut t = t0;
+            while t < t1 {
+                let n = if t1 - t >= 4 { 4 } else { t1 - t };
+                tile(ty, n, wr, cols, a.add(t * arow), arow, out.add(t * rows + r), rows);
+                t += n;
+            }
+        }
+        t0 = t1;
+    }
+    0
+}
+
+/// Dispatch one weight row × `n` (1..=4) tokens to its micro-kernel.
+#[inline(always)]
+unsafe fn tile(ty: u32, n: usize, w: *const u8, cols: usize, a: *const u8, arow: usize, out: *mut f32, ostride: usize) {
+    macro_rules! by_n {
+        ($f:ident, [$($g:tt),*], $len:expr, $a:expr, $arow:expr) => {
+            match n {
+                1 => $f::<$($g,)* 1>(w, $len, $a, $arow, out, ostride),
+                2 => $f::<$($g,)* 2>(w, $len, $a, $arow, out, ostride),
+                3 => $f::<$($g,)* 3>(w, $len, $a, $arow, out, ostride),
+                _ => $f::<$($g,)* 4>(w, $len, $a, $arow, out, ostride),
+            }
+        };
+    }
+    let af = a as *const f32;
+    let nb32 = cols / 32;
+    let nb256 = cols / 256;
+    match ty {
+        F32 | F16 | BF16 if n == 1 => *out = dot_fn(ty, true).unwrap_unchecked()(w, a, cols),
+        F32 => by_n!(tile_float, [F32], cols, af, arow / 4),
+        F16 => by_n!(tile_float, [F16], cols, af, arow / 4),
+        BF16 => by_n!(tile_float, [BF16], cols, af, arow / 4),
+        Q8_0 => by_n!(tile_legacy, [Q8_0], nb32, a, arow),
+        Q4_0 => by_n!(tile_legacy, [Q4_0], nb32, a, arow),
+        Q5_0 => by_n!(tile_legacy, [Q5_0], nb32, a, arow),
+        Q4_1 => by_n!(tile_legacy, [Q4_1], nb32, a, arow),
+        Q5_1 => by_n!(tile_legacy, [Q5_1], nb32, a, arow),
+        Q4_K => by_n!(tile_q45k, [Q4_K], nb256, a, arow),
+        Q5_K => by_n!(tile_q45k, [Q5_K], nb256, a, arow),
+        _ => by_n!(tile_q6k, [], nb256, a, arow),
+    }
+}
+
+/// Full matmul: converts `x` into `scratch` ([`scratch_bytes`]; unused for
+/// F32), then [`matmul_prepared`] with the rest of the scratch.
+pub unsafe fn matmul(
+    ty: u32,
+    w: *const u8,
+    rows: usize,
+    cols: usize,
+    x: *const f32,
+    ntok: usize,
+    out: *mut f32,
+    scratch: *mut u8,
+    simd: bool,
+) -> i32 {
+    if ty == F32 {
+        return matmul_prepared(ty, w, rows, cols, x as *const u8, ntok, out, scratch, simd);
+    }
+    if !prepare_act(ty, x, cols, ntok, scratch, simd) {
+        return -1;
+    }
+    let ext = scratch.add(crate::tiles::align16(ntok * act_row_bytes(ty, cols)));
+    matmul_prepared(ty, w, rows, cols, scratch, ntok, out, ext, simd)
+}

@@ -1,0 +1,266 @@
+/**
+ * Typed bindings for `moe_edge_kernels.wasm` (built by `wasm/build.sh`
+ * from `wasm/kernels/src`). Pointers are byte offsets into the instance's
+ * linear memory; counts are u32. Kernels with a SIMD body have a `_scalar`
+ * twin with the same signature. Functions returning a status give 0 on
+ * success and -1 for an unsupported type or shape.
+ *
+ * The module is compiled once per isolate and cached; every
+ * {@linkcode instantiateKernels} call makes a fresh instance with its own
+ * memory.
+ *
+ * @example
+ * ```ts
+ * import { instantiateKernels } from "./moe_edge_kernels.ts";
+ * const k = await instantiateKernels();
+ * console.log(k.exports.abi_version()); // 1
+ * ```
+ *
+ * @module
+ */
+
+import { WASM_BASE64 } from "./moe_edge_kernels_bytes.ts";
+
+/** ABI version these bindings were written for (`abi_version()`). */
+export const KERNEL_ABI_VERSION = 1;
+
+/** Row converter: `(x: *f32, y: *out, n)`. */
+export type RowFn = (x: number, y: number, n: number) => void;
+
+/** Attention: `(kc, vc, nCtx, start, nTok, q, k, v, nHeads, nKv, hdK, hdV, scale, out, scratch) → status`. */
+export type AttentionFn = (
+  kc: number,
+  vc: number,
+  nCtx: number,
+  start: number,
+  nTok: number,
+  q: number,
+  k: number,
+  v: number,
+  nHeads: number,
+  nKvHeads: number,
+  headDimK: number,
+  headDimV: number,
+  scale: number,
+  out: number,
+  scratch: number,
+) => number;
+
+/** Matmul on f32 input: `(type, w, rows, cols, x, nTok, out, scratch) → status`. */
+export type MatmulFn = (
+  type: number,
+  w: number,
+  rows: number,
+  cols: number,
+  x: number,
+  nTok: number,
+  out: number,
+  scratch: number,
+) => number;
+
+/** Matmul on prepared activations: `(type, w, rows, cols, act, nTok, out, scratch) → status`. */
+export type MatmulPreparedFn = (
+  type: number,
+  w: number,
+  rows: number,
+  cols: number,
+  act: number,
+  nTok: number,
+  out: number,
+  scratch: number,
+) => number;
+
+/** Activation conversion: `(type, x, cols, nTok, dst) → status`. */
+export type PrepareActFn = (type: number, x: number, cols: number, nTok: number, dst: number) => number;
+
+/** RMSNorm: `(x, n, rows, eps, w (0 = none), out)`. */
+export type RmsnormFn = (x: number, n: number, rows: number, eps: number, w: number, out: number) => void;
+
+/** RoPE in place: `(x, nTok, nHeads, headDim, nRot, mode, cs)`. */
+export type RopeFn = (
+  x: number,
+  nTok: number,
+  nHeads: number,
+  headDim: number,
+  nRot: number,
+  mode: number,
+  cs: number,
+) => void;
+
+/** SwiGLU: `(gate, up, out, n)`. */
+export type SwigluFn = (g: number, u: number, out: number, n: number) => void;
+
+/** Everything `moe_edge_kernels.wasm` exports. */
+export interface KernelExports {
+  /** The instance's linear memory. */
+  readonly memory: WebAssembly.Memory;
+  /** ABI version (see {@linkcode KERNEL_ABI_VERSION}). */
+  abi_version(): number;
+  /** First byte after static data and stack; the host arena starts here. */
+  heap_base(): number;
+  /** 1 if `matmul`/`get_rows` accept weight type `type`. */
+  type_supported(type: number): number;
+  /** Bytes of one prepared activation row for weight `type`; 0 if unsupported. */
+  act_row_bytes(type: number, cols: number): number;
+  /** Bytes of one weight row; 0 if unsupported. */
+  weight_row_bytes(type: number, cols: number): number;
+
+  /** f32 → Q8_0 blocks (x86 AVX2 rule). */
+  quantize_q8_0: RowFn;
+  /** Scalar twin of `quantize_q8_0`. */
+  quantize_q8_0_scalar: RowFn;
+  /** f32 → Q8_1 blocks. */
+  quantize_q8_1: RowFn;
+  /** Scalar twin of `quantize_q8_1`. */
+  quantize_q8_1_scalar: RowFn;
+  /** f32 → Q8_K blocks (ggml ref rule). */
+  quantize_q8_k: RowFn;
+  /** Scalar twin of `quantize_q8_k`. */
+  quantize_q8_k_scalar: RowFn;
+  /** f32 → f16 bits (RNE). */
+  round_f16: RowFn;
+  /** Scalar twin of `round_f16`. */
+  round_f16_scalar: RowFn;
+  /** f32 → bf16 bits (RNE). */
+  round_bf16: RowFn;
+  /** Scalar twin of `round_bf16`. */
+  round_bf16_scalar: RowFn;
+  /** f16 bits → f32: `(h, y, n)`. */
+  f16_to_f32: RowFn;
+  /** `y = expf(x)`. */
+  exp_f32: RowFn;
+  /** Scalar twin of `exp_f32`. */
+  exp_f32_scalar: RowFn;
+
+  /** Convert activations to the weight type's vec_dot_type. */
+  prepare_act: PrepareActFn;
+  /** Scalar twin of `prepare_act`. */
+  prepare_act_scalar: PrepareActFn;
+  /** Scratch bytes `matmul` needs: `(type, cols, nTok)` (also enough for `matmul_prepared`). */
+  matmul_scratch_bytes(type: number, cols: number, nTok: number): number;
+  /** Matmul on prepared activations (SIMD path expands them into `scratch`). */
+  matmul_prepared: MatmulPreparedFn;
+  /** Scalar twin of `matmul_prepared`. */
+  matmul_prepared_scalar: MatmulPreparedFn;
+  /** Matmul on f32 input (converts into `scratch`, sized by `matmul_scratch_bytes`). */
+  matmul: MatmulFn;
+  /** Scalar twin of `matmul`. */
+  matmul_scalar: MatmulFn;
+  /** Dequantize rows: `(type, w, cols, ids, n, out) → status`. */
+  get_rows(type: number, w: number, cols: number, ids: number, n: number, out: number): number;
+
+  /** RMSNorm (+ weight). */
+  rmsnorm: RmsnormFn;
+  /** Scalar twin of `rmsnorm`. */
+  rmsnorm_scalar: RmsnormFn;
+  /** RoPE NORM/NEOX in place. */
+  rope: RopeFn;
+  /** Scalar twin of `rope`. */
+  rope_scalar: RopeFn;
+  /** `out = silu(g)·u`. */
+  swiglu: SwigluFn;
+  /** Scalar twin of `swiglu`. */
+  swiglu_scalar: SwigluFn;
+
+  /** Scratch bytes attention needs: `(nCtx, nHeads, nKv, hdK, hdV)`. */
+  attention_scratch_bytes(nCtx: number, nHeads: number, nKvHeads: number, hdK: number, hdV: number): number;
+  /** Causal GQA attention over one layer's f16 KV cache. */
+  attention: AttentionFn;
+  /** Scalar twin of `attention`. */
+  attention_scalar: AttentionFn;
+}
+
+/** Names of all exported functions, for validation. */
+export const KERNEL_FUNCTIONS: readonly (Exclude<keyof KernelExports, "memory">)[] = [
+  "abi_version",
+  "heap_base",
+  "type_supported",
+  "act_row_bytes",
+  "weight_row_bytes",
+  "quantize_q8_0",
+  "quantize_q8_0_scalar",
+  "quantize_q8_1",
+  "quantize_q8_1_scalar",
+  "quantize_q8_k",
+  "quantize_q8_k_scalar",
+  "round_f16",
+  "round_f16_scalar",
+  "round_bf16",
+  "round_bf16_scalar",
+  "f16_to_f32",
+  "exp_f32",
+  "exp_f32_scalar",
+  "prepare_act",
+  "prepare_act_scalar",
+  "matmul_scratch_bytes",
+  "matmul_prepared",
+  "matmul_prepared_scalar",
+  "matmul",
+  "matmul_scalar",
+  "get_rows",
+  "rmsnorm",
+  "rmsnorm_scalar",
+  "rope",
+  "rope_scalar",
+  "swiglu",
+  "swiglu_scalar",
+  "attention_scratch_bytes",
+  "attention",
+  "attention_scalar",
+];
+
+/** An instantiated kernel module. */
+export interface KernelModule {
+  /** The typed exports. */
+  readonly exports: KernelExports;
+  /** The instance's linear memory (same as `exports.memory`). */
+  readonly memory: WebAssembly.Memory;
+}
+
+let cachedModule: Promise<WebAssembly.Module> | null = null;
+
+function decodeBase64(b64: string): Uint8Array<ArrayBuffer> {
+  const bin = atob(b64);
+  const out = new Uint8Array(bin.length);
+  for (let i = 0; i < bin.length; i++) out[i] = bin.charCodeAt(i);
+  return out;
+}
+
+/** The compiled module, compiled at most once per isolate. */
+export function compileKernels(): Promise<WebAssembly.Module> {
+  if (cachedModule === null) {
+    cachedModule = WebAssembly.compile(decodeBase64(WASM_BASE64));
+    // A failed compile is not cached, so a later call may retry.
+    cachedModule.catch(() => {
+      cachedModule = null;
+    });
+  }
+  return cachedModule;
+}
+
+/**
+ * Instantiate the kernels: a new instance (and linear memory) over the
+ * cached compiled module. Throws if the module's ABI version or exports do
+ * not match these bindings.
+ */
+export async function instantiateKernels(): Promise<KernelModule> {
+  const module = await compileKernels();
+  const instance = await WebAssembly.instantiate(module, {});
+  const raw = instance.exports as Record<string, unknown>;
+  for (const name of KERNEL_FUNCTIONS) {
+    if (typeof raw[name] !== "function") {
+      throw new Error(`Cannot instantiate kernels: missing export: received no function "${name}"`);
+    }
+  }
+  if (!(raw.memory instanceof WebAssembly.Memory)) {
+    throw new Error("Cannot instantiate kernels: missing export: received no memory");
+  }
+  const exports = raw as unknown as KernelExports;
+  const v = exports.abi_version();
+  if (v !== KERNEL_ABI_VERSION) {
+    throw new Error(
+      `Cannot instantiate kernels: ABI version mismatch: expected ${KERNEL_ABI_VERSION}, received ${v}`,
+    );
+  }
+  return { exports, memory: exports.memory };
+}

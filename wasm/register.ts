@@ -1,0 +1,15 @@
+/**
+ * Side-effect module: registers the WASM backend as `"wasm"` (priority 10,
+ * above the reference backend) in core's backend registry. Import it (or
+ * `wasm/mod.ts`) once at start-up.
+ *
+ * @module
+ */
+
+import { registerBackend } from "../core/backend/registry.ts";
+import { createWasmBackend } from "./backend.ts";
+
+/** Registry priority of the WASM backend (the reference backend is 0). */
+export const WASM_BACKEND_PRIORITY = 10;
+
+registerBackend("wasm", WASM_BACKEND_PRIORITY, () => createWasmBackend());
