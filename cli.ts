@@ -17,11 +17,12 @@ import {
   buildExpertManifest,
   type ExpertManifest,
   type ExpertRef,
-  GenerationError,
   generate,
   type GenerateResult,
   generateText,
+  GenerationError,
   ggmlTypeName,
+  loadFromManifest,
   loadModel,
   type LoadModelOptions,
   type Model,
@@ -36,7 +37,7 @@ import { defaultModelBytes } from "./core/model/default_model.ts";
 const USAGE = `moe-edge — Mixture-of-Experts inference for Deno
 
 Usage:
-  deno task cli generate [--model PATH] (--prompt TEXT | --prompt-tokens 1,2,3) [--max-tokens N]
+  deno task cli generate [--model PATH | --manifest PATH] (--prompt TEXT | --prompt-tokens 1,2,3) [--max-tokens N]
                          [--temperature T] [--top-k K] [--top-p P] [--min-p P] [--repeat-penalty R]
                          [--seed S] [--backend NAME] [--json]
                          [--expert-budget-mb N] [--expert-manifest FILE]
@@ -53,7 +54,10 @@ function num(name: string, v: string | undefined, int: boolean): number | undefi
   if (v === undefined) return undefined;
   const n = Number(v);
   if (v.trim() === "" || !Number.isFinite(n) || (int && !Number.isInteger(n))) {
-    throw new UsageError("bad_flag", `--${name} expects ${int ? "an integer" : "a number"}: received '${v}'`);
+    throw new UsageError(
+      "bad_flag",
+      `--${name} expects ${int ? "an integer" : "a number"}: received '${v}'`,
+    );
   }
   return n;
 }
@@ -66,7 +70,11 @@ function isTty(): boolean {
   }
 }
 
-async function open(path: string | undefined, backend: string | undefined, extra: LoadModelOptions = {}): Promise<Model> {
+async function open(
+  path: string | undefined,
+  backend: string | undefined,
+  extra: LoadModelOptions = {},
+): Promise<Model> {
   const tty = isTty();
   let last = 0;
   const enc = new TextEncoder();
@@ -107,8 +115,18 @@ async function cmdGenerate(args: string[]): Promise<void> {
       json: { type: "boolean" },
       "expert-budget-mb": { type: "string" },
       "expert-manifest": { type: "string" },
+      manifest: { type: "string" },
     },
   });
+  if (
+    values.manifest !== undefined &&
+    (values.model ?? values["expert-budget-mb"] ?? values["expert-manifest"])
+  ) {
+    throw new UsageError(
+      "bad_flag",
+      "--manifest cannot be combined with --model, --expert-budget-mb or --expert-manifest",
+    );
+  }
   if ((values.prompt === undefined) === (values["prompt-tokens"] === undefined)) {
     throw new UsageError("bad_flag", "generate needs exactly one of --prompt or --prompt-tokens");
   }
@@ -116,7 +134,9 @@ async function cmdGenerate(args: string[]): Promise<void> {
   if (values["prompt-tokens"] !== undefined) {
     prompt = values["prompt-tokens"].split(",").map((s) => num("prompt-tokens", s.trim(), true)!);
   } else prompt = values.prompt!;
-  const model = await open(values.model, values.backend, await streamingFlags(values));
+  const model = values.manifest !== undefined
+    ? (await loadFromManifest(values.manifest, { backend: values.backend })).model
+    : await open(values.model, values.backend, await streamingFlags(values));
   const opts = {
     maxTokens: num("max-tokens", values["max-tokens"], true) ?? 64,
     temperature: num("temperature", values.temperature, false),
@@ -170,7 +190,12 @@ async function cmdInspect(args: string[]): Promise<void> {
   const info = {
     architecture: hp.arch.name,
     hparams: { ...hp, arch: undefined },
-    tensors: model.file.tensors.map((t) => ({ name: t.name, type: ggmlTypeName(t.type), dims: t.dims, bytes: t.nbytes })),
+    tensors: model.file.tensors.map((t) => ({
+      name: t.name,
+      type: ggmlTypeName(t.type),
+      dims: t.dims,
+      bytes: t.nbytes,
+    })),
     expert_count: hp.nExpert,
     experts_total: experts.length,
     bytes_per_expert: bytesPerExpert,
@@ -182,8 +207,12 @@ async function cmdInspect(args: string[]): Promise<void> {
     return;
   }
   console.log(`architecture   ${info.architecture}`);
-  for (const [k, v] of Object.entries(info.hparams)) if (v !== undefined) console.log(`${k.padEnd(15)}${v}`);
-  console.log(`experts        ${hp.nExpert} per layer, ${hp.nExpertUsed} used, ${bytesPerExpert} bytes each`);
+  for (const [k, v] of Object.entries(info.hparams)) {
+    if (v !== undefined) console.log(`${k.padEnd(15)}${v}`);
+  }
+  console.log(
+    `experts        ${hp.nExpert} per layer, ${hp.nExpertUsed} used, ${bytesPerExpert} bytes each`,
+  );
   console.log(`expert bytes   ${info.expert_bytes_total} of ${info.file_bytes} in the file`);
   console.log("\ntensors:");
   for (const t of info.tensors) {
@@ -196,11 +225,17 @@ async function streamingFlags(v: Record<string, unknown>): Promise<LoadModelOpti
   const mb = num("expert-budget-mb", v["expert-budget-mb"] as string | undefined, false);
   const path = v["expert-manifest"] as string | undefined;
   if (mb === undefined) {
-    if (path !== undefined) throw new UsageError("bad_flag", "--expert-manifest needs --expert-budget-mb");
+    if (path !== undefined) {
+      throw new UsageError("bad_flag", "--expert-manifest needs --expert-budget-mb");
+    }
     return {};
   }
-  if (mb <= 0) throw new UsageError("bad_flag", `--expert-budget-mb must be positive: received ${mb}`);
-  const manifest = path === undefined ? undefined : parseExpertManifest(JSON.parse(await Deno.readTextFile(path)));
+  if (mb <= 0) {
+    throw new UsageError("bad_flag", `--expert-budget-mb must be positive: received ${mb}`);
+  }
+  const manifest = path === undefined
+    ? undefined
+    : parseExpertManifest(JSON.parse(await Deno.readTextFile(path)));
   return { expertBudgetBytes: Math.floor(mb * 1024 * 1024), streaming: { manifest } };
 }
 
@@ -208,7 +243,12 @@ async function cmdManifest(args: string[]): Promise<void> {
   const { values } = parseArgs({
     args,
     strict: true,
-    options: { model: { type: "string" }, backend: { type: "string" }, pin: { type: "string" }, out: { type: "string" } },
+    options: {
+      model: { type: "string" },
+      backend: { type: "string" },
+      pin: { type: "string" },
+      out: { type: "string" },
+    },
   });
   const pinned: ExpertRef[] = (values.pin ?? "").split(",").filter((p) => p.trim()).map((p) => {
     const m = /^\s*(\d+):(\d+)\s*$/.exec(p);
@@ -221,7 +261,10 @@ async function cmdManifest(args: string[]): Promise<void> {
       createStore: async (ctx) => {
         for (const p of pinned) {
           if (!ctx.locations[p.layer]?.[p.index]) {
-            throw new UsageError("bad_flag", `--pin ${p.layer}:${p.index}: the model has no such expert`);
+            throw new UsageError(
+              "bad_flag",
+              `--pin ${p.layer}:${p.index}: the model has no such expert`,
+            );
           }
         }
         manifest = await buildExpertManifest(ctx.source, ctx.locations, pinned);
@@ -251,9 +294,13 @@ async function cmdTrace(args: string[]): Promise<void> {
   if (!values.out) throw new UsageError("bad_flag", "trace needs --out FILE");
   const prompts: (string | number[])[] = [...(values.prompt ?? [])];
   if (values["prompt-tokens"] !== undefined) {
-    prompts.push(values["prompt-tokens"].split(",").map((s) => num("prompt-tokens", s.trim(), true)!));
+    prompts.push(
+      values["prompt-tokens"].split(",").map((s) => num("prompt-tokens", s.trim(), true)!),
+    );
   }
-  if (prompts.length === 0) throw new UsageError("bad_flag", "trace needs --prompt or --prompt-tokens");
+  if (prompts.length === 0) {
+    throw new UsageError("bad_flag", "trace needs --prompt or --prompt-tokens");
+  }
   const model = await open(values.model, values.backend);
   const hp = model.hp;
   const rec = new RouteRecorder(hp.nLayer, hp.nExpert, hp.nExpertUsed);
@@ -261,7 +308,10 @@ async function cmdTrace(args: string[]): Promise<void> {
   const maxTokens = num("max-tokens", values["max-tokens"], true) ?? 64;
   for (const p of prompts) await generateText(model, p, { maxTokens, temperature: 0 });
   const trace = rec.trace();
-  await Deno.writeTextFile(values.out, JSON.stringify({ ...trace, affinity: affinityFromTrace(trace, 0.5) }) + "\n");
+  await Deno.writeTextFile(
+    values.out,
+    JSON.stringify({ ...trace, affinity: affinityFromTrace(trace, 0.5) }) + "\n",
+  );
   console.error(`traced ${trace.tokens.length} tokens × ${hp.nLayer} layers to ${values.out}`);
 }
 

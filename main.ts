@@ -8,12 +8,14 @@
  * - `deno serve main.ts` and Deno Deploy use the default export's `fetch`.
  *
  * Environment: `MOE_EDGE_MODEL` (GGUF path), `MOE_EDGE_MODEL_NAME` (model id),
+ * `MOE_EDGE_BACKEND` (`auto` = the WASM backend, or `ref`),
  * `MOE_EDGE_API_KEY` (require `Authorization: Bearer <key>`),
  * `MOE_EDGE_MAX_CONCURRENT`, `MOE_EDGE_MAX_QUEUE`, `MOE_EDGE_CTX`.
  *
  * @module
  */
 
+import "./wasm/register.ts";
 import { createApp, createRuntime, defaultModelBytes, loadModel } from "./mod.ts";
 
 function env(key: string): string | undefined {
@@ -28,12 +30,16 @@ function intEnv(key: string): number | undefined {
   const v = env(key);
   if (v === undefined) return undefined;
   const n = Number(v);
-  if (!Number.isInteger(n) || n < 0) throw new RangeError(`Cannot start: ${key} must be a non-negative integer: received '${v}'`);
+  if (!Number.isInteger(n) || n < 0) {
+    throw new RangeError(`Cannot start: ${key} must be a non-negative integer: received '${v}'`);
+  }
   return n;
 }
 
 const modelPath = env("MOE_EDGE_MODEL");
-const model = await loadModel(modelPath ?? defaultModelBytes());
+const model = await loadModel(modelPath ?? defaultModelBytes(), {
+  backend: env("MOE_EDGE_BACKEND") ?? "auto",
+});
 const runtime = createRuntime(model, {
   name: env("MOE_EDGE_MODEL_NAME") ??
     (modelPath ? modelPath.replace(/^.*[\\/]/, "").replace(/\.gguf$/i, "") : "moe-edge-default"),
@@ -50,7 +56,9 @@ export default {
   fetch: app.fetch,
   onListen(addr: Deno.Addr): void {
     servedByDeno = true;
-    const where = addr.transport === "tcp" || addr.transport === "udp" ? `http://${addr.hostname}:${addr.port}/` : addr.transport;
+    const where = addr.transport === "tcp" || addr.transport === "udp"
+      ? `http://${addr.hostname}:${addr.port}/`
+      : addr.transport;
     console.log(`moe-edge: serving '${runtime.name}' on ${where}`);
   },
 } satisfies Deno.ServeDefaultExport;

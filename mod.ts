@@ -18,10 +18,19 @@
 export * from "./core/errors.ts";
 export { GgmlType, ggmlTypeName, parseGgmlType } from "./core/tensor/ggml_type.ts";
 export type * from "./core/backend/backend.ts";
-export { backendNames, type BackendFactory, createBackend, registerBackend } from "./core/backend/registry.ts";
+export {
+  type BackendFactory,
+  backendNames,
+  createBackend,
+  registerBackend,
+} from "./core/backend/registry.ts";
 export { createRefBackend, RefBackend } from "./core/backend/ref_backend.ts";
 export { type ByteSource, FileSource, MemorySource } from "./core/store/byte_source.ts";
-export { type ExpertStore, type ExpertStoreStats, ResidentExpertStore } from "./core/store/expert_store.ts";
+export {
+  type ExpertStore,
+  type ExpertStoreStats,
+  ResidentExpertStore,
+} from "./core/store/expert_store.ts";
 export type { Expert, ExpertKey, ExpertWeights } from "./core/moe/expert.ts";
 export {
   type Gating,
@@ -62,7 +71,11 @@ export type { Tokenizer } from "./core/tokenizer/mod.ts";
 export type { LinearAdapter, LinearName } from "./core/model/transformer.ts";
 export type { TensorBytesHook, TensorBytesInfo } from "./core/model/weights.ts";
 export * from "./core/plugin/mod.ts";
-export { HttpSource, type HttpSourceOptions, type HttpSourceStats } from "./core/store/http_source.ts";
+export {
+  HttpSource,
+  type HttpSourceOptions,
+  type HttpSourceStats,
+} from "./core/store/http_source.ts";
 export type { LayerStoreStats } from "./core/store/expert_store.ts";
 export {
   type CachePolicy,
@@ -85,11 +98,16 @@ export {
   createStreamingStore,
   StreamingExpertStore,
   type StreamingStoreContext,
-  type StreamingStoreOptions,
   streamingStoreFromRequest,
+  type StreamingStoreOptions,
   type StreamingStoreRequest,
 } from "./core/store/streaming_store.ts";
-export { beladySimulate, type CacheSimOptions, type CacheSimResult, simulatePolicy } from "./core/store/belady.ts";
+export {
+  beladySimulate,
+  type CacheSimOptions,
+  type CacheSimResult,
+  simulatePolicy,
+} from "./core/store/belady.ts";
 export {
   affinityFromTrace,
   type AffinityTable,
@@ -117,5 +135,10 @@ export {
   type RunRequest,
   type RuntimeOptions,
 } from "./serve/runtime.ts";
-export { type OpenAIErrorBody, ServeError, type ServeErrorCode, toHttpError } from "./serve/errors.ts";
-export { ChatTemplate, chatTemplateFor, type ChatMessage } from "./serve/chat_template.ts";
+export {
+  type OpenAIErrorBody,
+  ServeError,
+  type ServeErrorCode,
+  toHttpError,
+} from "./serve/errors.ts";
+export { type ChatMessage, ChatTemplate, chatTemplateFor } from "./serve/chat_template.ts";

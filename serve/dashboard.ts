@@ -18,6 +18,7 @@ const PAGE = `<!doctype html>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>moe-edge</title>
+<link rel="icon" href="data:,">
 <style>
   :root { color-scheme: dark; --bg: #0f1115; --panel: #171a21; --fg: #e6e6e6; --dim: #8b93a1; --acc: #f5b342; }
   * { box-sizing: border-box; }

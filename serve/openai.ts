@@ -158,14 +158,12 @@ async function serveGeneration(
       { param: p.maxTokens !== null ? "max_tokens" : promptParam },
     );
   }
-  const timer = deadlineSignal(limits.requestTimeoutMs);
-  const deadline = timer.signal;
-  const gone = new AbortController();
-  const signal = AbortSignal.any([c.req.raw.signal, deadline, gone.signal]);
+  const timer = abortScope(c.req.raw.signal, limits.requestTimeoutMs);
+  const signal = timer.signal;
   const timeoutError = (): ServeError =>
     new ServeError("generation_timeout", `The generation did not finish within ${limits.requestTimeoutMs} ms`);
   const clientClosed = (): ServeError => new ServeError("client_closed", "The client closed the request");
-  const abortError = (): ServeError => (deadline.aborted ? timeoutError() : clientClosed());
+  const abortError = (): ServeError => (timer.timedOut() ? timeoutError() : clientClosed());
   let gen;
   try {
     gen = await runtime.start({
@@ -229,29 +227,59 @@ async function serveGeneration(
         if (r.value.text) yield shape.chunk(head, r.value.text);
       }
       if (result.finishReason === "abort") {
-        if (deadline.aborted) yield toHttpError(timeoutError()).body;
+        if (timer.timedOut()) yield toHttpError(timeoutError()).body;
         return;
       }
       yield shape.last(head, result.finishReason);
       if (p.includeUsage) yield shape.usage(head, usage(result));
       yield DONE;
     } catch (e) {
-      if (!gone.signal.aborted) yield toHttpError(signal.aborted ? abortError() : e).body;
+      if (!signal.aborted || timer.timedOut()) yield toHttpError(signal.aborted ? abortError() : e).body;
     } finally {
       timer.clear();
       await g.close();
     }
   }
   return sseResponse(events(), (reason) => {
-    gone.abort(reason ?? new DOMException("The client disconnected", "AbortError"));
+    timer.abort(reason);
     timer.clear();
     g.close().catch(() => {});
   });
 }
 
-/** An AbortSignal that fires a `TimeoutError` after `ms`, with a timer that can be cleared early. */
-function deadlineSignal(ms: number): { signal: AbortSignal; clear: () => void } {
+/** Aborts a generation: on client disconnect, on the deadline, or on demand. */
+interface AbortScope {
+  /** Aborted by any of the three. */
+  readonly signal: AbortSignal;
+  /** Whether the deadline fired. */
+  timedOut(): boolean;
+  /** Abort now (stream cancelled). */
+  abort(reason?: unknown): void;
+  /** Stop the timer and stop listening to the request. Idempotent. */
+  clear(): void;
+}
+
+/**
+ * Links the request's signal and a deadline to one controller. The request
+ * listener is removed once the generation ends, because Deno (legacy mode)
+ * also aborts `request.signal` after a successful response.
+ */
+function abortScope(request: AbortSignal, ms: number): AbortScope {
   const ctl = new AbortController();
-  const id = setTimeout(() => ctl.abort(new DOMException(`Timed out after ${ms} ms`, "TimeoutError")), ms);
-  return { signal: ctl.signal, clear: () => clearTimeout(id) };
+  let timedOut = false;
+  const onGone = (): void => ctl.abort(new DOMException("The client disconnected", "AbortError"));
+  request.addEventListener("abort", onGone, { once: true });
+  const id = setTimeout(() => {
+    timedOut = true;
+    ctl.abort(new DOMException(`Timed out after ${ms} ms`, "TimeoutError"));
+  }, ms);
+  return {
+    signal: ctl.signal,
+    timedOut: () => timedOut,
+    abort: (reason) => ctl.abort(reason ?? new DOMException("The client disconnected", "AbortError")),
+    clear: () => {
+      clearTimeout(id);
+      request.removeEventListener("abort", onGone);
+    },
+  };
 }

@@ -133,24 +133,38 @@ export class ModelRuntime {
       nCtx: Math.min(this.nCtx, req.prompt.length + Math.max(1, req.maxTokens)),
     });
     this.stats.addPrompt(req.prompt.length);
-    let closed = false;
-    const close = async (): Promise<void> => {
-      if (closed) return;
-      closed = true;
-      try {
-        await this.#step.run(() => inner.return(undefined as unknown as GenerateResult));
-      } finally {
-        release();
-      }
+    let recorded = false;
+    const record = (outcome: GenerationOutcome): void => {
+      if (recorded) return;
+      recorded = true;
+      this.stats.finish(outcome, (performance.now() - t0) / 1000);
     };
-    return { steps: this.#steps(inner, req.signal, t0, close), close };
+    let cleaned: Promise<void> | null = null;
+    // ends the core generator (disposing its session) under the step lock, then frees the slot
+    const cleanup = (): Promise<void> =>
+      cleaned ??= this.#step.run(() => inner.return(undefined as unknown as GenerateResult)).then(
+        () => release(),
+        (e) => {
+          release();
+          throw e;
+        },
+      );
+    const steps = this.#steps(inner, req.signal, t0, record, cleanup);
+    const close = async (): Promise<void> => {
+      // runs the wrapper's `finally` when it is suspended; a no-op when it never started or already ended
+      await steps.return(undefined as unknown as GenerateResult);
+      record("abort");
+      await cleanup();
+    };
+    return { steps, close };
   }
 
   async *#steps(
     inner: AsyncGenerator<GenerateStep, GenerateResult, void>,
     signal: AbortSignal | undefined,
     t0: number,
-    close: () => Promise<void>,
+    record: (outcome: GenerationOutcome) => void,
+    cleanup: () => Promise<void>,
   ): AsyncGenerator<GenerateStep, GenerateResult, void> {
     let outcome: GenerationOutcome = "abort";
     let counted = 0;
@@ -180,8 +194,8 @@ export class ModelRuntime {
       outcome = signal?.aborted ? abortOutcome(signal) : "error";
       throw e;
     } finally {
-      this.stats.finish(outcome, (performance.now() - t0) / 1000);
-      await close();
+      record(outcome);
+      await cleanup();
     }
   }
 

@@ -43,7 +43,8 @@ export function sseResponse(
   return new Response(body, {
     headers: {
       "content-type": "text/event-stream; charset=utf-8",
-      "cache-control": "no-cache",
+      // no-transform: keeps Deno.serve from gzip-buffering the stream
+      "cache-control": "no-cache, no-transform",
       "x-accel-buffering": "no",
     },
   });

@@ -180,11 +180,11 @@ export class WasmBackend implements Backend {
     const ab = this.#k.matmul_scratch_bytes(w.type, cols, nTokens);
     const ob = nTokens * rows * 4;
     const [xp, ap, op] = this.#scratch(xb, ab, ob);
-    this.#f32.set(x.subarray(0, nTokens * cols), xp >> 2);
+    this.#f32.set(x.subarray(0, nTokens * cols), xp >>> 2);
     const f = this.#scalar ? this.#k.matmul_scalar : this.#k.matmul;
     const rc = f(w.type, wp, rows, cols, xp, nTokens, op, ap);
     if (rc !== 0) this.#fail("matmul", `kernel rejected type ${ggmlTypeName(w.type)} cols ${cols}`);
-    out.set(this.#f32.subarray(op >> 2, (op >> 2) + nTokens * rows));
+    out.set(this.#f32.subarray(op >>> 2, (op >>> 2) + nTokens * rows));
   }
 
   /** Dequantize rows `ids[i]` of `w` into `out[i*cols ..]`. */
@@ -203,11 +203,11 @@ export class WasmBackend implements Backend {
     }
     if (n === 0) return;
     const [ip, op] = this.#scratch(n * 4, n * w.cols * 4);
-    this.#i32.set(ids, ip >> 2);
+    this.#i32.set(ids, ip >>> 2);
     if (this.#k.get_rows(w.type, wp, w.cols, ip, n, op) !== 0) {
       this.#fail("getRows", "kernel rejected the type");
     }
-    out.set(this.#f32.subarray(op >> 2, (op >> 2) + n * w.cols));
+    out.set(this.#f32.subarray(op >>> 2, (op >>> 2) + n * w.cols));
   }
 
   /** RMSNorm each row of `n`, times `weight` when given. */
@@ -233,11 +233,11 @@ export class WasmBackend implements Backend {
     const rows = x.length / n;
     if (rows === 0) return;
     const [xp, wp, op] = this.#scratch(x.length * 4, weight ? n * 4 : 0, x.length * 4);
-    this.#f32.set(x, xp >> 2);
-    if (weight) this.#f32.set(weight.subarray(0, n), wp >> 2);
+    this.#f32.set(x, xp >>> 2);
+    if (weight) this.#f32.set(weight.subarray(0, n), wp >>> 2);
     const f = this.#scalar ? this.#k.rmsnorm_scalar : this.#k.rmsnorm;
     f(xp, n, rows, eps, weight ? wp : 0, op);
-    out.set(this.#f32.subarray(op >> 2, (op >> 2) + x.length));
+    out.set(this.#f32.subarray(op >>> 2, (op >>> 2) + x.length));
   }
 
   /** Rotate `nTokens` rows of `nHeads` heads in place. */
@@ -277,12 +277,12 @@ export class WasmBackend implements Backend {
     for (let t = 0; t < nTokens; t++) {
       const pos = positions[t];
       this.#need(Number.isInteger(pos) && pos >= 0, "rope", `position ${pos} at ${t} is negative`);
-      this.#rope.write(pos, this.#f32, (cp >> 2) + t * p.nRot);
+      this.#rope.write(pos, this.#f32, (cp >>> 2) + t * p.nRot);
     }
-    this.#f32.set(x.subarray(0, len), xp >> 2);
+    this.#f32.set(x.subarray(0, len), xp >>> 2);
     const f = this.#scalar ? this.#k.rope_scalar : this.#k.rope;
     f(xp, nTokens, nHeads, headDim, p.nRot, p.mode, cp);
-    x.set(this.#f32.subarray(xp >> 2, (xp >> 2) + len));
+    x.set(this.#f32.subarray(xp >>> 2, (xp >>> 2) + len));
   }
 
   /** `out[i] = silu(gate[i])·up[i]`. */
@@ -292,10 +292,54 @@ export class WasmBackend implements Backend {
     this.#need(gate.length >= n && up.length >= n, "swiglu", `inputs shorter than out (${n})`);
     if (n === 0) return;
     const [gp, up_, op] = this.#scratch(n * 4, n * 4, n * 4);
-    this.#f32.set(gate.subarray(0, n), gp >> 2);
-    this.#f32.set(up.subarray(0, n), up_ >> 2);
+    this.#f32.set(gate.subarray(0, n), gp >>> 2);
+    this.#f32.set(up.subarray(0, n), up_ >>> 2);
     (this.#scalar ? this.#k.swiglu_scalar : this.#k.swiglu)(gp, up_, op, n);
-    out.set(this.#f32.subarray(op >> 2, (op >> 2) + n));
+    out.set(this.#f32.subarray(op >>> 2, (op >>> 2) + n));
+  }
+
+  /**
+   * Fused SwiGLU expert FFN (not part of the `Backend` contract yet):
+   * `out = down · (silu(gate·x) ⊙ (up·x))` for `nTokens` rows of `x`, with
+   * gate/up `nFf × nEmbd` and down `nEmbd × nFf`. Bit-identical to
+   * `matmul(gate)`, `matmul(up)`, `swiglu`, `matmul(down)` on this backend,
+   * in one WASM call.
+   */
+  ffnSwiglu(
+    gate: WeightView,
+    up: WeightView,
+    down: WeightView,
+    x: Float32Array,
+    nTokens: number,
+    out: Float32Array,
+  ): void {
+    const gp = this.#weight(gate, "matmul");
+    const upp = this.#weight(up, "matmul");
+    const dp = this.#weight(down, "matmul");
+    const nEmbd = gate.cols, nFf = gate.rows;
+    this.#need(
+      up.rows === nFf && up.cols === nEmbd && down.rows === nEmbd && down.cols === nFf,
+      "ffnSwiglu",
+      `shapes gate ${gate.rows}×${gate.cols}, up ${up.rows}×${up.cols}, down ${down.rows}×${down.cols} do not chain`,
+    );
+    this.#need(
+      x.length >= nTokens * nEmbd,
+      "ffnSwiglu",
+      `x has ${x.length} floats, need ${nTokens}×${nEmbd}`,
+    );
+    this.#need(
+      out.length >= nTokens * nEmbd,
+      "ffnSwiglu",
+      `out has ${out.length} floats, need ${nTokens}×${nEmbd}`,
+    );
+    if (nTokens === 0) return;
+    const sb = this.#k.ffn_swiglu_scratch_bytes(gate.type, up.type, down.type, nEmbd, nFf, nTokens);
+    const [xp, op, sp] = this.#scratch(nTokens * nEmbd * 4, nTokens * nEmbd * 4, sb);
+    this.#f32.set(x.subarray(0, nTokens * nEmbd), xp >>> 2);
+    const f = this.#scalar ? this.#k.ffn_swiglu_scalar : this.#k.ffn_swiglu;
+    const rc = f(gate.type, gp, up.type, upp, down.type, dp, nEmbd, nFf, xp, nTokens, op, sp);
+    if (rc !== 0) this.#fail("ffnSwiglu", "kernel rejected a weight type or shape");
+    out.set(this.#f32.subarray(op >>> 2, (op >>> 2) + nTokens * nEmbd));
   }
 
   // ------------------------------------------------------------------ KV cache
@@ -381,9 +425,9 @@ export class WasmBackend implements Backend {
     if (nTokens === 0) return;
     const sb = this.#k.attention_scratch_bytes(s.nCtx, nHeads, nKvHeads, headDimK, headDimV);
     const [qp, kp, vp, op, sp] = this.#scratch(qn * 4, kn * 4, vn * 4, on * 4, sb);
-    this.#f32.set(q.subarray(0, qn), qp >> 2);
-    this.#f32.set(k.subarray(0, kn), kp >> 2);
-    this.#f32.set(v.subarray(0, vn), vp >> 2);
+    this.#f32.set(q.subarray(0, qn), qp >>> 2);
+    this.#f32.set(k.subarray(0, kn), kp >>> 2);
+    this.#f32.set(v.subarray(0, vn), vp >>> 2);
     const kc = e.off + layer * e.layerBytes;
     const vc = kc + e.kBytes;
     const f = this.#scalar ? this.#k.attention_scalar : this.#k.attention;
@@ -405,7 +449,7 @@ export class WasmBackend implements Backend {
       sp,
     );
     if (rc !== 0) this.#fail("attention", "kernel rejected the shape");
-    out.set(this.#f32.subarray(op >> 2, (op >> 2) + on));
+    out.set(this.#f32.subarray(op >>> 2, (op >>> 2) + on));
   }
 
   /** Read back the cached K (`which = "k"`) or V rows of a layer as f32 (tests, debugging). */
@@ -416,7 +460,7 @@ export class WasmBackend implements Backend {
     const [op] = this.#scratch(n * 4);
     const src = e.off + layer * e.layerBytes + (which === "k" ? 0 : e.kBytes);
     this.#k.f16_to_f32(src, op, n);
-    return this.#f32.slice(op >> 2, (op >> 2) + n);
+    return this.#f32.slice(op >>> 2, (op >>> 2) + n);
   }
 
   // ------------------------------------------------------------------ lifecycle

@@ -237,6 +237,42 @@ Deno.test("WasmBackend: errors name the problem (range, freed slot, bad shape, c
   be.dispose();
 });
 
+Deno.test("WasmBackend.ffnSwiglu == matmul → swiglu → matmul, bit for bit (mixed types, SIMD and scalar)", () => {
+  const nEmbd = 256, nFf = 512;
+  for (const be of [wasm, wasmScalar]) checkFfn(be, nEmbd, nFf);
+});
+
+function checkFfn(be: WasmBackend, nEmbd: number, nFf: number): void {
+  for (
+    const [tg, td] of [[GgmlType.Q8_0, GgmlType.Q8_0], [GgmlType.Q4_K, GgmlType.Q6_K], [
+      GgmlType.F16,
+      GgmlType.Q4_0,
+    ]]
+  ) {
+    for (const nTok of [1, 5]) {
+      const r = rng(tg * 100 + td + nTok);
+      const views = [[tg, nFf, nEmbd], [tg, nFf, nEmbd], [td, nEmbd, nFf]].map(
+        ([type, rows, cols]) => {
+          const w = randomWeights(r, type as GgmlType, rows, cols);
+          return { slot: upload(be, w, 0), offset: 0, type: type as GgmlType, rows, cols };
+        },
+      );
+      const x = new Float32Array(nTok * nEmbd);
+      for (let t = 0; t < nTok; t++) x.set(randomActivations(r, nEmbd), t * nEmbd);
+      const fused = new Float32Array(nTok * nEmbd);
+      be.ffnSwiglu(views[0], views[1], views[2], x, nTok, fused);
+      const g = new Float32Array(nTok * nFf), u = new Float32Array(nTok * nFf);
+      be.matmul(views[0], x, nTok, g);
+      be.matmul(views[1], x, nTok, u);
+      be.swiglu(g, u, g);
+      const want = new Float32Array(nTok * nEmbd);
+      be.matmul(views[2], g, nTok, want);
+      assertEquals(new Uint32Array(fused.buffer).join(), new Uint32Array(want.buffer).join());
+      for (const v of views) be.freeSlot(v.slot);
+    }
+  }
+}
+
 Deno.test("registry: importing wasm/mod.ts registers 'wasm' and auto picks it", async () => {
   const be = await createBackend("auto");
   assertEquals(be.name, "wasm");

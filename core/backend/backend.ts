@@ -139,7 +139,13 @@ export interface Backend {
    * RMSNorm each of `x.length / n` rows of length `n`, then multiply by
    * `weight` (length `n`) when given: `y = x / sqrt(mean(x²) + eps) · w`.
    */
-  rmsnorm(x: Float32Array, n: number, eps: number, weight: Float32Array | null, out: Float32Array): void;
+  rmsnorm(
+    x: Float32Array,
+    n: number,
+    eps: number,
+    weight: Float32Array | null,
+    out: Float32Array,
+  ): void;
   /**
    * Rotate, in place, `nTokens` rows of `nHeads` heads of `headDim` each;
    * row `t` is at position `positions[t]`.
@@ -152,8 +158,11 @@ export interface Backend {
     positions: Int32Array,
     p: RopeParams,
   ): void;
-  /** `out[i] = silu(gate[i]) · up[i]` over `out.length` elements. */
-  swiglu(gate: Float32Array, up: Float32Array, out: Float32Array): void;
+  /**
+   * `out[i] = silu(gate[i]) · up[i]` over `out.length` elements, in rows of
+   * `rowLen` (default: one row); rows matter only for SIMD-tail rounding parity.
+   */
+  swiglu(gate: Float32Array, up: Float32Array, out: Float32Array, rowLen?: number): void;
 
   /** Create a KV cache (f16 storage). */
   createKvCache(spec: KvCacheSpec): KvCache;

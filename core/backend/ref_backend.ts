@@ -13,8 +13,15 @@
 
 import { BackendError } from "../errors.ts";
 import { GgmlType } from "../tensor/ggml_type.ts";
-import { activationBytes, quantizeActivation, rowBytes, traitsOf, WEIGHT_TYPES } from "../tensor/traits.ts";
+import {
+  activationBytes,
+  quantizeActivation,
+  rowBytes,
+  traitsOf,
+  WEIGHT_TYPES,
+} from "../tensor/traits.ts";
 import { f16ToF32, f32ToF16 } from "../tensor/f16.ts";
+import { softmaxExpSum, swigluRow } from "../tensor/ggml_math.ts";
 import type {
   AttentionParams,
   Backend,
@@ -87,7 +94,10 @@ export class RefBackend implements Backend {
   /** Allocate a zeroed slot. */
   allocSlot(bytes: number): Slot {
     if (!Number.isSafeInteger(bytes) || bytes < 0 || bytes > MAX_SLOT) {
-      throw new BackendError("bad_size", `Cannot allocate slot: ${bytes} bytes is outside [0, ${MAX_SLOT}]`);
+      throw new BackendError(
+        "bad_size",
+        `Cannot allocate slot: ${bytes} bytes is outside [0, ${MAX_SLOT}]`,
+      );
     }
     const id = this.#nextId++;
     this.#slots.set(id, new Uint8Array(bytes));
@@ -100,7 +110,9 @@ export class RefBackend implements Backend {
     if (offset < 0 || offset + data.byteLength > buf.byteLength) {
       throw new BackendError(
         "bad_range",
-        `Cannot write slot ${slot.id}: [${offset}, ${offset + data.byteLength}) exceeds ${buf.byteLength} bytes`,
+        `Cannot write slot ${slot.id}: [${offset}, ${
+          offset + data.byteLength
+        }) exceeds ${buf.byteLength} bytes`,
       );
     }
     buf.set(data, offset);
@@ -113,7 +125,12 @@ export class RefBackend implements Backend {
 
   #slot(slot: Slot): Uint8Array {
     const b = this.#slots.get(slot.id);
-    if (!b) throw new BackendError("bad_slot", `Cannot use slot ${slot.id}: it was freed or never allocated`);
+    if (!b) {
+      throw new BackendError(
+        "bad_slot",
+        `Cannot use slot ${slot.id}: it was freed or never allocated`,
+      );
+    }
     return b;
   }
 
@@ -143,14 +160,23 @@ export class RefBackend implements Backend {
     for (let i = 0; i < ids.length; i++) {
       const id = ids[i];
       if (!(id >= 0 && id < w.rows)) {
-        throw new BackendError("bad_token", `Cannot embed token ${id}: vocabulary has ${w.rows} rows`);
+        throw new BackendError(
+          "bad_token",
+          `Cannot embed token ${id}: vocabulary has ${w.rows} rows`,
+        );
       }
       tr.dequantize(buf, w.offset + id * rb, w.cols, out, i * w.cols);
     }
   }
 
   /** ggml RMSNorm: sum of f32 squares in double, `scale = 1/sqrtf(mean+eps)`. */
-  rmsnorm(x: Float32Array, n: number, eps: number, weight: Float32Array | null, out: Float32Array): void {
+  rmsnorm(
+    x: Float32Array,
+    n: number,
+    eps: number,
+    weight: Float32Array | null,
+    out: Float32Array,
+  ): void {
     const f = Math.fround;
     const rows = x.length / n;
     for (let r = 0; r < rows; r++) {
@@ -159,7 +185,7 @@ export class RefBackend implements Backend {
       for (let i = 0; i < n; i++) sum += f(x[o + i] * x[o + i]);
       const mean = f(sum / n);
       const scale = f(1 / f(Math.sqrt(f(mean + eps))));
-      if (weight) for (let i = 0; i < n; i++) out[o + i] = f(x[o + i] * scale) * weight[i];
+      if (weight) { for (let i = 0; i < n; i++) out[o + i] = f(x[o + i] * scale) * weight[i]; }
       else for (let i = 0; i < n; i++) out[o + i] = x[o + i] * scale;
     }
   }
@@ -194,12 +220,10 @@ export class RefBackend implements Backend {
     }
   }
 
-  /** `silu(g)·u` with silu(x) = x/(1+e^-x). */
-  swiglu(gate: Float32Array, up: Float32Array, out: Float32Array): void {
-    const f = Math.fround;
-    for (let i = 0; i < out.length; i++) {
-      const g = gate[i];
-      out[i] = f(g / f(1 + f(Math.exp(-g)))) * up[i];
+  /** `silu(g)·u` as ggml's AVX2 `ggml_vec_swiglu_f32` evaluates it. */
+  swiglu(gate: Float32Array, up: Float32Array, out: Float32Array, rowLen = out.length): void {
+    for (let o = 0; o < out.length; o += rowLen) {
+      swigluRow(Math.min(rowLen, out.length - o), out, gate, up, o);
     }
   }
 
@@ -244,7 +268,9 @@ export class RefBackend implements Backend {
     if (startPos < 0 || startPos + nTokens > nCtx) {
       throw new BackendError(
         "context_full",
-        `Cannot attend: positions ${startPos}..${startPos + nTokens - 1} exceed the context of ${nCtx}`,
+        `Cannot attend: positions ${startPos}..${
+          startPos + nTokens - 1
+        } exceed the context of ${nCtx}`,
         { startPos, nTokens, nCtx },
       );
     }
@@ -280,13 +306,7 @@ export class RefBackend implements Backend {
           s[j] = sc;
           if (sc > max) max = sc;
         }
-        let sum = 0;
-        for (let j = 0; j < n; j++) {
-          const e = f(Math.exp(f(s[j] - max)));
-          s[j] = e;
-          sum += e;
-        }
-        const inv = f(1 / sum);
+        const inv = f(1 / softmaxExpSum(n, s, s, max));
         for (let j = 0; j < n; j++) p16[j] = f16ToF32(f32ToF16(f(s[j] * inv)));
         const oo = (t * nHeads + h) * dv;
         for (let i = 0; i < dv; i++) {
@@ -320,4 +340,3 @@ export class RefBackend implements Backend {
 export function createRefBackend(): RefBackend {
   return new RefBackend();
 }
-

@@ -1,13 +1,29 @@
-import { deepStrictEqual as assertEquals, ok as assert, throws as assertThrows } from "node:assert/strict";
+import {
+  deepStrictEqual as assertEquals,
+  ok as assert,
+  throws as assertThrows,
+} from "node:assert/strict";
 import fc from "fast-check";
 import { BackendError } from "../errors.ts";
 import { GgmlType } from "../tensor/ggml_type.ts";
-import { activationBytes, quantizeActivation, rowBytes, traitsOf, WEIGHT_TYPES } from "../tensor/traits.ts";
+import {
+  activationBytes,
+  quantizeActivation,
+  rowBytes,
+  traitsOf,
+  WEIGHT_TYPES,
+} from "../tensor/traits.ts";
 import { f16ToF32, f32ToF16 } from "../tensor/f16.ts";
 import { RefBackend } from "./ref_backend.ts";
 import type { WeightView } from "./backend.ts";
 
-function upload(be: RefBackend, type: GgmlType, w: Float32Array, rows: number, cols: number): WeightView {
+function upload(
+  be: RefBackend,
+  type: GgmlType,
+  w: Float32Array,
+  rows: number,
+  cols: number,
+): WeightView {
   const rb = rowBytes(type, cols);
   const bytes = new Uint8Array(rb * rows);
   for (let r = 0; r < rows; r++) traitsOf(type).quantize(w, r * cols, cols, bytes, r * rb);
@@ -37,7 +53,9 @@ Deno.test("matmul equals Σ dequant(W)·dequant(quantized x) for every weight ty
           be.matmul(view, x, nTok, out);
           const wq = new Float32Array(rows * cols);
           const bytes = new Uint8Array(rowBytes(type, cols) * rows);
-          for (let r = 0; r < rows; r++) tr.quantize(w, r * cols, cols, bytes, r * rowBytes(type, cols));
+          for (let r = 0; r < rows; r++) {
+            tr.quantize(w, r * cols, cols, bytes, r * rowBytes(type, cols));
+          }
           tr.dequantize(bytes, 0, rows * cols, wq, 0);
           const act = new Uint8Array(activationBytes(tr.vecDotType, cols));
           const xq = new Float32Array(cols);
@@ -66,14 +84,19 @@ Deno.test("matmul equals Σ dequant(W)·dequant(quantized x) for every weight ty
 
 Deno.test("rmsnorm: unit weight gives mean square 1", () => {
   const be = new RefBackend();
-  fc.assert(fc.property(fc.array(fc.float({ min: -100, max: 100, noNaN: true }), { minLength: 1, maxLength: 64 }), (v) => {
-    const x = Float32Array.from(v);
-    if (x.reduce((a, b) => a + b * b, 0) / x.length < 1e-2) return; // eps would dominate
-    const y = new Float32Array(x.length);
-    be.rmsnorm(x, x.length, 1e-6, null, y);
-    const ms = y.reduce((a, b) => a + b * b, 0) / y.length;
-    assert(Math.abs(ms - 1) < 1e-3, `mean square ${ms}`);
-  }));
+  fc.assert(
+    fc.property(
+      fc.array(fc.float({ min: -100, max: 100, noNaN: true }), { minLength: 1, maxLength: 64 }),
+      (v) => {
+        const x = Float32Array.from(v);
+        if (x.reduce((a, b) => a + b * b, 0) / x.length < 1e-2) return; // eps would dominate
+        const y = new Float32Array(x.length);
+        be.rmsnorm(x, x.length, 1e-6, null, y);
+        const ms = y.reduce((a, b) => a + b * b, 0) / y.length;
+        assert(Math.abs(ms - 1) < 1e-3, `mean square ${ms}`);
+      },
+    ),
+  );
 });
 
 Deno.test("rope preserves pair norms, is identity at position 0, and NEOX is NORM on permuted dims", () => {

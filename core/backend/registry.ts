@@ -63,6 +63,11 @@ export async function createBackend(name = "auto"): Promise<Backend> {
     );
   }
   const b = await e.factory();
-  if (!b) throw new BackendError("unavailable", `Cannot create backend '${name}': unavailable in this runtime`);
+  if (!b) {
+    throw new BackendError(
+      "unavailable",
+      `Cannot create backend '${name}': unavailable in this runtime`,
+    );
+  }
   return b;
 }

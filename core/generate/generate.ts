@@ -57,12 +57,22 @@ export interface GenerateResult {
 }
 
 /** Tokenize a prompt (text) or validate it (ids). */
-export function promptTokens(model: Model, prompt: string | readonly number[], addBos?: boolean): number[] {
+export function promptTokens(
+  model: Model,
+  prompt: string | readonly number[],
+  addBos?: boolean,
+): number[] {
   if (typeof prompt === "string") {
-    return model.tokenizer.encode(prompt, { addBos: addBos ?? model.tokenizer.addBos, parseSpecial: true });
+    return model.tokenizer.encode(prompt, {
+      addBos: addBos ?? model.tokenizer.addBos,
+      parseSpecial: true,
+    });
   }
   if (!Array.isArray(prompt)) {
-    throw new GenerationError("bad_prompt", "Cannot generate: prompt must be a string or an array of token ids");
+    throw new GenerationError(
+      "bad_prompt",
+      "Cannot generate: prompt must be a string or an array of token ids",
+    );
   }
   return [...prompt];
 }
@@ -85,11 +95,16 @@ export async function* generate(
 ): AsyncGenerator<GenerateStep, GenerateResult, void> {
   const maxTokens = opts.maxTokens ?? 128;
   if (!Number.isInteger(maxTokens) || maxTokens < 0) {
-    throw new GenerationError("bad_max_tokens", `Cannot generate: maxTokens must be a non-negative integer: received ${maxTokens}`);
+    throw new GenerationError(
+      "bad_max_tokens",
+      `Cannot generate: maxTokens must be a non-negative integer: received ${maxTokens}`,
+    );
   }
   const sampler = new Sampler(opts);
   const ids = promptTokens(model, prompt, opts.addBos);
-  if (ids.length === 0) throw new GenerationError("empty_prompt", "Cannot generate: the prompt has no tokens");
+  if (ids.length === 0) {
+    throw new GenerationError("empty_prompt", "Cannot generate: the prompt has no tokens");
+  }
   const session = opts.session ?? new Session(model, { nCtx: opts.nCtx });
   const tok = model.tokenizer;
   const stopIds = new Set(opts.stopTokens ?? []);
@@ -151,7 +166,9 @@ export async function* generate(
     }
     if (finish !== "stop") {
       text += decoder.flush();
-      if (text.length > emitted) yield { token: out[out.length - 1] ?? -1, text: text.slice(emitted) };
+      if (text.length > emitted) {
+        yield { token: out[out.length - 1] ?? -1, text: text.slice(emitted) };
+      }
     }
   } finally {
     if (!opts.session) session.dispose();

@@ -60,11 +60,20 @@ export class Rng {
   }
 }
 
-function checkOpt(name: string, v: number | undefined, ok: (v: number) => boolean, range: string): void {
+function checkOpt(
+  name: string,
+  v: number | undefined,
+  ok: (v: number) => boolean,
+  range: string,
+): void {
   if (v !== undefined && !(typeof v === "number" && ok(v))) {
-    throw new GenerationError("bad_sampling", `Cannot sample: ${name} must be ${range}: received ${v}`, {
-      field: name,
-    });
+    throw new GenerationError(
+      "bad_sampling",
+      `Cannot sample: ${name} must be ${range}: received ${v}`,
+      {
+        field: name,
+      },
+    );
   }
 }
 
@@ -75,7 +84,12 @@ export function validateSampling(o: SamplingOptions): void {
   checkOpt("topP", o.topP, (v) => v > 0 && v <= 1, "in (0, 1]");
   checkOpt("minP", o.minP, (v) => v >= 0 && v <= 1, "in [0, 1]");
   checkOpt("repetitionPenalty", o.repetitionPenalty, (v) => v > 0 && v <= 10, "in (0, 10]");
-  checkOpt("repetitionWindow", o.repetitionWindow, (v) => Number.isInteger(v) && v >= 0, "a non-negative integer");
+  checkOpt(
+    "repetitionWindow",
+    o.repetitionWindow,
+    (v) => Number.isInteger(v) && v >= 0,
+    "a non-negative integer",
+  );
   checkOpt("seed", o.seed, (v) => Number.isInteger(v), "an integer");
 }
 
@@ -110,7 +124,9 @@ export class Sampler {
         const t = history[i];
         if (seen.has(t) || t < 0 || t >= logits.length) continue;
         seen.add(t);
-        logits[t] = logits[t] > 0 ? logits[t] / o.repetitionPenalty : logits[t] * o.repetitionPenalty;
+        logits[t] = logits[t] > 0
+          ? logits[t] / o.repetitionPenalty
+          : logits[t] * o.repetitionPenalty;
       }
     }
     if (o.temperature === 0) return argmax(logits);

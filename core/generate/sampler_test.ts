@@ -1,9 +1,16 @@
-import { deepStrictEqual as assertEquals, ok as assert, throws as assertThrows } from "node:assert/strict";
+import {
+  deepStrictEqual as assertEquals,
+  ok as assert,
+  throws as assertThrows,
+} from "node:assert/strict";
 import fc from "fast-check";
 import { GenerationError } from "../errors.ts";
 import { argmax, Rng, Sampler } from "./sampler.ts";
 
-const logitsArb = fc.array(fc.float({ min: -30, max: 30, noNaN: true }), { minLength: 2, maxLength: 50 });
+const logitsArb = fc.array(fc.float({ min: -30, max: 30, noNaN: true }), {
+  minLength: 2,
+  maxLength: 50,
+});
 
 Deno.test("greedy picks the first maximum", () => {
   assertEquals(new Sampler().sample(new Float32Array([1, 5, 5, 2])), 1);
@@ -20,7 +27,10 @@ Deno.test("top-k sampling only returns one of the k best; top-k 1 equals greedy"
     const order = [...x.keys()].sort((a, b) => x[b] - x[a] || a - b);
     const id = s.sample(new Float32Array(x));
     assert(order.slice(0, k).includes(id));
-    assertEquals(new Sampler({ temperature: 1, topK: 1, seed }).sample(new Float32Array(x)), order[0]);
+    assertEquals(
+      new Sampler({ temperature: 1, topK: 1, seed }).sample(new Float32Array(x)),
+      order[0],
+    );
   }));
 });
 
@@ -59,7 +69,14 @@ Deno.test("Rng is uniform-ish in [0,1)", () => {
 });
 
 Deno.test("bad sampling options are GenerationErrors naming the field", () => {
-  for (const bad of [{ temperature: -1 }, { topK: 1.5 }, { topP: 0 }, { minP: 2 }, { repetitionPenalty: 0 }, { seed: 0.5 }]) {
-    assertThrows(() => new Sampler(bad), (e: unknown) => e instanceof GenerationError && e.message.includes(Object.keys(bad)[0]));
+  for (
+    const bad of [{ temperature: -1 }, { topK: 1.5 }, { topP: 0 }, { minP: 2 }, {
+      repetitionPenalty: 0,
+    }, { seed: 0.5 }]
+  ) {
+    assertThrows(
+      () => new Sampler(bad),
+      (e: unknown) => e instanceof GenerationError && e.message.includes(Object.keys(bad)[0]),
+    );
   }
 });

@@ -29,7 +29,10 @@ export class Session {
     const hp = model.hp;
     const nCtx = opts.nCtx ?? Math.min(hp.nCtxTrain, 2048);
     if (!Number.isInteger(nCtx) || nCtx < 1 || nCtx > 1 << 20) {
-      throw new GenerationError("bad_context", `Cannot create session: nCtx must be in [1, 1048576]: received ${nCtx}`);
+      throw new GenerationError(
+        "bad_context",
+        `Cannot create session: nCtx must be in [1, 1048576]: received ${nCtx}`,
+      );
     }
     this.model = model;
     this.nCtx = nCtx;
@@ -76,17 +79,28 @@ export class Session {
     for (let i = 0; i < n; i++) {
       const t = tokens[i];
       if (!Number.isInteger(t) || t < 0 || t >= nVocab) {
-        throw new GenerationError("bad_token", `Cannot evaluate token ${t} at index ${i}: vocabulary has ${nVocab}`, {
-          index: i,
-          token: t,
-        });
+        throw new GenerationError(
+          "bad_token",
+          `Cannot evaluate token ${t} at index ${i}: vocabulary has ${nVocab}`,
+          {
+            index: i,
+            token: t,
+          },
+        );
       }
       ids[i] = t;
     }
     const need = opts.allLogits ? n * nVocab : nVocab;
     if (this.#logits.length < need) this.#logits = new Float32Array(need);
     const out = this.#logits.subarray(0, need);
-    await this.model.transformer.forward(this.#cache, ids, this.position, out, opts.allLogits ?? false, opts.signal);
+    await this.model.transformer.forward(
+      this.#cache,
+      ids,
+      this.position,
+      out,
+      opts.allLogits ?? false,
+      opts.signal,
+    );
     for (let i = 0; i < n; i++) this.#tokens.push(ids[i]);
     return out;
   }

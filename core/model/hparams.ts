@@ -79,7 +79,9 @@ function uniform(name: string, v: number[]): number {
   if (v.some((x) => x !== v[0])) {
     throw new ModelError(
       "unsupported_hparam",
-      `Cannot load model: per-layer ${name} values differ (${v.join(",")}); only uniform values are supported`,
+      `Cannot load model: per-layer ${name} values differ (${
+        v.join(",")
+      }); only uniform values are supported`,
       { field: name },
     );
   }
@@ -126,14 +128,24 @@ export function readHParams(meta: GgufMetadata, nVocab: number): HParams {
     );
   }
   const defHead = Math.floor(nEmbd / nHead);
-  const headDimK = bounded("attention.key_length", getNumber(meta, k("attention.key_length"), defHead), 1, L.headDim);
+  const headDimK = bounded(
+    "attention.key_length",
+    getNumber(meta, k("attention.key_length"), defHead),
+    1,
+    L.headDim,
+  );
   const headDimV = bounded(
     "attention.value_length",
     getNumber(meta, k("attention.value_length"), defHead),
     1,
     L.headDim,
   );
-  const nRot = bounded("rope.dimension_count", getNumber(meta, k("rope.dimension_count"), headDimK), 2, headDimK);
+  const nRot = bounded(
+    "rope.dimension_count",
+    getNumber(meta, k("rope.dimension_count"), headDimK),
+    2,
+    headDimK,
+  );
   if (nRot % 2 !== 0) {
     throw new ModelError("bad_hparam", `Cannot load model: rope.dimension_count ${nRot} is odd`, {
       field: "rope.dimension_count",
@@ -168,7 +180,9 @@ export function readHParams(meta: GgufMetadata, nVocab: number): HParams {
     )
     : 0;
   const scaleFactor = getNumber(meta, k("rope.scaling.factor"), 0);
-  const scalingType = meta.has(k("rope.scaling.type")) ? getString(meta, k("rope.scaling.type")) : "linear";
+  const scalingType = meta.has(k("rope.scaling.type"))
+    ? getString(meta, k("rope.scaling.type"))
+    : "linear";
   if (scalingType !== "linear" && scalingType !== "none") {
     throw new ModelError(
       "unsupported_hparam",
@@ -179,15 +193,23 @@ export function readHParams(meta: GgufMetadata, nVocab: number): HParams {
   const ropeFreqScale = scalingType === "none" || scaleFactor === 0 ? 1 : 1 / scaleFactor;
   const rmsEps = getNumber(meta, k("attention.layer_norm_rms_epsilon"), 1e-5);
   if (!(rmsEps > 0 && rmsEps < 1)) {
-    throw new ModelError("bad_hparam", `Cannot load model: rms epsilon must be in (0, 1): received ${rmsEps}`, {
-      field: "attention.layer_norm_rms_epsilon",
-    });
+    throw new ModelError(
+      "bad_hparam",
+      `Cannot load model: rms epsilon must be in (0, 1): received ${rmsEps}`,
+      {
+        field: "attention.layer_norm_rms_epsilon",
+      },
+    );
   }
   const ropeFreqBase = getNumber(meta, k("rope.freq_base"), 10000);
   if (!(ropeFreqBase > 1 && Number.isFinite(ropeFreqBase))) {
-    throw new ModelError("bad_hparam", `Cannot load model: rope.freq_base must be > 1: received ${ropeFreqBase}`, {
-      field: "rope.freq_base",
-    });
+    throw new ModelError(
+      "bad_hparam",
+      `Cannot load model: rope.freq_base must be > 1: received ${ropeFreqBase}`,
+      {
+        field: "rope.freq_base",
+      },
+    );
   }
   return {
     arch,

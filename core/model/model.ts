@@ -40,7 +40,9 @@ export interface ModelHooks {
   /** Wrap or replace an expert. */
   wrapExpert?: (expert: Expert, hp: HParams) => Expert;
   /** Linear-layer adapters (LoRA mixes). */
-  adapters?: readonly LinearAdapter[] | ((hp: HParams, backend: Backend) => Promise<readonly LinearAdapter[]>);
+  adapters?:
+    | readonly LinearAdapter[]
+    | ((hp: HParams, backend: Backend) => Promise<readonly LinearAdapter[]>);
   /** Check or transform tensor bytes before upload (experts too, through `StoreContext.expertBytes`). */
   transformBytes?: TensorBytesHook;
 }
@@ -132,13 +134,19 @@ export class Model {
 
 /** Open a source for reading. */
 export async function openSource(src: ModelSource): Promise<ByteSource> {
-  if (typeof src === "string") return /^https?:\/\//i.test(src) ? await HttpSource.open(src) : await FileSource.open(src);
+  if (typeof src === "string") {
+    return /^https?:\/\//i.test(src) ? await HttpSource.open(src) : await FileSource.open(src);
+  }
   if (src instanceof Uint8Array) return new MemorySource(src);
   return src;
 }
 
 /** Load every expert into its own slot (the default store). */
-export async function loadResidentStore(ctx: StoreContext, slots: Slot[], progress?: (n: number) => void): Promise<ResidentExpertStore> {
+export async function loadResidentStore(
+  ctx: StoreContext,
+  slots: Slot[],
+  progress?: (n: number) => void,
+): Promise<ResidentExpertStore> {
   const layers: ExpertWeights[][] = [];
   for (const locs of ctx.locations) {
     const ws: ExpertWeights[] = [];
@@ -168,7 +176,10 @@ export async function loadModel(src: ModelSource, opts: LoadModelOptions = {}): 
   const file = await readGguf(source);
   const embd = file.tensor("token_embd.weight");
   if (embd.dims.length < 2) {
-    throw new ModelError("shape_mismatch", `Cannot load tensor 'token_embd.weight': expected 2 dims, got ${embd.dims.length}`);
+    throw new ModelError(
+      "shape_mismatch",
+      `Cannot load tensor 'token_embd.weight': expected 2 dims, got ${embd.dims.length}`,
+    );
   }
   const hp = readHParams(file.metadata, embd.dims[1]);
   const tokenizer = tokenizerFromGguf(file.metadata);
@@ -178,7 +189,9 @@ export async function loadModel(src: ModelSource, opts: LoadModelOptions = {}): 
       `Cannot load model: tokenizer has ${tokenizer.vocabSize} tokens but token_embd has ${hp.nVocab} rows`,
     );
   }
-  const backend = typeof opts.backend === "object" ? opts.backend : await createBackend(opts.backend ?? "auto");
+  const backend = typeof opts.backend === "object"
+    ? opts.backend
+    : await createBackend(opts.backend ?? "auto");
   const total = file.tensors.reduce((a, t) => a + t.nbytes, 0);
   const tb = opts.hooks?.transformBytes;
   const loader = new WeightLoader(file, backend, total, opts.onProgress, tb);
@@ -192,7 +205,10 @@ export async function loadModel(src: ModelSource, opts: LoadModelOptions = {}): 
   const store: ExpertStore = opts.hooks?.createStore
     ? await opts.hooks.createStore(ctx)
     : opts.expertBudgetBytes !== undefined
-    ? await createStreamingStore(ctx, { ...opts.streaming, expertBudgetBytes: opts.expertBudgetBytes })
+    ? await createStreamingStore(ctx, {
+      ...opts.streaming,
+      expertBudgetBytes: opts.expertBudgetBytes,
+    })
     : await loadResidentStore(ctx, loader.slots, (n) => loader.advance(n));
   const scratch = new Scratch();
   const routers: Router[] = [];
@@ -207,14 +223,28 @@ export async function loadModel(src: ModelSource, opts: LoadModelOptions = {}): 
     if (opts.hooks?.wrapRouter) r = opts.hooks.wrapRouter(r, l, hp);
     routers.push(r);
     experts.push(locations[l].map((loc) => {
-      let e: Expert = new SwigluExpert(loc, backend, () => store.weights(loc.layer, loc.index), scratch);
+      let e: Expert = new SwigluExpert(
+        loc,
+        backend,
+        () => store.weights(loc.layer, loc.index),
+        scratch,
+      );
       if (opts.hooks?.wrapExpert) e = opts.hooks.wrapExpert(e, hp);
       return e;
     }));
   }
   const hook = opts.hooks?.adapters;
   const adapters = typeof hook === "function" ? await hook(hp, backend) : hook ?? [];
-  const transformer = new Transformer({ backend, hp, weights, store, routers, experts, scratch, adapters });
+  const transformer = new Transformer({
+    backend,
+    hp,
+    weights,
+    store,
+    routers,
+    experts,
+    scratch,
+    adapters,
+  });
   store.attach?.(transformer.moe);
   return new Model({
     file,

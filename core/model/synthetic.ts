@@ -85,8 +85,15 @@ function vocabMeta(v: VocabSpec): [string, GgufValue][] {
   const m: [string, GgufValue][] = [["tokenizer.ggml.model", gguf.str(v.model)]];
   if (v.pre) m.push(["tokenizer.ggml.pre", gguf.str(v.pre)]);
   m.push(["tokenizer.ggml.tokens", gguf.arr(GgufValueType.STRING, [...v.tokens])]);
-  if (v.scores) m.push(["tokenizer.ggml.scores", gguf.arr(GgufValueType.FLOAT32, Array.from(v.scores, Math.fround))]);
-  if (v.tokenTypes) m.push(["tokenizer.ggml.token_type", gguf.arr(GgufValueType.INT32, Array.from(v.tokenTypes))]);
+  if (v.scores) {
+    m.push([
+      "tokenizer.ggml.scores",
+      gguf.arr(GgufValueType.FLOAT32, Array.from(v.scores, Math.fround)),
+    ]);
+  }
+  if (v.tokenTypes) {
+    m.push(["tokenizer.ggml.token_type", gguf.arr(GgufValueType.INT32, Array.from(v.tokenTypes))]);
+  }
   if (v.merges) m.push(["tokenizer.ggml.merges", gguf.arr(GgufValueType.STRING, [...v.merges])]);
   const ids: [string, number | undefined][] = [
     ["bos_token_id", v.bosId],
@@ -111,9 +118,12 @@ export function synthesizeModel(spec: SyntheticModelSpec = {}): Uint8Array {
   const nFf = spec.nFf ?? 96, nFfSh = spec.nFfShared ?? nFf;
   const type = spec.type ?? GgmlType.F32, embdType = spec.embdType ?? type;
   const scaleMul = spec.weightScale ?? 1;
-  const vocab = spec.vocab ?? buildTestVocab(arch === "llama" ? "llama" : "gpt2", { size: spec.nVocab ?? 512 });
+  const vocab = spec.vocab ??
+    buildTestVocab(arch === "llama" ? "llama" : "gpt2", { size: spec.nVocab ?? 512 });
   const nVocab = vocab.tokens.length;
-  if (headDim % 2 !== 0) throw new ModelError("bad_spec", `Cannot synthesize: head dim ${headDim} must be even`);
+  if (headDim % 2 !== 0) {
+    throw new ModelError("bad_spec", `Cannot synthesize: head dim ${headDim} must be even`);
+  }
   const g = new Gauss(spec.seed ?? 1);
   const tensors: GgufWriteTensor[] = [];
 
@@ -164,16 +174,24 @@ export function synthesizeModel(spec: SyntheticModelSpec = {}): Uint8Array {
       continue;
     }
     add(`${p}.ffn_gate_inp.weight`, [nEmbd, nExpert], GgmlType.F32, 1 / Math.sqrt(nEmbd));
+    mat(`${p}.ffn_gate_exps.weight`, nEmbd, nFf, [nExpert]);
+    mat(`${p}.ffn_down_exps.weight`, nFf, nEmbd, [nExpert]);
+    mat(`${p}.ffn_up_exps.weight`, nEmbd, nFf, [nExpert]);
     if (spec.legacyExperts) {
-      for (let e = 0; e < nExpert; e++) {
-        mat(`${p}.ffn_gate.${e}.weight`, nEmbd, nFf);
-        mat(`${p}.ffn_down.${e}.weight`, nFf, nEmbd);
-        mat(`${p}.ffn_up.${e}.weight`, nEmbd, nFf);
+      // same values, pre-2024 layout: one 2-D tensor per expert
+      const merged3 = tensors.splice(-3);
+      for (const [i, part] of ["gate", "down", "up"].entries()) {
+        const merged = merged3[i];
+        const per = merged.data.length / nExpert;
+        for (let e = 0; e < nExpert; e++) {
+          tensors.push({
+            name: `${p}.ffn_${part}.${e}.weight`,
+            dims: merged.dims.slice(0, 2),
+            type: merged.type,
+            data: merged.data.slice(e * per, (e + 1) * per),
+          });
+        }
       }
-    } else {
-      mat(`${p}.ffn_gate_exps.weight`, nEmbd, nFf, [nExpert]);
-      mat(`${p}.ffn_down_exps.weight`, nFf, nEmbd, [nExpert]);
-      mat(`${p}.ffn_up_exps.weight`, nEmbd, nFf, [nExpert]);
     }
     if (arch === "qwen2moe") {
       add(`${p}.ffn_gate_inp_shexp.weight`, [nEmbd], GgmlType.F32, 1 / Math.sqrt(nEmbd));
@@ -197,11 +215,18 @@ export function synthesizeModel(spec: SyntheticModelSpec = {}): Uint8Array {
     [a("attention.layer_norm_rms_epsilon"), gguf.f32(1e-5)],
   ];
   if (headDim !== Math.floor(nEmbd / nHead) || arch === "qwen3moe") {
-    meta.push([a("attention.key_length"), gguf.u32(headDim)], [a("attention.value_length"), gguf.u32(headDim)]);
+    meta.push([a("attention.key_length"), gguf.u32(headDim)], [
+      a("attention.value_length"),
+      gguf.u32(headDim),
+    ]);
   }
   if (arch === "llama") meta.push([a("rope.dimension_count"), gguf.u32(headDim)]);
-  if (nExpert > 0) meta.push([a("expert_count"), gguf.u32(nExpert)], [a("expert_used_count"), gguf.u32(nUsed)]);
-  if (arch === "qwen2moe" || arch === "qwen3moe") meta.push([a("expert_feed_forward_length"), gguf.u32(nFf)]);
+  if (nExpert > 0) {
+    meta.push([a("expert_count"), gguf.u32(nExpert)], [a("expert_used_count"), gguf.u32(nUsed)]);
+  }
+  if (arch === "qwen2moe" || arch === "qwen3moe") {
+    meta.push([a("expert_feed_forward_length"), gguf.u32(nFf)]);
+  }
   if (arch === "qwen2moe") meta.push([a("expert_shared_feed_forward_length"), gguf.u32(nFfSh)]);
   meta.push(...vocabMeta(vocab));
   return writeGguf({ metadata: meta, tensors });

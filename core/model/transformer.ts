@@ -77,7 +77,12 @@ export class Transformer {
     this.weights = weights;
     this.#scratch = scratch;
     this.adapters = [...(parts.adapters ?? [])];
-    this.#rope = { mode: hp.arch.ropeMode, nRot: hp.nRot, freqBase: hp.ropeFreqBase, freqScale: hp.ropeFreqScale };
+    this.#rope = {
+      mode: hp.arch.ropeMode,
+      nRot: hp.nRot,
+      freqBase: hp.ropeFreqBase,
+      freqScale: hp.ropeFreqScale,
+    };
     this.moe = weights.layers.map((lw, l) =>
       lw.gateInp
         ? new MoeLayer(backend, {
@@ -170,12 +175,21 @@ export class Transformer {
     const normed = S.get("final", rows * nEmbd);
     be.rmsnorm(last, nEmbd, rmsEps, W.outputNorm, normed);
     if (logits.length < rows * nVocab) {
-      throw new RangeError(`Cannot write logits: need ${rows * nVocab} floats, got ${logits.length}`);
+      throw new RangeError(
+        `Cannot write logits: need ${rows * nVocab} floats, got ${logits.length}`,
+      );
     }
     this.#linear(-1, "output", W.output, normed, rows, logits);
   }
 
-  #linear(layer: number, proj: LinearName, w: WeightView, x: Float32Array, n: number, out: Float32Array): void {
+  #linear(
+    layer: number,
+    proj: LinearName,
+    w: WeightView,
+    x: Float32Array,
+    n: number,
+    out: Float32Array,
+  ): void {
     this.backend.matmul(w, x, n, out);
     for (const a of this.adapters) if (a.applies(layer, proj)) a.apply(layer, proj, x, n, out);
   }

@@ -109,7 +109,9 @@ export type TensorBytesHook = (tensor: TensorBytesInfo, bytes: Uint8Array) => Ui
 function shapeError(t: GgufTensorInfo, want: readonly number[]): ModelError {
   return new ModelError(
     "shape_mismatch",
-    `Cannot load tensor '${t.name}': shape [${t.dims.join(", ")}] does not match expected [${want.join(", ")}]`,
+    `Cannot load tensor '${t.name}': shape [${t.dims.join(", ")}] does not match expected [${
+      want.join(", ")
+    }]`,
     { tensor: t.name, dims: t.dims, expected: want },
   );
 }
@@ -134,7 +136,13 @@ export class WeightLoader {
   readonly slots: Slot[] = [];
 
   /** @param file parsed GGUF; @param backend target; @param total bytes expected (for progress); @param transform bytes hook */
-  constructor(file: GgufFile, backend: Backend, total: number, progress?: LoadProgress, transform?: TensorBytesHook) {
+  constructor(
+    file: GgufFile,
+    backend: Backend,
+    total: number,
+    progress?: LoadProgress,
+    transform?: TensorBytesHook,
+  ) {
     this.#file = file;
     this.#backend = backend;
     this.#total = total;
@@ -146,14 +154,18 @@ export class WeightLoader {
   info(name: string, required: boolean): GgufTensorInfo | null {
     if (this.#file.hasTensor(name)) return this.#file.tensor(name);
     if (!required) return null;
-    throw new ModelError("missing_tensor", `Cannot load model: tensor '${name}' is missing`, { tensor: name });
+    throw new ModelError("missing_tensor", `Cannot load model: tensor '${name}' is missing`, {
+      tensor: name,
+    });
   }
 
   #checkType(t: GgufTensorInfo): void {
     if (!this.#backend.supportsOp("matmul", t.type as never)) {
       throw new ModelError(
         "unsupported_type",
-        `Cannot load tensor '${t.name}': type ${ggmlTypeName(t.type)} is not supported by backend '${this.#backend.name}'`,
+        `Cannot load tensor '${t.name}': type ${
+          ggmlTypeName(t.type)
+        } is not supported by backend '${this.#backend.name}'`,
         { tensor: t.name, type: t.type },
       );
     }
@@ -161,8 +173,18 @@ export class WeightLoader {
 
   /** Upload a matrix `[rows][cols]` (ggml dims `[cols, rows]`). */
   async matrix(name: string, cols: number, rows: number): Promise<WeightView>;
-  async matrix(name: string, cols: number, rows: number, required: false): Promise<WeightView | null>;
-  async matrix(name: string, cols: number, rows: number, required = true): Promise<WeightView | null> {
+  async matrix(
+    name: string,
+    cols: number,
+    rows: number,
+    required: false,
+  ): Promise<WeightView | null>;
+  async matrix(
+    name: string,
+    cols: number,
+    rows: number,
+    required = true,
+  ): Promise<WeightView | null> {
     const t = this.info(name, required);
     if (!t) return null;
     checkDims(t, [cols, rows]);
@@ -204,7 +226,13 @@ export class WeightLoader {
   }
 
   /** Locations of the `nExpert` slices of a merged `[cols, rows, nExpert]` tensor. */
-  expertSlices(name: string, cols: number, rows: number, nExpert: number, required = true): MatrixRef[] | null {
+  expertSlices(
+    name: string,
+    cols: number,
+    rows: number,
+    nExpert: number,
+    required = true,
+  ): MatrixRef[] | null {
     const t = this.info(name, required);
     if (!t) return null;
     checkDims(t, [cols, rows, nExpert]);
@@ -229,7 +257,13 @@ export class WeightLoader {
   }
 }
 
-async function ffn(ld: WeightLoader, pre: string, suffix: string, nEmbd: number, nFf: number): Promise<ExpertWeights> {
+async function ffn(
+  ld: WeightLoader,
+  pre: string,
+  suffix: string,
+  nEmbd: number,
+  nFf: number,
+): Promise<ExpertWeights> {
   return {
     gate: await ld.matrix(`${pre}.ffn_gate${suffix}.weight`, nEmbd, nFf, false),
     up: await ld.matrix(`${pre}.ffn_up${suffix}.weight`, nEmbd, nFf),
@@ -250,12 +284,23 @@ function expertLocations(ld: WeightLoader, hp: HParams, l: number): ExpertLocati
     for (let e = 0; e < nExpert; e++) {
       up.push(ld.matrixRef(`${pre}.ffn_up.${e}.weight`, nEmbd, nFf));
       down.push(ld.matrixRef(`${pre}.ffn_down.${e}.weight`, nFf, nEmbd));
-      gate.push(ld.info(`${pre}.ffn_gate.${e}.weight`, false) ? ld.matrixRef(`${pre}.ffn_gate.${e}.weight`, nEmbd, nFf) : null);
+      gate.push(
+        ld.info(`${pre}.ffn_gate.${e}.weight`, false)
+          ? ld.matrixRef(`${pre}.ffn_gate.${e}.weight`, nEmbd, nFf)
+          : null,
+      );
     }
   }
   return up.map((u, e) => {
     const g = gate ? gate[e] : null;
-    return { layer: l, index: e, gate: g, up: u, down: down[e], bytes: u.nbytes + down[e].nbytes + (g?.nbytes ?? 0) };
+    return {
+      layer: l,
+      index: e,
+      gate: g,
+      up: u,
+      down: down[e],
+      bytes: u.nbytes + down[e].nbytes + (g?.nbytes ?? 0),
+    };
   });
 }
 
@@ -271,7 +316,11 @@ export async function loadWeights(ld: WeightLoader, hp: HParams): Promise<ModelW
   const layers: LayerWeights[] = [];
   for (let l = 0; l < hp.nLayer; l++) {
     const pre = `blk.${l}`;
-    const qkN = arch.qkNorm === "per_head" ? [headDimK, headDimK] : arch.qkNorm === "full" ? [qDim, kDim] : null;
+    const qkN = arch.qkNorm === "per_head"
+      ? [headDimK, headDimK]
+      : arch.qkNorm === "full"
+      ? [qDim, kDim]
+      : null;
     const isMoe = hp.nExpert > 0;
     const shared = arch.sharedExpert && ld.info(`${pre}.ffn_up_shexp.weight`, false)
       ? {

@@ -1,1 +1,5 @@
-export { deepStrictEqual as assertEquals, ok as assert, throws as assertThrows } from "node:assert/strict";
+export {
+  deepStrictEqual as assertEquals,
+  ok as assert,
+  throws as assertThrows,
+} from "node:assert/strict";

@@ -7,6 +7,7 @@
  */
 
 import type { Backend, WeightView } from "../backend/backend.ts";
+import { siluRow } from "../tensor/ggml_math.ts";
 
 /** Identifies one expert: its layer and index within the layer. */
 export interface ExpertKey {
@@ -70,12 +71,9 @@ export function swigluFfn(
   if (w.gate) {
     const gate = scratch.get("ffn.gate", nTokens * nFf);
     backend.matmul(w.gate, x, nTokens, gate);
-    backend.swiglu(gate, up, act);
+    backend.swiglu(gate, up, act, nFf);
   } else {
-    for (let i = 0; i < act.length; i++) {
-      const u = up[i];
-      act[i] = Math.fround(u / (1 + Math.exp(-u)));
-    }
+    for (let t = 0; t < nTokens; t++) siluRow(nFf, act, up, t * nFf);
   }
   backend.matmul(w.down, act, nTokens, out);
 }

@@ -24,7 +24,12 @@ export interface SharedExpert {
 }
 
 /** Observes routing decisions (metrics, traces, prefetchers). */
-export type RouteObserver = (layer: number, token: number, route: Route, hidden: Float32Array) => void;
+export type RouteObserver = (
+  layer: number,
+  token: number,
+  route: Route,
+  hidden: Float32Array,
+) => void;
 
 /** Everything one MoE layer needs. */
 export interface MoeLayerSpec {
@@ -60,7 +65,12 @@ export class MoeLayer {
   }
 
   /** `out[t] = Σ_j w_tj · expert_{e_tj}(x[t])` (+ shared expert), for `nTokens` rows. */
-  async forward(x: Float32Array, nTokens: number, out: Float32Array, signal?: AbortSignal): Promise<void> {
+  async forward(
+    x: Float32Array,
+    nTokens: number,
+    out: Float32Array,
+    signal?: AbortSignal,
+  ): Promise<void> {
     const { nEmbd, gateInp, router, experts, store, layer, shared } = this.spec;
     const be = this.#backend;
     const nExp = gateInp.rows;
@@ -87,7 +97,11 @@ export class MoeLayer {
     const eout = this.#scratch.get("moe.eout", nTokens * nEmbd);
     for (const [i, e] of usedList.entries()) {
       if (i % chunk === 0) {
-        const pending = store.ensure(layer, chunk >= usedList.length ? usedList : usedList.slice(i, i + chunk), signal);
+        const pending = store.ensure(
+          layer,
+          chunk >= usedList.length ? usedList : usedList.slice(i, i + chunk),
+          signal,
+        );
         if (pending) await pending;
       }
       let n = 0;

@@ -6,6 +6,8 @@
  * @module
  */
 
+import { softmaxRow } from "../tensor/ggml_math.ts";
+
 /** One token's routing decision: expert indices in rank order and their weights. */
 export interface Route {
   /** Chosen expert indices, best first. */
@@ -40,20 +42,11 @@ export interface TopKRouterOptions {
 }
 
 /**
- * ggml `soft_max`: `e_i = exp(x_i - max)`, sum in double, `y_i = e_i · f32(1/sum)`.
- * Writes into `out` (may alias `x`).
+ * ggml `soft_max` (as llama.cpp's AVX2 build computes it): `e_i = exp(x_i - max)`,
+ * sum in double, `y_i = e_i · f32(1/sum)`. Writes into `out` (may alias `x`).
  */
 export function softmaxInPlace(x: Float32Array, out: Float32Array = x): Float32Array {
-  let max = -Infinity;
-  for (let i = 0; i < x.length; i++) if (x[i] > max) max = x[i];
-  let sum = 0;
-  for (let i = 0; i < x.length; i++) {
-    const e = Math.fround(Math.exp(Math.fround(x[i] - max)));
-    out[i] = e;
-    sum += e;
-  }
-  const inv = Math.fround(1 / sum);
-  for (let i = 0; i < x.length; i++) out[i] = Math.fround(out[i] * inv);
+  softmaxRow(x, out, x.length);
   return out;
 }
 
@@ -61,7 +54,11 @@ export function softmaxInPlace(x: Float32Array, out: Float32Array = x): Float32A
  * Indices of the `k` largest values, best first. Ties go to the lower index
  * (llama.cpp's `std::sort` leaves tie order unspecified; we fix one).
  */
-export function topK(values: Float32Array, k: number, out: Int32Array = new Int32Array(k)): Int32Array {
+export function topK(
+  values: Float32Array,
+  k: number,
+  out: Int32Array = new Int32Array(k),
+): Int32Array {
   const n = values.length;
   let len = 0;
   for (let i = 0; i < n; i++) {
@@ -91,7 +88,9 @@ export class TopKRouter implements Router {
   /** @param opts routing options */
   constructor(opts: TopKRouterOptions) {
     if (!Number.isInteger(opts.k) || opts.k < 1) {
-      throw new RangeError(`Cannot create router: k must be a positive integer: received ${opts.k}`);
+      throw new RangeError(
+        `Cannot create router: k must be a positive integer: received ${opts.k}`,
+      );
     }
     this.#opts = opts;
   }

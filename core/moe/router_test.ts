@@ -3,7 +3,10 @@ import fc from "fast-check";
 import { softmaxInPlace, topK, TopKRouter } from "./router.ts";
 
 const f32s = (min: number, max: number) =>
-  fc.array(fc.float({ min: -20, max: 20, noNaN: true, noDefaultInfinity: true }), { minLength: min, maxLength: max });
+  fc.array(fc.float({ min: -20, max: 20, noNaN: true, noDefaultInfinity: true }), {
+    minLength: min,
+    maxLength: max,
+  });
 
 Deno.test("topK equals a stable descending sort (ties to the lower index)", () => {
   fc.assert(fc.property(f32s(1, 40), fc.integer({ min: 1, max: 40 }), (vals, kRaw) => {
@@ -55,7 +58,12 @@ Deno.test("unnormalized router returns the softmax probabilities of the chosen e
 
 Deno.test("selection bias changes selection but not the weights", () => {
   const logits = new Float32Array([0, 0.1, 0.2]);
-  const r = new TopKRouter({ k: 1, normalize: false, gating: "sigmoid", selectionBias: new Float32Array([5, 0, 0]) });
+  const r = new TopKRouter({
+    k: 1,
+    normalize: false,
+    gating: "sigmoid",
+    selectionBias: new Float32Array([5, 0, 0]),
+  });
   const route = r.route(logits, 0);
   assertEquals(route.experts[0], 0);
   assertEquals(route.weights[0], Math.fround(1 / (1 + Math.exp(0))));

@@ -208,14 +208,9 @@ export function mergeLoraBytes(t: TensorBytesInfo, bytes: Uint8Array, p: LoraPai
   const rb = rowBytes(t.type, cols);
   const out = new Uint8Array(bytes.length);
   const row = new Float32Array(cols);
-  const one: LoraPair = { ...p, dOut: 1, b: new Float32Array(p.rank), bias: undefined };
-  const w = new Float32Array(cols);
   for (let r = 0; r < rows; r++) {
     tr.dequantize(bytes, r * rb, cols, row, 0);
-    one.b.set(p.b.subarray(r * p.rank, (r + 1) * p.rank));
-    w.fill(0);
-    mergeLora(w, one, scale);
-    for (let c = 0; c < cols; c++) row[c] += w[c];
+    mergeLora(row, { ...p, dOut: 1, b: p.b.subarray(r * p.rank, (r + 1) * p.rank) }, scale);
     tr.quantize(row, 0, cols, out, r * rb);
   }
   return out;

@@ -12,7 +12,11 @@ import type { ExpertLocation, MatrixRef } from "../model/weights.ts";
 import type { ByteSource } from "./byte_source.ts";
 
 /** Hook to check or transform an expert's bytes before upload (integrity, weight transforms). */
-export type ExpertBytesHook = (loc: ExpertLocation, part: "gate" | "up" | "down", bytes: Uint8Array) =>
+export type ExpertBytesHook = (
+  loc: ExpertLocation,
+  part: "gate" | "up" | "down",
+  bytes: Uint8Array,
+) =>
   | Uint8Array
   | void;
 

@@ -52,8 +52,13 @@ export async function readExpertBytes(
   signal?: AbortSignal,
 ): Promise<Uint8Array> {
   const lay = expertLayout(loc);
-  const parts: [MatrixRef | null, number][] = [[loc.gate, lay.gate], [loc.up, lay.up], [loc.down, lay.down]];
-  const reads = await Promise.all(parts.map(([m]) => m ? source.read(m.fileOffset, m.nbytes, signal) : null));
+  const parts: [MatrixRef | null, number][] = [[loc.gate, lay.gate], [loc.up, lay.up], [
+    loc.down,
+    lay.down,
+  ]];
+  const reads = await Promise.all(
+    parts.map(([m]) => m ? source.read(m.fileOffset, m.nbytes, signal) : null),
+  );
   const out = new Uint8Array(loc.bytes);
   for (let i = 0; i < parts.length; i++) {
     const [m, off] = parts[i];
@@ -105,8 +110,12 @@ export function parseExpertManifest(json: unknown): ExpertManifest {
     throw bad(`format must be "moe-edge.expert-manifest": received ${JSON.stringify(o.format)}`);
   }
   if (o.version !== 1) throw bad(`version must be 1: received ${JSON.stringify(o.version)}`);
-  if (o.algorithm !== "sha256") throw bad(`algorithm must be "sha256": received ${JSON.stringify(o.algorithm)}`);
-  if (!Number.isSafeInteger(o.fileBytes) || (o.fileBytes as number) < 0) throw bad("fileBytes must be a byte count");
+  if (o.algorithm !== "sha256") {
+    throw bad(`algorithm must be "sha256": received ${JSON.stringify(o.algorithm)}`);
+  }
+  if (!Number.isSafeInteger(o.fileBytes) || (o.fileBytes as number) < 0) {
+    throw bad("fileBytes must be a byte count");
+  }
   if (!Array.isArray(o.experts)) throw bad("experts must be an array of layers");
   o.experts.forEach((row: unknown, l: number) => {
     if (!Array.isArray(row)) throw bad(`experts[${l}] must be an array`);
@@ -120,7 +129,10 @@ export function parseExpertManifest(json: unknown): ExpertManifest {
     if (!Array.isArray(o.pinned)) throw bad("pinned must be an array");
     o.pinned.forEach((p: unknown, i: number) => {
       const r = p as Record<string, unknown>;
-      if (typeof r !== "object" || r === null || !Number.isInteger(r.layer) || !Number.isInteger(r.index)) {
+      if (
+        typeof r !== "object" || r === null || !Number.isInteger(r.layer) ||
+        !Number.isInteger(r.index)
+      ) {
         throw bad(`pinned[${i}] must be {"layer": int, "index": int}`);
       }
     });
@@ -135,16 +147,25 @@ export function checkManifestFits(
   locations: readonly (readonly ExpertLocation[])[],
 ): void {
   const fail = (why: string): never => {
-    throw new StoreError("manifest_mismatch", `Cannot use expert manifest for ${source.name}: ${why}`);
+    throw new StoreError(
+      "manifest_mismatch",
+      `Cannot use expert manifest for ${source.name}: ${why}`,
+    );
   };
-  if (m.fileBytes !== source.size) fail(`it is for a file of ${m.fileBytes} bytes, this one has ${source.size}`);
-  if (m.experts.length !== locations.length) fail(`it has ${m.experts.length} layers, the model ${locations.length}`);
+  if (m.fileBytes !== source.size) {
+    fail(`it is for a file of ${m.fileBytes} bytes, this one has ${source.size}`);
+  }
+  if (m.experts.length !== locations.length) {
+    fail(`it has ${m.experts.length} layers, the model ${locations.length}`);
+  }
   locations.forEach((locs, l) => {
     if (m.experts[l].length !== locs.length) {
       fail(`layer ${l} has ${m.experts[l].length} hashes, the model ${locs.length} experts`);
     }
   });
   for (const p of m.pinned ?? []) {
-    if (!locations[p.layer]?.[p.index]) fail(`pinned expert ${p.index} of layer ${p.layer} does not exist`);
+    if (!locations[p.layer]?.[p.index]) {
+      fail(`pinned expert ${p.index} of layer ${p.layer} does not exist`);
+    }
   }
 }

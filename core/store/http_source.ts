@@ -49,7 +49,7 @@ const RANGE_RE = /^bytes (\d+)-(\d+)\/(\d+|\*)$/;
 
 /** A failure worth another attempt. */
 class Retryable extends Error {
-  constructor(readonly code: string, message: string) {
+  constructor(readonly code: string, message: string, readonly retryAfterMs?: number) {
     super(message);
   }
 }
@@ -168,15 +168,18 @@ export class HttpSource implements ByteSource {
         if (attempt >= retries) {
           throw new StoreError(
             e.code,
-            `Cannot read ${this.name} [${offset}, ${offset + length}): ${e.message} (gave up after ${
-              attempt + 1
-            } attempts)`,
+            `Cannot read ${this.name} [${offset}, ${
+              offset + length
+            }): ${e.message} (gave up after ${attempt + 1} attempts)`,
             { url: this.#url, offset, length, attempts: attempt + 1 },
           );
         }
         this.#stats.retries++;
-        const wait = (e as { retryAfterMs?: number }).retryAfterMs;
-        await sleep(retryDelay(attempt, backoffMs, maxBackoffMs, wait), signal, this.name);
+        await sleep(
+          retryDelay(attempt, backoffMs, maxBackoffMs, e.retryAfterMs),
+          signal,
+          this.name,
+        );
       }
     }
   }
@@ -202,7 +205,9 @@ export class HttpSource implements ByteSource {
       res = await this.#opts.fetch(this.#url, { headers, signal: sig });
     } catch (e) {
       if (signal?.aborted) throw abortError(this.name);
-      if (timeout.aborted) throw new Retryable("timeout", `no response within ${this.#opts.timeoutMs} ms`);
+      if (timeout.aborted) {
+        throw new Retryable("timeout", `no response within ${this.#opts.timeoutMs} ms`);
+      }
       throw new Retryable("network", (e as Error).message);
     }
     const status = res.status;
@@ -214,17 +219,27 @@ export class HttpSource implements ByteSource {
         if (m) return { body: new Uint8Array(0), headers: res.headers, total: Number(m[1]) };
       }
       if (status >= 500 || status === 408 || status === 429) {
-        const err = new Retryable("http_status", `HTTP ${status}`);
-        const ra = Number(res.headers.get("retry-after"));
-        if (Number.isFinite(ra) && ra >= 0) Object.assign(err, { retryAfterMs: ra * 1000 });
-        throw err;
+        const ra = res.headers.get("retry-after")?.trim();
+        throw new Retryable(
+          "http_status",
+          `HTTP ${status}`,
+          ra && /^\d+$/.test(ra) ? Number(ra) * 1000 : undefined,
+        );
       }
-      throw new StoreError("http_status", `Cannot read ${where}: HTTP ${status}`, { url: this.#url, status });
+      throw new StoreError("http_status", `Cannot read ${where}: HTTP ${status}`, {
+        url: this.#url,
+        status,
+      });
     }
     let total: number;
     if (status === 200) {
       // a server that ignores Range sends the whole file: only usable when that is what we asked for
       const len = Number(res.headers.get("content-length"));
+      if (kind === "probe" && res.headers.get("content-length") === "0") {
+        // an empty file has no byte 0 to range over; servers answer 200
+        await res.body?.cancel().catch(() => {});
+        return { body: new Uint8Array(0), headers: res.headers, total: 0 };
+      }
       if (kind === "probe" || offset !== 0 || length !== this.size || len !== this.size) {
         await res.body?.cancel().catch(() => {});
         throw new StoreError(
@@ -240,7 +255,9 @@ export class HttpSource implements ByteSource {
         await res.body?.cancel().catch(() => {});
         throw new StoreError(
           "bad_response",
-          `Cannot read ${where}: Content-Range '${res.headers.get("content-range")}' does not match the request`,
+          `Cannot read ${where}: Content-Range '${
+            res.headers.get("content-range")
+          }' does not match the request`,
           { url: this.#url, contentRange: res.headers.get("content-range") },
         );
       }
@@ -257,19 +274,34 @@ export class HttpSource implements ByteSource {
         throw this.#changed(where, `its ETag changed from ${this.#validator} to ${tag}`);
       }
     }
-    const body = await readBody(res, want, () => {
-      if (signal?.aborted) return abortError(this.name);
-      if (timeout.aborted) return new Retryable("timeout", `body not complete within ${this.#opts.timeoutMs} ms`);
-      return null;
-    }, (msg) => new Retryable("truncated", msg), where);
+    const body = await readBody(
+      res,
+      want,
+      () => {
+        if (signal?.aborted) return abortError(this.name);
+        if (timeout.aborted) {
+          return new Retryable(
+            "timeout",
+            `body not complete within ${this.#opts.timeoutMs} ms`,
+          );
+        }
+        return null;
+      },
+      (msg) => new Retryable("truncated", msg),
+      where,
+    );
     this.#stats.bytes += body.byteLength;
     return { body, headers: res.headers, total };
   }
 
   #changed(where: string, why: string): StoreError {
-    return new StoreError("changed", `Cannot read ${where}: the file changed on the server: ${why}`, {
-      url: this.#url,
-      etag: this.#validator,
-    });
+    return new StoreError(
+      "changed",
+      `Cannot read ${where}: the file changed on the server: ${why}`,
+      {
+        url: this.#url,
+        etag: this.#validator,
+      },
+    );
   }
 }

@@ -17,7 +17,12 @@ export function abortError(name: string): StoreError {
  * `max`, with jitter in [50%, 100%]; a server's `Retry-After` wins when it
  * is within `max`.
  */
-export function retryDelay(attempt: number, base: number, max: number, retryAfterMs?: number): number {
+export function retryDelay(
+  attempt: number,
+  base: number,
+  max: number,
+  retryAfterMs?: number,
+): number {
   if (retryAfterMs !== undefined && retryAfterMs <= max) return retryAfterMs;
   const d = Math.min(max, base * 2 ** attempt);
   return d * (0.5 + Math.random() * 0.5);
@@ -65,7 +70,8 @@ export async function readBody(
       try {
         chunk = await reader.read();
       } catch (e) {
-        throw interrupted() ?? truncated(`connection broke after ${got} of ${want} bytes: ${(e as Error).message}`);
+        throw interrupted() ??
+          truncated(`connection broke after ${got} of ${want} bytes: ${(e as Error).message}`);
       }
       if (chunk.done) {
         complete = true;
@@ -73,9 +79,13 @@ export async function readBody(
       }
       const v = chunk.value;
       if (got + v.byteLength > want) {
-        throw new StoreError("bad_response", `Cannot read ${where}: body is longer than the ${want} bytes asked for`, {
-          want,
-        });
+        throw new StoreError(
+          "bad_response",
+          `Cannot read ${where}: body is longer than the ${want} bytes asked for`,
+          {
+            want,
+          },
+        );
       }
       out.set(v, got);
       got += v.byteLength;

@@ -70,7 +70,12 @@ export interface Prefetcher {
    * `hidden` (the MoE layer's normalized input row). Returns experts to load
    * ahead (hints for unknown layers or experts are ignored).
    */
-  observe(layer: number, token: number, route: Route, hidden: Float32Array): readonly PrefetchHint[] | null | void;
+  observe(
+    layer: number,
+    token: number,
+    route: Route,
+    hidden: Float32Array,
+  ): readonly PrefetchHint[] | null | void;
 }
 
 /** Creates a prefetcher from its (plugin) configuration. */

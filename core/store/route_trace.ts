@@ -89,15 +89,21 @@ function bad(msg: string): StoreError {
 export function parseRouteTrace(json: unknown): RouteTrace {
   const o = json as Record<string, unknown>;
   if (typeof o !== "object" || o === null) throw bad("not an object");
-  if (o.format !== "moe-edge.route-trace") throw bad(`format must be "moe-edge.route-trace": received ${o.format}`);
+  if (o.format !== "moe-edge.route-trace") {
+    throw bad(`format must be "moe-edge.route-trace": received ${o.format}`);
+  }
   if (o.version !== 1) throw bad(`version must be 1: received ${o.version}`);
   for (const f of ["nLayer", "nExpert", "nExpertUsed"]) {
-    if (!Number.isInteger(o[f]) || (o[f] as number) < 0) throw bad(`${f} must be a non-negative integer`);
+    if (!Number.isInteger(o[f]) || (o[f] as number) < 0) {
+      throw bad(`${f} must be a non-negative integer`);
+    }
   }
   const nLayer = o.nLayer as number, nExpert = o.nExpert as number;
   if (!Array.isArray(o.tokens)) throw bad("tokens must be an array");
   o.tokens.forEach((t: unknown, i: number) => {
-    if (!Array.isArray(t) || t.length !== nLayer) throw bad(`tokens[${i}] must hold ${nLayer} layers`);
+    if (!Array.isArray(t) || t.length !== nLayer) {
+      throw bad(`tokens[${i}] must hold ${nLayer} layers`);
+    }
     t.forEach((l: unknown, j: number) => {
       if (!Array.isArray(l) || l.some((e) => !Number.isInteger(e) || e < 0 || e >= nExpert)) {
         throw bad(`tokens[${i}][${j}] must be expert indices below ${nExpert}`);
@@ -126,7 +132,10 @@ export function affinityFromTrace(trace: RouteTrace, smoothing = 0): AffinityTab
   const table: AffinityTable = Array.from({ length: nLayer }, () => []);
   for (let i = 0; i + 1 < moe.length; i++) {
     const l = moe[i], n = moe[i + 1];
-    const counts = Array.from({ length: nExpert }, () => new Array<number>(nExpert).fill(smoothing));
+    const counts = Array.from(
+      { length: nExpert },
+      () => new Array<number>(nExpert).fill(smoothing),
+    );
     for (const t of trace.tokens) {
       for (const e of t[l]) for (const f of t[n]) counts[e][f]++;
     }

@@ -67,7 +67,10 @@ function snake(s: LayerStoreStats | ExpertStoreStats): Record<string, number> {
  * Store counters as the CLI's `--json` `"experts"` object: snake_case
  * counters plus `hit_rate`, `prefetch_accuracy` and `per_layer`.
  */
-export function statsJson(s: ExpertStoreStats, extra: Record<string, number> = {}): Record<string, unknown> {
+export function statsJson(
+  s: ExpertStoreStats,
+  extra: Record<string, number> = {},
+): Record<string, unknown> {
   return {
     ...snake(s),
     hit_rate: hitRate(s),

@@ -25,7 +25,12 @@ import type { ExpertWeights } from "../moe/expert.ts";
 import type { MoeLayer, RouteObserver } from "../moe/moe_layer.ts";
 import type { ExpertLocation } from "../model/weights.ts";
 import type { ByteSource } from "./byte_source.ts";
-import { type CachePolicy, createRecencyPolicy, type LoadReason, pickVictim } from "./cache_policy.ts";
+import {
+  type CachePolicy,
+  createRecencyPolicy,
+  type LoadReason,
+  pickVictim,
+} from "./cache_policy.ts";
 import { type ExpertBytesHook, expertLayout, expertViews } from "./expert_loader.ts";
 import {
   checkManifestFits,
@@ -69,7 +74,12 @@ export interface StreamingStoreContext {
   /** Checks or transforms expert bytes before upload (after the integrity check). */
   readonly expertBytes?: ExpertBytesHook;
   /** Model sizes. */
-  readonly hp: { readonly nLayer: number; readonly nExpert: number; readonly nExpertUsed: number; readonly nEmbd: number };
+  readonly hp: {
+    readonly nLayer: number;
+    readonly nExpert: number;
+    readonly nExpertUsed: number;
+    readonly nEmbd: number;
+  };
 }
 
 interface Entry {
@@ -118,7 +128,12 @@ export class StreamingExpertStore implements ExpertStore {
   #attached = false;
   #disposed = false;
 
-  private constructor(ctx: StreamingStoreContext, opts: StreamingStoreOptions, pinnedBytes: number, maxBytes: number) {
+  private constructor(
+    ctx: StreamingStoreContext,
+    opts: StreamingStoreOptions,
+    pinnedBytes: number,
+    maxBytes: number,
+  ) {
     this.#ctx = ctx;
     this.#opts = opts;
     this.#nExpert = Math.max(ctx.hp.nExpert, ...ctx.locations.map((l) => l.length));
@@ -142,10 +157,16 @@ export class StreamingExpertStore implements ExpertStore {
    * // or, with plugins: hooks.createStore = (ctx) => StreamingExpertStore.create(ctx, { ... })
    * ```
    */
-  static async create(ctx: StreamingStoreContext, opts: StreamingStoreOptions): Promise<StreamingExpertStore> {
+  static async create(
+    ctx: StreamingStoreContext,
+    opts: StreamingStoreOptions,
+  ): Promise<StreamingExpertStore> {
     const budget = opts.expertBudgetBytes;
     if (!Number.isSafeInteger(budget) || budget <= 0) {
-      throw new StoreError("bad_budget", `Cannot stream experts: budget must be a positive byte count: received ${budget}`);
+      throw new StoreError(
+        "bad_budget",
+        `Cannot stream experts: budget must be a positive byte count: received ${budget}`,
+      );
     }
     if (opts.manifest) checkManifestFits(opts.manifest, ctx.source, ctx.locations);
     const refs = [...(opts.manifest?.pinned ?? []), ...(opts.pinned ?? [])];
@@ -153,7 +174,11 @@ export class StreamingExpertStore implements ExpertStore {
     for (const r of refs) {
       const loc = ctx.locations[r.layer]?.[r.index];
       if (!loc) {
-        throw new StoreError("no_expert", `Cannot pin expert ${r.index} of layer ${r.layer}: no such expert`, { ...r });
+        throw new StoreError(
+          "no_expert",
+          `Cannot pin expert ${r.index} of layer ${r.layer}: no such expert`,
+          { ...r },
+        );
       }
       pinnedLocs.set(`${r.layer}:${r.index}`, loc);
     }
@@ -166,19 +191,26 @@ export class StreamingExpertStore implements ExpertStore {
       throw new StoreError(
         "budget_too_small",
         `Cannot stream experts: a budget of ${budget} bytes is below one token's need of ${need} bytes ` +
-          `(${k} experts of ${maxBytes} bytes for one layer` + (pinnedBytes ? ` + ${pinnedBytes} pinned` : "") + ")",
+          `(${k} experts of ${maxBytes} bytes for one layer` +
+          (pinnedBytes ? ` + ${pinnedBytes} pinned` : "") + ")",
         { budget, need, k, expertBytes: maxBytes, pinnedBytes },
       );
     }
     const store = new StreamingExpertStore(ctx, opts, pinnedBytes, Math.max(1, maxBytes));
-    store.policy.init?.({ nLayer: ctx.locations.length, nExpert: store.#nExpert, capacity: store.capacity });
+    store.policy.init?.({
+      nLayer: ctx.locations.length,
+      nExpert: store.#nExpert,
+      capacity: store.capacity,
+    });
     for (const loc of pinnedLocs.values()) await store.#loadPinned(loc);
     return store;
   }
 
   /** Make `experts` of `layer` resident; sync when all are. */
   ensure(layer: number, experts: ArrayLike<number>, signal?: AbortSignal): Promise<void> | void {
-    if (this.#disposed) throw new StoreError("closed", "Cannot ensure experts: the store was disposed");
+    if (this.#disposed) {
+      throw new StoreError("closed", "Cannot ensure experts: the store was disposed");
+    }
     const id = ++this.#seq;
     if (this.#lastDone) this.#unprotect(this.#lastDone);
     this.#lastDone = null;
@@ -228,10 +260,14 @@ export class StreamingExpertStore implements ExpertStore {
     const key = layer * this.#nExpert + index;
     const en = this.#pinned.get(key) ?? this.#entries.get(key);
     if (!en?.weights) {
-      throw new StoreError("not_resident", `Cannot use expert ${index} of layer ${layer}: it is not resident`, {
-        layer,
-        index,
-      });
+      throw new StoreError(
+        "not_resident",
+        `Cannot use expert ${index} of layer ${layer}: it is not resident`,
+        {
+          layer,
+          index,
+        },
+      );
     }
     return en.weights;
   }
@@ -247,11 +283,23 @@ export class StreamingExpertStore implements ExpertStore {
   }
 
   /** Slot bytes in use: `allocated` (evictable area incl. free slots kept for reuse) + `pinned`. */
-  memory(): { budgetBytes: number; allocatedBytes: number; pinnedBytes: number; resident: number; loading: number } {
+  memory(): {
+    budgetBytes: number;
+    allocatedBytes: number;
+    pinnedBytes: number;
+    resident: number;
+    loading: number;
+  } {
     let resident = this.#pinned.size, loading = 0;
     for (const e of this.#entries.values()) e.ready ? resident++ : loading++;
     const pinnedBytes = [...this.#pinned.values()].reduce((a, e) => a + e.slot.bytes, 0);
-    return { budgetBytes: this.budgetBytes, allocatedBytes: this.#allocated, pinnedBytes, resident, loading };
+    return {
+      budgetBytes: this.budgetBytes,
+      allocatedBytes: this.#allocated,
+      pinnedBytes,
+      resident,
+      loading,
+    };
   }
 
   /** Start loading experts of `layer` ahead of use, as room allows. Never evicts what a step needs. */
@@ -272,7 +320,9 @@ export class StreamingExpertStore implements ExpertStore {
       nExpert: this.#nExpert,
       nExpertUsed: hp.nExpertUsed,
       nEmbd: hp.nEmbd,
-      layers: layers.map((m) => m ? { layer: m.spec.layer, gateInp: m.spec.gateInp, router: m.spec.router } : null),
+      layers: layers.map((m) =>
+        m ? { layer: m.spec.layer, gateInp: m.spec.gateInp, router: m.spec.router } : null
+      ),
     };
     plugin(p, "init", () => p.init?.(ctx));
     const observer: RouteObserver = (layer, token, route, hidden) => {
@@ -306,10 +356,14 @@ export class StreamingExpertStore implements ExpertStore {
 
   #key(layer: number, index: number): number {
     if (!this.#ctx.locations[layer]?.[index]) {
-      throw new StoreError("no_expert", `Cannot ensure expert ${index} of layer ${layer}: no such expert`, {
-        layer,
-        index,
-      });
+      throw new StoreError(
+        "no_expert",
+        `Cannot ensure expert ${index} of layer ${layer}: no such expert`,
+        {
+          layer,
+          index,
+        },
+      );
     }
     return layer * this.#nExpert + index;
   }
@@ -322,7 +376,13 @@ export class StreamingExpertStore implements ExpertStore {
     }
   }
 
-  async #wait(id: number, keys: number[], waits: Entry[], st: LayerStoreStats, signal?: AbortSignal): Promise<void> {
+  async #wait(
+    id: number,
+    keys: number[],
+    waits: Entry[],
+    st: LayerStoreStats,
+    signal?: AbortSignal,
+  ): Promise<void> {
     const t0 = performance.now();
     try {
       await abortable(Promise.all(waits.map((w) => w.promise!)), signal);
@@ -371,7 +431,9 @@ export class StreamingExpertStore implements ExpertStore {
       if (e instanceof StoreError) throw e;
       throw new StoreError(
         "load_failed",
-        `Cannot load expert ${loc.index} of layer ${loc.layer} from ${this.#ctx.source.name}: ${(e as Error).message}`,
+        `Cannot load expert ${loc.index} of layer ${loc.layer} from ${this.#ctx.source.name}: ${
+          (e as Error).message
+        }`,
         { layer: loc.layer, index: loc.index },
       );
     }
@@ -412,7 +474,12 @@ export class StreamingExpertStore implements ExpertStore {
   async #load(en: Entry, signal: AbortSignal): Promise<void> {
     try {
       const bytes = await this.#fetch(en.loc, signal);
-      if (en.cancelled) throw new StoreError("cancelled", `Load of expert ${en.loc.index} of layer ${en.loc.layer} was cancelled`);
+      if (en.cancelled) {
+        throw new StoreError(
+          "cancelled",
+          `Load of expert ${en.loc.index} of layer ${en.loc.layer} was cancelled`,
+        );
+      }
       this.#ctx.backend.writeSlot(en.slot, 0, bytes);
       en.weights = expertViews(en.loc, en.slot);
       en.ready = true;
@@ -549,10 +616,14 @@ function plugin<T>(p: Prefetcher, hook: string, f: () => T): T {
     return f();
   } catch (e) {
     if (e instanceof PluginError) throw e;
-    throw new PluginError("hook_failed", `Plugin '${p.name}' failed in prefetch hook '${hook}': ${(e as Error).message}`, {
-      plugin: p.name,
-      hook,
-    });
+    throw new PluginError(
+      "hook_failed",
+      `Plugin '${p.name}' failed in prefetch hook '${hook}': ${(e as Error).message}`,
+      {
+        plugin: p.name,
+        hook,
+      },
+    );
   }
 }
 
@@ -568,7 +639,10 @@ function abortable<T>(p: Promise<T>, signal?: AbortSignal): Promise<T> {
 }
 
 /** `createStore` for `loadModel`: the streaming store with `opts`. */
-export function createStreamingStore(ctx: StreamingStoreContext, opts: StreamingStoreOptions): Promise<StreamingExpertStore> {
+export function createStreamingStore(
+  ctx: StreamingStoreContext,
+  opts: StreamingStoreOptions,
+): Promise<StreamingExpertStore> {
   return StreamingExpertStore.create(ctx, opts);
 }
 

@@ -33,9 +33,46 @@ const BASE_TEXT =
   "Café, naïve, über, façade — déjà vu. Ünïcödé is fun: 你好，世界。 こんにちは 🙂\n";
 
 const SYLLABLES = [
-  "the", "an", "er", "in", "on", "at", "en", "es", "or", "re", "ti", "ka", "to", "ri",
-  "mo", "la", "shi", "tra", "pe", "do", "ing", "st", "ch", "qu", "al", "ex", "per", "ro",
-  "ut", "is", "ne", "ve", "li", "ma", "co", "de", "se", "po", "un", "ly",
+  "the",
+  "an",
+  "er",
+  "in",
+  "on",
+  "at",
+  "en",
+  "es",
+  "or",
+  "re",
+  "ti",
+  "ka",
+  "to",
+  "ri",
+  "mo",
+  "la",
+  "shi",
+  "tra",
+  "pe",
+  "do",
+  "ing",
+  "st",
+  "ch",
+  "qu",
+  "al",
+  "ex",
+  "per",
+  "ro",
+  "ut",
+  "is",
+  "ne",
+  "ve",
+  "li",
+  "ma",
+  "co",
+  "de",
+  "se",
+  "po",
+  "un",
+  "ly",
 ];
 
 /**
@@ -61,7 +98,8 @@ export function buildCorpus(seed = 0x5eed, nWords = 420, nSentences = 700): stri
     const sentence: string[] = [];
     for (let i = 0; i < len; i++) {
       // Zipf-ish: small ranks much more likely
-      const r = Math.floor(nWords * Math.pow(rand(), 3));
+      const u = rand();
+      const r = Math.floor(nWords * u * u * u);
       sentence.push(words[r]);
       if (rand() < 0.08) sentence.push(String(Math.floor(rand() * 1000)));
     }

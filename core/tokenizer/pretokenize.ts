@@ -23,7 +23,8 @@ const NOT_WS = String.raw`\P{White_Space}`;
 const CONTRACTIONS_CI = String.raw`(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])`;
 
 /** GPT-2: `'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)`. */
-const GPT2 = String.raw`'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^${WS}\p{L}\p{N}]+|${WS}+(?!${NOT_WS})`;
+const GPT2 = String
+  .raw`'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^${WS}\p{L}\p{N}]+|${WS}+(?!${NOT_WS})`;
 
 /** Qwen2 / llama3 family; `digits` is `\p{N}` (Qwen2) or `\p{N}{1,3}` (llama3). */
 function qwenLike(digits: string): string {
@@ -59,7 +60,12 @@ const DEFAULT_CHAIN = [
 /** Pre names → (canonical kind, clean_spaces, ignore_merges, add_bos), after llama.cpp. */
 const PRE_TABLE: Record<
   string,
-  { kind: "default" | "gpt-2" | "qwen2" | "llama3"; clean: boolean; ignore?: boolean; bos?: boolean }
+  {
+    kind: "default" | "gpt-2" | "qwen2" | "llama3";
+    clean: boolean;
+    ignore?: boolean;
+    bos?: boolean;
+  }
 > = {
   "default": { kind: "default", clean: true },
   "gpt-2": { kind: "gpt-2", clean: true },

@@ -42,7 +42,12 @@ export function spmByteTokens(vocab: Vocab): Int32Array {
  * already carries the space prefix when due), appending ids to `out`.
  * @throws TokenizerError `no_byte_token` when a byte needs a fallback token the vocab lacks.
  */
-export function spmTokenize(vocab: Vocab, byteTokens: Int32Array, text: string, out: number[]): void {
+export function spmTokenize(
+  vocab: Vocab,
+  byteTokens: Int32Array,
+  text: string,
+  out: number[],
+): void {
   if (text.length === 0) return;
   const { tokenToId, scores } = vocab;
   // symbols: code points, as UTF-16 ranges [start, start + len)

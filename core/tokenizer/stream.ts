@@ -49,6 +49,7 @@ export class StreamDecoder {
   #held = "";
 
   /**
+   * Creates a decoder for one stream of `tokenizer`'s ids.
    * @param tokenizer the tokenizer whose ids will be pushed
    * @param opts rendering options
    */

@@ -23,7 +23,11 @@ export interface TestVocabOptions {
 }
 
 /** Special tokens of the gpt2 test vocabulary (CONTROL, placed last). */
-export const GPT2_TEST_SPECIALS: readonly string[] = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"];
+export const GPT2_TEST_SPECIALS: readonly string[] = [
+  "<|endoftext|>",
+  "<|im_start|>",
+  "<|im_end|>",
+];
 
 const SPM_FIXED = 3 + 256; // <unk> <s> </s> + byte tokens
 const cache = new Map<string, VocabSpec>();
@@ -36,9 +40,13 @@ function countWords(words: string[]): Map<string, number> {
 
 function buildLlama(size: number): VocabSpec {
   if (size < SPM_FIXED + 1) {
-    throw new TokenizerError("bad_size", `llama test vocab needs at least ${SPM_FIXED + 1} tokens`, {
-      size,
-    });
+    throw new TokenizerError(
+      "bad_size",
+      `llama test vocab needs at least ${SPM_FIXED + 1} tokens`,
+      {
+        size,
+      },
+    );
   }
   const tokens = ["<unk>", "<s>", "</s>"];
   const types: number[] = [TokenType.UNKNOWN, TokenType.CONTROL, TokenType.CONTROL];
@@ -85,9 +93,13 @@ function buildLlama(size: number): VocabSpec {
 function buildGpt2(size: number, pre: string): VocabSpec {
   const nSpecial = GPT2_TEST_SPECIALS.length;
   if (size < 256 + nSpecial) {
-    throw new TokenizerError("bad_size", `gpt2 test vocab needs at least ${256 + nSpecial} tokens`, {
-      size,
-    });
+    throw new TokenizerError(
+      "bad_size",
+      `gpt2 test vocab needs at least ${256 + nSpecial} tokens`,
+      {
+        size,
+      },
+    );
   }
   const regexes = resolvePre(pre).regexes;
   const base = [...BYTE_TO_CHAR];
@@ -145,9 +157,13 @@ function copySpec(s: VocabSpec): VocabSpec {
 export function buildTestVocab(kind: "llama" | "gpt2", opts: TestVocabOptions = {}): VocabSpec {
   const size = opts.size ?? 512;
   if (!Number.isInteger(size) || size > 65536) {
-    throw new TokenizerError("bad_size", `test vocab size must be an integer up to 65536, got ${size}`, {
-      size,
-    });
+    throw new TokenizerError(
+      "bad_size",
+      `test vocab size must be an integer up to 65536, got ${size}`,
+      {
+        size,
+      },
+    );
   }
   if (kind !== "llama" && kind !== "gpt2") {
     throw new TokenizerError("unknown_model", `unknown test vocab kind "${String(kind)}"`);
@@ -181,7 +197,9 @@ export function vocabToGgufKeys(spec: VocabSpec): [string, GgufKeyValue][] {
   loadVocab(spec);
   const k = (name: string): string => `tokenizer.ggml.${name}`;
   const out: [string, GgufKeyValue][] = [[k("model"), { type: "string", value: spec.model }]];
-  if (spec.pre !== undefined && spec.pre !== "") out.push([k("pre"), { type: "string", value: spec.pre }]);
+  if (spec.pre !== undefined && spec.pre !== "") {
+    out.push([k("pre"), { type: "string", value: spec.pre }]);
+  }
   out.push([k("tokens"), { type: "string[]", value: [...spec.tokens] }]);
   if (spec.scores !== undefined) {
     out.push([k("scores"), { type: "f32[]", value: Float32Array.from(spec.scores) }]);
@@ -189,7 +207,9 @@ export function vocabToGgufKeys(spec: VocabSpec): [string, GgufKeyValue][] {
   if (spec.tokenTypes !== undefined) {
     out.push([k("token_type"), { type: "i32[]", value: Int32Array.from(spec.tokenTypes) }]);
   }
-  if (spec.merges !== undefined) out.push([k("merges"), { type: "string[]", value: [...spec.merges] }]);
+  if (spec.merges !== undefined) {
+    out.push([k("merges"), { type: "string[]", value: [...spec.merges] }]);
+  }
   const ids: [string, number | undefined][] = [
     ["bos_token_id", spec.bosId],
     ["eos_token_id", spec.eosId],
@@ -197,12 +217,16 @@ export function vocabToGgufKeys(spec: VocabSpec): [string, GgufKeyValue][] {
     ["unknown_token_id", spec.unkId],
     ["padding_token_id", spec.padId],
   ];
-  for (const [name, id] of ids) if (id !== undefined) out.push([k(name), { type: "u32", value: id }]);
+  for (const [name, id] of ids) {
+    if (id !== undefined) out.push([k(name), { type: "u32", value: id }]);
+  }
   const flags: [string, boolean | undefined][] = [
     ["add_bos_token", spec.addBos],
     ["add_eos_token", spec.addEos],
     ["add_space_prefix", spec.addSpacePrefix],
   ];
-  for (const [name, v] of flags) if (v !== undefined) out.push([k(name), { type: "bool", value: v }]);
+  for (const [name, v] of flags) {
+    if (v !== undefined) out.push([k(name), { type: "bool", value: v }]);
+  }
   return out;
 }

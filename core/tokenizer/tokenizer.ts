@@ -136,7 +136,9 @@ class LlamaTokenizer implements Tokenizer {
       throw new TokenizerError("missing_eos", "encode: EOS requested but the vocabulary has none");
     }
     const wellFormed = text.toWellFormed();
-    const frags = wellFormed.length === 0 ? [] : partition(v, wellFormed, opts.parseSpecial ?? false);
+    const frags = wellFormed.length === 0
+      ? []
+      : partition(v, wellFormed, opts.parseSpecial ?? false);
     const out: number[] = [];
     if (addBos) out.push(v.bosId!);
     if (v.model === "llama") {

@@ -60,9 +60,36 @@ const EOT_TEXTS = [
   "<end_of_utterance>",
 ];
 const EOM_TEXTS = ["<|eom_id|>"];
-const FIM_PRE = ["<|fim_prefix|>", "<fim-prefix>", "<fim_prefix>", "<｜fim▁begin｜>", "<PRE>", "▁<PRE>", "<|code_prefix|>", "<|prefix|>"];
-const FIM_SUF = ["<|fim_suffix|>", "<fim-suffix>", "<fim_suffix>", "<｜fim▁hole｜>", "<SUF>", "▁<SUF>", "<|code_suffix|>", "<|suffix|>"];
-const FIM_MID = ["<|fim_middle|>", "<fim-middle>", "<fim_middle>", "<｜fim▁end｜>", "<MID>", "▁<MID>", "<|code_middle|>", "<|middle|>"];
+const FIM_PRE = [
+  "<|fim_prefix|>",
+  "<fim-prefix>",
+  "<fim_prefix>",
+  "<｜fim▁begin｜>",
+  "<PRE>",
+  "▁<PRE>",
+  "<|code_prefix|>",
+  "<|prefix|>",
+];
+const FIM_SUF = [
+  "<|fim_suffix|>",
+  "<fim-suffix>",
+  "<fim_suffix>",
+  "<｜fim▁hole｜>",
+  "<SUF>",
+  "▁<SUF>",
+  "<|code_suffix|>",
+  "<|suffix|>",
+];
+const FIM_MID = [
+  "<|fim_middle|>",
+  "<fim-middle>",
+  "<fim_middle>",
+  "<｜fim▁end｜>",
+  "<MID>",
+  "▁<MID>",
+  "<|code_middle|>",
+  "<|middle|>",
+];
 const FIM_PAD = ["<|fim_pad|>", "<fim-pad>", "<fim_pad>", "<PAD>", "[PAD]"];
 const FIM_REP = ["<|fim_repo|>", "<|repo_name|>", "<fim-repo>", "<REPO>", "<reponame>"];
 const FIM_SEP = ["<|file_sep|>"];
@@ -134,7 +161,9 @@ function findFirst(tokenToId: Map<string, number>, texts: readonly string[]): nu
 
 function parseMerges(merges: unknown): Map<string, number> {
   if (!Array.isArray(merges)) {
-    fail("missing_merges", 'tokenizer.ggml.merges is required for model "gpt2"', { field: "merges" });
+    fail("missing_merges", 'tokenizer.ggml.merges is required for model "gpt2"', {
+      field: "merges",
+    });
   }
   // llama.cpp splits each merge at the first ' ' after index 0 into (left, right); a merge
   // without one becomes ("", "") and can never apply. Byte-level symbols contain no ' ',
@@ -142,7 +171,9 @@ function parseMerges(merges: unknown): Map<string, number> {
   const ranks = new Map<string, number>();
   for (let i = 0; i < merges.length; i++) {
     const m = merges[i];
-    if (typeof m !== "string") fail("bad_merges", `merges[${i}] is not a string`, { field: "merges", index: i });
+    if (typeof m !== "string") {
+      fail("bad_merges", `merges[${i}] is not a string`, { field: "merges", index: i });
+    }
     if (m.indexOf(" ", 1) > 0 && !ranks.has(m)) ranks.set(m, i); // first occurrence wins
   }
   return ranks;
@@ -156,12 +187,18 @@ function parseMerges(merges: unknown): Map<string, number> {
 export function loadVocab(spec: VocabSpec): Vocab {
   if (spec === null || typeof spec !== "object") fail("bad_spec", "vocab spec must be an object");
   if (spec.model !== "llama" && spec.model !== "gpt2") {
-    fail("unknown_model", `tokenizer.ggml.model "${String(spec.model)}" is not supported (llama, gpt2)`, {
-      field: "model",
-      value: spec.model,
-    });
+    fail(
+      "unknown_model",
+      `tokenizer.ggml.model "${String(spec.model)}" is not supported (llama, gpt2)`,
+      {
+        field: "model",
+        value: spec.model,
+      },
+    );
   }
-  if (!Array.isArray(spec.tokens)) fail("bad_tokens", "tokens must be an array of strings", { field: "tokens" });
+  if (!Array.isArray(spec.tokens)) {
+    fail("bad_tokens", "tokens must be an array of strings", { field: "tokens" });
+  }
   const n = spec.tokens.length;
   if (n === 0) fail("empty_vocab", "the vocabulary has no tokens", { field: "tokens" });
   checkArrayLength("scores", spec.scores, n);
@@ -173,7 +210,9 @@ export function loadVocab(spec: VocabSpec): Vocab {
   const scores = new Float32Array(n);
   for (let i = 0; i < n; i++) {
     let t = spec.tokens[i];
-    if (typeof t !== "string") fail("bad_tokens", `tokens[${i}] is not a string`, { field: "tokens", index: i });
+    if (typeof t !== "string") {
+      fail("bad_tokens", `tokens[${i}] is not a string`, { field: "tokens", index: i });
+    }
     if (t === "") t = `[EMPTY_${i}]`; // llama.cpp renames empty tokens
     const prev = tokenToId.get(t);
     if (prev !== undefined) {
@@ -194,7 +233,9 @@ export function loadVocab(spec: VocabSpec): Vocab {
     }
     if (spec.tokenTypes !== undefined) {
       const ty = spec.tokenTypes[i];
-      if (!Number.isInteger(ty)) fail("bad_token_types", `tokenTypes[${i}] is not an integer`, { index: i });
+      if (!Number.isInteger(ty)) {
+        fail("bad_token_types", `tokenTypes[${i}] is not an integer`, { index: i });
+      }
       attrs[i] = TYPE_TO_ATTR[ty] ?? TokenAttr.UNDEFINED;
     } else {
       attrs[i] = TokenAttr.NORMAL;
@@ -217,8 +258,12 @@ export function loadVocab(spec: VocabSpec): Vocab {
 
   const addBos = spec.addBos ?? (spm ? true : pre?.addBos ?? false);
   const addEos = spec.addEos ?? false;
-  if (addBos && bosId === null) fail("missing_bos", "add_bos_token is true but there is no BOS token");
-  if (addEos && eosId === null) fail("missing_eos", "add_eos_token is true but there is no EOS token");
+  if (addBos && bosId === null) {
+    fail("missing_bos", "add_bos_token is true but there is no BOS token");
+  }
+  if (addEos && eosId === null) {
+    fail("missing_eos", "add_eos_token is true but there is no EOS token");
+  }
 
   // Special tokens recognised by text: they become CONTROL, some join the EOG set.
   const markControl = (id: number | null): void => {
@@ -253,7 +298,8 @@ export function loadVocab(spec: VocabSpec): Vocab {
   const endId = inEog("<|end|>");
   if (
     endId !== undefined &&
-    ((inEog("<|return|>") !== undefined && (inEog("<|call|>") ?? inEog("<|calls|>")) !== undefined) ||
+    ((inEog("<|return|>") !== undefined &&
+      (inEog("<|call|>") ?? inEog("<|calls|>")) !== undefined) ||
       ((inEog("<|call|>") ?? inEog("<|calls|>")) !== undefined && inEog("<|flush|>") !== undefined))
   ) {
     eog.delete(endId);

@@ -8,7 +8,12 @@
  * @module
  */
 
-import { type CachePolicy, type CachePolicyInit, PluginError, type PluginFactory } from "../../mod.ts";
+import {
+  type CachePolicy,
+  type CachePolicyInit,
+  PluginError,
+  type PluginFactory,
+} from "../../mod.ts";
 
 /** Options of the LFU policy (the plugin config, defaults filled). */
 export interface LfuOptions {
@@ -35,10 +40,14 @@ export const LFU_DEFAULTS: LfuOptions = { decay: 0.5, agingInterval: 0 };
 export function createLfuPolicy(opts: Partial<LfuOptions> = {}): CachePolicy {
   const o: LfuOptions = { ...LFU_DEFAULTS, ...opts };
   if (!(o.decay > 0 && o.decay <= 1)) {
-    throw new PluginError("bad_config", `plugin 'cache-lfu' (cache): decay must be in (0, 1]: received ${o.decay}`, {
-      plugin: "cache-lfu",
-      hook: "cache",
-    });
+    throw new PluginError(
+      "bad_config",
+      `plugin 'cache-lfu' (cache): decay must be in (0, 1]: received ${o.decay}`,
+      {
+        plugin: "cache-lfu",
+        hook: "cache",
+      },
+    );
   }
   if (!Number.isInteger(o.agingInterval) || o.agingInterval < 0) {
     throw new PluginError(

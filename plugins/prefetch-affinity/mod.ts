@@ -73,11 +73,15 @@ export function createAffinityPrefetcher(opts: AffinityOptions): Prefetcher {
   return {
     name: "affinity",
     init(c: PrefetchContext): void {
-      if (table.length !== c.nLayer) throw badConfig(`table has ${table.length} layers, the model ${c.nLayer}`);
+      if (table.length !== c.nLayer) {
+        throw badConfig(`table has ${table.length} layers, the model ${c.nLayer}`);
+      }
       table.forEach((rows, l) => {
         const next = nextMoeLayer(c, l);
         if (rows.length === 0) return;
-        if (!c.layers[l] || next < 0) throw badConfig(`table[${l}] must be [] (no MoE layer follows)`);
+        if (!c.layers[l] || next < 0) {
+          throw badConfig(`table[${l}] must be [] (no MoE layer follows)`);
+        }
         if (rows.length !== c.nExpert || rows.some((r) => r.length !== c.nExpert)) {
           throw badConfig(`table[${l}] must be ${c.nExpert} × ${c.nExpert}`);
         }

@@ -49,7 +49,12 @@ export function createNextLayerPrefetcher(opts: Partial<NextLayerOptions> = {}):
     init(c: PrefetchContext): void {
       ctx = c;
     },
-    observe(layer: number, _token: number, _route: Route, hidden: Float32Array): PrefetchHint[] | null {
+    observe(
+      layer: number,
+      _token: number,
+      _route: Route,
+      hidden: Float32Array,
+    ): PrefetchHint[] | null {
       if (!ctx) return null;
       const hints: PrefetchHint[] = [];
       let l = layer;
@@ -60,7 +65,9 @@ export function createNextLayerPrefetcher(opts: Partial<NextLayerOptions> = {}):
         const n = next.gateInp.rows;
         if (logits.length !== n) logits = new Float32Array(n);
         ctx.backend.matmul(next.gateInp, hidden, 1, logits);
-        const experts = o.topK > 0 ? topK(logits, Math.min(o.topK, n)) : next.router.route(logits, l).experts;
+        const experts = o.topK > 0
+          ? topK(logits, Math.min(o.topK, n))
+          : next.router.route(logits, l).experts;
         hints.push({ layer: l, experts });
       }
       return hints;

@@ -36,6 +36,11 @@ const createPlugin: PluginFactory<RouterBiasConfig> = (config) => ({
   version: "0.1.0",
   hooks: {
     router(inner: Router, layer: number, hp: HParams): Router {
+      for (const k of Object.keys(config.bias)) {
+        if (k !== "*" && Number(k) >= hp.nLayer) {
+          throw new PluginError("bad_config", `config.bias["${k}"]: the model has ${hp.nLayer} layers`, { field: "bias" });
+        }
+      }
       const b = config.bias[String(layer)] ?? config.bias["*"];
       if (!b) return inner;
       if (b.length !== hp.nExpert) {
@@ -44,11 +49,6 @@ const createPlugin: PluginFactory<RouterBiasConfig> = (config) => ({
           `config.bias["${String(layer) in config.bias ? layer : "*"}"] has ${b.length} values; the model has ${hp.nExpert} experts per layer`,
           { field: "bias", layer },
         );
-      }
-      for (const k of Object.keys(config.bias)) {
-        if (k !== "*" && Number(k) >= hp.nLayer) {
-          throw new PluginError("bad_config", `config.bias["${k}"]: the model has ${hp.nLayer} layers`, { field: "bias" });
-        }
       }
       return biasedRouter(inner, Float32Array.from(b));
     },

@@ -90,7 +90,9 @@ http {
     const exited = child.status.then(() => true);
     let up = false;
     for (let i = 0; i < 100 && !up; i++) {
-      if (await Promise.race([exited, new Promise<false>((r) => setTimeout(() => r(false), 50))])) break;
+      if (await Promise.race([exited, new Promise<false>((r) => setTimeout(() => r(false), 50))])) {
+        break;
+      }
       try {
         const c = await Deno.connect({ hostname: "127.0.0.1", port });
         c.close();
@@ -116,7 +118,7 @@ http {
       child.kill("SIGKILL");
     } catch { /* already gone */ }
     await child.status;
-    lastErr = new TextDecoder().decode((await new Response(child.stderr).arrayBuffer()));
+    lastErr = new TextDecoder().decode(await new Response(child.stderr).arrayBuffer());
     try {
       lastErr += await Deno.readTextFile(`${dir}/error.log`);
     } catch { /* no log */ }

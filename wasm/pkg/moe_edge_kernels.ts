@@ -90,6 +90,22 @@ export type RopeFn = (
 /** SwiGLU: `(gate, up, out, n)`. */
 export type SwigluFn = (g: number, u: number, out: number, n: number) => void;
 
+/** Fused SwiGLU FFN: `(tGate, wGate, tUp, wUp, tDown, wDown, nEmbd, nFf, x, nTok, out, scratch) → status`. */
+export type FfnSwigluFn = (
+  tGate: number,
+  wGate: number,
+  tUp: number,
+  wUp: number,
+  tDown: number,
+  wDown: number,
+  nEmbd: number,
+  nFf: number,
+  x: number,
+  nTok: number,
+  out: number,
+  scratch: number,
+) => number;
+
 /** Everything `moe_edge_kernels.wasm` exports. */
 export interface KernelExports {
   /** The instance's linear memory. */
@@ -168,6 +184,13 @@ export interface KernelExports {
   attention: AttentionFn;
   /** Scalar twin of `attention`. */
   attention_scalar: AttentionFn;
+
+  /** Scratch bytes `ffn_swiglu` needs: `(tGate, tUp, tDown, nEmbd, nFf, nTok)`. */
+  ffn_swiglu_scratch_bytes(tGate: number, tUp: number, tDown: number, nEmbd: number, nFf: number, nTok: number): number;
+  /** Fused expert FFN `down · (silu(gate·x) ⊙ up·x)`. */
+  ffn_swiglu: FfnSwigluFn;
+  /** Scalar twin of `ffn_swiglu`. */
+  ffn_swiglu_scalar: FfnSwigluFn;
 }
 
 /** Names of all exported functions, for validation. */
@@ -207,6 +230,9 @@ export const KERNEL_FUNCTIONS: readonly (Exclude<keyof KernelExports, "memory">)
   "attention_scratch_bytes",
   "attention",
   "attention_scalar",
+  "ffn_swiglu_scratch_bytes",
+  "ffn_swiglu",
+  "ffn_swiglu_scalar",
 ];
 
 /** An instantiated kernel module. */

@@ -221,3 +221,25 @@ macro_rules! attn_export {
 
 attn_export!(attention, attention::attention);
 attn_export!(attention_scalar, attention::attention_scalar);
+
+/// Scratch bytes `ffn_swiglu` needs.
+#[no_mangle]
+pub extern "C" fn ffn_swiglu_scratch_bytes(tg: u32, tu: u32, td: u32, n_embd: u32, n_ff: u32, ntok: u32) -> u32 {
+    ffn::ffn_scratch_bytes(tg, tu, td, n_embd as usize, n_ff as usize, ntok as usize) as u32
+}
+
+macro_rules! ffn_export {
+    ($name:ident, $simd:expr) => {
+        /// Fused SwiGLU expert FFN: `out = down · (silu(gate·x) ⊙ up·x)`.
+        #[no_mangle]
+        pub unsafe extern "C" fn $name(
+            tg: u32, wg: *const u8, tu: u32, wu: *const u8, td: u32, wd: *const u8,
+            n_embd: u32, n_ff: u32, x: *const f32, ntok: u32, out: *mut f32, scratch: *mut u8,
+        ) -> i32 {
+            ffn::ffn_swiglu(tg, wg, tu, wu, td, wd, n_embd as usize, n_ff as usize, x, ntok as usize, out, scratch, $simd)
+        }
+    };
+}
+
+ffn_export!(ffn_swiglu, true);
+ffn_export!(ffn_swiglu_scalar, false);

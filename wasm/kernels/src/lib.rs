@@ -13,6 +13,7 @@ mod act;
 mod attention;
 mod dequant;
 mod dot;
+mod ffn;
 mod half;
 mod kquants;
 mod mathf;

@@ -193,73 +193,18 @@ unsafe fn legacy_unpack<const K: u32>(b: *const u8) -> (v128, v128) {
     }
 }
 
-/// Lane `b` of the result = horizontal sum of `v[b]` (4×4 transpose-add).
-#[inline(always)]
-fn hsum4_i32(v0: v128, v1: v128, v2: v128, v3: v128) -> v128 {
-    let a = i32x4_add(i32x4_shuffle::<0, 4, 1, 5>(v0, v1), i32x4_shuffle::<2, 6, 3, 7>(v0, v1));
-    let b = i32x4_add(i32x4_shuffle::<0, 4, 1, 5>(v2, v3), i32x4_shuffle::<2, 6, 3, 7>(v2, v3));
-    // a = (v0₀+v0₂, v1₀+v1₂, v0₁+v0₃, v1₁+v1₃), b likewise for v2, v3
-    i32x4_add(i32x4_shuffle::<0, 1, 4, 5>(a, b), i32x4_shuffle::<2, 3, 6, 7>(a, b))
-}
-
 /// Legacy weight row (Q8_0, Q4_0, Q5_0 · Q8_0; Q4_1, Q5_1 · Q8_1) × T tokens
-/// of expanded activations. Four blocks at a time: their integer sums are
-/// transposed into one i32x4 (lane = block) and scaled by `dw·da` as a
-/// vector, so the per-block scale work is amortised; leftovers one by one.
+/// of expanded activations. (Batching the scale work of 4 blocks through a
+/// 4×4 transpose was measured: no gain at T = 1, a loss at T = 4 from
+/// register pressure, so blocks go one at a time.)
 #[inline(always)]
 pub unsafe fn tile_legacy<const K: u32, const T: usize>(w: *const u8, nb: usize, a: *const u8, arow: usize, out: *mut f32, ostride: usize) {
     let has_min = K == Q4_1 || K == Q5_1;
-    let bb = legacy_bytes(K);
     let qoff = align16(8 * nb);
     let mut acc = [f32x4_splat(0.0); T];
-    let mut accm = [f32x4_splat(0.0); T];
-    let mut i = 0;
-    while i + 4 <= nb {
-        let mut s = [[i32x4_splat(0); 4]; T];
-        for b in 0..4 {
-            let (lo, hi) = legacy_unpack::<K>(w.add((i + b) * bb));
-            let w0 = i16x8_extend_low_i8x16(lo);
-            let w1 = i16x8_extend_high_i8x16(lo);
-            let w2 = i16x8_extend_low_i8x16(hi);
-            let w3 = i16x8_extend_high_i8x16(hi);
-            for t in 0..T {
-                let q = a.add(t * arow + qoff + 64 * (i + b));
-                s[t][b] = i32x4_add(
-                    i32x4_add(i32x4_dot_i16x8(w0, ld(q)), i32x4_dot_i16x8(w1, ld(q.add(16)))),
-                    i32x4_add(i32x4_dot_i16x8(w2, ld(q.add(32))), i32x4_dot_i16x8(w3, ld(q.add(48)))),
-                );
-            }
-        }
-        let wb = w.add(i * bb);
-        let dw = f16x4_to_f32(u32x4(
-            rd_u16(wb) as u32,
-            rd_u16(wb.add(bb)) as u32,
-            rd_u16(wb.add(2 * bb)) as u32,
-            rd_u16(wb.add(3 * bb)) as u32,
-        ));
-        let mw = if has_min {
-            f16x4_to_f32(u32x4(
-                rd_u16(wb.add(2)) as u32,
-                rd_u16(wb.add(bb + 2)) as u32,
-                rd_u16(wb.add(2 * bb + 2)) as u32,
-                rd_u16(wb.add(3 * bb + 2)) as u32,
-            ))
-        } else {
-            dw
-        };
-        for t in 0..T {
-            let at = a.add(t * arow) as *const f32;
-            let sums = f32x4_convert_i32x4(hsum4_i32(s[t][0], s[t][1], s[t][2], s[t][3]));
-            acc[t] = f32x4_add(acc[t], f32x4_mul(sums, f32x4_mul(dw, ldf(at.add(i)))));
-            if has_min {
-                accm[t] = f32x4_add(accm[t], f32x4_mul(mw, ldf(at.add(nb + i))));
-            }
-        }
-        i += 4;
-    }
-    let mut tail = [0.0f32; T];
-    while i < nb {
-        let b = w.add(i * bb);
+    let mut accm = [0.0f32; T];
+    for i in 0..nb {
+        let b = w.add(i * legacy_bytes(K));
         let (lo, hi) = legacy_unpack::<K>(b);
         let w0 = i16x8_extend_low_i8x16(lo);
         let w1 = i16x8_extend_high_i8x16(lo);
@@ -274,15 +219,15 @@ pub unsafe fn tile_legacy<const K: u32, const T: usize>(w: *const u8, nb: usize,
                 i32x4_add(i32x4_dot_i16x8(w0, ld(q)), i32x4_dot_i16x8(w1, ld(q.add(16)))),
                 i32x4_add(i32x4_dot_i16x8(w2, ld(q.add(32))), i32x4_dot_i16x8(w3, ld(q.add(48)))),
             );
-            tail[t] += hsum_i32(s) as f32 * (dw * *(at as *const f32).add(i));
+            let da = *(at as *const f32).add(i);
+            acc[t] = f32x4_add(acc[t], f32x4_mul(f32x4_convert_i32x4(s), f32x4_splat(dw * da)));
             if has_min {
-                tail[t] += mw * *(at as *const f32).add(nb + i);
+                accm[t] += mw * *(at as *const f32).add(nb + i);
             }
         }
-        i += 1;
     }
     for t in 0..T {
-        *out.add(t * ostride) = hsum_f32(acc[t]) + hsum_f32(accm[t]) + tail[t];
+        *out.add(t * ostride) = hsum_f32(acc[t]) + accm[t];
     }
 }
 

@@ -1,0 +1,120 @@
+/**
+ * Options and inputs of the streaming expert store, and the checks made at
+ * creation (budget against one token's need, pinned experts, manifest fit).
+ *
+ * @module
+ */
+
+import type { Backend } from "../backend/backend.ts";
+import { StoreError } from "../errors.ts";
+import type { ExpertLocation } from "../model/weights.ts";
+import type { ByteSource } from "./byte_source.ts";
+import type { CachePolicy } from "./cache_policy.ts";
+import type { ExpertBytesHook } from "./expert_loader.ts";
+import { checkManifestFits, type ExpertManifest, type ExpertRef } from "./expert_manifest.ts";
+import type { Prefetcher } from "./prefetch.ts";
+
+/** Options of the streaming store. */
+export interface StreamingStoreOptions {
+  /** Bytes of backend slots experts may hold (pinned ones included). */
+  expertBudgetBytes: number;
+  /** Eviction policy (default: the built-in least-recently-used one). */
+  policy?: CachePolicy;
+  /** Loads experts ahead of use (default: none). */
+  prefetcher?: Prefetcher;
+  /** Per-expert SHA-256 (checked on every load) and pinned experts. */
+  manifest?: ExpertManifest;
+  /** Experts to keep resident always, besides the manifest's. */
+  pinned?: readonly ExpertRef[];
+  /** Most prefetch loads in flight at once (default `2 · nExpertUsed`). */
+  maxPrefetchInflight?: number;
+  /** Told every `ensure` step (layer, keys `layer·nExpert+index`), e.g. to record a trace for Belady. */
+  onStep?: (layer: number, keys: readonly number[]) => void;
+  /** Told when a prefetch fails (the next demand load retries and reports). */
+  onPrefetchError?: (error: Error) => void;
+}
+
+/** What the store is built from (`StoreContext` of `loadModel` fits). */
+export interface StreamingStoreContext {
+  /** Backend holding the slots. */
+  readonly backend: Backend;
+  /** Where expert bytes come from. */
+  readonly source: ByteSource;
+  /** `locations[l][e]` (empty for dense layers). */
+  readonly locations: readonly (readonly ExpertLocation[])[];
+  /** Checks or transforms expert bytes before upload (after the integrity check). */
+  readonly expertBytes?: ExpertBytesHook;
+  /** Model sizes. */
+  readonly hp: {
+    readonly nLayer: number;
+    readonly nExpert: number;
+    readonly nExpertUsed: number;
+    readonly nEmbd: number;
+  };
+}
+
+/** What `loadFromManifest` asks of an expert store (structurally its `ManifestStoreRequest`). */
+export interface StreamingStoreRequest {
+  /** Byte budget; all expert bytes when absent (plugins without `memory.expertBudgetMb`). */
+  readonly budgetBytes?: number;
+  /** `[layer, expert]` pairs to keep resident. */
+  readonly pinned: readonly (readonly [number, number])[];
+  /** Cache policy from a `cache` plugin. */
+  readonly policy?: CachePolicy;
+  /** Prefetcher from a `prefetch` plugin. */
+  readonly prefetcher?: Prefetcher;
+}
+
+/** The budget split that `checkBudget` approved. */
+export interface BudgetPlan {
+  /** Experts to pin, deduplicated. */
+  readonly pinned: readonly ExpertLocation[];
+  /** Their bytes. */
+  readonly pinnedBytes: number;
+  /** Bytes of the largest expert. */
+  readonly maxExpertBytes: number;
+}
+
+/**
+ * Check a budget against the model: positive, holding the pinned experts
+ * plus one token's need (k experts of the largest size), and a manifest that
+ * fits. Throws `StoreError` `"bad_budget"`, `"no_expert"`,
+ * `"manifest_mismatch"` or `"budget_too_small"`.
+ */
+export function checkBudget(ctx: StreamingStoreContext, opts: StreamingStoreOptions): BudgetPlan {
+  const budget = opts.expertBudgetBytes;
+  if (!Number.isSafeInteger(budget) || budget <= 0) {
+    throw new StoreError(
+      "bad_budget",
+      `Cannot stream experts: budget must be a positive byte count: received ${budget}`,
+    );
+  }
+  if (opts.manifest) checkManifestFits(opts.manifest, ctx.source, ctx.locations);
+  const pinned = new Map<string, ExpertLocation>();
+  for (const r of [...(opts.manifest?.pinned ?? []), ...(opts.pinned ?? [])]) {
+    const loc = ctx.locations[r.layer]?.[r.index];
+    if (!loc) {
+      throw new StoreError(
+        "no_expert",
+        `Cannot pin expert ${r.index} of layer ${r.layer}: no such expert`,
+        { layer: r.layer, index: r.index },
+      );
+    }
+    pinned.set(`${r.layer}:${r.index}`, loc);
+  }
+  const pinnedBytes = [...pinned.values()].reduce((a, l) => a + l.bytes, 0);
+  const all = ctx.locations.flat();
+  const maxExpertBytes = all.reduce((m, l) => Math.max(m, l.bytes), 0);
+  const k = ctx.hp.nExpertUsed || 1;
+  const need = pinnedBytes + k * maxExpertBytes;
+  if (all.length > 0 && budget < need) {
+    throw new StoreError(
+      "budget_too_small",
+      `Cannot stream experts: a budget of ${budget} bytes is below one token's need of ${need} bytes ` +
+        `(${k} experts of ${maxExpertBytes} bytes for one layer` +
+        (pinnedBytes ? ` + ${pinnedBytes} pinned` : "") + ")",
+      { budget, need, k, expertBytes: maxExpertBytes, pinnedBytes },
+    );
+  }
+  return { pinned: [...pinned.values()], pinnedBytes, maxExpertBytes };
+}

@@ -1,0 +1,128 @@
+/** The CLI's streaming surface: `manifest`, `trace`, `generate --expert-budget-mb … --json`. */
+
+import assert from "node:assert/strict";
+import { parseExpertManifest, parseRouteTrace } from "../../mod.ts";
+import { modelBytes, SPEC } from "./model_util.ts";
+
+const CLI = new URL("../../cli.ts", import.meta.url).pathname;
+
+async function cli(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", CLI, ...args],
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const dec = new TextDecoder();
+  return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
+}
+
+Deno.test("cli: manifest, trace and budgeted generate", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const model = `${dir}/m.gguf`;
+    await Deno.writeFile(model, modelBytes());
+
+    const man = await cli(
+      "manifest",
+      "--model",
+      model,
+      "--pin",
+      "0:1",
+      "--out",
+      `${dir}/experts.json`,
+    );
+    assert.equal(man.code, 0, man.stderr);
+    const manifest = parseExpertManifest(
+      JSON.parse(await Deno.readTextFile(`${dir}/experts.json`)),
+    );
+    assert.equal(manifest.experts.length, SPEC.nLayer);
+    assert.equal(manifest.experts[0].length, SPEC.nExpert);
+    assert.deepEqual(manifest.pinned, [{ layer: 0, index: 1 }]);
+
+    const tr = await cli(
+      "trace",
+      "--model",
+      model,
+      "--prompt-tokens",
+      "1,2,3",
+      "--max-tokens",
+      "5",
+      "--out",
+      `${dir}/trace.json`,
+    );
+    assert.equal(tr.code, 0, tr.stderr);
+    const traceJson = JSON.parse(await Deno.readTextFile(`${dir}/trace.json`));
+    const trace = parseRouteTrace(traceJson);
+    assert.equal(trace.tokens.length, 3 + 5 - 1, "prompt + generated tokens that were evaluated");
+    assert.equal(traceJson.affinity[0].length, SPEC.nExpert);
+
+    const args = [
+      "generate",
+      "--model",
+      model,
+      "--prompt-tokens",
+      "1,2,3",
+      "--max-tokens",
+      "6",
+      "--json",
+    ];
+    const full = JSON.parse((await cli(...args)).stdout);
+    const r = await cli(
+      ...args,
+      "--expert-budget-mb",
+      "0.2",
+      "--expert-manifest",
+      `${dir}/experts.json`,
+    );
+    assert.equal(r.code, 0, r.stderr);
+    const streamed = JSON.parse(r.stdout);
+    assert.deepEqual(streamed.tokens, full.tokens);
+    const ex = streamed.experts;
+    assert.ok(ex.misses > 0 && ex.evictions > 0);
+    assert.equal(ex.per_layer.length, SPEC.nLayer);
+    for (
+      const k of [
+        "hits",
+        "bytes_fetched",
+        "stall_ms",
+        "hit_rate",
+        "prefetch_accuracy",
+        "wasted_prefetches",
+      ]
+    ) {
+      assert.equal(typeof ex[k], "number", k);
+    }
+    assert.equal(full.experts.misses, 0, "resident store reports too");
+
+    const small = await cli(...args, "--expert-budget-mb", "0.01");
+    assert.equal(small.code, 1);
+    assert.match(small.stderr, /budget_too_small/);
+
+    const experts = manifest.experts.map((row) => [...row]);
+    experts[2][3] = "0".repeat(64);
+    await Deno.writeTextFile(`${dir}/bad.json`, JSON.stringify({ ...manifest, experts }));
+    const bad = await cli(
+      ...args,
+      "--expert-budget-mb",
+      "0.2",
+      "--expert-manifest",
+      `${dir}/bad.json`,
+      "--max-tokens",
+      "30",
+    );
+    assert.equal(bad.code, 1);
+    assert.match(bad.stderr, /StoreError:integrity/);
+
+    const usage = await cli(
+      "generate",
+      "--prompt-tokens",
+      "1",
+      "--expert-manifest",
+      `${dir}/experts.json`,
+    );
+    assert.equal(usage.code, 2);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
