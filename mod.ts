@@ -15,7 +15,10 @@
  * @module
  */
 
+import "./wasm/register.ts";
+
 export * from "./core/errors.ts";
+export { createWasmBackend, WasmBackend } from "./wasm/backend.ts";
 export { GgmlType, ggmlTypeName, parseGgmlType } from "./core/tensor/ggml_type.ts";
 export type * from "./core/backend/backend.ts";
 export {

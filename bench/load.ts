@@ -7,7 +7,7 @@
  * is measured in the same run so the rows compare like with like.
  *
  * ```sh
- * deno run -A bench/load.ts [--clients 64] [--duration 20] [--max-tokens 32] [--slots 4,64]
+ * deno run -A bench/load.ts [--clients 64] [--duration 20] [--warmup 10] [--max-tokens 32] [--slots 4,64]
  * ```
  *
  * @module
@@ -18,6 +18,7 @@ import { parseArgs } from "node:util";
 interface Config {
   clients: number;
   durationS: number;
+  warmupS: number;
   maxTokens: number;
   slots: number;
 }
@@ -33,13 +34,18 @@ interface Row {
   tokPerS: number;
   rssStart: number;
   rssEnd: number;
+  /** RSS halfway through the run. */
+  rssMid: number;
   rssPeak: number;
   wallS: number;
 }
 
 const MAIN = new URL("../main.ts", import.meta.url).pathname;
 
-async function startServer(slots: number, clients: number): Promise<{ url: string; child: Deno.ChildProcess }> {
+async function startServer(
+  slots: number,
+  clients: number,
+): Promise<{ url: string; child: Deno.ChildProcess }> {
   const child = new Deno.Command(Deno.execPath(), {
     args: ["run", "--allow-read", "--allow-env", "--allow-net", MAIN],
     env: {
@@ -56,7 +62,9 @@ async function startServer(slots: number, clients: number): Promise<{ url: strin
   let out = "";
   while (!/http:\/\/[\d.]+:\d+\//.test(out)) {
     const { done, value } = await reader.read();
-    if (done) throw new Error(`Cannot start the server: it exited before listening; output: ${out}`);
+    if (done) {
+      throw new Error(`Cannot start the server: it exited before listening; output: ${out}`);
+    }
     out += value;
   }
   // keep draining stdout so the child never blocks on a full pipe
@@ -78,7 +86,12 @@ function percentile(sorted: number[], p: number): number {
 }
 
 /** One streaming request; resolves to [ttft ms, completion tokens] or throws. */
-async function streamOnce(url: string, i: number, n: number, maxTokens: number): Promise<[number, number]> {
+async function streamOnce(
+  url: string,
+  i: number,
+  n: number,
+  maxTokens: number,
+): Promise<[number, number]> {
   const chat = n % 2 === 1;
   const body = chat
     ? { messages: [{ role: "user", content: `Client ${i} says hello, request ${n}.` }] }
@@ -132,11 +145,22 @@ async function streamOnce(url: string, i: number, n: number, maxTokens: number):
 async function run(cfg: Config): Promise<Row> {
   const { url, child } = await startServer(cfg.slots, cfg.clients);
   try {
-    // warm up: JIT, first allocations
-    await Promise.all(Array.from({ length: 4 }, (_, i) => streamOnce(url, 1000 + i, 0, 8)));
+    // warm up under the same load (JIT, heap and WASM memory high-water marks), so the
+    // RSS growth measured next is the steady state, where a leak would show
+    const warmEnd = performance.now() + cfg.warmupS * 1000;
+    await Promise.all(Array.from({ length: cfg.clients }, async (_, i) => {
+      for (let n = 0; n === 0 || performance.now() < warmEnd; n++) {
+        await streamOnce(url, 1000 + i, n, cfg.maxTokens).catch(() => {});
+      }
+    }));
     const rssStart = await rss(url);
     let rssPeak = rssStart;
-    const sampler = setInterval(() => rss(url).then((r) => (rssPeak = Math.max(rssPeak, r)), () => {}), 1000);
+    let rssMid = NaN;
+    const sampler = setInterval(
+      () => rss(url).then((r) => (rssPeak = Math.max(rssPeak, r)), () => {}),
+      1000,
+    );
+    const mid = setTimeout(() => rss(url).then((r) => (rssMid = r), () => {}), cfg.durationS * 500);
     const ttfts: number[] = [];
     let tokens = 0, requests = 0, errors = 0, rejected = 0;
     const t0 = performance.now();
@@ -157,6 +181,7 @@ async function run(cfg: Config): Promise<Row> {
     await Promise.all(Array.from({ length: cfg.clients }, (_, i) => client(i)));
     const wallS = (performance.now() - t0) / 1000;
     clearInterval(sampler);
+    clearTimeout(mid);
     const rssEnd = await rss(url);
     ttfts.sort((a, b) => a - b);
     return {
@@ -170,6 +195,7 @@ async function run(cfg: Config): Promise<Row> {
       tokPerS: tokens / wallS,
       rssStart,
       rssEnd,
+      rssMid,
       rssPeak: Math.max(rssPeak, rssEnd),
       wallS,
     };
@@ -184,18 +210,29 @@ function table(rows: Row[], cfg: Omit<Config, "slots">): string {
   const base = rows[0];
   const lines = [
     `Load: ${cfg.clients} concurrent streaming clients (completions and chat alternating), ` +
-    `${cfg.durationS} s, max_tokens ${cfg.maxTokens}, ignore_eos, default model, loopback; ` +
+    `${cfg.durationS} s after ${cfg.warmupS} s of warm-up, max_tokens ${cfg.maxTokens}, ignore_eos, default model, loopback; ` +
     `Deno ${Deno.version.deno}, ${navigator.hardwareConcurrency} CPUs.`,
     "",
-    "| slots | requests | errors (429) | TTFT p50 ms | TTFT p99 ms | tok/s | tok/s vs first row | RSS start MiB | RSS end MiB | RSS growth MiB | RSS peak MiB |",
-    "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    "| slots | requests | errors (429) | TTFT p50 ms | TTFT p99 ms | tok/s | tok/s vs first row " +
+    "| RSS start MiB | RSS end MiB | RSS growth MiB | growth in 2nd half MiB | RSS peak MiB |",
+    "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
   ];
   for (const r of rows) {
-    lines.push(
-      `| ${r.slots} | ${r.requests} | ${r.errors} (${r.rejected}) | ${r.ttftP50.toFixed(1)} | ${r.ttftP99.toFixed(1)} | ` +
-        `${r.tokPerS.toFixed(1)} | ${(r.tokPerS / base.tokPerS).toFixed(2)}× | ${mib(r.rssStart)} | ${mib(r.rssEnd)} | ` +
-        `${mib(r.rssEnd - r.rssStart)} | ${mib(r.rssPeak)} |`,
-    );
+    const cells = [
+      r.slots,
+      r.requests,
+      `${r.errors} (${r.rejected})`,
+      r.ttftP50.toFixed(1),
+      r.ttftP99.toFixed(1),
+      r.tokPerS.toFixed(1),
+      `${(r.tokPerS / base.tokPerS).toFixed(2)}×`,
+      mib(r.rssStart),
+      mib(r.rssEnd),
+      mib(r.rssEnd - r.rssStart),
+      mib(r.rssEnd - r.rssMid),
+      mib(r.rssPeak),
+    ];
+    lines.push(`| ${cells.join(" | ")} |`);
   }
   return lines.join("\n");
 }
@@ -206,6 +243,7 @@ if (import.meta.main) {
     options: {
       clients: { type: "string", default: "64" },
       duration: { type: "string", default: "20" },
+      warmup: { type: "string", default: "10" },
       "max-tokens": { type: "string", default: "32" },
       slots: { type: "string", default: "4,64" },
     },
@@ -213,6 +251,7 @@ if (import.meta.main) {
   const common = {
     clients: Number(values.clients),
     durationS: Number(values.duration),
+    warmupS: Number(values.warmup),
     maxTokens: Number(values["max-tokens"]),
   };
   const rows: Row[] = [];

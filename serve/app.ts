@@ -64,7 +64,10 @@ const DASHBOARD_CSP =
  */
 export function createApp(runtime: ModelRuntime, options: AppOptions = {}): Hono {
   const maxCtx = runtime.nCtx - 1;
-  const body = { maxBytes: options.maxBodyBytes ?? 1 << 20, timeoutMs: options.bodyTimeoutMs ?? 10_000 };
+  const body = {
+    maxBytes: options.maxBodyBytes ?? 1 << 20,
+    timeoutMs: options.bodyTimeoutMs ?? 10_000,
+  };
   const deps: GenerationDeps = {
     runtime,
     template: options.chatTemplate ?? chatTemplateFor(runtime.model),
@@ -81,10 +84,19 @@ export function createApp(runtime: ModelRuntime, options: AppOptions = {}): Hono
 
   app.use("*", async function countRequests(c, next) {
     await next();
-    requests.add(ROUTES.has(c.req.path) ? c.req.path : c.req.path.startsWith("/v1/models/") ? "/v1/models/:id" : "other", c.res.status);
+    requests.add(
+      ROUTES.has(c.req.path)
+        ? c.req.path
+        : c.req.path.startsWith("/v1/models/")
+        ? "/v1/models/:id"
+        : "other",
+      c.res.status,
+    );
   });
   app.onError((err) => errorResponse(err));
-  app.notFound((c) => errorResponse(new ServeError("not_found", `No route for ${c.req.method} ${c.req.path}`)));
+  app.notFound((c) =>
+    errorResponse(new ServeError("not_found", `No route for ${c.req.method} ${c.req.path}`))
+  );
 
   if (options.apiKey) {
     const auth = bearerAuth(options.apiKey);
@@ -120,7 +132,9 @@ export function createApp(runtime: ModelRuntime, options: AppOptions = {}): Hono
   app.get("/v1/models", (c) => c.json({ object: "list", data: [modelCard()] }));
   app.get("/v1/models/:id", (c) => {
     if (c.req.param("id") !== runtime.name) {
-      throw new ServeError("model_not_found", `The model '${c.req.param("id")}' does not exist`, { param: "model" });
+      throw new ServeError("model_not_found", `The model '${c.req.param("id")}' does not exist`, {
+        param: "model",
+      });
     }
     return c.json(modelCard());
   });
@@ -134,7 +148,10 @@ export function createApp(runtime: ModelRuntime, options: AppOptions = {}): Hono
   for (const path of ["/v1/completions", "/v1/chat/completions"]) {
     app.all(path, (c) => {
       c.header("allow", "POST");
-      throw new ServeError("method_not_allowed", `${c.req.method} is not allowed on ${path}; use POST`);
+      throw new ServeError(
+        "method_not_allowed",
+        `${c.req.method} is not allowed on ${path}; use POST`,
+      );
     });
   }
   return app;

@@ -21,20 +21,31 @@ export interface BodyLimits {
 export async function readJsonBody(req: Request, limits: BodyLimits): Promise<unknown> {
   const type = req.headers.get("content-type");
   if (type !== null && !/^application\/(.+\+)?json\s*(;|$)/i.test(type.trim())) {
-    throw new ServeError("unsupported_media_type", `Content-Type must be application/json: received '${type}'`);
+    throw new ServeError(
+      "unsupported_media_type",
+      `Content-Type must be application/json: received '${type}'`,
+    );
   }
   const declared = req.headers.get("content-length");
   if (declared !== null && Number(declared) > limits.maxBytes) {
     throw tooLarge(limits.maxBytes, Number(declared));
   }
-  if (!req.body) throw new ServeError("invalid_json", "The request body is empty; expected a JSON object");
+  if (!req.body) {
+    throw new ServeError("invalid_json", "The request body is empty; expected a JSON object");
+  }
   const reader = req.body.getReader();
   const chunks: Uint8Array[] = [];
   let size = 0;
   let timer: ReturnType<typeof setTimeout> | undefined;
   const timeout = new Promise<never>((_, reject) => {
     timer = setTimeout(
-      () => reject(new ServeError("request_timeout", `The request body did not arrive within ${limits.timeoutMs} ms`)),
+      () =>
+        reject(
+          new ServeError(
+            "request_timeout",
+            `The request body did not arrive within ${limits.timeoutMs} ms`,
+          ),
+        ),
       limits.timeoutMs,
     );
   });
@@ -64,15 +75,23 @@ export async function readJsonBody(req: Request, limits: BodyLimits): Promise<un
   } catch {
     throw new ServeError("invalid_json", "The request body is not valid UTF-8");
   }
-  if (text.trim() === "") throw new ServeError("invalid_json", "The request body is empty; expected a JSON object");
+  if (text.trim() === "") {
+    throw new ServeError("invalid_json", "The request body is empty; expected a JSON object");
+  }
   try {
     return JSON.parse(text);
   } catch (e) {
-    throw new ServeError("invalid_json", `The request body is not valid JSON: ${(e as Error).message}`);
+    throw new ServeError(
+      "invalid_json",
+      `The request body is not valid JSON: ${(e as Error).message}`,
+    );
   }
 }
 
 function tooLarge(max: number, got: number | null): ServeError {
   const tail = got === null ? "" : `: received ${got} bytes`;
-  return new ServeError("body_too_large", `The request body exceeds the limit of ${max} bytes${tail}`);
+  return new ServeError(
+    "body_too_large",
+    `The request body exceeds the limit of ${max} bytes${tail}`,
+  );
 }

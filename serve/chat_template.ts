@@ -60,7 +60,11 @@ export class ChatTemplate {
    * @param source `tokenizer.chat_template`, or null
    * @param special BOS/EOS token texts and whether the tokenizer adds BOS
    */
-  constructor(arch: string, source: string | null, special: { bos: string; eos: string; addBos: boolean }) {
+  constructor(
+    arch: string,
+    source: string | null,
+    special: { bos: string; eos: string; addBos: boolean },
+  ) {
     this.#fallback = CHATML_ARCHS.includes(arch) ? "chatml" : "inst";
     this.#bos = special.bos;
     this.#eos = special.eos;
@@ -95,9 +99,13 @@ export class ChatTemplate {
         text = this.#renderGguf(this.#template, messages, true);
       } catch (e) {
         if (e instanceof ChatTemplateError && e.code === "template_raise") {
-          throw new ServeError("invalid_request", `The model's chat template refused the conversation: ${e.message}`, {
-            param: "messages",
-          });
+          throw new ServeError(
+            "invalid_request",
+            `The model's chat template refused the conversation: ${e.message}`,
+            {
+              param: "messages",
+            },
+          );
         }
         if (e instanceof ChatTemplateError && e.code === "template_limit") {
           throw new ServeError("invalid_request", e.message, { param: "messages" });
@@ -152,5 +160,9 @@ export function chatTemplateFor(model: Model): ChatTemplate {
   const source = v && typeof v.value === "string" ? v.value : null;
   const tok = model.tokenizer;
   const text = (id: number | null): string => (id === null ? "" : tok.tokenText(id));
-  return new ChatTemplate(model.arch, source, { bos: text(tok.bosId), eos: text(tok.eosId), addBos: tok.addBos });
+  return new ChatTemplate(model.arch, source, {
+    bos: text(tok.bosId),
+    eos: text(tok.eosId),
+    addBos: tok.addBos,
+  });
 }

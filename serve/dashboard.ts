@@ -126,6 +126,11 @@ const PAGE = `<!doctype html>
         // colour by share of the layer's busiest expert, so every row uses the full scale
         ctx.fillStyle = v > 0 ? stops(v / max) : "#1d2130";
         ctx.fillRect(left + e * cellW, r * cellH, Math.max(1, cellW - 1), cellH - 1);
+        if (v > 0 && cellW >= 44 && cellH >= 14) {
+          // share of this layer's routed slots, in the cell
+          ctx.fillStyle = v / max > 0.6 ? "#10131a" : "#e6e6e6";
+          ctx.fillText((100 * v / sum).toFixed(1) + "%", left + e * cellW + 4, r * cellH + cellH / 2);
+        }
       }
     });
     ctx.fillStyle = "#8b93a1";

@@ -110,7 +110,9 @@ export function toHttpError(e: unknown): HttpErrorInfo {
   const headers: Record<string, string> = {};
   if (e instanceof ServeError) {
     const [status, type] = SERVE_STATUS[e.code as ServeErrorCode] ?? [500, "server_error"];
-    if (e.retryAfter !== null) headers["retry-after"] = String(Math.max(1, Math.ceil(e.retryAfter)));
+    if (e.retryAfter !== null) {
+      headers["retry-after"] = String(Math.max(1, Math.ceil(e.retryAfter)));
+    }
     if (status === 401) headers["www-authenticate"] = 'Bearer realm="moe-edge"';
     return { status, headers, body: wire(e.message, type, e.param, e.code) };
   }
@@ -119,7 +121,11 @@ export function toHttpError(e: unknown): HttpErrorInfo {
     return { status: 400, headers, body: wire(e.message, "invalid_request_error", param, e.code) };
   }
   if (e instanceof MoeEdgeError) {
-    return { status: 500, headers, body: wire(`${e.name}: ${e.message}`, "server_error", null, e.code) };
+    return {
+      status: 500,
+      headers,
+      body: wire(`${e.name}: ${e.message}`, "server_error", null, e.code),
+    };
   }
   if (isAbortError(e)) {
     return {
@@ -140,6 +146,11 @@ export function errorResponse(e: unknown): Response {
   });
 }
 
-function wire(message: string, type: string, param: string | null, code: string | null): OpenAIErrorBody {
+function wire(
+  message: string,
+  type: string,
+  param: string | null,
+  code: string | null,
+): OpenAIErrorBody {
   return { error: { message, type, param, code } };
 }

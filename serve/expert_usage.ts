@@ -63,7 +63,7 @@ export class ExpertUsage {
       }
       if (layer === first) this.#routed++;
       const row = this.#usage[layer];
-      if (row) for (const e of route.experts) if (e >= 0 && e < row.length) row[e]++;
+      if (row) { for (const e of route.experts) if (e >= 0 && e < row.length) row[e]++; }
     };
     model.transformer.moe.forEach((m, l) => {
       if (!m) return;

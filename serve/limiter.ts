@@ -35,10 +35,14 @@ export class Limiter {
   /** @param maxActive concurrent holders (≥ 1); @param maxQueue waiters (≥ 0) */
   constructor(maxActive: number, maxQueue: number) {
     if (!Number.isInteger(maxActive) || maxActive < 1) {
-      throw new RangeError(`Cannot create limiter: maxActive must be an integer ≥ 1: received ${maxActive}`);
+      throw new RangeError(
+        `Cannot create limiter: maxActive must be an integer ≥ 1: received ${maxActive}`,
+      );
     }
     if (!Number.isInteger(maxQueue) || maxQueue < 0) {
-      throw new RangeError(`Cannot create limiter: maxQueue must be an integer ≥ 0: received ${maxQueue}`);
+      throw new RangeError(
+        `Cannot create limiter: maxQueue must be an integer ≥ 0: received ${maxQueue}`,
+      );
     }
     this.maxActive = maxActive;
     this.maxQueue = maxQueue;
@@ -67,7 +71,9 @@ export class Limiter {
     }
     if (this.#waiters.length >= this.maxQueue) {
       return Promise.reject(
-        new QueueFullError(`all ${this.maxActive} generation slots and ${this.maxQueue} queue places are taken`),
+        new QueueFullError(
+          `all ${this.maxActive} generation slots and ${this.maxQueue} queue places are taken`,
+        ),
       );
     }
     return new Promise<Release>((resolve, reject) => {

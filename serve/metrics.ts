@@ -77,7 +77,8 @@ export function moeStats(runtime: ModelRuntime, requests: RequestCounter): MoeSt
   };
 }
 
-const esc = (s: string): string => s.replace(/\\/g, "\\\\").replace(/\n/g, "\\n").replace(/"/g, '\\"');
+const esc = (s: string): string =>
+  s.replace(/\\/g, "\\\\").replace(/\n/g, "\\n").replace(/"/g, '\\"');
 
 class Writer {
   readonly lines: string[] = [];
@@ -86,10 +87,22 @@ class Writer {
   }
   sample(name: string, value: number, labels: Record<string, string | number> = {}): void {
     const ls = Object.entries(labels).map(([k, v]) => `${k}="${esc(String(v))}"`).join(",");
-    const v = Number.isFinite(value) ? String(value) : value > 0 ? "+Inf" : value < 0 ? "-Inf" : "NaN";
+    const v = Number.isFinite(value)
+      ? String(value)
+      : value > 0
+      ? "+Inf"
+      : value < 0
+      ? "-Inf"
+      : "NaN";
     this.lines.push(`${name}${ls ? `{${ls}}` : ""} ${v}`);
   }
-  one(name: string, type: "counter" | "gauge", help: string, value: number, labels: Record<string, string | number> = {}): void {
+  one(
+    name: string,
+    type: "counter" | "gauge",
+    help: string,
+    value: number,
+    labels: Record<string, string | number> = {},
+  ): void {
     this.family(name, type, help);
     this.sample(name, value, labels);
   }
@@ -103,45 +116,148 @@ export function renderPrometheus(runtime: ModelRuntime, requests: RequestCounter
   const model = { model: runtime.name };
 
   w.family("moe_edge_requests_total", "counter", "HTTP requests answered, by route and status.");
-  for (const [route, status, n] of requests.rows()) w.sample("moe_edge_requests_total", n, { route, status });
-  w.one("moe_edge_prompt_tokens_total", "counter", "Prompt tokens evaluated.", s.promptTokens, model);
-  w.one("moe_edge_completion_tokens_total", "counter", "Tokens generated.", s.completionTokens, model);
-  w.one("moe_edge_tokens_per_second", "gauge", "Tokens generated per second over the last 10 s.", s.tokensPerSecond, model);
+  for (const [route, status, n] of requests.rows()) {
+    w.sample("moe_edge_requests_total", n, { route, status });
+  }
+  w.one(
+    "moe_edge_prompt_tokens_total",
+    "counter",
+    "Prompt tokens evaluated.",
+    s.promptTokens,
+    model,
+  );
+  w.one(
+    "moe_edge_completion_tokens_total",
+    "counter",
+    "Tokens generated.",
+    s.completionTokens,
+    model,
+  );
+  w.one(
+    "moe_edge_tokens_per_second",
+    "gauge",
+    "Tokens generated per second over the last 10 s.",
+    s.tokensPerSecond,
+    model,
+  );
   w.family("moe_edge_generations_total", "counter", "Generations finished, by outcome.");
-  for (const [outcome, n] of Object.entries(s.generations)) w.sample("moe_edge_generations_total", n, { ...model, outcome });
-  w.one("moe_edge_queue_rejections_total", "counter", "Requests refused with 429 because the queue was full.", s.rejected, model);
-  w.one("moe_edge_queue_depth", "gauge", "Requests waiting for a generation slot.", runtime.queued, model);
-  w.one("moe_edge_queue_capacity", "gauge", "Most requests that may wait for a slot.", runtime.maxQueue, model);
-  w.one("moe_edge_active_generations", "gauge", "Generations holding a slot.", runtime.active, model);
+  for (const [outcome, n] of Object.entries(s.generations)) {
+    w.sample("moe_edge_generations_total", n, { ...model, outcome });
+  }
+  w.one(
+    "moe_edge_queue_rejections_total",
+    "counter",
+    "Requests refused with 429 because the queue was full.",
+    s.rejected,
+    model,
+  );
+  w.one(
+    "moe_edge_queue_depth",
+    "gauge",
+    "Requests waiting for a generation slot.",
+    runtime.queued,
+    model,
+  );
+  w.one(
+    "moe_edge_queue_capacity",
+    "gauge",
+    "Most requests that may wait for a slot.",
+    runtime.maxQueue,
+    model,
+  );
+  w.one(
+    "moe_edge_active_generations",
+    "gauge",
+    "Generations holding a slot.",
+    runtime.active,
+    model,
+  );
   w.one("moe_edge_generation_slots", "gauge", "Generation slots.", runtime.maxConcurrent, model);
 
-  w.family("moe_edge_time_to_first_token_seconds", "histogram", "Seconds from admission to the first generated token.");
-  TTFT_BUCKETS.forEach((le, i) => w.sample("moe_edge_time_to_first_token_seconds_bucket", s.ttft.buckets[i], { ...model, le }));
+  w.family(
+    "moe_edge_time_to_first_token_seconds",
+    "histogram",
+    "Seconds from admission to the first generated token.",
+  );
+  TTFT_BUCKETS.forEach((le, i) =>
+    w.sample("moe_edge_time_to_first_token_seconds_bucket", s.ttft.buckets[i], { ...model, le })
+  );
   w.sample("moe_edge_time_to_first_token_seconds_bucket", s.ttft.count, { ...model, le: "+Inf" });
   w.sample("moe_edge_time_to_first_token_seconds_sum", s.ttft.sum, model);
   w.sample("moe_edge_time_to_first_token_seconds_count", s.ttft.count, model);
 
-  w.family("moe_edge_expert_hits_total", "counter", "Expert-store lookups that found the expert resident, by layer.");
-  for (const l of ex.moeLayers) w.sample("moe_edge_expert_hits_total", ex.hits[l], { ...model, layer: l });
-  w.family("moe_edge_expert_misses_total", "counter", "Expert-store lookups that had to load the expert, by layer.");
-  for (const l of ex.moeLayers) w.sample("moe_edge_expert_misses_total", ex.misses[l], { ...model, layer: l });
-  w.family("moe_edge_expert_usage_total", "counter", "Tokens routed to each expert, by layer and expert.");
+  w.family(
+    "moe_edge_expert_hits_total",
+    "counter",
+    "Expert-store lookups that found the expert resident, by layer.",
+  );
   for (const l of ex.moeLayers) {
-    ex.usage[l].forEach((n, e) => w.sample("moe_edge_expert_usage_total", n, { ...model, layer: l, expert: e }));
+    w.sample("moe_edge_expert_hits_total", ex.hits[l], { ...model, layer: l });
   }
-  w.one("moe_edge_routed_tokens_total", "counter", "Tokens routed through the MoE layers.", ex.routedTokens, model);
-  w.one("moe_edge_expert_evictions_total", "counter", "Experts evicted by the store.", ex.store.evictions, model);
-  w.one("moe_edge_expert_bytes_fetched_total", "counter", "Bytes the store read for experts.", ex.store.bytesFetched, model);
-  w.one("moe_edge_expert_stall_seconds_total", "counter", "Seconds compute waited on expert loads.", ex.store.stallMs / 1000, model);
-  const rss = residentBytes();
-  if (rss !== null) w.one("process_resident_memory_bytes", "gauge", "Resident memory of the process.", rss);
+  w.family(
+    "moe_edge_expert_misses_total",
+    "counter",
+    "Expert-store lookups that had to load the expert, by layer.",
+  );
+  for (const l of ex.moeLayers) {
+    w.sample("moe_edge_expert_misses_total", ex.misses[l], { ...model, layer: l });
+  }
+  w.family(
+    "moe_edge_expert_usage_total",
+    "counter",
+    "Tokens routed to each expert, by layer and expert.",
+  );
+  for (const l of ex.moeLayers) {
+    ex.usage[l].forEach((n, e) =>
+      w.sample("moe_edge_expert_usage_total", n, { ...model, layer: l, expert: e })
+    );
+  }
+  w.one(
+    "moe_edge_routed_tokens_total",
+    "counter",
+    "Tokens routed through the MoE layers.",
+    ex.routedTokens,
+    model,
+  );
+  w.one(
+    "moe_edge_expert_evictions_total",
+    "counter",
+    "Experts evicted by the store.",
+    ex.store.evictions,
+    model,
+  );
+  w.one(
+    "moe_edge_expert_bytes_fetched_total",
+    "counter",
+    "Bytes the store read for experts.",
+    ex.store.bytesFetched,
+    model,
+  );
+  w.one(
+    "moe_edge_expert_stall_seconds_total",
+    "counter",
+    "Seconds compute waited on expert loads.",
+    ex.store.stallMs / 1000,
+    model,
+  );
+  const mem = memory();
+  if (mem !== null) {
+    w.one("process_resident_memory_bytes", "gauge", "Resident memory of the process.", mem.rss);
+    w.one("moe_edge_js_heap_used_bytes", "gauge", "JavaScript heap in use.", mem.heapUsed);
+    w.one(
+      "moe_edge_external_memory_bytes",
+      "gauge",
+      "Memory outside the JS heap (buffers, WASM).",
+      mem.external,
+    );
+  }
   return w.lines.join("\n") + "\n";
 }
 
-function residentBytes(): number | null {
+function memory(): Deno.MemoryUsage | null {
   try {
-    return Deno.memoryUsage().rss;
+    return Deno.memoryUsage();
   } catch {
-    return null;
+    return null; // not every deployment target reports memory
   }
 }

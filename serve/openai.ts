@@ -64,8 +64,16 @@ interface Shape {
 const COMPLETION: Shape = {
   prefix: "cmpl-",
   first: () => null,
-  chunk: (h, text) => ({ ...h, object: "text_completion", choices: [{ text, index: 0, logprobs: null, finish_reason: null }] }),
-  last: (h, finish) => ({ ...h, object: "text_completion", choices: [{ text: "", index: 0, logprobs: null, finish_reason: finish }] }),
+  chunk: (h, text) => ({
+    ...h,
+    object: "text_completion",
+    choices: [{ text, index: 0, logprobs: null, finish_reason: null }],
+  }),
+  last: (h, finish) => ({
+    ...h,
+    object: "text_completion",
+    choices: [{ text: "", index: 0, logprobs: null, finish_reason: finish }],
+  }),
   usage: (h, usage) => ({ ...h, object: "text_completion", choices: [], usage }),
   full: (h, text, finish, usage) => ({
     ...h,
@@ -90,16 +98,23 @@ const CHAT: Shape = {
   full: (h, text, finish, usage) => ({
     ...h,
     object: "chat.completion",
-    choices: [{ index: 0, message: { role: "assistant", content: text, refusal: null }, logprobs: null, finish_reason: finish }],
+    choices: [{
+      index: 0,
+      message: { role: "assistant", content: text, refusal: null },
+      logprobs: null,
+      finish_reason: finish,
+    }],
     usage,
   }),
 };
 
 function checkModel(deps: GenerationDeps, model: string | null): void {
   if (model !== null && model !== deps.runtime.name) {
-    throw new ServeError("model_not_found", `The model '${model}' does not exist; this server serves '${deps.runtime.name}'`, {
-      param: "model",
-    });
+    throw new ServeError(
+      "model_not_found",
+      `The model '${model}' does not exist; this server serves '${deps.runtime.name}'`,
+      { param: "model" },
+    );
   }
 }
 
@@ -112,10 +127,25 @@ export async function completions(c: Context, deps: GenerationDeps): Promise<Res
   else {
     const nVocab = deps.runtime.model.hp.nVocab;
     const i = p.prompt.findIndex((t) => t < 0 || t >= nVocab);
-    if (i >= 0) throw new ServeError("invalid_request", `Token ${p.prompt[i]} at prompt[${i}] is outside the vocabulary of ${nVocab}`, { param: "prompt" });
+    if (i >= 0) {
+      throw new ServeError(
+        "invalid_request",
+        `Token ${p.prompt[i]} at prompt[${i}] is outside the vocabulary of ${nVocab}`,
+        { param: "prompt" },
+      );
+    }
     ids = p.prompt;
   }
-  return await serveGeneration(c, deps, p, ids, [], COMPLETION, "prompt", deps.limits.defaultCompletionTokens);
+  return await serveGeneration(
+    c,
+    deps,
+    p,
+    ids,
+    [],
+    COMPLETION,
+    "prompt",
+    deps.limits.defaultCompletionTokens,
+  );
 }
 
 /** Handler of `POST /v1/chat/completions`. */
@@ -124,7 +154,16 @@ export async function chatCompletions(c: Context, deps: GenerationDeps): Promise
   checkModel(deps, p.model);
   const rendered = deps.template.render(p.messages);
   const ids = deps.runtime.encode(rendered.text, rendered.addBos);
-  return await serveGeneration(c, deps, p, ids, [...deps.template.stop], CHAT, "messages", Infinity);
+  return await serveGeneration(
+    c,
+    deps,
+    p,
+    ids,
+    [...deps.template.stop],
+    CHAT,
+    "messages",
+    Infinity,
+  );
 }
 
 async function serveGeneration(
@@ -138,17 +177,23 @@ async function serveGeneration(
   defaultTokens: number,
 ): Promise<Response> {
   const { runtime, limits } = deps;
-  if (ids.length === 0) throw new ServeError("invalid_request", "The prompt has no tokens", { param: promptParam });
+  if (ids.length === 0) {
+    throw new ServeError("invalid_request", "The prompt has no tokens", { param: promptParam });
+  }
   if (ids.length > limits.maxPromptTokens) {
-    throw new ServeError("prompt_too_long", `The prompt has ${ids.length} tokens; the limit is ${limits.maxPromptTokens}`, {
-      param: promptParam,
-    });
+    throw new ServeError(
+      "prompt_too_long",
+      `The prompt has ${ids.length} tokens; the limit is ${limits.maxPromptTokens}`,
+      { param: promptParam },
+    );
   }
   const room = runtime.nCtx - ids.length;
   if (p.maxTokens !== null && p.maxTokens > limits.maxTokensCap) {
-    throw new ServeError("max_tokens_too_large", `max_tokens is ${p.maxTokens}; the limit is ${limits.maxTokensCap}`, {
-      param: "max_tokens",
-    });
+    throw new ServeError(
+      "max_tokens_too_large",
+      `max_tokens is ${p.maxTokens}; the limit is ${limits.maxTokensCap}`,
+      { param: "max_tokens" },
+    );
   }
   const maxTokens = p.maxTokens ?? Math.min(defaultTokens, limits.maxTokensCap, room);
   if (room < 1 || maxTokens > room) {
@@ -161,8 +206,12 @@ async function serveGeneration(
   const timer = abortScope(c.req.raw.signal, limits.requestTimeoutMs);
   const signal = timer.signal;
   const timeoutError = (): ServeError =>
-    new ServeError("generation_timeout", `The generation did not finish within ${limits.requestTimeoutMs} ms`);
-  const clientClosed = (): ServeError => new ServeError("client_closed", "The client closed the request");
+    new ServeError(
+      "generation_timeout",
+      `The generation did not finish within ${limits.requestTimeoutMs} ms`,
+    );
+  const clientClosed = (): ServeError =>
+    new ServeError("client_closed", "The client closed the request");
   const abortError = (): ServeError => (timer.timedOut() ? timeoutError() : clientClosed());
   let gen;
   try {
@@ -234,7 +283,9 @@ async function serveGeneration(
       if (p.includeUsage) yield shape.usage(head, usage(result));
       yield DONE;
     } catch (e) {
-      if (!signal.aborted || timer.timedOut()) yield toHttpError(signal.aborted ? abortError() : e).body;
+      if (!signal.aborted || timer.timedOut()) {
+        yield toHttpError(signal.aborted ? abortError() : e).body;
+      }
     } finally {
       timer.clear();
       await g.close();
@@ -276,7 +327,8 @@ function abortScope(request: AbortSignal, ms: number): AbortScope {
   return {
     signal: ctl.signal,
     timedOut: () => timedOut,
-    abort: (reason) => ctl.abort(reason ?? new DOMException("The client disconnected", "AbortError")),
+    abort: (reason) =>
+      ctl.abort(reason ?? new DOMException("The client disconnected", "AbortError")),
     clear: () => {
       clearTimeout(id);
       request.removeEventListener("abort", onGone);

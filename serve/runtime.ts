@@ -8,6 +8,7 @@
  * @module
  */
 
+import { setImmediate } from "node:timers";
 import { generate, type GenerateResult, type GenerateStep } from "../core/generate/generate.ts";
 import type { Model } from "../core/model/model.ts";
 import { ServeError } from "./errors.ts";
@@ -79,7 +80,9 @@ export class ModelRuntime {
     this.created = Math.floor(Date.now() / 1000);
     this.nCtx = opts.nCtx ?? Math.min(model.hp.nCtxTrain, 2048);
     if (!Number.isInteger(this.nCtx) || this.nCtx < 2) {
-      throw new RangeError(`Cannot create runtime: nCtx must be an integer ≥ 2: received ${opts.nCtx}`);
+      throw new RangeError(
+        `Cannot create runtime: nCtx must be an integer ≥ 2: received ${opts.nCtx}`,
+      );
     }
     this.#limiter = new Limiter(opts.maxConcurrent ?? 4, opts.maxQueue ?? 64);
     this.experts = new ExpertUsage(model);
@@ -118,8 +121,13 @@ export class ModelRuntime {
     } catch (e) {
       if (!(e instanceof QueueFullError)) throw e;
       this.stats.reject();
-      const retryAfter = Math.max(1, (this.stats.meanGenerationS * (this.queued + 1)) / this.maxConcurrent);
-      throw new ServeError("queue_full", `Cannot start generation: ${e.message}; retry later`, { retryAfter });
+      const retryAfter = Math.max(
+        1,
+        (this.stats.meanGenerationS * (this.queued + 1)) / this.maxConcurrent,
+      );
+      throw new ServeError("queue_full", `Cannot start generation: ${e.message}; retry later`, {
+        retryAfter,
+      });
     }
     const inner = generate(this.model, req.prompt, {
       maxTokens: req.maxTokens,
@@ -170,6 +178,9 @@ export class ModelRuntime {
     let counted = 0;
     try {
       for (;;) {
+        // Backend ops are synchronous, so without this a generation would run as one
+        // microtask chain and no socket write (or new request) would happen until it ends.
+        await yieldToEventLoop();
         // an abort before the first step skips the prefill altogether
         if (counted === 0) signal?.throwIfAborted();
         const r = await this.#step.run(async () => {
@@ -209,6 +220,11 @@ export class ModelRuntime {
   close(): void {
     this.experts.detach();
   }
+}
+
+/** Resolve after pending I/O has been polled (a macrotask, without timer clamping). */
+function yieldToEventLoop(): Promise<void> {
+  return new Promise((resolve) => setImmediate(resolve));
 }
 
 function abortOutcome(signal: AbortSignal | undefined): GenerationOutcome {

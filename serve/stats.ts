@@ -9,7 +9,19 @@
 export type GenerationOutcome = "stop" | "length" | "abort" | "timeout" | "error";
 
 /** Upper bounds (seconds) of the time-to-first-token histogram buckets. */
-export const TTFT_BUCKETS: readonly number[] = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];
+export const TTFT_BUCKETS: readonly number[] = [
+  0.01,
+  0.025,
+  0.05,
+  0.1,
+  0.25,
+  0.5,
+  1,
+  2.5,
+  5,
+  10,
+  30,
+];
 
 const WINDOW_S = 10;
 
@@ -36,7 +48,13 @@ export class RuntimeStats {
   #prompt = 0;
   #completion = 0;
   #rejected = 0;
-  readonly #outcomes: Record<GenerationOutcome, number> = { stop: 0, length: 0, abort: 0, timeout: 0, error: 0 };
+  readonly #outcomes: Record<GenerationOutcome, number> = {
+    stop: 0,
+    length: 0,
+    abort: 0,
+    timeout: 0,
+    error: 0,
+  };
   readonly #ttftBuckets = new Float64Array(TTFT_BUCKETS.length);
   #ttftCount = 0;
   #ttftSum = 0;
@@ -74,7 +92,9 @@ export class RuntimeStats {
   observeTtft(seconds: number): void {
     this.#ttftCount++;
     this.#ttftSum += seconds;
-    for (let b = 0; b < TTFT_BUCKETS.length; b++) if (seconds <= TTFT_BUCKETS[b]) this.#ttftBuckets[b]++;
+    for (let b = 0; b < TTFT_BUCKETS.length; b++) {
+      if (seconds <= TTFT_BUCKETS[b]) this.#ttftBuckets[b]++;
+    }
   }
 
   /** A generation ended after `seconds`. */

@@ -60,10 +60,18 @@ function present(body: Record<string, unknown>, key: string): boolean {
   return body[key] !== undefined && body[key] !== null;
 }
 
-function num(body: Record<string, unknown>, key: string, lo: number, hi: number, def: number): number {
+function num(
+  body: Record<string, unknown>,
+  key: string,
+  lo: number,
+  hi: number,
+  def: number,
+): number {
   if (!present(body, key)) return def;
   const v = body[key];
-  if (typeof v !== "number" || !Number.isFinite(v)) bad(key, `'${key}' must be a number: received ${typeName(v)}`);
+  if (typeof v !== "number" || !Number.isFinite(v)) {
+    bad(key, `'${key}' must be a number: received ${typeName(v)}`);
+  }
   if (v < lo || v > hi) bad(key, `'${key}' must be between ${lo} and ${hi}: received ${v}`);
   return v;
 }
@@ -71,19 +79,29 @@ function num(body: Record<string, unknown>, key: string, lo: number, hi: number,
 function int(body: Record<string, unknown>, key: string, lo: number, hi: number): number | null {
   if (!present(body, key)) return null;
   const v = body[key];
-  if (typeof v !== "number" || !Number.isInteger(v)) bad(key, `'${key}' must be an integer: received ${JSON.stringify(v)}`);
+  if (typeof v !== "number" || !Number.isInteger(v)) {
+    bad(key, `'${key}' must be an integer: received ${JSON.stringify(v)}`);
+  }
   if (v < lo || v > hi) bad(key, `'${key}' must be between ${lo} and ${hi}: received ${v}`);
   return v;
 }
 
-function only(body: Record<string, unknown>, key: string, ok: (v: unknown) => boolean, why: string): void {
+function only(
+  body: Record<string, unknown>,
+  key: string,
+  ok: (v: unknown) => boolean,
+  why: string,
+): void {
   if (present(body, key) && !ok(body[key])) bad(key, `'${key}' ${why}`);
 }
 
 /** The body must be a JSON object. */
 export function asObject(body: unknown): Record<string, unknown> {
   if (typeof body !== "object" || body === null || Array.isArray(body)) {
-    throw new ServeError("invalid_request", `The request body must be a JSON object: received ${typeName(body)}`);
+    throw new ServeError(
+      "invalid_request",
+      `The request body must be a JSON object: received ${typeName(body)}`,
+    );
   }
   return body as Record<string, unknown>;
 }
@@ -100,7 +118,9 @@ function common(body: Record<string, unknown>, maxTokensKeys: readonly string[])
     if (typeof s === "string") stop = [s];
     else if (Array.isArray(s) && s.every((x) => typeof x === "string")) stop = s as string[];
     else bad("stop", `'stop' must be a string or an array of strings: received ${typeName(s)}`);
-    if (stop.length > MAX_STOP) bad("stop", `'stop' allows at most ${MAX_STOP} sequences: received ${stop.length}`);
+    if (stop.length > MAX_STOP) {
+      bad("stop", `'stop' allows at most ${MAX_STOP} sequences: received ${stop.length}`);
+    }
     stop = stop.filter((x) => x.length > 0);
   }
   if (present(body, "stream") && typeof body.stream !== "boolean") {
@@ -130,7 +150,8 @@ function common(body: Record<string, unknown>, maxTokensKeys: readonly string[])
     maxTokens,
     stop,
     temperature: num(body, "temperature", 0, 2, 1),
-    topP: num(body, "top_p", 0, 1, 1),
+    // top_p 0 means "only the most likely token"; the sampler wants p > 0
+    topP: Math.max(num(body, "top_p", 0, 1, 1), Number.MIN_VALUE),
     seed: seed === null ? null : seed >>> 0,
     stream: body.stream === true,
     includeUsage,
@@ -147,14 +168,21 @@ export function parseCompletionRequest(raw: unknown): CompletionParams {
   only(body, "suffix", (v) => v === "", "is not supported");
   let prompt: string | number[];
   const pr = body.prompt;
-  const isIds = (v: unknown): v is number[] => Array.isArray(v) && v.length > 0 && v.every((x) => Number.isInteger(x));
+  const isIds = (v: unknown): v is number[] =>
+    Array.isArray(v) && v.length > 0 && v.every((x) => Number.isInteger(x));
   if (typeof pr === "string") prompt = pr;
   else if (isIds(pr)) prompt = pr;
-  else if (Array.isArray(pr) && pr.length === 1 && (typeof pr[0] === "string" || isIds(pr[0]))) prompt = pr[0];
-  else if (Array.isArray(pr) && pr.length > 1 && pr.every((x) => typeof x === "string" || isIds(x))) {
+  else if (Array.isArray(pr) && pr.length === 1 && (typeof pr[0] === "string" || isIds(pr[0]))) {
+    prompt = pr[0];
+  } else if (
+    Array.isArray(pr) && pr.length > 1 && pr.every((x) => typeof x === "string" || isIds(x))
+  ) {
     bad("prompt", `'prompt' holds ${pr.length} prompts; this server takes one per request`);
   } else if (pr === undefined || pr === null) bad("prompt", "'prompt' is required");
-  else bad("prompt", `'prompt' must be a string or an array of token ids: received ${typeName(pr)}`);
+  else {bad(
+      "prompt",
+      `'prompt' must be a string or an array of token ids: received ${typeName(pr)}`,
+    );}
   if (prompt === "") bad("prompt", "'prompt' must not be empty");
   return { ...p, prompt };
 }
@@ -163,13 +191,24 @@ function content(v: unknown, i: number): string {
   const param = `messages[${i}].content`;
   if (v === null || v === undefined) return "";
   if (typeof v === "string") return v;
-  if (!Array.isArray(v)) bad(param, `'${param}' must be a string or an array of content parts: received ${typeName(v)}`);
+  if (!Array.isArray(v)) {
+    bad(param, `'${param}' must be a string or an array of content parts: received ${typeName(v)}`);
+  }
   let s = "";
   v.forEach((part, j) => {
     const p = part as Record<string, unknown> | null;
-    if (typeof p !== "object" || p === null) bad(`${param}[${j}]`, `'${param}[${j}]' must be an object`);
-    if (p.type !== "text") bad(`${param}[${j}].type`, `content parts of type '${String(p.type)}' are not supported (text only)`);
-    if (typeof p.text !== "string") bad(`${param}[${j}].text`, `'${param}[${j}].text' must be a string`);
+    if (typeof p !== "object" || p === null) {
+      bad(`${param}[${j}]`, `'${param}[${j}]' must be an object`);
+    }
+    if (p.type !== "text") {
+      bad(
+        `${param}[${j}].type`,
+        `content parts of type '${String(p.type)}' are not supported (text only)`,
+      );
+    }
+    if (typeof p.text !== "string") {
+      bad(`${param}[${j}].text`, `'${param}[${j}].text' must be a string`);
+    }
     s += p.text;
   });
   return s;
@@ -179,18 +218,38 @@ function content(v: unknown, i: number): string {
 export function parseChatRequest(raw: unknown): ChatParams {
   const body = asObject(raw);
   const p = common(body, ["max_completion_tokens", "max_tokens"]);
-  only(body, "tools", (v) => Array.isArray(v) && v.length === 0, "are not supported by this server");
-  only(body, "response_format", (v) => (v as { type?: unknown })?.type === "text", "other than {type:'text'} is not supported");
+  only(
+    body,
+    "tools",
+    (v) => Array.isArray(v) && v.length === 0,
+    "are not supported by this server",
+  );
+  only(
+    body,
+    "response_format",
+    (v) => (v as { type?: unknown })?.type === "text",
+    "other than {type:'text'} is not supported",
+  );
   const ms = body.messages;
   if (!Array.isArray(ms)) bad("messages", `'messages' must be an array: received ${typeName(ms)}`);
   if (ms.length === 0) bad("messages", "'messages' must hold at least one message");
   const messages = ms.map((m, i): ChatMessage => {
-    if (typeof m !== "object" || m === null || Array.isArray(m)) bad(`messages[${i}]`, `'messages[${i}]' must be an object`);
+    if (typeof m !== "object" || m === null || Array.isArray(m)) {
+      bad(`messages[${i}]`, `'messages[${i}]' must be an object`);
+    }
     const r = (m as Record<string, unknown>).role;
     if (typeof r !== "string" || !ROLES.has(r)) {
-      bad(`messages[${i}].role`, `'messages[${i}].role' must be one of ${[...ROLES].join(", ")}: received ${JSON.stringify(r)}`);
+      bad(
+        `messages[${i}].role`,
+        `'messages[${i}].role' must be one of ${[...ROLES].join(", ")}: received ${
+          JSON.stringify(r)
+        }`,
+      );
     }
-    const msg: ChatMessage = { role: r, content: content((m as Record<string, unknown>).content, i) };
+    const msg: ChatMessage = {
+      role: r,
+      content: content((m as Record<string, unknown>).content, i),
+    };
     const name = (m as Record<string, unknown>).name;
     if (typeof name === "string") msg.name = name;
     return msg;

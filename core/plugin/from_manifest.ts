@@ -8,6 +8,7 @@
  */
 
 import { createHash } from "node:crypto";
+import { fileURLToPath } from "node:url";
 import type { Backend } from "../backend/backend.ts";
 import { ManifestError, MoeEdgeError } from "../errors.ts";
 import { getNumber, getString } from "../formats/gguf_meta.ts";
@@ -18,13 +19,26 @@ import { type ByteSource, FileSource } from "../store/byte_source.ts";
 import type { ExpertStore } from "../store/expert_store.ts";
 import { HttpSource } from "../store/http_source.ts";
 import { streamingStoreFromRequest, type StreamingStoreRequest } from "../store/streaming_store.ts";
-import { instantiatePlugins, type LoadedPlugin, type PluginLoaderOptions, preparePlugins } from "./loader.ts";
-import { type ManifestProblem, manifestError, type ModelManifest, validateModelManifest } from "./manifest.ts";
+import {
+  instantiatePlugins,
+  type LoadedPlugin,
+  type PluginLoaderOptions,
+  preparePlugins,
+} from "./loader.ts";
+import {
+  manifestError,
+  type ManifestProblem,
+  type ModelManifest,
+  validateModelManifest,
+} from "./manifest.ts";
 import { PluginHost } from "./registry.ts";
 import { byteReader, cwdUrl, dirUrl, parseJson, resolveUrl } from "./resolve.ts";
 
 /** Builds the expert store a manifest asks for (`memory` plus cache/prefetch plugins). */
-export type ManifestStoreFactory = (ctx: StoreContext, req: StreamingStoreRequest) => ExpertStore | Promise<ExpertStore>;
+export type ManifestStoreFactory = (
+  ctx: StoreContext,
+  req: StreamingStoreRequest,
+) => ExpertStore | Promise<ExpertStore>;
 
 /** Options of `loadFromManifest`. */
 export interface LoadFromManifestOptions extends PluginLoaderOptions {
@@ -50,12 +64,14 @@ export interface ManifestLoadResult {
 export async function sha256OfSource(src: ByteSource): Promise<string> {
   const h = createHash("sha256");
   const step = 8 << 20;
-  for (let off = 0; off < src.size; off += step) h.update(await src.read(off, Math.min(step, src.size - off)));
+  for (let off = 0; off < src.size; off += step) {
+    h.update(await src.read(off, Math.min(step, src.size - off)));
+  }
   return h.digest("hex");
 }
 
 async function readManifest(
-  input: string | URL | unknown,
+  input: unknown,
   opts: LoadFromManifestOptions,
 ): Promise<{ value: unknown; base: URL; label: string }> {
   if (typeof input !== "string" && !(input instanceof URL)) {
@@ -63,7 +79,11 @@ async function readManifest(
   }
   const url = input instanceof URL ? input : resolveUrl(input, opts.baseUrl ?? cwdUrl());
   const bytes = await byteReader(opts.fetch)(url);
-  return { value: parseJson(bytes, url.href), base: opts.baseUrl ?? dirUrl(url), label: String(input) };
+  return {
+    value: parseJson(bytes, url.href),
+    base: opts.baseUrl ?? dirUrl(url),
+    label: String(input),
+  };
 }
 
 async function openModel(
@@ -76,9 +96,13 @@ async function openModel(
   const url = resolveUrl(m.model.source, base);
   let src: ByteSource;
   try {
-    if (url.protocol === "file:") src = await FileSource.open(decodeURIComponent(url.pathname));
-    else if (url.protocol === "https:") src = await HttpSource.open(url.href, { fetch: opts.fetch });
-    else throw new ManifestError("unsupported_scheme", `scheme ${url.protocol} is not supported (use a path or https)`);
+    if (url.protocol === "file:") src = await FileSource.open(fileURLToPath(url));
+    else if (url.protocol === "https:") {
+      src = await HttpSource.open(url.href, { fetch: opts.fetch });
+    } else {
+      const why = `scheme ${url.protocol} is not supported (use a path or https)`;
+      throw new ManifestError("unsupported_scheme", why);
+    }
   } catch (e) {
     const code = e instanceof MoeEdgeError ? e.code : "open_failed";
     problems.push({ path: `${label}: model.source`, code, message: (e as Error).message });
@@ -111,7 +135,11 @@ async function openModel(
         }
       });
     } catch (e) {
-      problems.push({ path: `${label}: model.source`, code: (e as { code?: string }).code ?? "bad_model", message: (e as Error).message });
+      problems.push({
+        path: `${label}: model.source`,
+        code: (e as { code?: string }).code ?? "bad_model",
+        message: (e as Error).message,
+      });
     }
   }
   return src;
@@ -144,36 +172,39 @@ export async function loadFromManifest(
   const { prepared, problems: pp } = await preparePlugins(manifest.plugins, lopts);
   problems.push(...pp);
   const source = await openModel(manifest, base, opts, problems, label);
-  const streaming = manifest.memory?.expertBudgetMb !== undefined || (manifest.memory?.pinnedExperts?.length ?? 0) > 0 ||
-    prepared.some((p) => p.manifest.hooks.includes("cache") || p.manifest.hooks.includes("prefetch"));
+  const streaming = manifest.memory?.expertBudgetMb !== undefined ||
+    (manifest.memory?.pinnedExperts?.length ?? 0) > 0 ||
+    prepared.some((p) =>
+      p.manifest.hooks.includes("cache") || p.manifest.hooks.includes("prefetch")
+    );
   if (problems.length) {
     await source?.close?.();
     throw manifestError(problems, label);
   }
-  let plugins: LoadedPlugin[];
   try {
-    plugins = await instantiatePlugins(prepared, lopts);
+    const plugins = await instantiatePlugins(prepared, lopts);
+    const host = new PluginHost(plugins.map((p) => p.plugin));
+    const hooks: ModelHooks = host.modelHooks();
+    if (streaming) {
+      const mem = manifest.memory ?? {};
+      const create = opts.createStore ?? streamingStoreFromRequest;
+      const mb = mem.expertBudgetMb;
+      hooks.createStore = (ctx) =>
+        create(ctx, {
+          budgetBytes: mb === undefined ? undefined : Math.floor(mb * 1024 * 1024),
+          pinned: mem.pinnedExperts ?? [],
+          policy: host.cachePolicy(ctx.hp),
+          prefetcher: host.prefetcher(ctx.hp),
+        });
+    }
+    const model = await loadModel(source!, {
+      backend: opts.backend ?? manifest.backend ?? "auto",
+      onProgress: opts.onProgress,
+      hooks,
+    });
+    return { model, plugins, manifest };
   } catch (e) {
-    await source?.close?.();
+    await source!.close?.();
     throw e;
   }
-  const host = new PluginHost(plugins.map((p) => p.plugin));
-  const hooks: ModelHooks = host.modelHooks();
-  if (streaming) {
-    const mem = manifest.memory ?? {};
-    const create = opts.createStore ?? streamingStoreFromRequest;
-    hooks.createStore = (ctx) =>
-      create(ctx, {
-        budgetBytes: mem.expertBudgetMb === undefined ? undefined : Math.floor(mem.expertBudgetMb * 1024 * 1024),
-        pinned: mem.pinnedExperts ?? [],
-        policy: host.cachePolicy(ctx.hp),
-        prefetcher: host.prefetcher(ctx.hp),
-      });
-  }
-  const model = await loadModel(source!, {
-    backend: opts.backend ?? manifest.backend ?? "auto",
-    onProgress: opts.onProgress,
-    hooks,
-  });
-  return { model, plugins, manifest };
 }

@@ -61,19 +61,30 @@ export function linearShape(hp: HParams, proj: LinearName): LinearShape {
  * calls adapters on and `layer` must exist (-1 for `output`). Throws
  * `PluginError` `"unsupported_target"` / `"bad_layer"` naming `what`.
  */
-export function targetShape(hp: HParams, layer: number, proj: LinearName, what: string): LinearShape {
+export function targetShape(
+  hp: HParams,
+  layer: number,
+  proj: LinearName,
+  what: string,
+): LinearShape {
   if (!ADAPTABLE_PROJECTIONS.includes(proj)) {
     throw new PluginError(
       "unsupported_target",
-      `${what}: projection ${proj} is not exposed to adapters (they attach to ${ADAPTABLE_PROJECTIONS.join(", ")})`,
+      `${what}: projection ${proj} is not exposed to adapters (they attach to ${
+        ADAPTABLE_PROJECTIONS.join(", ")
+      })`,
       { layer, proj },
     );
   }
   if (proj === "output" ? layer !== -1 : !(layer >= 0 && layer < hp.nLayer)) {
-    throw new PluginError("bad_layer", `${what}: layer ${layer} does not exist (the model has ${hp.nLayer})`, {
-      layer,
-      proj,
-    });
+    throw new PluginError(
+      "bad_layer",
+      `${what}: layer ${layer} does not exist (the model has ${hp.nLayer})`,
+      {
+        layer,
+        proj,
+      },
+    );
   }
   return linearShape(hp, proj);
 }
@@ -93,7 +104,13 @@ export function projectionAdapter(
   }
   return {
     applies: (layer: number, proj: LinearName): boolean => by.get(proj)?.[layer + 1] !== undefined,
-    apply(layer: number, proj: LinearName, x: Float32Array, nTokens: number, out: Float32Array): void {
+    apply(
+      layer: number,
+      proj: LinearName,
+      x: Float32Array,
+      nTokens: number,
+      out: Float32Array,
+    ): void {
       by.get(proj)![layer + 1](x, nTokens, out);
     },
   };
@@ -130,7 +147,12 @@ export function checkPair(p: LoraPair, what: string): LoraPair {
 }
 
 /** `z[i] = A_i · x` for every rank i (f64 accumulation). `x` starts at `xOff`. */
-export function projectA(p: LoraPair, x: Float32Array, xOff: number, z: Float64Array): Float64Array {
+export function projectA(
+  p: LoraPair,
+  x: Float32Array,
+  xOff: number,
+  z: Float64Array,
+): Float64Array {
   const { rank, dIn, a } = p;
   for (let i = 0; i < rank; i++) {
     let s = 0;
@@ -195,12 +217,19 @@ export function mergeLora(w: Float32Array, p: LoraPair, scale: number): Float32A
  * Exact for F32; F16/BF16/quantized types round as their writer does. Returns
  * new bytes; `bytes` is not modified.
  */
-export function mergeLoraBytes(t: TensorBytesInfo, bytes: Uint8Array, p: LoraPair, scale: number): Uint8Array {
+export function mergeLoraBytes(
+  t: TensorBytesInfo,
+  bytes: Uint8Array,
+  p: LoraPair,
+  scale: number,
+): Uint8Array {
   const [cols, rows] = t.dims;
   if (t.dims.length !== 2 || cols !== p.dIn || rows !== p.dOut) {
     throw new PluginError(
       "shape_mismatch",
-      `Cannot merge LoRA into '${t.name}': tensor is [${t.dims.join(", ")}], LoRA is ${p.dOut}×${p.dIn}`,
+      `Cannot merge LoRA into '${t.name}': tensor is [${
+        t.dims.join(", ")
+      }], LoRA is ${p.dOut}×${p.dIn}`,
       { tensor: t.name },
     );
   }
@@ -245,11 +274,19 @@ export function matVecF32(
  * `"8-6-4-2"` (layer L gets group `floor(L·groups/nLayer)`). Throws
  * `PluginError` `"bad_config"` naming `field`.
  */
-export function perLayer(spec: number | readonly number[] | string, nLayer: number, field: string): number[] {
+export function perLayer(
+  spec: number | readonly number[] | string,
+  nLayer: number,
+  field: string,
+): number[] {
   const bad = (why: string) =>
-    new PluginError("bad_config", `Cannot read config field '${field}': ${why}: received ${JSON.stringify(spec)}`, {
-      field,
-    });
+    new PluginError(
+      "bad_config",
+      `Cannot read config field '${field}': ${why}: received ${JSON.stringify(spec)}`,
+      {
+        field,
+      },
+    );
   let groups: number[];
   if (typeof spec === "number") groups = [spec];
   else if (typeof spec === "string") {

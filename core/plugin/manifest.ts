@@ -6,8 +6,7 @@
  * @module
  */
 
-// deno-lint-ignore no-import-prefix -- no import map entry yet; see the integrator note
-import { Ajv, type ErrorObject, type ValidateFunction } from "npm:ajv@8";
+import { Ajv, type ErrorObject, type ValidateFunction } from "ajv";
 import { ManifestError } from "../errors.ts";
 import modelSchema from "../../schemas/model-manifest.schema.json" with { type: "json" };
 import pluginSchema from "../../schemas/plugin-manifest.schema.json" with { type: "json" };
@@ -78,6 +77,8 @@ const ajv = new Ajv({
   strictTuples: false,
   strictRequired: false,
   useDefaults: true,
+  verbose: true,
+  addUsedSchema: false, // plugin schemas may share an $id
 });
 let modelValidator: ValidateFunction | undefined;
 let pluginValidator: ValidateFunction | undefined;
@@ -121,26 +122,57 @@ function describe(e: ErrorObject, data: unknown): ManifestProblem & { field: str
       field = fieldPath(e.instancePath, String(p.missingProperty));
       message = "is required";
       break;
-    case "additionalProperties":
+    case "additionalProperties": {
       field = fieldPath(e.instancePath, String(p.additionalProperty));
-      message = "is not a known field";
+      const known = Object.keys(
+        (e.parentSchema as { properties?: object } | undefined)?.properties ?? {},
+      );
+      const near = closest(String(p.additionalProperty), known);
+      message = `is not a known field${near ? ` (did you mean '${near}'?)` : ""}`;
       break;
+    }
     case "enum":
-      message = `must be one of ${(p.allowedValues as unknown[]).map((v) => JSON.stringify(v)).join(", ")}: received ${
-        JSON.stringify(got)
-      }`;
+      message = `must be one of ${
+        (p.allowedValues as unknown[]).map((v) => JSON.stringify(v)).join(", ")
+      }: received ${JSON.stringify(got)}`;
       break;
     case "const":
       message = `must be ${JSON.stringify(p.allowedValue)}: received ${JSON.stringify(got)}`;
       break;
     case "type":
-      message = `must be ${p.type}: received ${got === null ? "null" : Array.isArray(got) ? "array" : typeof got}`;
+      message = `must be ${p.type}: received ${
+        got === null ? "null" : Array.isArray(got) ? "array" : typeof got
+      }`;
       break;
     case "pattern":
       message = `must match /${p.pattern}/: received ${JSON.stringify(got)}`;
       break;
+    default:
+      if (got === null || typeof got !== "object") message += `: received ${JSON.stringify(got)}`;
   }
   return { path: field, field, code: CODES[e.keyword] ?? "invalid", message };
+}
+
+/** The known name closest to `name` (case-insensitive match or edit distance ≤ 2). */
+function closest(name: string, known: readonly string[]): string | undefined {
+  let best: string | undefined, bestD = 3;
+  for (const k of known) {
+    const d = k.toLowerCase() === name.toLowerCase() ? 0 : editDistance(name, k);
+    if (d < bestD && d < name.length) [best, bestD] = [k, d];
+  }
+  return best;
+}
+
+function editDistance(a: string, b: string): number {
+  let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const cur = [i];
+    for (let j = 1; j <= b.length; j++) {
+      cur[j] = Math.min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
+    }
+    prev = cur;
+  }
+  return prev[b.length];
 }
 
 function valueAt(data: unknown, pointer: string): unknown {
@@ -152,14 +184,22 @@ function valueAt(data: unknown, pointer: string): unknown {
   return v;
 }
 
-function run(validate: ValidateFunction, data: unknown, where: string, prefix = ""): ManifestProblem[] {
+function run(
+  validate: ValidateFunction,
+  data: unknown,
+  where: string,
+  prefix = "",
+): ManifestProblem[] {
   if (validate(data)) return [];
   const out: ManifestProblem[] = [];
   const seen = new Set<string>();
   for (const e of validate.errors ?? []) {
     if (e.keyword === "if") continue; // its `then` branch already reported the concrete field
     const d = describe(e, data);
-    const path = `${where}: ${prefix}${prefix && d.field === "(root)" ? "" : d.field}`.replace(/\.$/, "");
+    const path = `${where}: ${prefix}${prefix && d.field === "(root)" ? "" : d.field}`.replace(
+      /\.$/,
+      "",
+    );
     const key = `${path}|${d.message}`;
     if (seen.has(key)) continue;
     seen.add(key);
@@ -201,11 +241,15 @@ export function validatePluginManifest(value: unknown, where: string): ManifestP
   );
   if (typeof value !== "object" || value === null) return problems;
   const m = value as Partial<PluginManifest>;
-  if (typeof m.apiVersion === "number" && Number.isInteger(m.apiVersion) && m.apiVersion !== PLUGIN_API_VERSION) {
+  if (
+    typeof m.apiVersion === "number" && Number.isInteger(m.apiVersion) &&
+    m.apiVersion !== PLUGIN_API_VERSION
+  ) {
     problems.push({
       path: `${where}: apiVersion`,
       code: "incompatible_api",
-      message: `plugin targets plugin API ${m.apiVersion}; this runtime implements API ${PLUGIN_API_VERSION}`,
+      message:
+        `plugin targets plugin API ${m.apiVersion}; this runtime implements API ${PLUGIN_API_VERSION}`,
     });
   }
   if (typeof m.entry === "string" && m.entry.split("/").some((s) => s === "..")) {
@@ -260,7 +304,9 @@ export function manifestError(problems: readonly ManifestProblem[], source: stri
   const lines = problems.map((p) => `  - ${p.path}: ${p.message} [${p.code}]`);
   return new ManifestError(
     problems.length === 1 ? problems[0].code : "invalid_manifest",
-    `Cannot load ${source}: ${problems.length} problem${problems.length === 1 ? "" : "s"}:\n${lines.join("\n")}`,
+    `Cannot load ${source}: ${problems.length} problem${problems.length === 1 ? "" : "s"}:\n${
+      lines.join("\n")
+    }`,
     { problems },
   );
 }

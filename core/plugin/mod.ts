@@ -9,8 +9,8 @@
 export * from "./types.ts";
 export {
   fieldPath,
-  type ManifestProblem,
   manifestError,
+  type ManifestProblem,
   type ModelManifest,
   type PluginManifest,
   type PluginRef,
@@ -26,11 +26,11 @@ export {
   type PreparedPlugin,
   preparePlugins,
 } from "./loader.ts";
-export { PluginHost, pluginError, type PluginPhase, stamp } from "./registry.ts";
+export { pluginError, PluginHost, type PluginPhase, stamp } from "./registry.ts";
 export { BUILTIN_ROOT, checkIntegrity, sriSha256, type UseKind, useKind } from "./resolve.ts";
 export {
-  type LoadFromManifestOptions,
   loadFromManifest,
+  type LoadFromManifestOptions,
   type ManifestLoadResult,
   type ManifestStoreFactory,
   sha256OfSource,
@@ -55,12 +55,12 @@ export {
 export {
   type AdapterFileReader,
   openPeftAdapter,
+  parsePeftKey,
   patternValue,
   type PeftAdapter,
   type PeftKey,
   type PeftModule,
   type PeftTensorKind,
-  parsePeftKey,
   readPeftAdapter,
   readTensor,
 } from "./peft.ts";

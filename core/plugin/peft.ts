@@ -49,11 +49,15 @@ function suffixKind(s: string): { kind: PeftTensorKind; expert: number } | strin
   if (s === "lora_A.weight") return { kind: "A", expert: -1 };
   if (s === "lora_B.weight") return { kind: "B", expert: -1 };
   if (s === "lora_B.bias") return { kind: "B_bias", expert: -1 };
-  if ((m = s.match(/^lora_([AB])_(\d+)\.weight$/))) return { kind: m[1] as "A" | "B", expert: Number(m[2]) };
+  if ((m = s.match(/^lora_([AB])_(\d+)\.weight$/))) {
+    return { kind: m[1] as "A" | "B", expert: Number(m[2]) };
+  }
   if ((m = s.match(/^experts\.(\d+)\.lora_([AB])\.weight$/))) {
     return { kind: m[2] as "A" | "B", expert: Number(m[1]) };
   }
-  if (s === "router.router.weight" || s === "moe_gate.weight") return { kind: "router", expert: -1 };
+  if (s === "router.router.weight" || s === "moe_gate.weight") {
+    return { kind: "router", expert: -1 };
+  }
   if (s === "lora_router.weight") return { kind: "rank_router", expert: -1 };
   if (s === "lora_biases") return { kind: "rank_bias", expert: -1 };
   if (s.startsWith("lora_magnitude_vector")) return "DoRA (lora_magnitude_vector) is not supported";
@@ -111,7 +115,10 @@ export type AdapterFileReader = (name: string) => Promise<Uint8Array>;
  * non-numeric `r`/`lora_alpha`, `SafetensorsError` for a malformed file or
  * unsupported/unknown tensor keys (`"unsupported_tensor"`, listing all).
  */
-export async function readPeftAdapter(read: AdapterFileReader, label = "adapter"): Promise<PeftAdapter> {
+export async function readPeftAdapter(
+  read: AdapterFileReader,
+  label = "adapter",
+): Promise<PeftAdapter> {
   const cfgText = new TextDecoder().decode(await read("adapter_config.json"));
   let config: unknown;
   try {
@@ -124,9 +131,13 @@ export async function readPeftAdapter(read: AdapterFileReader, label = "adapter"
     );
   }
   if (typeof config !== "object" || config === null || Array.isArray(config)) {
-    throw new ManifestError("bad_adapter_config", `${label}/adapter_config.json: must be a JSON object`, {
-      field: "adapter_config.json",
-    });
+    throw new ManifestError(
+      "bad_adapter_config",
+      `${label}/adapter_config.json: must be a JSON object`,
+      {
+        field: "adapter_config.json",
+      },
+    );
   }
   const c = config as Record<string, unknown>;
   for (const f of ["lora_alpha", "r"]) {
@@ -144,9 +155,13 @@ export async function readPeftAdapter(read: AdapterFileReader, label = "adapter"
     }
   }
   if (c.use_dora === true) {
-    throw new ManifestError("bad_adapter_config", `${label}/adapter_config.json: use_dora (DoRA) is not supported`, {
-      field: "use_dora",
-    });
+    throw new ManifestError(
+      "bad_adapter_config",
+      `${label}/adapter_config.json: use_dora (DoRA) is not supported`,
+      {
+        field: "use_dora",
+      },
+    );
   }
   const bytes = await read("adapter_model.safetensors");
   const file = await readSafetensors(new MemorySource(bytes, `${label}/adapter_model.safetensors`));
@@ -161,7 +176,14 @@ export async function readPeftAdapter(read: AdapterFileReader, label = "adapter"
     const id = `${k.layer}:${k.proj}`;
     let m = modules.get(id);
     if (!m) {
-      m = { layer: k.layer, proj: k.proj, module: k.module, a: new Map(), b: new Map(), other: new Map() };
+      m = {
+        layer: k.layer,
+        proj: k.proj,
+        module: k.module,
+        a: new Map(),
+        b: new Map(),
+        other: new Map(),
+      };
       modules.set(id, m);
     }
     if (k.kind === "A") m.a.set(k.expert, name);
@@ -171,9 +193,9 @@ export async function readPeftAdapter(read: AdapterFileReader, label = "adapter"
   if (bad.length) {
     throw new SafetensorsError(
       "unsupported_tensor",
-      `${label}/adapter_model.safetensors: ${bad.length} tensor(s) not supported: ${bad.slice(0, 8).join(", ")}${
-        bad.length > 8 ? ", …" : ""
-      }`,
+      `${label}/adapter_model.safetensors: ${bad.length} tensor(s) not supported: ${
+        bad.slice(0, 8).join(", ")
+      }${bad.length > 8 ? ", …" : ""}`,
       { tensors: bad },
     );
   }

@@ -45,7 +45,9 @@ export function stamp<T>(plugin: string, hook: PluginPhase, fn: () => T): T {
   } catch (e) {
     throw pluginError(plugin, hook, e);
   }
-  if (r instanceof Promise) return r.catch((e) => Promise.reject(pluginError(plugin, hook, e))) as T;
+  if (r instanceof Promise) {
+    return r.catch((e) => Promise.reject(pluginError(plugin, hook, e))) as T;
+  }
   return r;
 }
 
@@ -53,7 +55,11 @@ type HookFn<K extends HookName> = NonNullable<PluginHooks[K]>;
 
 function stampRouter(plugin: string, r: Router): Router {
   if (!r || typeof r.route !== "function") {
-    throw pluginError(plugin, "router", new TypeError("hook must return a Router (an object with route())"));
+    throw pluginError(
+      plugin,
+      "router",
+      new TypeError("hook must return a Router (an object with route())"),
+    );
   }
   return {
     name: r.name,
@@ -69,10 +75,20 @@ function stampRouter(plugin: string, r: Router): Router {
 
 function stampAdapter(plugin: string, a: LinearAdapter): LinearAdapter {
   if (!a || typeof a.applies !== "function" || typeof a.apply !== "function") {
-    throw pluginError(plugin, "adapter", new TypeError("hook must return LinearAdapters (applies() and apply())"));
+    throw pluginError(
+      plugin,
+      "adapter",
+      new TypeError("hook must return LinearAdapters (applies() and apply())"),
+    );
   }
   return {
-    applies: (layer: number, proj: LinearName): boolean => stamp(plugin, "adapter", () => a.applies(layer, proj)),
+    applies(layer: number, proj: LinearName): boolean {
+      try {
+        return a.applies(layer, proj);
+      } catch (e) {
+        throw pluginError(plugin, "adapter", e);
+      }
+    },
     apply(layer: number, proj: LinearName, x: Float32Array, n: number, out: Float32Array): void {
       try {
         a.apply(layer, proj, x, n, out);
@@ -114,7 +130,10 @@ export class PluginHost {
   }
 
   /** First-result-wins: the first plugin whose hook returns something other than `undefined`. */
-  first<K extends HookName, R>(hook: K, call: (fn: HookFn<K>, p: Plugin) => R | undefined): R | undefined {
+  first<K extends HookName, R>(
+    hook: K,
+    call: (fn: HookFn<K>, p: Plugin) => R | undefined,
+  ): R | undefined {
     for (const p of this.plugins) {
       const fn = p.hooks[hook];
       if (fn === undefined) continue;
@@ -135,7 +154,10 @@ export class PluginHost {
   }
 
   /** Collect: every plugin's result, in order. */
-  async collect<K extends HookName, R>(hook: K, call: (fn: HookFn<K>, p: Plugin) => R | Promise<R>): Promise<R[]> {
+  async collect<K extends HookName, R>(
+    hook: K,
+    call: (fn: HookFn<K>, p: Plugin) => R | Promise<R>,
+  ): Promise<R[]> {
     const out: R[] = [];
     for (const p of this.plugins) {
       const fn = p.hooks[hook];
@@ -182,7 +204,9 @@ export class PluginHost {
   wrapExpert(expert: Expert, hp: HParams): Expert {
     const made = this.first("expertKinds", (kinds, p) => {
       for (const k of kinds) {
-        if (k.claims({ layer: expert.layer, index: expert.index }, hp)) return stampExpert(p.name, k.create(expert, hp));
+        if (k.claims({ layer: expert.layer, index: expert.index }, hp)) {
+          return stampExpert(p.name, k.create(expert, hp));
+        }
       }
       return undefined;
     });

@@ -58,9 +58,13 @@ export function byteReader(fetchFn: typeof fetch = globalThis.fetch): ByteReader
         return await Deno.readFile(url);
       } catch (e) {
         const nf = e instanceof Deno.errors.NotFound;
-        throw new ManifestError(nf ? "not_found" : "read_failed", `Cannot read ${url.href}: ${(e as Error).message}`, {
-          url: url.href,
-        });
+        throw new ManifestError(
+          nf ? "not_found" : "read_failed",
+          `Cannot read ${url.href}: ${(e as Error).message}`,
+          {
+            url: url.href,
+          },
+        );
       }
     }
     if (url.protocol === "https:" || url.protocol === "http:") {
@@ -68,9 +72,13 @@ export function byteReader(fetchFn: typeof fetch = globalThis.fetch): ByteReader
       try {
         res = await fetchFn(url);
       } catch (e) {
-        throw new ManifestError("fetch_failed", `Cannot fetch ${url.href}: ${(e as Error).message}`, {
-          url: url.href,
-        });
+        throw new ManifestError(
+          "fetch_failed",
+          `Cannot fetch ${url.href}: ${(e as Error).message}`,
+          {
+            url: url.href,
+          },
+        );
       }
       if (!res.ok) {
         await res.body?.cancel();
@@ -82,9 +90,13 @@ export function byteReader(fetchFn: typeof fetch = globalThis.fetch): ByteReader
       }
       return new Uint8Array(await res.arrayBuffer());
     }
-    throw new ManifestError("unsupported_scheme", `Cannot read ${url.href}: scheme ${url.protocol} is not supported`, {
-      url: url.href,
-    });
+    throw new ManifestError(
+      "unsupported_scheme",
+      `Cannot read ${url.href}: scheme ${url.protocol} is not supported`,
+      {
+        url: url.href,
+      },
+    );
   };
 }
 
@@ -112,7 +124,9 @@ export function parseJson(bytes: Uint8Array, label: string): unknown {
   try {
     return JSON.parse(text);
   } catch (e) {
-    throw new ManifestError("bad_json", `${label}: not valid JSON: ${(e as Error).message}`, { file: label });
+    throw new ManifestError("bad_json", `${label}: not valid JSON: ${(e as Error).message}`, {
+      file: label,
+    });
   }
 }
 
@@ -124,6 +138,8 @@ export function moduleMediaType(path: string): string {
 /** A `data:` URL holding `bytes`, so exactly the verified bytes are imported. */
 export function dataUrl(bytes: Uint8Array, mediaType: string): string {
   let s = "";
-  for (let i = 0; i < bytes.length; i += 0x8000) s += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+  for (let i = 0; i < bytes.length; i += 0x8000) {
+    s += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+  }
   return `data:${mediaType};base64,${btoa(s)}`;
 }

@@ -145,4 +145,7 @@ export interface PluginSetup {
  * What a plugin entry module exports as `default`: builds the plugin from its
  * config, which the loader validated against the manifest's schema.
  */
-export type PluginFactory<C = Record<string, unknown>> = (config: C, setup: PluginSetup) => Plugin | Promise<Plugin>;
+export type PluginFactory<C = Record<string, unknown>> = (
+  config: C,
+  setup: PluginSetup,
+) => Plugin | Promise<Plugin>;

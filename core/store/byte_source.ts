@@ -6,6 +6,8 @@
  * @module
  */
 
+import { closeSync } from "node:fs";
+import { type FileHandle, open as openFile } from "node:fs/promises";
 import { StoreError } from "../errors.ts";
 
 /** Random-access bytes. Implementations: memory, local file, HTTP Range. */
@@ -57,14 +59,17 @@ export class MemorySource implements ByteSource {
   }
 }
 
-/** A byte source over a local file, read by ranges through one file handle. */
+/**
+ * A byte source over a local file, read by ranges through one file handle
+ * with positioned reads (`pread`): concurrent reads never interfere, and a
+ * read in flight progresses while JavaScript computes (one op per read).
+ */
 export class FileSource implements ByteSource {
   readonly size: number;
   readonly name: string;
-  #file: Deno.FsFile | null;
-  #queue: Promise<unknown> = Promise.resolve();
+  #file: FileHandle | null;
 
-  private constructor(file: Deno.FsFile, size: number, name: string) {
+  private constructor(file: FileHandle, size: number, name: string) {
     this.#file = file;
     this.size = size;
     this.name = name;
@@ -72,40 +77,40 @@ export class FileSource implements ByteSource {
 
   /** Open `path` for range reads. Throws `StoreError` (`"open_failed"`) if it cannot. */
   static async open(path: string): Promise<FileSource> {
+    let file: FileHandle | null = null;
     try {
-      const file = await Deno.open(path, { read: true });
+      file = await openFile(path, "r");
       const st = await file.stat();
-      if (!st.isFile) {
-        file.close();
+      if (!st.isFile()) {
         throw new StoreError("not_a_file", `Cannot open ${path}: not a regular file`, { path });
       }
       return new FileSource(file, st.size, path);
     } catch (e) {
+      if (file) closeSync(file.fd);
       if (e instanceof StoreError) throw e;
       throw new StoreError("open_failed", `Cannot open ${path}: ${(e as Error).message}`, { path });
     }
   }
 
-  /**
-   * Reads the range; short reads loop until complete. Seek+read pairs on the
-   * one handle are serialized, so concurrent reads never interleave.
-   */
-  read(offset: number, length: number): Promise<Uint8Array> {
-    const run = this.#queue.then(() => this.#readAt(offset, length));
-    this.#queue = run.catch(() => {});
-    return run;
-  }
-
-  async #readAt(offset: number, length: number): Promise<Uint8Array> {
+  /** Reads the range with positioned reads; short reads loop until complete. */
+  async read(offset: number, length: number): Promise<Uint8Array> {
     checkRange(this.name, this.size, offset, length);
     const file = this.#file;
     if (!file) throw new StoreError("closed", `Cannot read ${this.name}: source is closed`);
     const out = new Uint8Array(length);
-    await file.seek(offset, Deno.SeekMode.Start);
     let got = 0;
     while (got < length) {
-      const n = await file.read(out.subarray(got));
-      if (n === null || n === 0) {
+      let n: number;
+      try {
+        n = (await file.read(out, got, length - got, offset + got)).bytesRead;
+      } catch (e) {
+        if (!this.#file) throw new StoreError("closed", `Cannot read ${this.name}: source was closed`);
+        throw new StoreError("read_failed", `Cannot read ${this.name}: ${(e as Error).message}`, {
+          offset,
+          length,
+        });
+      }
+      if (n === 0) {
         throw new StoreError(
           "short_read",
           `Cannot read ${this.name}: file ended at ${offset + got}, wanted ${offset + length}`,
@@ -119,7 +124,7 @@ export class FileSource implements ByteSource {
 
   /** Close the file handle. */
   close(): void {
-    this.#file?.close();
+    if (this.#file) closeSync(this.#file.fd);
     this.#file = null;
   }
 }

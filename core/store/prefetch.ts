@@ -10,7 +10,9 @@
  */
 
 import type { Backend, WeightView } from "../backend/backend.ts";
+import type { MoeLayer } from "../moe/moe_layer.ts";
 import type { Route, Router } from "../moe/router.ts";
+import { PluginError } from "../errors.ts";
 
 /** What a prefetcher may use of one MoE layer. */
 export interface PrefetchLayer {
@@ -85,4 +87,45 @@ export type PrefetcherFactory = (config?: Record<string, unknown>) => Prefetcher
 export function nextMoeLayer(ctx: PrefetchContext, layer: number): number {
   for (let l = layer + 1; l < ctx.nLayer; l++) if (ctx.layers[l]) return l;
   return -1;
+}
+
+/** Call a prefetcher hook, stamping what it throws as a `PluginError` naming it and the hook. */
+export function callPrefetcher<T>(p: Prefetcher, hook: string, f: () => T): T {
+  try {
+    return f();
+  } catch (e) {
+    if (e instanceof PluginError) throw e;
+    throw new PluginError(
+      "hook_failed",
+      `Plugin '${p.name}' failed in prefetch hook '${hook}': ${(e as Error).message}`,
+      { plugin: p.name, hook },
+    );
+  }
+}
+
+/**
+ * Init `p` with the context of `layers` and add a route observer to each MoE
+ * layer: `onRoute` sees every token's experts, `onHints` what `p` returns.
+ */
+export function attachPrefetcher(
+  p: Prefetcher,
+  layers: readonly (MoeLayer | null)[],
+  base: Omit<PrefetchContext, "layers">,
+  onRoute: (layer: number, experts: Int32Array) => void,
+  onHints: (hints: readonly PrefetchHint[]) => void,
+): void {
+  const ctx: PrefetchContext = {
+    ...base,
+    layers: layers.map((m) =>
+      m ? { layer: m.spec.layer, gateInp: m.spec.gateInp, router: m.spec.router } : null
+    ),
+  };
+  callPrefetcher(p, "init", () => p.init?.(ctx));
+  for (const m of layers) {
+    m?.observers.push((layer, token, route, hidden) => {
+      onRoute(layer, route.experts);
+      const hints = callPrefetcher(p, "observe", () => p.observe(layer, token, route, hidden));
+      if (hints) onHints(hints);
+    });
+  }
 }

@@ -19,84 +19,27 @@
  * @module
  */
 
-import type { Backend, Slot } from "../backend/backend.ts";
-import { PluginError, StoreError } from "../errors.ts";
+import { StoreError } from "../errors.ts";
 import type { ExpertWeights } from "../moe/expert.ts";
-import type { MoeLayer, RouteObserver } from "../moe/moe_layer.ts";
+import type { MoeLayer } from "../moe/moe_layer.ts";
 import type { ExpertLocation } from "../model/weights.ts";
-import type { ByteSource } from "./byte_source.ts";
-import {
-  type CachePolicy,
-  createRecencyPolicy,
-  type LoadReason,
-  pickVictim,
-} from "./cache_policy.ts";
-import { type ExpertBytesHook, expertLayout, expertViews } from "./expert_loader.ts";
-import {
-  checkManifestFits,
-  type ExpertManifest,
-  type ExpertRef,
-  readExpertBytes,
-  sha256Hex,
-} from "./expert_manifest.ts";
+import { type CachePolicy, createRecencyPolicy } from "./cache_policy.ts";
+import { expertViews } from "./expert_loader.ts";
+import { fetchExpert } from "./expert_fetch.ts";
 import type { ExpertStore, ExpertStoreStats, LayerStoreStats } from "./expert_store.ts";
-import type { PrefetchContext, Prefetcher, PrefetchHint } from "./prefetch.ts";
+import { attachPrefetcher, type Prefetcher, type PrefetchHint } from "./prefetch.ts";
+import { type Entry, newEntry, Residency } from "./residency.ts";
+import { abortable, macrotask } from "./async_util.ts";
 import { emptyLayerStats, totalStats } from "./store_stats.ts";
+import {
+  checkBudget,
+  type StreamingStoreContext,
+  type StreamingStoreOptions,
+  type StreamingStoreRequest,
+} from "./streaming_options.ts";
 
-/** Options of the streaming store. */
-export interface StreamingStoreOptions {
-  /** Bytes of backend slots experts may hold (pinned ones included). */
-  expertBudgetBytes: number;
-  /** Eviction policy (default: the built-in least-recently-used one). */
-  policy?: CachePolicy;
-  /** Loads experts ahead of use (default: none). */
-  prefetcher?: Prefetcher;
-  /** Per-expert SHA-256 (checked on every load) and pinned experts. */
-  manifest?: ExpertManifest;
-  /** Experts to keep resident always, besides the manifest's. */
-  pinned?: readonly ExpertRef[];
-  /** Most prefetch loads in flight at once (default `2 · nExpertUsed`). */
-  maxPrefetchInflight?: number;
-  /** Told every `ensure` step (layer, keys `layer·nExpert+index`), e.g. to record a trace for Belady. */
-  onStep?: (layer: number, keys: readonly number[]) => void;
-  /** Told when a prefetch fails (the next demand load retries and reports). */
-  onPrefetchError?: (error: Error) => void;
-}
-
-/** What the store is built from (`StoreContext` of `loadModel` fits). */
-export interface StreamingStoreContext {
-  /** Backend holding the slots. */
-  readonly backend: Backend;
-  /** Where expert bytes come from. */
-  readonly source: ByteSource;
-  /** `locations[l][e]` (empty for dense layers). */
-  readonly locations: readonly (readonly ExpertLocation[])[];
-  /** Checks or transforms expert bytes before upload (after the integrity check). */
-  readonly expertBytes?: ExpertBytesHook;
-  /** Model sizes. */
-  readonly hp: {
-    readonly nLayer: number;
-    readonly nExpert: number;
-    readonly nExpertUsed: number;
-    readonly nEmbd: number;
-  };
-}
-
-interface Entry {
-  readonly key: number;
-  readonly loc: ExpertLocation;
-  readonly slot: Slot;
-  readonly reason: LoadReason;
-  ready: boolean;
-  weights: ExpertWeights | null;
-  promise: Promise<void> | null;
-  abort: AbortController | null;
-  cancelled: boolean;
-  /** Ensure calls waiting on the load. */
-  waiters: number;
-  /** Loaded by prefetch and not used since. */
-  unused: boolean;
-}
+/** Macrotask turns `ensure` yields, at most, for loads in flight to land. */
+const SETTLE_TURNS = 4;
 
 /** Streams experts into backend slots under a byte budget. */
 export class StreamingExpertStore implements ExpertStore {
@@ -111,17 +54,10 @@ export class StreamingExpertStore implements ExpertStore {
   readonly #ctx: StreamingStoreContext;
   readonly #opts: StreamingStoreOptions;
   readonly #nExpert: number;
-  readonly #evictable: number;
-  readonly #hashes: ExpertManifest["experts"] | null;
-  readonly #entries = new Map<number, Entry>();
-  readonly #pinned = new Map<number, Entry>();
-  readonly #free = new Map<number, Slot[]>();
-  readonly #protect = new Map<number, number>();
   readonly #stats: LayerStoreStats[];
-  readonly #soon = new Set<number>();
-  #soonLayer = -1;
+  readonly #res: Residency;
   #hints: PrefetchHint[] = [];
-  #allocated = 0;
+  #soonLayer = -1;
   #inflightPrefetch = 0;
   #lastDone: number[] | null = null;
   #seq = 0;
@@ -131,19 +67,18 @@ export class StreamingExpertStore implements ExpertStore {
   private constructor(
     ctx: StreamingStoreContext,
     opts: StreamingStoreOptions,
-    pinnedBytes: number,
+    evictable: number,
     maxBytes: number,
   ) {
     this.#ctx = ctx;
     this.#opts = opts;
     this.#nExpert = Math.max(ctx.hp.nExpert, ...ctx.locations.map((l) => l.length));
     this.budgetBytes = opts.expertBudgetBytes;
-    this.#evictable = opts.expertBudgetBytes - pinnedBytes;
-    this.capacity = Math.floor(this.#evictable / maxBytes);
+    this.capacity = Math.floor(evictable / maxBytes);
     this.policy = opts.policy ?? createRecencyPolicy();
     this.prefetcher = opts.prefetcher ?? null;
-    this.#hashes = opts.manifest?.experts ?? null;
     this.#stats = ctx.locations.map((_, l) => emptyLayerStats(l));
+    this.#res = new Residency(ctx.backend, evictable, this.policy, this.#stats);
   }
 
   /**
@@ -161,48 +96,15 @@ export class StreamingExpertStore implements ExpertStore {
     ctx: StreamingStoreContext,
     opts: StreamingStoreOptions,
   ): Promise<StreamingExpertStore> {
-    const budget = opts.expertBudgetBytes;
-    if (!Number.isSafeInteger(budget) || budget <= 0) {
-      throw new StoreError(
-        "bad_budget",
-        `Cannot stream experts: budget must be a positive byte count: received ${budget}`,
-      );
-    }
-    if (opts.manifest) checkManifestFits(opts.manifest, ctx.source, ctx.locations);
-    const refs = [...(opts.manifest?.pinned ?? []), ...(opts.pinned ?? [])];
-    const pinnedLocs = new Map<string, ExpertLocation>();
-    for (const r of refs) {
-      const loc = ctx.locations[r.layer]?.[r.index];
-      if (!loc) {
-        throw new StoreError(
-          "no_expert",
-          `Cannot pin expert ${r.index} of layer ${r.layer}: no such expert`,
-          { ...r },
-        );
-      }
-      pinnedLocs.set(`${r.layer}:${r.index}`, loc);
-    }
-    const pinnedBytes = [...pinnedLocs.values()].reduce((a, l) => a + l.bytes, 0);
-    const all = ctx.locations.flat();
-    const maxBytes = all.reduce((m, l) => Math.max(m, l.bytes), 0);
-    const k = ctx.hp.nExpertUsed || 1;
-    const need = pinnedBytes + k * maxBytes;
-    if (all.length > 0 && budget < need) {
-      throw new StoreError(
-        "budget_too_small",
-        `Cannot stream experts: a budget of ${budget} bytes is below one token's need of ${need} bytes ` +
-          `(${k} experts of ${maxBytes} bytes for one layer` +
-          (pinnedBytes ? ` + ${pinnedBytes} pinned` : "") + ")",
-        { budget, need, k, expertBytes: maxBytes, pinnedBytes },
-      );
-    }
-    const store = new StreamingExpertStore(ctx, opts, pinnedBytes, Math.max(1, maxBytes));
+    const plan = checkBudget(ctx, opts);
+    const evictable = opts.expertBudgetBytes - plan.pinnedBytes;
+    const store = new StreamingExpertStore(ctx, opts, evictable, Math.max(1, plan.maxExpertBytes));
     store.policy.init?.({
       nLayer: ctx.locations.length,
       nExpert: store.#nExpert,
       capacity: store.capacity,
     });
-    for (const loc of pinnedLocs.values()) await store.#loadPinned(loc);
+    for (const loc of plan.pinned) await store.#loadPinned(loc);
     return store;
   }
 
@@ -211,8 +113,39 @@ export class StreamingExpertStore implements ExpertStore {
     if (this.#disposed) {
       throw new StoreError("closed", "Cannot ensure experts: the store was disposed");
     }
+    if (this.#loading(layer, experts)) return this.#settle(layer, experts, signal);
+    return this.#ensureNow(layer, experts, signal);
+  }
+
+  /** Whether a requested expert is loading (its bytes may have arrived while we computed). */
+  #loading(layer: number, experts: ArrayLike<number>): boolean {
+    for (let i = 0; i < experts.length; i++) {
+      if (this.#res.entries.get(layer * this.#nExpert + experts[i])?.ready === false) return true;
+    }
+    return false;
+  }
+
+  /**
+   * The single JS thread applies finished reads only when it yields: give it
+   * a few macrotask turns (~30 µs each, counted as stall) so loads whose bytes
+   * arrived during compute land before residency is checked.
+   */
+  async #settle(layer: number, experts: ArrayLike<number>, signal?: AbortSignal): Promise<void> {
+    const t0 = performance.now();
+    for (let i = 0; i < SETTLE_TURNS && this.#loading(layer, experts); i++) await macrotask();
+    this.#stats[layer].stallMs += performance.now() - t0;
+    return await this.#ensureNow(layer, experts, signal);
+  }
+
+  #ensureNow(
+    layer: number,
+    experts: ArrayLike<number>,
+    signal?: AbortSignal,
+  ): Promise<void> | void {
     const id = ++this.#seq;
-    if (this.#lastDone) this.#unprotect(this.#lastDone);
+    const res = this.#res;
+    // the previous step's compute is over once the next step asks
+    if (this.#lastDone) res.unprotect(this.#lastDone);
     this.#lastDone = null;
     const keys: number[] = [];
     for (let i = 0; i < experts.length; i++) {
@@ -220,12 +153,12 @@ export class StreamingExpertStore implements ExpertStore {
       if (!keys.includes(key)) keys.push(key);
     }
     this.#opts.onStep?.(layer, keys);
-    for (const k of keys) this.#protect.set(k, (this.#protect.get(k) ?? 0) + 1);
+    res.protect(keys);
     const st = this.#stats[layer];
     const waits: Entry[] = [];
     try {
       for (const key of keys) {
-        let en = this.#pinned.get(key) ?? this.#entries.get(key);
+        let en = res.get(key);
         if (en?.ready) {
           st.hits++;
           if (en.unused) st.prefetchHits++;
@@ -238,13 +171,13 @@ export class StreamingExpertStore implements ExpertStore {
         if (en) {
           if (en.unused) st.prefetchLate++;
           en.unused = false;
-        } else en = this.#startLoad(key, "demand")!;
+        } else en = this.#startLoad(key, false)!;
         en.waiters++;
         waits.push(en);
       }
     } catch (e) {
       for (const w of waits) w.waiters--;
-      this.#unprotect(keys);
+      res.unprotect(keys);
       throw e;
     }
     this.#flushHints();
@@ -257,8 +190,7 @@ export class StreamingExpertStore implements ExpertStore {
 
   /** Weights of a resident expert; `StoreError` `"not_resident"` otherwise. */
   weights(layer: number, index: number): ExpertWeights {
-    const key = layer * this.#nExpert + index;
-    const en = this.#pinned.get(key) ?? this.#entries.get(key);
+    const en = this.#res.get(layer * this.#nExpert + index);
     if (!en?.weights) {
       throw new StoreError(
         "not_resident",
@@ -282,7 +214,7 @@ export class StreamingExpertStore implements ExpertStore {
     return this.capacity;
   }
 
-  /** Slot bytes in use: `allocated` (evictable area incl. free slots kept for reuse) + `pinned`. */
+  /** Slot bytes in use: `allocatedBytes` (evictable area, pooled slots included) + `pinnedBytes`. */
   memory(): {
     budgetBytes: number;
     allocatedBytes: number;
@@ -290,12 +222,13 @@ export class StreamingExpertStore implements ExpertStore {
     resident: number;
     loading: number;
   } {
-    let resident = this.#pinned.size, loading = 0;
-    for (const e of this.#entries.values()) e.ready ? resident++ : loading++;
-    const pinnedBytes = [...this.#pinned.values()].reduce((a, e) => a + e.slot.bytes, 0);
+    const res = this.#res;
+    let resident = res.pinned.size, loading = 0;
+    for (const e of res.entries.values()) e.ready ? resident++ : loading++;
+    const pinnedBytes = [...res.pinned.values()].reduce((a, e) => a + e.slot.bytes, 0);
     return {
       budgetBytes: this.budgetBytes,
-      allocatedBytes: this.#allocated,
+      allocatedBytes: res.allocatedBytes,
       pinnedBytes,
       resident,
       loading,
@@ -314,44 +247,28 @@ export class StreamingExpertStore implements ExpertStore {
     if (!p || this.#attached) return;
     this.#attached = true;
     const { backend, hp } = this.#ctx;
-    const ctx: PrefetchContext = {
+    const base = {
       backend,
       nLayer: hp.nLayer,
       nExpert: this.#nExpert,
       nExpertUsed: hp.nExpertUsed,
       nEmbd: hp.nEmbd,
-      layers: layers.map((m) =>
-        m ? { layer: m.spec.layer, gateInp: m.spec.gateInp, router: m.spec.router } : null
-      ),
     };
-    plugin(p, "init", () => p.init?.(ctx));
-    const observer: RouteObserver = (layer, token, route, hidden) => {
+    const soon = this.#res.soon;
+    attachPrefetcher(p, layers, base, (layer, experts) => {
       if (layer !== this.#soonLayer) {
-        this.#soon.clear();
+        soon.clear();
         this.#soonLayer = layer;
       }
-      for (const e of route.experts) this.#soon.add(layer * this.#nExpert + e);
-      const hints = plugin(p, "observe", () => p.observe(layer, token, route, hidden));
-      if (hints) this.#hints.push(...hints);
-    };
-    for (const m of layers) m?.observers.push(observer);
+      for (const e of experts) soon.add(layer * this.#nExpert + e);
+    }, (hints) => this.#hints.push(...hints));
   }
 
   /** Cancel loads in flight and free every slot. The store cannot be used afterwards. */
   dispose(): void {
     if (this.#disposed) return;
     this.#disposed = true;
-    const be = this.#ctx.backend;
-    for (const e of [...this.#entries.values(), ...this.#pinned.values()]) {
-      e.cancelled = true;
-      e.abort?.abort();
-      be.freeSlot(e.slot);
-    }
-    for (const list of this.#free.values()) for (const s of list) be.freeSlot(s);
-    this.#entries.clear();
-    this.#pinned.clear();
-    this.#free.clear();
-    this.#allocated = 0;
+    this.#res.dispose();
   }
 
   #key(layer: number, index: number): number {
@@ -368,14 +285,6 @@ export class StreamingExpertStore implements ExpertStore {
     return layer * this.#nExpert + index;
   }
 
-  #unprotect(keys: readonly number[]): void {
-    for (const k of keys) {
-      const n = (this.#protect.get(k) ?? 1) - 1;
-      if (n > 0) this.#protect.set(k, n);
-      else this.#protect.delete(k);
-    }
-  }
-
   async #wait(
     id: number,
     keys: number[],
@@ -387,88 +296,39 @@ export class StreamingExpertStore implements ExpertStore {
     try {
       await abortable(Promise.all(waits.map((w) => w.promise!)), signal);
     } catch (e) {
-      this.#unprotect(keys);
+      this.#res.unprotect(keys);
       throw e;
     } finally {
       for (const w of waits) w.waiters--;
       st.stallMs += performance.now() - t0;
     }
     if (id === this.#seq) this.#lastDone = keys;
-    else this.#unprotect(keys);
+    else this.#res.unprotect(keys);
   }
 
-  #startLoad(key: number, reason: "demand" | "prefetch"): Entry | null {
-    const layer = Math.floor(key / this.#nExpert);
-    const loc = this.#ctx.locations[layer][key % this.#nExpert];
-    const slot = this.#acquire(loc.bytes, reason === "prefetch");
-    if (!slot) return null;
-    const abort = new AbortController();
-    const en: Entry = {
-      key,
+  #fetch(loc: ExpertLocation, signal?: AbortSignal): Promise<Uint8Array> {
+    return fetchExpert(
+      {
+        source: this.#ctx.source,
+        expertBytes: this.#ctx.expertBytes,
+        sha256: this.#opts.manifest?.experts[loc.layer]?.[loc.index],
+        onBytes: (n) => this.#stats[loc.layer].bytesFetched += n,
+      },
       loc,
-      slot,
-      reason,
-      ready: false,
-      weights: null,
-      promise: null,
-      abort,
-      cancelled: false,
-      waiters: 0,
-      unused: reason === "prefetch",
-    };
-    this.#entries.set(key, en);
-    en.promise = this.#load(en, abort.signal);
+      signal,
+    );
+  }
+
+  #startLoad(key: number, prefetch: boolean): Entry | null {
+    const loc = this.#ctx.locations[Math.floor(key / this.#nExpert)][key % this.#nExpert];
+    const slot = this.#res.acquire(loc.bytes, prefetch);
+    if (!slot) return null;
+    const en = newEntry(key, loc, slot, prefetch ? "prefetch" : "demand");
+    this.#res.entries.set(key, en);
+    en.promise = this.#load(en, en.abort!.signal);
     // waiters get the error through their own handlers; an abandoned load has none
     en.promise.catch(() => {});
     return en;
-  }
-
-  async #fetch(loc: ExpertLocation, signal?: AbortSignal): Promise<Uint8Array> {
-    let bytes: Uint8Array;
-    try {
-      bytes = await readExpertBytes(this.#ctx.source, loc, signal);
-    } catch (e) {
-      if (e instanceof StoreError) throw e;
-      throw new StoreError(
-        "load_failed",
-        `Cannot load expert ${loc.index} of layer ${loc.layer} from ${this.#ctx.source.name}: ${
-          (e as Error).message
-        }`,
-        { layer: loc.layer, index: loc.index },
-      );
-    }
-    this.#stats[loc.layer].bytesFetched += bytes.byteLength;
-    const want = this.#hashes?.[loc.layer]?.[loc.index];
-    if (want !== undefined) {
-      const got = await sha256Hex(bytes);
-      if (got !== want) {
-        throw new StoreError(
-          "integrity",
-          `Cannot load expert ${loc.index} of layer ${loc.layer} from ${this.#ctx.source.name}: ` +
-            `SHA-256 ${got} does not match the manifest's ${want}`,
-          { layer: loc.layer, index: loc.index, expected: want, actual: got },
-        );
-      }
-    }
-    const hook = this.#ctx.expertBytes;
-    if (hook) {
-      const lay = expertLayout(loc);
-      for (const part of ["gate", "up", "down"] as const) {
-        const m = loc[part];
-        if (!m) continue;
-        const sub = bytes.subarray(lay[part], lay[part] + m.nbytes);
-        const out = hook(loc, part, sub);
-        if (!out || out === sub) continue;
-        if (out.byteLength !== m.nbytes) {
-          throw new StoreError(
-            "bad_transform",
-            `Cannot load expert ${loc.index} of layer ${loc.layer}: the bytes hook returned ${out.byteLength} bytes for '${m.name}', expected ${m.nbytes}`,
-          );
-        }
-        sub.set(out);
-      }
-    }
-    return bytes;
   }
 
   async #load(en: Entry, signal: AbortSignal): Promise<void> {
@@ -488,8 +348,8 @@ export class StreamingExpertStore implements ExpertStore {
       this.policy.onLoad(en.key, en.reason);
     } catch (e) {
       if (!en.cancelled) {
-        this.#entries.delete(en.key);
-        this.#toPool(en.slot);
+        this.#res.entries.delete(en.key);
+        this.#res.release(en.slot);
       }
       throw e;
     } finally {
@@ -500,87 +360,11 @@ export class StreamingExpertStore implements ExpertStore {
   async #loadPinned(loc: ExpertLocation): Promise<void> {
     const slot = this.#ctx.backend.allocSlot(loc.bytes);
     const key = loc.layer * this.#nExpert + loc.index;
-    const en: Entry = {
-      key,
-      loc,
-      slot,
-      reason: "pinned",
-      ready: false,
-      weights: null,
-      promise: null,
-      abort: null,
-      cancelled: false,
-      waiters: 0,
-      unused: false,
-    };
-    this.#pinned.set(key, en);
+    const en = newEntry(key, loc, slot, "pinned");
+    this.#res.pinned.set(key, en);
     this.#ctx.backend.writeSlot(slot, 0, await this.#fetch(loc));
     en.weights = expertViews(loc, slot);
     en.ready = true;
-  }
-
-  #toPool(slot: Slot): void {
-    const list = this.#free.get(slot.bytes);
-    if (list) list.push(slot);
-    else this.#free.set(slot.bytes, [slot]);
-  }
-
-  /** A slot of `bytes`, freeing room as needed; null when a prefetch would have to take one from compute. */
-  #acquire(bytes: number, forPrefetch: boolean): Slot | null {
-    for (;;) {
-      const pool = this.#free.get(bytes);
-      if (pool?.length) return pool.pop()!;
-      if (this.#allocated + bytes <= this.#evictable) {
-        const slot = this.#ctx.backend.allocSlot(bytes);
-        this.#allocated += bytes;
-        return slot;
-      }
-      const other = [...this.#free].find(([, l]) => l.length > 0);
-      if (other) {
-        this.#ctx.backend.freeSlot(other[1].pop()!);
-        this.#allocated -= other[0];
-        continue;
-      }
-      const candidates: number[] = [];
-      for (const e of this.#entries.values()) {
-        if (!e.ready || this.#protect.has(e.key)) continue;
-        if (forPrefetch && (e.unused || this.#soon.has(e.key))) continue;
-        candidates.push(e.key);
-      }
-      if (candidates.length > 0) {
-        this.#evict(pickVictim(this.policy, candidates));
-        continue;
-      }
-      if (forPrefetch) return null;
-      const steal = [...this.#entries.values()].find((e) => !e.ready && e.waiters === 0);
-      if (steal) {
-        this.#cancel(steal);
-        continue;
-      }
-      throw new StoreError(
-        "budget_exhausted",
-        `Cannot load an expert of ${bytes} bytes: all ${this.#evictable} bytes of the budget hold experts in use`,
-        { bytes, budget: this.budgetBytes },
-      );
-    }
-  }
-
-  #evict(key: number): void {
-    const en = this.#entries.get(key)!;
-    this.#entries.delete(key);
-    this.#toPool(en.slot);
-    this.policy.onEvict(key);
-    const st = this.#stats[en.loc.layer];
-    st.evictions++;
-    if (en.unused) st.wastedPrefetches++;
-  }
-
-  #cancel(en: Entry): void {
-    en.cancelled = true;
-    en.abort?.abort();
-    this.#entries.delete(en.key);
-    this.#toPool(en.slot);
-    if (en.unused) this.#stats[en.loc.layer].wastedPrefetches++;
   }
 
   #flushHints(): void {
@@ -596,46 +380,17 @@ export class StreamingExpertStore implements ExpertStore {
         const e = h.experts[i];
         if (!locs[e]) continue;
         const key = h.layer * this.#nExpert + e;
-        if (this.#entries.has(key) || this.#pinned.has(key)) continue;
-        const en = this.#startLoad(key, "prefetch");
+        if (this.#res.get(key)) continue;
+        const en = this.#startLoad(key, true);
         if (!en) return;
         this.#inflightPrefetch++;
         this.#stats[h.layer].prefetches++;
         en.promise!.catch((err: Error) => {
-          if (!(err instanceof StoreError && err.code === "cancelled") && !en.cancelled) {
-            this.#opts.onPrefetchError?.(err);
-          }
+          if (!en.cancelled) this.#opts.onPrefetchError?.(err);
         });
       }
     }
   }
-}
-
-function plugin<T>(p: Prefetcher, hook: string, f: () => T): T {
-  try {
-    return f();
-  } catch (e) {
-    if (e instanceof PluginError) throw e;
-    throw new PluginError(
-      "hook_failed",
-      `Plugin '${p.name}' failed in prefetch hook '${hook}': ${(e as Error).message}`,
-      {
-        plugin: p.name,
-        hook,
-      },
-    );
-  }
-}
-
-function abortable<T>(p: Promise<T>, signal?: AbortSignal): Promise<T> {
-  if (!signal) return p;
-  const aborted = (): StoreError => new StoreError("aborted", "Cannot ensure experts: aborted");
-  if (signal.aborted) return Promise.reject(aborted());
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = (): void => reject(aborted());
-    signal.addEventListener("abort", onAbort, { once: true });
-    p.then(resolve, reject).finally(() => signal.removeEventListener("abort", onAbort));
-  });
 }
 
 /** `createStore` for `loadModel`: the streaming store with `opts`. */
@@ -644,18 +399,6 @@ export function createStreamingStore(
   opts: StreamingStoreOptions,
 ): Promise<StreamingExpertStore> {
   return StreamingExpertStore.create(ctx, opts);
-}
-
-/** What `loadFromManifest` asks of an expert store (structurally its `ManifestStoreRequest`). */
-export interface StreamingStoreRequest {
-  /** Byte budget; all expert bytes when absent (plugins without `memory.expertBudgetMb`). */
-  readonly budgetBytes?: number;
-  /** `[layer, expert]` pairs to keep resident. */
-  readonly pinned: readonly (readonly [number, number])[];
-  /** Cache policy from a `cache` plugin. */
-  readonly policy?: CachePolicy;
-  /** Prefetcher from a `prefetch` plugin. */
-  readonly prefetcher?: Prefetcher;
 }
 
 /** A `createStore` for `loadFromManifest`: the streaming store for a manifest's request. */
@@ -671,3 +414,5 @@ export function streamingStoreFromRequest(
     prefetcher: req.prefetcher,
   });
 }
+
+export type { StreamingStoreContext, StreamingStoreOptions, StreamingStoreRequest };

@@ -126,6 +126,8 @@ Deno.test("spm: tokenBytes, tokenText, tokenAttr, isEog", () => {
   assert.deepEqual([...tok.tokenBytes(1)], []);
   assert.deepEqual([...tok.tokenBytes(1, { special: true })], [0x3c, 0x73, 0x3e]);
   assert.deepEqual([...tok.tokenBytes(spmByte(0xff))], [0xff]);
+  tok.tokenBytes(S.SPa)[0] = 0x41; // a copy: the piece cache is not affected
+  assert.equal(tok.decode([S.SP, S.SPa]), " a");
   assert.equal(tok.tokenText(S.SPa), "\u2581a");
   assert.equal(tok.tokenText(spmByte(0x0a)), "<0x0A>");
   assert.equal(tok.tokenAttr(S.AT), 16); // USER_DEFINED

@@ -19,7 +19,7 @@ import {
 import { byteDecode, decodeUtf8, utf8 } from "./unicode.ts";
 import { loadVocab, type Vocab } from "./vocab.ts";
 
-/** A piece of input: raw text `[start, end)` or an already matched special token. */
+/** A piece of input: raw text, or a special token already matched in it. */
 type Fragment = { text: string } | { id: number };
 
 const ATTR_SPECIAL = TokenAttr.UNKNOWN | TokenAttr.CONTROL;
@@ -81,7 +81,7 @@ class LlamaTokenizer implements Tokenizer {
   constructor(vocab: Vocab) {
     this.#v = vocab;
     this.#pieces = new Array(vocab.texts.length);
-    this.eogIds = [...vocab.eog].sort((a, b) => a - b);
+    this.eogIds = Object.freeze([...vocab.eog].sort((a, b) => a - b));
   }
 
   get model(): "llama" | "gpt2" {
@@ -165,8 +165,13 @@ class LlamaTokenizer implements Tokenizer {
   }
 
   tokenBytes(id: number, opts: { special?: boolean } = {}): Uint8Array {
-    checkTokenId(this.#v, id, "tokenBytes");
-    if (!opts.special && (this.#v.attrs[id] & ATTR_SPECIAL)) return EMPTY;
+    return this.#render(id, opts.special ?? false).slice();
+  }
+
+  /** The piece as llama.cpp `token_to_piece` renders it (shared, do not mutate). */
+  #render(id: number, special: boolean): Uint8Array {
+    checkTokenId(this.#v, id, "token id");
+    if (!special && (this.#v.attrs[id] & ATTR_SPECIAL)) return EMPTY;
     return this.#piece(id);
   }
 
@@ -203,7 +208,7 @@ class LlamaTokenizer implements Tokenizer {
     const parts: Uint8Array[] = [];
     let total = 0;
     for (let i = lo; i < hi; i++) {
-      let p = this.tokenBytes(ids[i], { special });
+      let p = this.#render(ids[i], special);
       if (removeSpace && p.length > 0 && p[0] === 0x20) p = p.subarray(1);
       removeSpace = false;
       parts.push(p);

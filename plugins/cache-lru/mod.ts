@@ -7,8 +7,7 @@
  * @module
  */
 
-// deno-lint-ignore no-import-prefix -- no import map entry yet; see the integrator note
-import { LRUCache } from "npm:lru-cache@11";
+import { LRUCache } from "lru-cache";
 import type { CachePolicy, CachePolicyInit, LoadReason, PluginFactory } from "../../mod.ts";
 
 /** Options of the LRU policy (the plugin config, defaults filled). */

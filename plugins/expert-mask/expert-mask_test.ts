@@ -31,11 +31,18 @@ Deno.test("expert-mask: outputs equal a model routed over the allowed experts on
     const config = { include: { "0": [0, 1, 3] }, exclude: { "*": [1] } };
     const { model } = await loadWithPlugins(dir, [{ use: "expert-mask", config }]);
     const used = new Set<string>();
-    for (const l of model.transformer.moe) l?.observers.push((layer, _t, r) => r.experts.forEach((e) => used.add(`${layer}:${e}`)));
+    for (const l of model.transformer.moe) {
+      l?.observers.push((layer, _t, r) => r.experts.forEach((e) => used.add(`${layer}:${e}`)));
+    }
     const got = await logitsOf(model);
-    assert.ok(!used.has("0:1") && !used.has("0:2") && !used.has("1:1"), `masked experts ran: ${[...used]}`);
+    assert.ok(
+      !used.has("0:1") && !used.has("0:2") && !used.has("1:1"),
+      `masked experts ran: ${[...used]}`,
+    );
     const want = await logitsOf(
-      await loadTestModel({ wrapRouter: (_r, layer) => refMasked(layer === 0 ? [0, 3] : [0, 2, 3]) }),
+      await loadTestModel({
+        wrapRouter: (_r, layer) => refMasked(layer === 0 ? [0, 3] : [0, 2, 3]),
+      }),
     );
     assertClose(got, want, 1e-5, "logits");
     assertDiffers(got, await logitsOf(await loadTestModel()), 1e-3, "logits vs unmasked");
@@ -46,20 +53,27 @@ Deno.test("expert-mask: outputs equal a model routed over the allowed experts on
 
 Deno.test("expert-mask: one allowed expert gets weight 1 even with k = 2", () => {
   const inner: Router = { name: "ref", route: (l) => refTopK(l, 2) };
-  const r = maskedRouter(inner, Uint8Array.from([0, 0, 1, 0])).route(Float32Array.from([5, 4, -3, 1]), 0);
+  const r = maskedRouter(inner, Uint8Array.from([0, 0, 1, 0])).route(
+    Float32Array.from([5, 4, -3, 1]),
+    0,
+  );
   assert.deepEqual([...r.experts], [2]);
   assertClose(r.weights, [1], 1e-7);
 });
 
 Deno.test("expert-mask: masking everything or naming a missing expert is a typed error", async () => {
-  assert.throws(() => allowedMask({ exclude: { "*": [0, 1] } }, 0, 2), (e: Error) => e.name === "PluginError");
+  assert.throws(
+    () => allowedMask({ exclude: { "*": [0, 1] } }, 0, 2),
+    (e: Error) => e.name === "PluginError",
+  );
   assert.throws(() => allowedMask({ include: { "0": [9] } }, 0, 4), /expert 9 does not exist/);
   assert.equal(allowedMask({ include: { "1": [0] } }, 0, 4), null);
   const dir = await tempDir();
   try {
     await assert.rejects(
       loadWithPlugins(dir, [{ use: "expert-mask", config: { exclude: { "*": [0, 1, 2, 3] } } }]),
-      (e: Error) => e.name === "PluginError" && /expert-mask/.test(e.message) && /every expert/.test(e.message),
+      (e: Error) =>
+        e.name === "PluginError" && /expert-mask/.test(e.message) && /every expert/.test(e.message),
     );
   } finally {
     await cleanup(dir);

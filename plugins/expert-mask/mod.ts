@@ -9,7 +9,13 @@
  * @module
  */
 
-import { type HParams, PluginError, type PluginFactory, type Route, type Router } from "../../mod.ts";
+import {
+  type HParams,
+  PluginError,
+  type PluginFactory,
+  type Route,
+  type Router,
+} from "../../mod.ts";
 
 /** Layer index (as a string) or `"*"` → expert indices. */
 export type ExpertSets = Readonly<Record<string, readonly number[]>>;
@@ -23,17 +29,25 @@ export interface ExpertMaskConfig {
 }
 
 /** The allowed mask of `layer`, or null when nothing is masked there. */
-export function allowedMask(cfg: ExpertMaskConfig, layer: number, nExpert: number): Uint8Array | null {
+export function allowedMask(
+  cfg: ExpertMaskConfig,
+  layer: number,
+  nExpert: number,
+): Uint8Array | null {
   const pick = (s?: ExpertSets) => s?.[String(layer)] ?? s?.["*"];
   const inc = pick(cfg.include), exc = pick(cfg.exclude);
   if (!inc && !exc) return null;
   for (const [name, set] of [["include", inc], ["exclude", exc]] as const) {
     const bad = set?.find((e) => e >= nExpert);
     if (bad !== undefined) {
-      throw new PluginError("bad_config", `config.${name}: expert ${bad} does not exist (layer ${layer} has ${nExpert})`, {
-        field: name,
-        layer,
-      });
+      throw new PluginError(
+        "bad_config",
+        `config.${name}: expert ${bad} does not exist (layer ${layer} has ${nExpert})`,
+        {
+          field: name,
+          layer,
+        },
+      );
     }
   }
   const mask = new Uint8Array(nExpert).fill(inc ? 0 : 1);

@@ -1,6 +1,13 @@
 import assert from "node:assert/strict";
 import { type LinearAdapter, type LinearName, loadFromManifest, loraScale } from "../../mod.ts";
-import { denseBA, loraFixture, molaFixture, PROJS, refAdapter, shortName } from "../../tests/plugins/adapters.ts";
+import {
+  denseBA,
+  loraFixture,
+  molaFixture,
+  PROJS,
+  refAdapter,
+  shortName,
+} from "../../tests/plugins/adapters.ts";
 import {
   assertClose,
   assertDiffers,
@@ -27,12 +34,20 @@ const CONFIG = {
 };
 
 /** The reference: ΔW = s·B·A with s written out by hand (o_proj: 8/4 from alpha_pattern, others 16/4), plus s·b. */
-function reference(fx: ReturnType<typeof loraFixture>, bias?: { key: string; b: Float32Array }): LinearAdapter {
+function reference(
+  fx: ReturnType<typeof loraFixture>,
+  bias?: { key: string; b: Float32Array },
+): LinearAdapter {
   const key = (l: number, p: LinearName) => `${l}:${shortName(p)}`;
   const s = (p: LinearName) => (p === "attn_output" ? 2 : 4);
   const base = refAdapter(
     (l, p) => fx.pairs.has(key(l, p)),
-    (l, p) => denseBA([{ ...fx.pairs.get(key(l, p))!, c: s(p) }], PROJS[shortName(p)].dIn, PROJS[shortName(p)].dOut),
+    (l, p) =>
+      denseBA(
+        [{ ...fx.pairs.get(key(l, p))!, c: s(p) }],
+        PROJS[shortName(p)].dIn,
+        PROJS[shortName(p)].dOut,
+      ),
   );
   if (!bias) return base;
   return {
@@ -41,7 +56,9 @@ function reference(fx: ReturnType<typeof loraFixture>, bias?: { key: string; b: 
       base.apply(l, p, x, n, out);
       if (key(l, p) !== bias.key) return;
       const dOut = PROJS[shortName(p)].dOut;
-      for (let t = 0; t < n; t++) for (let r = 0; r < dOut; r++) out[t * dOut + r] += s(p) * bias.b[r];
+      for (let t = 0; t < n; t++) {
+        for (let r = 0; r < dOut; r++) out[t * dOut + r] += s(p) * bias.b[r];
+      }
     },
   };
 }
@@ -91,10 +108,15 @@ Deno.test("lora: lora_B.bias adds s·b; rsLoRA scales by alpha/√r", async () =
   try {
     const fx = loraFixture(6, ["0:q", "1:v"], 4);
     const b = Float32Array.from({ length: 32 }, (_, i) => Math.cos(i) / 3);
-    fx.tensors["base_model.model.model.layers.0.self_attn.q_proj.lora_B.bias"] = { shape: [32], data: b };
+    fx.tensors["base_model.model.model.layers.0.self_attn.q_proj.lora_B.bias"] = {
+      shape: [32],
+      data: b,
+    };
     await writeAdapter(`${dir}/ad`, { peft_type: "LORA", r: 4, lora_alpha: 16 }, fx.tensors);
     const { model } = await loadWithPlugins(dir, [{ use: "lora", config: { adapter: "ad" } }]);
-    const want = await logitsOf(await loadTestModel({ adapters: [reference(fx, { key: "0:q", b })] }));
+    const want = await logitsOf(
+      await loadTestModel({ adapters: [reference(fx, { key: "0:q", b })] }),
+    );
     assertClose(await logitsOf(model), want, 1e-4, "logits");
   } finally {
     await cleanup(dir);
@@ -108,12 +130,16 @@ Deno.test("lora: merged weights give the same outputs as the unmerged term; conf
   try {
     const fx = loraFixture(7, TARGETS, 4);
     await writeAdapter(`${dir}/ad`, CONFIG, fx.tensors);
-    const unmerged = await logitsOf((await loadWithPlugins(dir, [{ use: "lora", config: { adapter: "ad" } }])).model);
+    const unmerged = await logitsOf(
+      (await loadWithPlugins(dir, [{ use: "lora", config: { adapter: "ad" } }])).model,
+    );
     const r = await loadWithPlugins(dir, [{ use: "lora", config: { adapter: "ad", merge: true } }]);
     assert.equal(r.model.transformer.adapters.length, 0);
     assertClose(await logitsOf(r.model), unmerged, 1e-4, "merged vs unmerged");
-    const half = await logitsOf((await loadWithPlugins(dir, [{ use: "lora", config: { adapter: "ad", scale: 0 } }])).model);
-    assertClose(half, await logitsOf(await loadTestModel()), 1e-6, "scale 0 = base");
+    const off = await logitsOf(
+      (await loadWithPlugins(dir, [{ use: "lora", config: { adapter: "ad", scale: 0 } }])).model,
+    );
+    assertClose(off, await logitsOf(await loadTestModel()), 1e-6, "scale 0 = base");
   } finally {
     await cleanup(dir);
   }
@@ -125,22 +151,30 @@ Deno.test("lora: merging into a tied output head, a foreign layout or a mismatch
     await writeAdapter(`${dir}/ad`, CONFIG, loraFixture(8, ["-1:lm_head"], 4).tensors);
     const tied = await writeModel(dir, { ...SPEC, tiedOutput: true });
     await assert.rejects(
-      loadFromManifest(manifestFor(tied, [{ use: "lora", config: { adapter: "ad", merge: true } }]) as never, {
-        baseUrl: dirUrl(dir),
-      }),
+      loadFromManifest(
+        manifestFor(tied, [{ use: "lora", config: { adapter: "ad", merge: true } }]) as never,
+        {
+          baseUrl: dirUrl(dir),
+        },
+      ),
       (e: Error) => e.name === "PluginError" && /merge_incomplete|never loaded/.test(e.message),
     );
     await writeAdapter(`${dir}/mola`, { r: 2 }, molaFixture(1, [2, 2], ["q"], 2).tensors);
     await assert.rejects(
       loadWithPlugins(dir, [{ use: "lora", config: { adapter: "mola" } }]),
-      (e: Error & { code?: string }) => e.name === "PluginError" && e.code === "not_plain_lora" && /\(setup\)/.test(e.message),
+      (e: Error & { code?: string }) =>
+        e.name === "PluginError" && e.code === "not_plain_lora" && /\(setup\)/.test(e.message),
     );
     const bad = loraFixture(9, ["0:q"], 2);
-    bad.tensors["base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight"] = { shape: [2, 16], data: new Float32Array(32) };
+    bad.tensors["base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight"] = {
+      shape: [2, 16],
+      data: new Float32Array(32),
+    };
     await writeAdapter(`${dir}/bad`, { r: 2, lora_alpha: 2 }, bad.tensors);
     await assert.rejects(
       loadWithPlugins(dir, [{ use: "lora", config: { adapter: "bad" } }]),
-      (e: Error & { code?: string }) => e.name === "PluginError" && e.code === "shape_mismatch" && /\(adapter\)/.test(e.message),
+      (e: Error & { code?: string }) =>
+        e.name === "PluginError" && e.code === "shape_mismatch" && /\(adapter\)/.test(e.message),
     );
     await writeAdapter(`${dir}/rank`, { r: 8, lora_alpha: 2 }, loraFixture(9, ["0:q"], 2).tensors);
     await assert.rejects(
@@ -150,7 +184,8 @@ Deno.test("lora: merging into a tied output head, a foreign layout or a mismatch
     await assert.rejects(
       loadWithPlugins(dir, [{ use: "lora", config: { adapter: "missing" } }]),
       (e: Error & { code?: string; cause?: unknown }) =>
-        e.name === "PluginError" && e.code === "not_found" && (e.cause as Error).name === "ManifestError",
+        e.name === "PluginError" && e.code === "not_found" &&
+        (e.cause as Error).name === "ManifestError",
     );
   } finally {
     await cleanup(dir);

@@ -13,8 +13,8 @@ import {
   checkPair,
   type LinearAdapter,
   type LinearName,
-  loraScale,
   type LoraPair,
+  loraScale,
   mergeLoraBytes,
   type ModelContext,
   openPeftAdapter,
@@ -59,7 +59,10 @@ export async function loraModules(ad: PeftAdapter, extraScale = 1): Promise<Lora
   for (const m of ad.modules.values()) {
     const what = `module ${m.module}`;
     const a = m.a.get(-1), b = m.b.get(-1);
-    if (m.other.has("router") || m.other.has("rank_router") || m.a.size !== 1 || m.b.size !== 1 || !a || !b) {
+    if (
+      m.other.has("router") || m.other.has("rank_router") || m.a.size !== 1 || m.b.size !== 1 ||
+      !a || !b
+    ) {
       throw new PluginError(
         "not_plain_lora",
         `${what}: expects one lora_A and one lora_B (MoLA adapters: use 'mola'; SMoRA: use 'smora')`,
@@ -74,13 +77,26 @@ export async function loraModules(ad: PeftAdapter, extraScale = 1): Promise<Lora
     const bias = biasName ? await readTensor(ad.file, biasName, [dOut]) : undefined;
     const rCfg = patternValue(c.rank_pattern, m.module, typeof c.r === "number" ? c.r : rank);
     if (rCfg !== rank) {
-      throw new PluginError("rank_mismatch", `${what}: lora_A has rank ${rank}, adapter_config says ${rCfg}`, {
-        module: m.module,
-      });
+      throw new PluginError(
+        "rank_mismatch",
+        `${what}: lora_A has rank ${rank}, adapter_config says ${rCfg}`,
+        {
+          module: m.module,
+        },
+      );
     }
-    const alpha = patternValue(c.alpha_pattern, m.module, typeof c.lora_alpha === "number" ? c.lora_alpha : 8);
+    const alpha = patternValue(
+      c.alpha_pattern,
+      m.module,
+      typeof c.lora_alpha === "number" ? c.lora_alpha : 8,
+    );
     const pair = checkPair({ rank, dIn, dOut, a: A, b: B, bias }, what);
-    out.push({ layer: m.layer, proj: m.proj, pair, scale: loraScale(alpha, rank, c.use_rslora === true) * extraScale });
+    out.push({
+      layer: m.layer,
+      proj: m.proj,
+      pair,
+      scale: loraScale(alpha, rank, c.use_rslora === true) * extraScale,
+    });
   }
   return out;
 }
@@ -109,11 +125,16 @@ export function ggufWeightName(layer: number, proj: LinearName): string {
 const createPlugin: PluginFactory<LoraConfig> = async (config, setup) => {
   const ad = await openPeftAdapter(setup, config.adapter);
   const targets = config.targets ? new Set(config.targets) : null;
-  const modules = (await loraModules(ad, config.scale ?? 1)).filter((m) => !targets || targets.has(m.proj));
+  const modules = (await loraModules(ad, config.scale ?? 1)).filter((m) =>
+    !targets || targets.has(m.proj)
+  );
   const byWeight = new Map(modules.map((m) => [ggufWeightName(m.layer, m.proj), m]));
   const merged = new Set<string>();
   if (config.merge && modules.some((m) => m.pair.bias)) {
-    throw new PluginError("bad_config", "config.merge: adapters with lora_B.bias cannot be merged (no bias tensor)");
+    throw new PluginError(
+      "bad_config",
+      "config.merge: adapters with lora_B.bias cannot be merged (no bias tensor)",
+    );
   }
   return {
     name: "lora",
@@ -130,7 +151,10 @@ const createPlugin: PluginFactory<LoraConfig> = async (config, setup) => {
         if (!config.merge) return adapter;
         const missing = [...byWeight.keys()].filter((n) => !merged.has(n));
         if (missing.length) {
-          throw new PluginError("merge_incomplete", `merge: the model never loaded ${missing.join(", ")} (tied output?)`);
+          throw new PluginError(
+            "merge_incomplete",
+            `merge: the model never loaded ${missing.join(", ")} (tied output?)`,
+          );
         }
         return [];
       },

@@ -8,7 +8,15 @@
  * @module
  */
 
-import { addLoraDelta, type LoraPair, matVecF32, PluginError, type Route, softmaxInPlace, topK } from "../../mod.ts";
+import {
+  addLoraDelta,
+  type LoraPair,
+  matVecF32,
+  PluginError,
+  type Route,
+  softmaxInPlace,
+  topK,
+} from "../../mod.ts";
 
 /** One projection's LoRA-expert mixture. */
 export interface LoraMix {
@@ -34,12 +42,18 @@ export interface LoraMix {
 export function checkMix(m: LoraMix, what: string): LoraMix {
   const e = m.experts.length;
   if (e === 0 || m.router.length !== e * m.dIn || (m.bias && m.bias.length !== e)) {
-    throw new PluginError("bad_shape", `${what}: gate has ${m.router.length} values for ${e} experts × ${m.dIn}`, {
-      what,
-    });
+    throw new PluginError(
+      "bad_shape",
+      `${what}: gate has ${m.router.length} values for ${e} experts × ${m.dIn}`,
+      {
+        what,
+      },
+    );
   }
   if (m.experts.some((p) => p.dIn !== m.dIn || p.dOut !== m.dOut)) {
-    throw new PluginError("bad_shape", `${what}: experts differ in shape from ${m.dOut}×${m.dIn}`, { what });
+    throw new PluginError("bad_shape", `${what}: experts differ in shape from ${m.dOut}×${m.dIn}`, {
+      what,
+    });
   }
   if (!Number.isInteger(m.topK) || m.topK < 1 || m.topK > e) {
     throw new PluginError("bad_config", `${what}: top-k ${m.topK} must be in [1, ${e}]`, { what });
@@ -52,12 +66,14 @@ export function mixRoute(m: LoraMix, x: Float32Array, xOff: number): Route {
   const e = m.experts.length;
   const g = matVecF32(m.router, e, m.dIn, x, xOff, new Float32Array(e));
   if (m.gating === "sigmoid") {
-    for (let i = 0; i < e; i++) g[i] = Math.fround(Math.fround(1 / (1 + Math.exp(-g[i]))) + (m.bias ? m.bias[i] : 0));
+    for (let i = 0; i < e; i++) {
+      g[i] = Math.fround(Math.fround(1 / (1 + Math.exp(-g[i]))) + (m.bias ? m.bias[i] : 0));
+    }
   } else softmaxInPlace(g);
   const experts = topK(g, m.topK);
   const weights = new Float32Array(m.topK);
   let sum = 0;
-  for (let j = 0; j < m.topK; j++) sum += (weights[j] = g[experts[j]]);
+  for (let j = 0; j < m.topK; j++) sum += weights[j] = g[experts[j]];
   const s = Math.fround(sum);
   for (let j = 0; j < m.topK; j++) weights[j] = Math.fround(weights[j] / s);
   return { experts, weights };
@@ -69,6 +85,8 @@ export function addMixDelta(m: LoraMix, x: Float32Array, nTokens: number, out: F
   for (let t = 0; t < nTokens; t++) {
     const r = mixRoute(m, x, t * dIn);
     const xr = x.subarray(t * dIn, (t + 1) * dIn), or = out.subarray(t * dOut, (t + 1) * dOut);
-    for (let j = 0; j < r.experts.length; j++) addLoraDelta(m.experts[r.experts[j]], r.weights[j] * m.scale, xr, 1, or);
+    for (let j = 0; j < r.experts.length; j++) {
+      addLoraDelta(m.experts[r.experts[j]], r.weights[j] * m.scale, xr, 1, or);
+    }
   }
 }

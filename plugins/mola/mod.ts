@@ -13,8 +13,8 @@ import {
   type HParams,
   type LinearAdapter,
   type LinearName,
-  loraScale,
   type LoraPair,
+  loraScale,
   type ModelContext,
   openPeftAdapter,
   type PeftAdapter,
@@ -25,7 +25,7 @@ import {
   readTensor,
   targetShape,
 } from "../../mod.ts";
-import { addMixDelta, checkMix, type LoraMix } from "./mix.ts";
+import { addMixDelta, checkMix } from "./mix.ts";
 
 export { addMixDelta, checkMix, type LoraMix, mixRoute } from "./mix.ts";
 
@@ -69,9 +69,13 @@ export async function molaModules(ad: PeftAdapter, extraScale = 1): Promise<Mola
     const what = `module ${m.module}`;
     const gate = m.other.get("router");
     if (!gate || m.a.has(-1)) {
-      throw new PluginError("not_mola", `${what}: expects numbered LoRA experts and a router (plain LoRA: use 'lora')`, {
-        module: m.module,
-      });
+      throw new PluginError(
+        "not_mola",
+        `${what}: expects numbered LoRA experts and a router (plain LoRA: use 'lora')`,
+        {
+          module: m.module,
+        },
+      );
     }
     const [e, dIn] = ad.file.tensor(gate).shape;
     const router = await readTensor(ad.file, gate, [e, dIn]);
@@ -80,22 +84,38 @@ export async function molaModules(ad: PeftAdapter, extraScale = 1): Promise<Mola
     for (let i = 0; i < e; i++) {
       const a = m.a.get(i), b = m.b.get(i);
       if (!a || !b) {
-        throw new PluginError("missing_expert", `${what}: the router has ${e} experts but expert ${i} lacks lora_A or lora_B`);
+        throw new PluginError(
+          "missing_expert",
+          `${what}: the router has ${e} experts but expert ${i} lacks lora_A or lora_B`,
+        );
       }
       rank ||= ad.file.tensor(a).shape[0];
       const dOut = ad.file.tensor(b).shape[0];
-      const A = await readTensor(ad.file, a, [rank, dIn]), B = await readTensor(ad.file, b, [dOut, rank]);
+      const A = await readTensor(ad.file, a, [rank, dIn]),
+        B = await readTensor(ad.file, b, [dOut, rank]);
       experts.push(checkPair({ rank, dIn, dOut, a: A, b: B }, `${what} expert ${i}`));
     }
     if (m.a.size !== e || m.b.size !== e) {
-      throw new PluginError("missing_expert", `${what}: ${m.a.size} lora_A and ${m.b.size} lora_B for ${e} router rows`);
+      throw new PluginError(
+        "missing_expert",
+        `${what}: ${m.a.size} lora_A and ${m.b.size} lora_B for ${e} router rows`,
+      );
     }
     const rCfg = Array.isArray(c.r) ? c.r[m.layer] : c.r;
     if (typeof rCfg === "number" && rCfg !== rank) {
-      throw new PluginError("rank_mismatch", `${what}: experts have rank ${rank}, adapter_config r says ${rCfg}`);
+      throw new PluginError(
+        "rank_mismatch",
+        `${what}: experts have rank ${rank}, adapter_config r says ${rCfg}`,
+      );
     }
     const alpha = typeof c.lora_alpha === "number" ? c.lora_alpha : 8;
-    out.push({ layer: m.layer, proj: m.proj, router, experts, scale: loraScale(alpha, rank, c.use_rslora === true) * extraScale });
+    out.push({
+      layer: m.layer,
+      proj: m.proj,
+      router,
+      experts,
+      scale: loraScale(alpha, rank, c.use_rslora === true) * extraScale,
+    });
   }
   return out;
 }
@@ -115,12 +135,22 @@ export function molaAdapter(
     if (counts && m.layer >= 0 && counts[l] !== m.experts.length) {
       throw new PluginError(
         "expert_count_mismatch",
-        `${what}: the adapter has ${m.experts.length} experts, config.experts says ${counts[l]} for layer ${l}`,
+        `${what}: the adapter has ${m.experts.length} experts, config.experts says ${
+          counts[l]
+        } for layer ${l}`,
         { layer: m.layer, proj: m.proj },
       );
     }
     const mix = checkMix(
-      { dIn, dOut, router: m.router, experts: m.experts, topK: ks[l], scale: m.scale, gating: opts.gating },
+      {
+        dIn,
+        dOut,
+        router: m.router,
+        experts: m.experts,
+        topK: ks[l],
+        scale: m.scale,
+        gating: opts.gating,
+      },
       what,
     );
     return [m.layer, m.proj, (x, n, out) => addMixDelta(mix, x, n, out)] as const;
@@ -131,7 +161,9 @@ export function molaAdapter(
 const createPlugin: PluginFactory<MolaConfig> = async (config, setup) => {
   const ad = await openPeftAdapter(setup, config.adapter);
   const targets = config.targets ? new Set(config.targets) : null;
-  const modules = (await molaModules(ad, config.scale ?? 1)).filter((m) => !targets || targets.has(m.proj));
+  const modules = (await molaModules(ad, config.scale ?? 1)).filter((m) =>
+    !targets || targets.has(m.proj)
+  );
   const topK = config.topK ?? (typeof ad.config.top_k === "number" ? ad.config.top_k : 2);
   return {
     name: "mola",

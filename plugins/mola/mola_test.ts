@@ -1,6 +1,14 @@
 import assert from "node:assert/strict";
 import type { LinearAdapter, LinearName } from "../../mod.ts";
-import { denseBA, dotRow, molaFixture, PROJS, refAdapter, shortName } from "../../tests/plugins/adapters.ts";
+import {
+  addMolaHead,
+  denseBA,
+  dotRow,
+  molaFixture,
+  PROJS,
+  refAdapter,
+  shortName,
+} from "../../tests/plugins/adapters.ts";
 import {
   assertClose,
   assertDiffers,
@@ -16,7 +24,12 @@ import {
  * MoLA written out (spec §1.1): logits = W_r·x, p = softmax (f64 here),
  * top-K with ties to the lower index, w = p_sel / Σ p_sel, ΔW = Σ w_j·s·B_j·A_j.
  */
-function reference(fx: ReturnType<typeof molaFixture>, ks: number[], s: number, rank: number): LinearAdapter {
+function reference(
+  fx: ReturnType<typeof molaFixture>,
+  ks: number[],
+  s: number,
+  rank: number,
+): LinearAdapter {
   const key = (l: number, p: LinearName) => `${l}:${shortName(p)}`;
   return refAdapter((l, p) => fx.mods.has(key(l, p)), (l, p, x) => {
     const m = fx.mods.get(key(l, p))!;
@@ -25,20 +38,36 @@ function reference(fx: ReturnType<typeof molaFixture>, ks: number[], s: number, 
     const mx = Math.max(...logits);
     const prob = logits.map((v) => Math.exp(v - mx));
     const z = prob.reduce((a, b) => a + b, 0);
-    const order = prob.map((_, i) => i).sort((a, b) => prob[b] - prob[a] || a - b).slice(0, ks[l]);
+    const k = ks[l < 0 ? ks.length - 1 : l]; // the output head uses the last layer's k
+    const order = prob.map((_, i) => i).sort((a, b) => prob[b] - prob[a] || a - b).slice(0, k);
     const sum = order.reduce((a, i) => a + prob[i] / z, 0);
-    return denseBA(order.map((i) => ({ ...m.experts[i], rank, c: (prob[i] / z / sum) * s })), dIn, dOut);
+    return denseBA(
+      order.map((i) => ({ ...m.experts[i], rank, c: (prob[i] / z / sum) * s })),
+      dIn,
+      dOut,
+    );
   });
 }
 
-Deno.test("mola: per-layer expert counts (\"24\") and top-k [1, 2] change outputs exactly as the MoLA math says", async () => {
+Deno.test('mola: per-layer expert counts ("24"), top-k [1, 2] and the output head follow the MoLA math', async () => {
   const dir = await tempDir();
   try {
     const fx = molaFixture(21, [2, 4], ["q", "k", "o"], 4);
-    await writeAdapter(`${dir}/ad`, { peft_type: "LORA", r: [4, 4], lora_alpha: 8, target_modules: ["q_proj"] }, fx.tensors);
-    const { model } = await loadWithPlugins(dir, [{ use: "mola", config: { adapter: "ad", experts: "24", topK: [1, 2] } }]);
+    addMolaHead(fx, 24, 3, 4);
+    await writeAdapter(`${dir}/ad`, {
+      peft_type: "LORA",
+      r: [4, 4],
+      lora_alpha: 8,
+      target_modules: ["q_proj"],
+    }, fx.tensors);
+    const { model } = await loadWithPlugins(dir, [{
+      use: "mola",
+      config: { adapter: "ad", experts: "24", topK: [1, 2] },
+    }]);
     const got = await logitsOf(model);
-    const want = await logitsOf(await loadTestModel({ adapters: [reference(fx, [1, 2], 8 / 4, 4)] }));
+    const want = await logitsOf(
+      await loadTestModel({ adapters: [reference(fx, [1, 2], 8 / 4, 4)] }),
+    );
     assertClose(got, want, 1e-4, "logits");
     assertDiffers(got, await logitsOf(await loadTestModel()), 1e-2, "logits vs base");
   } finally {
@@ -50,10 +79,23 @@ Deno.test("mola: MoE-PEFT keys (experts.{e}, moe_gate) with top_k from adapter_c
   const dir = await tempDir();
   try {
     const fx = molaFixture(22, [3, 3], ["v", "o"], 4, "moe-peft");
-    const cfg = { peft_type: "MOLA", routing_strategy: "mola", num_experts: 3, top_k: 2, r: 4, lora_alpha: 16, use_rslora: true };
+    const cfg = {
+      peft_type: "MOLA",
+      routing_strategy: "mola",
+      num_experts: 3,
+      top_k: 2,
+      r: 4,
+      lora_alpha: 16,
+      use_rslora: true,
+    };
     await writeAdapter(`${dir}/ad`, cfg, fx.tensors);
-    const { model } = await loadWithPlugins(dir, [{ use: "mola", config: { adapter: "ad", experts: 3 } }]);
-    const want = await logitsOf(await loadTestModel({ adapters: [reference(fx, [2, 2], 16 / Math.sqrt(4), 4)] }));
+    const { model } = await loadWithPlugins(dir, [{
+      use: "mola",
+      config: { adapter: "ad", experts: 3 },
+    }]);
+    const want = await logitsOf(
+      await loadTestModel({ adapters: [reference(fx, [2, 2], 16 / Math.sqrt(4), 4)] }),
+    );
     assertClose(await logitsOf(model), want, 1e-4, "logits");
   } finally {
     await cleanup(dir);
@@ -69,7 +111,8 @@ Deno.test("mola: count mismatch, top-k above E, MLP targets and missing experts 
       assert.rejects(
         loadWithPlugins(dir, [{ use: "mola", config }]),
         (e: Error & { code?: string }) =>
-          e.name === "PluginError" && e.code === code && e.message.includes(`plugin 'mola' (${hook})`),
+          e.name === "PluginError" && e.code === code &&
+          e.message.includes(`plugin 'mola' (${hook})`),
       );
     await rejects({ adapter: "ad", experts: "8642" }, "bad_config", "adapter"); // 4 groups over 2 layers
     await rejects({ adapter: "ad", experts: [2, 3] }, "expert_count_mismatch", "adapter");
@@ -82,8 +125,19 @@ Deno.test("mola: count mismatch, top-k above E, MLP targets and missing experts 
     await writeAdapter(`${dir}/mlp`, { r: 2, lora_alpha: 4 }, mlp);
     await rejects({ adapter: "mlp" }, "unsupported_target", "adapter");
     // the same adapter restricted to attention loads, and equals the attention-only adapter
-    const only = await logitsOf((await loadWithPlugins(dir, [{ use: "mola", config: { adapter: "mlp", targets: ["attn_q"] } }])).model);
-    assertClose(only, await logitsOf((await loadWithPlugins(dir, [{ use: "mola", config: { adapter: "ad" } }])).model), 0);
+    const only = await logitsOf(
+      (await loadWithPlugins(dir, [{
+        use: "mola",
+        config: { adapter: "mlp", targets: ["attn_q"] },
+      }])).model,
+    );
+    assertClose(
+      only,
+      await logitsOf(
+        (await loadWithPlugins(dir, [{ use: "mola", config: { adapter: "ad" } }])).model,
+      ),
+      0,
+    );
     const gap = { ...fx.tensors };
     delete gap["base_model.model.model.layers.1.self_attn.q_proj.lora_B_1.weight"];
     await writeAdapter(`${dir}/gap`, { r: 2 }, gap);

@@ -7,7 +7,13 @@
  * @module
  */
 
-import { type Expert, type ExpertKind, type HParams, PluginError, type PluginFactory } from "../../mod.ts";
+import {
+  type Expert,
+  type ExpertKind,
+  type HParams,
+  PluginError,
+  type PluginFactory,
+} from "../../mod.ts";
 
 /** One replaced expert. */
 export interface NullExpertSpec {
@@ -34,7 +40,10 @@ function specFor(cfg: NullExpertsConfig, layer: number, index: number): NullExpe
 }
 
 /** Compute of each kind: `out[t] = f(x[t])` for rows of n_embd. */
-function makeForward(s: NullExpertSpec, nEmbd: number): (x: Float32Array, n: number, out: Float32Array) => void {
+function makeForward(
+  s: NullExpertSpec,
+  nEmbd: number,
+): (x: Float32Array, n: number, out: Float32Array) => void {
   if (s.kind === "zero") return (_x, n, out) => out.fill(0, 0, n * nEmbd);
   if (s.kind === "copy") {
     const k = s.scale ?? 1;
@@ -42,7 +51,9 @@ function makeForward(s: NullExpertSpec, nEmbd: number): (x: Float32Array, n: num
       for (let i = 0; i < n * nEmbd; i++) out[i] = k * x[i];
     };
   }
-  const v = typeof s.value === "number" ? new Float32Array(nEmbd).fill(s.value) : Float32Array.from(s.value ?? []);
+  const v = typeof s.value === "number"
+    ? new Float32Array(nEmbd).fill(s.value)
+    : Float32Array.from(s.value ?? []);
   if (v.length !== nEmbd) {
     throw new PluginError(
       "bad_config",

@@ -40,7 +40,12 @@ Deno.test("null-experts: zero, copy and constant experts change outputs exactly 
     const kinds = model.transformer.moe.map((l) => l!.spec.experts.map((e) => e.kind).join(","));
     assert.deepEqual(kinds, ["zero,copy,swiglu,swiglu", "zero,copy,constant,swiglu"]);
     const got = await logitsOf(model);
-    assertClose(got, await logitsOf(await loadTestModel({ wrapExpert: refExpert })), 1e-6, "logits");
+    assertClose(
+      got,
+      await logitsOf(await loadTestModel({ wrapExpert: refExpert })),
+      1e-6,
+      "logits",
+    );
     assertDiffers(got, await logitsOf(await loadTestModel()), 1e-3, "logits vs FFN experts");
   } finally {
     await cleanup(dir);
@@ -51,16 +56,27 @@ Deno.test("null-experts: constant needs a value; bad sizes and indices are typed
   const dir = await tempDir();
   try {
     await assert.rejects(
-      loadWithPlugins(dir, [{ use: "null-experts", config: { experts: [{ layer: 0, index: 0, kind: "constant" }] } }]),
+      loadWithPlugins(dir, [{
+        use: "null-experts",
+        config: { experts: [{ layer: 0, index: 0, kind: "constant" }] },
+      }]),
       (e: Error & { details?: { problems?: { path: string; code: string }[] } }) =>
-        e.name === "ManifestError" && e.details!.problems!.some((p) => /experts\[0\]\.value/.test(p.path)),
+        e.name === "ManifestError" &&
+        e.details!.problems!.some((p) => /experts\[0\]\.value/.test(p.path)),
     );
     await assert.rejects(
-      loadWithPlugins(dir, [{ use: "null-experts", config: { experts: [{ layer: 0, index: 0, kind: "constant", value: [1, 2] }] } }]),
-      (e: Error) => e.name === "PluginError" && /expertKinds/.test(e.message) && /n_embd/.test(e.message),
+      loadWithPlugins(dir, [{
+        use: "null-experts",
+        config: { experts: [{ layer: 0, index: 0, kind: "constant", value: [1, 2] }] },
+      }]),
+      (e: Error) =>
+        e.name === "PluginError" && /expertKinds/.test(e.message) && /n_embd/.test(e.message),
     );
     await assert.rejects(
-      loadWithPlugins(dir, [{ use: "null-experts", config: { experts: [{ layer: "*", index: 4, kind: "zero" }] } }]),
+      loadWithPlugins(dir, [{
+        use: "null-experts",
+        config: { experts: [{ layer: "*", index: 4, kind: "zero" }] },
+      }]),
       (e: Error) => e.name === "PluginError" && /does not exist/.test(e.message),
     );
   } finally {

@@ -14,7 +14,15 @@
  * @module
  */
 
-import { type HParams, PluginError, type PluginFactory, type Route, type Router, softmaxInPlace, topK } from "../../mod.ts";
+import {
+  type HParams,
+  PluginError,
+  type PluginFactory,
+  type Route,
+  type Router,
+  softmaxInPlace,
+  topK,
+} from "../../mod.ts";
 
 /** Options of top-p routing (the plugin config, defaults filled). */
 export interface TopPOptions {
@@ -70,7 +78,9 @@ export function tsallisEntropy(p: Float32Array, q: number, eps: number): number 
 export function topPRoute(logits: Float32Array, o: TopPOptions): Route {
   const n = logits.length;
   const probs = softmaxInPlace(logits, new Float32Array(n));
-  if (o.temperature !== 1) for (let i = 0; i < n; i++) probs[i] = Math.fround(probs[i] / o.temperature);
+  if (o.temperature !== 1) {
+    for (let i = 0; i < n; i++) probs[i] = Math.fround(probs[i] / o.temperature);
+  }
   const order = topK(probs, n);
   let keep = 0;
   if (o.rule === "dynamic-moe") {
@@ -100,8 +110,10 @@ export function topPRoute(logits: Float32Array, o: TopPOptions): Route {
   const experts = order.slice(0, keep);
   const weights = new Float32Array(keep);
   let sum = 0;
-  for (let j = 0; j < keep; j++) sum += (weights[j] = probs[experts[j]]);
-  if (o.renormalize && sum > 0) for (let j = 0; j < keep; j++) weights[j] = Math.fround(weights[j] / sum);
+  for (let j = 0; j < keep; j++) sum += weights[j] = probs[experts[j]];
+  if (o.renormalize && sum > 0) {
+    for (let j = 0; j < keep; j++) weights[j] = Math.fround(weights[j] / sum);
+  }
   return { experts, weights };
 }
 
@@ -115,7 +127,11 @@ export function topPRouter(opts: Partial<TopPOptions> = {}): Router {
 const createPlugin: PluginFactory<Partial<TopPOptions>> = (config) => {
   const o: TopPOptions = { ...TOP_P_DEFAULTS, ...config };
   if (o.maxK !== undefined && o.maxK < o.minK) {
-    throw new PluginError("bad_config", `config.maxK (${o.maxK}) must be ≥ config.minK (${o.minK})`, { field: "maxK" });
+    throw new PluginError(
+      "bad_config",
+      `config.maxK (${o.maxK}) must be ≥ config.minK (${o.minK})`,
+      { field: "maxK" },
+    );
   }
   const layers = o.layers ? new Set(o.layers) : null;
   const router = topPRouter(o);
@@ -123,7 +139,11 @@ const createPlugin: PluginFactory<Partial<TopPOptions>> = (config) => {
     name: "route-top-p",
     version: "0.1.0",
     hooks: {
-      router: (inner: Router, layer: number, _hp: HParams): Router => (!layers || layers.has(layer) ? router : inner),
+      router: (
+        inner: Router,
+        layer: number,
+        _hp: HParams,
+      ): Router => (!layers || layers.has(layer) ? router : inner),
     },
   };
 };

@@ -1,6 +1,5 @@
 import assert from "node:assert/strict";
-// deno-lint-ignore no-import-prefix -- no import map entry yet; see the integrator note
-import fc from "npm:fast-check@4";
+import fc from "fast-check";
 import type { Route, Router } from "../../mod.ts";
 import {
   assertClose,
@@ -39,7 +38,14 @@ function refDynamicMoe(logits: Float32Array, P: number): Route {
 }
 
 const logitsArb = fc.integer({ min: 1, max: 12 }).chain((n) =>
-  fc.float32Array({ minLength: n, maxLength: n, min: -8, max: 8, noNaN: true, noDefaultInfinity: true })
+  fc.float32Array({
+    minLength: n,
+    maxLength: n,
+    min: -8,
+    max: 8,
+    noNaN: true,
+    noDefaultInfinity: true,
+  })
 );
 
 Deno.test("route-top-p: dynamic-moe keeps the smallest prefix whose mass exceeds p, raw weights", () => {
@@ -54,10 +60,15 @@ Deno.test("route-top-p: dynamic-moe keeps the smallest prefix whose mass exceeds
       // same experts as the reference unless rounding could decide: a cumulative sum on p, or near-tied probabilities
       const { p: probs, order } = sortedProbs(logits);
       const tie = order.some((e, j) => j > 0 && probs[order[j - 1]] - probs[e] < 1e-6);
-      if (!tie && Math.abs(mass - p) > 1e-5 && Math.abs(mass - r.weights[r.weights.length - 1] - p) > 1e-5) {
+      if (
+        !tie && Math.abs(mass - p) > 1e-5 &&
+        Math.abs(mass - r.weights[r.weights.length - 1] - p) > 1e-5
+      ) {
         assert.deepEqual([...r.experts], [...ref.experts]);
       }
-      for (let j = 0; j < r.experts.length; j++) assertClose([r.weights[j]], [ref.weights[j]], 1e-6, "weight");
+      for (let j = 0; j < r.experts.length; j++) {
+        assertClose([r.weights[j]], [ref.weights[j]], 1e-6, "weight");
+      }
     }),
   );
 });
@@ -75,11 +86,15 @@ Deno.test("route-top-p: minK/maxK bound the count; renormalize sums to 1; dynmol
         const o: TopPOptions = { ...TOP_P_DEFAULTS, p, minK, maxK: minK + extra, renormalize };
         for (const rule of ["dynamic-moe", "dynmole"] as const) {
           const r = topPRoute(logits, { ...o, rule });
-          assert.ok(r.experts.length >= Math.min(minK, n) && r.experts.length <= Math.min(minK + extra, n));
+          assert.ok(
+            r.experts.length >= Math.min(minK, n) && r.experts.length <= Math.min(minK + extra, n),
+          );
           assert.equal(new Set(r.experts).size, r.experts.length);
           const sum = [...r.weights].reduce((a, b) => a + b, 0);
           if (renormalize) assert.ok(Math.abs(sum - 1) < 1e-5);
-          if (rule === "dynmole" && !renormalize && r.experts.length > minK) assert.ok(sum <= p + 1e-6);
+          if (rule === "dynmole" && !renormalize && r.experts.length > minK) {
+            assert.ok(sum <= p + 1e-6);
+          }
         }
       },
     ),
@@ -107,7 +122,9 @@ Deno.test("route-top-p: the model's outputs equal a model routed by the referenc
     const p = 0.5;
     const { model } = await loadWithPlugins(dir, [{ use: "route-top-p", config: { p } }]);
     const sizes = new Set<number>();
-    for (const l of model.transformer.moe) l?.observers.push((_l, _t, r) => sizes.add(r.experts.length));
+    for (const l of model.transformer.moe) {
+      l?.observers.push((_l, _t, r) => sizes.add(r.experts.length));
+    }
     const got = await logitsOf(model);
     const ref: Router = { name: "ref", route: (logits) => refDynamicMoe(logits, p) };
     const want = await logitsOf(await loadTestModel({ wrapRouter: () => ref }));
@@ -122,12 +139,16 @@ Deno.test("route-top-p: the model's outputs equal a model routed by the referenc
 Deno.test("route-top-p: layers limits the override; maxK < minK is a typed config error", async () => {
   const dir = await tempDir();
   try {
-    const { model } = await loadWithPlugins(dir, [{ use: "route-top-p", config: { p: 0.5, layers: [1] } }]);
+    const { model } = await loadWithPlugins(dir, [{
+      use: "route-top-p",
+      config: { p: 0.5, layers: [1] },
+    }]);
     assert.equal(model.transformer.moe[0]!.spec.router.name, "topk");
     assert.match(model.transformer.moe[1]!.spec.router.name, /top-p/);
     await assert.rejects(
       loadWithPlugins(dir, [{ use: "route-top-p", config: { minK: 3, maxK: 2 } }]),
-      (e: Error) => e.name === "PluginError" && /maxK/.test(e.message) && /route-top-p/.test(e.message),
+      (e: Error) =>
+        e.name === "PluginError" && /maxK/.test(e.message) && /route-top-p/.test(e.message),
     );
   } finally {
     await cleanup(dir);

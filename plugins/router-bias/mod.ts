@@ -6,7 +6,13 @@
  * @module
  */
 
-import { type HParams, PluginError, type PluginFactory, type Route, type Router } from "../../mod.ts";
+import {
+  type HParams,
+  PluginError,
+  type PluginFactory,
+  type Route,
+  type Router,
+} from "../../mod.ts";
 
 /** Config: layer index (as a string) or `"*"` → one bias per expert. */
 export interface RouterBiasConfig {
@@ -21,7 +27,10 @@ export function biasedRouter(inner: Router, bias: Float32Array): Router {
     name: `bias(${inner.name})`,
     route(logits: Float32Array, layer: number): Route {
       if (logits.length !== bias.length) {
-        throw new PluginError("shape_mismatch", `layer ${layer} has ${logits.length} experts, bias has ${bias.length}`);
+        throw new PluginError(
+          "shape_mismatch",
+          `layer ${layer} has ${logits.length} experts, bias has ${bias.length}`,
+        );
       }
       if (buf.length !== logits.length) buf = new Float32Array(logits.length);
       for (let e = 0; e < logits.length; e++) buf[e] = Math.fround(logits[e] + bias[e]);
@@ -38,7 +47,11 @@ const createPlugin: PluginFactory<RouterBiasConfig> = (config) => ({
     router(inner: Router, layer: number, hp: HParams): Router {
       for (const k of Object.keys(config.bias)) {
         if (k !== "*" && Number(k) >= hp.nLayer) {
-          throw new PluginError("bad_config", `config.bias["${k}"]: the model has ${hp.nLayer} layers`, { field: "bias" });
+          throw new PluginError(
+            "bad_config",
+            `config.bias["${k}"]: the model has ${hp.nLayer} layers`,
+            { field: "bias" },
+          );
         }
       }
       const b = config.bias[String(layer)] ?? config.bias["*"];
@@ -46,7 +59,9 @@ const createPlugin: PluginFactory<RouterBiasConfig> = (config) => ({
       if (b.length !== hp.nExpert) {
         throw new PluginError(
           "bad_config",
-          `config.bias["${String(layer) in config.bias ? layer : "*"}"] has ${b.length} values; the model has ${hp.nExpert} experts per layer`,
+          `config.bias["${
+            String(layer) in config.bias ? layer : "*"
+          }"] has ${b.length} values; the model has ${hp.nExpert} experts per layer`,
           { field: "bias", layer },
         );
       }

@@ -22,7 +22,8 @@ Deno.test("router-bias: outputs equal a model whose router sees logits + bias[la
     const got = await logitsOf(model);
     const ref = (layer: number): Router => ({
       name: "ref",
-      route: (l) => refTopK(l.map((v, e) => v + (layer === 0 ? BIAS["0"] : BIAS["*"])[e]), SPEC.nExpertUsed!),
+      route: (l) =>
+        refTopK(l.map((v, e) => v + (layer === 0 ? BIAS["0"] : BIAS["*"])[e]), SPEC.nExpertUsed!),
     });
     const want = await logitsOf(await loadTestModel({ wrapRouter: (_r, layer) => ref(layer) }));
     assertClose(got, want, 1e-5, "logits");
@@ -38,7 +39,8 @@ Deno.test("router-bias: wrong bias length or layer is a stamped PluginError; con
     await assert.rejects(
       loadWithPlugins(dir, [{ use: "router-bias", config: { bias: { "*": [1, 2] } } }]),
       (e: Error) =>
-        e.name === "PluginError" && /plugin 'router-bias' \(router\)/.test(e.message) && /4 experts/.test(e.message),
+        e.name === "PluginError" && /plugin 'router-bias' \(router\)/.test(e.message) &&
+        /4 experts/.test(e.message),
     );
     await assert.rejects(
       loadWithPlugins(dir, [{ use: "router-bias", config: { bias: { "7": [0, 0, 0, 0] } } }]),

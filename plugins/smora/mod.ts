@@ -69,20 +69,38 @@ export interface SmoraModule {
 /** Check a module's sizes; throws `PluginError` naming `what`. */
 export function checkSmora(m: SmoraModule, what: string): SmoraModule {
   const { rank: r, dIn, dOut, partition: p } = m;
-  if (r % p !== 0 || m.router.length !== (r / p) * dIn || m.a.length !== r * dIn || m.b.length !== dOut * r) {
-    throw new PluginError("bad_shape", `${what}: rank ${r}, partition ${p}: A, B or lora_router has the wrong size`, {
+  if (
+    r % p !== 0 || m.router.length !== (r / p) * dIn || m.a.length !== r * dIn ||
+    m.b.length !== dOut * r
+  ) {
+    throw new PluginError(
+      "bad_shape",
+      `${what}: rank ${r}, partition ${p}: A, B or lora_router has the wrong size`,
+      {
+        what,
+      },
+    );
+  }
+  if (m.bias.length !== r) {
+    throw new PluginError(
+      "bad_shape",
+      `${what}: lora_biases has ${m.bias.length} values for rank ${r}`,
+    );
+  }
+  if (!Number.isInteger(m.k) || m.k < 1 || m.k > r) {
+    throw new PluginError("bad_config", `${what}: active ranks ${m.k} must be in [1, ${r}]`, {
       what,
     });
-  }
-  if (m.bias.length !== r) throw new PluginError("bad_shape", `${what}: lora_biases has ${m.bias.length} values for rank ${r}`);
-  if (!Number.isInteger(m.k) || m.k < 1 || m.k > r) {
-    throw new PluginError("bad_config", `${what}: active ranks ${m.k} must be in [1, ${r}]`, { what });
   }
   return m;
 }
 
 /** Active ranks of token row `x[xOff..]` and their normalized gates `ĝ`. */
-export function smoraRoute(m: SmoraModule, x: Float32Array, xOff: number): { ranks: Int32Array; gates: Float32Array } {
+export function smoraRoute(
+  m: SmoraModule,
+  x: Float32Array,
+  xOff: number,
+): { ranks: Int32Array; gates: Float32Array } {
   const blocks = m.rank / m.partition;
   const g = matVecF32(m.router, blocks, m.dIn, x, xOff, new Float32Array(blocks));
   const biased = new Float32Array(m.rank);
@@ -93,14 +111,19 @@ export function smoraRoute(m: SmoraModule, x: Float32Array, xOff: number): { ran
   const ranks = topK(biased, m.k);
   const gates = new Float32Array(m.k);
   let sum = 0;
-  for (let j = 0; j < m.k; j++) sum += (gates[j] = biased[ranks[j]]);
+  for (let j = 0; j < m.k; j++) sum += gates[j] = biased[ranks[j]];
   const s = Math.fround(sum);
   for (let j = 0; j < m.k; j++) gates[j] = Math.fround(gates[j] / s);
   return { ranks, gates };
 }
 
 /** `out[t] += α Σ_{i∈I_t} ĝ_i (A_i·x[t]) B[:,i]` for `nTokens` rows. */
-export function addSmoraDelta(m: SmoraModule, x: Float32Array, nTokens: number, out: Float32Array): void {
+export function addSmoraDelta(
+  m: SmoraModule,
+  x: Float32Array,
+  nTokens: number,
+  out: Float32Array,
+): void {
   const { dIn, dOut, rank, a, b, k } = m;
   const c = new Float64Array(k);
   for (let t = 0; t < nTokens; t++) {
@@ -130,9 +153,13 @@ export async function smoraModules(
   const c = ad.config;
   const k = opts.activeRanks ?? (typeof c.activate_r === "number" ? c.activate_r : undefined);
   if (k === undefined) {
-    throw new PluginError("bad_config", "config.activeRanks is required (adapter_config has no activate_r)", {
-      field: "activeRanks",
-    });
+    throw new PluginError(
+      "bad_config",
+      "config.activeRanks is required (adapter_config has no activate_r)",
+      {
+        field: "activeRanks",
+      },
+    );
   }
   const partition = opts.partition ?? (typeof c.rank_partition === "number" ? c.rank_partition : 1);
   const alpha = (typeof c.lora_alpha === "number" ? c.lora_alpha : 8) * (opts.scale ?? 1);
@@ -141,12 +168,18 @@ export async function smoraModules(
     const what = `module ${m.module}`;
     const an = m.a.get(-1), bn = m.b.get(-1), gn = m.other.get("rank_router");
     if (!an || !bn || !gn || m.a.size !== 1) {
-      throw new PluginError("not_smora", `${what}: expects lora_A, lora_B and lora_router (plain LoRA: use 'lora')`);
+      throw new PluginError(
+        "not_smora",
+        `${what}: expects lora_A, lora_B and lora_router (plain LoRA: use 'lora')`,
+      );
     }
     const [rank, dIn] = ad.file.tensor(an).shape;
     const dOut = ad.file.tensor(bn).shape[0];
     if (rank % partition !== 0) {
-      throw new PluginError("bad_config", `${what}: rank ${rank} is not a multiple of partition ${partition}`);
+      throw new PluginError(
+        "bad_config",
+        `${what}: rank ${rank} is not a multiple of partition ${partition}`,
+      );
     }
     const bName = m.other.get("rank_bias");
     out.push(checkSmora({
@@ -173,7 +206,10 @@ export function smoraAdapter(modules: readonly SmoraModule[], ctx: ModelContext)
     const what = `SMoRA ${m.layer}:${m.proj}`;
     const { dIn, dOut } = targetShape(ctx.hp, m.layer, m.proj, what);
     if (dIn !== m.dIn || dOut !== m.dOut) {
-      throw new PluginError("shape_mismatch", `${what} is ${m.dOut}×${m.dIn}; the model's projection is ${dOut}×${dIn}`);
+      throw new PluginError(
+        "shape_mismatch",
+        `${what} is ${m.dOut}×${m.dIn}; the model's projection is ${dOut}×${dIn}`,
+      );
     }
     return [m.layer, m.proj, (x, n, out) => addSmoraDelta(m, x, n, out)] as const;
   }));

@@ -8,13 +8,26 @@
  */
 
 import { ChatTemplateError } from "./lexer.ts";
-import { fail, Fn, getAttr, isDict, iterate, Namespace, pyEq, pyJson, str, truthy } from "./values.ts";
+import {
+  fail,
+  Fn,
+  getAttr,
+  isDict,
+  iterate,
+  Namespace,
+  pyEq,
+  pyJson,
+  str,
+  truthy,
+} from "./values.ts";
 
 type Args = unknown[];
 type Kw = Record<string, unknown>;
 
-const num = (v: unknown, what: string): number => typeof v === "number" ? v : fail(`${what} needs a number`);
-const text = (v: unknown, what: string): string => typeof v === "string" ? v : fail(`${what} needs a string`);
+const num = (v: unknown, what: string): number =>
+  typeof v === "number" ? v : fail(`${what} needs a number`);
+const text = (v: unknown, what: string): string =>
+  typeof v === "string" ? v : fail(`${what} needs a string`);
 
 function strip(s: string, chars: unknown, left: boolean, right: boolean): string {
   if (chars === undefined || chars === null) {
@@ -24,12 +37,13 @@ function strip(s: string, chars: unknown, left: boolean, right: boolean): string
   }
   const set = text(chars, "strip");
   let a = 0, b = s.length;
-  if (left) while (a < b && set.includes(s[a])) a++;
-  if (right) while (b > a && set.includes(s[b - 1])) b--;
+  if (left) { while (a < b && set.includes(s[a])) a++; }
+  if (right) { while (b > a && set.includes(s[b - 1])) b--; }
   return s.slice(a, b);
 }
 
-const title = (s: string): string => s.toLowerCase().replace(/(^|[^A-Za-z0-9])([a-z])/g, (_, p, c) => p + c.toUpperCase());
+const title = (s: string): string =>
+  s.toLowerCase().replace(/(^|[^A-Za-z0-9])([a-z])/g, (_, p, c) => p + c.toUpperCase());
 const capitalize = (s: string): string => s.charAt(0).toUpperCase() + s.slice(1).toLowerCase();
 
 function attrTest(item: unknown, args: Args): boolean {
@@ -45,7 +59,11 @@ export function runFilter(name: string, v: unknown, args: Args, kw: Kw): unknown
       return strip(str(v), args[0], true, true);
     case "length":
     case "count":
-      return Array.isArray(v) || typeof v === "string" ? v.length : isDict(v) ? Object.keys(v).length : fail("length of a non-sequence");
+      return Array.isArray(v) || typeof v === "string"
+        ? v.length
+        : isDict(v)
+        ? Object.keys(v).length
+        : fail("length of a non-sequence");
     case "tojson": {
       const indent = kw.indent ?? args[0];
       return pyJson(v, typeof indent === "number" ? indent : null);
@@ -64,7 +82,10 @@ export function runFilter(name: string, v: unknown, args: Args, kw: Kw): unknown
       return v;
     case "e":
     case "escape":
-      return str(v).replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;").replace(/"/g, "&#34;").replace(/'/g, "&#39;");
+      return str(v).replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;").replace(
+        /"/g,
+        "&#34;",
+      ).replace(/'/g, "&#39;");
     case "int": {
       const n = typeof v === "number" ? v : parseInt(str(v), 10);
       return Number.isNaN(n) ? (args[0] ?? 0) : Math.trunc(n);
@@ -102,7 +123,9 @@ export function runFilter(name: string, v: unknown, args: Args, kw: Kw): unknown
     case "rejectattr":
       return iterate(v).filter((x) => !attrTest(x, args));
     case "map":
-      if (typeof kw.attribute === "string") return iterate(v).map((x) => getAttr(x, kw.attribute as string) ?? kw.default);
+      if (typeof kw.attribute === "string") {
+        return iterate(v).map((x) => getAttr(x, kw.attribute as string) ?? kw.default);
+      }
       return iterate(v).map((x) => runFilter(text(args[0], "map"), x, args.slice(1), {}));
     case "unique": {
       const out: unknown[] = [];
@@ -114,7 +137,11 @@ export function runFilter(name: string, v: unknown, args: Args, kw: Kw): unknown
     case "min":
     case "max": {
       const it = iterate(v) as number[];
-      return it.length ? (name === "min" ? it.reduce((a, b) => (b < a ? b : a)) : it.reduce((a, b) => (b > a ? b : a))) : undefined;
+      return it.length
+        ? (name === "min"
+          ? it.reduce((a, b) => (b < a ? b : a))
+          : it.reduce((a, b) => (b > a ? b : a)))
+        : undefined;
     }
     case "indent": {
       const w = typeof args[0] === "number" ? " ".repeat(args[0]) : str(args[0] ?? "    ");
@@ -210,14 +237,20 @@ export function callMethod(obj: unknown, name: string, args: Args): { value: unk
         return { value: capitalize(obj) };
       case "startswith":
       case "endswith": {
-        const pre = Array.isArray(args[0]) ? args[0].map((x) => text(x, name)) : [text(args[0], name)];
-        return { value: pre.some((p) => (name === "startswith" ? obj.startsWith(p) : obj.endsWith(p))) };
+        const pre = Array.isArray(args[0])
+          ? args[0].map((x) => text(x, name))
+          : [text(args[0], name)];
+        return {
+          value: pre.some((p) => (name === "startswith" ? obj.startsWith(p) : obj.endsWith(p))),
+        };
       }
       case "split": {
         const sep = args[0] === undefined || args[0] === null ? null : text(args[0], "split");
         const max = typeof args[1] === "number" ? args[1] : -1;
         let parts = sep === null ? obj.trim().split(/\s+/).filter((x) => x) : obj.split(sep);
-        if (max >= 0 && parts.length > max + 1) parts = [...parts.slice(0, max), parts.slice(max).join(sep ?? " ")];
+        if (max >= 0 && parts.length > max + 1) {
+          parts = [...parts.slice(0, max), parts.slice(max).join(sep ?? " ")];
+        }
         return { value: parts };
       }
       case "splitlines":
@@ -251,7 +284,20 @@ export function callMethod(obj: unknown, name: string, args: Args): { value: unk
 }
 
 function strftime(fmt: string, d: Date): string {
-  const months = ["January", "February", "March", "April", "May", "June", "July", "August", "September", "October", "November", "December"];
+  const months = [
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+  ];
   const days = ["Sunday", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday"];
   const p2 = (n: number): string => String(n).padStart(2, "0");
   const map: Record<string, string> = {
@@ -275,17 +321,24 @@ function strftime(fmt: string, d: Date): string {
 export function globals(now: () => Date): Record<string, Fn> {
   return {
     raise_exception: new Fn((args) => {
-      throw new ChatTemplateError("template_raise", str(args[0] ?? "the chat template refused the conversation"));
+      throw new ChatTemplateError(
+        "template_raise",
+        str(args[0] ?? "the chat template refused the conversation"),
+      );
     }),
     namespace: new Fn((args, kw) => {
       const ns = new Namespace();
-      if (isDict(args[0])) for (const [k, v] of Object.entries(args[0])) ns.vals.set(k, v);
+      if (isDict(args[0])) { for (const [k, v] of Object.entries(args[0])) ns.vals.set(k, v); }
       for (const [k, v] of Object.entries(kw)) ns.vals.set(k, v);
       return ns;
     }),
     dict: new Fn((_args, kw) => ({ ...kw })),
     range: new Fn((args) => {
-      const [a, b, s] = args.length === 1 ? [0, num(args[0], "range"), 1] : [num(args[0], "range"), num(args[1], "range"), args[2] === undefined ? 1 : num(args[2], "range")];
+      const [a, b, s] = args.length === 1 ? [0, num(args[0], "range"), 1] : [
+        num(args[0], "range"),
+        num(args[1], "range"),
+        args[2] === undefined ? 1 : num(args[2], "range"),
+      ];
       if (s === 0) fail("range step must not be zero");
       const n = Math.max(0, Math.ceil((b - a) / s));
       if (n > 100_000) fail("range is too long");

@@ -27,8 +27,42 @@ export interface Token {
   at: number;
 }
 
-const OPS = ["**", "//", "==", "!=", "<=", ">=", "+", "-", "*", "/", "%", "~", "<", ">", "(", ")", "[", "]", "{", "}", ",", ".", ":", "|", "="];
-const ESC: Record<string, string> = { n: "\n", t: "\t", r: "\r", "\\": "\\", "'": "'", '"': '"', "0": "\0" };
+const OPS = [
+  "**",
+  "//",
+  "==",
+  "!=",
+  "<=",
+  ">=",
+  "+",
+  "-",
+  "*",
+  "/",
+  "%",
+  "~",
+  "<",
+  ">",
+  "(",
+  ")",
+  "[",
+  "]",
+  "{",
+  "}",
+  ",",
+  ".",
+  ":",
+  "|",
+  "=",
+];
+const ESC: Record<string, string> = {
+  n: "\n",
+  t: "\t",
+  r: "\r",
+  "\\": "\\",
+  "'": "'",
+  '"': '"',
+  "0": "\0",
+};
 
 /** Split `src` into segments, applying whitespace control. */
 export function segment(src: string): Segment[] {
@@ -50,7 +84,12 @@ export function segment(src: string): Segment[] {
     const kind = src[j + 1];
     const close = kind === "{" ? "}}" : kind === "%" ? "%}" : "#}";
     const end = src.indexOf(close, j + 2);
-    if (end < 0) throw new ChatTemplateError("template_syntax", `Cannot parse chat template: unclosed tag at offset ${j}`);
+    if (end < 0) {
+      throw new ChatTemplateError(
+        "template_syntax",
+        `Cannot parse chat template: unclosed tag at offset ${j}`,
+      );
+    }
     let inner = src.slice(j + 2, end);
     const lstrip = inner.startsWith("-");
     const rstrip = inner.endsWith("-");
@@ -106,12 +145,22 @@ function lex(s: string, base: number): Token[] {
           } else v += ESC[e] ?? "\\" + e;
         } else v += s[k];
       }
-      if (k >= s.length) throw new ChatTemplateError("template_syntax", `Cannot parse chat template: unterminated string at offset ${at}`);
+      if (k >= s.length) {
+        throw new ChatTemplateError(
+          "template_syntax",
+          `Cannot parse chat template: unterminated string at offset ${at}`,
+        );
+      }
       out.push({ type: "string", value: v, at });
       i = k + 1;
     } else {
       const op = OPS.find((o) => s.startsWith(o, i));
-      if (!op) throw new ChatTemplateError("template_syntax", `Cannot parse chat template: unexpected '${c}' at offset ${at}`);
+      if (!op) {
+        throw new ChatTemplateError(
+          "template_syntax",
+          `Cannot parse chat template: unexpected '${c}' at offset ${at}`,
+        );
+      }
       out.push({ type: "op", value: op, at });
       i += op.length;
     }

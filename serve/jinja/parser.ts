@@ -8,7 +8,7 @@
  * @module
  */
 
-import { ChatTemplateError, segment, type Segment, type Token } from "./lexer.ts";
+import { ChatTemplateError, type Segment, segment, type Token } from "./lexer.ts";
 
 /** An expression node. */
 export type Expr =
@@ -41,7 +41,10 @@ export function parseTemplate(src: string): Node[] {
   const segs = segment(src);
   let pos = 0;
   const fail = (msg: string, at: number): never => {
-    throw new ChatTemplateError("template_unsupported", `Cannot parse chat template: ${msg} at offset ${at}`);
+    throw new ChatTemplateError(
+      "template_unsupported",
+      `Cannot parse chat template: ${msg} at offset ${at}`,
+    );
   };
 
   function block(ends: string[], depth: number): [Node[], string, Segment | null] {
@@ -50,8 +53,9 @@ export function parseTemplate(src: string): Node[] {
     while (pos < segs.length) {
       const s = segs[pos++];
       if (s.kind === "text") nodes.push({ t: "text", value: s.value });
-      else if (s.kind === "output") nodes.push({ t: "output", expr: new ExprParser(s.tokens, s.at, true).whole() });
-      else {
+      else if (s.kind === "output") {
+        nodes.push({ t: "output", expr: new ExprParser(s.tokens, s.at, true).whole() });
+      } else {
         const kw = s.tokens[0]?.value ?? "";
         if (ends.includes(kw)) return [nodes, kw, s];
         nodes.push(statement(s, kw, depth));
@@ -118,7 +122,10 @@ class ExprParser {
 
   fail(msg: string): never {
     const at = this.toks[this.#i]?.at ?? this.at;
-    throw new ChatTemplateError("template_unsupported", `Cannot parse chat template: ${msg} at offset ${at}`);
+    throw new ChatTemplateError(
+      "template_unsupported",
+      `Cannot parse chat template: ${msg} at offset ${at}`,
+    );
   }
   peek(v: string): boolean {
     const t = this.toks[this.#i];
@@ -194,7 +201,11 @@ class ExprParser {
         e = { t: "binary", op: "in", left: e, right: this.math1() };
       } else if (this.peek("not") && this.toks[this.#i + 1]?.value === "in") {
         this.#i += 2;
-        e = { t: "unary", op: "not", value: { t: "binary", op: "in", left: e, right: this.math1() } };
+        e = {
+          t: "unary",
+          op: "not",
+          value: { t: "binary", op: "in", left: e, right: this.math1() },
+        };
       } else return e;
     }
   }
@@ -257,7 +268,9 @@ class ExprParser {
       if (this.eat(".")) {
         const t = this.toks[this.#i++];
         if (t?.type !== "name" && t?.type !== "number") this.fail("expected an attribute name");
-        e = t.type === "number" ? { t: "index", obj: e, index: { t: "lit", v: Number(t.value) } } : { t: "attr", obj: e, name: t.value };
+        e = t.type === "number"
+          ? { t: "index", obj: e, index: { t: "lit", v: Number(t.value) } }
+          : { t: "attr", obj: e, name: t.value };
       } else if (this.eat("[")) {
         e = this.subscript(e);
       } else if (this.eat("(")) {
@@ -286,7 +299,10 @@ class ExprParser {
       if (args.length + kwargs.length > 0) this.expect(",");
       if (this.eat(")")) break;
       const t = this.toks[this.#i];
-      if (t?.type === "name" && this.toks[this.#i + 1]?.value === "=" && this.toks[this.#i + 1].type === "op") {
+      if (
+        t?.type === "name" && this.toks[this.#i + 1]?.value === "=" &&
+        this.toks[this.#i + 1].type === "op"
+      ) {
         this.#i += 2;
         kwargs.push([t.value, this.expr()]);
       } else args.push(this.expr());
@@ -303,7 +319,14 @@ class ExprParser {
     }
     if (t.type === "number") return { t: "lit", v: Number(t.value) };
     if (t.type === "name") {
-      const lits: Record<string, unknown> = { true: true, True: true, false: false, False: false, none: null, None: null };
+      const lits: Record<string, unknown> = {
+        true: true,
+        True: true,
+        false: false,
+        False: false,
+        none: null,
+        None: null,
+      };
       return t.value in lits ? { t: "lit", v: lits[t.value] } : { t: "name", name: t.value };
     }
     if (t.value === "(") {

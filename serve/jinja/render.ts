@@ -9,7 +9,19 @@
 import { callMethod, globals, runFilter, runTest } from "./builtins.ts";
 import { ChatTemplateError } from "./lexer.ts";
 import { type Expr, type Node, parseTemplate } from "./parser.ts";
-import { fail, Fn, getAttr, getItem, isDict, iterate, Namespace, pyEq, str, slice, truthy } from "./values.ts";
+import {
+  fail,
+  Fn,
+  getAttr,
+  getItem,
+  isDict,
+  iterate,
+  Namespace,
+  pyEq,
+  slice,
+  str,
+  truthy,
+} from "./values.ts";
 
 /** Limits of one render. */
 export interface RenderLimits {
@@ -23,8 +35,8 @@ class Scope {
   readonly vars = new Map<string, unknown>();
   constructor(readonly parent: Scope | null) {}
   get(name: string): unknown {
-    for (let s: Scope | null = this; s; s = s.parent) if (s.vars.has(name)) return s.vars.get(name);
-    return undefined;
+    if (this.vars.has(name)) return this.vars.get(name);
+    return this.parent?.get(name);
   }
 }
 
@@ -43,7 +55,11 @@ export class Template {
    * `"template_render"` for anything it cannot evaluate, `"template_limit"`
    * when a limit is hit.
    */
-  render(vars: Record<string, unknown>, limits: RenderLimits = {}, now: () => Date = () => new Date()): string {
+  render(
+    vars: Record<string, unknown>,
+    limits: RenderLimits = {},
+    now: () => Date = () => new Date(),
+  ): string {
     const root = new Scope(null);
     for (const [k, v] of Object.entries(globals(now))) root.vars.set(k, v);
     for (const [k, v] of Object.entries(vars)) root.vars.set(k, v);
@@ -62,7 +78,10 @@ class Renderer {
   emit(s: string): void {
     this.#size += s.length;
     if (this.#size > this.maxOutput) {
-      throw new ChatTemplateError("template_limit", `Cannot render chat template: output exceeds ${this.maxOutput} characters`);
+      throw new ChatTemplateError(
+        "template_limit",
+        `Cannot render chat template: output exceeds ${this.maxOutput} characters`,
+      );
     }
     this.out.push(s);
   }
@@ -90,7 +109,9 @@ class Renderer {
           return;
         }
         const ns = scope.get(n.name);
-        if (!(ns instanceof Namespace)) fail(`cannot set attribute '${n.attr}' of '${n.name}': not a namespace`);
+        if (!(ns instanceof Namespace)) {
+          fail(`cannot set attribute '${n.attr}' of '${n.name}': not a namespace`);
+        }
         ns.vals.set(n.attr, v);
         return;
       }
@@ -105,7 +126,9 @@ class Renderer {
       if (n.targets.length === 1) s.vars.set(n.targets[0], item);
       else {
         const parts = Array.isArray(item) ? item : iterate(item);
-        if (parts.length !== n.targets.length) fail(`cannot unpack ${parts.length} values into ${n.targets.length}`);
+        if (parts.length !== n.targets.length) {
+          fail(`cannot unpack ${parts.length} values into ${n.targets.length}`);
+        }
         n.targets.forEach((t, i) => s.vars.set(t, parts[i]));
       }
     };
@@ -121,7 +144,10 @@ class Renderer {
     const len = items.length;
     items.forEach((item, i) => {
       if (++this.#iters > this.maxIterations) {
-        throw new ChatTemplateError("template_limit", `Cannot render chat template: more than ${this.maxIterations} loop iterations`);
+        throw new ChatTemplateError(
+          "template_limit",
+          `Cannot render chat template: more than ${this.maxIterations} loop iterations`,
+        );
       }
       const s = new Scope(scope);
       bind(s, item);
@@ -153,8 +179,15 @@ class Renderer {
         const o: Record<string, unknown> = {};
         for (const [k, v] of e.entries) {
           const key = this.expr(k, scope);
-          if (typeof key !== "string" && typeof key !== "number") fail("dict keys must be strings or numbers");
-          Object.defineProperty(o, String(key), { value: this.expr(v, scope), enumerable: true, writable: true, configurable: true });
+          if (typeof key !== "string" && typeof key !== "number") {
+            fail("dict keys must be strings or numbers");
+          }
+          Object.defineProperty(o, String(key), {
+            value: this.expr(v, scope),
+            enumerable: true,
+            writable: true,
+            configurable: true,
+          });
         }
         return o;
       }
@@ -185,14 +218,23 @@ class Renderer {
       case "binary":
         return this.binary(e.op, e.left, e.right, scope);
       case "cond":
-        return truthy(this.expr(e.test, scope)) ? this.expr(e.then, scope) : e.else ? this.expr(e.else, scope) : undefined;
+        return truthy(this.expr(e.test, scope))
+          ? this.expr(e.then, scope)
+          : e.else
+          ? this.expr(e.else, scope)
+          : undefined;
     }
   }
 
   args(args: Expr[], kwargs: [string, Expr][], scope: Scope): [unknown[], Record<string, unknown>] {
     const kw: Record<string, unknown> = {};
     for (const [k, v] of kwargs) {
-      Object.defineProperty(kw, k, { value: this.expr(v, scope), enumerable: true, writable: true, configurable: true });
+      Object.defineProperty(kw, k, {
+        value: this.expr(v, scope),
+        enumerable: true,
+        writable: true,
+        configurable: true,
+      });
     }
     return [args.map((a) => this.expr(a, scope)), kw];
   }
@@ -208,7 +250,9 @@ class Renderer {
       return fail(`'${e.fn.name}' is not a supported method`);
     }
     const fn = this.expr(e.fn, scope);
-    if (!(fn instanceof Fn)) return fail(`${e.fn.t === "name" ? `'${e.fn.name}'` : "value"} is not callable`);
+    if (!(fn instanceof Fn)) {
+      return fail(`${e.fn.t === "name" ? `'${e.fn.name}'` : "value"} is not callable`);
+    }
     return fn.call(args, kw);
   }
 
@@ -235,13 +279,17 @@ class Renderer {
         if (Array.isArray(a) && Array.isArray(b)) return [...a, ...b];
         return fail(`cannot add ${kind(a)} and ${kind(b)}`);
       case "*":
-        if (typeof a === "string" && typeof b === "number") return b > 0 && b * a.length <= 1 << 20 ? a.repeat(b) : "";
+        if (typeof a === "string" && typeof b === "number") {
+          return b > 0 && b * a.length <= 1 << 20 ? a.repeat(b) : "";
+        }
         break;
     }
     if ((typeof a === "string" && typeof b === "string") && ["<", ">", "<=", ">="].includes(op)) {
       return op === "<" ? a < b : op === ">" ? a > b : op === "<=" ? a <= b : a >= b;
     }
-    if (typeof a !== "number" || typeof b !== "number") return fail(`operator '${op}' needs numbers, got ${kind(a)} and ${kind(b)}`);
+    if (typeof a !== "number" || typeof b !== "number") {
+      return fail(`operator '${op}' needs numbers, got ${kind(a)} and ${kind(b)}`);
+    }
     switch (op) {
       case "-":
         return a - b;

@@ -58,16 +58,22 @@ export function str(v: unknown): string {
   if (v === null) return "None";
   if (v === true) return "True";
   if (v === false) return "False";
-  if (typeof v === "number") return Number.isFinite(v) ? String(v) : v > 0 ? "inf" : v < 0 ? "-inf" : "nan";
+  if (typeof v === "number") {
+    return Number.isFinite(v) ? String(v) : v > 0 ? "inf" : v < 0 ? "-inf" : "nan";
+  }
   if (Array.isArray(v)) return "[" + v.map(repr).join(", ") + "]";
-  if (isDict(v)) return "{" + Object.entries(v).map(([k, x]) => `${repr(k)}: ${repr(x)}`).join(", ") + "}";
+  if (isDict(v)) {
+    return "{" + Object.entries(v).map(([k, x]) => `${repr(k)}: ${repr(x)}`).join(", ") + "}";
+  }
   if (v instanceof Namespace) return "<Namespace>";
   return "<function>";
 }
 
 /** Python `==`. */
 export function pyEq(a: unknown, b: unknown): boolean {
-  if (Array.isArray(a) && Array.isArray(b)) return a.length === b.length && a.every((x, i) => pyEq(x, b[i]));
+  if (Array.isArray(a) && Array.isArray(b)) {
+    return a.length === b.length && a.every((x, i) => pyEq(x, b[i]));
+  }
   if (isDict(a) && isDict(b)) {
     const ka = Object.keys(a), kb = Object.keys(b);
     return ka.length === kb.length && ka.every((k) => Object.hasOwn(b, k) && pyEq(a[k], b[k]));
@@ -82,7 +88,9 @@ export function pyJson(v: unknown, indent: number | null = null, depth = 0): str
   const sep = indent === null ? ", " : ",";
   if (v === null || v === undefined) return "null";
   if (typeof v === "string") return JSON.stringify(v);
-  if (typeof v === "number") return Number.isFinite(v) ? String(v) : v > 0 ? "Infinity" : v < 0 ? "-Infinity" : "NaN";
+  if (typeof v === "number") {
+    return Number.isFinite(v) ? String(v) : v > 0 ? "Infinity" : v < 0 ? "-Infinity" : "NaN";
+  }
   if (typeof v === "boolean") return v ? "true" : "false";
   if (depth > 64) fail("tojson: value nested too deep");
   if (Array.isArray(v)) {
@@ -92,7 +100,9 @@ export function pyJson(v: unknown, indent: number | null = null, depth = 0): str
   if (isDict(v)) {
     const es = Object.entries(v);
     if (es.length === 0) return "{}";
-    return "{" + es.map(([k, x]) => nl + JSON.stringify(k) + ": " + pyJson(x, indent, depth + 1)).join(sep) + close + "}";
+    return "{" + es.map(([k, x]) =>
+      nl + JSON.stringify(k) + ": " + pyJson(x, indent, depth + 1)
+    ).join(sep) + close + "}";
   }
   if (v instanceof Namespace) return pyJson(Object.fromEntries(v.vals), indent, depth);
   return fail("tojson: value is not serializable");
@@ -118,7 +128,9 @@ export function getItem(obj: unknown, key: unknown): unknown {
 
 /** Python slicing `obj[start:stop:step]` of a list or string. */
 export function slice(obj: unknown, start: unknown, stop: unknown, step: unknown): unknown {
-  if (!Array.isArray(obj) && typeof obj !== "string") return fail("only lists and strings can be sliced");
+  if (!Array.isArray(obj) && typeof obj !== "string") {
+    return fail("only lists and strings can be sliced");
+  }
   const n = obj.length;
   const st = step === null || step === undefined ? 1 : Number(step);
   if (!Number.isInteger(st) || st === 0) fail("slice step must be a non-zero integer");

@@ -24,6 +24,7 @@ import { Session } from "../../core/generate/session.ts";
 import { argmax } from "../../core/generate/sampler.ts";
 import { backendNames } from "../../core/backend/registry.ts";
 import { runOracle } from "../oracle/oracle.ts";
+import "../../wasm/register.ts";
 import { CASES, type ConformanceCase } from "./cases.ts";
 
 /**

@@ -10,7 +10,9 @@ import type { LinearAdapter, LinearName } from "../../mod.ts";
 import { gaussian, SPEC, type TestTensor } from "./util.ts";
 
 /** HF short names of the attention projections → ours, with (dIn, dOut) of the test model. */
-export const PROJS: Readonly<Record<string, { name: LinearName; dIn: number; dOut: number; path: string }>> = {
+export const PROJS: Readonly<
+  Record<string, { name: LinearName; dIn: number; dOut: number; path: string }>
+> = {
   q: { name: "attn_q", dIn: 32, dOut: 32, path: "self_attn.q_proj" },
   k: { name: "attn_k", dIn: 32, dOut: 16, path: "self_attn.k_proj" },
   v: { name: "attn_v", dIn: 32, dOut: 16, path: "self_attn.v_proj" },
@@ -20,7 +22,9 @@ export const PROJS: Readonly<Record<string, { name: LinearName; dIn: number; dOu
 
 /** The HF module path of a projection in layer `l`. */
 export function modulePath(l: number, p: string): string {
-  return p === "lm_head" ? "base_model.model.lm_head" : `base_model.model.model.layers.${l}.${PROJS[p].path}`;
+  return p === "lm_head"
+    ? "base_model.model.lm_head"
+    : `base_model.model.model.layers.${l}.${PROJS[p].path}`;
 }
 
 /**
@@ -115,7 +119,10 @@ export function molaFixture(
 ): MolaFixture {
   const g = gaussian(seed);
   const tensors: Record<string, TestTensor> = {};
-  const mods = new Map<string, { router: Float32Array; experts: { a: Float32Array; b: Float32Array }[] }>();
+  const mods = new Map<
+    string,
+    { router: Float32Array; experts: { a: Float32Array; b: Float32Array }[] }
+  >();
   experts.forEach((e, l) => {
     for (const p of projs) {
       const { dIn, dOut } = PROJS[p];
@@ -141,6 +148,22 @@ export function molaFixture(
   return { tensors, mods };
 }
 
+/** Add an original-style MoLA module with `e` experts on the output head (`lm_head`). */
+export function addMolaHead(fx: MolaFixture, seed: number, e: number, rank: number): void {
+  const g = gaussian(seed);
+  const { dIn, dOut } = PROJS.lm_head;
+  const pre = modulePath(-1, "lm_head");
+  const router = g(e * dIn, 1);
+  fx.tensors[`${pre}.router.router.weight`] = { shape: [e, dIn], data: router };
+  const experts = Array.from({ length: e }, (_, i) => {
+    const a = g(rank * dIn, 0.4), b = g(dOut * rank, 0.4);
+    fx.tensors[`${pre}.lora_A_${i}.weight`] = { shape: [rank, dIn], data: a };
+    fx.tensors[`${pre}.lora_B_${i}.weight`] = { shape: [dOut, rank], data: b };
+    return { a, b };
+  });
+  fx.mods.set("-1:lm_head", { router, experts });
+}
+
 /** A SMoRA fixture: rank `rank`, partition `part`, on `projs` of every layer. */
 export interface SmoraFixture {
   /** Tensors to write. */
@@ -150,10 +173,19 @@ export interface SmoraFixture {
 }
 
 /** SRMoLE tensors (`lora_A`, `lora_B`, `lora_router`, `lora_biases`). */
-export function smoraFixture(seed: number, nLayer: number, projs: string[], rank: number, part = 1): SmoraFixture {
+export function smoraFixture(
+  seed: number,
+  nLayer: number,
+  projs: string[],
+  rank: number,
+  part = 1,
+): SmoraFixture {
   const g = gaussian(seed);
   const tensors: Record<string, TestTensor> = {};
-  const mods = new Map<string, { a: Float32Array; b: Float32Array; router: Float32Array; bias: Float32Array }>();
+  const mods = new Map<
+    string,
+    { a: Float32Array; b: Float32Array; router: Float32Array; bias: Float32Array }
+  >();
   for (let l = 0; l < nLayer; l++) {
     for (const p of projs) {
       const { dIn, dOut } = PROJS[p];

@@ -5,8 +5,7 @@
  * MoE of rank-r LoRA experts; merged weights equal the unmerged update.
  */
 import assert from "node:assert/strict";
-// deno-lint-ignore no-import-prefix -- no import map entry yet; see the integrator note
-import fc from "npm:fast-check@4";
+import fc from "fast-check";
 import { addLoraDelta, type LoraPair, mergeLora, mergeLoraBytes } from "../../mod.ts";
 import { addMixDelta, type LoraMix, mixRoute } from "../../plugins/mola/mod.ts";
 import { addSmoraDelta, type SmoraModule, smoraRoute } from "../../plugins/smora/mod.ts";
@@ -55,8 +54,18 @@ Deno.test("equivalence: SMoRA with all ranks active (one gate block) == plain Lo
       const p = pair(g, c);
       const x = g(c.n * c.dIn);
       const m: SmoraModule = {
-        layer: 0, proj: "attn_q", rank: c.rank, dIn: c.dIn, dOut: c.dOut, a: p.a, b: p.b,
-        router: g(c.dIn), partition: c.rank, bias: new Float32Array(c.rank).fill(b), k: c.rank, alpha: c.alpha,
+        layer: 0,
+        proj: "attn_q",
+        rank: c.rank,
+        dIn: c.dIn,
+        dOut: c.dOut,
+        a: p.a,
+        b: p.b,
+        router: g(c.dIn),
+        partition: c.rank,
+        bias: new Float32Array(c.rank).fill(b),
+        k: c.rank,
+        alpha: c.alpha,
       };
       const out = new Float32Array(c.n * c.dOut);
       addSmoraDelta(m, x, c.n, out);
@@ -73,7 +82,14 @@ Deno.test("equivalence: MoLA with one expert and k=1 == plain LoRA", () => {
       const p = pair(g, c);
       const x = g(c.n * c.dIn);
       const s = c.alpha / c.rank;
-      const mix: LoraMix = { dIn: c.dIn, dOut: c.dOut, router: g(c.dIn), experts: [p], topK: 1, scale: s };
+      const mix: LoraMix = {
+        dIn: c.dIn,
+        dOut: c.dOut,
+        router: g(c.dIn),
+        experts: [p],
+        topK: 1,
+        scale: s,
+      };
       const out = new Float32Array(c.n * c.dOut);
       addMixDelta(mix, x, c.n, out);
       close(out, lora(p, s, x, c.n));
@@ -84,37 +100,64 @@ Deno.test("equivalence: MoLA with one expert and k=1 == plain LoRA", () => {
 
 Deno.test("equivalence: SMoRA gating rank blocks of size r == a MoE of rank-r LoRA experts", () => {
   fc.assert(
-    fc.property(caseArb, fc.integer({ min: 2, max: 6 }), fc.integer({ min: 1, max: 6 }), (c, experts, kb) => {
-      const m = Math.min(kb, experts);
-      const g = gaussian(c.seed);
-      const r = c.rank, R = r * experts;
-      const big = pair(g, c, R);
-      const x = g(c.n * c.dIn);
-      const router = g(experts * c.dIn, 2);
-      const blockBias = g(experts, 0.1);
-      const smora: SmoraModule = {
-        layer: 0, proj: "attn_q", rank: R, dIn: c.dIn, dOut: c.dOut, a: big.a, b: big.b, router, partition: r,
-        bias: Float32Array.from({ length: R }, (_, i) => blockBias[Math.floor(i / r)]), k: m * r, alpha: c.alpha,
-      };
-      // expert e = ranks [e·r, (e+1)·r): rows of A, columns of B
-      const ex: LoraPair[] = Array.from({ length: experts }, (_, e) => ({
-        rank: r, dIn: c.dIn, dOut: c.dOut,
-        a: big.a.slice(e * r * c.dIn, (e + 1) * r * c.dIn),
-        b: Float32Array.from({ length: c.dOut * r }, (_, i) => big.b[Math.floor(i / r) * R + e * r + (i % r)]),
-      }));
-      const mix: LoraMix = {
-        dIn: c.dIn, dOut: c.dOut, router, experts: ex, topK: m, scale: c.alpha / r, gating: "sigmoid", bias: blockBias,
-      };
-      for (let t = 0; t < c.n; t++) {
-        const ranks = [...smoraRoute(smora, x, t * c.dIn).ranks].map((i) => Math.floor(i / r));
-        const blocks = [...mixRoute(mix, x, t * c.dIn).experts];
-        assert.deepEqual([...new Set(ranks)].sort(), [...blocks].sort(), "same experts chosen");
-      }
-      const a = new Float32Array(c.n * c.dOut), b = new Float32Array(c.n * c.dOut);
-      addSmoraDelta(smora, x, c.n, a);
-      addMixDelta(mix, x, c.n, b);
-      close(a, b, 1e-4);
-    }),
+    fc.property(
+      caseArb,
+      fc.integer({ min: 2, max: 6 }),
+      fc.integer({ min: 1, max: 6 }),
+      (c, experts, kb) => {
+        const m = Math.min(kb, experts);
+        const g = gaussian(c.seed);
+        const r = c.rank, R = r * experts;
+        const big = pair(g, c, R);
+        const x = g(c.n * c.dIn);
+        const router = g(experts * c.dIn, 2);
+        const blockBias = g(experts, 0.1);
+        const smora: SmoraModule = {
+          layer: 0,
+          proj: "attn_q",
+          rank: R,
+          dIn: c.dIn,
+          dOut: c.dOut,
+          a: big.a,
+          b: big.b,
+          router,
+          partition: r,
+          bias: Float32Array.from({ length: R }, (_, i) => blockBias[Math.floor(i / r)]),
+          k: m * r,
+          alpha: c.alpha,
+        };
+        // expert e = ranks [e·r, (e+1)·r): rows of A, columns of B
+        const ex: LoraPair[] = Array.from({ length: experts }, (_, e) => ({
+          rank: r,
+          dIn: c.dIn,
+          dOut: c.dOut,
+          a: big.a.slice(e * r * c.dIn, (e + 1) * r * c.dIn),
+          b: Float32Array.from(
+            { length: c.dOut * r },
+            (_, i) => big.b[Math.floor(i / r) * R + e * r + (i % r)],
+          ),
+        }));
+        const mix: LoraMix = {
+          dIn: c.dIn,
+          dOut: c.dOut,
+          router,
+          experts: ex,
+          topK: m,
+          scale: c.alpha / r,
+          gating: "sigmoid",
+          bias: blockBias,
+        };
+        for (let t = 0; t < c.n; t++) {
+          const ranks = [...smoraRoute(smora, x, t * c.dIn).ranks].map((i) => Math.floor(i / r));
+          const blocks = [...mixRoute(mix, x, t * c.dIn).experts];
+          assert.deepEqual([...new Set(ranks)].sort(), [...blocks].sort(), "same experts chosen");
+        }
+        const a = new Float32Array(c.n * c.dOut), b = new Float32Array(c.n * c.dOut);
+        addSmoraDelta(smora, x, c.n, a);
+        addMixDelta(mix, x, c.n, b);
+        close(a, b, 1e-4);
+      },
+    ),
     RUNS,
   );
 });
@@ -145,16 +188,35 @@ Deno.test("equivalence: merged weights == unmerged update (LoRA, and per token f
       addLoraDelta(p, s, x, c.n, unmerged);
       const merged = mergeLora(w0.slice(), p, s);
       close(matvec(merged, c, x, c.n), unmerged, 1e-4);
-      const bytes = mergeLoraBytes({ name: "w", type: 0, dims: [c.dIn, c.dOut] }, new Uint8Array(w0.slice().buffer), p, s);
+      const bytes = mergeLoraBytes(
+        { name: "w", type: 0, dims: [c.dIn, c.dOut] },
+        new Uint8Array(w0.slice().buffer),
+        p,
+        s,
+      );
       assert.deepEqual(new Float32Array(bytes.buffer), merged);
       // MoLA and SMoRA: merge the token's routed experts / ranks, then one matvec
       const mix: LoraMix = {
-        dIn: c.dIn, dOut: c.dOut, router: g(e * c.dIn), experts: Array.from({ length: e }, () => pair(g, c)),
-        topK: Math.min(2, e), scale: s,
+        dIn: c.dIn,
+        dOut: c.dOut,
+        router: g(e * c.dIn),
+        experts: Array.from({ length: e }, () => pair(g, c)),
+        topK: Math.min(2, e),
+        scale: s,
       };
       const sm: SmoraModule = {
-        layer: 0, proj: "attn_q", rank: c.rank, dIn: c.dIn, dOut: c.dOut, a: p.a, b: p.b, router: g(c.rank * c.dIn),
-        partition: 1, bias: g(c.rank, 0.1), k: Math.max(1, c.rank >> 1), alpha: c.alpha,
+        layer: 0,
+        proj: "attn_q",
+        rank: c.rank,
+        dIn: c.dIn,
+        dOut: c.dOut,
+        a: p.a,
+        b: p.b,
+        router: g(c.rank * c.dIn),
+        partition: 1,
+        bias: g(c.rank, 0.1),
+        k: Math.max(1, c.rank >> 1),
+        alpha: c.alpha,
       };
       for (let t = 0; t < c.n; t++) {
         const xt = x.subarray(t * c.dIn, (t + 1) * c.dIn);
@@ -167,7 +229,10 @@ Deno.test("equivalence: merged weights == unmerged update (LoRA, and per token f
         const { ranks, gates } = smoraRoute(sm, xt, 0);
         ranks.forEach((i, j) => {
           const one: LoraPair = {
-            rank: 1, dIn: c.dIn, dOut: c.dOut, a: p.a.slice(i * c.dIn, (i + 1) * c.dIn),
+            rank: 1,
+            dIn: c.dIn,
+            dOut: c.dOut,
+            a: p.a.slice(i * c.dIn, (i + 1) * c.dIn),
             b: Float32Array.from({ length: c.dOut }, (_, r) => p.b[r * c.rank + i]),
           };
           mergeLora(ws, one, c.alpha * gates[j]);

@@ -38,7 +38,9 @@ function problemsOf(e: unknown): ManifestProblem[] {
 function has(problems: ManifestProblem[], path: RegExp, code: string): void {
   assert.ok(
     problems.some((p) => path.test(p.path) && p.code === code),
-    `no ${code} at ${path}; got:\n${problems.map((p) => `${p.path} ${p.code} ${p.message}`).join("\n")}`,
+    `no ${code} at ${path}; got:\n${
+      problems.map((p) => `${p.path} ${p.code} ${p.message}`).join("\n")
+    }`,
   );
 }
 
@@ -48,7 +50,10 @@ Deno.test("manifest: every schema problem is reported with its field and reason"
     model: { sha256: "abc", extra: true },
     backend: "gpu",
     memory: { expertBudgetMb: -1, pinnedExperts: [[0]] },
-    plugins: [{ use: "https://example.com/p/manifest.json" }, { use: "" }, { use: "mola", config: [] }, 7],
+    plugins: [{ use: "https://example.com/p/manifest.json" }, { use: "" }, {
+      use: "mola",
+      config: [],
+    }, 7],
   }, "m.json");
   has(problems, /^m\.json: manifestVersion$/, "bad_value");
   has(problems, /model\.source$/, "missing_field");
@@ -62,9 +67,21 @@ Deno.test("manifest: every schema problem is reported with its field and reason"
   has(problems, /plugins\[2\]\.config$/, "bad_type");
   has(problems, /plugins\[3\]$/, "bad_type");
   assert.ok(problems.every((p) => p.message.length > 0));
-  const ok = validateModelManifest({ manifestVersion: 1, model: { source: "m.gguf" }, plugins: [] });
+  const ok = validateModelManifest({
+    manifestVersion: 1,
+    model: { source: "m.gguf" },
+    plugins: [],
+  });
   assert.deepEqual(ok, []);
-  has(validateModelManifest({ manifestVersion: 1, model: { source: "x" }, plugins: [{ use: "http://a/b", integrity: `sha256-${"A".repeat(43)}=` }] }), /plugins\[0\]\.use/, "insecure_source");
+  has(
+    validateModelManifest({
+      manifestVersion: 1,
+      model: { source: "x" },
+      plugins: [{ use: "http://a/b", integrity: `sha256-${"A".repeat(43)}=` }],
+    }),
+    /plugins\[0\]\.use/,
+    "insecure_source",
+  );
 });
 
 Deno.test("manifest: all problems of manifests, plugin manifests, configs, integrity and sha256 come together, before any code or weights", async () => {
@@ -72,13 +89,22 @@ Deno.test("manifest: all problems of manifests, plugin manifests, configs, integ
   try {
     const model = await writeModel(dir);
     const good = await writePlugin(dir, "good", negatingRouterCode("good", "__goodLoaded"), {
-      config: { type: "object", properties: { level: { type: "integer" } }, additionalProperties: false },
+      config: {
+        type: "object",
+        properties: { level: { type: "integer" } },
+        additionalProperties: false,
+      },
     });
-    const future = await writePlugin(dir, "future", negatingRouterCode("future", "__futureLoaded"), {
-      apiVersion: 2,
-      hooks: ["router", "bogus"],
-      entry: "../escape.js",
-    });
+    const future = await writePlugin(
+      dir,
+      "future",
+      negatingRouterCode("future", "__futureLoaded"),
+      {
+        apiVersion: 2,
+        hooks: ["router", "bogus"],
+        entry: "../escape.js",
+      },
+    );
     const signed = await writePlugin(dir, "signed", negatingRouterCode("signed", "__signedLoaded"));
     let allocs = 0;
     const be = createRefBackend();
@@ -92,21 +118,27 @@ Deno.test("manifest: all problems of manifests, plugin manifests, configs, integ
       { use: signed, integrity: `sha256-${"B".repeat(43)}=` },
       { use: "./missing-dir" },
     ], { model: { source: "model.gguf", sha256: "0".repeat(64) } });
-    const e = await loadFromManifest(m as never, { baseUrl: dirUrl(dir), backend: be }).then(() => null, (e) => e);
+    const e = await loadFromManifest(m as never, { baseUrl: dirUrl(dir), backend: be }).then(
+      () => null,
+      (e) => e,
+    );
     const problems = problemsOf(e);
     assert.equal(e.code, "invalid_manifest");
     has(problems, /plugins\[0\] \(good\): config\.level$/, "bad_type");
     has(problems, /plugins\[0\] \(good\): config\.extra$/, "unknown_field");
     has(problems, /plugins\[1\] \(route-top-p\): config\.p$/, "out_of_range");
     has(problems, /plugins\[2\]\.use$/, "unknown_plugin");
-    assert.match(problems.find((p) => p.code === "unknown_plugin")!.message, /built-ins: .*mola.*route-top-p/);
+    assert.match(
+      problems.find((p) => p.code === "unknown_plugin")!.message,
+      /built-ins: .*mola.*route-top-p/,
+    );
     has(problems, /plugins\[3\] \(future\) manifest: apiVersion$/, "incompatible_api");
     has(problems, /plugins\[3\] \(future\) manifest: hooks\[1\]$/, "unknown_hook");
     has(problems, /plugins\[3\] \(future\) manifest: entry$/, "entry_outside");
     has(problems, /plugins\[4\]\.integrity$/, "integrity_mismatch");
     has(problems, /plugins\[5\]\.use$/, "not_found");
     has(problems, /model\.sha256$/, "sha256_mismatch");
-    assert.match(e.message, /11 problems/);
+    assert.match(e.message, /10 problems/);
     assert.equal(flags.__goodLoaded ?? 0, 0, "no plugin code ran");
     assert.equal(flags.__futureLoaded ?? 0, 0);
     assert.equal(flags.__signedLoaded ?? 0, 0);
@@ -134,7 +166,11 @@ Deno.test("manifest: a file path loads; correct integrity and sha256 pass; the p
     assert.equal(manifest.model.sha256, sha256);
     assert.equal(flags.__negLoaded, 1);
     const ref: Router = { name: "ref", route: (l) => refTopK(l.map((v) => -v), 2) };
-    assertClose(await logitsOf(model), await logitsOf(await loadTestModel({ wrapRouter: () => ref })), 1e-5);
+    assertClose(
+      await logitsOf(model),
+      await logitsOf(await loadTestModel({ wrapRouter: () => ref })),
+      1e-5,
+    );
   } finally {
     await cleanup(dir);
   }
@@ -146,31 +182,68 @@ Deno.test("manifest: remote plugins load only from bytes that match their integr
     const model = await writeModel(dir);
     const code = negatingRouterCode("remote-neg", "__remoteLoaded");
     const files = new Map<string, string>();
-    const serve = (async (input: RequestInfo | URL) => {
+    const serve = ((input: RequestInfo | URL) => {
       const body = files.get(String(input));
-      return body === undefined ? new Response("nope", { status: 404 }) : new Response(body);
+      return Promise.resolve(
+        body === undefined ? new Response("nope", { status: 404 }) : new Response(body),
+      );
     }) as typeof fetch;
     const base = "https://plugins.example/neg/";
     const entryIntegrity = await sriSha256(new TextEncoder().encode(code));
-    const man = JSON.stringify({ name: "remote-neg", version: "1.0.0", apiVersion: 1, hooks: ["router"], entry: "mod.js", entryIntegrity, config: {} });
+    const man = JSON.stringify({
+      name: "remote-neg",
+      version: "1.0.0",
+      apiVersion: 1,
+      hooks: ["router"],
+      entry: "mod.js",
+      entryIntegrity,
+      config: {},
+    });
     files.set(`${base}manifest.json`, man);
     files.set(`${base}mod.js`, code.replace("__remoteLoaded", "__tamperedLoaded"));
     const integrity = await sriSha256(new TextEncoder().encode(man));
-    const load = () => loadFromManifest(manifestFor(model, [{ use: `${base}manifest.json`, integrity }]) as never, { fetch: serve });
+    const load = () =>
+      loadFromManifest(manifestFor(model, [{ use: `${base}manifest.json`, integrity }]) as never, {
+        fetch: serve,
+      });
     const e = await load().then(() => null, (e) => e);
-    has(problemsOf(e), /plugins\[0\] \(remote-neg\) manifest: entryIntegrity$/, "integrity_mismatch");
+    has(
+      problemsOf(e),
+      /plugins\[0\] \(remote-neg\) manifest: entryIntegrity$/,
+      "integrity_mismatch",
+    );
     assert.equal(flags.__tamperedLoaded ?? 0, 0, "tampered code never ran");
     files.set(`${base}mod.js`, code);
     const { model: m } = await load();
     assert.equal(flags.__remoteLoaded, 1);
     const ref: Router = { name: "ref", route: (l) => refTopK(l.map((v) => -v), 2) };
-    assertClose(await logitsOf(m), await logitsOf(await loadTestModel({ wrapRouter: () => ref })), 1e-5);
+    assertClose(
+      await logitsOf(m),
+      await logitsOf(await loadTestModel({ wrapRouter: () => ref })),
+      1e-5,
+    );
     files.set(`${base}manifest.json`, man.replace(/,"entryIntegrity":"[^"]+"/, ""));
     const e2 = await loadFromManifest(
-      manifestFor(model, [{ use: `${base}manifest.json`, integrity: await sriSha256(new TextEncoder().encode(files.get(`${base}manifest.json`)!)) }]) as never,
+      manifestFor(model, [{
+        use: `${base}manifest.json`,
+        integrity: await sriSha256(new TextEncoder().encode(files.get(`${base}manifest.json`)!)),
+      }]) as never,
       { fetch: serve },
     ).then(() => null, (e) => e);
     has(problemsOf(e2), /entryIntegrity$/, "missing_field");
+    // a model manifest fetched over https: its relative plugin paths are remote code too
+    files.set(
+      "https://models.example/m/model.json",
+      JSON.stringify(manifestFor("model.gguf", [{ use: "./neg" }])),
+    );
+    const e3 = await loadFromManifest(new URL("https://models.example/m/model.json"), {
+      fetch: serve,
+    }).then(
+      () => null,
+      (e) => e,
+    );
+    has(problemsOf(e3), /plugins\[0\]\.integrity$/, "missing_field");
+    has(problemsOf(e3), /model\.source$/, "http_status");
   } finally {
     await cleanup(dir);
   }
@@ -181,11 +254,19 @@ Deno.test("manifest: bad JSON, pinned experts outside the model, and two cache p
   try {
     const model = await writeModel(dir);
     await Deno.writeTextFile(`${dir}/bad.json`, "{ manifestVersion: 1 ");
-    await assert.rejects(loadFromManifest(`${dir}/bad.json`), (e: Error & { code?: string }) => e instanceof ManifestError && e.code === "bad_json");
-    await assert.rejects(loadFromManifest(`${dir}/none.json`), (e: Error & { code?: string }) => e instanceof ManifestError && e.code === "not_found");
-    const e = await loadFromManifest(manifestFor(model, [{ use: "cache-lru" }, { use: "cache-lfu" }], {
-      memory: { pinnedExperts: [[0, 1], [2, 0], [1, 9]] },
-    }) as never).then(() => null, (e) => e);
+    await assert.rejects(
+      loadFromManifest(`${dir}/bad.json`),
+      (e: Error & { code?: string }) => e instanceof ManifestError && e.code === "bad_json",
+    );
+    await assert.rejects(
+      loadFromManifest(`${dir}/none.json`),
+      (e: Error & { code?: string }) => e instanceof ManifestError && e.code === "not_found",
+    );
+    const e = await loadFromManifest(
+      manifestFor(model, [{ use: "cache-lru" }, { use: "cache-lfu" }], {
+        memory: { pinnedExperts: [[0, 1], [2, 0], [1, 9]] },
+      }) as never,
+    ).then(() => null, (e) => e);
     const problems = problemsOf(e);
     has(problems, /memory\.pinnedExperts\[1\]$/, "out_of_range");
     has(problems, /memory\.pinnedExperts\[2\]$/, "out_of_range");
@@ -206,7 +287,10 @@ Deno.test("manifest: memory + a cache plugin give a streaming store with that po
     assert.ok(m.store instanceof StreamingExpertStore);
     assertClose(await logitsOf(m), await logitsOf(await loadTestModel()), 0);
     const s = m.store.stats();
-    assert.ok(s.misses > 0 && s.evictions > 0, `expected streaming under the budget: ${JSON.stringify(s)}`);
+    assert.ok(
+      s.misses > 0 && s.evictions > 0,
+      `expected streaming under the budget: ${JSON.stringify(s)}`,
+    );
   } finally {
     await cleanup(dir);
   }

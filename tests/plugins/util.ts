@@ -9,14 +9,14 @@ import assert from "node:assert/strict";
 import { pathToFileURL } from "node:url";
 import { writeSafetensors } from "../../core/formats/safetensors.ts";
 import {
-  type LoadFromManifestOptions,
   loadFromManifest,
+  type LoadFromManifestOptions,
   loadModel,
   type LoadModelOptions,
+  type ManifestLoadResult,
   type Model,
   type ModelHooks,
   type Route,
-  type ManifestLoadResult,
   Session,
   synthesizeModel,
   type SyntheticModelSpec,
@@ -112,7 +112,11 @@ function f32ToF16(v: number): number {
 }
 
 /** Write `dir/adapter_config.json` and `dir/adapter_model.safetensors`. */
-export async function writeAdapter(dir: string, config: unknown, tensors: Record<string, TestTensor>): Promise<void> {
+export async function writeAdapter(
+  dir: string,
+  config: unknown,
+  tensors: Record<string, TestTensor>,
+): Promise<void> {
   await Deno.mkdir(dir, { recursive: true });
   await Deno.writeTextFile(`${dir}/adapter_config.json`, JSON.stringify(config));
   await Deno.writeFile(`${dir}/adapter_model.safetensors`, adapterBytes(tensors));
@@ -130,13 +134,18 @@ export function gaussian(seed: number): (n: number, scale?: number) => Float32Ar
   };
   return (n: number, scale = 1): Float32Array => {
     const out = new Float32Array(n);
-    for (let i = 0; i < n; i++) out[i] = scale * Math.sqrt(-2 * Math.log(u())) * Math.cos(2 * Math.PI * u());
+    for (let i = 0; i < n; i++) {
+      out[i] = scale * Math.sqrt(-2 * Math.log(u())) * Math.cos(2 * Math.PI * u());
+    }
     return out;
   };
 }
 
 /** Load the test model with hooks on the reference backend. */
-export async function loadTestModel(hooks?: ModelHooks, spec: SyntheticModelSpec = SPEC): Promise<Model> {
+export async function loadTestModel(
+  hooks?: ModelHooks,
+  spec: SyntheticModelSpec = SPEC,
+): Promise<Model> {
   const opts: LoadModelOptions = { backend: "ref", hooks };
   return await loadModel(modelBytes(spec), opts);
 }
@@ -145,7 +154,10 @@ export async function loadTestModel(hooks?: ModelHooks, spec: SyntheticModelSpec
 export const PROMPT: readonly number[] = [1, 17, 99, 256, 3, 44, 7];
 
 /** Logits of every prompt token (a copy). */
-export async function logitsOf(model: Model, tokens: readonly number[] = PROMPT): Promise<Float32Array> {
+export async function logitsOf(
+  model: Model,
+  tokens: readonly number[] = PROMPT,
+): Promise<Float32Array> {
   const s = new Session(model, { nCtx: 64 });
   try {
     return (await s.eval(tokens, { allLogits: true })).slice();
@@ -158,24 +170,40 @@ export async function logitsOf(model: Model, tokens: readonly number[] = PROMPT)
 export function maxRelDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
   assert.equal(a.length, b.length, "lengths differ");
   let m = 0;
-  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]) / Math.max(1, Math.abs(b[i])));
+  for (let i = 0; i < a.length; i++) {
+    m = Math.max(m, Math.abs(a[i] - b[i]) / Math.max(1, Math.abs(b[i])));
+  }
   return m;
 }
 
 /** Assert two arrays agree within `tol` (relative, see `maxRelDiff`). */
-export function assertClose(a: ArrayLike<number>, b: ArrayLike<number>, tol: number, what = "values"): void {
+export function assertClose(
+  a: ArrayLike<number>,
+  b: ArrayLike<number>,
+  tol: number,
+  what = "values",
+): void {
   const d = maxRelDiff(a, b);
   assert.ok(d <= tol, `${what}: max relative difference ${d} > ${tol}`);
 }
 
 /** Assert the arrays differ by more than `tol` somewhere (a plugin had an effect). */
-export function assertDiffers(a: ArrayLike<number>, b: ArrayLike<number>, tol = 1e-3, what = "values"): void {
+export function assertDiffers(
+  a: ArrayLike<number>,
+  b: ArrayLike<number>,
+  tol = 1e-3,
+  what = "values",
+): void {
   const d = maxRelDiff(a, b);
   assert.ok(d > tol, `${what}: expected a change, max relative difference is only ${d}`);
 }
 
 /** A manifest object for the test model at `modelPath` with `plugins`. */
-export function manifestFor(modelPath: string, plugins: unknown[], extra: Record<string, unknown> = {}): Record<string, unknown> {
+export function manifestFor(
+  modelPath: string,
+  plugins: unknown[],
+  extra: Record<string, unknown> = {},
+): Record<string, unknown> {
   return { manifestVersion: 1, model: { source: modelPath }, backend: "ref", plugins, ...extra };
 }
 
@@ -192,7 +220,10 @@ export async function loadWithPlugins(
   opts: LoadFromManifestOptions = {},
 ): Promise<ManifestLoadResult> {
   const path = await writeModel(dir);
-  return await loadFromManifest(manifestFor(path, plugins, extra) as never, { baseUrl: dirUrl(dir), ...opts });
+  return await loadFromManifest(manifestFor(path, plugins, extra) as never, {
+    baseUrl: dirUrl(dir),
+    ...opts,
+  });
 }
 
 /**
@@ -218,7 +249,15 @@ export async function writePlugin(
   manifest: Record<string, unknown> = {},
 ): Promise<string> {
   await Deno.mkdir(`${dir}/${name}`, { recursive: true });
-  const m = { name, version: "1.0.0", apiVersion: 1, hooks: ["router"], entry: "mod.js", config: { type: "object" }, ...manifest };
+  const m = {
+    name,
+    version: "1.0.0",
+    apiVersion: 1,
+    hooks: ["router"],
+    entry: "mod.js",
+    config: { type: "object" },
+    ...manifest,
+  };
   await Deno.writeTextFile(`${dir}/${name}/manifest.json`, JSON.stringify(m));
   await Deno.writeTextFile(`${dir}/${name}/${m.entry}`, code);
   return `./${name}`;

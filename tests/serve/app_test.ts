@@ -1,29 +1,13 @@
 /**
- * The app through `app.request()`: routes, request validation, limits,
- * auth and the error shape, against a real tiny model.
+ * The app through `app.request()`: routes, completions and chat (JSON and
+ * SSE), metrics, MoE stats and the dashboard page, against a real tiny model.
  */
 
 import assert from "node:assert/strict";
 import { createApp, type ModelRuntime } from "../../mod.ts";
 import { ChatTemplate } from "../../serve/chat_template.ts";
-import { post, tinyRuntime } from "./util.ts";
+import { expectError, post, tinyRuntime } from "./util.ts";
 import { QWEN2 } from "./templates.ts";
-
-interface ErrorShape {
-  error: { message: string; type: string; param: string | null; code: string | null };
-}
-
-async function expectError(res: Response, status: number, code: string, param?: string | null): Promise<ErrorShape> {
-  const body = await res.json() as ErrorShape;
-  assert.equal(res.status, status, JSON.stringify(body));
-  assert.match(res.headers.get("content-type") ?? "", /application\/json/);
-  assert.deepEqual(Object.keys(body.error).sort(), ["code", "message", "param", "type"]);
-  assert.equal(typeof body.error.message, "string");
-  assert.ok(body.error.message.length > 0);
-  assert.equal(body.error.code, code);
-  if (param !== undefined) assert.equal(body.error.param, param);
-  return body;
-}
 
 let shared: ModelRuntime | null = null;
 async function runtime(): Promise<ModelRuntime> {
@@ -46,7 +30,12 @@ Deno.test("GET /healthz, /v1/models and /v1/models/:id", async () => {
 
 Deno.test("POST /v1/completions answers with text, finish_reason and usage", async () => {
   const app = createApp(await runtime());
-  const res = await post(app, "/v1/completions", { model: "tiny", prompt: "Once upon a time", max_tokens: 5, temperature: 0 });
+  const res = await post(app, "/v1/completions", {
+    model: "tiny",
+    prompt: "Once upon a time",
+    max_tokens: 5,
+    temperature: 0,
+  });
   assert.equal(res.status, 200);
   const body = await res.json();
   assert.equal(body.object, "text_completion");
@@ -58,15 +47,30 @@ Deno.test("POST /v1/completions answers with text, finish_reason and usage", asy
   assert.ok(body.usage.completion_tokens <= 5);
   assert.equal(body.usage.total_tokens, body.usage.prompt_tokens + body.usage.completion_tokens);
   // greedy decoding is deterministic; a token-id prompt is accepted too
-  const again = await (await post(app, "/v1/completions", { prompt: "Once upon a time", max_tokens: 5, temperature: 0 })).json();
+  const again = await (await post(app, "/v1/completions", {
+    prompt: "Once upon a time",
+    max_tokens: 5,
+    temperature: 0,
+  })).json();
   assert.equal(again.choices[0].text, body.choices[0].text);
-  const ids = await post(app, "/v1/completions", { prompt: [1, 20, 30], max_tokens: 2, ignore_eos: true });
+  const ids = await post(app, "/v1/completions", {
+    prompt: [1, 20, 30],
+    max_tokens: 2,
+    ignore_eos: true,
+  });
   assert.equal((await ids.json()).usage.completion_tokens, 2);
 });
 
 Deno.test("seed makes sampling reproducible and max_tokens bounds the output", async () => {
   const app = createApp(await runtime());
-  const req = { prompt: "abc", max_tokens: 12, temperature: 1.2, top_p: 0.9, seed: 42, ignore_eos: true };
+  const req = {
+    prompt: "abc",
+    max_tokens: 12,
+    temperature: 1.2,
+    top_p: 0.9,
+    seed: 42,
+    ignore_eos: true,
+  };
   const a = await (await post(app, "/v1/completions", req)).json();
   const b = await (await post(app, "/v1/completions", req)).json();
   assert.equal(a.choices[0].text, b.choices[0].text);
@@ -76,11 +80,25 @@ Deno.test("seed makes sampling reproducible and max_tokens bounds the output", a
 
 Deno.test("stop strings end the completion and are not emitted", async () => {
   const app = createApp(await runtime());
-  const full = await (await post(app, "/v1/completions", { prompt: "x", max_tokens: 24, temperature: 0, ignore_eos: true })).json();
+  const full = await (await post(app, "/v1/completions", {
+    prompt: "x",
+    max_tokens: 24,
+    temperature: 0,
+    ignore_eos: true,
+  })).json();
   const text: string = full.choices[0].text;
   const stop = text.slice(3, 5);
-  assert.ok(stop.length === 2, `need some output to pick a stop string from: ${JSON.stringify(text)}`);
-  const cut = await (await post(app, "/v1/completions", { prompt: "x", max_tokens: 24, temperature: 0, ignore_eos: true, stop: [stop] })).json();
+  assert.ok(
+    stop.length === 2,
+    `need some output to pick a stop string from: ${JSON.stringify(text)}`,
+  );
+  const cut = await (await post(app, "/v1/completions", {
+    prompt: "x",
+    max_tokens: 24,
+    temperature: 0,
+    ignore_eos: true,
+    stop: [stop],
+  })).json();
   assert.equal(cut.choices[0].finish_reason, "stop");
   assert.equal(cut.choices[0].text, text.slice(0, text.indexOf(stop)));
 });
@@ -97,7 +115,9 @@ Deno.test("POST /v1/completions with stream:true sends SSE chunks, usage and [DO
   });
   assert.equal(res.status, 200);
   assert.match(res.headers.get("content-type")!, /text\/event-stream/);
-  const events = (await res.text()).split("\n\n").filter((e) => e).map((e) => e.replace(/^data: /, ""));
+  const events = (await res.text()).split("\n\n").filter((e) => e).map((e) =>
+    e.replace(/^data: /, "")
+  );
   assert.equal(events.at(-1), "[DONE]");
   const chunks = events.slice(0, -1).map((e) => JSON.parse(e));
   const usage = chunks.at(-1);
@@ -105,7 +125,12 @@ Deno.test("POST /v1/completions with stream:true sends SSE chunks, usage and [DO
   assert.equal(usage.usage.completion_tokens, 6);
   assert.equal(chunks.at(-2).choices[0].finish_reason, "length");
   const text = chunks.slice(0, -2).map((c) => c.choices[0].text).join("");
-  const whole = await (await post(app, "/v1/completions", { prompt: "Hello", max_tokens: 6, temperature: 0, ignore_eos: true })).json();
+  const whole = await (await post(app, "/v1/completions", {
+    prompt: "Hello",
+    max_tokens: 6,
+    temperature: 0,
+    ignore_eos: true,
+  })).json();
   assert.equal(text, whole.choices[0].text);
 });
 
@@ -114,7 +139,10 @@ Deno.test("POST /v1/chat/completions: JSON and SSE, with the model's template or
   const app = createApp(rt);
   const res = await post(app, "/v1/chat/completions", {
     model: "tiny",
-    messages: [{ role: "system", content: "Be brief." }, { role: "user", content: [{ type: "text", text: "Hi" }] }],
+    messages: [{ role: "system", content: "Be brief." }, {
+      role: "user",
+      content: [{ type: "text", text: "Hi" }],
+    }],
     max_tokens: 4,
     temperature: 0,
   });
@@ -126,127 +154,22 @@ Deno.test("POST /v1/chat/completions: JSON and SSE, with the model's template or
   // "[INST] Be brief.\n\nHi [/INST]" plus BOS: many more tokens than "Hi"
   assert.ok(body.usage.prompt_tokens > 8);
 
-  const qwen = createApp(rt, { chatTemplate: new ChatTemplate("qwen2moe", QWEN2, { bos: "", eos: "", addBos: false }) });
-  const s = await post(qwen, "/v1/chat/completions", { messages: [{ role: "user", content: "Hi" }], max_tokens: 3, stream: true });
-  const events = (await s.text()).split("\n\n").filter((e) => e).map((e) => e.replace(/^data: /, ""));
+  const qwen = createApp(rt, {
+    chatTemplate: new ChatTemplate("qwen2moe", QWEN2, { bos: "", eos: "", addBos: false }),
+  });
+  const s = await post(qwen, "/v1/chat/completions", {
+    messages: [{ role: "user", content: "Hi" }],
+    max_tokens: 3,
+    stream: true,
+  });
+  const events = (await s.text()).split("\n\n").filter((e) => e).map((e) =>
+    e.replace(/^data: /, "")
+  );
   assert.equal(events.at(-1), "[DONE]");
   const first = JSON.parse(events[0]);
   assert.equal(first.object, "chat.completion.chunk");
   assert.deepEqual(first.choices[0].delta, { role: "assistant", content: "" });
   assert.ok(["length", "stop"].includes(JSON.parse(events.at(-2)!).choices[0].finish_reason));
-});
-
-Deno.test("bad requests get 4xx with OpenAI's error shape", async () => {
-  const app = createApp(await runtime());
-  await expectError(await post(app, "/v1/completions", "{not json"), 400, "invalid_json");
-  await expectError(await post(app, "/v1/completions", ""), 400, "invalid_json");
-  await expectError(await post(app, "/v1/completions", "[1,2]"), 400, "invalid_request");
-  await expectError(await post(app, "/v1/completions", { prompt: 42 }), 400, "invalid_request", "prompt");
-  await expectError(await post(app, "/v1/completions", {}), 400, "invalid_request", "prompt");
-  await expectError(await post(app, "/v1/completions", { prompt: "a", max_tokens: "5" }), 400, "invalid_request", "max_tokens");
-  await expectError(await post(app, "/v1/completions", { prompt: "a", max_tokens: 0 }), 400, "invalid_request", "max_tokens");
-  await expectError(await post(app, "/v1/completions", { prompt: "a", temperature: 3 }), 400, "invalid_request", "temperature");
-  await expectError(await post(app, "/v1/completions", { prompt: "a", top_p: "x" }), 400, "invalid_request", "top_p");
-  await expectError(await post(app, "/v1/completions", { prompt: "a", stop: [1] }), 400, "invalid_request", "stop");
-  await expectError(await post(app, "/v1/completions", { prompt: "a", stop: ["a", "b", "c", "d", "e"] }), 400, "invalid_request", "stop");
-  await expectError(await post(app, "/v1/completions", { prompt: "a", stream: "yes" }), 400, "invalid_request", "stream");
-  await expectError(await post(app, "/v1/completions", { prompt: "a", n: 2 }), 400, "invalid_request", "n");
-  await expectError(await post(app, "/v1/completions", { prompt: "a", seed: 1.5 }), 400, "invalid_request", "seed");
-  await expectError(await post(app, "/v1/completions", { prompt: [1, 99999] }), 400, "invalid_request", "prompt");
-  await expectError(await post(app, "/v1/completions", { prompt: "a", model: 7 }), 400, "invalid_request", "model");
-  await expectError(await post(app, "/v1/completions", { prompt: "a", model: "gpt-4o" }), 404, "model_not_found", "model");
-  await expectError(await post(app, "/v1/chat/completions", { messages: "hi" }), 400, "invalid_request", "messages");
-  await expectError(await post(app, "/v1/chat/completions", { messages: [] }), 400, "invalid_request", "messages");
-  await expectError(await post(app, "/v1/chat/completions", { messages: [{ role: "wizard", content: "x" }] }), 400, "invalid_request", "messages[0].role");
-  await expectError(
-    await post(app, "/v1/chat/completions", { messages: [{ role: "user", content: [{ type: "image_url", image_url: {} }] }] }),
-    400,
-    "invalid_request",
-    "messages[0].content[0].type",
-  );
-  const form = await app.request("/v1/completions", { method: "POST", headers: { "content-type": "text/plain" }, body: "{}" });
-  await expectError(form, 415, "unsupported_media_type");
-  await expectError(await app.request("/v1/completions"), 405, "method_not_allowed");
-  await expectError(await app.request("/nope"), 404, "not_found");
-});
-
-Deno.test("a model template that refuses the conversation is a 400", async () => {
-  const { MIXTRAL } = await import("./templates.ts");
-  const app = createApp(await runtime(), { chatTemplate: new ChatTemplate("llama", MIXTRAL, { bos: "<s>", eos: "</s>", addBos: true }) });
-  const body = await expectError(
-    await post(app, "/v1/chat/completions", { messages: [{ role: "user", content: "a" }, { role: "user", content: "b" }] }),
-    400,
-    "invalid_request",
-    "messages",
-  );
-  assert.match(body.error.message, /alternate/);
-});
-
-Deno.test("body size: declared and streamed bodies over the limit get 413", async () => {
-  const app = createApp(await runtime(), { maxBodyBytes: 1024 });
-  const big = JSON.stringify({ prompt: "x".repeat(5000) });
-  await expectError(await post(app, "/v1/completions", big), 413, "body_too_large");
-  // no Content-Length: cut off while reading
-  const chunked = new ReadableStream<Uint8Array>({
-    start(ctl) {
-      for (let i = 0; i < 8; i++) ctl.enqueue(new TextEncoder().encode(big.slice(i * 700, (i + 1) * 700)));
-      ctl.close();
-    },
-  });
-  const res = await app.request(new Request("http://x/v1/completions", {
-    method: "POST",
-    headers: { "content-type": "application/json" },
-    body: chunked,
-  }));
-  await expectError(res, 413, "body_too_large");
-});
-
-Deno.test("a body that does not arrive in time gets 408", async () => {
-  const app = createApp(await runtime(), { bodyTimeoutMs: 50 });
-  let ctl!: ReadableStreamDefaultController<Uint8Array>;
-  const slow = new ReadableStream<Uint8Array>({ start: (c) => void (ctl = c) });
-  ctl.enqueue(new TextEncoder().encode('{"prompt":'));
-  const res = await app.request(new Request("http://x/v1/completions", {
-    method: "POST",
-    headers: { "content-type": "application/json" },
-    body: slow,
-  }));
-  await expectError(res, 408, "request_timeout");
-});
-
-Deno.test("prompt and max_tokens limits get 400", async () => {
-  const rt = await runtime();
-  const app = createApp(rt, { maxPromptTokens: 8, maxTokensCap: 32 });
-  await expectError(await post(app, "/v1/completions", { prompt: "word ".repeat(40) }), 400, "prompt_too_long", "prompt");
-  await expectError(
-    await post(app, "/v1/chat/completions", { messages: [{ role: "user", content: "word ".repeat(40) }] }),
-    400,
-    "prompt_too_long",
-    "messages",
-  );
-  await expectError(await post(app, "/v1/completions", { prompt: "a", max_tokens: 33 }), 400, "max_tokens_too_large", "max_tokens");
-  const wide = createApp(rt);
-  await expectError(
-    await post(wide, "/v1/completions", { prompt: "a b c d", max_tokens: rt.nCtx - 2 }),
-    400,
-    "context_length_exceeded",
-    "max_tokens",
-  );
-});
-
-Deno.test("bearer auth: missing or wrong key is 401, right key passes; health stays open", async () => {
-  const app = createApp(await runtime(), { apiKey: "s3cret" });
-  const missing = await expectError(await post(app, "/v1/completions", { prompt: "a" }), 401, "invalid_api_key");
-  assert.match(missing.error.message, /Missing/);
-  await expectError(await post(app, "/v1/completions", { prompt: "a" }, { authorization: "Bearer s3cre" }), 401, "invalid_api_key");
-  await expectError(await app.request("/v1/models", { headers: { authorization: "Basic s3cret" } }), 401, "invalid_api_key");
-  await expectError(await app.request("/metrics"), 401, "invalid_api_key");
-  const ok = await app.request("/v1/models", { headers: { authorization: "Bearer s3cret" } });
-  assert.equal(ok.status, 200);
-  assert.equal((await app.request("/healthz")).status, 200);
-  assert.equal((await app.request("/")).status, 200);
-  const open = createApp(await runtime(), { apiKey: "s3cret", publicMetrics: true });
-  assert.equal((await open.request("/metrics")).status, 200);
 });
 
 Deno.test("GET /metrics is Prometheus text with requests, tokens, experts and queue", async () => {
@@ -273,17 +196,26 @@ Deno.test("GET /metrics is Prometheus text with requests, tokens, experts and qu
   assert.match(text, /^moe_edge_requests_total\{route="\/v1\/completions",status="200"\} \d+$/m);
   assert.match(text, /^moe_edge_requests_total\{route="other",status="404"\} 1$/m);
   assert.match(text, /^moe_edge_expert_usage_total\{model="tiny",layer="1",expert="3"\} \d+$/m);
-  const hits = [...text.matchAll(/^moe_edge_expert_hits_total\{model="tiny",layer="(\d)"\} (\d+)$/gm)];
+  const hits = [
+    ...text.matchAll(/^moe_edge_expert_hits_total\{model="tiny",layer="(\d)"\} (\d+)$/gm),
+  ];
   assert.equal(hits.length, 2);
   for (const h of hits) assert.ok(Number(h[2]) > 0, `layer ${h[1]} has hits`);
   // every line is a comment or `name{labels} value`
-  for (const line of text.trim().split("\n")) assert.match(line, /^(# (HELP|TYPE) .+|[a-z_]+(\{[^}]*\})? [-+0-9.e]+|[a-z_]+(\{[^}]*\})? \+Inf)$/);
+  for (const line of text.trim().split("\n")) {
+    assert.match(
+      line,
+      /^(# (HELP|TYPE) .+|[a-z_]+(\{[^}]*\})? [-+0-9.e]+|[a-z_]+(\{[^}]*\})? \+Inf)$/,
+    );
+  }
 });
 
 Deno.test("GET /v1/moe/stats reports per-layer expert usage that matches the routed tokens", async () => {
   const rt = await tinyRuntime();
   const app = createApp(rt);
-  const r = await (await post(app, "/v1/completions", { prompt: "usage", max_tokens: 4, ignore_eos: true })).json();
+  const r =
+    await (await post(app, "/v1/completions", { prompt: "usage", max_tokens: 4, ignore_eos: true }))
+      .json();
   const s = await (await app.request("/v1/moe/stats")).json();
   assert.deepEqual(s.experts.moeLayers, [0, 1]);
   const evaluated = r.usage.prompt_tokens + r.usage.completion_tokens - 1; // the last token is never fed back
@@ -309,4 +241,37 @@ Deno.test("GET / serves the self-contained dashboard", async () => {
   assert.match(html, /\/v1\/moe\/stats/);
   assert.doesNotMatch(html, /<script[^>]+src=/, "no external scripts");
   assert.doesNotMatch(html, /https?:\/\//, "no external URLs");
+});
+
+Deno.test("the chat template comes from the GGUF's tokenizer.chat_template", async () => {
+  const { createRuntime, loadModel } = await import("../../mod.ts");
+  const { smallModelBytes, withMetadata } = await import("./util.ts");
+  const { QWEN2 } = await import("./templates.ts");
+  const bytes = await withMetadata(smallModelBytes(), { "tokenizer.chat_template": QWEN2 });
+  const rt = createRuntime(await loadModel(bytes, { backend: "ref" }), { name: "tiny" });
+  const { chatTemplateFor } = await import("../../serve/chat_template.ts");
+  const t = chatTemplateFor(rt.model);
+  assert.equal(t.kind, "gguf");
+  assert.deepEqual(t.stop, ["<|im_end|>"]);
+  const app = createApp(rt);
+  const res = await post(app, "/v1/chat/completions", {
+    messages: [{ role: "user", content: "Hi" }],
+    max_tokens: 2,
+  });
+  const body = await res.json();
+  assert.equal(res.status, 200);
+  // the Qwen template adds a default system turn: far more prompt tokens than the fallback would
+  const rendered = t.render([{ role: "user", content: "Hi" }]);
+  assert.match(rendered.text, /^<\|im_start\|>system\nYou are a helpful assistant/);
+  const expected = rt.encode(rendered.text, rendered.addBos).length;
+  assert.equal(body.usage.prompt_tokens, expected);
+  rt.close();
+});
+
+Deno.test("top_p 0 means greedy", async () => {
+  const app = createApp(await runtime());
+  const req = { prompt: "greedy", max_tokens: 8, ignore_eos: true };
+  const greedy = await (await post(app, "/v1/completions", { ...req, temperature: 0 })).json();
+  const p0 = await (await post(app, "/v1/completions", { ...req, temperature: 1, top_p: 0 })).json();
+  assert.equal(p0.choices[0].text, greedy.choices[0].text);
 });

@@ -18,7 +18,12 @@ const CONVO = [
 ];
 
 function render(src: string, vars: Record<string, unknown>): string {
-  return new Template(src).render({ bos_token: "<s>", eos_token: "</s>", add_generation_prompt: true, ...vars });
+  return new Template(src).render({
+    bos_token: "<s>",
+    eos_token: "</s>",
+    add_generation_prompt: true,
+    ...vars,
+  });
 }
 
 Deno.test("real templates render like transformers' apply_chat_template", () => {
@@ -45,44 +50,110 @@ Deno.test("real templates render like transformers' apply_chat_template", () => 
     "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\nHello!<|im_end|>\n" +
       "<|im_start|>user\nBye<|im_end|>\n<|im_start|>assistant\n",
   );
-  assert.match(render(QWEN3, { messages: CONVO.slice(1, 2), enable_thinking: false }), /assistant\n<think>\n\n<\/think>\n\n$/);
-  assert.throws(() => render(MIXTRAL, { messages: CONVO }), (e) => e instanceof ChatTemplateError && e.code === "template_raise");
+  assert.match(
+    render(QWEN3, { messages: CONVO.slice(1, 2), enable_thinking: false }),
+    /assistant\n<think>\n\n<\/think>\n\n$/,
+  );
+  assert.throws(
+    () => render(MIXTRAL, { messages: CONVO }),
+    (e) => e instanceof ChatTemplateError && e.code === "template_raise",
+  );
 });
 
 Deno.test("jinja subset: whitespace control, trim/lstrip blocks, loops, filters, tests, slices", () => {
   assert.equal(render("a  {{- 'b' -}}  c", {}), "abc");
   assert.equal(render("{% if true %}\n  x\n{% endif %}\ny", {}), "  x\ny");
   assert.equal(render("  {% if true %}x{% endif %}", {}), "x");
-  assert.equal(render("{% for a, b in [[1, 2], [3, 4]] %}{{ a + b }}{{ ',' if not loop.last }}{% endfor %}", {}), "3,7");
-  assert.equal(render("{% for x in xs if x > 1 %}{{ loop.index }}:{{ x }} {% else %}none{% endfor %}", { xs: [1, 2, 3] }), "1:2 2:3 ");
+  assert.equal(
+    render(
+      "{% for a, b in [[1, 2], [3, 4]] %}{{ a + b }}{{ ',' if not loop.last }}{% endfor %}",
+      {},
+    ),
+    "3,7",
+  );
+  assert.equal(
+    render("{% for x in xs if x > 1 %}{{ loop.index }}:{{ x }} {% else %}none{% endfor %}", {
+      xs: [1, 2, 3],
+    }),
+    "1:2 2:3 ",
+  );
   assert.equal(render("{% for x in [] %}x{% else %}none{% endfor %}", {}), "none");
-  assert.equal(render("{{ xs[::-1] | join('-') }} {{ xs[1:] | length }} {{ xs[-1] }}", { xs: [1, 2, 3] }), "3-2-1 2 3");
+  assert.equal(
+    render("{{ xs[::-1] | join('-') }} {{ xs[1:] | length }} {{ xs[-1] }}", { xs: [1, 2, 3] }),
+    "3-2-1 2 3",
+  );
   assert.equal(render("{{ ' a b '.strip().split(' ') | tojson }}", {}), '["a", "b"]');
   assert.equal(render("{{ {'k': [1, true, none]} | tojson }}", {}), '{"k": [1, true, null]}');
-  assert.equal(render("{{ x is defined }} {{ y is not defined }} {{ 'ab' is string }} {{ 4 is divisibleby 2 }}", { x: 1 }), "True True True True");
-  assert.equal(render("{% set ns = namespace(n=0) %}{% for i in range(4) %}{% set ns.n = ns.n + i %}{% endfor %}{{ ns.n }}", {}), "6");
-  assert.equal(render("{% for i in range(2) %}{% set inner = i %}{% endfor %}{{ inner is defined }}", {}), "False");
-  assert.equal(render("{{ 'x' ~ 1 ~ none }} {{ 7 // 2 }} {{ -7 % 3 }} {{ 'ab' * 2 }}", {}), "x1None 3 2 abab");
-  assert.equal(render("{{ m.get('a', 'd') }}{{ m.get('zz', 'd') }}{% for k, v in m.items() %}{{ k }}={{ v }}{% endfor %}", { m: { a: 1 } }), "1da=1");
-  assert.equal(render("{{ ms | selectattr('role', 'equalto', 'user') | map(attribute='content') | join }}", { ms: CONVO }), "HiBye");
+  assert.equal(
+    render(
+      "{{ x is defined }} {{ y is not defined }} {{ 'ab' is string }} {{ 4 is divisibleby 2 }}",
+      { x: 1 },
+    ),
+    "True True True True",
+  );
+  assert.equal(
+    render(
+      "{% set ns = namespace(n=0) %}{% for i in range(4) %}{% set ns.n = ns.n + i %}{% endfor %}{{ ns.n }}",
+      {},
+    ),
+    "6",
+  );
+  assert.equal(
+    render("{% for i in range(2) %}{% set inner = i %}{% endfor %}{{ inner is defined }}", {}),
+    "False",
+  );
+  assert.equal(
+    render("{{ 'x' ~ 1 ~ none }} {{ 7 // 2 }} {{ -7 % 3 }} {{ 'ab' * 2 }}", {}),
+    "x1None 3 2 abab",
+  );
+  assert.equal(
+    render(
+      "{{ m.get('a', 'd') }}{{ m.get('zz', 'd') }}{% for k, v in m.items() %}{{ k }}={{ v }}{% endfor %}",
+      { m: { a: 1 } },
+    ),
+    "1da=1",
+  );
+  assert.equal(
+    render("{{ ms | selectattr('role', 'equalto', 'user') | map(attribute='content') | join }}", {
+      ms: CONVO,
+    }),
+    "HiBye",
+  );
   assert.equal(render("{# comment #}{% generation %}g{% endgeneration %}", {}), "g");
   assert.equal(render("{{ strftime_now('%d %b %Y') }}", {}).length, 11);
 });
 
 Deno.test("sandbox: no prototype or host access, hard limits, unsupported syntax is an error", () => {
-  assert.equal(render("{{ m.constructor }}{{ m['__proto__'] }}{{ ''.__class__ }}", { m: { a: 1 } }), "");
+  assert.equal(
+    render("{{ m.constructor }}{{ m['__proto__'] }}{{ ''.__class__ }}", { m: { a: 1 } }),
+    "",
+  );
   assert.throws(() => render("{{ m.constructor() }}", { m: {} }), ChatTemplateError);
   assert.throws(() => render("{{ 'x'.constructor('alert(1)') }}", {}), ChatTemplateError);
   assert.throws(() => render("{{ ''.toString() }}", {}), ChatTemplateError);
   assert.throws(
-    () => new Template("{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}").render({}, { maxIterations: 10_000 }),
+    () =>
+      new Template(
+        "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",
+      ).render({}, { maxIterations: 10_000 }),
     (e) => e instanceof ChatTemplateError && e.code === "template_limit",
   );
   assert.throws(
-    () => new Template("{% for i in range(1000) %}{{ 'x' * 1000 }}{% endfor %}").render({}, { maxOutput: 100_000 }),
+    () =>
+      new Template("{% for i in range(1000) %}{{ 'x' * 1000 }}{% endfor %}").render({}, {
+        maxOutput: 100_000,
+      }),
     (e) => e instanceof ChatTemplateError && e.code === "template_limit",
   );
-  for (const src of ["{% macro f() %}{% endmacro %}", "{% include 'x' %}", "{{ x ", "{% if x %}", "{{ 'a' | nope }}"]) {
+  for (
+    const src of [
+      "{% macro f() %}{% endmacro %}",
+      "{% include 'x' %}",
+      "{{ x ",
+      "{% if x %}",
+      "{{ 'a' | nope }}",
+    ]
+  ) {
     assert.throws(() => render(src, { x: 1 }), ChatTemplateError, src);
   }
 });
@@ -92,7 +163,11 @@ Deno.test("ChatTemplate uses the GGUF template, or the architecture's fallback",
   const mix = new ChatTemplate("llama", MIXTRAL, special);
   assert.equal(mix.kind, "gguf");
   const r = mix.render([{ role: "user", content: "Hi" }]);
-  assert.deepEqual(r, { text: "<s>[INST] Hi [/INST]", addBos: false }, "BOS is in the text, not added twice");
+  assert.deepEqual(
+    r,
+    { text: "<s>[INST] Hi [/INST]", addBos: false },
+    "BOS is in the text, not added twice",
+  );
   assert.throws(
     () => mix.render([{ role: "user", content: "a" }, { role: "user", content: "b" }]),
     (e) => e instanceof ServeError && e.code === "invalid_request" && e.param === "messages",
@@ -107,7 +182,11 @@ Deno.test("ChatTemplate uses the GGUF template, or the architecture's fallback",
   );
 
   for (const arch of ["qwen2moe", "qwen3moe", "olmoe"]) {
-    const t = new ChatTemplate(arch, "{% macro unsupported() %}{% endmacro %}", { bos: "", eos: "", addBos: false });
+    const t = new ChatTemplate(arch, "{% macro unsupported() %}{% endmacro %}", {
+      bos: "",
+      eos: "",
+      addBos: false,
+    });
     assert.equal(t.kind, "chatml", arch);
     assert.match(t.fallbackReason!, /macro/);
     assert.deepEqual(t.stop, ["<|im_end|>"]);

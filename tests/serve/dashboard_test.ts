@@ -34,7 +34,9 @@ interface PageGlobals {
       textContent: string;
       width: number;
       height: number;
-      getContext(kind: "2d"): { getImageData(x: number, y: number, w: number, h: number): { data: Uint8ClampedArray } };
+      getContext(
+        kind: "2d",
+      ): { getImageData(x: number, y: number, w: number, h: number): { data: Uint8ClampedArray } };
     };
   };
 }

@@ -50,7 +50,12 @@ Deno.test("a generation over the request timeout gets 504 and frees its slot", a
   assert.equal((await res.json()).error.code, "generation_timeout");
   assert.ok(performance.now() - t0 < 2000);
   // streaming: headers went out already, so the timeout arrives as an error event
-  const s = await post(app, "/v1/chat/completions", { ...long, prompt: undefined, messages: [{ role: "user", content: "hi" }], stream: true });
+  const s = await post(app, "/v1/chat/completions", {
+    ...long,
+    prompt: undefined,
+    messages: [{ role: "user", content: "hi" }],
+    stream: true,
+  });
   assert.equal(s.status, 200);
   const events = (await s.text()).trim().split("\n\n");
   const last = JSON.parse(events.at(-1)!.replace(/^data: /, ""));
@@ -138,7 +143,13 @@ Deno.test("over HTTP: concurrent streams interleave token by token and all finis
       const res = await fetch(`${srv.url}/v1/completions`, {
         method: "POST",
         headers: { "content-type": "application/json" },
-        body: JSON.stringify({ prompt: `client ${i}`, max_tokens: 12, ignore_eos: true, stream: true, seed: i }),
+        body: JSON.stringify({
+          prompt: `client ${i}`,
+          max_tokens: 12,
+          ignore_eos: true,
+          stream: true,
+          seed: i,
+        }),
       });
       const text = await res.text();
       assert.ok(text.endsWith("data: [DONE]\n\n"));
@@ -159,6 +170,32 @@ Deno.test("over HTTP: concurrent streams interleave token by token and all finis
     const alone = await solo();
     const together = await Promise.all([solo(), solo(), solo()]);
     for (const t of together) assert.equal(t, alone);
+  } finally {
+    await srv.close();
+  }
+});
+
+Deno.test("over HTTP: SSE chunks reach the client while the generation is still running", async () => {
+  const rt = await tinyRuntime();
+  const srv = serve(rt);
+  try {
+    const res = await fetch(`${srv.url}/v1/completions`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({
+        prompt: "stream me",
+        max_tokens: 200,
+        ignore_eos: true,
+        stream: true,
+      }),
+    });
+    const reader = res.body!.getReader();
+    await reader.read();
+    // synchronous backend ops must not starve the socket until the end
+    const sofar = rt.stats.snapshot().completionTokens;
+    assert.ok(sofar < 200, `first chunk arrived after ${sofar} of 200 tokens`);
+    while (!(await reader.read()).done) { /* drain */ }
+    assert.equal(rt.stats.snapshot().completionTokens, 200);
   } finally {
     await srv.close();
   }

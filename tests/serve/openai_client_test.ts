@@ -25,7 +25,13 @@ Deno.test("openai client: completions and chat, non-streaming and streaming", as
     const models = await ai.models.list();
     assert.deepEqual(models.data.map((m) => m.id), ["tiny"]);
 
-    const c = await ai.completions.create({ model: "tiny", prompt: "Once upon a time", max_tokens: 8, temperature: 0, ...IGNORE_EOS });
+    const c = await ai.completions.create({
+      model: "tiny",
+      prompt: "Once upon a time",
+      max_tokens: 8,
+      temperature: 0,
+      ...IGNORE_EOS,
+    });
     assert.equal(c.object, "text_completion");
     assert.equal(c.choices[0].finish_reason, "length");
     assert.equal(c.usage?.completion_tokens, 8);
@@ -56,7 +62,10 @@ Deno.test("openai client: completions and chat, non-streaming and streaming", as
 
     const chat = await ai.chat.completions.create({
       model: "tiny",
-      messages: [{ role: "system", content: "You are terse." }, { role: "user", content: "Hello!" }],
+      messages: [{ role: "system", content: "You are terse." }, {
+        role: "user",
+        content: "Hello!",
+      }],
       max_tokens: 6,
       temperature: 0,
       seed: 5,
@@ -68,7 +77,10 @@ Deno.test("openai client: completions and chat, non-streaming and streaming", as
 
     const chatStream = await ai.chat.completions.create({
       model: "tiny",
-      messages: [{ role: "system", content: "You are terse." }, { role: "user", content: "Hello!" }],
+      messages: [{ role: "system", content: "You are terse." }, {
+        role: "user",
+        content: "Hello!",
+      }],
       max_tokens: 6,
       temperature: 0,
       seed: 5,
@@ -94,16 +106,20 @@ Deno.test("openai client: 401, 404, 400 and 429 arrive as typed errors", async (
   try {
     await assert.rejects(
       client(srv.url, "wrong").completions.create({ model: "tiny", prompt: "x" }),
-      (e: unknown) => e instanceof OpenAI.AuthenticationError && e.status === 401 && e.code === "invalid_api_key",
+      (e: unknown) =>
+        e instanceof OpenAI.AuthenticationError && e.status === 401 && e.code === "invalid_api_key",
     );
     const ai = client(srv.url);
     await assert.rejects(
       ai.chat.completions.create({ model: "gpt-4o", messages: [{ role: "user", content: "x" }] }),
-      (e: unknown) => e instanceof OpenAI.NotFoundError && e.status === 404 && e.code === "model_not_found" && e.param === "model",
+      (e: unknown) =>
+        e instanceof OpenAI.NotFoundError && e.status === 404 && e.code === "model_not_found" &&
+        e.param === "model",
     );
     await assert.rejects(
       ai.completions.create({ model: "tiny", prompt: "x", temperature: 7 }),
-      (e: unknown) => e instanceof OpenAI.BadRequestError && e.status === 400 && e.param === "temperature",
+      (e: unknown) =>
+        e instanceof OpenAI.BadRequestError && e.status === 400 && e.param === "temperature",
     );
     await assert.rejects(
       ai.completions.create({ model: "tiny", prompt: "x", max_tokens: 100_000 }),
@@ -111,7 +127,13 @@ Deno.test("openai client: 401, 404, 400 and 429 arrive as typed errors", async (
     );
 
     // hold the only slot with a stream, then ask again
-    const holder = await ai.completions.create({ model: "tiny", prompt: "hold", max_tokens: 200, stream: true, ...IGNORE_EOS });
+    const holder = await ai.completions.create({
+      model: "tiny",
+      prompt: "hold",
+      max_tokens: 200,
+      stream: true,
+      ...IGNORE_EOS,
+    });
     const it = holder[Symbol.asyncIterator]();
     await it.next();
     assert.equal(rt.active, 1);

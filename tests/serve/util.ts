@@ -6,7 +6,16 @@
  * @module
  */
 
-import { loadModel, type Model, synthesizeModel } from "../../mod.ts";
+import assert from "node:assert/strict";
+import {
+  gguf,
+  loadModel,
+  MemorySource,
+  type Model,
+  readGguf,
+  synthesizeModel,
+  writeGguf,
+} from "../../mod.ts";
 import { loadResidentStore } from "../../core/model/model.ts";
 import type { ExpertStore, ExpertStoreStats } from "../../core/store/expert_store.ts";
 import type { ExpertWeights } from "../../core/moe/expert.ts";
@@ -31,6 +40,21 @@ export function smallModelBytes(): Uint8Array {
     seed: 11,
   });
   return small;
+}
+
+/** The tiny model's GGUF with extra metadata entries (e.g. `tokenizer.chat_template`). */
+export async function withMetadata(
+  bytes: Uint8Array,
+  extra: Record<string, string>,
+): Promise<Uint8Array> {
+  const f = await readGguf(new MemorySource(bytes));
+  const tensors = [];
+  for (const t of f.tensors) {
+    tensors.push({ name: t.name, dims: t.dims, type: t.type, data: await f.readTensorBytes(t) });
+  }
+  const metadata = [...f.metadata].filter(([k]) => !(k in extra));
+  for (const [k, v] of Object.entries(extra)) metadata.push([k, gguf.str(v)]);
+  return writeGguf({ metadata, tensors });
 }
 
 /** Wraps a store so that every `ensure` takes `delayMs` (abortable), counting each as misses. */
@@ -71,7 +95,9 @@ export async function smallModel(delayMs = 0): Promise<Model> {
 }
 
 /** A runtime named "tiny" over the tiny model. */
-export async function tinyRuntime(opts: RuntimeOptions & { delayMs?: number } = {}): Promise<ModelRuntime> {
+export async function tinyRuntime(
+  opts: RuntimeOptions & { delayMs?: number } = {},
+): Promise<ModelRuntime> {
   return createRuntime(await smallModel(opts.delayMs ?? 0), { name: "tiny", ...opts });
 }
 
@@ -100,19 +126,54 @@ export function serve(runtime: ModelRuntime, options: AppOptions = {}): TestServ
 }
 
 /** Wait until `cond()` holds, polling every 5 ms; throw after `timeoutMs`. */
-export async function until(cond: () => boolean, timeoutMs = 5000, what = "condition"): Promise<void> {
+export async function until(
+  cond: () => boolean,
+  timeoutMs = 5000,
+  what = "condition",
+): Promise<void> {
   const t0 = Date.now();
   while (!cond()) {
-    if (Date.now() - t0 > timeoutMs) throw new Error(`Timed out after ${timeoutMs} ms waiting for ${what}`);
+    if (Date.now() - t0 > timeoutMs) {
+      throw new Error(`Timed out after ${timeoutMs} ms waiting for ${what}`);
+    }
     await new Promise((r) => setTimeout(r, 5));
   }
 }
 
 /** POST JSON with `app.request()`. */
-export function post(app: Hono, path: string, body: unknown, headers: Record<string, string> = {}): Promise<Response> {
+export function post(
+  app: Hono,
+  path: string,
+  body: unknown,
+  headers: Record<string, string> = {},
+): Promise<Response> {
   return Promise.resolve(app.request(path, {
     method: "POST",
     headers: { "content-type": "application/json", ...headers },
     body: typeof body === "string" ? body : JSON.stringify(body),
   }));
+}
+
+/** OpenAI's error body. */
+export interface ErrorShape {
+  /** The error. */
+  error: { message: string; type: string; param: string | null; code: string | null };
+}
+
+/** Assert `res` is an OpenAI-style JSON error with this status, code and (when given) param. */
+export async function expectError(
+  res: Response,
+  status: number,
+  code: string,
+  param?: string | null,
+): Promise<ErrorShape> {
+  const body = await res.json() as ErrorShape;
+  assert.equal(res.status, status, JSON.stringify(body));
+  assert.match(res.headers.get("content-type") ?? "", /application\/json/);
+  assert.deepEqual(Object.keys(body.error).sort(), ["code", "message", "param", "type"]);
+  assert.equal(typeof body.error.message, "string");
+  assert.ok(body.error.message.length > 0);
+  assert.equal(body.error.code, code);
+  if (param !== undefined) assert.equal(body.error.param, param);
+  return body;
 }

@@ -16,7 +16,7 @@ import {
   MemorySource,
   type Prefetcher,
   StoreError,
-  StreamingExpertStore,
+  type StreamingExpertStore,
 } from "../../mod.ts";
 import { createLruPolicy } from "../../plugins/cache-lru/mod.ts";
 import { createLfuPolicy } from "../../plugins/cache-lfu/mod.ts";
@@ -34,6 +34,7 @@ import {
   tokensWith,
 } from "./model_util.ts";
 import { startNginx } from "./nginx.ts";
+import { createWasmBackend } from "../../wasm/mod.ts";
 
 const BUDGETS: [string, number][] = [
   ["100%", ALL_EXPERT_BYTES],
@@ -184,5 +185,23 @@ Deno.test("generate: wrong bytes from the server are caught by the manifest, nev
     model.dispose();
   } finally {
     await srv.stop();
+  }
+});
+
+Deno.test("generate: the WASM backend streams through the same Slot API with the same tokens", async () => {
+  const resident = await loadModel(modelBytes(), { backend: await createWasmBackend() });
+  const want =
+    (await generateText(resident, PROMPT, { maxTokens: N_TOKENS, temperature: 0 })).tokens;
+  resident.dispose();
+  for (const budget of [ALL_EXPERT_BYTES / 2, ALL_EXPERT_BYTES / 4]) {
+    const model = await loadModel(modelBytes(), {
+      backend: await createWasmBackend(),
+      expertBudgetBytes: budget,
+      streaming: { policy: createLfuPolicy(), prefetcher: createNextLayerPrefetcher() },
+    });
+    const r = await generateText(model, PROMPT, { maxTokens: N_TOKENS, temperature: 0 });
+    assert.deepEqual(r.tokens, want, `budget ${budget}`);
+    assert.ok(model.store.stats().evictions > 0);
+    model.dispose();
   }
 });

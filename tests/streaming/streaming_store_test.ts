@@ -1,7 +1,7 @@
 /** The streaming store's rules: budget, shared fetches, prefetch isolation, integrity, pinning, metrics. */
 
 import assert from "node:assert/strict";
-import fc from "npm:fast-check@4";
+import fc from "fast-check";
 import {
   beladySimulate,
   buildExpertManifest,
@@ -74,8 +74,11 @@ Deno.test("store: concurrent requests for one expert share one fetch", async () 
   assert.equal(src.total, 6, "3 matrices × 2 experts, once each");
   assert.equal(s.ensure(1, [2, 5]), undefined, "resident: synchronous");
   const st = s.stats();
-  assert.deepEqual([st.hits, st.misses, st.bytesFetched], [2, 4, 2 * EXPERT_BYTES]);
-  assert.equal(st.perLayer![1].misses, 4);
+  // b either joined a's loads (misses) or found them landed after yielding (hits)
+  assert.equal(st.hits + st.misses, 6);
+  assert.ok(st.misses >= 2);
+  assert.equal(st.bytesFetched, 2 * EXPERT_BYTES);
+  assert.equal(st.perLayer![1].misses, st.misses);
 });
 
 Deno.test("store: a pending prefetch never blocks ensure of other experts; demand joins it when needed", async () => {
@@ -258,4 +261,17 @@ Deno.test("store: a throwing prefetcher is a PluginError naming it", async () =>
     }),
     (e) => e instanceof PluginError && /broken/.test(e.message) && /observe/.test(e.message),
   );
+});
+
+Deno.test("store: a prefetch whose bytes landed during compute counts as a hit after a short settle", async () => {
+  const { src, ctx } = await gated();
+  const s = await StreamingExpertStore.create(ctx, { expertBudgetBytes: 4 * EXPERT_BYTES });
+  src.hold(ctx.locations[3][1].up.fileOffset);
+  s.prefetch(3, [1]);
+  src.release(); // the bytes are there; the JS side has not applied them yet
+  const p = s.ensure(3, [1]);
+  assert.ok(p instanceof Promise, "yields instead of checking too early");
+  await p;
+  const st = s.stats();
+  assert.deepEqual([st.hits, st.misses, st.prefetchHits, st.prefetchLate], [1, 0, 1, 0]);
 });

@@ -1,0 +1,36 @@
+/**
+ * Small async helpers of the streaming store: a macrotask yield and an
+ * abortable wait.
+ *
+ * @module
+ */
+
+import { StoreError } from "../errors.ts";
+
+/** Resolve after one macrotask turn (MessageChannel; setTimeout where there is none). */
+export function macrotask(): Promise<void> {
+  return new Promise((resolve) => {
+    if (typeof MessageChannel !== "function") {
+      setTimeout(resolve, 0);
+      return;
+    }
+    const ch = new MessageChannel();
+    ch.port1.onmessage = () => {
+      ch.port1.close();
+      resolve();
+    };
+    ch.port2.postMessage(null);
+  });
+}
+
+/** `p`, or a `StoreError` `"aborted"` as soon as `signal` fires. */
+export function abortable<T>(p: Promise<T>, signal?: AbortSignal): Promise<T> {
+  if (!signal) return p;
+  const aborted = (): StoreError => new StoreError("aborted", "Cannot ensure experts: aborted");
+  if (signal.aborted) return Promise.reject(aborted());
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = (): void => reject(aborted());
+    signal.addEventListener("abort", onAbort, { once: true });
+    p.then(resolve, reject).finally(() => signal.removeEventListener("abort", onAbort));
+  });
+}

@@ -1,0 +1,206 @@
+/**
+ * The residency table of the streaming store: which expert occupies which
+ * backend slot, the slot pool under the byte budget, protection of experts
+ * a running step needs, and the eviction/cancellation rules that make room.
+ *
+ * @module
+ */
+
+import type { Backend, Slot } from "../backend/backend.ts";
+import { StoreError } from "../errors.ts";
+import type { ExpertWeights } from "../moe/expert.ts";
+import type { ExpertLocation } from "../model/weights.ts";
+import { type CachePolicy, type LoadReason, pickVictim } from "./cache_policy.ts";
+import type { LayerStoreStats } from "./expert_store.ts";
+
+/** One expert that is resident or loading. */
+export interface Entry {
+  /** `layer · nExpert + index`. */
+  readonly key: number;
+  /** Where its bytes are. */
+  readonly loc: ExpertLocation;
+  /** The slot it occupies (reserved while loading). */
+  readonly slot: Slot;
+  /** Why it was loaded. */
+  readonly reason: LoadReason;
+  /** Bytes are in the slot. */
+  ready: boolean;
+  /** Views once ready. */
+  weights: ExpertWeights | null;
+  /** The load in flight. */
+  promise: Promise<void> | null;
+  /** Cancels the load's reads. */
+  abort: AbortController | null;
+  /** The load was cancelled and its slot given away: it must not write. */
+  cancelled: boolean;
+  /** `ensure` calls waiting on the load. */
+  waiters: number;
+  /** Loaded by prefetch and not used since. */
+  unused: boolean;
+}
+
+/** A fresh entry for `loc` in `slot`, not yet ready. */
+export function newEntry(key: number, loc: ExpertLocation, slot: Slot, reason: LoadReason): Entry {
+  return {
+    key,
+    loc,
+    slot,
+    reason,
+    ready: false,
+    weights: null,
+    promise: null,
+    abort: reason === "pinned" ? null : new AbortController(),
+    cancelled: false,
+    waiters: 0,
+    unused: reason === "prefetch",
+  };
+}
+
+/** Slots, entries and protection under one byte budget. */
+export class Residency {
+  /** Evictable (and loading) entries by key. */
+  readonly entries: Map<number, Entry> = new Map();
+  /** Pinned entries by key (outside the evictable budget). */
+  readonly pinned: Map<number, Entry> = new Map();
+  /** Keys a running step needs (count of steps). */
+  readonly #protect = new Map<number, number>();
+  /** Keys routed at the layer being computed: prefetches may not evict them. */
+  readonly soon: Set<number> = new Set();
+  readonly #free = new Map<number, Slot[]>();
+  readonly #backend: Backend;
+  readonly #evictable: number;
+  readonly #policy: CachePolicy;
+  readonly #stats: readonly LayerStoreStats[];
+  #allocated = 0;
+
+  /**
+   * @param backend owner of the slots
+   * @param evictableBytes budget for non-pinned experts (free pooled slots included)
+   * @param policy asked for victims
+   * @param stats per-layer counters to update
+   */
+  constructor(
+    backend: Backend,
+    evictableBytes: number,
+    policy: CachePolicy,
+    stats: readonly LayerStoreStats[],
+  ) {
+    this.#backend = backend;
+    this.#evictable = evictableBytes;
+    this.#policy = policy;
+    this.#stats = stats;
+  }
+
+  /** The entry of `key` (pinned first), if any. */
+  get(key: number): Entry | undefined {
+    return this.pinned.get(key) ?? this.entries.get(key);
+  }
+
+  /** Bytes of slots held in the evictable area (resident, loading, pooled). */
+  get allocatedBytes(): number {
+    return this.#allocated;
+  }
+
+  /** Protect `keys` for one more step. */
+  protect(keys: readonly number[]): void {
+    for (const k of keys) this.#protect.set(k, (this.#protect.get(k) ?? 0) + 1);
+  }
+
+  /** Drop one step's protection of `keys`. */
+  unprotect(keys: readonly number[]): void {
+    for (const k of keys) {
+      const n = (this.#protect.get(k) ?? 1) - 1;
+      if (n > 0) this.#protect.set(k, n);
+      else this.#protect.delete(k);
+    }
+  }
+
+  /** Return a slot to the pool. */
+  release(slot: Slot): void {
+    const list = this.#free.get(slot.bytes);
+    if (list) list.push(slot);
+    else this.#free.set(slot.bytes, [slot]);
+  }
+
+  /**
+   * A slot of `bytes`: a pooled one, a new one within budget, or one made free
+   * by evicting a victim the policy picks among unprotected resident experts.
+   * A demand load may also cancel a load nobody waits for. A prefetch gets
+   * null instead of evicting protected, routed or unused-prefetched experts.
+   * Throws `StoreError` `"budget_exhausted"` when every byte is in use.
+   */
+  acquire(bytes: number, forPrefetch: boolean): Slot | null {
+    for (;;) {
+      const pool = this.#free.get(bytes);
+      if (pool?.length) return pool.pop()!;
+      if (this.#allocated + bytes <= this.#evictable) {
+        const slot = this.#backend.allocSlot(bytes);
+        this.#allocated += bytes;
+        return slot;
+      }
+      const other = [...this.#free].find(([, l]) => l.length > 0);
+      if (other) {
+        this.#backend.freeSlot(other[1].pop()!);
+        this.#allocated -= other[0];
+        continue;
+      }
+      const candidates: number[] = [];
+      for (const e of this.entries.values()) {
+        if (!e.ready || this.#protect.has(e.key)) continue;
+        if (forPrefetch && (e.unused || this.soon.has(e.key))) continue;
+        candidates.push(e.key);
+      }
+      if (candidates.length > 0) {
+        this.evict(pickVictim(this.#policy, candidates));
+        continue;
+      }
+      if (forPrefetch) return null;
+      const idle = [...this.entries.values()].find((e) =>
+        !e.ready && e.waiters === 0 && !this.#protect.has(e.key)
+      );
+      if (idle) {
+        this.cancel(idle);
+        continue;
+      }
+      throw new StoreError(
+        "budget_exhausted",
+        `Cannot load an expert of ${bytes} bytes: all ${this.#evictable} bytes of the budget hold experts in use`,
+        { bytes, evictableBytes: this.#evictable },
+      );
+    }
+  }
+
+  /** Evict a resident expert; its slot goes to the pool. */
+  evict(key: number): void {
+    const en = this.entries.get(key)!;
+    this.entries.delete(key);
+    this.release(en.slot);
+    this.#policy.onEvict(key);
+    const st = this.#stats[en.loc.layer];
+    st.evictions++;
+    if (en.unused) st.wastedPrefetches++;
+  }
+
+  /** Cancel a load in flight and give its slot back (its late bytes are dropped). */
+  cancel(en: Entry): void {
+    en.cancelled = true;
+    en.abort?.abort();
+    this.entries.delete(en.key);
+    this.release(en.slot);
+    if (en.unused) this.#stats[en.loc.layer].wastedPrefetches++;
+  }
+
+  /** Cancel everything and free every slot. */
+  dispose(): void {
+    for (const e of [...this.entries.values(), ...this.pinned.values()]) {
+      e.cancelled = true;
+      e.abort?.abort();
+      this.#backend.freeSlot(e.slot);
+    }
+    for (const list of this.#free.values()) for (const s of list) this.#backend.freeSlot(s);
+    this.entries.clear();
+    this.pinned.clear();
+    this.#free.clear();
+    this.#allocated = 0;
+  }
+}
