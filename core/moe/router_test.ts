@@ -28,7 +28,8 @@ Deno.test("softmax sums to 1 and preserves order", () => {
     const s = p.reduce((a, b) => a + b, 0);
     assert(Math.abs(s - 1) < 1e-5, `sum ${s}`);
     for (let i = 0; i < x.length; i++) {
-      for (let j = 0; j < x.length; j++) if (x[i] > x[j]) assert(p[i] >= p[j]);
+      // ggml's 8-lane body uses a polynomial expf and the tail libm expf: 2 ulp of slack
+      for (let j = 0; j < x.length; j++) if (x[i] > x[j]) assert(p[i] >= p[j] * (1 - 2 ** -22));
     }
   }));
 });
