@@ -15,7 +15,6 @@
  * @module
  */
 
-import "./wasm/register.ts";
 import { createApp, createRuntime, defaultModelBytes, loadModel } from "./mod.ts";
 
 function env(key: string): string | undefined {

@@ -33,7 +33,9 @@ export function checkRange(name: string, size: number, offset: number, length: n
   ) {
     throw new StoreError(
       "out_of_range",
-      `Cannot read ${name}: range [${offset}, ${offset + length}) is outside the source of ${size} bytes`,
+      `Cannot read ${name}: range [${offset}, ${
+        offset + length
+      }) is outside the source of ${size} bytes`,
       { offset, length, size },
     );
   }
@@ -104,7 +106,9 @@ export class FileSource implements ByteSource {
       try {
         n = (await file.read(out, got, length - got, offset + got)).bytesRead;
       } catch (e) {
-        if (!this.#file) throw new StoreError("closed", `Cannot read ${this.name}: source was closed`);
+        if (!this.#file) {
+          throw new StoreError("closed", `Cannot read ${this.name}: source was closed`);
+        }
         throw new StoreError("read_failed", `Cannot read ${this.name}: ${(e as Error).message}`, {
           offset,
           length,

@@ -125,7 +125,8 @@ export class Residency {
   /**
    * A slot of `bytes`: a pooled one, a new one within budget, or one made free
    * by evicting a victim the policy picks among unprotected resident experts.
-   * A demand load may also cancel a load nobody waits for. A prefetch gets
+   * A demand load may also cancel a load that nobody waits for and the
+   * running step does not need. A prefetch gets
    * null instead of evicting protected, routed or unused-prefetched experts.
    * Throws `StoreError` `"budget_exhausted"` when every byte is in use.
    */

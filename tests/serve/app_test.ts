@@ -272,6 +272,7 @@ Deno.test("top_p 0 means greedy", async () => {
   const app = createApp(await runtime());
   const req = { prompt: "greedy", max_tokens: 8, ignore_eos: true };
   const greedy = await (await post(app, "/v1/completions", { ...req, temperature: 0 })).json();
-  const p0 = await (await post(app, "/v1/completions", { ...req, temperature: 1, top_p: 0 })).json();
+  const p0 = await (await post(app, "/v1/completions", { ...req, temperature: 1, top_p: 0 }))
+    .json();
   assert.equal(p0.choices[0].text, greedy.choices[0].text);
 });
