@@ -1,4 +1,4 @@
-/** The plugins in `examples/` work as WRITING_PLUGINS.md says. */
+/** The plugins in `examples/` work as the README section "Writing a plugin" says. */
 import assert from "node:assert/strict";
 import {
   type Expert,
