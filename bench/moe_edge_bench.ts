@@ -54,11 +54,14 @@ async function main(req: Request): Promise<Record<string, unknown>> {
   for (const id of req.banned) banned[id] = 1;
   const nCtx = Math.max(256, Math.ceil((req.prompt.length + req.decode + 1) / 256) * 256);
 
+  let warmupMs: number | null = null;
   if (req.warmup ?? true) {
+    const tw = performance.now();
     const s = new Session(model, { nCtx });
     let logits = await s.eval(req.prompt.slice(0, 8));
     for (let i = 0; i < 4; i++) logits = await s.eval([argmaxAllowed(logits, banned)]);
     s.dispose();
+    warmupMs = performance.now() - tw;
   }
 
   const s = new Session(model, { nCtx });
@@ -79,6 +82,7 @@ async function main(req: Request): Promise<Record<string, unknown>> {
     compileMs,
     instantiateMs,
     loadMs,
+    warmupMs,
     prefillMs,
     prefillTokens: req.prompt.length,
     decodeMs,

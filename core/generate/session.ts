@@ -23,6 +23,8 @@ export class Session {
   readonly #cache: KvCache;
   readonly #tokens: number[] = [];
   #logits: Float32Array;
+  #ids = new Int32Array(0);
+  #out: Float32Array = new Float32Array(0);
 
   /** @param model loaded model; @param opts session options */
   constructor(model: Model, opts: SessionOptions = {}) {
@@ -75,7 +77,8 @@ export class Session {
         { position: this.position, nTokens: n, nCtx: this.nCtx },
       );
     }
-    const ids = new Int32Array(n);
+    if (this.#ids.length !== n) this.#ids = new Int32Array(n);
+    const ids = this.#ids;
     for (let i = 0; i < n; i++) {
       const t = tokens[i];
       if (!Number.isInteger(t) || t < 0 || t >= nVocab) {
@@ -92,7 +95,10 @@ export class Session {
     }
     const need = opts.allLogits ? n * nVocab : nVocab;
     if (this.#logits.length < need) this.#logits = new Float32Array(need);
-    const out = this.#logits.subarray(0, need);
+    if (this.#out.length !== need || this.#out.buffer !== this.#logits.buffer) {
+      this.#out = need === this.#logits.length ? this.#logits : this.#logits.subarray(0, need);
+    }
+    const out = this.#out;
     await this.model.transformer.forward(
       this.#cache,
       ids,

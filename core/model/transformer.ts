@@ -6,7 +6,13 @@
  * @module
  */
 
-import type { Backend, KvCache, RopeParams, WeightView } from "../backend/backend.ts";
+import type {
+  AttentionParams,
+  Backend,
+  KvCache,
+  RopeParams,
+  WeightView,
+} from "../backend/backend.ts";
 import { ModelError } from "../errors.ts";
 import { type Expert, Scratch, swigluFfn } from "../moe/expert.ts";
 import { MoeLayer } from "../moe/moe_layer.ts";
@@ -68,6 +74,8 @@ export class Transformer {
   readonly #rope: RopeParams;
   /** Linear-layer adapters (may be changed between forward passes). */
   adapters: LinearAdapter[];
+  readonly #attn: AttentionParams;
+  #positions = new Int32Array(0);
 
   /** @param parts assembled parts */
   constructor(parts: TransformerParts) {
@@ -77,6 +85,13 @@ export class Transformer {
     this.weights = weights;
     this.#scratch = scratch;
     this.adapters = [...(parts.adapters ?? [])];
+    this.#attn = {
+      nHeads: hp.nHead,
+      nKvHeads: hp.nHeadKv,
+      headDimK: hp.headDimK,
+      headDimV: hp.headDimV,
+      scale: 1 / Math.sqrt(hp.headDimK),
+    };
     this.#rope = {
       mode: hp.arch.ropeMode,
       nRot: hp.nRot,
@@ -130,9 +145,10 @@ export class Transformer {
     const q = S.get("q", n * qDim), k = S.get("k", n * kDim), v = S.get("v", n * vDim);
     const att = S.get("att", n * nHead * headDimV);
     const ffo = S.get("ffo", n * nEmbd);
-    const positions = new Int32Array(n);
+    if (this.#positions.length !== n) this.#positions = new Int32Array(n);
+    const positions = this.#positions;
     for (let t = 0; t < n; t++) positions[t] = startPos + t;
-    const scale = 1 / Math.sqrt(headDimK);
+    const attn = this.#attn;
 
     for (let l = 0; l < hp.nLayer; l++) {
       const lw = W.layers[l];
@@ -152,13 +168,7 @@ export class Transformer {
       }
       be.rope(q, n, nHead, headDimK, positions, this.#rope);
       be.rope(k, n, nHeadKv, headDimK, positions, this.#rope);
-      be.attention(cache, l, startPos, n, q, k, v, {
-        nHeads: nHead,
-        nKvHeads: nHeadKv,
-        headDimK,
-        headDimV,
-        scale,
-      }, att);
+      be.attention(cache, l, startPos, n, q, k, v, attn, att);
       this.#linear(l, "attn_output", lw.wo, att, n, h);
       if (lw.bo) addBias(h, lw.bo);
       for (let i = 0; i < n * nEmbd; i++) x[i] += h[i];
@@ -171,7 +181,7 @@ export class Transformer {
     }
 
     const rows = allLogits ? n : 1;
-    const last = allLogits ? x : x.subarray((n - 1) * nEmbd, n * nEmbd);
+    const last = allLogits || n === 1 ? x : x.subarray((n - 1) * nEmbd, n * nEmbd);
     const normed = S.get("final", rows * nEmbd);
     be.rmsnorm(last, nEmbd, rmsEps, W.outputNorm, normed);
     if (logits.length < rows * nVocab) {

@@ -41,14 +41,21 @@ export interface Expert extends ExpertKey {
 /** Reusable scratch buffers keyed by size, so forward passes allocate nothing per token. */
 export class Scratch {
   #bufs = new Map<string, Float32Array>();
-  /** A buffer of at least `n` floats for `tag`, reused across calls. */
+  #views = new Map<string, Float32Array>();
+  /** A buffer of exactly `n` floats for `tag`, reused across calls (same view for the same n). */
   get(tag: string, n: number): Float32Array {
     let b = this.#bufs.get(tag);
     if (!b || b.length < n) {
       b = new Float32Array(Math.max(n, b ? b.length * 2 : 0));
       this.#bufs.set(tag, b);
     }
-    return b.subarray(0, n);
+    if (b.length === n) return b;
+    let v = this.#views.get(tag);
+    if (!v || v.length !== n || v.buffer !== b.buffer) {
+      v = b.subarray(0, n);
+      this.#views.set(tag, v);
+    }
+    return v;
   }
 }
 

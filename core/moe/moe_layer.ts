@@ -13,7 +13,7 @@
 import type { Backend, WeightView } from "../backend/backend.ts";
 import type { ExpertStore } from "../store/expert_store.ts";
 import { type Expert, type ExpertWeights, Scratch, swigluFfn } from "./expert.ts";
-import type { Route, Router } from "./router.ts";
+import type { Route, RouteBuffer, Router } from "./router.ts";
 
 /** Shared (always-on) expert, as in Qwen2-MoE. */
 export interface SharedExpert {
@@ -54,8 +54,16 @@ export class MoeLayer {
   readonly spec: MoeLayerSpec;
   readonly #backend: Backend;
   readonly #scratch: Scratch;
-  /** Observers called for every routed token. */
+  /**
+   * Observers called for every routed token. The route and hidden state are
+   * only valid during the call: copy what you keep.
+   */
   readonly observers: RouteObserver[] = [];
+  readonly #routes: Route[] = [];
+  readonly #bufs: RouteBuffer[] = [];
+  #used = new Uint8Array(0);
+  readonly #usedList: number[] = [];
+  #slots = new Int32Array(0);
 
   /** @param backend ops; @param spec layer parts; @param scratch shared buffers */
   constructor(backend: Backend, spec: MoeLayerSpec, scratch: Scratch) {
@@ -71,31 +79,43 @@ export class MoeLayer {
     out: Float32Array,
     signal?: AbortSignal,
   ): Promise<void> {
-    const { nEmbd, gateInp, router, experts, store, layer, shared } = this.spec;
-    const be = this.#backend;
+    const { nEmbd, gateInp, router, experts, store, layer } = this.spec;
     const nExp = gateInp.rows;
-    const logits = this.#scratch.get("moe.logits", nTokens * nExp);
-    be.matmul(gateInp, x, nTokens, logits);
+    const S = this.#scratch;
+    const logits = S.get("moe.logits", nTokens * nExp);
+    this.#backend.matmul(gateInp, x, nTokens, logits);
 
-    const routes: Route[] = new Array(nTokens);
-    const used = new Set<number>();
+    // route every token into reusable buffers (nothing allocated per decoded token)
+    const routes = this.#routes;
+    while (this.#bufs.length < nTokens) {
+      this.#bufs.push({ experts: new Int32Array(0), weights: new Float32Array(0) });
+    }
+    if (this.#used.length !== nExp) this.#used = new Uint8Array(nExp);
+    const used = this.#used.fill(0);
     let maxK = 0;
     for (let t = 0; t < nTokens; t++) {
-      const r = router.route(logits.subarray(t * nExp, (t + 1) * nExp), layer);
+      const row = nTokens === 1 ? logits : logits.subarray(t * nExp, (t + 1) * nExp);
+      const r = router.route(row, layer, this.#bufs[t]);
       routes[t] = r;
       if (r.experts.length > maxK) maxK = r.experts.length;
-      for (const e of r.experts) used.add(e);
-      for (const obs of this.observers) obs(layer, t, r, x.subarray(t * nEmbd, (t + 1) * nEmbd));
+      for (let j = 0; j < r.experts.length; j++) used[r.experts[j]] = 1;
+      if (this.observers.length > 0) {
+        const h = nTokens === 1 ? x : x.subarray(t * nEmbd, (t + 1) * nEmbd);
+        for (const obs of this.observers) obs(layer, t, r, h);
+      }
     }
-    const usedList = [...used].sort((a, b) => a - b);
+    const usedList = this.#usedList;
+    usedList.length = 0;
+    for (let e = 0; e < nExp; e++) if (used[e]) usedList.push(e);
     // a budget-bounded store may hold fewer experts than a batch uses: ensure them in chunks
     const chunk = Math.max(1, store.maxEnsureExperts?.(layer) ?? usedList.length);
 
     // per-token, per-rank expert outputs, combined afterwards in rank order
-    const parts = this.#scratch.get("moe.parts", nTokens * maxK * nEmbd);
-    const xin = this.#scratch.get("moe.xin", nTokens * nEmbd);
-    const eout = this.#scratch.get("moe.eout", nTokens * nEmbd);
-    for (const [i, e] of usedList.entries()) {
+    const parts = S.get("moe.parts", nTokens * maxK * nEmbd);
+    if (this.#slots.length < nTokens) this.#slots = new Int32Array(nTokens * 2);
+    const slots = this.#slots;
+    for (let i = 0; i < usedList.length; i++) {
+      const e = usedList[i];
       if (i % chunk === 0) {
         const pending = store.ensure(
           layer,
@@ -105,21 +125,25 @@ export class MoeLayer {
         if (pending) await pending;
       }
       let n = 0;
-      const slots: number[] = [];
       for (let t = 0; t < nTokens; t++) {
         const rank = routes[t].experts.indexOf(e);
-        if (rank < 0) continue;
-        xin.set(x.subarray(t * nEmbd, (t + 1) * nEmbd), n * nEmbd);
-        slots.push(t * maxK + rank);
-        n++;
+        if (rank >= 0) slots[n++] = t * maxK + rank;
       }
       const expert = experts[e];
       if (!expert) throw new RangeError(`Cannot run expert ${e} of layer ${layer}: no such expert`);
-      expert.forward(xin.subarray(0, n * nEmbd), n, eout.subarray(0, n * nEmbd));
-      for (let i = 0; i < n; i++) {
-        const slot = slots[i];
+      const xin = n === nTokens ? x : S.get("moe.xin", n * nEmbd);
+      if (xin !== x) {
+        for (let i2 = 0; i2 < n; i2++) {
+          const src = Math.floor(slots[i2] / maxK) * nEmbd;
+          for (let c = 0; c < nEmbd; c++) xin[i2 * nEmbd + c] = x[src + c];
+        }
+      }
+      const eout = S.get("moe.eout", n * nEmbd);
+      expert.forward(xin, n, eout);
+      for (let i2 = 0; i2 < n; i2++) {
+        const slot = slots[i2];
         const w = routes[Math.floor(slot / maxK)].weights[slot % maxK];
-        const src = i * nEmbd;
+        const src = i2 * nEmbd;
         const dst = slot * nEmbd;
         for (let c = 0; c < nEmbd; c++) parts[dst + c] = eout[src + c] * w;
       }
@@ -139,6 +163,8 @@ export class MoeLayer {
       }
     }
 
+    const shared = this.spec.shared;
+    const be = this.#backend;
     if (shared) {
       const sh = this.#scratch.get("moe.shared", nTokens * nEmbd);
       swigluFfn(be, shared.weights, x, nTokens, sh, this.#scratch);

@@ -16,12 +16,24 @@ export interface Route {
   readonly weights: Float32Array;
 }
 
+/** Reusable storage a caller may offer a router so routing allocates nothing per token. */
+export interface RouteBuffer {
+  /** Expert indices; replaced by the router when its length does not fit. */
+  experts: Int32Array;
+  /** Weights; replaced by the router when its length does not fit. */
+  weights: Float32Array;
+}
+
 /** Routes one token at one layer from its gate logits (`n_expert` values). */
 export interface Router {
   /** Short name for diagnostics, e.g. `"softmax-topk"`. */
   readonly name: string;
-  /** Decide experts and weights. `logits` may be modified by the router. */
-  route(logits: Float32Array, layer: number): Route;
+  /**
+   * Decide experts and weights. `logits` may be modified by the router. When
+   * `out` is given the router may write into it and return it (the route is
+   * then only valid until the caller reuses `out`); routers may ignore it.
+   */
+  route(logits: Float32Array, layer: number, out?: RouteBuffer): Route;
 }
 
 /** Gating function applied to the logits (ggml `llama_expert_gating_func_type`). */
@@ -95,8 +107,8 @@ export class TopKRouter implements Router {
     this.#opts = opts;
   }
 
-  /** Route from gate logits. */
-  route(logits: Float32Array, _layer: number): Route {
+  /** Route from gate logits (into `out` when given, allocating nothing). */
+  route(logits: Float32Array, _layer: number, out?: RouteBuffer): Route {
     const { k, gating = "softmax", normalize, scale = 0, selectionBias } = this.#opts;
     const n = logits.length;
     if (k > n) {
@@ -119,8 +131,19 @@ export class TopKRouter implements Router {
       sel = this.#sel;
       for (let i = 0; i < n; i++) sel[i] = Math.fround(probs[i] + selectionBias[i]);
     }
-    const experts = topK(sel, k);
-    const weights = new Float32Array(k);
+    let experts: Int32Array, weights: Float32Array;
+    if (out && out.experts.length === k && out.weights.length === k) {
+      experts = out.experts;
+      weights = out.weights;
+    } else {
+      experts = new Int32Array(k);
+      weights = new Float32Array(k);
+      if (out) {
+        out.experts = experts;
+        out.weights = weights;
+      }
+    }
+    topK(sel, k, experts);
     for (let j = 0; j < k; j++) weights[j] = probs[experts[j]];
     if (gating === "softmax_weight") softmaxInPlace(weights);
     if (normalize) {
@@ -132,6 +155,6 @@ export class TopKRouter implements Router {
     if (scale !== 0 && scale !== 1) {
       for (let j = 0; j < k; j++) weights[j] = Math.fround(weights[j] * scale);
     }
-    return { experts, weights };
+    return out ?? { experts, weights };
   }
 }
