@@ -95,6 +95,7 @@ export class Model {
   /** Milliseconds spent loading. */
   readonly loadMs: number;
   readonly #slots: Slot[];
+  readonly #ownsSource: boolean;
 
   /** Use `loadModel`. */
   constructor(
@@ -107,6 +108,8 @@ export class Model {
       backend: Backend;
       loadMs: number;
       slots: Slot[];
+      /** Close the file source on dispose (loadModel opened it from a path or URL). */
+      ownsSource?: boolean;
     },
   ) {
     this.file = parts.file;
@@ -117,6 +120,7 @@ export class Model {
     this.backend = parts.backend;
     this.loadMs = parts.loadMs;
     this.#slots = parts.slots;
+    this.#ownsSource = parts.ownsSource ?? false;
   }
 
   /** Architecture name. */
@@ -129,6 +133,7 @@ export class Model {
     for (const s of this.#slots) this.backend.freeSlot(s);
     this.#slots.length = 0;
     this.store.dispose?.();
+    if (this.#ownsSource) void this.file.source.close?.();
   }
 }
 
@@ -173,6 +178,21 @@ export async function loadResidentStore(
 export async function loadModel(src: ModelSource, opts: LoadModelOptions = {}): Promise<Model> {
   const t0 = performance.now();
   const source = await openSource(src);
+  try {
+    return await assemble(source, typeof src === "string", opts, t0);
+  } catch (e) {
+    // a source we opened from a path or URL must not leak when loading fails
+    if (typeof src === "string") await source.close?.();
+    throw e;
+  }
+}
+
+async function assemble(
+  source: ByteSource,
+  ownsSource: boolean,
+  opts: LoadModelOptions,
+  t0: number,
+): Promise<Model> {
   const file = await readGguf(source);
   const embd = file.tensor("token_embd.weight");
   if (embd.dims.length < 2) {
@@ -255,5 +275,6 @@ export async function loadModel(src: ModelSource, opts: LoadModelOptions = {}): 
     backend,
     loadMs: performance.now() - t0,
     slots: loader.slots,
+    ownsSource,
   });
 }

@@ -12,7 +12,7 @@
 
 import type { Backend, WeightView } from "../backend/backend.ts";
 import type { ExpertStore } from "../store/expert_store.ts";
-import { type Expert, type ExpertWeights, Scratch, swigluFfn } from "./expert.ts";
+import { type Expert, type ExpertWeights, type Scratch, swigluFfn } from "./expert.ts";
 import type { Route, RouteBuffer, Router } from "./router.ts";
 
 /** Shared (always-on) expert, as in Qwen2-MoE. */

@@ -107,3 +107,14 @@ Deno.test("wrongly typed metadata → GgufError wrong_type naming the key", asyn
   const b = await rewrite((m) => m.set("llama.embedding_length", gguf.str("32")));
   await expectError(b, GgufError, "wrong_type", "llama.embedding_length");
 });
+
+Deno.test("a model opened from a path closes its file on failure and on dispose", async () => {
+  // Deno's resource sanitizer fails this test if a file handle leaks
+  const dir = await Deno.makeTempDir();
+  await Deno.writeFile(`${dir}/bad.gguf`, good.slice(0, 100));
+  await Deno.writeFile(`${dir}/good.gguf`, good);
+  await rejects(loadModel(`${dir}/bad.gguf`, { backend: "ref" }), GgufError);
+  const m = await loadModel(`${dir}/good.gguf`, { backend: "ref" });
+  m.dispose();
+  await Deno.remove(dir, { recursive: true });
+});
