@@ -10,9 +10,19 @@
 
 import { loadModel, Session, synthesizeModel } from "../mod.ts";
 
-const backend = Deno.args.includes("--backend") ? Deno.args[Deno.args.indexOf("--backend") + 1] : "wasm";
+const backend = Deno.args.includes("--backend")
+  ? Deno.args[Deno.args.indexOf("--backend") + 1]
+  : "wasm";
 const model = await loadModel(
-  synthesizeModel({ nEmbd: 128, nLayer: 4, nExpert: 8, nExpertUsed: 2, nFf: 256, nVocab: 512, seed: 2 }),
+  synthesizeModel({
+    nEmbd: 128,
+    nLayer: 4,
+    nExpert: 8,
+    nExpertUsed: 2,
+    nFf: 256,
+    nVocab: 512,
+    seed: 2,
+  }),
   { backend },
 );
 const s = new Session(model, { nCtx: 1024 });
@@ -28,5 +38,10 @@ for (let i = 0; i < n; i++) tok = (tok * 31 + 7) % 512, await s.eval([tok]);
 const after = Deno.memoryUsage().heapUsed;
 const perToken = (after - before) / n;
 console.log(
-  JSON.stringify({ backend, tokens: n, heapGrowthBytes: after - before, bytesPerToken: Math.round(perToken) }),
+  JSON.stringify({
+    backend,
+    tokens: n,
+    heapGrowthBytes: after - before,
+    bytesPerToken: Math.round(perToken),
+  }),
 );

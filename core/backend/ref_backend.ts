@@ -12,7 +12,7 @@
  */
 
 import { BackendError } from "../errors.ts";
-import { GgmlType } from "../tensor/ggml_type.ts";
+import type { GgmlType } from "../tensor/ggml_type.ts";
 import {
   activationBytes,
   quantizeActivation,

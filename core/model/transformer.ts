@@ -14,7 +14,7 @@ import type {
   WeightView,
 } from "../backend/backend.ts";
 import { ModelError } from "../errors.ts";
-import { type Expert, Scratch, swigluFfn } from "../moe/expert.ts";
+import { type Expert, type Scratch, swigluFfn } from "../moe/expert.ts";
 import { MoeLayer } from "../moe/moe_layer.ts";
 import type { Router } from "../moe/router.ts";
 import type { ExpertStore } from "../store/expert_store.ts";

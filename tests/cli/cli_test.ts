@@ -8,7 +8,15 @@ import { generateText } from "../../core/generate/generate.ts";
 const CLI = new URL("../../cli.ts", import.meta.url).pathname;
 const dir = await Deno.makeTempDir({ prefix: "moe-edge-cli-" });
 const modelPath = `${dir}/m.gguf`;
-const bytes = synthesizeModel({ nEmbd: 64, nLayer: 2, nExpert: 4, nExpertUsed: 2, nFf: 64, nVocab: 300, seed: 5 });
+const bytes = synthesizeModel({
+  nEmbd: 64,
+  nLayer: 2,
+  nExpert: 4,
+  nExpertUsed: 2,
+  nFf: 64,
+  nVocab: 300,
+  seed: 5,
+});
 await Deno.writeFile(modelPath, bytes);
 
 async function cli(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
@@ -22,7 +30,16 @@ async function cli(...args: string[]): Promise<{ code: number; stdout: string; s
 }
 
 Deno.test("generate --json prints exactly one object with the documented fields", async () => {
-  const r = await cli("generate", "--model", modelPath, "--prompt-tokens", "1,2,3", "--max-tokens", "6", "--json");
+  const r = await cli(
+    "generate",
+    "--model",
+    modelPath,
+    "--prompt-tokens",
+    "1,2,3",
+    "--max-tokens",
+    "6",
+    "--json",
+  );
   assertEquals(r.code, 0, r.stderr);
   const lines = r.stdout.trim().split("\n");
   assertEquals(lines.length, 1);
@@ -40,11 +57,45 @@ Deno.test("generate --json prints exactly one object with the documented fields"
 });
 
 Deno.test("generate with a text prompt streams text; seed makes sampling reproducible", async () => {
-  const a = await cli("generate", "--model", modelPath, "--prompt", "hello", "--max-tokens", "5", "--temperature", "0.8", "--seed", "3", "--json");
-  const b = await cli("generate", "--model", modelPath, "--prompt", "hello", "--max-tokens", "5", "--temperature", "0.8", "--seed", "3", "--json");
+  const a = await cli(
+    "generate",
+    "--model",
+    modelPath,
+    "--prompt",
+    "hello",
+    "--max-tokens",
+    "5",
+    "--temperature",
+    "0.8",
+    "--seed",
+    "3",
+    "--json",
+  );
+  const b = await cli(
+    "generate",
+    "--model",
+    modelPath,
+    "--prompt",
+    "hello",
+    "--max-tokens",
+    "5",
+    "--temperature",
+    "0.8",
+    "--seed",
+    "3",
+    "--json",
+  );
   assertEquals(a.code, 0, a.stderr);
   assertEquals(JSON.parse(a.stdout).tokens, JSON.parse(b.stdout).tokens);
-  const plain = await cli("generate", "--model", modelPath, "--prompt", "hello", "--max-tokens", "4");
+  const plain = await cli(
+    "generate",
+    "--model",
+    modelPath,
+    "--prompt",
+    "hello",
+    "--max-tokens",
+    "4",
+  );
   assertEquals(plain.code, 0, plain.stderr);
 });
 

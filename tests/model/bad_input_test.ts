@@ -1,7 +1,7 @@
 /** Bad model files give typed errors naming the problem. */
 
 import { ok as assert, rejects } from "node:assert/strict";
-import { GgufError, ModelError, MoeEdgeError } from "../../core/errors.ts";
+import { GgufError, ModelError, type MoeEdgeError } from "../../core/errors.ts";
 import { loadModel } from "../../core/model/model.ts";
 import { synthesizeModel } from "../../core/model/synthetic.ts";
 import { readGguf } from "../../core/formats/gguf_reader.ts";
@@ -9,25 +9,55 @@ import { writeGguf } from "../../core/formats/gguf_writer.ts";
 import { gguf } from "../../core/formats/gguf_types.ts";
 import { MemorySource } from "../../core/store/byte_source.ts";
 
-const good = synthesizeModel({ nEmbd: 32, nHead: 2, nHeadKv: 1, nLayer: 1, nExpert: 2, nExpertUsed: 1, nFf: 32, nVocab: 300 });
+const good = synthesizeModel({
+  nEmbd: 32,
+  nHead: 2,
+  nHeadKv: 1,
+  nLayer: 1,
+  nExpert: 2,
+  nExpertUsed: 1,
+  nFf: 32,
+  nVocab: 300,
+});
 
 /** Rewrite `good` with edits to its metadata and tensors. */
 async function rewrite(
-  edit: (meta: Map<string, ReturnType<typeof gguf.u32>>, tensors: { name: string; dims: number[]; type: number; data: Uint8Array }[]) => void,
+  edit: (
+    meta: Map<string, ReturnType<typeof gguf.u32>>,
+    tensors: { name: string; dims: number[]; type: number; data: Uint8Array }[],
+  ) => void,
 ): Promise<Uint8Array> {
   const f = await readGguf(new MemorySource(good));
   const meta = new Map(f.metadata) as Map<string, ReturnType<typeof gguf.u32>>;
   const tensors = [];
-  for (const t of f.tensors) tensors.push({ name: t.name, dims: [...t.dims], type: t.type, data: await f.readTensorBytes(t) });
+  for (const t of f.tensors) {
+    tensors.push({
+      name: t.name,
+      dims: [...t.dims],
+      type: t.type,
+      data: await f.readTensorBytes(t),
+    });
+  }
   edit(meta, tensors);
   return writeGguf({ metadata: meta, tensors });
 }
 
-async function expectError(bytes: Uint8Array, cls: typeof MoeEdgeError, code: string, mentions: string): Promise<void> {
+async function expectError(
+  bytes: Uint8Array,
+  cls: typeof MoeEdgeError,
+  code: string,
+  mentions: string,
+): Promise<void> {
   await rejects(loadModel(bytes, { backend: "ref" }), (e: unknown) => {
     assert(e instanceof cls, `expected ${cls.name}, got ${e}`);
-    assert((e as MoeEdgeError).code === code, `expected code ${code}, got ${(e as MoeEdgeError).code}: ${(e as Error).message}`);
-    assert((e as Error).message.includes(mentions), `message should mention '${mentions}': ${(e as Error).message}`);
+    assert(
+      (e as MoeEdgeError).code === code,
+      `expected code ${code}, got ${(e as MoeEdgeError).code}: ${(e as Error).message}`,
+    );
+    assert(
+      (e as Error).message.includes(mentions),
+      `message should mention '${mentions}': ${(e as Error).message}`,
+    );
     return true;
   });
 }
@@ -69,7 +99,9 @@ Deno.test("unknown tensor type → GgufError unknown_type", async () => {
   const name = new TextEncoder().encode(t.name);
   let pos = -1;
   for (let p = 8; p < f.dataOffset && pos < 0; p++) {
-    if (dv.getBigUint64(p - 8, true) === BigInt(name.length) && name.every((c, i) => b[p + i] === c)) {
+    if (
+      dv.getBigUint64(p - 8, true) === BigInt(name.length) && name.every((c, i) => b[p + i] === c)
+    ) {
       pos = p + name.length + 4 + 8 * t.dims.length;
     }
   }
@@ -79,7 +111,9 @@ Deno.test("unknown tensor type → GgufError unknown_type", async () => {
 });
 
 Deno.test("missing tensor → ModelError missing_tensor naming it", async () => {
-  const b = await rewrite((_m, ts) => ts.splice(ts.findIndex((t) => t.name === "blk.0.attn_q.weight"), 1));
+  const b = await rewrite((_m, ts) =>
+    ts.splice(ts.findIndex((t) => t.name === "blk.0.attn_q.weight"), 1)
+  );
   await expectError(b, ModelError, "missing_tensor", "blk.0.attn_q.weight");
 });
 

@@ -188,7 +188,9 @@ function storyMaker(rand: () => number) {
       case 1:
         s.push(`${hero.pron} heard ${pick(SOUNDS)} from the ${pick(SPOTS)}.`);
         s.push(`It was ${friend.obj}!`);
-        s.push(`${friend.again} was ${pick(FEELINGS)}, so ${lower(hero.again)} helped ${me(friend)}.`);
+        s.push(
+          `${friend.again} was ${pick(FEELINGS)}, so ${lower(hero.again)} helped ${me(friend)}.`,
+        );
         break;
       default:
         s.push(`${hero.pron} wanted to show the ${objName} to ${friend.obj}.`);
@@ -201,7 +203,9 @@ function storyMaker(rand: () => number) {
         s.push(`At the end of the day, ${lower(hero.again)} went home and slept.`);
         break;
       case 1:
-        s.push(`From that day on, ${lower(hero.again)} and ${lower(friend.again)} were best friends.`);
+        s.push(
+          `From that day on, ${lower(hero.again)} and ${lower(friend.again)} were best friends.`,
+        );
         break;
       case 2:
         s.push(`${hero.pron} smiled and said, "I love my ${objName}!"`);
