@@ -47,7 +47,9 @@ async function sha256Short(text: string): Promise<string> {
 
 /** Parse a CLI type name ("q4_K", "Q8_0", "f32"). */
 export function benchType(name: string): GgmlType {
-  return parseGgmlType(name);
+  const t = parseGgmlType(name);
+  if (t === undefined) throw new Error(`Unknown ggml type "${name}"`);
+  return t;
 }
 
 /**
@@ -116,7 +118,14 @@ export async function weightTraffic(path: string): Promise<WeightTraffic> {
         attention += t.nbytes; // attn_{q,k,v,output}, attn_norm, ffn_norm
       }
     }
-    return { perToken: attention + router + experts + output, attention, router, experts, output, total };
+    return {
+      perToken: attention + router + experts + output,
+      attention,
+      router,
+      experts,
+      output,
+      total,
+    };
   } finally {
     await src.close?.();
   }

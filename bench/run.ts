@@ -14,8 +14,9 @@
  *
  * Flags: `--types` (f32,q8_0,q4_0,q4_K), `--tokens` (decode steps, 32), `--prompt`
  * (prompt tokens incl. BOS, 64), `--backends` (moe-edge backends: wasm,ref), `--ref-types`
- * (types the slow reference backend runs, q8_0), `--ref-tokens` (its decode steps, 8),
- * `--peers` (llamacpp,wllama), `--repeats` (2), `--quick`, `--no-write`.
+ * (types the slow reference backend runs, q8_0,q4_K), `--ref-tokens` (its decode steps, 8),
+ * `--peers` (llamacpp,wllama), `--repeats` (processes per engine and type, 3), `--passes`
+ * (timed passes per process for moe-edge and llama.cpp, 3), `--quick`, `--no-write`.
  *
  * @module
  */
@@ -46,10 +47,11 @@ const { values } = parseArgs({
     tokens: { type: "string" },
     prompt: { type: "string", default: "64" },
     backends: { type: "string" },
-    "ref-types": { type: "string", default: "q8_0" },
+    "ref-types": { type: "string", default: "q8_0,q4_K" },
     "ref-tokens": { type: "string", default: "8" },
     peers: { type: "string", default: "llamacpp,wllama" },
     repeats: { type: "string" },
+    passes: { type: "string" },
     quick: { type: "boolean", default: false },
     "no-write": { type: "boolean", default: false },
   },
@@ -63,7 +65,9 @@ const BACKENDS = list(values.backends ?? (quick ? "wasm" : "wasm,ref"));
 const REF_TYPES = list(values["ref-types"]);
 const REF_DECODE = Number(values["ref-tokens"]);
 const PEERS = list(values.peers);
-const REPEATS = Number(values.repeats ?? (quick ? "1" : "2"));
+const REPEATS = Number(values.repeats ?? (quick ? "1" : "3"));
+/** Timed passes per process for moe-edge and llama.cpp (wllama: 1; its passes are long). */
+const PASSES = Number(values.passes ?? (quick ? "1" : "3"));
 for (const t of TYPES) {
   if (!BENCH_TYPES.includes(t)) throw new Error(`--types: unknown type "${t}" (${BENCH_TYPES})`);
 }
@@ -77,23 +81,29 @@ for (const p of PEERS) {
 // ---------------------------------------------------------------------------------------------
 // machine, memcpy
 
-function cpuModel(): string {
+/** /proc/cpuinfo, through `cat` (Deno reads /proc/cpuinfo only with --allow-all). */
+function cpuinfo(): string {
   try {
-    const m = /^model name\s*:\s*(.+)$/m.exec(Deno.readTextFileSync("/proc/cpuinfo"));
-    return m ? m[1].trim() : "unknown";
+    return Deno.readTextFileSync("/proc/cpuinfo");
   } catch {
-    return "unknown";
+    try {
+      const out = new Deno.Command("cat", { args: ["/proc/cpuinfo"], stderr: "null" }).outputSync();
+      return new TextDecoder().decode(out.stdout);
+    } catch {
+      return "";
+    }
   }
 }
 
-function cpuFlags(): string {
-  try {
-    const m = /^flags\s*:\s*(.+)$/m.exec(Deno.readTextFileSync("/proc/cpuinfo"));
-    const f = new Set(m ? m[1].split(/\s+/) : []);
-    return ["avx2", "avx512f", "avx512_vnni", "avx512_bf16"].filter((x) => f.has(x)).join(" ");
-  } catch {
-    return "";
-  }
+function cpuModel(info: string): string {
+  const m = /^model name\s*:\s*(.+)$/m.exec(info);
+  return m ? m[1].trim() : "unknown";
+}
+
+function cpuFlags(info: string): string {
+  const m = /^flags\s*:\s*(.+)$/m.exec(info);
+  const f = new Set(m ? m[1].split(/\s+/) : []);
+  return ["avx2", "avx512f", "avx512_vnni", "avx512_bf16"].filter((x) => f.has(x)).join(" ");
 }
 
 const MEMCPY_BYTES = 256 << 20;
@@ -172,6 +182,7 @@ function moeEdgeJob(type: string, model: string, backend: string, decode: number
     prompt: PROMPT.ids,
     decode,
     banned: BANNED.all,
+    passes: backend === "ref" ? 1 : PASSES,
   };
   return {
     label: `moe-edge ${backend}`,
@@ -181,7 +192,14 @@ function moeEdgeJob(type: string, model: string, backend: string, decode: number
 }
 
 function llamaCppJob(type: string, model: string): Job {
-  const req = { model, prompt: PROMPT.ids, decode: DECODE, banned: BANNED.all, threads: 1 };
+  const req = {
+    model,
+    prompt: PROMPT.ids,
+    decode: DECODE,
+    banned: BANNED.all,
+    threads: 1,
+    passes: PASSES,
+  };
   return {
     label: "llama.cpp",
     type,
@@ -214,8 +232,10 @@ const t0 = performance.now();
 const command = `deno task bench${Deno.args.length ? " " + Deno.args.join(" ") : ""}`;
 const date = new Date().toISOString().replace(/\.\d+Z$/, "Z");
 const nproc = navigator.hardwareConcurrency;
-const cpu = cpuModel();
-const log = (s: string): void => console.error(`[bench ${((performance.now() - t0) / 1000).toFixed(0)}s] ${s}`);
+const CPUINFO = cpuinfo();
+const cpu = cpuModel(CPUINFO);
+const log = (s: string): void =>
+  console.error(`[bench ${((performance.now() - t0) / 1000).toFixed(0)}s] ${s}`);
 
 const notes: string[] = [];
 const failures: string[] = [];
@@ -236,7 +256,13 @@ log(`${cpu}, ${nproc} vCPUs; types ${TYPES}; prompt ${PROMPT.ids.length} tokens,
 const models = new Map<string, { path: string; traffic: WeightTraffic; fileBytes: number }>();
 for (const type of TYPES) {
   const m = await ensureBenchModel(type);
-  if (m.built) log(`synthesized ${type} model (${(m.bytes / 1e6).toFixed(0)} MB) in ${(m.buildMs / 1000).toFixed(1)} s`);
+  if (m.built) {
+    log(
+      `synthesized ${type} model (${(m.bytes / 1e6).toFixed(0)} MB) in ${
+        (m.buildMs / 1000).toFixed(1)
+      } s`,
+    );
+  }
   models.set(type, { path: m.path, traffic: await weightTraffic(m.path), fileBytes: m.bytes });
 }
 
@@ -258,7 +284,9 @@ async function runJob(job: Job): Promise<void> {
     const m = await job.run();
     record(job.type, job.label, m);
     log(
-      `${job.type} ${job.label}: prefill ${(m.prefillTokens / m.prefillMs * 1000).toFixed(2)} tok/s, ` +
+      `${job.type} ${job.label}: prefill ${
+        (m.prefillTokens / m.prefillMs * 1000).toFixed(2)
+      } tok/s, ` +
         `decode ${(m.decodeSteps / m.decodeMs * 1000).toFixed(2)} tok/s ` +
         `(${((performance.now() - t) / 1000).toFixed(0)} s)`,
     );
@@ -349,7 +377,9 @@ for (const type of TYPES) {
     const gbs = b.decode * traffic.perToken / 1e9;
     rows.push(
       `| ${type} | ${engine}${engine === "moe-edge ref" ? ` (${b.m.decodeSteps} decode)` : ""} | ` +
-        `${f2(b.prefill)} | ${ratio(b.prefill, native?.prefill)} | ${ratio(b.prefill, wl?.prefill)} | ` +
+        `${f2(b.prefill)} | ${ratio(b.prefill, native?.prefill)} | ${
+          ratio(b.prefill, wl?.prefill)
+        } | ` +
         `${f2(b.decode)} | ${ratio(b.decode, native?.decode)} | ${ratio(b.decode, wl?.decode)} | ` +
         `${f2(gbs)} | ${f2(gbs / memcpyBest * 100, 0)} % | ${agreement(b, native)} | ${b.n} |`,
     );
@@ -360,8 +390,12 @@ for (const type of TYPES) {
         `${f2(Math.min(...byEngine.get(engine)!.map((m) => m.instantiateMs ?? NaN)), 1)} ms; ` +
         `first pass ${f2(Math.min(...byEngine.get(engine)!.map((m) => m.warmupMs ?? NaN)), 0)} ms`
       : "";
-    const nativeLoad = native ? Math.min(...byEngine.get("llama.cpp")!.map((m) => m.loadMs)) : undefined;
-    loadRows.push(`| ${type} | ${engine} | ${f2(load, 0)} | ${ratio(load, nativeLoad)} | ${wasm} |`);
+    const nativeLoad = native
+      ? Math.min(...byEngine.get("llama.cpp")!.map((m) => m.loadMs))
+      : undefined;
+    loadRows.push(
+      `| ${type} | ${engine} | ${f2(load, 0)} | ${ratio(load, nativeLoad)} | ${wasm} |`,
+    );
   }
 }
 
@@ -369,12 +403,14 @@ const nativeInfo = [...results.values()].flatMap((m) => m.get("llama.cpp") ?? []
 const wllamaInfo = [...results.values()].flatMap((m) => m.get("wllama") ?? [])[0];
 const trafficLines = TYPES.map((t) => {
   const w = models.get(t)!.traffic;
-  return `${t} ${(w.perToken / 1e6).toFixed(1)} MB/token (file ${(models.get(t)!.fileBytes / 1e6).toFixed(0)} MB)`;
+  return `${t} ${(w.perToken / 1e6).toFixed(1)} MB/token (file ${
+    (models.get(t)!.fileBytes / 1e6).toFixed(0)
+  } MB)`;
 });
 const wall = (performance.now() - t0) / 1000;
 
 const table = [
-  "| type | engine | prefill tok/s | prefill vs llama.cpp | prefill vs wllama | decode tok/s | decode vs llama.cpp | decode vs wllama | decode GB/s | % of memcpy | greedy = llama.cpp | runs |",
+  "| type | engine | prefill tok/s | prefill vs llama.cpp | prefill vs wllama | decode tok/s | decode vs llama.cpp | decode vs wllama | decode GB/s | % of memcpy | greedy = llama.cpp | processes |",
   "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
   ...rows,
 ].join("\n");
@@ -387,32 +423,64 @@ const loadTable = [
 const md = `# moe-edge speed bench — results
 
 - **Date:** ${date}
-- **Machine:** ${nproc} vCPUs (\`nproc\`), ${cpu} (${cpuFlags()}); shared with other jobs
+- **Machine:** ${nproc} vCPUs (\`nproc\`), ${cpu} (${cpuFlags(CPUINFO)}); shared with other jobs
 - **Command:** \`${command}\` (wall time ${wall.toFixed(0)} s)
 - **Model:** synthesized llama MoE, nEmbd ${BENCH_SHAPE.nEmbd}, ${BENCH_SHAPE.nLayer} layers, ${BENCH_SHAPE.nExpert} experts (${BENCH_SHAPE.nExpertUsed} active), nFf ${BENCH_SHAPE.nFf}, ${BENCH_SHAPE.nHead}/${BENCH_SHAPE.nHeadKv} heads, vocab ${BENCH_SHAPE.nVocab}; all big matrices (incl. embedding/output) in the row's type
 - **Workload:** prompt of ${PROMPT.ids.length} tokens (BOS included) as one batch, then ${DECODE} greedy single-token decodes; byte tokens 0x80–0xFF and \`<unk>\`/\`<s>\`/\`</s>\` banned on every engine
-- **Weight traffic per decoded token** (attention + router + ${BENCH_SHAPE.nExpertUsed} experts/layer + output + 1 embedding row): ${trafficLines.join("; ")}
-- **memcpy:** ${memcpyBest.toFixed(1)} GB/s (bytes copied per second, \`Uint8Array.set\` of 256 MiB, best of ${memcpy.length}×8 copies spread over the run: ${memcpy.map((x) => x.toFixed(1)).join(", ")})
+- **Weight traffic per decoded token** (attention + router + ${BENCH_SHAPE.nExpertUsed} experts/layer + output + 1 embedding row): ${
+  trafficLines.join("; ")
+}
+- **memcpy:** ${
+  memcpyBest.toFixed(1)
+} GB/s (bytes copied per second, \`Uint8Array.set\` of 256 MiB, best of ${memcpy.length}×8 copies spread over the run: ${
+  memcpy.map((x) => x.toFixed(1)).join(", ")
+})
 
 ${table}
 
-Each cell is the best of \`runs\` repeats (engines alternate order between repeats; each
-repeat is a fresh process after a discarded warm-up pass). tok/s are for context; compare the
-ratios, which were measured in this run on this machine.
+Each cell is the best of \`processes\` fresh processes (engines alternate order between repeats) ×
+${PASSES} timed passes per process for moe-edge wasm and llama.cpp (wllama and ref: 1 pass), each
+after a discarded warm-up pass. Best-of estimates the uncontended speed on this shared machine.
+tok/s are for context; compare the ratios, which were measured in this run on this machine.
 
 ${loadTable}
 
+Load = from the engine's start of model loading to a ready context (best repeat). llama.cpp
+maps the file (pages are read at first use, during its warm-up); moe-edge reads and copies
+the weights into WASM linear memory (ref: JS typed arrays); wllama copies the file from a Blob
+into its heap through JSPI async reads. The file is in the page cache for all of them.
+
 **Engines**
-- **moe-edge wasm / ref** — \`Session.eval\` on this repo's backends (Deno ${Deno.version.deno}, V8 ${Deno.version.v8}). The reference backend (plain TypeScript) runs only ${REF_TYPES.filter((t) => TYPES.includes(t)).join(", ") || "no types"} with ${REF_DECODE} decode steps, because it is slow. WASM compile + instantiate is the cold \`WebAssembly.compile\` of the kernels (V8 compiles function bodies lazily, so most compile work lands in the first pass, which the warm-up absorbs).
-- **llama.cpp** — native, node-llama-cpp ${nativeInfo?.nodeLlamaCppVersion ?? "?"} (${nativeInfo?.llamaCppVersion ?? "?"}), in a Node child: CPU only, **1 thread** (in use: ${nativeInfo?.threadsInUse ?? "?"}), flash attention **off** (log: \`flash_attn = ${nativeInfo?.flashAttention ?? "?"}\`; llama.cpp's default would turn it on), F16 K/V, n_batch = n_ubatch = n_ctx, ggml's own CPU variant choice: **${nativeInfo?.cpuBackend ?? "?"}** (\`${nativeInfo?.systemInfo ?? "?"}\`). Timed with \`controlledEvaluate\`.
-- **wllama** — @wllama/wllama ${wllamaInfo?.version ?? "?"} (llama.cpp compiled to WASM, memory64 + JSPI build) run **in Deno, outside a browser**, in its own Web Worker: threads ${wllamaInfo?.threads ?? "?"} (single-thread mode of its one wasm build, no pthreads), no WebGPU (\`n_gpu_layers: 0\`), flash attention off, F16 K/V, one ubatch for the prompt. Its completion API takes a string, so the prompt is text that tokenizes to the same ${PROMPT.ids.length} ids (checked: \`prompt_n\`). Prefill = llama.cpp's own \`prompt_ms\`; decode = wall time between the first and last streamed token (the same span the other engines time). Its quantized dot products are ggml's scalar C code (no WASM SIMD), its f32 dot is SIMD; read its ratios with that in mind.
+- **moe-edge wasm / ref** — \`Session.eval\` on this repo's backends (Deno ${Deno.version.deno}, V8 ${Deno.version.v8}). The reference backend (plain TypeScript) runs only ${
+  REF_TYPES.filter((t) => TYPES.includes(t)).join(", ") || "no types"
+} with ${REF_DECODE} decode steps, because it is slow. WASM compile + instantiate is the cold \`WebAssembly.compile\` of the kernels (V8 compiles function bodies lazily, so most compile work lands in the first pass, which the warm-up absorbs).
+- **llama.cpp** — native, node-llama-cpp ${nativeInfo?.nodeLlamaCppVersion ?? "?"} (${
+  nativeInfo?.llamaCppVersion ?? "?"
+}), in a Node child: CPU only, **1 thread** (in use: ${
+  nativeInfo?.threadsInUse ?? "?"
+}), flash attention **off** (log: \`flash_attn = ${
+  nativeInfo?.flashAttention ?? "?"
+}\`; llama.cpp's default would turn it on), F16 K/V, n_batch = n_ubatch = n_ctx, ggml's own CPU variant choice: **${
+  nativeInfo?.cpuBackend ?? "?"
+}** (\`${nativeInfo?.systemInfo ?? "?"}\`). Timed with \`controlledEvaluate\`.
+- **wllama** — @wllama/wllama ${
+  wllamaInfo?.version ?? "?"
+} (llama.cpp compiled to WASM, memory64 + JSPI build) run **in Deno, outside a browser**, in its own Web Worker: threads ${
+  wllamaInfo?.threads ?? "?"
+} (single-thread mode of its one wasm build, no pthreads), no WebGPU (\`n_gpu_layers: 0\`), flash attention off, F16 K/V, one ubatch for the prompt. Its completion API takes a string, so the prompt is text that tokenizes to the same ${PROMPT.ids.length} ids (checked: \`prompt_n\`). Prefill = llama.cpp's own \`prompt_ms\`; decode = wall time between the first and last streamed token (the same span the other engines time). Its quantized dot products are ggml's scalar C code (no WASM SIMD), its f32 dot is SIMD; read its ratios with that in mind.
 - **GB/s** = decode tok/s × weight bytes per token; **% of memcpy** compares a read-only stream with a copy (which also writes), so it can exceed 100 %.
 - **greedy = llama.cpp**: leading generated tokens equal to llama.cpp's (wllama: compared on the decoded text).
-${failures.length ? `\n**Failures / skipped**\n${failures.map((f) => `- ${f.split("\n")[0]}`).join("\n")}\n` : ""}${notes.length ? `\n${notes.map((n) => `- ${n}`).join("\n")}\n` : ""}`;
+${
+  failures.length
+    ? `\n**Failures / skipped**\n${failures.map((f) => `- ${f.split("\n")[0]}`).join("\n")}\n`
+    : ""
+}${notes.length ? `\n${notes.map((n) => `- ${n}`).join("\n")}\n` : ""}`;
 
 console.log(md);
 if (!values["no-write"]) {
   await Deno.writeTextFile(`${HERE}RESULTS.md`, md);
+  // keep `deno fmt --check` clean (it aligns the tables)
+  await new Deno.Command(DENO, { args: ["fmt", "-q", `${HERE}RESULTS.md`], cwd: ROOT }).output();
   log(`wrote bench/RESULTS.md`);
 }
 log(`done in ${wall.toFixed(0)} s`);

@@ -30,6 +30,11 @@
 
 import { LogLevel, Wllama } from "./node_modules/@wllama/wllama/esm/index.js";
 
+interface Chunk {
+  choices: { text?: string; finish_reason?: string | null }[];
+  timings?: unknown;
+}
+
 interface Request {
   model: string;
   promptText: string;
@@ -39,13 +44,15 @@ interface Request {
 }
 
 // wllama resolves asset paths against `self.location`, which Deno lacks without --location.
-if (!("location" in globalThis) || (() => {
-  try {
-    return (globalThis as { location?: Location }).location === undefined;
-  } catch {
-    return true;
-  }
-})()) {
+if (
+  !("location" in globalThis) || (() => {
+    try {
+      return (globalThis as { location?: Location }).location === undefined;
+    } catch {
+      return true;
+    }
+  })()
+) {
   Object.defineProperty(globalThis, "location", {
     value: new URL(import.meta.url),
     configurable: true,
@@ -57,7 +64,7 @@ if (!("location" in globalThis) || (() => {
 // with a line that removes `process` in that worker (the browser situation).
 const HIDE_PROCESS = "try { delete globalThis.process; } catch (_) { /* not configurable */ }\n";
 const createObjectURL = URL.createObjectURL.bind(URL);
-URL.createObjectURL = (obj: Blob | MediaSource): string =>
+URL.createObjectURL = (obj: Parameters<typeof URL.createObjectURL>[0]): string =>
   obj instanceof Blob && obj.type === "text/javascript"
     ? createObjectURL(new Blob([HIDE_PROCESS, obj], { type: obj.type }))
     : createObjectURL(obj);
@@ -115,7 +122,7 @@ async function main(req: Request): Promise<Record<string, unknown>> {
       cache_prompt: false,
       logit_bias: bias,
       stream: true,
-      onData: (c) => {
+      onData: (c: Chunk) => {
         chunks.push({ t: performance.now(), text: c.choices[0]?.text ?? "" });
         if (c.timings) timings = c.timings as unknown as Record<string, number>;
         finish = c.choices[0]?.finish_reason ?? finish;

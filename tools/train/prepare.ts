@@ -31,9 +31,15 @@ const SPM_FIXED = 3 + 256; // <unk> <s> </s> + <0x00>..<0xFF>
 
 /** The SPM vocabulary learned from `text` (whitespace-separated words, "▁"-prefixed). */
 export function trainSpmVocab(text: string, size: number): VocabSpec {
+  // Units: "▁"-prefixed words split into letter and non-letter runs ("▁time," → "▁time"
+  // ","; '▁"Yes,' → '▁"' "Yes" ","), so that no piece mixes a word with punctuation: a
+  // prompt that ends in "time" then tokenizes as the corpus's "time," does, "▁time" first.
   const words = new Map<string, number>();
   for (const w of text.split(/\s+/)) {
-    if (w !== "") words.set("\u2581" + w, (words.get("\u2581" + w) ?? 0) + 1);
+    if (w === "") continue;
+    for (const u of ("\u2581" + w).match(/\u2581?[A-Za-z]+|\u2581?[^A-Za-z\u2581]+/g)!) {
+      words.set(u, (words.get(u) ?? 0) + 1);
+    }
   }
   const freq = new Map<string, number>();
   for (const [w, c] of words) for (const ch of w) freq.set(ch, (freq.get(ch) ?? 0) + c);
