@@ -162,12 +162,12 @@ Deno.test({
   },
 });
 
-Deno.test("webgpu registry: registered, priority below WASM on software adapters", async () => {
+Deno.test("webgpu registry: registered below WASM (readbacks cost ~11 ms in Deno)", async () => {
   assert(isSoftwareAdapter({ description: "llvmpipe (LLVM 15.0.6, 256 bits)" }));
   assert(isSoftwareAdapter({ description: "SwiftShader Device (Subzero)" }));
   assert(isSoftwareAdapter({ description: "", isFallbackAdapter: true }));
   assert(!isSoftwareAdapter({ description: "NVIDIA GeForce RTX 4090", isFallbackAdapter: false }));
-  assert(WEBGPU_PRIORITY_SOFTWARE < 10 && WEBGPU_PRIORITY_HARDWARE > 10);
+  assert(WEBGPU_PRIORITY_SOFTWARE < WEBGPU_PRIORITY_HARDWARE && WEBGPU_PRIORITY_HARDWARE < 10);
   assert(backendNames().includes("webgpu"));
   if (skip) return;
   const p = await webGpuPriority();

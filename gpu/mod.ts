@@ -1,7 +1,7 @@
 /**
  * The WebGPU backend. Importing this module registers it as `"webgpu"` in
- * core's backend registry (priority below WASM on software adapters, above it
- * on hardware ones; see register.ts).
+ * core's backend registry, below WASM in auto-selection (see register.ts);
+ * opt in with `import "@moe-edge/runtime/gpu"` and `backend: "webgpu"`.
  *
  * @example
  * ```ts ignore

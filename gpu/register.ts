@@ -6,7 +6,10 @@
  *   naming a CPU rasterizer such as llvmpipe/lavapipe/SwiftShader/WARP) gets
  *   {@link WEBGPU_PRIORITY_SOFTWARE} (5): below WASM (10), above the reference
  *   backend (0) — a CPU pretending to be a GPU never beats the WASM kernels;
- * - a hardware adapter gets {@link WEBGPU_PRIORITY_HARDWARE} (20), above WASM;
+ * - a hardware adapter gets {@link WEBGPU_PRIORITY_HARDWARE} (8), still below
+ *   WASM: every op waits for a GPU readback, and Deno's `mapAsync` sleeps ~10 ms
+ *   before it resolves, so WebGPU only wins once activations stay on the GPU
+ *   between ops (ask for it by name: `backend: "webgpu"`);
  * - no `navigator.gpu` / no adapter: registered at the software priority with a
  *   factory that resolves null, so `createBackend("webgpu")` says "unavailable".
  *
@@ -19,8 +22,8 @@
 import { registerBackend } from "../core/backend/registry.ts";
 import { createWebGpuBackend } from "./backend.ts";
 
-/** Registry priority on a hardware adapter (WASM is 10). */
-export const WEBGPU_PRIORITY_HARDWARE = 20;
+/** Registry priority on a hardware adapter (WASM is 10; see the module note on readbacks). */
+export const WEBGPU_PRIORITY_HARDWARE = 8;
 /** Registry priority on a software/fallback adapter or without WebGPU (below WASM's 10). */
 export const WEBGPU_PRIORITY_SOFTWARE = 5;
 

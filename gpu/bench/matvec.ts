@@ -71,13 +71,18 @@ for (const [type, rows, cols, nTok] of SHAPES) {
   const outs = Array.from({ length: BATCH }, () => new Float32Array(nTok * rows));
   const tMany = time(() => gpu.matmulMany(many, x, nTok, outs), 5);
   const marginal = (tMany - tGpu) / (BATCH - 1);
-  console.log(
-    `| ${ggmlTypeName(type)} | ${rows}×${cols}, ${nTok} | ${tRef.toFixed(2)} | ${
-      tWasm.toFixed(2)
-    } | ${tGpu.toFixed(2)} | ${marginal.toFixed(2)} | ${
-      (w.length / (marginal * 1e6)).toFixed(2)
-    } |`,
-  );
+  const cells = [
+    ggmlTypeName(type),
+    `${rows}×${cols}, ${nTok}`,
+    tRef.toFixed(2),
+    tWasm.toFixed(2),
+    tGpu.toFixed(2),
+    (tRef / tGpu).toFixed(2),
+    (tWasm / tGpu).toFixed(3),
+    marginal.toFixed(2),
+    (w.length / (marginal * 1e6)).toFixed(2),
+  ];
+  console.log(`| ${cells.join(" | ")} |`);
   for (const [be, v] of [[ref, vr], [wasm, vw], [gpu, vg]] as const) be.freeSlot(v.slot);
 }
 gpu.dispose();
