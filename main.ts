@@ -1,6 +1,6 @@
 /**
  * The server: the OpenAI-compatible API, metrics and dashboard over the
- * default model (a small MoE the project generates deterministically) or
+ * default model (the tiny MoE the project trains itself, embedded) or
  * the GGUF file named by `MOE_EDGE_MODEL`.
  *
  * - `deno task start` listens on `MOE_EDGE_HOST`:`MOE_EDGE_PORT` (or `PORT`),

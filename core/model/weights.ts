@@ -190,7 +190,9 @@ export class WeightLoader {
     checkDims(t, [cols, rows]);
     this.#checkType(t);
     const slot = await this.upload(t);
-    return { slot, offset: 0, type: t.type as never, rows, cols };
+    const view: WeightView = { slot, offset: 0, type: t.type as never, rows, cols };
+    this.#backend.prepareWeights?.(view);
+    return view;
   }
 
   /** Upload a tensor's bytes into a new slot. */

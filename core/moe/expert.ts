@@ -71,6 +71,11 @@ export function swigluFfn(
   out: Float32Array,
   scratch: Scratch,
 ): void {
+  if (w.gate && backend.ffnSwiglu) {
+    // fused on the backend: bit-identical to the three matmuls + swiglu below
+    backend.ffnSwiglu(w.gate, w.up, w.down, x, nTokens, out);
+    return;
+  }
   const nFf = w.up.rows;
   const up = scratch.get("ffn.up", nTokens * nFf);
   backend.matmul(w.up, x, nTokens, up);

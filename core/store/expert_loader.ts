@@ -68,5 +68,11 @@ export async function loadExpertInto(
     if (hook) bytes = hook(loc, part, bytes) ?? bytes;
     backend.writeSlot(slot, off, bytes);
   }
-  return expertViews(loc, slot);
+  const views = expertViews(loc, slot);
+  if (backend.prepareWeights) {
+    if (views.gate) backend.prepareWeights(views.gate);
+    backend.prepareWeights(views.up);
+    backend.prepareWeights(views.down);
+  }
+  return views;
 }

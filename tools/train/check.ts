@@ -8,6 +8,8 @@
  * 2. llama.cpp tokenizes the corpus (and a few odd strings) exactly as moe-edge does;
  * 3. greedy decoding from a prompt: llama.cpp's tokens vs moe-edge's (each backend), and
  *    moe-edge teacher-forced on llama.cpp's sequence: max |Δlogit| and argmax agreement.
+ *    F32/F16 must agree exactly (same greedy tokens, same argmax at every step); Q8_0 must
+ *    agree teacher-forced wherever llama.cpp's top-2 margin exceeds the 8-bit flip tolerance.
  *
  * Needs the oracle (`npm ci --prefix tests/oracle`).
  *
@@ -89,6 +91,8 @@ if (values.model === undefined) {
 // 2. tokenizer agreement with llama.cpp
 const model0 = await loadModel(bytes, { backend: "ref" });
 const tok = model0.tokenizer;
+const type0 = model0.file.tensor("blk.0.attn_q.weight").type;
+const model0Type = (): number => type0;
 const texts = [
   ...buildStories(PREP.trainSeed, 300),
   ...buildStories(PREP.validSeed, 50),
@@ -126,6 +130,13 @@ const o = await runOracle({ model: path, mode: "greedy", prompt, steps, promptBa
 const render = (ids: number[]): string => JSON.stringify(tok.decode(ids));
 console.log(`prompt ${JSON.stringify(values.prompt)} = [${prompt}]`);
 console.log(`llama.cpp greedy: ${render(o.tokens)}`);
+/**
+ * Quantized weights: llama.cpp and moe-edge both re-quantize activations to 8 bits at every
+ * matmul, and a 1-ulp difference in f32 summation order can flip one int8 (see
+ * tests/conformance), so an argmax may differ where llama.cpp's top-2 margin is below this.
+ */
+const QUANT_FLIP_TOL = 0.1;
+const quantized = model0Type() !== GgmlType.F32 && model0Type() !== GgmlType.F16;
 for (const backend of backendNames()) {
   const model = await loadModel(bytes, { backend });
   // free-running greedy
@@ -143,23 +154,30 @@ for (const backend of backendNames()) {
   // teacher-forced on llama.cpp's sequence
   s = new Session(model, { nCtx: 256 });
   logits = await s.eval(prompt);
-  let maxDiff = 0, mismatch = 0, minMargin = Infinity;
+  let maxDiff = 0, minMargin = Infinity;
+  const mismatches: string[] = [];
+  let gated = 0;
   for (let i = 0; i < steps; i++) {
     const ref = o.logits![i];
     for (let j = 0; j < ref.length; j++) maxDiff = Math.max(maxDiff, Math.abs(ref[j] - logits[j]));
     const sorted = [...ref].sort((a, b) => b - a);
-    minMargin = Math.min(minMargin, sorted[0] - sorted[1]);
-    if (argmax(logits) !== o.tokens[i]) mismatch++;
+    const margin = sorted[0] - sorted[1];
+    minMargin = Math.min(minMargin, margin);
+    if (argmax(logits) !== o.tokens[i]) {
+      mismatches.push(`step ${i} (llama.cpp top-2 margin ${margin.toFixed(3)})`);
+      if (margin > QUANT_FLIP_TOL) gated++;
+    }
     logits = await s.eval([o.tokens[i]]);
   }
   s.dispose();
   model.dispose();
   const line = `[${backend}] greedy ${same ? "identical" : `differs from step ${firstDiff}`} ` +
-    `(${steps} tokens); teacher-forced: argmax mismatches ${mismatch}/${steps}, ` +
-    `max |Δlogit| ${maxDiff.toExponential(2)}, llama.cpp's smallest top-2 margin ${
-      minMargin.toFixed(3)
-    }`;
-  if (!same || mismatch > 0) fail(line);
+    `(${steps} tokens); teacher-forced: argmax mismatches ${mismatches.length}/${steps}` +
+    `${mismatches.length ? ` [${mismatches.join(", ")}]` : ""}, max |Δlogit| ${
+      maxDiff.toExponential(2)
+    }, llama.cpp's smallest top-2 margin ${minMargin.toFixed(3)}`;
+  const ok = quantized ? gated === 0 && maxDiff <= QUANT_FLIP_TOL : same && mismatches.length === 0;
+  if (!ok) fail(line);
   else console.log(`ok   ${line}`);
   if (!same) console.log(`  moe-edge greedy: ${render(ours)}`);
 }

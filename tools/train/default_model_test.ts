@@ -62,7 +62,7 @@ Deno.test("default model: greedy continuation is corpus English, on every backen
     try {
       const r = await generateText(model, "The little fox", { maxTokens: 40, temperature: 0 });
       texts.push(r.text);
-      const words = ("The little fox" + r.text).split(/\s+/).filter((w) => w !== "");
+      const words = ("The little fox " + r.text).split(/\s+/).filter((w) => w !== "");
       assert.ok(words.length >= 8, `too short: ${JSON.stringify(r.text)}`);
       // every complete word is one the corpus uses (the last may be cut by maxTokens)
       const complete = r.finishReason === "stop" ? words : words.slice(0, -1);

@@ -55,10 +55,10 @@ CFG = dict(
 # Optimisation.
 SEED = 1234
 SEQ = 256
-BATCH = int(os.environ.get("TRAIN_BATCH", 12))
-STEPS = int(os.environ.get("TRAIN_STEPS", 1200))  # at most; see TIME_BUDGET_S
-WARMUP = int(os.environ.get("TRAIN_WARMUP", 100))
-LR = float(os.environ.get("TRAIN_LR", 3e-3))
+BATCH = int(os.environ.get("TRAIN_BATCH", 6))
+STEPS = int(os.environ.get("TRAIN_STEPS", 1500))  # at most; see TIME_BUDGET_S
+WARMUP = int(os.environ.get("TRAIN_WARMUP", 60))
+LR = float(os.environ.get("TRAIN_LR", 5e-3))
 LR_MIN = 3e-4
 WEIGHT_DECAY = 0.01
 AUX_COEF = 0.01
