@@ -236,7 +236,8 @@ Deno.test("fuzz: mutated adapter safetensors and configs give typed errors in ev
         await run(cfg, mutateBytes(f.bytes, bm), f.kind).catch(typed);
       },
     ),
-    { numRuns: 400 },
+    // fixed seed: the coverage check below must not depend on luck
+    { numRuns: 400, seed: 20261122 },
   );
   // the mutations reach past the header check into shapes, keys and configs
   const codes = [...outcomes.keys()];
