@@ -7,7 +7,7 @@ TMP="$(mktemp -d)"
 trap 'rm -rf "$TMP"' EXIT
 bash "$HERE/build.sh" "$TMP" > /dev/null
 status=0
-for f in moe_edge_kernels.wasm moe_edge_kernels_bytes.ts; do
+for f in moe_edge_kernels.wasm moe_edge_kernels_bytes.ts moe_edge_kernels_relaxed.wasm moe_edge_kernels_relaxed_bytes.ts; do
   if ! cmp -s "$TMP/$f" "$HERE/pkg/$f"; then
     echo "check_artifacts: wasm/pkg/$f is stale: it differs from a fresh build of wasm/kernels/src." >&2
     echo "  fresh:     $(sha256sum "$TMP/$f" | cut -d' ' -f1)" >&2
@@ -23,4 +23,4 @@ if [ "$status" -ne 0 ]; then
   echo "check_artifacts: run 'bash wasm/build.sh' (or 'deno task build:wasm') and commit wasm/pkg/." >&2
   exit 1
 fi
-echo "check_artifacts: wasm/pkg matches a fresh build ($(sha256sum "$HERE/pkg/moe_edge_kernels.wasm" | cut -d' ' -f1))"
+echo "check_artifacts: wasm/pkg matches a fresh build ($(cd "$HERE/pkg" && sha256sum moe_edge_kernels.wasm moe_edge_kernels_relaxed.wasm | cut -c1-16 | tr "\n" " "))"

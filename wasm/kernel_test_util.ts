@@ -7,7 +7,11 @@
  * @module
  */
 
-import { instantiateKernels, type KernelExports } from "./pkg/moe_edge_kernels.ts";
+import {
+  instantiateKernels,
+  type KernelExports,
+  type KernelVariant,
+} from "./pkg/moe_edge_kernels.ts";
 import { GgmlType } from "../core/tensor/ggml_type.ts";
 
 /** Instance plus a resettable bump allocator over its memory. */
@@ -23,9 +27,9 @@ export class KernelHarness {
     this.#top = this.#base;
   }
 
-  /** Instantiate a fresh kernel instance. */
-  static async create(): Promise<KernelHarness> {
-    return new KernelHarness((await instantiateKernels()).exports);
+  /** Instantiate a fresh kernel instance (of `variant`, default the auto choice). */
+  static async create(variant: KernelVariant = "auto"): Promise<KernelHarness> {
+    return new KernelHarness((await instantiateKernels(variant)).exports);
   }
 
   /** Free everything allocated so far. */

@@ -127,6 +127,14 @@ export interface Backend {
   writeSlot(slot: Slot, offset: number, data: Uint8Array): void;
   /** Release a slot; its views become invalid. */
   freeSlot(slot: Slot): void;
+  /**
+   * Optional: told that the bytes of matrix `w` are complete in its slot, so
+   * the backend may prepare them now (e.g. repack them in place into a
+   * faster layout) instead of at first use. Never changes any op's results.
+   * A later `writeSlot` over the range undoes it; call again after the
+   * write. Backends without it need nothing.
+   */
+  prepareWeights?(w: WeightView): void;
 
   /**
    * `out[t*rows + r] = Σ_c W[r,c] · x[t*cols + c]` for `t < nTokens`, with
@@ -157,6 +165,20 @@ export interface Backend {
     headDim: number,
     positions: Int32Array,
     p: RopeParams,
+  ): void;
+  /**
+   * Optional fused SwiGLU expert FFN: `out = down · (silu(gate·x) ⊙ (up·x))`
+   * for `nTokens` rows of `x`, gate/up `n_ff × n_embd`, down `n_embd × n_ff`.
+   * Must equal `matmul(gate)`, `matmul(up)`, `swiglu`, `matmul(down)` on the
+   * same backend bit for bit; it only saves round trips.
+   */
+  ffnSwiglu?(
+    gate: WeightView,
+    up: WeightView,
+    down: WeightView,
+    x: Float32Array,
+    nTokens: number,
+    out: Float32Array,
   ): void;
   /**
    * `out[i] = silu(gate[i]) · up[i]` over `out.length` elements, in rows of

@@ -312,7 +312,9 @@ export class RefBackend implements Backend {
         for (let j = 0; j < n; j++) s[j] = f(s[j] * inv);
         quantizeActivation(GgmlType.F16, s, 0, n, p16, 0);
         const oo = (t * nHeads + h) * dv;
-        for (let i = 0; i < dv; i++) out[oo + i] = F16_DOT(n, VB, ((kvh * dv + i) * nCtx) * 2, p16, 0);
+        for (let i = 0; i < dv; i++) {
+          out[oo + i] = F16_DOT(n, VB, ((kvh * dv + i) * nCtx) * 2, p16, 0);
+        }
       }
     }
   }

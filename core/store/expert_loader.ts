@@ -68,11 +68,13 @@ export async function loadExpertInto(
     if (hook) bytes = hook(loc, part, bytes) ?? bytes;
     backend.writeSlot(slot, off, bytes);
   }
-  const views = expertViews(loc, slot);
+  return prepareExpert(backend, expertViews(loc, slot));
+}
+
+/** Let the backend prepare (e.g. repack) an expert's matrices once their bytes are in its slot. */
+export function prepareExpert(backend: Backend, w: ExpertWeights): ExpertWeights {
   if (backend.prepareWeights) {
-    if (views.gate) backend.prepareWeights(views.gate);
-    backend.prepareWeights(views.up);
-    backend.prepareWeights(views.down);
+    for (const v of [w.gate, w.up, w.down]) if (v) backend.prepareWeights(v);
   }
-  return views;
+  return w;
 }

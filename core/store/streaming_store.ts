@@ -24,7 +24,7 @@ import type { ExpertWeights } from "../moe/expert.ts";
 import type { MoeLayer } from "../moe/moe_layer.ts";
 import type { ExpertLocation } from "../model/weights.ts";
 import { type CachePolicy, createRecencyPolicy } from "./cache_policy.ts";
-import { expertViews } from "./expert_loader.ts";
+import { expertViews, prepareExpert } from "./expert_loader.ts";
 import { fetchExpert } from "./expert_fetch.ts";
 import type { ExpertStore, ExpertStoreStats, LayerStoreStats } from "./expert_store.ts";
 import { attachPrefetcher, type Prefetcher, type PrefetchHint } from "./prefetch.ts";
@@ -341,7 +341,7 @@ export class StreamingExpertStore implements ExpertStore {
         );
       }
       this.#ctx.backend.writeSlot(en.slot, 0, bytes);
-      en.weights = expertViews(en.loc, en.slot);
+      en.weights = prepareExpert(this.#ctx.backend, expertViews(en.loc, en.slot));
       en.ready = true;
       en.promise = null;
       en.abort = null;
@@ -363,7 +363,7 @@ export class StreamingExpertStore implements ExpertStore {
     const en = newEntry(key, loc, slot, "pinned");
     this.#res.pinned.set(key, en);
     this.#ctx.backend.writeSlot(slot, 0, await this.#fetch(loc));
-    en.weights = expertViews(loc, slot);
+    en.weights = prepareExpert(this.#ctx.backend, expertViews(loc, slot));
     en.ready = true;
   }
 

@@ -1,28 +1,40 @@
 /**
- * Typed bindings for `moe_edge_kernels.wasm` (built by `wasm/build.sh`
- * from `wasm/kernels/src`). Pointers are byte offsets into the instance's
- * linear memory; counts are u32. Kernels with a SIMD body have a `_scalar`
- * twin with the same signature. Functions returning a status give 0 on
- * success and -1 for an unsupported type or shape.
+ * Typed bindings for the kernel modules built by `wasm/build.sh` from
+ * `wasm/kernels/`: `moe_edge_kernels.wasm` (simd128) and
+ * `moe_edge_kernels_relaxed.wasm` (the same crate plus relaxed-SIMD group
+ * kernels; bit-identical results, faster where the engine lowers
+ * `i32x4.relaxed_dot_i8x16_i7x16_add_s` to VNNI). Both export the same
+ * functions. Pointers are byte offsets into the instance's linear memory;
+ * counts are u32. Kernels with a SIMD body have a `_scalar` twin with the
+ * same signature. Functions returning a status give 0 on success and -1 for
+ * an unsupported type or shape.
  *
- * The module is compiled once per isolate and cached; every
+ * Each module is compiled once per isolate and cached; every
  * {@linkcode instantiateKernels} call makes a fresh instance with its own
- * memory.
+ * memory. The relaxed module is used when the engine validates it (unless
+ * `variant: "simd128"` is asked for).
  *
  * @example
  * ```ts
  * import { instantiateKernels } from "./moe_edge_kernels.ts";
  * const k = await instantiateKernels();
- * console.log(k.exports.abi_version()); // 1
+ * console.log(k.exports.abi_version()); // 2
  * ```
  *
  * @module
  */
 
 import { WASM_BASE64 } from "./moe_edge_kernels_bytes.ts";
+import { WASM_BASE64 as WASM_RELAXED_BASE64 } from "./moe_edge_kernels_relaxed_bytes.ts";
 
 /** ABI version these bindings were written for (`abi_version()`). */
-export const KERNEL_ABI_VERSION = 1;
+export const KERNEL_ABI_VERSION = 2;
+
+/** Flag OR-ed into a weight type id for a matrix repacked by `pack_weights`. */
+export const PACKED_FLAG = 0x100;
+
+/** Which kernel module to instantiate. */
+export type KernelVariant = "auto" | "simd128" | "relaxed";
 
 /** Row converter: `(x: *f32, y: *out, n)`. */
 export type RowFn = (x: number, y: number, n: number) => void;
@@ -162,8 +174,19 @@ export interface KernelExports {
   matmul: MatmulFn;
   /** Scalar twin of `matmul`. */
   matmul_scalar: MatmulFn;
-  /** Dequantize rows: `(type, w, cols, ids, n, out) → status`. */
+  /** Dequantize rows: `(type, w, cols, ids, n, out) → status` (`type | PACKED_FLAG` for packed). */
   get_rows(type: number, w: number, cols: number, ids: number, n: number, out: number): number;
+
+  /** Kernel family: 1 = simd128, 2 = relaxed SIMD (packed byte orders are private to it). */
+  kernel_variant(): number;
+  /** Scratch bytes `pack_weights` needs: `(type, cols)`; 0 if the type has no packed layout. */
+  pack_scratch_bytes(type: number, cols: number): number;
+  /**
+   * Repack a matrix in place: `(type, w, rows, cols, tmp, inverse) → 0` done, `1` refused
+   * (ineligible, bytes untouched), `-1` unsupported. Pass `type | PACKED_FLAG` to the
+   * matmul/get_rows/ffn kernels for a packed matrix.
+   */
+  pack_weights(type: number, w: number, rows: number, cols: number, tmp: number, inverse: number): number;
 
   /** RMSNorm (+ weight). */
   rmsnorm: RmsnormFn;
@@ -221,6 +244,9 @@ export const KERNEL_FUNCTIONS: readonly (Exclude<keyof KernelExports, "memory">)
   "matmul",
   "matmul_scalar",
   "get_rows",
+  "kernel_variant",
+  "pack_scratch_bytes",
+  "pack_weights",
   "rmsnorm",
   "rmsnorm_scalar",
   "rope",
@@ -241,9 +267,12 @@ export interface KernelModule {
   readonly exports: KernelExports;
   /** The instance's linear memory (same as `exports.memory`). */
   readonly memory: WebAssembly.Memory;
+  /** Which module it is. */
+  readonly variant: "simd128" | "relaxed";
 }
 
-let cachedModule: Promise<WebAssembly.Module> | null = null;
+const cachedModules = new Map<"simd128" | "relaxed", Promise<WebAssembly.Module>>();
+let relaxedOk: boolean | null = null;
 
 function decodeBase64(b64: string): Uint8Array<ArrayBuffer> {
   const bin = atob(b64);
@@ -252,25 +281,46 @@ function decodeBase64(b64: string): Uint8Array<ArrayBuffer> {
   return out;
 }
 
-/** The compiled module, compiled at most once per isolate. */
-export function compileKernels(): Promise<WebAssembly.Module> {
-  if (cachedModule === null) {
-    cachedModule = WebAssembly.compile(decodeBase64(WASM_BASE64));
-    // A failed compile is not cached, so a later call may retry.
-    cachedModule.catch(() => {
-      cachedModule = null;
-    });
+/** Whether this engine validates the relaxed-SIMD module (checked once). */
+export function relaxedSimdSupported(): boolean {
+  if (relaxedOk === null) {
+    try {
+      relaxedOk = WebAssembly.validate(decodeBase64(WASM_RELAXED_BASE64));
+    } catch {
+      relaxedOk = false;
+    }
   }
-  return cachedModule;
+  return relaxedOk;
+}
+
+function resolveVariant(v: KernelVariant): "simd128" | "relaxed" {
+  if (v === "simd128") return "simd128";
+  if (v === "relaxed") return "relaxed";
+  return relaxedSimdSupported() ? "relaxed" : "simd128";
+}
+
+/** A compiled kernel module, compiled at most once per isolate and variant. */
+export function compileKernels(variant: KernelVariant = "auto"): Promise<WebAssembly.Module> {
+  const v = resolveVariant(variant);
+  let m = cachedModules.get(v);
+  if (m === undefined) {
+    m = WebAssembly.compile(decodeBase64(v === "relaxed" ? WASM_RELAXED_BASE64 : WASM_BASE64));
+    cachedModules.set(v, m);
+    // A failed compile is not cached, so a later call may retry.
+    m.catch(() => cachedModules.delete(v));
+  }
+  return m;
 }
 
 /**
  * Instantiate the kernels: a new instance (and linear memory) over the
- * cached compiled module. Throws if the module's ABI version or exports do
+ * cached compiled module of `variant` (default `"auto"`: relaxed SIMD when
+ * the engine supports it). Throws if the module's ABI version or exports do
  * not match these bindings.
  */
-export async function instantiateKernels(): Promise<KernelModule> {
-  const module = await compileKernels();
+export async function instantiateKernels(variant: KernelVariant = "auto"): Promise<KernelModule> {
+  const v = resolveVariant(variant);
+  const module = await compileKernels(v);
   const instance = await WebAssembly.instantiate(module, {});
   const raw = instance.exports as Record<string, unknown>;
   for (const name of KERNEL_FUNCTIONS) {
@@ -282,11 +332,11 @@ export async function instantiateKernels(): Promise<KernelModule> {
     throw new Error("Cannot instantiate kernels: missing export: received no memory");
   }
   const exports = raw as unknown as KernelExports;
-  const v = exports.abi_version();
-  if (v !== KERNEL_ABI_VERSION) {
+  const ver = exports.abi_version();
+  if (ver !== KERNEL_ABI_VERSION) {
     throw new Error(
-      `Cannot instantiate kernels: ABI version mismatch: expected ${KERNEL_ABI_VERSION}, received ${v}`,
+      `Cannot instantiate kernels: ABI version mismatch: expected ${KERNEL_ABI_VERSION}, received ${ver}`,
     );
   }
-  return { exports, memory: exports.memory };
+  return { exports, memory: exports.memory, variant: v };
 }

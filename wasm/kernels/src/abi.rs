@@ -9,7 +9,7 @@ use crate::*;
 /// Version of this ABI; bumped on any signature change.
 #[no_mangle]
 pub extern "C" fn abi_version() -> u32 {
-    1
+    2
 }
 
 extern "C" {
@@ -146,6 +146,9 @@ pub unsafe extern "C" fn matmul_scalar(
 #[no_mangle]
 pub unsafe extern "C" fn get_rows(ty: u32, w: *const u8, cols: u32, ids: *const i32, n: u32, out: *mut f32) -> i32 {
     let cols = cols as usize;
+    if ty & packed::PACKED != 0 {
+        return dequant::get_rows_packed(ty & !packed::PACKED, w, cols, ids, n as usize, out);
+    }
     let rb = match types::row_bytes(ty, cols) {
         Some(b) => b,
         None => return -1,
@@ -243,3 +246,27 @@ macro_rules! ffn_export {
 
 ffn_export!(ffn_swiglu, true);
 ffn_export!(ffn_swiglu_scalar, false);
+
+/// Kernel family of this module: 1 = simd128, 2 = simd128 + relaxed SIMD.
+/// Packed byte orders are private to a family.
+#[no_mangle]
+pub extern "C" fn kernel_variant() -> u32 {
+    packed::VARIANT
+}
+
+/// Scratch bytes `pack_weights` needs for a matrix of type `ty` with `cols`
+/// columns (0: the type has no packed layout).
+#[no_mangle]
+pub extern "C" fn pack_scratch_bytes(ty: u32, cols: u32) -> u32 {
+    packed::scratch_bytes(ty, cols as usize) as u32
+}
+
+/// Repack a `rows × cols` matrix of type `ty` in place into the packed layout
+/// (`inverse` = 1: back to the standard one). Returns 0 when done, 1 when
+/// packing is refused (the matrix does not meet a fast path's precondition;
+/// bytes untouched), -1 for an unsupported type or shape. Pass `ty | 0x100`
+/// to `matmul`/`matmul_prepared`/`ffn_swiglu`/`get_rows` for a packed matrix.
+#[no_mangle]
+pub unsafe extern "C" fn pack_weights(ty: u32, w: *mut u8, rows: u32, cols: u32, tmp: *mut u8, inverse: u32) -> i32 {
+    packed::pack(ty, w, rows as usize, cols as usize, tmp, inverse != 0)
+}

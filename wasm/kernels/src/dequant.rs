@@ -145,3 +145,28 @@ pub unsafe fn dequantize_row(ty: u32, x: *const u8, y: *mut f32, n: usize) -> bo
     }
     true
 }
+
+/// `get_rows` over a packed matrix: each block is read back to its standard
+/// bytes (`packed::read_block`) and dequantized as above.
+pub unsafe fn get_rows_packed(ty: u32, w: *const u8, cols: usize, ids: *const i32, n: usize, out: *mut f32) -> i32 {
+    use crate::packed;
+    let rb = match row_bytes(ty, cols) {
+        Some(b) if packed::packable(ty) => b,
+        _ => return -1,
+    };
+    let (be, bb, gr) = (packed::block_elems(ty), packed::block_bytes(ty), packed::group_rows(ty));
+    let nb = cols / be;
+    let mut buf = [0u8; 144];
+    for k in 0..n {
+        let r = *ids.add(k) as usize;
+        let g = w.add((r / gr) * gr * rb);
+        let y = out.add(k * cols);
+        for i in 0..nb {
+            packed::read_block(ty, g, nb, r % gr, i, buf.as_mut_ptr());
+            dequantize_row(ty, buf.as_ptr(), y.add(i * be), be);
+        }
+        // F16: the `cols % 8` tail is stored unchanged.
+        dequantize_row(ty, g.add(nb * bb), y.add(nb * be), cols - nb * be);
+    }
+    0
+}

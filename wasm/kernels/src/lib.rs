@@ -14,12 +14,17 @@ mod attention;
 mod dequant;
 mod dot;
 mod ffn;
+mod group;
 mod half;
 mod kquants;
 mod mathf;
 mod matmul;
 mod norm;
+mod packed;
+mod packed_f16;
 mod quantize;
+#[cfg(moe_relaxed)]
+mod relaxed;
 mod rope;
 mod simd;
 mod tiles;

@@ -13,6 +13,9 @@ use crate::kquants::*;
 use crate::tiles::*;
 use crate::quantize::*;
 use crate::types::*;
+use crate::packed::{self, PACKED};
+use crate::group;
+use crate::packed_f16;
 
 /// A row dot product: (weight row, converted activation row, elements).
 pub type DotFn = unsafe fn(*const u8, *const u8, usize) -> f32;
@@ -65,6 +68,13 @@ fn dot_fn(ty: u32, simd: bool) -> Option<DotFn> {
 
 /// Scratch bytes [`matmul`] / [`matmul_prepared`] need for `ntok` tokens.
 pub fn scratch_bytes(ty: u32, cols: usize, ntok: usize) -> usize {
+    if ty & PACKED != 0 {
+        let b = ty & !PACKED;
+        let rb = row_bytes(b, cols).unwrap_or(0);
+        let e = ntok * group::ext_row_bytes(b, cols);
+        let ext = if e > rb { e } else { rb };
+        return ntok * act_row_bytes(b, cols) + ext + 64;
+    }
     ntok * (act_row_bytes(ty, cols) + ext_row_bytes(ty, cols)) + 64
 }
 
@@ -122,6 +132,9 @@ pub unsafe fn matmul_prepared(
     scratch: *mut u8,
     simd: bool,
 ) -> i32 {
+    if ty & PACKED != 0 {
+        return matmul_packed(ty & !PACKED, w, rows, cols, act, ntok, out, scratch, simd);
+    }
     let (wrb, arb) = match (row_bytes(ty, cols), act_row_bytes(ty, cols)) {
         (Some(w), a) if a > 0 => (w, a),
         _ => return -1,
@@ -155,10 +168,20 @@ pub unsafe fn matmul_prepared(
     } else {
         (act, arb)
     };
+    let mut r0 = 0;
+    if ty == F32 && ntok == 1 {
+        // Four rows spread over the matrix per call: four memory streams.
+        let q = rows / 4;
+        for r in 0..q {
+            let rs = [r, r + q, r + 2 * q, r + 3 * q];
+            dot_f32_x4(rs.map(|x| w.add(x * wrb)), a, cols, out.add(r), q);
+        }
+        r0 = 4 * q;
+    }
     let mut t0 = 0;
     while t0 < ntok {
         let t1 = if t0 + TOKEN_TILE < ntok { t0 + TOKEN_TILE } else { ntok };
-        for r in 0..rows {
+        for r in r0..rows {
             let wr = w.add(r * wrb);
             let mut t = t0;
             while t < t1 {
@@ -170,6 +193,142 @@ pub unsafe fn matmul_prepared(
         t0 = t1;
     }
     0
+}
+
+/// Matmul over a packed matrix (`packed.rs`), inside the same token blocks as
+/// the standard path: Q8_0/Q4_0/Q4_K run two 4-row groups half a matrix apart
+/// per kernel call (two memory streams) for one token, or — relaxed Q4_0/Q4_K
+/// — one group for up to 4 tokens; F16 decodes 4 rows a quarter matrix apart
+/// per call. The scalar twin reads each row back to the standard layout
+/// (`packed::read_row`) and runs the standard scalar dot.
+unsafe fn matmul_packed(
+    ty: u32,
+    w: *const u8,
+    rows: usize,
+    cols: usize,
+    act: *const u8,
+    ntok: usize,
+    out: *mut f32,
+    scratch: *mut u8,
+    simd: bool,
+) -> i32 {
+    let (rb, arb) = match (row_bytes(ty, cols), act_row_bytes(ty, cols)) {
+        (Some(r), a) if a > 0 && packed::packable(ty) && rows % packed::group_rows(ty) == 0 => (r, a),
+        _ => return -1,
+    };
+    if !simd {
+        let dot = dot_fn(ty, false).unwrap_unchecked();
+        for r in 0..rows {
+            packed::read_row(ty, w, cols, r, scratch);
+            for t in 0..ntok {
+                *out.add(t * rows + r) = dot(scratch, act.add(t * arb), cols);
+            }
+        }
+        return 0;
+    }
+    if ty == F16 {
+        let af = act as *const f32;
+        let arow = arb / 4;
+        let mut r0 = 0;
+        if ntok == 1 {
+            let q = rows / 4;
+            for r in 0..q {
+                let rs = [r, r + q, r + 2 * q, r + 3 * q];
+                packed_f16::dot_f16p_x4(rs.map(|x| w.add(x * rb)), act, cols, out.add(r), q);
+            }
+            r0 = 4 * q;
+        }
+        let mut t0 = 0;
+        while t0 < ntok {
+            let t1 = if t0 + TOKEN_TILE < ntok { t0 + TOKEN_TILE } else { ntok };
+            for r in r0..rows {
+                let wr = w.add(r * rb);
+                let mut t = t0;
+                while t < t1 {
+                    let (a, o) = (af.add(t * arow), out.add(t * rows + r));
+                    let n = if t1 - t >= 4 { 4 } else { t1 - t };
+                    match n {
+                        1 => *o = packed_f16::dot_f16p(wr, a as *const u8, cols),
+                        2 => packed_f16::tile_f16p::<2>(wr, cols, a, arow, o, rows),
+                        3 => packed_f16::tile_f16p::<3>(wr, cols, a, arow, o, rows),
+                        _ => packed_f16::tile_f16p::<4>(wr, cols, a, arow, o, rows),
+                    }
+                    t += n;
+                }
+            }
+            t0 = t1;
+        }
+        return 0;
+    }
+    let erb = group::ext_row_bytes(ty, cols);
+    for t in 0..ntok {
+        group::expand(ty, act.add(t * arb), cols, scratch.add(t * erb));
+    }
+    let nb = cols / packed::block_elems(ty);
+    // Group g runs with group g + ng/2 (two memory streams); an odd last one alone.
+    let ng = rows / 4;
+    let half = ng / 2;
+    let mut t0 = 0;
+    while t0 < ntok {
+        let t1 = if t0 + TOKEN_TILE < ntok { t0 + TOKEN_TILE } else { ntok };
+        for p in 0..ng - half {
+            // Pairs (p, p + half); with an odd count the last group runs alone.
+            let paired = p < half;
+            let (ga, gb) = if paired { (p, p + half) } else { (ng - 1, ng - 1) };
+            let wa = w.add(4 * ga * rb);
+            let mut t = t0;
+            while t < t1 {
+                let a = scratch.add(t * erb) as *const u8;
+                let oa = out.add(t * rows + 4 * ga);
+                #[cfg(moe_relaxed)]
+                if t1 - t >= 2 && crate::relaxed::has_tile(ty) {
+                    // Token tiles: weights unpacked once for up to 4 tokens.
+                    let n = if t1 - t >= 4 { 4 } else { t1 - t };
+                    crate::relaxed::tile(ty, wa, nb, a, erb, n, oa, rows);
+                    if paired {
+                        crate::relaxed::tile(ty, w.add(4 * gb * rb), nb, a, erb, n, out.add(t * rows + 4 * gb), rows);
+                    }
+                    t += n;
+                    continue;
+                }
+                if paired {
+                    let (wb, ob) = (w.add(4 * gb * rb), out.add(t * rows + 4 * gb));
+                    groups2(ty, wa, wb, nb, a, oa, ob);
+                } else {
+                    groups1(ty, wa, nb, a, oa);
+                }
+                t += 1;
+            }
+        }
+        t0 = t1;
+    }
+    0
+}
+
+/// Two packed groups × one token (`matmul_packed`).
+#[inline(always)]
+unsafe fn groups2(ty: u32, wa: *const u8, wb: *const u8, nb: usize, a: *const u8, oa: *mut f32, ob: *mut f32) {
+    #[cfg(moe_relaxed)]
+    crate::relaxed::groups(ty, wa, wb, nb, a, oa, ob);
+    #[cfg(not(moe_relaxed))]
+    match ty {
+        Q8_0 => group::group_q8_0::<2>([wa, wb], nb, a, [oa, ob]),
+        Q4_0 => group::group_q4_0::<2>([wa, wb], nb, a, [oa, ob]),
+        _ => group::group_q4_k::<2>([wa, wb], nb, a, [oa, ob]),
+    }
+}
+
+/// One packed group × one token.
+#[inline(always)]
+unsafe fn groups1(ty: u32, wa: *const u8, nb: usize, a: *const u8, oa: *mut f32) {
+    #[cfg(moe_relaxed)]
+    crate::relaxed::groups(ty, wa, core::ptr::null(), nb, a, oa, core::ptr::null_mut());
+    #[cfg(not(moe_relaxed))]
+    match ty {
+        Q8_0 => group::group_q8_0::<1>([wa], nb, a, [oa]),
+        Q4_0 => group::group_q4_0::<1>([wa], nb, a, [oa]),
+        _ => group::group_q4_k::<1>([wa], nb, a, [oa]),
+    }
 }
 
 /// Dispatch one weight row × `n` (1..=4) tokens to its micro-kernel.
@@ -217,12 +376,13 @@ pub unsafe fn matmul(
     scratch: *mut u8,
     simd: bool,
 ) -> i32 {
+    let base = ty & !PACKED;
     if ty == F32 {
         return matmul_prepared(ty, w, rows, cols, x as *const u8, ntok, out, scratch, simd);
     }
-    if !prepare_act(ty, x, cols, ntok, scratch, simd) {
+    if !prepare_act(base, x, cols, ntok, scratch, simd) {
         return -1;
     }
-    let ext = scratch.add(crate::tiles::align16(ntok * act_row_bytes(ty, cols)));
+    let ext = scratch.add(crate::tiles::align16(ntok * act_row_bytes(base, cols)));
     matmul_prepared(ty, w, rows, cols, scratch, ntok, out, ext, simd)
 }

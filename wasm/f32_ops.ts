@@ -1,0 +1,205 @@
+/**
+ * The WASM backend's f32 ops (RMSNorm, RoPE, SwiGLU, attention over a KV
+ * cache): argument checks, copies into scratch, one kernel call, copy out.
+ * `backend.ts` delegates to these.
+ *
+ * @module
+ */
+
+import type { AttentionParams, RopeParams } from "../core/backend/backend.ts";
+import { BackendError } from "../core/errors.ts";
+import { attentionMismatch, type KvEntry } from "./kv_caches.ts";
+import type { KernelMemory } from "./memory.ts";
+import type { KernelExports } from "./pkg/moe_edge_kernels.ts";
+import { RopeTable } from "./rope_table.ts";
+
+/** What an op needs from its backend. */
+export interface OpContext {
+  /** Kernel exports. */
+  readonly k: KernelExports;
+  /** The instance's memory. */
+  readonly mem: KernelMemory;
+  /** Run the scalar twins. */
+  readonly scalar: boolean;
+  /** RoPE table of the last parameters seen (replaced when they change). */
+  rope: RopeTable | null;
+}
+
+/** Throw the backend's `bad_shape` error for `op` unless `ok`. */
+export function need(ok: boolean, op: string, why: string): asserts ok {
+  if (!ok) fail(op, why);
+}
+
+/** Throw the backend's `bad_shape` error for `op`. */
+export function fail(op: string, why: string): never {
+  throw new BackendError("bad_shape", `Cannot run ${op} on wasm backend: ${why}`, { op });
+}
+
+/** RMSNorm each row of `n`, times `weight` when given. */
+export function rmsnormOp(
+  c: OpContext,
+  x: Float32Array,
+  n: number,
+  eps: number,
+  weight: Float32Array | null,
+  out: Float32Array,
+): void {
+  need(
+    n > 0 && x.length % n === 0,
+    "rmsnorm",
+    `x length ${x.length} is not a multiple of n=${n}`,
+  );
+  need(out.length >= x.length, "rmsnorm", `out has ${out.length} floats, need ${x.length}`);
+  need(
+    weight === null || weight.length >= n,
+    "rmsnorm",
+    `weight has ${weight?.length} floats, need ${n}`,
+  );
+  const rows = x.length / n;
+  if (rows === 0) return;
+  const [xp, wp, op] = c.mem.scratch(x.length * 4, weight ? n * 4 : 0, x.length * 4);
+  const f32 = c.mem.f32;
+  f32.set(x, xp >>> 2);
+  if (weight) f32.set(weight.subarray(0, n), wp >>> 2);
+  const f = c.scalar ? c.k.rmsnorm_scalar : c.k.rmsnorm;
+  f(xp, n, rows, eps, weight ? wp : 0, op);
+  out.set(f32.subarray(op >>> 2, (op >>> 2) + x.length));
+}
+
+/** Rotate `nTokens` rows of `nHeads` heads in place (`c.rope` caches the cos/sin table). */
+export function ropeOp(
+  c: OpContext,
+  x: Float32Array,
+  nTokens: number,
+  nHeads: number,
+  headDim: number,
+  positions: Int32Array,
+  p: RopeParams,
+): void {
+  const len = nTokens * nHeads * headDim;
+  need(
+    x.length >= len,
+    "rope",
+    `x has ${x.length} floats, need ${nTokens}×${nHeads}×${headDim}`,
+  );
+  need(
+    positions.length >= nTokens,
+    "rope",
+    `${positions.length} positions for ${nTokens} tokens`,
+  );
+  need(
+    p.nRot > 0 && p.nRot % 2 === 0 && p.nRot <= headDim,
+    "rope",
+    `nRot ${p.nRot} must be even and in (0, headDim=${headDim}]`,
+  );
+  need(
+    p.mode === 0 || p.mode === 2,
+    "rope",
+    `mode ${p.mode} is neither NORM (0) nor NEOX (2)`,
+  );
+  if (len === 0) return;
+  if (c.rope === null || !c.rope.matches(p)) c.rope = new RopeTable(p);
+  const table = c.rope;
+  const [xp, cp] = c.mem.scratch(len * 4, nTokens * p.nRot * 4);
+  const f32 = c.mem.f32;
+  for (let t = 0; t < nTokens; t++) {
+    const pos = positions[t];
+    need(Number.isInteger(pos) && pos >= 0, "rope", `position ${pos} at ${t} is negative`);
+    table.write(pos, f32, (cp >>> 2) + t * p.nRot);
+  }
+  f32.set(x.subarray(0, len), xp >>> 2);
+  const f = c.scalar ? c.k.rope_scalar : c.k.rope;
+  f(xp, nTokens, nHeads, headDim, p.nRot, p.mode, cp);
+  x.set(f32.subarray(xp >>> 2, (xp >>> 2) + len));
+}
+
+/** `out[i] = silu(gate[i])·up[i]`. */
+export function swigluOp(
+  c: OpContext,
+  gate: Float32Array,
+  up: Float32Array,
+  out: Float32Array,
+): void {
+  const n = out.length;
+  need(gate.length >= n && up.length >= n, "swiglu", `inputs shorter than out (${n})`);
+  if (n === 0) return;
+  const [gp, up_, op] = c.mem.scratch(n * 4, n * 4, n * 4);
+  const f32 = c.mem.f32;
+  f32.set(gate.subarray(0, n), gp >>> 2);
+  f32.set(up.subarray(0, n), up_ >>> 2);
+  (c.scalar ? c.k.swiglu_scalar : c.k.swiglu)(gp, up_, op, n);
+  out.set(f32.subarray(op >>> 2, (op >>> 2) + n));
+}
+
+/** Store `k`/`v` at `startPos..` (f16) and run causal GQA attention. */
+export function attentionOp(
+  c: OpContext,
+  e: KvEntry,
+  layer: number,
+  startPos: number,
+  nTokens: number,
+  q: Float32Array,
+  k: Float32Array,
+  v: Float32Array,
+  p: AttentionParams,
+  out: Float32Array,
+): void {
+  const bad = attentionMismatch(e, layer, startPos, nTokens, p);
+  if (bad !== null) fail("attention", bad);
+  const { nHeads, nKvHeads, headDimK, headDimV } = p;
+  const qn = nTokens * nHeads * headDimK;
+  const kn = nTokens * nKvHeads * headDimK;
+  const vn = nTokens * nKvHeads * headDimV;
+  const on = nTokens * nHeads * headDimV;
+  need(
+    q.length >= qn && k.length >= kn && v.length >= vn,
+    "attention",
+    "q/k/v shorter than their shapes",
+  );
+  need(out.length >= on, "attention", `out has ${out.length} floats, need ${on}`);
+  if (nTokens === 0) return;
+  const s = e.cache.spec;
+  const sb = c.k.attention_scratch_bytes(s.nCtx, nHeads, nKvHeads, headDimK, headDimV);
+  const [qp, kp, vp, op, sp] = c.mem.scratch(qn * 4, kn * 4, vn * 4, on * 4, sb);
+  const f32 = c.mem.f32;
+  f32.set(q.subarray(0, qn), qp >>> 2);
+  f32.set(k.subarray(0, kn), kp >>> 2);
+  f32.set(v.subarray(0, vn), vp >>> 2);
+  const kc = e.off + layer * e.layerBytes;
+  const f = c.scalar ? c.k.attention_scalar : c.k.attention;
+  const rc = f(
+    kc,
+    kc + e.kBytes,
+    s.nCtx,
+    startPos,
+    nTokens,
+    qp,
+    kp,
+    vp,
+    nHeads,
+    nKvHeads,
+    headDimK,
+    headDimV,
+    p.scale,
+    op,
+    sp,
+  );
+  if (rc !== 0) fail("attention", "kernel rejected the shape");
+  out.set(f32.subarray(op >>> 2, (op >>> 2) + on));
+}
+
+/** Read back the cached K (`which = "k"`) or V rows of a layer as f32 (tests, debugging). */
+export function readKvOp(
+  c: OpContext,
+  e: KvEntry,
+  layer: number,
+  which: "k" | "v",
+  positions: number,
+): Float32Array {
+  const s = e.cache.spec;
+  const n = positions * s.nKvHeads * (which === "k" ? s.headDimK : s.headDimV);
+  const [op] = c.mem.scratch(n * 4);
+  const src = e.off + layer * e.layerBytes + (which === "k" ? 0 : e.kBytes);
+  c.k.f16_to_f32(src, op, n);
+  return c.mem.f32.slice(op >>> 2, (op >>> 2) + n);
+}

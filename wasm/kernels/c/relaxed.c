@@ -1,0 +1,319 @@
+/*
+ * Relaxed-SIMD group kernels of moe-edge (built only into
+ * moe_edge_kernels_relaxed.wasm; see wasm/kernels/src/relaxed.rs).
+ *
+ * Each function is the twin of a simd128 kernel in wasm/kernels/src/group.rs
+ * (same packed group, same i32 lane partials, same f32 order): it computes
+ * 4 rows × 1 token of group g0 into o0[0..4] and, when g1 is not null, of
+ * group g1 into o1[0..4] in the same pass (two independent memory streams
+ * roughly double what one core pulls from DRAM). The only relaxed
+ * instruction is i32x4.relaxed_dot_i8x16_i7x16_add_s, always with a 7-bit
+ * second operand (nibbles or |a|), where it is deterministic and exact.
+ *
+ * Built with clang-19: -O3 -mcpu=mvp -msimd128 -mrelaxed-simd, no libc.
+ */
+#include <stdint.h>
+#include <wasm_simd128.h>
+
+#define DOT(a, b, c) wasm_i32x4_relaxed_dot_i8x16_i7x16_add((a), (b), (c))
+
+/* Four finite f16 → f32x4 (group.rs `scales4`). */
+static inline v128_t scales4(const uint8_t *p, v128_t m, v128_t k) {
+  v128_t x = wasm_i32x4_load16x4(p);
+  return wasm_f32x4_mul(wasm_v128_and(wasm_i32x4_shl(x, 13), m), k);
+}
+
+/* acc += f32(s) · dd[r] (group.rs `accumulate4`). */
+static inline v128_t acc_lane(v128_t acc, v128_t s, v128_t bcast) {
+  return wasm_f32x4_add(acc, wasm_f32x4_mul(wasm_f32x4_convert_i32x4(s), bcast));
+}
+#define B0(v) wasm_i32x4_shuffle((v), (v), 0, 0, 0, 0)
+#define B1(v) wasm_i32x4_shuffle((v), (v), 1, 1, 1, 1)
+#define B2(v) wasm_i32x4_shuffle((v), (v), 2, 2, 2, 2)
+#define B3(v) wasm_i32x4_shuffle((v), (v), 3, 3, 3, 3)
+
+/* simd.rs `hsum_f32`: (l0 + l2) + (l1 + l3). */
+static inline float hsum(v128_t v) {
+  float a = wasm_f32x4_extract_lane(v, 0) + wasm_f32x4_extract_lane(v, 2);
+  float b = wasm_f32x4_extract_lane(v, 1) + wasm_f32x4_extract_lane(v, 3);
+  return a + b;
+}
+
+static inline uint32_t align16(uint32_t n) { return (n + 15u) & ~15u; }
+
+/* acc[r] += f32(s[r]) · dd[r] for the 4 rows of a group. */
+#define ACC4(acc, s, dd)                          \
+  do {                                            \
+    (acc)[0] = acc_lane((acc)[0], (s)[0], B0(dd)); \
+    (acc)[1] = acc_lane((acc)[1], (s)[1], B1(dd)); \
+    (acc)[2] = acc_lane((acc)[2], (s)[2], B2(dd)); \
+    (acc)[3] = acc_lane((acc)[3], (s)[3], B3(dd)); \
+  } while (0)
+
+#define CONSTS()                                                                          \
+  const v128_t sm = wasm_u32x4_splat(0x8fffffffu), sk = wasm_f32x4_splat(0x1p112f);       \
+  const v128_t z = wasm_i32x4_splat(0);                                                   \
+  (void)z
+
+/* Q8_0: w' = (w ^ m) − m carries a's sign (m = a < 0), times |a| (7-bit). */
+static inline __attribute__((always_inline)) void q8_0_body(const int G, const uint8_t *const g[2], uint32_t nb,
+                                                          const uint8_t *a, float *const o[2]) {
+  const float *da = (const float *)a;
+  const uint8_t *y = a + align16(4 * nb);
+  CONSTS();
+  v128_t acc[2][4];
+  for (int k = 0; k < G; k++)
+    for (int r = 0; r < 4; r++) acc[k][r] = wasm_f32x4_splat(0.0f);
+  for (uint32_t i = 0; i < nb; i++) {
+    const uint8_t *yb = y + 64 * i;
+    v128_t a0 = wasm_v128_load(yb), a1 = wasm_v128_load(yb + 16);
+    v128_t m0 = wasm_v128_load(yb + 32), m1 = wasm_v128_load(yb + 48);
+    v128_t ds = wasm_f32x4_splat(da[i]);
+    for (int k = 0; k < G; k++) {
+      v128_t dd = wasm_f32x4_mul(scales4(g[k] + 8 * i, sm, sk), ds);
+      const uint8_t *q = g[k] + 8 * nb + 128 * i;
+      v128_t s[4];
+      for (int r = 0; r < 4; r++) {
+        v128_t w0 = wasm_v128_load(q + 32 * r), w1 = wasm_v128_load(q + 32 * r + 16);
+        w0 = wasm_i8x16_sub(wasm_v128_xor(w0, m0), m0);
+        w1 = wasm_i8x16_sub(wasm_v128_xor(w1, m1), m1);
+        s[r] = DOT(w1, a1, DOT(w0, a0, z));
+      }
+      ACC4(acc[k], s, dd);
+    }
+  }
+  for (int k = 0; k < G; k++)
+    for (int r = 0; r < 4; r++) o[k][r] = hsum(acc[k][r]);
+}
+
+/* Q4_0: unsigned nibbles (7-bit) × a, plus c = −8·Σa per lane. */
+static inline __attribute__((always_inline)) void q4_0_body(const int G, const uint8_t *const g[2], uint32_t nb,
+                                                          const uint8_t *a, float *const o[2]) {
+  const float *da = (const float *)a;
+  const uint8_t *y = a + align16(4 * nb);
+  CONSTS();
+  const v128_t m = wasm_i8x16_splat(0x0f);
+  v128_t acc[2][4];
+  for (int k = 0; k < G; k++)
+    for (int r = 0; r < 4; r++) acc[k][r] = wasm_f32x4_splat(0.0f);
+  for (uint32_t i = 0; i < nb; i++) {
+    const uint8_t *yb = y + 48 * i;
+    v128_t ylo = wasm_v128_load(yb), yhi = wasm_v128_load(yb + 16), c = wasm_v128_load(yb + 32);
+    v128_t ds = wasm_f32x4_splat(da[i]);
+    for (int k = 0; k < G; k++) {
+      v128_t dd = wasm_f32x4_mul(scales4(g[k] + 8 * i, sm, sk), ds);
+      const uint8_t *q = g[k] + 8 * nb + 64 * i;
+      v128_t s[4];
+      for (int r = 0; r < 4; r++) {
+        v128_t v = wasm_v128_load(q + 16 * r);
+        v128_t lo = wasm_v128_and(v, m);
+        v128_t hi = wasm_v128_and(wasm_u16x8_shr(v, 4), m);
+        s[r] = DOT(yhi, hi, DOT(ylo, lo, c));
+      }
+      ACC4(acc[k], s, dd);
+    }
+  }
+  for (int k = 0; k < G; k++)
+    for (int r = 0; r < 4; r++) o[k][r] = hsum(acc[k][r]);
+}
+
+/* Q4_K: per chunk two sub-block partials (|p| < 2^15) scaled by one
+ * i32x4.dot_i16x8_s against the (sc0, sc1) pair; mins as in group.rs. */
+static inline __attribute__((always_inline)) void q4_k_body(const int G, const uint8_t *const g[2], uint32_t nb,
+                                                          const uint8_t *a, float *const o[2]) {
+  const float *da = (const float *)a;
+  const uint8_t *y = a + align16(4 * nb);
+  CONSTS();
+  const v128_t m4 = wasm_i8x16_splat(0x0f), m30 = wasm_i8x16_splat(0x30);
+  const v128_t lo16 = wasm_u32x4_splat(0xffffu);
+  v128_t acc[2][4], accm[2];
+  uint8_t scb[2][32] __attribute__((aligned(16)));
+  for (int k = 0; k < G; k++) {
+    accm[k] = wasm_f32x4_splat(0.0f);
+    for (int r = 0; r < 4; r++) acc[k][r] = accm[k];
+  }
+  for (uint32_t i = 0; i < nb; i++) {
+    const uint8_t *yb = y + 320 * i;
+    v128_t yd = wasm_f32x4_splat(da[i]);
+    v128_t dd[2], is[2][4];
+    for (int k = 0; k < G; k++) {
+      const uint8_t *gb = g[k] + 576 * i;
+      dd[k] = wasm_f32x4_mul(scales4(gb, sm, sk), yd);
+      v128_t dm = wasm_f32x4_mul(scales4(gb + 8, sm, sk), yd);
+      v128_t v0 = wasm_v128_load(gb + 16), v1 = wasm_v128_load(gb + 32), v2 = wasm_v128_load(gb + 48);
+      v128_t sca = wasm_v128_or(wasm_v128_and(v0, m4), wasm_v128_and(wasm_i16x8_shl(v2, 4), m30));
+      v128_t scbv = wasm_v128_or(wasm_v128_and(wasm_u16x8_shr(v0, 4), m4), wasm_v128_and(wasm_i16x8_shl(v2, 2), m30));
+      v128_t mna = wasm_v128_or(wasm_v128_and(v1, m4), wasm_v128_and(v2, m30));
+      v128_t mnb = wasm_v128_or(wasm_v128_and(wasm_u16x8_shr(v1, 4), m4), wasm_v128_and(wasm_u16x8_shr(v2, 2), m30));
+      wasm_v128_store(scb[k], sca);
+      wasm_v128_store(scb[k] + 16, scbv);
+      v128_t mins = wasm_i32x4_add(
+          wasm_i32x4_add(wasm_i32x4_dot_i16x8(wasm_u16x8_extend_low_u8x16(mna), wasm_v128_load(yb)),
+                         wasm_i32x4_dot_i16x8(wasm_u16x8_extend_high_u8x16(mna), wasm_v128_load(yb + 16))),
+          wasm_i32x4_add(wasm_i32x4_dot_i16x8(wasm_u16x8_extend_low_u8x16(mnb), wasm_v128_load(yb + 32)),
+                         wasm_i32x4_dot_i16x8(wasm_u16x8_extend_high_u8x16(mnb), wasm_v128_load(yb + 48))));
+      accm[k] = wasm_f32x4_add(accm[k], wasm_f32x4_mul(dm, wasm_f32x4_convert_i32x4(mins)));
+      for (int r = 0; r < 4; r++) is[k][r] = z;
+    }
+    /* Group by group within the super-block: fewer live registers; both
+     * streams still advance every super-block. */
+    for (int k = 0; k < G; k++) {
+      for (uint32_t c = 0; c < 4; c++) {
+        const uint8_t *p = yb + 64 + 64 * c;
+        v128_t l0 = wasm_v128_load(p), l1 = wasm_v128_load(p + 16);
+        v128_t h0 = wasm_v128_load(p + 32), h1 = wasm_v128_load(p + 48);
+        const uint8_t *run = g[k] + 576 * i + 64 + 128 * c;
+        for (int r = 0; r < 4; r++) {
+          v128_t w0 = wasm_v128_load(run + 32 * r), w1 = wasm_v128_load(run + 32 * r + 16);
+          v128_t p0 = DOT(l1, wasm_v128_and(w1, m4), DOT(l0, wasm_v128_and(w0, m4), z));
+          v128_t p1 = DOT(h1, wasm_v128_and(wasm_u16x8_shr(w1, 4), m4), DOT(h0, wasm_v128_and(wasm_u16x8_shr(w0, 4), m4), z));
+          v128_t pp = wasm_v128_or(wasm_v128_and(p0, lo16), wasm_i32x4_shl(p1, 16));
+          v128_t sc = wasm_u16x8_extend_low_u8x16(wasm_v128_load16_splat(scb[k] + 8 * r + 2 * c));
+          is[k][r] = wasm_i32x4_add(is[k][r], wasm_i32x4_dot_i16x8(pp, sc));
+        }
+      }
+    }
+    for (int k = 0; k < G; k++) ACC4(acc[k], is[k], dd[k]);
+  }
+  for (int k = 0; k < G; k++) {
+    float mr[4] __attribute__((aligned(16)));
+    wasm_v128_store(mr, accm[k]);
+    for (int r = 0; r < 4; r++) o[k][r] = hsum(acc[k][r]) - mr[r];
+  }
+}
+
+#define EXPORT(name, body)                                                                           \
+  void name(const uint8_t *g0, const uint8_t *g1, uint32_t nb, const uint8_t *a, float *o0, float *o1) { \
+    const uint8_t *const g[2] = {g0, g1};                                                            \
+    float *const o[2] = {o0, o1};                                                                    \
+    if (g1)                                                                                          \
+      body(2, g, nb, a, o);                                                                          \
+    else                                                                                             \
+      body(1, g, nb, a, o);                                                                          \
+  }
+
+EXPORT(rx_group_q8_0, q8_0_body)
+EXPORT(rx_group_q4_0, q4_0_body)
+EXPORT(rx_group_q4_k, q4_k_body)
+
+/* ---- token tiles (prefill): one group × T ≤ 4 tokens per call; the weight
+ * nibbles are extracted once and reused for every token. Same per-(row,
+ * token) order as the one-token kernels above. Activation row t is at
+ * a + t·astride; output of row r, token t at o[t·ostride + r]. */
+
+#define BCAST4(dst, v)   \
+  do {                   \
+    (dst)[0] = B0(v);    \
+    (dst)[1] = B1(v);    \
+    (dst)[2] = B2(v);    \
+    (dst)[3] = B3(v);    \
+  } while (0)
+
+static inline __attribute__((always_inline)) void q4_0_tile(const int T, const uint8_t *g, uint32_t nb,
+                                                          const uint8_t *a, uint32_t astride, float *o,
+                                                          uint32_t ostride) {
+  CONSTS();
+  const v128_t m = wasm_i8x16_splat(0x0f);
+  const uint32_t yo = align16(4 * nb);
+  v128_t acc[4][4];
+  for (int t = 0; t < T; t++)
+    for (int r = 0; r < 4; r++) acc[t][r] = wasm_f32x4_splat(0.0f);
+  for (uint32_t i = 0; i < nb; i++) {
+    v128_t dw = scales4(g + 8 * i, sm, sk);
+    v128_t ddb[4][4];
+    for (int t = 0; t < T; t++) {
+      v128_t dd = wasm_f32x4_mul(dw, wasm_f32x4_splat(((const float *)(a + t * astride))[i]));
+      BCAST4(ddb[t], dd);
+    }
+    const uint8_t *q = g + 8 * nb + 64 * i;
+    for (int r = 0; r < 4; r++) {
+      v128_t v = wasm_v128_load(q + 16 * r);
+      v128_t lo = wasm_v128_and(v, m);
+      v128_t hi = wasm_v128_and(wasm_u16x8_shr(v, 4), m);
+      for (int t = 0; t < T; t++) {
+        const uint8_t *yb = a + t * astride + yo + 48 * i;
+        v128_t s = DOT(wasm_v128_load(yb + 16), hi, DOT(wasm_v128_load(yb), lo, wasm_v128_load(yb + 32)));
+        acc[t][r] = acc_lane(acc[t][r], s, ddb[t][r]);
+      }
+    }
+  }
+  for (int t = 0; t < T; t++)
+    for (int r = 0; r < 4; r++) o[t * ostride + r] = hsum(acc[t][r]);
+}
+
+static inline __attribute__((always_inline)) void q4_k_tile(const int T, const uint8_t *g, uint32_t nb,
+                                                          const uint8_t *a, uint32_t astride, float *o,
+                                                          uint32_t ostride) {
+  CONSTS();
+  const v128_t m4 = wasm_i8x16_splat(0x0f), m30 = wasm_i8x16_splat(0x30);
+  const v128_t lo16 = wasm_u32x4_splat(0xffffu);
+  const uint32_t yo = align16(4 * nb);
+  v128_t acc[4][4], accm[4];
+  uint8_t scb[32] __attribute__((aligned(16)));
+  for (int t = 0; t < T; t++) {
+    accm[t] = wasm_f32x4_splat(0.0f);
+    for (int r = 0; r < 4; r++) acc[t][r] = accm[t];
+  }
+  for (uint32_t i = 0; i < nb; i++) {
+    const uint8_t *gb = g + 576 * i;
+    v128_t dw = scales4(gb, sm, sk), dmw = scales4(gb + 8, sm, sk);
+    v128_t v0 = wasm_v128_load(gb + 16), v1 = wasm_v128_load(gb + 32), v2 = wasm_v128_load(gb + 48);
+    v128_t sca = wasm_v128_or(wasm_v128_and(v0, m4), wasm_v128_and(wasm_i16x8_shl(v2, 4), m30));
+    v128_t scbv = wasm_v128_or(wasm_v128_and(wasm_u16x8_shr(v0, 4), m4), wasm_v128_and(wasm_i16x8_shl(v2, 2), m30));
+    v128_t mna = wasm_v128_or(wasm_v128_and(v1, m4), wasm_v128_and(v2, m30));
+    v128_t mnb = wasm_v128_or(wasm_v128_and(wasm_u16x8_shr(v1, 4), m4), wasm_v128_and(wasm_u16x8_shr(v2, 2), m30));
+    wasm_v128_store(scb, sca);
+    wasm_v128_store(scb + 16, scbv);
+    v128_t x0 = wasm_u16x8_extend_low_u8x16(mna), x1 = wasm_u16x8_extend_high_u8x16(mna);
+    v128_t x2 = wasm_u16x8_extend_low_u8x16(mnb), x3 = wasm_u16x8_extend_high_u8x16(mnb);
+    v128_t ddb[4][4];
+    for (int t = 0; t < T; t++) {
+      const uint8_t *yb = a + t * astride + yo + 320 * i;
+      v128_t yd = wasm_f32x4_splat(((const float *)(a + t * astride))[i]);
+      v128_t dd = wasm_f32x4_mul(dw, yd);
+      v128_t dm = wasm_f32x4_mul(dmw, yd);
+      BCAST4(ddb[t], dd);
+      v128_t mins = wasm_i32x4_add(
+          wasm_i32x4_add(wasm_i32x4_dot_i16x8(x0, wasm_v128_load(yb)), wasm_i32x4_dot_i16x8(x1, wasm_v128_load(yb + 16))),
+          wasm_i32x4_add(wasm_i32x4_dot_i16x8(x2, wasm_v128_load(yb + 32)), wasm_i32x4_dot_i16x8(x3, wasm_v128_load(yb + 48))));
+      accm[t] = wasm_f32x4_add(accm[t], wasm_f32x4_mul(dm, wasm_f32x4_convert_i32x4(mins)));
+    }
+    for (int r = 0; r < 4; r++) {
+      v128_t is[4];
+      for (int t = 0; t < T; t++) is[t] = z;
+      for (uint32_t c = 0; c < 4; c++) {
+        const uint8_t *run = gb + 64 + 128 * c + 32 * r;
+        v128_t w0 = wasm_v128_load(run), w1 = wasm_v128_load(run + 16);
+        v128_t lo0 = wasm_v128_and(w0, m4), lo1 = wasm_v128_and(w1, m4);
+        v128_t hi0 = wasm_v128_and(wasm_u16x8_shr(w0, 4), m4), hi1 = wasm_v128_and(wasm_u16x8_shr(w1, 4), m4);
+        v128_t sc = wasm_u16x8_extend_low_u8x16(wasm_v128_load16_splat(scb + 8 * r + 2 * c));
+        for (int t = 0; t < T; t++) {
+          const uint8_t *p = a + t * astride + yo + 320 * i + 64 + 64 * c;
+          v128_t p0 = DOT(wasm_v128_load(p + 16), lo1, DOT(wasm_v128_load(p), lo0, z));
+          v128_t p1 = DOT(wasm_v128_load(p + 48), hi1, DOT(wasm_v128_load(p + 32), hi0, z));
+          v128_t pp = wasm_v128_or(wasm_v128_and(p0, lo16), wasm_i32x4_shl(p1, 16));
+          is[t] = wasm_i32x4_add(is[t], wasm_i32x4_dot_i16x8(pp, sc));
+        }
+      }
+      for (int t = 0; t < T; t++) acc[t][r] = acc_lane(acc[t][r], is[t], ddb[t][r]);
+    }
+  }
+  for (int t = 0; t < T; t++) {
+    float mr[4] __attribute__((aligned(16)));
+    wasm_v128_store(mr, accm[t]);
+    for (int r = 0; r < 4; r++) o[t * ostride + r] = hsum(acc[t][r]) - mr[r];
+  }
+}
+
+#define EXPORT_TILE(name, body)                                                                   \
+  void name(const uint8_t *g, uint32_t nb, const uint8_t *a, uint32_t astride, uint32_t T, float *o, \
+            uint32_t ostride) {                                                                   \
+    switch (T) {                                                                                  \
+    case 2: body(2, g, nb, a, astride, o, ostride); break;                                        \
+    case 3: body(3, g, nb, a, astride, o, ostride); break;                                        \
+    default: body(4, g, nb, a, astride, o, ostride); break;                                       \
+    }                                                                                             \
+  }
+
+EXPORT_TILE(rx_tile_q4_0, q4_0_tile)
+EXPORT_TILE(rx_tile_q4_k, q4_k_tile)

@@ -1,0 +1,124 @@
+//! The relaxed-SIMD build (`--cfg moe_relaxed`): activation expansions for
+//! the group kernels of `c/relaxed.c` (clang-19, `-mrelaxed-simd`), which use
+//! `i32x4.relaxed_dot_i8x16_i7x16_add_s` (x86: `vpdpbusd` with AVX-VNNI,
+//! else `pmaddubsw`+`pmaddwd`). That instruction is deterministic — and
+//! exact — when its second operand is 7-bit, so every call passes one:
+//! Q4_0/Q4_K nibbles (0..15), or |a| of Q8_0 activations (≤ 127, with a's
+//! sign moved onto the weights). Dot lane `j` reads bytes `4j..4j+4`; the
+//! packed byte order (`f` in `packed.rs`) puts the standard lane-`j` elements
+//! there, so results are bit-identical to the simd128 kernels.
+
+use crate::simd::*;
+use crate::tiles::align16;
+use crate::types::*;
+
+/// `(g0, g1, nb, a, o0, o1)`: group `g0` → `o0[0..4]`, and `g1` → `o1[0..4]`
+/// in the same pass unless `g1` is null.
+type RxGroup = unsafe extern "C" fn(*const u8, *const u8, u32, *const u8, *mut f32, *mut f32);
+
+extern "C" {
+    fn rx_group_q8_0(g0: *const u8, g1: *const u8, nb: u32, a: *const u8, o0: *mut f32, o1: *mut f32);
+    fn rx_group_q4_0(g0: *const u8, g1: *const u8, nb: u32, a: *const u8, o0: *mut f32, o1: *mut f32);
+    fn rx_group_q4_k(g0: *const u8, g1: *const u8, nb: u32, a: *const u8, o0: *mut f32, o1: *mut f32);
+    fn rx_tile_q4_0(g: *const u8, nb: u32, a: *const u8, astride: u32, t: u32, o: *mut f32, ostride: u32);
+    fn rx_tile_q4_k(g: *const u8, nb: u32, a: *const u8, astride: u32, t: u32, o: *mut f32, ostride: u32);
+}
+
+/// Bytes of one expanded activation row for a relaxed group kernel, or
+/// None when `ty` has none.
+pub fn ext_row_bytes(ty: u32, cols: usize) -> Option<usize> {
+    Some(match ty {
+        // d: f32[nb]; per block |a| (2 × i8x16), sign masks (2 × i8x16).
+        Q8_0 => align16(4 * (cols / 32)) + 64 * (cols / 32),
+        // d: f32[nb]; per block low/high planes (2 × i8x16), c (i32x4).
+        Q4_0 => align16(4 * (cols / 32)) + 48 * (cols / 32),
+        // d: f32[nb]; per super-block Y_0..3, then 8 × 2 planes (i8x16).
+        Q4_K => align16(4 * (cols / 256)) + 320 * (cols / 256),
+        _ => return None,
+    })
+}
+
+/// Byte shuffle of a 16-element run into the packed order `f`.
+#[inline(always)]
+fn perm(v: v128) -> v128 {
+    i8x16_shuffle::<0, 1, 8, 9, 2, 3, 10, 11, 4, 5, 12, 13, 6, 7, 14, 15>(v, v)
+}
+
+/// Σ of each group of 4 bytes (i8) → i32x4.
+#[inline(always)]
+fn sum4(v: v128) -> v128 {
+    i32x4_extadd_pairwise_i16x8(i16x8_extadd_pairwise_i8x16(v))
+}
+
+/// Expand one converted activation row; false when `ty` has no relaxed kernel.
+pub unsafe fn expand(ty: u32, act: *const u8, cols: usize, dst: *mut u8) -> bool {
+    match ty {
+        Q8_0 | Q4_0 => {
+            let nb = cols / 32;
+            let d = dst as *mut f32;
+            let y = dst.add(align16(4 * nb));
+            for i in 0..nb {
+                let b = act.add(34 * i);
+                *d.add(i) = crate::half::f16_to_f32(rd_u16(b));
+                let (lo, hi) = (perm(ld(b.add(2))), perm(ld(b.add(18))));
+                if ty == Q8_0 {
+                    let o = y.add(64 * i);
+                    st(o, i8x16_abs(lo));
+                    st(o.add(16), i8x16_abs(hi));
+                    st(o.add(32), i8x16_lt(lo, i8x16_splat(0)));
+                    st(o.add(48), i8x16_lt(hi, i8x16_splat(0)));
+                } else {
+                    let o = y.add(48 * i);
+                    st(o, lo);
+                    st(o.add(16), hi);
+                    st(o.add(32), i32x4_mul(i32x4_add(sum4(lo), sum4(hi)), i32x4_splat(-8)));
+                }
+            }
+            true
+        }
+        Q4_K => {
+            let nb = cols / 256;
+            let d = dst as *mut f32;
+            let y = dst.add(align16(4 * nb));
+            for i in 0..nb {
+                let b = act.add(292 * i);
+                *d.add(i) = rd_f32(b);
+                let o = y.add(320 * i);
+                for k in 0..4 {
+                    st(o.add(16 * k), crate::group::q8k_pair_sums(b.add(260), k));
+                }
+                for sb in 0..8 {
+                    st(o.add(64 + 32 * sb), perm(ld(b.add(4 + 32 * sb))));
+                    st(o.add(80 + 32 * sb), perm(ld(b.add(20 + 32 * sb))));
+                }
+            }
+            true
+        }
+        _ => false,
+    }
+}
+
+/// One or two packed groups (4 rows each) × one expanded row, relaxed
+/// kernels (`g1` null: one group).
+#[inline(always)]
+pub unsafe fn groups(ty: u32, g0: *const u8, g1: *const u8, nb: usize, a: *const u8, o0: *mut f32, o1: *mut f32) {
+    let f: RxGroup = match ty {
+        Q8_0 => rx_group_q8_0,
+        Q4_0 => rx_group_q4_0,
+        _ => rx_group_q4_k,
+    };
+    f(g0, g1, nb as u32, a, o0, o1)
+}
+
+/// Whether `ty` has a token-tile kernel (`tile`).
+pub const fn has_tile(ty: u32) -> bool {
+    ty == Q4_0 || ty == Q4_K
+}
+
+/// One packed group × `n` (2..=4) tokens: activation row `t` at
+/// `a + t·astride`, output of row `r`, token `t` at `o[t·ostride + r]`.
+#[inline(always)]
+pub unsafe fn tile(ty: u32, g: *const u8, nb: usize, a: *const u8, astride: usize, n: usize, o: *mut f32, ostride: usize) {
+    let f = if ty == Q4_0 { rx_tile_q4_0 } else { rx_tile_q4_k };
+    f(g, nb as u32, a, astride as u32, n as u32, o, ostride as u32)
+}

@@ -1,0 +1,246 @@
+/**
+ * Packed weight layouts (`kernels/src/packed.rs`) and their kernels, in both
+ * modules (simd128 and relaxed SIMD): packing then matmul / matmul_prepared /
+ * get_rows gives bit-for-bit the results of the standard layout (SIMD and
+ * scalar twins), unpacking restores the original bytes, and packing is
+ * refused — bytes untouched — when a fast path's precondition fails.
+ */
+import { equal as assertEquals } from "node:assert/strict";
+import fc from "fast-check";
+import { GgmlType, ggmlTypeName } from "../core/tensor/ggml_type.ts";
+import { KernelHarness, randomActivations, randomWeights, rng, toF16 } from "./kernel_test_util.ts";
+import { PACKED_FLAG, relaxedSimdSupported } from "./pkg/moe_edge_kernels.ts";
+
+const VARIANTS = relaxedSimdSupported() ? ["simd128", "relaxed"] as const : ["simd128"] as const;
+const HARNESS = {
+  simd128: await KernelHarness.create("simd128"),
+  relaxed: relaxedSimdSupported() ? await KernelHarness.create("relaxed") : null,
+};
+
+/** Packable formats: [type, block size, byte offsets of f16 scales in a block, block bytes]. */
+const PACKABLE = [
+  { type: GgmlType.F16, name: "F16", blk: 1 },
+  { type: GgmlType.Q8_0, name: "Q8_0", blk: 32 },
+  { type: GgmlType.Q4_0, name: "Q4_0", blk: 32 },
+  { type: GgmlType.Q4_K, name: "Q4_K", blk: 256 },
+] as const;
+
+/** Q8_0 quants of -128 are legal but refused by the relaxed build; clear them where a case wants a packable matrix. */
+function clearQ8Min(w: Uint8Array): void {
+  for (let i = 0; i < w.length; i++) if (i % 34 >= 2 && w[i] === 0x80) w[i] = 0x81;
+}
+
+function bytesOf(H: KernelHarness, p: number, n: number): string {
+  return H.getU8(p, n).join();
+}
+
+function checkCase(
+  H: KernelHarness,
+  type: GgmlType,
+  rows: number,
+  cols: number,
+  nTok: number,
+  seed: number,
+): void {
+  const k = H.k;
+  const r = rng(seed);
+  const w = randomWeights(r, type, rows, cols);
+  if (type === GgmlType.Q8_0) clearQ8Min(w);
+  const x = new Float32Array(nTok * cols);
+  for (let t = 0; t < nTok; t++) x.set(randomActivations(r, cols), t * cols);
+  H.reset();
+  const std = H.putU8(w);
+  const pk = H.putU8(w);
+  const tmp = H.alloc(k.pack_scratch_bytes(type, cols));
+  assertEquals(k.pack_weights(type, pk, rows, cols, tmp, 0), 0, "pack");
+  const xp = H.putF32(x);
+  const P = type | PACKED_FLAG;
+  const sc = H.alloc(
+    Math.max(k.matmul_scratch_bytes(type, cols, nTok), k.matmul_scratch_bytes(P, cols, nTok)),
+  );
+  const arb = k.act_row_bytes(type, cols);
+  const act = H.alloc(nTok * arb);
+  assertEquals(k.prepare_act(type, xp, cols, nTok, act), 0);
+  const n = 4 * nTok * rows;
+  const run = (f: typeof k.matmul, ty: number, wp: number, input: number): string => {
+    const o = H.alloc(n);
+    assertEquals(f(ty, wp, rows, cols, input, nTok, o, sc), 0);
+    return bytesOf(H, o, n);
+  };
+  const want = run(k.matmul, type, std, xp);
+  const what = `${ggmlTypeName(type)} ${rows}x${cols} nTok ${nTok}`;
+  assertEquals(run(k.matmul, P, pk, xp), want, `matmul packed vs standard, ${what}`);
+  assertEquals(run(k.matmul_prepared, P, pk, act), want, `matmul_prepared, ${what}`);
+  const wantScalar = run(k.matmul_scalar, type, std, xp);
+  assertEquals(run(k.matmul_scalar, P, pk, xp), wantScalar, `scalar twin, ${what}`);
+  // get_rows, rows in a scrambled order with repeats.
+  const ids = Int32Array.from(
+    { length: rows + 2 },
+    (_, i) => (((i * 5 + seed) % rows) + rows) % rows,
+  );
+  const ip = H.putI32(ids);
+  const g1 = H.alloc(4 * ids.length * cols), g2 = H.alloc(4 * ids.length * cols);
+  assertEquals(k.get_rows(type, std, cols, ip, ids.length, g1), 0);
+  assertEquals(k.get_rows(P, pk, cols, ip, ids.length, g2), 0);
+  assertEquals(
+    bytesOf(H, g2, 4 * ids.length * cols),
+    bytesOf(H, g1, 4 * ids.length * cols),
+    `get_rows, ${what}`,
+  );
+  // Unpack restores the bytes.
+  assertEquals(k.pack_weights(type, pk, rows, cols, tmp, 1), 0, "unpack");
+  assertEquals(bytesOf(H, pk, w.length), w.join(), `unpack restores bytes, ${what}`);
+}
+
+for (const variant of VARIANTS) {
+  for (const f of PACKABLE) {
+    Deno.test(`packed ${f.name} (${variant}): matmul/get_rows bit-identical to the standard layout, unpack restores`, () => {
+      const H = HARNESS[variant]!;
+      fc.assert(
+        fc.property(
+          fc.integer({ min: 1, max: 5 }).map((g) => 4 * g),
+          fc.integer({ min: 1, max: f.blk === 1 ? 90 : f.blk === 32 ? 9 : 3 }),
+          fc.oneof(fc.integer({ min: 1, max: 3 }), fc.integer({ min: 15, max: 35 })),
+          fc.integer(),
+          (rows, blocks, nTok, seed) => checkCase(H, f.type, rows, blocks * f.blk, nTok, seed),
+        ),
+        { numRuns: 25 },
+      );
+    });
+  }
+}
+
+Deno.test("packed kernels: the bench shapes (4 rows of 2816 / 1024 columns) in every variant", () => {
+  for (const variant of VARIANTS) {
+    for (const f of PACKABLE) {
+      for (const cols of [1024, 2816]) {
+        if (cols % Math.max(f.blk, 1) !== 0) continue;
+        checkCase(HARNESS[variant]!, f.type, 8, cols, 1, cols + f.type);
+        checkCase(HARNESS[variant]!, f.type, 4, cols, 5, cols + f.type + 1);
+      }
+    }
+  }
+});
+
+Deno.test("pack_weights refuses (1, bytes untouched) when a precondition fails; -1 for unsupported", () => {
+  for (const variant of VARIANTS) {
+    const H = HARNESS[variant]!;
+    const k = H.k;
+    const refuse = (type: GgmlType, rows: number, cols: number, w: Uint8Array, want = 1) => {
+      H.reset();
+      const p = H.putU8(w);
+      const tmp = H.alloc(Math.max(k.pack_scratch_bytes(type, cols), 1));
+      assertEquals(
+        k.pack_weights(type, p, rows, cols, tmp, 0),
+        want,
+        `${ggmlTypeName(type)} ${variant}`,
+      );
+      assertEquals(bytesOf(H, p, w.length), w.join());
+    };
+    const r = rng(7);
+    // rows not a multiple of 4 (grouped formats).
+    for (const t of [GgmlType.Q8_0, GgmlType.Q4_0, GgmlType.Q4_K]) {
+      const cols = t === GgmlType.Q4_K ? 256 : 64;
+      refuse(t, 6, cols, randomWeights(r, t, 6, cols));
+    }
+    // Non-finite f16 scales / values.
+    const q4 = randomWeights(r, GgmlType.Q4_0, 4, 64);
+    q4.set([0x00, 0x7c], 18 * 3); // +inf scale in block 3
+    refuse(GgmlType.Q4_0, 4, 64, q4);
+    const qk = randomWeights(r, GgmlType.Q4_K, 4, 256);
+    qk.set([0x01, 0x7e], 144 * 2 + 2); // NaN dmin in block 2
+    refuse(GgmlType.Q4_K, 4, 256, qk);
+    const f16 = randomWeights(r, GgmlType.F16, 4, 19);
+    f16.set([0x00, 0xfc], 2 * 40); // -inf value
+    refuse(GgmlType.F16, 4, 19, f16);
+    // Q8_0 quant -128: the relaxed sign transfer cannot take it; simd128 packs it.
+    const q8 = randomWeights(r, GgmlType.Q8_0, 4, 64);
+    clearQ8Min(q8);
+    q8[34 * 5 + 7] = 0x80;
+    if (variant === "relaxed") refuse(GgmlType.Q8_0, 4, 64, q8);
+    else {
+      H.reset();
+      const p = H.putU8(q8);
+      assertEquals(k.pack_weights(GgmlType.Q8_0, p, 4, 64, H.alloc(4 * 68), 0), 0);
+    }
+    // Formats without a packed layout.
+    for (const t of [GgmlType.F32, GgmlType.BF16, GgmlType.Q5_0, GgmlType.Q6_K]) {
+      assertEquals(k.pack_scratch_bytes(t, 256), 0);
+      refuse(t, 4, 256, randomWeights(r, t, 4, 256), -1);
+    }
+  }
+});
+
+Deno.test("packed layouts: every finite scale, including subnormal and negative zero, is exact", () => {
+  for (const variant of VARIANTS) {
+    const H = HARNESS[variant]!;
+    const k = H.k;
+    const r = rng(11);
+    const specials = [0x0000, 0x8000, 0x0001, 0x83ff, 0x0400, 0x7bff, 0xfbff, toF16(1e-6)];
+    for (const type of [GgmlType.Q8_0, GgmlType.Q4_0, GgmlType.Q4_K]) {
+      const cols = type === GgmlType.Q4_K ? 256 : 256;
+      const w = randomWeights(r, type, 4, cols);
+      if (type === GgmlType.Q8_0) clearQ8Min(w);
+      const bb = type === GgmlType.Q8_0 ? 34 : type === GgmlType.Q4_0 ? 18 : 144;
+      for (let b = 0; b < w.length / bb; b++) {
+        const h = specials[b % specials.length];
+        w[b * bb] = h & 0xff;
+        w[b * bb + 1] = h >> 8;
+      }
+      H.reset();
+      const std = H.putU8(w), pk = H.putU8(w);
+      assertEquals(
+        k.pack_weights(type, pk, 4, cols, H.alloc(k.pack_scratch_bytes(type, cols)), 0),
+        0,
+      );
+      const x = randomActivations(r, cols);
+      const xp = H.putF32(x);
+      const sc = H.alloc(k.matmul_scratch_bytes(type | PACKED_FLAG, cols, 1) + 4096);
+      const o1 = H.alloc(16), o2 = H.alloc(16);
+      k.matmul(type, std, 4, cols, xp, 1, o1, sc);
+      k.matmul(type | PACKED_FLAG, pk, 4, cols, xp, 1, o2, sc);
+      assertEquals(bytesOf(H, o2, 16), bytesOf(H, o1, 16), `${ggmlTypeName(type)} ${variant}`);
+    }
+  }
+});
+
+Deno.test("decode matvecs that stream several rows per call (F32, F16 ×4 rows; groups in pairs) == one row at a time", () => {
+  for (const variant of VARIANTS) {
+    const H = HARNESS[variant]!;
+    const k = H.k;
+    for (const type of [GgmlType.F32, GgmlType.F16, GgmlType.Q8_0, GgmlType.Q4_K]) {
+      const blk = type === GgmlType.Q4_K ? 256 : type === GgmlType.Q8_0 ? 32 : 1;
+      for (const [rows, blocks] of [[4, 3], [13, 2], [36, 1], [44, 2]]) {
+        const cols = blk === 1 ? 67 * blocks : blk * blocks;
+        const r = rng(rows * 131 + cols + variant.length);
+        const w = randomWeights(r, type, rows, cols);
+        if (type === GgmlType.Q8_0) clearQ8Min(w);
+        const x = randomActivations(r, cols);
+        H.reset();
+        const wp = H.putU8(w);
+        let ty: number = type;
+        if (type !== GgmlType.F32 && rows % 4 === 0) {
+          const tmp = H.alloc(k.pack_scratch_bytes(type, cols));
+          assertEquals(k.pack_weights(type, wp, rows, cols, tmp, 0), 0);
+          ty |= PACKED_FLAG;
+        }
+        const single = H.putU8(w); // standard bytes, one row per call
+        const xp = H.putF32(x);
+        const sc = H.alloc(
+          k.matmul_scratch_bytes(ty, cols, 1) + k.matmul_scratch_bytes(type, cols, 1),
+        );
+        const all = H.alloc(4 * rows), one = H.alloc(4 * rows);
+        assertEquals(k.matmul(ty, wp, rows, cols, xp, 1, all, sc), 0);
+        const rb = k.weight_row_bytes(type, cols);
+        for (let i = 0; i < rows; i++) {
+          assertEquals(k.matmul(type, single + i * rb, 1, cols, xp, 1, one + 4 * i, sc), 0);
+        }
+        assertEquals(
+          bytesOf(H, all, 4 * rows),
+          bytesOf(H, one, 4 * rows),
+          `${ggmlTypeName(type)} ${rows}x${cols} ${variant}`,
+        );
+      }
+    }
+  }
+});
