@@ -15,10 +15,6 @@ import {
 } from "../formats/gguf_meta.ts";
 import { createTokenizer, type Tokenizer, type VocabSpec } from "../tokenizer/mod.ts";
 
-function optNumber(meta: GgufMetadata, key: string): number | undefined {
-  return meta.has(key) ? getNumber(meta, key) : undefined;
-}
-
 /** The tokenizer described by GGUF metadata. Throws `ModelError`/`TokenizerError` when malformed. */
 export function tokenizerFromGguf(meta: GgufMetadata): Tokenizer {
   const model = getString(meta, "tokenizer.ggml.model");
@@ -29,33 +25,26 @@ export function tokenizerFromGguf(meta: GgufMetadata): Tokenizer {
       { model },
     );
   }
+  /** `get(meta, "tokenizer.ggml." + key)` when the key is present, else undefined. */
+  const opt = <T>(key: string, get: (m: GgufMetadata, k: string) => T): T | undefined => {
+    const k = `tokenizer.ggml.${key}`;
+    return meta.has(k) ? get(meta, k) : undefined;
+  };
   const spec: VocabSpec = {
     model,
-    pre: meta.has("tokenizer.ggml.pre") ? getString(meta, "tokenizer.ggml.pre") : undefined,
+    pre: opt("pre", getString),
     tokens: getStringArray(meta, "tokenizer.ggml.tokens"),
-    scores: meta.has("tokenizer.ggml.scores")
-      ? getNumberArray(meta, "tokenizer.ggml.scores")
-      : undefined,
-    tokenTypes: meta.has("tokenizer.ggml.token_type")
-      ? getNumberArray(meta, "tokenizer.ggml.token_type")
-      : undefined,
-    merges: meta.has("tokenizer.ggml.merges")
-      ? getStringArray(meta, "tokenizer.ggml.merges")
-      : undefined,
-    bosId: optNumber(meta, "tokenizer.ggml.bos_token_id"),
-    eosId: optNumber(meta, "tokenizer.ggml.eos_token_id"),
-    eotId: optNumber(meta, "tokenizer.ggml.eot_token_id"),
-    unkId: optNumber(meta, "tokenizer.ggml.unknown_token_id"),
-    padId: optNumber(meta, "tokenizer.ggml.padding_token_id"),
-    addBos: meta.has("tokenizer.ggml.add_bos_token")
-      ? getBool(meta, "tokenizer.ggml.add_bos_token")
-      : undefined,
-    addEos: meta.has("tokenizer.ggml.add_eos_token")
-      ? getBool(meta, "tokenizer.ggml.add_eos_token")
-      : undefined,
-    addSpacePrefix: meta.has("tokenizer.ggml.add_space_prefix")
-      ? getBool(meta, "tokenizer.ggml.add_space_prefix")
-      : undefined,
+    scores: opt("scores", getNumberArray),
+    tokenTypes: opt("token_type", getNumberArray),
+    merges: opt("merges", getStringArray),
+    bosId: opt("bos_token_id", getNumber),
+    eosId: opt("eos_token_id", getNumber),
+    eotId: opt("eot_token_id", getNumber),
+    unkId: opt("unknown_token_id", getNumber),
+    padId: opt("padding_token_id", getNumber),
+    addBos: opt("add_bos_token", getBool),
+    addEos: opt("add_eos_token", getBool),
+    addSpacePrefix: opt("add_space_prefix", getBool),
   };
   return createTokenizer(spec);
 }

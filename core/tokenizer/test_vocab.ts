@@ -38,37 +38,17 @@ function countWords(words: string[]): Map<string, number> {
   return m;
 }
 
-function buildLlama(size: number): VocabSpec {
-  if (size < SPM_FIXED + 1) {
-    throw new TokenizerError(
-      "bad_size",
-      `llama test vocab needs at least ${SPM_FIXED + 1} tokens`,
-      {
-        size,
-      },
-    );
-  }
+/**
+ * An SPM (`llama`) vocabulary from learned pieces: `<unk>`, `<s>`, `</s>`, the
+ * 256 `<0xXX>` byte tokens llama.cpp requires, then `pieces` in priority order
+ * (score `-i`, as SentencePiece's BPE ranks earlier merges higher).
+ */
+export function spmVocabFromPieces(pieces: readonly string[]): VocabSpec {
   const tokens = ["<unk>", "<s>", "</s>"];
   const types: number[] = [TokenType.UNKNOWN, TokenType.CONTROL, TokenType.CONTROL];
   for (let b = 0; b < 256; b++) {
     tokens.push(`<0x${b.toString(16).toUpperCase().padStart(2, "0")}>`);
     types.push(TokenType.BYTE);
-  }
-  const budget = size - SPM_FIXED;
-  const corpus = buildCorpus();
-  const words = countWords(corpus.split(" ").filter((w) => w !== "").map((w) => "\u2581" + w));
-  // alphabet: "▁" first, then chars by frequency (ties: code point order)
-  const freq = new Map<string, number>();
-  for (const [w, c] of words) for (const ch of w) freq.set(ch, (freq.get(ch) ?? 0) + c);
-  const chars = [...freq.keys()].filter((c) => c !== "\u2581" && c !== "<" && c !== ">")
-    .sort((a, b) => freq.get(b)! - freq.get(a)! || (a < b ? -1 : 1));
-  const alphabet = ["\u2581", ...chars.slice(0, Math.max(0, Math.floor(budget / 3) - 1))];
-  const pieces = [...alphabet];
-  const trained = trainBpe(words, (w) => [...w], budget - pieces.length, new Set(pieces));
-  pieces.push(...trained.tokens);
-  const taken = new Set(pieces);
-  for (let i = 0; pieces.length < budget; i++) { // corpus exhausted: unreachable fillers
-    if (!taken.has(`\u2581zz${i}`)) pieces.push(`\u2581zz${i}`);
   }
   const scores: number[] = new Array(SPM_FIXED).fill(0);
   pieces.forEach((p, i) => {
@@ -88,6 +68,35 @@ function buildLlama(size: number): VocabSpec {
     addEos: false,
     addSpacePrefix: true,
   };
+}
+
+function buildLlama(size: number): VocabSpec {
+  if (size < SPM_FIXED + 1) {
+    throw new TokenizerError(
+      "bad_size",
+      `llama test vocab needs at least ${SPM_FIXED + 1} tokens`,
+      {
+        size,
+      },
+    );
+  }
+  const budget = size - SPM_FIXED;
+  const corpus = buildCorpus();
+  const words = countWords(corpus.split(" ").filter((w) => w !== "").map((w) => "\u2581" + w));
+  // alphabet: "▁" first, then chars by frequency (ties: code point order)
+  const freq = new Map<string, number>();
+  for (const [w, c] of words) for (const ch of w) freq.set(ch, (freq.get(ch) ?? 0) + c);
+  const chars = [...freq.keys()].filter((c) => c !== "\u2581" && c !== "<" && c !== ">")
+    .sort((a, b) => freq.get(b)! - freq.get(a)! || (a < b ? -1 : 1));
+  const alphabet = ["\u2581", ...chars.slice(0, Math.max(0, Math.floor(budget / 3) - 1))];
+  const pieces = [...alphabet];
+  const trained = trainBpe(words, (w) => [...w], budget - pieces.length, new Set(pieces));
+  pieces.push(...trained.tokens);
+  const taken = new Set(pieces);
+  for (let i = 0; pieces.length < budget; i++) { // corpus exhausted: unreachable fillers
+    if (!taken.has(`\u2581zz${i}`)) pieces.push(`\u2581zz${i}`);
+  }
+  return spmVocabFromPieces(pieces);
 }
 
 function buildGpt2(size: number, pre: string): VocabSpec {

@@ -15,7 +15,8 @@
  */
 
 import { trainBpe } from "../../core/tokenizer/bpe_train.ts";
-import { createTokenizer, TokenType, type VocabSpec } from "../../core/tokenizer/mod.ts";
+import { createTokenizer, type VocabSpec } from "../../core/tokenizer/mod.ts";
+import { spmVocabFromPieces } from "../../core/tokenizer/test_vocab.ts";
 import { buildStories } from "./corpus.ts";
 
 /** Corpus and vocabulary settings (changing any of them changes the model). */
@@ -53,32 +54,7 @@ export function trainSpmVocab(text: string, size: number): VocabSpec {
   if (pieces.length !== budget) {
     throw new Error(`corpus too small for ${size} tokens: only ${pieces.length} pieces`);
   }
-  const tokens = ["<unk>", "<s>", "</s>"];
-  const types: number[] = [TokenType.UNKNOWN, TokenType.CONTROL, TokenType.CONTROL];
-  const scores: number[] = [0, 0, 0];
-  for (let b = 0; b < 256; b++) {
-    tokens.push(`<0x${b.toString(16).toUpperCase().padStart(2, "0")}>`);
-    types.push(TokenType.BYTE);
-    scores.push(0);
-  }
-  // merge priority: earlier (more frequent) merges score higher, as SentencePiece's BPE
-  pieces.forEach((p, i) => {
-    tokens.push(p);
-    types.push(TokenType.NORMAL);
-    scores.push(-i);
-  });
-  return {
-    model: "llama",
-    tokens,
-    scores: Float32Array.from(scores),
-    tokenTypes: Int32Array.from(types),
-    bosId: 1,
-    eosId: 2,
-    unkId: 0,
-    addBos: true,
-    addEos: false,
-    addSpacePrefix: true,
-  };
+  return spmVocabFromPieces(pieces);
 }
 
 function tokenizeStories(spec: VocabSpec, stories: string[]): { ids: Uint16Array; bytes: number } {
