@@ -12,7 +12,7 @@
  */
 
 import { BackendError } from "../errors.ts";
-import { GgmlType } from "../tensor/ggml_type.ts";
+import type { GgmlType } from "../tensor/ggml_type.ts";
 import {
   activationBytes,
   quantizeActivation,
@@ -20,7 +20,7 @@ import {
   traitsOf,
   WEIGHT_TYPES,
 } from "../tensor/traits.ts";
-import { f32ToF16 } from "../tensor/f16.ts";
+import { f16ToF32, f32ToF16 } from "../tensor/f16.ts";
 import { softmaxExpSum, swigluRow } from "../tensor/ggml_math.ts";
 import type {
   AttentionParams,
@@ -35,15 +35,9 @@ import type {
 } from "./backend.ts";
 
 interface RefKv extends KvCache {
-  /** `k[layer]`: `[pos][kvHead·dk]` f16 bits. */
   k: Uint16Array[];
-  /** `v[layer]`: transposed like llama.cpp's non-FA cache, `[kvHead·dv][pos]` f16 bits. */
   v: Uint16Array[];
-  kBytes: Uint8Array[];
-  vBytes: Uint8Array[];
 }
-
-const F16_DOT = traitsOf(GgmlType.F16).vecDot;
 
 const MAX_SLOT = 2 ** 31 - 1;
 
@@ -85,9 +79,9 @@ export class RefBackend implements Backend {
   #act = new Uint8Array(0);
   #ropeCos = new Float32Array(0);
   #ropeSin = new Float32Array(0);
-  #q16 = new Uint8Array(0);
+  #q16 = new Float32Array(0);
   #scores = new Float32Array(0);
-  #p16 = new Uint8Array(0);
+  #probs16 = new Float32Array(0);
 
   /** All ops, for every type in the traits table. */
   supportsOp(op: OpName, type?: GgmlType): boolean {
@@ -241,10 +235,12 @@ export class RefBackend implements Backend {
       throw new BackendError("bad_size", `Cannot create KV cache: ${total} bytes is too large`);
     }
     const id = this.#nextId++;
-    const k = Array.from({ length: spec.layers }, () => new Uint16Array(spec.nCtx * kRow));
-    const v = Array.from({ length: spec.layers }, () => new Uint16Array(spec.nCtx * vRow));
-    const bytes = (a: Uint16Array) => new Uint8Array(a.buffer);
-    const c: RefKv = { id, spec, k, v, kBytes: k.map(bytes), vBytes: v.map(bytes) };
+    const c: RefKv = {
+      id,
+      spec,
+      k: Array.from({ length: spec.layers }, () => new Uint16Array(spec.nCtx * kRow)),
+      v: Array.from({ length: spec.layers }, () => new Uint16Array(spec.nCtx * vRow)),
+    };
     this.#caches.set(id, c);
     return { id, spec };
   }
@@ -280,40 +276,43 @@ export class RefBackend implements Backend {
     }
     const { nHeads, nKvHeads, headDimK: dk, headDimV: dv, scale } = p;
     const kRow = nKvHeads * dk, vRow = nKvHeads * dv;
-    const K = c.k[layer], V = c.v[layer], KB = c.kBytes[layer], VB = c.vBytes[layer];
+    const K = c.k[layer], V = c.v[layer];
     for (let t = 0; t < nTokens; t++) {
       const pos = startPos + t;
       for (let i = 0; i < kRow; i++) K[pos * kRow + i] = f32ToF16(k[t * kRow + i]);
-      for (let i = 0; i < vRow; i++) V[i * nCtx + pos] = f32ToF16(v[t * vRow + i]);
+      for (let i = 0; i < vRow; i++) V[pos * vRow + i] = f32ToF16(v[t * vRow + i]);
     }
     const nKv = startPos + nTokens;
     if (this.#scores.length < nKv) {
       this.#scores = new Float32Array(nKv);
-      this.#p16 = new Uint8Array(nKv * 2);
+      this.#probs16 = new Float32Array(nKv);
     }
-    if (this.#q16.length < dk * 2) this.#q16 = new Uint8Array(dk * 2);
-    const s = this.#scores, p16 = this.#p16, q16 = this.#q16;
+    if (this.#q16.length < dk) this.#q16 = new Float32Array(dk);
+    const s = this.#scores, p16 = this.#probs16, q16 = this.#q16;
     const group = nHeads / nKvHeads;
     const f = Math.fround;
-    // kq = mul_mat(K_f16, Q) and kqv = mul_mat(Vᵀ_f16, softmax(kq)): both are
-    // ggml_vec_dot_f16 with the f32 side rounded to f16 (AVX2 lane order, exact)
     for (let t = 0; t < nTokens; t++) {
       const n = startPos + t + 1; // causal: positions ≤ own
       for (let h = 0; h < nHeads; h++) {
         const kvh = Math.floor(h / group);
-        quantizeActivation(GgmlType.F16, q, (t * nHeads + h) * dk, dk, q16, 0);
+        const qo = (t * nHeads + h) * dk;
+        for (let i = 0; i < dk; i++) q16[i] = f16ToF32(f32ToF16(q[qo + i]));
         let max = -Infinity;
         for (let j = 0; j < n; j++) {
-          const sc = f(F16_DOT(dk, KB, (j * kRow + kvh * dk) * 2, q16, 0) * scale);
+          const ko = j * kRow + kvh * dk;
+          let dot = 0;
+          for (let i = 0; i < dk; i++) dot += q16[i] * f16ToF32(K[ko + i]);
+          const sc = f(f(dot) * scale);
           s[j] = sc;
           if (sc > max) max = sc;
         }
         const inv = f(1 / softmaxExpSum(n, s, s, max));
-        for (let j = 0; j < n; j++) s[j] = f(s[j] * inv);
-        quantizeActivation(GgmlType.F16, s, 0, n, p16, 0);
+        for (let j = 0; j < n; j++) p16[j] = f16ToF32(f32ToF16(f(s[j] * inv)));
         const oo = (t * nHeads + h) * dv;
         for (let i = 0; i < dv; i++) {
-          out[oo + i] = F16_DOT(n, VB, ((kvh * dv + i) * nCtx) * 2, p16, 0);
+          let acc = 0;
+          for (let j = 0; j < n; j++) acc += p16[j] * f16ToF32(V[j * vRow + kvh * dv + i]);
+          out[oo + i] = acc;
         }
       }
     }
