@@ -30,7 +30,11 @@ await s.eval([1, 2, 3, 4]);
 const gc = (globalThis as { gc?: () => void }).gc;
 let tok = 5;
 // warm up: JIT, scratch buffers, caches
-for (let i = 0; i < 64; i++) tok = (tok * 31 + 7) % 512, await s.eval([tok]);
+for (let i = 0; i < 3000; i++) {
+  if (s.position >= 1000) s.truncate(4);
+  tok = (tok * 31 + 7) % 512, await s.eval([tok]);
+}
+s.truncate(4);
 gc?.();
 const n = 512;
 const before = Deno.memoryUsage().heapUsed;

@@ -42,6 +42,8 @@ import { type GgmlType, ggmlTypeName } from "../core/tensor/ggml_type.ts";
 import type { ArenaStats } from "./arena.ts";
 import {
   attentionOp,
+  copyIn,
+  copyOut,
   fail,
   need,
   type OpContext,
@@ -194,11 +196,11 @@ export class WasmBackend implements Backend {
     const ab = this.#k.matmul_scratch_bytes(kernelType, cols, nTokens);
     const [xp, ap, op] = this.#mem.scratch(nTokens * cols * 4, ab, nTokens * rows * 4);
     const f32 = this.#mem.f32;
-    f32.set(x.subarray(0, nTokens * cols), xp >>> 2);
+    copyIn(f32, x, nTokens * cols, xp);
     const f = this.#scalar ? this.#k.matmul_scalar : this.#k.matmul;
     const rc = f(kernelType, ptr, rows, cols, xp, nTokens, op, ap);
     if (rc !== 0) fail("matmul", `kernel rejected type ${ggmlTypeName(w.type)} cols ${cols}`);
-    out.set(f32.subarray(op >>> 2, (op >>> 2) + nTokens * rows));
+    copyOut(f32, op, nTokens * rows, out);
   }
 
   /** Dequantize rows `ids[i]` of `w` into `out[i*cols ..]`. */
@@ -222,7 +224,7 @@ export class WasmBackend implements Backend {
     if (this.#k.get_rows(kernelType, ptr, w.cols, ip, n, op) !== 0) {
       fail("getRows", "kernel rejected the type");
     }
-    out.set(this.#mem.f32.subarray(op >>> 2, (op >>> 2) + n * w.cols));
+    copyOut(this.#mem.f32, op, n * w.cols, out);
   }
 
   /** RMSNorm each row of `n`, times `weight` when given. */
@@ -304,7 +306,7 @@ export class WasmBackend implements Backend {
     );
     const [xp, op, sp] = this.#mem.scratch(nTokens * nEmbd * 4, nTokens * nEmbd * 4, sb);
     const f32 = this.#mem.f32;
-    f32.set(x.subarray(0, nTokens * nEmbd), xp >>> 2);
+    copyIn(f32, x, nTokens * nEmbd, xp);
     const f = this.#scalar ? this.#k.ffn_swiglu_scalar : this.#k.ffn_swiglu;
     const rc = f(
       g.kernelType,
@@ -321,7 +323,7 @@ export class WasmBackend implements Backend {
       sp,
     );
     if (rc !== 0) fail("ffnSwiglu", "kernel rejected a weight type or shape");
-    out.set(f32.subarray(op >>> 2, (op >>> 2) + nTokens * nEmbd));
+    copyOut(f32, op, nTokens * nEmbd, out);
   }
 
   // ------------------------------------------------------------------ KV cache

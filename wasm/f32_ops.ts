@@ -26,6 +26,22 @@ export interface OpContext {
 }
 
 /** Throw the backend's `bad_shape` error for `op` unless `ok`. */
+/**
+ * Copy `n` floats of `x` into linear memory at byte `ptr` without creating a
+ * view (no allocation per decoded token).
+ */
+export function copyIn(f32: Float32Array, x: Float32Array, n: number, ptr: number): void {
+  const b = ptr >>> 2;
+  if (x.length === n) f32.set(x, b);
+  else for (let i = 0; i < n; i++) f32[b + i] = x[i];
+}
+
+/** Copy `n` floats from linear memory at byte `ptr` into `out` without creating a view. */
+export function copyOut(f32: Float32Array, ptr: number, n: number, out: Float32Array): void {
+  const b = ptr >>> 2;
+  for (let i = 0; i < n; i++) out[i] = f32[b + i];
+}
+
 export function need(ok: boolean, op: string, why: string): asserts ok {
   if (!ok) fail(op, why);
 }
@@ -60,10 +76,10 @@ export function rmsnormOp(
   const [xp, wp, op] = c.mem.scratch(x.length * 4, weight ? n * 4 : 0, x.length * 4);
   const f32 = c.mem.f32;
   f32.set(x, xp >>> 2);
-  if (weight) f32.set(weight.subarray(0, n), wp >>> 2);
+  if (weight) copyIn(f32, weight, n, wp);
   const f = c.scalar ? c.k.rmsnorm_scalar : c.k.rmsnorm;
   f(xp, n, rows, eps, weight ? wp : 0, op);
-  out.set(f32.subarray(op >>> 2, (op >>> 2) + x.length));
+  copyOut(f32, op, x.length, out);
 }
 
 /** Rotate `nTokens` rows of `nHeads` heads in place (`c.rope` caches the cos/sin table). */
@@ -107,10 +123,10 @@ export function ropeOp(
     need(Number.isInteger(pos) && pos >= 0, "rope", `position ${pos} at ${t} is negative`);
     table.write(pos, f32, (cp >>> 2) + t * p.nRot);
   }
-  f32.set(x.subarray(0, len), xp >>> 2);
+  copyIn(f32, x, len, xp);
   const f = c.scalar ? c.k.rope_scalar : c.k.rope;
   f(xp, nTokens, nHeads, headDim, p.nRot, p.mode, cp);
-  x.set(f32.subarray(xp >>> 2, (xp >>> 2) + len));
+  copyOut(f32, xp, len, x);
 }
 
 /** `out[i] = silu(gate[i])·up[i]`. */
@@ -125,10 +141,10 @@ export function swigluOp(
   if (n === 0) return;
   const [gp, up_, op] = c.mem.scratch(n * 4, n * 4, n * 4);
   const f32 = c.mem.f32;
-  f32.set(gate.subarray(0, n), gp >>> 2);
-  f32.set(up.subarray(0, n), up_ >>> 2);
+  copyIn(f32, gate, n, gp);
+  copyIn(f32, up, n, up_);
   (c.scalar ? c.k.swiglu_scalar : c.k.swiglu)(gp, up_, op, n);
-  out.set(f32.subarray(op >>> 2, (op >>> 2) + n));
+  copyOut(f32, op, n, out);
 }
 
 /** Store `k`/`v` at `startPos..` (f16) and run causal GQA attention. */
@@ -162,9 +178,9 @@ export function attentionOp(
   const sb = c.k.attention_scratch_bytes(s.nCtx, nHeads, nKvHeads, headDimK, headDimV);
   const [qp, kp, vp, op, sp] = c.mem.scratch(qn * 4, kn * 4, vn * 4, on * 4, sb);
   const f32 = c.mem.f32;
-  f32.set(q.subarray(0, qn), qp >>> 2);
-  f32.set(k.subarray(0, kn), kp >>> 2);
-  f32.set(v.subarray(0, vn), vp >>> 2);
+  copyIn(f32, q, qn, qp);
+  copyIn(f32, k, kn, kp);
+  copyIn(f32, v, vn, vp);
   const kc = e.off + layer * e.layerBytes;
   const f = c.scalar ? c.k.attention_scalar : c.k.attention;
   const rc = f(
@@ -185,7 +201,7 @@ export function attentionOp(
     sp,
   );
   if (rc !== 0) fail("attention", "kernel rejected the shape");
-  out.set(f32.subarray(op >>> 2, (op >>> 2) + on));
+  copyOut(f32, op, on, out);
 }
 
 /** Read back the cached K (`which = "k"`) or V rows of a layer as f32 (tests, debugging). */
