@@ -26,47 +26,35 @@ const H = F16_TO_F32;
 
 // ---- cached whole-buffer views (avoid per-call allocation) --------------------------------
 
-let f32BufA: ArrayBufferLike | null = null;
-let f32ViewA: Float32Array<ArrayBufferLike> = new Float32Array(0);
-let f32BufB: ArrayBufferLike | null = null;
-let f32ViewB: Float32Array<ArrayBufferLike> = new Float32Array(0);
-let u16BufA: ArrayBufferLike | null = null;
-let u16ViewA: Uint16Array<ArrayBufferLike> = new Uint16Array(0);
-let u16BufB: ArrayBufferLike | null = null;
-let u16ViewB: Uint16Array<ArrayBufferLike> = new Uint16Array(0);
+/** A whole-buffer typed view of the last buffer seen, rebuilt only when the buffer changes. */
+class ViewCache<T extends Float32Array<ArrayBufferLike> | Uint16Array<ArrayBufferLike>> {
+  #buf: ArrayBufferLike | null = null;
+  #view: T;
+  readonly #make: (buf: ArrayBufferLike) => T;
 
-function f32ViewOfA(b: Uint8Array): Float32Array<ArrayBufferLike> {
-  const buf = b.buffer;
-  if (buf !== f32BufA || f32ViewA.length !== buf.byteLength >>> 2) {
-    f32BufA = buf;
-    f32ViewA = new Float32Array(buf, 0, buf.byteLength >>> 2);
+  constructor(make: (buf: ArrayBufferLike) => T) {
+    this.#make = make;
+    this.#view = make(new ArrayBuffer(0));
   }
-  return f32ViewA;
-}
-function f32ViewOfB(b: Uint8Array): Float32Array<ArrayBufferLike> {
-  const buf = b.buffer;
-  if (buf !== f32BufB || f32ViewB.length !== buf.byteLength >>> 2) {
-    f32BufB = buf;
-    f32ViewB = new Float32Array(buf, 0, buf.byteLength >>> 2);
+
+  of(b: Uint8Array): T {
+    const buf = b.buffer;
+    if (
+      buf !== this.#buf ||
+      this.#view.byteLength !== (buf.byteLength & ~(this.#view.BYTES_PER_ELEMENT - 1))
+    ) {
+      this.#buf = buf;
+      this.#view = this.#make(buf);
+    }
+    return this.#view;
   }
-  return f32ViewB;
 }
-function u16ViewOfA(b: Uint8Array): Uint16Array<ArrayBufferLike> {
-  const buf = b.buffer;
-  if (buf !== u16BufA || u16ViewA.length !== buf.byteLength >>> 1) {
-    u16BufA = buf;
-    u16ViewA = new Uint16Array(buf, 0, buf.byteLength >>> 1);
-  }
-  return u16ViewA;
-}
-function u16ViewOfB(b: Uint8Array): Uint16Array<ArrayBufferLike> {
-  const buf = b.buffer;
-  if (buf !== u16BufB || u16ViewB.length !== buf.byteLength >>> 1) {
-    u16BufB = buf;
-    u16ViewB = new Uint16Array(buf, 0, buf.byteLength >>> 1);
-  }
-  return u16ViewB;
-}
+
+// two caches per element type: weights (A) and activations (B) alternate in every matmul
+const f32A = new ViewCache((b) => new Float32Array(b, 0, b.byteLength >>> 2));
+const f32B = new ViewCache((b) => new Float32Array(b, 0, b.byteLength >>> 2));
+const u16A = new ViewCache((b) => new Uint16Array(b, 0, b.byteLength >>> 1));
+const u16B = new ViewCache((b) => new Uint16Array(b, 0, b.byteLength >>> 1));
 
 let scratchA = new Float32Array(256);
 let scratchB = new Float32Array(256);
@@ -126,7 +114,7 @@ export function vecDotF32(n: number, w: Uint8Array, wo: number, a: Uint8Array, a
   let x: Float32Array, xi: number, y: Float32Array, yi: number;
   const wb = w.byteOffset + wo;
   if ((wb & 3) === 0) {
-    x = f32ViewOfA(w);
+    x = f32A.of(w);
     xi = wb >>> 2;
   } else {
     x = copyF32(w, wo, n, 0);
@@ -134,7 +122,7 @@ export function vecDotF32(n: number, w: Uint8Array, wo: number, a: Uint8Array, a
   }
   const ab = a.byteOffset + ao;
   if ((ab & 3) === 0) {
-    y = f32ViewOfB(a);
+    y = f32B.of(a);
     yi = ab >>> 2;
   } else {
     y = copyF32(a, ao, n, 1);
@@ -151,8 +139,8 @@ export function vecDotF16(n: number, w: Uint8Array, wo: number, a: Uint8Array, a
   const acc = ACC;
   acc.fill(0);
   if (((wb | ab) & 1) === 0) {
-    const x = u16ViewOfA(w);
-    const y = u16ViewOfB(a);
+    const x = u16A.of(w);
+    const y = u16B.of(a);
     const xi = wb >>> 1;
     const yi = ab >>> 1;
     for (let i = 0; i < np; i += 32) {
@@ -229,7 +217,7 @@ export function dequantizeF32(
 ): void {
   const sb = src.byteOffset + so;
   if ((sb & 3) === 0) {
-    const v = f32ViewOfA(src);
+    const v = f32A.of(src);
     out.set(v.subarray(sb >>> 2, (sb >>> 2) + n), oo);
   } else {
     new Uint8Array(out.buffer, out.byteOffset + oo * 4, n * 4).set(src.subarray(so, so + n * 4));
