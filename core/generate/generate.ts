@@ -109,7 +109,9 @@ export async function* generate(
   const tok = model.tokenizer;
   const stopIds = new Set(opts.stopTokens ?? []);
   const stops = (opts.stop ?? []).filter((s) => s.length > 0);
-  const decoder = new StreamDecoder(tok);
+  // the generated tokens continue the prompt: no SPM leading-space strip (llama.cpp streams
+  // them with token_to_piece, lstrip 0), so "The little fox" + "▁woke" reads " woke"
+  const decoder = StreamDecoder.forContinuation(tok, ids);
   const out: number[] = [];
   let text = "";
   let emitted = 0;

@@ -14,8 +14,14 @@ export interface StreamDecoderOptions {
   special?: boolean;
   /**
    * Strip one leading space from the first token's piece (default: the tokenizer's
-   * `addSpacePrefix`, which is what `decode` does). Pass `false` when the stream
-   * continues a prompt, so a generated `"▁Paris"` keeps its space.
+   * `addSpacePrefix`, which is what `decode` of a whole sequence does).
+   *
+   * llama.cpp strips this space only at the very start of a full detokenization
+   * (`llama_detokenize`: the first token's piece, whatever it renders, spends the strip).
+   * Generated tokens continue a prompt, and llama.cpp streams them with
+   * `token_to_piece(…, lstrip = 0)`, so a generated `"▁woke"` reads `" woke"`: pass
+   * `false` for any stream that continues earlier tokens (`generate` does), or use
+   * {@link StreamDecoder.forContinuation}.
    */
   stripLeadingSpace?: boolean;
 }
@@ -57,6 +63,26 @@ export class StreamDecoder {
     this.#tok = tokenizer;
     this.#special = opts.special ?? false;
     this.#strip = opts.stripLeadingSpace ?? tokenizer.addSpacePrefix;
+  }
+
+  /**
+   * A decoder for tokens that continue `previous` (e.g. generated tokens after a prompt):
+   * llama.cpp's `detokenize(previous ++ ids)` minus `detokenize(previous)`, which for
+   * SPM vocabularies keeps the first piece's leading space. With no previous tokens it
+   * is a plain decoder (the space is stripped as in `decode`).
+   * @param tokenizer the tokenizer whose ids will be pushed
+   * @param previous the ids that come before the streamed ones in the same sequence
+   * @param opts rendering options (`stripLeadingSpace` is decided by `previous`)
+   */
+  static forContinuation(
+    tokenizer: Tokenizer,
+    previous: readonly number[],
+    opts: Omit<StreamDecoderOptions, "stripLeadingSpace"> = {},
+  ): StreamDecoder {
+    return new StreamDecoder(tokenizer, {
+      ...opts,
+      stripLeadingSpace: previous.length === 0 ? tokenizer.addSpacePrefix : false,
+    });
   }
 
   /**

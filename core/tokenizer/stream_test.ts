@@ -113,3 +113,26 @@ Deno.test("stream: bad ids are TokenizerErrors", () => {
     (e: unknown) => e instanceof TokenizerError && e.code === "bad_token_id",
   );
 });
+
+Deno.test("stream: a continuation keeps the first piece's space (llama.cpp token_to_piece)", () => {
+  const tok = createTokenizer(tinySpm());
+  const cont = StreamDecoder.forContinuation(tok, [1, S.SPa]);
+  assert.equal(cont.push(S.SPa) + cont.flush(), " a");
+  // with nothing before it, it is a whole-sequence decode: the strip applies
+  const fresh = StreamDecoder.forContinuation(tok, []);
+  assert.equal(fresh.push(S.SPa) + fresh.flush(), "a");
+  // property: decode(p ++ g) = decode(p) + continuation(p, g) when p ends on a UTF-8 boundary
+  for (const [name, t] of toks) {
+    fc.assert(
+      fc.property(textArb, textArb, fc.boolean(), (a, b, special) => {
+        const p = t.encode(a, { parseSpecial: special });
+        const g = t.encode(b, { parseSpecial: special, addBos: false });
+        if (p.length === 0 || t.cleanSpaces) return;
+        const d = StreamDecoder.forContinuation(t, p, { special });
+        const got = g.map((id) => d.push(id)).join("") + d.flush();
+        assert.equal(t.decode(p, { special }) + got, t.decode([...p, ...g], { special }), name);
+      }),
+      { numRuns: 200 },
+    );
+  }
+});
