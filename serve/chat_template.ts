@@ -10,8 +10,10 @@
 
 import type { Model } from "../core/model/model.ts";
 import { ServeError } from "./errors.ts";
+import { BudgetError } from "./jinja/budget.ts";
 import { ChatTemplateError } from "./jinja/lexer.ts";
-import { Template } from "./jinja/render.ts";
+import { DEFAULT_RENDER_LIMITS, type RenderLimits, Template } from "./jinja/render.ts";
+import { TemplateSandbox } from "./jinja/sandbox.ts";
 
 export { ChatTemplateError } from "./jinja/lexer.ts";
 
@@ -41,6 +43,25 @@ export const CHATML_ARCHS: readonly string[] = ["qwen2moe", "qwen3moe", "olmoe",
 
 const SMOKE: readonly ChatMessage[] = [{ role: "user", content: "Hello" }];
 
+/**
+ * Bounds of the first, in-process attempt of {@link ChatTemplate.renderAsync}:
+ * real templates finish far inside them (well under a millisecond of work);
+ * a render that does not is re-run in the worker under the full bounds, so
+ * the main thread never spends more than about this on one render.
+ */
+export const INLINE_RENDER_LIMITS: Readonly<Required<RenderLimits>> = {
+  ...DEFAULT_RENDER_LIMITS,
+  maxSteps: 256 << 10,
+  maxAllocated: 16 << 20,
+  maxMs: 25,
+};
+
+/** Options of {@link ChatTemplate}. */
+export interface ChatTemplateOptions {
+  /** Bounds of each render of the model's template (default {@link DEFAULT_RENDER_LIMITS}). */
+  limits?: RenderLimits;
+}
+
 /** Formats conversations for one model. */
 export class ChatTemplate {
   /** Which template is in use. */
@@ -50,6 +71,11 @@ export class ChatTemplate {
   /** Stop strings the format needs beyond the model's end-of-generation tokens. */
   readonly stop: readonly string[];
   readonly #template: Template | null;
+  readonly #source: string | null;
+  readonly #limits: Required<RenderLimits>;
+  #sandbox: TemplateSandbox | null = null;
+  /** Set once an in-process render went over the inline bounds: render in the worker from then on. */
+  #heavy = false;
   readonly #fallback: "chatml" | "inst";
   readonly #bos: string;
   readonly #eos: string;
@@ -59,12 +85,15 @@ export class ChatTemplate {
    * @param arch GGUF architecture (picks the fallback)
    * @param source `tokenizer.chat_template`, or null
    * @param special BOS/EOS token texts and whether the tokenizer adds BOS
+   * @param opts render bounds
    */
   constructor(
     arch: string,
     source: string | null,
     special: { bos: string; eos: string; addBos: boolean },
+    opts: ChatTemplateOptions = {},
   ) {
+    this.#limits = { ...DEFAULT_RENDER_LIMITS, ...opts.limits };
     this.#fallback = CHATML_ARCHS.includes(arch) ? "chatml" : "inst";
     this.#bos = special.bos;
     this.#eos = special.eos;
@@ -74,13 +103,14 @@ export class ChatTemplate {
     if (source !== null) {
       try {
         template = new Template(source);
-        this.#renderGguf(template, SMOKE, true);
+        this.#renderGguf(template, SMOKE, this.#limits);
       } catch (e) {
         template = null;
         reason = e instanceof Error ? e.message : String(e);
       }
     }
     this.#template = template;
+    this.#source = template ? source : null;
     this.kind = template ? "gguf" : this.#fallback;
     this.fallbackReason = reason;
     const usesImEnd = template ? source!.includes("<|im_end|>") : this.#fallback === "chatml";
@@ -96,37 +126,94 @@ export class ChatTemplate {
     let text: string;
     if (this.#template) {
       try {
-        text = this.#renderGguf(this.#template, messages, true);
+        text = this.#renderGguf(this.#template, messages, this.#limits);
       } catch (e) {
-        if (e instanceof ChatTemplateError && e.code === "template_raise") {
-          throw new ServeError(
-            "invalid_request",
-            `The model's chat template refused the conversation: ${e.message}`,
-            {
-              param: "messages",
-            },
-          );
-        }
-        if (e instanceof ChatTemplateError && e.code === "template_limit") {
-          throw new ServeError("invalid_request", e.message, { param: "messages" });
-        }
-        text = this.#renderFallback(messages);
+        text = this.#recover(e, messages);
       }
     } else text = this.#renderFallback(messages);
+    return this.#finish(text);
+  }
+
+  /**
+   * Like {@link render}, without blocking the event loop for long: the
+   * render is tried in-process under {@link INLINE_RENDER_LIMITS}; one that
+   * needs more runs in a Worker under the full bounds and a deadline (a stuck
+   * worker is terminated). Throws `ServeError` `"template_limit"` when the
+   * template goes over a bound, `"invalid_request"` when it refuses the
+   * conversation, or the signal's reason when it aborts while waiting.
+   */
+  async renderAsync(
+    messages: readonly ChatMessage[],
+    opts: { signal?: AbortSignal } = {},
+  ): Promise<RenderedChat> {
+    if (!this.#template) return this.#finish(this.#renderFallback(messages));
+    if (!this.#heavy) {
+      try {
+        return this.#finish(this.#renderGguf(this.#template, messages, INLINE_RENDER_LIMITS));
+      } catch (e) {
+        const inlineBound = e instanceof BudgetError &&
+          (e.kind === "steps" || e.kind === "memory" || e.kind === "time");
+        if (!inlineBound) return this.#finish(this.#recover(e, messages));
+        this.#heavy = true;
+      }
+    }
+    this.#sandbox ??= new TemplateSandbox({ limits: this.#limits });
+    let text: string;
+    try {
+      text = await this.#sandbox.render(this.#source!, this.#vars(messages), opts.signal);
+    } catch (e) {
+      if (opts.signal?.aborted && e === opts.signal.reason) throw e;
+      text = this.#recover(e, messages);
+    }
+    return this.#finish(text);
+  }
+
+  /** Whether renders now go to the worker (a render went over the inline bounds). */
+  get usesWorker(): boolean {
+    return this.#heavy;
+  }
+
+  /** Stop the render worker, if one is running. */
+  close(): void {
+    this.#sandbox?.close();
+    this.#sandbox = null;
+  }
+
+  /** Map a render failure: a refusal or a bound is the request's error; anything else falls back. */
+  #recover(e: unknown, messages: readonly ChatMessage[]): string {
+    if (e instanceof ChatTemplateError && e.code === "template_raise") {
+      throw new ServeError(
+        "invalid_request",
+        `The model's chat template refused the conversation: ${e.message}`,
+        { param: "messages" },
+      );
+    }
+    if (e instanceof ChatTemplateError && e.code === "template_limit") {
+      throw new ServeError(
+        "template_limit",
+        `The model's chat template went over its bounds for this conversation: ${e.message}`,
+        { param: "messages" },
+      );
+    }
+    return this.#renderFallback(messages);
+  }
+
+  #finish(text: string): RenderedChat {
     const startsWithBos = this.#bos !== "" && text.startsWith(this.#bos);
     return { text, addBos: this.#tokenizerAddsBos && !startsWithBos };
   }
 
-  #renderGguf(t: Template, messages: readonly ChatMessage[], addGenerationPrompt: boolean): string {
-    return t.render(
-      {
-        messages: messages.map((m) => ({ ...m })),
-        add_generation_prompt: addGenerationPrompt,
-        bos_token: this.#bos,
-        eos_token: this.#eos,
-      },
-      { maxOutput: 4 << 20, maxIterations: 1 << 20 },
-    );
+  #vars(messages: readonly ChatMessage[]): Record<string, unknown> {
+    return {
+      messages: messages.map((m) => ({ ...m })),
+      add_generation_prompt: true,
+      bos_token: this.#bos,
+      eos_token: this.#eos,
+    };
+  }
+
+  #renderGguf(t: Template, messages: readonly ChatMessage[], limits: RenderLimits): string {
+    return t.render(this.#vars(messages), limits);
   }
 
   #renderFallback(messages: readonly ChatMessage[]): string {
@@ -155,7 +242,7 @@ export class ChatTemplate {
 }
 
 /** The chat template of a loaded model (its GGUF template or the architecture's fallback). */
-export function chatTemplateFor(model: Model): ChatTemplate {
+export function chatTemplateFor(model: Model, opts: ChatTemplateOptions = {}): ChatTemplate {
   const v = model.file.metadata.get("tokenizer.chat_template");
   const source = v && typeof v.value === "string" ? v.value : null;
   const tok = model.tokenizer;
@@ -164,5 +251,5 @@ export function chatTemplateFor(model: Model): ChatTemplate {
     bos: text(tok.bosId),
     eos: text(tok.eosId),
     addBos: tok.addBos,
-  });
+  }, opts);
 }

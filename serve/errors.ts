@@ -24,6 +24,7 @@ export type ServeErrorCode =
   | "context_length_exceeded"
   | "max_tokens_too_large"
   | "unsupported_template"
+  | "template_limit"
   | "queue_full"
   | "generation_timeout"
   | "client_closed";
@@ -90,6 +91,7 @@ const SERVE_STATUS: Readonly<Record<ServeErrorCode, readonly [number, string]>> 
   context_length_exceeded: [400, "invalid_request_error"],
   max_tokens_too_large: [400, "invalid_request_error"],
   unsupported_template: [400, "invalid_request_error"],
+  template_limit: [422, "invalid_request_error"],
   queue_full: [429, "rate_limit_error"],
   generation_timeout: [504, "timeout_error"],
   client_closed: [499, "invalid_request_error"],

@@ -123,8 +123,10 @@ export async function completions(c: Context, deps: GenerationDeps): Promise<Res
   const p = parseCompletionRequest(await deps.readBody(c.req.raw));
   checkModel(deps, p.model);
   let ids: number[];
-  if (typeof p.prompt === "string") ids = deps.runtime.encode(p.prompt);
-  else {
+  if (typeof p.prompt === "string") {
+    checkPromptSize(deps, p.prompt, "prompt");
+    ids = await deps.runtime.encodeQueued(p.prompt, undefined, c.req.raw.signal);
+  } else {
     const nVocab = deps.runtime.model.hp.nVocab;
     const i = p.prompt.findIndex((t) => t < 0 || t >= nVocab);
     if (i >= 0) {
@@ -152,8 +154,9 @@ export async function completions(c: Context, deps: GenerationDeps): Promise<Res
 export async function chatCompletions(c: Context, deps: GenerationDeps): Promise<Response> {
   const p = parseChatRequest(await deps.readBody(c.req.raw));
   checkModel(deps, p.model);
-  const rendered = deps.template.render(p.messages);
-  const ids = deps.runtime.encode(rendered.text, rendered.addBos);
+  const rendered = await deps.template.renderAsync(p.messages, { signal: c.req.raw.signal });
+  checkPromptSize(deps, rendered.text, "messages");
+  const ids = await deps.runtime.encodeQueued(rendered.text, rendered.addBos, c.req.raw.signal);
   return await serveGeneration(
     c,
     deps,
@@ -164,6 +167,22 @@ export async function chatCompletions(c: Context, deps: GenerationDeps): Promise
     "messages",
     Infinity,
   );
+}
+
+/**
+ * Refuse a prompt that is certainly over the token limit before tokenizing
+ * it: a text of n UTF-16 code units has at least ⌊n / maxTokenChars⌋ tokens.
+ */
+function checkPromptSize(deps: GenerationDeps, text: string | number, param: string): void {
+  const chars = typeof text === "string" ? text.length : text;
+  const atLeast = Math.floor(chars / deps.runtime.maxTokenChars);
+  if (atLeast > deps.limits.maxPromptTokens) {
+    throw new ServeError(
+      "prompt_too_long",
+      `The prompt has at least ${atLeast} tokens (${chars} characters); the limit is ${deps.limits.maxPromptTokens}`,
+      { param },
+    );
+  }
 }
 
 async function serveGeneration(

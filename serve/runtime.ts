@@ -72,6 +72,8 @@ export class ModelRuntime {
   readonly stats: RuntimeStats = new RuntimeStats();
   readonly #limiter: Limiter;
   readonly #step = new Mutex();
+  readonly #tokenize = new Mutex();
+  #maxTokenChars = 0;
 
   /** Use {@link createRuntime}. */
   constructor(model: Model, opts: RuntimeOptions = {}) {
@@ -214,6 +216,42 @@ export class ModelRuntime {
   encode(text: string, addBos?: boolean): number[] {
     const tok = this.model.tokenizer;
     return tok.encode(text, { addBos: addBos ?? tok.addBos, parseSpecial: true });
+  }
+
+  /**
+   * The most UTF-16 code units of input one token can stand for: the longest
+   * token text (SentencePiece's `▁` stands for one space, a byte-level BPE
+   * character for one byte, a byte token `<0xAB>` for one byte, an unknown
+   * token for one character), at least 2. So a text of n code units has at
+   * least ⌊n / maxTokenChars⌋ tokens — known before tokenizing it.
+   */
+  get maxTokenChars(): number {
+    if (this.#maxTokenChars === 0) {
+      const tok = this.model.tokenizer;
+      let m = 2;
+      for (let id = 0; id < tok.vocabSize; id++) m = Math.max(m, tok.tokenText(id).length);
+      this.#maxTokenChars = m;
+    }
+    return this.#maxTokenChars;
+  }
+
+  /** A lower bound on the token count of `text` (see {@link maxTokenChars}); does not tokenize. */
+  minTokens(text: string): number {
+    return Math.floor(text.length / this.maxTokenChars);
+  }
+
+  /**
+   * {@link encode} taking turns: one tokenization at a time, each after the
+   * event loop has polled I/O, so concurrent large prompts cannot stall other
+   * requests for longer than one tokenization. Rejects with the signal's
+   * reason when it aborts while waiting.
+   */
+  encodeQueued(text: string, addBos?: boolean, signal?: AbortSignal): Promise<number[]> {
+    return this.#tokenize.run(async () => {
+      await yieldToEventLoop();
+      signal?.throwIfAborted();
+      return this.encode(text, addBos);
+    });
   }
 
   /** Stop observing the model (the model itself stays loaded). */

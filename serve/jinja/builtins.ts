@@ -7,6 +7,7 @@
  * @module
  */
 
+import { allocArray, allocString, allocValue, step } from "./budget.ts";
 import { ChatTemplateError } from "./lexer.ts";
 import {
   fail,
@@ -35,11 +36,43 @@ function strip(s: string, chars: unknown, left: boolean, right: boolean): string
     if (right) s = s.replace(/\s+$/, "");
     return s;
   }
-  const set = text(chars, "strip");
+  const set = new Set(text(chars, "strip"));
+  step(s.length + set.size);
   let a = 0, b = s.length;
-  if (left) { while (a < b && set.includes(s[a])) a++; }
-  if (right) { while (b > a && set.includes(s[b - 1])) b--; }
+  if (left) { while (a < b && set.has(s[a])) a++; }
+  if (right) { while (b > a && set.has(s[b - 1])) b--; }
   return s.slice(a, b);
+}
+
+/** `s` with every `old` replaced by `by`; the result's size is charged before it is built. */
+function replaceAll(s: string, old: string, by: string): string {
+  const matches = old === "" ? s.length + 1 : Math.floor(s.length / old.length);
+  step(s.length);
+  allocString(s.length + matches * by.length);
+  return s.split(old).join(by);
+}
+
+/** `s.split(sep)`, charging the most parts it can produce first. */
+function splitCharged(s: string, sep: string | RegExp, minSep: number): string[] {
+  step(s.length);
+  allocArray(minSep === 0 ? s.length + 1 : Math.floor(s.length / minSep) + 1);
+  allocString(s.length);
+  return s.split(sep);
+}
+
+/** `parts.join(sep)`, charging the text's size first. */
+function joinCharged(parts: string[], sep: string): string {
+  let n = sep.length * Math.max(0, parts.length - 1);
+  for (const p of parts) n += p.length;
+  allocString(n);
+  return parts.join(sep);
+}
+
+/** Charge a string result of up to `factor`× `s`'s length, then return `f(s)`. */
+function mapped(s: string, factor: number, f: (s: string) => string): string {
+  step(s.length);
+  allocString(factor * s.length);
+  return f(s);
 }
 
 const title = (s: string): string =>
@@ -54,6 +87,12 @@ function attrTest(item: unknown, args: Args): boolean {
 
 /** Apply filter `name`. */
 export function runFilter(name: string, v: unknown, args: Args, kw: Kw): unknown {
+  const r = filter(name, v, args, kw);
+  if (r !== v) allocValue(r); // filters that pass their input through allocate nothing
+  return r;
+}
+
+function filter(name: string, v: unknown, args: Args, kw: Kw): unknown {
   switch (name) {
     case "trim":
       return strip(str(v), args[0], true, true);
@@ -69,23 +108,28 @@ export function runFilter(name: string, v: unknown, args: Args, kw: Kw): unknown
       return pyJson(v, typeof indent === "number" ? indent : null);
     }
     case "upper":
-      return str(v).toUpperCase();
+      return mapped(str(v), 3, (s) => s.toUpperCase());
     case "lower":
-      return str(v).toLowerCase();
+      return mapped(str(v), 2, (s) => s.toLowerCase());
     case "title":
-      return title(str(v));
+      return mapped(str(v), 3, title);
     case "capitalize":
-      return capitalize(str(v));
+      return mapped(str(v), 3, capitalize);
     case "string":
       return str(v);
     case "safe":
       return v;
     case "e":
     case "escape":
-      return str(v).replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;").replace(
-        /"/g,
-        "&#34;",
-      ).replace(/'/g, "&#39;");
+      return mapped(
+        str(v),
+        5 * 5,
+        (s) =>
+          s.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;").replace(
+            /"/g,
+            "&#34;",
+          ).replace(/'/g, "&#39;"),
+      );
     case "int": {
       const n = typeof v === "number" ? v : parseInt(str(v), 10);
       return Number.isNaN(n) ? (args[0] ?? 0) : Math.trunc(n);
@@ -105,19 +149,25 @@ export function runFilter(name: string, v: unknown, args: Args, kw: Kw): unknown
     case "join": {
       const attr = kw.attribute;
       const items = iterate(v).map((x) => str(typeof attr === "string" ? getAttr(x, attr) : x));
-      return items.join(args[0] === undefined ? "" : str(args[0]));
+      return joinCharged(items, args[0] === undefined ? "" : str(args[0]));
     }
     case "default":
     case "d":
       return (args[1] === true ? !truthy(v) : v === undefined) ? (args[0] ?? "") : v;
-    case "list":
-      return [...iterate(v)];
-    case "reverse":
-      return typeof v === "string" ? [...v].reverse().join("") : [...iterate(v)].reverse();
+    case "list": {
+      const it = iterate(v);
+      allocArray(it.length);
+      return [...it];
+    }
+    case "reverse": {
+      const it = iterate(v);
+      allocArray(it.length);
+      return typeof v === "string" ? it.reverse().join("") : [...it].reverse();
+    }
     case "items":
       return isDict(v) ? Object.entries(v) : fail("items of a non-mapping");
     case "replace":
-      return str(v).split(text(args[0], "replace")).join(str(args[1]));
+      return replaceAll(str(v), text(args[0], "replace"), str(args[1]));
     case "selectattr":
       return iterate(v).filter((x) => attrTest(x, args));
     case "rejectattr":
@@ -129,7 +179,10 @@ export function runFilter(name: string, v: unknown, args: Args, kw: Kw): unknown
       return iterate(v).map((x) => runFilter(text(args[0], "map"), x, args.slice(1), {}));
     case "unique": {
       const out: unknown[] = [];
-      for (const x of iterate(v)) if (!out.some((y) => pyEq(x, y))) out.push(x);
+      for (const x of iterate(v)) {
+        step(out.length);
+        if (!out.some((y) => pyEq(x, y))) out.push(x);
+      }
       return out;
     }
     case "sum":
@@ -144,8 +197,15 @@ export function runFilter(name: string, v: unknown, args: Args, kw: Kw): unknown
         : undefined;
     }
     case "indent": {
-      const w = typeof args[0] === "number" ? " ".repeat(args[0]) : str(args[0] ?? "    ");
-      const [head, ...rest] = str(v).split("\n");
+      const width = args[0];
+      if (typeof width === "number" && !(Number.isInteger(width) && width >= 0)) {
+        fail("indent width must be a non-negative integer");
+      }
+      if (typeof width === "number") allocString(width);
+      const w = typeof width === "number" ? " ".repeat(width) : str(width ?? "    ");
+      const s = str(v);
+      const [head, ...rest] = splitCharged(s, "\n", 1);
+      allocString(s.length + rest.length * w.length);
       return [head, ...rest.map((l) => (l ? w + l : l))].join("\n");
     }
     default:
@@ -228,13 +288,13 @@ export function callMethod(obj: unknown, name: string, args: Args): { value: unk
       case "rstrip":
         return { value: strip(obj, args[0], false, true) };
       case "upper":
-        return { value: obj.toUpperCase() };
+        return { value: mapped(obj, 3, (s) => s.toUpperCase()) };
       case "lower":
-        return { value: obj.toLowerCase() };
+        return { value: mapped(obj, 2, (s) => s.toLowerCase()) };
       case "title":
-        return { value: title(obj) };
+        return { value: mapped(obj, 3, title) };
       case "capitalize":
-        return { value: capitalize(obj) };
+        return { value: mapped(obj, 3, capitalize) };
       case "startswith":
       case "endswith": {
         const pre = Array.isArray(args[0])
@@ -247,32 +307,44 @@ export function callMethod(obj: unknown, name: string, args: Args): { value: unk
       case "split": {
         const sep = args[0] === undefined || args[0] === null ? null : text(args[0], "split");
         const max = typeof args[1] === "number" ? args[1] : -1;
-        let parts = sep === null ? obj.trim().split(/\s+/).filter((x) => x) : obj.split(sep);
+        let parts = sep === null
+          ? splitCharged(obj.trim(), /\s+/, 1).filter((x) => x)
+          : splitCharged(obj, sep, sep.length);
         if (max >= 0 && parts.length > max + 1) {
           parts = [...parts.slice(0, max), parts.slice(max).join(sep ?? " ")];
         }
         return { value: parts };
       }
       case "splitlines":
-        return { value: obj.split(/\r?\n/) };
+        return { value: splitCharged(obj, /\r?\n/, 1) };
       case "replace":
-        return { value: obj.split(text(args[0], "replace")).join(text(args[1], "replace")) };
+        return { value: replaceAll(obj, text(args[0], "replace"), text(args[1], "replace")) };
       case "find":
+        step(obj.length);
         return { value: obj.indexOf(text(args[0], "find")) };
-      case "count":
-        return { value: obj.split(text(args[0], "count")).length - 1 };
+      case "count": {
+        const sub = text(args[0], "count");
+        step(obj.length);
+        if (sub === "") return { value: obj.length + 1 };
+        let n = 0;
+        for (let i = obj.indexOf(sub); i >= 0; i = obj.indexOf(sub, i + sub.length)) n++;
+        return { value: n };
+      }
       case "join":
-        return { value: iterate(args[0]).map(str).join(obj) };
+        return { value: joinCharged(iterate(args[0]).map(str), obj) };
     }
     return null;
   }
   if (isDict(obj)) {
     switch (name) {
       case "items":
+        allocArray(3 * Object.keys(obj).length);
         return { value: Object.entries(obj) };
       case "keys":
+        allocArray(Object.keys(obj).length);
         return { value: Object.keys(obj) };
       case "values":
+        allocArray(Object.keys(obj).length);
         return { value: Object.values(obj) };
       case "get": {
         const v = getAttr(obj, text(args[0], "get"));
@@ -342,6 +414,7 @@ export function globals(now: () => Date): Record<string, Fn> {
       if (s === 0) fail("range step must not be zero");
       const n = Math.max(0, Math.ceil((b - a) / s));
       if (n > 100_000) fail("range is too long");
+      allocArray(n);
       return Array.from({ length: n }, (_, i) => a + i * s);
     }),
     strftime_now: new Fn((args) => strftime(text(args[0], "strftime_now"), now())),

@@ -6,6 +6,15 @@
  * @module
  */
 
+import {
+  allocArray,
+  allocString,
+  Budget,
+  BudgetError,
+  type BudgetLimits,
+  step,
+  withBudget,
+} from "./budget.ts";
 import { callMethod, globals, runFilter, runTest } from "./builtins.ts";
 import { ChatTemplateError } from "./lexer.ts";
 import { type Expr, type Node, parseTemplate } from "./parser.ts";
@@ -24,12 +33,25 @@ import {
 } from "./values.ts";
 
 /** Limits of one render. */
-export interface RenderLimits {
+export interface RenderLimits extends Partial<BudgetLimits> {
   /** Most characters of output (default 4 Mi). */
   maxOutput?: number;
   /** Most loop iterations in all (default 1 Mi). */
   maxIterations?: number;
 }
+
+/**
+ * The default bounds of one render: 4 Mi characters of output, 1 Mi loop
+ * iterations, 8 Mi evaluation steps, 128 Mi memory units (strings 2 per
+ * character, arrays 8 per entry; ~128 MiB) allocated in all, 2 s.
+ */
+export const DEFAULT_RENDER_LIMITS: Readonly<Required<RenderLimits>> = {
+  maxOutput: 4 << 20,
+  maxIterations: 1 << 20,
+  maxSteps: 8 << 20,
+  maxAllocated: 128 << 20,
+  maxMs: 2000,
+};
 
 class Scope {
   readonly vars = new Map<string, unknown>();
@@ -53,19 +75,34 @@ export class Template {
    * Render with `vars` as globals. Throws `ChatTemplateError`: code
    * `"template_raise"` when the template calls `raise_exception`,
    * `"template_render"` for anything it cannot evaluate, `"template_limit"`
-   * when a limit is hit.
+   * (a {@link BudgetError}) when a bound of `limits` is hit. Any other
+   * failure of the engine (e.g. a stack overflow on deep nesting) is
+   * reported as `"template_render"`, never as a raw error.
    */
   render(
     vars: Record<string, unknown>,
     limits: RenderLimits = {},
     now: () => Date = () => new Date(),
   ): string {
+    const l = { ...DEFAULT_RENDER_LIMITS, ...limits };
+    const budget = new Budget(l);
     const root = new Scope(null);
     for (const [k, v] of Object.entries(globals(now))) root.vars.set(k, v);
     for (const [k, v] of Object.entries(vars)) root.vars.set(k, v);
-    const r = new Renderer(limits.maxOutput ?? 4 << 20, limits.maxIterations ?? 1 << 20);
-    r.nodes(this.#nodes, new Scope(root));
-    return r.out.join("");
+    const r = new Renderer(l.maxOutput, l.maxIterations);
+    try {
+      return withBudget(budget, () => {
+        r.nodes(this.#nodes, new Scope(root));
+        return r.out.join("");
+      });
+    } catch (e) {
+      if (e instanceof ChatTemplateError) throw e;
+      // RangeError (call stack, string length) or anything else the engine did not foresee
+      throw new ChatTemplateError(
+        "template_render",
+        `Cannot render chat template: ${e instanceof Error ? e.message : String(e)}`,
+      );
+    }
   }
 }
 
@@ -78,11 +115,12 @@ class Renderer {
   emit(s: string): void {
     this.#size += s.length;
     if (this.#size > this.maxOutput) {
-      throw new ChatTemplateError(
-        "template_limit",
+      throw new BudgetError(
+        "output",
         `Cannot render chat template: output exceeds ${this.maxOutput} characters`,
       );
     }
+    step(1 + (s.length >> 6));
     this.out.push(s);
   }
 
@@ -91,6 +129,7 @@ class Renderer {
   }
 
   node(n: Node, scope: Scope): void {
+    step();
     switch (n.t) {
       case "text":
         return this.emit(n.value);
@@ -144,12 +183,13 @@ class Renderer {
     const len = items.length;
     items.forEach((item, i) => {
       if (++this.#iters > this.maxIterations) {
-        throw new ChatTemplateError(
-          "template_limit",
+        throw new BudgetError(
+          "iterations",
           `Cannot render chat template: more than ${this.maxIterations} loop iterations`,
         );
       }
       const s = new Scope(scope);
+      allocArray(16);
       bind(s, item);
       s.vars.set("loop", {
         index: i + 1,
@@ -168,14 +208,17 @@ class Renderer {
   }
 
   expr(e: Expr, scope: Scope): unknown {
+    step();
     switch (e.t) {
       case "lit":
         return e.v;
       case "name":
         return scope.get(e.name);
       case "list":
+        allocArray(e.items.length);
         return e.items.map((x) => this.expr(x, scope));
       case "dict": {
+        allocArray(2 * e.entries.length);
         const o: Record<string, unknown> = {};
         for (const [k, v] of e.entries) {
           const key = this.expr(k, scope);
@@ -266,21 +309,36 @@ class Renderer {
         return pyEq(a, b);
       case "!=":
         return !pyEq(a, b);
-      case "~":
-        return str(a) + str(b);
+      case "~": {
+        const sa = str(a), sb = str(b);
+        allocString(sa.length + sb.length);
+        return sa + sb;
+      }
       case "in":
-        if (typeof b === "string") return b.includes(str(a));
+        if (typeof b === "string") {
+          step(b.length);
+          return b.includes(str(a));
+        }
         if (isDict(b)) return typeof a === "string" && Object.hasOwn(b, a);
         if (b === undefined || b === null) return false;
         return iterate(b).some((x) => pyEq(x, a));
       case "+":
         if (typeof a === "number" && typeof b === "number") return a + b;
-        if (typeof a === "string" && typeof b === "string") return a + b;
-        if (Array.isArray(a) && Array.isArray(b)) return [...a, ...b];
+        if (typeof a === "string" && typeof b === "string") {
+          allocString(a.length + b.length);
+          return a + b;
+        }
+        if (Array.isArray(a) && Array.isArray(b)) {
+          allocArray(a.length + b.length);
+          step(a.length + b.length);
+          return [...a, ...b];
+        }
         return fail(`cannot add ${kind(a)} and ${kind(b)}`);
       case "*":
         if (typeof a === "string" && typeof b === "number") {
-          return b > 0 && b * a.length <= 1 << 20 ? a.repeat(b) : "";
+          if (!(b > 0 && b * a.length <= 1 << 20)) return "";
+          allocString(b * a.length);
+          return a.repeat(b);
         }
         break;
     }

@@ -7,6 +7,7 @@
  * @module
  */
 
+import { allocArray, allocString, step as spend } from "./budget.ts";
 import { ChatTemplateError } from "./lexer.ts";
 
 /** A built-in callable. */
@@ -61,16 +62,50 @@ export function str(v: unknown): string {
   if (typeof v === "number") {
     return Number.isFinite(v) ? String(v) : v > 0 ? "inf" : v < 0 ? "-inf" : "nan";
   }
-  if (Array.isArray(v)) return "[" + v.map(repr).join(", ") + "]";
+  if (Array.isArray(v)) {
+    allocString(textSize(v, 0, 0));
+    return "[" + v.map(repr).join(", ") + "]";
+  }
   if (isDict(v)) {
+    allocString(textSize(v, 0, 0));
     return "{" + Object.entries(v).map(([k, x]) => `${repr(k)}: ${repr(x)}`).join(", ") + "}";
   }
   if (v instanceof Namespace) return "<Namespace>";
   return "<function>";
 }
 
+/**
+ * An upper bound on the characters of `str`/`repr`/`tojson` text of `v`
+ * (escapes counted as doubling, `indent` spaces per nesting level and
+ * node), computed before the text is built so the budget is charged first.
+ * Each node visited costs a step.
+ */
+export function textSize(v: unknown, indent: number, depth: number): number {
+  spend();
+  if (typeof v === "string") return 2 * v.length + 2;
+  if (depth > 64) fail("value nested too deep");
+  const nl = indent > 0 ? 1 + indent * (depth + 1) : 0;
+  if (Array.isArray(v)) {
+    let n = 2;
+    for (const x of v) n += nl + 2 + textSize(x, indent, depth + 1);
+    return n + nl;
+  }
+  if (isDict(v)) {
+    let n = 2;
+    for (const k in v) n += nl + 4 + 2 * k.length + 2 + textSize(v[k], indent, depth + 1);
+    return n + nl;
+  }
+  if (v instanceof Namespace) {
+    let n = 2;
+    for (const [k, x] of v.vals) n += nl + 4 + 2 * k.length + 2 + textSize(x, indent, depth + 1);
+    return n + nl;
+  }
+  return 24;
+}
+
 /** Python `==`. */
 export function pyEq(a: unknown, b: unknown): boolean {
+  spend();
   if (Array.isArray(a) && Array.isArray(b)) {
     return a.length === b.length && a.every((x, i) => pyEq(x, b[i]));
   }
@@ -93,6 +128,8 @@ export function pyJson(v: unknown, indent: number | null = null, depth = 0): str
   }
   if (typeof v === "boolean") return v ? "true" : "false";
   if (depth > 64) fail("tojson: value nested too deep");
+  // charge the whole text (indentation included) before building it
+  if (depth === 0) allocString(textSize(v, indent ?? 0, 0));
   if (Array.isArray(v)) {
     if (v.length === 0) return "[]";
     return "[" + v.map((x) => nl + pyJson(x, indent, depth + 1)).join(sep) + close + "]";
@@ -142,6 +179,9 @@ export function slice(obj: unknown, start: unknown, stop: unknown, step: unknown
     return st > 0 ? Math.min(Math.max(x, 0), n) : Math.min(Math.max(x, -1), n - 1);
   };
   const a = norm(start, st > 0 ? 0 : n - 1), b = norm(stop, st > 0 ? n : -1);
+  const count = Math.max(0, Math.ceil((b - a) / st));
+  spend(count);
+  allocArray(count);
   const items: unknown[] = [];
   for (let i = a; st > 0 ? i < b : i > b; i += st) items.push(obj[i]);
   return typeof obj === "string" ? items.join("") : items;
@@ -150,9 +190,21 @@ export function slice(obj: unknown, start: unknown, stop: unknown, step: unknown
 /** Items a `for` loop visits: lists, string characters, dict keys; nothing for undefined. */
 export function iterate(v: unknown): unknown[] {
   if (v === undefined) return [];
-  if (Array.isArray(v)) return v;
-  if (typeof v === "string") return [...v];
-  if (isDict(v)) return Object.keys(v);
+  if (Array.isArray(v)) {
+    spend(v.length);
+    return v;
+  }
+  if (typeof v === "string") {
+    spend(v.length);
+    allocArray(v.length);
+    return [...v];
+  }
+  if (isDict(v)) {
+    const keys = Object.keys(v);
+    spend(keys.length);
+    allocArray(keys.length);
+    return keys;
+  }
   if (v instanceof Namespace) return [...v.vals.keys()];
   return fail(`${repr(v)} is not iterable`);
 }
