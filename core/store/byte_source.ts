@@ -61,24 +61,38 @@ export class MemorySource implements ByteSource {
   }
 }
 
+/** Options of `FileSource.open`. */
+export interface FileSourceOptions {
+  /**
+   * Check the file's size and mtime after every read (default true): a file
+   * written in place while open gives `StoreError` `"changed"` instead of
+   * mixed bytes. `false` is the opt-out (`integrity: "off"`).
+   */
+  checkChanges?: boolean;
+}
+
 /**
  * A byte source over a local file, read by ranges through one file handle
  * with positioned reads (`pread`): concurrent reads never interfere, and a
  * read in flight progresses while JavaScript computes (one op per read).
+ * By default every read is followed by an `fstat` of the handle: a size or
+ * mtime different from the one seen at open fails the read with `"changed"`.
  */
 export class FileSource implements ByteSource {
   readonly size: number;
   readonly name: string;
   #file: FileHandle | null;
+  readonly #mtimeMs: number | null;
 
-  private constructor(file: FileHandle, size: number, name: string) {
+  private constructor(file: FileHandle, size: number, name: string, mtimeMs: number | null) {
     this.#file = file;
     this.size = size;
     this.name = name;
+    this.#mtimeMs = mtimeMs;
   }
 
   /** Open `path` for range reads. Throws `StoreError` (`"open_failed"`) if it cannot. */
-  static async open(path: string): Promise<FileSource> {
+  static async open(path: string, opts: FileSourceOptions = {}): Promise<FileSource> {
     let file: FileHandle | null = null;
     try {
       file = await openFile(path, "r");
@@ -86,7 +100,7 @@ export class FileSource implements ByteSource {
       if (!st.isFile()) {
         throw new StoreError("not_a_file", `Cannot open ${path}: not a regular file`, { path });
       }
-      return new FileSource(file, st.size, path);
+      return new FileSource(file, st.size, path, opts.checkChanges === false ? null : st.mtimeMs);
     } catch (e) {
       if (file) closeSync(file.fd);
       if (e instanceof StoreError) throw e;
@@ -123,7 +137,29 @@ export class FileSource implements ByteSource {
       }
       got += n;
     }
+    if (this.#mtimeMs !== null) await this.#checkUnchanged(file, offset, length);
     return out;
+  }
+
+  /** After a read: the file must still have the size and mtime seen at open. */
+  async #checkUnchanged(file: FileHandle, offset: number, length: number): Promise<void> {
+    let size: number, mtimeMs: number;
+    try {
+      ({ size, mtimeMs } = await file.stat());
+    } catch (e) {
+      if (!this.#file) {
+        throw new StoreError("closed", `Cannot read ${this.name}: source was closed`);
+      }
+      throw new StoreError("read_failed", `Cannot stat ${this.name}: ${(e as Error).message}`);
+    }
+    if (size !== this.size || mtimeMs !== this.#mtimeMs) {
+      throw new StoreError(
+        "changed",
+        `Cannot read ${this.name} [${offset}, ${offset + length}): the file changed while open ` +
+          `(size ${this.size} → ${size}, mtime ${this.#mtimeMs} → ${mtimeMs})`,
+        { offset, length, size, mtimeMs },
+      );
+    }
   }
 
   /** Close the file handle. */

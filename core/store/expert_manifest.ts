@@ -1,9 +1,12 @@
 /**
- * The expert manifest: a SHA-256 per expert (over its gate, up and down
- * bytes back to back, the slot layout of `expertLayout`), written by
- * `deno task cli manifest` and checked by the streaming store on every load,
- * so a corrupted or swapped file fails with `StoreError` `"integrity"`
- * instead of producing wrong tokens. It may also pin experts resident.
+ * The integrity manifest: a SHA-256 per expert (over its gate, up and down
+ * bytes back to back, the slot layout of `expertLayout`) and — from version
+ * 2 — per non-expert tensor and over the GGUF header, written by
+ * `deno task cli manifest` and checked on every read of those bytes
+ * (resident load, streamed fetches and re-fetches), so a corrupted or
+ * swapped file fails with `StoreError` `"integrity"` instead of producing
+ * wrong tokens. It may also pin experts resident. Version 1 files (experts
+ * only) are still accepted.
  *
  * @module
  */
@@ -25,8 +28,8 @@ export interface ExpertRef {
 export interface ExpertManifest {
   /** Format tag. */
   readonly format: "moe-edge.expert-manifest";
-  /** Format version. */
-  readonly version: 1;
+  /** Format version: 2 adds `tensors` and `header`; 1 has experts only. */
+  readonly version: 1 | 2;
   /** Hash algorithm. */
   readonly algorithm: "sha256";
   /** Size of the model file in bytes. */
@@ -35,6 +38,22 @@ export interface ExpertManifest {
   readonly experts: readonly (readonly string[])[];
   /** Experts to keep resident always (they count toward the budget). */
   readonly pinned?: readonly ExpertRef[];
+  /** Version 2: every tensor not covered by `experts`, each read whole. */
+  readonly tensors?: readonly ManifestTensor[];
+  /** Version 2: the GGUF header, bytes `[0, bytes)` (up to the tensor data). */
+  readonly header?: { readonly bytes: number; readonly sha256: string };
+}
+
+/** A non-expert tensor's byte range and SHA-256 in a version 2 manifest. */
+export interface ManifestTensor {
+  /** GGUF tensor name. */
+  readonly name: string;
+  /** Absolute byte offset in the file. */
+  readonly offset: number;
+  /** Byte length. */
+  readonly bytes: number;
+  /** Lowercase hex SHA-256 of the bytes. */
+  readonly sha256: string;
 }
 
 /** Lowercase hex SHA-256 of `bytes` (WebCrypto). */
@@ -109,7 +128,9 @@ export function parseExpertManifest(json: unknown): ExpertManifest {
   if (o.format !== "moe-edge.expert-manifest") {
     throw bad(`format must be "moe-edge.expert-manifest": received ${JSON.stringify(o.format)}`);
   }
-  if (o.version !== 1) throw bad(`version must be 1: received ${JSON.stringify(o.version)}`);
+  if (o.version !== 1 && o.version !== 2) {
+    throw bad(`version must be 1 or 2: received ${JSON.stringify(o.version)}`);
+  }
   if (o.algorithm !== "sha256") {
     throw bad(`algorithm must be "sha256": received ${JSON.stringify(o.algorithm)}`);
   }
@@ -137,7 +158,36 @@ export function parseExpertManifest(json: unknown): ExpertManifest {
       }
     });
   }
+  if (o.version === 2) parseV2(o);
+  else if (o.tensors !== undefined || o.header !== undefined) {
+    throw bad("tensors and header need version 2");
+  }
   return o as unknown as ExpertManifest;
+}
+
+const HEX64 = /^[0-9a-f]{64}$/;
+const isCount = (v: unknown): boolean => Number.isSafeInteger(v) && (v as number) >= 0;
+
+function parseV2(o: Record<string, unknown>): void {
+  if (!Array.isArray(o.tensors)) throw bad("tensors must be an array (version 2)");
+  o.tensors.forEach((t: unknown, i: number) => {
+    const r = t as Record<string, unknown>;
+    if (typeof r !== "object" || r === null) throw bad(`tensors[${i}] must be an object`);
+    if (typeof r.name !== "string" || r.name === "") throw bad(`tensors[${i}].name must be a name`);
+    if (!isCount(r.offset)) throw bad(`tensors[${i}].offset must be a byte offset`);
+    if (!isCount(r.bytes)) throw bad(`tensors[${i}].bytes must be a byte count`);
+    if (typeof r.sha256 !== "string" || !HEX64.test(r.sha256)) {
+      throw bad(`tensors[${i}].sha256 must be 64 lowercase hex digits`);
+    }
+  });
+  const h = o.header as Record<string, unknown>;
+  if (typeof h !== "object" || h === null) throw bad("header must be an object (version 2)");
+  if (!isCount(h.bytes) || (h.bytes as number) === 0) {
+    throw bad("header.bytes must be a byte count");
+  }
+  if (typeof h.sha256 !== "string" || !HEX64.test(h.sha256)) {
+    throw bad("header.sha256 must be 64 lowercase hex digits");
+  }
 }
 
 /** Check a manifest describes the model of `locations` read from `source`. */

@@ -1,8 +1,12 @@
 /**
  * A byte source over HTTP(S) Range requests: per-attempt timeouts, bounded
- * retries with exponential backoff, `If-Match` on the ETag seen at open (a
- * file replaced underneath gives `StoreError` `"changed"`, never mixed
- * bytes), strict checks of `206` + `Content-Range` + exact body length, and
+ * retries with exponential backoff, a strong validator on every range
+ * request (`If-Match` with the ETag seen at open, or `If-Unmodified-Since`
+ * with its Last-Modified when there is no strong ETag) and both compared on
+ * every response (a file replaced underneath gives `StoreError` `"changed"`,
+ * never mixed bytes); by default a server that sends neither is refused at
+ * open (`"no_validator"`). Strict checks of `206` + `Content-Range` + exact
+ * body length, and
  * an optional second tier in the Web Cache API (`caches.open`) where the
  * runtime has one.
  *
@@ -31,6 +35,13 @@ export interface HttpSourceOptions {
   fetch?: typeof fetch;
   /** Cancels the opening request. */
   signal?: AbortSignal;
+  /**
+   * `"require"` (default): refuse at open (`StoreError` `"no_validator"`) a
+   * server that sends neither a strong ETag nor Last-Modified, since a change
+   * of its file could not be detected; `"use"`: use them when present (for a
+   * caller that verifies bytes otherwise, with a manifest, or opted out).
+   */
+  validators?: "require" | "use";
 }
 
 /** Counters of an `HttpSource`. */
@@ -61,7 +72,9 @@ export class HttpSource implements ByteSource {
   /** Strong ETag seen at open (sent as `If-Match`), or null when the server sent none. */
   readonly etag: string | null;
   readonly #url: string;
-  readonly #opts: Required<Omit<HttpSourceOptions, "cacheName" | "signal" | "headers">>;
+  readonly #opts: Required<
+    Omit<HttpSourceOptions, "cacheName" | "signal" | "headers" | "validators">
+  >;
   readonly #headers: Headers;
   readonly #validator: string | null;
   readonly #lastModified: string | null;
@@ -104,7 +117,31 @@ export class HttpSource implements ByteSource {
   static async open(url: string, opts: HttpSourceOptions = {}): Promise<HttpSource> {
     const probe = new HttpSource(url, 1, new Headers(), opts);
     const { headers, total } = await probe.#attempts("probe", 0, 0, opts.signal, null);
-    return new HttpSource(url, total, headers, opts);
+    const src = new HttpSource(url, total, headers, opts);
+    const mode = opts.validators ?? "require";
+    if (mode !== "require" && mode !== "use") {
+      throw new StoreError(
+        "bad_option",
+        `Cannot open ${url}: validators must be "require" or "use": received ${
+          JSON.stringify(mode)
+        }`,
+      );
+    }
+    if (mode === "require" && total > 0 && !src.etag && !src.#lastModified) {
+      throw new StoreError(
+        "no_validator",
+        `Cannot open ${url}: the server sends neither a strong ETag nor Last-Modified, so a change ` +
+          `of the file could not be detected; give an integrity manifest, or opt out ` +
+          `(integrity: "off", --no-verify)`,
+        { url, etag: headers.get("etag") },
+      );
+    }
+    return src;
+  }
+
+  /** Last-Modified seen at open (sent as `If-Unmodified-Since` when there is no strong ETag). */
+  get lastModified(): string | null {
+    return this.#lastModified;
   }
 
   /** Counters so far. */
@@ -196,6 +233,9 @@ export class HttpSource implements ByteSource {
     const headers = new Headers(this.#headers);
     headers.set("range", `bytes=${offset}-${end}`);
     if (ifMatch) headers.set("if-match", ifMatch);
+    else if (kind === "read" && this.#lastModified) {
+      headers.set("if-unmodified-since", this.#lastModified);
+    }
     const timeout = AbortSignal.timeout(this.#opts.timeoutMs);
     const sig = signal ? AbortSignal.any([signal, timeout]) : timeout;
     const where = `${this.name} [${offset}, ${offset + want})`;
@@ -213,7 +253,9 @@ export class HttpSource implements ByteSource {
     const status = res.status;
     if (status !== 206 && status !== 200) {
       await res.body?.cancel().catch(() => {});
-      if (status === 412) throw this.#changed(where, "the server refused If-Match (412)");
+      if (status === 412) {
+        throw this.#changed(where, "the server refused the validator precondition (412)");
+      }
       if (status === 416 && kind === "probe") {
         const m = /^bytes \*\/(\d+)$/.exec(res.headers.get("content-range") ?? "");
         if (m) return { body: new Uint8Array(0), headers: res.headers, total: Number(m[1]) };
@@ -272,6 +314,11 @@ export class HttpSource implements ByteSource {
       if (this.#validator && tag && tag !== this.#validator) {
         await res.body?.cancel().catch(() => {});
         throw this.#changed(where, `its ETag changed from ${this.#validator} to ${tag}`);
+      }
+      const lm = res.headers.get("last-modified");
+      if (this.#lastModified && lm && lm !== this.#lastModified) {
+        await res.body?.cancel().catch(() => {});
+        throw this.#changed(where, `its Last-Modified changed from ${this.#lastModified} to ${lm}`);
       }
     }
     const body = await readBody(

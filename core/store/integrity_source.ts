@@ -1,0 +1,188 @@
+/**
+ * The verifying byte source every model load reads through (unless the
+ * caller opts out with `integrity: "off"`):
+ *
+ * - **trust on first read**: the first read of each byte range records a
+ *   64-bit hash (`hash64`); every later read of the same range (a streamed
+ *   expert re-fetched after eviction, a retried load) must hash the same, or
+ *   the read fails with `StoreError` `"integrity"` — a file swapped or
+ *   rewritten underneath, a server without validators serving new bytes, or
+ *   a transfer that flipped bits never becomes wrong tokens;
+ * - **manifest ranges**: ranges registered with `expect` (the non-expert
+ *   tensors of an integrity manifest) are checked against their SHA-256 on
+ *   every read;
+ * - **a verified prefix**: with a manifest's header hash, the GGUF index is
+ *   parsed from bytes checked against it.
+ *
+ * @module
+ */
+
+import { StoreError } from "../errors.ts";
+import type { ByteSource } from "./byte_source.ts";
+import { hash64 } from "./hash64.ts";
+import { sha256Hex } from "./expert_manifest.ts";
+
+/** Counters of an `IntegritySource`. */
+export interface IntegrityStats {
+  /** Ranges whose first-read hash is recorded. */
+  rangesRecorded: number;
+  /** Re-reads that matched their first read. */
+  rereadsMatched: number;
+  /** Reads checked against a manifest SHA-256. */
+  sha256Checked: number;
+  /** Bytes hashed (64-bit hash and SHA-256 together). */
+  bytesHashed: number;
+  /** Milliseconds spent hashing. */
+  hashMs: number;
+}
+
+/** An expected SHA-256 of one byte range (a manifest entry). */
+interface Expected {
+  readonly name: string;
+  readonly sha256: string;
+}
+
+function key(offset: number, length: number): string {
+  return `${offset}:${length}`;
+}
+
+/** Wraps a `ByteSource` so every read is checked (see the module doc). */
+export class IntegritySource implements ByteSource {
+  /** The wrapped source. */
+  readonly inner: ByteSource;
+  readonly size: number;
+  readonly name: string;
+  readonly #seen = new Map<string, string>();
+  readonly #expected = new Map<string, Expected>();
+  #prefix: Uint8Array | null = null;
+  readonly #stats: IntegrityStats = {
+    rangesRecorded: 0,
+    rereadsMatched: 0,
+    sha256Checked: 0,
+    bytesHashed: 0,
+    hashMs: 0,
+  };
+
+  /** @param inner the source to verify */
+  constructor(inner: ByteSource) {
+    this.inner = inner;
+    this.size = inner.size;
+    this.name = inner.name;
+  }
+
+  /**
+   * Expect `[offset, offset+length)` to hash to `sha256` (lowercase hex) on
+   * every read of exactly that range. `name` labels errors (a tensor name).
+   */
+  expect(offset: number, length: number, sha256: string, name: string): void {
+    this.#expected.set(key(offset, length), { name, sha256 });
+  }
+
+  /**
+   * Read `[0, length)` once, check it against `sha256` (`StoreError`
+   * `"integrity"` when it differs) and serve later reads inside it from
+   * these verified bytes until `releasePrefix`.
+   */
+  async verifyPrefix(length: number, sha256: string, signal?: AbortSignal): Promise<void> {
+    const bytes = await this.inner.read(0, length, signal);
+    const t0 = performance.now();
+    const got = await sha256Hex(bytes);
+    this.#count(length, t0);
+    this.#stats.sha256Checked++;
+    if (got !== sha256) {
+      throw new StoreError(
+        "integrity",
+        `Cannot read the GGUF header of ${this.name} (bytes [0, ${length})): SHA-256 ${got} does not match the manifest's ${sha256}`,
+        { offset: 0, length, expected: sha256, actual: got },
+      );
+    }
+    this.#prefix = bytes;
+  }
+
+  /** Drop the verified prefix kept by `verifyPrefix` (once the index is parsed). */
+  releasePrefix(): void {
+    this.#prefix = null;
+  }
+
+  /** Counters so far. */
+  stats(): IntegrityStats {
+    return { ...this.#stats };
+  }
+
+  /**
+   * Read and check. Rejects with `StoreError` `"integrity"` when the bytes
+   * differ from the manifest's SHA-256 or from the first read of the range;
+   * otherwise with the wrapped source's own errors.
+   */
+  async read(offset: number, length: number, signal?: AbortSignal): Promise<Uint8Array> {
+    const pre = this.#prefix;
+    if (pre && offset < pre.byteLength) {
+      return await this.#readPrefixed(pre, offset, length, signal);
+    }
+    const bytes = await this.inner.read(offset, length, signal);
+    await this.#check(offset, length, bytes);
+    return bytes;
+  }
+
+  /** Close the wrapped source. */
+  close(): void | Promise<void> {
+    return this.inner.close?.();
+  }
+
+  async #readPrefixed(
+    pre: Uint8Array,
+    offset: number,
+    length: number,
+    signal?: AbortSignal,
+  ): Promise<Uint8Array> {
+    if (offset + length <= pre.byteLength) return pre.slice(offset, offset + length);
+    // the part past the verified header is tensor data: read it, checked as usual
+    const rest = await this.read(pre.byteLength, offset + length - pre.byteLength, signal);
+    const out = new Uint8Array(length);
+    out.set(pre.subarray(offset));
+    out.set(rest, pre.byteLength - offset);
+    return out;
+  }
+
+  #count(n: number, t0: number): void {
+    this.#stats.bytesHashed += n;
+    this.#stats.hashMs += performance.now() - t0;
+  }
+
+  async #check(offset: number, length: number, bytes: Uint8Array): Promise<void> {
+    const k = key(offset, length);
+    const exp = this.#expected.get(k);
+    const t0 = performance.now();
+    if (exp) {
+      const got = await sha256Hex(bytes);
+      this.#count(length, t0);
+      this.#stats.sha256Checked++;
+      if (got !== exp.sha256) {
+        throw new StoreError(
+          "integrity",
+          `Cannot read tensor '${exp.name}' of ${this.name} [${offset}, ${
+            offset + length
+          }): SHA-256 ${got} does not match the manifest's ${exp.sha256}`,
+          { tensor: exp.name, offset, length, expected: exp.sha256, actual: got },
+        );
+      }
+      return;
+    }
+    const h = hash64(bytes);
+    this.#count(length, t0);
+    const first = this.#seen.get(k);
+    if (first === undefined) {
+      this.#seen.set(k, h);
+      this.#stats.rangesRecorded++;
+    } else if (first !== h) {
+      throw new StoreError(
+        "integrity",
+        `Cannot read ${this.name} [${offset}, ${
+          offset + length
+        }): its bytes differ from the first read of that range (hash ${h}, first ${first}): ` +
+          `the file changed or the transfer corrupted it`,
+        { offset, length, expected: first, actual: h },
+      );
+    } else this.#stats.rereadsMatched++;
+  }
+}
