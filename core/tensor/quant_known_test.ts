@@ -444,3 +444,125 @@ Deno.test("Q4_0/Q4_1/Q8_0 vecDot: one block by hand", () => {
   for (let j = 0; j < 32; j++) sumi8 += (127 - 8 * j) * (j - 16);
   assert.equal(traitsOf(T.Q8_0).vecDot(32, w8, 0, a, 0), sumi8 * 2);
 });
+
+// ---------------------------------------------------------------- llama.cpp reference vectors
+//
+// testdata/quant_known_llamacpp.json holds the bytes llama.cpp's reference quantizers write
+// (quantize_row_{q2_K,q3_K,iq4_nl,iq4_xs,mxfp4}_ref and quantize_iq4_nl, from ggml-quants.c
+// compiled by testdata/gen_quant_known.sh) and an FNV-1a hash of what its dequantize_row_*
+// returns, for inputs from a xorshift32 generator reproduced here bit for bit.
+
+import KNOWN from "./testdata/quant_known_llamacpp.json" with { type: "json" };
+import { quantizeIQ4_NLSearch } from "./quant_iq4.ts";
+
+const KN = 512;
+
+/** The generator of gen_quant_known.c: case `k` of the input set. */
+function knownCase(k: number): Float32Array {
+  let s = (0x9e3779b9 ^ (k * 7919 + 1)) >>> 0;
+  const u = (): number => {
+    s = (s ^ (s << 13)) >>> 0;
+    s = (s ^ (s >>> 17)) >>> 0;
+    s = (s ^ (s << 5)) >>> 0;
+    return F((s >>> 8) * F(1 / 16777216));
+  };
+  const g = (): number => {
+    const a = u(), b = u(), c = u();
+    return F(F(F(a + b) + c) - 1.5);
+  };
+  const x = new Float32Array(KN);
+  for (let i = 0; i < KN; i++) {
+    const v = g();
+    const av = Math.abs(v);
+    switch (k) {
+      case 0:
+        x[i] = v;
+        break;
+      case 1:
+        x[i] = F(v * F(0.001));
+        break;
+      case 2:
+        x[i] = i % 37 === 5 ? F(v * 20) : v;
+        break;
+      case 3:
+        x[i] = F(av + F(0.1));
+        break;
+      case 4:
+        x[i] = F(-av - F(0.05));
+        break;
+      case 5:
+        x[i] = i < 256 ? 0 : v;
+        break;
+      case 6:
+        x[i] = Math.floor(i / 32) % 2 ? 0.75 : F(v * 3);
+        break;
+      case 7:
+        x[i] = F(v * 1000);
+        break;
+      default:
+        x[i] = i % 16 === 3 ? F(v * F(1e-5)) : F(v * F(0.01));
+    }
+  }
+  return x;
+}
+
+function fnv1a(y: Float32Array): number {
+  const b = new Uint8Array(y.buffer, y.byteOffset, y.byteLength);
+  let h = 2166136261;
+  for (let i = 0; i < b.length; i++) h = Math.imul(h ^ b[i], 16777619) >>> 0;
+  return h;
+}
+
+const toHex = (b: Uint8Array): string =>
+  Array.from(b, (v) => v.toString(16).padStart(2, "0")).join("");
+
+const KNOWN_QUANT: Record<
+  string,
+  [GgmlType, (x: Float32Array, o: number, n: number, out: Uint8Array, oo: number) => void]
+> = {
+  Q2_K: [T.Q2_K, traitsOf(T.Q2_K).quantize],
+  Q3_K: [T.Q3_K, traitsOf(T.Q3_K).quantize],
+  IQ4_NL: [T.IQ4_NL, traitsOf(T.IQ4_NL).quantize],
+  IQ4_NL_SEARCH: [T.IQ4_NL, quantizeIQ4_NLSearch],
+  IQ4_XS: [T.IQ4_XS, traitsOf(T.IQ4_XS).quantize],
+  MXFP4: [T.MXFP4, traitsOf(T.MXFP4).quantize],
+};
+
+Deno.test("llama.cpp reference vectors: the generator matches and every type is covered", () => {
+  assert.equal(KNOWN.n, KN);
+  const types = new Set(KNOWN.cases.map((c) => c.type));
+  assert.deepEqual([...types].sort(), Object.keys(KNOWN_QUANT).sort());
+  // spot-check the shared generator: case 5's first block is all zero, case 0 is centred
+  const x0 = knownCase(0);
+  assert.ok(x0.some((v) => v < 0) && x0.some((v) => v > 0) && x0.every((v) => Math.abs(v) <= 1.5));
+  assert.ok(knownCase(5).subarray(0, 256).every((v) => v === 0));
+});
+
+for (const name of Object.keys(KNOWN_QUANT)) {
+  Deno.test(`${name}: quantize equals llama.cpp's reference bytes, dequantize its values`, () => {
+    const [type, quantize] = KNOWN_QUANT[name];
+    const t = traitsOf(type);
+    for (const c of KNOWN.cases.filter((c) => c.type === name)) {
+      const x = knownCase(c.case);
+      const got = new Uint8Array(KN / t.blockSize * t.typeSize);
+      quantize(x, 0, KN, got, 0);
+      const want = new Uint8Array(c.bytes.length / 2);
+      for (let i = 0; i < want.length; i++) want[i] = parseInt(c.bytes.slice(2 * i, 2 * i + 2), 16);
+      if (type === T.IQ4_NL) {
+        // llama.cpp leaves an all-zero block's quants uninitialized (its d is 0): compare d only
+        for (let b = 0; b < KN / 32; b++) {
+          if (x.subarray(32 * b, 32 * b + 32).every((v) => v === 0)) {
+            want.fill(0, 18 * b + 2, 18 * b + 18);
+            got.fill(0, 18 * b + 2, 18 * b + 18);
+          }
+        }
+      }
+      assert.equal(toHex(got), toHex(want), `${name} case ${c.case}`);
+      const y = new Float32Array(KN);
+      t.dequantize(want, 0, KN, y, 0);
+      if (type !== T.IQ4_NL) {
+        assert.equal(fnv1a(y), c.dequant_fnv1a, `${name} case ${c.case} dequant`);
+      }
+    }
+  });
+}

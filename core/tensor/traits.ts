@@ -69,6 +69,25 @@ import {
   vecDotQ6_K,
 } from "./quant_k.ts";
 import { quantizeQ4_K, quantizeQ5_K, quantizeQ6_K } from "./quant_k_quantize.ts";
+import {
+  dequantizeQ2_K,
+  dequantizeQ3_K,
+  quantizeQ2_K,
+  quantizeQ3_K,
+  vecDotQ2_K,
+  vecDotQ3_K,
+} from "./quant_k_low.ts";
+import {
+  dequantizeIQ4_NL,
+  dequantizeIQ4_XS,
+  dequantizeMXFP4,
+  quantizeIQ4_NL,
+  quantizeIQ4_XS,
+  quantizeMXFP4,
+  vecDotIQ4_NL,
+  vecDotIQ4_XS,
+  vecDotMXFP4,
+} from "./quant_iq4.ts";
 
 /** Decode `n` elements (a multiple of blockSize) from bytes at `srcOffset` into `out[outOffset..]`. */
 export type DequantizeFn = (
@@ -117,8 +136,8 @@ export interface TypeTraits {
   /** Bytes → f32 (llama.cpp `dequantize_row_*`). */
   readonly dequantize: DequantizeFn;
   /**
-   * f32 → bytes as a weight (llama.cpp `quantize_row_*_ref` for F16/BF16/Q4_0…Q8_1; a simple
-   * scale search for K-quants; see quant_k.ts). Not the activation rule: use
+   * f32 → bytes as a weight (llama.cpp `quantize_row_*_ref` for F16/BF16/Q4_0…Q8_1, Q2_K, Q3_K,
+   * IQ4_NL, IQ4_XS, MXFP4; a simple scale search for Q4_K…Q6_K, see quant_k_quantize.ts). Not the activation rule: use
    * {@link quantizeActivation} for that.
    */
   readonly quantize: QuantizeFn;
@@ -171,10 +190,15 @@ const ROWS: readonly TypeTraits[] = [
   row(T.Q5_1, 32, 24, T.Q8_1, dequantizeQ5_1, quantizeQ5_1, vecDotQ5_1),
   row(T.Q8_0, 32, 34, T.Q8_0, dequantizeQ8_0, quantizeQ8_0, vecDotQ8_0),
   row(T.Q8_1, 32, 36, T.Q8_1, dequantizeQ8_1, quantizeQ8_1, null),
+  row(T.Q2_K, 256, 84, T.Q8_K, dequantizeQ2_K, quantizeQ2_K, vecDotQ2_K),
+  row(T.Q3_K, 256, 110, T.Q8_K, dequantizeQ3_K, quantizeQ3_K, vecDotQ3_K),
   row(T.Q4_K, 256, 144, T.Q8_K, dequantizeQ4_K, quantizeQ4_K, vecDotQ4_K),
   row(T.Q5_K, 256, 176, T.Q8_K, dequantizeQ5_K, quantizeQ5_K, vecDotQ5_K),
   row(T.Q6_K, 256, 210, T.Q8_K, dequantizeQ6_K, quantizeQ6_K, vecDotQ6_K),
   row(T.Q8_K, 256, 292, T.Q8_K, dequantizeQ8_K, quantizeActQ8_K, null),
+  row(T.IQ4_NL, 32, 18, T.Q8_0, dequantizeIQ4_NL, quantizeIQ4_NL, vecDotIQ4_NL),
+  row(T.IQ4_XS, 256, 136, T.Q8_K, dequantizeIQ4_XS, quantizeIQ4_XS, vecDotIQ4_XS),
+  row(T.MXFP4, 32, 17, T.Q8_0, dequantizeMXFP4, quantizeMXFP4, vecDotMXFP4),
 ];
 
 const TABLE: ReadonlyMap<number, TypeTraits> = new Map(ROWS.map((r) => [r.type, r]));

@@ -28,10 +28,15 @@ Deno.test("traits: block size, type size and vec_dot_type match the spec tables"
     [T.Q5_1, 32, 24, T.Q8_1],
     [T.Q8_0, 32, 34, T.Q8_0],
     [T.Q8_1, 32, 36, T.Q8_1],
+    [T.Q2_K, 256, 84, T.Q8_K],
+    [T.Q3_K, 256, 110, T.Q8_K],
     [T.Q4_K, 256, 144, T.Q8_K],
     [T.Q5_K, 256, 176, T.Q8_K],
     [T.Q6_K, 256, 210, T.Q8_K],
     [T.Q8_K, 256, 292, T.Q8_K],
+    [T.IQ4_NL, 32, 18, T.Q8_0],
+    [T.IQ4_XS, 256, 136, T.Q8_K],
+    [T.MXFP4, 32, 17, T.Q8_0],
   ];
   assert.deepEqual(
     [...SUPPORTED_TYPES].sort((a, b) => a - b),
@@ -54,10 +59,10 @@ Deno.test("traits: block size, type size and vec_dot_type match the spec tables"
 });
 
 Deno.test("traits: errors carry codes and name the type", () => {
-  assert.throws(() => traitsOf(T.Q2_K), (e: unknown) => {
+  assert.throws(() => traitsOf(T.I32), (e: unknown) => {
     assert.ok(e instanceof TensorError);
     assert.equal(e.code, "unsupported_type");
-    assert.match(e.message, /Q2_K/);
+    assert.match(e.message, /I32/);
     return true;
   });
   assert.throws(
@@ -125,6 +130,18 @@ function weightBound(type: number, x: Float32Array, i: number): number {
       return (max - Math.min(0, min)) * (0.5 / 31 + 2 / 63) + sub(32 * 64) + tiny;
     case T.Q6_K:
       return amax * (1 / 32 + 2 / 128) + sub(32 * 128) + tiny;
+    // llama.cpp's reference quantizers below minimise a weighted error, so a value may be clipped
+    // to the end level: bounds are the block range (Q2_K, 2-bit with a min) or the largest
+    // codebook step (IQ4_*: the widest gap is 24/127 of the scale, plus clipping at 113/127).
+    case T.Q2_K:
+      return (max - Math.min(0, min)) * 1.01 + sub(4 * 16) + tiny;
+    case T.Q3_K:
+      return amax * 1.01 + sub(8 * 64) + tiny;
+    case T.IQ4_NL:
+    case T.IQ4_XS:
+      return amax * 0.3 + sub(127 * 64) + tiny;
+    case T.MXFP4: // step 2^(e-1)·(0.5..2) with 2^(e+1) ≤ amax: ≤ amax/4, plus clipping above 6·2^e
+      return amax * 0.5 + 2 ** -126 + tiny;
     default:
       throw new Error("no bound");
   }
