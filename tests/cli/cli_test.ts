@@ -102,7 +102,7 @@ Deno.test("generate with a text prompt streams text; seed makes sampling reprodu
 Deno.test("inspect prints architecture, hyper-parameters, tensors and expert bytes", async () => {
   const r = await cli("inspect", "--model", modelPath);
   assertEquals(r.code, 0, r.stderr);
-  assert(r.stdout.includes("architecture   llama"));
+  assert(/^architecture\s+llama$/m.test(r.stdout), r.stdout);
   assert(r.stdout.includes("blk.1.ffn_up_exps.weight"));
   assert(/experts\s+4 per layer, 2 used, \d+ bytes each/.test(r.stdout), r.stdout);
   const j = JSON.parse((await cli("inspect", "--model", modelPath, "--json")).stdout);

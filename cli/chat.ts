@@ -1,0 +1,127 @@
+/**
+ * `cli chat`: an interactive conversation with the model's chat template
+ * (the GGUF `tokenizer.chat_template`, else the architecture's fallback), as
+ * `llama-cli -cnv` or `ollama run` do. One line of input is one user turn;
+ * `/bye` (or end of input) ends it, `/clear` forgets the conversation.
+ *
+ * @module
+ */
+
+import { generate, type GenerateOptions } from "../core/generate/generate.ts";
+import type { Model } from "../core/model/model.ts";
+import { type ChatMessage, chatTemplateFor } from "../serve/chat_template.ts";
+
+/** Where the chat reads and writes. */
+export interface ChatIO {
+  /** User turns, one per line. */
+  readonly lines: AsyncIterable<string>;
+  /** The assistant's text (stdout). */
+  write(text: string): Promise<void>;
+  /** Prompts, notices and timings (stderr). */
+  note(text: string): void;
+  /** Print the `>>> ` prompt and the greeting (a terminal on both ends). */
+  readonly interactive: boolean;
+}
+
+/** Options of {@link runChat}. */
+export interface ChatOptions extends GenerateOptions {
+  /** System prompt, sent as the first message. */
+  system?: string;
+  /** Print tokens/s after each reply. */
+  stats?: boolean;
+}
+
+const HELP = "commands: /bye (or Ctrl-D) ends the chat, /clear forgets the conversation, /? help";
+
+/**
+ * Runs the chat loop until `/bye` or the end of input. Each turn renders the whole
+ * conversation with the chat template and generates the reply, streaming it.
+ * @param model the loaded model
+ * @param opts generation options per reply, plus the system prompt
+ * @param io input lines and output sinks
+ * @param signal aborts the reply in progress (Ctrl-C); the chat continues
+ * @returns the number of replies generated
+ */
+export async function runChat(
+  model: Model,
+  opts: ChatOptions,
+  io: ChatIO,
+  signal?: () => AbortSignal,
+): Promise<number> {
+  const template = chatTemplateFor(model);
+  const system: ChatMessage[] = opts.system ? [{ role: "system", content: opts.system }] : [];
+  let history: ChatMessage[] = [...system];
+  let replies = 0;
+  if (io.interactive) {
+    io.note(`chat template: ${template.kind}. ${HELP}\n>>> `);
+  }
+  for await (const raw of io.lines) {
+    const line = raw.replace(/\r$/, "");
+    const cmd = line.trim();
+    if (cmd === "/bye" || cmd === "/exit" || cmd === "/quit") break;
+    if (cmd === "/clear") {
+      history = [...system];
+      io.note("(conversation cleared)\n");
+    } else if (cmd === "/?" || cmd === "/help") {
+      io.note(HELP + "\n");
+    } else if (cmd !== "") {
+      history.push({ role: "user", content: line });
+      const rendered = template.render(history);
+      const it = generate(model, rendered.text, {
+        ...opts,
+        addBos: rendered.addBos,
+        stop: [...template.stop, ...(opts.stop ?? [])],
+        signal: signal?.(),
+      });
+      let text = "";
+      let started = false;
+      for (;;) {
+        const r = await it.next();
+        if (r.done) {
+          text = r.value.text.trimStart();
+          await io.write("\n");
+          if (opts.stats) io.note(statsLine(r.value) + "\n");
+          break;
+        }
+        // the reply's leading space belongs to the template's turn boundary, not to the text
+        const piece = started ? r.value.text : r.value.text.trimStart();
+        if (piece !== "") started = true;
+        await io.write(piece);
+      }
+      history.push({ role: "assistant", content: text });
+      replies++;
+    }
+    if (io.interactive) io.note(">>> ");
+  }
+  return replies;
+}
+
+/** One line of timings, as printed to stderr after `generate` and each chat reply. */
+export function statsLine(r: {
+  promptTokens: readonly number[];
+  tokens: readonly number[];
+  finishReason: string;
+  timings: { prefillMs: number; decodeMs: number; decodeTokensPerS: number };
+}): string {
+  const t = r.timings;
+  const prefillRate = t.prefillMs > 0 ? r.promptTokens.length / (t.prefillMs / 1000) : 0;
+  return `[prompt ${r.promptTokens.length} tokens in ${t.prefillMs.toFixed(1)} ms (${
+    prefillRate.toFixed(1)
+  } tokens/s), generated ${r.tokens.length} tokens in ${t.decodeMs.toFixed(1)} ms (${
+    t.decodeTokensPerS.toFixed(1)
+  } tokens/s), finish: ${r.finishReason}]`;
+}
+
+/** Lines of a byte stream (UTF-8), without their line ends. */
+export async function* readLines(stream: ReadableStream<Uint8Array>): AsyncGenerator<string> {
+  let buf = "";
+  for await (const chunk of stream.pipeThrough(new TextDecoderStream())) {
+    buf += chunk;
+    let nl: number;
+    while ((nl = buf.indexOf("\n")) >= 0) {
+      yield buf.slice(0, nl);
+      buf = buf.slice(nl + 1);
+    }
+  }
+  if (buf !== "") yield buf;
+}

@@ -1,0 +1,512 @@
+/**
+ * The command line: `generate`, `chat`, `inspect`, `manifest`, `trace`. Options are
+ * declared once with commander; help (`cli --help`, `cli generate --help`,
+ * `cli help chat`) and value errors are generated from the declarations.
+ *
+ * @module
+ */
+
+// deno-lint-ignore no-import-prefix -- a full npm: specifier, so the CLI works without the import map
+import { Command, CommanderError, Option } from "npm:commander@^14.0.3";
+// the engine without the server (no Hono at start-up); the WASM backend registers itself
+import "../wasm/register.ts";
+import { GenerationError, MoeEdgeError } from "../core/errors.ts";
+import {
+  generate,
+  type GenerateOptions,
+  type GenerateResult,
+  generateText,
+} from "../core/generate/generate.ts";
+import { loadModel, type LoadModelOptions, type Model } from "../core/model/model.ts";
+import { loadFromManifest } from "../core/plugin/from_manifest.ts";
+import {
+  buildExpertManifest,
+  type ExpertManifest,
+  type ExpertRef,
+  parseExpertManifest,
+} from "../core/store/expert_manifest.ts";
+import { ResidentExpertStore } from "../core/store/expert_store.ts";
+import { affinityFromTrace, RouteRecorder } from "../core/store/route_trace.ts";
+import { statsJson } from "../core/store/store_stats.ts";
+import { type ByteSource, FileSource, MemorySource } from "../core/store/byte_source.ts";
+import { defaultModelBytes } from "../core/model/default_model.ts";
+import { readLines, runChat, statsLine } from "./chat.ts";
+import { formatInspect, inspectModel } from "./inspect.ts";
+import {
+  collect,
+  EXIT,
+  parseCount,
+  parseInteger,
+  parseNumber,
+  parsePositive,
+  parseTokenList,
+  UsageError,
+} from "./options.ts";
+
+const enc = new TextEncoder();
+
+function writeErr(s: string): void {
+  Deno.stderr.writeSync(enc.encode(s));
+}
+
+async function writeOut(s: string): Promise<void> {
+  const b = enc.encode(s);
+  for (let off = 0; off < b.length;) off += await Deno.stdout.write(b.subarray(off));
+}
+
+function isTty(f: { isTerminal(): boolean }): boolean {
+  try {
+    return f.isTerminal();
+  } catch {
+    return false;
+  }
+}
+
+/** Ctrl-C: the first one aborts the generation in progress, as llama.cpp does. */
+class Interrupt {
+  #ctl = new AbortController();
+  #listening = false;
+  interrupted = false;
+  readonly #onSignal = () => {
+    this.interrupted = true;
+    if (this.#ctl.signal.aborted) Deno.exit(EXIT.interrupted); // a second Ctrl-C
+    this.#ctl.abort();
+  };
+  /** A fresh signal for the next generation. */
+  signal(): AbortSignal {
+    if (!this.#listening) {
+      try {
+        Deno.addSignalListener("SIGINT", this.#onSignal);
+        this.#listening = true;
+      } catch { /* no signals on this platform: Ctrl-C ends the process */ }
+    }
+    if (this.#ctl.signal.aborted) this.#ctl = new AbortController();
+    return this.#ctl.signal;
+  }
+  dispose(): void {
+    if (this.#listening) Deno.removeSignalListener("SIGINT", this.#onSignal);
+    this.#listening = false;
+  }
+}
+
+async function open(
+  path: string | undefined,
+  backend: string | undefined,
+  extra: LoadModelOptions = {},
+): Promise<Model> {
+  const tty = isTty(Deno.stderr);
+  let last = 0;
+  const model = await loadModel(path ?? defaultModelBytes(), {
+    ...extra,
+    backend: backend ?? "auto",
+    onProgress: tty
+      ? (done, total) => {
+        const pct = Math.min(100, Math.floor((done / Math.max(1, total)) * 100));
+        if (pct !== last) {
+          last = pct;
+          const bar = "#".repeat(Math.floor(pct / 4)).padEnd(25, ".");
+          writeErr(`\rloading [${bar}] ${pct}%`);
+        }
+      }
+      : undefined,
+  });
+  if (tty) writeErr("\r\x1b[K");
+  return model;
+}
+
+interface StreamingFlags {
+  expertBudgetMb?: number;
+  expertManifest?: string;
+}
+
+/** `--expert-budget-mb` / `--expert-manifest` as load options. */
+async function streamingOptions(v: StreamingFlags): Promise<LoadModelOptions> {
+  if (v.expertBudgetMb === undefined) {
+    if (v.expertManifest !== undefined) {
+      throw new UsageError("bad_flag", "--expert-manifest needs --expert-budget-mb");
+    }
+    return {};
+  }
+  const manifest = v.expertManifest === undefined
+    ? undefined
+    : parseExpertManifest(JSON.parse(await Deno.readTextFile(v.expertManifest)));
+  return {
+    expertBudgetBytes: Math.floor(v.expertBudgetMb * 1024 * 1024),
+    streaming: { manifest },
+  };
+}
+
+interface SamplingFlags {
+  maxTokens?: number;
+  temperature?: number;
+  topK?: number;
+  topP?: number;
+  minP?: number;
+  repeatPenalty?: number;
+  seed?: number;
+  ctxSize?: number;
+  stop?: string[];
+  ignoreEos?: boolean;
+}
+
+/** Generation options from the flags, with llama.cpp's conventions for out-of-range values. */
+function generateOptions(v: SamplingFlags, maxTokens: number): GenerateOptions {
+  return {
+    maxTokens: v.maxTokens ?? maxTokens,
+    // llama.cpp: a temperature ≤ 0 samples greedily; top-k ≤ 0 is off; seed -1 is random
+    temperature: v.temperature === undefined ? undefined : Math.max(0, v.temperature),
+    topK: v.topK === undefined ? undefined : Math.max(0, v.topK),
+    topP: v.topP,
+    minP: v.minP,
+    repetitionPenalty: v.repeatPenalty,
+    seed: v.seed === -1 ? crypto.getRandomValues(new Uint32Array(1))[0] : v.seed,
+    nCtx: v.ctxSize,
+    stop: v.stop,
+    ignoreEos: v.ignoreEos,
+  };
+}
+
+function modelOptions(cmd: Command): Command {
+  return cmd
+    .addOption(
+      new Option("-m, --model <path>", "GGUF model file (default: the built-in model)"),
+    )
+    .addOption(
+      new Option("--backend <name>", "compute backend").choices(["auto", "wasm", "ref", "webgpu"]),
+    );
+}
+
+function samplingOptions(cmd: Command, maxTokens: number): Command {
+  return cmd
+    .addOption(
+      new Option("-n, --max-tokens <n>", "most tokens to generate").argParser(parseCount)
+        .default(maxTokens),
+    )
+    .addOption(
+      new Option("--temperature <t>", "sampling temperature; ≤ 0 is greedy").argParser(
+        parseNumber,
+      ),
+    )
+    .addOption(new Option("--top-k <k>", "keep the k most likely tokens (≤ 0: off)").argParser(
+      parseInteger,
+    ))
+    .addOption(new Option("--top-p <p>", "nucleus sampling, in (0, 1]").argParser(parseNumber))
+    .addOption(new Option("--min-p <p>", "min-p sampling, in [0, 1]").argParser(parseNumber))
+    .addOption(
+      new Option("--repeat-penalty <r>", "repetition penalty, in (0, 10]").argParser(parseNumber),
+    )
+    .addOption(
+      new Option("-s, --seed <n>", "sampling seed (-1: random)").argParser(parseInteger),
+    )
+    .addOption(
+      new Option("-c, --ctx-size <n>", "context length (default: min(training context, 2048))")
+        .argParser(parseCount),
+    )
+    .addOption(
+      new Option("--stop <text>", "stop at this text (repeatable)").argParser(collect),
+    )
+    .addOption(new Option("--ignore-eos", "keep generating past end-of-generation tokens"));
+}
+
+async function cmdGenerate(o: Record<string, unknown>): Promise<number> {
+  const v = o as SamplingFlags & StreamingFlags & {
+    model?: string;
+    manifest?: string;
+    backend?: string;
+    prompt?: string;
+    promptTokens?: number[];
+    json?: boolean;
+    stats?: boolean;
+  };
+  if (
+    v.manifest !== undefined &&
+    (v.model ?? v.expertBudgetMb ?? v.expertManifest) !== undefined
+  ) {
+    throw new UsageError(
+      "bad_flag",
+      "--manifest cannot be combined with --model, --expert-budget-mb or --expert-manifest",
+    );
+  }
+  if ((v.prompt === undefined) === (v.promptTokens === undefined)) {
+    throw new UsageError("bad_flag", "generate needs exactly one of --prompt or --prompt-tokens");
+  }
+  const opts = generateOptions(v, 64);
+  const model = v.manifest !== undefined
+    ? (await loadFromManifest(v.manifest, { backend: v.backend })).model
+    : await open(v.model, v.backend, await streamingOptions(v));
+  const interrupt = new Interrupt();
+  try {
+    const it = generate(model, v.prompt ?? v.promptTokens!, {
+      ...opts,
+      signal: v.json ? undefined : interrupt.signal(),
+    });
+    let result: GenerateResult;
+    for (;;) {
+      const r = await it.next();
+      if (r.done) {
+        result = r.value;
+        break;
+      }
+      if (!v.json) await writeOut(r.value.text);
+    }
+    if (v.json) {
+      console.log(JSON.stringify({
+        prompt_tokens: result.promptTokens,
+        tokens: result.tokens,
+        text: result.text,
+        finish_reason: result.finishReason,
+        timings: {
+          load_ms: model.loadMs,
+          prefill_ms: result.timings.prefillMs,
+          decode_ms: result.timings.decodeMs,
+          decode_tokens_per_s: result.timings.decodeTokensPerS,
+        },
+        backend: model.backend.name,
+        experts: statsJson(model.store.stats()),
+      }));
+    } else {
+      await writeOut("\n");
+      if (v.stats !== false) {
+        writeErr(`${statsLine(result)} backend ${model.backend.name}\n`);
+      }
+    }
+    return interrupt.interrupted ? EXIT.interrupted : EXIT.ok;
+  } finally {
+    interrupt.dispose();
+    model.dispose();
+  }
+}
+
+async function cmdChat(o: Record<string, unknown>): Promise<number> {
+  const v = o as SamplingFlags & {
+    model?: string;
+    backend?: string;
+    system?: string;
+    stats?: boolean;
+  };
+  const opts = generateOptions(v, 256);
+  const model = await open(v.model, v.backend);
+  const interrupt = new Interrupt();
+  try {
+    await runChat(model, { ...opts, system: v.system, stats: v.stats !== false }, {
+      lines: readLines(Deno.stdin.readable),
+      write: writeOut,
+      note: writeErr,
+      interactive: isTty(Deno.stdin) && isTty(Deno.stderr),
+    }, () => interrupt.signal());
+    return EXIT.ok;
+  } finally {
+    interrupt.dispose();
+    model.dispose();
+  }
+}
+
+async function cmdInspect(o: Record<string, unknown>): Promise<number> {
+  const v = o as { model?: string; json?: boolean };
+  const source: ByteSource = v.model === undefined
+    ? new MemorySource(defaultModelBytes(), "default model")
+    : await FileSource.open(v.model);
+  try {
+    const report = await inspectModel(source);
+    if (v.json) console.log(JSON.stringify(report));
+    else console.log(formatInspect(report));
+    return EXIT.ok;
+  } finally {
+    await source.close?.();
+  }
+}
+
+async function cmdManifest(o: Record<string, unknown>): Promise<number> {
+  const v = o as { model?: string; backend?: string; pin?: string; out?: string };
+  const pinned: ExpertRef[] = (v.pin ?? "").split(",").filter((p) => p.trim()).map((p) => {
+    const m = /^\s*(\d+):(\d+)\s*$/.exec(p);
+    if (!m) throw new UsageError("bad_flag", `--pin expects LAYER:EXPERT pairs: received '${p}'`);
+    return { layer: Number(m[1]), index: Number(m[2]) };
+  });
+  let manifest: ExpertManifest | null = null;
+  const model = await open(v.model, v.backend ?? "ref", {
+    hooks: {
+      createStore: async (ctx) => {
+        for (const p of pinned) {
+          if (!ctx.locations[p.layer]?.[p.index]) {
+            throw new UsageError(
+              "bad_flag",
+              `--pin ${p.layer}:${p.index}: the model has no such expert`,
+            );
+          }
+        }
+        manifest = await buildExpertManifest(ctx.source, ctx.locations, pinned);
+        return new ResidentExpertStore([]);
+      },
+    },
+  });
+  model.dispose();
+  const json = JSON.stringify(manifest, null, 2) + "\n";
+  if (v.out) await Deno.writeTextFile(v.out, json);
+  else await writeOut(json);
+  return EXIT.ok;
+}
+
+async function cmdTrace(o: Record<string, unknown>): Promise<number> {
+  const v = o as {
+    model?: string;
+    backend?: string;
+    prompt?: string[];
+    promptTokens?: number[];
+    maxTokens: number;
+    out: string;
+  };
+  const prompts: (string | number[])[] = [...(v.prompt ?? [])];
+  if (v.promptTokens !== undefined) prompts.push(v.promptTokens);
+  if (prompts.length === 0) {
+    throw new UsageError("bad_flag", "trace needs --prompt or --prompt-tokens");
+  }
+  const model = await open(v.model, v.backend);
+  try {
+    const hp = model.hp;
+    const rec = new RouteRecorder(hp.nLayer, hp.nExpert, hp.nExpertUsed);
+    for (const m of model.transformer.moe) m?.observers.push(rec.observe);
+    for (const p of prompts) {
+      await generateText(model, p, { maxTokens: v.maxTokens, temperature: 0 });
+    }
+    const trace = rec.trace();
+    await Deno.writeTextFile(
+      v.out,
+      JSON.stringify({ ...trace, affinity: affinityFromTrace(trace, 0.5) }) + "\n",
+    );
+    writeErr(`traced ${trace.tokens.length} tokens × ${hp.nLayer} layers to ${v.out}\n`);
+    return EXIT.ok;
+  } finally {
+    model.dispose();
+  }
+}
+
+const EXIT_HELP = `
+Without --model the built-in default model is used (a tiny MoE trained on short stories).
+
+Exit codes:
+  0    success (and --help)
+  1    the model or the runtime failed (unreadable or malformed file, budget too small,
+       invalid manifest); the message ends with [ErrorClass:code]
+  2    usage error: unknown command or option, a bad or missing value, a bad prompt
+  130  interrupted with Ctrl-C`;
+
+/** Builds the program; `done` receives the exit code of the command that ran. */
+export function buildProgram(done: (code: number) => void): Command {
+  const run = async (p: Promise<number>) => done(await p);
+  const program = new Command("moe-edge")
+    .description("Mixture-of-Experts inference for Deno")
+    .usage("<command> [options]")
+    .exitOverride()
+    .showHelpAfterError("(run with --help for usage)")
+    .configureOutput({
+      writeOut: (s) => void Deno.stdout.writeSync(enc.encode(s)),
+      writeErr,
+    })
+    .addHelpText("after", EXIT_HELP);
+
+  const gen = program.command("generate")
+    .description("generate text from a prompt (text is streamed to stdout, timings to stderr)")
+    .addOption(new Option("-p, --prompt <text>", "prompt text (tokenized, BOS per the model)"))
+    .addOption(
+      new Option("--prompt-tokens <ids>", "prompt as token ids 1,2,3 (used as given, no BOS)")
+        .argParser(parseTokenList),
+    )
+    .addOption(new Option("--manifest <path>", "a model manifest (model, backend, plugins)"));
+  modelOptions(gen);
+  samplingOptions(gen, 64)
+    .addOption(
+      new Option("--expert-budget-mb <mb>", "stream experts under this memory budget")
+        .argParser(parsePositive),
+    )
+    .addOption(
+      new Option("--expert-manifest <file>", "per-expert sha256 manifest checked when streaming"),
+    )
+    .addOption(new Option("--json", "print one JSON object (tokens, text, timings) instead"))
+    .addOption(new Option("--no-stats", "do not print tokens/s to stderr"))
+    .action((o) => run(cmdGenerate(o)));
+
+  const chat = program.command("chat")
+    .description("chat with the model through its chat template (one line = one turn)")
+    .addOption(new Option("--system <text>", "system prompt"));
+  modelOptions(chat);
+  samplingOptions(chat, 256)
+    .addOption(new Option("--no-stats", "do not print tokens/s after each reply"))
+    .addHelpText(
+      "after",
+      "\nIn the chat: /bye or Ctrl-D ends it, /clear forgets the conversation, " +
+        "Ctrl-C stops a reply.",
+    )
+    .action((o) => run(cmdChat(o)));
+
+  program.command("inspect")
+    .description(
+      "describe a model from its GGUF index (hyper-parameters, tensors, bytes per expert " +
+        "per layer and type); no weight is read",
+    )
+    .addOption(new Option("-m, --model <path>", "GGUF model file (default: the built-in model)"))
+    .addOption(new Option("--backend <name>", "ignored (inspect loads no weights)").hideHelp())
+    .addOption(new Option("--json", "print one JSON object"))
+    .action((o) => run(cmdInspect(o)));
+
+  modelOptions(
+    program.command("manifest")
+      .description("write the per-expert sha256 manifest used to check streamed experts"),
+  )
+    .addOption(new Option("--pin <list>", "experts to keep resident, LAYER:EXPERT,…"))
+    .addOption(new Option("--out <file>", "write to this file (default: stdout)"))
+    .action((o) => run(cmdManifest(o)));
+
+  modelOptions(
+    program.command("trace")
+      .description("record expert routing while generating (for prefetch/caching studies)"),
+  )
+    .addOption(
+      new Option("-p, --prompt <text>", "a prompt (repeatable)").argParser(collect),
+    )
+    .addOption(
+      new Option("--prompt-tokens <ids>", "a prompt as token ids 1,2,3").argParser(parseTokenList),
+    )
+    .addOption(
+      new Option("-n, --max-tokens <n>", "tokens per prompt").argParser(parseCount).default(64),
+    )
+    .requiredOption("--out <file>", "trace file to write")
+    .action((o) => run(cmdTrace(o)));
+
+  return program;
+}
+
+/** Prints a typed error as `error: <message> [<Class>:<code>]` and returns its exit code. */
+function report(e: unknown): number {
+  if (e instanceof MoeEdgeError) {
+    writeErr(`error: ${e.message} [${e.name}:${e.code}]\n`);
+    return e instanceof UsageError || e instanceof GenerationError ? EXIT.usage : EXIT.error;
+  }
+  if (e instanceof SyntaxError) { // e.g. a JSON file given to --expert-manifest
+    writeErr(`error: ${e.message}\n`);
+    return EXIT.error;
+  }
+  throw e;
+}
+
+/** Runs the CLI with `args` (without the program name); returns the exit code. */
+export async function main(args: string[]): Promise<number> {
+  if (args.length === 0) {
+    buildProgram(() => {}).outputHelp({ error: true });
+    return EXIT.usage;
+  }
+  let code: number = EXIT.ok;
+  const program = buildProgram((c) => {
+    code = c;
+  });
+  try {
+    await program.parseAsync(args, { from: "user" });
+    return code;
+  } catch (e) {
+    if (e instanceof CommanderError) {
+      // help and version are successes; every other parse error is a usage error
+      return e.exitCode === 0 ? EXIT.ok : EXIT.usage;
+    }
+    return report(e);
+  }
+}
