@@ -215,7 +215,7 @@ Deno.test("WasmBackend: errors name the problem (range, freed slot, bad shape, c
   assertThrows(
     () =>
       be.matmul(
-        { ...view, type: GgmlType.Q2_K, rows: 0, cols: 256 },
+        { ...view, type: GgmlType.Q8_K, rows: 0, cols: 256 },
         new Float32Array(256),
         1,
         new Float32Array(0),
@@ -232,7 +232,9 @@ Deno.test("WasmBackend: errors name the problem (range, freed slot, bad shape, c
     (e: unknown) => e instanceof BackendError && e.code === "bad_slot",
   );
   assertEquals(be.supportsOp("matmul", GgmlType.Q6_K), true);
-  assertEquals(be.supportsOp("matmul", GgmlType.Q2_K), false);
+  assertEquals(be.supportsOp("matmul", GgmlType.Q2_K), true);
+  assertEquals(be.supportsOp("matmul", GgmlType.MXFP4), true);
+  assertEquals(be.supportsOp("matmul", GgmlType.Q8_K), false);
   assertEquals(be.supportsOp("attention"), true);
   be.dispose();
 });

@@ -238,6 +238,8 @@ export const FORMATS: ReadonlyArray<{
   blk: number;
   bytes: number;
   scales: readonly number[];
+  /** Byte offsets of E8M0 exponents (MXFP4). */
+  e8m0?: readonly number[];
 }> = [
   { type: GgmlType.F32, name: "F32", blk: 1, bytes: 4, scales: [] },
   { type: GgmlType.F16, name: "F16", blk: 1, bytes: 2, scales: [] },
@@ -250,6 +252,11 @@ export const FORMATS: ReadonlyArray<{
   { type: GgmlType.Q4_K, name: "Q4_K", blk: 256, bytes: 144, scales: [0, 2] },
   { type: GgmlType.Q5_K, name: "Q5_K", blk: 256, bytes: 176, scales: [0, 2] },
   { type: GgmlType.Q6_K, name: "Q6_K", blk: 256, bytes: 210, scales: [208] },
+  { type: GgmlType.Q2_K, name: "Q2_K", blk: 256, bytes: 84, scales: [80, 82] },
+  { type: GgmlType.Q3_K, name: "Q3_K", blk: 256, bytes: 110, scales: [108] },
+  { type: GgmlType.IQ4_NL, name: "IQ4_NL", blk: 32, bytes: 18, scales: [0] },
+  { type: GgmlType.IQ4_XS, name: "IQ4_XS", blk: 256, bytes: 136, scales: [0] },
+  { type: GgmlType.MXFP4, name: "MXFP4", blk: 32, bytes: 17, scales: [], e8m0: [0] },
 ];
 
 /**
@@ -285,6 +292,8 @@ export function randomWeights(
       const v = (r() < 0.2 ? -1 : 1) * Math.exp((r() - 0.5) * 6) * 0.01;
       dv.setUint16(b * fm.bytes + s, toF16(v), true);
     }
+    // E8M0 block exponents: 2^(e-128) for e in 118..131 (≈ 1e-3 .. 8)
+    for (const s of fm.e8m0 ?? []) out[b * fm.bytes + s] = 118 + Math.floor(r() * 14);
   }
   return out;
 }

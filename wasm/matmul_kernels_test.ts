@@ -190,11 +190,85 @@ Deno.test("matmul / get_rows: unsupported types and ragged rows are rejected wit
   H.reset();
   const p = H.alloc(1024);
   assertEquals(H.k.matmul(GgmlType.Q8_1, p, 1, 32, p, 1, p, p), -1);
-  assertEquals(H.k.matmul(GgmlType.Q2_K, p, 1, 256, p, 1, p, p), -1);
+  assertEquals(H.k.matmul(16, p, 1, 256, p, 1, p, p), -1); // IQ2_XXS: not implemented
+  assertEquals(H.k.matmul(GgmlType.IQ4_XS, p, 1, 32, p, 1, p, p), -1); // ragged super-block
   assertEquals(H.k.matmul(GgmlType.Q8_0, p, 1, 48, p, 1, p, p), -1);
   assertEquals(H.k.matmul(GgmlType.Q4_K, p, 1, 32, p, 1, p, p), -1);
-  assertEquals(H.k.get_rows(GgmlType.Q3_K, p, 256, p, 1, p), -1);
+  assertEquals(H.k.get_rows(16, p, 256, p, 1, p), -1);
+  assertEquals(H.k.get_rows(GgmlType.Q3_K, p, 128, p, 1, p), -1);
+  for (
+    const t of [GgmlType.Q2_K, GgmlType.Q3_K, GgmlType.IQ4_NL, GgmlType.IQ4_XS, GgmlType.MXFP4]
+  ) {
+    assertEquals(H.k.type_supported(t), 1);
+  }
   assertEquals(H.k.act_row_bytes(GgmlType.Q8_K, 256), 0);
   assertEquals(H.k.type_supported(GgmlType.Q6_K), 1);
   assertEquals(H.k.type_supported(GgmlType.Q8_K), 0);
+});
+
+Deno.test("matmul Q2_K/Q3_K/IQ4_NL/IQ4_XS/MXFP4: scalar twin == traits.vecDot bit for bit (ggml generic order)", () => {
+  for (
+    const type of [GgmlType.Q2_K, GgmlType.Q3_K, GgmlType.IQ4_NL, GgmlType.IQ4_XS, GgmlType.MXFP4]
+  ) {
+    const tr = traitsOf(type);
+    const vt = traitsOf(tr.vecDotType);
+    fc.assert(
+      fc.property(caseArb(tr.blockSize), (c) => {
+        const r = rng(c.seed);
+        const nTok = Math.min(c.nTok, 3);
+        const w = randomWeights(r, type, c.rows, c.cols);
+        const x = randomActivations(r, nTok * c.cols);
+        H.reset();
+        const wp = H.putU8(w);
+        const xp = H.putF32(x);
+        const op = H.alloc(4 * nTok * c.rows);
+        const sc = H.alloc(H.k.matmul_scratch_bytes(type, c.cols, nTok));
+        assertEquals(H.k.matmul_scalar(type, wp, c.rows, c.cols, xp, nTok, op, sc), 0);
+        const got = H.getF32(op, nTok * c.rows);
+        const tb = c.cols / vt.blockSize * vt.typeSize;
+        const act = new Uint8Array(tb);
+        const wrb = c.cols / tr.blockSize * tr.typeSize;
+        for (let t = 0; t < nTok; t++) {
+          quantizeActivation(tr.vecDotType, x, t * c.cols, c.cols, act, 0);
+          for (let i = 0; i < c.rows; i++) {
+            const want = tr.vecDot(c.cols, w, i * wrb, act, 0);
+            if (!Object.is(got[t * c.rows + i], want)) {
+              throw new Error(
+                `${tr.name} t=${t} r=${i}: scalar ${got[t * c.rows + i]} vs traits ${want}`,
+              );
+            }
+          }
+        }
+      }),
+      { numRuns: 40 },
+    );
+  }
+});
+
+Deno.test("matmul Q2_K/Q3_K/IQ4_NL/IQ4_XS/MXFP4: simd128 and relaxed modules agree bit for bit", async () => {
+  const S = await KernelHarness.create("simd128");
+  const R = await KernelHarness.create("relaxed");
+  for (
+    const type of [GgmlType.Q2_K, GgmlType.Q3_K, GgmlType.IQ4_NL, GgmlType.IQ4_XS, GgmlType.MXFP4]
+  ) {
+    const blk = traitsOf(type).blockSize;
+    fc.assert(
+      fc.property(caseArb(blk), (c) => {
+        const r = rng(c.seed);
+        const w = randomWeights(r, type, c.rows, c.cols);
+        const x = randomActivations(r, c.nTok * c.cols);
+        const run = (h: KernelHarness): Float32Array => {
+          h.reset();
+          const wp = h.putU8(w);
+          const xp = h.putF32(x);
+          const op = h.alloc(4 * c.nTok * c.rows);
+          const sc = h.alloc(h.k.matmul_scratch_bytes(type, c.cols, c.nTok));
+          assertEquals(h.k.matmul(type, wp, c.rows, c.cols, xp, c.nTok, op, sc), 0);
+          return h.getF32(op, c.nTok * c.rows);
+        };
+        assertEquals(run(S).join(), run(R).join());
+      }),
+      { numRuns: 20 },
+    );
+  }
 });

@@ -37,6 +37,11 @@ export const WASM_FORMATS: readonly GgmlType[] = [
   GgmlType.Q4_K,
   GgmlType.Q5_K,
   GgmlType.Q6_K,
+  GgmlType.Q2_K,
+  GgmlType.Q3_K,
+  GgmlType.IQ4_NL,
+  GgmlType.IQ4_XS,
+  GgmlType.MXFP4,
 ];
 
 /** A matrix inside a slot whose layout the table tracks. */

@@ -141,7 +141,7 @@ pub unsafe fn dequantize_row(ty: u32, x: *const u8, y: *mut f32, n: usize) -> bo
                 }
             }
         }
-        _ => return false,
+        _ => return crate::lowbit::dequantize_row(ty, x, y, n),
     }
     true
 }

@@ -17,6 +17,7 @@ mod ffn;
 mod group;
 mod half;
 mod kquants;
+mod lowbit;
 mod mathf;
 mod matmul;
 mod norm;

@@ -10,6 +10,7 @@
 use crate::dot::*;
 use crate::half::{round_bf16_f32, round_f16_f32};
 use crate::kquants::*;
+use crate::lowbit::*;
 use crate::tiles::*;
 use crate::quantize::*;
 use crate::types::*;
@@ -28,9 +29,9 @@ const TOKEN_TILE: usize = 16;
 fn act_geom(ty: u32) -> Option<(usize, usize)> {
     Some(match ty {
         F32 | F16 | BF16 => (1, 4),
-        Q8_0 | Q4_0 | Q5_0 => (32, Q8_0_BYTES),
+        Q8_0 | Q4_0 | Q5_0 | IQ4_NL | MXFP4 => (32, Q8_0_BYTES),
         Q4_1 | Q5_1 => (32, Q8_1_BYTES),
-        Q4_K | Q5_K | Q6_K => (256, Q8_K_BYTES),
+        Q2_K | Q3_K | Q4_K | Q5_K | Q6_K | IQ4_XS => (256, Q8_K_BYTES),
         _ => return None,
     })
 }
@@ -61,6 +62,11 @@ fn dot_fn(ty: u32, simd: bool) -> Option<DotFn> {
         (Q4_K, false) => dot_q4_k_scalar,
         (Q5_K, false) => dot_q5_k_scalar,
         (Q6_K, false) => dot_q6_k_scalar,
+        (Q2_K, false) => dot_q2_k_scalar,
+        (Q3_K, false) => dot_q3_k_scalar,
+        (IQ4_XS, false) => dot_iq4_xs_scalar,
+        (IQ4_NL, false) => dot_iq4_nl_scalar,
+        (MXFP4, false) => dot_mxfp4_scalar,
         _ => return None,
     };
     Some(f)
@@ -92,7 +98,7 @@ pub unsafe fn prepare_act(ty: u32, x: *const f32, cols: usize, ntok: usize, dst:
             F32 => core::ptr::copy(xr, d as *mut f32, cols),
             F16 => round_f16_f32(xr, d as *mut f32, cols, simd),
             BF16 => round_bf16_f32(xr, d as *mut f32, cols, simd),
-            Q8_0 | Q4_0 | Q5_0 => {
+            Q8_0 | Q4_0 | Q5_0 | IQ4_NL | MXFP4 => {
                 if simd {
                     quantize_q8_0(xr, d, cols)
                 } else {
@@ -159,7 +165,7 @@ pub unsafe fn matmul_prepared(
             let src = act.add(t * arb);
             let dst = scratch.add(t * erb);
             match ty {
-                Q4_K | Q5_K | Q6_K => expand_q8k(src, cols / 256, dst),
+                Q2_K | Q3_K | Q4_K | Q5_K | Q6_K | IQ4_XS => expand_q8k(src, cols / 256, dst),
                 Q4_1 | Q5_1 => expand_q8(src, cols / 32, true, dst),
                 _ => expand_q8(src, cols / 32, false, dst),
             }
@@ -359,7 +365,12 @@ unsafe fn tile(ty: u32, n: usize, w: *const u8, cols: usize, a: *const u8, arow:
         Q5_1 => by_n!(tile_legacy, [Q5_1], nb32, a, arow),
         Q4_K => by_n!(tile_q45k, [Q4_K], nb256, a, arow),
         Q5_K => by_n!(tile_q45k, [Q5_K], nb256, a, arow),
-        _ => by_n!(tile_q6k, [], nb256, a, arow),
+        Q6_K => by_n!(tile_q6k, [], nb256, a, arow),
+        IQ4_NL => by_n!(tile_legacy, [IQ4_NL], nb32, a, arow),
+        MXFP4 => by_n!(tile_legacy, [MXFP4], nb32, a, arow),
+        Q2_K => by_n!(tile_q23k, [2], nb256, a, arow),
+        Q3_K => by_n!(tile_q23k, [3], nb256, a, arow),
+        _ => by_n!(tile_iq4_xs, [], nb256, a, arow),
     }
 }
 

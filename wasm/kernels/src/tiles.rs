@@ -37,7 +37,11 @@ pub fn ext_row_bytes(ty: u32, cols: usize) -> usize {
             let nb = cols / 32;
             align16(8 * nb) + 64 * nb
         }
-        Q4_K | Q5_K | Q6_K => {
+        IQ4_NL | MXFP4 => {
+            let nb = cols / 32;
+            align16(8 * nb) + 64 * nb
+        }
+        Q2_K | Q3_K | Q4_K | Q5_K | Q6_K | IQ4_XS => {
             let nb = cols / 256;
             align16(4 * nb) + 32 * nb + 512 * nb
         }
@@ -146,6 +150,8 @@ const fn legacy_bytes(k: u32) -> usize {
         Q4_0 => 18,
         Q4_1 => 20,
         Q5_0 => 22,
+        IQ4_NL => 18,
+        MXFP4 => 17,
         _ => 24, // Q5_1
     }
 }
@@ -179,6 +185,8 @@ unsafe fn legacy_unpack<const K: u32>(b: *const u8) -> (v128, v128) {
             let q = ld(b.add(4));
             (v128_and(q, m4), u8x16_shr(q, 4))
         }
+        IQ4_NL => crate::lowbit::nl_unpack(ld(b.add(2)), ld(crate::lowbit::KVALUES_IQ4NL.as_ptr() as *const u8)),
+        MXFP4 => crate::lowbit::nl_unpack(ld(b.add(1)), ld(crate::lowbit::KVALUES_MXFP4.as_ptr() as *const u8)),
         Q5_0 => {
             let (h0, h1) = q5_high_bits(rd_u32(b.add(2)));
             let q = ld(b.add(6));
@@ -193,7 +201,7 @@ unsafe fn legacy_unpack<const K: u32>(b: *const u8) -> (v128, v128) {
     }
 }
 
-/// Legacy weight row (Q8_0, Q4_0, Q5_0 · Q8_0; Q4_1, Q5_1 · Q8_1) × T tokens
+/// Legacy weight row (Q8_0, Q4_0, Q5_0, IQ4_NL, MXFP4 · Q8_0; Q4_1, Q5_1 · Q8_1) × T tokens
 /// of expanded activations. (Batching the scale work of 4 blocks through a
 /// 4×4 transpose was measured: no gain at T = 1, a loss at T = 4 from
 /// register pressure, so blocks go one at a time.)
@@ -210,7 +218,7 @@ pub unsafe fn tile_legacy<const K: u32, const T: usize>(w: *const u8, nb: usize,
         let w1 = i16x8_extend_high_i8x16(lo);
         let w2 = i16x8_extend_low_i8x16(hi);
         let w3 = i16x8_extend_high_i8x16(hi);
-        let dw = fp16(b);
+        let dw = if K == MXFP4 { crate::lowbit::e8m0_half(*b) } else { fp16(b) };
         let mw = if has_min { fp16(b.add(2)) } else { 0.0 };
         for t in 0..T {
             let at = a.add(t * arow);
