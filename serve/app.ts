@@ -8,6 +8,7 @@
  */
 
 import { Hono } from "hono";
+import type { MiddlewareHandler } from "hono";
 import { bearerAuth } from "./auth.ts";
 import { readJsonBody } from "./body.ts";
 import { type ChatTemplate, chatTemplateFor } from "./chat_template.ts";
@@ -19,8 +20,23 @@ import type { ModelRuntime } from "./runtime.ts";
 
 /** Options of {@link createApp}. */
 export interface AppOptions {
-  /** Require `Authorization: Bearer <apiKey>` on `/v1/*` (and `/metrics` unless public); null/absent = open. */
+  /**
+   * Require `Authorization: Bearer <apiKey>` on `/v1/*` (and `/metrics`
+   * unless `publicMetrics`). Null, absent or empty = no key: then only
+   * loopback clients (and in-process `app.request()` calls) are served, unless
+   * `public` is set.
+   */
   apiKey?: string | null;
+  /**
+   * Serve clients that are not on loopback without an API key (default
+   * false: without a key they get 403 on everything but `/healthz`).
+   */
+  public?: boolean;
+  /**
+   * Origins allowed to call the API from a browser (CORS), e.g.
+   * `["https://app.example"]` or `["*"]`; absent/empty = no CORS headers.
+   */
+  corsOrigins?: readonly string[];
   /** Largest request body in bytes (default 1 MiB) → 413. */
   maxBodyBytes?: number;
   /** Milliseconds to receive a request body (default 10 s) → 408. */
@@ -37,6 +53,54 @@ export interface AppOptions {
   publicMetrics?: boolean;
   /** Chat formatting (default: the model's GGUF template or its architecture's fallback). */
   chatTemplate?: ChatTemplate;
+  /** Milliseconds one chat template render may take (default 2000) → 422 `template_limit`. */
+  templateTimeoutMs?: number;
+}
+
+/** Whether `hostname` is a loopback address (127.0.0.0/8, ::1, IPv4-mapped 127.x). */
+export function isLoopback(hostname: string): boolean {
+  const h = hostname.replace(/^\[|\]$/g, "").toLowerCase();
+  return h === "::1" || h === "localhost" || /^(::ffff:)?127\.\d+\.\d+\.\d+$/.test(h);
+}
+
+/**
+ * CORS for the listed origins (`*` = any): an allowed origin gets
+ * `Access-Control-Allow-Origin` on every answer (errors included), and its
+ * preflight `OPTIONS` gets 204 with the methods and the headers it asked
+ * for. Other origins get no CORS headers (the browser then blocks them).
+ */
+function corsMiddleware(origins: readonly string[]): MiddlewareHandler {
+  const any = origins.includes("*");
+  return async function corsHeaders(c, next) {
+    const origin = c.req.header("origin");
+    const allowed = origin !== undefined && (any || origins.includes(origin));
+    if (allowed && c.req.method === "OPTIONS" && c.req.header("access-control-request-method")) {
+      const h = new Headers({
+        "access-control-allow-origin": any ? "*" : origin,
+        "access-control-allow-methods": "GET, POST, OPTIONS",
+        "access-control-max-age": "600",
+        vary: "Origin, Access-Control-Request-Headers",
+      });
+      const asked = c.req.header("access-control-request-headers");
+      if (asked) h.set("access-control-allow-headers", asked);
+      return new Response(null, { status: 204, headers: h });
+    }
+    await next();
+    if (allowed) {
+      c.res.headers.set("access-control-allow-origin", any ? "*" : origin);
+      c.res.headers.set("access-control-expose-headers", "retry-after");
+      if (!any) c.res.headers.append("vary", "Origin");
+    }
+  };
+}
+
+/** The client's address from the `Deno.serve` handler info Hono passes as `env`, if any. */
+function remoteHost(env: unknown): string | null {
+  const addr = (env as { remoteAddr?: { transport?: string; hostname?: string } } | undefined)
+    ?.remoteAddr;
+  if (!addr) return null; // in-process app.request(), or a runtime that does not say
+  if (addr.transport !== "tcp" && addr.transport !== "udp") return null; // unix socket: local
+  return addr.hostname ?? null;
 }
 
 const ROUTES = new Set([
@@ -70,7 +134,8 @@ export function createApp(runtime: ModelRuntime, options: AppOptions = {}): Hono
   };
   const deps: GenerationDeps = {
     runtime,
-    template: options.chatTemplate ?? chatTemplateFor(runtime.model),
+    template: options.chatTemplate ??
+      chatTemplateFor(runtime.model, { limits: { maxMs: options.templateTimeoutMs ?? 2000 } }),
     limits: {
       maxPromptTokens: Math.min(options.maxPromptTokens ?? maxCtx, maxCtx),
       maxTokensCap: options.maxTokensCap ?? maxCtx,
@@ -97,6 +162,24 @@ export function createApp(runtime: ModelRuntime, options: AppOptions = {}): Hono
   app.notFound((c) =>
     errorResponse(new ServeError("not_found", `No route for ${c.req.method} ${c.req.path}`))
   );
+
+  const origins = (options.corsOrigins ?? []).filter((o) => o !== "");
+  if (origins.length > 0) app.use("*", corsMiddleware(origins));
+
+  if (!options.apiKey && !options.public) {
+    app.use("*", async function loopbackOnly(c, next) {
+      const host = remoteHost(c.env);
+      if (host !== null && !isLoopback(host) && c.req.path !== "/healthz") {
+        throw new ServeError(
+          "forbidden",
+          "This server has no API key, so it serves only loopback clients: " +
+            "set MOE_EDGE_API_KEY (clients send 'Authorization: Bearer <key>'), " +
+            "or MOE_EDGE_PUBLIC=1 to serve everyone without one",
+        );
+      }
+      await next();
+    });
+  }
 
   if (options.apiKey) {
     const auth = bearerAuth(options.apiKey);

@@ -15,6 +15,7 @@ export type ServeErrorCode =
   | "invalid_request"
   | "unsupported_media_type"
   | "invalid_api_key"
+  | "forbidden"
   | "not_found"
   | "model_not_found"
   | "method_not_allowed"
@@ -82,6 +83,7 @@ const SERVE_STATUS: Readonly<Record<ServeErrorCode, readonly [number, string]>> 
   invalid_request: [400, "invalid_request_error"],
   unsupported_media_type: [415, "invalid_request_error"],
   invalid_api_key: [401, "invalid_request_error"],
+  forbidden: [403, "permission_error"],
   not_found: [404, "invalid_request_error"],
   model_not_found: [404, "invalid_request_error"],
   method_not_allowed: [405, "invalid_request_error"],

@@ -1,0 +1,192 @@
+/**
+ * The server as a program, shared by `main.ts` (`deno serve`, Deno Deploy,
+ * `deno run main.ts`) and `serve/start.ts` (`deno task start`): read the
+ * settings, load the model, build the app, listen, and turn every start-up
+ * failure into one line on stderr and a non-zero exit code.
+ *
+ * @module
+ */
+
+import type { Hono } from "hono";
+// through mod.ts, so that the WASM backend registers itself for "auto"
+import { defaultModelBytes, loadModel, type Model } from "../mod.ts";
+import { createApp, isLoopback } from "./app.ts";
+import { ConfigError, exposureLine, helpText, readConfig, type ServerConfig } from "./config.ts";
+import { createRuntime, type ModelRuntime } from "./runtime.ts";
+
+/** Exit code of a bad setting. */
+export const EXIT_CONFIG = 2;
+/** Exit code of any other start-up failure (model, address). */
+export const EXIT_START = 1;
+
+/** A start-up failure: a one-line message and the exit code. */
+export class StartError extends Error {
+  /** Process exit code. */
+  readonly exitCode: number;
+  /** @param message one line; @param exitCode process exit code */
+  constructor(message: string, exitCode: number) {
+    super(message);
+    this.name = "StartError";
+    this.exitCode = exitCode;
+  }
+}
+
+/** Everything a started server holds. */
+export interface Prepared {
+  /** Settings. */
+  cfg: ServerConfig;
+  /** The loaded model. */
+  model: Model;
+  /** Its runtime. */
+  runtime: ModelRuntime;
+  /** The HTTP app. */
+  app: Hono;
+}
+
+/** Environment lookup that tolerates a missing `--allow-env` (then every setting is unset). */
+export function denoEnv(key: string): string | undefined {
+  try {
+    return Deno.env.get(key);
+  } catch {
+    return undefined;
+  }
+}
+
+function oneLine(e: unknown): string {
+  const msg = e instanceof Error ? e.message : String(e);
+  return msg.split("\n")[0].trim();
+}
+
+/** Read the settings and load the model. Throws {@link StartError}. */
+export async function prepare(get: (key: string) => string | undefined): Promise<Prepared> {
+  let cfg: ServerConfig;
+  try {
+    cfg = readConfig(get);
+  } catch (e) {
+    if (e instanceof ConfigError) throw new StartError(e.message, EXIT_CONFIG);
+    throw e;
+  }
+  let model: Model;
+  try {
+    model = await loadModel(cfg.modelPath ?? defaultModelBytes(), { backend: cfg.backend });
+  } catch (e) {
+    const what = cfg.modelPath ? `the model '${cfg.modelPath}'` : "the embedded model";
+    throw new StartError(`cannot load ${what}: ${oneLine(e)}`, EXIT_START);
+  }
+  let runtime: ModelRuntime;
+  try {
+    runtime = createRuntime(model, {
+      name: cfg.modelName,
+      maxConcurrent: cfg.maxConcurrent,
+      maxQueue: cfg.maxQueue,
+      nCtx: cfg.nCtx,
+    });
+  } catch (e) {
+    throw new StartError(oneLine(e), EXIT_CONFIG);
+  }
+  const app = createApp(runtime, {
+    apiKey: cfg.apiKey,
+    public: cfg.public,
+    publicMetrics: cfg.publicMetrics,
+    corsOrigins: cfg.corsOrigins,
+    maxBodyBytes: cfg.maxBodyBytes,
+    bodyTimeoutMs: cfg.bodyTimeoutMs,
+    requestTimeoutMs: cfg.requestTimeoutMs,
+    templateTimeoutMs: cfg.templateTimeoutMs,
+  });
+  return { cfg, model, runtime, app };
+}
+
+/** The start-up banner: what is served where, and who may use it. */
+export function banner(p: Prepared, url: string): string {
+  const { hp } = p.model;
+  return `moe-edge: serving '${p.runtime.name}' (${p.model.arch}, ${hp.nExpert} experts, ` +
+    `top-${hp.nExpertUsed}, ${p.model.backend.name}) on ${url}\nmoe-edge: ${exposureLine(p.cfg)}`;
+}
+
+/**
+ * Listen on the configured address (`deno run`). Refuses a non-loopback
+ * address without an API key unless `MOE_EDGE_PUBLIC=1`. Throws
+ * {@link StartError} (address in use, not permitted…).
+ */
+export function listen(p: Prepared): Deno.HttpServer<Deno.NetAddr> {
+  checkExposure(p.cfg);
+  const { hostname, port } = p.cfg;
+  try {
+    return Deno.serve({
+      hostname,
+      port,
+      onListen: (addr) => {
+        const host = addr.hostname.includes(":") ? `[${addr.hostname}]` : addr.hostname;
+        console.log(banner(p, `http://${host}:${addr.port}/`));
+      },
+    }, p.app.fetch);
+  } catch (e) {
+    const where = `${hostname}:${port}`;
+    if (e instanceof Deno.errors.AddrInUse) {
+      throw new StartError(
+        `${where} is already in use: stop the other server or set MOE_EDGE_PORT`,
+        EXIT_START,
+      );
+    }
+    if (e instanceof Deno.errors.AddrNotAvailable) {
+      throw new StartError(
+        `${where} is not an address of this machine (MOE_EDGE_HOST)`,
+        EXIT_START,
+      );
+    }
+    if (e instanceof Deno.errors.NotCapable || e instanceof Deno.errors.PermissionDenied) {
+      throw new StartError(`not allowed to listen on ${where}: ${oneLine(e)}`, EXIT_START);
+    }
+    throw new StartError(`cannot listen on ${where}: ${oneLine(e)}`, EXIT_START);
+  }
+}
+
+/**
+ * Refuse to listen on a non-loopback address without an API key unless
+ * `MOE_EDGE_PUBLIC=1`. Throws {@link StartError}.
+ */
+export function checkExposure(cfg: ServerConfig): void {
+  if (!cfg.apiKey && !cfg.public && !isLoopback(cfg.hostname)) {
+    throw new StartError(
+      `MOE_EDGE_HOST=${cfg.hostname} is not a loopback address and MOE_EDGE_API_KEY is not set: ` +
+        "set a key, or MOE_EDGE_PUBLIC=1 to serve everyone without one",
+      EXIT_CONFIG,
+    );
+  }
+}
+
+/** Print `e` as one line (a {@link StartError}, or any error) and exit non-zero. */
+export function fail(e: unknown): never {
+  const code = e instanceof StartError ? e.exitCode : EXIT_START;
+  console.error(`moe-edge: cannot start: ${oneLine(e)}`);
+  Deno.exit(code);
+}
+
+/** Whether `args` ask for help. */
+export function wantsHelp(args: readonly string[]): boolean {
+  return args.includes("--help") || args.includes("-h");
+}
+
+/** `deno task start`: help, or prepare and listen; failures exit with one line. */
+export async function main(args: readonly string[]): Promise<Deno.HttpServer<Deno.NetAddr>> {
+  if (wantsHelp(args)) {
+    console.log(helpText());
+    Deno.exit(0);
+  }
+  if (args.length > 0) {
+    fail(
+      new StartError(
+        `unknown argument '${args[0]}' (settings are environment variables; see --help)`,
+        EXIT_CONFIG,
+      ),
+    );
+  }
+  try {
+    checkExposure(readConfig(denoEnv));
+    return listen(await prepare(denoEnv));
+  } catch (e) {
+    if (e instanceof ConfigError) fail(new StartError(e.message, EXIT_CONFIG));
+    fail(e);
+  }
+}
