@@ -28,7 +28,12 @@ export {
   registerBackend,
 } from "./core/backend/registry.ts";
 export { createRefBackend, RefBackend } from "./core/backend/ref_backend.ts";
-export { type ByteSource, FileSource, MemorySource } from "./core/store/byte_source.ts";
+export {
+  type ByteSource,
+  FileSource,
+  type FileSourceOptions,
+  MemorySource,
+} from "./core/store/byte_source.ts";
 export {
   type ExpertStore,
   type ExpertStoreStats,
@@ -125,10 +130,21 @@ export {
   checkManifestFits,
   type ExpertManifest,
   type ExpertRef,
+  type ManifestTensor,
   parseExpertManifest,
   readExpertBytes,
   sha256Hex,
 } from "./core/store/expert_manifest.ts";
+export {
+  beginVerifiedLoad,
+  buildIntegrityManifest,
+  checkManifestTensors,
+  expertTensorNames,
+  type IntegrityMode,
+  type VerifiedLoad,
+} from "./core/store/integrity.ts";
+export { IntegritySource, type IntegrityStats } from "./core/store/integrity_source.ts";
+export { hash64 } from "./core/store/hash64.ts";
 export { hitRate, prefetchAccuracy, statsJson } from "./core/store/store_stats.ts";
 export { type AppOptions, createApp } from "./serve/app.ts";
 export {

@@ -12,9 +12,17 @@ import { type GgufFile, readGguf } from "../formats/gguf_reader.ts";
 import { type Expert, Scratch, SwigluExpert } from "../moe/expert.ts";
 import { type Router, TopKRouter } from "../moe/router.ts";
 import { type ByteSource, FileSource, MemorySource } from "../store/byte_source.ts";
-import { type ExpertBytesHook, loadExpertInto } from "../store/expert_loader.ts";
+import {
+  type ExpertBytesHook,
+  expertViews,
+  loadExpertInto,
+  prepareExpert,
+} from "../store/expert_loader.ts";
 import { type ExpertStore, ResidentExpertStore } from "../store/expert_store.ts";
 import { HttpSource } from "../store/http_source.ts";
+import { fetchExpert } from "../store/expert_fetch.ts";
+import type { ExpertManifest } from "../store/expert_manifest.ts";
+import { beginVerifiedLoad, type IntegrityMode } from "../store/integrity.ts";
 import { createStreamingStore, type StreamingStoreOptions } from "../store/streaming_store.ts";
 import type { Tokenizer } from "../tokenizer/mod.ts";
 import { type HParams, readHParams } from "./hparams.ts";
@@ -73,6 +81,14 @@ export interface LoadModelOptions {
   expertBudgetBytes?: number;
   /** Cache policy, prefetcher, manifest… of the streaming store when `expertBudgetBytes` is set. */
   streaming?: Omit<StreamingStoreOptions, "expertBudgetBytes">;
+  /**
+   * `"verify"` (default): every byte read after open is checked (first-read
+   * hashes, HTTP validators, file size/mtime; see docs/integrity.md);
+   * `"off"`: the explicit opt-out. A manifest, when given, is checked either way.
+   */
+  integrity?: IntegrityMode;
+  /** Integrity manifest (`cli manifest`): SHA-256 of every tensor, expert and the header. */
+  manifest?: ExpertManifest;
 }
 
 /** A model source: a path, a `ByteSource`, or the file's bytes. */
@@ -137,10 +153,12 @@ export class Model {
   }
 }
 
-/** Open a source for reading. */
-export async function openSource(src: ModelSource): Promise<ByteSource> {
+/** Open a source for reading (`checked` false: no validator requirement or file stat checks). */
+export async function openSource(src: ModelSource, checked = true): Promise<ByteSource> {
   if (typeof src === "string") {
-    return /^https?:\/\//i.test(src) ? await HttpSource.open(src) : await FileSource.open(src);
+    return /^https?:\/\//i.test(src)
+      ? await HttpSource.open(src, { validators: checked ? "require" : "use" })
+      : await FileSource.open(src, { checkChanges: checked });
   }
   if (src instanceof Uint8Array) return new MemorySource(src);
   return src;
@@ -151,6 +169,8 @@ export async function loadResidentStore(
   ctx: StoreContext,
   slots: Slot[],
   progress?: (n: number) => void,
+  _reserve?: (bytes: number, what: string) => void,
+  manifest?: ExpertManifest,
 ): Promise<ResidentExpertStore> {
   const layers: ExpertWeights[][] = [];
   for (const locs of ctx.locations) {
@@ -158,7 +178,17 @@ export async function loadResidentStore(
     for (const loc of locs) {
       const slot = ctx.backend.allocSlot(loc.bytes);
       slots.push(slot);
-      ws.push(await loadExpertInto(ctx.source, ctx.backend, slot, loc, undefined, ctx.expertBytes));
+      const sha256 = manifest?.experts[loc.layer]?.[loc.index];
+      if (sha256 !== undefined) {
+        // a manifest's expert hash covers the three matrices back to back
+        const { source, expertBytes } = ctx;
+        ctx.backend.writeSlot(slot, 0, await fetchExpert({ source, expertBytes, sha256 }, loc));
+        ws.push(prepareExpert(ctx.backend, expertViews(loc, slot)));
+      } else {
+        ws.push(
+          await loadExpertInto(ctx.source, ctx.backend, slot, loc, undefined, ctx.expertBytes),
+        );
+      }
       progress?.(loc.bytes);
     }
     layers.push(ws);
@@ -177,7 +207,8 @@ export async function loadResidentStore(
  */
 export async function loadModel(src: ModelSource, opts: LoadModelOptions = {}): Promise<Model> {
   const t0 = performance.now();
-  const source = await openSource(src);
+  const manifest = opts.manifest ?? opts.streaming?.manifest;
+  const source = await openSource(src, opts.integrity !== "off" && !manifest);
   try {
     return await assemble(source, typeof src === "string", opts, t0);
   } catch (e) {
@@ -188,12 +219,16 @@ export async function loadModel(src: ModelSource, opts: LoadModelOptions = {}): 
 }
 
 async function assemble(
-  source: ByteSource,
+  raw: ByteSource,
   ownsSource: boolean,
   opts: LoadModelOptions,
   t0: number,
 ): Promise<Model> {
+  const manifest = opts.manifest ?? opts.streaming?.manifest;
+  const verified = await beginVerifiedLoad(raw, opts.integrity, manifest);
+  const source = verified.source;
   const file = await readGguf(source);
+  verified.indexed(file);
   const embd = file.tensor("token_embd.weight");
   if (embd.dims.length < 2) {
     throw new ModelError(
@@ -217,6 +252,7 @@ async function assemble(
   const loader = new WeightLoader(file, backend, total, opts.onProgress, tb);
   const weights: ModelWeights = await loadWeights(loader, hp);
   const locations = weights.layers.map((l) => l.experts);
+  verified.located(file, locations);
   const expertBytes: ExpertBytesHook | undefined = tb && ((loc, part, bytes) => {
     const m = loc[part]!;
     return tb({ name: m.name, type: m.type, dims: [m.cols, m.rows] }, bytes);
@@ -227,9 +263,10 @@ async function assemble(
     : opts.expertBudgetBytes !== undefined
     ? await createStreamingStore(ctx, {
       ...opts.streaming,
+      manifest,
       expertBudgetBytes: opts.expertBudgetBytes,
     })
-    : await loadResidentStore(ctx, loader.slots, (n) => loader.advance(n));
+    : await loadResidentStore(ctx, loader.slots, (n) => loader.advance(n), undefined, manifest);
   const scratch = new Scratch();
   const routers: Router[] = [];
   const experts: Expert[][] = [];

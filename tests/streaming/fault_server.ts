@@ -3,7 +3,9 @@
  * demand: connection drops mid-body, 5xx, short bodies, wrong bytes, a
  * changed ETag, slow answers, bad Content-Range, ignored ranges. It speaks
  * HTTP over a raw TCP listener (one request per connection) so a fault can
- * cut a connection exactly where a real network would.
+ * cut a connection exactly where a real network would. The served file can
+ * be replaced while running (`replace`), with validators that change (an
+ * honest server), stay the same (a lying one) or are never sent.
  *
  * @module
  */
@@ -20,7 +22,8 @@ export type Fault =
   | "slow" // headers only after `slowMs`
   | "bad-range" // Content-Range off by one
   | "ignore-range" // 200 with the whole file
-  | "long"; // more bytes than asked for
+  | "long" // more bytes than asked for
+  | "flip"; // right length and headers, one byte changed (a corrupting proxy)
 
 /** A running fault server. */
 export interface FaultServer {
@@ -32,6 +35,12 @@ export interface FaultServer {
   always: Fault | null;
   /** Requests answered so far. */
   readonly requests: number;
+  /**
+   * Serve `bytes` from now on. `validators`: `"change"` gives new ETag and
+   * Last-Modified (honest server), `"keep"` keeps the old ones (a lying
+   * server whose preconditions still pass).
+   */
+  replace(bytes: Uint8Array, validators: "change" | "keep"): void;
   /** Stop the server and close its connections. */
   stop(): Promise<void>;
 }
@@ -66,15 +75,34 @@ async function writeAll(conn: Deno.Conn, bytes: Uint8Array): Promise<void> {
   while (off < bytes.length) off += await conn.write(bytes.subarray(off));
 }
 
-/** Serve `bytes` at `/model.gguf` with ETag `"v1"`. */
-export function startFaultServer(bytes: Uint8Array, slowMs = 1500): FaultServer {
+/** Which validators the server sends: a strong ETag (default), Last-Modified only, a weak ETag only, none. */
+export type ServerValidators = "etag" | "last-modified" | "weak-etag" | "none";
+
+/** Serve `bytes` at `/model.gguf` with ETag `"v1"` (or the `validators` chosen). */
+export function startFaultServer(
+  bytes: Uint8Array,
+  slowMs = 1500,
+  validators: ServerValidators = "etag",
+): FaultServer {
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const port = (listener.addr as Deno.NetAddr).port;
   const state = { queue: [] as Fault[], always: null as Fault | null, requests: 0 };
   const conns = new Set<Deno.Conn>();
   const waits = new Map<ReturnType<typeof setTimeout>, () => void>();
-  const size = bytes.byteLength;
-  const etag = '"v1"';
+  let size = bytes.byteLength;
+  let version = 1;
+  const tagOf = (v: number): string => `"v${v}"`;
+  const lmOf = (v: number): string => new Date(Date.UTC(2026, 0, 1, 0, 0, v)).toUTCString();
+  let etag = tagOf(1);
+  let lastModified = lmOf(1);
+  const validatorHeaders = (tag: string): Record<string, string> =>
+    validators === "etag"
+      ? { etag: tag, "last-modified": lastModified }
+      : validators === "last-modified"
+      ? { "last-modified": lastModified }
+      : validators === "weak-etag"
+      ? { etag: `W/${tag}` }
+      : {};
 
   const respond = async (
     conn: Deno.Conn,
@@ -122,10 +150,14 @@ export function startFaultServer(bytes: Uint8Array, slowMs = 1500): FaultServer 
       });
     }
     if (fault === "ignore-range" || !m) {
-      return await respond(conn, "200 OK", { ...len(size), etag }, bytes);
+      return await respond(conn, "200 OK", { ...len(size), ...validatorHeaders(etag) }, bytes);
     }
     const ifMatch = h.get("if-match");
-    if (ifMatch && ifMatch !== etag && fault !== "etag") {
+    const ifUnmodified = h.get("if-unmodified-since");
+    if (
+      fault !== "etag" &&
+      ((ifMatch && ifMatch !== etag) || (ifUnmodified && ifUnmodified !== lastModified))
+    ) {
       return await respond(conn, "412 Precondition Failed", len(0), new Uint8Array(0));
     }
     const a = Number(m[1]), b = Math.min(Number(m[2]), size - 1);
@@ -137,12 +169,15 @@ export function startFaultServer(bytes: Uint8Array, slowMs = 1500): FaultServer 
     }
     let body = bytes.slice(a, b + 1);
     const headers: Record<string, string> = {
-      etag: fault === "etag" ? '"v2"' : etag,
+      ...validatorHeaders(fault === "etag" ? tagOf(version + 1000) : etag),
       "content-range": fault === "bad-range"
         ? `bytes ${a + 1}-${b + 1}/${size}`
         : `bytes ${a}-${b}/${size}`,
     };
     if (fault === "wrong") body = body.map((v) => v ^ 0xff);
+    if (fault === "flip" && body.byteLength > 0) {
+      body[(a * 7919 + state.requests) % body.byteLength] ^= 0x10;
+    }
     if (fault === "long") body = new Uint8Array([...body, 1, 2, 3]);
     if (fault === "drop") {
       // promise the whole body, deliver half, hang up
@@ -189,6 +224,15 @@ export function startFaultServer(bytes: Uint8Array, slowMs = 1500): FaultServer 
     },
     get requests(): number {
       return state.requests;
+    },
+    replace(next: Uint8Array, v: "change" | "keep"): void {
+      bytes = next;
+      size = next.byteLength;
+      if (v === "change") {
+        version++;
+        etag = tagOf(version);
+        lastModified = lmOf(version);
+      }
     },
     async stop(): Promise<void> {
       listener.close();

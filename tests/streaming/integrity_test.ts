@@ -1,0 +1,400 @@
+/**
+ * Integrity by default: the fast change-detection hash, trust-on-first-read
+ * ranges, file and HTTP validators, and the version 2 manifest that covers
+ * non-expert tensors and the GGUF header (resident and streamed loads).
+ */
+
+import assert from "node:assert/strict";
+import fc from "fast-check";
+import {
+  buildExpertManifest,
+  buildIntegrityManifest,
+  type ByteSource,
+  type ExpertManifest,
+  FileSource,
+  generateText,
+  hash64,
+  HttpSource,
+  IntegritySource,
+  loadModel,
+  MemorySource,
+  parseExpertManifest,
+  readGguf,
+  sha256Hex,
+  StoreError,
+} from "../../mod.ts";
+import { startFaultServer } from "./fault_server.ts";
+import {
+  ALL_EXPERT_BYTES,
+  modelBytes,
+  N_TOKENS,
+  PROMPT,
+  residentTokens,
+  storeContext,
+} from "./model_util.ts";
+
+const isStoreError = (code: string) => (e: unknown): boolean =>
+  e instanceof StoreError && e.code === code;
+
+// ---------------------------------------------------------------- hash64
+
+Deno.test("hash64: equal bytes hash equal at any alignment; any one-byte change changes the hash", () => {
+  fc.assert(
+    fc.property(
+      fc.uint8Array({ minLength: 0, maxLength: 300 }),
+      fc.integer({ min: 0, max: 3 }),
+      fc.nat(),
+      fc.integer({ min: 1, max: 255 }),
+      (bytes, shift, pos, x) => {
+        const h = hash64(bytes);
+        assert.match(h, /^[0-9a-f]{16}$/);
+        const buf = new Uint8Array(bytes.byteLength + shift);
+        buf.set(bytes, shift);
+        assert.equal(hash64(buf.subarray(shift)), h, "alignment does not matter");
+        if (bytes.byteLength === 0) return;
+        const changed = bytes.slice();
+        changed[pos % bytes.byteLength] ^= x;
+        assert.notEqual(hash64(changed), h, `byte ${pos % bytes.byteLength} ^ ${x}`);
+      },
+    ),
+    { numRuns: 2000 },
+  );
+});
+
+Deno.test("hash64: length counts (trailing zeros, empty) and it is deterministic", () => {
+  const seen = new Set<string>();
+  for (let n = 0; n <= 64; n++) seen.add(hash64(new Uint8Array(n)));
+  assert.equal(seen.size, 65, "all-zero buffers of 0..64 bytes all differ");
+  const big = new Uint8Array(1 << 16).map((_, i) => (i * 13) & 255);
+  assert.equal(hash64(big), hash64(big.slice()));
+});
+
+// ---------------------------------------------------------------- IntegritySource
+
+/** A memory source whose bytes the test may change between reads. */
+class MutableSource implements ByteSource {
+  readonly name = "mutable";
+  constructor(readonly bytes: Uint8Array) {}
+  get size(): number {
+    return this.bytes.byteLength;
+  }
+  read(offset: number, length: number): Promise<Uint8Array> {
+    return Promise.resolve(this.bytes.slice(offset, offset + length));
+  }
+}
+
+Deno.test("integrity source: a re-read fails with 'integrity' exactly when a byte of its range changed", async () => {
+  await fc.assert(
+    fc.asyncProperty(
+      fc.integer({ min: 0, max: 999 }),
+      fc.integer({ min: 1, max: 200 }),
+      fc.integer({ min: 0, max: 1199 }),
+      fc.integer({ min: 1, max: 255 }),
+      async (offset, length, at, x) => {
+        const inner = new MutableSource(new Uint8Array(1200).map((_, i) => i * 7));
+        const src = new IntegritySource(inner);
+        const first = await src.read(offset, length);
+        inner.bytes[at] ^= x;
+        const inside = at >= offset && at < offset + length;
+        if (inside) {
+          await assert.rejects(src.read(offset, length), isStoreError("integrity"));
+        } else {
+          assert.deepEqual(await src.read(offset, length), first);
+          assert.equal(src.stats().rereadsMatched, 1);
+        }
+        // a range never read before is trusted on its first read
+        await src.read(offset + 1, length);
+        assert.equal(src.stats().rangesRecorded, 2);
+      },
+    ),
+    { numRuns: 300 },
+  );
+});
+
+Deno.test("integrity source: an expected SHA-256 is checked on every read and names the tensor", async () => {
+  const bytes = new Uint8Array(4096).map((_, i) => i & 255);
+  const inner = new MutableSource(bytes);
+  const src = new IntegritySource(inner);
+  src.expect(100, 50, await sha256Hex(bytes.subarray(100, 150)), "blk.0.attn_q.weight");
+  assert.deepEqual(await src.read(100, 50), bytes.subarray(100, 150));
+  inner.bytes[120] ^= 1;
+  await assert.rejects(
+    src.read(100, 50),
+    (e) => isStoreError("integrity")(e) && /blk\.0\.attn_q\.weight/.test((e as Error).message),
+  );
+  assert.equal(src.stats().sha256Checked, 2);
+});
+
+// ---------------------------------------------------------------- FileSource
+
+Deno.test("file source: a file written in place while open gives 'changed'; the opt-out reads on", async () => {
+  const path = await Deno.makeTempFile();
+  try {
+    await Deno.writeFile(path, new Uint8Array(10_000).fill(7));
+    const src = await FileSource.open(path);
+    const off = await FileSource.open(path, { checkChanges: false });
+    assert.equal((await src.read(0, 100))[0], 7);
+    const later = new Date(Date.now() + 5_000);
+    const f = await Deno.open(path, { write: true });
+    await f.write(new Uint8Array([9]));
+    f.close();
+    await Deno.utime(path, later, later);
+    await assert.rejects(src.read(0, 100), isStoreError("changed"));
+    assert.equal((await off.read(0, 100))[0], 9, "opted out: the new bytes, unchecked");
+    src.close();
+    off.close();
+    // grown file: size differs
+    const src2 = await FileSource.open(path);
+    await Deno.writeFile(path, new Uint8Array(10), { append: true });
+    await assert.rejects(src2.read(0, 10), isStoreError("changed"));
+    src2.close();
+  } finally {
+    await Deno.remove(path);
+  }
+});
+
+Deno.test("file source + first-read hashes: a rewrite that restores the mtime is still caught on re-read", async () => {
+  const path = await Deno.makeTempFile();
+  try {
+    const t = new Date(Date.UTC(2026, 0, 1));
+    await Deno.writeFile(path, new Uint8Array(10_000).fill(1));
+    await Deno.utime(path, t, t);
+    const src = new IntegritySource(await FileSource.open(path));
+    await src.read(5000, 1000);
+    const f = await Deno.open(path, { write: true });
+    await f.seek(5500, Deno.SeekMode.Start);
+    await f.write(new Uint8Array([2]));
+    f.close();
+    await Deno.utime(path, t, t); // size and mtime as at open
+    await assert.rejects(src.read(5000, 1000), isStoreError("integrity"));
+    await src.close();
+  } finally {
+    await Deno.remove(path);
+  }
+});
+
+// ---------------------------------------------------------------- HTTP validators
+
+const FAST = { backoffMs: 1, maxBackoffMs: 4, timeoutMs: 2000 };
+
+Deno.test("http source: a server without a strong validator is refused unless the caller opts out", async () => {
+  for (const v of ["none", "weak-etag"] as const) {
+    const srv = startFaultServer(modelBytes(), 600, v);
+    try {
+      await assert.rejects(HttpSource.open(srv.url, FAST), isStoreError("no_validator"));
+      await assert.rejects(loadModel(srv.url, { backend: "ref" }), isStoreError("no_validator"));
+      const src = await HttpSource.open(srv.url, { ...FAST, validators: "use" });
+      assert.equal(src.size, modelBytes().byteLength);
+      const m = await loadModel(srv.url, { backend: "ref", integrity: "off" });
+      m.dispose();
+    } finally {
+      await srv.stop();
+    }
+  }
+});
+
+Deno.test("http source: Last-Modified alone is sent as If-Unmodified-Since; a replaced file is 'changed'", async () => {
+  const srv = startFaultServer(modelBytes(), 600, "last-modified");
+  try {
+    const src = await HttpSource.open(srv.url, FAST);
+    assert.equal(src.etag, null);
+    assert.ok(src.lastModified);
+    await src.read(0, 100);
+    const other = modelBytes().slice();
+    other[500] ^= 1;
+    srv.replace(other, "change");
+    await assert.rejects(src.read(0, 100), isStoreError("changed"));
+  } finally {
+    await srv.stop();
+  }
+});
+
+// ---------------------------------------------------------------- manifest v2
+
+let manifestCache: ExpertManifest | null = null;
+async function manifestV2(): Promise<ExpertManifest> {
+  if (!manifestCache) {
+    const file = await readGguf(new MemorySource(modelBytes()));
+    const ctx = await storeContext(new MemorySource(modelBytes()));
+    manifestCache = parseExpertManifest(
+      JSON.parse(JSON.stringify(await buildIntegrityManifest(file, ctx.locations))),
+    );
+  }
+  return manifestCache;
+}
+
+Deno.test("manifest v2: covers every non-expert tensor and the header; round-trips through JSON", async () => {
+  const m = await manifestV2();
+  const file = await readGguf(new MemorySource(modelBytes()));
+  assert.equal(m.version, 2);
+  assert.equal(m.header!.bytes, file.dataOffset);
+  const names = new Set(m.tensors!.map((t) => t.name));
+  for (const t of file.tensors) {
+    assert.equal(names.has(t.name), !/_exps\.weight$/.test(t.name), t.name);
+  }
+  for (const bad of [{ ...m, tensors: undefined }, { ...m, header: { bytes: 0, sha256: "x" } }]) {
+    assert.throws(() => parseExpertManifest(bad), isStoreError("bad_manifest"));
+  }
+  assert.throws(
+    () => parseExpertManifest({ ...m, version: 1 }),
+    isStoreError("bad_manifest"),
+    "tensors need version 2",
+  );
+});
+
+/** Which tensor (or "header") holds byte `at`, in the good model. */
+async function whereIs(at: number): Promise<string> {
+  const file = await readGguf(new MemorySource(modelBytes()));
+  if (at < file.dataOffset) return "header";
+  const t = file.tensors.find((t) => at >= t.fileOffset && at < t.fileOffset + t.nbytes);
+  return t ? t.name : "padding";
+}
+
+Deno.test("manifest v2: a changed byte anywhere in a tensor or the header fails the load with 'integrity' (resident and streamed)", async () => {
+  const m = await manifestV2();
+  const file = await readGguf(new MemorySource(modelBytes()));
+  const covered = file.tensors.map((t) => [t.fileOffset, t.nbytes] as const);
+  covered.push([0, file.dataOffset]);
+  let streamedFailures = 0;
+  await fc.assert(
+    fc.asyncProperty(
+      fc.integer({ min: 0, max: covered.length - 1 }),
+      fc.nat(),
+      fc.integer({ min: 1, max: 255 }),
+      fc.boolean(),
+      async (which, pos, x, streamed) => {
+        const [off, n] = covered[which];
+        const at = off + (pos % n);
+        const bad = modelBytes().slice();
+        bad[at] ^= x;
+        const what = await whereIs(at);
+        const opts = streamed
+          ? { backend: "ref", expertBudgetBytes: ALL_EXPERT_BYTES / 4, manifest: m }
+          : { backend: "ref", manifest: m };
+        let err: unknown = null;
+        try {
+          const model = await loadModel(bad, opts);
+          // a streamed expert is read (and checked) when it is used
+          try {
+            for (let l = 0; l < model.hp.nLayer; l++) {
+              for (let e = 0; e < model.hp.nExpert; e++) await model.store.ensure(l, [e]);
+            }
+          } finally {
+            model.dispose();
+          }
+        } catch (e) {
+          err = e;
+        }
+        assert.ok(isStoreError("integrity")(err), `${what} byte ${at}: ${err}`);
+        if (streamed) streamedFailures++;
+      },
+    ),
+    { numRuns: 60, seed: 20261207 },
+  );
+  assert.ok(streamedFailures > 0, "both modes were exercised");
+});
+
+Deno.test("manifest v2: every non-expert tensor corrupted in turn is caught (10/10 runs of the issue, all tensors here)", async () => {
+  const m = await manifestV2();
+  for (const t of m.tensors!) {
+    const bad = modelBytes().slice();
+    bad[t.offset + (t.bytes >> 1)] ^= 0x01; // one bit: a NaN-free, plausible weight
+    await assert.rejects(
+      loadModel(bad, { backend: "ref", manifest: m, integrity: "off" }),
+      (e) => isStoreError("integrity")(e) && (e as Error).message.includes(t.name),
+      t.name,
+    );
+  }
+});
+
+Deno.test("manifest v2: a manifest that misses a tensor, or of another file, is 'manifest_mismatch'", async () => {
+  const m = await manifestV2();
+  const missing = { ...m, tensors: m.tensors!.filter((t) => t.name !== "output_norm.weight") };
+  await assert.rejects(
+    loadModel(modelBytes(), { backend: "ref", manifest: missing }),
+    (e) => isStoreError("manifest_mismatch")(e) && /output_norm\.weight/.test((e as Error).message),
+  );
+  const moved = {
+    ...m,
+    tensors: m.tensors!.map((t, i) => i ? t : { ...t, offset: t.offset + 32 }),
+  };
+  await assert.rejects(
+    loadModel(modelBytes(), { backend: "ref", manifest: moved }),
+    isStoreError("manifest_mismatch"),
+  );
+  await assert.rejects(
+    loadModel(modelBytes(), { backend: "ref", manifest: { ...m, fileBytes: m.fileBytes + 1 } }),
+    isStoreError("manifest_mismatch"),
+  );
+});
+
+Deno.test("manifest v2: the good file loads with it (resident and streamed) and gives the resident tokens", async () => {
+  const want = await residentTokens();
+  const m = await manifestV2();
+  for (const budget of [undefined, ALL_EXPERT_BYTES / 4]) {
+    const model = await loadModel(modelBytes(), {
+      backend: "ref",
+      manifest: m,
+      expertBudgetBytes: budget,
+    });
+    const r = await generateText(model, PROMPT, { maxTokens: N_TOKENS, temperature: 0 });
+    assert.deepEqual(r.tokens, want);
+    model.dispose();
+  }
+});
+
+Deno.test("manifest v1 (experts only) still loads, and now checks resident experts too", async () => {
+  const ctx = await storeContext(new MemorySource(modelBytes()));
+  const v1 = await buildExpertManifest(new MemorySource(modelBytes()), ctx.locations);
+  assert.equal(v1.version, 1);
+  (await loadModel(modelBytes(), { backend: "ref", manifest: v1 })).dispose();
+  const bad = modelBytes().slice();
+  bad[ctx.locations[2][5].down.fileOffset + 3] ^= 0x20;
+  await assert.rejects(
+    loadModel(bad, { backend: "ref", manifest: v1 }),
+    isStoreError("integrity"),
+  );
+});
+
+// ---------------------------------------------------------------- no manifest: first-read hashes
+
+Deno.test("default: a streamed expert re-fetched after its bytes changed is 'integrity', never wrong tokens", async () => {
+  const inner = new MutableSource(modelBytes().slice());
+  const model = await loadModel(inner, { backend: "ref", expertBudgetBytes: ALL_EXPERT_BYTES / 4 });
+  try {
+    const want = await residentTokens();
+    const r = await generateText(model, PROMPT, { maxTokens: N_TOKENS, temperature: 0 });
+    assert.deepEqual(r.tokens, want);
+    // the file changes underneath (a source without validators): every expert differs now
+    const ctx = await storeContext(new MemorySource(modelBytes()));
+    for (const locs of ctx.locations) for (const l of locs) inner.bytes[l.up.fileOffset + 9] ^= 4;
+    await assert.rejects(
+      generateText(model, PROMPT, { maxTokens: N_TOKENS, temperature: 0 }),
+      isStoreError("integrity"),
+    );
+  } finally {
+    model.dispose();
+  }
+});
+
+Deno.test("default off: the explicit opt-out skips first-read hashes (and the bytes are used as read)", async () => {
+  const inner = new MutableSource(modelBytes().slice());
+  const model = await loadModel(inner, {
+    backend: "ref",
+    integrity: "off",
+    expertBudgetBytes: ALL_EXPERT_BYTES / 4,
+  });
+  try {
+    assert.ok(!(model.file.source instanceof IntegritySource));
+    await generateText(model, PROMPT, { maxTokens: 2, temperature: 0 });
+    const ctx = await storeContext(new MemorySource(modelBytes()));
+    for (const locs of ctx.locations) for (const l of locs) inner.bytes[l.up.fileOffset + 9] ^= 4;
+    await generateText(model, PROMPT, { maxTokens: 2, temperature: 0 }); // no error: opted out
+  } finally {
+    model.dispose();
+  }
+  await assert.rejects(
+    loadModel(modelBytes(), { backend: "ref", integrity: "maybe" as never }),
+    isStoreError("bad_option"),
+  );
+});
