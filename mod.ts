@@ -52,6 +52,15 @@ export {
 export { readGguf } from "./core/formats/gguf_reader.ts";
 export type { GgufFile, GgufTensorInfo } from "./core/formats/gguf_reader.ts";
 export { writeGguf } from "./core/formats/gguf_writer.ts";
+export {
+  firstNonFinite,
+  readSafetensors,
+  SAFETENSORS_DTYPE_BITS,
+  type SafetensorsFile,
+  type SafetensorsTensorInfo,
+  type SafetensorsWriteTensor,
+  writeSafetensors,
+} from "./core/formats/safetensors.ts";
 export { gguf, type GgufValue, GgufValueType } from "./core/formats/gguf_types.ts";
 export type { HParams } from "./core/model/hparams.ts";
 export { type ArchSpec, archSpec, SUPPORTED_ARCHS } from "./core/model/arch.ts";

@@ -321,6 +321,15 @@ class SafetensorsFileImpl implements SafetensorsFile {
   }
 }
 
+/** Index of the first NaN or ±Infinity in `values`, or -1 when every value is finite. */
+export function firstNonFinite(values: ArrayLike<number>): number {
+  for (let i = 0; i < values.length; i++) {
+    const v = values[i];
+    if (v - v !== 0) return i; // NaN - NaN and ∞ - ∞ are NaN
+  }
+  return -1;
+}
+
 /** A tensor to write with `writeSafetensors`. */
 export interface SafetensorsWriteTensor {
   /** dtype string from `SAFETENSORS_DTYPE_BITS`. */

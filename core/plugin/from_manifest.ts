@@ -96,6 +96,12 @@ async function openModel(
   const url = resolveUrl(m.model.source, base);
   let src: ByteSource;
   try {
+    if (url.protocol === "file:" && base.protocol !== "file:") {
+      throw new ManifestError(
+        "local_from_remote",
+        `a manifest read from ${base.origin} cannot name a local file (${url.href})`,
+      );
+    }
     if (url.protocol === "file:") src = await FileSource.open(fileURLToPath(url));
     else if (url.protocol === "https:") {
       src = await HttpSource.open(url.href, { fetch: opts.fetch });
@@ -108,7 +114,7 @@ async function openModel(
     problems.push({ path: `${label}: model.source`, code, message: (e as Error).message });
     return null;
   }
-  if (m.model.sha256) {
+  if (typeof m.model.sha256 === "string" && m.model.sha256) {
     const got = await sha256OfSource(src);
     if (got !== m.model.sha256.toLowerCase()) {
       problems.push({
@@ -118,7 +124,11 @@ async function openModel(
       });
     }
   }
-  const pins = m.memory?.pinnedExperts ?? [];
+  const raw = m.memory?.pinnedExperts;
+  const pins = Array.isArray(raw) &&
+      raw.every((p) => Array.isArray(p) && p.length === 2 && p.every(Number.isInteger))
+    ? raw
+    : [];
   if (pins.length) {
     try {
       const meta = (await readGguf(src)).metadata;
@@ -165,13 +175,19 @@ export async function loadFromManifest(
   opts: LoadFromManifestOptions = {},
 ): Promise<ManifestLoadResult> {
   const { value, base, label } = await readManifest(pathOrObject, opts);
+  // every stage runs on whatever is well-formed, so one error lists every problem
   const problems = validateModelManifest(value, label);
-  if (problems.length) throw manifestError(problems, label);
   const manifest = value as ModelManifest;
+  const partial = (typeof value === "object" && value !== null ? value : {}) as Partial<
+    ModelManifest
+  >;
   const lopts: PluginLoaderOptions = { ...opts, baseUrl: base, source: label };
-  const { prepared, problems: pp } = await preparePlugins(manifest.plugins, lopts);
+  const refs = Array.isArray(partial.plugins) ? partial.plugins : [];
+  const { prepared, problems: pp } = await preparePlugins(refs, lopts);
   problems.push(...pp);
-  const source = await openModel(manifest, base, opts, problems, label);
+  const source = typeof partial.model?.source === "string"
+    ? await openModel(partial as ModelManifest, base, opts, problems, label)
+    : null;
   const streaming = manifest.memory?.expertBudgetMb !== undefined ||
     (manifest.memory?.pinnedExperts?.length ?? 0) > 0 ||
     prepared.some((p) =>

@@ -9,7 +9,7 @@
  * @module
  */
 
-import { PluginError } from "../errors.ts";
+import { ManifestError, PluginError } from "../errors.ts";
 import {
   manifestError,
   type ManifestProblem,
@@ -19,6 +19,8 @@ import {
   validatePluginManifest,
 } from "./manifest.ts";
 import { pluginError, stamp } from "./registry.ts";
+import { sep as SEP } from "node:path";
+import { fileURLToPath, pathToFileURL } from "node:url";
 import {
   BUILTIN_ROOT,
   type ByteReader,
@@ -26,10 +28,17 @@ import {
   checkIntegrity,
   cwdUrl,
   dataUrl,
+  entryStaysInside,
+  jsrPackageUrl,
   moduleMediaType,
+  npmTarballUrl,
   parseJson,
+  parsePackageSpec,
   resolveUrl,
+  sri,
   sriSha256,
+  unpackNpmTarball,
+  urlInside,
   type UseKind,
   useKind,
 } from "./resolve.ts";
@@ -67,7 +76,11 @@ export interface PreparedPlugin {
   readonly pluginUrl: URL;
   /** Config with schema defaults filled in. */
   readonly config: Record<string, unknown>;
-  /** Module specifier to import. */
+  /**
+   * Module specifier to import: a `data:` URL of the verified bytes (declared
+   * `entryIntegrity`, https, jsr:, npm:), else the entry's real file URL
+   * (local plugins) or its URL (built-ins).
+   */
   readonly entry: string;
 }
 
@@ -102,25 +115,69 @@ interface Ctx {
   readonly read: ByteReader;
 }
 
-type Found = { kind: UseKind; json: unknown; pluginUrl: URL } | { problem: ManifestProblem };
+interface FoundManifest {
+  readonly kind: UseKind;
+  readonly json: unknown;
+  /** Plugin folder URL (for npm, the specifier as an opaque URL). */
+  readonly pluginUrl: URL;
+  /** Files of a verified npm tarball, by package-relative path. */
+  readonly files?: ReadonlyMap<string, Uint8Array>;
+}
+
+type Found = FoundManifest | { problem: ManifestProblem };
+
+const PACKAGE_INTEGRITY_HELP =
+  "npm: the package tarball's integrity as npm records it (sha512-…); jsr: sha256-… of manifest.json";
 
 /** Locate and read a plugin's manifest (integrity-checked when asked); no plugin code runs. */
 async function findManifest(ref: PluginRef, at: string, ctx: Ctx): Promise<Found> {
   const fail = (field: string, code: string, message: string): Found => ({
     problem: { path: `${at}${field}`, code, message },
   });
+  const integrity = typeof ref.integrity === "string" ? ref.integrity : undefined;
   let kind = useKind(ref.use);
+  const verified = async (url: URL, bytes: Uint8Array): Promise<Found | undefined> => {
+    if (integrity && !(await checkIntegrity(bytes, integrity))) {
+      const algo = /^sha(384|512)-/.test(integrity) ? integrity.slice(0, 6) : "sha256";
+      return fail(
+        ".integrity",
+        "integrity_mismatch",
+        `${url.href} hashes to ${await sri(algo, bytes)}`,
+      );
+    }
+    return undefined;
+  };
   try {
     if (kind === "package") {
-      if (ref.integrity) {
+      const spec = parsePackageSpec(ref.use);
+      if (typeof spec === "string") return fail(".use", "unpinned_package", spec);
+      if (!integrity) {
         return fail(
           ".integrity",
-          "integrity_unsupported",
-          "npm:/jsr: packages are verified by Deno's lockfile; remove it",
+          "missing_field",
+          `is required for ${ref.use} (${PACKAGE_INTEGRITY_HELP})`,
         );
       }
-      const json = (await import(`${ref.use}/manifest.json`, { with: { type: "json" } })).default;
-      return { kind, json, pluginUrl: new URL(ref.use) };
+      if (spec.registry === "npm") {
+        const url = npmTarballUrl(spec);
+        const tgz = await ctx.read(url);
+        const bad = await verified(url, tgz);
+        if (bad) return bad;
+        const files = await unpackNpmTarball(tgz);
+        const man = files.get("manifest.json");
+        if (!man) return fail(".use", "not_found", `${url.href} has no manifest.json at its root`);
+        return {
+          kind,
+          json: parseJson(man, `${ref.use}/manifest.json`),
+          pluginUrl: new URL(`npm:${spec.name}@${spec.version}/`),
+          files,
+        };
+      }
+      const url = new URL("manifest.json", jsrPackageUrl(spec));
+      const bytes = await ctx.read(url);
+      const bad = await verified(url, bytes);
+      if (bad) return bad;
+      return { kind, json: parseJson(bytes, url.href), pluginUrl: new URL(".", url) };
     }
     let url: URL;
     if (kind === "builtin") url = new URL(`${ref.use}/manifest.json`, ctx.root);
@@ -129,10 +186,17 @@ async function findManifest(ref: PluginRef, at: string, ctx: Ctx): Promise<Found
       url = u.pathname.endsWith(".json")
         ? u
         : new URL("manifest.json", u.href.replace(/\/?$/, "/"));
+      if (url.protocol === "file:" && ctx.base.protocol !== "file:") {
+        return fail(
+          ".use",
+          "local_from_remote",
+          `a manifest read from ${ctx.base.origin} cannot load local code (${url.href})`,
+        );
+      }
     }
     if (kind === "local" && url.protocol !== "file:") {
       kind = "remote"; // a relative path under a remote model manifest is remote code
-      if (!ref.integrity) {
+      if (!integrity) {
         return fail(
           ".integrity",
           "missing_field",
@@ -141,13 +205,8 @@ async function findManifest(ref: PluginRef, at: string, ctx: Ctx): Promise<Found
       }
     }
     const bytes = await ctx.read(url);
-    if (ref.integrity && !(await checkIntegrity(bytes, ref.integrity))) {
-      return fail(
-        ".integrity",
-        "integrity_mismatch",
-        `${url.href} hashes to ${await sriSha256(bytes)}`,
-      );
-    }
+    const bad = await verified(url, bytes);
+    if (bad) return bad;
     return { kind, json: parseJson(bytes, url.href), pluginUrl: new URL(".", url) };
   } catch (e) {
     const code = (e as { code?: string }).code ?? "load_failed";
@@ -158,39 +217,88 @@ async function findManifest(ref: PluginRef, at: string, ctx: Ctx): Promise<Found
   }
 }
 
-/** Fetch a remote entry and check it against `entryIntegrity`; returns a `data:` URL of the verified bytes. */
-async function verifiedEntry(
+/**
+ * The module specifier to import for a plugin's entry, or the problem that
+ * forbids it. The entry must resolve inside the plugin folder, both as a URL
+ * and, for files, after following symlinks. Code that must be verified — a
+ * declared `entryIntegrity`, anything fetched over https (remote and jsr:
+ * plugins), npm: packages — is read once, hashed, and imported from a `data:`
+ * URL of exactly those bytes, so nothing can change between check and import.
+ * Built-in plugins ship with the runtime and import from their own URL.
+ */
+async function resolveEntry(
+  found: FoundManifest,
   m: PluginManifest,
-  url: URL,
   label: string,
-  read: ByteReader,
+  ctx: Ctx,
 ): Promise<string | ManifestProblem> {
-  const path = `${label} manifest: entryIntegrity`;
-  if (!m.entryIntegrity) {
-    return { path, code: "missing_field", message: "is required for plugins loaded over https" };
+  const path = `${label} manifest: entry`;
+  const ipath = `${label} manifest: entryIntegrity`;
+  const problem = (p: string, code: string, message: string): ManifestProblem => ({
+    path: p,
+    code,
+    message,
+  });
+  const declared = m.entryIntegrity;
+  const verify = async (bytes: Uint8Array, where: string): Promise<string | ManifestProblem> =>
+    declared && !(await checkIntegrity(bytes, declared))
+      ? problem(ipath, "integrity_mismatch", `${where} hashes to ${await sriSha256(bytes)}`)
+      : dataUrl(bytes, moduleMediaType(m.entry));
+  if (!entryStaysInside(m.entry)) {
+    return problem(
+      path,
+      "entry_outside",
+      `must stay inside the plugin folder: ${JSON.stringify(m.entry)}`,
+    );
+  }
+  if (found.files) { // npm: the whole tarball matched the manifest's integrity
+    const bytes = found.files.get(m.entry);
+    if (!bytes) return problem(path, "not_found", `${m.entry} is not in the package`);
+    return await verify(bytes, `${found.pluginUrl.href}${m.entry}`);
+  }
+  const url = new URL(m.entry, found.pluginUrl);
+  if (!urlInside(url, found.pluginUrl)) {
+    return problem(path, "entry_outside", `${url.href} is outside ${found.pluginUrl.href}`);
   }
   try {
-    const code = await read(url);
-    if (await checkIntegrity(code, m.entryIntegrity)) {
-      return dataUrl(code, moduleMediaType(m.entry));
+    if (url.protocol === "file:") {
+      const dir = await Deno.realPath(fileURLToPath(found.pluginUrl));
+      const real = await Deno.realPath(fileURLToPath(url));
+      if (!real.startsWith(dir.endsWith(SEP) ? dir : dir + SEP)) {
+        return problem(path, "entry_outside", `${url.href} resolves to ${real}, outside ${dir}`);
+      }
+      if (!declared) return pathToFileURL(real).href;
+      return await verify(await ctx.read(pathToFileURL(real)), real);
     }
-    return {
-      path,
-      code: "integrity_mismatch",
-      message: `${url.href} hashes to ${await sriSha256(code)}`,
-    };
+    if (found.kind === "builtin") return url.href;
+    if (!declared) {
+      return problem(
+        ipath,
+        "missing_field",
+        `is required for plugin code loaded from ${url.origin}`,
+      );
+    }
+    return await verify(await ctx.read(url), url.href);
   } catch (e) {
-    return {
-      path: `${label} manifest: entry`,
-      code: (e as { code?: string }).code ?? "load_failed",
-      message: (e as Error).message,
-    };
+    const nf = e instanceof Deno.errors.NotFound;
+    return problem(
+      path,
+      nf ? "not_found" : (e as { code?: string }).code ?? "load_failed",
+      nf ? `${url.href} does not exist` : (e as Error).message,
+    );
   }
+}
+
+function isObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === "object" && v !== null && !Array.isArray(v);
 }
 
 /**
  * Resolve and check every plugin of a manifest without running plugin code.
- * Returns the prepared plugins and every problem found.
+ * Returns the prepared plugins and every problem found: a plugin whose
+ * manifest is invalid still has its config checked (when its config schema
+ * compiles), so one pass reports everything. Items that are not objects with
+ * a string `use` are skipped (the model manifest's schema reports them).
  */
 export async function preparePlugins(
   refs: readonly PluginRef[],
@@ -206,39 +314,40 @@ export async function preparePlugins(
   const prepared: PreparedPlugin[] = [];
   for (let i = 0; i < refs.length; i++) {
     const ref = refs[i];
+    if (!isObject(ref) || typeof ref.use !== "string") continue;
     const at = `${src}: plugins[${i}]`;
     const found = await findManifest(ref, at, ctx);
     if ("problem" in found) {
       problems.push(found.problem);
       continue;
     }
-    const { kind, json, pluginUrl } = found;
+    const { kind, json } = found;
     const name = (json as Partial<PluginManifest> | null)?.name;
     const label = `${at} (${typeof name === "string" ? name : ref.use})`;
     const mp = validatePluginManifest(json, `${label} manifest`);
-    if (mp.length) {
-      problems.push(...mp);
-      continue;
-    }
+    problems.push(...mp);
     const manifest = json as PluginManifest;
-    if (kind === "builtin" && manifest.name !== ref.use) {
+    if (kind === "builtin" && isObject(json) && json.name !== ref.use) {
       problems.push({
         path: `${at}.use`,
         code: "name_mismatch",
-        message: `built-in folder '${ref.use}' holds plugin '${manifest.name}'`,
+        message: `built-in folder '${ref.use}' holds plugin '${String(json.name)}'`,
       });
     }
-    let entry = kind === "package"
-      ? `${ref.use}/${manifest.entry}`
-      : new URL(manifest.entry, pluginUrl).href;
-    if (kind === "remote") {
-      const v = await verifiedEntry(manifest, new URL(entry), label, ctx.read);
-      if (typeof v === "string") entry = v;
-      else problems.push(v);
-    }
-    const { config, problems: cp } = validatePluginConfig(manifest.config, ref.config, label);
+    const schemaOk = isObject(json) && isObject(json.config) &&
+      !mp.some((p) => p.code === "bad_config_schema");
+    const cfgOk = ref.config === undefined || isObject(ref.config);
+    const { config, problems: cp } = schemaOk && cfgOk
+      ? validatePluginConfig(manifest.config, ref.config, label)
+      : { config: {}, problems: [] };
     problems.push(...cp);
-    prepared.push({ index: i, kind, ref, manifest, pluginUrl, config, entry });
+    if (mp.length) continue;
+    const entry = await resolveEntry(found, manifest, label, ctx);
+    if (typeof entry !== "string") {
+      problems.push(entry);
+      continue;
+    }
+    prepared.push({ index: i, kind, ref, manifest, pluginUrl: found.pluginUrl, config, entry });
   }
   for (const hook of EXCLUSIVE_HOOKS) {
     const users = prepared.filter((p) => p.manifest.hooks.includes(hook));
@@ -327,7 +436,19 @@ export async function instantiatePlugins(
       baseUrl: base,
       pluginUrl: p.pluginUrl,
       resolve: (path: string) => resolveUrl(path, base),
-      readBytes: (path: string) => read(resolveUrl(path, base)),
+      readBytes: (path: string) => {
+        const url = resolveUrl(path, base);
+        if (url.protocol === "file:" && base.protocol !== "file:") {
+          return Promise.reject(
+            new ManifestError(
+              "local_from_remote",
+              `a manifest read from ${base.origin} cannot read local files (${url.href})`,
+              { url: url.href },
+            ),
+          );
+        }
+        return read(url);
+      },
     };
     const plugin = await stamp(
       name,

@@ -8,6 +8,7 @@
  */
 
 import { PluginError } from "../errors.ts";
+import { firstNonFinite } from "../formats/safetensors.ts";
 import type { HParams } from "../model/hparams.ts";
 import type { LinearAdapter, LinearName } from "../model/transformer.ts";
 import type { TensorBytesInfo } from "../model/weights.ts";
@@ -92,7 +93,13 @@ export function targetShape(
 /** Adds one projection's adapter term: `out[t] += delta(x[t])` for `nTokens` rows. */
 export type ProjectionDelta = (x: Float32Array, nTokens: number, out: Float32Array) => void;
 
-/** A `LinearAdapter` from per-(layer, projection) deltas; layer -1 is the output head. */
+/**
+ * A `LinearAdapter` from per-(layer, projection) deltas; layer -1 is the
+ * output head. After each delta the rows it wrote are checked: a NaN or
+ * ±Infinity (an adapter overflowing on finite input, a gate dividing by zero)
+ * is `PluginError` `"non_finite"` naming the layer and projection, never a
+ * silent NaN in the logits.
+ */
 export function projectionAdapter(
   deltas: Iterable<readonly [layer: number, proj: LinearName, delta: ProjectionDelta]>,
 ): LinearAdapter {
@@ -112,6 +119,17 @@ export function projectionAdapter(
       out: Float32Array,
     ): void {
       by.get(proj)![layer + 1](x, nTokens, out);
+      const bad = firstNonFinite(out);
+      if (bad >= 0) {
+        const inputOk = firstNonFinite(x) < 0;
+        throw new PluginError(
+          "non_finite",
+          `adapter on layer ${layer} ${proj}: output ${bad} is ${out[bad]}${
+            inputOk ? " for a finite input (the adapter overflows)" : " (its input is not finite)"
+          }`,
+          { layer, proj, index: bad },
+        );
+      }
     },
   };
 }

@@ -10,6 +10,7 @@ import { Ajv, type ErrorObject, type ValidateFunction } from "ajv";
 import { ManifestError } from "../errors.ts";
 import modelSchema from "../../schemas/model-manifest.schema.json" with { type: "json" };
 import pluginSchema from "../../schemas/plugin-manifest.schema.json" with { type: "json" };
+import { entryStaysInside } from "./resolve.ts";
 import { type HookName, PLUGIN_API_VERSION } from "./types.ts";
 
 /** One plugin of a model manifest. */
@@ -215,10 +216,11 @@ function run(
 export function validateModelManifest(value: unknown, where = "manifest"): ManifestProblem[] {
   modelValidator ??= ajv.compile(modelSchema);
   const problems = run(modelValidator, value, where);
-  if (problems.length === 0) {
-    const m = value as ModelManifest;
-    m.plugins.forEach((p, i) => {
-      if (p.use.startsWith("http://")) {
+  // semantic checks run on whatever is well-formed, so one pass reports everything
+  const plugins = (value as { plugins?: unknown } | null)?.plugins;
+  if (Array.isArray(plugins)) {
+    plugins.forEach((p: { use?: unknown }, i) => {
+      if (typeof p?.use === "string" && p.use.startsWith("http://")) {
         problems.push({
           path: `${where}: plugins[${i}].use`,
           code: "insecure_source",
@@ -232,7 +234,9 @@ export function validateModelManifest(value: unknown, where = "manifest"): Manif
 
 /**
  * Validate a plugin manifest: schema, API version gate, entry kept inside
- * the plugin folder, and a config schema that compiles.
+ * the plugin folder (plain relative segments: no `.`/`..`, no `%` escapes,
+ * which URL resolution would decode, no backslash), and a config schema that
+ * compiles.
  */
 export function validatePluginManifest(value: unknown, where: string): ManifestProblem[] {
   pluginValidator ??= ajv.compile(pluginSchema);
@@ -252,7 +256,7 @@ export function validatePluginManifest(value: unknown, where: string): ManifestP
         `plugin targets plugin API ${m.apiVersion}; this runtime implements API ${PLUGIN_API_VERSION}`,
     });
   }
-  if (typeof m.entry === "string" && m.entry.split("/").some((s) => s === "..")) {
+  if (typeof m.entry === "string" && !entryStaysInside(m.entry)) {
     problems.push({
       path: `${where}: entry`,
       code: "entry_outside",
@@ -300,7 +304,12 @@ export function validatePluginConfig(
  * One `ManifestError` for all problems: `code` is the problem's own code
  * when there is one, else `"invalid_manifest"`; `details.problems` lists them.
  */
-export function manifestError(problems: readonly ManifestProblem[], source: string): ManifestError {
+export function manifestError(all: readonly ManifestProblem[], source: string): ManifestError {
+  const seen = new Set<string>();
+  const problems = all.filter((p) => {
+    const k = `${p.path}\u0000${p.code}`; // one problem found by two stages is reported once
+    return seen.has(k) ? false : (seen.add(k), true);
+  });
   const lines = problems.map((p) => `  - ${p.path}: ${p.message} [${p.code}]`);
   return new ManifestError(
     problems.length === 1 ? problems[0].code : "invalid_manifest",

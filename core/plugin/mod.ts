@@ -27,7 +27,30 @@ export {
   preparePlugins,
 } from "./loader.ts";
 export { pluginError, PluginHost, type PluginPhase, stamp } from "./registry.ts";
-export { BUILTIN_ROOT, checkIntegrity, sriSha256, type UseKind, useKind } from "./resolve.ts";
+export {
+  BUILTIN_ROOT,
+  checkIntegrity,
+  entryStaysInside,
+  JSR_REGISTRY,
+  NPM_REGISTRY,
+  NPM_TARBALL_MAX_BYTES,
+  type PackageSpec,
+  parsePackageSpec,
+  sri,
+  sriSha256,
+  unpackNpmTarball,
+  urlInside,
+  type UseKind,
+  useKind,
+} from "./resolve.ts";
+export {
+  compilePatternMap,
+  compilePeftPattern,
+  PATTERN_MAX_KEYS,
+  PATTERN_MAX_LENGTH,
+  PATTERN_MAX_STATES,
+  type PeftPattern,
+} from "./pattern.ts";
 export {
   loadFromManifest,
   type LoadFromManifestOptions,

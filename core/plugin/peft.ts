@@ -8,9 +8,10 @@
  */
 
 import { ManifestError, SafetensorsError } from "../errors.ts";
-import { readSafetensors, type SafetensorsFile } from "../formats/safetensors.ts";
+import { firstNonFinite, readSafetensors, type SafetensorsFile } from "../formats/safetensors.ts";
 import type { LinearName } from "../model/transformer.ts";
 import { MemorySource } from "../store/byte_source.ts";
+import { compilePatternMap, type PeftPattern } from "./pattern.ts";
 import type { PluginSetup } from "./types.ts";
 
 /** What a tensor of an adapter is. */
@@ -142,8 +143,8 @@ export async function readPeftAdapter(
   const c = config as Record<string, unknown>;
   for (const f of ["lora_alpha", "r"]) {
     const v = c[f];
-    const ok = v === undefined || (typeof v === "number" && v > 0) ||
-      (f === "r" && Array.isArray(v) && v.every((x) => typeof x === "number" && x > 0));
+    const pos = (x: unknown) => typeof x === "number" && Number.isFinite(x) && x > 0;
+    const ok = v === undefined || pos(v) || (f === "r" && Array.isArray(v) && v.every(pos));
     if (!ok) {
       throw new ManifestError(
         "bad_adapter_config",
@@ -162,6 +163,14 @@ export async function readPeftAdapter(
         field: "use_dora",
       },
     );
+  }
+  for (const field of ["rank_pattern", "alpha_pattern"]) {
+    try {
+      compiledPatterns(c[field], field); // every key is checked up front, not only those reached
+    } catch (e) {
+      if (!(e instanceof ManifestError)) throw e;
+      throw new ManifestError(e.code, `${label}/${e.message}`, { ...e.details });
+    }
   }
   const bytes = await read("adapter_model.safetensors");
   const file = await readSafetensors(new MemorySource(bytes, `${label}/adapter_model.safetensors`));
@@ -202,7 +211,12 @@ export async function readPeftAdapter(
   return { config: c, file, modules };
 }
 
-/** A tensor's values as f32, checked against `shape` (`SafetensorsError` `"bad_shape"`). */
+/**
+ * A tensor's values as f32, checked against `shape` (`SafetensorsError`
+ * `"bad_shape"`) and scanned: a NaN or ±Infinity anywhere is `SafetensorsError`
+ * `"non_finite"` naming the tensor and the index (adapters are small, so every
+ * value is checked at load).
+ */
 export async function readTensor(
   file: SafetensorsFile,
   name: string,
@@ -218,25 +232,49 @@ export async function readTensor(
       { name, shape: t.shape, expected: shape },
     );
   }
-  return await file.readF32(name);
+  const values = await file.readF32(name);
+  const bad = firstNonFinite(values);
+  if (bad >= 0) {
+    throw new SafetensorsError(
+      "non_finite",
+      `${file.source.name}: tensor '${name}' holds a non-finite value (${
+        values[bad]
+      }) at index ${bad}`,
+      { name, index: bad },
+    );
+  }
+  return values;
 }
 
 /**
  * PEFT per-module value from `rank_pattern`/`alpha_pattern`: the first key
- * `k` with `(.*\.)?(k)$` matching the module path wins, else `fallback`.
+ * `k` (in the config's order) whose pattern matches the module path as PEFT's
+ * `re.match(rf"(.*\.)?({k})$", module)` does wins, else `fallback`. Keys are
+ * matched by a linear-time NFA (`compilePeftPattern`), never by a
+ * backtracking `RegExp`; a key that is not a supported pattern, or a value
+ * that is not a positive number, throws `ManifestError` (`"bad_pattern"`,
+ * `"bad_adapter_config"`).
  */
-export function patternValue(pattern: unknown, module: string, fallback: number): number {
-  if (typeof pattern !== "object" || pattern === null) return fallback;
-  for (const [k, v] of Object.entries(pattern)) {
-    let re: RegExp;
-    try {
-      re = new RegExp(`^(.*\\.)?(${k})$`);
-    } catch {
-      continue;
-    }
-    if (re.test(module) && typeof v === "number") return v;
-  }
+export function patternValue(
+  pattern: unknown,
+  module: string,
+  fallback: number,
+  field = "rank_pattern",
+): number {
+  for (const [p, v] of compiledPatterns(pattern, field)) if (p.matches(module)) return v;
   return fallback;
+}
+
+const compiledCache = new WeakMap<object, readonly (readonly [PeftPattern, number])[]>();
+
+function compiledPatterns(
+  pattern: unknown,
+  field: string,
+): readonly (readonly [PeftPattern, number])[] {
+  if (typeof pattern !== "object" || pattern === null) return compilePatternMap(pattern, field);
+  let c = compiledCache.get(pattern);
+  if (!c) compiledCache.set(pattern, c = compilePatternMap(pattern, field));
+  return c;
 }
 
 /** Read the adapter directory named by a plugin config path (relative to the model manifest). */

@@ -89,6 +89,7 @@ export async function loraModules(ad: PeftAdapter, extraScale = 1): Promise<Lora
       c.alpha_pattern,
       m.module,
       typeof c.lora_alpha === "number" ? c.lora_alpha : 8,
+      "alpha_pattern",
     );
     const pair = checkPair({ rank, dIn, dOut, a: A, b: B, bias }, what);
     out.push({

@@ -90,7 +90,11 @@ Deno.test("peft: rank/alpha patterns match module-name suffixes, first key wins"
   assert.equal(patternValue({ "layers.12.self_attn.v_proj": 4, "v_proj": 16 }, m, 8), 4);
   assert.equal(patternValue({ "q_proj": 16 }, m, 8), 8);
   assert.equal(patternValue({ "proj": 16 }, m, 8), 8); // suffix must follow a dot
-  assert.equal(patternValue({ "(": 3, "v_proj": 5 }, m, 8), 5); // an invalid regex is skipped
+  // an invalid pattern is a typed error (PEFT's re.match would raise), never skipped silently
+  assert.throws(
+    () => patternValue({ "(": 3, "v_proj": 5 }, m, 8),
+    (e: Error & { code?: string }) => e.name === "ManifestError" && e.code === "bad_pattern",
+  );
   assert.equal(patternValue(undefined, m, 8), 8);
 });
 
