@@ -196,6 +196,16 @@ async function serveGeneration(
   defaultTokens: number,
 ): Promise<Response> {
   const { runtime, limits } = deps;
+  const nVocab = runtime.model.hp.nVocab;
+  for (const id of p.logitBias.keys()) {
+    if (id >= nVocab) {
+      throw new ServeError(
+        "invalid_request",
+        `'logit_bias' names token ${id}, outside the vocabulary of ${nVocab}`,
+        { param: "logit_bias" },
+      );
+    }
+  }
   if (ids.length === 0) {
     throw new ServeError("invalid_request", "The prompt has no tokens", { param: promptParam });
   }
@@ -240,6 +250,12 @@ async function serveGeneration(
       stop: [...p.stop, ...extraStop],
       temperature: p.temperature,
       topP: p.topP,
+      topK: p.topK,
+      minP: p.minP,
+      repetitionPenalty: p.repetitionPenalty,
+      frequencyPenalty: p.frequencyPenalty,
+      presencePenalty: p.presencePenalty,
+      logitBias: p.logitBias,
       seed: p.seed ?? crypto.getRandomValues(new Uint32Array(1))[0],
       ignoreEos: p.ignoreEos,
       signal,

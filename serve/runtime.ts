@@ -40,6 +40,18 @@ export interface RunRequest {
   temperature?: number;
   /** Nucleus sampling mass. */
   topP?: number;
+  /** Keep the k most likely tokens (0 = off). */
+  topK?: number;
+  /** Drop tokens below minP · the top probability (0 = off). */
+  minP?: number;
+  /** llama.cpp's repetition penalty (1 = off). */
+  repetitionPenalty?: number;
+  /** OpenAI's frequency penalty (0 = off). */
+  frequencyPenalty?: number;
+  /** OpenAI's presence penalty (0 = off). */
+  presencePenalty?: number;
+  /** Added to the logits of these token ids. */
+  logitBias?: ReadonlyMap<number, number>;
   /** PRNG seed. */
   seed?: number;
   /** Do not stop at end-of-generation tokens. */
@@ -136,6 +148,12 @@ export class ModelRuntime {
       stop: req.stop,
       temperature: req.temperature,
       topP: req.topP,
+      topK: req.topK,
+      minP: req.minP,
+      repetitionPenalty: req.repetitionPenalty,
+      frequencyPenalty: req.frequencyPenalty,
+      presencePenalty: req.presencePenalty,
+      logitBias: req.logitBias,
       seed: req.seed,
       ignoreEos: req.ignoreEos,
       signal: req.signal,

@@ -2,8 +2,12 @@
  * Validation of OpenAI request bodies into typed parameters. Every problem
  * is a `ServeError` naming the field (`param`), the way OpenAI reports it.
  * Unknown fields are ignored; known fields with the wrong type are refused;
- * features the runtime lacks (n > 1, echo, logprobs, tools) are refused
- * rather than silently dropped.
+ * every sampling field is honoured (`temperature`, `top_p`,
+ * `frequency_penalty`, `presence_penalty`, `logit_bias`, `seed`, and
+ * llama.cpp's `top_k`, `min_p`, `repeat_penalty`); features the runtime
+ * lacks (n > 1, echo, logprobs, tools, function calls, non-text response
+ * formats or modalities, audio, predicted outputs) are refused rather than
+ * silently dropped.
  *
  * @module
  */
@@ -23,6 +27,18 @@ export interface CommonParams {
   temperature: number;
   /** Nucleus mass (default 1). */
   topP: number;
+  /** llama.cpp's `top_k` (default 0 = off). */
+  topK: number;
+  /** llama.cpp's `min_p` (default 0 = off). */
+  minP: number;
+  /** llama.cpp's `repeat_penalty` (default 1 = off). */
+  repetitionPenalty: number;
+  /** OpenAI's `frequency_penalty` in [-2, 2] (default 0). */
+  frequencyPenalty: number;
+  /** OpenAI's `presence_penalty` in [-2, 2] (default 0). */
+  presencePenalty: number;
+  /** OpenAI's `logit_bias`: token id → bias in [-100, 100] (ids checked against the vocabulary later). */
+  logitBias: Map<number, number>;
   /** Seed, or null for a random one. */
   seed: number | null;
   /** Stream with SSE. */
@@ -47,6 +63,39 @@ export interface ChatParams extends CommonParams {
 
 const ROLES = new Set(["system", "developer", "user", "assistant", "tool", "function"]);
 const MAX_STOP = 4;
+const MAX_LOGIT_BIAS = 1024;
+
+function logitBias(body: Record<string, unknown>): Map<number, number> {
+  const out = new Map<number, number>();
+  if (!present(body, "logit_bias")) return out;
+  const v = body.logit_bias;
+  if (typeof v !== "object" || v === null || Array.isArray(v)) {
+    bad("logit_bias", `'logit_bias' must be an object of token id → bias: received ${typeName(v)}`);
+  }
+  const entries = Object.entries(v as Record<string, unknown>);
+  if (entries.length > MAX_LOGIT_BIAS) {
+    bad(
+      "logit_bias",
+      `'logit_bias' allows at most ${MAX_LOGIT_BIAS} entries: received ${entries.length}`,
+    );
+  }
+  for (const [k, b] of entries) {
+    if (!/^(0|[1-9]\d{0,9})$/.test(k)) {
+      bad(
+        "logit_bias",
+        `'logit_bias' keys must be token ids (non-negative integers): received '${k.slice(0, 40)}'`,
+      );
+    }
+    if (typeof b !== "number" || !Number.isFinite(b) || b < -100 || b > 100) {
+      bad(
+        "logit_bias",
+        `'logit_bias[${k}]' must be a number between -100 and 100: received ${JSON.stringify(b)}`,
+      );
+    }
+    out.set(Number(k), b);
+  }
+  return out;
+}
 
 function bad(param: string, message: string): never {
   throw new ServeError("invalid_request", message, { param });
@@ -152,11 +201,23 @@ function common(body: Record<string, unknown>, maxTokensKeys: readonly string[])
     temperature: num(body, "temperature", 0, 2, 1),
     // top_p 0 means "only the most likely token"; the sampler wants p > 0
     topP: Math.max(num(body, "top_p", 0, 1, 1), Number.MIN_VALUE),
+    topK: int(body, "top_k", 0, 1 << 30) ?? 0,
+    minP: num(body, "min_p", 0, 1, 0),
+    repetitionPenalty: repeatPenalty(body),
+    frequencyPenalty: num(body, "frequency_penalty", -2, 2, 0),
+    presencePenalty: num(body, "presence_penalty", -2, 2, 0),
+    logitBias: logitBias(body),
     seed: seed === null ? null : seed >>> 0,
     stream: body.stream === true,
     includeUsage,
     ignoreEos: body.ignore_eos === true,
   };
+}
+
+function repeatPenalty(body: Record<string, unknown>): number {
+  const v = num(body, "repeat_penalty", 0, 10, 1);
+  if (v === 0) bad("repeat_penalty", "'repeat_penalty' must be greater than 0 (1 = off)");
+  return v;
 }
 
 /** Validate a `/v1/completions` body. */
@@ -228,8 +289,29 @@ export function parseChatRequest(raw: unknown): ChatParams {
     body,
     "response_format",
     (v) => (v as { type?: unknown })?.type === "text",
-    "other than {type:'text'} is not supported",
+    "other than {type:'text'} is not supported (no JSON mode or schemas)",
   );
+  only(
+    body,
+    "tool_choice",
+    (v) => v === "none" || (v === "auto" && !present(body, "tools")),
+    "is not supported: this server has no tool calls",
+  );
+  only(
+    body,
+    "functions",
+    (v) => Array.isArray(v) && v.length === 0,
+    "are not supported by this server",
+  );
+  only(body, "function_call", (v) => v === "none", "is not supported by this server");
+  only(
+    body,
+    "modalities",
+    (v) => Array.isArray(v) && v.length === 1 && v[0] === "text",
+    "other than ['text'] are not supported",
+  );
+  only(body, "audio", () => false, "output is not supported");
+  only(body, "prediction", () => false, "(predicted outputs) is not supported");
   const ms = body.messages;
   if (!Array.isArray(ms)) bad("messages", `'messages' must be an array: received ${typeName(ms)}`);
   if (ms.length === 0) bad("messages", "'messages' must hold at least one message");

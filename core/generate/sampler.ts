@@ -19,8 +19,14 @@ export interface SamplingOptions {
   minP?: number;
   /** Divide positive / multiply negative logits of recent tokens (1 = off). */
   repetitionPenalty?: number;
-  /** How many recent tokens the penalty looks at (default 64). */
+  /** How many recent tokens the penalties look at (default 64). */
   repetitionWindow?: number;
+  /** Subtract `n · frequencyPenalty` from a token seen n times in the window, in [-2, 2] (0 = off). */
+  frequencyPenalty?: number;
+  /** Subtract `presencePenalty` from every token seen in the window, in [-2, 2] (0 = off). */
+  presencePenalty?: number;
+  /** Added to the logits of these token ids before the penalties, each in [-100, 100]. */
+  logitBias?: ReadonlyMap<number, number>;
   /** PRNG seed (default 0). */
   seed?: number;
 }
@@ -84,6 +90,12 @@ export function validateSampling(o: SamplingOptions): void {
   checkOpt("topP", o.topP, (v) => v > 0 && v <= 1, "in (0, 1]");
   checkOpt("minP", o.minP, (v) => v >= 0 && v <= 1, "in [0, 1]");
   checkOpt("repetitionPenalty", o.repetitionPenalty, (v) => v > 0 && v <= 10, "in (0, 10]");
+  checkOpt("frequencyPenalty", o.frequencyPenalty, (v) => v >= -2 && v <= 2, "in [-2, 2]");
+  checkOpt("presencePenalty", o.presencePenalty, (v) => v >= -2 && v <= 2, "in [-2, 2]");
+  for (const [id, b] of o.logitBias ?? []) {
+    checkOpt("logitBias id", id, (v) => Number.isInteger(v) && v >= 0, "a non-negative integer");
+    checkOpt("logitBias value", b, (v) => v >= -100 && v <= 100, "in [-100, 100]");
+  }
   checkOpt(
     "repetitionWindow",
     o.repetitionWindow,
@@ -95,7 +107,8 @@ export function validateSampling(o: SamplingOptions): void {
 
 /** Picks the next token from logits. Reuses its buffers across calls. */
 export class Sampler {
-  readonly #o: Required<SamplingOptions>;
+  readonly #o: Required<Omit<SamplingOptions, "logitBias">>;
+  readonly #bias: ReadonlyMap<number, number>;
   readonly #rng: Rng;
   #order: number[] = [];
   #p = new Float64Array(0);
@@ -110,23 +123,46 @@ export class Sampler {
       minP: opts.minP ?? 0,
       repetitionPenalty: opts.repetitionPenalty ?? 1,
       repetitionWindow: opts.repetitionWindow ?? 64,
+      frequencyPenalty: opts.frequencyPenalty ?? 0,
+      presencePenalty: opts.presencePenalty ?? 0,
       seed: opts.seed ?? 0,
     };
+    this.#bias = new Map(opts.logitBias ?? []);
     this.#rng = new Rng(this.#o.seed);
   }
 
-  /** Choose a token. `logits` is modified (penalty); `history` is the tokens so far. */
+  /**
+   * Choose a token. `logits` is modified (bias, penalties); `history` is the
+   * tokens so far. Throws `GenerationError` `"bad_sampling"` when a
+   * `logitBias` id is outside the vocabulary.
+   */
   sample(logits: Float32Array, history: ArrayLike<number> = []): number {
     const o = this.#o;
-    if (o.repetitionPenalty !== 1) {
-      const seen = new Set<number>();
+    for (const [id, b] of this.#bias) {
+      if (id >= logits.length) {
+        throw new GenerationError(
+          "bad_sampling",
+          `Cannot sample: logitBias token ${id} is outside the vocabulary of ${logits.length}`,
+          { field: "logitBias" },
+        );
+      }
+      logits[id] += b;
+    }
+    if (o.repetitionPenalty !== 1 || o.frequencyPenalty !== 0 || o.presencePenalty !== 0) {
+      // llama.cpp's penalties sampler: counts over the window, then per distinct token
+      const counts = new Map<number, number>();
       for (let i = Math.max(0, history.length - o.repetitionWindow); i < history.length; i++) {
         const t = history[i];
-        if (seen.has(t) || t < 0 || t >= logits.length) continue;
-        seen.add(t);
-        logits[t] = logits[t] > 0
-          ? logits[t] / o.repetitionPenalty
-          : logits[t] * o.repetitionPenalty;
+        if (t < 0 || t >= logits.length) continue;
+        counts.set(t, (counts.get(t) ?? 0) + 1);
+      }
+      for (const [t, n] of counts) {
+        if (o.repetitionPenalty !== 1) {
+          logits[t] = logits[t] > 0
+            ? logits[t] / o.repetitionPenalty
+            : logits[t] * o.repetitionPenalty;
+        }
+        logits[t] -= n * o.frequencyPenalty + o.presencePenalty;
       }
     }
     if (o.temperature === 0) return argmax(logits);
