@@ -41,6 +41,8 @@ export interface FaultServer {
    * server whose preconditions still pass).
    */
   replace(bytes: Uint8Array, validators: "change" | "keep"): void;
+  /** Called with the request count as each request arrives, before it is answered. */
+  onRequest: ((n: number) => void) | null;
   /** Stop the server and close its connections. */
   stop(): Promise<void>;
 }
@@ -86,7 +88,12 @@ export function startFaultServer(
 ): FaultServer {
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const port = (listener.addr as Deno.NetAddr).port;
-  const state = { queue: [] as Fault[], always: null as Fault | null, requests: 0 };
+  const state = {
+    queue: [] as Fault[],
+    always: null as Fault | null,
+    requests: 0,
+    onRequest: null as ((n: number) => void) | null,
+  };
   const conns = new Set<Deno.Conn>();
   const waits = new Map<ReturnType<typeof setTimeout>, () => void>();
   let size = bytes.byteLength;
@@ -123,6 +130,7 @@ export function startFaultServer(
     const h = await readHead(conn);
     if (!h) return;
     state.requests++;
+    state.onRequest?.(state.requests);
     const fault = state.queue.shift() ?? state.always;
     const m = /^bytes=(\d+)-(\d+)$/.exec(h.get("range") ?? "");
     const len = (n: number) => ({ "content-length": String(n) });
@@ -224,6 +232,12 @@ export function startFaultServer(
     },
     get requests(): number {
       return state.requests;
+    },
+    get onRequest(): ((n: number) => void) | null {
+      return state.onRequest;
+    },
+    set onRequest(f: ((n: number) => void) | null) {
+      state.onRequest = f;
     },
     replace(next: Uint8Array, v: "change" | "keep"): void {
       bytes = next;
