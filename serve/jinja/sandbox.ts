@@ -20,6 +20,8 @@ export interface SandboxOptions {
   limits?: RenderLimits;
   /** Milliseconds past `limits.maxMs` before a stuck worker is terminated (default 500). */
   graceMs?: number;
+  /** Milliseconds after which a running render's worker is terminated (default `maxMs + graceMs`). */
+  deadlineMs?: number;
   /** Most jobs waiting or running (default 64); more are refused at once. */
   maxPending?: number;
 }
@@ -37,7 +39,7 @@ interface Job {
 /** A render worker with a deadline per job. */
 export class TemplateSandbox {
   readonly #limits: Required<RenderLimits>;
-  readonly #graceMs: number;
+  readonly #deadlineMs: number;
   readonly #maxPending: number;
   readonly #queue: Job[] = [];
   #worker: Worker | null = null;
@@ -50,7 +52,7 @@ export class TemplateSandbox {
   /** @param opts bounds, grace period and queue size */
   constructor(opts: SandboxOptions = {}) {
     this.#limits = { ...DEFAULT_RENDER_LIMITS, ...opts.limits };
-    this.#graceMs = opts.graceMs ?? 500;
+    this.#deadlineMs = opts.deadlineMs ?? this.#limits.maxMs + (opts.graceMs ?? 500);
     this.#maxPending = opts.maxPending ?? 64;
   }
 
@@ -132,7 +134,7 @@ export class TemplateSandbox {
         ));
       return;
     }
-    const ms = this.#limits.maxMs + this.#graceMs;
+    const ms = this.#deadlineMs;
     this.#timer = setTimeout(() => {
       if (this.#running !== job) return;
       this.#killed++;
