@@ -151,3 +151,97 @@ Deno.test("openai client: 401, 404, 400 and 429 arrive as typed errors", async (
     await srv.close();
   }
 });
+
+Deno.test("openai client: every sampling field is honoured, unsupported ones are refused with 400", async () => {
+  const rt = await tinyRuntime();
+  const srv = serve(rt, { apiKey: KEY });
+  try {
+    const ai = client(srv.url);
+    const base = { model: "tiny", prompt: "Once upon a time", max_tokens: 24, ...IGNORE_EOS };
+    const text = async (extra: Record<string, unknown>): Promise<string> =>
+      (await ai.completions.create(
+        { ...base, ...extra } as OpenAI.CompletionCreateParamsNonStreaming,
+      ))
+        .choices[0].text;
+    const greedy = await text({ temperature: 0 });
+    // llama.cpp's top_k and min_p: at most one candidate left = greedy, whatever the seed
+    for (const seed of [1, 2, 3]) {
+      assert.equal(await text({ temperature: 1.5, seed, top_k: 1 }), greedy, `top_k seed ${seed}`);
+      assert.equal(await text({ temperature: 1.5, seed, min_p: 1 }), greedy, `min_p seed ${seed}`);
+    }
+    // penalties change what greedy decoding picks (it would be identical if they were dropped)
+    for (
+      const extra of [
+        { frequency_penalty: 2 },
+        { presence_penalty: 2 },
+        { repeat_penalty: 3 },
+        { frequency_penalty: -2, presence_penalty: -2 },
+      ]
+    ) {
+      assert.notEqual(await text({ temperature: 0, ...extra }), greedy, JSON.stringify(extra));
+    }
+    // logit_bias: +100 on one token makes greedy pick it every time; -100 bans it
+    const tok = rt.model.tokenizer;
+    const a = rt.encode("hello", false).at(-1)!;
+    assert.equal(
+      await text({ temperature: 0, max_tokens: 4, logit_bias: { [a]: 100 } }),
+      tok.decode([a, a, a, a]),
+    );
+    const firstGreedy = rt.encode(greedy, false)[0];
+    const banned = await ai.completions.create({
+      ...base,
+      prompt: [...rt.encode("Once upon a time")],
+      max_tokens: 1,
+      temperature: 0,
+      logit_bias: { [firstGreedy]: -100 },
+    } as OpenAI.CompletionCreateParamsNonStreaming);
+    assert.notEqual(banned.choices[0].text, tok.decode([firstGreedy]));
+
+    const refused: [Record<string, unknown>, string][] = [
+      [{ logit_bias: { [rt.model.hp.nVocab]: 1 } }, "logit_bias"],
+      [{ logit_bias: { "5": 101 } }, "logit_bias"],
+      [{ logit_bias: { "-1": 1 } }, "logit_bias"],
+      [{ frequency_penalty: 2.5 }, "frequency_penalty"],
+      [{ presence_penalty: -3 }, "presence_penalty"],
+      [{ top_k: -1 }, "top_k"],
+      [{ min_p: 1.5 }, "min_p"],
+      [{ repeat_penalty: 0 }, "repeat_penalty"],
+      [{ n: 2 }, "n"],
+    ];
+    for (const [extra, param] of refused) {
+      await assert.rejects(
+        text(extra),
+        (e: unknown) => e instanceof OpenAI.BadRequestError && e.param === param,
+        JSON.stringify(extra),
+      );
+    }
+    const chat = (extra: Record<string, unknown>) =>
+      ai.chat.completions.create({
+        model: "tiny",
+        messages: [{ role: "user", content: "Hi" }],
+        max_tokens: 2,
+        ...extra,
+      } as OpenAI.ChatCompletionCreateParamsNonStreaming);
+    for (
+      const [extra, param] of [
+        [{ n: 3 }, "n"],
+        [{ response_format: { type: "json_object" } }, "response_format"],
+        [{
+          response_format: { type: "json_schema", json_schema: { name: "x", schema: {} } },
+        }, "response_format"],
+        [{ tool_choice: "required" }, "tool_choice"],
+        [{ modalities: ["text", "audio"] }, "modalities"],
+      ] as [Record<string, unknown>, string][]
+    ) {
+      await assert.rejects(
+        chat(extra),
+        (e: unknown) => e instanceof OpenAI.BadRequestError && e.param === param,
+        JSON.stringify(extra),
+      );
+    }
+    const okText = await chat({ response_format: { type: "text" }, n: 1, frequency_penalty: 1 });
+    assert.equal(okText.choices.length, 1);
+  } finally {
+    await srv.close();
+  }
+});
