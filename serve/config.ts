@@ -33,7 +33,12 @@ export const SETTINGS: readonly Setting[] = [
   {
     env: "MOE_EDGE_PORT",
     default: "8000",
-    help: "Port to listen on (PORT is read too; deno run / deno task start only)",
+    help: "Port to listen on (deno run / deno task start only)",
+  },
+  {
+    env: "PORT",
+    default: "(none)",
+    help: "Port when MOE_EDGE_PORT is unset (as platforms set it)",
   },
   {
     env: "MOE_EDGE_API_KEY",
