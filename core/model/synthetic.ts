@@ -48,6 +48,12 @@ export interface SyntheticModelSpec {
   type?: GgmlType;
   /** Type of token_embd/output (default: `type`). */
   embdType?: GgmlType;
+  /**
+   * A llama-quantize type mix (`type` and `embdType` are then ignored): each matrix gets the type
+   * llama.cpp's `llama_tensor_get_type` picks for that ftype (the rules for these archs, see
+   * {@link quantMixType}), with its fallback for rows that are not whole blocks.
+   */
+  mix?: QuantMix;
   /** Write legacy per-expert tensors `blk.N.ffn_*.E.weight` (llama only). */
   legacyExperts?: boolean;
   /** Omit `output.weight` (tied embeddings; llama/qwen3moe). */
@@ -60,6 +66,86 @@ export interface SyntheticModelSpec {
   seed?: number;
   /** Scale of weights relative to 1/sqrt(fan_in) (default 1). */
   weightScale?: number;
+}
+
+/** The llama-quantize ftypes {@link SyntheticModelSpec.mix} can reproduce. */
+export type QuantMix = "Q2_K" | "Q3_K_M" | "Q4_K_M" | "IQ4_XS" | "MXFP4_MOE";
+
+const T = GgmlType;
+const MIX_BASE: Record<QuantMix, GgmlType> = {
+  Q2_K: T.Q2_K,
+  Q3_K_M: T.Q3_K,
+  Q4_K_M: T.Q4_K,
+  IQ4_XS: T.IQ4_XS,
+  MXFP4_MOE: T.MXFP4,
+};
+
+/** llama.cpp `use_more_bits(i, n)`: first and last eighth of the layers, and every third between. */
+function useMoreBits(i: number, n: number): boolean {
+  const e = Math.trunc(n / 8);
+  return i < e || i >= Math.trunc((7 * n) / 8) || (i - e) % 3 === 2;
+}
+
+/**
+ * llama.cpp `tensor_type_fallback`: a type whose block does not divide the row length `cols` is
+ * replaced (IQ4_XS → IQ4_NL; Q2_K, Q3_K → Q4_0; Q4_K → Q5_0; Q5_K → Q5_1; Q6_K → Q8_0), and by F16
+ * when even that does not fit.
+ */
+export function fallbackType(type: GgmlType, cols: number): GgmlType {
+  const bs = traitsOf(type).blockSize;
+  if (cols % bs === 0) return type;
+  const fb: Partial<Record<number, GgmlType>> = {
+    [T.IQ4_XS]: T.IQ4_NL,
+    [T.Q2_K]: T.Q4_0,
+    [T.Q3_K]: T.Q4_0,
+    [T.Q4_K]: T.Q5_0,
+    [T.Q5_K]: T.Q5_1,
+    [T.Q6_K]: T.Q8_0,
+  };
+  const r = fb[type] ?? type;
+  return cols % traitsOf(r).blockSize === 0 ? r : T.F16;
+}
+
+/**
+ * The type llama-quantize gives tensor `name` (row length `cols`, `nDims` dimensions) for `mix`,
+ * following `llama_tensor_get_type` for MoE models without an importance matrix (no falcon /
+ * 70B / 8-expert special cases): `output` Q6_K (Q8_0 for MXFP4_MOE or when its rows are not whole
+ * blocks of the base type); `attn_v` Q3_K or Q4_K (Q2_K, by GQA ≥ 4), Q5_K for the first two
+ * layers then Q4_K (Q3_K_M), Q6_K on `use_more_bits` layers (Q4_K_M), Q5_K with GQA ≥ 4 (IQ4_XS);
+ * `ffn_down*` Q3_K (Q2_K), Q5_K for the first sixteenth then Q4_K (Q3_K_M), Q6_K on
+ * `use_more_bits` layers (Q4_K_M), Q5_K for the first eighth (IQ4_XS); MXFP4_MOE: 3-D expert
+ * tensors MXFP4, every other matrix Q8_0; everything else the base type. Then
+ * {@link fallbackType}.
+ */
+export function quantMixType(
+  mix: QuantMix,
+  name: string,
+  cols: number,
+  nDims: number,
+  nLayer: number,
+  nGqa: number,
+): GgmlType {
+  const base = MIX_BASE[mix];
+  const m = /^blk\.(\d+)\.(.+)\.weight$/.exec(name);
+  const layer = m ? Number(m[1]) : -1;
+  const role = m ? m[2] : name.replace(/\.weight$/, "");
+  let t: GgmlType = base;
+  if (role === "output") {
+    t = mix === "MXFP4_MOE" || cols % traitsOf(base).blockSize !== 0 ? T.Q8_0 : T.Q6_K;
+  } else if (mix === "MXFP4_MOE") {
+    t = nDims === 3 ? T.MXFP4 : T.Q8_0;
+  } else if (role === "attn_v") {
+    if (mix === "Q2_K") t = nGqa >= 4 ? T.Q4_K : T.Q3_K;
+    else if (mix === "Q3_K_M") t = layer < 2 ? T.Q5_K : T.Q4_K;
+    else if (mix === "Q4_K_M" && useMoreBits(layer, nLayer)) t = T.Q6_K;
+    else if (mix === "IQ4_XS" && nGqa >= 4) t = T.Q5_K;
+  } else if (role.startsWith("ffn_down")) {
+    if (mix === "Q2_K") t = T.Q3_K;
+    else if (mix === "Q3_K_M") t = layer < Math.trunc(nLayer / 16) ? T.Q5_K : T.Q4_K;
+    else if (mix === "Q4_K_M" && useMoreBits(layer, nLayer)) t = T.Q6_K;
+    else if (mix === "IQ4_XS" && layer < Math.trunc(nLayer / 8)) t = T.Q5_K;
+  }
+  return fallbackType(t, cols);
 }
 
 class Gauss {
@@ -127,7 +213,11 @@ export function synthesizeModel(spec: SyntheticModelSpec = {}): Uint8Array {
   const g = new Gauss(spec.seed ?? 1);
   const tensors: GgufWriteTensor[] = [];
 
-  const add = (name: string, dims: number[], t: GgmlType, scale: number, mean = 0) => {
+  const add = (name: string, dims: number[], t0: GgmlType, scale: number, mean = 0) => {
+    // llama-quantize keeps the router (ffn_gate_inp) and 1-D tensors in F32
+    const t = spec.mix !== undefined && dims.length > 1 && !name.includes("ffn_gate_inp")
+      ? quantMixType(spec.mix, name, dims[0], dims.length, nLayer, nHead / nHeadKv)
+      : t0;
     const n = dims.reduce((a, b) => a * b, 1);
     const x = new Float32Array(n);
     for (let i = 0; i < n; i++) x[i] = mean + g.next() * scale;
