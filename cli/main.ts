@@ -17,15 +17,21 @@ import {
   type GenerateResult,
   generateText,
 } from "../core/generate/generate.ts";
-import { loadModel, type LoadModelOptions, type Model } from "../core/model/model.ts";
+import {
+  loadModel,
+  type LoadModelOptions,
+  type Model,
+  type StoreContext,
+} from "../core/model/model.ts";
 import { loadFromManifest } from "../core/plugin/from_manifest.ts";
 import {
-  buildExpertManifest,
   type ExpertManifest,
   type ExpertRef,
   parseExpertManifest,
 } from "../core/store/expert_manifest.ts";
 import { ResidentExpertStore } from "../core/store/expert_store.ts";
+import { buildIntegrityManifest } from "../core/store/integrity.ts";
+import { verifyModel } from "./verify.ts";
 import { affinityFromTrace, RouteRecorder } from "../core/store/route_trace.ts";
 import { statsJson } from "../core/store/store_stats.ts";
 import { type ByteSource, FileSource, MemorySource } from "../core/store/byte_source.ts";
@@ -93,11 +99,13 @@ async function open(
   path: string | undefined,
   backend: string | undefined,
   extra: LoadModelOptions = {},
+  verify = true,
 ): Promise<Model> {
   const tty = isTty(Deno.stderr);
   let last = 0;
   const model = await loadModel(path ?? defaultModelBytes(), {
     ...extra,
+    integrity: verify ? "verify" : "off",
     backend: backend ?? "auto",
     onProgress: tty
       ? (done, total) => {
@@ -117,23 +125,17 @@ async function open(
 interface StreamingFlags {
   expertBudgetMb?: number;
   expertManifest?: string;
+  /** false with `--no-verify`. */
+  verify?: boolean;
 }
 
-/** `--expert-budget-mb` / `--expert-manifest` as load options. */
+/** `--expert-budget-mb` / `--expert-manifest` as load options (a manifest also checks resident loads). */
 async function streamingOptions(v: StreamingFlags): Promise<LoadModelOptions> {
-  if (v.expertBudgetMb === undefined) {
-    if (v.expertManifest !== undefined) {
-      throw new UsageError("bad_flag", "--expert-manifest needs --expert-budget-mb");
-    }
-    return {};
-  }
   const manifest = v.expertManifest === undefined
     ? undefined
     : parseExpertManifest(JSON.parse(await Deno.readTextFile(v.expertManifest)));
-  return {
-    expertBudgetBytes: Math.floor(v.expertBudgetMb * 1024 * 1024),
-    streaming: { manifest },
-  };
+  if (v.expertBudgetMb === undefined) return { manifest };
+  return { expertBudgetBytes: Math.floor(v.expertBudgetMb * 1024 * 1024), manifest };
 }
 
 interface SamplingFlags {
@@ -170,6 +172,13 @@ function modelOptions(cmd: Command): Command {
   return cmd
     .addOption(
       new Option("-m, --model <path>", "GGUF model file (default: the built-in model)"),
+    )
+    .addOption(
+      new Option(
+        "--no-verify",
+        "opt out of the default integrity checks of weight reads (first-read hashes, HTTP " +
+          "validators, file size/mtime); a given manifest is still checked",
+      ),
     )
     .addOption(
       new Option("--backend <name>", "compute backend").choices(["auto", "wasm", "ref", "webgpu"]),
@@ -233,7 +242,7 @@ async function cmdGenerate(o: Record<string, unknown>): Promise<number> {
   const opts = generateOptions(v, 64);
   const model = v.manifest !== undefined
     ? (await loadFromManifest(v.manifest, { backend: v.backend })).model
-    : await open(v.model, v.backend, await streamingOptions(v));
+    : await open(v.model, v.backend, await streamingOptions(v), v.verify);
   const interrupt = new Interrupt();
   try {
     const it = generate(model, v.prompt ?? v.promptTokens!, {
@@ -285,7 +294,7 @@ async function cmdChat(o: Record<string, unknown>): Promise<number> {
     stats?: boolean;
   };
   const opts = generateOptions(v, 256);
-  const model = await open(v.model, v.backend);
+  const model = await open(v.model, v.backend, {}, (o as { verify?: boolean }).verify);
   const interrupt = new Interrupt();
   try {
     await runChat(model, { ...opts, system: v.system, stats: v.stats !== false }, {
@@ -318,6 +327,7 @@ async function cmdInspect(o: Record<string, unknown>): Promise<number> {
 
 async function cmdManifest(o: Record<string, unknown>): Promise<number> {
   const v = o as { model?: string; backend?: string; pin?: string; out?: string };
+  let locations: StoreContext["locations"] = [];
   const pinned: ExpertRef[] = (v.pin ?? "").split(",").filter((p) => p.trim()).map((p) => {
     const m = /^\s*(\d+):(\d+)\s*$/.exec(p);
     if (!m) throw new UsageError("bad_flag", `--pin expects LAYER:EXPERT pairs: received '${p}'`);
@@ -326,7 +336,7 @@ async function cmdManifest(o: Record<string, unknown>): Promise<number> {
   let manifest: ExpertManifest | null = null;
   const model = await open(v.model, v.backend ?? "ref", {
     hooks: {
-      createStore: async (ctx) => {
+      createStore: (ctx) => {
         for (const p of pinned) {
           if (!ctx.locations[p.layer]?.[p.index]) {
             throw new UsageError(
@@ -335,12 +345,17 @@ async function cmdManifest(o: Record<string, unknown>): Promise<number> {
             );
           }
         }
-        manifest = await buildExpertManifest(ctx.source, ctx.locations, pinned);
+        locations = ctx.locations;
         return new ResidentExpertStore([]);
       },
     },
-  });
-  model.dispose();
+  }, (o as { verify?: boolean }).verify);
+  try {
+    // version 2: every expert, every other tensor and the header
+    manifest = await buildIntegrityManifest(model.file, locations, pinned);
+  } finally {
+    model.dispose();
+  }
   const json = JSON.stringify(manifest, null, 2) + "\n";
   if (v.out) await Deno.writeTextFile(v.out, json);
   else await writeOut(json);
@@ -361,7 +376,7 @@ async function cmdTrace(o: Record<string, unknown>): Promise<number> {
   if (prompts.length === 0) {
     throw new UsageError("bad_flag", "trace needs --prompt or --prompt-tokens");
   }
-  const model = await open(v.model, v.backend);
+  const model = await open(v.model, v.backend, {}, (o as { verify?: boolean }).verify);
   try {
     const hp = model.hp;
     const rec = new RouteRecorder(hp.nLayer, hp.nExpert, hp.nExpertUsed);
@@ -420,7 +435,10 @@ export function buildProgram(done: (code: number) => void): Command {
         .argParser(parsePositive),
     )
     .addOption(
-      new Option("--expert-manifest <file>", "per-expert sha256 manifest checked when streaming"),
+      new Option(
+        "--expert-manifest <file>",
+        "integrity manifest (cli manifest): sha256 of every tensor, checked on every read",
+      ),
     )
     .addOption(new Option("--json", "print one JSON object (tokens, text, timings) instead"))
     .addOption(new Option("--no-stats", "do not print tokens/s to stderr"))
@@ -451,11 +469,20 @@ export function buildProgram(done: (code: number) => void): Command {
 
   modelOptions(
     program.command("manifest")
-      .description("write the per-expert sha256 manifest used to check streamed experts"),
+      .description(
+        "write the integrity manifest: sha256 of every expert, every other tensor and the header",
+      ),
   )
     .addOption(new Option("--pin <list>", "experts to keep resident, LAYER:EXPERT,…"))
     .addOption(new Option("--out <file>", "write to this file (default: stdout)"))
     .action((o) => run(cmdManifest(o)));
+
+  program.command("verify")
+    .description("check every byte of a model file against an integrity manifest")
+    .requiredOption("-m, --model <path>", "GGUF model file or URL")
+    .requiredOption("--expert-manifest <file>", "the manifest written by `manifest`")
+    .addOption(new Option("--json", "print one JSON object"))
+    .action((o) => run(verifyModel(o, writeOut)));
 
   modelOptions(
     program.command("trace")

@@ -39,6 +39,8 @@ Deno.test("cli: manifest, trace and budgeted generate", async () => {
     assert.equal(manifest.experts.length, SPEC.nLayer);
     assert.equal(manifest.experts[0].length, SPEC.nExpert);
     assert.deepEqual(manifest.pinned, [{ layer: 0, index: 1 }]);
+    assert.equal(manifest.version, 2, "tensors and header too");
+    assert.ok(manifest.tensors!.some((t) => t.name === "token_embd.weight"));
 
     const tr = await cli(
       "trace",
@@ -114,14 +116,60 @@ Deno.test("cli: manifest, trace and budgeted generate", async () => {
     assert.equal(bad.code, 1);
     assert.match(bad.stderr, /StoreError:integrity/);
 
-    const usage = await cli(
-      "generate",
-      "--prompt-tokens",
-      "1",
+    // a manifest checks resident loads too
+    const resident = await cli(...args, "--expert-manifest", `${dir}/experts.json`);
+    assert.equal(resident.code, 0, resident.stderr);
+    assert.deepEqual(JSON.parse(resident.stdout).tokens, full.tokens);
+    const unchecked = await cli(...args, "--no-verify");
+    assert.equal(unchecked.code, 0, unchecked.stderr);
+    assert.deepEqual(JSON.parse(unchecked.stdout).tokens, full.tokens);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("cli: verify checks every byte against the manifest; corrupted weights are exit 1 'integrity'", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const model = `${dir}/m.gguf`;
+    await Deno.writeFile(model, modelBytes());
+    const man = await cli("manifest", "--model", model, "--out", `${dir}/m.json`);
+    assert.equal(man.code, 0, man.stderr);
+    const manifest = parseExpertManifest(JSON.parse(await Deno.readTextFile(`${dir}/m.json`)));
+    const ok = await cli(
+      "verify",
+      "--model",
+      model,
       "--expert-manifest",
-      `${dir}/experts.json`,
+      `${dir}/m.json`,
+      "--json",
     );
-    assert.equal(usage.code, 2);
+    assert.equal(ok.code, 0, ok.stderr);
+    const report = JSON.parse(ok.stdout);
+    assert.equal(report.experts, SPEC.nLayer * SPEC.nExpert);
+    assert.equal(report.tensors, manifest.tensors!.length);
+    assert.ok(report.bytes > 0.9 * modelBytes().byteLength, "nearly every byte was hashed");
+    // one non-expert weight changed: verify and a resident generate with the manifest both fail
+    const norm = manifest.tensors!.find((t) => t.name === "blk.2.ffn_norm.weight")!;
+    const bad = modelBytes().slice();
+    bad[norm.offset + 5] ^= 0x01;
+    await Deno.writeFile(model, bad);
+    const v = await cli("verify", "--model", model, "--expert-manifest", `${dir}/m.json`);
+    assert.equal(v.code, 1);
+    assert.match(v.stderr, /blk\.2\.ffn_norm\.weight.*StoreError:integrity/);
+    const g = await cli(
+      "generate",
+      "--model",
+      model,
+      "--prompt-tokens",
+      "1,2",
+      "--max-tokens",
+      "2",
+      "--expert-manifest",
+      `${dir}/m.json`,
+    );
+    assert.equal(g.code, 1);
+    assert.match(g.stderr, /StoreError:integrity/);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

@@ -191,38 +191,38 @@ export async function campaignRun(scenario: Scenario, seed: number): Promise<Run
       if (rnd() < 0.5) srv.queue.push(RETRYABLE[Math.floor(rnd() * RETRYABLE.length)]);
       else srv.queue.push(null as unknown as Fault); // a request without fault
     }
-    const at = 2 + Math.floor(rnd() * 150);
+    const at = 1 + Math.floor(rnd() * 150);
     const flip = scenario === "flip-refetch" || scenario === "flip-first";
     const seen = new Set<string>();
     if (flip) {
-      // flip one byte of one answer: of a range asked for before, or never before
+      // flip one byte of one answer (after the moment `at`): of a range read before, or never before
       const fresh = scenario === "flip-first";
       let armed = false;
-      srv.onRequest = (n) => {
-        if (n >= at) armed = true;
-      };
       const src = await HttpSource.open(srv.url, { backoffMs: 1, maxBackoffMs: 4, retries: 6 });
+      const armAt = srv.requests + at;
+      srv.onRequest = (n) => {
+        if (n >= armAt) armed = true;
+      };
       const tap: ByteSource = {
         size: src.size,
         name: src.name,
-        read(offset, length, signal) {
+        async read(offset, length, signal) {
           const k = `${offset}:${length}`;
           const again = seen.has(k);
           seen.add(k);
-          if (armed && again !== fresh) {
-            srv.queue.unshift("flip");
-            armed = false;
-            srv.onRequest = null;
-          }
-          return src.read(offset, length, signal);
+          const hit = armed && again !== fresh && length > 0;
+          if (hit) armed = false;
+          const b = await src.read(offset, length, signal);
+          if (!hit) return b;
+          // the hop between server and runtime corrupts exactly this answer
+          const out = b.slice();
+          out[Math.floor(rnd() * length)] ^= 1 + Math.floor(rnd() * 255);
+          return out;
         },
         close: () => src.close(),
       };
       return await classify(scenario, seed, () => generate(tap, { expertBudgetBytes: budget }));
     }
-    srv.onRequest = (n) => {
-      if (n === at) srv.replace(bad, scenario.startsWith("liar") ? "keep" : "change");
-    };
     const opts: LoadModelOptions = { expertBudgetBytes: budget };
     if (scenario === "liar-swap+manifest") opts.manifest = await theManifest();
     const http = { backoffMs: 1, maxBackoffMs: 4, retries: 6 };
@@ -231,6 +231,11 @@ export async function campaignRun(scenario: Scenario, seed: number): Promise<Run
         ...http,
         validators: opts.manifest ? "use" : "require",
       });
+      // the file opened is the good one; it is replaced `at` requests later
+      const swapAt = srv.requests + at;
+      srv.onRequest = (n) => {
+        if (n === swapAt) srv.replace(bad, scenario.startsWith("liar") ? "keep" : "change");
+      };
       return await generate(src, opts);
     });
   } finally {
