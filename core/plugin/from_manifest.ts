@@ -32,7 +32,14 @@ import {
   validateModelManifest,
 } from "./manifest.ts";
 import { PluginHost } from "./registry.ts";
-import { byteReader, cwdUrl, dirUrl, parseJson, resolveUrl } from "./resolve.ts";
+import {
+  byteReader,
+  cwdUrl,
+  dirUrl,
+  MAX_MANIFEST_BYTES,
+  parseJson,
+  resolveUrl,
+} from "./resolve.ts";
 
 /** Builds the expert store a manifest asks for (`memory` plus cache/prefetch plugins). */
 export type ManifestStoreFactory = (
@@ -78,7 +85,7 @@ async function readManifest(
     return { value: input, base: opts.baseUrl ?? cwdUrl(), label: opts.source ?? "manifest" };
   }
   const url = input instanceof URL ? input : resolveUrl(input, opts.baseUrl ?? cwdUrl());
-  const bytes = await byteReader(opts.fetch)(url);
+  const bytes = await byteReader(opts.fetch)(url, MAX_MANIFEST_BYTES);
   return {
     value: parseJson(bytes, url.href),
     base: opts.baseUrl ?? dirUrl(url),

@@ -30,7 +30,9 @@ import {
   dataUrl,
   entryStaysInside,
   jsrPackageUrl,
+  MAX_MANIFEST_BYTES,
   moduleMediaType,
+  NPM_TARBALL_MAX_BYTES,
   npmTarballUrl,
   parseJson,
   parsePackageSpec,
@@ -160,7 +162,7 @@ async function findManifest(ref: PluginRef, at: string, ctx: Ctx): Promise<Found
       }
       if (spec.registry === "npm") {
         const url = npmTarballUrl(spec);
-        const tgz = await ctx.read(url);
+        const tgz = await ctx.read(url, NPM_TARBALL_MAX_BYTES);
         const bad = await verified(url, tgz);
         if (bad) return bad;
         const files = await unpackNpmTarball(tgz);
@@ -174,7 +176,7 @@ async function findManifest(ref: PluginRef, at: string, ctx: Ctx): Promise<Found
         };
       }
       const url = new URL("manifest.json", jsrPackageUrl(spec));
-      const bytes = await ctx.read(url);
+      const bytes = await ctx.read(url, MAX_MANIFEST_BYTES);
       const bad = await verified(url, bytes);
       if (bad) return bad;
       return { kind, json: parseJson(bytes, url.href), pluginUrl: new URL(".", url) };
@@ -204,7 +206,7 @@ async function findManifest(ref: PluginRef, at: string, ctx: Ctx): Promise<Found
         );
       }
     }
-    const bytes = await ctx.read(url);
+    const bytes = await ctx.read(url, MAX_MANIFEST_BYTES);
     const bad = await verified(url, bytes);
     if (bad) return bad;
     return { kind, json: parseJson(bytes, url.href), pluginUrl: new URL(".", url) };
@@ -268,7 +270,7 @@ async function resolveEntry(
         return problem(path, "entry_outside", `${url.href} resolves to ${real}, outside ${dir}`);
       }
       if (!declared) return pathToFileURL(real).href;
-      return await verify(await ctx.read(pathToFileURL(real)), real);
+      return await verify(await ctx.read(pathToFileURL(real), MAX_MANIFEST_BYTES), real);
     }
     if (found.kind === "builtin") return url.href;
     if (!declared) {
@@ -278,7 +280,7 @@ async function resolveEntry(
         `is required for plugin code loaded from ${url.origin}`,
       );
     }
-    return await verify(await ctx.read(url), url.href);
+    return await verify(await ctx.read(url, MAX_MANIFEST_BYTES), url.href);
   } catch (e) {
     const nf = e instanceof Deno.errors.NotFound;
     return problem(

@@ -232,8 +232,10 @@ export function mergeLora(w: Float32Array, p: LoraPair, scale: number): Float32A
 /**
  * Merge a LoRA pair into a GGUF weight's bytes (`dims = [dIn, dOut]`), row by
  * row: dequantize, add `scale·B·A`, quantize back with the tensor's own type.
- * Exact for F32; F16/BF16/quantized types round as their writer does. Returns
- * new bytes; `bytes` is not modified.
+ * Exact for F32; F16/BF16/quantized types round as their writer does. A
+ * merged value that is not finite after rounding (an adapter overflowing F16,
+ * say) is `PluginError` `"non_finite"`. Returns new bytes; `bytes` is not
+ * modified.
  */
 export function mergeLoraBytes(
   t: TensorBytesInfo,
@@ -255,10 +257,22 @@ export function mergeLoraBytes(
   const rb = rowBytes(t.type, cols);
   const out = new Uint8Array(bytes.length);
   const row = new Float32Array(cols);
+  const back = new Float32Array(cols);
   for (let r = 0; r < rows; r++) {
     tr.dequantize(bytes, r * rb, cols, row, 0);
     mergeLora(row, { ...p, dOut: 1, b: p.b.subarray(r * p.rank, (r + 1) * p.rank) }, scale);
     tr.quantize(row, 0, cols, out, r * rb);
+    tr.dequantize(out, r * rb, cols, back, 0); // what the model will see, after rounding
+    const bad = firstNonFinite(back);
+    if (bad >= 0) {
+      throw new PluginError(
+        "non_finite",
+        `Cannot merge LoRA into '${t.name}': row ${r} column ${bad} becomes ${
+          back[bad]
+        } (the adapter overflows ${tr.name})`,
+        { tensor: t.name, row: r, col: bad },
+      );
+    }
   }
   return out;
 }

@@ -44,8 +44,24 @@ export function dirUrl(url: URL): URL {
   return new URL(".", url);
 }
 
-/** Reads bytes behind a `file:` or `https:` URL. */
-export type ByteReader = (url: URL) => Promise<Uint8Array>;
+/**
+ * Reads bytes behind a `file:` or `https:` URL, refusing (`ManifestError`
+ * `"too_large"`) anything over `maxBytes` before reading it all.
+ */
+export type ByteReader = (url: URL, maxBytes?: number) => Promise<Uint8Array>;
+
+/** Largest manifest or plugin module the loader reads (bytes). */
+export const MAX_MANIFEST_BYTES = 16 << 20;
+/** Default bound of one file read through a `ByteReader` (adapter weights included). */
+export const MAX_READ_BYTES = 2 ** 31;
+
+function tooLarge(url: URL, size: number, max: number): ManifestError {
+  return new ManifestError(
+    "too_large",
+    `Cannot read ${url.href}: ${size} bytes is over the ${max}-byte bound`,
+    { url: url.href, size, max },
+  );
+}
 
 /**
  * A reader for `file:` (Deno.readFile) and `https:` (fetch) URLs. Throws
@@ -53,11 +69,16 @@ export type ByteReader = (url: URL) => Promise<Uint8Array>;
  * and `"insecure_source"` for plain `http:`.
  */
 export function byteReader(fetchFn: typeof fetch = globalThis.fetch): ByteReader {
-  return async (url: URL): Promise<Uint8Array> => {
+  return async (url: URL, max = MAX_READ_BYTES): Promise<Uint8Array> => {
     if (url.protocol === "file:") {
       try {
-        return await Deno.readFile(url);
+        const size = (await Deno.stat(url)).size;
+        if (size > max) throw tooLarge(url, size, max);
+        const bytes = await Deno.readFile(url);
+        if (bytes.length > max) throw tooLarge(url, bytes.length, max);
+        return bytes;
       } catch (e) {
+        if (e instanceof ManifestError) throw e;
         const nf = e instanceof Deno.errors.NotFound;
         throw new ManifestError(
           nf ? "not_found" : "read_failed",
@@ -96,7 +117,31 @@ export function byteReader(fetchFn: typeof fetch = globalThis.fetch): ByteReader
           { url: url.href, status: res.status },
         );
       }
-      return new Uint8Array(await res.arrayBuffer());
+      const declared = Number(res.headers.get("content-length") ?? NaN);
+      if (declared > max) {
+        await res.body?.cancel();
+        throw tooLarge(url, declared, max);
+      }
+      const chunks: Uint8Array[] = [];
+      let total = 0;
+      try {
+        for await (const c of res.body ?? new ReadableStream<Uint8Array>()) {
+          total += c.length;
+          if (total > max) throw tooLarge(url, total, max);
+          chunks.push(c);
+        }
+      } catch (e) {
+        if (e instanceof ManifestError) throw e;
+        throw new ManifestError(
+          "fetch_failed",
+          `Cannot fetch ${url.href}: ${(e as Error).message}`,
+          { url: url.href },
+        );
+      }
+      const out = new Uint8Array(total);
+      let o = 0;
+      for (const c of chunks) out.set(c, o), o += c.length;
+      return out;
     }
     throw new ManifestError(
       "unsupported_scheme",

@@ -384,3 +384,30 @@ Deno.test("manifest: problems from every stage come in one error", async () => {
     await cleanup(dir);
   }
 });
+
+Deno.test("code loading: manifests and code over the size bound are refused before they are read whole", async () => {
+  const big = "x".repeat((16 << 20) + 1);
+  const serve = ((input: RequestInfo | URL) =>
+    Promise.resolve(
+      String(input).endsWith("len.json")
+        ? new Response("{}", { headers: { "content-length": String(1 << 30) } })
+        : new Response(big),
+    )) as typeof fetch;
+  for (const u of ["https://m.example/len.json", "https://m.example/stream.json"]) {
+    await assert.rejects(
+      loadFromManifest(new URL(u), { fetch: serve }),
+      (e: ManifestError) => e.code === "too_large",
+      u,
+    );
+  }
+  const dir = await tempDir();
+  try {
+    await Deno.writeTextFile(`${dir}/model.json`, big);
+    await assert.rejects(
+      loadFromManifest(`${dir}/model.json`),
+      (e: ManifestError) => e.code === "too_large",
+    );
+  } finally {
+    await cleanup(dir);
+  }
+});

@@ -184,3 +184,29 @@ Deno.test("adapters: a non-finite lora_alpha (1e400 parses to Infinity) is bad_a
     (e: Error & { code?: string }) => e.code === "bad_adapter_config",
   );
 });
+
+Deno.test("adapters: merging an adapter that overflows the weight type is PluginError non_finite", async () => {
+  const dir = await tempDir();
+  try {
+    await writeModel(dir);
+    const t = loraFixture(9, ["1:v"], 4).tensors;
+    const big = Object.fromEntries(
+      Object.entries(t).map(([n, x]) => [n, { ...x, data: x.data.map((v) => v * 1e20) }]),
+    );
+    await Deno.mkdir(`${dir}/ad`);
+    await Deno.writeTextFile(`${dir}/ad/adapter_config.json`, `{"r": 4, "lora_alpha": 8}`);
+    await Deno.writeFile(`${dir}/ad/adapter_model.safetensors`, adapterBytes(big));
+    await assert.rejects(
+      loadFromManifest({
+        manifestVersion: 1,
+        model: { source: "model.gguf" },
+        backend: "ref",
+        plugins: [{ use: "lora", config: { adapter: "ad", merge: true } }],
+      } as never, { baseUrl: dirUrl(dir) }),
+      (e: Error & { code?: string }) =>
+        e.name === "PluginError" && e.code === "non_finite" && /blk\.1\.attn_v/.test(e.message),
+    );
+  } finally {
+    await cleanup(dir);
+  }
+});

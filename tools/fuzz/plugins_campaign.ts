@@ -401,6 +401,9 @@ export default (c) => ({ name: "fz", version: "1.0.0", hooks: { router: (r) => r
         { use: "/etc" },
         { use: "../../../../etc/passwd" },
         { use: "lora", config: { adapter: "ad" } },
+        { use: "lora", config: { adapter: "ad", merge: true } },
+        { use: "lora", config: { adapter: "huge" } },
+        { use: "lora", config: { adapter: "huge", merge: true } },
       ]),
     ],
   };
@@ -461,6 +464,18 @@ export default () => ({ name: "fz", version: "1.0.0", hooks: { router: (r) => r 
   await Deno.writeFile(
     `${dir}/ad/adapter_model.safetensors`,
     adapterBytes(loraFixture(3, ["0:q", "1:v"], 4).tensors),
+  );
+  // finite values whose products overflow f32: must fail typed at run time or merge
+  const t = loraFixture(4, ["0:q", "1:o"], 4).tensors;
+  await Deno.mkdir(`${dir}/huge`);
+  await Deno.writeTextFile(`${dir}/huge/adapter_config.json`, JSON.stringify({ r: 4 }));
+  await Deno.writeFile(
+    `${dir}/huge/adapter_model.safetensors`,
+    adapterBytes(
+      Object.fromEntries(
+        Object.entries(t).map(([n, x]) => [n, { ...x, data: x.data.map((v) => v * 1e20) }]),
+      ),
+    ),
   );
   return { dir };
 }
