@@ -17,7 +17,11 @@ import { type HookName, PLUGIN_API_VERSION } from "./types.ts";
 export interface PluginRef {
   /** Built-in name, local path, https URL of a plugin manifest, or npm:/jsr: specifier. */
   readonly use: string;
-  /** `sha256-<base64>` of the plugin manifest (required for https). */
+  /**
+   * Subresource integrity: `sha256-<base64>` of the plugin manifest (required
+   * for https and jsr:), or of the npm package tarball (`sha512-…`, required
+   * for npm:).
+   */
   readonly integrity?: string;
   /** Plugin config (validated against the plugin's config schema). */
   readonly config?: Readonly<Record<string, unknown>>;
@@ -54,7 +58,7 @@ export interface PluginManifest {
   readonly hooks: readonly HookName[];
   /** Entry module, relative to the plugin folder. */
   readonly entry: string;
-  /** `sha256-<base64>` of the entry (required over https). */
+  /** `sha256-<base64>` of the entry (required over https and jsr:; checked whenever present). */
   readonly entryIntegrity?: string;
   /** JSON Schema of the config. */
   readonly config: Readonly<Record<string, unknown>>;

@@ -137,7 +137,11 @@ export interface PluginSetup {
   readonly pluginUrl: URL;
   /** Resolve a config path (relative, absolute, or `file:`/`https:` URL) against `baseUrl`. */
   resolve(path: string): URL;
-  /** Read a file named by a config path (local file or https). */
+  /**
+   * Read a file named by a config path (local file or https; plain http is
+   * refused, and under a model manifest read over https a local file is
+   * `ManifestError` `"local_from_remote"`).
+   */
   readBytes(path: string): Promise<Uint8Array>;
 }
 
