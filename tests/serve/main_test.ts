@@ -158,3 +158,16 @@ Deno.test("deno serve: MOE_EDGE_HOST/PORT are reported as ignored; the exposure 
   assert.match(out, /MOE_EDGE_PORT is ignored under deno serve: pass --host\/--port/);
   assert.match(out, /auth: API key required on \/v1\/\* and \/metrics/);
 });
+
+Deno.test("the README's settings table agrees with SETTINGS", async () => {
+  const { SETTINGS } = await import("../../serve/config.ts");
+  const readme = await Deno.readTextFile(new URL("../../README.md", import.meta.url));
+  const norm = (s: string): string => s.replace(/\s+/g, " ").trim();
+  const rows = readme.split("\n").filter((l) => /^\|\s*`(MOE_EDGE_[A-Z_]+|PORT)`/.test(l)).map(
+    norm,
+  );
+  assert.equal(rows.length, SETTINGS.length);
+  for (const s of SETTINGS) {
+    assert.ok(rows.includes(norm(`| \`${s.env}\` | ${s.default} | ${s.help} |`)), s.env);
+  }
+});
