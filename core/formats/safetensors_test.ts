@@ -203,3 +203,26 @@ Deno.test("safetensors fuzz: truncations, flips and insertions never escape Safe
     { numRuns: 3000 },
   );
 });
+
+Deno.test("safetensors: firstNonFinite finds NaN and ±Infinity from any dtype's values", async () => {
+  const { firstNonFinite } = await import("./safetensors.ts");
+  assert.equal(firstNonFinite(new Float32Array([0, -0, 3.4e38, 1e-45])), -1);
+  assert.equal(firstNonFinite([1, 2, NaN, Infinity]), 2);
+  assert.equal(firstNonFinite(new Float32Array([1, -Infinity])), 1);
+  // F16 0x7c00 is +Inf, 0x7e00 NaN; BF16 0xff80 is -Inf: readF32 keeps them, the scan finds them
+  const bytes = writeSafetensors([
+    ["h", { dtype: "F16", shape: [3], data: u16([0x3c00, 0x7c00, 0x7e00]) }],
+    ["b", { dtype: "BF16", shape: [2], data: u16([0x3f80, 0xff80]) }],
+  ]);
+  const f = await readSafetensors(new MemorySource(bytes, "x.st"));
+  assert.equal(firstNonFinite(await f.readF32("h")), 1);
+  assert.equal(firstNonFinite(await f.readF32("b")), 1);
+});
+
+Deno.test("safetensors: the reader and writer are exported from the package root", async () => {
+  const root = await import("../../mod.ts") as Record<string, unknown>;
+  const own = await import("./safetensors.ts") as Record<string, unknown>;
+  for (const name of ["readSafetensors", "writeSafetensors", "firstNonFinite"]) {
+    assert.equal(root[name], own[name], `mod.ts does not export ${name}`);
+  }
+});
