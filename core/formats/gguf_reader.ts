@@ -174,7 +174,11 @@ export async function readGguf(src: ByteSource, opts: GgufReadOptions = {}): Pro
   await c.need(4, "magic");
   const magic = c.bytes(4);
   if (magic[0] !== 0x47 || magic[1] !== 0x47 || magic[2] !== 0x55 || magic[3] !== 0x46) {
-    throw c.fail("bad_magic", "magic", 0, `expected "GGUF", got ${[...magic].join(",")}`);
+    // hex and ASCII, so a safetensors/zip/HTML file is recognisable from the message
+    const hex = [...magic].map((b) => b.toString(16).padStart(2, "0")).join(" ");
+    const ascii = [...magic].map((b) => b >= 0x20 && b < 0x7f ? String.fromCharCode(b) : ".")
+      .join("");
+    throw c.fail("bad_magic", "magic", 0, `expected "GGUF" (47 47 55 46), got ${hex} ("${ascii}")`);
   }
   await c.need(4, "version");
   const version = c.u32();

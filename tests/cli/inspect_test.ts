@@ -128,6 +128,8 @@ Deno.test("inspect: a file that is not GGUF is a GgufError naming the bytes in h
   const bad = new TextEncoder().encode("PK\x03\x04 not a gguf file at all");
   await assert.rejects(
     inspectModel(new MemorySource(bad)),
-    (e: unknown) => e instanceof GgufError && e.code === "bad_magic",
+    (e: unknown) =>
+      e instanceof GgufError && e.code === "bad_magic" &&
+      /got 50 4b 03 04 \("PK\.\."\)/.test(e.message),
   );
 });
