@@ -25,7 +25,7 @@ const { values } = parseArgs({
   options: {
     scalar: { type: "boolean", default: false },
     rounds: { type: "string", default: "15" },
-    types: { type: "string", default: "F32,F16,Q8_0,Q4_0,Q4_K,Q6_K" },
+    types: { type: "string", default: "F32,F16,Q8_0,Q4_0,Q4_K,Q6_K,Q2_K,Q3_K,IQ4_NL,IQ4_XS,MXFP4" },
     tokens: { type: "string", default: "1,16" },
     shapes: { type: "string", default: "2816x1024,1024x2816" },
   },

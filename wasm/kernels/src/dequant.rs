@@ -13,8 +13,22 @@ unsafe fn fp16(p: *const u8) -> f32 {
 }
 
 /// Dequantize `n` elements of type `ty` at `x` into `y`. Returns false for
-/// an unknown type.
+/// a type without a row in `formats::FORMATS`.
 pub unsafe fn dequantize_row(ty: u32, x: *const u8, y: *mut f32, n: usize) -> bool {
+    match crate::formats::format(ty) {
+        Some(f) => {
+            (f.dequant)(x, y, n);
+            true
+        }
+        None => false,
+    }
+}
+
+/// `dequantize_row_*` of the legacy, float and Q4_K..Q6_K formats (`TY`
+/// a constant: each instance compiles to one arm). Other types live in
+/// `lowbit.rs`; an unknown `TY` writes nothing.
+pub unsafe fn dequant<const TY: u32>(x: *const u8, y: *mut f32, n: usize) {
+    let ty = TY;
     match ty {
         F32 => {
             for i in 0..n {
@@ -141,9 +155,8 @@ pub unsafe fn dequantize_row(ty: u32, x: *const u8, y: *mut f32, n: usize) -> bo
                 }
             }
         }
-        _ => return crate::lowbit::dequantize_row(ty, x, y, n),
+        _ => {}
     }
-    true
 }
 
 /// `get_rows` over a packed matrix: each block is read back to its standard

@@ -14,6 +14,7 @@ mod attention;
 mod dequant;
 mod dot;
 mod ffn;
+mod formats;
 mod group;
 mod half;
 mod kquants;

@@ -71,10 +71,11 @@ unsafe fn iq4xs_scale(b: *const u8, ib: usize) -> i32 {
 // ---------------------------------------------------------------- dequantize
 
 /// Dequantize `n` values (whole blocks) of Q2_K, Q3_K, IQ4_XS, IQ4_NL or
-/// MXFP4 (`ggml-quants.c` `dequantize_row_*`, same f32 operations). Returns
-/// false for any other type.
-pub unsafe fn dequantize_row(ty: u32, x: *const u8, y: *mut f32, n: usize) -> bool {
+/// MXFP4 (`ggml-quants.c` `dequantize_row_*`, same f32 operations; `TY` a
+/// constant). Any other `TY` writes nothing.
+pub unsafe fn dequant<const TY: u32>(x: *const u8, y: *mut f32, n: usize) {
     use crate::types::*;
+    let ty = TY;
     match ty {
         Q2_K => {
             for b in 0..n / 256 {
@@ -150,9 +151,8 @@ pub unsafe fn dequantize_row(ty: u32, x: *const u8, y: *mut f32, n: usize) -> bo
                 }
             }
         }
-        _ => return false,
+        _ => {}
     }
-    true
 }
 
 // ---------------------------------------------------------------- scalar twins (generic C order)

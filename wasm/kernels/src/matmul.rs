@@ -8,9 +8,8 @@
 //! prefill is matrix·matrix, not repeated matvec.
 
 use crate::dot::*;
+use crate::formats::{format, kernels, Act, Format};
 use crate::half::{round_bf16_f32, round_f16_f32};
-use crate::kquants::*;
-use crate::lowbit::*;
 use crate::tiles::*;
 use crate::quantize::*;
 use crate::types::*;
@@ -19,57 +18,30 @@ use crate::group;
 use crate::packed_f16;
 
 /// A row dot product: (weight row, converted activation row, elements).
-pub type DotFn = unsafe fn(*const u8, *const u8, usize) -> f32;
+pub use crate::formats::DotFn;
 
 /// Tokens per tile: 16 converted rows of 4096 Q8_0 values ≈ 70 KiB.
 const TOKEN_TILE: usize = 16;
 
-/// Activation byte size per element-block for the vec_dot_type of `ty`:
-/// (elements, bytes).
-fn act_geom(ty: u32) -> Option<(usize, usize)> {
-    Some(match ty {
-        F32 | F16 | BF16 => (1, 4),
-        Q8_0 | Q4_0 | Q5_0 | IQ4_NL | MXFP4 => (32, Q8_0_BYTES),
-        Q4_1 | Q5_1 => (32, Q8_1_BYTES),
-        Q2_K | Q3_K | Q4_K | Q5_K | Q6_K | IQ4_XS => (256, Q8_K_BYTES),
-        _ => return None,
-    })
-}
-
 /// Bytes of one converted activation row of `cols` values for weight type
 /// `ty`, or 0 if unsupported / `cols` not a whole number of blocks.
 pub fn act_row_bytes(ty: u32, cols: usize) -> usize {
-    match (act_geom(ty), block_geom(ty)) {
-        (Some((ae, ab)), Some((be, _))) if cols % be == 0 && cols % ae == 0 => cols / ae * ab,
+    match format(ty) {
+        Some(Format { blk, kernels: Some(k), .. }) => {
+            let (ae, ab) = k.act.geom();
+            if cols % blk == 0 && cols % ae == 0 {
+                cols / ae * ab
+            } else {
+                0
+            }
+        }
         _ => 0,
     }
 }
 
-/// Row dot of the scalar twin path (and the single-token SIMD float path).
-fn dot_fn(ty: u32, simd: bool) -> Option<DotFn> {
-    let f: DotFn = match (ty, simd) {
-        (F32, true) => dot_f32,
-        (F16, true) => dot_f16,
-        (BF16, true) => dot_bf16,
-        (F32, false) => dot_f32_scalar,
-        (F16, false) => dot_f16_scalar,
-        (BF16, false) => dot_bf16_scalar,
-        (Q8_0, false) => dot_q8_0_scalar,
-        (Q4_0, false) => dot_q4_0_scalar,
-        (Q5_0, false) => dot_q5_0_scalar,
-        (Q4_1, false) => dot_q4_1_scalar,
-        (Q5_1, false) => dot_q5_1_scalar,
-        (Q4_K, false) => dot_q4_k_scalar,
-        (Q5_K, false) => dot_q5_k_scalar,
-        (Q6_K, false) => dot_q6_k_scalar,
-        (Q2_K, false) => dot_q2_k_scalar,
-        (Q3_K, false) => dot_q3_k_scalar,
-        (IQ4_XS, false) => dot_iq4_xs_scalar,
-        (IQ4_NL, false) => dot_iq4_nl_scalar,
-        (MXFP4, false) => dot_mxfp4_scalar,
-        _ => return None,
-    };
-    Some(f)
+/// Row dot of the scalar twin path.
+fn dot_fn(ty: u32) -> Option<DotFn> {
+    kernels(ty).map(|k| k.dot)
 }
 
 /// Scratch bytes [`matmul`] / [`matmul_prepared`] need for `ntok` tokens.
@@ -91,34 +63,20 @@ pub unsafe fn prepare_act(ty: u32, x: *const f32, cols: usize, ntok: usize, dst:
     if rb == 0 {
         return false;
     }
+    let act = kernels(ty).unwrap_unchecked().act;
     for t in 0..ntok {
         let xr = x.add(t * cols);
         let d = dst.add(t * rb);
-        match ty {
-            F32 => core::ptr::copy(xr, d as *mut f32, cols),
-            F16 => round_f16_f32(xr, d as *mut f32, cols, simd),
-            BF16 => round_bf16_f32(xr, d as *mut f32, cols, simd),
-            Q8_0 | Q4_0 | Q5_0 | IQ4_NL | MXFP4 => {
-                if simd {
-                    quantize_q8_0(xr, d, cols)
-                } else {
-                    quantize_q8_0_scalar(xr, d, cols)
-                }
-            }
-            Q4_1 | Q5_1 => {
-                if simd {
-                    quantize_q8_1(xr, d, cols)
-                } else {
-                    quantize_q8_1_scalar(xr, d, cols)
-                }
-            }
-            _ => {
-                if simd {
-                    quantize_q8_k(xr, d, cols)
-                } else {
-                    quantize_q8_k_scalar(xr, d, cols)
-                }
-            }
+        match (act, simd) {
+            (Act::F32, _) => core::ptr::copy(xr, d as *mut f32, cols),
+            (Act::F16, _) => round_f16_f32(xr, d as *mut f32, cols, simd),
+            (Act::BF16, _) => round_bf16_f32(xr, d as *mut f32, cols, simd),
+            (Act::Q8_0, true) => quantize_q8_0(xr, d, cols),
+            (Act::Q8_0, false) => quantize_q8_0_scalar(xr, d, cols),
+            (Act::Q8_1, true) => quantize_q8_1(xr, d, cols),
+            (Act::Q8_1, false) => quantize_q8_1_scalar(xr, d, cols),
+            (Act::Q8_K, true) => quantize_q8_k(xr, d, cols),
+            (Act::Q8_K, false) => quantize_q8_k_scalar(xr, d, cols),
         }
     }
     true
@@ -145,11 +103,9 @@ pub unsafe fn matmul_prepared(
         (Some(w), a) if a > 0 => (w, a),
         _ => return -1,
     };
+    let k = kernels(ty).unwrap_unchecked(); // act_row_bytes > 0: a weight type
     if !simd {
-        let dot = match dot_fn(ty, false) {
-            Some(d) => d,
-            None => return -1,
-        };
+        let dot = k.dot;
         for t in 0..ntok {
             for r in 0..rows {
                 *out.add(t * rows + r) = dot(w.add(r * wrb), act.add(t * arb), cols);
@@ -164,9 +120,9 @@ pub unsafe fn matmul_prepared(
         for t in 0..ntok {
             let src = act.add(t * arb);
             let dst = scratch.add(t * erb);
-            match ty {
-                Q2_K | Q3_K | Q4_K | Q5_K | Q6_K | IQ4_XS => expand_q8k(src, cols / 256, dst),
-                Q4_1 | Q5_1 => expand_q8(src, cols / 32, true, dst),
+            match k.act {
+                Act::Q8_K => expand_q8k(src, cols / 256, dst),
+                Act::Q8_1 => expand_q8(src, cols / 32, true, dst),
                 _ => expand_q8(src, cols / 32, false, dst),
             }
         }
@@ -184,6 +140,7 @@ pub unsafe fn matmul_prepared(
         }
         r0 = 4 * q;
     }
+    let nb = cols / format(ty).unwrap_unchecked().blk;
     let mut t0 = 0;
     while t0 < ntok {
         let t1 = if t0 + TOKEN_TILE < ntok { t0 + TOKEN_TILE } else { ntok };
@@ -192,7 +149,7 @@ pub unsafe fn matmul_prepared(
             let mut t = t0;
             while t < t1 {
                 let n = if t1 - t >= 4 { 4 } else { t1 - t };
-                tile(ty, n, wr, cols, a.add(t * arow), arow, out.add(t * rows + r), rows);
+                (k.tiles[n - 1])(wr, nb, a.add(t * arow), arow, out.add(t * rows + r), rows);
                 t += n;
             }
         }
@@ -223,7 +180,7 @@ unsafe fn matmul_packed(
         _ => return -1,
     };
     if !simd {
-        let dot = dot_fn(ty, false).unwrap_unchecked();
+        let dot = dot_fn(ty).unwrap_unchecked();
         for r in 0..rows {
             packed::read_row(ty, w, cols, r, scratch);
             for t in 0..ntok {
@@ -334,43 +291,6 @@ unsafe fn groups1(ty: u32, wa: *const u8, nb: usize, a: *const u8, oa: *mut f32)
         Q8_0 => group::group_q8_0::<1>([wa], nb, a, [oa]),
         Q4_0 => group::group_q4_0::<1>([wa], nb, a, [oa]),
         _ => group::group_q4_k::<1>([wa], nb, a, [oa]),
-    }
-}
-
-/// Dispatch one weight row × `n` (1..=4) tokens to its micro-kernel.
-#[inline(always)]
-unsafe fn tile(ty: u32, n: usize, w: *const u8, cols: usize, a: *const u8, arow: usize, out: *mut f32, ostride: usize) {
-    macro_rules! by_n {
-        ($f:ident, [$($g:tt),*], $len:expr, $a:expr, $arow:expr) => {
-            match n {
-                1 => $f::<$($g,)* 1>(w, $len, $a, $arow, out, ostride),
-                2 => $f::<$($g,)* 2>(w, $len, $a, $arow, out, ostride),
-                3 => $f::<$($g,)* 3>(w, $len, $a, $arow, out, ostride),
-                _ => $f::<$($g,)* 4>(w, $len, $a, $arow, out, ostride),
-            }
-        };
-    }
-    let af = a as *const f32;
-    let nb32 = cols / 32;
-    let nb256 = cols / 256;
-    match ty {
-        F32 | F16 | BF16 if n == 1 => *out = dot_fn(ty, true).unwrap_unchecked()(w, a, cols),
-        F32 => by_n!(tile_float, [F32], cols, af, arow / 4),
-        F16 => by_n!(tile_float, [F16], cols, af, arow / 4),
-        BF16 => by_n!(tile_float, [BF16], cols, af, arow / 4),
-        Q8_0 => by_n!(tile_legacy, [Q8_0], nb32, a, arow),
-        Q4_0 => by_n!(tile_legacy, [Q4_0], nb32, a, arow),
-        Q5_0 => by_n!(tile_legacy, [Q5_0], nb32, a, arow),
-        Q4_1 => by_n!(tile_legacy, [Q4_1], nb32, a, arow),
-        Q5_1 => by_n!(tile_legacy, [Q5_1], nb32, a, arow),
-        Q4_K => by_n!(tile_q45k, [Q4_K], nb256, a, arow),
-        Q5_K => by_n!(tile_q45k, [Q5_K], nb256, a, arow),
-        Q6_K => by_n!(tile_q6k, [], nb256, a, arow),
-        IQ4_NL => by_n!(tile_legacy, [IQ4_NL], nb32, a, arow),
-        MXFP4 => by_n!(tile_legacy, [MXFP4], nb32, a, arow),
-        Q2_K => by_n!(tile_q23k, [2], nb256, a, arow),
-        Q3_K => by_n!(tile_q23k, [3], nb256, a, arow),
-        _ => by_n!(tile_iq4_xs, [], nb256, a, arow),
     }
 }
 

@@ -32,16 +32,13 @@ unsafe fn fp16(p: *const u8) -> f32 {
 
 /// Bytes of one expanded activation row (0 when the type needs none).
 pub fn ext_row_bytes(ty: u32, cols: usize) -> usize {
-    match ty {
-        Q8_0 | Q4_0 | Q5_0 | Q4_1 | Q5_1 => {
+    use crate::formats::{kernels, Act};
+    match kernels(ty).map(|k| k.act) {
+        Some(Act::Q8_0 | Act::Q8_1) => {
             let nb = cols / 32;
             align16(8 * nb) + 64 * nb
         }
-        IQ4_NL | MXFP4 => {
-            let nb = cols / 32;
-            align16(8 * nb) + 64 * nb
-        }
-        Q2_K | Q3_K | Q4_K | Q5_K | Q6_K | IQ4_XS => {
+        Some(Act::Q8_K) => {
             let nb = cols / 256;
             align16(4 * nb) + 32 * nb + 512 * nb
         }

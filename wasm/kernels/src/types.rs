@@ -20,28 +20,10 @@ pub const IQ4_XS: u32 = 23;
 pub const BF16: u32 = 30;
 pub const MXFP4: u32 = 39;
 
-/// (elements per block, bytes per block) of a weight type, or None.
+/// (elements per block, bytes per block) of a type, or None (from
+/// `formats::FORMATS`).
 pub fn block_geom(ty: u32) -> Option<(usize, usize)> {
-    Some(match ty {
-        F32 => (1, 4),
-        F16 | BF16 => (1, 2),
-        Q4_0 => (32, 18),
-        Q4_1 => (32, 20),
-        Q5_0 => (32, 22),
-        Q5_1 => (32, 24),
-        Q8_0 => (32, 34),
-        Q8_1 => (32, 36),
-        Q2_K => (256, 84),
-        Q3_K => (256, 110),
-        Q4_K => (256, 144),
-        Q5_K => (256, 176),
-        Q6_K => (256, 210),
-        Q8_K => (256, 292),
-        IQ4_NL => (32, 18),
-        IQ4_XS => (256, 136),
-        MXFP4 => (32, 17),
-        _ => return None,
-    })
+    crate::formats::format(ty).map(|f| (f.blk, f.bytes))
 }
 
 /// Bytes of one row of `n` elements, or None for an unknown type or a
