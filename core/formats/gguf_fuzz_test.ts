@@ -14,6 +14,8 @@ import {
   writeGguf,
 } from "./mod.ts";
 import { pseudoBytes } from "./test_util.ts";
+import { failureCount } from "../../tools/fuzz/gguf_campaign.ts";
+import { runCampaign } from "../../tools/fuzz/gguf_runner.ts";
 
 const ITEM: Record<number, fc.Arbitrary<unknown>> = {
   [T.UINT8]: fc.integer({ min: 0, max: 255 }),
@@ -173,4 +175,31 @@ Deno.test("gguf fuzz: byte flips, overwrites and insertions never escape GgufErr
     }),
     { numRuns: 3000 },
   );
+});
+
+Deno.test("gguf model campaign (CI size): mutated models load, or fail typed, within bounds", async () => {
+  // The same campaign as `deno run -A tools/fuzz/gguf.ts --cases 30000`, in a worker with a
+  // per-case watchdog: 0 untyped errors, hangs, allocations over the bound, silent NaN, leaks.
+  const s = await runCampaign({ cases: 1500, seed: 7, workers: 1, hangMs: 30_000 });
+  const bad = failureCount(s);
+  assert.equal(
+    bad,
+    0,
+    s.failures.map((f) => `case ${f.index} ${f.outcome}: ${f.ops.join(" ")}: ${f.detail}`).join(
+      "\n",
+    ),
+  );
+  assert.equal(s.cases, 1500);
+  // the campaign exercised every class it is meant to: loads that work, overlaps, NaN paths
+  assert.ok(s.generated > 100, `only ${s.generated} cases loaded and generated`);
+  for (
+    const code of [
+      "GgufError:overlapping_tensors",
+      "GgufError:unordered_tensors",
+      "ModelError:bad_hparam",
+      "ModelError:non_finite_weight",
+      "GenerationError:non_finite_logits",
+    ]
+  ) assert.ok((s.codes[code] ?? 0) > 0, `no case ended in ${code}`);
+  assert.ok(s.maxSlotRatio <= 1 && s.maxLoadRatio <= 2, JSON.stringify(s));
 });

@@ -69,7 +69,12 @@ export interface GgufReadOptions {
   maxIndexBytes?: number;
   /** Maximum nesting of arrays inside arrays (default 4). */
   maxArrayDepth?: number;
-  /** Require llama.cpp's contiguous layout: offset[i] = Σ PAD(nbytes[j<i]) (default false). */
+  /**
+   * Require llama.cpp's exact contiguous layout: offset[i] = Σ PAD(nbytes[j<i]) (default false).
+   * Without it, gaps between tensors are accepted, but tensors must still lie in index order
+   * without overlapping (`"unordered_tensors"`, `"overlapping_tensors"`), so the tensors
+   * together never claim more bytes than the data section holds.
+   */
   strictOffsets?: boolean;
   /** Abort signal for the index reads. */
   signal?: AbortSignal;
@@ -265,6 +270,8 @@ export async function readGguf(src: ByteSource, opts: GgufReadOptions = {}): Pro
   }
   const tensors: GgufTensorInfo[] = [];
   let expect = 0;
+  // [prevStart, prevEnd) of the previous tensor, relative to the data section
+  let prevStart = 0, prevEnd = 0, prevName = "";
   for (const r of raw) {
     const what = `GGUF ${src.name}: tensor '${r.name}' at offset ${r.at}`;
     let nbytes: number;
@@ -297,6 +304,25 @@ export async function readGguf(src: ByteSource, opts: GgufReadOptions = {}): Pro
         `${r.offset}, expected ${expect}`,
       );
     }
+    if (r.offset < prevEnd) {
+      // llama.cpp (gguf.cpp) accepts only offset[i] = Σ PAD(nbytes[j<i]); we also accept gaps,
+      // never a range that starts before the previous one ends: a file could otherwise name the
+      // same bytes for every tensor and make the loader allocate far more than the file holds.
+      const overlap = r.offset + nbytes > prevStart;
+      throw c.fail(
+        overlap ? "overlapping_tensors" : "unordered_tensors",
+        `tensor '${r.name}'`,
+        r.at,
+        overlap
+          ? `data [${r.offset}, ${r.offset + nbytes}) overlaps tensor '${prevName}' ` +
+            `at [${prevStart}, ${prevEnd})`
+          : `data offset ${r.offset} is before the end ${prevEnd} of the previous tensor ` +
+            `'${prevName}' (tensors must be stored in index order)`,
+      );
+    }
+    prevStart = r.offset;
+    prevEnd = r.offset + nbytes;
+    prevName = r.name;
     expect += padTo(nbytes, alignment);
     const fileOffset = dataOffset + r.offset;
     if (fileOffset + nbytes > src.size) {

@@ -311,10 +311,11 @@ Deno.test("gguf: each class of bad input gets its own error code", async () => {
 });
 
 Deno.test("gguf: strictOffsets demands llama.cpp's contiguous layout; missing_tensor", async () => {
+  // in index order with a gap: accepted by default, not by llama.cpp's rule
   const b = raw(2, 0, (b) => {
     b.str("a").u32(1).u64(4).i32(0).u64(32);
-    b.str("b").u32(1).u64(4).i32(0).u64(0);
-    b.pad(32).bytes(new Uint8Array(64));
+    b.str("b").u32(1).u64(4).i32(0).u64(64);
+    b.pad(32).bytes(new Uint8Array(96));
   }).build();
   const f = await readGguf(new MemorySource(b));
   assert.equal(f.tensor("a").offset, 32);

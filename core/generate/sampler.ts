@@ -197,6 +197,22 @@ export class Sampler {
       for (let i = 0; i < keep; i++) sum += p[i];
       m = keep;
     }
+    if (!(sum > 0 && sum < Infinity)) {
+      // NaN logits never get here from a Session (it raises first); refuse them anyway
+      if (Number.isNaN(logits[order[0]]) || Number.isNaN(sum)) {
+        for (let i = 0; i < n; i++) {
+          if (Number.isNaN(logits[i])) {
+            throw new GenerationError(
+              "non_finite_logits",
+              `Cannot sample: the logit of token id ${i} is NaN`,
+              { tokenId: i },
+            );
+          }
+        }
+      }
+      // a temperature so small (or a logit so large) that logit / T overflows: T → 0 is greedy
+      return order[0];
+    }
     let r = this.#rng.next() * sum;
     for (let i = 0; i < m; i++) {
       r -= p[i];

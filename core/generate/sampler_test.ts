@@ -80,3 +80,22 @@ Deno.test("bad sampling options are GenerationErrors naming the field", () => {
     );
   }
 });
+
+Deno.test("a temperature so small that logit / T overflows samples greedily, never NaN", () => {
+  const x = new Float32Array([1, 3e38, -2, 2e38, 0.5]);
+  for (const temperature of [1e-300, Number.MIN_VALUE, 1e-290]) {
+    for (let seed = 0; seed < 5; seed++) {
+      assertEquals(new Sampler({ temperature, seed }).sample(new Float32Array(x)), 1);
+    }
+  }
+  const y = new Float32Array([-3e38, -3e38, -1e38]);
+  assertEquals(new Sampler({ temperature: 1e-300 }).sample(y), 2);
+});
+
+Deno.test("NaN logits are refused with GenerationError non_finite_logits when sampling", () => {
+  const x = new Float32Array([0.5, NaN, 1]);
+  assertThrows(
+    () => new Sampler({ temperature: 1 }).sample(x),
+    (e: unknown) => e instanceof GenerationError && e.code === "non_finite_logits",
+  );
+});

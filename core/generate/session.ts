@@ -107,6 +107,20 @@ export class Session {
       opts.allLogits ?? false,
       opts.signal,
     );
+    // A NaN or ±Infinity logit means a poisoned weight, adapter or hyper-parameter upstream;
+    // sampling from it would silently emit token 0 forever. Cost: one pass over the logits.
+    for (let i = 0; i < out.length; i++) {
+      if (out[i] - out[i] !== 0) {
+        const row = Math.floor(i / nVocab);
+        const at = opts.allLogits ? this.position + row : this.position + n - 1;
+        throw new GenerationError(
+          "non_finite_logits",
+          `Cannot evaluate: the logit of token id ${i % nVocab} at position ${at} is ${out[i]} ` +
+            `(a weight, adapter or hyper-parameter of the model is not finite)`,
+          { position: at, tokenId: i % nVocab, value: out[i] },
+        );
+      }
+    }
     for (let i = 0; i < n; i++) this.#tokens.push(ids[i]);
     return out;
   }

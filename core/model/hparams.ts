@@ -75,6 +75,43 @@ function bounded(name: string, v: number, min: number, max: number): number {
   return v;
 }
 
+/** Ranges of the float hyper-parameters (inclusive unless noted); NaN and ±Infinity never pass. */
+export const HPARAM_FLOAT_RANGES = {
+  /** `rope.scaling.factor`: 0 means unscaled (as in llama.cpp), else within these bounds. */
+  ropeScalingFactor: [1e-3, 1e6],
+  /** `rope.freq_base`: above 1 (exclusive) and finite in f32. */
+  ropeFreqBase: [1, 3.4028234663852886e38],
+  /** `attention.layer_norm_rms_epsilon`: both ends exclusive. */
+  rmsEps: [0, 1],
+  /** `expert_weights_scale`: 0 means none. */
+  expertWeightsScale: [0, 1e6],
+} as const;
+
+function badFloat(key: string, v: number, range: string): ModelError {
+  return new ModelError(
+    "bad_hparam",
+    `Cannot load model: ${key} must be ${range}: received ${v}`,
+    { field: key, key, value: v },
+  );
+}
+
+/** A float that must be finite and in [min, max] (`openMin`/`openMax` exclude the ends). */
+function floatIn(
+  key: string,
+  v: number,
+  [min, max]: readonly [number, number],
+  opts: { openMin?: boolean; openMax?: boolean; orZero?: boolean } = {},
+): number {
+  if (opts.orZero && v === 0) return 0;
+  const lo = opts.openMin ? v > min : v >= min;
+  const hi = opts.openMax ? v < max : v <= max;
+  if (!Number.isFinite(v) || !lo || !hi) {
+    const range = `${opts.openMin ? "(" : "["}${min}, ${max}${opts.openMax ? ")" : "]"}`;
+    throw badFloat(key, v, `${opts.orZero ? "0 or " : ""}a finite number in ${range}`);
+  }
+  return v;
+}
+
 function uniform(name: string, v: number[]): number {
   if (v.some((x) => x !== v[0])) {
     throw new ModelError(
@@ -179,7 +216,13 @@ export function readHParams(meta: GgufMetadata, nVocab: number): HParams {
       L.nFf,
     )
     : 0;
-  const scaleFactor = getNumber(meta, k("rope.scaling.factor"), 0);
+  const F = HPARAM_FLOAT_RANGES;
+  const scaleFactor = floatIn(
+    k("rope.scaling.factor"),
+    getNumber(meta, k("rope.scaling.factor"), 0),
+    F.ropeScalingFactor,
+    { orZero: true },
+  );
   const scalingType = meta.has(k("rope.scaling.type"))
     ? getString(meta, k("rope.scaling.type"))
     : "linear";
@@ -191,26 +234,25 @@ export function readHParams(meta: GgufMetadata, nVocab: number): HParams {
     );
   }
   const ropeFreqScale = scalingType === "none" || scaleFactor === 0 ? 1 : 1 / scaleFactor;
-  const rmsEps = getNumber(meta, k("attention.layer_norm_rms_epsilon"), 1e-5);
-  if (!(rmsEps > 0 && rmsEps < 1)) {
-    throw new ModelError(
-      "bad_hparam",
-      `Cannot load model: rms epsilon must be in (0, 1): received ${rmsEps}`,
-      {
-        field: "attention.layer_norm_rms_epsilon",
-      },
-    );
-  }
-  const ropeFreqBase = getNumber(meta, k("rope.freq_base"), 10000);
-  if (!(ropeFreqBase > 1 && Number.isFinite(ropeFreqBase))) {
-    throw new ModelError(
-      "bad_hparam",
-      `Cannot load model: rope.freq_base must be > 1: received ${ropeFreqBase}`,
-      {
-        field: "rope.freq_base",
-      },
-    );
-  }
+  const rmsEps = floatIn(
+    k("attention.layer_norm_rms_epsilon"),
+    getNumber(meta, k("attention.layer_norm_rms_epsilon"), 1e-5),
+    F.rmsEps,
+    { openMin: true, openMax: true },
+  );
+  const ropeFreqBase = floatIn(
+    k("rope.freq_base"),
+    getNumber(meta, k("rope.freq_base"), 10000),
+    F.ropeFreqBase,
+    { openMin: true },
+  );
+  const expertWeightsScale = arch.readsWeightsScale
+    ? floatIn(
+      k("expert_weights_scale"),
+      getNumber(meta, k("expert_weights_scale"), 0),
+      F.expertWeightsScale,
+    )
+    : 0;
   return {
     arch,
     nVocab: bounded("vocabulary size", nVocab, 1, L.nVocab),
@@ -230,6 +272,6 @@ export function readHParams(meta: GgufMetadata, nVocab: number): HParams {
     nFfExp,
     nFfShexp,
     nFf,
-    expertWeightsScale: arch.readsWeightsScale ? getNumber(meta, k("expert_weights_scale"), 0) : 0,
+    expertWeightsScale,
   };
 }

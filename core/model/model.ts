@@ -29,6 +29,7 @@ import { type HParams, readHParams } from "./hparams.ts";
 import { type LinearAdapter, Transformer } from "./transformer.ts";
 import { tokenizerFromGguf } from "./vocab.ts";
 import {
+  checkFiniteBytes,
   type ExpertLocation,
   type LoadProgress,
   loadWeights,
@@ -37,7 +38,7 @@ import {
   WeightLoader,
 } from "./weights.ts";
 import type { ExpertWeights } from "../moe/expert.ts";
-import { ModelError } from "../errors.ts";
+import { GgufError, ModelError } from "../errors.ts";
 
 /** What the caller can customise when a model is assembled (plugins use these). */
 export interface ModelHooks {
@@ -89,7 +90,22 @@ export interface LoadModelOptions {
   integrity?: IntegrityMode;
   /** Integrity manifest (`cli manifest`): SHA-256 of every tensor, expert and the header. */
   manifest?: ExpertManifest;
+  /**
+   * Scan every weight for NaN and ±Infinity at load (`ModelError` `"non_finite_weight"`).
+   * Default false: it reads every byte once more (seconds for a multi-GB file), and generation's
+   * logit guard (`GenerationError` `"non_finite_logits"`) already catches a poisoned weight the
+   * first time it is used. Norm weights and biases are always checked: they are tiny.
+   */
+  checkWeights?: boolean;
 }
+
+/**
+ * Bound on what loading a file may allocate, slots and f32 vectors together:
+ * `LOAD_BUDGET.perFileByte × file size + LOAD_BUDGET.overheadBytes`. Each tensor is loaded at
+ * most once and tensors cannot overlap (`GgufError` `"overlapping_tensors"`), so backend slots
+ * never exceed the file's size; the f32 copies of norm weights and biases take the rest.
+ */
+export const LOAD_BUDGET = { perFileByte: 2, overheadBytes: 1 << 20 } as const;
 
 /** A model source: a path, a `ByteSource`, or the file's bytes. */
 export type ModelSource = string | ByteSource | Uint8Array;
@@ -110,6 +126,8 @@ export class Model {
   readonly backend: Backend;
   /** Milliseconds spent loading. */
   readonly loadMs: number;
+  /** Bytes the loader allocated: weight slots plus f32 norm/bias vectors (≤ `LOAD_BUDGET`). */
+  readonly loadAllocatedBytes: number;
   readonly #slots: Slot[];
   readonly #ownsSource: boolean;
 
@@ -124,6 +142,8 @@ export class Model {
       backend: Backend;
       loadMs: number;
       slots: Slot[];
+      /** Bytes the loader allocated. */
+      loadAllocatedBytes?: number;
       /** Close the file source on dispose (loadModel opened it from a path or URL). */
       ownsSource?: boolean;
     },
@@ -136,6 +156,7 @@ export class Model {
     this.backend = parts.backend;
     this.loadMs = parts.loadMs;
     this.#slots = parts.slots;
+    this.loadAllocatedBytes = parts.loadAllocatedBytes ?? 0;
     this.#ownsSource = parts.ownsSource ?? false;
   }
 
@@ -169,13 +190,14 @@ export async function loadResidentStore(
   ctx: StoreContext,
   slots: Slot[],
   progress?: (n: number) => void,
-  _reserve?: (bytes: number, what: string) => void,
+  reserve?: (bytes: number, what: string) => void,
   manifest?: ExpertManifest,
 ): Promise<ResidentExpertStore> {
   const layers: ExpertWeights[][] = [];
   for (const locs of ctx.locations) {
     const ws: ExpertWeights[] = [];
     for (const loc of locs) {
+      reserve?.(loc.bytes, `blk.${loc.layer} expert ${loc.index}`);
       const slot = ctx.backend.allocSlot(loc.bytes);
       slots.push(slot);
       const sha256 = manifest?.experts[loc.layer]?.[loc.index];
@@ -229,6 +251,16 @@ async function assemble(
   const source = verified.source;
   const file = await readGguf(source);
   verified.indexed(file);
+  // readGguf keeps tensors in order without overlap; check the total anyway before allocating
+  const total = file.tensors.reduce((a, t) => a + t.nbytes, 0);
+  const dataBytes = source.size - file.dataOffset;
+  if (total > dataBytes) {
+    throw new GgufError(
+      "overlapping_tensors",
+      `GGUF ${source.name}: tensors claim ${total} bytes but the data section holds ${dataBytes}`,
+      { total, dataBytes },
+    );
+  }
   const embd = file.tensor("token_embd.weight");
   if (embd.dims.length < 2) {
     throw new ModelError(
@@ -247,71 +279,101 @@ async function assemble(
   const backend = typeof opts.backend === "object"
     ? opts.backend
     : await createBackend(opts.backend ?? "auto");
-  const total = file.tensors.reduce((a, t) => a + t.nbytes, 0);
   const tb = opts.hooks?.transformBytes;
-  const loader = new WeightLoader(file, backend, total, opts.onProgress, tb);
-  const weights: ModelWeights = await loadWeights(loader, hp);
-  const locations = weights.layers.map((l) => l.experts);
-  verified.located(file, locations);
-  const expertBytes: ExpertBytesHook | undefined = tb && ((loc, part, bytes) => {
-    const m = loc[part]!;
-    return tb({ name: m.name, type: m.type, dims: [m.cols, m.rows] }, bytes);
+  const checkWeights = opts.checkWeights ?? false;
+  const loader = new WeightLoader(file, backend, total, opts.onProgress, tb, {
+    checkFinite: checkWeights,
+    budgetBytes: LOAD_BUDGET.perFileByte * source.size + LOAD_BUDGET.overheadBytes,
   });
-  const ctx: StoreContext = { backend, source, locations, hp, expertBytes };
-  const store: ExpertStore = opts.hooks?.createStore
-    ? await opts.hooks.createStore(ctx)
-    : opts.expertBudgetBytes !== undefined
-    ? await createStreamingStore(ctx, {
-      ...opts.streaming,
-      manifest,
-      expertBudgetBytes: opts.expertBudgetBytes,
-    })
-    : await loadResidentStore(ctx, loader.slots, (n) => loader.advance(n), undefined, manifest);
-  const scratch = new Scratch();
-  const routers: Router[] = [];
-  const experts: Expert[][] = [];
-  for (let l = 0; l < hp.nLayer; l++) {
-    let r: Router = new TopKRouter({
-      k: hp.nExpertUsed || 1,
-      gating: hp.arch.gating,
-      normalize: hp.arch.normTopK,
-      scale: hp.expertWeightsScale,
-    });
-    if (opts.hooks?.wrapRouter) r = opts.hooks.wrapRouter(r, l, hp);
-    routers.push(r);
-    experts.push(locations[l].map((loc) => {
-      let e: Expert = new SwigluExpert(
-        loc,
-        backend,
-        () => store.weights(loc.layer, loc.index),
-        scratch,
+  let store: ExpertStore | undefined;
+  try {
+    const weights: ModelWeights = await loadWeights(loader, hp);
+    const locations = weights.layers.map((l) => l.experts);
+    verified.located(file, locations);
+    const expertBytes: ExpertBytesHook | undefined = (tb || checkWeights)
+      ? (loc, part, bytes) => {
+        const m = loc[part]!;
+        const out = tb?.({ name: m.name, type: m.type, dims: [m.cols, m.rows] }, bytes) ?? bytes;
+        if (checkWeights) checkFiniteBytes(m.name, m.type, out, m.rows, m.cols);
+        return out;
+      }
+      : undefined;
+    const ctx: StoreContext = { backend, source, locations, hp, expertBytes };
+    store = opts.hooks?.createStore
+      ? await opts.hooks.createStore(ctx)
+      : opts.expertBudgetBytes !== undefined
+      ? await createStreamingStore(ctx, {
+        ...opts.streaming,
+        manifest,
+        expertBudgetBytes: opts.expertBudgetBytes,
+      })
+      : await loadResidentStore(
+        ctx,
+        loader.slots,
+        (n) => loader.advance(n),
+        (n, what) => loader.reserve(n, what),
+        manifest,
       );
-      if (opts.hooks?.wrapExpert) e = opts.hooks.wrapExpert(e, hp);
-      return e;
-    }));
+    const scratch = new Scratch();
+    const routers: Router[] = [];
+    const experts: Expert[][] = [];
+    for (let l = 0; l < hp.nLayer; l++) {
+      let r: Router = new TopKRouter({
+        k: hp.nExpertUsed || 1,
+        gating: hp.arch.gating,
+        normalize: hp.arch.normTopK,
+        scale: hp.expertWeightsScale,
+      });
+      if (opts.hooks?.wrapRouter) r = opts.hooks.wrapRouter(r, l, hp);
+      routers.push(r);
+      const st = store;
+      experts.push(locations[l].map((loc) => {
+        let e: Expert = new SwigluExpert(
+          loc,
+          backend,
+          () => st.weights(loc.layer, loc.index),
+          scratch,
+        );
+        if (opts.hooks?.wrapExpert) e = opts.hooks.wrapExpert(e, hp);
+        return e;
+      }));
+    }
+    const hook = opts.hooks?.adapters;
+    const adapters = typeof hook === "function" ? await hook(hp, backend) : hook ?? [];
+    const transformer = new Transformer({
+      backend,
+      hp,
+      weights,
+      store,
+      routers,
+      experts,
+      scratch,
+      adapters,
+    });
+    store.attach?.(transformer.moe);
+    return new Model({
+      file,
+      hp,
+      tokenizer,
+      transformer,
+      store,
+      backend,
+      loadMs: performance.now() - t0,
+      slots: loader.slots,
+      loadAllocatedBytes: loader.allocatedBytes,
+      ownsSource,
+    });
+  } catch (e) {
+    // every slot allocated so far goes back, whether the backend is ours or the caller's
+    try {
+      store?.dispose?.();
+    } catch { /* the load error matters more */ }
+    loader.free();
+    if (typeof opts.backend !== "object") {
+      try {
+        backend.dispose();
+      } catch { /* ditto */ }
+    }
+    throw e;
   }
-  const hook = opts.hooks?.adapters;
-  const adapters = typeof hook === "function" ? await hook(hp, backend) : hook ?? [];
-  const transformer = new Transformer({
-    backend,
-    hp,
-    weights,
-    store,
-    routers,
-    experts,
-    scratch,
-    adapters,
-  });
-  store.attach?.(transformer.moe);
-  return new Model({
-    file,
-    hp,
-    tokenizer,
-    transformer,
-    store,
-    backend,
-    loadMs: performance.now() - t0,
-    slots: loader.slots,
-    ownsSource,
-  });
 }

@@ -124,6 +124,54 @@ function checkDims(t: GgufTensorInfo, want: readonly number[]): void {
   if (dims.length !== w.length || dims.some((d, i) => d !== w[i])) throw shapeError(t, want);
 }
 
+function nonFinite(name: string, index: number, value: number): ModelError {
+  return new ModelError(
+    "non_finite_weight",
+    `Cannot load tensor '${name}': element ${index} is ${value} (weights must be finite)`,
+    { tensor: name, index, value },
+  );
+}
+
+/** Throws `ModelError` `"non_finite_weight"` naming the tensor when `v` holds NaN or ±Infinity. */
+export function checkFiniteF32(name: string, v: Float32Array, base = 0): void {
+  for (let i = 0; i < v.length; i++) {
+    // x - x is 0 for finite x, NaN for NaN and ±Infinity
+    if (v[i] - v[i] !== 0) throw nonFinite(name, base + i, v[i]);
+  }
+}
+
+/**
+ * Dequantize `rows` rows of `cols` elements of `type` from `bytes`, one row at a time, and throw
+ * `ModelError` `"non_finite_weight"` at the first NaN or ±Infinity. O(bytes); used at load only
+ * when asked (`LoadModelOptions.checkWeights`), since generation's logit guard catches the rest.
+ */
+export function checkFiniteBytes(
+  name: string,
+  type: number,
+  bytes: Uint8Array,
+  rows: number,
+  cols: number,
+): void {
+  const tr = traitsOf(type as never);
+  const rb = rowBytes(type as never, cols);
+  const row = new Float32Array(cols);
+  for (let r = 0; r < rows; r++) {
+    tr.dequantize(bytes, r * rb, cols, row, 0);
+    checkFiniteF32(name, row, r * cols);
+  }
+}
+
+/** Options of a `WeightLoader`. */
+export interface WeightLoaderOptions {
+  /** Scan every uploaded matrix for non-finite values (O(file); default false). */
+  checkFinite?: boolean;
+  /**
+   * Most bytes this loader may allocate, slots and f32 vectors together (default: unbounded).
+   * `loadModel` sets it from the file size, so a file never makes it allocate more than it holds.
+   */
+  budgetBytes?: number;
+}
+
 /** Loads weights for one model into one backend. */
 export class WeightLoader {
   readonly #file: GgufFile;
@@ -132,7 +180,12 @@ export class WeightLoader {
   #loaded = 0;
   readonly #total: number;
   readonly #transform?: TensorBytesHook;
-  /** Slots this loader allocated (freed by the model's dispose). */
+  readonly #checkFinite: boolean;
+  readonly #budget: number;
+  readonly #uploaded = new Set<string>();
+  /** Bytes allocated so far: backend slots plus f32 copies of vectors. */
+  allocatedBytes = 0;
+  /** Slots this loader allocated (freed by the model's dispose, or by `free` when loading fails). */
   readonly slots: Slot[] = [];
 
   /** @param file parsed GGUF; @param backend target; @param total bytes expected (for progress); @param transform bytes hook */
@@ -142,12 +195,64 @@ export class WeightLoader {
     total: number,
     progress?: LoadProgress,
     transform?: TensorBytesHook,
+    opts: WeightLoaderOptions = {},
   ) {
     this.#file = file;
     this.#backend = backend;
     this.#total = total;
     this.#progress = progress;
     this.#transform = transform;
+    this.#checkFinite = opts.checkFinite ?? false;
+    this.#budget = opts.budgetBytes ?? Infinity;
+  }
+
+  /** Whether matrices are scanned for non-finite values. */
+  get checksFinite(): boolean {
+    return this.#checkFinite;
+  }
+
+  /**
+   * Count `bytes` against the budget before allocating them; throws `ModelError`
+   * `"load_budget"` naming `what` when they would exceed it.
+   */
+  reserve(bytes: number, what: string): void {
+    if (this.allocatedBytes + bytes > this.#budget) {
+      throw new ModelError(
+        "load_budget",
+        `Cannot load '${what}': ${bytes} more bytes would exceed the load budget of ${this.#budget} ` +
+          `bytes (${this.allocatedBytes} allocated; the bound follows from the file's size)`,
+        { tensor: what, bytes, allocated: this.allocatedBytes, budget: this.#budget },
+      );
+    }
+    this.allocatedBytes += bytes;
+  }
+
+  /** Allocate a slot of `bytes` under the budget; the loader owns it until the model does. */
+  allocSlot(bytes: number, what: string): Slot {
+    this.reserve(bytes, what);
+    const slot = this.#backend.allocSlot(bytes);
+    this.slots.push(slot);
+    return slot;
+  }
+
+  /** Free every slot this loader allocated (loading failed). Never throws. */
+  free(): void {
+    for (const s of this.slots) {
+      try {
+        this.#backend.freeSlot(s);
+      } catch { /* already gone */ }
+    }
+    this.slots.length = 0;
+  }
+
+  #once(t: GgufTensorInfo): void {
+    // each tensor is loaded at most once, so the loader's total stays below the file's
+    if (this.#uploaded.has(t.name)) {
+      throw new ModelError("duplicate_load", `Cannot load tensor '${t.name}' twice`, {
+        tensor: t.name,
+      });
+    }
+    this.#uploaded.add(t.name);
   }
 
   /** Tensor info, or null when absent and not required. */
@@ -197,8 +302,15 @@ export class WeightLoader {
 
   /** Upload a tensor's bytes into a new slot. */
   async upload(t: GgufTensorInfo): Promise<Slot> {
+    this.#once(t);
+    this.reserve(t.nbytes, t.name);
     const raw = await this.#file.readTensorBytes(t);
     const bytes = this.#transform?.(t, raw) ?? raw;
+    if (this.#checkFinite) {
+      const cols = t.dims[0] ?? 1;
+      const n = t.dims.reduce((a, d) => a * d, 1);
+      checkFiniteBytes(t.name, t.type, bytes, cols > 0 ? n / cols : 0, cols);
+    }
     const slot = this.#backend.allocSlot(t.nbytes);
     this.slots.push(slot);
     this.#backend.writeSlot(slot, 0, bytes);
@@ -219,10 +331,15 @@ export class WeightLoader {
     const t = this.info(name, required);
     if (!t) return null;
     checkDims(t, [n]);
+    this.#once(t);
+    const tr = traitsOf(t.type as never);
+    this.reserve(4 * n, t.name);
     const raw = await this.#file.readTensorBytes(t);
     const bytes = this.#transform?.(t, raw) ?? raw;
     const out = new Float32Array(n);
-    traitsOf(t.type as never).dequantize(bytes, 0, n, out, 0);
+    tr.dequantize(bytes, 0, n, out, 0);
+    // vectors are already f32 here: checking them costs nothing
+    checkFiniteF32(t.name, out);
     this.advance(t.nbytes);
     return out;
   }
