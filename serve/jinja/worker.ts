@@ -9,8 +9,6 @@
  * @module
  */
 
-/// <reference lib="deno.worker" />
-
 import { BudgetError } from "./budget.ts";
 import { ChatTemplateError } from "./lexer.ts";
 import { type RenderLimits, Template } from "./render.ts";
@@ -50,7 +48,13 @@ function compile(source: string): Template {
   return cached.template;
 }
 
-self.onmessage = (ev: MessageEvent<RenderJob>): void => {
+/** The worker's global scope, typed without the `deno.worker` lib (JSR bans lib directives). */
+const scope = globalThis as unknown as {
+  onmessage: ((ev: MessageEvent<RenderJob>) => void) | null;
+  postMessage(message: RenderReply): void;
+};
+
+scope.onmessage = (ev: MessageEvent<RenderJob>): void => {
   const { id, source, vars, limits } = ev.data;
   let reply: RenderReply;
   try {
@@ -64,5 +68,5 @@ self.onmessage = (ev: MessageEvent<RenderJob>): void => {
       message: e instanceof Error ? e.message : String(e),
     };
   }
-  self.postMessage(reply);
+  scope.postMessage(reply);
 };
