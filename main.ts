@@ -38,12 +38,14 @@ export default {
     const where = addr.transport === "tcp" || addr.transport === "udp"
       ? `http://${addr.hostname.includes(":") ? `[${addr.hostname}]` : addr.hostname}:${addr.port}/`
       : addr.transport;
-    console.log(banner(server, where));
+    // one write, so that a reader that stops at the URL still gets every line
+    const lines = [banner(server, where)];
     for (const k of ["MOE_EDGE_HOST", "MOE_EDGE_PORT", "PORT"]) {
       if (denoEnv(k)) {
-        console.log(`moe-edge: ${k} is ignored under deno serve: pass --host/--port to deno serve`);
+        lines.push(`moe-edge: ${k} is ignored under deno serve: pass --host/--port to deno serve`);
       }
     }
+    console.log(lines.join("\n"));
   },
 } satisfies Deno.ServeDefaultExport;
 
