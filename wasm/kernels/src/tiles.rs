@@ -324,7 +324,7 @@ pub unsafe fn tile_q45k<const K: u32, const T: usize>(w: *const u8, nb: usize, a
 pub unsafe fn tile_q6k<const T: usize>(w: *const u8, nb: usize, a: *const u8, arow: usize, out: *mut f32, ostride: usize) {
     let qoff = align16(4 * nb) + 32 * nb;
     let m4 = u8x16_splat(0x0f);
-    let m3 = u8x16_splat(0x03);
+    let m30 = u8x16_splat(0x30);
     let s32 = i8x16_splat(32);
     let mut acc = [f32x4_splat(0.0); T];
     for i in 0..nb {
@@ -339,10 +339,12 @@ pub unsafe fn tile_q6k<const T: usize>(w: *const u8, nb: usize, a: *const u8, ar
                 let la = ld(ql.add(16 * lb));
                 let lc = ld(ql.add(32 + 16 * lb));
                 let h = ld(qh.add(16 * lb));
-                let q1 = i8x16_sub(v128_or(v128_and(la, m4), i8x16_shl(v128_and(h, m3), 4)), s32);
-                let q2 = i8x16_sub(v128_or(v128_and(lc, m4), i8x16_shl(v128_and(u8x16_shr(h, 2), m3), 4)), s32);
-                let q3 = i8x16_sub(v128_or(u8x16_shr(la, 4), i8x16_shl(v128_and(u8x16_shr(h, 4), m3), 4)), s32);
-                let q4 = i8x16_sub(v128_or(u8x16_shr(lc, 4), i8x16_shl(u8x16_shr(h, 6), 4)), s32);
+                // 16-bit lane shifts (one x86 op each; wasm's 8-bit shifts cost two or three),
+                // then a per-byte mask drops the bits that crossed a byte boundary.
+                let q1 = i8x16_sub(v128_or(v128_and(la, m4), v128_and(i16x8_shl(h, 4), m30)), s32);
+                let q2 = i8x16_sub(v128_or(v128_and(lc, m4), v128_and(i16x8_shl(h, 2), m30)), s32);
+                let q3 = i8x16_sub(v128_or(v128_and(u16x8_shr(la, 4), m4), v128_and(h, m30)), s32);
+                let q4 = i8x16_sub(v128_or(v128_and(u16x8_shr(lc, 4), m4), v128_and(u16x8_shr(h, 2), m30)), s32);
                 let ws = [q1, q2, q3, q4].map(|q| (i16x8_extend_low_i8x16(q), i16x8_extend_high_i8x16(q)));
                 let scs = [0usize, 2, 4, 6].map(|k| i32x4_splat(*sc.add(lb + k) as i8 as i32));
                 for t in 0..T {
