@@ -5,7 +5,7 @@
  * deno.json.
  *
  * How a block is treated is said by an HTML comment on the line before it,
- * `<!-- readme-test: MODE [ARG] -->` (invisible on GitHub/JSR):
+ * `<!-- readme-test: MODE [ARG] -->` (invisible on GitHub/JSR; blank lines may follow it):
  *
  * | mode       | what the test does                                                                    |
  * | ---------- | ------------------------------------------------------------------------------------- |
@@ -48,7 +48,10 @@ function blocks(md: string): Block[] {
     const start = i;
     const body: string[] = [];
     for (i++; i < lines.length && !/^```\s*$/.test(lines[i]); i++) body.push(lines[i]);
-    const prev = lines[start - 1] ?? "";
+    // the directive is the nearest non-blank line above (deno fmt puts a blank line between)
+    let p = start - 1;
+    while (p >= 0 && lines[p].trim() === "") p--;
+    const prev = lines[p] ?? "";
     const d = /^<!-- readme-test: (\S+)\s*(.*?)\s*-->$/.exec(prev.trim());
     out.push({
       lang: open[1],
