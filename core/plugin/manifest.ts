@@ -10,6 +10,7 @@ import { Ajv, type ErrorObject, type ValidateFunction } from "ajv";
 import { ManifestError } from "../errors.ts";
 import modelSchema from "../../schemas/model-manifest.schema.json" with { type: "json" };
 import pluginSchema from "../../schemas/plugin-manifest.schema.json" with { type: "json" };
+import { compileSafeRegExp } from "./pattern.ts";
 import { entryStaysInside } from "./resolve.ts";
 import { type HookName, PLUGIN_API_VERSION } from "./types.ts";
 
@@ -74,7 +75,7 @@ export interface ManifestProblem {
   readonly message: string;
 }
 
-const ajv = new Ajv({
+const AJV_OPTIONS = {
   allErrors: true,
   strictSchema: true,
   strictNumbers: true,
@@ -84,6 +85,22 @@ const ajv = new Ajv({
   useDefaults: true,
   verbose: true,
   addUsedSchema: false, // plugin schemas may share an $id
+} as const;
+const ajv = new Ajv(AJV_OPTIONS);
+/**
+ * Plugin config schemas come from plugin manifests, so their `pattern` and
+ * `patternProperties` regexes run on a linear-time matcher, never on a
+ * backtracking `RegExp` (a pattern it cannot run safely makes the schema a
+ * `bad_config_schema` problem).
+ */
+const configAjv = new Ajv({
+  ...AJV_OPTIONS,
+  allowMatchingProperties: true, // else Ajv tests each pattern on the property names with new RegExp
+  code: {
+    regExp: Object.assign((p: string, f: string) => compileSafeRegExp(p, f), {
+      code: "compileSafeRegExp",
+    }),
+  },
 });
 let modelValidator: ValidateFunction | undefined;
 let pluginValidator: ValidateFunction | undefined;
@@ -284,7 +301,7 @@ export function validatePluginManifest(value: unknown, where: string): ManifestP
 function configValidator(schema: object): ValidateFunction {
   let v = configValidators.get(schema);
   if (!v) {
-    v = ajv.compile(schema);
+    v = configAjv.compile(schema);
     configValidators.set(schema, v);
   }
   return v;

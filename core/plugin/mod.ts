@@ -46,10 +46,13 @@ export {
 export {
   compilePatternMap,
   compilePeftPattern,
+  compileSafeRegExp,
   PATTERN_MAX_KEYS,
   PATTERN_MAX_LENGTH,
   PATTERN_MAX_STATES,
+  type PatternFlavor,
   type PeftPattern,
+  type SafeRegExp,
 } from "./pattern.ts";
 export {
   loadFromManifest,

@@ -69,16 +69,24 @@ const WORD_RE = /^[\p{L}\p{N}_]$/u;
 const DIGIT_RE = /^\p{Nd}$/u;
 const SPACE_RE = /^\s$/u;
 
-function classEscape(c: string): CharTest | undefined {
+/** Regex dialect: Python `re` (PEFT keys) or ECMAScript with the `u` flag (JSON Schema `pattern`). */
+export type PatternFlavor = "python" | "ecma";
+
+const ASCII_WORD_RE = /^[A-Za-z0-9_]$/;
+const ASCII_DIGIT_RE = /^[0-9]$/;
+
+function classEscape(c: string, flavor: PatternFlavor = "python"): CharTest | undefined {
+  const word = flavor === "ecma" ? ASCII_WORD_RE : WORD_RE;
+  const digit = flavor === "ecma" ? ASCII_DIGIT_RE : DIGIT_RE;
   switch (c) {
     case "d":
-      return (x) => DIGIT_RE.test(x);
+      return (x) => digit.test(x);
     case "D":
-      return (x) => !DIGIT_RE.test(x);
+      return (x) => !digit.test(x);
     case "w":
-      return (x) => WORD_RE.test(x);
+      return (x) => word.test(x);
     case "W":
-      return (x) => !WORD_RE.test(x);
+      return (x) => !word.test(x);
     case "s":
       return (x) => SPACE_RE.test(x);
     case "S":
@@ -105,7 +113,7 @@ function literalEscape(c: string): string | undefined {
 class Parser {
   readonly s: string[];
   i = 0;
-  constructor(pattern: string) {
+  constructor(pattern: string, readonly flavor: PatternFlavor = "python") {
     this.s = Array.from(pattern);
   }
   peek(): string | undefined {
@@ -188,9 +196,14 @@ class Parser {
         if (this.peek() === "?") {
           const rest = this.s.slice(this.i, this.i + 3).join("");
           if (rest.startsWith("?:")) this.i += 2;
-          else if (rest === "?P<") {
+          else if (
+            this.flavor === "python"
+              ? rest === "?P<"
+              : rest.startsWith("?<") && !/^\?<[=!]/.test(rest)
+          ) {
+            const skip = this.flavor === "python" ? 3 : 2;
             const close = this.s.indexOf(">", this.i);
-            const name = close < 0 ? "" : this.s.slice(this.i + 3, close).join("");
+            const name = close < 0 ? "" : this.s.slice(this.i + skip, close).join("");
             if (!/^[A-Za-z_]\w*$/.test(name)) throw new PatternSyntax("bad group name");
             this.i = close + 1;
           } else throw new PatternSyntax(`'(${rest}' (look-around, flags) is not supported`);
@@ -206,7 +219,7 @@ class Parser {
       case "?":
         throw new PatternSyntax(`nothing to repeat at position ${this.i - 1}`);
       case ".":
-        return { t: "char", test: (x) => x !== "\n" };
+        return { t: "char", test: this.flavor === "ecma" ? ecmaDot : (x) => x !== "\n" };
       case "^":
         return { t: "bol" };
       case "$":
@@ -216,7 +229,7 @@ class Parser {
       case "\\": {
         const e = this.s[this.i++];
         if (e === undefined) throw new PatternSyntax("trailing backslash");
-        const cls = classEscape(e);
+        const cls = classEscape(e, this.flavor);
         if (cls) return { t: "char", test: cls };
         const lit = literalEscape(e);
         if (lit === undefined) throw new PatternSyntax(`escape '\\${e}' is not supported`);
@@ -244,7 +257,7 @@ class Parser {
       if (c === "\\") {
         const e = this.s[this.i++];
         if (e === undefined) throw new PatternSyntax("trailing backslash");
-        const cls = classEscape(e);
+        const cls = classEscape(e, this.flavor);
         if (cls) {
           tests.push(cls);
           continue;
@@ -273,6 +286,11 @@ class Parser {
     }
     return { t: "char", test: (x) => tests.some((f) => f(x)) !== negate };
   }
+}
+
+/** ECMAScript `.` without the `s` flag: anything but a line terminator. */
+function ecmaDot(x: string): boolean {
+  return x !== "\n" && x !== "\r" && x !== "\u2028" && x !== "\u2029";
 }
 
 /** NFA state: a character test, a fork, an anchor, or the accepting state. */
@@ -385,8 +403,12 @@ export function compilePeftPattern(key: string, field = "rank_pattern"): PeftPat
   }
 }
 
-/** Lock-step NFA simulation: every state is visited at most once per input position. */
-function simulate(states: State[], start: number, input: string[]): boolean {
+/**
+ * Lock-step NFA simulation: every state is visited at most once per input
+ * position. With `search`, a thread also starts at every position and any
+ * arrival at the accepting state matches (an unanchored `RegExp#test`).
+ */
+function simulate(states: State[], start: number, input: string[], search = false): boolean {
   const n = states.length;
   const mark = new Int32Array(n).fill(-1);
   let cur: number[] = [], nxt: number[] = [];
@@ -400,7 +422,7 @@ function simulate(states: State[], start: number, input: string[]): boolean {
       const st = states[s];
       switch (st.k) {
         case "match":
-          if (pos === input.length) {
+          if (search || pos === input.length) {
             stack.length = 0;
             return true;
           }
@@ -433,9 +455,52 @@ function simulate(states: State[], start: number, input: string[]): boolean {
       if (st.test(ch) && addClosure(st.out, pos + 1, nxt)) return true;
     }
     [cur, nxt] = [nxt, cur];
-    if (cur.length === 0) return false;
+    if (search) {
+      if (addClosure(start, pos + 1, cur)) return true;
+    } else if (cur.length === 0) return false;
   }
   return false;
+}
+
+/** A `RegExp`-like matcher (what Ajv's `code.regExp` engine must return). */
+export interface SafeRegExp {
+  /** Whether the pattern matches anywhere in `s` (linear time). */
+  test(s: string): boolean;
+  /** `/pattern/flags`, as Ajv keys its pattern cache. */
+  toString(): string;
+}
+
+/**
+ * Compile an ECMAScript pattern (JSON Schema `pattern`, `patternProperties`)
+ * to a linear-time matcher with `RegExp#test` semantics (unanchored search;
+ * `^`/`$` anchor the whole string, no `m`/`s`/`i` flags). Throws
+ * `ManifestError` `"bad_pattern"` for syntax the matcher does not support
+ * (look-around, back-references, `\b`, flags, a repeated sub-pattern that
+ * can match the empty string) or a pattern over the size bounds.
+ */
+export function compileSafeRegExp(pattern: string, flags = "u"): SafeRegExp {
+  try {
+    if (pattern.length > PATTERN_MAX_LENGTH) {
+      throw new PatternSyntax(`longer than ${PATTERN_MAX_LENGTH} characters`);
+    }
+    if (!/^u?$/.test(flags)) throw new PatternSyntax(`flags '${flags}' are not supported`);
+    const body = new Parser(pattern, "ecma").parse();
+    const c = new Compiler();
+    const match = c.add({ k: "match" });
+    const start = c.emit(body, match);
+    const states = c.states;
+    return {
+      test: (s: string) => simulate(states, start, Array.from(s), true),
+      toString: () => `/${pattern}/${flags}`,
+    };
+  } catch (e) {
+    if (!(e instanceof PatternSyntax)) throw e;
+    throw new ManifestError(
+      "bad_pattern",
+      `pattern ${JSON.stringify(pattern.slice(0, 80))} cannot be used: ${e.message}`,
+      { pattern, reason: e.message },
+    );
+  }
 }
 
 /**

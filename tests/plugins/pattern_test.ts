@@ -5,7 +5,14 @@
  */
 import assert from "node:assert/strict";
 import fc from "fast-check";
-import { compilePatternMap, compilePeftPattern, patternValue } from "../../core/plugin/mod.ts";
+import {
+  compilePatternMap,
+  compilePeftPattern,
+  compileSafeRegExp,
+  patternValue,
+  validatePluginConfig,
+  validatePluginManifest,
+} from "../../core/plugin/mod.ts";
 
 const MODULES = [
   "model.layers.0.self_attn.q_proj",
@@ -155,4 +162,68 @@ Deno.test("pattern: agrees with a backtracking RegExp on random keys and module 
       assert.equal(compilePeftPattern(k).matches(m), new RegExp(`^(.*\\.)?(${k})$`).test(m));
     }
   }
+});
+
+Deno.test("safe RegExp: agrees with RegExp#test (u flag) on random patterns and strings", () => {
+  let compared = 0;
+  fc.assert(
+    fc.property(
+      fc.tuple(fc.constantFrom("", "^"), piece, fc.constantFrom("", "$"))
+        .map(([a, p, b]) => a + p + b)
+        .filter((p) => p.length <= 26),
+      fc.stringMatching(/^[ab0q_.\n]{0,10}$/),
+      (pattern, s) => {
+        let rx;
+        try {
+          rx = compileSafeRegExp(pattern);
+        } catch (e) {
+          assert.equal((e as { code?: string }).code, "bad_pattern");
+          return;
+        }
+        assert.equal(rx.test(s), new RegExp(pattern, "u").test(s), `/${pattern}/u on ${s}`);
+        compared++;
+      },
+    ),
+    { numRuns: 400, seed: 11 },
+  );
+  assert.ok(compared > 300, `compared ${compared}`);
+  for (const p of ["^(\\*|0|[1-9][0-9]*)$", "^[1-9]+$|^[0-9]+([-,][0-9]+)+$", "(?<n>a)b", "a.c"]) {
+    for (const s of ["*", "0", "12", "012", "2468", "8-6-4-2", "ab", "a\nc", "abc", "x"]) {
+      assert.equal(compileSafeRegExp(p).test(s), new RegExp(p, "u").test(s), `/${p}/ on ${s}`);
+    }
+  }
+});
+
+Deno.test("safe RegExp: a plugin config schema with a backtracking pattern neither hangs nor compiles unsafely", () => {
+  const where = "p manifest";
+  const base = { name: "p", version: "1.0.0", apiVersion: 1, hooks: ["router"], entry: "mod.js" };
+  const bad = validatePluginManifest({
+    ...base,
+    config: { type: "object", properties: { s: { type: "string", pattern: "((.*)*)*X" } } },
+  }, where);
+  assert.ok(bad.some((p) => p.code === "bad_config_schema" && /empty string/.test(p.message)));
+  const schema = {
+    type: "object",
+    properties: { s: { type: "string", pattern: "^(a|a)*b$" } },
+    patternProperties: { "^(x+x+)+y$": { type: "number" } },
+  };
+  assert.deepEqual(validatePluginManifest({ ...base, config: schema }, where), []);
+  const t0 = performance.now();
+  const { problems } = validatePluginConfig(schema, {
+    s: "a".repeat(64),
+    ["x".repeat(64)]: "not checked: the key does not match",
+  }, where);
+  assert.ok(performance.now() - t0 < 500, `took ${performance.now() - t0} ms`);
+  assert.deepEqual(problems.map((p) => p.code), ["bad_format"]);
+  assert.deepEqual(validatePluginConfig(schema, { s: "aab", xxy: 1 }, where).problems, []);
+  assert.equal(validatePluginConfig(schema, { xxy: "one" }, where).problems[0]?.code, "bad_type");
+  // Ajv's strict check of property names against patterns would use new RegExp: it is off
+  const t1 = performance.now();
+  const names = {
+    type: "object",
+    properties: { [`${"a".repeat(40)}!`]: { type: "string" } },
+    patternProperties: { "^(a+)+$": { type: "number" } },
+  };
+  assert.deepEqual(validatePluginManifest({ ...base, config: names }, where), []);
+  assert.ok(performance.now() - t1 < 500, `took ${performance.now() - t1} ms`);
 });

@@ -380,11 +380,21 @@ export default (c) => ({ name: "fz", version: "1.0.0", hooks: { router: (r) => r
       ? await sriSha256(new TextEncoder().encode(code))
       : `sha256-${"A".repeat(43)}=`;
   }
+  if (r.chance(0.2)) { // config schemas with backtracking-prone patterns, and data that trips them
+    extra.config = {
+      type: "object",
+      properties: { k: { type: "string", pattern: r.pick(PATTERN_KEYS) } },
+      patternProperties: { [r.pick(PATTERN_KEYS)]: { type: "number" } },
+    };
+  }
   let man: Json = pluginManifestJson(r.pick(ENTRIES), extra);
   if (r.chance(0.6)) man = mutateJson(man, r, [...WEIRD_NUMBERS, ...ENTRIES, ["router", "cache"]]);
   const manBytes = new TextEncoder().encode(JSON.stringify(man));
   await Deno.writeFile(`${pdir}/manifest.json`, manBytes);
-  const ref: Record<string, Json> = { use: `./${name}`, config: { k: 2 } };
+  const ref: Record<string, Json> = {
+    use: `./${name}`,
+    config: extra.config ? { k: "a".repeat(40), ["x".repeat(40)]: "y", "a.b.q_proj": 1 } : { k: 2 },
+  };
   if (r.chance(0.3)) ref.integrity = await sriSha256(manBytes);
   let model: Json = {
     manifestVersion: 1,
