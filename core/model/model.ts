@@ -247,7 +247,8 @@ async function assemble(
   t0: number,
 ): Promise<Model> {
   const manifest = opts.manifest ?? opts.streaming?.manifest;
-  const verified = await beginVerifiedLoad(raw, opts.integrity, manifest);
+  const rereads = opts.hooks?.createStore !== undefined || opts.expertBudgetBytes !== undefined;
+  const verified = await beginVerifiedLoad(raw, opts.integrity, manifest, rereads);
   const source = verified.source;
   const file = await readGguf(source);
   verified.indexed(file);

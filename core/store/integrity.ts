@@ -126,7 +126,10 @@ export interface VerifiedLoad {
   readonly source: ByteSource;
   /** Call once the GGUF index is parsed (drops the verified header, checks the manifest's tensors). */
   indexed(file: GgufFile): void;
-  /** Call once expert locations are known (manifest coverage and expert shapes). */
+  /**
+   * Call once expert locations are known, before the expert store reads
+   * (manifest coverage and expert shapes; first-read hashes start here).
+   */
   located(file: GgufFile, locations: readonly (readonly ExpertLocation[])[]): void;
 }
 
@@ -134,13 +137,19 @@ export interface VerifiedLoad {
  * Set up the checks of one model load over `raw`: wraps it in an
  * `IntegritySource` unless `mode` is `"off"` and there is no manifest, and,
  * with a version 2 manifest, verifies the header before it is parsed and
- * registers every non-expert tensor's SHA-256. Throws `StoreError`
- * `"manifest_mismatch"` or `"integrity"`.
+ * registers every non-expert tensor's SHA-256. `rereads`: whether the
+ * expert store may read a range again (a streaming or custom store): only
+ * then are first-read hashes recorded, from `located` on — the index and
+ * the non-expert tensors are read once, and so is every expert of a
+ * resident store, so a record of them could never be compared (their reads
+ * still carry the source's validators and the manifest's checks). Throws
+ * `StoreError` `"manifest_mismatch"` or `"integrity"`.
  */
 export async function beginVerifiedLoad(
   raw: ByteSource,
   mode: IntegrityMode = "verify",
   manifest?: ExpertManifest,
+  rereads = true,
 ): Promise<VerifiedLoad> {
   if (mode !== "verify" && mode !== "off") {
     throw new StoreError(
@@ -152,6 +161,7 @@ export async function beginVerifiedLoad(
     return { source: raw, indexed() {}, located() {} };
   }
   const src = new IntegritySource(raw);
+  src.recordFirstReads = false;
   if (manifest) {
     if (manifest.fileBytes !== raw.size) {
       mismatch(raw, `it is for a file of ${manifest.fileBytes} bytes, this one has ${raw.size}`);
@@ -172,6 +182,7 @@ export async function beginVerifiedLoad(
       for (const t of manifest.tensors ?? []) src.expect(t.offset, t.bytes, t.sha256, t.name);
     },
     located(file: GgufFile, locations: readonly (readonly ExpertLocation[])[]): void {
+      src.recordFirstReads = rereads && mode === "verify";
       if (!manifest) return;
       checkManifestFits(manifest, raw, locations);
       checkManifestTensors(manifest, file, locations);

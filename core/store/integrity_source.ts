@@ -50,6 +50,13 @@ function key(offset: number, length: number): string {
 export class IntegritySource implements ByteSource {
   /** The wrapped source. */
   readonly inner: ByteSource;
+  /**
+   * Whether a first read records its hash (default true). A load turns it
+   * off for ranges read exactly once (non-expert tensors, a resident
+   * store's experts), where a record could never be compared: recorded
+   * ranges are still compared on every read.
+   */
+  recordFirstReads = true;
   readonly size: number;
   readonly name: string;
   readonly #seen = new Map<string, string>();
@@ -168,9 +175,10 @@ export class IntegritySource implements ByteSource {
       }
       return;
     }
+    const first = this.#seen.get(k);
+    if (first === undefined && !this.recordFirstReads) return;
     const h = hash64(bytes);
     this.#count(length, t0);
-    const first = this.#seen.get(k);
     if (first === undefined) {
       this.#seen.set(k, h);
       this.#stats.rangesRecorded++;

@@ -398,3 +398,24 @@ Deno.test("default off: the explicit opt-out skips first-read hashes (and the by
     isStoreError("bad_option"),
   );
 });
+
+Deno.test("default: first-read hashes are recorded only for ranges a store may read again", async () => {
+  const resident = await loadModel(modelBytes(), { backend: "ref" });
+  const streamed = await loadModel(modelBytes(), {
+    backend: "ref",
+    expertBudgetBytes: ALL_EXPERT_BYTES / 4,
+  });
+  try {
+    const r = resident.file.source, s = streamed.file.source;
+    assert.ok(r instanceof IntegritySource && s instanceof IntegritySource);
+    assert.equal(r.stats().rangesRecorded, 0, "a resident load reads every range once");
+    assert.equal(s.stats().rangesRecorded, 0, "nothing streamed yet");
+    await generateText(streamed, PROMPT, { maxTokens: 4, temperature: 0 });
+    const st = s.stats();
+    assert.equal(st.rangesRecorded % 3, 0, "gate, up and down of each expert fetched");
+    assert.ok(st.rangesRecorded > 0 && st.rereadsMatched > 0, JSON.stringify(st));
+  } finally {
+    resident.dispose();
+    streamed.dispose();
+  }
+});
