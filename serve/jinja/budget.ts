@@ -26,7 +26,7 @@ export interface BudgetLimits {
 }
 
 /** Which bound a {@link BudgetError} hit. */
-export type BudgetKind = "steps" | "memory" | "time" | "output" | "iterations";
+export type BudgetKind = "steps" | "memory" | "time" | "output" | "iterations" | "depth";
 
 /** A render went over one of its bounds. */
 export class BudgetError extends ChatTemplateError {

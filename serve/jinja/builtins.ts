@@ -18,6 +18,7 @@ import {
   Namespace,
   pyEq,
   pyJson,
+  repr,
   str,
   truthy,
 } from "./values.ts";
@@ -73,6 +74,24 @@ function mapped(s: string, factor: number, f: (s: string) => string): string {
   step(s.length);
   allocString(factor * s.length);
   return f(s);
+}
+
+/** Python's `fmt % args` for `%s`, `%r`, `%d`/`%i`, `%f` and `%%`. */
+export function pyFormat(fmt: string, args: readonly unknown[]): string {
+  let k = 0;
+  step(fmt.length);
+  const out = fmt.replace(/%([%srdif])/g, (_, c: string) => {
+    if (c === "%") return "%";
+    if (k >= args.length) fail("not enough arguments for format string");
+    const v = args[k++];
+    if (c === "s") return str(v);
+    if (c === "r") return repr(v);
+    const n = num(v, `%${c} format`);
+    return c === "f" ? n.toFixed(6) : String(Math.trunc(n));
+  });
+  if (k < args.length) fail("not all arguments converted during string formatting");
+  allocString(out.length);
+  return out;
 }
 
 const title = (s: string): string =>
@@ -166,6 +185,35 @@ function filter(name: string, v: unknown, args: Args, kw: Kw): unknown {
     }
     case "items":
       return isDict(v) ? Object.entries(v) : fail("items of a non-mapping");
+    case "dictsort": {
+      if (!isDict(v)) return fail("dictsort of a non-mapping");
+      const cased = args[0] === true || kw.case_sensitive === true;
+      const byValue = args[1] === "value" || kw.by === "value";
+      const es = Object.entries(v);
+      step(es.length * Math.max(1, Math.ceil(Math.log2(es.length + 1))));
+      allocArray(3 * es.length);
+      const key = (e: [string, unknown]): string => {
+        const k = str(byValue ? e[1] : e[0]);
+        return cased ? k : k.toLowerCase();
+      };
+      es.sort((a, b) => (key(a) < key(b) ? -1 : key(a) > key(b) ? 1 : 0));
+      return args[2] === true || kw.reverse === true ? es.reverse() : es;
+    }
+    case "format":
+      return pyFormat(str(v), args);
+    case "batch": {
+      const size = num(args[0], "batch");
+      if (!Number.isInteger(size) || size < 1) fail("batch size must be a positive integer");
+      const it = iterate(v);
+      allocArray(it.length + Math.ceil(it.length / size));
+      const out: unknown[][] = [];
+      for (let i = 0; i < it.length; i += size) {
+        const chunk = it.slice(i, i + size);
+        while (chunk.length < size && args[1] !== undefined) chunk.push(args[1]);
+        out.push(chunk);
+      }
+      return out;
+    }
     case "replace":
       return replaceAll(str(v), text(args[0], "replace"), str(args[1]));
     case "selectattr":

@@ -1,9 +1,12 @@
 /**
  * Parser for the Jinja subset of chat templates: `if/elif/else`, `for`
- * (with `loop`, tuple targets, `if` filter, `else`), `set` (names and
- * namespace attributes), `generation` blocks, and expressions with Jinja's
+ * (with `loop`, tuple targets, `if` filter, `else`, `break`, `continue`),
+ * `set` (names, namespace attributes, and `{% set x %}…{% endset %}`
+ * blocks), `macro` (with defaults) and `call` blocks (`caller()`),
+ * `filter` blocks, `generation` blocks, and expressions with Jinja's
  * precedence, filters, tests, calls, subscripts and slices. Anything else
- * (macros, includes, `call` blocks) is rejected so callers can fall back.
+ * (includes, imports, template inheritance, recursive loops) is rejected so
+ * callers can fall back.
  *
  * @module
  */
@@ -32,7 +35,13 @@ export type Node =
   | { t: "output"; expr: Expr }
   | { t: "if"; branches: [Expr, Node[]][]; else: Node[] }
   | { t: "for"; targets: string[]; iter: Expr; filter: Expr | null; body: Node[]; else: Node[] }
-  | { t: "set"; name: string; attr: string | null; value: Expr };
+  | { t: "set"; name: string; attr: string | null; value: Expr }
+  | { t: "capture"; name: string; filters: [string, Expr[], [string, Expr][]][]; body: Node[] }
+  | { t: "filterblock"; filters: [string, Expr[], [string, Expr][]][]; body: Node[] }
+  | { t: "macro"; name: string; params: [string, Expr | null][]; body: Node[] }
+  | { t: "callblock"; call: Expr & { t: "call" }; params: [string, Expr | null][]; body: Node[] }
+  | { t: "break" }
+  | { t: "continue" };
 
 const MAX_DEPTH = 64;
 
@@ -40,6 +49,7 @@ const MAX_DEPTH = 64;
 export function parseTemplate(src: string): Node[] {
   const segs = segment(src);
   let pos = 0;
+  let loops = 0;
   const fail = (msg: string, at: number): never => {
     throw new ChatTemplateError(
       "template_unsupported",
@@ -91,15 +101,49 @@ export function parseTemplate(src: string): Node[] {
       const filter = p.eatName("if") ? p.expr() : null;
       if (p.eatName("recursive")) fail("recursive loops are not supported", s.at);
       p.end();
+      loops++;
       const [body, end] = block(["else", "endfor"], depth + 1);
+      loops--;
       const elseBody = end === "else" ? block(["endfor"], depth + 1)[0] : [];
       return { t: "for", targets, iter, filter, body, else: elseBody };
     }
     if (kw === "set") {
       const name = p.name();
       const attr = p.eat(".") ? p.name() : null;
-      if (!p.eat("=")) fail("block 'set' is not supported", s.at);
+      if (attr === null && !p.peek("=")) {
+        // {% set x %}…{% endset %}, optionally {% set x | filter %}
+        const filters = p.filterChain();
+        p.end();
+        const [body] = block(["endset"], depth + 1);
+        return { t: "capture", name, filters, body };
+      }
+      if (!p.eat("=")) fail("expected '='", s.at);
       return { t: "set", name, attr, value: p.whole() };
+    }
+    if (kw === "filter") {
+      const filters = p.filterChain(true);
+      p.end();
+      const [body] = block(["endfilter"], depth + 1);
+      return { t: "filterblock", filters, body };
+    }
+    if (kw === "macro") {
+      const name = p.name();
+      const params = p.params();
+      p.end();
+      const [body] = block(["endmacro"], depth + 1);
+      return { t: "macro", name, params, body };
+    }
+    if (kw === "call") {
+      const params = p.peek("(") ? p.params() : [];
+      const call = p.whole();
+      if (call.t !== "call") fail("{% call %} needs a macro call", s.at);
+      const [body] = block(["endcall"], depth + 1);
+      return { t: "callblock", call: call as Expr & { t: "call" }, params, body };
+    }
+    if (kw === "break" || kw === "continue") {
+      p.end();
+      if (loops === 0) fail(`'${kw}' outside a loop`, s.at);
+      return { t: kw };
     }
     if (kw === "generation") {
       // Hugging Face's assistant-mask marker: render the body as is
@@ -239,6 +283,30 @@ class ExprParser {
     if (this.eat("-")) return { t: "unary", op: "-", value: this.unary() };
     if (this.eat("+")) return this.unary();
     return this.filtered(this.postfix(this.primary()));
+  }
+  /** `| name(args) | …` after `{% set x` or the names of `{% filter a | b(1) %}`. */
+  filterChain(leadingBar = false): [string, Expr[], [string, Expr][]][] {
+    const out: [string, Expr[], [string, Expr][]][] = [];
+    let first = leadingBar;
+    while (first || this.eat("|")) {
+      first = false;
+      const name = this.name();
+      const [args, kwargs] = this.peek("(") ? (this.#i++, this.args()) : [[], []];
+      out.push([name, args, kwargs]);
+    }
+    return out;
+  }
+  /** A macro's parameter list `(a, b=default, …)`. */
+  params(): [string, Expr | null][] {
+    this.expect("(");
+    const out: [string, Expr | null][] = [];
+    while (!this.eat(")")) {
+      if (out.length) this.expect(",");
+      if (this.eat(")")) break;
+      const name = this.name();
+      out.push([name, this.eat("=") ? this.expr() : null]);
+    }
+    return out;
   }
   filtered(e: Expr): Expr {
     for (;;) {

@@ -15,7 +15,7 @@ import {
   step,
   withBudget,
 } from "./budget.ts";
-import { callMethod, globals, runFilter, runTest } from "./builtins.ts";
+import { callMethod, globals, pyFormat, runFilter, runTest } from "./builtins.ts";
 import { ChatTemplateError } from "./lexer.ts";
 import { type Expr, type Node, parseTemplate } from "./parser.ts";
 import {
@@ -106,10 +106,18 @@ export class Template {
   }
 }
 
+/** Thrown by `{% break %}` / `{% continue %}`, caught by the innermost loop. */
+class LoopSignal {
+  constructor(readonly kind: "break" | "continue") {}
+}
+
+const MAX_MACRO_DEPTH = 32;
+
 class Renderer {
-  readonly out: string[] = [];
+  out: string[] = [];
   #size = 0;
   #iters = 0;
+  #macroDepth = 0;
   constructor(readonly maxOutput: number, readonly maxIterations: number) {}
 
   emit(s: string): void {
@@ -156,6 +164,98 @@ class Renderer {
       }
       case "for":
         return this.loop(n, scope);
+      case "break":
+      case "continue":
+        throw new LoopSignal(n.t);
+      case "capture": {
+        const text = this.capture(n.body, scope);
+        scope.vars.set(n.name, this.applyFilters(text, n.filters, scope));
+        return;
+      }
+      case "filterblock":
+        return this.emit(str(this.applyFilters(this.capture(n.body, scope), n.filters, scope)));
+      case "macro": {
+        const def = scope;
+        scope.vars.set(n.name, new Fn((args, kw) => this.callMacro(n, def, args, kw)));
+        return;
+      }
+      case "callblock": {
+        const caller = new Fn((args, kw) => {
+          const s = new Scope(scope);
+          this.bindParams(n.params, s, args, kw, "caller");
+          return this.capture(n.body, s);
+        });
+        const fn = this.expr(n.call.fn, scope);
+        if (!(fn instanceof Fn)) return fail("{% call %} needs a macro");
+        const [args, kw] = this.args(n.call.args, n.call.kwargs, scope);
+        kw.caller = caller;
+        return this.emit(str(fn.call(args, kw)));
+      }
+    }
+  }
+
+  /** Render `body` into a string instead of the output (charged as memory, not output). */
+  capture(body: Node[], scope: Scope): string {
+    const saved = this.out;
+    const size = this.#size;
+    this.out = [];
+    try {
+      this.nodes(body, scope);
+      const text = this.out.join("");
+      allocString(text.length);
+      return text;
+    } finally {
+      this.out = saved;
+      this.#size = size;
+    }
+  }
+
+  applyFilters(
+    v: unknown,
+    filters: [string, Expr[], [string, Expr][]][],
+    scope: Scope,
+  ): unknown {
+    for (const [name, a, k] of filters) {
+      const [args, kw] = this.args(a, k, scope);
+      v = runFilter(name, v, args, kw);
+    }
+    return v;
+  }
+
+  bindParams(
+    params: [string, Expr | null][],
+    s: Scope,
+    args: unknown[],
+    kw: Record<string, unknown>,
+    what: string,
+  ): void {
+    if (args.length > params.length) fail(`${what} takes ${params.length} arguments`);
+    params.forEach(([name, def], i) => {
+      const v = i < args.length ? args[i] : Object.hasOwn(kw, name) ? kw[name] : undefined;
+      s.vars.set(name, v === undefined && def ? this.expr(def, s) : v);
+    });
+  }
+
+  callMacro(
+    n: Node & { t: "macro" },
+    def: Scope,
+    args: unknown[],
+    kw: Record<string, unknown>,
+  ): string {
+    if (this.#macroDepth >= MAX_MACRO_DEPTH) {
+      throw new BudgetError(
+        "depth",
+        `Cannot render chat template: macro calls nested deeper than ${MAX_MACRO_DEPTH}`,
+      );
+    }
+    this.#macroDepth++;
+    try {
+      const s = new Scope(def);
+      this.bindParams(n.params, s, args, kw, `macro '${n.name}'`);
+      if (Object.hasOwn(kw, "caller")) s.vars.set("caller", kw.caller);
+      return this.capture(n.body, s);
+    } finally {
+      this.#macroDepth--;
     }
   }
 
@@ -181,7 +281,8 @@ class Renderer {
     }
     if (items.length === 0) return this.nodes(n.else, scope);
     const len = items.length;
-    items.forEach((item, i) => {
+    for (let i = 0; i < len; i++) {
+      const item = items[i];
       if (++this.#iters > this.maxIterations) {
         throw new BudgetError(
           "iterations",
@@ -203,8 +304,13 @@ class Renderer {
         nextitem: items[i + 1],
         cycle: new Fn((args) => args[i % Math.max(1, args.length)]),
       });
-      this.nodes(n.body, s);
-    });
+      try {
+        this.nodes(n.body, s);
+      } catch (e) {
+        if (!(e instanceof LoopSignal)) throw e;
+        if (e.kind === "break") break;
+      }
+    }
   }
 
   expr(e: Expr, scope: Scope): unknown {
@@ -334,6 +440,9 @@ class Renderer {
           return [...a, ...b];
         }
         return fail(`cannot add ${kind(a)} and ${kind(b)}`);
+      case "%":
+        if (typeof a === "string") return pyFormat(a, Array.isArray(b) ? b : [b]);
+        break;
       case "*":
         if (typeof a === "string" && typeof b === "number") {
           if (!(b > 0 && b * a.length <= 1 << 20)) return "";

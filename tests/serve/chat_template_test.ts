@@ -7,6 +7,7 @@
 import assert from "node:assert/strict";
 import { ChatTemplate, ChatTemplateError } from "../../serve/chat_template.ts";
 import { ServeError } from "../../serve/errors.ts";
+import { BudgetError } from "../../serve/jinja/budget.ts";
 import { Template } from "../../serve/jinja/render.ts";
 import { LLAMA2, MIXTRAL, OLMOE, QWEN2, QWEN3 } from "./templates.ts";
 
@@ -147,7 +148,7 @@ Deno.test("sandbox: no prototype or host access, hard limits, unsupported syntax
   );
   for (
     const src of [
-      "{% macro f() %}{% endmacro %}",
+      "{% extends 'base' %}",
       "{% include 'x' %}",
       "{{ x ",
       "{% if x %}",
@@ -182,13 +183,13 @@ Deno.test("ChatTemplate uses the GGUF template, or the architecture's fallback",
   );
 
   for (const arch of ["qwen2moe", "qwen3moe", "olmoe"]) {
-    const t = new ChatTemplate(arch, "{% macro unsupported() %}{% endmacro %}", {
+    const t = new ChatTemplate(arch, "{% include 'unsupported' %}", {
       bos: "",
       eos: "",
       addBos: false,
     });
     assert.equal(t.kind, "chatml", arch);
-    assert.match(t.fallbackReason!, /macro/);
+    assert.match(t.fallbackReason!, /include/);
     assert.deepEqual(t.stop, ["<|im_end|>"]);
     assert.equal(
       t.render(CONVO.slice(1, 2)).text,
@@ -198,4 +199,82 @@ Deno.test("ChatTemplate uses the GGUF template, or the architecture's fallback",
   const q = new ChatTemplate("qwen2moe", QWEN2, { bos: "", eos: "<|endoftext|>", addBos: false });
   assert.equal(q.kind, "gguf");
   assert.deepEqual(q.stop, ["<|im_end|>"]);
+});
+
+Deno.test("macros, call blocks, break/continue, set and filter blocks, dictsort, format and %", () => {
+  assert.equal(
+    render(
+      "{% macro greet(name, p='Hi') %}{{ p }} {{ name }}{% endmacro %}{{ greet('bob') }}|{{ greet('amy', p='Yo') }}|{{ greet(name='cy') }}",
+      {},
+    ),
+    "Hi bob|Yo amy|Hi cy",
+  );
+  assert.equal(
+    render(
+      "{% macro wrap(tag) %}<{{ tag }}>{{ caller() }}</{{ tag }}>{% endmacro %}{% call wrap('b') %}x{{ 1 + 1 }}{% endcall %}",
+      {},
+    ),
+    "<b>x2</b>",
+  );
+  assert.equal(
+    render(
+      "{% macro each(xs) %}{% for x in xs %}{{ caller(x) }}{% endfor %}{% endmacro %}{% call(x) each([1, 2]) %}[{{ x }}]{% endcall %}",
+      {},
+    ),
+    "[1][2]",
+  );
+  assert.equal(
+    render(
+      "{% for i in range(9) %}{% if i == 1 %}{% continue %}{% endif %}{% if i == 4 %}{% break %}{% endif %}{{ i }}{% endfor %}",
+      {},
+    ),
+    "023",
+  );
+  assert.equal(render("{% set x %}a{{ 1 }}b{% endset %}[{{ x }}]", {}), "[a1b]");
+  assert.equal(render("{% set x | upper %}ab{% endset %}{{ x }}", {}), "AB");
+  assert.equal(render("{% filter upper | replace('B', '-') %}abc{% endfilter %}", {}), "A-C");
+  assert.equal(
+    render("{% for k, v in d|dictsort %}{{ k }}{{ v }}{% endfor %}", { d: { b: 1, A: 2 } }),
+    "A2b1",
+  );
+  assert.equal(
+    render("{{ '%s=%d%%'|format('x', 3.7) }} {{ '%s-%s' % ('a', 'b') }}", {}),
+    "x=3% a-b",
+  );
+  assert.equal(render("{{ [1, 2, 3]|batch(2)|list|tojson }}", {}), "[[1, 2], [3]]");
+  // misuse is a typed error, never a crash
+  for (
+    const src of [
+      "{% break %}",
+      "{% macro f(n) %}{{ f(n) }}{% endmacro %}{{ f(1) }}",
+      "{% macro f() %}{% endmacro %}{{ f(1, 2) }}",
+      "{% call nothing() %}x{% endcall %}",
+      "{{ '%s %s' % 'a' }}",
+      "{% set x %}unclosed",
+    ]
+  ) {
+    assert.throws(() => render(src, {}), ChatTemplateError, src);
+  }
+});
+
+Deno.test("a recursive macro fan-out is bounded by the render budget", () => {
+  for (
+    const [src, bound] of [
+      // 10^20 calls, never deeper than 20: the step budget stops it
+      [
+        "{% macro b(n) %}{% if n < 20 %}{% for i in range(10) %}{{ b(n + 1) }}{% endfor %}{% endif %}{% endmacro %}{{ b(0) }}",
+        "steps",
+      ],
+      // unbounded recursion: the depth bound stops it
+      ["{% macro b(n) %}{{ b(n) }}{% endmacro %}{{ b(1) }}", "depth"],
+    ]
+  ) {
+    const t0 = performance.now();
+    assert.throws(
+      () => new Template(src).render({}),
+      (e) => e instanceof BudgetError && e.code === "template_limit" && e.kind === bound,
+      src,
+    );
+    assert.ok(performance.now() - t0 < 3000);
+  }
 });

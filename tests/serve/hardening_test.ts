@@ -48,6 +48,12 @@ const BOMBS: Record<string, string> = {
   "split in a loop": MULTI(
     "{% for i in range(100000) %}{% set p = ('a b ' * 100000).split(' ') %}{% endfor %}",
   ),
+  "macro fan-out": MULTI(
+    "{% macro b(n) %}{% if n < 20 %}{% for i in range(10) %}{{ b(n + 1) }}{% endfor %}{% endif %}{% endmacro %}{{ b(0) }}",
+  ),
+  "caller in a loop": MULTI(
+    "{% macro w() %}{% for i in range(100000) %}{{ caller() }}{% endfor %}{% endmacro %}{% call w() %}{{ messages|tojson }}{% endcall %}",
+  ),
   "repr of a big list": MULTI(
     "{% set big = 'x' * 1048576 %}{% set ns = namespace(l=[]) %}{% for i in range(400) %}{% set ns.l = ns.l + [big] %}{% endfor %}{{ ns.l|string|length }}",
   ),

@@ -95,6 +95,27 @@ const FRAGMENTS: ((r: Prng) => string)[] = [
   (r) => `{{ ('k' * ${r.size(1 << 20)}).strip('${"k".repeat(r.size(1 << 16))}')|length }}`,
   (r) => `{{ ('%' * ${r.size(1 << 20)}) in ('%' * ${r.size(1 << 20)}) }}`,
   (r) => `{% if messages|length > 1 %}{{ raise_exception('no ' ~ ${r.size(100)}) }}{% endif %}`,
+  (r) =>
+    `{% macro __m(n) %}{% if n < ${r.size(40)} %}{% for __i in range(${
+      r.size(50)
+    }) %}{{ __m(n + 1) }}{% endfor %}{% endif %}{% endmacro %}{{ __m(0) }}`,
+  (r) => `{% macro __m() %}{{ __m() }}${"x".repeat(r.size(100))}{% endmacro %}{{ __m() }}`,
+  (r) =>
+    `{% macro __w() %}{% for __i in range(${
+      r.size(100000)
+    }) %}{{ caller() }}{% endfor %}{% endmacro %}{% call __w() %}{{ messages|tojson }}{% endcall %}`,
+  (r) =>
+    `{% set __c %}{% for __i in range(${
+      r.size(100000)
+    }) %}{{ messages|tojson }}{% endfor %}{% endset %}{{ __c|length }}`,
+  (r) =>
+    `{% filter upper %}{% for m in messages %}{{ m.content * ${
+      r.size(1000)
+    } }}{% endfor %}{% endfilter %}`,
+  (r) =>
+    `{% for __i in range(${r.size(100000)}) %}{% if __i > ${
+      r.size(100000)
+    } %}{% break %}{% endif %}{{ '%s' % __i }}{% endfor %}`,
   (r) => `{{ strftime_now('${"%Y".repeat(r.size(1 << 16))}')|length }}`,
   (r) => `{{ messages[${r.size(1000)}:${r.size(1 << 30)}:${r.size(5)}]|length }}`,
 ];
