@@ -50,13 +50,23 @@ pub fn e8m0_half(e: u8) -> f32 {
     f32::from_bits(if e < 2 { 0x0020_0000u32 << e } else { ((e as u32) - 1) << 23 })
 }
 
-/// The sixteen Q3_K scales (biased by 32) of the 12 bytes at `p`.
+/// The sixteen Q3_K scales (biased by 32) of the 12 bytes at `p`: scale `j`
+/// is the low (j < 8) or high nibble of byte `j % 8` plus bits `2·(j/4)..+1`
+/// of byte `8 + j % 4`, decoded four at a time in 32-bit words.
 #[inline(always)]
 pub unsafe fn q3k_scales(p: *const u8) -> [i32; 16] {
+    const M4: u32 = 0x0f0f_0f0f;
+    const M2: u32 = 0x0303_0303;
+    let (a0, a1, h) = (rd_u32(p), rd_u32(p.add(4)), rd_u32(p.add(8)));
+    let words = [
+        (a0 & M4) | ((h & M2) << 4),
+        (a1 & M4) | (((h >> 2) & M2) << 4),
+        ((a0 >> 4) & M4) | (((h >> 4) & M2) << 4),
+        ((a1 >> 4) & M4) | (((h >> 6) & M2) << 4),
+    ];
     let mut s = [0i32; 16];
     for j in 0..16 {
-        let lo = if j < 8 { *p.add(j) & 0x0f } else { *p.add(j - 8) >> 4 };
-        s[j] = (lo | (((*p.add(8 + (j & 3)) >> (2 * (j >> 2))) & 3) << 4)) as i32;
+        s[j] = ((words[j / 4] >> (8 * (j % 4))) & 0xff) as i32;
     }
     s
 }
@@ -324,20 +334,26 @@ pub unsafe fn tile_q23k<const K: u32, const T: usize>(w: *const u8, nb: usize, a
             }
         }
         let qs = xb.add(if K == 2 { 16 } else { 32 });
-        let (hm0, hm1) = if K == 3 { (ld(xb), ld(xb.add(16))) } else { (m3, m3) };
+        // Constant shifts only (a variable wasm byte shift costs ~6 x86 ops): the quants move
+        // down 2 bits per j, the Q3_K high-bit masks 1 bit per (k, j), in 16-bit lanes; only the
+        // low bits of each byte are read, which never received bits of the other byte.
+        let (mut hm0, mut hm1) = if K == 3 { (ld(xb), ld(xb.add(16))) } else { (m3, m3) };
+        let one = u8x16_splat(1);
         let mut isum = [i32x4_splat(0); T];
         for k in 0..2 {
-            let q0 = ld(qs.add(32 * k));
-            let q1 = ld(qs.add(32 * k + 16));
+            let mut q0 = ld(qs.add(32 * k));
+            let mut q1 = ld(qs.add(32 * k + 16));
             for j in 0..4 {
-                let sh = 2 * j as u32;
-                let mut w0 = v128_and(u8x16_shr(q0, sh), m3);
-                let mut w1 = v128_and(u8x16_shr(q1, sh), m3);
+                let mut w0 = v128_and(q0, m3);
+                let mut w1 = v128_and(q1, m3);
+                q0 = u16x8_shr(q0, 2);
+                q1 = u16x8_shr(q1, 2);
                 if K == 3 {
-                    // −4 where the high bit is clear
-                    let mb = u8x16_splat(1u8 << (4 * k + j));
-                    w0 = i8x16_sub(w0, v128_andnot(four, i8x16_eq(v128_and(hm0, mb), mb)));
-                    w1 = i8x16_sub(w1, v128_andnot(four, i8x16_eq(v128_and(hm1, mb), mb)));
+                    // −4 where the high bit (now bit 0 of each byte) is clear
+                    w0 = i8x16_sub(w0, v128_andnot(four, i8x16_eq(v128_and(hm0, one), one)));
+                    w1 = i8x16_sub(w1, v128_andnot(four, i8x16_eq(v128_and(hm1, one), one)));
+                    hm0 = u16x8_shr(hm0, 1);
+                    hm1 = u16x8_shr(hm1, 1);
                 }
                 let (s0, s1) = (i32x4_splat(sc[8 * k + 2 * j]), i32x4_splat(sc[8 * k + 2 * j + 1]));
                 for t in 0..T {
