@@ -438,7 +438,7 @@ export async function instantiatePlugins(
       baseUrl: base,
       pluginUrl: p.pluginUrl,
       resolve: (path: string) => resolveUrl(path, base),
-      readBytes: (path: string) => {
+      readBytes: (path: string, maxBytes?: number) => {
         const url = resolveUrl(path, base);
         if (url.protocol === "file:" && base.protocol !== "file:") {
           return Promise.reject(
@@ -449,7 +449,7 @@ export async function instantiatePlugins(
             ),
           );
         }
-        return read(url);
+        return read(url, maxBytes);
       },
     };
     const plugin = await stamp(

@@ -12,6 +12,7 @@ import { firstNonFinite, readSafetensors, type SafetensorsFile } from "../format
 import type { LinearName } from "../model/transformer.ts";
 import { MemorySource } from "../store/byte_source.ts";
 import { compilePatternMap, type PeftPattern } from "./pattern.ts";
+import { MAX_MANIFEST_BYTES } from "./resolve.ts";
 import type { PluginSetup } from "./types.ts";
 
 /** What a tensor of an adapter is. */
@@ -280,5 +281,12 @@ function compiledPatterns(
 /** Read the adapter directory named by a plugin config path (relative to the model manifest). */
 export function openPeftAdapter(setup: PluginSetup, dir: string): Promise<PeftAdapter> {
   const base = setup.resolve(dir.endsWith("/") ? dir : `${dir}/`);
-  return readPeftAdapter((name) => setup.readBytes(new URL(name, base).href), dir);
+  return readPeftAdapter(
+    (name) =>
+      setup.readBytes(
+        new URL(name, base).href,
+        name.endsWith(".json") ? MAX_MANIFEST_BYTES : undefined,
+      ),
+    dir,
+  );
 }

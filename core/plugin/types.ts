@@ -140,9 +140,10 @@ export interface PluginSetup {
   /**
    * Read a file named by a config path (local file or https; plain http is
    * refused, and under a model manifest read over https a local file is
-   * `ManifestError` `"local_from_remote"`).
+   * `ManifestError` `"local_from_remote"`). A file over `maxBytes` (default
+   * 2 GiB) is `ManifestError` `"too_large"`, refused before it is read whole.
    */
-  readBytes(path: string): Promise<Uint8Array>;
+  readBytes(path: string, maxBytes?: number): Promise<Uint8Array>;
 }
 
 /**

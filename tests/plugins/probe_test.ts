@@ -210,3 +210,27 @@ Deno.test("adapters: merging an adapter that overflows the weight type is Plugin
     await cleanup(dir);
   }
 });
+
+Deno.test("adapters: an adapter_config.json over 16 MiB is refused before it is read whole", async () => {
+  const dir = await tempDir();
+  try {
+    await writeModel(dir);
+    await Deno.mkdir(`${dir}/ad`);
+    await Deno.writeTextFile(`${dir}/ad/adapter_config.json`, `{"r": 4}${" ".repeat(16 << 20)}`);
+    await Deno.writeFile(
+      `${dir}/ad/adapter_model.safetensors`,
+      adapterBytes(loraFixture(1, ["0:q"], 4).tensors),
+    );
+    await assert.rejects(
+      loadFromManifest({
+        manifestVersion: 1,
+        model: { source: "model.gguf" },
+        backend: "ref",
+        plugins: [{ use: "lora", config: { adapter: "ad" } }],
+      } as never, { baseUrl: dirUrl(dir) }),
+      (e: Error & { code?: string }) => e.name === "PluginError" && e.code === "too_large",
+    );
+  } finally {
+    await cleanup(dir);
+  }
+});
