@@ -7,7 +7,9 @@
  * @module
  */
 
+import { GenerationError } from "../core/errors.ts";
 import { generate, type GenerateOptions } from "../core/generate/generate.ts";
+import { Session } from "../core/generate/session.ts";
 import type { Model } from "../core/model/model.ts";
 import { type ChatMessage, chatTemplateFor } from "../serve/chat_template.ts";
 
@@ -35,7 +37,9 @@ const HELP = "commands: /bye (or Ctrl-D) ends the chat, /clear forgets the conve
 
 /**
  * Runs the chat loop until `/bye` or the end of input. Each turn renders the whole
- * conversation with the chat template and generates the reply, streaming it.
+ * conversation with the chat template and generates the reply, streaming it; one session
+ * keeps the KV cache between turns, so only the new turn is evaluated. When the context is
+ * full the turn is refused with a notice (`/clear` starts over).
  * @param model the loaded model
  * @param opts generation options per reply, plus the system prompt
  * @param io input lines and output sinks
@@ -52,64 +56,96 @@ export async function runChat(
   const system: ChatMessage[] = opts.system ? [{ role: "system", content: opts.system }] : [];
   let history: ChatMessage[] = [...system];
   let replies = 0;
-  if (io.interactive) {
-    io.note(`chat template: ${template.kind}. ${HELP}\n>>> `);
-  }
-  for await (const raw of io.lines) {
-    const line = raw.replace(/\r$/, "");
-    const cmd = line.trim();
-    if (cmd === "/bye" || cmd === "/exit" || cmd === "/quit") break;
-    if (cmd === "/clear") {
-      history = [...system];
-      io.note("(conversation cleared)\n");
-    } else if (cmd === "/?" || cmd === "/help") {
-      io.note(HELP + "\n");
-    } else if (cmd !== "") {
-      history.push({ role: "user", content: line });
-      const rendered = template.render(history);
-      const it = generate(model, rendered.text, {
-        ...opts,
-        addBos: rendered.addBos,
-        stop: [...template.stop, ...(opts.stop ?? [])],
-        signal: signal?.(),
-      });
-      let text = "";
-      let started = false;
-      for (;;) {
-        const r = await it.next();
-        if (r.done) {
-          text = r.value.text.trimStart();
-          await io.write("\n");
-          if (opts.stats) io.note(statsLine(r.value) + "\n");
-          break;
-        }
-        // the reply's leading space belongs to the template's turn boundary, not to the text
-        const piece = started ? r.value.text : r.value.text.trimStart();
-        if (piece !== "") started = true;
-        await io.write(piece);
-      }
-      history.push({ role: "assistant", content: text });
-      replies++;
-    }
-    if (io.interactive) io.note(">>> ");
+  const session = new Session(model, { nCtx: opts.nCtx });
+  try {
+    replies = await loop();
+  } finally {
+    session.dispose();
   }
   return replies;
+
+  async function loop(): Promise<number> {
+    if (io.interactive) {
+      io.note(`chat template: ${template.kind}. ${HELP}\n>>> `);
+    }
+    for await (const raw of io.lines) {
+      const line = raw.replace(/\r$/, "");
+      const cmd = line.trim();
+      if (cmd === "/bye" || cmd === "/exit" || cmd === "/quit") break;
+      if (cmd === "/clear") {
+        history = [...system];
+        io.note("(conversation cleared)\n");
+      } else if (cmd === "/?" || cmd === "/help") {
+        io.note(HELP + "\n");
+      } else if (cmd !== "") {
+        history.push({ role: "user", content: line });
+        const rendered = template.render(history);
+        const before = [...session.tokens];
+        const it = generate(model, rendered.text, {
+          ...opts,
+          addBos: rendered.addBos,
+          stop: [...template.stop, ...(opts.stop ?? [])],
+          signal: signal?.(),
+          session,
+        });
+        let text: string | null = null;
+        let started = false;
+        for (;;) {
+          let r;
+          try {
+            r = await it.next();
+          } catch (e) {
+            if (!(e instanceof GenerationError && e.code === "context_full")) throw e;
+            io.note(`(the context is full: ${e.message}; /clear starts over)\n`);
+            break;
+          }
+          if (r.done) {
+            text = r.value.text.trimStart();
+            await io.write("\n");
+            if (opts.stats) {
+              const ids = r.value.promptTokens;
+              let cached = 0;
+              while (cached < ids.length - 1 && before[cached] === ids[cached]) cached++;
+              io.note(statsLine(r.value, cached) + "\n");
+            }
+            break;
+          }
+          // the reply's leading space belongs to the template's turn boundary, not to the text
+          const piece = started ? r.value.text : r.value.text.trimStart();
+          if (piece !== "") started = true;
+          await io.write(piece);
+        }
+        if (text === null) history.pop(); // the turn did not fit
+        else {
+          history.push({ role: "assistant", content: text });
+          replies++;
+        }
+      }
+      if (io.interactive) io.note(">>> ");
+    }
+    return replies;
+  }
 }
 
-/** One line of timings, as printed to stderr after `generate` and each chat reply. */
+/**
+ * One line of timings, as printed to stderr after `generate` and each chat reply.
+ * @param r the generation's summary
+ * @param cached prompt tokens taken from the KV cache (not evaluated)
+ */
 export function statsLine(r: {
   promptTokens: readonly number[];
   tokens: readonly number[];
   finishReason: string;
   timings: { prefillMs: number; decodeMs: number; decodeTokensPerS: number };
-}): string {
+}, cached = 0): string {
   const t = r.timings;
-  const prefillRate = t.prefillMs > 0 ? r.promptTokens.length / (t.prefillMs / 1000) : 0;
-  return `[prompt ${r.promptTokens.length} tokens in ${t.prefillMs.toFixed(1)} ms (${
-    prefillRate.toFixed(1)
-  } tokens/s), generated ${r.tokens.length} tokens in ${t.decodeMs.toFixed(1)} ms (${
-    t.decodeTokensPerS.toFixed(1)
-  } tokens/s), finish: ${r.finishReason}]`;
+  const n = r.promptTokens.length - cached;
+  const prefillRate = t.prefillMs > 0 ? n / (t.prefillMs / 1000) : 0;
+  return `[prompt ${n} tokens${cached ? ` (+${cached} cached)` : ""} in ${
+    t.prefillMs.toFixed(1)
+  } ms (${prefillRate.toFixed(1)} tokens/s), generated ${r.tokens.length} tokens in ${
+    t.decodeMs.toFixed(1)
+  } ms (${t.decodeTokensPerS.toFixed(1)} tokens/s), finish: ${r.finishReason}]`;
 }
 
 /** Lines of a byte stream (UTF-8), without their line ends. */

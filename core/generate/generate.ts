@@ -27,7 +27,11 @@ export interface GenerateOptions extends SamplingOptions {
   nCtx?: number;
   /** Cancels generation. */
   signal?: AbortSignal;
-  /** Reuse an existing session (its cache must be empty). */
+  /**
+   * Reuse an existing session, which stays open. Its cached tokens that begin the prompt are
+   * kept and only the rest is evaluated (prompt caching, as llama.cpp's server does): a chat
+   * that re-sends its history evaluates only the new turn. The rest of the cache is dropped.
+   */
   session?: Session;
 }
 
@@ -119,7 +123,15 @@ export async function* generate(
   const t0 = performance.now();
   let t1 = t0;
   try {
-    let logits = await session.eval(ids, { signal: opts.signal });
+    // keep the cached prefix of the prompt; at least one token is evaluated, for its logits
+    let reuse = 0;
+    if (opts.session) {
+      const have = session.tokens;
+      const max = Math.min(have.length, ids.length - 1);
+      while (reuse < max && have[reuse] === ids[reuse]) reuse++;
+      session.truncate(reuse);
+    }
+    let logits = await session.eval(reuse ? ids.slice(reuse) : ids, { signal: opts.signal });
     t1 = performance.now();
     const history = [...ids];
     while (out.length < maxTokens) {

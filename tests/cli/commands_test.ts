@@ -8,6 +8,7 @@ import assert from "node:assert/strict";
 import { defaultModelBytes } from "../../core/model/default_model.ts";
 import { loadModel } from "../../core/model/model.ts";
 import { generateText } from "../../core/generate/generate.ts";
+import { Session } from "../../core/generate/session.ts";
 import { chatTemplateFor } from "../../serve/chat_template.ts";
 
 const CLI = new URL("../../cli.ts", import.meta.url).pathname;
@@ -109,9 +110,10 @@ Deno.test("cli: chat renders the conversation with the chat template and the sys
   assert.equal(r.code, 0, r.stderr);
   const replies = r.stdout.split("\n").slice(0, -1);
   assert.equal(replies.length, 2, r.stdout);
-  // the same turns through the library
+  // the same turns through the library, one session keeping the KV cache, as the CLI does
   const t = chatTemplateFor(model);
   const history = [{ role: "system", content: system }];
+  const session = new Session(model);
   for (const [i, user] of ["Tell me about a fox.", "And a cat?"].entries()) {
     history.push({ role: "user", content: user });
     const p = t.render(history);
@@ -119,13 +121,27 @@ Deno.test("cli: chat renders the conversation with the chat template and the sys
       maxTokens: 10,
       addBos: p.addBos,
       stop: [...t.stop],
+      session,
     });
     assert.equal(replies[i], lib.text.trimStart());
     history.push({ role: "assistant", content: lib.text.trimStart() });
   }
+  session.dispose();
   const eof = await cli(["chat", "-n", "4"], "hello");
   assert.equal(eof.code, 0);
   assert.match(eof.stderr, /tokens\/s/);
+});
+
+Deno.test("cli: chat reuses the KV cache between turns and survives a full context", async () => {
+  const r = await cli(
+    ["chat", "-n", "20", "--ctx-size", "100"],
+    "Tell me a story.\nAnd then?\nMore!\n/clear\nHi\n",
+  );
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stderr, /prompt \d+ tokens \(\+\d+ cached\)/); // the second turn
+  assert.match(r.stderr, /the context is full: .*\/clear starts over/);
+  assert.match(r.stderr, /conversation cleared/);
+  assert.equal(r.stdout.split("\n").filter((l) => l.trim()).length, 3); // turns 1, 2 and "Hi"
 });
 
 Deno.test("cli: exit codes — usage 2 (unknown option, bad value, missing value), model error 1", async () => {
