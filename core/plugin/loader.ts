@@ -9,7 +9,7 @@
  * @module
  */
 
-import { ManifestError, PluginError } from "../errors.ts";
+import { ManifestError, MoeEdgeError, PluginError } from "../errors.ts";
 import {
   manifestError,
   type ManifestProblem,
@@ -285,7 +285,7 @@ async function resolveEntry(
     const nf = e instanceof Deno.errors.NotFound;
     return problem(
       path,
-      nf ? "not_found" : (e as { code?: string }).code ?? "load_failed",
+      e instanceof MoeEdgeError ? e.code : nf ? "not_found" : "read_failed",
       nf ? `${url.href} does not exist` : (e as Error).message,
     );
   }
