@@ -272,3 +272,31 @@ Deno.test("matmul Q2_K/Q3_K/IQ4_NL/IQ4_XS/MXFP4: simd128 and relaxed modules agr
     );
   }
 });
+
+Deno.test("matmul Q6_K decode (two-row streams) == the token-tile path, bit for bit", () => {
+  fc.assert(
+    fc.property(
+      fc.integer({ min: 1, max: 11 }),
+      fc.integer({ min: 1, max: 3 }),
+      fc.integer(),
+      (rows, nb, seed) => {
+        const cols = 256 * nb;
+        const r = rng(seed);
+        const w = randomWeights(r, GgmlType.Q6_K, rows, cols);
+        const x = randomActivations(r, 2 * cols);
+        H.reset();
+        const wp = H.putU8(w);
+        const xp = H.putF32(x);
+        const o1 = H.alloc(4 * rows);
+        const o2 = H.alloc(8 * rows);
+        const sc = H.alloc(H.k.matmul_scratch_bytes(GgmlType.Q6_K, cols, 2));
+        assertEquals(H.k.matmul(GgmlType.Q6_K, wp, rows, cols, xp, 1, o1, sc), 0);
+        assertEquals(H.k.matmul(GgmlType.Q6_K, wp, rows, cols, xp, 2, o2, sc), 0);
+        const one = new Uint32Array(H.getF32(o1, rows).buffer);
+        const two = new Uint32Array(H.getF32(o2, rows).buffer);
+        assertEquals(one.join(), two.join());
+      },
+    ),
+    { numRuns: 60 },
+  );
+});

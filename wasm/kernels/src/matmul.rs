@@ -141,6 +141,16 @@ pub unsafe fn matmul_prepared(
         r0 = 4 * q;
     }
     let nb = cols / format(ty).unwrap_unchecked().blk;
+    if ty == Q6_K && ntok == 1 {
+        // Decode: rows r and r + rows/2 per call (two streams, shared activation loads;
+        // measured faster than four rows, which spill registers).
+        let q = rows / 2;
+        for r in 0..q {
+            let rs = [r, r + q];
+            rows_q6k::<2>(rs.map(|x| w.add(x * wrb)), nb, a, rs.map(|x| out.add(x)));
+        }
+        r0 = 2 * q;
+    }
     let mut t0 = 0;
     while t0 < ntok {
         let t1 = if t0 + TOKEN_TILE < ntok { t0 + TOKEN_TILE } else { ntok };

@@ -367,3 +367,52 @@ pub unsafe fn tile_q6k<const T: usize>(w: *const u8, nb: usize, a: *const u8, ar
         *out.add(t * ostride) = hsum_f32(acc[t]);
     }
 }
+
+/// R Q6_K weight rows × 1 token of expanded Q8_K activations (decode): the
+/// rows share every activation load and run as R memory streams. Each row's
+/// integer lanes and f32 operations are those of [`tile_q6k`]`::<1>`, so the
+/// results are bit-identical to it.
+#[inline(always)]
+pub unsafe fn rows_q6k<const R: usize>(w: [*const u8; R], nb: usize, a: *const u8, out: [*mut f32; R]) {
+    let qoff = align16(4 * nb) + 32 * nb;
+    let m4 = u8x16_splat(0x0f);
+    let m30 = u8x16_splat(0x30);
+    let s32 = i8x16_splat(32);
+    let mut acc = [f32x4_splat(0.0); R];
+    for i in 0..nb {
+        let mut isum = [i32x4_splat(0); R];
+        for half in 0..2 {
+            for lb in 0..2 {
+                let y = a.add(qoff + 512 * i + 2 * (128 * half + 16 * lb));
+                let ys = [0usize, 1, 2, 3].map(|k| (ld(y.add(64 * k)), ld(y.add(64 * k + 16))));
+                for r in 0..R {
+                    let xb = w[r].add(i * 210);
+                    let ql = xb.add(64 * half);
+                    let la = ld(ql.add(16 * lb));
+                    let lc = ld(ql.add(32 + 16 * lb));
+                    let h = ld(xb.add(128 + 32 * half + 16 * lb));
+                    let q1 = i8x16_sub(v128_or(v128_and(la, m4), v128_and(i16x8_shl(h, 4), m30)), s32);
+                    let q2 = i8x16_sub(v128_or(v128_and(lc, m4), v128_and(i16x8_shl(h, 2), m30)), s32);
+                    let q3 = i8x16_sub(v128_or(v128_and(u16x8_shr(la, 4), m4), v128_and(h, m30)), s32);
+                    let q4 = i8x16_sub(v128_or(v128_and(u16x8_shr(lc, 4), m4), v128_and(u16x8_shr(h, 2), m30)), s32);
+                    let sc = xb.add(192 + 8 * half + lb);
+                    for (k, q) in [q1, q2, q3, q4].into_iter().enumerate() {
+                        let s = i32x4_add(
+                            i32x4_dot_i16x8(i16x8_extend_low_i8x16(q), ys[k].0),
+                            i32x4_dot_i16x8(i16x8_extend_high_i8x16(q), ys[k].1),
+                        );
+                        isum[r] = i32x4_add(isum[r], i32x4_mul(s, i32x4_splat(*sc.add(2 * k) as i8 as i32)));
+                    }
+                }
+            }
+        }
+        let yd = *(a as *const f32).add(i);
+        for r in 0..R {
+            let d = fp16(w[r].add(i * 210 + 208));
+            acc[r] = f32x4_add(acc[r], f32x4_mul(f32x4_convert_i32x4(isum[r]), f32x4_splat(d * yd)));
+        }
+    }
+    for r in 0..R {
+        *out[r] = hsum_f32(acc[r]);
+    }
+}
