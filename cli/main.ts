@@ -21,6 +21,7 @@ import {
   loadModel,
   type LoadModelOptions,
   type Model,
+  openSource,
   type StoreContext,
 } from "../core/model/model.ts";
 import { loadFromManifest } from "../core/plugin/from_manifest.ts";
@@ -34,7 +35,7 @@ import { buildIntegrityManifest } from "../core/store/integrity.ts";
 import { verifyModel } from "./verify.ts";
 import { affinityFromTrace, RouteRecorder } from "../core/store/route_trace.ts";
 import { statsJson } from "../core/store/store_stats.ts";
-import { type ByteSource, FileSource, MemorySource } from "../core/store/byte_source.ts";
+import { type ByteSource, MemorySource } from "../core/store/byte_source.ts";
 import { defaultModelBytes } from "../core/model/default_model.ts";
 import { readLines, runChat, statsLine } from "./chat.ts";
 import { formatInspect, inspectModel } from "./inspect.ts";
@@ -314,7 +315,7 @@ async function cmdInspect(o: Record<string, unknown>): Promise<number> {
   const v = o as { model?: string; json?: boolean };
   const source: ByteSource = v.model === undefined
     ? new MemorySource(defaultModelBytes(), "default model")
-    : await FileSource.open(v.model);
+    : await openSource(v.model, false); // a path or an http(s) URL (index read by Range)
   try {
     const report = await inspectModel(source);
     if (v.json) console.log(JSON.stringify(report));
@@ -462,7 +463,9 @@ export function buildProgram(done: (code: number) => void): Command {
       "describe a model from its GGUF index (hyper-parameters, tensors, bytes per expert " +
         "per layer and type); no weight is read",
     )
-    .addOption(new Option("-m, --model <path>", "GGUF model file (default: the built-in model)"))
+    .addOption(
+      new Option("-m, --model <path>", "GGUF file or http(s) URL (default: the built-in model)"),
+    )
     .addOption(new Option("--backend <name>", "ignored (inspect loads no weights)").hideHelp())
     .addOption(new Option("--json", "print one JSON object"))
     .action((o) => run(cmdInspect(o)));

@@ -133,3 +133,35 @@ Deno.test("inspect: a file that is not GGUF is a GgufError naming the bytes in h
       /got 50 4b 03 04 \("PK\.\."\)/.test(e.message),
   );
 });
+
+Deno.test("inspect: an http(s) URL is inspected from its index by Range requests", async () => {
+  const { startFaultServer } = await import("../streaming/fault_server.ts");
+  const bytes = await mixedModel(2);
+  const server = startFaultServer(bytes);
+  try {
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "-A",
+        new URL("../../cli.ts", import.meta.url).pathname,
+        "inspect",
+        "-m",
+        server.url,
+        "--json",
+      ],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const dec = new TextDecoder();
+    assert.equal(out.code, 0, dec.decode(out.stderr));
+    const r = JSON.parse(dec.decode(out.stdout));
+    assert.deepEqual(r.experts_by_layer.map((l: { down: { type: string } }) => l.down.type), [
+      "Q4_K",
+      "Q6_K",
+    ]);
+    assert.equal(r.file_bytes, bytes.length);
+    assert.ok(server.requests <= 3, `${server.requests} requests`); // probe + one index window
+  } finally {
+    await server.stop();
+  }
+});
