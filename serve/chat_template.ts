@@ -188,6 +188,9 @@ export class ChatTemplate {
         { param: "messages" },
       );
     }
+    if (e instanceof ChatTemplateError && e.code === "template_busy") {
+      throw new ServeError("queue_full", `${e.message}; retry later`, { retryAfter: 1 });
+    }
     if (e instanceof ChatTemplateError && e.code === "template_limit") {
       throw new ServeError(
         "template_limit",

@@ -230,6 +230,10 @@ export function exposureLine(cfg: ServerConfig): string {
     return "WARNING: no API key and MOE_EDGE_PUBLIC=1: anyone who can reach this address " +
       "can use the completion API and /metrics";
   }
+  if (cfg.deploy) {
+    return "auth: no API key on Deno Deploy, where every client is remote: all requests but " +
+      "/healthz get 403 until MOE_EDGE_API_KEY (or MOE_EDGE_PUBLIC=1) is set";
+  }
   return "auth: no API key: only loopback clients are served (others get 403); " +
     "set MOE_EDGE_API_KEY, or MOE_EDGE_PUBLIC=1 to serve everyone";
 }

@@ -26,6 +26,8 @@ export interface SandboxOptions {
   maxPending?: number;
 }
 
+const START_TIMEOUT_MS = 30_000;
+
 interface Job {
   id: number;
   source: string;
@@ -43,6 +45,9 @@ export class TemplateSandbox {
   readonly #maxPending: number;
   readonly #queue: Job[] = [];
   #worker: Worker | null = null;
+  /** Whether the worker has loaded its module (the deadline starts at dispatch, not at spawn). */
+  #ready = false;
+  #startTimer: ReturnType<typeof setTimeout> | undefined;
   #running: Job | null = null;
   #timer: ReturnType<typeof setTimeout> | undefined;
   #nextId = 1;
@@ -80,8 +85,8 @@ export class TemplateSandbox {
     if (signal?.aborted) return Promise.reject(signal.reason);
     if (this.pending >= this.#maxPending) {
       return Promise.reject(
-        new BudgetError(
-          "time",
+        new ChatTemplateError(
+          "template_busy",
           `Cannot render chat template: ${this.#maxPending} renders are already pending`,
         ),
       );
@@ -117,9 +122,10 @@ export class TemplateSandbox {
       if (!this.#running && this.#queue.length === 0) this.#stop();
       return;
     }
+    const w = this.#ensureWorker();
+    if (!this.#ready) return; // dispatched when the worker says it is ready
     const job = this.#queue.shift()!;
     this.#running = job;
-    const w = this.#ensureWorker();
     const msg: RenderJob = { id: job.id, source: job.source, vars: job.vars, limits: this.#limits };
     try {
       w.postMessage(msg);
@@ -162,7 +168,14 @@ export class TemplateSandbox {
     if (this.#worker) return this.#worker;
     const w = new Worker(new URL("./worker.ts", import.meta.url), { type: "module" });
     this.#spawned++;
-    w.onmessage = (ev: MessageEvent<RenderReply>) => {
+    w.onmessage = (ev: MessageEvent<RenderReply | { ready: true }>) => {
+      if (w !== this.#worker) return;
+      if ("ready" in ev.data) {
+        clearTimeout(this.#startTimer);
+        this.#ready = true;
+        this.#pump();
+        return;
+      }
       const job = this.#running;
       if (w !== this.#worker || !job || ev.data.id !== job.id) return;
       const r = ev.data;
@@ -189,11 +202,28 @@ export class TemplateSandbox {
       }
     };
     this.#worker = w;
+    this.#ready = false;
+    // loading the module (type-checking it under `deno test`) can take seconds on a busy machine;
+    // it is not part of any render's deadline, but it must not take forever either
+    this.#startTimer = setTimeout(() => {
+      if (w !== this.#worker || this.#ready) return;
+      this.#stop();
+      const job = this.#queue.shift();
+      job?.reject(
+        new ChatTemplateError(
+          "template_render",
+          `Cannot render chat template: the render worker did not start within ${START_TIMEOUT_MS} ms`,
+        ),
+      );
+      this.#pump();
+    }, START_TIMEOUT_MS);
     return w;
   }
 
   #stop(): void {
+    clearTimeout(this.#startTimer);
     this.#worker?.terminate();
     this.#worker = null;
+    this.#ready = false;
   }
 }

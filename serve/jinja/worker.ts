@@ -4,7 +4,8 @@
  * in-process render. Its parent ({@link ../template_sandbox.ts}) terminates
  * it when a render passes its deadline.
  *
- * Messages in: {@link RenderJob}. Messages out: {@link RenderReply}.
+ * Messages in: {@link RenderJob}. Messages out: `{ ready: true }` once loaded, then a
+ * {@link RenderReply} per job.
  *
  * @module
  */
@@ -51,7 +52,7 @@ function compile(source: string): Template {
 /** The worker's global scope, typed without the `deno.worker` lib (JSR bans lib directives). */
 const scope = globalThis as unknown as {
   onmessage: ((ev: MessageEvent<RenderJob>) => void) | null;
-  postMessage(message: RenderReply): void;
+  postMessage(message: RenderReply | { ready: true }): void;
 };
 
 scope.onmessage = (ev: MessageEvent<RenderJob>): void => {
@@ -70,3 +71,6 @@ scope.onmessage = (ev: MessageEvent<RenderJob>): void => {
   }
   scope.postMessage(reply);
 };
+
+// the parent starts a render's deadline only once the module has loaded
+scope.postMessage({ ready: true });

@@ -151,3 +151,17 @@ Deno.test("CORS is opt-in: listed origins get headers and preflight answers, oth
   assert.equal(star.headers.get("access-control-allow-origin"), "*");
   await star.body?.cancel();
 });
+
+Deno.test("the start-up line says who may use the server", async () => {
+  const { exposureLine, readConfig } = await import("../../serve/config.ts");
+  const line = (env: Record<string, string>): string => exposureLine(readConfig((k) => env[k]));
+  assert.match(line({ MOE_EDGE_API_KEY: "k" }), /API key required on \/v1\/\* and \/metrics/);
+  assert.match(
+    line({ MOE_EDGE_API_KEY: "k", MOE_EDGE_PUBLIC_METRICS: "1" }),
+    /required on \/v1\/\*$/,
+  );
+  assert.match(line({}), /only loopback clients are served/);
+  assert.match(line({ MOE_EDGE_PUBLIC: "1" }), /^WARNING: no API key and MOE_EDGE_PUBLIC=1/);
+  assert.match(line({ DENO_DEPLOYMENT_ID: "abc" }), /Deno Deploy.*403/);
+  assert.match(line({ MOE_EDGE_API_KEY: " " }), /only loopback/, "a blank key is no key");
+});

@@ -8,7 +8,7 @@
 
 import assert from "node:assert/strict";
 import { createRuntime, loadModel } from "../../mod.ts";
-import { ChatTemplate } from "../../serve/chat_template.ts";
+import { ChatTemplate, ChatTemplateError } from "../../serve/chat_template.ts";
 import { ServeError } from "../../serve/errors.ts";
 import { BudgetError } from "../../serve/jinja/budget.ts";
 import { TemplateSandbox } from "../../serve/jinja/sandbox.ts";
@@ -230,7 +230,10 @@ Deno.test("the sandbox runs jobs in order, drops aborted waiters and refuses a f
     const ctl = new AbortController();
     const a = sb.render("{{ 'a' * 3 }}", {});
     const b = sb.render("b", {}, ctl.signal);
-    await assert.rejects(sb.render("c", {}), (e) => e instanceof BudgetError);
+    await assert.rejects(
+      sb.render("c", {}),
+      (e) => e instanceof ChatTemplateError && e.code === "template_busy",
+    );
     ctl.abort(new Error("gone"));
     await assert.rejects(b, /gone/);
     assert.equal(await a, "aaa");
