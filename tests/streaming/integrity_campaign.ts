@@ -7,7 +7,8 @@
  * `StoreError`; "wrong" (other tokens, no error) and "untyped" fail it.
  *
  * Run as a script for a bigger campaign and a table per scenario:
- * `deno run -A tests/streaming/integrity_campaign.ts 200`
+ * `deno run -A tests/streaming/integrity_campaign.ts 200` (add `--off` for the
+ * same runs with the opt-out, for comparison)
  *
  * @module
  */
@@ -151,7 +152,12 @@ async function generate(src: string | ByteSource, opts: LoadModelOptions): Promi
 }
 
 /** One run of `scenario` with `seed`. */
-export async function campaignRun(scenario: Scenario, seed: number): Promise<RunResult> {
+export async function campaignRun(
+  scenario: Scenario,
+  seed: number,
+  integrity: "verify" | "off" = "verify",
+): Promise<RunResult> {
+  const off = integrity === "off";
   const rnd = prng(seed * 2654435761 + scenario.length);
   const budgets = [ALL_EXPERT_BYTES / 4, ALL_EXPERT_BYTES / 2, undefined];
   const budget = budgets[Math.floor(rnd() * budgets.length)];
@@ -162,7 +168,7 @@ export async function campaignRun(scenario: Scenario, seed: number): Promise<Run
       await Deno.writeFile(path, modelBytes());
       const past = new Date(Date.UTC(2026, 0, 1));
       await Deno.utime(path, past, past); // an old file, as models on disk are
-      const file = await FileSource.open(path);
+      const file = await FileSource.open(path, { checkChanges: !off });
       const at = 1 + Math.floor(rnd() * 120);
       let reads = 0;
       const src: ByteSource = {
@@ -174,7 +180,11 @@ export async function campaignRun(scenario: Scenario, seed: number): Promise<Run
         },
         close: () => file.close(),
       };
-      return await classify(scenario, seed, () => generate(src, { expertBudgetBytes: budget }));
+      return await classify(
+        scenario,
+        seed,
+        () => generate(src, { expertBudgetBytes: budget, integrity }),
+      );
     } finally {
       await Deno.remove(path);
     }
@@ -198,7 +208,12 @@ export async function campaignRun(scenario: Scenario, seed: number): Promise<Run
       // flip one byte of one answer (after the moment `at`): of a range read before, or never before
       const fresh = scenario === "flip-first";
       let armed = false;
-      const src = await HttpSource.open(srv.url, { backoffMs: 1, maxBackoffMs: 4, retries: 6 });
+      const src = await HttpSource.open(srv.url, {
+        backoffMs: 1,
+        maxBackoffMs: 4,
+        retries: 6,
+        validators: off ? "use" : "require",
+      });
       const armAt = srv.requests + at;
       srv.onRequest = (n) => {
         if (n >= armAt) armed = true;
@@ -221,15 +236,19 @@ export async function campaignRun(scenario: Scenario, seed: number): Promise<Run
         },
         close: () => src.close(),
       };
-      return await classify(scenario, seed, () => generate(tap, { expertBudgetBytes: budget }));
+      return await classify(
+        scenario,
+        seed,
+        () => generate(tap, { expertBudgetBytes: budget, integrity }),
+      );
     }
-    const opts: LoadModelOptions = { expertBudgetBytes: budget };
+    const opts: LoadModelOptions = { expertBudgetBytes: budget, integrity };
     if (scenario === "liar-swap+manifest") opts.manifest = await theManifest();
     const http = { backoffMs: 1, maxBackoffMs: 4, retries: 6 };
     return await classify(scenario, seed, async () => {
       const src = await HttpSource.open(srv.url, {
         ...http,
-        validators: opts.manifest ? "use" : "require",
+        validators: opts.manifest || off ? "use" : "require",
       });
       // the file opened is the good one; it is replaced `at` requests later
       const swapAt = srv.requests + at;
@@ -248,10 +267,11 @@ export async function runCampaign(
   scenarios: readonly Scenario[],
   n: number,
   firstSeed = 1,
+  integrity: "verify" | "off" = "verify",
 ): Promise<RunResult[]> {
   const out: RunResult[] = [];
   for (const s of scenarios) {
-    for (let i = 0; i < n; i++) out.push(await campaignRun(s, firstSeed + i));
+    for (let i = 0; i < n; i++) out.push(await campaignRun(s, firstSeed + i, integrity));
   }
   return out;
 }
@@ -270,7 +290,13 @@ export function tally(results: readonly RunResult[]): Map<string, Record<Outcome
 if (import.meta.main) {
   const n = Number(Deno.args[0] ?? 20);
   const t0 = performance.now();
-  const results = await runCampaign([...ASSERTED, ...MEASURED], n);
+  // `--off`: the same runs with the opt-out (integrity "off", no validator requirement)
+  const results = await runCampaign(
+    [...ASSERTED, ...MEASURED],
+    n,
+    1,
+    Deno.args.includes("--off") ? "off" : "verify",
+  );
   console.log(`| scenario | runs | right tokens | typed error | wrong tokens | untyped |`);
   console.log(`|---|---|---|---|---|---|`);
   for (const [s, r] of tally(results)) {
