@@ -7,8 +7,9 @@
 
 import { ModelError } from "../errors.ts";
 import type { GgufMetadata } from "../formats/gguf_types.ts";
-import { getNumber, getPerLayer, getString } from "../formats/gguf_meta.ts";
+import { getBool, getNumber, getPerLayer, getString } from "../formats/gguf_meta.ts";
 import { type ArchSpec, archSpec, SUPPORTED_ARCHS } from "./arch.ts";
+import type { HParamContext, ModelScales, RoutingParams } from "./arch/types.ts";
 
 /** Model hyper-parameters (llama.cpp `llama_hparams` subset). */
 export interface HParams {
@@ -50,6 +51,12 @@ export interface HParams {
   readonly nFf: number;
   /** `expert_weights_scale` (0 = none). */
   readonly expertWeightsScale: number;
+  /** How MoE layers route (gate function, renormalisation, scale, expert groups). */
+  readonly routing: RoutingParams;
+  /** Embedding, residual, attention and logit multipliers (Granite); neutral otherwise. */
+  readonly scales: ModelScales;
+  /** Leading blocks with a dense FFN before the MoE blocks (`leading_dense_block_count`). */
+  readonly nLayerDenseLead: number;
 }
 
 /** Upper bounds on hyper-parameters; anything larger is rejected as malformed. */
@@ -201,21 +208,6 @@ export function readHParams(meta: GgufMetadata, nVocab: number): HParams {
     0,
     L.nFf,
   );
-  const expFfRaw = arch.expertFfKey ? getNumber(meta, k(arch.expertFfKey), 0) : 0;
-  const nFfExp = bounded(
-    "expert_feed_forward_length",
-    expFfRaw || (archName === "qwen2moe" && nExpertUsed ? Math.floor(nFf / nExpertUsed) : nFf),
-    1,
-    L.nFf,
-  );
-  const nFfShexp = arch.sharedExpert
-    ? bounded(
-      "expert_shared_feed_forward_length",
-      getNumber(meta, k("expert_shared_feed_forward_length"), nFf),
-      0,
-      L.nFf,
-    )
-    : 0;
   const F = HPARAM_FLOAT_RANGES;
   const scaleFactor = floatIn(
     k("rope.scaling.factor"),
@@ -246,13 +238,33 @@ export function readHParams(meta: GgufMetadata, nVocab: number): HParams {
     F.ropeFreqBase,
     { openMin: true },
   );
-  const expertWeightsScale = arch.readsWeightsScale
-    ? floatIn(
-      k("expert_weights_scale"),
-      getNumber(meta, k("expert_weights_scale"), 0),
-      F.expertWeightsScale,
-    )
-    : 0;
+  const ctx: HParamContext = {
+    meta,
+    arch: archName,
+    nLayer,
+    nEmbd,
+    nExpert,
+    nExpertUsed,
+    nFf,
+    has: (key) => meta.has(k(key)),
+    num: (key, def) => getNumber(meta, k(key), def),
+    check: bounded,
+    int: (key, def, min, max) => bounded(key, getNumber(meta, k(key), def), min, max),
+    float: (key, def, range, opts) => floatIn(k(key), getNumber(meta, k(key), def), range, opts),
+    bool: (key, def) => getBool(meta, k(key), def),
+    str: (key, def) => getString(meta, k(key), def),
+  };
+  const ah = arch.readHParams(ctx);
+  const nLayerDenseLead = ah.nLayerDenseLead ?? 0;
+  const routing: RoutingParams = {
+    gating: arch.gating,
+    normTopK: arch.normTopK,
+    weightsScale: ah.expertWeightsScale,
+    nGroups: 0,
+    nGroupUsed: 0,
+    ...ah.routing,
+  };
+  const scales: ModelScales = { embedding: 0, residual: 0, attention: 0, logit: 0, ...ah.scales };
   return {
     arch,
     nVocab: bounded("vocabulary size", nVocab, 1, L.nVocab),
@@ -269,9 +281,12 @@ export function readHParams(meta: GgufMetadata, nVocab: number): HParams {
     rmsEps,
     nExpert,
     nExpertUsed,
-    nFfExp,
-    nFfShexp,
+    nFfExp: ah.nFfExp,
+    nFfShexp: ah.nFfShexp,
     nFf,
-    expertWeightsScale,
+    expertWeightsScale: ah.expertWeightsScale,
+    routing,
+    scales,
+    nLayerDenseLead,
   };
 }

@@ -321,9 +321,10 @@ async function assemble(
     for (let l = 0; l < hp.nLayer; l++) {
       let r: Router = new TopKRouter({
         k: hp.nExpertUsed || 1,
-        gating: hp.arch.gating,
-        normalize: hp.arch.normTopK,
-        scale: hp.expertWeightsScale,
+        gating: hp.routing.gating,
+        normalize: hp.routing.normTopK,
+        scale: hp.routing.weightsScale,
+        selectionBias: weights.layers[l].expProbsB ?? undefined,
       });
       if (opts.hooks?.wrapRouter) r = opts.hooks.wrapRouter(r, l, hp);
       routers.push(r);

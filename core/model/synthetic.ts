@@ -19,7 +19,12 @@ import { ModelError } from "../errors.ts";
 /** Shape and options of a synthetic model. */
 export interface SyntheticModelSpec {
   /** Architecture (default `"llama"`). */
-  arch?: "llama" | "qwen2moe" | "qwen3moe" | "olmoe";
+  arch?: "llama" | "qwen2moe" | "qwen3moe" | "olmoe" | "granitemoe";
+  /**
+   * granitemoe multipliers (defaults: granite-3.x-1b-a400m's embedding 12, residual 0.22,
+   * attention 1/64, logit 6); 0 leaves the optional ones out of the file.
+   */
+  graniteScales?: { embedding?: number; residual?: number; attention?: number; logit?: number };
   /** Hidden size (default 64). */
   nEmbd?: number;
   /** Blocks (default 2). */
@@ -36,7 +41,7 @@ export interface SyntheticModelSpec {
   nExpertUsed?: number;
   /** Expert FFN width (default 96). */
   nFf?: number;
-  /** Shared expert width for qwen2moe (default nFf). */
+  /** Shared expert width for qwen2moe (default nFf) and granitemoe (default 0: none). */
   nFfShared?: number;
   /** Vocabulary (default: a 512-token test vocab of the arch's tokenizer kind). */
   vocab?: VocabSpec;
@@ -202,6 +207,7 @@ export function synthesizeModel(spec: SyntheticModelSpec = {}): Uint8Array {
   const headDim = spec.headDim ?? Math.floor(nEmbd / nHead);
   const nExpert = spec.nExpert ?? 4, nUsed = spec.nExpertUsed ?? Math.min(2, nExpert);
   const nFf = spec.nFf ?? 96, nFfSh = spec.nFfShared ?? nFf;
+  const nFfShGranite = arch === "granitemoe" ? spec.nFfShared ?? 0 : 0;
   const type = spec.type ?? GgmlType.F32, embdType = spec.embdType ?? type;
   const scaleMul = spec.weightScale ?? 1;
   const vocab = spec.vocab ??
@@ -283,6 +289,11 @@ export function synthesizeModel(spec: SyntheticModelSpec = {}): Uint8Array {
         }
       }
     }
+    if (arch === "granitemoe" && nFfShGranite > 0) {
+      mat(`${p}.ffn_gate_shexp.weight`, nEmbd, nFfShGranite);
+      mat(`${p}.ffn_down_shexp.weight`, nFfShGranite, nEmbd);
+      mat(`${p}.ffn_up_shexp.weight`, nEmbd, nFfShGranite);
+    }
     if (arch === "qwen2moe") {
       add(`${p}.ffn_gate_inp_shexp.weight`, [nEmbd], GgmlType.F32, 1 / Math.sqrt(nEmbd));
       mat(`${p}.ffn_gate_shexp.weight`, nEmbd, nFfSh);
@@ -310,7 +321,28 @@ export function synthesizeModel(spec: SyntheticModelSpec = {}): Uint8Array {
       gguf.u32(headDim),
     ]);
   }
-  if (arch === "llama") meta.push([a("rope.dimension_count"), gguf.u32(headDim)]);
+  if (arch === "llama" || arch === "granitemoe") {
+    meta.push([a("rope.dimension_count"), gguf.u32(headDim)]);
+  }
+  if (arch === "granitemoe") {
+    const gs = {
+      embedding: 12,
+      residual: 0.22,
+      attention: 1 / 64,
+      logit: 6,
+      ...spec.graniteScales,
+    };
+    const keys = [
+      ["embedding_scale", gs.embedding],
+      ["residual_scale", gs.residual],
+      ["attention.scale", gs.attention],
+      ["logit_scale", gs.logit],
+    ] as const;
+    for (const [key, v] of keys) if (v !== 0) meta.push([a(key), gguf.f32(v)]);
+    if (nFfShGranite > 0) {
+      meta.push([a("expert_shared_feed_forward_length"), gguf.u32(nFfShGranite)]);
+    }
+  }
   if (nExpert > 0) {
     meta.push([a("expert_count"), gguf.u32(nExpert)], [a("expert_used_count"), gguf.u32(nUsed)]);
   }

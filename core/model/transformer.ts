@@ -1,7 +1,8 @@
 /**
  * The transformer forward pass over a backend: embedding → blocks
  * (attention with KV cache, MoE or dense FFN) → norm → output logits.
- * Follows llama.cpp's graphs for the architectures in `arch.ts`.
+ * Each block runs through its architecture module (`arch/<name>.ts`), which
+ * follows that architecture's llama.cpp graph.
  *
  * @module
  */
@@ -14,10 +15,11 @@ import type {
   WeightView,
 } from "../backend/backend.ts";
 import { ModelError } from "../errors.ts";
-import { type Expert, type Scratch, swigluFfn } from "../moe/expert.ts";
+import type { Expert, Scratch } from "../moe/expert.ts";
 import { MoeLayer } from "../moe/moe_layer.ts";
 import type { Router } from "../moe/router.ts";
 import type { ExpertStore } from "../store/expert_store.ts";
+import type { LayerContext } from "./arch/types.ts";
 import type { HParams } from "./hparams.ts";
 import type { ModelWeights } from "./weights.ts";
 
@@ -76,6 +78,8 @@ export class Transformer {
   adapters: LinearAdapter[];
   readonly #attn: AttentionParams;
   #positions = new Int32Array(0);
+  readonly #linearFn: LayerContext["linear"] = (layer, proj, w, x, n, out) =>
+    this.#linear(layer, proj, w, x, n, out);
 
   /** @param parts assembled parts */
   constructor(parts: TransformerParts) {
@@ -90,7 +94,7 @@ export class Transformer {
       nKvHeads: hp.nHeadKv,
       headDimK: hp.headDimK,
       headDimV: hp.headDimV,
-      scale: 1 / Math.sqrt(hp.headDimK),
+      scale: hp.scales.attention !== 0 ? hp.scales.attention : 1 / Math.sqrt(hp.headDimK),
     };
     this.#rope = {
       mode: hp.arch.ropeMode,
@@ -128,7 +132,7 @@ export class Transformer {
   ): Promise<void> {
     const { hp, backend: be, weights: W } = this;
     const n = tokens.length;
-    const { nEmbd, nHead, nHeadKv, headDimK, headDimV, rmsEps, nVocab } = hp;
+    const { nEmbd, rmsEps, nVocab } = hp;
     if (n === 0) throw new ModelError("empty_batch", "Cannot evaluate: no tokens");
     if (startPos + n > cache.spec.nCtx) {
       throw new ModelError(
@@ -140,45 +144,31 @@ export class Transformer {
     const S = this.#scratch;
     const x = S.get("x", n * nEmbd);
     be.getRows(W.tokEmbd, tokens, x);
-    const h = S.get("h", n * nEmbd);
-    const qDim = nHead * headDimK, kDim = nHeadKv * headDimK, vDim = nHeadKv * headDimV;
-    const q = S.get("q", n * qDim), k = S.get("k", n * kDim), v = S.get("v", n * vDim);
-    const att = S.get("att", n * nHead * headDimV);
-    const ffo = S.get("ffo", n * nEmbd);
+    const { embedding, logit } = hp.scales;
+    if (embedding !== 0) {
+      const s = Math.fround(embedding);
+      for (let i = 0; i < n * nEmbd; i++) x[i] = Math.fround(x[i] * s);
+    }
     if (this.#positions.length !== n) this.#positions = new Int32Array(n);
     const positions = this.#positions;
     for (let t = 0; t < n; t++) positions[t] = startPos + t;
-    const attn = this.#attn;
-
-    for (let l = 0; l < hp.nLayer; l++) {
-      const lw = W.layers[l];
-      be.rmsnorm(x, nEmbd, rmsEps, lw.attnNorm, h);
-      this.#linear(l, "attn_q", lw.wq, h, n, q);
-      this.#linear(l, "attn_k", lw.wk, h, n, k);
-      this.#linear(l, "attn_v", lw.wv, h, n, v);
-      if (lw.bq) addBias(q, lw.bq);
-      if (lw.bk) addBias(k, lw.bk);
-      if (lw.bv) addBias(v, lw.bv);
-      if (hp.arch.qkNorm === "per_head") {
-        be.rmsnorm(q, headDimK, rmsEps, lw.qNorm, q);
-        be.rmsnorm(k, headDimK, rmsEps, lw.kNorm, k);
-      } else if (hp.arch.qkNorm === "full") {
-        be.rmsnorm(q, qDim, rmsEps, lw.qNorm, q);
-        be.rmsnorm(k, kDim, rmsEps, lw.kNorm, k);
-      }
-      be.rope(q, n, nHead, headDimK, positions, this.#rope);
-      be.rope(k, n, nHeadKv, headDimK, positions, this.#rope);
-      be.attention(cache, l, startPos, n, q, k, v, attn, att);
-      this.#linear(l, "attn_output", lw.wo, att, n, h);
-      if (lw.bo) addBias(h, lw.bo);
-      for (let i = 0; i < n * nEmbd; i++) x[i] += h[i];
-
-      be.rmsnorm(x, nEmbd, rmsEps, lw.ffnNorm, h);
-      const moe = this.moe[l];
-      if (moe) await moe.forward(h, n, ffo, signal);
-      else swigluFfn(be, lw.dense!, h, n, ffo, S);
-      for (let i = 0; i < n * nEmbd; i++) x[i] += ffo[i];
-    }
+    const ctx: LayerContext = {
+      be,
+      hp,
+      S,
+      cache,
+      startPos,
+      n,
+      positions,
+      weights: W,
+      x,
+      rope: this.#rope,
+      attn: this.#attn,
+      moe: this.moe,
+      signal,
+      linear: this.#linearFn,
+    };
+    for (let l = 0; l < hp.nLayer; l++) await hp.arch.forwardLayer(ctx, l);
 
     const rows = allLogits ? n : 1;
     const last = allLogits || n === 1 ? x : x.subarray((n - 1) * nEmbd, n * nEmbd);
@@ -190,6 +180,11 @@ export class Transformer {
       );
     }
     this.#linear(-1, "output", W.output, normed, rows, logits);
+    if (logit !== 0 && logit !== 1) {
+      // llama.cpp: ggml_scale(logits, 1.0f / f_logit_scale), in f32
+      const s = Math.fround(1 / Math.fround(logit));
+      for (let i = 0; i < rows * nVocab; i++) logits[i] = Math.fround(logits[i] * s);
+    }
   }
 
   #linear(
@@ -203,9 +198,4 @@ export class Transformer {
     this.backend.matmul(w, x, n, out);
     for (const a of this.adapters) if (a.applies(layer, proj)) a.apply(layer, proj, x, n, out);
   }
-}
-
-function addBias(x: Float32Array, b: Float32Array): void {
-  const m = b.length;
-  for (let i = 0; i < x.length; i++) x[i] += b[i % m];
 }

@@ -68,9 +68,11 @@ export interface LayerWeights {
   readonly ffnNorm: Float32Array;
   /** Router (`ffn_gate_inp`), null for a dense layer. */
   readonly gateInp: WeightView | null;
+  /** Per-expert selection bias (`exp_probs_b`, DeepSeek), added before top-k only. */
+  readonly expProbsB: Float32Array | null;
   /** Dense FFN, for layers without experts. */
   readonly dense: ExpertWeights | null;
-  /** Shared expert (Qwen2-MoE). */
+  /** Shared expert (Qwen2-MoE: gated; Granite, DeepSeek: plain). */
   readonly shared: { weights: ExpertWeights; gate: WeightView | null } | null;
   /** Routed experts' locations in the file. */
   readonly experts: readonly ExpertLocation[];
@@ -376,95 +378,15 @@ export class WeightLoader {
   }
 }
 
-async function ffn(
-  ld: WeightLoader,
-  pre: string,
-  suffix: string,
-  nEmbd: number,
-  nFf: number,
-): Promise<ExpertWeights> {
-  return {
-    gate: await ld.matrix(`${pre}.ffn_gate${suffix}.weight`, nEmbd, nFf, false),
-    up: await ld.matrix(`${pre}.ffn_up${suffix}.weight`, nEmbd, nFf),
-    down: await ld.matrix(`${pre}.ffn_down${suffix}.weight`, nFf, nEmbd),
-  };
-}
-
-function expertLocations(ld: WeightLoader, hp: HParams, l: number): ExpertLocation[] {
-  const pre = `blk.${l}`;
-  const { nEmbd, nFfExp: nFf, nExpert } = hp;
-  let gate: (MatrixRef | null)[] | null, up: MatrixRef[], down: MatrixRef[];
-  if (ld.info(`${pre}.ffn_up_exps.weight`, false) || !hp.arch.legacyExperts) {
-    up = ld.expertSlices(`${pre}.ffn_up_exps.weight`, nEmbd, nFf, nExpert)!;
-    down = ld.expertSlices(`${pre}.ffn_down_exps.weight`, nFf, nEmbd, nExpert)!;
-    gate = ld.expertSlices(`${pre}.ffn_gate_exps.weight`, nEmbd, nFf, nExpert, false);
-  } else {
-    up = [], down = [], gate = [];
-    for (let e = 0; e < nExpert; e++) {
-      up.push(ld.matrixRef(`${pre}.ffn_up.${e}.weight`, nEmbd, nFf));
-      down.push(ld.matrixRef(`${pre}.ffn_down.${e}.weight`, nFf, nEmbd));
-      gate.push(
-        ld.info(`${pre}.ffn_gate.${e}.weight`, false)
-          ? ld.matrixRef(`${pre}.ffn_gate.${e}.weight`, nEmbd, nFf)
-          : null,
-      );
-    }
-  }
-  return up.map((u, e) => {
-    const g = gate ? gate[e] : null;
-    return {
-      layer: l,
-      index: e,
-      gate: g,
-      up: u,
-      down: down[e],
-      bytes: u.nbytes + down[e].nbytes + (g?.nbytes ?? 0),
-    };
-  });
-}
-
-/** Load and check every non-expert weight; locate the experts. */
+/** Load and check every non-expert weight; locate the experts (each block through its architecture module). */
 export async function loadWeights(ld: WeightLoader, hp: HParams): Promise<ModelWeights> {
-  const { nEmbd, nVocab, nHead, nHeadKv, headDimK, headDimV, arch } = hp;
-  const qDim = nHead * headDimK, kDim = nHeadKv * headDimK, vDim = nHeadKv * headDimV;
+  const { nEmbd, nVocab, arch } = hp;
   const tokEmbd = await ld.matrix("token_embd.weight", nEmbd, nVocab);
   const outputNorm = await ld.vector("output_norm.weight", nEmbd);
   const output = arch.tiedOutput
     ? (await ld.matrix("output.weight", nEmbd, nVocab, false)) ?? tokEmbd
     : await ld.matrix("output.weight", nEmbd, nVocab);
   const layers: LayerWeights[] = [];
-  for (let l = 0; l < hp.nLayer; l++) {
-    const pre = `blk.${l}`;
-    const qkN = arch.qkNorm === "per_head"
-      ? [headDimK, headDimK]
-      : arch.qkNorm === "full"
-      ? [qDim, kDim]
-      : null;
-    const isMoe = hp.nExpert > 0;
-    const shared = arch.sharedExpert && ld.info(`${pre}.ffn_up_shexp.weight`, false)
-      ? {
-        weights: await ffn(ld, pre, "_shexp", nEmbd, hp.nFfShexp),
-        gate: await ld.matrix(`${pre}.ffn_gate_inp_shexp.weight`, nEmbd, 1, false),
-      }
-      : null;
-    layers.push({
-      attnNorm: await ld.vector(`${pre}.attn_norm.weight`, nEmbd),
-      wq: await ld.matrix(`${pre}.attn_q.weight`, nEmbd, qDim),
-      wk: await ld.matrix(`${pre}.attn_k.weight`, nEmbd, kDim),
-      wv: await ld.matrix(`${pre}.attn_v.weight`, nEmbd, vDim),
-      wo: await ld.matrix(`${pre}.attn_output.weight`, nHead * headDimV, nEmbd),
-      bq: await ld.vector(`${pre}.attn_q.bias`, qDim, false),
-      bk: await ld.vector(`${pre}.attn_k.bias`, kDim, false),
-      bv: await ld.vector(`${pre}.attn_v.bias`, vDim, false),
-      bo: await ld.vector(`${pre}.attn_output.bias`, nEmbd, false),
-      qNorm: qkN ? await ld.vector(`${pre}.attn_q_norm.weight`, qkN[0]) : null,
-      kNorm: qkN ? await ld.vector(`${pre}.attn_k_norm.weight`, qkN[1]) : null,
-      ffnNorm: await ld.vector(`${pre}.ffn_norm.weight`, nEmbd),
-      gateInp: isMoe ? await ld.matrix(`${pre}.ffn_gate_inp.weight`, nEmbd, hp.nExpert) : null,
-      dense: isMoe ? null : await ffn(ld, pre, "", nEmbd, hp.nFf),
-      shared,
-      experts: isMoe ? expertLocations(ld, hp, l) : [],
-    });
-  }
+  for (let l = 0; l < hp.nLayer; l++) layers.push(await arch.loadLayer(ld, hp, l));
   return { tokEmbd, outputNorm, output, layers, residentBytes: 0 };
 }

@@ -142,6 +142,29 @@ export const CASES: readonly ConformanceCase[] = [
     float: false,
     spec: { ...AWKWARD, arch: "qwen2moe", type: T.MXFP4, seed: 45 },
   },
+  // granitemoe: embedding/residual/attention/logit multipliers (core/model/arch/granitemoe.ts)
+  {
+    name: "granitemoe F32 awkward, tied output",
+    float: true,
+    spec: { ...AWKWARD, arch: "granitemoe", type: T.F32, tiedOutput: true, seed: 61 },
+  },
+  {
+    name: "granitemoe F32 shared expert, scales without residual/embedding",
+    float: true,
+    spec: {
+      ...AWKWARD,
+      arch: "granitemoe",
+      type: T.F32,
+      nFfShared: 80,
+      graniteScales: { embedding: 0, residual: 0, attention: 0.05, logit: 2.5 },
+      seed: 62,
+    },
+  },
+  {
+    name: "granitemoe Q8_0",
+    float: false,
+    spec: { ...AWKWARD, arch: "granitemoe", type: T.Q8_0, seed: 63 },
+  },
   // llama-quantize type mixes (synthetic.ts quantMixType): what real Q2_K / Q4_K_M / IQ4_XS /
   // MXFP4_MOE files hold, incl. the IQ4_XS → IQ4_NL fallback on 96-wide rows
   {

@@ -1,0 +1,168 @@
+/**
+ * The contract of an architecture module (`core/model/arch/<name>.ts`): how
+ * it reads its hyper-parameters, which tensors it loads, and the forward pass
+ * of one block, composed from the shared blocks of `blocks.ts`.
+ *
+ * @module
+ */
+
+import type {
+  AttentionParams,
+  Backend,
+  KvCache,
+  RopeMode,
+  RopeParams,
+  WeightView,
+} from "../../backend/backend.ts";
+import type { GgufMetadata } from "../../formats/gguf_types.ts";
+import type { Scratch } from "../../moe/expert.ts";
+import type { MoeLayer } from "../../moe/moe_layer.ts";
+import type { Gating } from "../../moe/router.ts";
+import type { HParams } from "../hparams.ts";
+import type { LinearName } from "../transformer.ts";
+import type { LayerWeights, ModelWeights, WeightLoader } from "../weights.ts";
+
+/** Float ranges, as `[min, max]`. */
+export type FloatRange = readonly [number, number];
+
+/** What an architecture module reads its own hyper-parameters with (all bounded, typed errors). */
+export interface HParamContext {
+  /** GGUF metadata. */
+  readonly meta: GgufMetadata;
+  /** `general.architecture` (the key prefix). */
+  readonly arch: string;
+  /** Common values already read and checked. */
+  readonly nLayer: number;
+  /** Hidden size. */
+  readonly nEmbd: number;
+  /** Experts per layer. */
+  readonly nExpert: number;
+  /** Experts per token. */
+  readonly nExpertUsed: number;
+  /** `feed_forward_length` (0 when absent). */
+  readonly nFf: number;
+  /** Whether `<arch>.<key>` is present. */
+  has(key: string): boolean;
+  /** `<arch>.<key>` as a number, unchecked (`def` when absent, required without `def`). */
+  num(key: string, def?: number): number;
+  /** `v` itself when an integer in `[min, max]`; `ModelError` `bad_hparam` naming `name` otherwise. */
+  check(name: string, v: number, min: number, max: number): number;
+  /** `<arch>.<key>` as an integer in `[min, max]` (`def` when absent); `ModelError` `bad_hparam` otherwise. */
+  int(key: string, def: number | undefined, min: number, max: number): number;
+  /**
+   * `<arch>.<key>` as a finite float in `range` (`def` when absent, required without `def`;
+   * `GgufError` `missing_key`); `orZero` also accepts 0,
+   * `openMin`/`openMax` exclude the ends. `ModelError` `bad_hparam` naming the key otherwise.
+   */
+  float(
+    key: string,
+    def: number | undefined,
+    range: FloatRange,
+    opts?: { openMin?: boolean; openMax?: boolean; orZero?: boolean },
+  ): number;
+  /** `<arch>.<key>` as a boolean (`def` when absent). */
+  bool(key: string, def: boolean): boolean;
+  /** `<arch>.<key>` as a string (`def` when absent, required without `def`). */
+  str(key: string, def?: string): string;
+}
+
+/** How the router of a MoE layer picks and weighs experts (llama.cpp `build_moe_ffn`). */
+export interface RoutingParams {
+  /** Gate function. */
+  readonly gating: Gating;
+  /** Renormalise the top-k weights (`norm_w`). */
+  readonly normTopK: boolean;
+  /** `expert_weights_scale` (0 = none). */
+  readonly weightsScale: number;
+  /** `expert_group_count` (0 or 1 = no group-limited routing). */
+  readonly nGroups: number;
+  /** `expert_group_used_count`. */
+  readonly nGroupUsed: number;
+}
+
+/** Multipliers some architectures apply (Granite); neutral values mean none. */
+export interface ModelScales {
+  /** Token embeddings × this (0 = none). */
+  readonly embedding: number;
+  /** Attention and FFN outputs × this before the residual add (0 = none). */
+  readonly residual: number;
+  /** Attention score scale (0 = `1/sqrt(head_dim)`). */
+  readonly attention: number;
+  /** Logits ÷ this (0 or 1 = none). */
+  readonly logit: number;
+}
+
+/** What an architecture module adds to the common hyper-parameters. */
+export interface ArchHParams {
+  /** Routed expert FFN width. */
+  readonly nFfExp: number;
+  /** Shared expert FFN width (0 = none). */
+  readonly nFfShexp: number;
+  /** `expert_weights_scale` (0 = none). */
+  readonly expertWeightsScale: number;
+  /** Routing (default: the module's `gating`/`normTopK`, no groups). */
+  readonly routing?: Partial<RoutingParams>;
+  /** Scales (default none). */
+  readonly scales?: Partial<ModelScales>;
+  /** Leading dense blocks (`leading_dense_block_count`, default 0). */
+  readonly nLayerDenseLead?: number;
+}
+
+/** Everything the forward pass of one block sees. */
+export interface LayerContext {
+  /** Backend running the ops. */
+  readonly be: Backend;
+  /** Hyper-parameters. */
+  readonly hp: HParams;
+  /** Reusable buffers. */
+  readonly S: Scratch;
+  /** KV cache of the session. */
+  readonly cache: KvCache;
+  /** Position of the first token. */
+  readonly startPos: number;
+  /** Tokens in the batch. */
+  readonly n: number;
+  /** `positions[t] = startPos + t`. */
+  readonly positions: Int32Array;
+  /** The model's weights. */
+  readonly weights: ModelWeights;
+  /** Residual stream, `n × n_embd`, updated in place. */
+  readonly x: Float32Array;
+  /** RoPE parameters. */
+  readonly rope: RopeParams;
+  /** Attention parameters. */
+  readonly attn: AttentionParams;
+  /** MoE layers (null for dense blocks). */
+  readonly moe: readonly (MoeLayer | null)[];
+  /** Abort signal of the call. */
+  readonly signal?: AbortSignal;
+  /** `out = W·x` plus the linear adapters of (`layer`, `proj`). */
+  linear(
+    layer: number,
+    proj: LinearName,
+    w: WeightView,
+    x: Float32Array,
+    n: number,
+    out: Float32Array,
+  ): void;
+}
+
+/** One architecture: one module under `core/model/arch/`, registered in `arch.ts`. */
+export interface ArchSpec {
+  /** GGUF `general.architecture`. */
+  readonly name: string;
+  /** RoPE flavour (llama.cpp `llama_model_rope_type`). */
+  readonly ropeMode: RopeMode;
+  /** Default gate function of the router. */
+  readonly gating: Gating;
+  /** Default top-k renormalisation. */
+  readonly normTopK: boolean;
+  /** Whether `output.weight` may be absent (tied to `token_embd`). */
+  readonly tiedOutput: boolean;
+  /** Read the architecture's own hyper-parameters. */
+  readHParams(c: HParamContext): ArchHParams;
+  /** Load (and check) the tensors of block `l`; locate its experts. */
+  loadLayer(ld: WeightLoader, hp: HParams, l: number): Promise<LayerWeights>;
+  /** Run block `l` on `c.x` in place. */
+  forwardLayer(c: LayerContext, l: number): Promise<void>;
+}
