@@ -66,6 +66,8 @@ export interface CampaignSummary {
   overAlloc: number;
   /** Slowest case (ms). */
   maxMs: number;
+  /** Index and family of the slowest case. */
+  slowest: string;
   /** Up to 10 failing cases (untyped, silent NaN, code escape, hang, over-allocation). */
   failures: CaseResult[];
 }
@@ -557,6 +559,7 @@ export function summarize(results: readonly CaseResult[], hangMs: number): Campa
     hangs: 0,
     overAlloc: 0,
     maxMs: 0,
+    slowest: "",
     failures: [],
   };
   for (const r of results) {
@@ -567,7 +570,10 @@ export function summarize(results: readonly CaseResult[], hangMs: number): Campa
     const over = r.readRatio > 1;
     if (hang) s.hangs++;
     if (over) s.overAlloc++;
-    s.maxMs = Math.max(s.maxMs, r.ms);
+    if (r.ms > s.maxMs) {
+      s.maxMs = r.ms;
+      s.slowest = `case ${r.index} (${r.family}, ${r.outcome}${r.detail ? ` ${r.detail}` : ""})`;
+    }
     const bad = hang || over || (r.outcome !== "ok" && r.outcome !== "typed");
     if (bad && s.failures.length < 10) s.failures.push(r);
   }
