@@ -163,6 +163,10 @@ export class ChatTemplate {
       text = await this.#sandbox.render(this.#source!, this.#vars(messages), opts.signal);
     } catch (e) {
       if (opts.signal?.aborted && e === opts.signal.reason) throw e;
+      if (e instanceof ChatTemplateError && e.code === "template_worker_unavailable") {
+        // a host without Workers: render here, under the same bounds (blocking up to maxMs)
+        return this.render(messages);
+      }
       text = this.#recover(e, messages);
     }
     return this.#finish(text);

@@ -122,7 +122,21 @@ export class TemplateSandbox {
       if (!this.#running && this.#queue.length === 0) this.#stop();
       return;
     }
-    const w = this.#ensureWorker();
+    let w: Worker;
+    try {
+      w = this.#ensureWorker();
+    } catch (e) {
+      // no Workers here (some hosts lack them): every waiting job learns it at once
+      const err = new ChatTemplateError(
+        "template_worker_unavailable",
+        `Cannot start the template render worker: ${e instanceof Error ? e.message : String(e)}`,
+      );
+      for (const j of this.#queue.splice(0)) {
+        if (j.onAbort) j.signal?.removeEventListener("abort", j.onAbort);
+        j.reject(err);
+      }
+      return;
+    }
     if (!this.#ready) return; // dispatched when the worker says it is ready
     const job = this.#queue.shift()!;
     this.#running = job;

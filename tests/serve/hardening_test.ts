@@ -282,3 +282,33 @@ Deno.test("maxTokenChars bounds the tokens of any text from below (property over
   }
   rt.close();
 });
+
+Deno.test("without Workers (some hosts lack them) heavy renders run in-process under the same bounds", async () => {
+  const RealWorker = globalThis.Worker;
+  // deno-lint-ignore no-explicit-any
+  (globalThis as any).Worker = class {
+    constructor() {
+      throw new TypeError("Worker is not supported here");
+    }
+  };
+  try {
+    const t = new ChatTemplate("llama", CPU_BOMB, SPECIAL);
+    await assert.rejects(
+      t.renderAsync(THREE),
+      (e) => e instanceof ServeError && e.code === "template_limit",
+    );
+    assert.ok(t.usesWorker);
+    // a heavy but legitimate render still completes
+    const heavy = new ChatTemplate(
+      "llama",
+      "{% for i in range(100000) %}{{ i % 10 }}{% endfor %}" + CHAT,
+      SPECIAL,
+    );
+    const r = await heavy.renderAsync(THREE);
+    assert.ok(heavy.usesWorker, "over the inline bounds");
+    assert.ok(r.text.startsWith("0123456789"));
+    assert.ok(r.text.endsWith("[assistant] "));
+  } finally {
+    globalThis.Worker = RealWorker;
+  }
+});
