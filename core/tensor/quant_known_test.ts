@@ -566,3 +566,24 @@ for (const name of Object.keys(KNOWN_QUANT)) {
     }
   });
 }
+
+Deno.test("llama.cpp reference vectors: vecDot equals ggml's generic vec_dot kernels bit for bit", () => {
+  const bitsOf = (v: number): number => new Uint32Array(Float32Array.of(v).buffer)[0];
+  for (const name of ["Q2_K", "Q3_K", "IQ4_NL", "IQ4_NL_SEARCH", "IQ4_XS", "MXFP4"]) {
+    const [type] = KNOWN_QUANT[name];
+    const t = traitsOf(type);
+    for (const c of KNOWN.cases.filter((c) => c.type === name)) {
+      const w = new Uint8Array(c.bytes.length / 2);
+      for (let i = 0; i < w.length; i++) w[i] = parseInt(c.bytes.slice(2 * i, 2 * i + 2), 16);
+      const y = knownCase((c.case + 3) % 9);
+      const a = new Uint8Array(
+        KN / traitsOf(t.vecDotType).blockSize * traitsOf(t.vecDotType).typeSize,
+      );
+      // the generator used quantize_row_q8_K_ref / quantize_row_q8_0_ref (roundf: our Q8_0 weight rule)
+      if (t.vecDotType === T.Q8_K) quantizeActivation(T.Q8_K, y, 0, KN, a, 0);
+      else traitsOf(T.Q8_0).quantize(y, 0, KN, a, 0);
+      const got = t.vecDot(KN, w, 0, a, 0);
+      assert.equal(bitsOf(got), c.dot_bits, `${name} case ${c.case}: ${got}`);
+    }
+  }
+});

@@ -1,6 +1,7 @@
 // Generates quant_known_llamacpp.json: llama.cpp's reference quantizers
-// (quantize_row_*_ref, quantize_iq4_nl) and dequantizers run on inputs from a
-// xorshift32 generator that quant_known_test.ts reproduces bit for bit.
+// (quantize_row_*_ref, quantize_iq4_nl), dequantizers and generic vec_dot
+// kernels (ggml-cpu/quants.c *_generic) run on inputs from a xorshift32
+// generator that quant_known_test.ts reproduces bit for bit.
 // Not part of the build or the test run; regenerate with:
 //   bash core/tensor/testdata/gen_quant_known.sh
 #include <stdint.h>
@@ -15,6 +16,33 @@ void ggml_abort(const char * file, int line, const char * fmt, ...) { fprintf(st
 size_t ggml_row_size(enum ggml_type type, int64_t ne) { (void) type; (void) ne; abort(); }
 const char * ggml_type_name(enum ggml_type type) { (void) type; return "?"; }
 size_t ggml_type_size(enum ggml_type type) { (void) type; abort(); }
+
+// ggml-cpu/quants.c: the generic dot kernels and the fp16 table they read.
+float ggml_table_f32_f16[1 << 16];
+typedef void (*vec_dot_t)(int, float *, size_t, const void *, size_t, const void *, size_t, int);
+void ggml_vec_dot_q2_K_q8_K_generic(int, float *, size_t, const void *, size_t, const void *, size_t, int);
+void ggml_vec_dot_q3_K_q8_K_generic(int, float *, size_t, const void *, size_t, const void *, size_t, int);
+void ggml_vec_dot_iq4_nl_q8_0_generic(int, float *, size_t, const void *, size_t, const void *, size_t, int);
+void ggml_vec_dot_iq4_xs_q8_K_generic(int, float *, size_t, const void *, size_t, const void *, size_t, int);
+void ggml_vec_dot_mxfp4_q8_0_generic(int, float *, size_t, const void *, size_t, const void *, size_t, int);
+
+// Exact f16 → f32 for the table (finite values incl. subnormals, ±inf, NaN).
+static float half_to_float(uint16_t h) {
+    uint32_t sign = (uint32_t) (h & 0x8000u) << 16, e = h & 0x7c00u, m = h & 0x3ffu, u;
+    float f;
+    if (e == 0x7c00u) {
+        u = sign | 0x7f800000u | (m << 13);
+        memcpy(&f, &u, 4);
+        return f;
+    }
+    u = (uint32_t) (h & 0x7fffu) << 13;
+    memcpy(&f, &u, 4);
+    f *= 5.192296858534828e+33f; // 2^112
+    memcpy(&u, &f, 4);
+    u |= sign;
+    memcpy(&f, &u, 4);
+    return f;
+}
 
 #define N 512
 static uint32_t s;
@@ -59,7 +87,8 @@ static void hex(const uint8_t * p, size_t n) {
 #define NCASES 9
 int main(void) {
     static float x[N], y[N];
-    static uint8_t q[N * 4];
+    static uint8_t q[N * 4], act[N * 4];
+    for (uint32_t h = 0; h < (1u << 16); h++) ggml_table_f32_f16[h] = half_to_float((uint16_t) h);
     const char * names[] = { "Q2_K", "Q3_K", "IQ4_NL", "IQ4_NL_SEARCH", "IQ4_XS", "MXFP4" };
     printf("{\n  \"n\": %d,\n  \"cases\": [\n", N);
     int first = 1;
@@ -82,9 +111,23 @@ int main(void) {
                 case 5: quantize_row_mxfp4_ref(x, (block_mxfp4 *) q, N); bytes = N / 32 * 17;
                         dequantize_row_mxfp4((block_mxfp4 *) q, y, N); break;
             }
+            uint32_t dq = fnv(y, N);
+            // weight row · activations of case (k + 3) % NCASES in the vec_dot_type
+            // (Q8_K: quantize_row_q8_K_ref; Q8_0: quantize_row_q8_0_ref), generic kernel
+            vec_dot_t dot = t == 0 ? ggml_vec_dot_q2_K_q8_K_generic : t == 1 ? ggml_vec_dot_q3_K_q8_K_generic
+                          : t == 4 ? ggml_vec_dot_iq4_xs_q8_K_generic : t == 5 ? ggml_vec_dot_mxfp4_q8_0_generic
+                          : ggml_vec_dot_iq4_nl_q8_0_generic;
+            make_case((k + 3) % NCASES, y);
+            memset(act, 0, sizeof act);
+            if (t == 0 || t == 1 || t == 4) quantize_row_q8_K_ref(y, (block_q8_K *) act, N);
+            else quantize_row_q8_0_ref(y, (block_q8_0 *) act, N);
+            float dv = 0;
+            dot(N, &dv, 0, q, 0, act, 0, 1);
+            uint32_t db;
+            memcpy(&db, &dv, 4);
             printf("%s    { \"type\": \"%s\", \"case\": %d, \"bytes\": \"", first ? "" : ",\n", names[t], k);
             hex(q, bytes);
-            printf("\", \"dequant_fnv1a\": %u }", fnv(y, N));
+            printf("\", \"dequant_fnv1a\": %u, \"dot_bits\": %u }", dq, db);
             first = 0;
         }
     }
