@@ -153,6 +153,7 @@ export {
   type VerifiedLoad,
 } from "./core/store/integrity.ts";
 export { IntegritySource, type IntegrityStats } from "./core/store/integrity_source.ts";
+export { PIN_BLOCK_BYTES, PinnedSource, type PinOptions } from "./core/store/pinned_source.ts";
 export { hash64 } from "./core/store/hash64.ts";
 export { hitRate, prefetchAccuracy, statsJson } from "./core/store/store_stats.ts";
 export { type AppOptions, createApp } from "./serve/app.ts";

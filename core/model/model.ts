@@ -85,7 +85,9 @@ export interface LoadModelOptions {
   /**
    * `"verify"` (default): every byte read after open is checked (first-read
    * hashes, HTTP validators, file size/mtime; see docs/integrity.md);
-   * `"off"`: the explicit opt-out. A manifest, when given, is checked either way.
+   * `"pin"`: the whole file is hashed at open (per 64 KiB block) and every
+   * later read checked against it; `"off"`: the explicit opt-out. A
+   * manifest, when given, is checked either way.
    */
   integrity?: IntegrityMode;
   /** Integrity manifest (`cli manifest`): SHA-256 of every tensor, expert and the header. */
@@ -230,7 +232,9 @@ export async function loadResidentStore(
 export async function loadModel(src: ModelSource, opts: LoadModelOptions = {}): Promise<Model> {
   const t0 = performance.now();
   const manifest = opts.manifest ?? opts.streaming?.manifest;
-  const source = await openSource(src, opts.integrity !== "off" && !manifest);
+  // validators and file checks back the default mode; a v2 manifest or pinned content checks every byte
+  const everyByte = manifest?.version === 2 || opts.integrity === "pin";
+  const source = await openSource(src, (opts.integrity ?? "verify") !== "off" && !everyByte);
   try {
     return await assemble(source, typeof src === "string", opts, t0);
   } catch (e) {

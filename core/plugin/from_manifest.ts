@@ -18,6 +18,7 @@ import type { LoadProgress } from "../model/weights.ts";
 import { type ByteSource, FileSource } from "../store/byte_source.ts";
 import type { ExpertStore } from "../store/expert_store.ts";
 import { HttpSource } from "../store/http_source.ts";
+import { PinnedSource } from "../store/pinned_source.ts";
 import { streamingStoreFromRequest, type StreamingStoreRequest } from "../store/streaming_store.ts";
 import {
   instantiatePlugins,
@@ -111,7 +112,9 @@ async function openModel(
     }
     if (url.protocol === "file:") src = await FileSource.open(fileURLToPath(url));
     else if (url.protocol === "https:") {
-      src = await HttpSource.open(url.href, { fetch: opts.fetch });
+      // with model.sha256 every byte is checked against the pinned content: validators optional
+      const validators = m.model.sha256 ? "use" : "require";
+      src = await HttpSource.open(url.href, { fetch: opts.fetch, validators });
     } else {
       const why = `scheme ${url.protocol} is not supported (use a path or https)`;
       throw new ManifestError("unsupported_scheme", why);
@@ -122,7 +125,10 @@ async function openModel(
     return null;
   }
   if (typeof m.model.sha256 === "string" && m.model.sha256) {
-    const got = await sha256OfSource(src);
+    // one pass: the SHA-256, and block hashes that every later read is checked against
+    const pinned = await PinnedSource.pin(src);
+    const got = pinned.sha256;
+    src = pinned.source;
     if (got !== m.model.sha256.toLowerCase()) {
       problems.push({
         path: `${label}: model.sha256`,

@@ -47,6 +47,12 @@ function avalanche(h: number): number {
  * ```
  */
 export function hash64(bytes: Uint8Array): string {
+  const [hi, lo] = hash64Parts(bytes);
+  return hi.toString(16).padStart(8, "0") + lo.toString(16).padStart(8, "0");
+}
+
+/** `hash64` as its two unsigned 32-bit halves `[hi, lo]` (for compact tables). */
+export function hash64Parts(bytes: Uint8Array): [number, number] {
   const len = bytes.byteLength;
   const nw = len >>> 2;
   // an unaligned view is copied once so the word view below is legal
@@ -72,5 +78,5 @@ export function hash64(bytes: Uint8Array): string {
   const lenLo = len | 0, lenHi = Math.floor(len / 4294967296) | 0;
   const hi = avalanche((a + ((c << 7) | (c >>> 25)) + Math.imul(lenLo, P4)) | 0);
   const lo = avalanche((b + ((d << 7) | (d >>> 25)) + Math.imul(lenHi ^ lenLo, P5)) | 0);
-  return hi.toString(16).padStart(8, "0") + lo.toString(16).padStart(8, "0");
+  return [hi, lo];
 }

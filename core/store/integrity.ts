@@ -6,6 +6,9 @@
  *   strong validator and sends it on every range request; `FileSource`
  *   checks size and mtime after every read. With a manifest, every tensor
  *   and the GGUF header are also checked against their SHA-256.
+ * - `"pin"`: reads the whole file once at open and records a hash per 64 KiB
+ *   block (`PinnedSource`, a manifest generated on first load): every later
+ *   read, first reads included, must match the content seen at open.
  * - `"off"`: the explicit opt-out — no checks but a manifest's, when one is
  *   given (asking for a manifest is asking for its checks).
  *
@@ -27,9 +30,14 @@ import {
   sha256Hex,
 } from "./expert_manifest.ts";
 import { IntegritySource } from "./integrity_source.ts";
+import { PinnedSource } from "./pinned_source.ts";
 
-/** `"verify"` (default): check every read; `"off"`: the explicit opt-out. */
-export type IntegrityMode = "verify" | "off";
+/**
+ * `"verify"` (default): first-read hashes and source validators; `"pin"`:
+ * hash the whole file at open and check every read against it; `"off"`:
+ * the explicit opt-out.
+ */
+export type IntegrityMode = "verify" | "pin" | "off";
 
 /** Names of the GGUF tensors that hold experts (merged `…_exps` or legacy per-expert). */
 export function expertTensorNames(
@@ -151,16 +159,19 @@ export async function beginVerifiedLoad(
   manifest?: ExpertManifest,
   rereads = true,
 ): Promise<VerifiedLoad> {
-  if (mode !== "verify" && mode !== "off") {
+  if (mode !== "verify" && mode !== "pin" && mode !== "off") {
     throw new StoreError(
       "bad_option",
-      `Cannot load model: integrity must be "verify" or "off": received ${JSON.stringify(mode)}`,
+      `Cannot load model: integrity must be "verify", "pin" or "off": received ${
+        JSON.stringify(mode)
+      }`,
     );
   }
   if (mode === "off" && !manifest) {
     return { source: raw, indexed() {}, located() {} };
   }
-  const src = new IntegritySource(raw);
+  // pinned: every read is checked against the blocks hashed now, first-read hashes add nothing
+  const src = new IntegritySource(mode === "pin" ? (await PinnedSource.pin(raw)).source : raw);
   src.recordFirstReads = false;
   if (manifest) {
     if (manifest.fileBytes !== raw.size) {

@@ -59,7 +59,9 @@ export interface RunResult {
  * - `flip-refetch`: a corrupting hop flips a byte of re-fetched ranges;
  * - `file-rewrite`: a local file rewritten in place mid-run;
  * - `liar-swap+manifest`: the file is replaced under unchanged validators,
- *   with a manifest.
+ *   with a manifest;
+ * - `liar-swap+pin`, `flip-first+pin`: the two gaps below, with
+ *   `integrity: "pin"` (the whole file hashed at open).
  * Scenarios only a manifest can catch (reported, not asserted):
  * - `liar-swap`: replaced under unchanged validators, no manifest;
  * - `flip-first`: a byte flipped on the first read of a range, no manifest.
@@ -71,6 +73,8 @@ export const ASSERTED = [
   "flip-refetch",
   "file-rewrite",
   "liar-swap+manifest",
+  "liar-swap+pin",
+  "flip-first+pin",
 ] as const;
 /** Scenarios measured for the docs, where the default cannot know the truth. */
 export const MEASURED = ["liar-swap", "flip-first"] as const;
@@ -155,9 +159,10 @@ async function generate(src: string | ByteSource, opts: LoadModelOptions): Promi
 export async function campaignRun(
   scenario: Scenario,
   seed: number,
-  integrity: "verify" | "off" = "verify",
+  integrity: "verify" | "pin" | "off" = "verify",
 ): Promise<RunResult> {
   const off = integrity === "off";
+  if (!off && scenario.endsWith("+pin")) integrity = "pin";
   const rnd = prng(seed * 2654435761 + scenario.length);
   const budgets = [ALL_EXPERT_BYTES / 4, ALL_EXPERT_BYTES / 2, undefined];
   const budget = budgets[Math.floor(rnd() * budgets.length)];
@@ -202,11 +207,11 @@ export async function campaignRun(
       else srv.queue.push(null as unknown as Fault); // a request without fault
     }
     const at = 1 + Math.floor(rnd() * 150);
-    const flip = scenario === "flip-refetch" || scenario === "flip-first";
+    const flip = scenario.startsWith("flip-");
     const seen = new Set<string>();
     if (flip) {
       // flip one byte of one answer (after the moment `at`): of a range read before, or never before
-      const fresh = scenario === "flip-first";
+      const fresh = scenario.startsWith("flip-first");
       let armed = false;
       const src = await HttpSource.open(srv.url, {
         backoffMs: 1,

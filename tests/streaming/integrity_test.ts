@@ -16,9 +16,11 @@ import {
   hash64,
   HttpSource,
   IntegritySource,
+  loadFromManifest,
   loadModel,
   MemorySource,
   parseExpertManifest,
+  PinnedSource,
   readGguf,
   sha256Hex,
   StoreError,
@@ -417,5 +419,106 @@ Deno.test("default: first-read hashes are recorded only for ranges a store may r
   } finally {
     resident.dispose();
     streamed.dispose();
+  }
+});
+
+// ---------------------------------------------------------------- pinned content
+
+Deno.test("pinned source: reads return the pinned bytes; a changed byte fails exactly the reads over its block", async () => {
+  await fc.assert(
+    fc.asyncProperty(
+      fc.integer({ min: 1, max: 40_000 }),
+      fc.array(fc.tuple(fc.nat(), fc.integer({ min: 0, max: 9000 })), {
+        minLength: 1,
+        maxLength: 8,
+      }),
+      fc.nat(),
+      fc.integer({ min: 1, max: 255 }),
+      async (size, reads, at, x) => {
+        const inner = new MutableSource(new Uint8Array(size).map((_, i) => (i * 31) ^ (i >> 7)));
+        const { sha256, source } = await PinnedSource.pin(inner, {
+          blockBytes: 4096,
+          chunkBytes: 9000,
+        });
+        assert.equal(sha256, await sha256Hex(inner.bytes));
+        const ranges = reads.map(([o, n]) => [o % size, Math.min(n, size - (o % size))] as const);
+        for (const [o, n] of ranges) {
+          assert.deepEqual(await source.read(o, n), inner.bytes.subarray(o, o + n));
+        }
+        const pos = at % size;
+        inner.bytes[pos] ^= x;
+        const block = Math.floor(pos / 4096);
+        for (const [o, n] of ranges) {
+          const touches = n > 0 && Math.floor(o / 4096) <= block &&
+            block <= Math.floor((o + n - 1) / 4096);
+          if (touches) await assert.rejects(source.read(o, n), isStoreError("integrity"));
+          else assert.equal((await source.read(o, n)).byteLength, n);
+        }
+      },
+    ),
+    { numRuns: 150 },
+  );
+  await assert.rejects(
+    PinnedSource.pin(new MutableSource(new Uint8Array(10)), { blockBytes: 1000 }),
+    isStoreError("bad_option"),
+  );
+});
+
+Deno.test("integrity 'pin': bytes changed before their first read are caught (the default cannot know them)", async () => {
+  const ctx = await storeContext(new MemorySource(modelBytes()));
+  const loc = ctx.locations[3][6];
+  for (const mode of ["pin", "verify"] as const) {
+    const inner = new MutableSource(modelBytes().slice());
+    const model = await loadModel(inner, {
+      backend: "ref",
+      integrity: mode,
+      expertBudgetBytes: ALL_EXPERT_BYTES / 4,
+    });
+    try {
+      inner.bytes[loc.down.fileOffset + 100] ^= 0x08; // expert 6 of layer 3 was never read
+      if (mode === "pin") {
+        await assert.rejects(
+          async () => await model.store.ensure(3, [6]),
+          isStoreError("integrity"),
+        );
+      } else {
+        await model.store.ensure(3, [6]); // first read: taken as the file's content
+      }
+    } finally {
+      model.dispose();
+    }
+  }
+});
+
+Deno.test("model manifest: model.sha256 pins the content, so a file swapped later under the same ETag is 'integrity'", async () => {
+  const srv = startFaultServer(modelBytes());
+  try {
+    const url = "https://models.example.com/m.gguf";
+    const fetchVia: typeof fetch = (input, init) =>
+      fetch(String(input) === url ? srv.url : input, init);
+    const sha256 = await sha256Hex(modelBytes());
+    const { model } = await loadFromManifest({
+      manifestVersion: 1,
+      model: { source: url, sha256 },
+      backend: "ref",
+      memory: { expertBudgetMb: ALL_EXPERT_BYTES / 4 / (1 << 20) },
+      plugins: [],
+    }, { fetch: fetchVia, backend: "ref" });
+    try {
+      const bad = modelBytes().slice();
+      const ctx = await storeContext(new MemorySource(modelBytes()));
+      for (const locs of ctx.locations) for (const l of locs) bad[l.gate!.fileOffset + 7] ^= 2;
+      srv.replace(bad, "keep"); // a lying server: same ETag, If-Match still passes
+      // no expert was read yet: only the pinned content can tell these bytes are not the file's
+      await assert.rejects(async () => await model.store.ensure(2, [1]), isStoreError("integrity"));
+      srv.replace(modelBytes(), "keep");
+      const want = await residentTokens();
+      const r = await generateText(model, PROMPT, { maxTokens: N_TOKENS, temperature: 0 });
+      assert.deepEqual(r.tokens, want, "the published bytes are back: generation goes on");
+    } finally {
+      model.dispose();
+    }
+  } finally {
+    await srv.stop();
   }
 });
