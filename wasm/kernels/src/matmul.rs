@@ -141,13 +141,12 @@ pub unsafe fn matmul_prepared(
         r0 = 4 * q;
     }
     let nb = cols / format(ty).unwrap_unchecked().blk;
-    if ty == Q6_K && ntok == 1 {
+    if let (1, Some(rows2)) = (ntok, k.rows2) {
         // Decode: rows r and r + rows/2 per call (two streams, shared activation loads;
-        // measured faster than four rows, which spill registers).
+        // for Q6_K measured faster than four rows, which spill registers).
         let q = rows / 2;
         for r in 0..q {
-            let rs = [r, r + q];
-            rows_q6k::<2>(rs.map(|x| w.add(x * wrb)), nb, a, rs.map(|x| out.add(x)));
+            rows2(w.add(r * wrb), w.add((r + q) * wrb), nb, a, out.add(r), out.add(r + q));
         }
         r0 = 2 * q;
     }
