@@ -100,13 +100,13 @@ async function open(
   path: string | undefined,
   backend: string | undefined,
   extra: LoadModelOptions = {},
-  verify = true,
+  integrity: IntegrityFlags = {},
 ): Promise<Model> {
   const tty = isTty(Deno.stderr);
   let last = 0;
   const model = await loadModel(path ?? defaultModelBytes(), {
     ...extra,
-    integrity: verify ? "verify" : "off",
+    integrity: integrity.verify === false ? "off" : integrity.pinContent ? "pin" : "verify",
     backend: backend ?? "auto",
     onProgress: tty
       ? (done, total) => {
@@ -123,11 +123,17 @@ async function open(
   return model;
 }
 
-interface StreamingFlags {
-  expertBudgetMb?: number;
-  expertManifest?: string;
+/** `--no-verify` / `--pin-content`. */
+interface IntegrityFlags {
   /** false with `--no-verify`. */
   verify?: boolean;
+  /** true with `--pin-content`. */
+  pinContent?: boolean;
+}
+
+interface StreamingFlags extends IntegrityFlags {
+  expertBudgetMb?: number;
+  expertManifest?: string;
 }
 
 /** `--expert-budget-mb` / `--expert-manifest` as load options (a manifest also checks resident loads). */
@@ -180,6 +186,13 @@ function modelOptions(cmd: Command): Command {
         "opt out of the default integrity checks of weight reads (first-read hashes, HTTP " +
           "validators, file size/mtime); a given manifest is still checked",
       ),
+    )
+    .addOption(
+      new Option(
+        "--pin-content",
+        "hash the whole file at open and check every later read against it (catches bytes " +
+          "changed before their first read; reads the file once more)",
+      ).conflicts("verify"),
     )
     .addOption(
       new Option("--backend <name>", "compute backend").choices(["auto", "wasm", "ref", "webgpu"]),
@@ -243,7 +256,7 @@ async function cmdGenerate(o: Record<string, unknown>): Promise<number> {
   const opts = generateOptions(v, 64);
   const model = v.manifest !== undefined
     ? (await loadFromManifest(v.manifest, { backend: v.backend })).model
-    : await open(v.model, v.backend, await streamingOptions(v), v.verify);
+    : await open(v.model, v.backend, await streamingOptions(v), v);
   const interrupt = new Interrupt();
   try {
     const it = generate(model, v.prompt ?? v.promptTokens!, {
@@ -295,7 +308,7 @@ async function cmdChat(o: Record<string, unknown>): Promise<number> {
     stats?: boolean;
   };
   const opts = generateOptions(v, 256);
-  const model = await open(v.model, v.backend, {}, (o as { verify?: boolean }).verify);
+  const model = await open(v.model, v.backend, {}, o as IntegrityFlags);
   const interrupt = new Interrupt();
   try {
     await runChat(model, { ...opts, system: v.system, stats: v.stats !== false }, {
@@ -350,7 +363,7 @@ async function cmdManifest(o: Record<string, unknown>): Promise<number> {
         return new ResidentExpertStore([]);
       },
     },
-  }, (o as { verify?: boolean }).verify);
+  }, o as IntegrityFlags);
   try {
     // version 2: every expert, every other tensor and the header
     manifest = await buildIntegrityManifest(model.file, locations, pinned);
@@ -377,7 +390,7 @@ async function cmdTrace(o: Record<string, unknown>): Promise<number> {
   if (prompts.length === 0) {
     throw new UsageError("bad_flag", "trace needs --prompt or --prompt-tokens");
   }
-  const model = await open(v.model, v.backend, {}, (o as { verify?: boolean }).verify);
+  const model = await open(v.model, v.backend, {}, o as IntegrityFlags);
   try {
     const hp = model.hp;
     const rec = new RouteRecorder(hp.nLayer, hp.nExpert, hp.nExpertUsed);

@@ -123,6 +123,10 @@ Deno.test("cli: manifest, trace and budgeted generate", async () => {
     const unchecked = await cli(...args, "--no-verify");
     assert.equal(unchecked.code, 0, unchecked.stderr);
     assert.deepEqual(JSON.parse(unchecked.stdout).tokens, full.tokens);
+    const pinned = await cli(...args, "--pin-content", "--expert-budget-mb", "0.2");
+    assert.equal(pinned.code, 0, pinned.stderr);
+    assert.deepEqual(JSON.parse(pinned.stdout).tokens, full.tokens);
+    assert.equal((await cli(...args, "--pin-content", "--no-verify")).code, 2, "one or the other");
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
