@@ -25,6 +25,14 @@ export interface ChatIO {
   readonly interactive: boolean;
 }
 
+/** Ctrl-C handling: a signal per reply, and when no reply runs. */
+export interface ChatInterrupt {
+  /** An abort signal for the next reply. */
+  signal(): AbortSignal;
+  /** The reply ended (Ctrl-C now ends the chat). */
+  idle(): void;
+}
+
 /** Options of {@link runChat}. */
 export interface ChatOptions extends GenerateOptions {
   /** System prompt, sent as the first message. */
@@ -43,14 +51,14 @@ const HELP = "commands: /bye (or Ctrl-D) ends the chat, /clear forgets the conve
  * @param model the loaded model
  * @param opts generation options per reply, plus the system prompt
  * @param io input lines and output sinks
- * @param signal aborts the reply in progress (Ctrl-C); the chat continues
+ * @param interrupt aborts the reply in progress (Ctrl-C); the chat continues
  * @returns the number of replies generated
  */
 export async function runChat(
   model: Model,
   opts: ChatOptions,
   io: ChatIO,
-  signal?: () => AbortSignal,
+  interrupt?: ChatInterrupt,
 ): Promise<number> {
   const template = chatTemplateFor(model);
   const system: ChatMessage[] = opts.system ? [{ role: "system", content: opts.system }] : [];
@@ -85,7 +93,7 @@ export async function runChat(
           ...opts,
           addBos: rendered.addBos,
           stop: [...template.stop, ...(opts.stop ?? [])],
-          signal: signal?.(),
+          signal: interrupt?.signal(),
           session,
         });
         let text: string | null = null;
@@ -115,6 +123,7 @@ export async function runChat(
           if (piece !== "") started = true;
           await io.write(piece);
         }
+        interrupt?.idle();
         if (text === null) history.pop(); // the turn did not fit
         else {
           history.push({ role: "assistant", content: text });

@@ -69,18 +69,27 @@ function isTty(f: { isTerminal(): boolean }): boolean {
   }
 }
 
-/** Ctrl-C: the first one aborts the generation in progress, as llama.cpp does. */
+/**
+ * Ctrl-C: during a generation the first one aborts it, as llama.cpp does; a second one, or one
+ * while no generation runs (the chat prompt), exits with {@link EXIT.interrupted}.
+ */
 class Interrupt {
   #ctl = new AbortController();
   #listening = false;
+  #busy = false;
   interrupted = false;
   readonly #onSignal = () => {
     this.interrupted = true;
-    if (this.#ctl.signal.aborted) Deno.exit(EXIT.interrupted); // a second Ctrl-C
+    if (!this.#busy || this.#ctl.signal.aborted) Deno.exit(EXIT.interrupted);
     this.#ctl.abort();
   };
+  /** No generation runs now (Ctrl-C exits). */
+  idle(): void {
+    this.#busy = false;
+  }
   /** A fresh signal for the next generation. */
   signal(): AbortSignal {
+    this.#busy = true;
     if (!this.#listening) {
       try {
         Deno.addSignalListener("SIGINT", this.#onSignal);
@@ -316,7 +325,7 @@ async function cmdChat(o: Record<string, unknown>): Promise<number> {
       write: writeOut,
       note: writeErr,
       interactive: isTty(Deno.stdin) && isTty(Deno.stderr),
-    }, () => interrupt.signal());
+    }, interrupt);
     return EXIT.ok;
   } finally {
     interrupt.dispose();

@@ -162,3 +162,46 @@ Deno.test("cli: exit codes — usage 2 (unknown option, bad value, missing value
     assert.match(r.stderr, msg, args.join(" "));
   }
 });
+
+Deno.test("cli: Ctrl-C stops a generation (partial text, timings, exit 130) and ends an idle chat", async () => {
+  /** Starts the CLI, sends `input`, waits for its first output, then sends SIGINT. */
+  async function interrupt(args: string[], input?: string) {
+    const child = new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", CLI, ...args],
+      stdin: input === undefined ? "null" : "piped",
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    if (input !== undefined) {
+      await child.stdin.getWriter().write(new TextEncoder().encode(input)); // stdin stays open
+    }
+    const reader = child.stdout.getReader();
+    const first = await reader.read(); // generating (or the first reply is done)
+    if (input !== undefined) await new Promise((r) => setTimeout(r, 500)); // reply finished
+    child.kill("SIGINT");
+    let stdout = new TextDecoder().decode(first.value ?? new Uint8Array());
+    for (let r = await reader.read(); !r.done; r = await reader.read()) {
+      stdout += new TextDecoder().decode(r.value);
+    }
+    const stderr = new TextDecoder().decode(
+      new Uint8Array(await new Response(child.stderr).arrayBuffer()),
+    );
+    return { code: (await child.status).code, stdout, stderr };
+  }
+  const gen = await interrupt([
+    "generate",
+    "-p",
+    "The",
+    "-n",
+    "1000000",
+    "--ignore-eos",
+    "--backend",
+    "ref",
+  ]);
+  assert.equal(gen.code, 130, gen.stderr);
+  assert.match(gen.stderr, /finish: abort/); // our handler ran: stats printed, then exit 130
+  assert.ok(gen.stdout.length > 0);
+  const chat = await interrupt(["chat", "-n", "3"], "Hi\n");
+  assert.equal(chat.code, 130, chat.stderr);
+  assert.match(chat.stderr, /tokens\/s/); // the reply finished before Ctrl-C
+});
