@@ -155,6 +155,9 @@ async function streamingOptions(v: StreamingFlags): Promise<LoadModelOptions> {
 }
 
 interface SamplingFlags {
+  temp?: number;
+  nPredict?: number;
+  reversePrompt?: string[];
   maxTokens?: number;
   temperature?: number;
   topK?: number;
@@ -168,7 +171,15 @@ interface SamplingFlags {
 }
 
 /** Generation options from the flags, with llama.cpp's conventions for out-of-range values. */
-function generateOptions(v: SamplingFlags, maxTokens: number): GenerateOptions {
+function generateOptions(flags: SamplingFlags, maxTokens: number): GenerateOptions {
+  const v = {
+    ...flags,
+    temperature: flags.temperature ?? flags.temp,
+    maxTokens: flags.nPredict ?? flags.maxTokens,
+    stop: flags.stop || flags.reversePrompt
+      ? [...(flags.stop ?? []), ...(flags.reversePrompt ?? [])]
+      : undefined,
+  };
   return {
     maxTokens: v.maxTokens ?? maxTokens,
     // llama.cpp: a temperature ≤ 0 samples greedily; top-k ≤ 0 is off; seed -1 is random
@@ -237,7 +248,20 @@ function samplingOptions(cmd: Command, maxTokens: number): Command {
     .addOption(
       new Option("--stop <text>", "stop at this text (repeatable)").argParser(collect),
     )
-    .addOption(new Option("--ignore-eos", "keep generating past end-of-generation tokens"));
+    .addOption(new Option("--ignore-eos", "keep generating past end-of-generation tokens"))
+    // llama.cpp's names for the same settings
+    .addOption(
+      new Option("--temp <t>", "= --temperature (llama.cpp)").argParser(parseNumber)
+        .conflicts("temperature"),
+    )
+    .addOption(
+      new Option("--n-predict <n>", "= --max-tokens (llama.cpp)").argParser(parseCount),
+    )
+    .addOption(
+      new Option("-r, --reverse-prompt <text>", "= --stop (llama.cpp; repeatable)").argParser(
+        collect,
+      ),
+    );
 }
 
 async function cmdGenerate(o: Record<string, unknown>): Promise<number> {

@@ -76,6 +76,15 @@ Deno.test("cli: --stop, --ignore-eos and --ctx-size reach generation", async () 
   );
   assert.equal(stopped.finish_reason, "stop");
   assert.equal(stopped.text, full.text.slice(0, full.text.indexOf(stop)));
+  // llama.cpp's names: --temp, --n-predict, -r/--reverse-prompt
+  const llama = JSON.parse(
+    (await cli([...base.slice(0, 3), "--json", "--temp", "-1", "--n-predict", "24", "-r", stop]))
+      .stdout,
+  );
+  assert.deepEqual(llama.tokens, stopped.tokens);
+  const both = await cli([...base, "--temp", "0", "--temperature", "0"]);
+  assert.equal(both.code, 2);
+  assert.match(both.stderr, /cannot be used with/);
   // a context of 8 positions: 4 prompt tokens, so at most 5 generated
   const short = await cli([...base, "-n", "50", "--ctx-size", "8"]);
   assert.equal(short.code, 0, short.stderr);
