@@ -50,6 +50,8 @@ import {
   UsageError,
 } from "./options.ts";
 
+import denoJson from "../deno.json" with { type: "json" };
+
 const enc = new TextEncoder();
 
 function writeErr(s: string): void {
@@ -458,6 +460,7 @@ export function buildProgram(done: (code: number) => void): Command {
   const run = async (p: Promise<number>) => done(await p);
   const program = new Command("moe-edge")
     .description("Mixture-of-Experts inference for Deno")
+    .version(`${denoJson.name} ${denoJson.version}`, "-V, --version")
     .usage("<command> [options]")
     .exitOverride()
     .showHelpAfterError("(run with --help for usage)")

@@ -42,6 +42,7 @@ Deno.test("cli: every command has generated help (exit 0); no command prints hel
     [["help", "inspect"], [/--model/, /--json/]],
     [["trace", "-h"], [/--out/]],
     [["--help"], [/generate/, /chat/, /inspect/, /Exit codes/]],
+    [["--version"], [/^@moe-edge\/runtime \d+\.\d+\.\d+\n$/]],
   ];
   for (const [args, want] of cases) {
     const r = await cli(args);
