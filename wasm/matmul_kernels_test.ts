@@ -273,30 +273,34 @@ Deno.test("matmul Q2_K/Q3_K/IQ4_NL/IQ4_XS/MXFP4: simd128 and relaxed modules agr
   }
 });
 
-Deno.test("matmul Q6_K decode (two-row streams) == the token-tile path, bit for bit", () => {
-  fc.assert(
-    fc.property(
-      fc.integer({ min: 1, max: 11 }),
-      fc.integer({ min: 1, max: 3 }),
-      fc.integer(),
-      (rows, nb, seed) => {
-        const cols = 256 * nb;
-        const r = rng(seed);
-        const w = randomWeights(r, GgmlType.Q6_K, rows, cols);
-        const x = randomActivations(r, 2 * cols);
-        H.reset();
-        const wp = H.putU8(w);
-        const xp = H.putF32(x);
-        const o1 = H.alloc(4 * rows);
-        const o2 = H.alloc(8 * rows);
-        const sc = H.alloc(H.k.matmul_scratch_bytes(GgmlType.Q6_K, cols, 2));
-        assertEquals(H.k.matmul(GgmlType.Q6_K, wp, rows, cols, xp, 1, o1, sc), 0);
-        assertEquals(H.k.matmul(GgmlType.Q6_K, wp, rows, cols, xp, 2, o2, sc), 0);
-        const one = new Uint32Array(H.getF32(o1, rows).buffer);
-        const two = new Uint32Array(H.getF32(o2, rows).buffer);
-        assertEquals(one.join(), two.join());
-      },
-    ),
-    { numRuns: 60 },
-  );
-});
+for (const type of [GgmlType.Q6_K, GgmlType.IQ4_XS, GgmlType.IQ4_NL, GgmlType.MXFP4]) {
+  const tr = traitsOf(type);
+  Deno.test(`matmul ${tr.name} decode (two-row streams) == the token-tile path, bit for bit`, () => {
+    fc.assert(
+      fc.property(
+        fc.integer({ min: 1, max: 11 }),
+        fc.integer({ min: 1, max: tr.blockSize === 32 ? 9 : 3 }),
+        fc.integer(),
+        (rows, nb, seed) => {
+          const cols = tr.blockSize * nb;
+          const r = rng(seed);
+          const w = randomWeights(r, type, rows, cols);
+          const x = randomActivations(r, 2 * cols);
+          H.reset();
+          const wp = H.putU8(w);
+          const xp = H.putF32(x);
+          const o1 = H.alloc(4 * rows);
+          const o2 = H.alloc(8 * rows);
+          const sc = H.alloc(H.k.matmul_scratch_bytes(type, cols, 2));
+          // one token: rows r and r + rows/2 per kernel call; two tokens: one row per tile
+          assertEquals(H.k.matmul(type, wp, rows, cols, xp, 1, o1, sc), 0);
+          assertEquals(H.k.matmul(type, wp, rows, cols, xp, 2, o2, sc), 0);
+          const one = new Uint32Array(H.getF32(o1, rows).buffer);
+          const two = new Uint32Array(H.getF32(o2, rows).buffer);
+          assertEquals(one.join(), two.join());
+        },
+      ),
+      { numRuns: 40 },
+    );
+  });
+}

@@ -104,6 +104,15 @@ unsafe fn no_dequant(_: *const u8, _: *mut f32, _: usize) {}
 unsafe fn rows2_q6k(w0: *const u8, w1: *const u8, nb: usize, a: *const u8, o0: *mut f32, o1: *mut f32) {
     rows_q6k::<2>([w0, w1], nb, a, [o0, o1])
 }
+unsafe fn rows2_iq4_nl(w0: *const u8, w1: *const u8, nb: usize, a: *const u8, o0: *mut f32, o1: *mut f32) {
+    rows_legacy::<IQ4_NL, 2>([w0, w1], nb, a, [o0, o1])
+}
+unsafe fn rows2_mxfp4(w0: *const u8, w1: *const u8, nb: usize, a: *const u8, o0: *mut f32, o1: *mut f32) {
+    rows_legacy::<MXFP4, 2>([w0, w1], nb, a, [o0, o1])
+}
+unsafe fn rows2_iq4_xs(w0: *const u8, w1: *const u8, nb: usize, a: *const u8, o0: *mut f32, o1: *mut f32) {
+    rows_iq4_xs::<2>([w0, w1], nb, a, [o0, o1])
+}
 
 
 macro_rules! tiles {
@@ -142,9 +151,9 @@ pub static FORMATS: [Format; 18] = [
     weight!(Q4_K, 256, 144, Q8_K, dot_q4_k_scalar, tiles!(tile_q45k, [Q4_K]), dequant::<Q4_K>),
     weight!(Q5_K, 256, 176, Q8_K, dot_q5_k_scalar, tiles!(tile_q45k, [Q5_K]), dequant::<Q5_K>),
     weight!(Q6_K, 256, 210, Q8_K, dot_q6_k_scalar, tiles!(tile_q6k, []), dequant::<Q6_K>, Some(rows2_q6k)),
-    weight!(IQ4_NL, 32, 18, Q8_0, dot_iq4_nl_scalar, tiles!(tile_legacy, [IQ4_NL]), lowbit::dequant::<IQ4_NL>),
-    weight!(IQ4_XS, 256, 136, Q8_K, dot_iq4_xs_scalar, tiles!(tile_iq4_xs, []), lowbit::dequant::<IQ4_XS>),
-    weight!(MXFP4, 32, 17, Q8_0, dot_mxfp4_scalar, tiles!(tile_legacy, [MXFP4]), lowbit::dequant::<MXFP4>),
+    weight!(IQ4_NL, 32, 18, Q8_0, dot_iq4_nl_scalar, tiles!(tile_legacy, [IQ4_NL]), lowbit::dequant::<IQ4_NL>, Some(rows2_iq4_nl)),
+    weight!(IQ4_XS, 256, 136, Q8_K, dot_iq4_xs_scalar, tiles!(tile_iq4_xs, []), lowbit::dequant::<IQ4_XS>, Some(rows2_iq4_xs)),
+    weight!(MXFP4, 32, 17, Q8_0, dot_mxfp4_scalar, tiles!(tile_legacy, [MXFP4]), lowbit::dequant::<MXFP4>, Some(rows2_mxfp4)),
     Format { ty: Q8_1, blk: 32, bytes: 36, kernels: None, dequant: no_dequant },
     Format { ty: Q8_K, blk: 256, bytes: 292, kernels: None, dequant: no_dequant },
 ];

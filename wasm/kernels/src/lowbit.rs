@@ -407,3 +407,41 @@ pub unsafe fn tile_iq4_xs<const T: usize>(w: *const u8, nb: usize, a: *const u8,
         *out.add(t * ostride) = hsum_f32(acc[t]);
     }
 }
+
+/// R IQ4_XS rows × 1 token (decode), sharing the activation loads; per row
+/// the operations of [`tile_iq4_xs`]`::<1>` (bit-identical).
+#[inline(always)]
+pub unsafe fn rows_iq4_xs<const R: usize>(w: [*const u8; R], nb: usize, a: *const u8, out: [*mut f32; R]) {
+    let qoff = align16(4 * nb) + 32 * nb;
+    let table = ld(KVALUES_IQ4NL.as_ptr() as *const u8);
+    let mut acc = [f32x4_splat(0.0); R];
+    for i in 0..nb {
+        let mut isum = [i32x4_splat(0); R];
+        for ib in 0..8 {
+            let y = a.add(qoff + 512 * i + 64 * ib);
+            let (y0, y1, y2, y3) = (ld(y), ld(y.add(16)), ld(y.add(32)), ld(y.add(48)));
+            for r in 0..R {
+                let xb = w[r].add(i * IQ4_XS_BYTES);
+                let (lo, hi) = nl_unpack(ld(xb.add(8 + 16 * ib)), table);
+                let s = i32x4_splat(iq4xs_scale(xb, ib) - 32);
+                let dlo = i32x4_add(
+                    i32x4_dot_i16x8(i16x8_extend_low_i8x16(lo), y0),
+                    i32x4_dot_i16x8(i16x8_extend_high_i8x16(lo), y1),
+                );
+                let dhi = i32x4_add(
+                    i32x4_dot_i16x8(i16x8_extend_low_i8x16(hi), y2),
+                    i32x4_dot_i16x8(i16x8_extend_high_i8x16(hi), y3),
+                );
+                isum[r] = i32x4_add(isum[r], i32x4_mul(i32x4_add(dlo, dhi), s));
+            }
+        }
+        let yd = *(a as *const f32).add(i);
+        for r in 0..R {
+            let d = fp16(w[r].add(i * IQ4_XS_BYTES));
+            acc[r] = f32x4_add(acc[r], f32x4_mul(f32x4_convert_i32x4(isum[r]), f32x4_splat(d * yd)));
+        }
+    }
+    for r in 0..R {
+        *out[r] = hsum_f32(acc[r]);
+    }
+}

@@ -236,6 +236,39 @@ pub unsafe fn tile_legacy<const K: u32, const T: usize>(w: *const u8, nb: usize,
     }
 }
 
+/// R rows of a legacy-family format without a min (IQ4_NL, MXFP4; also
+/// valid for Q8_0, Q4_0, Q5_0) × 1 token (decode), sharing the activation
+/// loads; per row the operations of [`tile_legacy`]`::<K, 1>` (bit-identical).
+#[inline(always)]
+pub unsafe fn rows_legacy<const K: u32, const R: usize>(w: [*const u8; R], nb: usize, a: *const u8, out: [*mut f32; R]) {
+    let qoff = align16(8 * nb);
+    let mut acc = [f32x4_splat(0.0); R];
+    for i in 0..nb {
+        let q = a.add(qoff + 64 * i);
+        let (y0, y1, y2, y3) = (ld(q), ld(q.add(16)), ld(q.add(32)), ld(q.add(48)));
+        let da = *(a as *const f32).add(i);
+        for r in 0..R {
+            let b = w[r].add(i * legacy_bytes(K));
+            let (lo, hi) = legacy_unpack::<K>(b);
+            let s = i32x4_add(
+                i32x4_add(
+                    i32x4_dot_i16x8(i16x8_extend_low_i8x16(lo), y0),
+                    i32x4_dot_i16x8(i16x8_extend_high_i8x16(lo), y1),
+                ),
+                i32x4_add(
+                    i32x4_dot_i16x8(i16x8_extend_low_i8x16(hi), y2),
+                    i32x4_dot_i16x8(i16x8_extend_high_i8x16(hi), y3),
+                ),
+            );
+            let dw = if K == MXFP4 { crate::lowbit::e8m0_half(*b) } else { fp16(b) };
+            acc[r] = f32x4_add(acc[r], f32x4_mul(f32x4_convert_i32x4(s), f32x4_splat(dw * da)));
+        }
+    }
+    for r in 0..R {
+        *out[r] = hsum_f32(acc[r]);
+    }
+}
+
 // ---------------------------------------------------------------- K-quants
 
 #[inline(always)]
