@@ -15,6 +15,8 @@ import {
   hash64,
   IntegritySource,
   loadModel,
+  MemorySource,
+  PinnedSource,
   sha256Hex,
 } from "../../mod.ts";
 import { ALL_EXPERT_BYTES, modelBytes, PROMPT } from "./model_util.ts";
@@ -55,6 +57,12 @@ console.log(
   `| SHA-256 crypto.subtle (async) | ${
     (await rate(() => sha256Hex(buf), buf.byteLength)).toFixed(2)
   } |`,
+);
+
+const big = new Uint8Array(64 << 20).map((_, i) => (i * 131 + (i >> 13)) & 255);
+const pinRate = await rate(() => PinnedSource.pin(new MemorySource(big)), big.byteLength, 1500);
+console.log(
+  `| pin (SHA-256 + hash64 per 64 KiB block), 64 MiB in memory | ${pinRate.toFixed(2)} |`,
 );
 
 const path = await Deno.makeTempFile({ suffix: ".gguf" });
