@@ -234,7 +234,7 @@ export function formatInspect(r: InspectReport): string {
   if (types.length) {
     rows.push(["expert types", types.map(([t, b]) => `${t} ${humanBytes(b)}`).join(", ")]);
   }
-  rows.push(["index bytes", `${r.index_bytes} (only these were read)`]);
+  rows.push(["index bytes", `${r.index_bytes} (inspect reads only the head of the file)`]);
   const w = Math.max(...rows.map(([k]) => k.length)) + 2;
   for (const [k, v] of rows) out.push(`${k.padEnd(w)}${v}`);
   if (r.experts_by_layer.length) {
