@@ -8,6 +8,7 @@
  */
 
 import type { ArchSpec } from "./arch/types.ts";
+import { deepseek2 } from "./arch/deepseek2.ts";
 import { granitemoe } from "./arch/granitemoe.ts";
 import { llama } from "./arch/llama.ts";
 import { olmoe } from "./arch/olmoe.ts";
@@ -30,6 +31,7 @@ const ARCHS: Readonly<Record<string, ArchSpec>> = {
   qwen3moe,
   olmoe,
   granitemoe,
+  deepseek2,
 };
 
 /** Supported architecture names. */

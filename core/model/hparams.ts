@@ -9,7 +9,8 @@ import { ModelError } from "../errors.ts";
 import type { GgufMetadata } from "../formats/gguf_types.ts";
 import { getBool, getNumber, getPerLayer, getString } from "../formats/gguf_meta.ts";
 import { type ArchSpec, archSpec, SUPPORTED_ARCHS } from "./arch.ts";
-import type { HParamContext, ModelScales, RoutingParams } from "./arch/types.ts";
+import type { HParamContext, MlaParams, ModelScales, RoutingParams } from "./arch/types.ts";
+import type { YarnParams } from "./arch/rope.ts";
 
 /** Model hyper-parameters (llama.cpp `llama_hparams` subset). */
 export interface HParams {
@@ -57,6 +58,45 @@ export interface HParams {
   readonly scales: ModelScales;
   /** Leading blocks with a dense FFN before the MoE blocks (`leading_dense_block_count`). */
   readonly nLayerDenseLead: number;
+  /** YaRN RoPE scaling (`rope.scaling.type = yarn`), null otherwise. */
+  readonly yarn: YarnParams | null;
+  /** Multi-head latent attention dimensions (deepseek2), null otherwise. */
+  readonly mla: MlaParams | null;
+}
+
+/**
+ * YaRN parameters as llama.cpp's context derives them: `ext_factor` 1, `beta_fast`/`beta_slow`
+ * 32/1 unless the file sets `rope.scaling.yarn_beta_*`, `attn_factor` from the magnitude
+ * scales (`get_mscale`) cancelled by the kernel's own `1 + 0.1·ln(factor)`, times
+ * `rope.scaling.attn_factor`; all in f32.
+ */
+function yarnParams(
+  c: HParamContext,
+  freqScale: number,
+  nCtxTrain: number,
+  logMul: number,
+  mscaleFromLogMul: boolean,
+): YarnParams {
+  const f = Math.fround;
+  const factor = f(1 / f(freqScale));
+  const getMscale = (scale: number, m: number) =>
+    scale <= 1 ? 1 : f(f(f(0.1 * f(m)) * f(Math.log(scale))) + 1);
+  let attn: number;
+  if (logMul !== 0) {
+    const m = mscaleFromLogMul && f(logMul) !== 1 ? logMul : 1;
+    attn = f(getMscale(factor, m) / getMscale(factor, logMul));
+  } else {
+    attn = getMscale(factor, 1);
+  }
+  attn = f(attn * f(1 / f(1 + f(0.1 * f(Math.log(factor))))));
+  attn = f(attn * f(c.float("rope.scaling.attn_factor", 1, HPARAM_FLOAT_RANGES.ropeAttnFactor)));
+  return {
+    extFactor: 1,
+    attnFactor: attn,
+    betaFast: c.float("rope.scaling.yarn_beta_fast", 32, HPARAM_FLOAT_RANGES.yarnBeta),
+    betaSlow: c.float("rope.scaling.yarn_beta_slow", 1, HPARAM_FLOAT_RANGES.yarnBeta),
+    nCtxOrig: c.int("rope.scaling.original_context_length", nCtxTrain, 1, HPARAM_LIMITS.nCtx),
+  };
 }
 
 /** Upper bounds on hyper-parameters; anything larger is rejected as malformed. */
@@ -92,6 +132,10 @@ export const HPARAM_FLOAT_RANGES = {
   rmsEps: [0, 1],
   /** `expert_weights_scale`: 0 means none. */
   expertWeightsScale: [0, 1e6],
+  /** `rope.scaling.attn_factor`. */
+  ropeAttnFactor: [1e-6, 1e6],
+  /** `rope.scaling.yarn_beta_fast` / `yarn_beta_slow`. */
+  yarnBeta: [1e-6, 1e6],
 } as const;
 
 function badFloat(key: string, v: number, range: string): ModelError {
@@ -218,14 +262,17 @@ export function readHParams(meta: GgufMetadata, nVocab: number): HParams {
   const scalingType = meta.has(k("rope.scaling.type"))
     ? getString(meta, k("rope.scaling.type"))
     : "linear";
-  if (scalingType !== "linear" && scalingType !== "none") {
+  if (scalingType !== "linear" && scalingType !== "none" && scalingType !== "yarn") {
     throw new ModelError(
       "unsupported_hparam",
-      `Cannot load model: rope.scaling.type '${scalingType}' is not supported (linear, none)`,
+      `Cannot load model: rope.scaling.type '${scalingType}' is not supported (linear, none, yarn)`,
       { field: "rope.scaling.type" },
     );
   }
-  const ropeFreqScale = scalingType === "none" || scaleFactor === 0 ? 1 : 1 / scaleFactor;
+  // llama.cpp: rope_freq_scale_train = 1.0f / ropescale, in f32
+  const ropeFreqScale = scalingType === "none" || scaleFactor === 0
+    ? 1
+    : Math.fround(1 / Math.fround(scaleFactor));
   const rmsEps = floatIn(
     k("attention.layer_norm_rms_epsilon"),
     getNumber(meta, k("attention.layer_norm_rms_epsilon"), 1e-5),
@@ -238,7 +285,16 @@ export function readHParams(meta: GgufMetadata, nVocab: number): HParams {
     F.ropeFreqBase,
     { openMin: true },
   );
+  const nCtxTrain = bounded(
+    "context_length",
+    getNumber(meta, k("context_length"), 4096),
+    1,
+    L.nCtx,
+  );
   const ctx: HParamContext = {
+    ropeFreqScale,
+    yarn: (logMul, fromLogMul) =>
+      scalingType === "yarn" ? yarnParams(ctx, ropeFreqScale, nCtxTrain, logMul, fromLogMul) : null,
     meta,
     arch: archName,
     nLayer,
@@ -265,10 +321,11 @@ export function readHParams(meta: GgufMetadata, nVocab: number): HParams {
     ...ah.routing,
   };
   const scales: ModelScales = { embedding: 0, residual: 0, attention: 0, logit: 0, ...ah.scales };
+  const yarn = ah.yarn !== undefined ? ah.yarn : ctx.yarn(0, false);
   return {
     arch,
     nVocab: bounded("vocabulary size", nVocab, 1, L.nVocab),
-    nCtxTrain: bounded("context_length", getNumber(meta, k("context_length"), 4096), 1, L.nCtx),
+    nCtxTrain,
     nEmbd,
     nLayer,
     nHead,
@@ -288,5 +345,7 @@ export function readHParams(meta: GgufMetadata, nVocab: number): HParams {
     routing,
     scales,
     nLayerDenseLead,
+    yarn,
+    mla: ah.mla ?? null,
   };
 }

@@ -329,6 +329,8 @@ async function assemble(
         normalize: hp.routing.normTopK,
         scale: hp.routing.weightsScale,
         selectionBias: weights.layers[l].expProbsB ?? undefined,
+        groups: hp.routing.nGroups,
+        groupsUsed: hp.routing.nGroupUsed,
       });
       if (opts.hooks?.wrapRouter) r = opts.hooks.wrapRouter(r, l, hp);
       routers.push(r);

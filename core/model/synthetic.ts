@@ -19,7 +19,13 @@ import { ModelError } from "../errors.ts";
 /** Shape and options of a synthetic model. */
 export interface SyntheticModelSpec {
   /** Architecture (default `"llama"`). */
-  arch?: "llama" | "qwen2moe" | "qwen3moe" | "olmoe" | "granitemoe";
+  arch?: "llama" | "qwen2moe" | "qwen3moe" | "olmoe" | "granitemoe" | "deepseek2";
+  /**
+   * deepseek2 (MLA, shared experts, leading dense blocks, routing and YaRN options); defaults:
+   * no q_lora, kv_lora_rank 32, no-rope 16, rope 16, V 16, 1 dense block of `nFf`, 1 shared
+   * expert, softmax gating, no bias, no groups, no norm, no scale, no YaRN.
+   */
+  deepseek?: SyntheticDeepseekSpec;
   /**
    * granitemoe multipliers (defaults: granite-3.x-1b-a400m's embedding 12, residual 0.22,
    * attention 1/64, logit 6); 0 leaves the optional ones out of the file.
@@ -71,6 +77,38 @@ export interface SyntheticModelSpec {
   seed?: number;
   /** Scale of weights relative to 1/sqrt(fan_in) (default 1). */
   weightScale?: number;
+}
+
+/** deepseek2 options of a synthetic model ({@link SyntheticModelSpec.deepseek}). */
+export interface SyntheticDeepseekSpec {
+  /** `attention.q_lora_rank` (0: `attn_q` directly). */
+  qLoraRank?: number;
+  /** `attention.kv_lora_rank`. */
+  kvLoraRank?: number;
+  /** Per-head no-rope Q/K width (`key_length_mla - rope.dimension_count`). */
+  nopeDim?: number;
+  /** `rope.dimension_count`. */
+  ropeDim?: number;
+  /** `attention.value_length_mla`. */
+  vDim?: number;
+  /** `leading_dense_block_count`. */
+  denseLead?: number;
+  /** Dense FFN width (`feed_forward_length`, default `nFf`). */
+  nFfDense?: number;
+  /** `expert_shared_count`. */
+  nShared?: number;
+  /** Gate function (`expert_gating_func`). */
+  gating?: "softmax" | "sigmoid";
+  /** Write `exp_probs_b` selection biases. */
+  probsBias?: boolean;
+  /** `expert_group_count` and `expert_group_used_count`. */
+  groups?: readonly [number, number];
+  /** `expert_weights_norm`. */
+  norm?: boolean;
+  /** `expert_weights_scale` (0: not written). */
+  scale?: number;
+  /** YaRN: `rope.scaling.factor`, `original_context_length`, `yarn_log_multiplier` (0: not written). */
+  yarn?: { factor: number; origCtx: number; logMul: number };
 }
 
 /** The llama-quantize ftypes {@link SyntheticModelSpec.mix} can reproduce. */
@@ -243,9 +281,32 @@ export function synthesizeModel(spec: SyntheticModelSpec = {}): Uint8Array {
   norm("output_norm.weight", nEmbd);
   if (!spec.tiedOutput) mat("output.weight", nEmbd, nVocab, [], embdType);
   const qDim = nHead * headDim, kvDim = nHeadKv * headDim;
+  const ds: DeepseekResolved = { ...DEEPSEEK_DEFAULTS, ...spec.deepseek };
   for (let l = 0; l < nLayer; l++) {
     const p = `blk.${l}`;
     norm(`${p}.attn_norm.weight`, nEmbd);
+    if (arch === "deepseek2") {
+      synthMla(p, ds, nEmbd, nHead, mat, norm);
+      norm(`${p}.ffn_norm.weight`, nEmbd);
+      const nFfD = ds.nFfDense ?? nFf;
+      if (nExpert === 0 || l < ds.denseLead) {
+        mat(`${p}.ffn_gate.weight`, nEmbd, nFfD);
+        mat(`${p}.ffn_up.weight`, nEmbd, nFfD);
+        mat(`${p}.ffn_down.weight`, nFfD, nEmbd);
+        continue;
+      }
+      add(`${p}.ffn_gate_inp.weight`, [nEmbd, nExpert], GgmlType.F32, 1 / Math.sqrt(nEmbd));
+      if (ds.probsBias) add(`${p}.exp_probs_b.bias`, [nExpert], GgmlType.F32, 0.3);
+      mat(`${p}.ffn_gate_exps.weight`, nEmbd, nFf, [nExpert]);
+      mat(`${p}.ffn_down_exps.weight`, nFf, nEmbd, [nExpert]);
+      mat(`${p}.ffn_up_exps.weight`, nEmbd, nFf, [nExpert]);
+      if (ds.nShared > 0) {
+        mat(`${p}.ffn_gate_shexp.weight`, nEmbd, nFf * ds.nShared);
+        mat(`${p}.ffn_down_shexp.weight`, nFf * ds.nShared, nEmbd);
+        mat(`${p}.ffn_up_shexp.weight`, nEmbd, nFf * ds.nShared);
+      }
+      continue;
+    }
     mat(`${p}.attn_q.weight`, nEmbd, qDim);
     mat(`${p}.attn_k.weight`, nEmbd, kvDim);
     mat(`${p}.attn_v.weight`, nEmbd, kvDim);
@@ -350,6 +411,100 @@ export function synthesizeModel(spec: SyntheticModelSpec = {}): Uint8Array {
     meta.push([a("expert_feed_forward_length"), gguf.u32(nFf)]);
   }
   if (arch === "qwen2moe") meta.push([a("expert_shared_feed_forward_length"), gguf.u32(nFfSh)]);
+  if (arch === "deepseek2") deepseekMeta(meta, ds, nFf, a);
   meta.push(...vocabMeta(vocab));
   return writeGguf({ metadata: meta, tensors });
+}
+
+type DeepseekResolved =
+  & Required<Omit<SyntheticDeepseekSpec, "nFfDense" | "groups" | "yarn">>
+  & Pick<SyntheticDeepseekSpec, "nFfDense" | "groups" | "yarn">;
+
+const DEEPSEEK_DEFAULTS: DeepseekResolved = {
+  qLoraRank: 0,
+  kvLoraRank: 32,
+  nopeDim: 16,
+  ropeDim: 16,
+  vDim: 16,
+  denseLead: 1,
+  nShared: 1,
+  gating: "softmax",
+  probsBias: false,
+  norm: false,
+  scale: 0,
+};
+
+/** The MLA tensors of one deepseek2 block (llama.cpp deepseek2 names and shapes). */
+function synthMla(
+  p: string,
+  ds: DeepseekResolved,
+  nEmbd: number,
+  nHead: number,
+  mat: (name: string, cols: number, rows: number, extra?: number[]) => void,
+  norm: (name: string, n: number) => void,
+): void {
+  const dk = ds.nopeDim + ds.ropeDim;
+  if (ds.qLoraRank > 0) {
+    mat(`${p}.attn_q_a.weight`, nEmbd, ds.qLoraRank);
+    norm(`${p}.attn_q_a_norm.weight`, ds.qLoraRank);
+    mat(`${p}.attn_q_b.weight`, ds.qLoraRank, nHead * dk);
+  } else {
+    mat(`${p}.attn_q.weight`, nEmbd, nHead * dk);
+  }
+  mat(`${p}.attn_kv_a_mqa.weight`, nEmbd, ds.kvLoraRank + ds.ropeDim);
+  norm(`${p}.attn_kv_a_norm.weight`, ds.kvLoraRank);
+  mat(`${p}.attn_k_b.weight`, ds.nopeDim, ds.kvLoraRank, [nHead]);
+  mat(`${p}.attn_v_b.weight`, ds.kvLoraRank, ds.vDim, [nHead]);
+  mat(`${p}.attn_output.weight`, nHead * ds.vDim, nEmbd);
+}
+
+/** deepseek2 metadata: MLA written as MQA over the latent, as llama.cpp's converter does. */
+function deepseekMeta(
+  meta: [string, GgufValue][],
+  ds: DeepseekResolved,
+  nFf: number,
+  a: (k: string) => string,
+): void {
+  const replaced = new Set(
+    [
+      "attention.head_count_kv",
+      "attention.key_length",
+      "attention.value_length",
+      "feed_forward_length",
+    ].map(a),
+  );
+  for (let i = meta.length - 1; i >= 0; i--) if (replaced.has(meta[i][0])) meta.splice(i, 1);
+  meta.push(
+    [a("attention.head_count_kv"), gguf.u32(1)],
+    [a("attention.key_length"), gguf.u32(ds.kvLoraRank + ds.ropeDim)],
+    [a("attention.value_length"), gguf.u32(ds.kvLoraRank)],
+    [a("attention.key_length_mla"), gguf.u32(ds.nopeDim + ds.ropeDim)],
+    [a("attention.value_length_mla"), gguf.u32(ds.vDim)],
+    [a("attention.kv_lora_rank"), gguf.u32(ds.kvLoraRank)],
+    [a("attention.q_lora_rank"), gguf.u32(ds.qLoraRank)],
+    [a("rope.dimension_count"), gguf.u32(ds.ropeDim)],
+    [a("feed_forward_length"), gguf.u32(ds.nFfDense ?? nFf)],
+    [a("expert_feed_forward_length"), gguf.u32(nFf)],
+    [a("leading_dense_block_count"), gguf.u32(ds.denseLead)],
+    [a("expert_shared_count"), gguf.u32(ds.nShared)],
+    [a("expert_gating_func"), gguf.u32(ds.gating === "sigmoid" ? 2 : 1)],
+    [a("expert_weights_norm"), gguf.bool(ds.norm)],
+  );
+  if (ds.scale) meta.push([a("expert_weights_scale"), gguf.f32(ds.scale)]);
+  if (ds.groups) {
+    meta.push(
+      [a("expert_group_count"), gguf.u32(ds.groups[0])],
+      [a("expert_group_used_count"), gguf.u32(ds.groups[1])],
+    );
+  }
+  if (ds.yarn) {
+    meta.push(
+      [a("rope.scaling.type"), gguf.str("yarn")],
+      [a("rope.scaling.factor"), gguf.f32(ds.yarn.factor)],
+      [a("rope.scaling.original_context_length"), gguf.u32(ds.yarn.origCtx)],
+    );
+    if (ds.yarn.logMul) {
+      meta.push([a("rope.scaling.yarn_log_multiplier"), gguf.f32(ds.yarn.logMul)]);
+    }
+  }
 }

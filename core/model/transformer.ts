@@ -15,7 +15,7 @@ import type {
   WeightView,
 } from "../backend/backend.ts";
 import { ModelError } from "../errors.ts";
-import type { Expert, Scratch } from "../moe/expert.ts";
+import type { Expert, FfnLinear, FfnProj, Scratch } from "../moe/expert.ts";
 import { MoeLayer } from "../moe/moe_layer.ts";
 import type { Router } from "../moe/router.ts";
 import type { ExpertStore } from "../store/expert_store.ts";
@@ -23,7 +23,11 @@ import type { LayerContext } from "./arch/types.ts";
 import type { HParams } from "./hparams.ts";
 import type { ModelWeights } from "./weights.ts";
 
-/** Names of the linear projections adapters can attach to. */
+/**
+ * Names of the linear projections adapters can attach to: attention, the
+ * dense FFN (`ffn_*`, non-MoE blocks), each routed expert's FFN
+ * (`ffn_*_exps`, with an expert index) and the output head.
+ */
 export type LinearName =
   | "attn_q"
   | "attn_k"
@@ -32,17 +36,43 @@ export type LinearName =
   | "ffn_gate"
   | "ffn_up"
   | "ffn_down"
+  | "ffn_gate_exps"
+  | "ffn_up_exps"
+  | "ffn_down_exps"
   | "output";
+
+/** The per-expert projection names, by FFN projection. */
+export const EXPERT_PROJ: Readonly<Record<FfnProj, LinearName>> = {
+  gate: "ffn_gate_exps",
+  up: "ffn_up_exps",
+  down: "ffn_down_exps",
+};
+
+/** The dense FFN projection names, by FFN projection. */
+export const DENSE_PROJ: Readonly<Record<FfnProj, LinearName>> = {
+  gate: "ffn_gate",
+  up: "ffn_up",
+  down: "ffn_down",
+};
 
 /**
  * Adds a term to a linear layer's output (LoRA and LoRA-expert mixes):
- * called after the base matmul `out = W·x` with the same input rows.
+ * called after the base matmul `out = W·x` with the same input rows. For the
+ * `ffn_*_exps` projections `expert` is the routed expert's index (and only the
+ * tokens routed to it are passed); it is -1 elsewhere.
  */
 export interface LinearAdapter {
   /** Which projections this adapter touches (checked before each call). */
-  applies(layer: number, proj: LinearName): boolean;
+  applies(layer: number, proj: LinearName, expert?: number): boolean;
   /** `out[t] += delta(x[t])` for `nTokens` rows. */
-  apply(layer: number, proj: LinearName, x: Float32Array, nTokens: number, out: Float32Array): void;
+  apply(
+    layer: number,
+    proj: LinearName,
+    x: Float32Array,
+    nTokens: number,
+    out: Float32Array,
+    expert?: number,
+  ): void;
 }
 
 /** Parts a transformer is assembled from (the loader and plugins provide them). */
@@ -80,6 +110,10 @@ export class Transformer {
   #positions = new Int32Array(0);
   readonly #linearFn: LayerContext["linear"] = (layer, proj, w, x, n, out) =>
     this.#linear(layer, proj, w, x, n, out);
+  readonly #ffnFn = (layer: number): FfnLinear | undefined =>
+    this.#adapts(layer, DENSE_PROJ, -1)
+      ? (p, w, x, n, out) => this.#linear(layer, DENSE_PROJ[p], w, x, n, out)
+      : undefined;
 
   /** @param parts assembled parts */
   constructor(parts: TransformerParts) {
@@ -115,6 +149,26 @@ export class Transformer {
         }, scratch)
         : null
     );
+    this.moe.forEach((m, l) => {
+      if (!m) return;
+      const runners: FfnLinear[] = [];
+      m.expertAdapter = {
+        applies: (e) => this.adapters.length > 0 && this.#adapts(l, EXPERT_PROJ, e),
+        linear: (e) =>
+          runners[e] ??= (p, w, x, n, out) => this.#linear(l, EXPERT_PROJ[p], w, x, n, out, e),
+      };
+    });
+  }
+
+  /** Whether an adapter touches any of the FFN projections `names` of `layer` (expert `e`). */
+  #adapts(layer: number, names: Readonly<Record<FfnProj, LinearName>>, e: number): boolean {
+    for (const a of this.adapters) {
+      if (
+        a.applies(layer, names.gate, e) || a.applies(layer, names.up, e) ||
+        a.applies(layer, names.down, e)
+      ) return true;
+    }
+    return false;
   }
 
   /**
@@ -167,6 +221,7 @@ export class Transformer {
       moe: this.moe,
       signal,
       linear: this.#linearFn,
+      ffn: this.#ffnFn,
     };
     for (let l = 0; l < hp.nLayer; l++) await hp.arch.forwardLayer(ctx, l);
 
@@ -194,8 +249,11 @@ export class Transformer {
     x: Float32Array,
     n: number,
     out: Float32Array,
+    expert = -1,
   ): void {
     this.backend.matmul(w, x, n, out);
-    for (const a of this.adapters) if (a.applies(layer, proj)) a.apply(layer, proj, x, n, out);
+    for (const a of this.adapters) {
+      if (a.applies(layer, proj, expert)) a.apply(layer, proj, x, n, out, expert);
+    }
   }
 }

@@ -51,11 +51,14 @@ export interface ExpertLocation {
 export interface LayerWeights {
   /** attn_norm. */
   readonly attnNorm: Float32Array;
-  /** Q/K/V/O projections. */
-  readonly wq: WeightView;
-  readonly wk: WeightView;
-  readonly wv: WeightView;
+  /** Q/K/V projections (null with multi-head latent attention, see `mla`). */
+  readonly wq: WeightView | null;
+  readonly wk: WeightView | null;
+  readonly wv: WeightView | null;
+  /** Attention output projection. */
   readonly wo: WeightView;
+  /** Multi-head latent attention tensors (deepseek2), null otherwise. */
+  readonly mla: MlaWeights | null;
   /** Optional biases. */
   readonly bq: Float32Array | null;
   readonly bk: Float32Array | null;
@@ -76,6 +79,24 @@ export interface LayerWeights {
   readonly shared: { weights: ExpertWeights; gate: WeightView | null } | null;
   /** Routed experts' locations in the file. */
   readonly experts: readonly ExpertLocation[];
+}
+
+/** Multi-head latent attention tensors of one block (llama.cpp deepseek2, MLA form). */
+export interface MlaWeights {
+  /** `attn_q` (`n_embd → n_head·key_length_mla`), when `q_lora_rank` is 0. */
+  readonly wq: WeightView | null;
+  /** `attn_q_a` (`n_embd → q_lora_rank`), `attn_q_a_norm`, `attn_q_b` (`→ n_head·key_length_mla`). */
+  readonly wqA: WeightView | null;
+  readonly qANorm: Float32Array | null;
+  readonly wqB: WeightView | null;
+  /** `attn_kv_a_mqa` (`n_embd → kv_lora_rank + n_rot`): the latent and the shared rope key. */
+  readonly wkvA: WeightView;
+  /** `attn_kv_a_norm` (`kv_lora_rank`). */
+  readonly kvANorm: Float32Array;
+  /** `attn_k_b[h]` (`qk_nope → kv_lora_rank`): absorbs the no-rope query into the latent space. */
+  readonly wkB: readonly WeightView[];
+  /** `attn_v_b[h]` (`kv_lora_rank → value_length_mla`): decompresses each head's output. */
+  readonly wvB: readonly WeightView[];
 }
 
 /** All weights of a model. */
@@ -344,6 +365,33 @@ export class WeightLoader {
     checkFiniteF32(t.name, out);
     this.advance(t.nbytes);
     return out;
+  }
+
+  /**
+   * Upload a stack of `n` matrices `[cols, rows, n]` (ggml dims), one slot per matrix (per-head
+   * weights such as `attn_k_b`), so each is an ordinary view a backend may prepare on its own.
+   */
+  async matrixStack(name: string, cols: number, rows: number, n: number): Promise<WeightView[]> {
+    const t = this.info(name, true)!;
+    checkDims(t, [cols, rows, n]);
+    this.#checkType(t);
+    this.#once(t);
+    this.reserve(t.nbytes, t.name);
+    const raw = await this.#file.readTensorBytes(t);
+    const bytes = this.#transform?.(t, raw) ?? raw;
+    if (this.#checkFinite) checkFiniteBytes(t.name, t.type, bytes, rows * n, cols);
+    const per = rows * rowBytes(t.type as never, cols);
+    const views: WeightView[] = [];
+    for (let i = 0; i < n; i++) {
+      const slot = this.#backend.allocSlot(per);
+      this.slots.push(slot);
+      this.#backend.writeSlot(slot, 0, bytes.subarray(i * per, (i + 1) * per));
+      const view: WeightView = { slot, offset: 0, type: t.type as never, rows, cols };
+      this.#backend.prepareWeights?.(view);
+      views.push(view);
+    }
+    this.advance(t.nbytes);
+    return views;
   }
 
   /** Locations of the `nExpert` slices of a merged `[cols, rows, nExpert]` tensor. */

@@ -51,6 +51,14 @@ export interface TopKRouterOptions {
   readonly scale?: number;
   /** Per-expert selection bias added before top-k only (`exp_probs_b`). */
   readonly selectionBias?: Float32Array;
+  /**
+   * Group-limited routing (DeepSeek `expert_group_count` / `expert_group_used_count`): experts
+   * form `groups` equal groups, each scored by the sum of its two best selection values; only
+   * the best `groupsUsed` groups compete for the top-k. Absent or `groups` ≤ 1: none.
+   */
+  readonly groups?: number;
+  /** Groups kept by group-limited routing. */
+  readonly groupsUsed?: number;
 }
 
 /**
@@ -107,6 +115,43 @@ export class TopKRouter implements Router {
     this.#opts = opts;
   }
 
+  #masked: Float32Array = new Float32Array(0);
+  #groupScores: Float32Array = new Float32Array(0);
+  #groupIdx: Int32Array = new Int32Array(0);
+
+  /** llama.cpp `build_moe_ffn` group selection: experts outside the best groups get -Infinity. */
+  #limitGroups(sel: Float32Array, groups: number, used: number): Float32Array {
+    const n = sel.length;
+    if (n % groups !== 0 || used < 1 || used > groups) {
+      throw new RangeError(
+        `Cannot route: ${n} experts do not split into ${groups} groups with ${used} used`,
+      );
+    }
+    const per = n / groups;
+    if (this.#groupScores.length !== groups) this.#groupScores = new Float32Array(groups);
+    if (this.#groupIdx.length !== used) this.#groupIdx = new Int32Array(used);
+    if (this.#masked.length !== n) this.#masked = new Float32Array(n);
+    const scores = this.#groupScores;
+    for (let g = 0; g < groups; g++) {
+      let a = -Infinity, b = -Infinity;
+      for (let i = g * per; i < (g + 1) * per; i++) {
+        const v = sel[i];
+        if (v > a) {
+          b = a;
+          a = v;
+        } else if (v > b) b = v;
+      }
+      scores[g] = per >= 2 ? Math.fround(a + b) : a;
+    }
+    const keep = topK(scores, used, this.#groupIdx);
+    const masked = this.#masked.fill(-Infinity);
+    for (let j = 0; j < used; j++) {
+      const g = keep[j];
+      for (let i = g * per; i < (g + 1) * per; i++) masked[i] = sel[i];
+    }
+    return masked;
+  }
+
   /** Route from gate logits (into `out` when given, allocating nothing). */
   route(logits: Float32Array, _layer: number, out?: RouteBuffer): Route {
     const { k, gating = "softmax", normalize, scale = 0, selectionBias } = this.#opts;
@@ -131,6 +176,8 @@ export class TopKRouter implements Router {
       sel = this.#sel;
       for (let i = 0; i < n; i++) sel[i] = Math.fround(probs[i] + selectionBias[i]);
     }
+    const groups = this.#opts.groups ?? 0;
+    if (groups > 1) sel = this.#limitGroups(sel, groups, this.#opts.groupsUsed ?? groups);
     let experts: Int32Array, weights: Float32Array;
     if (out && out.experts.length === k && out.weights.length === k) {
       experts = out.experts;

@@ -165,6 +165,56 @@ export const CASES: readonly ConformanceCase[] = [
     float: false,
     spec: { ...AWKWARD, arch: "granitemoe", type: T.Q8_0, seed: 63 },
   },
+  // deepseek2: multi-head latent attention (absorbed, latent KV cache), leading dense block,
+  // shared experts, routing variants, YaRN (core/model/arch/deepseek2.ts)
+  {
+    name: "deepseek2 F32 V2-Lite-like (softmax, attn_q, dense lead, shared expert)",
+    float: true,
+    spec: { ...AWKWARD, arch: "deepseek2", nLayer: 3, nExpert: 4, type: T.F32, seed: 71 },
+  },
+  {
+    name: "deepseek2 F32 q_lora, sigmoid + exp_probs_b, groups, norm, scale, YaRN",
+    float: true,
+    spec: {
+      ...AWKWARD,
+      arch: "deepseek2",
+      nLayer: 3,
+      nExpert: 6,
+      nExpertUsed: 2,
+      type: T.F32,
+      deepseek: {
+        qLoraRank: 40,
+        kvLoraRank: 24,
+        nopeDim: 8,
+        ropeDim: 8,
+        vDim: 12,
+        nShared: 2,
+        gating: "sigmoid",
+        probsBias: true,
+        groups: [3, 2],
+        norm: true,
+        scale: 2.5,
+        yarn: { factor: 4, origCtx: 16, logMul: 0.0707 },
+      },
+      seed: 72,
+    },
+  },
+  {
+    name: "deepseek2 Q8_0",
+    float: false,
+    // MLA chains ~8 quantized matmuls per block (q_a, q_b, kv_a, k_b and v_b per head, output),
+    // so a 1-ulp accumulation-order difference flips an int8 activation early: measured exact
+    // prefixes 0, 0, 2, 7 steps for seeds 73-76, max |Δlogit| ≤ 0.07, no gated argmax mismatch
+    exactSteps: 0,
+    spec: {
+      ...AWKWARD,
+      arch: "deepseek2",
+      nLayer: 3,
+      type: T.Q8_0,
+      deepseek: { qLoraRank: 32, kvLoraRank: 64, nopeDim: 32, ropeDim: 16, vDim: 32 },
+      seed: 73,
+    },
+  },
   // llama-quantize type mixes (synthetic.ts quantMixType): what real Q2_K / Q4_K_M / IQ4_XS /
   // MXFP4_MOE files hold, incl. the IQ4_XS → IQ4_NL fallback on 96-wide rows
   {
@@ -172,6 +222,12 @@ export const CASES: readonly ConformanceCase[] = [
     float: false,
     exactSteps: 0,
     spec: { ...KQ, arch: "llama", mix: "Q2_K", seed: 51 },
+  },
+  {
+    name: "olmoe Q3_K_M mix",
+    float: false,
+    exactSteps: 0,
+    spec: { ...KQ, arch: "olmoe", nHeadKv: 4, mix: "Q3_K_M", seed: 55 },
   },
   {
     name: "qwen3moe Q4_K_M mix",

@@ -12,6 +12,8 @@ import type { ExpertWeights } from "../../moe/expert.ts";
 import { swigluFfn } from "../../moe/expert.ts";
 import type { HParams } from "../hparams.ts";
 import type { ExpertLocation, LayerWeights, MatrixRef, WeightLoader } from "../weights.ts";
+import { ModelError } from "../../errors.ts";
+import { applyRope } from "./rope.ts";
 import type { LayerContext } from "./types.ts";
 
 /** How Q/K are normalised before RoPE. */
@@ -145,6 +147,7 @@ export async function loadStandardLayer(
     bk: await ld.vector(`${pre}.attn_k.bias`, kDim, false),
     bv: await ld.vector(`${pre}.attn_v.bias`, vDim, false),
     bo: await ld.vector(`${pre}.attn_output.bias`, nEmbd, false),
+    mla: null,
     qNorm: qkN ? await ld.vector(`${pre}.attn_q_norm.weight`, qkN[0]) : null,
     kNorm: qkN ? await ld.vector(`${pre}.attn_k_norm.weight`, qkN[1]) : null,
     ffnNorm: await ld.vector(`${pre}.ffn_norm.weight`, nEmbd),
@@ -202,6 +205,9 @@ export function selfAttention(
   const qDim = nHead * headDimK, kDim = nHeadKv * headDimK, vDim = nHeadKv * headDimV;
   const q = S.get("q", n * qDim), k = S.get("k", n * kDim), v = S.get("v", n * vDim);
   const att = S.get("att", n * nHead * headDimV);
+  if (!lw.wq || !lw.wk || !lw.wv) {
+    throw new ModelError("missing_tensor", `Cannot run block ${l}: it has no Q/K/V projections`);
+  }
   c.linear(l, "attn_q", lw.wq, h, n, q);
   c.linear(l, "attn_k", lw.wk, h, n, k);
   c.linear(l, "attn_v", lw.wv, h, n, v);
@@ -215,11 +221,49 @@ export function selfAttention(
     be.rmsnorm(q, qDim, rmsEps, lw.qNorm, q);
     be.rmsnorm(k, kDim, rmsEps, lw.kNorm, k);
   }
-  be.rope(q, n, nHead, headDimK, c.positions, c.rope);
-  be.rope(k, n, nHeadKv, headDimK, c.positions, c.rope);
-  be.attention(c.cache, l, c.startPos, n, q, k, v, c.attn, att);
+  applyRope(be, q, n, nHead, headDimK, c.positions, c.rope, hp.yarn);
+  applyRope(be, k, n, nHeadKv, headDimK, c.positions, c.rope, hp.yarn);
+  attend(c, l, q, k, v, att);
   c.linear(l, "attn_output", lw.wo, att, n, out);
   if (lw.bo) addBias(out, lw.bo);
+}
+
+/**
+ * Causal attention of the context's rows against the KV cache (`Backend.attention`); in a batch
+ * (`c.seqs`) each sequence's rows attend only to its own cache, from its own position.
+ */
+export function attend(
+  c: LayerContext,
+  l: number,
+  q: Float32Array,
+  k: Float32Array,
+  v: Float32Array,
+  att: Float32Array,
+): void {
+  const seqs = c.seqs;
+  if (!seqs) {
+    c.be.attention(c.cache, l, c.startPos, c.n, q, k, v, c.attn, att);
+    return;
+  }
+  const { nHeads, nKvHeads, headDimK, headDimV } = c.attn;
+  const qd = nHeads * headDimK, kd = nKvHeads * headDimK, vd = nKvHeads * headDimV;
+  const od = nHeads * headDimV;
+  let r = 0;
+  for (const s of seqs) {
+    const e = r + s.n;
+    c.be.attention(
+      s.cache,
+      l,
+      s.startPos,
+      s.n,
+      q.subarray(r * qd, e * qd),
+      k.subarray(r * kd, e * kd),
+      v.subarray(r * vd, e * vd),
+      c.attn,
+      att.subarray(r * od, e * od),
+    );
+    r = e;
+  }
 }
 
 /**
@@ -235,7 +279,7 @@ export async function feedForward(
 ): Promise<void> {
   const moe = c.moe[l];
   if (moe) await moe.forward(h, c.n, out, c.signal);
-  else swigluFfn(c.be, lw.dense!, h, c.n, out, c.S);
+  else swigluFfn(c.be, lw.dense!, h, c.n, out, c.S, c.ffn?.(l));
 }
 
 /**

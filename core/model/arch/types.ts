@@ -15,12 +15,13 @@ import type {
   WeightView,
 } from "../../backend/backend.ts";
 import type { GgufMetadata } from "../../formats/gguf_types.ts";
-import type { Scratch } from "../../moe/expert.ts";
+import type { FfnLinear, Scratch } from "../../moe/expert.ts";
 import type { MoeLayer } from "../../moe/moe_layer.ts";
 import type { Gating } from "../../moe/router.ts";
 import type { HParams } from "../hparams.ts";
 import type { LinearName } from "../transformer.ts";
 import type { LayerWeights, ModelWeights, WeightLoader } from "../weights.ts";
+import type { YarnParams } from "./rope.ts";
 
 /** Float ranges, as `[min, max]`. */
 export type FloatRange = readonly [number, number];
@@ -41,6 +42,13 @@ export interface HParamContext {
   readonly nExpertUsed: number;
   /** `feed_forward_length` (0 when absent). */
   readonly nFf: number;
+  /** RoPE frequency scale (`1 / rope.scaling.factor`, f32; 1 when unscaled). */
+  readonly ropeFreqScale: number;
+  /**
+   * YaRN parameters when `rope.scaling.type` is `yarn` (else null), given llama.cpp's
+   * `rope_yarn_log_mul` and whether YaRN's `mscale` is that multiplier too (DeepSeek-V2).
+   */
+  yarn(logMul: number, mscaleFromLogMul: boolean): YarnParams | null;
   /** Whether `<arch>.<key>` is present. */
   has(key: string): boolean;
   /** `<arch>.<key>` as a number, unchecked (`def` when absent, required without `def`). */
@@ -106,6 +114,34 @@ export interface ArchHParams {
   readonly scales?: Partial<ModelScales>;
   /** Leading dense blocks (`leading_dense_block_count`, default 0). */
   readonly nLayerDenseLead?: number;
+  /** YaRN parameters (default: `HParamContext.yarn(0, false)`). */
+  readonly yarn?: YarnParams | null;
+  /** Multi-head latent attention dimensions. */
+  readonly mla?: MlaParams;
+}
+
+/** Multi-head latent attention (DeepSeek-V2/V3) dimensions. */
+export interface MlaParams {
+  /** `attention.q_lora_rank` (0: Q is projected directly, as in V2-Lite). */
+  readonly qLoraRank: number;
+  /** `attention.kv_lora_rank`: width of the compressed KV latent. */
+  readonly kvLoraRank: number;
+  /** `attention.key_length_mla`: per-head Q/K width (no-rope part + `n_rot`). */
+  readonly headDimK: number;
+  /** `attention.value_length_mla`: per-head V width. */
+  readonly headDimV: number;
+  /** Attention score scale (`mscale² / sqrt(headDimK)`, YaRN-corrected). */
+  readonly kqScale: number;
+}
+
+/** One sequence of a batched forward pass: its rows, cache and first position. */
+export interface BatchSeq {
+  /** Its KV cache. */
+  readonly cache: KvCache;
+  /** Position of its first row. */
+  readonly startPos: number;
+  /** Its rows (tokens) in the batch. */
+  readonly n: number;
 }
 
 /** Everything the forward pass of one block sees. */
@@ -116,8 +152,15 @@ export interface LayerContext {
   readonly hp: HParams;
   /** Reusable buffers. */
   readonly S: Scratch;
-  /** KV cache of the session. */
+  /** KV cache of the session (a batch of several sequences throws here: use {@link seqs}). */
   readonly cache: KvCache;
+  /**
+   * A batch of several sequences (`Transformer.forwardBatch`): their rows are stacked in this
+   * order in `x`, and each attends only to its own cache (`attend` in `blocks.ts`). Absent for a
+   * single sequence. An architecture that reads `cache`/`startPos` directly gets a typed
+   * `ModelError` `batch_unsupported` in a batch, and the batch runs sequence by sequence.
+   */
+  readonly seqs?: readonly BatchSeq[];
   /** Position of the first token. */
   readonly startPos: number;
   /** Tokens in the batch. */
@@ -136,6 +179,11 @@ export interface LayerContext {
   readonly moe: readonly (MoeLayer | null)[];
   /** Abort signal of the call. */
   readonly signal?: AbortSignal;
+  /**
+   * The dense FFN's projection runner of `layer` when adapters touch its
+   * `ffn_gate`/`ffn_up`/`ffn_down` (else undefined: the fused FFN runs).
+   */
+  readonly ffn?: (layer: number) => FfnLinear | undefined;
   /** `out = W·x` plus the linear adapters of (`layer`, `proj`). */
   linear(
     layer: number,

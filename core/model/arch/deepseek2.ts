@@ -1,0 +1,307 @@
+/**
+ * `deepseek2` (DeepSeek-V2-Lite 16B-A2.4B, DeepSeek-V2/V3 layouts): multi-head latent attention
+ * in its absorbed form, leading dense blocks, routed + shared experts, softmax or sigmoid gating
+ * with the selection bias `exp_probs_b`, group-limited routing, `expert_weights_norm`/`scale`,
+ * YaRN. llama.cpp: `src/models/deepseek2.cpp` (MLA branch).
+ *
+ * MLA as llama.cpp runs it: the KV cache holds, per token, one "head" of `kv_lora_rank + n_rot`
+ * (the RMS-normed latent and the rotated shared key) and the latent again as V — not `n_head`
+ * full keys and values. Each query head's no-rope part is absorbed into the latent space by
+ * `attn_k_b[h]`, attention runs as MQA over the cache, and `attn_v_b[h]` decompresses each head's
+ * output before `attn_output`. Files without the MLA keys (older conversions with `attn_kv_b`)
+ * are refused with a typed error.
+ *
+ * @module
+ */
+
+import { ModelError } from "../../errors.ts";
+import type { Gating } from "../../moe/router.ts";
+import { HPARAM_FLOAT_RANGES, HPARAM_LIMITS } from "../hparams.ts";
+import type { LayerWeights } from "../weights.ts";
+import { addResidual, expertLocations, feedForward, loadFfn, rmsNorm } from "./blocks.ts";
+import { applyRope } from "./rope.ts";
+import type { ArchSpec, LayerContext } from "./types.ts";
+
+const f = Math.fround;
+
+/** llama.cpp `llama_expert_gating_func_type` values of `expert_gating_func`. */
+const GATING: Readonly<Record<number, Gating>> = {
+  1: "softmax",
+  2: "sigmoid",
+  3: "softmax_weight",
+};
+
+function bad(field: string, message: string): ModelError {
+  return new ModelError("bad_hparam", `Cannot load model: ${message}`, { field });
+}
+
+/** The `deepseek2` architecture. */
+export const deepseek2: ArchSpec = {
+  name: "deepseek2",
+  ropeMode: 0,
+  gating: "softmax",
+  normTopK: false,
+  tiedOutput: true,
+  readHParams: (c) => {
+    const L = HPARAM_LIMITS;
+    const nHeadKv = c.num("attention.head_count_kv", 0);
+    if (!c.has("attention.key_length_mla") || !c.has("attention.value_length_mla")) {
+      throw new ModelError(
+        "unsupported_hparam",
+        "Cannot load model: deepseek2 without multi-head latent attention keys " +
+          "(attention.key_length_mla/value_length_mla; an older conversion with attn_kv_b) " +
+          "is not supported: convert it with a recent llama.cpp",
+        { field: "attention.key_length_mla" },
+      );
+    }
+    const kvLoraRank = c.int("attention.kv_lora_rank", undefined, 1, L.headDim);
+    const qLoraRank = c.int("attention.q_lora_rank", 0, 0, L.nEmbd);
+    const headDimKMla = c.int("attention.key_length_mla", undefined, 2, L.headDim);
+    const headDimVMla = c.int("attention.value_length_mla", undefined, 1, L.headDim);
+    const nRot = c.num("rope.dimension_count", 0);
+    const keyLength = c.num("attention.key_length", 0);
+    const valueLength = c.num("attention.value_length", 0);
+    // the converter writes MLA as MQA over the latent: one KV head of kv_lora_rank + n_rot
+    if (nHeadKv !== 1 || keyLength !== kvLoraRank + nRot || valueLength !== kvLoraRank) {
+      throw bad(
+        "attention.key_length",
+        `deepseek2 MLA needs head_count_kv 1, key_length kv_lora_rank + rope.dimension_count ` +
+          `(${kvLoraRank} + ${nRot}) and value_length kv_lora_rank: received ${nHeadKv}, ` +
+          `${keyLength}, ${valueLength}`,
+      );
+    }
+    if (headDimKMla <= nRot) {
+      throw bad(
+        "attention.key_length_mla",
+        `attention.key_length_mla ${headDimKMla} must exceed rope.dimension_count ${nRot}`,
+      );
+    }
+    const nLayerDenseLead = c.int("leading_dense_block_count", 0, 0, c.nLayer);
+    const nFfExp = c.int("expert_feed_forward_length", undefined, 1, L.nFf);
+    const nShared = c.int("expert_shared_count", undefined, 0, L.nExpert);
+    if (nLayerDenseLead < c.nLayer && c.nExpert === 0) {
+      throw bad("expert_count", "deepseek2 MoE blocks need expert_count > 0");
+    }
+    const gf = c.int("expert_gating_func", 0, 0, 4);
+    const gating = gf === 0 ? "softmax" : GATING[gf];
+    if (!gating) {
+      throw new ModelError(
+        "unsupported_hparam",
+        `Cannot load model: expert_gating_func ${gf} (sqrt-softplus) is not supported`,
+        { field: "expert_gating_func" },
+      );
+    }
+    const nGroups = c.int("expert_group_count", 0, 0, Math.max(0, c.nExpert - 1));
+    const nGroupUsed = nGroups > 1
+      ? c.int("expert_group_used_count", undefined, 1, nGroups - 1)
+      : 0;
+    if (nGroups > 1) {
+      const per = c.nExpert / nGroups;
+      if (!Number.isInteger(per) || c.nExpertUsed > nGroupUsed * per) {
+        throw bad(
+          "expert_group_count",
+          `${c.nExpert} experts in ${nGroups} groups (${nGroupUsed} used) cannot give ` +
+            `${c.nExpertUsed} experts per token`,
+        );
+      }
+    }
+    const expertWeightsScale = c.float(
+      "expert_weights_scale",
+      0,
+      HPARAM_FLOAT_RANGES.expertWeightsScale,
+    );
+    // llama.cpp stores rope.scaling.yarn_log_multiplier / 0.1 (the converter wrote 0.1 × mscale_all_dim)
+    const yarnLogMul = c.has("rope.scaling.yarn_log_multiplier")
+      ? f(c.float("rope.scaling.yarn_log_multiplier", 0, [0, 1e3]) / f(0.1))
+      : 0;
+    const yarn = c.yarn(yarnLogMul, true);
+    const kqScale = deepseek2KqScale(
+      yarn?.attnFactor ?? 1,
+      c.ropeFreqScale,
+      yarnLogMul,
+      headDimKMla,
+    );
+    return {
+      nFfExp,
+      nFfShexp: nFfExp * nShared,
+      expertWeightsScale,
+      routing: {
+        gating,
+        normTopK: c.bool("expert_weights_norm", false),
+        weightsScale: expertWeightsScale,
+        nGroups,
+        nGroupUsed,
+      },
+      nLayerDenseLead,
+      yarn,
+      scales: { attention: kqScale },
+      mla: { qLoraRank, kvLoraRank, headDimK: headDimKMla, headDimV: headDimVMla, kqScale },
+    };
+  },
+  loadLayer: loadDeepseek2Layer,
+  forwardLayer: deepseek2Block,
+};
+
+/**
+ * The attention score scale of the deepseek2 graph: `mscale² / sqrt(key_length_mla)` with
+ * `mscale = attn_factor·(1 + 0.1·ln(1/freq_scale))·(1 + 0.1·log_mul·ln(1/freq_scale))`, in f32.
+ */
+export function deepseek2KqScale(
+  attnFactor: number,
+  freqScale: number,
+  logMul: number,
+  headDimKMla: number,
+): number {
+  const ln = f(Math.log(f(1 / f(freqScale))));
+  const org = f(f(attnFactor) * f(1 + f(0.1 * ln)));
+  const mscale = f(org * f(1 + f(f(f(0.1 * f(logMul)) * ln))));
+  return f(f(mscale * mscale) / f(Math.sqrt(headDimKMla)));
+}
+
+async function loadDeepseek2Layer(
+  ld: Parameters<ArchSpec["loadLayer"]>[0],
+  hp: Parameters<ArchSpec["loadLayer"]>[1],
+  l: number,
+): Promise<LayerWeights> {
+  const m = hp.mla!;
+  const { nEmbd, nHead, nRot } = hp;
+  const pre = `blk.${l}`;
+  const nope = m.headDimK - nRot;
+  const qLora = m.qLoraRank > 0;
+  const attnNorm = await ld.vector(`${pre}.attn_norm.weight`, nEmbd);
+  const mla = {
+    wq: qLora ? null : await ld.matrix(`${pre}.attn_q.weight`, nEmbd, nHead * m.headDimK),
+    wqA: qLora ? await ld.matrix(`${pre}.attn_q_a.weight`, nEmbd, m.qLoraRank) : null,
+    qANorm: qLora ? await ld.vector(`${pre}.attn_q_a_norm.weight`, m.qLoraRank) : null,
+    wqB: qLora ? await ld.matrix(`${pre}.attn_q_b.weight`, m.qLoraRank, nHead * m.headDimK) : null,
+    wkvA: await ld.matrix(`${pre}.attn_kv_a_mqa.weight`, nEmbd, m.kvLoraRank + nRot),
+    kvANorm: await ld.vector(`${pre}.attn_kv_a_norm.weight`, m.kvLoraRank),
+    wkB: await ld.matrixStack(`${pre}.attn_k_b.weight`, nope, m.kvLoraRank, nHead),
+    wvB: await ld.matrixStack(`${pre}.attn_v_b.weight`, m.kvLoraRank, m.headDimV, nHead),
+  };
+  const wo = await ld.matrix(`${pre}.attn_output.weight`, nHead * m.headDimV, nEmbd);
+  const ffnNorm = await ld.vector(`${pre}.ffn_norm.weight`, nEmbd);
+  const isMoe = l >= hp.nLayerDenseLead;
+  const gateInp = isMoe ? await ld.matrix(`${pre}.ffn_gate_inp.weight`, nEmbd, hp.nExpert) : null;
+  const expProbsB = isMoe ? await ld.vector(`${pre}.exp_probs_b.bias`, hp.nExpert, false) : null;
+  const shared = isMoe && hp.nFfShexp > 0
+    ? { weights: await loadFfn(ld, pre, "_shexp", nEmbd, hp.nFfShexp), gate: null }
+    : null;
+  return {
+    attnNorm,
+    wq: null,
+    wk: null,
+    wv: null,
+    wo,
+    mla,
+    bq: null,
+    bk: null,
+    bv: null,
+    bo: null,
+    qNorm: null,
+    kNorm: null,
+    ffnNorm,
+    gateInp,
+    expProbsB,
+    dense: isMoe ? null : await loadFfn(ld, pre, "", nEmbd, hp.nFf),
+    shared,
+    experts: isMoe ? expertLocations(ld, hp, l, false) : [],
+  };
+}
+
+/**
+ * Multi-head latent attention of block `l` on normed rows `h` into `out` (`n × n_embd`).
+ * Follows the MLA branch of llama.cpp's deepseek2 graph op for op.
+ */
+export function mlaAttention(
+  c: LayerContext,
+  l: number,
+  lw: LayerWeights,
+  h: Float32Array,
+  out: Float32Array,
+): void {
+  const { be, hp, S, n } = c;
+  const m = hp.mla!, w = lw.mla!;
+  const { nHead: H, nRot, rmsEps } = hp;
+  const kvr = m.kvLoraRank, dk = m.headDimK, dv = m.headDimV, nope = dk - nRot;
+  const qkDim = kvr + nRot;
+  // Q: direct, or through the low-rank q_a → norm → q_b
+  const q = S.get("mla.q", n * H * dk);
+  if (w.wq) be.matmul(w.wq, h, n, q);
+  else {
+    const qa = S.get("mla.qa", n * m.qLoraRank);
+    be.matmul(w.wqA!, h, n, qa);
+    be.rmsnorm(qa, m.qLoraRank, rmsEps, w.qANorm, qa);
+    be.matmul(w.wqB!, qa, n, q);
+  }
+  // compressed KV: the latent (normed) and the shared rope key
+  const kvpe = S.get("mla.kvpe", n * qkDim);
+  be.matmul(w.wkvA, h, n, kvpe);
+  const latent = S.get("mla.latent", n * kvr);
+  const kpe = S.get("mla.kpe", n * nRot);
+  for (let t = 0; t < n; t++) {
+    latent.set(kvpe.subarray(t * qkDim, t * qkDim + kvr), t * kvr);
+    kpe.set(kvpe.subarray(t * qkDim + kvr, (t + 1) * qkDim), t * nRot);
+  }
+  applyRope(be, kpe, n, 1, nRot, c.positions, c.rope, hp.yarn);
+  be.rmsnorm(latent, kvr, rmsEps, w.kvANorm, latent);
+  // query rope part, then the no-rope part absorbed per head into the latent space
+  const qpe = S.get("mla.qpe", n * H * nRot);
+  for (let t = 0; t < n; t++) {
+    for (let hd = 0; hd < H; hd++) {
+      const src = (t * H + hd) * dk + nope;
+      qpe.set(q.subarray(src, src + nRot), (t * H + hd) * nRot);
+    }
+  }
+  applyRope(be, qpe, n, H, nRot, c.positions, c.rope, hp.yarn);
+  const Q = S.get("mla.Q", n * H * qkDim);
+  const qn = S.get("mla.qn", n * nope);
+  const qabs = S.get("mla.qabs", n * kvr);
+  for (let hd = 0; hd < H; hd++) {
+    for (let t = 0; t < n; t++) {
+      const src = (t * H + hd) * dk;
+      qn.set(q.subarray(src, src + nope), t * nope);
+    }
+    be.matmul(w.wkB[hd], qn, n, qabs);
+    for (let t = 0; t < n; t++) {
+      const dst = (t * H + hd) * qkDim;
+      Q.set(qabs.subarray(t * kvr, (t + 1) * kvr), dst);
+      Q.set(qpe.subarray((t * H + hd) * nRot, (t * H + hd + 1) * nRot), dst + kvr);
+    }
+  }
+  const K = S.get("mla.K", n * qkDim);
+  for (let t = 0; t < n; t++) {
+    K.set(latent.subarray(t * kvr, (t + 1) * kvr), t * qkDim);
+    K.set(kpe.subarray(t * nRot, (t + 1) * nRot), t * qkDim + kvr);
+  }
+  // MQA over the cache (K = latent ‖ rope key, V = latent), then decompress each head
+  const att = S.get("mla.att", n * H * kvr);
+  be.attention(c.cache, l, c.startPos, n, Q, K, latent, c.attn, att);
+  const ah = S.get("mla.ah", n * kvr);
+  const vh = S.get("mla.vh", n * dv);
+  const o = S.get("mla.o", n * H * dv);
+  for (let hd = 0; hd < H; hd++) {
+    for (let t = 0; t < n; t++) {
+      ah.set(att.subarray((t * H + hd) * kvr, (t * H + hd + 1) * kvr), t * kvr);
+    }
+    be.matmul(w.wvB[hd], ah, n, vh);
+    for (let t = 0; t < n; t++) o.set(vh.subarray(t * dv, (t + 1) * dv), (t * H + hd) * dv);
+  }
+  // not through the adapters: their attn_output shape is n_head·value_length, not ·value_length_mla
+  be.matmul(lw.wo, o, n, out);
+}
+
+/** One deepseek2 block: `x += mla(norm(x)); x += ffn(norm(x))` (dense, or routed + shared). */
+async function deepseek2Block(c: LayerContext, l: number): Promise<void> {
+  const { hp, S, n, x } = c;
+  const lw = c.weights.layers[l];
+  const nx = n * hp.nEmbd;
+  const h = S.get("h", nx);
+  const ffo = S.get("ffo", nx);
+  rmsNorm(c, x, lw.attnNorm, h);
+  mlaAttention(c, l, lw, h, h);
+  addResidual(x, h, nx);
+  rmsNorm(c, x, lw.ffnNorm, h);
+  await feedForward(c, l, lw, h, ffo);
+  addResidual(x, ffo, nx);
+}
