@@ -42,6 +42,14 @@ export interface LayerExpertInfo {
 export interface InspectReport {
   /** `general.architecture`. */
   readonly architecture: string;
+  /** `general.name`, or null. */
+  readonly name: string | null;
+  /** `general.file_type` as llama.cpp names it (`Q4_K_M`, …), or null when absent. */
+  readonly file_type: string | null;
+  /** Weights in the model (the elements of every tensor). */
+  readonly parameters: number;
+  /** `tokenizer.ggml.model` and the vocabulary size; whether a chat template is stored. */
+  readonly tokenizer: { model: string | null; tokens: number; chat_template: boolean };
   /** Hyper-parameters, floats at the precision they were stored with (f32 → shortest). */
   readonly hparams: Record<string, number>;
   /** Every tensor in file order. */
@@ -89,6 +97,56 @@ export function humanBytes(n: number): string {
   let v = n / 1024, i = 0;
   while (v >= 1024 && i < units.length - 1) v /= 1024, i++;
   return `${v >= 100 ? v.toFixed(0) : v >= 10 ? v.toFixed(1) : v.toFixed(2)} ${units[i]}`;
+}
+
+/** llama.cpp's `enum llama_ftype` (include/llama.h): `general.file_type` → name. */
+const FILE_TYPES: Record<number, string> = {
+  0: "F32",
+  1: "F16",
+  2: "Q4_0",
+  3: "Q4_1",
+  7: "Q8_0",
+  8: "Q5_0",
+  9: "Q5_1",
+  10: "Q2_K",
+  11: "Q3_K_S",
+  12: "Q3_K_M",
+  13: "Q3_K_L",
+  14: "Q4_K_S",
+  15: "Q4_K_M",
+  16: "Q5_K_S",
+  17: "Q5_K_M",
+  18: "Q6_K",
+  19: "IQ2_XXS",
+  20: "IQ2_XS",
+  21: "Q2_K_S",
+  22: "IQ3_XS",
+  23: "IQ3_XXS",
+  24: "IQ1_S",
+  25: "IQ4_NL",
+  26: "IQ3_S",
+  27: "IQ3_M",
+  28: "IQ2_S",
+  29: "IQ2_M",
+  30: "IQ4_XS",
+  31: "IQ1_M",
+  32: "BF16",
+  36: "TQ1_0",
+  37: "TQ2_0",
+  38: "MXFP4_MOE",
+  1024: "guessed",
+};
+
+function metaValue(file: GgufFile, key: string): unknown {
+  return file.metadata.get(key)?.value;
+}
+
+/** A parameter count as llama.cpp prints it: `1.9 M`, `46.7 B`. */
+export function humanCount(n: number): string {
+  if (n < 1e3) return String(n);
+  const [d, u] = n >= 1e9 ? [1e9, "B"] : n >= 1e6 ? [1e6, "M"] : [1e3, "K"];
+  const v = n / d;
+  return `${v >= 100 ? v.toFixed(0) : v.toFixed(1)} ${u}`;
 }
 
 const PARTS = ["gate", "up", "down"] as const;
@@ -188,8 +246,24 @@ export async function inspectModel(source: ByteSource): Promise<InspectReport> {
     total += t.nbytes;
   }
   const sizes = layers.map((l) => l.bytes_per_expert);
+  const name = metaValue(file, "general.name");
+  const ftype = metaValue(file, "general.file_type");
+  const tokens = metaValue(file, "tokenizer.ggml.tokens");
+  const tokModel = metaValue(file, "tokenizer.ggml.model");
   return {
     architecture: hp.arch.name,
+    name: typeof name === "string" ? name : null,
+    file_type: typeof ftype === "number"
+      ? FILE_TYPES[ftype] ?? `unknown (${ftype})`
+      : typeof ftype === "bigint"
+      ? FILE_TYPES[Number(ftype)] ?? `unknown (${ftype})`
+      : null,
+    parameters: file.tensors.reduce((a, t) => a + t.dims.reduce((p, d) => p * d, 1), 0),
+    tokenizer: {
+      model: typeof tokModel === "string" ? tokModel : null,
+      tokens: Array.isArray(tokens) ? tokens.length : 0,
+      chat_template: file.metadata.has("tokenizer.chat_template"),
+    },
     hparams,
     tensors: file.tensors.map((t) => ({
       name: t.name,
@@ -214,6 +288,16 @@ export async function inspectModel(source: ByteSource): Promise<InspectReport> {
 export function formatInspect(r: InspectReport): string {
   const out: string[] = [];
   const rows: [string, string][] = [["architecture", r.architecture]];
+  if (r.name !== null) rows.push(["name", r.name]);
+  rows.push(["parameters", `${humanCount(r.parameters)} (${r.parameters})`]);
+  if (r.file_type !== null) rows.push(["file type", r.file_type]);
+  const t = r.tokenizer;
+  rows.push([
+    "tokenizer",
+    `${t.model ?? "?"}, ${t.tokens} tokens, ${
+      t.chat_template ? "chat template" : "no chat template"
+    }`,
+  ]);
   for (const [k, v] of Object.entries(r.hparams)) rows.push([k, String(v)]);
   const uniform = r.bytes_per_expert === r.bytes_per_expert_min;
   const each = uniform

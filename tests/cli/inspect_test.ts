@@ -6,7 +6,7 @@
 
 import assert from "node:assert/strict";
 import { formatInspect, inspectModel, shortestFloat } from "../../cli/inspect.ts";
-import { readGguf, writeGguf } from "../../core/formats/mod.ts";
+import { gguf, readGguf, writeGguf } from "../../core/formats/mod.ts";
 import { ggmlTensorBytes } from "../../core/formats/ggml_blocks.ts";
 import { synthesizeModel } from "../../core/model/synthetic.ts";
 import { type ByteSource, MemorySource } from "../../core/store/byte_source.ts";
@@ -56,7 +56,9 @@ async function mixedModel(nLayer: number): Promise<Uint8Array> {
       tensors.push({ name: t.name, dims: t.dims, type: t.type, data: await f.readTensorBytes(t) });
     }
   }
-  return writeGguf({ metadata: f.metadata, tensors });
+  const metadata = new Map(f.metadata);
+  metadata.set("general.file_type", gguf.u32(15)); // as llama-quantize writes for Q4_K_M
+  return writeGguf({ metadata, tensors });
 }
 
 Deno.test("inspect: mixed Q4_K/Q6_K experts, per layer and per type, from the index only", async () => {
@@ -87,9 +89,14 @@ Deno.test("inspect: mixed Q4_K/Q6_K experts, per layer and per type, from the in
   assert.deepEqual(r.expert_bytes_by_type, { Q4_K: 8 * (4 * 2 + 2) * q4, Q6_K: 8 * 2 * q6 });
   assert.equal(r.expert_bytes_total, r.expert_bytes_by_type.Q4_K + r.expert_bytes_by_type.Q6_K);
   assert.equal(r.experts_total, 32);
+  assert.equal(r.file_type, "Q4_K_M");
+  assert.equal(r.parameters, file.tensors.reduce((a, t) => a + t.dims.reduce((p, d) => p * d), 0));
+  assert.deepEqual(r.tokenizer, { model: "llama", tokens: 300, chat_template: false });
   const text = formatInspect(r);
   assert.match(text, /experts\s+8 per layer, 2 used, \d+–\d+ bytes each \(differs by layer\)/);
   assert.match(text, /^ {2}1\s+Q4_K\s+Q4_K\s+Q6_K\s+\d+/m);
+  assert.match(text, /^file type\s+Q4_K_M$/m);
+  assert.match(text, /^parameters\s+[\d.]+ M \(\d+\)$/m);
   assert.match(text, /expert types\s+Q4_K [\d.]+ [KM]iB, Q6_K [\d.]+ [KM]iB/);
 });
 
