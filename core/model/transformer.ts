@@ -19,7 +19,7 @@ import type { Expert, FfnLinear, FfnProj, Scratch } from "../moe/expert.ts";
 import { MoeLayer } from "../moe/moe_layer.ts";
 import type { Router } from "../moe/router.ts";
 import type { ExpertStore } from "../store/expert_store.ts";
-import type { LayerContext } from "./arch/types.ts";
+import type { BatchSeq, LayerContext } from "./arch/types.ts";
 import type { HParams } from "./hparams.ts";
 import type { ModelWeights } from "./weights.ts";
 
@@ -75,6 +75,16 @@ export interface LinearAdapter {
   ): void;
 }
 
+/** One sequence of {@link Transformer.forwardBatch}: new tokens at `startPos…` into `cache`. */
+export interface BatchInput {
+  /** The sequence's own KV cache (distinct per sequence). */
+  readonly cache: KvCache;
+  /** Its new tokens (a decode step's one token, or a prefill chunk). */
+  readonly tokens: Int32Array;
+  /** Position of its first new token. */
+  readonly startPos: number;
+}
+
 /** Parts a transformer is assembled from (the loader and plugins provide them). */
 export interface TransformerParts {
   /** Backend running the ops. */
@@ -108,6 +118,8 @@ export class Transformer {
   adapters: LinearAdapter[];
   readonly #attn: AttentionParams;
   #positions = new Int32Array(0);
+  /** Set once an architecture's block rejected a batch: batches then run sequence by sequence. */
+  #batchUnsupported = false;
   readonly #linearFn: LayerContext["linear"] = (layer, proj, w, x, n, out) =>
     this.#linear(layer, proj, w, x, n, out);
   readonly #ffnFn = (layer: number): FfnLinear | undefined =>
@@ -239,6 +251,138 @@ export class Transformer {
       // llama.cpp: ggml_scale(logits, 1.0f / f_logit_scale), in f32
       const s = Math.fround(1 / Math.fround(logit));
       for (let i = 0; i < rows * nVocab; i++) logits[i] = Math.fround(logits[i] * s);
+    }
+  }
+
+  /**
+   * Evaluate several sequences in one pass (continuous batching): their new tokens are stacked
+   * into one batch, so every norm, matmul and MoE layer runs once over all rows (an expert's
+   * weights are read once per step for all the tokens routed to it), while attention runs per
+   * sequence against its own cache from its own position. Writes the logits of each sequence's
+   * last token into `logits[i*nVocab ..]`. Per-row results equal {@link forward} on each
+   * sequence alone up to the backend's multi-row summation order (see docs/batching.md).
+   * Architectures whose blocks read `LayerContext.cache` directly run sequence by sequence.
+   */
+  async forwardBatch(
+    seqs: readonly BatchInput[],
+    logits: Float32Array,
+    signal?: AbortSignal,
+  ): Promise<void> {
+    const { hp, backend: be, weights: W } = this;
+    const { nEmbd, rmsEps, nVocab } = hp;
+    const nSeq = seqs.length;
+    if (nSeq === 0) throw new ModelError("empty_batch", "Cannot evaluate: no sequences");
+    if (logits.length < nSeq * nVocab) {
+      throw new RangeError(
+        `Cannot write logits: need ${nSeq * nVocab} floats, got ${logits.length}`,
+      );
+    }
+    let n = 0;
+    const seen = new Set<KvCache>();
+    for (let i = 0; i < nSeq; i++) {
+      const s = seqs[i];
+      const m = s.tokens.length;
+      if (m === 0) {
+        throw new ModelError("empty_batch", `Cannot evaluate: sequence ${i} has no tokens`);
+      }
+      if (seen.has(s.cache)) {
+        throw new ModelError("bad_batch", `Cannot evaluate: sequence ${i} repeats a KV cache`, {
+          index: i,
+        });
+      }
+      seen.add(s.cache);
+      if (!Number.isInteger(s.startPos) || s.startPos < 0 || s.startPos + m > s.cache.spec.nCtx) {
+        throw new ModelError(
+          "context_full",
+          `Cannot evaluate ${m} tokens of sequence ${i} at position ${s.startPos}: ` +
+            `context holds ${s.cache.spec.nCtx}`,
+          { index: i, startPos: s.startPos, nTokens: m, nCtx: s.cache.spec.nCtx },
+        );
+      }
+      n += m;
+    }
+    const sequential = async (): Promise<void> => {
+      for (let i = 0; i < nSeq; i++) {
+        const s = seqs[i];
+        await this.forward(
+          s.cache,
+          s.tokens,
+          s.startPos,
+          logits.subarray(i * nVocab, (i + 1) * nVocab),
+          false,
+          signal,
+        );
+      }
+    };
+    if (nSeq === 1 || this.#batchUnsupported) return await sequential();
+    const S = this.#scratch;
+    const tokens = new Int32Array(n);
+    const positions = new Int32Array(n);
+    const spans: BatchSeq[] = [];
+    let r = 0;
+    for (const s of seqs) {
+      tokens.set(s.tokens, r);
+      for (let t = 0; t < s.tokens.length; t++) positions[r + t] = s.startPos + t;
+      spans.push({ cache: s.cache, startPos: s.startPos, n: s.tokens.length });
+      r += s.tokens.length;
+    }
+    const x = S.get("x", n * nEmbd);
+    be.getRows(W.tokEmbd, tokens, x);
+    const { embedding, logit } = hp.scales;
+    if (embedding !== 0) {
+      const f = Math.fround(embedding);
+      for (let i = 0; i < n * nEmbd; i++) x[i] = Math.fround(x[i] * f);
+    }
+    const unsupported = (): never => {
+      throw new ModelError(
+        "batch_unsupported",
+        `Cannot batch sequences: architecture '${hp.arch.name}' reads one KV cache per block`,
+      );
+    };
+    const ctx: LayerContext = {
+      be,
+      hp,
+      S,
+      get cache(): KvCache {
+        return unsupported();
+      },
+      get startPos(): number {
+        return unsupported();
+      },
+      seqs: spans,
+      n,
+      positions,
+      weights: W,
+      x,
+      rope: this.#rope,
+      attn: this.#attn,
+      moe: this.moe,
+      signal,
+      linear: this.#linearFn,
+      ffn: this.#ffnFn,
+    };
+    try {
+      for (let l = 0; l < hp.nLayer; l++) await hp.arch.forwardLayer(ctx, l);
+    } catch (e) {
+      if (!(e instanceof ModelError && e.code === "batch_unsupported")) throw e;
+      // nothing was attended yet in the failing block; re-running each sequence rewrites the
+      // same cache positions
+      this.#batchUnsupported = true;
+      return await sequential();
+    }
+    const last = S.get("batch.last", nSeq * nEmbd);
+    r = 0;
+    for (let i = 0; i < nSeq; i++) {
+      r += seqs[i].tokens.length;
+      last.set(x.subarray((r - 1) * nEmbd, r * nEmbd), i * nEmbd);
+    }
+    const normed = S.get("final", nSeq * nEmbd);
+    be.rmsnorm(last, nEmbd, rmsEps, W.outputNorm, normed);
+    const out = logits.length === nSeq * nVocab ? logits : logits.subarray(0, nSeq * nVocab);
+    this.#linear(-1, "output", W.output, normed, nSeq, out);
+    if (logit !== 0 && logit !== 1) {
+      const f = Math.fround(1 / Math.fround(logit));
+      for (let i = 0; i < nSeq * nVocab; i++) out[i] = Math.fround(out[i] * f);
     }
   }
 

@@ -36,7 +36,28 @@ export interface Expert extends ExpertKey {
    * must be resident (the MoE layer ensures that through the expert store).
    */
   forward(x: Float32Array, nTokens: number, out: Float32Array): void;
+  /**
+   * Same as `forward`, with every projection run through `linear` (which adds
+   * the linear adapters of this expert's `gate`/`up`/`down`). Kinds without it
+   * cannot carry per-expert adapters.
+   */
+  forwardLinear?(x: Float32Array, nTokens: number, out: Float32Array, linear: FfnLinear): void;
 }
+
+/** A projection of a SwiGLU FFN. */
+export type FfnProj = "gate" | "up" | "down";
+
+/**
+ * Runs one FFN projection `out = W·x` for `nTokens` rows (plus whatever
+ * adapters the caller adds); replaces `backend.matmul` in `swigluFfn`.
+ */
+export type FfnLinear = (
+  proj: FfnProj,
+  w: WeightView,
+  x: Float32Array,
+  nTokens: number,
+  out: Float32Array,
+) => void;
 
 /** Reusable scratch buffers keyed by size, so forward passes allocate nothing per token. */
 export class Scratch {
@@ -61,7 +82,8 @@ export class Scratch {
 
 /**
  * Compute a SwiGLU FFN with backend ops: `down(silu(gate·x) ⊙ (up·x))`
- * (or `down(silu(up·x))` without a gate).
+ * (or `down(silu(up·x))` without a gate). With `linear`, each projection runs
+ * through it (adapters on the FFN) instead of the fused backend op.
  */
 export function swigluFfn(
   backend: Backend,
@@ -70,24 +92,26 @@ export function swigluFfn(
   nTokens: number,
   out: Float32Array,
   scratch: Scratch,
+  linear?: FfnLinear,
 ): void {
-  if (w.gate && backend.ffnSwiglu) {
+  const mm: FfnLinear = linear ?? ((_p, wv, xi, n, o) => backend.matmul(wv, xi, n, o));
+  if (!linear && w.gate && backend.ffnSwiglu) {
     // fused on the backend: bit-identical to the three matmuls + swiglu below
     backend.ffnSwiglu(w.gate, w.up, w.down, x, nTokens, out);
     return;
   }
   const nFf = w.up.rows;
   const up = scratch.get("ffn.up", nTokens * nFf);
-  backend.matmul(w.up, x, nTokens, up);
+  mm("up", w.up, x, nTokens, up);
   const act = scratch.get("ffn.act", nTokens * nFf);
   if (w.gate) {
     const gate = scratch.get("ffn.gate", nTokens * nFf);
-    backend.matmul(w.gate, x, nTokens, gate);
+    mm("gate", w.gate, x, nTokens, gate);
     backend.swiglu(gate, up, act, nFf);
   } else {
     for (let t = 0; t < nTokens; t++) siluRow(nFf, act, up, t * nFf);
   }
-  backend.matmul(w.down, act, nTokens, out);
+  mm("down", w.down, act, nTokens, out);
 }
 
 /** The default expert: SwiGLU FFN whose weights come from a resolver (the expert store). */
@@ -117,5 +141,10 @@ export class SwigluExpert implements Expert {
   /** Run the FFN on `nTokens` rows. */
   forward(x: Float32Array, nTokens: number, out: Float32Array): void {
     swigluFfn(this.#backend, this.#weights(), x, nTokens, out, this.#scratch);
+  }
+
+  /** Run the FFN with each projection through `linear` (per-expert adapters). */
+  forwardLinear(x: Float32Array, nTokens: number, out: Float32Array, linear: FfnLinear): void {
+    swigluFfn(this.#backend, this.#weights(), x, nTokens, out, this.#scratch, linear);
   }
 }

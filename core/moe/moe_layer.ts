@@ -11,8 +11,15 @@
  */
 
 import type { Backend, WeightView } from "../backend/backend.ts";
+import { PluginError } from "../errors.ts";
 import type { ExpertStore } from "../store/expert_store.ts";
-import { type Expert, type ExpertWeights, type Scratch, swigluFfn } from "./expert.ts";
+import {
+  type Expert,
+  type ExpertWeights,
+  type FfnLinear,
+  type Scratch,
+  swigluFfn,
+} from "./expert.ts";
 import type { Route, RouteBuffer, Router } from "./router.ts";
 
 /** Shared (always-on) expert, as in Qwen2-MoE. */
@@ -30,6 +37,18 @@ export type RouteObserver = (
   route: Route,
   hidden: Float32Array,
 ) => void;
+
+/**
+ * Per-expert linear adapters of one MoE layer (set by the transformer):
+ * consulted only for the experts a batch routes to, so an adapter on an
+ * expert that is not routed costs nothing.
+ */
+export interface ExpertAdapterHook {
+  /** Whether any adapter touches a projection of expert `expert`. */
+  applies(expert: number): boolean;
+  /** The projection runner (base matmul + adapters) of expert `expert`. */
+  linear(expert: number): FfnLinear;
+}
 
 /** Everything one MoE layer needs. */
 export interface MoeLayerSpec {
@@ -59,6 +78,8 @@ export class MoeLayer {
    * only valid during the call: copy what you keep.
    */
   readonly observers: RouteObserver[] = [];
+  /** Per-expert adapters (LoRA on `experts.E.{w1,w2,w3}`); null when none. */
+  expertAdapter: ExpertAdapterHook | null = null;
   readonly #routes: Route[] = [];
   readonly #bufs: RouteBuffer[] = [];
   #used = new Uint8Array(0);
@@ -139,7 +160,17 @@ export class MoeLayer {
         }
       }
       const eout = S.get("moe.eout", n * nEmbd);
-      expert.forward(xin, n, eout);
+      const hook = this.expertAdapter;
+      if (hook !== null && hook.applies(e)) {
+        if (!expert.forwardLinear) {
+          throw new PluginError(
+            "unsupported_target",
+            `Cannot adapt expert ${e} of layer ${layer}: its kind '${expert.kind}' has no adaptable projections`,
+            { layer, expert: e, kind: expert.kind },
+          );
+        }
+        expert.forwardLinear(xin, n, eout, hook.linear(e));
+      } else expert.forward(xin, n, eout);
       for (let i2 = 0; i2 < n; i2++) {
         const slot = slots[i2];
         const w = routes[Math.floor(slot / maxK)].weights[slot % maxK];

@@ -22,19 +22,38 @@ export interface LinearShape {
   readonly dOut: number;
 }
 
-/** Projections the transformer calls adapters on (MoE blocks have no dense FFN). */
+/**
+ * Projections the transformer calls adapters on: attention, the dense FFN
+ * (blocks without experts), every routed expert's FFN (`ffn_*_exps`, with an
+ * expert index) and the output head.
+ */
 export const ADAPTABLE_PROJECTIONS: readonly LinearName[] = [
   "attn_q",
   "attn_k",
   "attn_v",
   "attn_output",
+  "ffn_gate",
+  "ffn_up",
+  "ffn_down",
+  "ffn_gate_exps",
+  "ffn_up_exps",
+  "ffn_down_exps",
   "output",
 ];
 
+/** Whether `proj` is a routed expert's projection (`ffn_*_exps`, addressed with an expert index). */
+export function isExpertProjection(proj: LinearName): boolean {
+  return proj === "ffn_gate_exps" || proj === "ffn_up_exps" || proj === "ffn_down_exps";
+}
+
+/** Whether block `layer` has a dense FFN (no experts, or one of the leading dense blocks). */
+export function isDenseLayer(hp: HParams, layer: number): boolean {
+  return hp.nExpert === 0 || layer < hp.nLayerDenseLead;
+}
+
 /**
  * Widths of projection `proj` for a model. `ffn_*` are the dense FFN of
- * non-MoE blocks; the transformer calls adapters only on
- * `ADAPTABLE_PROJECTIONS`.
+ * non-MoE blocks, `ffn_*_exps` one routed expert's FFN.
  */
 export function linearShape(hp: HParams, proj: LinearName): LinearShape {
   const { nEmbd, nHead, nHeadKv, headDimK, headDimV } = hp;
@@ -54,19 +73,27 @@ export function linearShape(hp: HParams, proj: LinearName): LinearShape {
       return { dIn: nEmbd, dOut: hp.nFf };
     case "ffn_down":
       return { dIn: hp.nFf, dOut: nEmbd };
+    case "ffn_gate_exps":
+    case "ffn_up_exps":
+      return { dIn: nEmbd, dOut: hp.nFfExp };
+    case "ffn_down_exps":
+      return { dIn: hp.nFfExp, dOut: nEmbd };
   }
 }
 
 /**
  * The shape of an adapter target, checked: `proj` must be one the transformer
- * calls adapters on and `layer` must exist (-1 for `output`). Throws
- * `PluginError` `"unsupported_target"` / `"bad_layer"` naming `what`.
+ * calls adapters on, `layer` must exist (-1 for `output`), a dense-FFN target
+ * needs a dense block and an expert target (`ffn_*_exps`) a MoE block and an
+ * `expert` in `[0, n_expert)`. Throws `PluginError` `"unsupported_target"` /
+ * `"bad_layer"` / `"bad_expert"` naming `what`.
  */
 export function targetShape(
   hp: HParams,
   layer: number,
   proj: LinearName,
   what: string,
+  expert = -1,
 ): LinearShape {
   if (!ADAPTABLE_PROJECTIONS.includes(proj)) {
     throw new PluginError(
@@ -87,6 +114,25 @@ export function targetShape(
       },
     );
   }
+  const exp = isExpertProjection(proj);
+  if (proj.startsWith("ffn_") && isDenseLayer(hp, layer) === exp) {
+    throw new PluginError(
+      "unsupported_target",
+      exp
+        ? `${what}: block ${layer} has a dense FFN, no experts to adapt`
+        : `${what}: block ${layer} is a MoE block with no dense FFN (adapt its experts: experts.N.w1/w2/w3 or experts.N.gate_proj/up_proj/down_proj)`,
+      { layer, proj },
+    );
+  }
+  if (exp ? !(Number.isInteger(expert) && expert >= 0 && expert < hp.nExpert) : expert !== -1) {
+    throw new PluginError(
+      "bad_expert",
+      exp
+        ? `${what}: expert ${expert} does not exist (layer ${layer} has ${hp.nExpert})`
+        : `${what}: projection ${proj} takes no expert index (got ${expert})`,
+      { layer, proj, expert },
+    );
+  }
   return linearShape(hp, proj);
 }
 
@@ -94,40 +140,48 @@ export function targetShape(
 export type ProjectionDelta = (x: Float32Array, nTokens: number, out: Float32Array) => void;
 
 /**
- * A `LinearAdapter` from per-(layer, projection) deltas; layer -1 is the
- * output head. After each delta the rows it wrote are checked: a NaN or
- * ±Infinity (an adapter overflowing on finite input, a gate dividing by zero)
- * is `PluginError` `"non_finite"` naming the layer and projection, never a
- * silent NaN in the logits.
+ * A `LinearAdapter` from per-(layer, projection[, expert]) deltas; layer -1 is
+ * the output head, expert -1 a projection outside the experts. After each
+ * delta the rows it wrote are checked: a NaN or ±Infinity (an adapter
+ * overflowing on finite input, a gate dividing by zero) is `PluginError`
+ * `"non_finite"` naming the layer, projection and expert, never a silent NaN
+ * in the logits.
  */
 export function projectionAdapter(
-  deltas: Iterable<readonly [layer: number, proj: LinearName, delta: ProjectionDelta]>,
+  deltas: Iterable<
+    | readonly [layer: number, proj: LinearName, delta: ProjectionDelta]
+    | readonly [layer: number, proj: LinearName, delta: ProjectionDelta, expert: number]
+  >,
 ): LinearAdapter {
-  const by = new Map<LinearName, ProjectionDelta[]>();
-  for (const [layer, proj, d] of deltas) {
+  // by projection, then layer + 1, then expert + 1
+  const by = new Map<LinearName, ProjectionDelta[][]>();
+  for (const [layer, proj, d, expert = -1] of deltas) {
     let arr = by.get(proj);
     if (!arr) by.set(proj, arr = []);
-    arr[layer + 1] = d;
+    (arr[layer + 1] ??= [])[expert + 1] = d;
   }
   return {
-    applies: (layer: number, proj: LinearName): boolean => by.get(proj)?.[layer + 1] !== undefined,
+    applies: (layer: number, proj: LinearName, expert = -1): boolean =>
+      by.get(proj)?.[layer + 1]?.[expert + 1] !== undefined,
     apply(
       layer: number,
       proj: LinearName,
       x: Float32Array,
       nTokens: number,
       out: Float32Array,
+      expert = -1,
     ): void {
-      by.get(proj)![layer + 1](x, nTokens, out);
+      by.get(proj)![layer + 1][expert + 1](x, nTokens, out);
       const bad = firstNonFinite(out);
       if (bad >= 0) {
         const inputOk = firstNonFinite(x) < 0;
+        const where = expert >= 0 ? ` expert ${expert}` : "";
         throw new PluginError(
           "non_finite",
-          `adapter on layer ${layer} ${proj}: output ${bad} is ${out[bad]}${
+          `adapter on layer ${layer} ${proj}${where}: output ${bad} is ${out[bad]}${
             inputOk ? " for a finite input (the adapter overflows)" : " (its input is not finite)"
           }`,
-          { layer, proj, index: bad },
+          { layer, proj, expert, index: bad },
         );
       }
     },

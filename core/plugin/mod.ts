@@ -65,6 +65,8 @@ export {
   ADAPTABLE_PROJECTIONS,
   addLoraDelta,
   checkPair,
+  isDenseLayer,
+  isExpertProjection,
   type LinearShape,
   linearShape,
   type LoraPair,

@@ -30,6 +30,12 @@ export interface PeftKey {
   readonly kind: PeftTensorKind;
   /** Expert index for MoLA/MoE-PEFT experts, -1 otherwise. */
   readonly expert: number;
+  /**
+   * The model's routed expert the module belongs to (`experts.N.w1/w2/w3` as
+   * in Mixtral, `experts.N.gate_proj/up_proj/down_proj` as in Qwen-MoE), -1
+   * for projections outside the experts.
+   */
+  readonly ffnExpert: number;
 }
 
 const PROJ: Readonly<Record<string, LinearName>> = {
@@ -42,6 +48,18 @@ const PROJ: Readonly<Record<string, LinearName>> = {
   down: "ffn_down",
 };
 
+/** Mixtral (`w1` gate, `w2` down, `w3` up) and Qwen-MoE expert projection names → ours. */
+const EXPERT_PROJ: Readonly<Record<string, LinearName>> = {
+  w1: "ffn_gate_exps",
+  w3: "ffn_up_exps",
+  w2: "ffn_down_exps",
+  gate_proj: "ffn_gate_exps",
+  up_proj: "ffn_up_exps",
+  down_proj: "ffn_down_exps",
+};
+
+const EXPERT_RE =
+  /^(?:base_model\.model\.)?((?:model\.|mola\.|dynmole\.)?layers\.(\d+)\.(?:block_sparse_moe|mlp)\.experts\.(\d+)\.(w1|w2|w3|gate_proj|up_proj|down_proj))\.(.+)$/;
 const LAYER_RE =
   /^(?:base_model\.model\.)?((?:model\.|mola\.|dynmole\.)?layers\.(\d+)\.(?:self_attn|mlp)\.(q|k|v|o|gate|up|down)_proj)\.(.+)$/;
 const HEAD_RE = /^(?:base_model\.model\.)?(lm_head)\.(.+)$/;
@@ -72,6 +90,20 @@ function suffixKind(s: string): { kind: PeftTensorKind; expert: number } | strin
  * recognisably unsupported or unknown (full `modules_to_save` tensors, DoRA).
  */
 export function parsePeftKey(key: string): PeftKey | string {
+  const x = key.match(EXPERT_RE);
+  if (x) {
+    const k = suffixKind(x[5]);
+    if (typeof k === "string") return k;
+    const ffnExpert = Number(x[3]);
+    if (!Number.isSafeInteger(ffnExpert)) return "expert index out of range";
+    return {
+      layer: Number(x[2]),
+      proj: EXPERT_PROJ[x[4]],
+      module: x[1].replace(/^(?:mola|dynmole)\./, "model."),
+      ...k,
+      ffnExpert,
+    };
+  }
   const m = key.match(LAYER_RE);
   const h = m ? null : key.match(HEAD_RE);
   if (!m && !h) return "not a layer projection or lm_head";
@@ -79,7 +111,13 @@ export function parsePeftKey(key: string): PeftKey | string {
   const k = suffixKind(suffix);
   if (typeof k === "string") return k;
   const module = (m ? m[1] : h![1]).replace(/^(?:mola|dynmole)\./, "model.");
-  return { layer: m ? Number(m[2]) : -1, proj: m ? PROJ[m[3]] : "output", module, ...k };
+  return {
+    layer: m ? Number(m[2]) : -1,
+    proj: m ? PROJ[m[3]] : "output",
+    module,
+    ...k,
+    ffnExpert: -1,
+  };
 }
 
 /** Tensors of one adapted projection. */
@@ -88,6 +126,8 @@ export interface PeftModule {
   readonly layer: number;
   /** Projection. */
   readonly proj: LinearName;
+  /** The model's routed expert (for `ffn_*_exps`), -1 otherwise. */
+  readonly ffnExpert: number;
   /** HF module path. */
   readonly module: string;
   /** Tensor names by role; `A`/`B` keyed by expert (-1 = single LoRA). */
@@ -104,7 +144,7 @@ export interface PeftAdapter {
   readonly config: Readonly<Record<string, unknown>>;
   /** The safetensors index. */
   readonly file: SafetensorsFile;
-  /** Modules keyed `"layer:proj"` in file order. */
+  /** Modules keyed `"layer:proj"` (`"layer:proj:expert"` for expert projections) in file order. */
   readonly modules: ReadonlyMap<string, PeftModule>;
 }
 
@@ -183,12 +223,13 @@ export async function readPeftAdapter(
       bad.push(`'${name}' (${k})`);
       continue;
     }
-    const id = `${k.layer}:${k.proj}`;
+    const id = k.ffnExpert >= 0 ? `${k.layer}:${k.proj}:${k.ffnExpert}` : `${k.layer}:${k.proj}`;
     let m = modules.get(id);
     if (!m) {
       m = {
         layer: k.layer,
         proj: k.proj,
+        ffnExpert: k.ffnExpert,
         module: k.module,
         a: new Map(),
         b: new Map(),

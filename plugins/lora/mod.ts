@@ -46,6 +46,8 @@ export interface LoraModule {
   readonly layer: number;
   /** Projection. */
   readonly proj: LinearName;
+  /** The model's routed expert (`ffn_*_exps`), -1 otherwise. */
+  readonly ffnExpert: number;
   /** The pair. */
   readonly pair: LoraPair;
   /** Effective scale `s`. */
@@ -95,6 +97,7 @@ export async function loraModules(ad: PeftAdapter, extraScale = 1): Promise<Lora
     out.push({
       layer: m.layer,
       proj: m.proj,
+      ffnExpert: m.ffnExpert,
       pair,
       scale: loraScale(alpha, rank, c.use_rslora === true) * extraScale,
     });
@@ -105,15 +108,18 @@ export async function loraModules(ad: PeftAdapter, extraScale = 1): Promise<Lora
 /** Check modules against the model; returns the `LinearAdapter` adding their terms. */
 export function loraAdapter(modules: readonly LoraModule[], ctx: ModelContext): LinearAdapter {
   return projectionAdapter(modules.map((m) => {
-    const { dIn, dOut } = targetShape(ctx.hp, m.layer, m.proj, `LoRA ${m.layer}:${m.proj}`);
+    const what = `LoRA ${m.layer}:${m.proj}${m.ffnExpert >= 0 ? `:${m.ffnExpert}` : ""}`;
+    const { dIn, dOut } = targetShape(ctx.hp, m.layer, m.proj, what, m.ffnExpert);
     if (dIn !== m.pair.dIn || dOut !== m.pair.dOut) {
       throw new PluginError(
         "shape_mismatch",
-        `LoRA ${m.layer}:${m.proj} is ${m.pair.dOut}×${m.pair.dIn}; the model's projection is ${dOut}×${dIn}`,
+        `${what} is ${m.pair.dOut}×${m.pair.dIn}; the model's projection is ${dOut}×${dIn}`,
         { layer: m.layer, proj: m.proj },
       );
     }
-    return [m.layer, m.proj, (x, n, out) => addLoraDelta(m.pair, m.scale, x, n, out)] as const;
+    const delta = (x: Float32Array, n: number, out: Float32Array) =>
+      addLoraDelta(m.pair, m.scale, x, n, out);
+    return [m.layer, m.proj, delta, m.ffnExpert] as const;
   }));
 }
 
@@ -131,6 +137,12 @@ const createPlugin: PluginFactory<LoraConfig> = async (config, setup) => {
   );
   const byWeight = new Map(modules.map((m) => [ggufWeightName(m.layer, m.proj), m]));
   const merged = new Set<string>();
+  if (config.merge && modules.some((m) => m.ffnExpert >= 0)) {
+    throw new PluginError(
+      "bad_config",
+      "config.merge: adapters on routed experts (experts.N.*) are applied unmerged; drop merge",
+    );
+  }
   if (config.merge && modules.some((m) => m.pair.bias)) {
     throw new PluginError(
       "bad_config",

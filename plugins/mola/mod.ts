@@ -53,6 +53,8 @@ export interface MolaModule {
   readonly layer: number;
   /** Projection. */
   readonly proj: LinearName;
+  /** The model's routed expert (`ffn_*_exps`), -1 otherwise. */
+  readonly ffnExpert: number;
   /** Gate `[E][dIn]`. */
   readonly router: Float32Array;
   /** Experts. */
@@ -112,6 +114,7 @@ export async function molaModules(ad: PeftAdapter, extraScale = 1): Promise<Mola
     out.push({
       layer: m.layer,
       proj: m.proj,
+      ffnExpert: m.ffnExpert,
       router,
       experts,
       scale: loraScale(alpha, rank, c.use_rslora === true) * extraScale,
@@ -129,8 +132,8 @@ export function molaAdapter(
   const counts = opts.experts === undefined ? null : perLayer(opts.experts, hp.nLayer, "experts");
   const ks = perLayer(opts.topK, hp.nLayer, "topK");
   return projectionAdapter(modules.map((m) => {
-    const what = `MoLA ${m.layer}:${m.proj}`;
-    const { dIn, dOut } = targetShape(hp, m.layer, m.proj, what);
+    const what = `MoLA ${m.layer}:${m.proj}${m.ffnExpert >= 0 ? `:${m.ffnExpert}` : ""}`;
+    const { dIn, dOut } = targetShape(hp, m.layer, m.proj, what, m.ffnExpert);
     const l = m.layer < 0 ? hp.nLayer - 1 : m.layer;
     if (counts && m.layer >= 0 && counts[l] !== m.experts.length) {
       throw new PluginError(
@@ -153,7 +156,8 @@ export function molaAdapter(
       },
       what,
     );
-    return [m.layer, m.proj, (x, n, out) => addMixDelta(mix, x, n, out)] as const;
+    const delta = (x: Float32Array, n: number, out: Float32Array) => addMixDelta(mix, x, n, out);
+    return [m.layer, m.proj, delta, m.ffnExpert] as const;
   }));
 }
 

@@ -44,6 +44,8 @@ export interface SmoraModule {
   readonly layer: number;
   /** Projection. */
   readonly proj: LinearName;
+  /** The model's routed expert (`ffn_*_exps`); -1 (or absent) otherwise. */
+  readonly ffnExpert?: number;
   /** Rank r. */
   readonly rank: number;
   /** Input width. */
@@ -185,6 +187,7 @@ export async function smoraModules(
     out.push(checkSmora({
       layer: m.layer,
       proj: m.proj,
+      ffnExpert: m.ffnExpert,
       rank,
       dIn,
       dOut,
@@ -203,15 +206,17 @@ export async function smoraModules(
 /** Bind modules to a model (shape checks); returns the adapter. */
 export function smoraAdapter(modules: readonly SmoraModule[], ctx: ModelContext): LinearAdapter {
   return projectionAdapter(modules.map((m) => {
-    const what = `SMoRA ${m.layer}:${m.proj}`;
-    const { dIn, dOut } = targetShape(ctx.hp, m.layer, m.proj, what);
+    const e = m.ffnExpert ?? -1;
+    const what = `SMoRA ${m.layer}:${m.proj}${e >= 0 ? `:${e}` : ""}`;
+    const { dIn, dOut } = targetShape(ctx.hp, m.layer, m.proj, what, e);
     if (dIn !== m.dIn || dOut !== m.dOut) {
       throw new PluginError(
         "shape_mismatch",
         `${what} is ${m.dOut}×${m.dIn}; the model's projection is ${dOut}×${dIn}`,
       );
     }
-    return [m.layer, m.proj, (x, n, out) => addSmoraDelta(m, x, n, out)] as const;
+    const delta = (x: Float32Array, n: number, out: Float32Array) => addSmoraDelta(m, x, n, out);
+    return [m.layer, m.proj, delta, e] as const;
   }));
 }
 

@@ -202,7 +202,7 @@ export function smoraFixture(
   return { tensors, mods };
 }
 
-/** Our projection name → HF short name. */
+/** Our projection name → HF short name (`"-"` for projections the fixtures never adapt). */
 export function shortName(proj: LinearName): string {
-  return Object.entries(PROJS).find(([, v]) => v.name === proj)![0];
+  return Object.entries(PROJS).find(([, v]) => v.name === proj)?.[0] ?? "-";
 }

@@ -8,54 +8,99 @@ Deno.test("peft: tensor keys of PEFT LoRA, original MoLA, MoE-PEFT and SRMoLE ma
       proj: "attn_q",
       kind: "A",
       expert: -1,
+      ffnExpert: -1,
     }],
     ["base_model.model.model.layers.0.self_attn.o_proj.lora_B.bias", {
       layer: 0,
       proj: "attn_output",
       kind: "B_bias",
       expert: -1,
+      ffnExpert: -1,
     }],
     ["base_model.model.lm_head.lora_B.weight", {
       layer: -1,
       proj: "output",
       kind: "B",
       expert: -1,
+      ffnExpert: -1,
     }],
     ["base_model.model.model.layers.1.mlp.down_proj.lora_A_7.weight", {
       layer: 1,
       proj: "ffn_down",
       kind: "A",
       expert: 7,
+      ffnExpert: -1,
     }],
     ["base_model.model.model.layers.1.self_attn.k_proj.router.router.weight", {
       layer: 1,
       proj: "attn_k",
       kind: "router",
       expert: -1,
+      ffnExpert: -1,
     }],
     ["mola.layers.2.self_attn.v_proj.experts.4.lora_B.weight", {
       layer: 2,
       proj: "attn_v",
       kind: "B",
       expert: 4,
+      ffnExpert: -1,
+    }],
+    // PEFT on a Mixtral expert (w1 gate, w2 down, w3 up) and on a Qwen-MoE expert
+    ["base_model.model.model.layers.2.block_sparse_moe.experts.5.w2.lora_A.weight", {
+      layer: 2,
+      proj: "ffn_down_exps",
+      kind: "A",
+      expert: -1,
+      ffnExpert: 5,
+    }],
+    ["base_model.model.model.layers.0.block_sparse_moe.experts.0.w1.lora_A_3.weight", {
+      layer: 0,
+      proj: "ffn_gate_exps",
+      kind: "A",
+      expert: 3,
+      ffnExpert: 0,
+    }],
+    ["base_model.model.model.layers.1.block_sparse_moe.experts.7.w3.lora_router.weight", {
+      layer: 1,
+      proj: "ffn_up_exps",
+      kind: "rank_router",
+      expert: -1,
+      ffnExpert: 7,
+    }],
+    ["base_model.model.model.layers.3.mlp.experts.12.up_proj.lora_B.weight", {
+      layer: 3,
+      proj: "ffn_up_exps",
+      kind: "B",
+      expert: -1,
+      ffnExpert: 12,
+    }],
+    ["base_model.model.model.layers.3.mlp.experts.1.down_proj.router.router.weight", {
+      layer: 3,
+      proj: "ffn_down_exps",
+      kind: "router",
+      expert: -1,
+      ffnExpert: 1,
     }],
     ["dynmole.layers.2.mlp.up_proj.moe_gate.weight", {
       layer: 2,
       proj: "ffn_up",
       kind: "router",
       expert: -1,
+      ffnExpert: -1,
     }],
     ["base_model.model.model.layers.5.mlp.gate_proj.lora_router.weight", {
       layer: 5,
       proj: "ffn_gate",
       kind: "rank_router",
       expert: -1,
+      ffnExpert: -1,
     }],
     ["base_model.model.model.layers.5.mlp.gate_proj.lora_biases", {
       layer: 5,
       proj: "ffn_gate",
       kind: "rank_bias",
       expert: -1,
+      ffnExpert: -1,
     }],
   ];
   for (const [key, want] of cases) {
@@ -67,6 +112,19 @@ Deno.test("peft: tensor keys of PEFT LoRA, original MoLA, MoE-PEFT and SRMoLE ma
   assert.equal(
     (parsePeftKey("mola.layers.2.self_attn.v_proj.moe_gate.weight") as { module: string }).module,
     "model.layers.2.self_attn.v_proj",
+  );
+  assert.equal(
+    (parsePeftKey(
+      "base_model.model.model.layers.2.block_sparse_moe.experts.5.w2.lora_A.weight",
+    ) as { module: string }).module,
+    "model.layers.2.block_sparse_moe.experts.5.w2",
+  );
+  // an expert index past 2^53 is refused, not rounded onto another expert
+  assert.match(
+    parsePeftKey(
+      "base_model.model.model.layers.0.block_sparse_moe.experts.99999999999999999999.w1.lora_A.weight",
+    ) as string,
+    /out of range/,
   );
   assert.match(
     parsePeftKey(
@@ -90,6 +148,11 @@ Deno.test("peft: rank/alpha patterns match module-name suffixes, first key wins"
   assert.equal(patternValue({ "layers.12.self_attn.v_proj": 4, "v_proj": 16 }, m, 8), 4);
   assert.equal(patternValue({ "q_proj": 16 }, m, 8), 8);
   assert.equal(patternValue({ "proj": 16 }, m, 8), 8); // suffix must follow a dot
+  // per-expert targets: patterns reach one expert, one projection of every expert, or all
+  const e = "model.layers.1.block_sparse_moe.experts.3.w2";
+  assert.equal(patternValue({ "experts.3.w2": 2, "w2": 6 }, e, 8), 2);
+  assert.equal(patternValue({ "experts.4.w2": 2, "w2": 6 }, e, 8), 6);
+  assert.equal(patternValue({ "w1": 2 }, e, 8), 8);
   // an invalid pattern is a typed error (PEFT's re.match would raise), never skipped silently
   assert.throws(
     () => patternValue({ "(": 3, "v_proj": 5 }, m, 8),
