@@ -23,9 +23,11 @@ import { HttpSource } from "../store/http_source.ts";
 import { fetchExpert } from "../store/expert_fetch.ts";
 import type { ExpertManifest } from "../store/expert_manifest.ts";
 import { beginVerifiedLoad, type IntegrityMode } from "../store/integrity.ts";
+import { IntegritySource } from "../store/integrity_source.ts";
 import { createStreamingStore, type StreamingStoreOptions } from "../store/streaming_store.ts";
 import type { Tokenizer } from "../tokenizer/mod.ts";
 import { type HParams, readHParams } from "./hparams.ts";
+import { type MemoryPlan, modelNeeds, planMemory } from "./memory_plan.ts";
 import { type LinearAdapter, Transformer } from "./transformer.ts";
 import { tokenizerFromGguf } from "./vocab.ts";
 import {
@@ -99,6 +101,34 @@ export interface LoadModelOptions {
    * first time it is used. Norm weights and biases are always checked: they are tiny.
    */
   checkWeights?: boolean;
+  /**
+   * One limit on everything the model holds, in bytes: weights, KV cache, scratch, expert cache
+   * and host overhead (docs/memory.md). When every expert does not fit, experts stream
+   * automatically under what is left (`expertBudgetBytes` still wins). Default: what the backend
+   * heap (wasm32: 4 GiB) and the machine hold. Checked at open: `ModelError` `"memory_too_small"`
+   * names the context, budget and limit that would fit.
+   */
+  memoryBytes?: number;
+  /**
+   * Context length the memory plan reserves KV cache for (default `min(training context, 2048)`);
+   * sessions default to it and may not exceed the plan's `maxCtx`.
+   */
+  nCtx?: number;
+}
+
+/** Default context length: `min(training context, 2048)`. */
+export function defaultContext(hp: HParams): number {
+  return Math.max(1, Math.min(hp.nCtxTrain, 2048));
+}
+
+/** Bytes of physical memory of this machine, or Infinity where it cannot be read. */
+function machineBytes(): number {
+  try {
+    const total = Deno.systemMemoryInfo().total;
+    return total > 0 ? total : Infinity;
+  } catch {
+    return Infinity;
+  }
 }
 
 /**
@@ -130,6 +160,10 @@ export class Model {
   readonly loadMs: number;
   /** Bytes the loader allocated: weight slots plus f32 norm/bias vectors (≤ `LOAD_BUDGET`). */
   readonly loadAllocatedBytes: number;
+  /** The memory plan checked at open (null with a custom `hooks.createStore`). */
+  readonly memoryPlan: MemoryPlan | null;
+  /** Context length sessions default to (the plan's). */
+  readonly nCtx: number;
   readonly #slots: Slot[];
   readonly #ownsSource: boolean;
 
@@ -148,6 +182,10 @@ export class Model {
       loadAllocatedBytes?: number;
       /** Close the file source on dispose (loadModel opened it from a path or URL). */
       ownsSource?: boolean;
+      /** The memory plan checked at open. */
+      memoryPlan?: MemoryPlan | null;
+      /** Default context length. */
+      nCtx?: number;
     },
   ) {
     this.file = parts.file;
@@ -160,6 +198,8 @@ export class Model {
     this.#slots = parts.slots;
     this.loadAllocatedBytes = parts.loadAllocatedBytes ?? 0;
     this.#ownsSource = parts.ownsSource ?? false;
+    this.memoryPlan = parts.memoryPlan ?? null;
+    this.nCtx = parts.nCtx ?? this.memoryPlan?.nCtx ?? defaultContext(parts.hp);
   }
 
   /** Architecture name. */
@@ -284,6 +324,22 @@ async function assemble(
   const backend = typeof opts.backend === "object"
     ? opts.backend
     : await createBackend(opts.backend ?? "auto");
+  const nCtx = opts.nCtx ?? defaultContext(hp);
+  let memoryPlan: MemoryPlan | null = null;
+  try {
+    // the whole budget is checked before a single weight is uploaded (docs/memory.md)
+    memoryPlan = opts.hooks?.createStore ? null : planMemory(modelNeeds(file, hp), {
+      memoryBytes: opts.memoryBytes,
+      heapBytes: backend.name === "wasm" ? backend.caps.maxSlotBytes : Infinity,
+      machineBytes: machineBytes(),
+      nCtx,
+      expertBudgetBytes: opts.expertBudgetBytes,
+    });
+  } catch (e) {
+    if (typeof opts.backend !== "object") backend.dispose();
+    throw e;
+  }
+  const budget = memoryPlan?.mode === "streaming" ? memoryPlan.expertBudgetBytes : undefined;
   const tb = opts.hooks?.transformBytes;
   const checkWeights = opts.checkWeights ?? false;
   const loader = new WeightLoader(file, backend, total, opts.onProgress, tb, {
@@ -295,6 +351,11 @@ async function assemble(
     const weights: ModelWeights = await loadWeights(loader, hp);
     const locations = weights.layers.map((l) => l.experts);
     verified.located(file, locations);
+    // experts that stream are read again later: their first reads are recorded and compared
+    if (
+      budget !== undefined && !rereads && source instanceof IntegritySource &&
+      (opts.integrity ?? "verify") === "verify"
+    ) source.recordFirstReads = true;
     const expertBytes: ExpertBytesHook | undefined = (tb || checkWeights)
       ? (loc, part, bytes) => {
         const m = loc[part]!;
@@ -306,11 +367,11 @@ async function assemble(
     const ctx: StoreContext = { backend, source, locations, hp, expertBytes };
     store = opts.hooks?.createStore
       ? await opts.hooks.createStore(ctx)
-      : opts.expertBudgetBytes !== undefined
+      : budget !== undefined
       ? await createStreamingStore(ctx, {
         ...opts.streaming,
         manifest,
-        expertBudgetBytes: opts.expertBudgetBytes,
+        expertBudgetBytes: budget,
       })
       : await loadResidentStore(
         ctx,
@@ -370,6 +431,8 @@ async function assemble(
       slots: loader.slots,
       loadAllocatedBytes: loader.allocatedBytes,
       ownsSource,
+      memoryPlan,
+      nCtx,
     });
   } catch (e) {
     // every slot allocated so far goes back, whether the backend is ours or the caller's

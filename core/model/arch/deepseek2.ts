@@ -100,8 +100,9 @@ export const deepseek2: ArchSpec = {
       if (!Number.isInteger(per) || c.nExpertUsed > nGroupUsed * per) {
         throw bad(
           "expert_group_count",
-          `${c.nExpert} experts in ${nGroups} groups (${nGroupUsed} used) cannot give ` +
-            `${c.nExpertUsed} experts per token`,
+          `deepseek2.expert_group_count ${nGroups} (expert_group_used_count ${nGroupUsed}) ` +
+            `must split expert_count ${c.nExpert} evenly and leave expert_used_count ` +
+            `${c.nExpertUsed} experts to choose from`,
         );
       }
     }

@@ -1,0 +1,327 @@
+/**
+ * Architecture modules: every registered architecture synthesizes, loads, inspects and runs;
+ * their own hyper-parameters fail typed and name the key; Granite's multipliers, YaRN and
+ * group-limited routing behave as llama.cpp's graphs say (conformance: tests/conformance).
+ */
+
+import { equal, ok as assert, rejects } from "node:assert/strict";
+import fc from "fast-check";
+import { formatInspect, inspectModel } from "../../cli/inspect.ts";
+import { RefBackend } from "../../core/backend/ref_backend.ts";
+import { GgufError, ModelError, type MoeEdgeError } from "../../core/errors.ts";
+import { readGguf } from "../../core/formats/gguf_reader.ts";
+import { gguf, type GgufValue } from "../../core/formats/gguf_types.ts";
+import { writeGguf } from "../../core/formats/gguf_writer.ts";
+import { Session } from "../../core/generate/session.ts";
+import { archSpec, SUPPORTED_ARCHS } from "../../core/model/arch.ts";
+import { applyRope, yarnCorrDims } from "../../core/model/arch/rope.ts";
+import { loadModel } from "../../core/model/model.ts";
+import { synthesizeModel, type SyntheticModelSpec } from "../../core/model/synthetic.ts";
+import { TopKRouter } from "../../core/moe/router.ts";
+import { MemorySource } from "../../core/store/byte_source.ts";
+
+type Arch = NonNullable<SyntheticModelSpec["arch"]>;
+const SYNTH_ARCHS: readonly Arch[] = [
+  "llama",
+  "qwen2moe",
+  "qwen3moe",
+  "olmoe",
+  "granitemoe",
+  "deepseek2",
+];
+const SMALL: SyntheticModelSpec = {
+  nEmbd: 32,
+  nHead: 2,
+  nHeadKv: 1,
+  nLayer: 2,
+  nExpert: 4,
+  nExpertUsed: 2,
+  nFf: 32,
+  nVocab: 300,
+};
+
+/** Rewrite a model's metadata with `edit`. */
+async function withMeta(
+  bytes: Uint8Array,
+  edit: (meta: Map<string, GgufValue>) => void,
+): Promise<Uint8Array> {
+  const f = await readGguf(new MemorySource(bytes));
+  const meta = new Map(f.metadata) as Map<string, GgufValue>;
+  const tensors = [];
+  for (const t of f.tensors) {
+    tensors.push({
+      name: t.name,
+      dims: [...t.dims],
+      type: t.type,
+      data: await f.readTensorBytes(t),
+    });
+  }
+  edit(meta);
+  return writeGguf({ metadata: meta, tensors });
+}
+
+async function expectError(
+  bytes: Uint8Array,
+  cls: typeof MoeEdgeError,
+  code: string,
+  mentions: string,
+): Promise<void> {
+  await rejects(loadModel(bytes, { backend: "ref" }), (e: unknown) => {
+    assert(e instanceof cls, `expected ${cls.name}, got ${e}`);
+    equal((e as MoeEdgeError).code, code, (e as Error).message);
+    assert((e as Error).message.includes(mentions), `'${(e as Error).message}' names ${mentions}`);
+    return true;
+  });
+}
+
+Deno.test("every registered architecture is synthesizable, and its module carries its name", () => {
+  for (const name of SUPPORTED_ARCHS) {
+    equal(archSpec(name)?.name, name);
+    assert(SYNTH_ARCHS.includes(name as Arch), `${name} has no synthesizer support`);
+  }
+  equal(archSpec("gpt-oss"), undefined);
+  equal(archSpec("__proto__"), undefined);
+});
+
+for (const arch of SYNTH_ARCHS) {
+  Deno.test(`${arch}: synthesized model loads, inspects and generates finite logits`, async () => {
+    const bytes = synthesizeModel({ ...SMALL, arch, nLayer: arch === "deepseek2" ? 3 : 2 });
+    const r = await inspectModel(new MemorySource(bytes));
+    equal(r.architecture, arch);
+    assert(formatInspect(r).includes(arch));
+    const model = await loadModel(bytes, { backend: "ref" });
+    equal(model.arch, arch);
+    const s = new Session(model, { nCtx: 32 });
+    for (const batch of [[5, 77, 120], [9], [33]]) {
+      const logits = await s.eval(batch);
+      equal(logits.length, model.hp.nVocab);
+      assert(logits.every(Number.isFinite));
+    }
+    s.dispose();
+    model.dispose();
+  });
+}
+
+Deno.test("granitemoe: logit_scale is required (GgufError missing_key naming it)", async () => {
+  const bytes = await withMeta(
+    synthesizeModel({ ...SMALL, arch: "granitemoe" }),
+    (m) => m.delete("granitemoe.logit_scale"),
+  );
+  await expectError(bytes, GgufError, "missing_key", "granitemoe.logit_scale");
+});
+
+Deno.test("granitemoe: non-finite, negative or huge multipliers → ModelError bad_hparam naming the key", async () => {
+  const base = synthesizeModel({ ...SMALL, arch: "granitemoe" });
+  const keys = ["embedding_scale", "residual_scale", "attention.scale", "logit_scale"];
+  const bad = fc.oneof(
+    fc.constantFrom(NaN, Infinity, -Infinity, -1, 1e7),
+    fc.float({ min: Math.fround(-1e6), max: Math.fround(-1e-3), noNaN: true }),
+  );
+  await fc.assert(
+    fc.asyncProperty(fc.constantFrom(...keys), bad, async (key, v) => {
+      const bytes = await withMeta(base, (m) => m.set(`granitemoe.${key}`, gguf.f32(v)));
+      await expectError(bytes, ModelError, "bad_hparam", `granitemoe.${key}`);
+    }),
+    { numRuns: 12 },
+  );
+  // logit_scale 0 would divide by zero: refused too
+  const zero = await withMeta(base, (m) => m.set("granitemoe.logit_scale", gguf.f32(0)));
+  await expectError(zero, ModelError, "bad_hparam", "granitemoe.logit_scale");
+});
+
+Deno.test("granitemoe: logits ÷ logit_scale in f32, exactly (same weights, scale 1 vs s)", async () => {
+  const spec: SyntheticModelSpec = { ...SMALL, arch: "granitemoe", seed: 5 };
+  const run = async (logit: number) => {
+    const m = await loadModel(synthesizeModel({ ...spec, graniteScales: { logit } }), {
+      backend: "ref",
+    });
+    const s = new Session(m, { nCtx: 16 });
+    const out = Float32Array.from(await s.eval([5, 7, 9]));
+    s.dispose();
+    m.dispose();
+    return out;
+  };
+  const one = await run(1);
+  for (const scale of [6, 0.75]) {
+    const got = await run(scale);
+    const k = Math.fround(1 / Math.fround(scale));
+    for (let i = 0; i < one.length; i++) equal(got[i], Math.fround(one[i] * k));
+  }
+});
+
+Deno.test("deepseek2: bad or unsupported hyper-parameters fail typed, naming the key", async () => {
+  const base = synthesizeModel({ ...SMALL, arch: "deepseek2", nLayer: 3 });
+  const cases: [(m: Map<string, GgufValue>) => void, typeof MoeEdgeError, string, string][] = [
+    [
+      (m) => m.delete("deepseek2.attention.key_length_mla"),
+      ModelError,
+      "unsupported_hparam",
+      "key_length_mla",
+    ],
+    [
+      (m) => m.set("deepseek2.attention.head_count_kv", gguf.u32(2)),
+      ModelError,
+      "bad_hparam",
+      "head_count_kv",
+    ],
+    [
+      (m) => m.set("deepseek2.attention.key_length", gguf.u32(40)),
+      ModelError,
+      "bad_hparam",
+      "key_length",
+    ],
+    [
+      (m) => m.set("deepseek2.expert_gating_func", gguf.u32(4)),
+      ModelError,
+      "unsupported_hparam",
+      "expert_gating_func",
+    ],
+    [
+      (m) => m.set("deepseek2.expert_gating_func", gguf.u32(9)),
+      ModelError,
+      "bad_hparam",
+      "expert_gating_func",
+    ],
+    [
+      (m) => m.set("deepseek2.leading_dense_block_count", gguf.u32(9)),
+      ModelError,
+      "bad_hparam",
+      "leading_dense_block_count",
+    ],
+    [(m) => m.delete("deepseek2.attention.kv_lora_rank"), GgufError, "missing_key", "kv_lora_rank"],
+    [
+      (m) => m.delete("deepseek2.expert_shared_count"),
+      GgufError,
+      "missing_key",
+      "expert_shared_count",
+    ],
+    [
+      (m) => {
+        m.set("deepseek2.expert_group_count", gguf.u32(3));
+        m.set("deepseek2.expert_group_used_count", gguf.u32(1));
+      },
+      ModelError,
+      "bad_hparam",
+      "expert_group_count",
+    ],
+    [
+      (m) => {
+        m.set("deepseek2.expert_group_count", gguf.u32(2));
+        m.set("deepseek2.expert_group_used_count", gguf.u32(2));
+      },
+      ModelError,
+      "bad_hparam",
+      "expert_group_used_count",
+    ],
+    [
+      (m) => m.set("deepseek2.rope.scaling.type", gguf.str("longrope")),
+      ModelError,
+      "unsupported_hparam",
+      "longrope",
+    ],
+  ];
+  for (const [edit, cls, code, mentions] of cases) {
+    await expectError(await withMeta(base, edit), cls, code, mentions);
+  }
+});
+
+Deno.test("deepseek2: the KV cache holds one latent head (kv_lora_rank + n_rot), not n_head full K/V", async () => {
+  const model = await loadModel(
+    synthesizeModel({
+      ...SMALL,
+      arch: "deepseek2",
+      nHead: 4,
+      nLayer: 3,
+      deepseek: { kvLoraRank: 24, ropeDim: 8, nopeDim: 16, vDim: 16 },
+    }),
+    { backend: "ref" },
+  );
+  const { nHeadKv, headDimK, headDimV, mla } = model.hp;
+  equal(nHeadKv, 1);
+  equal(headDimK, 24 + 8);
+  equal(headDimV, 24);
+  equal(mla?.headDimK, 24);
+  equal(model.hp.nLayerDenseLead, 1);
+  equal(model.transformer.moe[0], null);
+  assert(model.transformer.moe[1] !== null);
+  model.dispose();
+});
+
+Deno.test("YaRN: correction dims follow ggml's formula; a neutral YaRN is the backend's rope", () => {
+  // n_rot 64, n_ctx_orig 4096, base 10000: d(32) = 64·ln(4096/(2π·32)) / (2·ln 10000) ≈ 20.9
+  const [lo, hi] = yarnCorrDims(64, 4096, 10000, 32, 1);
+  equal(lo, Math.floor((64 * Math.log(4096 / (2 * Math.PI * 32))) / (2 * Math.log(10000))));
+  equal(hi, Math.ceil((64 * Math.log(4096 / (2 * Math.PI))) / (2 * Math.log(10000))));
+  const be = new RefBackend();
+  fc.assert(
+    fc.property(
+      fc.integer({ min: 1, max: 3 }),
+      fc.integer({ min: 1, max: 4 }),
+      fc.constantFrom(0 as const, 2 as const),
+      fc.integer({ min: 0, max: 500 }),
+      (n, heads, mode, pos0) => {
+        const hd = 8;
+        const x = Float32Array.from({ length: n * heads * hd }, (_, i) => Math.sin(i + pos0));
+        const pos = Int32Array.from({ length: n }, (_, t) => pos0 + t);
+        const p = { mode, nRot: hd, freqBase: 10000, freqScale: 1 };
+        const a = x.slice(), b = x.slice();
+        be.rope(a, n, heads, hd, pos, p);
+        applyRope(be, b, n, heads, hd, pos, p, {
+          extFactor: 1,
+          attnFactor: 1,
+          betaFast: 32,
+          betaSlow: 1,
+          nCtxOrig: 4096,
+        });
+        // freq_scale 1: interpolation = extrapolation and ln(1) = 0, so YaRN changes nothing
+        for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+        return true;
+      },
+    ),
+    { numRuns: 40 },
+  );
+});
+
+Deno.test("group-limited routing: chosen experts lie in the best groups (sum of each group's top two)", () => {
+  fc.assert(
+    fc.property(
+      fc.constantFrom([2, 1], [3, 2], [4, 2], [4, 3]),
+      fc.integer({ min: 2, max: 4 }),
+      fc.array(fc.float({ min: -4, max: 4, noNaN: true }), { minLength: 24, maxLength: 24 }),
+      ([groups, used], per, raw) => {
+        const n = groups * per;
+        const logits = Float32Array.from(raw.slice(0, n));
+        const k = Math.min(2, used * per);
+        const r = new TopKRouter({
+          k,
+          gating: "sigmoid",
+          normalize: true,
+          groups,
+          groupsUsed: used,
+        });
+        const probs = logits.map((v) => Math.fround(1 / (1 + Math.exp(-v))));
+        const score = Array.from({ length: groups }, (_, g) => {
+          const s = [...probs.slice(g * per, (g + 1) * per)].sort((a, b) => b - a);
+          return Math.fround(s[0] + s[1]); // summed in f32, as ggml_sum_rows stores it
+        });
+        const kth = [...score].sort((a, b) => b - a)[used - 1];
+        const route = r.route(logits.slice(), 0);
+        for (const e of route.experts) {
+          if (score[Math.floor(e / per)] < kth) return false;
+        }
+        const sum = route.weights.reduce((a, b) => a + b, 0);
+        return Math.abs(sum - 1) < 1e-5;
+      },
+    ),
+    { numRuns: 100 },
+  );
+  // experts that do not split into the groups: a RangeError, not a wrong route
+  const bad = new TopKRouter({ k: 1, normalize: false, groups: 3, groupsUsed: 1 });
+  let threw = false;
+  try {
+    bad.route(new Float32Array(4), 0);
+  } catch (e) {
+    threw = e instanceof RangeError;
+  }
+  assert(threw);
+});
