@@ -561,6 +561,8 @@ function report(e: unknown): number {
     writeErr(`error: ${e.message} [${e.name}:${e.code}]\n`);
     return e instanceof UsageError || e instanceof GenerationError ? EXIT.usage : EXIT.error;
   }
+  // the reader of stdout went away (`| head`): stop quietly, as a SIGPIPE would
+  if (e instanceof Deno.errors.BrokenPipe) return EXIT.ok;
   if (e instanceof SyntaxError) { // e.g. a JSON file given to --expert-manifest
     writeErr(`error: ${e.message}\n`);
     return EXIT.error;

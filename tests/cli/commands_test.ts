@@ -215,3 +215,21 @@ Deno.test("cli: Ctrl-C stops a generation (partial text, timings, exit 130) and 
   assert.equal(chat.code, 130, chat.stderr);
   assert.match(chat.stderr, /tokens\/s/); // the reply finished before Ctrl-C
 });
+
+Deno.test("cli: a closed stdout (`| head`) ends generate quietly", async () => {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", CLI, "generate", "-p", "The", "-n", "100000", "--ignore-eos", "--no-stats"],
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const reader = child.stdout.getReader();
+  await reader.read();
+  await reader.cancel(); // like `head` exiting
+  const stderr = new TextDecoder().decode(
+    new Uint8Array(await new Response(child.stderr).arrayBuffer()),
+  );
+  const { code } = await child.status;
+  assert.equal(code, 0, stderr);
+  assert.equal(stderr, "");
+});
