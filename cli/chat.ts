@@ -41,7 +41,9 @@ export interface ChatOptions extends GenerateOptions {
   stats?: boolean;
 }
 
-const HELP = "commands: /bye (or Ctrl-D) ends the chat, /clear forgets the conversation, /? help";
+const HELP =
+  "commands: /bye (or Ctrl-D) ends the chat, /clear forgets the conversation, /? help; " +
+  '""" starts and ends a message of several lines';
 
 /**
  * Runs the chat loop until `/bye` or the end of input. Each turn renders the whole
@@ -76,8 +78,7 @@ export async function runChat(
     if (io.interactive) {
       io.note(`chat template: ${template.kind}. ${HELP}\n>>> `);
     }
-    for await (const raw of io.lines) {
-      const line = raw.replace(/\r$/, "");
+    for await (const line of userTurns(io.lines)) {
       const cmd = line.trim();
       if (cmd === "/bye" || cmd === "/exit" || cmd === "/quit") break;
       if (cmd === "/clear") {
@@ -134,6 +135,38 @@ export async function runChat(
     }
     return replies;
   }
+}
+
+/**
+ * User turns from input lines: one line each, or the lines between `"""` and `"""` as one
+ * message (as in Ollama). Line ends (`\r\n` too) are removed; an unterminated block ends at
+ * the end of input.
+ */
+export async function* userTurns(lines: AsyncIterable<string>): AsyncGenerator<string> {
+  let block: string[] | null = null;
+  const Q = '"""';
+  for await (const raw of lines) {
+    const line = raw.replace(/\r$/, "");
+    if (block !== null) {
+      const end = line.trimEnd().endsWith(Q);
+      const body = end ? line.trimEnd().slice(0, -Q.length) : line;
+      if (!end || body.trim() !== "") block.push(body); // a closing """ alone adds no line
+      if (end) {
+        yield block.join("\n");
+        block = null;
+      }
+      continue;
+    }
+    const t = line.trim();
+    if (!t.startsWith(Q)) {
+      yield line;
+      continue;
+    }
+    const rest = t.slice(Q.length);
+    if (rest.length >= Q.length && rest.endsWith(Q)) yield rest.slice(0, -Q.length); // """x"""
+    else block = rest === "" ? [] : [rest];
+  }
+  if (block !== null) yield block.join("\n");
 }
 
 /**
