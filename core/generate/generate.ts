@@ -7,20 +7,20 @@
 
 import { GenerationError } from "../errors.ts";
 import type { Model } from "../model/model.ts";
-import { StreamDecoder } from "../tokenizer/mod.ts";
-import { Sampler, type SamplingOptions } from "./sampler.ts";
+import {
+  Continuation,
+  type ContinuationOptions,
+  type FinishReason,
+  type GenerateStep,
+} from "./continuation.ts";
 import { Session } from "./session.ts";
 
+export type { FinishReason, GenerateStep };
+
 /** Options of `generate`. */
-export interface GenerateOptions extends SamplingOptions {
+export interface GenerateOptions extends ContinuationOptions {
   /** Most tokens to generate (default 128). */
   maxTokens?: number;
-  /** Stop when any of these strings appears in the output (it is not emitted). */
-  stop?: readonly string[];
-  /** Extra stop token ids (end-of-generation tokens always stop). */
-  stopTokens?: readonly number[];
-  /** Don't stop on the model's end-of-generation tokens. */
-  ignoreEos?: boolean;
   /** Add BOS to a text prompt (default: the tokenizer's `add_bos`). Ignored for token prompts. */
   addBos?: boolean;
   /** Context length of the session. */
@@ -34,17 +34,6 @@ export interface GenerateOptions extends SamplingOptions {
    */
   session?: Session;
 }
-
-/** One generated token. */
-export interface GenerateStep {
-  /** Token id. */
-  readonly token: number;
-  /** Text completed by this token (may be empty while a UTF-8 sequence is incomplete). */
-  readonly text: string;
-}
-
-/** Why generation ended. */
-export type FinishReason = "stop" | "length" | "abort";
 
 /** Summary after the last step. */
 export interface GenerateResult {
@@ -104,22 +93,13 @@ export async function* generate(
       `Cannot generate: maxTokens must be a non-negative integer: received ${maxTokens}`,
     );
   }
-  const sampler = new Sampler(opts);
   const ids = promptTokens(model, prompt, opts.addBos);
   if (ids.length === 0) {
     throw new GenerationError("empty_prompt", "Cannot generate: the prompt has no tokens");
   }
+  const cont = new Continuation(model, ids, opts);
   const session = opts.session ?? new Session(model, { nCtx: opts.nCtx });
-  const tok = model.tokenizer;
-  const stopIds = new Set(opts.stopTokens ?? []);
-  const stops = (opts.stop ?? []).filter((s) => s.length > 0);
-  // the generated tokens continue the prompt: no SPM leading-space strip (llama.cpp streams
-  // them with token_to_piece, lstrip 0), so "The little fox" + "▁woke" reads " woke"
-  const decoder = StreamDecoder.forContinuation(tok, ids);
-  const out: number[] = [];
-  let text = "";
-  let emitted = 0;
-  let finish: FinishReason = "length";
+  const out = cont.tokens;
   const t0 = performance.now();
   let t1 = t0;
   try {
@@ -133,57 +113,23 @@ export async function* generate(
     }
     let logits = await session.eval(reuse ? ids.slice(reuse) : ids, { signal: opts.signal });
     t1 = performance.now();
-    const history = [...ids];
     while (out.length < maxTokens) {
       if (opts.signal?.aborted) {
-        finish = "abort";
+        cont.finish = "abort";
         break;
       }
-      const id = sampler.sample(logits, history);
-      if ((!opts.ignoreEos && tok.isEog(id)) || stopIds.has(id)) {
-        finish = "stop";
-        break;
-      }
-      out.push(id);
-      history.push(id);
-      text += decoder.push(id);
-      // hold back text that could be the start of a stop string
-      let cut = -1;
-      for (const s of stops) {
-        const i = text.indexOf(s);
-        if (i >= 0 && (cut < 0 || i < cut)) cut = i;
-      }
-      if (cut >= 0) {
-        text = text.slice(0, cut);
-        if (text.length > emitted) yield { token: id, text: text.slice(emitted) };
-        emitted = text.length;
-        finish = "stop";
-        break;
-      }
-      let safe = text.length;
-      for (const s of stops) {
-        for (let k = Math.min(s.length - 1, text.length); k > 0; k--) {
-          if (text.endsWith(s.slice(0, k))) {
-            safe = Math.min(safe, text.length - k);
-            break;
-          }
-        }
-      }
-      yield { token: id, text: text.slice(emitted, Math.max(emitted, safe)) };
-      emitted = Math.max(emitted, safe);
+      const r = cont.accept(logits);
+      if (r.step) yield r.step;
+      if (r.stopped) break;
       if (out.length >= maxTokens) break;
       if (session.position >= session.nCtx) {
-        finish = "length";
+        cont.finish = "length";
         break;
       }
-      logits = await session.eval([id], { signal: opts.signal });
+      logits = await session.eval([r.token], { signal: opts.signal });
     }
-    if (finish !== "stop") {
-      text += decoder.flush();
-      if (text.length > emitted) {
-        yield { token: out[out.length - 1] ?? -1, text: text.slice(emitted) };
-      }
-    }
+    const last = cont.end();
+    if (last) yield last;
   } finally {
     if (!opts.session) session.dispose();
   }
@@ -192,8 +138,8 @@ export async function* generate(
   return {
     promptTokens: ids,
     tokens: out,
-    text,
-    finishReason: finish,
+    text: cont.text,
+    finishReason: cont.finish,
     timings: {
       prefillMs: t1 - t0,
       decodeMs,
