@@ -118,6 +118,10 @@ async function open(
   const model = await loadModel(path ?? defaultModelBytes(), {
     ...extra,
     integrity: integrity.verify === false ? "off" : integrity.pinContent ? "pin" : "verify",
+    memoryBytes: integrity.memoryMb === undefined
+      ? undefined
+      : Math.floor(integrity.memoryMb * 1024 * 1024),
+    nCtx: integrity.ctxSize,
     backend: backend ?? "auto",
     onProgress: tty
       ? (done, total) => {
@@ -140,6 +144,10 @@ interface IntegrityFlags {
   verify?: boolean;
   /** true with `--pin-content`. */
   pinContent?: boolean;
+  /** `--memory-mb`: one limit on weights, KV cache, scratch and expert cache. */
+  memoryMb?: number;
+  /** `--ctx-size`: the memory plan reserves KV cache for it. */
+  ctxSize?: number;
 }
 
 interface StreamingFlags extends IntegrityFlags {
@@ -218,6 +226,13 @@ function modelOptions(cmd: Command): Command {
     )
     .addOption(
       new Option("--backend <name>", "compute backend").choices(["auto", "wasm", "ref", "webgpu"]),
+    )
+    .addOption(
+      new Option(
+        "--memory-mb <mb>",
+        "one memory limit for weights, KV cache, scratch and expert cache: experts stream " +
+          "automatically when the model does not fit (default: what the machine and backend hold)",
+      ).argParser(parsePositive),
     );
 }
 

@@ -67,6 +67,11 @@ export const SETTINGS: readonly Setting[] = [
     default: "min(train ctx, 2048)",
     help: "Largest context (prompt + completion) of one request",
   },
+  {
+    env: "MOE_EDGE_MEMORY_MB",
+    default: "heap and machine",
+    help: "Memory limit in MiB (weights, KV, scratch, experts); experts stream to fit",
+  },
   { env: "MOE_EDGE_MAX_BODY_BYTES", default: "1048576", help: "Largest request body (413)" },
   {
     env: "MOE_EDGE_BODY_TIMEOUT_MS",
@@ -111,6 +116,8 @@ export interface ServerConfig {
   maxQueue?: number;
   /** Context per request. */
   nCtx?: number;
+  /** `MOE_EDGE_MEMORY_MB` in bytes: the memory plan's limit. */
+  memoryBytes?: number;
   /** Body size limit. */
   maxBodyBytes?: number;
   /** Body time limit. */
@@ -185,6 +192,9 @@ export function readConfig(get: (key: string) => string | undefined): ServerConf
     maxConcurrent: int("MOE_EDGE_MAX_CONCURRENT", 1),
     maxQueue: int("MOE_EDGE_MAX_QUEUE", 0),
     nCtx: int("MOE_EDGE_CTX", 2),
+    memoryBytes: ((mb) => mb === undefined ? undefined : mb * 1024 * 1024)(
+      int("MOE_EDGE_MEMORY_MB", 1, 1 << 30),
+    ),
     maxBodyBytes: int("MOE_EDGE_MAX_BODY_BYTES", 1),
     bodyTimeoutMs: int("MOE_EDGE_BODY_TIMEOUT_MS", 1),
     requestTimeoutMs: int("MOE_EDGE_REQUEST_TIMEOUT_MS", 1),

@@ -68,7 +68,12 @@ export async function prepare(get: (key: string) => string | undefined): Promise
   }
   let model: Model;
   try {
-    model = await loadModel(cfg.modelPath ?? defaultModelBytes(), { backend: cfg.backend });
+    model = await loadModel(cfg.modelPath ?? defaultModelBytes(), {
+      backend: cfg.backend,
+      memoryBytes: cfg.memoryBytes,
+      nCtx: cfg.nCtx,
+      nSeq: cfg.maxConcurrent ?? 4,
+    });
   } catch (e) {
     const what = cfg.modelPath ? `the model '${cfg.modelPath}'` : "the embedded model";
     throw new StartError(`cannot load ${what}: ${oneLine(e)}`, EXIT_START);

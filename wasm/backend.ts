@@ -35,6 +35,7 @@ import type {
   OpName,
   RopeParams,
   Slot,
+  SlotOptions,
   WeightView,
 } from "../core/backend/backend.ts";
 import { BackendError } from "../core/errors.ts";
@@ -130,9 +131,9 @@ export class WasmBackend implements Backend {
   // ------------------------------------------------------------------ slots
 
   /** Allocate a weight slot in linear memory. */
-  allocSlot(bytes: number): Slot {
+  allocSlot(bytes: number, opts?: SlotOptions): Slot {
     this.#live();
-    return this.#slots.alloc(bytes);
+    return this.#slots.alloc(bytes, !opts?.lazyPrepare);
   }
 
   /** Copy `data` (standard ggml layout) into `slot` at byte `offset`. */
@@ -353,13 +354,17 @@ export class WasmBackend implements Backend {
     out: Float32Array,
   ): void {
     this.#live();
-    attentionOp(this.#ops, this.#caches.get(cache), layer, startPos, nTokens, q, k, v, p, out);
+    const e = this.#caches.get(cache);
+    this.#caches.reserve(e, layer, startPos + nTokens); // the cache grows with use
+    attentionOp(this.#ops, e, layer, startPos, nTokens, q, k, v, p, out);
   }
 
   /** Read back the cached K (`which = "k"`) or V rows of a layer as f32 (tests, debugging). */
   readKv(cache: KvCache, layer: number, which: "k" | "v", positions: number): Float32Array {
     this.#live();
-    return readKvOp(this.#ops, this.#caches.get(cache), layer, which, positions);
+    const e = this.#caches.get(cache);
+    this.#caches.reserve(e, layer, positions);
+    return readKvOp(this.#ops, e, layer, which, positions);
   }
 
   // ------------------------------------------------------------------ lifecycle

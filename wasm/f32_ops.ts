@@ -174,19 +174,21 @@ export function attentionOp(
   );
   need(out.length >= on, "attention", `out has ${out.length} floats, need ${on}`);
   if (nTokens === 0) return;
-  const s = e.cache.spec;
-  const sb = c.k.attention_scratch_bytes(s.nCtx, nHeads, nKvHeads, headDimK, headDimV);
+  // the layer's region holds `cap` positions (grown by the caller to cover this call)
+  const L = e.layers[layer];
+  need(startPos + nTokens <= L.cap, "attention", `KV layer ${layer} holds ${L.cap} positions`);
+  const sb = c.k.attention_scratch_bytes(L.cap, nHeads, nKvHeads, headDimK, headDimV);
   const [qp, kp, vp, op, sp] = c.mem.scratch(qn * 4, kn * 4, vn * 4, on * 4, sb);
   const f32 = c.mem.f32;
   copyIn(f32, q, qn, qp);
   copyIn(f32, k, kn, kp);
   copyIn(f32, v, vn, vp);
-  const kc = e.off + layer * e.layerBytes;
+  const kc = L.off;
   const f = c.scalar ? c.k.attention_scalar : c.k.attention;
   const rc = f(
     kc,
-    kc + e.kBytes,
-    s.nCtx,
+    kc + L.cap * e.kRowBytes,
+    L.cap,
     startPos,
     nTokens,
     qp,
@@ -213,9 +215,16 @@ export function readKvOp(
   positions: number,
 ): Float32Array {
   const s = e.cache.spec;
+  const L = e.layers[layer];
+  need(L !== undefined, "readKv", `layer ${layer} outside [0, ${s.layers})`);
+  need(
+    Number.isInteger(positions) && positions >= 0 && positions <= L.cap,
+    "readKv",
+    `KV layer ${layer} holds ${L.cap} positions, asked for ${positions}`,
+  );
   const n = positions * s.nKvHeads * (which === "k" ? s.headDimK : s.headDimV);
   const [op] = c.mem.scratch(n * 4);
-  const src = e.off + layer * e.layerBytes + (which === "k" ? 0 : e.kBytes);
+  const src = L.off + (which === "k" ? 0 : L.cap * e.kRowBytes);
   c.k.f16_to_f32(src, op, n);
   return c.mem.f32.slice(op >>> 2, (op >>> 2) + n);
 }

@@ -1,7 +1,13 @@
 /**
- * KV caches of the WASM backend: one arena allocation per cache, per layer
- * `K [nCtx][nKv][hdK]` then `V [nCtx][nKv][hdV]`, f16, zeroed at creation;
- * plus the shape checks of an attention call against its cache.
+ * KV caches of the WASM backend. Each layer's cache is its own arena
+ * allocation, `K [cap][nKv][hdK]` then `V [cap][nKv][hdV]`, f16, where `cap`
+ * (the positions allocated) **grows with use** up to the spec's `nCtx`:
+ * nothing is allocated at creation, and a call that writes past `cap` moves
+ * that layer into a region at least twice as large (old rows copied, new rows
+ * zeroed). Growing one layer at a time bounds the transient to one layer's
+ * old region; the memory plan (core/model/memory_plan.ts) reserves the full
+ * `nCtx` plus that transient, so growth never fails inside a planned budget.
+ * Also: the shape checks of an attention call against its cache.
  *
  * @module
  */
@@ -10,16 +16,27 @@ import type { AttentionParams, KvCache, KvCacheSpec } from "../core/backend/back
 import { BackendError } from "../core/errors.ts";
 import type { KernelMemory } from "./memory.ts";
 
+/** Positions a layer's cache grows by at least. */
+export const KV_GROW_MIN = 32;
+
+/** One layer's region. */
+export interface KvLayer {
+  /** Address of K (0 while nothing is allocated). */
+  off: number;
+  /** Positions allocated (K rows; V rows follow at `off + cap·kRowBytes`). */
+  cap: number;
+}
+
 /** A live cache and where it lives. */
 export interface KvEntry {
   /** The handle given out. */
   readonly cache: KvCache;
-  /** Address of layer 0's K. */
-  readonly off: number;
-  /** Bytes per layer (K then V). */
-  readonly layerBytes: number;
-  /** Bytes of one layer's K. */
-  readonly kBytes: number;
+  /** Per-layer regions. */
+  readonly layers: KvLayer[];
+  /** Bytes of one position's K (all KV heads). */
+  readonly kRowBytes: number;
+  /** Bytes of one position's V (all KV heads). */
+  readonly vRowBytes: number;
 }
 
 /** The backend's KV caches. */
@@ -37,7 +54,7 @@ export class KvCaches {
     this.#nextId = nextId;
   }
 
-  /** Create a zeroed f16 cache. */
+  /** Create an f16 cache; its layers allocate (zeroed) as positions are written. */
   create(spec: KvCacheSpec): KvCache {
     for (const key of ["layers", "nCtx", "nKvHeads", "headDimK", "headDimV"] as const) {
       const v = spec[key];
@@ -49,20 +66,62 @@ export class KvCaches {
         );
       }
     }
-    const kBytes = spec.nCtx * spec.nKvHeads * spec.headDimK * 2;
-    const vBytes = spec.nCtx * spec.nKvHeads * spec.headDimV * 2;
-    const layerBytes = kBytes + vBytes;
-    const off = this.#mem.arena.alloc(layerBytes * spec.layers);
-    this.#mem.u8.fill(0, off, off + layerBytes * spec.layers);
+    const kRowBytes = spec.nKvHeads * spec.headDimK * 2;
+    const vRowBytes = spec.nKvHeads * spec.headDimV * 2;
+    const full = spec.nCtx * (kRowBytes + vRowBytes);
+    if (full > this.#mem.arena.maxAllocBytes) {
+      throw new BackendError(
+        "out_of_memory",
+        `Cannot create KV cache: one layer at ${spec.nCtx} positions needs ${full} bytes, past the ` +
+          `largest allocation of ${this.#mem.arena.maxAllocBytes}`,
+        { bytes: full, maxBytes: this.#mem.arena.maxAllocBytes },
+      );
+    }
     const cache: KvCache = { id: this.#nextId(), spec: { ...spec } };
-    this.#caches.set(cache.id, { cache, off, layerBytes, kBytes });
+    const layers = Array.from({ length: spec.layers }, () => ({ off: 0, cap: 0 }));
+    this.#caches.set(cache.id, { cache, layers, kRowBytes, vRowBytes });
     return cache;
+  }
+
+  /**
+   * Make positions `[0, upto)` of `layer` addressable, growing its region
+   * (×2, at least {@linkcode KV_GROW_MIN}, never past `nCtx`). Out-of-range
+   * arguments are left for {@linkcode attentionMismatch} to report.
+   */
+  reserve(e: KvEntry, layer: number, upto: number): void {
+    const s = e.cache.spec;
+    if (!(Number.isInteger(layer) && layer >= 0 && layer < s.layers)) return;
+    if (!(Number.isInteger(upto) && upto >= 0 && upto <= s.nCtx)) return;
+    const L = e.layers[layer];
+    if (upto <= L.cap) return;
+    const cap = Math.min(
+      s.nCtx,
+      Math.max(upto, 2 * L.cap, KV_GROW_MIN),
+    );
+    const { kRowBytes: kr, vRowBytes: vr } = e;
+    const off = this.#mem.arena.alloc(cap * (kr + vr));
+    const u8 = this.#mem.u8;
+    if (L.cap > 0) {
+      u8.copyWithin(off, L.off, L.off + L.cap * kr);
+      u8.copyWithin(off + cap * kr, L.off + L.cap * kr, L.off + L.cap * (kr + vr));
+      this.#mem.arena.free(L.off);
+    }
+    u8.fill(0, off + L.cap * kr, off + cap * kr);
+    u8.fill(0, off + cap * kr + L.cap * vr, off + cap * (kr + vr));
+    L.off = off;
+    L.cap = cap;
+  }
+
+  /** Bytes allocated by a cache now (it grows with use up to `nCtx`). */
+  allocatedBytes(cache: KvCache): number {
+    const e = this.get(cache);
+    return e.layers.reduce((a, L) => a + L.cap * (e.kRowBytes + e.vRowBytes), 0);
   }
 
   /** Free a cache. */
   free(cache: KvCache): void {
     const e = this.get(cache);
-    this.#mem.arena.free(e.off);
+    for (const L of e.layers) if (L.cap > 0) this.#mem.arena.free(L.off);
     this.#caches.delete(cache.id);
   }
 

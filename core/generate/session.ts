@@ -10,7 +10,7 @@ import type { Model } from "../model/model.ts";
 
 /** Options of a session. */
 export interface SessionOptions {
-  /** Context length (default: min(training context, 2048)). */
+  /** Context length (default: the model's, from its memory plan: min(training context, 2048) unless `loadModel`'s `nCtx` says otherwise). */
   nCtx?: number;
 }
 
@@ -29,11 +29,23 @@ export class Session {
   /** @param model loaded model; @param opts session options */
   constructor(model: Model, opts: SessionOptions = {}) {
     const hp = model.hp;
-    const nCtx = opts.nCtx ?? Math.min(hp.nCtxTrain, 2048);
+    const nCtx = opts.nCtx ?? model.nCtx ?? Math.min(hp.nCtxTrain, 2048);
     if (!Number.isInteger(nCtx) || nCtx < 1 || nCtx > 1 << 20) {
       throw new GenerationError(
         "bad_context",
         `Cannot create session: nCtx must be in [1, 1048576]: received ${nCtx}`,
+      );
+    }
+    const plan = model.memoryPlan;
+    if (plan && nCtx > plan.ctxLimit) {
+      // the memory plan has room for ctxLimit positions beside its expert budget: a longer
+      // context could run out of memory mid-generation, so it is refused now (docs/memory.md)
+      throw new GenerationError(
+        "context_too_large",
+        `Cannot create session: a context of ${nCtx} does not fit the model's memory plan ` +
+          `(at most ${plan.ctxLimit} beside its expert budget; load it with nCtx: ${nCtx} to ` +
+          `plan for it, at most ${plan.maxCtx} fits)`,
+        { nCtx, plannedCtx: plan.nCtx, ctxLimit: plan.ctxLimit, maxCtx: plan.maxCtx },
       );
     }
     this.model = model;

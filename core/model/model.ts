@@ -114,6 +114,8 @@ export interface LoadModelOptions {
    * sessions default to it and may not exceed the plan's `maxCtx`.
    */
   nCtx?: number;
+  /** Sessions alive at once the memory plan reserves KV caches for (default 1). */
+  nSeq?: number;
 }
 
 /** Default context length: `min(training context, 2048)`. */
@@ -333,6 +335,7 @@ async function assemble(
       heapBytes: backend.name === "wasm" ? backend.caps.maxSlotBytes : Infinity,
       machineBytes: machineBytes(),
       nCtx,
+      nSeq: opts.nSeq,
       expertBudgetBytes: opts.expertBudgetBytes,
     });
   } catch (e) {

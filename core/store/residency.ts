@@ -7,7 +7,7 @@
  */
 
 import type { Backend, Slot } from "../backend/backend.ts";
-import { StoreError } from "../errors.ts";
+import { BackendError, StoreError } from "../errors.ts";
 import type { ExpertWeights } from "../moe/expert.ts";
 import type { ExpertLocation } from "../model/weights.ts";
 import { type CachePolicy, type LoadReason, pickVictim } from "./cache_policy.ts";
@@ -68,7 +68,7 @@ export class Residency {
   readonly soon: Set<number> = new Set();
   readonly #free = new Map<number, Slot[]>();
   readonly #backend: Backend;
-  readonly #evictable: number;
+  #evictable: number;
   readonly #policy: CachePolicy;
   readonly #stats: readonly LayerStoreStats[];
   #allocated = 0;
@@ -135,9 +135,20 @@ export class Residency {
       const pool = this.#free.get(bytes);
       if (pool?.length) return pool.pop()!;
       if (this.#allocated + bytes <= this.#evictable) {
-        const slot = this.#backend.allocSlot(bytes);
-        this.#allocated += bytes;
-        return slot;
+        try {
+          // streamed experts are packed only once they prove hot (the store's `packAfterUses`)
+          const slot = this.#backend.allocSlot(bytes, { lazyPrepare: true });
+          this.#allocated += bytes;
+          return slot;
+        } catch (e) {
+          // the backend heap is full before the budget is: the budget shrinks to what is held
+          // and the store evicts instead of failing (when nothing is held, the error stands)
+          if (!(e instanceof BackendError && e.code === "out_of_memory") || this.#allocated === 0) {
+            throw e;
+          }
+          this.#evictable = this.#allocated;
+          continue;
+        }
       }
       const other = [...this.#free].find(([, l]) => l.length > 0);
       if (other) {

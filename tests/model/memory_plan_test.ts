@@ -1,0 +1,257 @@
+/**
+ * The memory plan: one limit, everything inside it; auto-streaming when the
+ * resident model does not fit; typed errors at open naming what fits; KV
+ * caches that grow with use.
+ */
+
+import assert from "node:assert/strict";
+import fc from "fast-check";
+import { ModelError } from "../../core/errors.ts";
+import { GenerationError } from "../../core/errors.ts";
+import { type ModelNeeds, modelNeeds, planMemory } from "../../core/model/memory_plan.ts";
+import { loadModel } from "../../core/model/model.ts";
+import { synthesizeModel } from "../../core/model/synthetic.ts";
+import { generateText } from "../../core/generate/generate.ts";
+import { Session } from "../../core/generate/session.ts";
+import { GgmlType } from "../../core/tensor/ggml_type.ts";
+import { readGguf } from "../../core/formats/gguf_reader.ts";
+import { MemorySource } from "../../core/store/byte_source.ts";
+import { readHParams } from "../../core/model/hparams.ts";
+import { createWasmBackend } from "../../wasm/backend.ts";
+import "../../wasm/register.ts";
+
+const MIB = 1 << 20;
+
+/** Needs with linear KV/scratch/host terms (property tests). */
+function needs(p: {
+  resident: number;
+  experts: number;
+  maxExpert: number;
+  k: number;
+  kvTok: number;
+  host: number;
+}): ModelNeeds {
+  return {
+    residentBytes: p.resident,
+    expertBytes: p.experts,
+    maxExpertBytes: p.maxExpert,
+    expertsPerToken: p.k,
+    expertCount: Math.max(1, Math.floor(p.experts / p.maxExpert)),
+    kvBytesPerToken: p.kvTok * 4,
+    kvLayerBytesPerToken: p.kvTok,
+    scratchBytes: (n, c) => 1000 * n + 10 * c + MIB,
+    hostBytes: (c) => p.host + 100 * c,
+  };
+}
+
+const arbNeeds = fc.record({
+  resident: fc.integer({ min: 1, max: 2000 * MIB }),
+  experts: fc.integer({ min: 64 * MIB, max: 20000 * MIB }),
+  maxExpert: fc.integer({ min: 1 * MIB, max: 20 * MIB }),
+  k: fc.integer({ min: 1, max: 8 }),
+  kvTok: fc.integer({ min: 1024, max: 64 * 1024 }),
+  host: fc.integer({ min: 0, max: 200 * MIB }),
+});
+
+Deno.test("memory plan: every plan fits its limit and heap; every refusal names a context that fits", () => {
+  fc.assert(
+    fc.property(
+      arbNeeds,
+      fc.integer({ min: 1, max: 8192 }),
+      fc.option(fc.integer({ min: 64, max: 32768 }), { nil: undefined }),
+      fc.integer({ min: 256, max: 4096 }),
+      (p, nCtx, limitMb, heapMb) => {
+        const n = needs(p);
+        const opts = {
+          nCtx,
+          heapBytes: heapMb * MIB,
+          memoryBytes: limitMb === undefined ? undefined : limitMb * MIB,
+        };
+        let plan;
+        try {
+          plan = planMemory(n, opts);
+        } catch (e) {
+          assert.ok(e instanceof ModelError && e.code === "memory_too_small", String(e));
+          const d = e.details as { maxCtx: number; minMemoryBytes: number };
+          assert.ok(d.maxCtx < nCtx, "refused although the asked context fits");
+          if (d.maxCtx >= 1) {
+            // the named context does fit
+            const ok = planMemory(n, { ...opts, nCtx: d.maxCtx });
+            assert.ok(ok.expertBudgetBytes >= Math.min(p.experts, p.k * p.maxExpert));
+          }
+          assert.match(e.message, /context of at most \d+|no context fits/);
+          return;
+        }
+        assert.ok(plan.totalBytes <= (opts.memoryBytes ?? Infinity) + 1, "over the limit");
+        assert.ok(plan.totalBytes - plan.hostBytes <= opts.heapBytes + 1, "over the heap");
+        if (plan.mode === "resident") assert.equal(plan.expertBudgetBytes, p.experts);
+        else {
+          assert.ok(plan.expertBudgetBytes < p.experts, "streams although everything fits");
+          assert.ok(
+            plan.expertBudgetBytes >= Math.min(p.experts, p.k * p.maxExpert),
+            "budget below one token's need",
+          );
+        }
+        assert.ok(plan.maxCtx >= nCtx);
+      },
+    ),
+    { numRuns: 400 },
+  );
+});
+
+Deno.test("memory plan: an explicit budget wins when it fits and fails at plan time when it does not", () => {
+  const n = needs({
+    resident: 500 * MIB,
+    experts: 8000 * MIB,
+    maxExpert: 4 * MIB,
+    k: 8,
+    kvTok: 16 * 1024,
+    host: 100 * MIB,
+  });
+  const p = planMemory(n, { nCtx: 2048, heapBytes: 4096 * MIB, expertBudgetBytes: 1000 * MIB });
+  assert.equal(p.mode, "streaming");
+  assert.equal(p.reason, "explicit_budget");
+  assert.equal(p.expertBudgetBytes, 1000 * MIB);
+  assert.throws(
+    () => planMemory(n, { nCtx: 2048, heapBytes: 4096 * MIB, expertBudgetBytes: 4000 * MIB }),
+    (e: unknown) =>
+      e instanceof ModelError && e.code === "memory_too_small" &&
+      /a budget of at most \d+ MiB fits/.test(e.message) &&
+      (e.details as { maxExpertBudgetBytes: number }).maxExpertBudgetBytes < 4000 * MIB,
+  );
+  // resident does not fit the heap: experts stream automatically (the wasm32 case)
+  const auto = planMemory(n, { nCtx: 2048, heapBytes: 4096 * MIB });
+  assert.equal(auto.mode, "streaming");
+  assert.equal(auto.reason, "heap_limit");
+  // a user limit below the heap: the limit decides
+  const lim = planMemory(n, { nCtx: 2048, heapBytes: 4096 * MIB, memoryBytes: 2048 * MIB });
+  assert.equal(lim.reason, "memory_limit");
+  assert.ok(lim.totalBytes <= 2048 * MIB);
+  assert.throws(() => planMemory(n, { nCtx: 2048, heapBytes: 4096 * MIB, memoryBytes: -1 }), {
+    code: "bad_memory",
+  });
+});
+
+// a small quantized MoE: 4 layers × 8 experts
+const SPEC = {
+  nEmbd: 64,
+  nLayer: 4,
+  nExpert: 8,
+  nExpertUsed: 2,
+  nFf: 128,
+  type: GgmlType.Q8_0,
+  seed: 5,
+} as const;
+const PROMPT = [1, 17, 42, 99, 250, 3, 77];
+
+function needsOf(bytes: Uint8Array) {
+  return readGguf(new MemorySource(bytes)).then((f) =>
+    modelNeeds(f, readHParams(f.metadata, f.tensor("token_embd.weight").dims[1]))
+  );
+}
+
+Deno.test("loadModel: a limit below the resident size streams experts, with the resident tokens", async () => {
+  const bytes = synthesizeModel(SPEC);
+  const resident = await loadModel(bytes, { backend: "wasm" });
+  assert.equal(resident.memoryPlan?.mode, "resident");
+  const want = (await generateText(resident, PROMPT, { maxTokens: 10, temperature: 0 })).tokens;
+  const plan = resident.memoryPlan!;
+  resident.dispose();
+  const n = await needsOf(bytes);
+  // leave room for a quarter of the experts
+  const limit = plan.minTotalBytes - n.expertsPerToken * n.maxExpertBytes + n.expertBytes / 4;
+  const m = await loadModel(bytes, { backend: "wasm", memoryBytes: limit });
+  assert.equal(m.memoryPlan?.mode, "streaming");
+  assert.equal(m.memoryPlan?.reason, "memory_limit");
+  assert.ok(m.memoryPlan!.expertBudgetBytes < n.expertBytes);
+  const got = (await generateText(m, PROMPT, { maxTokens: 10, temperature: 0 })).tokens;
+  assert.deepEqual(got, want);
+  assert.ok(m.store.stats().evictions > 0, "the store evicted under the limit");
+  m.dispose();
+});
+
+Deno.test("loadModel: a limit that cannot work fails at open, naming a context and a limit that fit", async () => {
+  const bytes = synthesizeModel(SPEC);
+  const n = await needsOf(bytes);
+  const plan = planMemory(n, { nCtx: 512, heapBytes: 4 * 1024 ** 3 });
+  await assert.rejects(
+    loadModel(bytes, { backend: "wasm", memoryBytes: plan.hostBytes + n.residentBytes }),
+    (e: unknown) =>
+      e instanceof ModelError && e.code === "memory_too_small" &&
+      /memory limit/.test(e.message) &&
+      typeof (e.details as { minMemoryBytes: number }).minMemoryBytes === "number",
+  );
+  // an explicit budget larger than the limit leaves: refused at open, not mid-run
+  await assert.rejects(
+    loadModel(bytes, {
+      backend: "wasm",
+      memoryBytes: plan.minTotalBytes,
+      expertBudgetBytes: n.expertBytes,
+    }),
+    { code: "memory_too_small" },
+  );
+});
+
+Deno.test("Session: a context beyond what the plan has room for is refused at creation", async () => {
+  const bytes = synthesizeModel(SPEC);
+  const roomy = await loadModel(bytes, { backend: "wasm", nCtx: 64 });
+  assert.equal(roomy.nCtx, 64);
+  assert.equal(new Session(roomy).nCtx, 64);
+  // a 4 GiB heap has room for far more than 64 positions of this model
+  assert.equal(new Session(roomy, { nCtx: 2048 }).nCtx, 2048);
+  const plan = roomy.memoryPlan!;
+  roomy.dispose();
+  // a limit that leaves exactly the planned context: one more position is refused
+  const tight = await loadModel(bytes, {
+    backend: "wasm",
+    nCtx: 64,
+    memoryBytes: plan.totalBytes,
+  });
+  const lim = tight.memoryPlan!.ctxLimit;
+  assert.ok(lim >= 64 && lim < 2048, `ctxLimit ${lim}`);
+  assert.equal(new Session(tight, { nCtx: lim }).nCtx, lim);
+  assert.throws(
+    () => new Session(tight, { nCtx: lim + 1 }),
+    (e: unknown) =>
+      e instanceof GenerationError && e.code === "context_too_large" &&
+      new RegExp(`at most ${lim}`).test(e.message),
+  );
+  tight.dispose();
+});
+
+Deno.test("wasm KV cache: nothing is allocated at creation; it grows with use, same results", async () => {
+  const be = await createWasmBackend();
+  const used0 = be.arenaStats().usedBytes;
+  const spec = { layers: 3, nCtx: 4096, nKvHeads: 2, headDimK: 64, headDimV: 64 };
+  const cache = be.createKvCache(spec);
+  assert.equal(be.arenaStats().usedBytes, used0, "a 4096-position cache allocated up front");
+  const full = spec.layers * spec.nCtx * 2 * 64 * 2 * 2;
+  const p = { nHeads: 4, nKvHeads: 2, headDimK: 64, headDimV: 64, scale: 0.125 };
+  const q = new Float32Array(4 * 64).map((_, i) => Math.sin(i));
+  const k = new Float32Array(2 * 64).map((_, i) => Math.cos(i));
+  const out = new Float32Array(4 * 64);
+  const outs: Float32Array[] = [];
+  for (let pos = 0; pos < 100; pos++) {
+    for (let l = 0; l < spec.layers; l++) be.attention(cache, l, pos, 1, q, k, k, p, out);
+    outs.push(out.slice());
+  }
+  const grown = be.arenaStats().usedBytes - used0;
+  assert.ok(grown > 0 && grown < full / 16, `grew ${grown} of ${full}`);
+  // the same sequence in a cache made at its final size gives the same outputs
+  const small = be.createKvCache({ ...spec, nCtx: 100 });
+  for (let pos = 0; pos < 100; pos++) {
+    for (let l = 0; l < spec.layers; l++) be.attention(small, l, pos, 1, q, k, k, p, out);
+    assert.deepEqual(out, outs[pos]);
+  }
+  // past nCtx: a typed error, no growth
+  assert.throws(() => be.attention(small, 0, 100, 1, q, k, k, p, out), { code: "bad_shape" });
+  const before = be.arenaStats().usedBytes;
+  be.freeKvCache(cache);
+  assert.equal(before - be.arenaStats().usedBytes, be.arenaStats().usedBytes >= 0 ? grownKv() : 0);
+  be.dispose();
+
+  function grownKv(): number {
+    // 100 positions rounded to the growth steps (32 → 64 → 128) per layer
+    return spec.layers * 128 * (2 * 64 * 2) * 2;
+  }
+});
