@@ -34,8 +34,22 @@ export const BENCH_SHAPE: Readonly<SyntheticModelSpec> = Object.freeze({
   seed: 1,
 });
 
-/** Types the bench knows, by their CLI names. */
+/** Types the bench runs by default, by their CLI names. */
 export const BENCH_TYPES: readonly string[] = ["f32", "q8_0", "q4_0", "q4_K"];
+
+/**
+ * More types `--types` accepts (not run by default: the synthesizer's TS quantizers take minutes
+ * for the bench MoE in these): the other K-quants and the non-linear / microscaling formats.
+ */
+export const BENCH_EXTRA_TYPES: readonly string[] = [
+  "q5_K",
+  "q6_K",
+  "q2_K",
+  "q3_K",
+  "iq4_nl",
+  "iq4_xs",
+  "mxfp4",
+];
 
 const CACHE_DIR = new URL("../.cache/bench/", import.meta.url).pathname;
 

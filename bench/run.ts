@@ -24,6 +24,7 @@
 import { parseArgs } from "node:util";
 import {
   bannedTokens,
+  BENCH_EXTRA_TYPES,
   BENCH_SHAPE,
   BENCH_TYPES,
   benchPrompt,
@@ -69,7 +70,9 @@ const REPEATS = Number(values.repeats ?? (quick ? "1" : "3"));
 /** Timed passes per process for moe-edge and llama.cpp (wllama: 1; its passes are long). */
 const PASSES = Number(values.passes ?? (quick ? "1" : "3"));
 for (const t of TYPES) {
-  if (!BENCH_TYPES.includes(t)) throw new Error(`--types: unknown type "${t}" (${BENCH_TYPES})`);
+  if (!BENCH_TYPES.includes(t) && !BENCH_EXTRA_TYPES.includes(t)) {
+    throw new Error(`--types: unknown type "${t}" (${[...BENCH_TYPES, ...BENCH_EXTRA_TYPES]})`);
+  }
 }
 for (const b of BACKENDS) {
   if (b !== "wasm" && b !== "ref") throw new Error(`--backends: unknown backend "${b}" (wasm,ref)`);
