@@ -1,7 +1,7 @@
 /**
- * Admission control for generations: a fixed number of active slots, a
- * bounded FIFO of waiters behind them, and a FIFO mutex that lets the active
- * generations take turns on the model one decode step at a time.
+ * Admission control for generations: a fixed number of active slots (the
+ * batch scheduler's sequences), a bounded FIFO of waiters behind them, and a
+ * FIFO mutex (the runtime's tokenizer queue).
  *
  * @module
  */

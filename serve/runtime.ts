@@ -1,15 +1,19 @@
 /**
  * A serving runtime: one loaded model, a name for it, admission control
- * (slots + bounded queue) and a step lock so that concurrent generations
- * take turns on the model one decode step at a time. The model's forward
- * pass shares scratch buffers and is not re-entrant; the lock is what makes
- * interleaved streaming safe.
+ * (slots + bounded queue) and continuous batching: every active generation
+ * advances in one batched forward pass per step (`core/generate/batch.ts`),
+ * so N concurrent streams share each step's weight reads instead of taking
+ * turns. New requests join at the next step, finished or disconnected ones
+ * leave at the next step, and a new prompt is prefilled in chunks so it does
+ * not stall the others' decoding. The scheduler is the only caller of the
+ * model's forward pass, which shares scratch buffers and is not re-entrant.
  *
  * @module
  */
 
 import { setImmediate } from "node:timers";
-import { generate, type GenerateResult, type GenerateStep } from "../core/generate/generate.ts";
+import { BatchScheduler, type BatchSequence } from "../core/generate/batch.ts";
+import type { GenerateResult, GenerateStep } from "../core/generate/generate.ts";
 import type { Model } from "../core/model/model.ts";
 import { ServeError } from "./errors.ts";
 import { ExpertUsage } from "./expert_usage.ts";
@@ -20,8 +24,13 @@ import { type GenerationOutcome, RuntimeStats } from "./stats.ts";
 export interface RuntimeOptions {
   /** Model id shown by `/v1/models` and required in requests (default `"moe-edge"`). */
   name?: string;
-  /** Generations decoding at once, interleaved token by token (default 4). */
+  /** Generations decoding at once, batched into one forward pass per step (default 4). */
   maxConcurrent?: number;
+  /**
+   * Most prompt tokens evaluated per step across new requests (default 32): a long prompt is
+   * prefilled over several steps while the other generations keep decoding.
+   */
+  prefillChunk?: number;
   /** Requests waiting for a slot before new ones get 429 (default 64). */
   maxQueue?: number;
   /** Largest context (prompt + completion) of one request (default min(training context, 2048)). */
@@ -83,7 +92,7 @@ export class ModelRuntime {
   /** Token and generation counters. */
   readonly stats: RuntimeStats = new RuntimeStats();
   readonly #limiter: Limiter;
-  readonly #step = new Mutex();
+  readonly #batch: BatchScheduler;
   readonly #tokenize = new Mutex();
   #maxTokenChars = 0;
 
@@ -100,11 +109,21 @@ export class ModelRuntime {
     }
     this.#limiter = new Limiter(opts.maxConcurrent ?? 4, opts.maxQueue ?? 64);
     this.experts = new ExpertUsage(model);
+    this.#batch = new BatchScheduler(model, {
+      maxSequences: this.#limiter.maxActive,
+      prefillChunk: opts.prefillChunk ?? 32,
+      onStep: () => this.experts.flush(),
+    });
   }
 
   /** Generations decoding now. */
   get active(): number {
     return this.#limiter.active;
+  }
+
+  /** Batched forward passes (scheduler steps) run so far. */
+  get batchSteps(): number {
+    return this.#batch.stepCount;
   }
 
   /** Requests waiting for a slot. */
@@ -143,23 +162,36 @@ export class ModelRuntime {
         retryAfter,
       });
     }
-    const inner = generate(this.model, req.prompt, {
-      maxTokens: req.maxTokens,
-      stop: req.stop,
-      temperature: req.temperature,
-      topP: req.topP,
-      topK: req.topK,
-      minP: req.minP,
-      repetitionPenalty: req.repetitionPenalty,
-      frequencyPenalty: req.frequencyPenalty,
-      presencePenalty: req.presencePenalty,
-      logitBias: req.logitBias,
-      seed: req.seed,
-      ignoreEos: req.ignoreEos,
-      signal: req.signal,
-      addBos: false,
-      nCtx: Math.min(this.nCtx, req.prompt.length + Math.max(1, req.maxTokens)),
-    });
+    let seq: BatchSequence;
+    try {
+      seq = this.#batch.submit({
+        prompt: req.prompt,
+        maxTokens: req.maxTokens,
+        stop: req.stop,
+        temperature: req.temperature,
+        topP: req.topP,
+        topK: req.topK,
+        minP: req.minP,
+        repetitionPenalty: req.repetitionPenalty,
+        frequencyPenalty: req.frequencyPenalty,
+        presencePenalty: req.presencePenalty,
+        logitBias: req.logitBias,
+        seed: req.seed,
+        ignoreEos: req.ignoreEos,
+        signal: req.signal,
+        nCtx: Math.min(this.nCtx, req.prompt.length + Math.max(1, req.maxTokens)),
+      });
+    } catch (e) {
+      // a bad request: reported by the first step, as a generation error
+      release();
+      this.stats.addPrompt(req.prompt.length);
+      this.stats.finish("error", (performance.now() - t0) / 1000);
+      // deno-lint-ignore require-yield
+      const steps = (async function* (): AsyncGenerator<GenerateStep, GenerateResult, void> {
+        throw e;
+      })();
+      return { steps, close: async () => void await steps.return(undefined as never) };
+    }
     this.stats.addPrompt(req.prompt.length);
     let recorded = false;
     const record = (outcome: GenerationOutcome): void => {
@@ -167,17 +199,14 @@ export class ModelRuntime {
       recorded = true;
       this.stats.finish(outcome, (performance.now() - t0) / 1000);
     };
-    let cleaned: Promise<void> | null = null;
-    // ends the core generator (disposing its session) under the step lock, then frees the slot
-    const cleanup = (): Promise<void> =>
-      cleaned ??= this.#step.run(() => inner.return(undefined as unknown as GenerateResult)).then(
-        () => release(),
-        (e) => {
-          release();
-          throw e;
-        },
-      );
-    const steps = this.#steps(inner, req.signal, t0, record, cleanup);
+    // the slot is free once the sequence has left the batch (its KV cache freed), whether it
+    // finished, was aborted, or was closed, even when nobody reads its steps any more
+    const freed = seq.finished.then(() => release());
+    const cleanup = (): Promise<void> => {
+      seq.cancel();
+      return freed;
+    };
+    const steps = this.#steps(seq.steps, req.signal, record, t0, cleanup);
     const close = async (): Promise<void> => {
       // runs the wrapper's `finally` when it is suspended; a no-op when it never started or already ended
       await steps.return(undefined as unknown as GenerateResult);
@@ -190,26 +219,17 @@ export class ModelRuntime {
   async *#steps(
     inner: AsyncGenerator<GenerateStep, GenerateResult, void>,
     signal: AbortSignal | undefined,
-    t0: number,
     record: (outcome: GenerationOutcome) => void,
+    t0: number,
     cleanup: () => Promise<void>,
   ): AsyncGenerator<GenerateStep, GenerateResult, void> {
     let outcome: GenerationOutcome = "abort";
     let counted = 0;
     try {
       for (;;) {
-        // Backend ops are synchronous, so without this a generation would run as one
-        // microtask chain and no socket write (or new request) would happen until it ends.
-        await yieldToEventLoop();
-        // an abort before the first step skips the prefill altogether
+        // an abort before the first token is reported as the signal's reason
         if (counted === 0) signal?.throwIfAborted();
-        const r = await this.#step.run(async () => {
-          try {
-            return await inner.next();
-          } finally {
-            this.experts.flush();
-          }
-        });
+        const r = await inner.next();
         if (r.done) {
           const res = r.value;
           this.stats.addTokens(res.tokens.length - counted);
@@ -226,6 +246,7 @@ export class ModelRuntime {
       throw e;
     } finally {
       record(outcome);
+      await inner.return(undefined as unknown as GenerateResult);
       await cleanup();
     }
   }
