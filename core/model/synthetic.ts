@@ -236,6 +236,43 @@ function vocabMeta(v: VocabSpec): [string, GgufValue][] {
   return m;
 }
 
+/** One tensor of a synthetic model's layout: what `synthesizeModel` would fill with draws. */
+export interface SyntheticTensorLayout {
+  /** Tensor name. */
+  readonly name: string;
+  /** ggml dims (`[cols, rows, …]`). */
+  readonly dims: readonly number[];
+  /** Type after the quant mix. */
+  readonly type: GgmlType;
+  /** Standard deviation of the values drawn. */
+  readonly scale: number;
+  /** Mean of the values drawn. */
+  readonly mean: number;
+}
+
+/** Set while {@linkcode synthesizeLayout} runs: `add` records tensors instead of drawing them. */
+let layoutSink: SyntheticTensorLayout[] | null = null;
+
+/**
+ * The layout of `synthesizeModel(spec)` without its data: the GGUF bytes of its metadata with no
+ * tensor (header and key/values only) and the tensors it would hold, in order (the streaming
+ * writer, core/model/synthetic_stream.ts, fills them). Not for `legacyExperts`.
+ */
+export function synthesizeLayout(
+  spec: SyntheticModelSpec,
+): { metadataOnly: Uint8Array; tensors: SyntheticTensorLayout[] } {
+  if (spec.legacyExperts) {
+    throw new ModelError("bad_spec", "Cannot lay out a synthetic model with legacy experts");
+  }
+  const tensors: SyntheticTensorLayout[] = [];
+  layoutSink = tensors;
+  try {
+    return { metadataOnly: synthesizeModel(spec), tensors };
+  } finally {
+    layoutSink = null;
+  }
+}
+
 /** Build the GGUF bytes of a synthetic model. */
 export function synthesizeModel(spec: SyntheticModelSpec = {}): Uint8Array {
   const arch = spec.arch ?? "llama";
@@ -262,6 +299,7 @@ export function synthesizeModel(spec: SyntheticModelSpec = {}): Uint8Array {
     const t = spec.mix !== undefined && dims.length > 1 && !name.includes("ffn_gate_inp")
       ? quantMixType(spec.mix, name, dims[0], dims.length, nLayer, nHead / nHeadKv)
       : t0;
+    if (layoutSink) return void layoutSink.push({ name, dims, type: t, scale, mean });
     const n = dims.reduce((a, b) => a * b, 1);
     const x = new Float32Array(n);
     for (let i = 0; i < n; i++) x[i] = mean + g.next() * scale;
