@@ -59,6 +59,8 @@ interface SlotEntry {
   readonly off: number;
   readonly bytes: number;
   tracked: Tracked[];
+  /** Pack matrices at first use (false: only when `prepare` asks). */
+  readonly autoPack: boolean;
 }
 
 /** Where a weight view lives and how the kernels must read it. */
@@ -91,11 +93,11 @@ export class WeightSlots {
     this.#nextId = nextId;
   }
 
-  /** Allocate a slot of `bytes`. */
-  alloc(bytes: number): Slot {
+  /** Allocate a slot of `bytes`; `autoPack` false packs its matrices only when `prepare` asks. */
+  alloc(bytes: number, autoPack = true): Slot {
     const off = this.#mem.arena.alloc(bytes);
     const id = this.#nextId();
-    this.#slots.set(id, { off, bytes, tracked: [] });
+    this.#slots.set(id, { off, bytes, tracked: [], autoPack });
     return { id, bytes };
   }
 
@@ -199,7 +201,7 @@ export class WeightSlots {
       });
       return { ptr, kernelType: w.type };
     }
-    if (!pack) return { ptr, kernelType: w.type };
+    if (!pack || !s.autoPack) return { ptr, kernelType: w.type };
     return { ptr, kernelType: this.#tryPack(s, w, bytes) ? w.type | PACKED_FLAG : w.type };
   }
 

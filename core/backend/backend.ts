@@ -109,6 +109,16 @@ export interface BackendCapabilities {
   readonly maxSlotBytes: number;
 }
 
+/** Hints given when a slot is allocated; backends may ignore them (results never change). */
+export interface SlotOptions {
+  /**
+   * Prepare (repack) matrices in this slot only when `prepareWeights` asks,
+   * never at their first use: for bytes used a few times before they are
+   * replaced (streamed experts), where a repack costs more than it saves.
+   */
+  readonly lazyPrepare?: boolean;
+}
+
 /**
  * A compute backend. All ops are synchronous; `out` buffers are written in
  * place and never alias inputs unless stated.
@@ -122,7 +132,7 @@ export interface Backend {
   supportsOp(op: OpName, type?: GgmlType): boolean;
 
   /** Allocate a weight slot of `bytes` bytes. Throws `BackendError` when it cannot. */
-  allocSlot(bytes: number): Slot;
+  allocSlot(bytes: number, opts?: SlotOptions): Slot;
   /** Copy `data` into `slot` at byte `offset`. */
   writeSlot(slot: Slot, offset: number, data: Uint8Array): void;
   /** Release a slot; its views become invalid. */

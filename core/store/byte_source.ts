@@ -6,9 +6,28 @@
  * @module
  */
 
-import { closeSync, fstatSync } from "node:fs";
+import { closeSync, fstatSync, read as fsRead } from "node:fs";
 import { type FileHandle, open as openFile } from "node:fs/promises";
 import { StoreError } from "../errors.ts";
+
+/**
+ * One positioned read through the callback `fs.read`: a single operation on
+ * the runtime's I/O pool, so it completes while the JS thread computes
+ * (`FileHandle.read` takes several event-loop turns, so a read issued
+ * before a layer's compute only finished after it). Resolves with the
+ * bytes read.
+ */
+function preadOnce(
+  fd: number,
+  out: Uint8Array,
+  at: number,
+  length: number,
+  position: number,
+): Promise<number> {
+  return new Promise((resolve, reject) => {
+    fsRead(fd, out, at, length, position, (err, n) => err ? reject(err) : resolve(n));
+  });
+}
 
 /** Random-access bytes. Implementations: memory, local file, HTTP Range. */
 export interface ByteSource {
@@ -21,8 +40,33 @@ export interface ByteSource {
    * (code `"out_of_range"`) if the range is outside `[0, size)`.
    */
   read(offset: number, length: number, signal?: AbortSignal): Promise<Uint8Array>;
+  /**
+   * Optional: read many ranges at once (result `i` = bytes of `ranges[i]`),
+   * coalescing adjacent ones (see `read_ranges.ts`). Sources that check
+   * reads implement it to keep checking each range on its own; time spent
+   * checking is added to `timing.verifyMs`.
+   */
+  readRanges?(
+    ranges: readonly ByteRange[],
+    signal?: AbortSignal,
+    timing?: RangeTiming,
+  ): Promise<Uint8Array[]>;
   /** Release handles. Idempotent. */
   close?(): void | Promise<void>;
+}
+
+/** A byte range of a source. */
+export interface ByteRange {
+  /** Start offset. */
+  readonly offset: number;
+  /** Length in bytes. */
+  readonly length: number;
+}
+
+/** Time a `readRanges` call spent checking bytes (hashes), in milliseconds. */
+export interface RangeTiming {
+  /** Added to by verifying sources. */
+  verifyMs: number;
 }
 
 /** Throws a typed error when `[offset, offset+length)` is not inside `size`. */
@@ -118,7 +162,7 @@ export class FileSource implements ByteSource {
     while (got < length) {
       let n: number;
       try {
-        n = (await file.read(out, got, length - got, offset + got)).bytesRead;
+        n = await preadOnce(file.fd, out, got, length - got, offset + got);
       } catch (e) {
         if (!this.#file) {
           throw new StoreError("closed", `Cannot read ${this.name}: source was closed`);

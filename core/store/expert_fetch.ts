@@ -11,6 +11,7 @@ import type { ExpertLocation } from "../model/weights.ts";
 import type { ByteSource } from "./byte_source.ts";
 import { type ExpertBytesHook, expertLayout } from "./expert_loader.ts";
 import { readExpertBytes, sha256Hex } from "./expert_manifest.ts";
+import { readRanges } from "./read_ranges.ts";
 
 /** Where and how to fetch. */
 export interface FetchSpec {
@@ -76,4 +77,112 @@ export async function fetchExpert(
     }
   }
   return bytes;
+}
+
+/** One fetched expert: its matrices' bytes (for `writeSlot` at `expertLayout`), checked and transformed. */
+export interface FetchedExpert {
+  /** Gate, up and down bytes (`gate` null for experts without one). Views: do not write into them. */
+  readonly parts: {
+    readonly gate: Uint8Array | null;
+    readonly up: Uint8Array;
+    readonly down: Uint8Array;
+  };
+  /** This expert's share of the batch's read time (wall, checks excluded), ms. */
+  readonly readMs: number;
+  /** This expert's share of the time spent checking bytes (hashes), ms. */
+  readonly verifyMs: number;
+}
+
+const PARTS = ["gate", "up", "down"] as const;
+
+/**
+ * Fetch several experts with one coalesced batch of reads (`readRanges`:
+ * adjacent matrix ranges merged, spans read in parallel, a verifying source
+ * checking each range), then per expert the manifest's SHA-256 and the bytes
+ * hook. Result `i` settles with expert `locs[i]` (all from the same reads,
+ * so they settle together). Throws like `fetchExpert`.
+ */
+export function fetchExpertBatch(
+  spec: FetchSpec & { readonly sha256s?: readonly (string | undefined)[] },
+  locs: readonly ExpertLocation[],
+  signal?: AbortSignal,
+): Promise<FetchedExpert>[] {
+  const ranges: { offset: number; length: number }[] = [];
+  for (const loc of locs) {
+    for (const p of PARTS) {
+      const m = loc[p];
+      if (m) ranges.push({ offset: m.fileOffset, length: m.nbytes });
+    }
+  }
+  const timing = { verifyMs: 0 };
+  const t0 = performance.now();
+  const all = readRanges(spec.source, ranges, signal, timing).then((bufs) => ({
+    bufs,
+    wall: performance.now() - t0,
+  }));
+  let at = 0;
+  return locs.map((loc, i) => {
+    const first = at;
+    at += loc.gate ? 3 : 2;
+    return all.then(
+      async ({ bufs, wall }) => {
+        const n = locs.length;
+        const got = bufs.slice(first, first + (loc.gate ? 3 : 2));
+        const [gate, up, down] = loc.gate ? got : [null, ...got];
+        spec.onBytes?.(got.reduce((a, b) => a + b.byteLength, 0));
+        let verifyMs = timing.verifyMs / n;
+        const sha = spec.sha256s?.[i];
+        if (sha !== undefined) {
+          const v0 = performance.now();
+          const whole = new Uint8Array(loc.bytes);
+          let o = 0;
+          for (const b of got) {
+            whole.set(b, o);
+            o += b.byteLength;
+          }
+          const h = await sha256Hex(whole.subarray(0, o));
+          verifyMs += performance.now() - v0;
+          if (h !== sha) {
+            throw new StoreError(
+              "integrity",
+              `Cannot load expert ${loc.index} of layer ${loc.layer} from ${spec.source.name}: SHA-256 ${h} does not match the manifest's ${sha}`,
+              { layer: loc.layer, index: loc.index, expected: sha, actual: h },
+            );
+          }
+        }
+        const parts = { gate, up: up!, down: down! };
+        const hook = spec.expertBytes;
+        if (hook) {
+          for (const p of PARTS) {
+            const m = loc[p];
+            if (!m || !parts[p]) continue;
+            // a hook may write into its bytes: never into the source's (a memory source's views)
+            const b = parts[p]!.slice();
+            parts[p] = b;
+            const out = hook(loc, p, b);
+            if (!out || out === b) continue;
+            if (out.byteLength !== m.nbytes) {
+              throw new StoreError(
+                "bad_transform",
+                `Cannot load expert ${loc.index} of layer ${loc.layer} from ${spec.source.name}: the bytes hook returned ${out.byteLength} bytes for '${m.name}', expected ${m.nbytes}`,
+                { layer: loc.layer, index: loc.index, part: p },
+              );
+            }
+            parts[p] = out;
+          }
+        }
+        return { parts, readMs: (wall - timing.verifyMs) / n, verifyMs };
+      },
+      (e) => {
+        if (e instanceof StoreError) throw e;
+        throw new StoreError(
+          "load_failed",
+          `Cannot load expert ${loc.index} of layer ${loc.layer} from ${spec.source.name}: ${
+            (e as Error).message
+          }`,
+          { layer: loc.layer, index: loc.index },
+        );
+      },
+    );
+  });
 }

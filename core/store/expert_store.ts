@@ -34,6 +34,18 @@ export interface LayerStoreStats {
   bytesFetched: number;
   /** Milliseconds compute waited on fetches. */
   stallMs: number;
+  /** Expert loads completed (demand and prefetch). */
+  loads: number;
+  /** Milliseconds of those loads spent reading (wall time of their batched reads, checks excluded). */
+  readMs: number;
+  /** Milliseconds spent checking their bytes (first-read hashes, manifest SHA-256). */
+  verifyMs: number;
+  /** Milliseconds spent copying bytes into slots and repacking them. */
+  repackMs: number;
+  /** Experts repacked for the faster kernels (at load or once hot). */
+  packs: number;
+  /** Misses served by a resident low-bit copy instead of waiting (`fallback`). */
+  fallbackHits: number;
 }
 
 /** Counters an expert store reports. */
@@ -56,6 +68,18 @@ export interface ExpertStoreStats {
   prefetchLate?: number;
   /** Prefetched experts dropped unused (streaming stores). */
   wastedPrefetches?: number;
+  /** Loads completed (streaming stores; the miss cost breakdown below is over these). */
+  loads?: number;
+  /** Read time of those loads, ms (streaming stores). */
+  readMs?: number;
+  /** Check (hash) time of those loads, ms (streaming stores). */
+  verifyMs?: number;
+  /** Copy-into-slot and repack time, ms (streaming stores). */
+  repackMs?: number;
+  /** Experts repacked (streaming stores). */
+  packs?: number;
+  /** Misses served by a low-bit fallback copy (streaming stores with a fallback). */
+  fallbackHits?: number;
   /** The same counters per layer (streaming stores). */
   perLayer?: LayerStoreStats[];
 }

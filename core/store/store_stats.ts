@@ -19,6 +19,12 @@ export function emptyLayerStats(layer: number): LayerStoreStats {
     wastedPrefetches: 0,
     bytesFetched: 0,
     stallMs: 0,
+    loads: 0,
+    readMs: 0,
+    verifyMs: 0,
+    repackMs: 0,
+    packs: 0,
+    fallbackHits: 0,
   };
 }
 
@@ -35,6 +41,12 @@ export function totalStats(layers: readonly LayerStoreStats[]): ExpertStoreStats
     t.wastedPrefetches += s.wastedPrefetches;
     t.bytesFetched += s.bytesFetched;
     t.stallMs += s.stallMs;
+    t.loads += s.loads;
+    t.readMs += s.readMs;
+    t.verifyMs += s.verifyMs;
+    t.repackMs += s.repackMs;
+    t.packs += s.packs;
+    t.fallbackHits += s.fallbackHits;
   }
   const { layer: _, ...rest } = t;
   return { ...rest, perLayer: layers.map((s) => ({ ...s })) };

@@ -6,6 +6,7 @@
  */
 
 import type { Backend } from "../backend/backend.ts";
+import type { ExpertWeights } from "../moe/expert.ts";
 import { StoreError } from "../errors.ts";
 import type { ExpertLocation } from "../model/weights.ts";
 import type { ByteSource } from "./byte_source.ts";
@@ -32,7 +33,34 @@ export interface StreamingStoreOptions {
   onStep?: (layer: number, keys: readonly number[]) => void;
   /** Told when a prefetch fails (the next demand load retries and reports). */
   onPrefetchError?: (error: Error) => void;
+  /**
+   * Repack a streamed expert for the faster kernels on this use (default 3;
+   * 1 = at load, as resident experts; `Infinity` = never). A repack costs
+   * more than it saves for an expert used once or twice before eviction.
+   */
+  packAfterUses?: number;
+  /** Resident low-bit copies computed with on a miss instead of waiting (HOBBIT). */
+  fallback?: ExpertFallback;
 }
+
+/**
+ * Low-bit copies of experts, resident, used on a miss (mixed-precision
+ * offloading, HOBBIT): a miss whose gate weight is below `criticalWeight`
+ * is computed with the copy at once while the full-precision expert loads
+ * in the background (as a prefetch) for later tokens; a critical miss waits
+ * for full precision as usual.
+ */
+export interface ExpertFallback {
+  /** The copy of expert `index` of `layer`, or null when it has none. */
+  weights(layer: number, index: number): ExpertWeights | null;
+  /** Misses with a gate weight at or above this wait for full precision (default 0.8). */
+  readonly criticalWeight?: number;
+  /** Load the full-precision expert in the background on a fallback use (default true). */
+  readonly loadOnFallback?: boolean;
+}
+
+/** Default `ExpertFallback.criticalWeight`. */
+export const DEFAULT_CRITICAL_WEIGHT = 0.8;
 
 /** What the store is built from (`StoreContext` of `loadModel` fits). */
 export interface StreamingStoreContext {

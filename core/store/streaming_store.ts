@@ -24,8 +24,8 @@ import type { ExpertWeights } from "../moe/expert.ts";
 import type { MoeLayer } from "../moe/moe_layer.ts";
 import type { ExpertLocation } from "../model/weights.ts";
 import { type CachePolicy, createRecencyPolicy } from "./cache_policy.ts";
-import { expertViews, prepareExpert } from "./expert_loader.ts";
-import { fetchExpert } from "./expert_fetch.ts";
+import { expertLayout, expertViews, prepareExpert } from "./expert_loader.ts";
+import { type FetchedExpert, fetchExpert, fetchExpertBatch } from "./expert_fetch.ts";
 import type { ExpertStore, ExpertStoreStats, LayerStoreStats } from "./expert_store.ts";
 import { attachPrefetcher, type Prefetcher, type PrefetchHint } from "./prefetch.ts";
 import { type Entry, newEntry, Residency } from "./residency.ts";
@@ -33,6 +33,8 @@ import { abortable, macrotask } from "./async_util.ts";
 import { emptyLayerStats, totalStats } from "./store_stats.ts";
 import {
   checkBudget,
+  DEFAULT_CRITICAL_WEIGHT,
+  type ExpertFallback,
   type StreamingStoreContext,
   type StreamingStoreOptions,
   type StreamingStoreRequest,
@@ -40,6 +42,15 @@ import {
 
 /** Macrotask turns `ensure` yields, at most, for loads in flight to land. */
 const SETTLE_TURNS = 4;
+
+/** Default `packAfterUses`: a streamed expert is repacked on its third use (see docs/streaming.md). */
+const PACK_AFTER_USES = 3;
+
+/** Uses of a loaded expert, and whether it is repacked yet. */
+interface UseCount {
+  uses: number;
+  packed: boolean;
+}
 
 /** Streams experts into backend slots under a byte budget. */
 export class StreamingExpertStore implements ExpertStore {
@@ -60,6 +71,12 @@ export class StreamingExpertStore implements ExpertStore {
   #soonLayer = -1;
   #inflightPrefetch = 0;
   #lastDone: number[] | null = null;
+  readonly #use = new WeakMap<Entry, UseCount>();
+  readonly #packAfter: number;
+  /** Keys computed with their fallback copy in the running step. */
+  readonly #fallbackNow = new Set<number>();
+  /** Largest gate weight per key in the running step of its layer (from route observers). */
+  readonly #gate: Float32Array;
   #seq = 0;
   #attached = false;
   #disposed = false;
@@ -79,6 +96,15 @@ export class StreamingExpertStore implements ExpertStore {
     this.prefetcher = opts.prefetcher ?? null;
     this.#stats = ctx.locations.map((_, l) => emptyLayerStats(l));
     this.#res = new Residency(ctx.backend, evictable, this.policy, this.#stats);
+    const pa = opts.packAfterUses ?? PACK_AFTER_USES;
+    if (!(pa >= 1)) {
+      throw new StoreError(
+        "bad_option",
+        `Cannot stream experts: packAfterUses must be ≥ 1 (Infinity: never): received ${pa}`,
+      );
+    }
+    this.#packAfter = pa;
+    this.#gate = new Float32Array(ctx.locations.length * this.#nExpert).fill(NaN);
   }
 
   /**
@@ -147,6 +173,8 @@ export class StreamingExpertStore implements ExpertStore {
     // the previous step's compute is over once the next step asks
     if (this.#lastDone) res.unprotect(this.#lastDone);
     this.#lastDone = null;
+    this.#fallbackNow.clear();
+    const fb = this.#opts.fallback;
     const keys: number[] = [];
     for (let i = 0; i < experts.length; i++) {
       const key = this.#key(layer, experts[i]);
@@ -156,6 +184,7 @@ export class StreamingExpertStore implements ExpertStore {
     res.protect(keys);
     const st = this.#stats[layer];
     const waits: Entry[] = [];
+    const fresh: Entry[] = [];
     try {
       for (const key of keys) {
         let en = res.get(key);
@@ -163,20 +192,40 @@ export class StreamingExpertStore implements ExpertStore {
           st.hits++;
           if (en.unused) st.prefetchHits++;
           en.unused = false;
-          if (en.reason !== "pinned") this.policy.onAccess(key, true);
+          if (en.reason !== "pinned") {
+            this.policy.onAccess(key, true);
+            this.#used(en, st);
+          }
           continue;
         }
         st.misses++;
         this.policy.onAccess(key, false);
-        if (en) {
-          if (en.unused) st.prefetchLate++;
-          en.unused = false;
-        } else en = this.#startLoad(key, false)!;
+        if (en?.unused) st.prefetchLate++;
+        if (fb && this.#useFallback(key, fb)) {
+          // computed with the resident low-bit copy; full precision loads for later tokens
+          st.fallbackHits++;
+          this.#fallbackNow.add(key);
+          if (!en && fb.loadOnFallback !== false) {
+            this.#hints.push({ layer, experts: [key % this.#nExpert] });
+          }
+          continue;
+        }
+        if (en) en.unused = false;
+        else {
+          en = this.#newLoad(key, false)!;
+          fresh.push(en);
+        }
         en.waiters++;
         waits.push(en);
       }
+      this.#begin(fresh);
     } catch (e) {
       for (const w of waits) w.waiters--;
+      for (const en of fresh) {
+        if (en.promise) continue;
+        res.entries.delete(en.key);
+        res.release(en.slot);
+      }
       res.unprotect(keys);
       throw e;
     }
@@ -188,10 +237,18 @@ export class StreamingExpertStore implements ExpertStore {
     return this.#wait(id, keys, waits, st, signal);
   }
 
-  /** Weights of a resident expert; `StoreError` `"not_resident"` otherwise. */
+  /**
+   * Weights of a resident expert (its fallback copy when the running step
+   * chose it); `StoreError` `"not_resident"` otherwise.
+   */
   weights(layer: number, index: number): ExpertWeights {
-    const en = this.#res.get(layer * this.#nExpert + index);
-    if (!en?.weights) {
+    const key = layer * this.#nExpert + index;
+    if (this.#fallbackNow.has(key)) {
+      const w = this.#opts.fallback?.weights(layer, index);
+      if (w) return w;
+    }
+    const en = this.#res.get(key);
+    if (!en?.ready || !en.weights) {
       throw new StoreError(
         "not_resident",
         `Cannot use expert ${index} of layer ${layer}: it is not resident`,
@@ -243,9 +300,11 @@ export class StreamingExpertStore implements ExpertStore {
 
   /** Hook the prefetcher onto the model's MoE layers (called by `loadModel`). */
   attach(layers: readonly (MoeLayer | null)[]): void {
-    const p = this.prefetcher;
-    if (!p || this.#attached) return;
+    if (this.#attached) return;
     this.#attached = true;
+    if (this.#opts.fallback) this.#observeGates(layers);
+    const p = this.prefetcher;
+    if (!p) return;
     const { backend, hp } = this.#ctx;
     const base = {
       backend,
@@ -319,33 +378,120 @@ export class StreamingExpertStore implements ExpertStore {
     );
   }
 
-  #startLoad(key: number, prefetch: boolean): Entry | null {
+  /** Whether a miss of `key` is computed with its fallback copy (not critical by gate weight). */
+  #useFallback(key: number, fb: ExpertFallback): boolean {
+    const layer = Math.floor(key / this.#nExpert);
+    if (!fb.weights(layer, key % this.#nExpert)) return false;
+    const g = this.#gate[key];
+    // without a gate weight (no observer ran), every miss counts as critical
+    return !Number.isNaN(g) && g < (fb.criticalWeight ?? DEFAULT_CRITICAL_WEIGHT);
+  }
+
+  /** Record the largest gate weight of each routed expert per layer step (for `fallback`). */
+  #observeGates(layers: readonly (MoeLayer | null)[]): void {
+    const gate = this.#gate, n = this.#nExpert;
+    for (const layer of layers) {
+      layer?.observers.push((l, t, r) => {
+        if (t === 0) gate.fill(NaN, l * n, (l + 1) * n);
+        for (let j = 0; j < r.experts.length; j++) {
+          const k = l * n + r.experts[j];
+          const w = r.weights[j];
+          if (!(gate[k] >= w)) gate[k] = w;
+        }
+      });
+    }
+  }
+
+  /** Count a use of a loaded expert; repack it once it reaches `packAfterUses`. */
+  #used(en: Entry, st: LayerStoreStats): void {
+    const u = this.#use.get(en);
+    if (!u || u.packed || ++u.uses < this.#packAfter || !en.weights) return;
+    const t0 = performance.now();
+    prepareExpert(this.#ctx.backend, en.weights);
+    st.repackMs += performance.now() - t0;
+    st.packs++;
+    u.packed = true;
+  }
+
+  /** A new entry with a slot for `key`, its fetch not started (`#begin`); null when a prefetch finds no room. */
+  #newLoad(key: number, prefetch: boolean): Entry | null {
     const loc = this.#ctx.locations[Math.floor(key / this.#nExpert)][key % this.#nExpert];
     const slot = this.#res.acquire(loc.bytes, prefetch);
     if (!slot) return null;
     const en = newEntry(key, loc, slot, prefetch ? "prefetch" : "demand");
     this.#res.entries.set(key, en);
-    en.promise = this.#load(en, en.abort!.signal);
-    // waiters get the error through their own handlers; an abandoned load has none
-    en.promise.catch(() => {});
     return en;
   }
 
-  async #load(en: Entry, signal: AbortSignal): Promise<void> {
+  /**
+   * Start the fetches of `ens` (one layer's misses or prefetches) as one
+   * batch of coalesced reads; the batch's reads are aborted once every one
+   * of its loads is.
+   */
+  #begin(ens: Entry[]): void {
+    if (ens.length === 0) return;
+    const ctl = new AbortController();
+    let left = ens.length;
+    for (const en of ens) {
+      en.abort!.signal.addEventListener("abort", () => {
+        if (--left === 0) ctl.abort();
+      }, { once: true });
+    }
+    const man = this.#opts.manifest;
+    const got = fetchExpertBatch(
+      {
+        source: this.#ctx.source,
+        expertBytes: this.#ctx.expertBytes,
+        sha256s: man ? ens.map((en) => man.experts[en.loc.layer]?.[en.loc.index]) : undefined,
+      },
+      ens.map((en) => en.loc),
+      ctl.signal,
+    );
+    ens.forEach((en, i) => {
+      en.promise = this.#load(en, got[i]);
+      // waiters get the error through their own handlers; an abandoned load has none
+      en.promise.catch(() => {});
+    });
+  }
+
+  async #load(en: Entry, fetched: Promise<FetchedExpert>): Promise<void> {
     try {
-      const bytes = await this.#fetch(en.loc, signal);
+      const f = await abortable(fetched, en.abort!.signal);
       if (en.cancelled) {
         throw new StoreError(
           "cancelled",
           `Load of expert ${en.loc.index} of layer ${en.loc.layer} was cancelled`,
         );
       }
-      this.#ctx.backend.writeSlot(en.slot, 0, bytes);
-      en.weights = prepareExpert(this.#ctx.backend, expertViews(en.loc, en.slot));
+      const st = this.#stats[en.loc.layer];
+      const t0 = performance.now();
+      const lay = expertLayout(en.loc);
+      const backend = this.#ctx.backend;
+      let n = 0;
+      for (const p of ["gate", "up", "down"] as const) {
+        const b = f.parts[p];
+        if (!b) continue;
+        backend.writeSlot(en.slot, lay[p], b);
+        n += b.byteLength;
+      }
+      en.weights = expertViews(en.loc, en.slot);
+      const packed = this.#packAfter <= 1;
+      if (packed) {
+        prepareExpert(backend, en.weights);
+        st.packs++;
+      }
+      this.#use.set(en, { uses: 0, packed });
+      st.repackMs += performance.now() - t0;
+      st.readMs += f.readMs;
+      st.verifyMs += f.verifyMs;
+      st.bytesFetched += n;
+      st.loads++;
       en.ready = true;
       en.promise = null;
       en.abort = null;
       this.policy.onLoad(en.key, en.reason);
+      // the demand that loaded it is its first use
+      if (en.reason === "demand") this.#used(en, st);
     } catch (e) {
       if (!en.cancelled) {
         this.#res.entries.delete(en.key);
@@ -372,23 +518,36 @@ export class StreamingExpertStore implements ExpertStore {
     if (hints.length === 0) return;
     this.#hints = [];
     const max = this.#opts.maxPrefetchInflight ?? 2 * (this.#ctx.hp.nExpertUsed || 1);
-    for (const h of hints) {
-      const locs = this.#ctx.locations[h.layer];
-      if (!locs) continue;
-      for (let i = 0; i < h.experts.length; i++) {
-        if (this.#inflightPrefetch >= max) return;
-        const e = h.experts[i];
-        if (!locs[e]) continue;
-        const key = h.layer * this.#nExpert + e;
-        if (this.#res.get(key)) continue;
-        const en = this.#startLoad(key, true);
-        if (!en) return;
-        this.#inflightPrefetch++;
-        this.#stats[h.layer].prefetches++;
+    let batch: Entry[] = [];
+    const start = (): void => {
+      this.#begin(batch);
+      for (const en of batch) {
         en.promise!.catch((err: Error) => {
           if (!en.cancelled) this.#opts.onPrefetchError?.(err);
         });
       }
+      batch = [];
+    };
+    try {
+      for (const h of hints) {
+        const locs = this.#ctx.locations[h.layer];
+        if (!locs) continue;
+        for (let i = 0; i < h.experts.length; i++) {
+          if (this.#inflightPrefetch >= max) return;
+          const e = h.experts[i];
+          if (!locs[e]) continue;
+          const key = h.layer * this.#nExpert + e;
+          if (this.#res.get(key)) continue;
+          const en = this.#newLoad(key, true);
+          if (!en) return;
+          batch.push(en);
+          this.#inflightPrefetch++;
+          this.#stats[h.layer].prefetches++;
+        }
+        start();
+      }
+    } finally {
+      start();
     }
   }
 }
@@ -415,4 +574,4 @@ export function streamingStoreFromRequest(
   });
 }
 
-export type { StreamingStoreContext, StreamingStoreOptions, StreamingStoreRequest };
+export type { ExpertFallback, StreamingStoreContext, StreamingStoreOptions, StreamingStoreRequest };
