@@ -11,7 +11,7 @@ import type { HParams } from "../model/hparams.ts";
 import type { ModelHooks } from "../model/model.ts";
 import type { LinearAdapter, LinearName } from "../model/transformer.ts";
 import type { TensorBytesInfo } from "../model/weights.ts";
-import type { Expert } from "../moe/expert.ts";
+import type { Expert, FfnLinear } from "../moe/expert.ts";
 import type { Route, Router } from "../moe/router.ts";
 import type { CachePolicy } from "../store/cache_policy.ts";
 import type { Prefetcher } from "../store/prefetch.ts";
@@ -82,16 +82,23 @@ function stampAdapter(plugin: string, a: LinearAdapter): LinearAdapter {
     );
   }
   return {
-    applies(layer: number, proj: LinearName): boolean {
+    applies(layer: number, proj: LinearName, expert = -1): boolean {
       try {
-        return a.applies(layer, proj);
+        return a.applies(layer, proj, expert);
       } catch (e) {
         throw pluginError(plugin, "adapter", e);
       }
     },
-    apply(layer: number, proj: LinearName, x: Float32Array, n: number, out: Float32Array): void {
+    apply(
+      layer: number,
+      proj: LinearName,
+      x: Float32Array,
+      n: number,
+      out: Float32Array,
+      expert = -1,
+    ): void {
       try {
-        a.apply(layer, proj, x, n, out);
+        a.apply(layer, proj, x, n, out, expert);
       } catch (e) {
         throw pluginError(plugin, "adapter", e);
       }
@@ -100,13 +107,24 @@ function stampAdapter(plugin: string, a: LinearAdapter): LinearAdapter {
 }
 
 function stampExpert(plugin: string, e: Expert): Expert {
-  return {
+  const stamped: Expert = {
     kind: e.kind,
     layer: e.layer,
     index: e.index,
     forward(x: Float32Array, n: number, out: Float32Array): void {
       try {
         e.forward(x, n, out);
+      } catch (err) {
+        throw pluginError(plugin, "expertKinds", err);
+      }
+    },
+  };
+  if (!e.forwardLinear) return stamped;
+  return {
+    ...stamped,
+    forwardLinear(x: Float32Array, n: number, out: Float32Array, linear: FfnLinear): void {
+      try {
+        e.forwardLinear!(x, n, out, linear);
       } catch (err) {
         throw pluginError(plugin, "expertKinds", err);
       }

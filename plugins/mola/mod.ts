@@ -17,6 +17,7 @@ import {
   loraScale,
   type ModelContext,
   openPeftAdapter,
+  patternValue,
   type PeftAdapter,
   perLayer,
   PluginError,
@@ -103,14 +104,21 @@ export async function molaModules(ad: PeftAdapter, extraScale = 1): Promise<Mola
         `${what}: ${m.a.size} lora_A and ${m.b.size} lora_B for ${e} router rows`,
       );
     }
-    const rCfg = Array.isArray(c.r) ? c.r[m.layer] : c.r;
-    if (typeof rCfg === "number" && rCfg !== rank) {
+    // r per layer (original MoLA), overridden per module by rank_pattern (every target)
+    const rLayer = Array.isArray(c.r) ? c.r[m.layer < 0 ? c.r.length - 1 : m.layer] : c.r;
+    const rCfg = patternValue(c.rank_pattern, m.module, typeof rLayer === "number" ? rLayer : rank);
+    if (rCfg !== rank) {
       throw new PluginError(
         "rank_mismatch",
-        `${what}: experts have rank ${rank}, adapter_config r says ${rCfg}`,
+        `${what}: experts have rank ${rank}, adapter_config r/rank_pattern says ${rCfg}`,
       );
     }
-    const alpha = typeof c.lora_alpha === "number" ? c.lora_alpha : 8;
+    const alpha = patternValue(
+      c.alpha_pattern,
+      m.module,
+      typeof c.lora_alpha === "number" ? c.lora_alpha : 8,
+      "alpha_pattern",
+    );
     out.push({
       layer: m.layer,
       proj: m.proj,

@@ -15,6 +15,7 @@ import {
   matVecF32,
   type ModelContext,
   openPeftAdapter,
+  patternValue,
   type PeftAdapter,
   PluginError,
   type PluginFactory,
@@ -147,7 +148,11 @@ export function addSmoraDelta(
   }
 }
 
-/** Read the SMoRA modules of an adapter (k and P from the config or adapter_config). */
+/**
+ * Read the SMoRA modules of an adapter (k and P from the config or
+ * adapter_config; per-module rank checked against `rank_pattern`/`r`, α from
+ * `alpha_pattern`/`lora_alpha`).
+ */
 export async function smoraModules(
   ad: PeftAdapter,
   opts: { activeRanks?: number; partition?: number; scale?: number } = {},
@@ -164,7 +169,7 @@ export async function smoraModules(
     );
   }
   const partition = opts.partition ?? (typeof c.rank_partition === "number" ? c.rank_partition : 1);
-  const alpha = (typeof c.lora_alpha === "number" ? c.lora_alpha : 8) * (opts.scale ?? 1);
+  const baseAlpha = typeof c.lora_alpha === "number" ? c.lora_alpha : 8;
   const out: SmoraModule[] = [];
   for (const m of ad.modules.values()) {
     const what = `module ${m.module}`;
@@ -183,6 +188,17 @@ export async function smoraModules(
         `${what}: rank ${rank} is not a multiple of partition ${partition}`,
       );
     }
+    // rank_pattern / alpha_pattern reach every target (attention, dense FFN, experts.N.*)
+    const rCfg = patternValue(c.rank_pattern, m.module, typeof c.r === "number" ? c.r : rank);
+    if (rCfg !== rank) {
+      throw new PluginError(
+        "rank_mismatch",
+        `${what}: lora_A has rank ${rank}, adapter_config says ${rCfg}`,
+        { module: m.module },
+      );
+    }
+    const alpha = patternValue(c.alpha_pattern, m.module, baseAlpha, "alpha_pattern") *
+      (opts.scale ?? 1);
     const bName = m.other.get("rank_bias");
     out.push(checkSmora({
       layer: m.layer,

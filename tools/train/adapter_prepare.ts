@@ -101,7 +101,12 @@ if (import.meta.main) {
     new URL("base.json", out),
     JSON.stringify({ n_vocab: tok.vocabSize, bos: 1, eos, tensors: meta }, null, 1),
   );
-  // the default model's own validation stories: the "no regression" check
+  // the default model's own stories: mixed into adapter training (train) and the
+  // "no regression" check (valid), same seeds as prepare.ts
+  await Deno.writeFile(
+    new URL("stories_train.bin", out),
+    tokenize(tok, buildStories(1, 1300), eos),
+  );
   await Deno.writeFile(new URL("stories_valid.bin", out), tokenize(tok, buildStories(2, 100), eos));
   for (const d of Object.keys(ADAPTER_DATA) as AdapterDomain[]) {
     const c = ADAPTER_DATA[d];
