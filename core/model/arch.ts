@@ -9,6 +9,7 @@
 
 import type { ArchSpec } from "./arch/types.ts";
 import { deepseek2 } from "./arch/deepseek2.ts";
+import { gptOss } from "./arch/gpt-oss.ts";
 import { granitemoe } from "./arch/granitemoe.ts";
 import { llama } from "./arch/llama.ts";
 import { olmoe } from "./arch/olmoe.ts";
@@ -32,6 +33,7 @@ const ARCHS: Readonly<Record<string, ArchSpec>> = {
   olmoe,
   granitemoe,
   deepseek2,
+  "gpt-oss": gptOss,
 };
 
 /** Supported architecture names. */

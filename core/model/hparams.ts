@@ -9,7 +9,13 @@ import { ModelError } from "../errors.ts";
 import type { GgufMetadata } from "../formats/gguf_types.ts";
 import { getBool, getNumber, getPerLayer, getString } from "../formats/gguf_meta.ts";
 import { type ArchSpec, archSpec, SUPPORTED_ARCHS } from "./arch.ts";
-import type { HParamContext, MlaParams, ModelScales, RoutingParams } from "./arch/types.ts";
+import type {
+  HParamContext,
+  MlaParams,
+  ModelScales,
+  RoutingParams,
+  SwaParams,
+} from "./arch/types.ts";
 import type { YarnParams } from "./arch/rope.ts";
 
 /** Model hyper-parameters (llama.cpp `llama_hparams` subset). */
@@ -62,11 +68,13 @@ export interface HParams {
   readonly yarn: YarnParams | null;
   /** Multi-head latent attention dimensions (deepseek2), null otherwise. */
   readonly mla: MlaParams | null;
+  /** Sliding-window attention layout (gpt-oss), null otherwise. */
+  readonly swa: SwaParams | null;
 }
 
 /**
  * YaRN parameters as llama.cpp's context derives them: `ext_factor` 1, `beta_fast`/`beta_slow`
- * 32/1 unless the file sets `rope.scaling.yarn_beta_*`, `attn_factor` from the magnitude
+ * 32/1 (llama.cpp's defaults for these architectures), `attn_factor` from the magnitude
  * scales (`get_mscale`) cancelled by the kernel's own `1 + 0.1·ln(factor)`, times
  * `rope.scaling.attn_factor`; all in f32.
  */
@@ -93,8 +101,9 @@ function yarnParams(
   return {
     extFactor: 1,
     attnFactor: attn,
-    betaFast: c.float("rope.scaling.yarn_beta_fast", 32, HPARAM_FLOAT_RANGES.yarnBeta),
-    betaSlow: c.float("rope.scaling.yarn_beta_slow", 1, HPARAM_FLOAT_RANGES.yarnBeta),
+    // llama.cpp reads rope.scaling.yarn_beta_* only for grok and mistral3: the defaults here
+    betaFast: 32,
+    betaSlow: 1,
     nCtxOrig: c.int("rope.scaling.original_context_length", nCtxTrain, 1, HPARAM_LIMITS.nCtx),
   };
 }
@@ -134,8 +143,6 @@ export const HPARAM_FLOAT_RANGES = {
   expertWeightsScale: [0, 1e6],
   /** `rope.scaling.attn_factor`. */
   ropeAttnFactor: [1e-6, 1e6],
-  /** `rope.scaling.yarn_beta_fast` / `yarn_beta_slow`. */
-  yarnBeta: [1e-6, 1e6],
 } as const;
 
 function badFloat(key: string, v: number, range: string): ModelError {
@@ -293,6 +300,7 @@ export function readHParams(meta: GgufMetadata, nVocab: number): HParams {
   );
   const ctx: HParamContext = {
     ropeFreqScale,
+    ropeFreqBase,
     yarn: (logMul, fromLogMul) =>
       scalingType === "yarn" ? yarnParams(ctx, ropeFreqScale, nCtxTrain, logMul, fromLogMul) : null,
     meta,
@@ -347,5 +355,6 @@ export function readHParams(meta: GgufMetadata, nVocab: number): HParams {
     nLayerDenseLead,
     yarn,
     mla: ah.mla ?? null,
+    swa: ah.swa ?? null,
   };
 }

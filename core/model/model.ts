@@ -400,12 +400,9 @@ async function assemble(
       routers.push(r);
       const st = store;
       experts.push(locations[l].map((loc) => {
-        let e: Expert = new SwigluExpert(
-          loc,
-          backend,
-          () => st.weights(loc.layer, loc.index),
-          scratch,
-        );
+        const resolve = () => st.weights(loc.layer, loc.index);
+        let e: Expert = hp.arch.createExpert?.(loc, backend, resolve, scratch, weights.layers[l]) ??
+          new SwigluExpert(loc, backend, resolve, scratch);
         if (opts.hooks?.wrapExpert) e = opts.hooks.wrapExpert(e, hp);
         return e;
       }));

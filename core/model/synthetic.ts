@@ -19,7 +19,12 @@ import { ModelError } from "../errors.ts";
 /** Shape and options of a synthetic model. */
 export interface SyntheticModelSpec {
   /** Architecture (default `"llama"`). */
-  arch?: "llama" | "qwen2moe" | "qwen3moe" | "olmoe" | "granitemoe" | "deepseek2";
+  arch?: "llama" | "qwen2moe" | "qwen3moe" | "olmoe" | "granitemoe" | "deepseek2" | "gpt-oss";
+  /**
+   * gpt-oss options: sliding window (default 4 tokens, so short prompts cross it), window
+   * pattern (default: llama.cpp's 2), YaRN (default none).
+   */
+  gptOss?: { window?: number; pattern?: number; yarn?: { factor: number; origCtx: number } };
   /**
    * deepseek2 (MLA, shared experts, leading dense blocks, routing and YaRN options); defaults:
    * no q_lora, kv_lora_rank 32, no-rope 16, rope 16, V 16, 1 dense block of `nFf`, 1 shared
@@ -295,8 +300,9 @@ export function synthesizeModel(spec: SyntheticModelSpec = {}): Uint8Array {
   const tensors: GgufWriteTensor[] = [];
 
   const add = (name: string, dims: number[], t0: GgmlType, scale: number, mean = 0) => {
-    // llama-quantize keeps the router (ffn_gate_inp) and 1-D tensors in F32
-    const t = spec.mix !== undefined && dims.length > 1 && !name.includes("ffn_gate_inp")
+    // llama-quantize keeps the router (ffn_gate_inp), 1-D tensors and biases in F32
+    const t = spec.mix !== undefined && dims.length > 1 && !name.includes("ffn_gate_inp") &&
+        name.endsWith(".weight")
       ? quantMixType(spec.mix, name, dims[0], dims.length, nLayer, nHead / nHeadKv)
       : t0;
     if (layoutSink) return void layoutSink.push({ name, dims, type: t, scale, mean });
@@ -323,6 +329,28 @@ export function synthesizeModel(spec: SyntheticModelSpec = {}): Uint8Array {
   for (let l = 0; l < nLayer; l++) {
     const p = `blk.${l}`;
     norm(`${p}.attn_norm.weight`, nEmbd);
+    if (arch === "gpt-oss") {
+      // llama.cpp openai-moe: biased Q/K/V/O, sinks, post_attention_norm, biased router/experts
+      mat(`${p}.attn_q.weight`, nEmbd, qDim);
+      vec(`${p}.attn_q.bias`, qDim);
+      mat(`${p}.attn_k.weight`, nEmbd, kvDim);
+      vec(`${p}.attn_k.bias`, kvDim);
+      mat(`${p}.attn_v.weight`, nEmbd, kvDim);
+      vec(`${p}.attn_v.bias`, kvDim);
+      mat(`${p}.attn_output.weight`, qDim, nEmbd);
+      vec(`${p}.attn_output.bias`, nEmbd);
+      add(`${p}.attn_sinks.weight`, [nHead], GgmlType.F32, 1);
+      norm(`${p}.post_attention_norm.weight`, nEmbd);
+      add(`${p}.ffn_gate_inp.weight`, [nEmbd, nExpert], GgmlType.F32, 1 / Math.sqrt(nEmbd));
+      vec(`${p}.ffn_gate_inp.bias`, nExpert);
+      mat(`${p}.ffn_gate_exps.weight`, nEmbd, nFf, [nExpert]);
+      add(`${p}.ffn_gate_exps.bias`, [nFf, nExpert], GgmlType.F32, 0.1);
+      mat(`${p}.ffn_down_exps.weight`, nFf, nEmbd, [nExpert]);
+      add(`${p}.ffn_down_exps.bias`, [nEmbd, nExpert], GgmlType.F32, 0.1);
+      mat(`${p}.ffn_up_exps.weight`, nEmbd, nFf, [nExpert]);
+      add(`${p}.ffn_up_exps.bias`, [nFf, nExpert], GgmlType.F32, 0.1);
+      continue;
+    }
     if (arch === "deepseek2") {
       synthMla(p, ds, nEmbd, nHead, mat, norm);
       norm(`${p}.ffn_norm.weight`, nEmbd);
@@ -450,6 +478,23 @@ export function synthesizeModel(spec: SyntheticModelSpec = {}): Uint8Array {
   }
   if (arch === "qwen2moe") meta.push([a("expert_shared_feed_forward_length"), gguf.u32(nFfSh)]);
   if (arch === "deepseek2") deepseekMeta(meta, ds, nFf, a);
+  if (arch === "gpt-oss") {
+    const go = spec.gptOss ?? {};
+    meta.push(
+      [a("expert_feed_forward_length"), gguf.u32(nFf)],
+      [a("attention.sliding_window"), gguf.u32(go.window ?? 4)],
+    );
+    if (go.pattern !== undefined) {
+      meta.push([a("attention.sliding_window_pattern"), gguf.u32(go.pattern)]);
+    }
+    if (go.yarn) {
+      meta.push(
+        [a("rope.scaling.type"), gguf.str("yarn")],
+        [a("rope.scaling.factor"), gguf.f32(go.yarn.factor)],
+        [a("rope.scaling.original_context_length"), gguf.u32(go.yarn.origCtx)],
+      );
+    }
+  }
   meta.push(...vocabMeta(vocab));
   return writeGguf({ metadata: meta, tensors });
 }

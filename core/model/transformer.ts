@@ -158,6 +158,7 @@ export class Transformer {
           experts: parts.experts[l],
           store: parts.store,
           shared: lw.shared ?? undefined,
+          gateBias: lw.gateInpB ?? undefined,
         }, scratch)
         : null
     );

@@ -73,12 +73,28 @@ export interface LayerWeights {
   readonly gateInp: WeightView | null;
   /** Per-expert selection bias (`exp_probs_b`, DeepSeek), added before top-k only. */
   readonly expProbsB: Float32Array | null;
+  /** Router bias (`ffn_gate_inp.bias`, gpt-oss). */
+  readonly gateInpB?: Float32Array | null;
+  /** Routed experts' biases (gpt-oss): `[n_expert][n_ff]` gate/up, `[n_expert][n_embd]` down. */
+  readonly expertBiases?: ExpertBiases | null;
+  /** Attention sinks (`attn_sinks`, one logit per head, gpt-oss). */
+  readonly attnSinks?: Float32Array | null;
   /** Dense FFN, for layers without experts. */
   readonly dense: ExpertWeights | null;
   /** Shared expert (Qwen2-MoE: gated; Granite, DeepSeek: plain). */
   readonly shared: { weights: ExpertWeights; gate: WeightView | null } | null;
   /** Routed experts' locations in the file. */
   readonly experts: readonly ExpertLocation[];
+}
+
+/** Biases of a layer's routed experts, expert-major (`[n_expert][width]`). */
+export interface ExpertBiases {
+  /** `ffn_gate_exps.bias`. */
+  readonly gate: Float32Array;
+  /** `ffn_up_exps.bias`. */
+  readonly up: Float32Array;
+  /** `ffn_down_exps.bias`. */
+  readonly down: Float32Array;
 }
 
 /** Multi-head latent attention tensors of one block (llama.cpp deepseek2, MLA form). */
@@ -392,6 +408,24 @@ export class WeightLoader {
     }
     this.advance(t.nbytes);
     return views;
+  }
+
+  /** Read a small `[cols, rows]` table (per-expert biases) as f32, row-major; checked finite. */
+  async table(name: string, cols: number, rows: number): Promise<Float32Array> {
+    const t = this.info(name, true)!;
+    checkDims(t, [cols, rows]);
+    this.#once(t);
+    const n = cols * rows;
+    this.reserve(4 * n, t.name);
+    const raw = await this.#file.readTensorBytes(t);
+    const bytes = this.#transform?.(t, raw) ?? raw;
+    const out = new Float32Array(n);
+    const tr = traitsOf(t.type as never);
+    const rb = rowBytes(t.type as never, cols);
+    for (let r = 0; r < rows; r++) tr.dequantize(bytes, r * rb, cols, out, r * cols);
+    checkFiniteF32(t.name, out);
+    this.advance(t.nbytes);
+    return out;
   }
 
   /** Locations of the `nExpert` slices of a merged `[cols, rows, nExpert]` tensor. */

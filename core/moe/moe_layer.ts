@@ -66,6 +66,8 @@ export interface MoeLayerSpec {
   readonly store: ExpertStore;
   /** Optional shared expert. */
   readonly shared?: SharedExpert;
+  /** Router bias (`ffn_gate_inp.bias`, gpt-oss), added to the gate logits. */
+  readonly gateBias?: Float32Array;
 }
 
 /** One MoE FFN layer. */
@@ -105,6 +107,8 @@ export class MoeLayer {
     const S = this.#scratch;
     const logits = S.get("moe.logits", nTokens * nExp);
     this.#backend.matmul(gateInp, x, nTokens, logits);
+    const gb = this.spec.gateBias;
+    if (gb) for (let i = 0; i < nTokens * nExp; i++) logits[i] += gb[i % nExp];
 
     // route every token into reusable buffers (nothing allocated per decoded token)
     const routes = this.#routes;

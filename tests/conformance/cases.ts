@@ -215,6 +215,35 @@ export const CASES: readonly ConformanceCase[] = [
       seed: 73,
     },
   },
+  // gpt-oss: attention sinks, sliding window on even blocks (4 tokens: the 39-token run crosses
+  // it), biases everywhere, clamped SwiGLU, softmax over the selected logits
+  // (core/model/arch/gpt-oss.ts)
+  {
+    name: "gpt-oss F32 awkward (sinks, window 4, biases)",
+    float: true,
+    spec: { ...AWKWARD, arch: "gpt-oss", nLayer: 3, type: T.F32, seed: 81 },
+  },
+  {
+    name: "gpt-oss F32 YaRN, window 7, all blocks windowed",
+    float: true,
+    spec: {
+      ...AWKWARD,
+      arch: "gpt-oss",
+      type: T.F32,
+      gptOss: { window: 7, pattern: 0, yarn: { factor: 8, origCtx: 16 } },
+      seed: 82,
+    },
+  },
+  {
+    name: "gpt-oss Q8_0",
+    float: false,
+    spec: { ...AWKWARD, arch: "gpt-oss", nLayer: 3, type: T.Q8_0, seed: 83 },
+  },
+  {
+    name: "gpt-oss MXFP4_MOE mix (MXFP4 experts, Q8_0 elsewhere)",
+    float: false,
+    spec: { ...AWKWARD, arch: "gpt-oss", nLayer: 3, mix: "MXFP4_MOE", seed: 84 },
+  },
   // llama-quantize type mixes (synthetic.ts quantMixType): what real Q2_K / Q4_K_M / IQ4_XS /
   // MXFP4_MOE files hold, incl. the IQ4_XS → IQ4_NL fallback on 96-wide rows
   {

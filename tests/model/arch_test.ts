@@ -15,6 +15,7 @@ import { writeGguf } from "../../core/formats/gguf_writer.ts";
 import { Session } from "../../core/generate/session.ts";
 import { archSpec, SUPPORTED_ARCHS } from "../../core/model/arch.ts";
 import { applyRope, yarnCorrDims } from "../../core/model/arch/rope.ts";
+import { swigluOai } from "../../core/model/arch/gpt-oss.ts";
 import { loadModel } from "../../core/model/model.ts";
 import { synthesizeModel, type SyntheticModelSpec } from "../../core/model/synthetic.ts";
 import { TopKRouter } from "../../core/moe/router.ts";
@@ -28,6 +29,7 @@ const SYNTH_ARCHS: readonly Arch[] = [
   "olmoe",
   "granitemoe",
   "deepseek2",
+  "gpt-oss",
 ];
 const SMALL: SyntheticModelSpec = {
   nEmbd: 32,
@@ -79,7 +81,7 @@ Deno.test("every registered architecture is synthesizable, and its module carrie
     equal(archSpec(name)?.name, name);
     assert(SYNTH_ARCHS.includes(name as Arch), `${name} has no synthesizer support`);
   }
-  equal(archSpec("gpt-oss"), undefined);
+  equal(archSpec("mamba"), undefined);
   equal(archSpec("__proto__"), undefined);
 });
 
@@ -223,6 +225,68 @@ Deno.test("deepseek2: bad or unsupported hyper-parameters fail typed, naming the
   for (const [edit, cls, code, mentions] of cases) {
     await expectError(await withMeta(base, edit), cls, code, mentions);
   }
+});
+
+Deno.test("gpt-oss: window, pattern and expert widths are checked, typed and named", async () => {
+  const base = synthesizeModel({ ...SMALL, arch: "gpt-oss" });
+  const cases: [(m: Map<string, GgufValue>) => void, typeof MoeEdgeError, string, string][] = [
+    [
+      (m) => m.delete("gpt-oss.attention.sliding_window"),
+      GgufError,
+      "missing_key",
+      "sliding_window",
+    ],
+    [
+      (m) => m.set("gpt-oss.attention.sliding_window", gguf.u32(0)),
+      ModelError,
+      "bad_hparam",
+      "sliding_window",
+    ],
+    [
+      (m) => m.set("gpt-oss.attention.sliding_window_pattern", gguf.u32(9)),
+      ModelError,
+      "bad_hparam",
+      "sliding_window_pattern",
+    ],
+    [
+      (m) => m.delete("gpt-oss.expert_feed_forward_length"),
+      GgufError,
+      "missing_key",
+      "expert_feed_forward_length",
+    ],
+    [
+      (m) => m.set("gpt-oss.rope.freq_base_swa", gguf.f32(NaN)),
+      ModelError,
+      "bad_hparam",
+      "gpt-oss.rope.freq_base_swa",
+    ],
+  ];
+  for (const [edit, cls, code, mentions] of cases) {
+    await expectError(await withMeta(base, edit), cls, code, mentions);
+  }
+  const m = await loadModel(base, { backend: "ref" });
+  // llama.cpp load_swa_pattern(ml, 2): even blocks windowed, odd blocks full
+  equal(JSON.stringify(m.hp.swa?.layers), JSON.stringify([true, false]));
+  equal(m.hp.swa?.window, 4);
+  m.dispose();
+});
+
+Deno.test("gpt-oss: swigluOai clamps as ggml (gate ≤ 7, up in ±7) and is finite for any input", () => {
+  fc.assert(
+    fc.property(
+      fc.float({ noNaN: true }),
+      fc.float({ noNaN: true }),
+      (g, u) => {
+        const out = new Float32Array(1);
+        swigluOai(Float32Array.of(g), Float32Array.of(u), out);
+        const x = Math.min(g, 7), y = Math.min(Math.max(u, -7), 7);
+        const want = Math.fround(x / (1 + Math.exp(-1.702 * x))) * (y + 1);
+        if (!Number.isFinite(g) && g > 0) return Number.isFinite(out[0]);
+        return Number.isNaN(want) || Math.abs(out[0] - want) <= 1e-5 * Math.max(1, Math.abs(want));
+      },
+    ),
+    { numRuns: 300 },
+  );
 });
 
 Deno.test("deepseek2: the KV cache holds one latent head (kv_lora_rank + n_rot), not n_head full K/V", async () => {

@@ -103,6 +103,8 @@ export interface StandardLayerOptions {
   readonly legacyExperts: boolean;
   /** Whether block `l` is dense (default: `hp.nExpert === 0`). */
   readonly dense?: boolean;
+  /** Name stem of the FFN's input norm (default `ffn_norm`; gpt-oss: `post_attention_norm`). */
+  readonly ffnNorm?: string;
 }
 
 /**
@@ -150,7 +152,7 @@ export async function loadStandardLayer(
     mla: null,
     qNorm: qkN ? await ld.vector(`${pre}.attn_q_norm.weight`, qkN[0]) : null,
     kNorm: qkN ? await ld.vector(`${pre}.attn_k_norm.weight`, qkN[1]) : null,
-    ffnNorm: await ld.vector(`${pre}.ffn_norm.weight`, nEmbd),
+    ffnNorm: await ld.vector(`${pre}.${o.ffnNorm ?? "ffn_norm"}.weight`, nEmbd),
     gateInp: isMoe ? await ld.matrix(`${pre}.ffn_gate_inp.weight`, nEmbd, hp.nExpert) : null,
     expProbsB: null,
     dense: isMoe ? null : await loadFfn(ld, pre, "", nEmbd, hp.nFf),

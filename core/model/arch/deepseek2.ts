@@ -18,7 +18,7 @@ import { ModelError } from "../../errors.ts";
 import type { Gating } from "../../moe/router.ts";
 import { HPARAM_FLOAT_RANGES, HPARAM_LIMITS } from "../hparams.ts";
 import type { LayerWeights } from "../weights.ts";
-import { addResidual, expertLocations, feedForward, loadFfn, rmsNorm } from "./blocks.ts";
+import { addResidual, attend, expertLocations, feedForward, loadFfn, rmsNorm } from "./blocks.ts";
 import { applyRope } from "./rope.ts";
 import type { ArchSpec, LayerContext } from "./types.ts";
 
@@ -277,7 +277,7 @@ export function mlaAttention(
   }
   // MQA over the cache (K = latent ‖ rope key, V = latent), then decompress each head
   const att = S.get("mla.att", n * H * kvr);
-  be.attention(c.cache, l, c.startPos, n, Q, K, latent, c.attn, att);
+  attend(c, l, Q, K, latent, att);
   const ah = S.get("mla.ah", n * kvr);
   const vh = S.get("mla.vh", n * dv);
   const o = S.get("mla.o", n * H * dv);

@@ -15,7 +15,7 @@ import type {
   WeightView,
 } from "../../backend/backend.ts";
 import type { GgufMetadata } from "../../formats/gguf_types.ts";
-import type { FfnLinear, Scratch } from "../../moe/expert.ts";
+import type { Expert, ExpertKey, ExpertWeights, FfnLinear, Scratch } from "../../moe/expert.ts";
 import type { MoeLayer } from "../../moe/moe_layer.ts";
 import type { Gating } from "../../moe/router.ts";
 import type { HParams } from "../hparams.ts";
@@ -42,6 +42,8 @@ export interface HParamContext {
   readonly nExpertUsed: number;
   /** `feed_forward_length` (0 when absent). */
   readonly nFf: number;
+  /** RoPE base (`rope.freq_base`). */
+  readonly ropeFreqBase: number;
   /** RoPE frequency scale (`1 / rope.scaling.factor`, f32; 1 when unscaled). */
   readonly ropeFreqScale: number;
   /**
@@ -118,6 +120,18 @@ export interface ArchHParams {
   readonly yarn?: YarnParams | null;
   /** Multi-head latent attention dimensions. */
   readonly mla?: MlaParams;
+  /** Sliding-window attention (gpt-oss). */
+  readonly swa?: SwaParams;
+}
+
+/** Sliding-window attention layout (llama.cpp `n_swa`, `swa_layers`, `rope_freq_base_train_swa`). */
+export interface SwaParams {
+  /** `attention.sliding_window`: a row at position p sees keys at positions > p − window. */
+  readonly window: number;
+  /** `layers[l]`: whether block `l` uses the window (else full attention). */
+  readonly layers: readonly boolean[];
+  /** RoPE base of the windowed blocks (`rope.freq_base_swa`, default `rope.freq_base`). */
+  readonly freqBase: number;
 }
 
 /** Multi-head latent attention (DeepSeek-V2/V3) dimensions. */
@@ -213,4 +227,15 @@ export interface ArchSpec {
   loadLayer(ld: WeightLoader, hp: HParams, l: number): Promise<LayerWeights>;
   /** Run block `l` on `c.x` in place. */
   forwardLayer(c: LayerContext, l: number): Promise<void>;
+  /**
+   * Build routed expert `loc.index` of layer `loc.layer` when the architecture's experts are not
+   * the default SwiGLU ones (gpt-oss: biases and the clamped SwiGLU); default `SwigluExpert`.
+   */
+  createExpert?(
+    key: ExpertKey,
+    backend: Backend,
+    weights: () => ExpertWeights,
+    scratch: Scratch,
+    lw: LayerWeights,
+  ): Expert;
 }
