@@ -34,37 +34,69 @@ pub const VARIANT: u32 = 1;
 #[cfg(moe_relaxed)]
 pub const VARIANT: u32 = 2;
 
+/// One packed layout: one row per packable type. `read_block` /
+/// `write_block` define it; `eligible` is the packing precondition over a
+/// whole matrix (`(bytes, byte count)`).
+pub struct Layout {
+    pub ty: u32,
+    /// Rows per packed group.
+    pub group_rows: usize,
+    /// Elements per packed block (F16: one 8-element group).
+    pub block_elems: usize,
+    /// Bytes per (standard) block.
+    pub block_bytes: usize,
+    read_block: unsafe fn(*const u8, usize, usize, usize, *mut u8),
+    /// Repack one group in place from (`inverse`: to) the standard rows in `tmp`.
+    group: unsafe fn(*mut u8, *const u8, usize, usize, bool),
+    eligible: unsafe fn(*const u8, usize) -> bool,
+}
+
+macro_rules! layout {
+    ($ty:expr, $gr:expr, $be:expr, $bb:expr) => {
+        Layout {
+            ty: $ty,
+            group_rows: $gr,
+            block_elems: $be,
+            block_bytes: $bb,
+            read_block: read_block_t::<$ty>,
+            group: group_t::<$ty>,
+            eligible: eligible_t::<$ty>,
+        }
+    };
+}
+
+/// Every packed layout.
+pub static LAYOUTS: [Layout; 4] = [
+    layout!(F16, 1, 8, 16),
+    layout!(Q8_0, 4, 32, 34),
+    layout!(Q4_0, 4, 32, 18),
+    layout!(Q4_K, 4, 256, 144),
+];
+
+/// The packed layout of `ty`, or None.
+#[inline]
+pub fn layout(ty: u32) -> Option<&'static Layout> {
+    LAYOUTS.iter().find(|l| l.ty == ty)
+}
+
 /// Whether `ty` has a packed layout.
 pub fn packable(ty: u32) -> bool {
-    matches!(ty, F16 | Q8_0 | Q4_0 | Q4_K)
+    layout(ty).is_some()
 }
 
-/// Rows per packed group.
-pub const fn group_rows(ty: u32) -> usize {
-    if ty == F16 {
-        1
-    } else {
-        4
-    }
+/// Rows per packed group (`ty` packable).
+pub fn group_rows(ty: u32) -> usize {
+    layout(ty).map_or(1, |l| l.group_rows)
 }
 
-/// Elements per packed block (F16: one 8-element group).
-pub const fn block_elems(ty: u32) -> usize {
-    match ty {
-        F16 => 8,
-        Q4_K => 256,
-        _ => 32,
-    }
+/// Elements per packed block (`ty` packable).
+pub fn block_elems(ty: u32) -> usize {
+    layout(ty).map_or(1, |l| l.block_elems)
 }
 
-/// Bytes per (standard) block.
-pub const fn block_bytes(ty: u32) -> usize {
-    match ty {
-        F16 => 16,
-        Q8_0 => 34,
-        Q4_0 => 18,
-        _ => 144,
-    }
+/// Bytes per (standard) block (`ty` packable).
+pub fn block_bytes(ty: u32) -> usize {
+    layout(ty).map_or(1, |l| l.block_bytes)
 }
 
 /// Bytes of one 4-row Q4_K super-block group.
@@ -175,6 +207,12 @@ unsafe fn k_scales_set(q: *mut u8, sc: &[u8; 8], m: &[u8; 8]) {
 /// Copy the standard bytes of block `i` of row `r` (of its group at `g`,
 /// `nb` blocks per row) to `dst`.
 pub unsafe fn read_block(ty: u32, g: *const u8, nb: usize, r: usize, i: usize, dst: *mut u8) {
+    (layout(ty).unwrap_unchecked().read_block)(g, nb, r, i, dst)
+}
+
+/// [`read_block`] of layout `TY` (a constant: one arm per instance).
+unsafe fn read_block_t<const TY: u32>(g: *const u8, nb: usize, r: usize, i: usize, dst: *mut u8) {
+    let ty = TY;
     match ty {
         // An F16 group's lanes `e[m] | e[4+m] << 16` are the f order of its bytes.
         F16 => run16(Run::F, g.add(16 * i), dst, true),
@@ -211,8 +249,9 @@ pub unsafe fn read_block(ty: u32, g: *const u8, nb: usize, r: usize, i: usize, d
 }
 
 /// Inverse of [`read_block`]: store standard block bytes `src` as block `i`
-/// of row `r` of the group at `g`.
-unsafe fn write_block(ty: u32, g: *mut u8, nb: usize, r: usize, i: usize, src: *const u8) {
+/// of row `r` of the group at `g` (layout `TY`).
+unsafe fn write_block_t<const TY: u32>(g: *mut u8, nb: usize, r: usize, i: usize, src: *const u8) {
+    let ty = TY;
     match ty {
         F16 => run16(Run::F, src, g.add(16 * i), false),
         Q8_0 | Q4_0 => {
@@ -287,12 +326,29 @@ unsafe fn all_f16_finite(p: *const u8, n: usize) -> bool {
     !v128_any_true(bad) && (i..n).all(|j| f16_finite(rd_u16(p.add(2 * j))))
 }
 
-/// Whether a standard-layout matrix meets the packed kernels' preconditions.
-unsafe fn eligible(ty: u32, w: *const u8, rows: usize, cols: usize) -> bool {
-    let rb = row_bytes(ty, cols).unwrap_unchecked();
-    let n = rows * rb;
+/// Group `g` (rows of `rb` bytes, `nb` blocks each) from the standard copy
+/// in `tmp`, or back to it (`inverse`), for layout `TY`: the block loops
+/// with `read_block_t` / `write_block_t` inlined (one indirect call per group).
+unsafe fn group_t<const TY: u32>(g: *mut u8, tmp: *const u8, nb: usize, rb: usize, inverse: bool) {
+    let l = layout(TY).unwrap_unchecked();
+    let bb = l.block_bytes;
+    for r in 0..l.group_rows {
+        for i in 0..nb {
+            if inverse {
+                read_block_t::<TY>(tmp, nb, r, i, g.add(r * rb + i * bb));
+            } else {
+                write_block_t::<TY>(g, nb, r, i, tmp.add(r * rb + i * bb));
+            }
+        }
+    }
+}
+
+/// Whether `n` bytes of a standard-layout matrix of layout `TY` meet the
+/// packed kernels' preconditions.
+unsafe fn eligible_t<const TY: u32>(w: *const u8, n: usize) -> bool {
     use crate::simd::rd_u16;
     let rd = |o: usize| rd_u16(w.add(o));
+    let ty = TY;
     match ty {
         F16 => all_f16_finite(w, n / 2),
         Q8_0 => (0..n / 34).all(|b| f16_finite(rd(34 * b)) && (VARIANT == 1 || !has_min_i8(w.add(34 * b + 2)))),
@@ -321,23 +377,15 @@ pub unsafe fn pack(ty: u32, w: *mut u8, rows: usize, cols: usize, tmp: *mut u8, 
     if rows % gr != 0 {
         return if inverse { -1 } else { 1 };
     }
-    if !inverse && !eligible(ty, w, rows, cols) {
+    let l = layout(ty).unwrap_unchecked();
+    if !inverse && !(l.eligible)(w, rows * rb) {
         return 1;
     }
-    let (be, bb) = (block_elems(ty), block_bytes(ty));
-    let nb = cols / be;
+    let nb = cols / l.block_elems;
     for gi in 0..rows / gr {
         let g = w.add(gi * gr * rb);
         core::ptr::copy_nonoverlapping(g, tmp, gr * rb);
-        for r in 0..gr {
-            for i in 0..nb {
-                if inverse {
-                    read_block(ty, tmp, nb, r, i, g.add(r * rb + i * bb));
-                } else {
-                    write_block(ty, g, nb, r, i, tmp.add(r * rb + i * bb));
-                }
-            }
-        }
+        (l.group)(g, tmp, nb, rb, inverse);
     }
     0
 }
