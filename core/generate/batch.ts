@@ -25,7 +25,7 @@ import { setImmediate } from "node:timers";
 import type { KvCache } from "../backend/backend.ts";
 import { GenerationError } from "../errors.ts";
 import type { Model } from "../model/model.ts";
-import type { BatchInput } from "../model/transformer.ts";
+import type { BatchInput, LinearAdapter } from "../model/transformer.ts";
 import { Continuation, type ContinuationOptions, type GenerateStep } from "./continuation.ts";
 import type { GenerateResult } from "./generate.ts";
 
@@ -61,6 +61,12 @@ export interface SequenceRequest extends ContinuationOptions {
   readonly nCtx?: number;
   /** Aborts the sequence at the next step (its generation ends with `"abort"`). */
   readonly signal?: AbortSignal;
+  /**
+   * Linear adapters of this sequence only (a named adapter of the manifest), applied after the
+   * model's own. Sequences with the same array run in one batched pass; each distinct array gets
+   * its own pass over the shared base weights.
+   */
+  readonly adapters?: readonly LinearAdapter[];
 }
 
 /** A submitted sequence: iterate `steps` (one consumer), or `cancel()` it. */
@@ -81,6 +87,7 @@ class Seq {
   readonly nCtx: number;
   readonly maxTokens: number;
   readonly signal: AbortSignal | undefined;
+  readonly adapters: readonly LinearAdapter[] | undefined;
   readonly t0 = performance.now();
   t1 = 0;
   /** Tokens in the cache. */
@@ -107,6 +114,7 @@ class Seq {
     this.nCtx = nCtx;
     this.maxTokens = req.maxTokens;
     this.signal = req.signal;
+    this.adapters = req.adapters?.length ? req.adapters : undefined;
     this.finished = new Promise((r) => this.freed = r);
   }
 
@@ -310,7 +318,7 @@ export class BatchScheduler {
       const logits = this.#logits;
       const t = performance.now();
       try {
-        await tf.forwardBatch(inputs, logits);
+        await this.#forward(tf, inputs, members, logits);
       } catch (e) {
         for (const s of members) this.#fail(s, e);
         this.#retire(be);
@@ -340,6 +348,43 @@ export class BatchScheduler {
       });
     }
     this.#running = false;
+  }
+
+  /**
+   * One pass over `inputs` (stably reordered, with `members`, so sequences with the same adapters
+   * are adjacent): one `forwardBatch` per distinct adapter set, with the model's own adapters
+   * plus that set, restored afterwards.
+   */
+  async #forward(
+    tf: Model["transformer"],
+    inputs: BatchInput[],
+    members: Seq[],
+    logits: Float32Array,
+  ): Promise<void> {
+    if (members.every((s) => s.adapters === undefined)) {
+      return await tf.forwardBatch(inputs, logits);
+    }
+    const sets = [...new Set(members.map((s) => s.adapters))];
+    const order = members.map((_, i) => i).sort((a, b) =>
+      sets.indexOf(members[a].adapters) - sets.indexOf(members[b].adapters) || a - b
+    );
+    const ins = order.map((i) => inputs[i]), mem = order.map((i) => members[i]);
+    inputs.splice(0, inputs.length, ...ins);
+    members.splice(0, members.length, ...mem);
+    const own = tf.adapters;
+    const nVocab = this.model.hp.nVocab;
+    try {
+      for (let j = 0; j < members.length;) {
+        const set = members[j].adapters;
+        let k = j;
+        while (k < members.length && members[k].adapters === set) k++;
+        tf.adapters = set ? [...own, ...set] : own;
+        await tf.forwardBatch(inputs.slice(j, k), logits.subarray(j * nVocab, k * nVocab));
+        j = k;
+      }
+    } finally {
+      tf.adapters = own;
+    }
   }
 
   /** Sample the next token of `s` from its logits row; end it when it stops. */

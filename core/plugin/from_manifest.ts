@@ -14,6 +14,7 @@ import { ManifestError, MoeEdgeError } from "../errors.ts";
 import { getNumber, getString } from "../formats/gguf_meta.ts";
 import { readGguf } from "../formats/gguf_reader.ts";
 import { loadModel, type Model, type ModelHooks, type StoreContext } from "../model/model.ts";
+import type { LinearAdapter } from "../model/transformer.ts";
 import type { LoadProgress } from "../model/weights.ts";
 import { type ByteSource, FileSource } from "../store/byte_source.ts";
 import type { ExpertStore } from "../store/expert_store.ts";
@@ -24,6 +25,7 @@ import {
   instantiatePlugins,
   type LoadedPlugin,
   type PluginLoaderOptions,
+  type PreparedPlugin,
   preparePlugins,
 } from "./loader.ts";
 import {
@@ -58,6 +60,20 @@ export interface LoadFromManifestOptions extends PluginLoaderOptions {
   createStore?: ManifestStoreFactory;
 }
 
+/** One named adapter of a manifest (`adapters.<name>`), bound to the loaded model. */
+export interface NamedAdapter {
+  /** Its name (a request picks it as `<model>:<name>`). */
+  readonly name: string;
+  /** Its plugins, in manifest order. */
+  readonly plugins: readonly LoadedPlugin[];
+  /**
+   * The linear adapters to add after the model's own for a request that picks
+   * it (`Transformer.adapters` / `SequenceRequest.adapters`); the base
+   * weights are shared by every adapter.
+   */
+  readonly adapters: readonly LinearAdapter[];
+}
+
 /** What `loadFromManifest` returns. */
 export interface ManifestLoadResult {
   /** The loaded model, with every plugin's hooks in place. */
@@ -66,6 +82,8 @@ export interface ManifestLoadResult {
   readonly plugins: readonly LoadedPlugin[];
   /** The validated manifest. */
   readonly manifest: ModelManifest;
+  /** The named adapters (`adapters`), in manifest order; empty when none. */
+  readonly adapters: ReadonlyMap<string, NamedAdapter>;
 }
 
 /** Hex SHA-256 of a whole byte source, read in 8 MiB ranges. */
@@ -169,6 +187,42 @@ async function openModel(
 }
 
 /**
+ * Prepare the plugins of every named adapter (`adapters.<name>`), adding
+ * their problems (paths `adapters.<name>: plugins[i]`) to `problems`; a
+ * plugin with any hook besides `adapter` is a problem (`adapter_hooks_only`):
+ * a named adapter cannot change the weights, routers, experts or store that
+ * every adapter shares.
+ */
+async function prepareNamedAdapters(
+  value: unknown,
+  lopts: PluginLoaderOptions,
+  label: string,
+  problems: ManifestProblem[],
+): Promise<Map<string, PreparedPlugin[]>> {
+  const out = new Map<string, PreparedPlugin[]>();
+  if (typeof value !== "object" || value === null || Array.isArray(value)) return out;
+  for (const [name, refs] of Object.entries(value)) {
+    if (!Array.isArray(refs)) continue; // the schema reports it
+    const source = `${label}: adapters.${name}`;
+    const { prepared, problems: pp } = await preparePlugins(refs, { ...lopts, source });
+    problems.push(...pp);
+    prepared.forEach((p, i) => {
+      const other = p.manifest.hooks.filter((h) => h !== "adapter");
+      if (other.length) {
+        problems.push({
+          path: `${source}: plugins[${i}] (${p.manifest.name})`,
+          code: "adapter_hooks_only",
+          message: `a named adapter's plugins may only use the adapter hook (it shares the base ` +
+            `weights with every other adapter): '${p.manifest.name}' also has ${other.join(", ")}`,
+        });
+      }
+    });
+    out.set(name, prepared);
+  }
+  return out;
+}
+
+/**
  * Load a model and its plugins from a manifest (a path, URL, or the parsed
  * object). Throws one `ManifestError` listing every problem of the manifest,
  * the plugin manifests, their configs, integrity and the model's sha256 —
@@ -198,6 +252,7 @@ export async function loadFromManifest(
   const refs = Array.isArray(partial.plugins) ? partial.plugins : [];
   const { prepared, problems: pp } = await preparePlugins(refs, lopts);
   problems.push(...pp);
+  const named = await prepareNamedAdapters(partial.adapters, lopts, label, problems);
   const source = typeof partial.model?.source === "string"
     ? await openModel(partial as ModelManifest, base, opts, problems, label)
     : null;
@@ -231,7 +286,21 @@ export async function loadFromManifest(
       onProgress: opts.onProgress,
       hooks,
     });
-    return { model, plugins, manifest };
+    const adapters = new Map<string, NamedAdapter>();
+    try {
+      for (const [name, prep] of named) {
+        const loaded = await instantiatePlugins(prep, lopts);
+        const list = await new PluginHost(loaded.map((p) => p.plugin)).adapters({
+          hp: model.hp,
+          backend: model.backend,
+        });
+        adapters.set(name, { name, plugins: loaded, adapters: list });
+      }
+    } catch (e) {
+      model.dispose();
+      throw e;
+    }
+    return { model, plugins, manifest, adapters };
   } catch (e) {
     await source!.close?.();
     throw e;

@@ -43,6 +43,11 @@ export interface ModelManifest {
   };
   /** Plugins in application order. */
   readonly plugins: readonly PluginRef[];
+  /**
+   * Named adapters (served as `<model>:<name>`): plugins with only the
+   * `adapter` hook, applied after `plugins` to the requests that pick them.
+   */
+  readonly adapters?: Readonly<Record<string, readonly PluginRef[]>>;
 }
 
 /** A plugin manifest (`schemas/plugin-manifest.schema.json`). */

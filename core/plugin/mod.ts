@@ -59,6 +59,7 @@ export {
   type LoadFromManifestOptions,
   type ManifestLoadResult,
   type ManifestStoreFactory,
+  type NamedAdapter,
   sha256OfSource,
 } from "./from_manifest.ts";
 export {
