@@ -19,7 +19,6 @@
 
 use crate::simd::*;
 use crate::tiles::align16;
-use crate::types::*;
 
 /// `v` through a volatile stack slot, so it is computed once and kept.
 #[inline(always)]
@@ -58,35 +57,81 @@ pub fn accumulate4(acc: &mut [v128; 4], s: &[v128; 4], dd: v128) {
 
 // ---------------------------------------------------------------- activations
 
-/// Bytes of one expanded activation row for packed weights of type `ty`.
+/// The kernels of one packed quantized layout in this build (a
+/// `packed::Layout` row points at its entry): simd128 here, `relaxed.rs`
+/// in the relaxed-SIMD build.
+pub struct GroupKernels {
+    /// Bytes of one expanded activation row of `cols` values.
+    pub ext_row_bytes: fn(usize) -> usize,
+    /// Expand one converted activation row (`prepare_act` bytes): (act, cols, dst).
+    pub expand: unsafe fn(*const u8, usize, *mut u8),
+    /// Groups `g0` and (unless null) `g1` × one token: (g0, g1, nb, a, o0, o1).
+    pub groups: unsafe fn(*const u8, *const u8, usize, *const u8, *mut f32, *mut f32),
+    /// One group × 2..=4 tokens, if the build has token tiles:
+    /// (g, nb, a, astride, n, o, ostride).
+    pub tile: Option<unsafe fn(*const u8, usize, *const u8, usize, usize, *mut f32, usize)>,
+}
+
+/// Bytes of one expanded activation row for packed weights of type `ty`
+/// (0: F16 or not packable).
 pub fn ext_row_bytes(ty: u32, cols: usize) -> usize {
-    #[cfg(moe_relaxed)]
-    if let Some(b) = crate::relaxed::ext_row_bytes(ty, cols) {
-        return b;
-    }
-    match ty {
-        // Standard Q8_0 expansion (+ c: i32x4 per block for Q4_0).
-        Q8_0 | Q4_0 => crate::tiles::ext_row_bytes(Q8_0, cols) + 16 * (cols / 32),
-        // Standard Q8_K expansion + Y: 4 i32x4 per super-block.
-        Q4_K => crate::tiles::ext_row_bytes(Q4_K, cols) + 64 * (cols / 256),
-        _ => 0,
+    match crate::packed::layout(ty).and_then(|l| l.kernels) {
+        Some(k) => (k.ext_row_bytes)(cols),
+        None => 0,
     }
 }
 
-/// Expand one converted activation row (`prepare_act` bytes) for packed
-/// weights of type `ty` (F16 needs none).
-pub unsafe fn expand(ty: u32, act: *const u8, cols: usize, dst: *mut u8) {
-    #[cfg(moe_relaxed)]
-    if crate::relaxed::expand(ty, act, cols, dst) {
-        return;
+#[cfg(not(moe_relaxed))]
+mod simd128_rows {
+    use super::*;
+    use crate::types::*;
+    // Standard Q8_0 expansion (+ c: i32x4 per block for Q4_0).
+    fn ext_q8_0(cols: usize) -> usize {
+        crate::tiles::ext_row_bytes(Q8_0, cols) + 16 * (cols / 32)
     }
-    match ty {
-        Q8_0 => crate::tiles::expand_q8(act, cols / 32, false, dst),
-        Q4_0 => expand_q4_0(act, cols / 32, dst),
-        Q4_K => expand_q4_k(act, cols / 256, dst),
-        _ => {}
+    // Standard Q8_K expansion + Y: 4 i32x4 per super-block.
+    fn ext_q4_k(cols: usize) -> usize {
+        crate::tiles::ext_row_bytes(Q4_K, cols) + 64 * (cols / 256)
     }
+    unsafe fn exp_q8_0(act: *const u8, cols: usize, dst: *mut u8) {
+        crate::tiles::expand_q8(act, cols / 32, false, dst)
+    }
+    unsafe fn exp_q4_0(act: *const u8, cols: usize, dst: *mut u8) {
+        expand_q4_0(act, cols / 32, dst)
+    }
+    unsafe fn exp_q4_k(act: *const u8, cols: usize, dst: *mut u8) {
+        expand_q4_k(act, cols / 256, dst)
+    }
+    // One or two groups per call; the kernels are inlined into these entry points.
+    macro_rules! groups_fn {
+        ($name:ident, $k:ident) => {
+            unsafe fn $name(g0: *const u8, g1: *const u8, nb: usize, a: *const u8, o0: *mut f32, o1: *mut f32) {
+                if g1.is_null() {
+                    $k::<1>([g0], nb, a, [o0])
+                } else {
+                    $k::<2>([g0, g1], nb, a, [o0, o1])
+                }
+            }
+        };
+    }
+    groups_fn!(groups_q8_0, group_q8_0);
+    groups_fn!(groups_q4_0, group_q4_0);
+    groups_fn!(groups_q4_k, group_q4_k);
+
+    /// simd128 kernels of the packed Q8_0 layout.
+    pub static GK_Q8_0: GroupKernels =
+        GroupKernels { ext_row_bytes: ext_q8_0, expand: exp_q8_0, groups: groups_q8_0, tile: None };
+    /// simd128 kernels of the packed Q4_0 layout.
+    pub static GK_Q4_0: GroupKernels =
+        GroupKernels { ext_row_bytes: ext_q8_0, expand: exp_q4_0, groups: groups_q4_0, tile: None };
+    /// simd128 kernels of the packed Q4_K layout.
+    pub static GK_Q4_K: GroupKernels =
+        GroupKernels { ext_row_bytes: ext_q4_k, expand: exp_q4_k, groups: groups_q4_k, tile: None };
 }
+#[cfg(not(moe_relaxed))]
+pub use simd128_rows::{GK_Q4_0, GK_Q4_K, GK_Q8_0};
+#[cfg(moe_relaxed)]
+pub use crate::relaxed::{GK_Q4_0, GK_Q4_K, GK_Q8_0};
 
 /// Q4_0: the standard expansion with each block's i16 vectors reordered to
 /// the nibble planes' order (see [`group_q4_0`]), then `c` after `q`.

@@ -232,11 +232,13 @@ unsafe fn matmul_packed(
         }
         return 0;
     }
-    let erb = group::ext_row_bytes(ty, cols);
+    let l = packed::layout(ty).unwrap_unchecked();
+    let gk = l.kernels.unwrap_unchecked();
+    let erb = (gk.ext_row_bytes)(cols);
     for t in 0..ntok {
-        group::expand(ty, act.add(t * arb), cols, scratch.add(t * erb));
+        (gk.expand)(act.add(t * arb), cols, scratch.add(t * erb));
     }
-    let nb = cols / packed::block_elems(ty);
+    let nb = cols / l.block_elems;
     // Group g runs with group g + ng/2 (two memory streams); an odd last one alone.
     let ng = rows / 4;
     let half = ng / 2;
@@ -252,55 +254,28 @@ unsafe fn matmul_packed(
             while t < t1 {
                 let a = scratch.add(t * erb) as *const u8;
                 let oa = out.add(t * rows + 4 * ga);
-                #[cfg(moe_relaxed)]
-                if t1 - t >= 2 && crate::relaxed::has_tile(ty) {
-                    // Token tiles: weights unpacked once for up to 4 tokens.
+                if let (true, Some(tile)) = (t1 - t >= 2, gk.tile) {
+                    // Token tiles (relaxed build): weights unpacked once for up to 4 tokens.
                     let n = if t1 - t >= 4 { 4 } else { t1 - t };
-                    crate::relaxed::tile(ty, wa, nb, a, erb, n, oa, rows);
+                    tile(wa, nb, a, erb, n, oa, rows);
                     if paired {
-                        crate::relaxed::tile(ty, w.add(4 * gb * rb), nb, a, erb, n, out.add(t * rows + 4 * gb), rows);
+                        tile(w.add(4 * gb * rb), nb, a, erb, n, out.add(t * rows + 4 * gb), rows);
                     }
                     t += n;
                     continue;
                 }
-                if paired {
-                    let (wb, ob) = (w.add(4 * gb * rb), out.add(t * rows + 4 * gb));
-                    groups2(ty, wa, wb, nb, a, oa, ob);
+                let (wb, ob) = if paired {
+                    (w.add(4 * gb * rb), out.add(t * rows + 4 * gb))
                 } else {
-                    groups1(ty, wa, nb, a, oa);
-                }
+                    (core::ptr::null(), core::ptr::null_mut())
+                };
+                (gk.groups)(wa, wb, nb, a, oa, ob);
                 t += 1;
             }
         }
         t0 = t1;
     }
     0
-}
-
-/// Two packed groups × one token (`matmul_packed`).
-#[inline(always)]
-unsafe fn groups2(ty: u32, wa: *const u8, wb: *const u8, nb: usize, a: *const u8, oa: *mut f32, ob: *mut f32) {
-    #[cfg(moe_relaxed)]
-    crate::relaxed::groups(ty, wa, wb, nb, a, oa, ob);
-    #[cfg(not(moe_relaxed))]
-    match ty {
-        Q8_0 => group::group_q8_0::<2>([wa, wb], nb, a, [oa, ob]),
-        Q4_0 => group::group_q4_0::<2>([wa, wb], nb, a, [oa, ob]),
-        _ => group::group_q4_k::<2>([wa, wb], nb, a, [oa, ob]),
-    }
-}
-
-/// One packed group × one token.
-#[inline(always)]
-unsafe fn groups1(ty: u32, wa: *const u8, nb: usize, a: *const u8, oa: *mut f32) {
-    #[cfg(moe_relaxed)]
-    crate::relaxed::groups(ty, wa, core::ptr::null(), nb, a, oa, core::ptr::null_mut());
-    #[cfg(not(moe_relaxed))]
-    match ty {
-        Q8_0 => group::group_q8_0::<1>([wa], nb, a, [oa]),
-        Q4_0 => group::group_q4_0::<1>([wa], nb, a, [oa]),
-        _ => group::group_q4_k::<1>([wa], nb, a, [oa]),
-    }
 }
 
 /// Full matmul: converts `x` into `scratch` ([`scratch_bytes`]; unused for

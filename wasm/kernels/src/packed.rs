@@ -49,10 +49,12 @@ pub struct Layout {
     /// Repack one group in place from (`inverse`: to) the standard rows in `tmp`.
     group: unsafe fn(*mut u8, *const u8, usize, usize, bool),
     eligible: unsafe fn(*const u8, usize) -> bool,
+    /// Group kernels of this build (None: F16, which has its own row kernels).
+    pub kernels: Option<&'static crate::group::GroupKernels>,
 }
 
 macro_rules! layout {
-    ($ty:expr, $gr:expr, $be:expr, $bb:expr) => {
+    ($ty:expr, $gr:expr, $be:expr, $bb:expr, $k:expr) => {
         Layout {
             ty: $ty,
             group_rows: $gr,
@@ -61,16 +63,17 @@ macro_rules! layout {
             read_block: read_block_t::<$ty>,
             group: group_t::<$ty>,
             eligible: eligible_t::<$ty>,
+            kernels: $k,
         }
     };
 }
 
 /// Every packed layout.
 pub static LAYOUTS: [Layout; 4] = [
-    layout!(F16, 1, 8, 16),
-    layout!(Q8_0, 4, 32, 34),
-    layout!(Q4_0, 4, 32, 18),
-    layout!(Q4_K, 4, 256, 144),
+    layout!(F16, 1, 8, 16, None),
+    layout!(Q8_0, 4, 32, 34, Some(&crate::group::GK_Q8_0)),
+    layout!(Q4_0, 4, 32, 18, Some(&crate::group::GK_Q4_0)),
+    layout!(Q4_K, 4, 256, 144, Some(&crate::group::GK_Q4_K)),
 ];
 
 /// The packed layout of `ty`, or None.

@@ -8,13 +8,10 @@
 //! packed byte order (`f` in `packed.rs`) puts the standard lane-`j` elements
 //! there, so results are bit-identical to the simd128 kernels.
 
+use crate::group::GroupKernels;
 use crate::simd::*;
 use crate::tiles::align16;
 use crate::types::*;
-
-/// `(g0, g1, nb, a, o0, o1)`: group `g0` → `o0[0..4]`, and `g1` → `o1[0..4]`
-/// in the same pass unless `g1` is null.
-type RxGroup = unsafe extern "C" fn(*const u8, *const u8, u32, *const u8, *mut f32, *mut f32);
 
 extern "C" {
     fn rx_group_q8_0(g0: *const u8, g1: *const u8, nb: u32, a: *const u8, o0: *mut f32, o1: *mut f32);
@@ -24,18 +21,19 @@ extern "C" {
     fn rx_tile_q4_k(g: *const u8, nb: u32, a: *const u8, astride: u32, t: u32, o: *mut f32, ostride: u32);
 }
 
-/// Bytes of one expanded activation row for a relaxed group kernel, or
-/// None when `ty` has none.
-pub fn ext_row_bytes(ty: u32, cols: usize) -> Option<usize> {
-    Some(match ty {
+/// Bytes of one expanded activation row for the relaxed kernels of layout
+/// `TY` (0 for a type without them).
+fn ext_row_bytes_t<const TY: u32>(cols: usize) -> usize {
+    let ty = TY;
+    match ty {
         // d: f32[nb]; per block |a| (2 × i8x16), sign masks (2 × i8x16).
         Q8_0 => align16(4 * (cols / 32)) + 64 * (cols / 32),
         // d: f32[nb]; per block low/high planes (2 × i8x16), c (i32x4).
         Q4_0 => align16(4 * (cols / 32)) + 48 * (cols / 32),
         // d: f32[nb]; per super-block Y_0..3, then 8 × 2 planes (i8x16).
         Q4_K => align16(4 * (cols / 256)) + 320 * (cols / 256),
-        _ => return None,
-    })
+        _ => 0,
+    }
 }
 
 /// Byte shuffle of a 16-element run into the packed order `f`.
@@ -50,8 +48,10 @@ fn sum4(v: v128) -> v128 {
     i32x4_extadd_pairwise_i16x8(i16x8_extadd_pairwise_i8x16(v))
 }
 
-/// Expand one converted activation row; false when `ty` has no relaxed kernel.
-pub unsafe fn expand(ty: u32, act: *const u8, cols: usize, dst: *mut u8) -> bool {
+/// Expand one converted activation row for the relaxed kernels of layout
+/// `TY` (a constant: one arm per instance; other `TY` write nothing).
+unsafe fn expand_t<const TY: u32>(act: *const u8, cols: usize, dst: *mut u8) {
+    let ty = TY;
     match ty {
         Q8_0 | Q4_0 => {
             let nb = cols / 32;
@@ -74,7 +74,6 @@ pub unsafe fn expand(ty: u32, act: *const u8, cols: usize, dst: *mut u8) -> bool
                     st(o.add(32), i32x4_mul(i32x4_add(sum4(lo), sum4(hi)), i32x4_splat(-8)));
                 }
             }
-            true
         }
         Q4_K => {
             let nb = cols / 256;
@@ -92,33 +91,45 @@ pub unsafe fn expand(ty: u32, act: *const u8, cols: usize, dst: *mut u8) -> bool
                     st(o.add(80 + 32 * sb), perm(ld(b.add(20 + 32 * sb))));
                 }
             }
-            true
         }
-        _ => false,
+        _ => {}
     }
 }
 
-/// One or two packed groups (4 rows each) × one expanded row, relaxed
-/// kernels (`g1` null: one group).
-#[inline(always)]
-pub unsafe fn groups(ty: u32, g0: *const u8, g1: *const u8, nb: usize, a: *const u8, o0: *mut f32, o1: *mut f32) {
-    let f: RxGroup = match ty {
-        Q8_0 => rx_group_q8_0,
-        Q4_0 => rx_group_q4_0,
-        _ => rx_group_q4_k,
-    };
-    f(g0, g1, nb as u32, a, o0, o1)
+unsafe fn groups_q8_0(g0: *const u8, g1: *const u8, nb: usize, a: *const u8, o0: *mut f32, o1: *mut f32) {
+    rx_group_q8_0(g0, g1, nb as u32, a, o0, o1)
+}
+unsafe fn groups_q4_0(g0: *const u8, g1: *const u8, nb: usize, a: *const u8, o0: *mut f32, o1: *mut f32) {
+    rx_group_q4_0(g0, g1, nb as u32, a, o0, o1)
+}
+unsafe fn groups_q4_k(g0: *const u8, g1: *const u8, nb: usize, a: *const u8, o0: *mut f32, o1: *mut f32) {
+    rx_group_q4_k(g0, g1, nb as u32, a, o0, o1)
+}
+unsafe fn tile_q4_0(g: *const u8, nb: usize, a: *const u8, astride: usize, n: usize, o: *mut f32, ostride: usize) {
+    rx_tile_q4_0(g, nb as u32, a, astride as u32, n as u32, o, ostride as u32)
+}
+unsafe fn tile_q4_k(g: *const u8, nb: usize, a: *const u8, astride: usize, n: usize, o: *mut f32, ostride: usize) {
+    rx_tile_q4_k(g, nb as u32, a, astride as u32, n as u32, o, ostride as u32)
 }
 
-/// Whether `ty` has a token-tile kernel (`tile`).
-pub const fn has_tile(ty: u32) -> bool {
-    ty == Q4_0 || ty == Q4_K
-}
-
-/// One packed group × `n` (2..=4) tokens: activation row `t` at
-/// `a + t·astride`, output of row `r`, token `t` at `o[t·ostride + r]`.
-#[inline(always)]
-pub unsafe fn tile(ty: u32, g: *const u8, nb: usize, a: *const u8, astride: usize, n: usize, o: *mut f32, ostride: usize) {
-    let f = if ty == Q4_0 { rx_tile_q4_0 } else { rx_tile_q4_k };
-    f(g, nb as u32, a, astride as u32, n as u32, o, ostride as u32)
-}
+/// Relaxed-build kernels of the packed Q8_0 layout (`c/relaxed.c`).
+pub static GK_Q8_0: GroupKernels = GroupKernels {
+    ext_row_bytes: ext_row_bytes_t::<Q8_0>,
+    expand: expand_t::<Q8_0>,
+    groups: groups_q8_0,
+    tile: None,
+};
+/// Relaxed-build kernels of the packed Q4_0 layout (token tiles too).
+pub static GK_Q4_0: GroupKernels = GroupKernels {
+    ext_row_bytes: ext_row_bytes_t::<Q4_0>,
+    expand: expand_t::<Q4_0>,
+    groups: groups_q4_0,
+    tile: Some(tile_q4_0),
+};
+/// Relaxed-build kernels of the packed Q4_K layout (token tiles too).
+pub static GK_Q4_K: GroupKernels = GroupKernels {
+    ext_row_bytes: ext_row_bytes_t::<Q4_K>,
+    expand: expand_t::<Q4_K>,
+    groups: groups_q4_k,
+    tile: Some(tile_q4_k),
+};
