@@ -86,7 +86,12 @@ export {
 } from "./core/generate/generate.ts";
 export type { Tokenizer } from "./core/tokenizer/mod.ts";
 export type { LinearAdapter, LinearName } from "./core/model/transformer.ts";
-export type { TensorBytesHook, TensorBytesInfo } from "./core/model/weights.ts";
+export type {
+  ExpertLocation,
+  MatrixRef,
+  TensorBytesHook,
+  TensorBytesInfo,
+} from "./core/model/weights.ts";
 export * from "./core/plugin/mod.ts";
 export {
   HttpSource,
@@ -112,7 +117,19 @@ export {
   type PrefetchLayer,
 } from "./core/store/prefetch.ts";
 export {
+  copyLocation,
+  type CopyPlan,
+  type FallbackCopiesOptions,
+  loadFallbackCopies,
+  quantizeExpert,
+  type ResidentCopies,
+  sideLocations,
+  writeCopiesGguf,
+} from "./core/store/fallback_copies.ts";
+export { mergeRanges, readRanges } from "./core/store/read_ranges.ts";
+export {
   createStreamingStore,
+  type ExpertFallback,
   StreamingExpertStore,
   type StreamingStoreContext,
   streamingStoreFromRequest,

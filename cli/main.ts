@@ -35,7 +35,9 @@ import { buildIntegrityManifest } from "../core/store/integrity.ts";
 import { verifyModel } from "./verify.ts";
 import { affinityFromTrace, RouteRecorder } from "../core/store/route_trace.ts";
 import { statsJson } from "../core/store/store_stats.ts";
-import { type ByteSource, MemorySource } from "../core/store/byte_source.ts";
+import { type ByteSource, FileSource, MemorySource } from "../core/store/byte_source.ts";
+import type { FallbackCopiesOptions } from "../core/store/fallback_copies.ts";
+import { parseGgmlType } from "../core/tensor/ggml_type.ts";
 import { defaultModelBytes } from "../core/model/default_model.ts";
 import { readLines, runChat, statsLine } from "./chat.ts";
 import { formatInspect, inspectModel } from "./inspect.ts";
@@ -153,6 +155,40 @@ interface IntegrityFlags {
 interface StreamingFlags extends IntegrityFlags {
   expertBudgetMb?: number;
   expertManifest?: string;
+  expertFallback?: string;
+  expertFallbackFile?: string;
+  expertCriticalWeight?: number;
+}
+
+/** `--expert-fallback TYPE` / `--expert-fallback-file F` as the store's fallback copies (HOBBIT). */
+async function fallbackOptions(v: StreamingFlags): Promise<FallbackCopiesOptions | undefined> {
+  if (v.expertFallback === undefined && v.expertFallbackFile === undefined) return undefined;
+  if (v.expertBudgetMb === undefined) {
+    throw new UsageError(
+      "bad_flag",
+      "--expert-fallback needs --expert-budget-mb (copies serve misses)",
+    );
+  }
+  let type: number | undefined;
+  if (v.expertFallback !== undefined) {
+    type = parseGgmlType(v.expertFallback);
+    if (type === undefined) {
+      throw new UsageError("bad_flag", `--expert-fallback: unknown type '${v.expertFallback}'`);
+    }
+  }
+  const file = v.expertFallbackFile;
+  let manifest: ExpertManifest | undefined;
+  if (file !== undefined) {
+    // the side file's own manifest, written beside it by quantize-experts, is checked when present
+    const text = await Deno.readTextFile(`${file}.manifest.json`).catch(() => undefined);
+    if (text !== undefined) manifest = parseExpertManifest(JSON.parse(text));
+  }
+  return {
+    type,
+    source: file === undefined ? undefined : await FileSource.open(file),
+    manifest,
+    criticalWeight: v.expertCriticalWeight,
+  };
 }
 
 /** `--expert-budget-mb` / `--expert-manifest` as load options (a manifest also checks resident loads). */
@@ -160,8 +196,13 @@ async function streamingOptions(v: StreamingFlags): Promise<LoadModelOptions> {
   const manifest = v.expertManifest === undefined
     ? undefined
     : parseExpertManifest(JSON.parse(await Deno.readTextFile(v.expertManifest)));
+  const fallbackCopies = await fallbackOptions(v);
   if (v.expertBudgetMb === undefined) return { manifest };
-  return { expertBudgetBytes: Math.floor(v.expertBudgetMb * 1024 * 1024), manifest };
+  return {
+    expertBudgetBytes: Math.floor(v.expertBudgetMb * 1024 * 1024),
+    manifest,
+    streaming: fallbackCopies ? { fallbackCopies } : undefined,
+  };
 }
 
 interface SamplingFlags {
@@ -504,6 +545,24 @@ export function buildProgram(done: (code: number) => void): Command {
         "--expert-manifest <file>",
         "integrity manifest (cli manifest): sha256 of every tensor, checked on every read",
       ),
+    )
+    .addOption(
+      new Option(
+        "--expert-fallback <type>",
+        "keep a copy of every expert in this type (e.g. q2_k) resident; misses compute with it (HOBBIT)",
+      ),
+    )
+    .addOption(
+      new Option(
+        "--expert-fallback-file <gguf>",
+        "read the copies from this side file (plugins/quant-experts/quantize.ts; FILE.manifest.json checked)",
+      ),
+    )
+    .addOption(
+      new Option(
+        "--expert-critical-weight <w>",
+        "misses with a gate weight at or above this wait for full precision (default 0.8)",
+      ).argParser(parseNumber),
     )
     .addOption(new Option("--json", "print one JSON object (tokens, text, timings) instead"))
     .addOption(new Option("--no-stats", "do not print tokens/s to stderr"))

@@ -7,6 +7,7 @@
 
 import type { Backend } from "../backend/backend.ts";
 import type { ExpertWeights } from "../moe/expert.ts";
+import type { FallbackCopiesOptions } from "./fallback_copies.ts";
 import { StoreError } from "../errors.ts";
 import type { ExpertLocation } from "../model/weights.ts";
 import type { ByteSource } from "./byte_source.ts";
@@ -41,6 +42,8 @@ export interface StreamingStoreOptions {
   packAfterUses?: number;
   /** Resident low-bit copies computed with on a miss instead of waiting (HOBBIT). */
   fallback?: ExpertFallback;
+  /** Make or read such copies when the store is created (`--expert-fallback TYPE`); ignored with `fallback`. */
+  fallbackCopies?: FallbackCopiesOptions;
 }
 
 /**

@@ -26,6 +26,7 @@ import type { ExpertLocation } from "../model/weights.ts";
 import { type CachePolicy, createRecencyPolicy } from "./cache_policy.ts";
 import { expertLayout, expertViews, prepareExpert } from "./expert_loader.ts";
 import { type FetchedExpert, fetchExpert, fetchExpertBatch } from "./expert_fetch.ts";
+import { loadFallbackCopies, type ResidentCopies } from "./fallback_copies.ts";
 import type { ExpertStore, ExpertStoreStats, LayerStoreStats } from "./expert_store.ts";
 import { attachPrefetcher, type Prefetcher, type PrefetchHint } from "./prefetch.ts";
 import { type Entry, newEntry, Residency } from "./residency.ts";
@@ -80,6 +81,7 @@ export class StreamingExpertStore implements ExpertStore {
   #seq = 0;
   #attached = false;
   #disposed = false;
+  #copies: ResidentCopies | null = null;
 
   private constructor(
     ctx: StreamingStoreContext,
@@ -124,7 +126,18 @@ export class StreamingExpertStore implements ExpertStore {
   ): Promise<StreamingExpertStore> {
     const plan = checkBudget(ctx, opts);
     const evictable = opts.expertBudgetBytes - plan.pinnedBytes;
+    let copies: ResidentCopies | null = null;
+    if (!opts.fallback && opts.fallbackCopies) {
+      copies = await loadFallbackCopies(
+        ctx.backend,
+        ctx.source,
+        ctx.locations,
+        opts.fallbackCopies,
+      );
+      opts = { ...opts, fallback: copies };
+    }
     const store = new StreamingExpertStore(ctx, opts, evictable, Math.max(1, plan.maxExpertBytes));
+    store.#copies = copies;
     store.policy.init?.({
       nLayer: ctx.locations.length,
       nExpert: store.#nExpert,
@@ -276,6 +289,7 @@ export class StreamingExpertStore implements ExpertStore {
     budgetBytes: number;
     allocatedBytes: number;
     pinnedBytes: number;
+    fallbackBytes: number;
     resident: number;
     loading: number;
   } {
@@ -287,6 +301,7 @@ export class StreamingExpertStore implements ExpertStore {
       budgetBytes: this.budgetBytes,
       allocatedBytes: res.allocatedBytes,
       pinnedBytes,
+      fallbackBytes: this.#copies?.bytes ?? 0,
       resident,
       loading,
     };
@@ -328,6 +343,7 @@ export class StreamingExpertStore implements ExpertStore {
     if (this.#disposed) return;
     this.#disposed = true;
     this.#res.dispose();
+    this.#copies?.dispose();
   }
 
   #key(layer: number, index: number): number {
@@ -382,9 +398,11 @@ export class StreamingExpertStore implements ExpertStore {
   #useFallback(key: number, fb: ExpertFallback): boolean {
     const layer = Math.floor(key / this.#nExpert);
     if (!fb.weights(layer, key % this.#nExpert)) return false;
+    const critical = fb.criticalWeight ?? DEFAULT_CRITICAL_WEIGHT;
+    if (critical === Infinity) return true;
     const g = this.#gate[key];
     // without a gate weight (no observer ran), every miss counts as critical
-    return !Number.isNaN(g) && g < (fb.criticalWeight ?? DEFAULT_CRITICAL_WEIGHT);
+    return !Number.isNaN(g) && g < critical;
   }
 
   /** Record the largest gate weight of each routed expert per layer step (for `fallback`). */

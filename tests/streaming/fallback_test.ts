@@ -1,0 +1,106 @@
+/**
+ * Low-bit fallback copies (HOBBIT): misses below the critical gate weight
+ * compute with the resident copy without waiting; copies made at load equal
+ * copies read from a side GGUF; the side file's manifest is checked.
+ */
+
+import assert from "node:assert/strict";
+import {
+  buildExpertManifest,
+  GgmlType,
+  loadFallbackCopies,
+  MemorySource,
+  sideLocations,
+  StoreError,
+  type StreamingExpertStore,
+  writeCopiesGguf,
+} from "../../mod.ts";
+import { createRefBackend } from "../../core/backend/ref_backend.ts";
+import {
+  EXPERT_BYTES,
+  modelBytes,
+  residentTokens,
+  storeContext,
+  tokensWith,
+} from "./model_util.ts";
+
+const isStoreError = (code: string) => (e: unknown): boolean =>
+  e instanceof StoreError && e.code === code;
+
+const Q4 = GgmlType.Q4_0;
+
+Deno.test("fallback: critical weight 0 never falls back (resident tokens); Infinity always does", async () => {
+  const base = await residentTokens();
+  const never = await tokensWith(modelBytes(), {
+    expertBudgetBytes: 4 * EXPERT_BYTES,
+    streaming: { fallbackCopies: { type: Q4, criticalWeight: 0 } },
+  });
+  assert.deepEqual(never.tokens, base);
+  assert.equal(never.model.store.stats().fallbackHits, 0);
+  never.model.dispose();
+  const always = await tokensWith(modelBytes(), {
+    expertBudgetBytes: 4 * EXPERT_BYTES,
+    streaming: { fallbackCopies: { type: Q4, criticalWeight: Infinity, loadOnFallback: false } },
+  });
+  const st = always.model.store.stats();
+  assert.equal(st.loads, 0, "no full-precision load");
+  assert.equal(st.stallMs, 0);
+  assert.equal(st.fallbackHits, st.misses);
+  assert.ok(st.misses > 0);
+  assert.equal(always.tokens.length, base.length);
+  always.model.dispose();
+});
+
+Deno.test("fallback: by default (critical 0.8) misses fall back and full precision loads for later tokens", async () => {
+  const { model } = await tokensWith(modelBytes(), {
+    expertBudgetBytes: 4 * EXPERT_BYTES,
+    streaming: { fallbackCopies: { type: Q4 } },
+  });
+  const st = model.store.stats();
+  assert.ok(st.fallbackHits! > 0, "some misses used the copy");
+  assert.ok(st.fallbackHits! <= st.misses);
+  assert.ok(st.loads! > 0, "full precision still loads (background or critical)");
+  const mem = (model.store as StreamingExpertStore).memory();
+  assert.equal(mem.fallbackBytes, 4 * 8 * 3 * 128 * 2 * 18);
+  model.dispose();
+});
+
+Deno.test("fallback copies: side GGUF equals made-at-load copies; its manifest is checked", async () => {
+  const src = new MemorySource(modelBytes());
+  const ctx = await storeContext(src);
+  const gguf = await writeCopiesGguf(src, ctx.locations, () => Q4);
+  const side = new MemorySource(gguf);
+  const locs = await sideLocations(side, ctx.locations);
+  assert.ok(locs.flat().every((l) => l !== null && l.up.type === Q4));
+  const be = createRefBackend();
+  const made = await loadFallbackCopies(be, src, ctx.locations, { type: Q4 });
+  const read = await loadFallbackCopies(be, src, ctx.locations, { source: side });
+  assert.equal(made.bytes, read.bytes);
+  const x = new Float32Array(64).map((_, i) => Math.sin(i));
+  for (const [l, e] of [[0, 0], [3, 7], [1, 4]]) {
+    for (const p of ["gate", "up", "down"] as const) {
+      const a = made.weights(l, e)![p]!, b = read.weights(l, e)![p]!;
+      const cols = a.cols, oa = new Float32Array(a.rows), ob = new Float32Array(b.rows);
+      be.matmul(a, x.length === cols ? x : new Float32Array(cols).fill(0.5), 1, oa);
+      be.matmul(b, x.length === cols ? x : new Float32Array(cols).fill(0.5), 1, ob);
+      assert.deepEqual(oa, ob, `${l}:${e} ${p}`);
+    }
+  }
+  // the side file's manifest: a wrong hash is an integrity error
+  const manifest = await buildExpertManifest(side, locs.map((r) => r.filter((x) => x !== null)));
+  await loadFallbackCopies(be, src, ctx.locations, { source: side, manifest });
+  const bad = { ...manifest, experts: manifest.experts.map((r) => r.map(() => "0".repeat(64))) };
+  await assert.rejects(
+    loadFallbackCopies(be, src, ctx.locations, { source: side, manifest: bad }),
+    isStoreError("integrity"),
+  );
+  await assert.rejects(loadFallbackCopies(be, src, ctx.locations, {}), isStoreError("bad_option"));
+  // Q2_K needs 256 columns: a clear error, not a crash
+  await assert.rejects(
+    loadFallbackCopies(be, src, ctx.locations, { type: GgmlType.Q2_K }),
+    isStoreError("bad_option"),
+  );
+  made.dispose();
+  read.dispose();
+  assert.equal(made.weights(0, 0), null);
+});
