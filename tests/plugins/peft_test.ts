@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import fc from "fast-check";
 import { parsePeftKey, patternValue, type PeftKey, perLayer, PluginError } from "../../mod.ts";
 
 Deno.test("peft: tensor keys of PEFT LoRA, original MoLA, MoE-PEFT and SRMoLE map to (layer, projection, role)", () => {
@@ -174,4 +175,55 @@ Deno.test("perLayer: numbers, explicit arrays and layer-group patterns (MoLA 246
       (e: Error) => e instanceof PluginError && /'experts'/.test(e.message),
     );
   }
+});
+
+Deno.test("peft: every expert key form parses to its (layer, projection, expert); mutated keys are refused, never thrown", () => {
+  const forms: [string, string, Record<string, string>][] = [
+    ["block_sparse_moe", "mixtral", {
+      w1: "ffn_gate_exps",
+      w3: "ffn_up_exps",
+      w2: "ffn_down_exps",
+    }],
+    ["mlp", "qwen", {
+      gate_proj: "ffn_gate_exps",
+      up_proj: "ffn_up_exps",
+      down_proj: "ffn_down_exps",
+    }],
+  ];
+  const suffixes: [string, string, number][] = [
+    ["lora_A.weight", "A", -1],
+    ["lora_B.weight", "B", -1],
+    ["lora_A_3.weight", "A", 3],
+    ["lora_B_0.weight", "B", 0],
+    ["router.router.weight", "router", -1],
+    ["lora_router.weight", "rank_router", -1],
+    ["lora_biases", "rank_bias", -1],
+  ];
+  fc.assert(
+    fc.property(
+      fc.integer({ min: 0, max: 200 }),
+      fc.integer({ min: 0, max: 300 }),
+      fc.constantFrom(...forms),
+      fc.nat(),
+      fc.constantFrom(...suffixes),
+      fc.boolean(),
+      (layer, expert, [mid, _style, names], pick, [suffix, kind, sub], prefix) => {
+        const w = Object.keys(names)[pick % 3];
+        const module = `model.layers.${layer}.${mid}.experts.${expert}.${w}`;
+        const key = `${prefix ? "base_model.model." : ""}${module}.${suffix}`;
+        const k = parsePeftKey(key) as PeftKey;
+        assert.equal(typeof k, "object", key);
+        assert.deepEqual(
+          { ...k },
+          { layer, proj: names[w], module, kind, expert: sub, ffnExpert: expert },
+        );
+        // a mutation of the key is either another valid key or a reason string: never a throw
+        for (const bad of [key.replace(".experts.", ".expert."), key.replace(`.${w}.`, ".w4.")]) {
+          const r = parsePeftKey(bad);
+          assert.ok(typeof r === "string" || (r as PeftKey).ffnExpert === -1, bad);
+        }
+      },
+    ),
+    { numRuns: 300 },
+  );
 });
