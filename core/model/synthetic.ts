@@ -112,6 +112,8 @@ export interface SyntheticDeepseekSpec {
   norm?: boolean;
   /** `expert_weights_scale` (0: not written). */
   scale?: number;
+  /** false: an older conversion without MLA keys, with `attn_kv_b` (default true). */
+  mla?: boolean;
   /** YaRN: `rope.scaling.factor`, `original_context_length`, `yarn_log_multiplier` (0: not written). */
   yarn?: { factor: number; origCtx: number; logMul: number };
 }
@@ -477,7 +479,7 @@ export function synthesizeModel(spec: SyntheticModelSpec = {}): Uint8Array {
     meta.push([a("expert_feed_forward_length"), gguf.u32(nFf)]);
   }
   if (arch === "qwen2moe") meta.push([a("expert_shared_feed_forward_length"), gguf.u32(nFfSh)]);
-  if (arch === "deepseek2") deepseekMeta(meta, ds, nFf, a);
+  if (arch === "deepseek2") deepseekMeta(meta, ds, nFf, nHead, a);
   if (arch === "gpt-oss") {
     const go = spec.gptOss ?? {};
     meta.push(
@@ -500,8 +502,8 @@ export function synthesizeModel(spec: SyntheticModelSpec = {}): Uint8Array {
 }
 
 type DeepseekResolved =
-  & Required<Omit<SyntheticDeepseekSpec, "nFfDense" | "groups" | "yarn">>
-  & Pick<SyntheticDeepseekSpec, "nFfDense" | "groups" | "yarn">;
+  & Required<Omit<SyntheticDeepseekSpec, "nFfDense" | "groups" | "yarn" | "mla">>
+  & Pick<SyntheticDeepseekSpec, "nFfDense" | "groups" | "yarn" | "mla">;
 
 const DEEPSEEK_DEFAULTS: DeepseekResolved = {
   qLoraRank: 0,
@@ -536,8 +538,12 @@ function synthMla(
   }
   mat(`${p}.attn_kv_a_mqa.weight`, nEmbd, ds.kvLoraRank + ds.ropeDim);
   norm(`${p}.attn_kv_a_norm.weight`, ds.kvLoraRank);
-  mat(`${p}.attn_k_b.weight`, ds.nopeDim, ds.kvLoraRank, [nHead]);
-  mat(`${p}.attn_v_b.weight`, ds.kvLoraRank, ds.vDim, [nHead]);
+  if (ds.mla === false) {
+    mat(`${p}.attn_kv_b.weight`, ds.kvLoraRank, nHead * (ds.nopeDim + ds.vDim));
+  } else {
+    mat(`${p}.attn_k_b.weight`, ds.nopeDim, ds.kvLoraRank, [nHead]);
+    mat(`${p}.attn_v_b.weight`, ds.kvLoraRank, ds.vDim, [nHead]);
+  }
   mat(`${p}.attn_output.weight`, nHead * ds.vDim, nEmbd);
 }
 
@@ -546,6 +552,7 @@ function deepseekMeta(
   meta: [string, GgufValue][],
   ds: DeepseekResolved,
   nFf: number,
+  nHead: number,
   a: (k: string) => string,
 ): void {
   const replaced = new Set(
@@ -557,12 +564,22 @@ function deepseekMeta(
     ].map(a),
   );
   for (let i = meta.length - 1; i >= 0; i--) if (replaced.has(meta[i][0])) meta.splice(i, 1);
+  if (ds.mla === false) {
+    meta.push(
+      [a("attention.head_count_kv"), gguf.u32(nHead)],
+      [a("attention.key_length"), gguf.u32(ds.nopeDim + ds.ropeDim)],
+      [a("attention.value_length"), gguf.u32(ds.vDim)],
+    );
+  } else {
+    meta.push(
+      [a("attention.head_count_kv"), gguf.u32(1)],
+      [a("attention.key_length"), gguf.u32(ds.kvLoraRank + ds.ropeDim)],
+      [a("attention.value_length"), gguf.u32(ds.kvLoraRank)],
+      [a("attention.key_length_mla"), gguf.u32(ds.nopeDim + ds.ropeDim)],
+      [a("attention.value_length_mla"), gguf.u32(ds.vDim)],
+    );
+  }
   meta.push(
-    [a("attention.head_count_kv"), gguf.u32(1)],
-    [a("attention.key_length"), gguf.u32(ds.kvLoraRank + ds.ropeDim)],
-    [a("attention.value_length"), gguf.u32(ds.kvLoraRank)],
-    [a("attention.key_length_mla"), gguf.u32(ds.nopeDim + ds.ropeDim)],
-    [a("attention.value_length_mla"), gguf.u32(ds.vDim)],
     [a("attention.kv_lora_rank"), gguf.u32(ds.kvLoraRank)],
     [a("attention.q_lora_rank"), gguf.u32(ds.qLoraRank)],
     [a("rope.dimension_count"), gguf.u32(ds.ropeDim)],

@@ -113,6 +113,8 @@ export interface MlaWeights {
   readonly wkB: readonly WeightView[];
   /** `attn_v_b[h]` (`kv_lora_rank → value_length_mla`): decompresses each head's output. */
   readonly wvB: readonly WeightView[];
+  /** `attn_kv_b` (`kv_lora_rank → n_head·(qk_nope + v)`), older conversions without MLA. */
+  readonly wkvB: WeightView | null;
 }
 
 /** All weights of a model. */

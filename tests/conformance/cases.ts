@@ -200,6 +200,26 @@ export const CASES: readonly ConformanceCase[] = [
     },
   },
   {
+    name: "deepseek2 F32 without MLA keys (attn_kv_b, full K/V cache), q_lora, YaRN",
+    float: true,
+    spec: {
+      ...AWKWARD,
+      arch: "deepseek2",
+      nLayer: 3,
+      type: T.F32,
+      deepseek: {
+        mla: false,
+        qLoraRank: 40,
+        kvLoraRank: 24,
+        nopeDim: 16,
+        ropeDim: 8,
+        vDim: 12,
+        yarn: { factor: 4, origCtx: 16, logMul: 0.0707 },
+      },
+      seed: 74,
+    },
+  },
+  {
     name: "deepseek2 Q8_0",
     float: false,
     // MLA chains ~8 quantized matmuls per block (q_a, q_b, kv_a, k_b and v_b per head, output),

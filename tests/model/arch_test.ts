@@ -157,7 +157,7 @@ Deno.test("deepseek2: bad or unsupported hyper-parameters fail typed, naming the
     [
       (m) => m.delete("deepseek2.attention.key_length_mla"),
       ModelError,
-      "unsupported_hparam",
+      "bad_hparam",
       "key_length_mla",
     ],
     [
@@ -306,8 +306,30 @@ Deno.test("deepseek2: the KV cache holds one latent head (kv_lora_rank + n_rot),
   equal(headDimV, 24);
   equal(mla?.headDimK, 24);
   equal(model.hp.nLayerDenseLead, 1);
+  equal(mla?.absorbed, true);
   equal(model.transformer.moe[0], null);
   assert(model.transformer.moe[1] !== null);
+  model.dispose();
+});
+
+Deno.test("deepseek2 without MLA keys (attn_kv_b): full per-head K/V in the cache", async () => {
+  const model = await loadModel(
+    synthesizeModel({
+      ...SMALL,
+      arch: "deepseek2",
+      nHead: 4,
+      nLayer: 3,
+      deepseek: { mla: false, kvLoraRank: 24, ropeDim: 8, nopeDim: 16, vDim: 12 },
+    }),
+    { backend: "ref" },
+  );
+  equal(model.hp.mla?.absorbed, false);
+  equal(model.hp.nHeadKv, 4);
+  equal(model.hp.headDimK, 24);
+  equal(model.hp.headDimV, 12);
+  const s = new Session(model, { nCtx: 16 });
+  assert((await s.eval([1, 2, 3])).every(Number.isFinite));
+  s.dispose();
   model.dispose();
 });
 

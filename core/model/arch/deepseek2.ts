@@ -9,7 +9,7 @@
  * full keys and values. Each query head's no-rope part is absorbed into the latent space by
  * `attn_k_b[h]`, attention runs as MQA over the cache, and `attn_v_b[h]` decompresses each head's
  * output before `attn_output`. Files without the MLA keys (older conversions with `attn_kv_b`)
- * are refused with a typed error.
+ * run llama.cpp's other branch: the latent is decompressed per head and the cache holds full K/V.
  *
  * @module
  */
@@ -45,35 +45,48 @@ export const deepseek2: ArchSpec = {
   readHParams: (c) => {
     const L = HPARAM_LIMITS;
     const nHeadKv = c.num("attention.head_count_kv", 0);
-    if (!c.has("attention.key_length_mla") || !c.has("attention.value_length_mla")) {
-      throw new ModelError(
-        "unsupported_hparam",
-        "Cannot load model: deepseek2 without multi-head latent attention keys " +
-          "(attention.key_length_mla/value_length_mla; an older conversion with attn_kv_b) " +
-          "is not supported: convert it with a recent llama.cpp",
-        { field: "attention.key_length_mla" },
+    const hasK = c.has("attention.key_length_mla"), hasV = c.has("attention.value_length_mla");
+    if (hasK !== hasV) {
+      throw bad(
+        "attention.key_length_mla",
+        "attention.key_length_mla and attention.value_length_mla must be both present (MLA) " +
+          "or both absent",
       );
     }
+    const absorbed = hasK;
     const kvLoraRank = c.int("attention.kv_lora_rank", undefined, 1, L.headDim);
     const qLoraRank = c.int("attention.q_lora_rank", 0, 0, L.nEmbd);
-    const headDimKMla = c.int("attention.key_length_mla", undefined, 2, L.headDim);
-    const headDimVMla = c.int("attention.value_length_mla", undefined, 1, L.headDim);
-    const nRot = c.num("rope.dimension_count", 0);
     const keyLength = c.num("attention.key_length", 0);
     const valueLength = c.num("attention.value_length", 0);
-    // the converter writes MLA as MQA over the latent: one KV head of kv_lora_rank + n_rot
-    if (nHeadKv !== 1 || keyLength !== kvLoraRank + nRot || valueLength !== kvLoraRank) {
-      throw bad(
-        "attention.key_length",
-        `deepseek2 MLA needs head_count_kv 1, key_length kv_lora_rank + rope.dimension_count ` +
-          `(${kvLoraRank} + ${nRot}) and value_length kv_lora_rank: received ${nHeadKv}, ` +
-          `${keyLength}, ${valueLength}`,
-      );
+    const nRot = c.num("rope.dimension_count", keyLength);
+    let headDimKMla: number, headDimVMla: number;
+    if (absorbed) {
+      headDimKMla = c.int("attention.key_length_mla", undefined, 2, L.headDim);
+      headDimVMla = c.int("attention.value_length_mla", undefined, 1, L.headDim);
+      // the converter writes MLA as MQA over the latent: one KV head of kv_lora_rank + n_rot
+      if (nHeadKv !== 1 || keyLength !== kvLoraRank + nRot || valueLength !== kvLoraRank) {
+        throw bad(
+          "attention.key_length",
+          `deepseek2 MLA needs head_count_kv 1, key_length kv_lora_rank + rope.dimension_count ` +
+            `(${kvLoraRank} + ${nRot}) and value_length kv_lora_rank: received ${nHeadKv}, ` +
+            `${keyLength}, ${valueLength}`,
+        );
+      }
+    } else {
+      // older conversions (attn_kv_b): full multi-head K/V of key_length / value_length per head
+      headDimKMla = keyLength;
+      headDimVMla = valueLength;
+      if (nHeadKv !== c.num("attention.head_count", 0)) {
+        throw bad(
+          "attention.head_count_kv",
+          `deepseek2 without MLA keys needs head_count_kv = head_count: received ${nHeadKv}`,
+        );
+      }
     }
     if (headDimKMla <= nRot) {
       throw bad(
         "attention.key_length_mla",
-        `attention.key_length_mla ${headDimKMla} must exceed rope.dimension_count ${nRot}`,
+        `deepseek2 per-head key length ${headDimKMla} must exceed rope.dimension_count ${nRot}`,
       );
     }
     const nLayerDenseLead = c.int("leading_dense_block_count", 0, 0, c.nLayer);
@@ -136,7 +149,14 @@ export const deepseek2: ArchSpec = {
       nLayerDenseLead,
       yarn,
       scales: { attention: kqScale },
-      mla: { qLoraRank, kvLoraRank, headDimK: headDimKMla, headDimV: headDimVMla, kqScale },
+      mla: {
+        absorbed,
+        qLoraRank,
+        kvLoraRank,
+        headDimK: headDimKMla,
+        headDimV: headDimVMla,
+        kqScale,
+      },
     };
   },
   loadLayer: loadDeepseek2Layer,
@@ -177,8 +197,15 @@ async function loadDeepseek2Layer(
     wqB: qLora ? await ld.matrix(`${pre}.attn_q_b.weight`, m.qLoraRank, nHead * m.headDimK) : null,
     wkvA: await ld.matrix(`${pre}.attn_kv_a_mqa.weight`, nEmbd, m.kvLoraRank + nRot),
     kvANorm: await ld.vector(`${pre}.attn_kv_a_norm.weight`, m.kvLoraRank),
-    wkB: await ld.matrixStack(`${pre}.attn_k_b.weight`, nope, m.kvLoraRank, nHead),
-    wvB: await ld.matrixStack(`${pre}.attn_v_b.weight`, m.kvLoraRank, m.headDimV, nHead),
+    wkB: m.absorbed
+      ? await ld.matrixStack(`${pre}.attn_k_b.weight`, nope, m.kvLoraRank, nHead)
+      : [],
+    wvB: m.absorbed
+      ? await ld.matrixStack(`${pre}.attn_v_b.weight`, m.kvLoraRank, m.headDimV, nHead)
+      : [],
+    wkvB: m.absorbed
+      ? null
+      : await ld.matrix(`${pre}.attn_kv_b.weight`, m.kvLoraRank, nHead * (nope + m.headDimV)),
   };
   const wo = await ld.matrix(`${pre}.attn_output.weight`, nHead * m.headDimV, nEmbd);
   const ffnNorm = await ld.vector(`${pre}.ffn_norm.weight`, nEmbd);
@@ -255,6 +282,10 @@ export function mlaAttention(
     }
   }
   applyRope(be, qpe, n, H, nRot, c.positions, c.rope, hp.yarn);
+  if (!m.absorbed) {
+    decompressedAttention(c, l, lw, q, qpe, latent, kpe, out);
+    return;
+  }
   const Q = S.get("mla.Q", n * H * qkDim);
   const qn = S.get("mla.qn", n * nope);
   const qabs = S.get("mla.qabs", n * kvr);
@@ -290,6 +321,43 @@ export function mlaAttention(
   }
   // not through the adapters: their attn_output shape is n_head·value_length, not ·value_length_mla
   be.matmul(lw.wo, o, n, out);
+}
+
+/**
+ * The non-MLA branch of llama.cpp's deepseek2 graph (older conversions with `attn_kv_b`): the
+ * latent is decompressed to per-head `k_nope ‖ v`, each head's key is `k_nope ‖ k_pe` (the rope
+ * key shared by all heads), and attention runs as plain MHA with full K/V in the cache.
+ */
+function decompressedAttention(
+  c: LayerContext,
+  l: number,
+  lw: LayerWeights,
+  q: Float32Array,
+  qpe: Float32Array,
+  latent: Float32Array,
+  kpe: Float32Array,
+  out: Float32Array,
+): void {
+  const { be, hp, S, n } = c;
+  const m = hp.mla!, w = lw.mla!;
+  const { nHead: H, nRot } = hp;
+  const dk = m.headDimK, dv = m.headDimV, nope = dk - nRot, row = nope + dv;
+  const kv = S.get("mla.kv", n * H * row);
+  be.matmul(w.wkvB!, latent, n, kv);
+  const K = S.get("mla.Kfull", n * H * dk), V = S.get("mla.Vfull", n * H * dv);
+  for (let t = 0; t < n; t++) {
+    for (let hd = 0; hd < H; hd++) {
+      const src = (t * H + hd) * row, kd = (t * H + hd) * dk;
+      K.set(kv.subarray(src, src + nope), kd);
+      K.set(kpe.subarray(t * nRot, (t + 1) * nRot), kd + nope);
+      V.set(kv.subarray(src + nope, src + row), (t * H + hd) * dv);
+      // the query's rope part, rotated in place (ggml_rope_set_offset(q, qk_nope))
+      q.set(qpe.subarray((t * H + hd) * nRot, (t * H + hd + 1) * nRot), kd + nope);
+    }
+  }
+  const att = S.get("mla.attfull", n * H * dv);
+  attend(c, l, q, K, V, att);
+  be.matmul(lw.wo, att, n, out);
 }
 
 /** One deepseek2 block: `x += mla(norm(x)); x += ffn(norm(x))` (dense, or routed + shared). */

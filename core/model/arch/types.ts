@@ -136,6 +136,11 @@ export interface SwaParams {
 
 /** Multi-head latent attention (DeepSeek-V2/V3) dimensions. */
 export interface MlaParams {
+  /**
+   * MLA form (`attention.key_length_mla` present, `attn_k_b`/`attn_v_b`): the cache holds the
+   * latent; false: an older conversion (`attn_kv_b`), decompressed to full per-head K/V.
+   */
+  readonly absorbed: boolean;
   /** `attention.q_lora_rank` (0: Q is projected directly, as in V2-Lite). */
   readonly qLoraRank: number;
   /** `attention.kv_lora_rank`: width of the compressed KV latent. */
