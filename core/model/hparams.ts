@@ -307,6 +307,7 @@ export function readHParams(meta: GgufMetadata, nVocab: number): HParams {
     arch: archName,
     nLayer,
     nEmbd,
+    nVocab,
     nExpert,
     nExpertUsed,
     nFf,

@@ -216,6 +216,18 @@ Deno.test("deepseek2: bad or unsupported hyper-parameters fail typed, naming the
       "expert_group_used_count",
     ],
     [
+      (m) => m.set("deepseek2.nextn_predict_layers", gguf.u32(1)),
+      ModelError,
+      "unsupported_hparam",
+      "nextn_predict_layers",
+    ],
+    [
+      (m) => m.set("deepseek2.attention.temperature_scale", gguf.f32(0.1)),
+      ModelError,
+      "unsupported_hparam",
+      "temperature_scale",
+    ],
+    [
       (m) => m.set("deepseek2.rope.scaling.type", gguf.str("longrope")),
       ModelError,
       "unsupported_hparam",

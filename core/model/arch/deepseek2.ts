@@ -95,8 +95,21 @@ export const deepseek2: ArchSpec = {
     if (nLayerDenseLead < c.nLayer && c.nExpert === 0) {
       throw bad("expert_count", "deepseek2 MoE blocks need expert_count > 0");
     }
+    for (const key of ["nextn_predict_layers", "attention.temperature_scale"]) {
+      // multi-token-prediction blocks and attention temperature are not run here: refuse them
+      // rather than evaluate the MTP block as a trunk block or skip a score scale
+      if (c.has(key) && c.num(key) !== 0) {
+        throw new ModelError(
+          "unsupported_hparam",
+          `Cannot load model: deepseek2.${key} ${c.num(key)} is not supported`,
+          { field: key },
+        );
+      }
+    }
     const gf = c.int("expert_gating_func", 0, 0, 4);
-    const gating = gf === 0 ? "softmax" : GATING[gf];
+    // llama.cpp: unset gating is softmax, except GLM-4.7-Flash (47/48 blocks, 154880 tokens)
+    const glm = (c.nLayer === 47 || c.nLayer === 48) && c.nVocab === 154880;
+    const gating = gf === 0 ? (glm ? "sigmoid" : "softmax") : GATING[gf];
     if (!gating) {
       throw new ModelError(
         "unsupported_hparam",

@@ -36,6 +36,8 @@ export interface HParamContext {
   readonly nLayer: number;
   /** Hidden size. */
   readonly nEmbd: number;
+  /** Vocabulary size (rows of `token_embd`). */
+  readonly nVocab: number;
   /** Experts per layer. */
   readonly nExpert: number;
   /** Experts per token. */
