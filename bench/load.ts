@@ -10,10 +10,28 @@
  * deno run -A bench/load.ts [--clients 64] [--duration 20] [--warmup 10] [--max-tokens 32] [--slots 4,64]
  * ```
  *
+ * With `--streams 1,2,4,8,16` it measures continuous batching instead: one
+ * server (slots = the largest stream count) on `--model` (`default`, or a
+ * bench MoE type such as `q4_0`, or a GGUF path), and for each stream count c,
+ * c streaming clients started together (distinct prompts of `--prompt-tokens`
+ * ids, greedy, `--max-tokens` tokens each); it reports aggregate decode tok/s
+ * (tokens after each stream's first, over the time from the first first-token
+ * to the last token), its ratio to one stream, and TTFT p50/p99, next to
+ * llama.cpp's batched decode of the same prompts on the same model in the same
+ * run (node-llama-cpp, one context with c sequences, `--threads` threads;
+ * `bench/peers/llamacpp_batch.mjs`).
+ *
+ * ```sh
+ * deno run -A bench/load.ts --streams 1,2,4,8,16 --model q4_0 [--max-tokens 32] [--threads 1]
+ * ```
+ *
  * @module
  */
 
 import { parseArgs } from "node:util";
+import { bannedTokens, benchPrompt, ensureBenchModel } from "./bench_model.ts";
+import { defaultModelBytes } from "../core/model/default_model.ts";
+import { loadModel } from "../core/model/model.ts";
 
 interface Config {
   clients: number;
@@ -45,6 +63,7 @@ const MAIN = new URL("../main.ts", import.meta.url).pathname;
 async function startServer(
   slots: number,
   clients: number,
+  modelPath?: string,
 ): Promise<{ url: string; child: Deno.ChildProcess }> {
   const child = new Deno.Command(Deno.execPath(), {
     args: ["run", "--allow-read", "--allow-env", "--allow-net", MAIN],
@@ -54,6 +73,7 @@ async function startServer(
       MOE_EDGE_MAX_CONCURRENT: String(slots),
       MOE_EDGE_MAX_QUEUE: String(clients),
       MOE_EDGE_API_KEY: "",
+      ...(modelPath ? { MOE_EDGE_MODEL: modelPath } : {}),
     },
     stdout: "piped",
     stderr: "inherit",
@@ -237,6 +257,212 @@ function table(rows: Row[], cfg: Omit<Config, "slots">): string {
   return lines.join("\n");
 }
 
+/** One stream of a scaling round: ms from the round's start to its first and last token. */
+interface StreamTiming {
+  first: number;
+  end: number;
+  tokens: number;
+}
+
+/** Aggregate figures of one round of `c` streams. */
+interface RoundStats {
+  streams: number;
+  /** Σ (tokens − 1) / (last token − first first-token), tok/s. */
+  decodeTokPerS: number;
+  ttftP50: number;
+  ttftP99: number;
+}
+
+function roundStats(streams: number, per: readonly StreamTiming[]): RoundStats {
+  const firsts = per.map((p) => p.first).sort((a, b) => a - b);
+  const end = Math.max(...per.map((p) => p.end));
+  const decoded = per.reduce((a, p) => a + p.tokens - 1, 0);
+  return {
+    streams,
+    decodeTokPerS: decoded / ((end - firsts[0]) / 1000),
+    ttftP50: percentile(firsts, 50),
+    ttftP99: percentile(firsts, 99),
+  };
+}
+
+/** One greedy streaming completion of token ids; timings relative to `t0`. */
+async function streamIds(
+  url: string,
+  prompt: number[],
+  maxTokens: number,
+  banned: readonly number[],
+  t0: number,
+): Promise<StreamTiming> {
+  const res = await fetch(`${url}/v1/completions`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({
+      prompt,
+      max_tokens: maxTokens,
+      temperature: 0,
+      ignore_eos: true,
+      logit_bias: Object.fromEntries(banned.map((id) => [String(id), -100])),
+      stream: true,
+      stream_options: { include_usage: true },
+    }),
+  });
+  if (res.status !== 200) throw new Error(`HTTP ${res.status}: ${await res.text()}`);
+  const reader = res.body!.pipeThrough(new TextDecoderStream()).getReader();
+  let buf = "", first = NaN, last = NaN, tokens = -1;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    buf += value;
+    let k: number;
+    while ((k = buf.indexOf("\n\n")) >= 0) {
+      const ev = buf.slice(0, k).replace(/^data: /, "");
+      buf = buf.slice(k + 2);
+      if (ev === "[DONE]") continue;
+      const j = JSON.parse(ev);
+      if (j.error) throw new Error(`stream error: ${j.error.code}`);
+      if (j.choices?.[0]?.text !== undefined) {
+        last = performance.now() - t0;
+        if (Number.isNaN(first)) first = last;
+      }
+      if (j.usage) tokens = j.usage.completion_tokens;
+    }
+  }
+  if (tokens < 0) throw new Error("stream ended without usage");
+  return { first, end: last, tokens };
+}
+
+interface ScalingConfig {
+  streams: number[];
+  /** Rounds per stream count; the round with the best decode tok/s is reported. */
+  rounds: number;
+  model: string;
+  maxTokens: number;
+  promptTokens: number;
+  threads: number;
+}
+
+/** The model file, its prompts (one per stream) and the ids banned on both engines. */
+async function scalingModel(
+  cfg: ScalingConfig,
+): Promise<{ path: string | undefined; file: string; prompts: number[][]; banned: number[] }> {
+  const n = Math.max(...cfg.streams);
+  if (cfg.model === "default") {
+    const m = await loadModel(defaultModelBytes(), { backend: "ref" });
+    const prompts = Array.from(
+      { length: n },
+      (_, i) => m.tokenizer.encode(`Once upon a time, story ${i + 1}: the`, { addBos: true }),
+    );
+    const eog = [m.tokenizer.eosId].filter((id): id is number => typeof id === "number");
+    m.dispose();
+    const file = new URL("../core/model/default_model.gguf", import.meta.url).pathname;
+    return { path: undefined, file, prompts, banned: eog };
+  }
+  const file = /\.gguf$/.test(cfg.model) ? cfg.model : (await ensureBenchModel(cfg.model)).path;
+  const base = benchPrompt(cfg.promptTokens).ids;
+  // distinct prompts: the same words rotated, BOS first
+  const prompts = Array.from({ length: n }, (_, i) => {
+    const rest = base.slice(1);
+    const r = i % rest.length;
+    return [base[0], ...rest.slice(r), ...rest.slice(0, r)];
+  });
+  return { path: file, file, prompts, banned: bannedTokens().all as number[] };
+}
+
+/** llama.cpp's batched decode of the first `c` prompts (`rounds` rounds), via the peer script. */
+async function llamaCppRound(
+  cfg: ScalingConfig,
+  file: string,
+  prompts: number[][],
+  banned: number[],
+  c: number,
+): Promise<{ stats: RoundStats; version: string; threads: number }> {
+  const peer = new URL("./peers/llamacpp_batch.mjs", import.meta.url).pathname;
+  const out = await new Deno.Command("node", {
+    args: [
+      peer,
+      JSON.stringify({
+        model: file,
+        prompts: prompts.slice(0, Math.max(c, 2)),
+        streams: [c],
+        decode: cfg.maxTokens - 1,
+        banned,
+        threads: cfg.threads,
+        rounds: cfg.rounds,
+      }),
+    ],
+    stderr: "inherit",
+  }).output();
+  const res = JSON.parse(new TextDecoder().decode(out.stdout).trim().split("\n").at(-1)!);
+  if (res.error) throw new Error(`llama.cpp peer failed: ${res.error}`);
+  const row: { streams: number; rounds: StreamTiming[][] } = res.rows[0];
+  const stats = row.rounds.map((per) => roundStats(row.streams, per)).reduce((a, b) =>
+    b.decodeTokPerS > a.decodeTokPerS ? b : a
+  );
+  return { stats, version: res.llamaCppVersion, threads: res.threads };
+}
+
+async function runScaling(cfg: ScalingConfig): Promise<string> {
+  const { path, file, prompts, banned } = await scalingModel(cfg);
+  const maxC = Math.max(...cfg.streams);
+  const ours: RoundStats[] = [];
+  const theirs: RoundStats[] = [];
+  let peerInfo = { version: "?", threads: cfg.threads };
+  const { url, child } = await startServer(maxC, maxC, path);
+  try {
+    // warm-up: JIT, WASM memory, the model's pages
+    await Promise.all([0, 1].map((i) => streamIds(url, prompts[i], 4, banned, performance.now())));
+    // each stream count: moe-edge, then llama.cpp right after, so both see the same machine load
+    for (const c of cfg.streams) {
+      console.error(`bench/load: ${c} streams: moe-edge…`);
+      let best: RoundStats | null = null;
+      for (let r = 0; r < cfg.rounds; r++) {
+        const t0 = performance.now();
+        const per = await Promise.all(
+          prompts.slice(0, c).map((p) => streamIds(url, p, cfg.maxTokens, banned, t0)),
+        );
+        const st = roundStats(c, per);
+        if (!best || st.decodeTokPerS > best.decodeTokPerS) best = st;
+      }
+      ours.push(best!);
+      console.error(`bench/load: ${c} streams: llama.cpp…`);
+      const p = await llamaCppRound(cfg, file, prompts, banned, c);
+      theirs.push(p.stats);
+      peerInfo = p;
+    }
+  } finally {
+    child.kill("SIGTERM");
+    await child.status;
+  }
+  const res = { llamaCppVersion: peerInfo.version, threads: peerInfo.threads };
+  const lines = [
+    `Streams: ${cfg.streams.join(", ")} concurrent greedy streaming completions of ` +
+    `${prompts[0].length}-token prompts, max_tokens ${cfg.maxTokens}, best of ${cfg.rounds} ` +
+    `rounds per row, model ${cfg.model} ` +
+    `(${file.split("/").pop()}), loopback; llama.cpp ${res.llamaCppVersion} batched decode ` +
+    `(one context, c sequences, ${res.threads} thread(s), flash attention off, F16 KV); ` +
+    `moe-edge: one server, ${maxC} slots, backend auto (WASM, one thread). Deno ${Deno.version.deno}, ` +
+    `${navigator.hardwareConcurrency} CPUs, load average ${
+      Deno.loadavg().map((x) => x.toFixed(1)).join(" ")
+    } at the end.`,
+    "",
+    "| streams | moe-edge decode tok/s | × 1 stream | TTFT p50 ms | TTFT p99 ms | llama.cpp decode tok/s | × 1 stream | TTFT p50 ms | TTFT p99 ms | moe-edge / llama.cpp |",
+    "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+  ];
+  for (let i = 0; i < ours.length; i++) {
+    const a = ours[i], b = theirs[i];
+    lines.push(
+      `| ${a.streams} | ${a.decodeTokPerS.toFixed(1)} | ${
+        (a.decodeTokPerS / ours[0].decodeTokPerS).toFixed(2)
+      }× | ${a.ttftP50.toFixed(0)} | ${a.ttftP99.toFixed(0)} | ${b.decodeTokPerS.toFixed(1)} | ${
+        (b.decodeTokPerS / theirs[0].decodeTokPerS).toFixed(2)
+      }× | ${b.ttftP50.toFixed(0)} | ${b.ttftP99.toFixed(0)} | ${
+        (a.decodeTokPerS / b.decodeTokPerS).toFixed(2)
+      }× |`,
+    );
+  }
+  return lines.join("\n");
+}
+
 if (import.meta.main) {
   const { values } = parseArgs({
     args: Deno.args,
@@ -246,8 +472,26 @@ if (import.meta.main) {
       warmup: { type: "string", default: "10" },
       "max-tokens": { type: "string", default: "32" },
       slots: { type: "string", default: "4,64" },
+      streams: { type: "string" },
+      model: { type: "string", default: "default" },
+      "prompt-tokens": { type: "string", default: "16" },
+      threads: { type: "string", default: "1" },
+      rounds: { type: "string", default: "2" },
     },
   });
+  if (values.streams) {
+    console.log(
+      await runScaling({
+        streams: values.streams.split(",").map(Number),
+        model: values.model,
+        maxTokens: Number(values["max-tokens"]),
+        promptTokens: Number(values["prompt-tokens"]),
+        rounds: Number(values.rounds),
+        threads: Number(values.threads),
+      }),
+    );
+    Deno.exit(0);
+  }
   const common = {
     clients: Number(values.clients),
     durationS: Number(values.duration),

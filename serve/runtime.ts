@@ -27,10 +27,12 @@ export interface RuntimeOptions {
   /** Generations decoding at once, batched into one forward pass per step (default 4). */
   maxConcurrent?: number;
   /**
-   * Most prompt tokens evaluated per step across new requests (default 32): a long prompt is
-   * prefilled over several steps while the other generations keep decoding.
+   * Most prompt tokens evaluated per step across new requests while others decode (default 64):
+   * a long prompt is prefilled over several steps while the other generations keep decoding.
    */
   prefillChunk?: number;
+  /** Most prompt tokens per step while no generation is decoding (default 512). */
+  prefillBurst?: number;
   /** Requests waiting for a slot before new ones get 429 (default 64). */
   maxQueue?: number;
   /** Largest context (prompt + completion) of one request (default min(training context, 2048)). */
@@ -111,7 +113,8 @@ export class ModelRuntime {
     this.experts = new ExpertUsage(model);
     this.#batch = new BatchScheduler(model, {
       maxSequences: this.#limiter.maxActive,
-      prefillChunk: opts.prefillChunk ?? 32,
+      prefillChunk: opts.prefillChunk ?? 64,
+      prefillBurst: opts.prefillBurst,
       onStep: () => this.experts.flush(),
     });
   }

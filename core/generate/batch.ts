@@ -10,8 +10,9 @@
  * - New sequences join at the next step; finished, cancelled or aborted ones
  *   leave at the next step and free their KV cache.
  * - A new prompt is prefilled in chunks (at most `prefillChunk` prompt tokens
- *   per step, oldest prompt first), so it never stalls the others' decoding
- *   for more than one chunk, and every prompt progresses (no starvation).
+ *   per step while others decode, `prefillBurst` while none does; oldest
+ *   prompt first), so it never stalls the others' decoding for more than one
+ *   chunk, and every prompt progresses (no starvation).
  * - Each sequence samples with its own options, seed and stops
  *   ({@link Continuation}), so its tokens are those of `generate` alone up to
  *   the backend's multi-row summation order (docs/batching.md).
@@ -33,8 +34,17 @@ import type { GenerateResult } from "./generate.ts";
 export interface BatchSchedulerOptions {
   /** Most sequences at once (slots; default 4). {@link BatchScheduler.submit} beyond throws. */
   maxSequences?: number;
-  /** Most prompt tokens evaluated per step, over all prefilling sequences (default 32). */
+  /**
+   * Most prompt tokens evaluated per step over all prefilling sequences while some sequence is
+   * decoding (default 64): bounds how long a new prompt stalls the others' next token.
+   */
   prefillChunk?: number;
+  /**
+   * Most prompt tokens per step while no sequence is decoding (default 512, at least
+   * `prefillChunk`): nobody waits on a token then, so prompts arriving together are prefilled
+   * in one pass, where the MoE layer shares each expert's weights among more rows.
+   */
+  prefillBurst?: number;
   /** Called after every step (metrics, expert-usage flushes). Must not throw. */
   onStep?: (info: StepInfo) => void;
 }
@@ -140,8 +150,10 @@ export class BatchScheduler {
   readonly model: Model;
   /** Slot count. */
   readonly maxSequences: number;
-  /** Prompt tokens per step. */
+  /** Prompt tokens per step while some sequence decodes. */
   readonly prefillChunk: number;
+  /** Prompt tokens per step while none decodes. */
+  readonly prefillBurst: number;
   readonly #onStep: ((info: StepInfo) => void) | undefined;
   readonly #seqs: Seq[] = [];
   #logits: Float32Array;
@@ -151,7 +163,8 @@ export class BatchScheduler {
   /** @param model loaded model; @param opts slots, prefill chunk, step observer */
   constructor(model: Model, opts: BatchSchedulerOptions = {}) {
     const maxSequences = opts.maxSequences ?? 4;
-    const prefillChunk = opts.prefillChunk ?? 32;
+    const prefillChunk = opts.prefillChunk ?? 64;
+    const prefillBurst = opts.prefillBurst ?? Math.max(512, prefillChunk);
     if (!Number.isInteger(maxSequences) || maxSequences < 1 || maxSequences > 4096) {
       throw new GenerationError(
         "bad_batch",
@@ -164,9 +177,16 @@ export class BatchScheduler {
         `Cannot create batch scheduler: prefillChunk must be an integer in [1, 65536]: received ${prefillChunk}`,
       );
     }
+    if (!Number.isInteger(prefillBurst) || prefillBurst < prefillChunk || prefillBurst > 65536) {
+      throw new GenerationError(
+        "bad_batch",
+        `Cannot create batch scheduler: prefillBurst must be an integer in [prefillChunk, 65536]: received ${prefillBurst}`,
+      );
+    }
     this.model = model;
     this.maxSequences = maxSequences;
     this.prefillChunk = prefillChunk;
+    this.prefillBurst = prefillBurst;
     this.#onStep = opts.onStep;
     this.#logits = new Float32Array(0);
   }
@@ -298,7 +318,7 @@ export class BatchScheduler {
         members.push(s);
         decodeRows++;
       }
-      let budget = this.prefillChunk;
+      let budget = decodeRows > 0 ? this.prefillChunk : this.prefillBurst;
       for (const s of this.#seqs) {
         if (budget === 0) break;
         if (!s.prefilling) continue;

@@ -69,7 +69,11 @@ for (const [name, m] of Object.entries(models)) {
         fc.array(reqArb, { minLength: 1, maxLength: 6 }),
         fc.integer({ min: 1, max: 8 }),
         async (reqs, chunk) => {
-          const sched = new BatchScheduler(m, { maxSequences: 6, prefillChunk: chunk });
+          const sched = new BatchScheduler(m, {
+            maxSequences: 6,
+            prefillChunk: chunk,
+            prefillBurst: 2 * chunk,
+          });
           // sequences join after `delay` steps of the scheduler
           const runs = reqs.map(async (r) => {
             while (sched.stepCount < r.delay && sched.active > 0) {
@@ -219,6 +223,10 @@ Deno.test("batch: bad requests and a full batch get typed errors", () => {
   );
   assert.throws(() => new BatchScheduler(m, { maxSequences: 0 }), code("bad_batch"));
   assert.throws(() => new BatchScheduler(m, { prefillChunk: 1.5 }), code("bad_batch"));
+  assert.throws(
+    () => new BatchScheduler(m, { prefillChunk: 8, prefillBurst: 4 }),
+    code("bad_batch"),
+  );
   const s = sched.submit({ prompt: [1], maxTokens: 1 });
   assert.throws(() => sched.submit({ prompt: [1], maxTokens: 1 }), code("batch_full"));
   s.cancel();
