@@ -246,17 +246,31 @@ export function addLoraDelta(
   nTokens: number,
   out: Float32Array,
 ): void {
-  const { rank, dIn, dOut, b, bias } = p;
-  const z = new Float64Array(rank);
-  for (let t = 0; t < nTokens; t++) {
-    projectA(p, x, t * dIn, z);
-    const o = t * dOut;
-    for (let r = 0; r < dOut; r++) {
-      let s = bias ? bias[r] : 0;
-      const row = r * rank;
-      for (let i = 0; i < rank; i++) s += b[row + i] * z[i];
-      out[o + r] += scale * s;
-    }
+  for (let t = 0; t < nTokens; t++) addLoraRow(p, scale, x, t * p.dIn, out, t * p.dOut);
+}
+
+let zScratch = new Float64Array(64);
+
+/**
+ * `out[oOff..+dOut] += scale · (B·(A·x[xOff..+dIn]) + bias)` for one row, with no allocation
+ * (the rank-r intermediate lives in a shared scratch: calls are synchronous, never nested).
+ */
+export function addLoraRow(
+  p: LoraPair,
+  scale: number,
+  x: Float32Array,
+  xOff: number,
+  out: Float32Array,
+  oOff: number,
+): void {
+  const { rank, dOut, b, bias } = p;
+  if (zScratch.length < rank) zScratch = new Float64Array(rank);
+  const z = projectA(p, x, xOff, zScratch);
+  for (let r = 0; r < dOut; r++) {
+    let s = bias ? bias[r] : 0;
+    const row = r * rank;
+    for (let i = 0; i < rank; i++) s += b[row + i] * z[i];
+    out[oOff + r] += scale * s;
   }
 }
 

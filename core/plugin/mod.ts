@@ -65,6 +65,7 @@ export {
 export {
   ADAPTABLE_PROJECTIONS,
   addLoraDelta,
+  addLoraRow,
   checkPair,
   isDenseLayer,
   isExpertProjection,

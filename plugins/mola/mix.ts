@@ -9,7 +9,7 @@
  */
 
 import {
-  addLoraDelta,
+  addLoraRow,
   type LoraPair,
   matVecF32,
   PluginError,
@@ -63,30 +63,53 @@ export function checkMix(m: LoraMix, what: string): LoraMix {
 
 /** The route of token row `x[xOff..]`: top-k experts (ties to the lower index) with renormalized weights. */
 export function mixRoute(m: LoraMix, x: Float32Array, xOff: number): Route {
+  const experts = new Int32Array(m.topK), weights = new Float32Array(m.topK);
+  routeInto(m, x, xOff, new Float32Array(m.experts.length), experts, weights);
+  return { experts, weights };
+}
+
+/** {@link mixRoute} into caller buffers (`g` holds the gate values). */
+function routeInto(
+  m: LoraMix,
+  x: Float32Array,
+  xOff: number,
+  g: Float32Array,
+  experts: Int32Array,
+  weights: Float32Array,
+): void {
   const e = m.experts.length;
-  const g = matVecF32(m.router, e, m.dIn, x, xOff, new Float32Array(e));
+  matVecF32(m.router, e, m.dIn, x, xOff, g);
   if (m.gating === "sigmoid") {
     for (let i = 0; i < e; i++) {
       g[i] = Math.fround(Math.fround(1 / (1 + Math.exp(-g[i]))) + (m.bias ? m.bias[i] : 0));
     }
   } else softmaxInPlace(g);
-  const experts = topK(g, m.topK);
-  const weights = new Float32Array(m.topK);
+  topK(g, m.topK, experts);
   let sum = 0;
   for (let j = 0; j < m.topK; j++) sum += weights[j] = g[experts[j]];
   const s = Math.fround(sum);
   for (let j = 0; j < m.topK; j++) weights[j] = Math.fround(weights[j] / s);
-  return { experts, weights };
 }
+
+/** Per-mixture route buffers, so a decoded token allocates nothing. */
+const scratch = new WeakMap<LoraMix, { g: Float32Array; e: Int32Array; w: Float32Array }>();
 
 /** `out[t] += Σ_j w_tj · s · B_j(A_j·x[t])` for `nTokens` rows. */
 export function addMixDelta(m: LoraMix, x: Float32Array, nTokens: number, out: Float32Array): void {
   const { dIn, dOut } = m;
+  let b = scratch.get(m);
+  if (!b) {
+    b = {
+      g: new Float32Array(m.experts.length),
+      e: new Int32Array(m.topK),
+      w: new Float32Array(m.topK),
+    };
+    scratch.set(m, b);
+  }
   for (let t = 0; t < nTokens; t++) {
-    const r = mixRoute(m, x, t * dIn);
-    const xr = x.subarray(t * dIn, (t + 1) * dIn), or = out.subarray(t * dOut, (t + 1) * dOut);
-    for (let j = 0; j < r.experts.length; j++) {
-      addLoraDelta(m.experts[r.experts[j]], r.weights[j] * m.scale, xr, 1, or);
+    routeInto(m, x, t * dIn, b.g, b.e, b.w);
+    for (let j = 0; j < m.topK; j++) {
+      addLoraRow(m.experts[b.e[j]], b.w[j] * m.scale, x, t * dIn, out, t * dOut);
     }
   }
 }

@@ -104,20 +104,50 @@ export function smoraRoute(
   x: Float32Array,
   xOff: number,
 ): { ranks: Int32Array; gates: Float32Array } {
+  const b = buffers(m);
+  routeInto(m, x, xOff, b);
+  return { ranks: b.ranks.slice(), gates: b.gates.slice() };
+}
+
+/** Per-module route buffers, so a decoded token allocates nothing. */
+interface SmoraBuffers {
+  g: Float32Array;
+  biased: Float32Array;
+  ranks: Int32Array;
+  gates: Float32Array;
+  c: Float64Array;
+}
+
+const scratch = new WeakMap<SmoraModule, SmoraBuffers>();
+
+function buffers(m: SmoraModule): SmoraBuffers {
+  let b = scratch.get(m);
+  if (!b) {
+    b = {
+      g: new Float32Array(m.rank / m.partition),
+      biased: new Float32Array(m.rank),
+      ranks: new Int32Array(m.k),
+      gates: new Float32Array(m.k),
+      c: new Float64Array(m.k),
+    };
+    scratch.set(m, b);
+  }
+  return b;
+}
+
+function routeInto(m: SmoraModule, x: Float32Array, xOff: number, b: SmoraBuffers): void {
   const blocks = m.rank / m.partition;
-  const g = matVecF32(m.router, blocks, m.dIn, x, xOff, new Float32Array(blocks));
-  const biased = new Float32Array(m.rank);
+  const { g, biased, ranks, gates } = b;
+  matVecF32(m.router, blocks, m.dIn, x, xOff, g);
   for (let i = 0; i < m.rank; i++) {
     const s = Math.fround(1 / (1 + Math.exp(-g[Math.floor(i / m.partition)])));
     biased[i] = Math.fround(s + m.bias[i]);
   }
-  const ranks = topK(biased, m.k);
-  const gates = new Float32Array(m.k);
+  topK(biased, m.k, ranks);
   let sum = 0;
   for (let j = 0; j < m.k; j++) sum += gates[j] = biased[ranks[j]];
   const s = Math.fround(sum);
   for (let j = 0; j < m.k; j++) gates[j] = Math.fround(gates[j] / s);
-  return { ranks, gates };
 }
 
 /** `out[t] += α Σ_{i∈I_t} ĝ_i (A_i·x[t]) B[:,i]` for `nTokens` rows. */
@@ -128,10 +158,11 @@ export function addSmoraDelta(
   out: Float32Array,
 ): void {
   const { dIn, dOut, rank, a, b, k } = m;
-  const c = new Float64Array(k);
+  const buf = buffers(m);
+  const { c, ranks, gates } = buf;
   for (let t = 0; t < nTokens; t++) {
     const xo = t * dIn;
-    const { ranks, gates } = smoraRoute(m, x, xo);
+    routeInto(m, x, xo, buf);
     for (let j = 0; j < k; j++) {
       let z = 0;
       const row = ranks[j] * dIn;
