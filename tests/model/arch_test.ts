@@ -104,6 +104,36 @@ for (const arch of SYNTH_ARCHS) {
   });
 }
 
+for (const arch of ["deepseek2", "gpt-oss", "granitemoe"] as const) {
+  Deno.test(`${arch}: experts streamed under a 2-expert budget give the resident logits, bit for bit`, async () => {
+    const nExpert = 6;
+    const bytes = synthesizeModel({ ...SMALL, arch, nLayer: 3, nExpert, nFfShared: 24, seed: 9 });
+    const f = await readGguf(new MemorySource(bytes));
+    // one expert = its gate, up and down slices (the same in every MoE layer here)
+    const perExpert = ["gate", "up", "down"]
+      .map((p) => f.tensor(`blk.2.ffn_${p}_exps.weight`).nbytes / nExpert)
+      .reduce((a, b) => a + b, 0);
+    const run = async (budget?: number) => {
+      const m = await loadModel(bytes, {
+        backend: "ref",
+        ...(budget ? { expertBudgetBytes: budget } : {}),
+      });
+      const store = m.store.constructor.name;
+      const s = new Session(m, { nCtx: 16 });
+      const out: number[] = [];
+      for (const batch of [[5, 77, 120, 9], [33], [250]]) out.push(...(await s.eval(batch)));
+      s.dispose();
+      m.dispose();
+      return { out, store };
+    };
+    const resident = await run();
+    const streamed = await run(2 * perExpert);
+    assert(resident.store !== streamed.store, `${streamed.store} streams`);
+    equal(streamed.out.length, resident.out.length);
+    for (let i = 0; i < resident.out.length; i++) equal(streamed.out[i], resident.out[i]);
+  });
+}
+
 Deno.test("granitemoe: logit_scale is required (GgufError missing_key naming it)", async () => {
   const bytes = await withMeta(
     synthesizeModel({ ...SMALL, arch: "granitemoe" }),
