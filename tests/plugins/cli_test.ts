@@ -106,3 +106,25 @@ Deno.test("cli: a broken manifest exits 1 listing every problem; --manifest with
     await cleanup(dir);
   }
 });
+
+Deno.test("cli: the shipped adapter examples change the default model's text in their trained direction", async () => {
+  const ex = (name: string) =>
+    new URL(`../../examples/${name}/model.json`, import.meta.url).pathname;
+  const text = async (args: string[]): Promise<string> => {
+    const r = await cli(["generate", ...args, "--max-tokens", "10", "--json"]);
+    assert.equal(r.code, 0, r.stderr);
+    return JSON.parse(r.stdout.trim().split("\n").at(-1)!).text;
+  };
+  const fox = ["--prompt", "The little fox"];
+  const qa = ["--prompt", "Tom found a blue ball in the park. Q: What did Tom find? A:"];
+  const [base, sea, baseQa, smora] = await Promise.all([
+    text(fox),
+    text(["--manifest", ex("mola-sea"), ...fox]),
+    text(qa),
+    text(["--manifest", ex("smora-qa"), ...qa]),
+  ]);
+  assert.ok(!/sail|ship|boat|sea|island/.test(base), `base: ${base}`);
+  assert.match(sea, /sailed/, `mola-sea: ${sea}`); // the sea-voyage domain
+  assert.ok(!baseQa.startsWith(" a blue ball."), `base: ${baseQa}`);
+  assert.ok(smora.startsWith(" a blue ball."), `smora-qa: ${smora}`); // the Q/A task format
+});
