@@ -58,6 +58,12 @@ export interface LoadFromManifestOptions extends PluginLoaderOptions {
   onProgress?: LoadProgress;
   /** Store for a manifest with `memory` or cache/prefetch plugins (default: the streaming store). */
   createStore?: ManifestStoreFactory;
+  /** The memory plan's limit, as `loadModel`'s `memoryBytes`. */
+  memoryBytes?: number;
+  /** Context the plan reserves per sequence, as `loadModel`'s `nCtx`. */
+  nCtx?: number;
+  /** Sequences the plan reserves, as `loadModel`'s `nSeq`. */
+  nSeq?: number;
 }
 
 /** One named adapter of a manifest (`adapters.<name>`), bound to the loaded model. */
@@ -285,6 +291,9 @@ export async function loadFromManifest(
       backend: opts.backend ?? manifest.backend ?? "auto",
       onProgress: opts.onProgress,
       hooks,
+      memoryBytes: opts.memoryBytes,
+      nCtx: opts.nCtx,
+      nSeq: opts.nSeq,
     });
     const adapters = new Map<string, NamedAdapter>();
     try {
