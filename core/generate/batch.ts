@@ -204,7 +204,7 @@ export class BatchScheduler {
   /**
    * Add a sequence; it joins the batch at the next step. Throws `GenerationError` for a bad
    * request (`empty_prompt`, `bad_token`, `bad_max_tokens`, `bad_context`, `context_full`,
-   * sampling options) and `batch_full` when every slot is taken.
+   * `context_too_large` beyond the model's memory plan, sampling options) and `batch_full` when every slot is taken.
    */
   submit(req: SequenceRequest): BatchSequence {
     const hp = this.model.hp;
@@ -233,6 +233,17 @@ export class BatchScheduler {
       throw new GenerationError(
         "bad_context",
         `Cannot create session: nCtx must be in [1, 1048576]: received ${nCtx}`,
+      );
+    }
+    const plan = this.model.memoryPlan;
+    if (plan && nCtx > plan.ctxLimit) {
+      // as Session: the memory plan has room for ctxLimit positions per sequence beside its
+      // expert budget (docs/memory.md)
+      throw new GenerationError(
+        "context_too_large",
+        `Cannot add a sequence: a context of ${nCtx} does not fit the model's memory plan ` +
+          `(at most ${plan.ctxLimit} beside its expert budget)`,
+        { nCtx, plannedCtx: plan.nCtx, ctxLimit: plan.ctxLimit, maxCtx: plan.maxCtx },
       );
     }
     if (prompt.length > nCtx) {

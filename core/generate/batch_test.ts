@@ -244,3 +244,17 @@ Deno.test("batch: a sequence hitting its context ends with 'length' like generat
   assert.equal(ra.res.finishReason, "length");
   assert.equal(rb.res.tokens.length, 5);
 });
+
+Deno.test("batch: a context beyond the model's memory plan is refused like Session's", () => {
+  const plan = m.memoryPlan;
+  assert.ok(plan, "the default model has a memory plan");
+  const small = Object.create(m, { memoryPlan: { value: { ...plan, ctxLimit: 8 } } }) as Model;
+  const sched = new BatchScheduler(small, { maxSequences: 1 });
+  assert.throws(
+    () => sched.submit({ prompt: [1, 2], maxTokens: 7 }),
+    (e) => e instanceof GenerationError && e.code === "context_too_large",
+  );
+  const ok = sched.submit({ prompt: [1, 2], maxTokens: 6 });
+  ok.cancel();
+  return ok.finished;
+});
