@@ -393,3 +393,41 @@ Deno.test("expert targets out of range, on a dense model, or on an expert kind w
     await cleanup(dir);
   }
 });
+
+Deno.test("expert adapters under a streaming expert store (budget < all experts) give the resident model's logits", async () => {
+  const dir = await tempDir();
+  try {
+    const ex = new URL("../../examples/smora-qa/", import.meta.url);
+    const m = JSON.parse(await Deno.readTextFile(new URL("model.json", ex)));
+    const plugins = m.plugins.map((p: { use: string; config: Record<string, unknown> }) => ({
+      ...p,
+      config: { ...p.config, adapter: new URL("adapter", ex).pathname },
+    }));
+    const source = new URL("../../core/model/default_model.gguf", import.meta.url).pathname;
+    const { loadFromManifest } = await import("../../mod.ts");
+    const load = async (memory?: Record<string, unknown>) =>
+      (await loadFromManifest(
+        {
+          manifestVersion: 1,
+          model: { source },
+          backend: "ref",
+          plugins,
+          ...(memory ? { memory } : {}),
+        } as never,
+      )).model;
+    const resident = await load();
+    const streamed = await load({ expertBudgetMb: 0.5 }); // ~10 of the 32 experts (52 KB each)
+    try {
+      const tokens = resident.tokenizer.encode(
+        "Tom found a blue ball in the park. Q: What did Tom find? A: a blue ball.",
+      );
+      assertClose(await logitsOf(streamed, tokens), await logitsOf(resident, tokens), 0);
+      assert.ok(streamed.store.stats().evictions > 0, "the store evicted experts (it streamed)");
+    } finally {
+      resident.dispose();
+      streamed.dispose();
+    }
+  } finally {
+    await cleanup(dir);
+  }
+});
