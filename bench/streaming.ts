@@ -1,13 +1,22 @@
 /**
- * Expert streaming benchmark (not a test). A synthesized MoE whose experts
- * dominate its bytes runs at expert budgets of 100/50/25 % from a local file
- * and from nginx over HTTP loopback, with LRU and LFU, each without and with
- * next-layer prefetch. For each run: decode tok/s relative to the fully
- * resident model (same backend, measured right before each run), hit rate, and hit rate relative
- * to Belady's optimum on the same access trace. Prints a markdown table.
+ * Expert streaming benchmark (not a test): the bench MoE (`bench_model.ts`:
+ * 1024 embd, 8 layers, 8 experts top-2, q4_0) on the default backend (WASM)
+ * with expert budgets of 50 % and 25 % of the expert bytes, from a local
+ * file and from nginx over HTTP loopback, with LRU, next-layer prefetch and
+ * the HOBBIT fallback (`--expert-fallback q2_k`: resident Q2_K copies from
+ * a side GGUF made once by `plugins/quant-experts/quantize.ts`, cached).
+ * Random weights route almost uniformly: the worst case for a cache.
+ *
+ * For each run: decode tok/s against the fully resident model measured
+ * right before it (load drift cancels in the ratio), hits, misses, fallback
+ * uses, the miss cost breakdown per load (read, verify, copy+repack) and the
+ * wait per miss, next to a plain read of the same bytes (three `FileSource`
+ * reads per expert, no store). Fallback rows add teacher-forced agreement
+ * with full precision: the share of positions where the argmax equals the
+ * resident model's, feeding the resident model's greedy tokens.
  *
  * ```sh
- * deno run -A bench/streaming.ts [--backend ref|wasm] [--tokens 48] [--repeats 2]
+ * deno run -A bench/streaming.ts [--tokens 24] [--no-http] [--no-fallback]
  * ```
  *
  * @module
@@ -15,49 +24,59 @@
 
 import { parseArgs } from "node:util";
 import {
-  beladySimulate,
   type ByteSource,
-  type CachePolicy,
   createBackend,
   FileSource,
   generateText,
-  GgmlType,
-  hitRate,
   HttpSource,
   loadModel,
+  type LoadModelOptions,
   type Model,
-  prefetchAccuracy,
-  type Prefetcher,
+  parseExpertManifest,
+  readGguf,
+  Session,
   type StreamingExpertStore,
-  synthesizeModel,
 } from "../mod.ts";
-import { createLruPolicy } from "../plugins/cache-lru/mod.ts";
-import { createLfuPolicy } from "../plugins/cache-lfu/mod.ts";
 import { createNextLayerPrefetcher } from "../plugins/prefetch-next-layer/mod.ts";
+import { expertLocations, planExperts, writeExpertCopies } from "../plugins/quant-experts/mod.ts";
 import { findNginx, startNginx } from "../tests/streaming/nginx.ts";
+import { ensureBenchModel } from "./bench_model.ts";
+import { GgmlType } from "../mod.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
   options: {
-    backend: { type: "string", default: "ref" },
-    tokens: { type: "string", default: "48" },
-    repeats: { type: "string", default: "2" },
+    backend: { type: "string", default: "wasm" },
+    tokens: { type: "string", default: "24" },
+    "no-http": { type: "boolean", default: false },
+    "no-fallback": { type: "boolean", default: false },
   },
 });
 const N_TOKENS = Number(values.tokens);
-const REPEATS = Number(values.repeats);
 if (values.backend === "wasm") await import("../wasm/mod.ts");
 
-const SPEC = {
-  nEmbd: 256,
-  nLayer: 4,
-  nExpert: 16,
-  nExpertUsed: 2,
-  nFf: 512,
-  type: GgmlType.Q8_0,
-  seed: 5,
-};
 const PROMPT = [1, 20, 300, 41, 5, 160, 77, 8];
+const fmt = (x: number, d = 2): string => x.toFixed(d);
+
+const bench = await ensureBenchModel("q4_0");
+const fileSrc = await FileSource.open(bench.path);
+const locations = await expertLocations(fileSrc);
+const experts = locations.flat();
+const expertBytes = experts.reduce((a, e) => a + e.bytes, 0);
+
+/** The Q2_K copies as a side file (made once, ~3 min of quantizing; cached beside the model). */
+async function fallbackFile(): Promise<string> {
+  const path = bench.path.replace(/\.gguf$/, ".q2_k.gguf");
+  try {
+    await Deno.stat(`${path}.manifest.json`);
+    return path;
+  } catch { /* build it */ }
+  const plan = planExperts(locations, { mode: "hobbit", type: GgmlType.Q2_K });
+  const { gguf, manifest } = await writeExpertCopies(fileSrc, locations, plan);
+  await Deno.writeFile(path, gguf);
+  await Deno.writeTextFile(`${path}.manifest.json`, JSON.stringify(manifest));
+  return path;
+}
 
 interface Run {
   tokPerS: number;
@@ -65,137 +84,137 @@ interface Run {
   model: Model;
 }
 
-async function run(
-  src: ByteSource,
-  budget?: number,
-  policy?: () => CachePolicy,
-  prefetch?: () => Prefetcher,
-  steps?: number[][],
-): Promise<Run> {
-  let best: Run | null = null;
-  for (let r = 0; r < REPEATS; r++) {
-    const rec: number[][] = [];
-    const model = await loadModel(src, {
-      backend: await createBackend(values.backend),
-      expertBudgetBytes: budget,
-      streaming: budget === undefined ? undefined : {
-        policy: policy?.(),
-        prefetcher: prefetch?.(),
-        onStep: (_l, keys) => rec.push([...keys]),
-      },
-    });
-    const out = await generateText(model, PROMPT, { maxTokens: N_TOKENS, temperature: 0 });
-    if (!best || out.timings.decodeTokensPerS > best.tokPerS) {
-      best?.model.dispose();
-      best = { tokPerS: out.timings.decodeTokensPerS, tokens: out.tokens, model };
-      if (steps) steps.splice(0, steps.length, ...rec);
-    } else model.dispose();
-  }
-  return best!;
+async function run(src: ByteSource, opts: LoadModelOptions = {}): Promise<Run> {
+  const model = await loadModel(src, { backend: await createBackend(values.backend), ...opts });
+  const out = await generateText(model, PROMPT, { maxTokens: N_TOKENS, temperature: 0 });
+  return { tokPerS: out.timings.decodeTokensPerS, tokens: out.tokens, model };
 }
 
-const fmt = (x: number, d = 2): string => x.toFixed(d);
-
-const bytes = synthesizeModel(SPEC);
-const dir = await Deno.makeTempDir({ prefix: "moe-edge-bench-" });
-const path = `${dir}/bench.gguf`;
-await Deno.writeFile(path, bytes);
-const sources: [string, () => Promise<ByteSource>][] = [["file", () => FileSource.open(path)]];
-const nginx = findNginx() ? await startNginx({ "bench.gguf": bytes }) : null;
-if (nginx) sources.push(["http", () => HttpSource.open(`${nginx.baseUrl}bench.gguf`)]);
-
-try {
-  const fileSrc = await FileSource.open(path);
-  await run(fileSrc); // warm-up (JIT)
-  const resident = await run(fileSrc);
-  const experts = resident.model.transformer.weights.layers.flatMap((l) => l.experts);
-  const expertBytes = experts.reduce((a, e) => a + e.bytes, 0);
-  const rows: string[] = [];
-  const checks: string[] = [];
-  for (const [sname, open] of sources) {
-    const src = await open();
-    for (const frac of [1, 0.5, 0.25]) {
-      const budget = Math.floor(expertBytes * frac);
-      for (
-        const [pname, policy] of [["lru", () => createLruPolicy()], [
-          "lfu",
-          () => createLfuPolicy(),
-        ]] as const
-      ) {
-        for (const withPrefetch of [false, true]) {
-          // resident speed measured right before, so machine-load drift cancels in the ratio
-          const base = await run(fileSrc);
-          base.model.dispose();
-          const steps: number[][] = [];
-          const r = await run(
-            src,
-            budget,
-            policy,
-            withPrefetch ? () => createNextLayerPrefetcher() : undefined,
-            steps,
-          );
-          if (r.tokens.join() !== resident.tokens.join()) {
-            throw new Error(`tokens differ: ${sname} ${frac} ${pname}`);
-          }
-          const store = r.model.store as StreamingExpertStore;
-          const st = store.stats();
-          const opt = beladySimulate(steps, store.capacity);
-          const rel = r.tokPerS / base.tokPerS;
-          const hr = hitRate(st);
-          const covered = (st.hits + (st.prefetchLate ?? 0)) / (st.hits + st.misses);
-          rows.push(
-            `| ${sname} | ${frac * 100}% | ${pname} | ${withPrefetch ? "next-layer" : "—"} | ${
-              fmt(r.tokPerS, 1)
-            } | ${fmt(base.tokPerS, 1)} | ${fmt(rel)}× | ${fmt(hr * 100, 1)}% | ${
-              fmt(opt.hitRate * 100, 1)
-            }% | ${fmt(hr / opt.hitRate)}× | ${
-              withPrefetch ? `${fmt(covered * 100, 1)}% (${fmt(covered / opt.hitRate)}×)` : "—"
-            } | ${withPrefetch ? `${fmt(prefetchAccuracy(st) * 100, 0)}%` : "—"} | ${
-              fmt(st.stallMs / (N_TOKENS + PROMPT.length), 2)
-            } |`,
-          );
-          if (sname === "file" && frac === 0.25 && pname === "lru" && !withPrefetch) {
-            checks.push(
-              `- 25 % budget, local file, LRU: ${fmt(rel)}× resident decode speed (target ≥ 0.5×)`,
-            );
-          }
-          if (frac === 0.25 && pname === "lru" && withPrefetch) {
-            checks.push(
-              `- 25 % budget, ${sname}, LRU + prefetch: ${
-                fmt(hr / opt.hitRate)
-              }× Belady hit rate, ${
-                fmt(covered / opt.hitRate)
-              }× counting prefetches still in flight (target ≥ 0.9×)`,
-            );
-          }
-          r.model.dispose();
-        }
-      }
-    }
-    await src.close?.();
+/** Share of positions whose argmax equals `ref` when `ref` is fed token by token. */
+async function agreement(model: Model, ref: number[]): Promise<number> {
+  const s = new Session(model);
+  let logits = await s.eval(PROMPT);
+  let same = 0;
+  for (const t of ref) {
+    let best = 0;
+    for (let i = 1; i < logits.length; i++) if (logits[i] > logits[best]) best = i;
+    if (best === t) same++;
+    logits = await s.eval([t]);
   }
+  s.dispose();
+  return same / ref.length;
+}
+
+/** Milliseconds of a plain read of one expert's bytes (its three ranges), median of 16 experts. */
+async function plainReadMs(src: ByteSource): Promise<number> {
+  const ms: number[] = [];
+  for (let i = 0; i < 16; i++) {
+    const loc = experts[(i * 13) % experts.length];
+    const t0 = performance.now();
+    await Promise.all(
+      [loc.gate!, loc.up, loc.down].map((m) => src.read(m.fileOffset, m.nbytes)),
+    );
+    ms.push(performance.now() - t0);
+  }
+  return ms.sort((a, b) => a - b)[ms.length >> 1];
+}
+
+const nginx = values["no-http"] || !findNginx()
+  ? null
+  : await startNginx({ "bench.gguf": await Deno.readFile(bench.path) });
+const fbPath = values["no-fallback"] ? null : await fallbackFile();
+const fbManifest = fbPath
+  ? parseExpertManifest(JSON.parse(await Deno.readTextFile(`${fbPath}.manifest.json`)))
+  : undefined;
+
+type Case = {
+  source: "file" | "http";
+  frac: number;
+  label: string;
+  streaming?: LoadModelOptions["streaming"];
+  fallback?: boolean;
+};
+const cases: Case[] = [
+  { source: "file", frac: 0.5, label: "LRU" },
+  { source: "file", frac: 0.25, label: "LRU" },
+  {
+    source: "file",
+    frac: 0.25,
+    label: "LRU + next-layer prefetch",
+    streaming: { prefetcher: createNextLayerPrefetcher() },
+  },
+];
+if (fbPath) {
+  cases.push({ source: "file", frac: 0.25, label: "LRU + fallback q2_k", fallback: true });
+}
+if (nginx) {
+  cases.push({ source: "http", frac: 0.25, label: "LRU" });
+  if (fbPath) {
+    cases.push({ source: "http", frac: 0.25, label: "LRU + fallback q2_k", fallback: true });
+  }
+}
+
+const rows: string[] = [];
+const summary: Record<string, number> = {};
+try {
+  await run(fileSrc).then((r) => r.model.dispose()); // warm-up (JIT)
+  const plainFile = await plainReadMs(fileSrc);
+  const httpSrc = nginx ? await HttpSource.open(`${nginx.baseUrl}bench.gguf`) : null;
+  const plainHttp = httpSrc ? await plainReadMs(httpSrc) : NaN;
+  let reference: number[] | null = null;
+  for (const c of cases) {
+    const base = await run(fileSrc);
+    reference ??= base.tokens;
+    base.model.dispose();
+    const src = c.source === "file" ? fileSrc : httpSrc!;
+    const fbSrc = c.fallback ? await FileSource.open(fbPath!) : null;
+    const r = await run(src, {
+      expertBudgetBytes: Math.floor(expertBytes * c.frac),
+      streaming: {
+        ...c.streaming,
+        fallbackCopies: fbSrc ? { source: fbSrc, manifest: fbManifest } : undefined,
+      },
+    });
+    const st = (r.model.store as StreamingExpertStore).stats();
+    const rel = r.tokPerS / base.tokPerS;
+    const loads = Math.max(1, st.loads ?? 0);
+    const waitsOn = Math.max(1, st.misses - (st.fallbackHits ?? 0));
+    let agree = "—";
+    if (c.fallback) agree = `${fmt(100 * await agreement(r.model, reference), 1)} %`;
+    else if (r.tokens.join() !== reference.join()) throw new Error(`tokens differ: ${c.label}`);
+    rows.push(
+      `| ${c.source} | ${c.frac * 100} % | ${c.label} | ${fmt(r.tokPerS, 1)} | ${
+        fmt(base.tokPerS, 1)
+      } | **${fmt(rel)}×** | ${st.hits} / ${st.misses} | ${st.fallbackHits ?? 0} | ${
+        fmt((st.readMs ?? 0) / loads)
+      } | ${fmt((st.verifyMs ?? 0) / loads)} | ${fmt((st.repackMs ?? 0) / loads)} | ${
+        fmt(st.stallMs / waitsOn)
+      } | ${fmt(c.source === "file" ? plainFile : plainHttp)} | ${agree} |`,
+    );
+    summary[`${c.source} ${c.frac * 100}% ${c.label}`] = rel;
+    r.model.dispose();
+    fbSrc?.close();
+  }
+  await httpSrc?.close();
+  const f = await readGguf(fileSrc);
   console.log(
-    `Expert streaming, backend '${values.backend}', synthesized ${
-      SPEC.type === GgmlType.Q8_0 ? "Q8_0" : ""
-    } MoE ` +
-      `(n_embd ${SPEC.nEmbd}, ${SPEC.nLayer} layers × ${SPEC.nExpert} experts, top-${SPEC.nExpertUsed}, ff ${SPEC.nFf}): ` +
-      `${experts.length} experts × ${experts[0].bytes} B = ${fmt(expertBytes / 2 ** 20)} MiB of ${
-        fmt(bytes.length / 2 ** 20)
-      } MiB. ` +
-      `Prompt ${PROMPT.length} tokens, ${N_TOKENS} greedy tokens, best of ${REPEATS}. ` +
-      `Fully resident: ${fmt(resident.tokPerS, 1)} tok/s.${
-        nginx ? "" : " (nginx not installed: no HTTP rows)"
-      }\n`,
+    `Expert streaming, backend '${values.backend}', bench MoE q4_0 (${f.tensors.length} tensors, ` +
+      `${experts.length} experts × ${fmt(experts[0].bytes / 2 ** 20)} MiB = ${
+        fmt(expertBytes / 2 ** 20, 0)
+      } MiB of experts), prompt ${PROMPT.length} tokens, ${N_TOKENS} greedy tokens. ` +
+      `Load average ${
+        Deno.loadavg().map((x) => fmt(x)).join(" ")
+      } on ${navigator.hardwareConcurrency} CPUs.` +
+      (nginx ? "" : " (no nginx: no HTTP rows)") + "\n",
   );
   console.log(
-    "| source | budget | policy | prefetch | decode tok/s | resident tok/s | × resident | hit rate | Belady | × Belady | hit + in-flight prefetch (× Belady) | prefetch accuracy | stall ms/token |",
+    "| source | budget | policy | decode tok/s | resident tok/s | × resident | hits / misses | fallback uses | read ms/load | verify ms/load | copy+repack ms/load | wait ms/miss | plain read ms/expert | agreement vs full |",
   );
-  console.log("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+  console.log("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
   for (const r of rows) console.log(r);
-  console.log(`\n${checks.join("\n")}`);
-  resident.model.dispose();
-  fileSrc.close();
+  const http = summary["http 25% LRU"], file = summary["file 25% LRU"];
+  if (http !== undefined) console.log(`\nHTTP / file at 25 %: ${fmt(http / file)}×`);
 } finally {
   await nginx?.stop();
-  await Deno.remove(dir, { recursive: true });
+  fileSrc.close();
 }

@@ -37,6 +37,8 @@ export interface Entry {
   waiters: number;
   /** Loaded by prefetch and not used since. */
   unused: boolean;
+  /** Store step (`ensure` sequence number) of its last use; -1 before any. */
+  lastUse: number;
 }
 
 /** A fresh entry for `loc` in `slot`, not yet ready. */
@@ -53,6 +55,7 @@ export function newEntry(key: number, loc: ExpertLocation, slot: Slot, reason: L
     cancelled: false,
     waiters: 0,
     unused: reason === "prefetch",
+    lastUse: -1,
   };
 }
 
@@ -66,6 +69,12 @@ export class Residency {
   readonly #protect = new Map<number, number>();
   /** Keys routed at the layer being computed: prefetches may not evict them. */
   readonly soon: Set<number> = new Set();
+  /**
+   * A prefetch never evicts an expert used at this store step or later (the
+   * store sets it to one token's worth of steps back: a guess must not push
+   * out what the next token will likely reuse).
+   */
+  prefetchSpareFrom = Infinity;
   readonly #free = new Map<number, Slot[]>();
   readonly #backend: Backend;
   #evictable: number;
@@ -159,7 +168,9 @@ export class Residency {
       const candidates: number[] = [];
       for (const e of this.entries.values()) {
         if (!e.ready || this.#protect.has(e.key)) continue;
-        if (forPrefetch && (e.unused || this.soon.has(e.key))) continue;
+        if (
+          forPrefetch && (e.unused || this.soon.has(e.key) || e.lastUse >= this.prefetchSpareFrom)
+        ) continue;
         candidates.push(e.key);
       }
       if (candidates.length > 0) {

@@ -74,6 +74,7 @@ export class StreamingExpertStore implements ExpertStore {
   #lastDone: number[] | null = null;
   readonly #use = new WeakMap<Entry, UseCount>();
   readonly #packAfter: number;
+  readonly #moeLayers: number;
   /** Keys computed with their fallback copy in the running step. */
   readonly #fallbackNow = new Set<number>();
   /** Largest gate weight per key in the running step of its layer (from route observers). */
@@ -107,6 +108,7 @@ export class StreamingExpertStore implements ExpertStore {
     }
     this.#packAfter = pa;
     this.#gate = new Float32Array(ctx.locations.length * this.#nExpert).fill(NaN);
+    this.#moeLayers = Math.max(1, ctx.locations.filter((l) => l.length > 0).length);
   }
 
   /**
@@ -201,6 +203,7 @@ export class StreamingExpertStore implements ExpertStore {
     try {
       for (const key of keys) {
         let en = res.get(key);
+        if (en) en.lastUse = id;
         if (en?.ready) {
           st.hits++;
           if (en.unused) st.prefetchHits++;
@@ -226,6 +229,7 @@ export class StreamingExpertStore implements ExpertStore {
         if (en) en.unused = false;
         else {
           en = this.#newLoad(key, false)!;
+          en.lastUse = id;
           fresh.push(en);
         }
         en.waiters++;
@@ -535,6 +539,8 @@ export class StreamingExpertStore implements ExpertStore {
     const hints = this.#hints;
     if (hints.length === 0) return;
     this.#hints = [];
+    // spare what the last token used (one step per MoE layer)
+    this.#res.prefetchSpareFrom = this.#seq - this.#moeLayers + 1;
     const max = this.#opts.maxPrefetchInflight ?? 2 * (this.#ctx.hp.nExpertUsed || 1);
     let batch: Entry[] = [];
     const start = (): void => {

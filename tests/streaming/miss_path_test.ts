@@ -158,3 +158,21 @@ Deno.test("WASM lazy slots: not repacked at first use, repacked by prepareWeight
   assert.deepEqual(run(true, true), eager);
   be.dispose();
 });
+
+Deno.test("store: a prefetch never evicts an expert the last token used", async () => {
+  const ctx = await storeContext(new MemorySource(modelBytes()));
+  const s = await StreamingExpertStore.create(ctx, { expertBudgetBytes: 2 * EXPERT_BYTES });
+  await s.ensure(0, [0]);
+  await s.ensure(1, [1]);
+  s.prefetch(2, [5]); // both slots hold experts used within the last 4 steps (one per MoE layer)
+  assert.equal(s.stats().prefetches, 0);
+  assert.equal(s.memory().resident, 2);
+  // once one is older than a token (4 steps), a prefetch may take its slot
+  for (let i = 0; i < 4; i++) await s.ensure(1, [1]);
+  s.prefetch(2, [5]);
+  assert.equal(s.stats().prefetches, 1);
+  assert.equal(s.stats().evictions, 1, "expert 0 of layer 0 made room");
+  await s.ensure(2, [5]);
+  assert.equal(s.stats().prefetchHits! + s.stats().prefetchLate!, 1);
+  s.dispose();
+});
