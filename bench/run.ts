@@ -481,7 +481,10 @@ ${
 
 console.log(md);
 if (!values["no-write"]) {
-  await Deno.writeTextFile(`${HERE}RESULTS.md`, md);
+  // keep the sections other benches append after their marker (bench/load.ts: batching)
+  const prev = await Deno.readTextFile(`${HERE}RESULTS.md`).catch(() => "");
+  const kept = prev.indexOf("\n<!-- bench/load.ts");
+  await Deno.writeTextFile(`${HERE}RESULTS.md`, kept >= 0 ? md + prev.slice(kept) : md);
   // keep `deno fmt --check` clean (it aligns the tables)
   await new Deno.Command(DENO, { args: ["fmt", "-q", `${HERE}RESULTS.md`], cwd: ROOT }).output();
   log(`wrote bench/RESULTS.md`);
