@@ -194,10 +194,11 @@ async function openModel(
 
 /**
  * Prepare the plugins of every named adapter (`adapters.<name>`), adding
- * their problems (paths `adapters.<name>: plugins[i]`) to `problems`; a
- * plugin with any hook besides `adapter` is a problem (`adapter_hooks_only`):
- * a named adapter cannot change the weights, routers, experts or store that
- * every adapter shares.
+ * their problems (paths `adapters.<name>: plugins[i]`) to `problems`. A named
+ * adapter cannot change the weights, routers, experts or store that every
+ * adapter shares: a plugin with a hook besides `adapter` (and `weights`, which
+ * is never run for it: `lora` declares it for `merge`) is a problem
+ * (`adapter_hooks_only`), and so is `merge: true` (`merge_shared`).
  */
 async function prepareNamedAdapters(
   value: unknown,
@@ -213,13 +214,22 @@ async function prepareNamedAdapters(
     const { prepared, problems: pp } = await preparePlugins(refs, { ...lopts, source });
     problems.push(...pp);
     prepared.forEach((p, i) => {
-      const other = p.manifest.hooks.filter((h) => h !== "adapter");
+      const at = `${source}: plugins[${i}] (${p.manifest.name})`;
+      const other = p.manifest.hooks.filter((h) => h !== "adapter" && h !== "weights");
       if (other.length) {
         problems.push({
-          path: `${source}: plugins[${i}] (${p.manifest.name})`,
+          path: at,
           code: "adapter_hooks_only",
           message: `a named adapter's plugins may only use the adapter hook (it shares the base ` +
             `weights with every other adapter): '${p.manifest.name}' also has ${other.join(", ")}`,
+        });
+      }
+      if (p.config.merge === true) {
+        problems.push({
+          path: `${at}: config.merge`,
+          code: "merge_shared",
+          message: "a named adapter cannot be merged into the base weights every adapter shares; " +
+            "drop merge (the adapter then runs unmerged, per request)",
         });
       }
     });

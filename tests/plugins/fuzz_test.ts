@@ -14,8 +14,10 @@ import {
   adapterBytes,
   cleanup,
   dirUrl,
+  gaussian,
   loadTestModel,
   tempDir,
+  type TestTensor,
   writeAdapter,
   writeModel,
   writePlugin,
@@ -99,8 +101,14 @@ Deno.test("fuzz: mutated model manifests load or fail with a typed error", async
         { use: "expert-mask", config: { exclude: { "1": [2] } } },
         { use: "null-experts", config: { experts: [{ layer: 0, index: 3, kind: "copy" }] } },
       ],
+      adapters: { a: [{ use: "lora", config: { adapter: "ad" } }] },
     };
-    await loadFromManifest(valid as never, { baseUrl: dirUrl(dir) }); // the seed is valid
+    await writeAdapter(`${dir}/ad`, { r: 4, lora_alpha: 8 }, loraFixture(1, ["0:q"], 4).tensors);
+    // the seed is valid
+    assert.equal(
+      (await loadFromManifest(valid as never, { baseUrl: dirUrl(dir) })).adapters.size,
+      1,
+    );
     await fc.assert(
       fc.asyncProperty(mutationArb, async (m) => {
         await loadFromManifest(mutate(valid, m) as never, { baseUrl: dirUrl(dir) }).catch(typed);
@@ -194,6 +202,22 @@ function mutateBytes(bytes: Uint8Array, m: ByteMutation): Uint8Array {
   return out;
 }
 
+/** LoRA (or, with `smora`, SMoRA) tensors on expert 1's w2 of layer 0 and expert 3's gate_proj of layer 1. */
+function expertFixture(seed: number, r: number, smora: boolean): Record<string, TestTensor> {
+  const g = gaussian(seed);
+  const out: Record<string, TestTensor> = {};
+  const mods: [string, number, number][] = [
+    ["base_model.model.model.layers.0.block_sparse_moe.experts.1.w2", 48, 32],
+    ["base_model.model.model.layers.1.mlp.experts.3.gate_proj", 32, 48],
+  ];
+  for (const [m, dIn, dOut] of mods) {
+    out[`${m}.lora_A.weight`] = { shape: [r, dIn], data: g(r * dIn) };
+    out[`${m}.lora_B.weight`] = { shape: [dOut, r], data: g(dOut * r) };
+    if (smora) out[`${m}.lora_router.weight`] = { shape: [r, dIn], data: g(r * dIn) };
+  }
+  return out;
+}
+
 Deno.test("fuzz: mutated adapter safetensors and configs give typed errors in every LoRA plugin", async () => {
   const hp = (await loadTestModel()).hp;
   const ctx = { hp, backend: null as never };
@@ -211,6 +235,17 @@ Deno.test("fuzz: mutated adapter safetensors and configs give typed errors in ev
     {
       cfg: { r: 4, lora_alpha: 8, activate_r: 2 },
       bytes: adapterBytes(smoraFixture(3, 2, ["k"], 4).tensors),
+      kind: "smora",
+    },
+    // expert targets (Mixtral and Qwen-MoE names): mutated expert indices, widths and ranks
+    {
+      cfg: { r: 2, lora_alpha: 4, rank_pattern: { "experts.3.gate_proj": 2 } },
+      bytes: adapterBytes(expertFixture(5, 2, false)),
+      kind: "lora",
+    },
+    {
+      cfg: { r: 4, lora_alpha: 8, activate_r: 2 },
+      bytes: adapterBytes(expertFixture(6, 4, true)),
       kind: "smora",
     },
   ];

@@ -87,6 +87,7 @@ Deno.test("named adapters: only the adapter hook, valid names, every problem rep
       "bias": [{ use: "router-bias", config: { bias: { "0": [0, 0, 1, 0, 0, 0, 0, 0] } } }],
       "no good": [{ use: "lora", config: { adapter: "x" } }],
       "empty": [],
+      "merged": [{ use: "lora", config: { adapter: "x", merge: true } }],
     },
   };
   await assert.rejects(
@@ -97,6 +98,9 @@ Deno.test("named adapters: only the adapter hook, valid names, every problem rep
       assert.match(e.message, /adapters\.bias/);
       assert.match(e.message, /no good/);
       assert.match(e.message, /empty/);
+      assert.match(e.message, /adapters\.merged: plugins\[0\] \(lora\): config\.merge/);
+      assert.match(e.message, /merge_shared/);
+      assert.doesNotMatch(e.message, /\(lora\)[^\n]*adapter_hooks_only/, "lora is an adapter");
       return true;
     },
   );
