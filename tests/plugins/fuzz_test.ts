@@ -221,7 +221,7 @@ function expertFixture(seed: number, r: number, smora: boolean): Record<string, 
 Deno.test("fuzz: mutated adapter safetensors and configs give typed errors in every LoRA plugin", async () => {
   const hp = (await loadTestModel()).hp;
   const ctx = { hp, backend: null as never };
-  const fixtures = [
+  const fixtures: { cfg: Json; bytes: Uint8Array; kind: string }[] = [
     {
       cfg: { r: 4, lora_alpha: 8 },
       bytes: adapterBytes(loraFixture(1, ["0:q", "1:o"], 4).tensors),
