@@ -9,7 +9,8 @@ import assert from "node:assert/strict";
 import fc from "fast-check";
 import type { KvCache } from "../backend/backend.ts";
 import { ModelError } from "../errors.ts";
-import { loadModel, type Model } from "../model/model.ts";
+import { loadModel, loadResidentStore, type Model } from "../model/model.ts";
+import type { ExpertStore } from "../store/expert_store.ts";
 import { synthesizeModel, type SyntheticModelSpec } from "../model/synthetic.ts";
 import { GgmlType } from "../tensor/ggml_type.ts";
 import "../../wasm/register.ts";
@@ -242,6 +243,64 @@ Deno.test("forwardBatch: bad batches get typed errors", async () => {
   } finally {
     m.backend.freeKvCache(a);
     m.backend.freeKvCache(b);
+    m.dispose();
+  }
+});
+
+Deno.test("forwardBatch: each layer's experts are ensured once per step for the whole batch", async () => {
+  const calls: { layer: number; experts: number[] }[] = [];
+  const m = await loadModel(synthesizeModel({ nExpert: 8, nExpertUsed: 2, nLayer: 3, seed: 9 }), {
+    backend: "ref",
+    hooks: {
+      createStore: async (ctx) => {
+        const inner = await loadResidentStore(ctx, []);
+        const store: ExpertStore = {
+          ensure: (layer, experts) => {
+            calls.push({ layer, experts: Array.from(experts) });
+            return inner.ensure(layer, experts);
+          },
+          weights: (l, e) => inner.weights(l, e),
+          stats: () => inner.stats(),
+        };
+        return store;
+      },
+    },
+  });
+  const caches = [0, 1, 2, 3, 4, 5].map(() => newCache(m, 8));
+  try {
+    const logits = new Float32Array(6 * m.hp.nVocab);
+    await m.transformer.forwardBatch(
+      caches.map((cache, i) => ({ cache, tokens: Int32Array.of(3 + 17 * i, 5 + i), startPos: 0 })),
+      logits,
+    );
+    // one ensure per MoE layer, with each routed expert once (12 tokens route to ≥ 2 experts)
+    assert.deepEqual(calls.map((c) => c.layer), [0, 1, 2]);
+    for (const c of calls) {
+      assert.equal(new Set(c.experts).size, c.experts.length, `layer ${c.layer} repeats an expert`);
+      assert.ok(c.experts.length >= 2 && c.experts.length <= 8);
+    }
+  } finally {
+    for (const c of caches) m.backend.freeKvCache(c);
+    m.dispose();
+  }
+});
+
+Deno.test("forwardBatch under an expert-streaming budget equals forward alone (ref)", async () => {
+  const bytes = synthesizeModel({ nExpert: 8, nExpertUsed: 2, type: GgmlType.Q8_0, seed: 4 });
+  const full = await loadModel(bytes, { backend: "ref" });
+  const perExpert = full.transformer.weights.layers[0].experts[0].bytes;
+  full.dispose();
+  // room for 3 experts: a batch's experts are ensured in chunks the budget holds
+  const m = await loadModel(bytes, { backend: "ref", expertBudgetBytes: 3 * perExpert });
+  try {
+    await fc.assert(
+      fc.asyncProperty(planArb(m.hp.nVocab), async (plans) => {
+        assert.equal(await compare(m, plans), 0);
+      }),
+      { numRuns: 4, seed: 19 },
+    );
+    assert.ok(m.store.stats().misses > 0, "experts were streamed");
+  } finally {
     m.dispose();
   }
 });
