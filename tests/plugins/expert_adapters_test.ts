@@ -306,6 +306,43 @@ Deno.test("MoLA (1 expert, k=1) and SMoRA (all ranks, one gate block) on expert 
   }
 });
 
+Deno.test("MoLA per-layer expert counts on expert targets: '12' gives layer 0 one LoRA expert and layer 1 two; a mismatch is typed", async () => {
+  const dir = await tempDir();
+  try {
+    const g = gaussian(31);
+    const r = 2;
+    const tensors: Record<string, TestTensor> = {};
+    // layer 0: expert 1's w2 with 1 LoRA expert; layer 1: expert 2's w1 with 2 LoRA experts
+    for (const [t, n] of [[expertTarget(0, 1, "w2"), 1], [expertTarget(1, 2, "w1"), 2]] as const) {
+      tensors[`${t.hf}.router.router.weight`] = { shape: [n, t.dIn], data: g(n * t.dIn) };
+      for (let i = 0; i < n; i++) {
+        tensors[`${t.hf}.lora_A_${i}.weight`] = { shape: [r, t.dIn], data: g(r * t.dIn, 0.3) };
+        tensors[`${t.hf}.lora_B_${i}.weight`] = { shape: [t.dOut, r], data: g(t.dOut * r, 0.3) };
+      }
+    }
+    await writeAdapter(`${dir}/mola`, { r, lora_alpha: 4 }, tensors);
+    const { model } = await loadWithPlugins(dir, [{
+      use: "mola",
+      config: { adapter: "mola", experts: "12", topK: 1 },
+    }]);
+    const base = await loadTestModel();
+    try {
+      const tokens = [1, 17, 99, 256, 3, 44, 7, 300, 12, 5, 77, 401, 9, 23, 150, 2];
+      assertDiffers(await logitsOf(model, tokens), await logitsOf(base, tokens), 1e-6, "MoLA");
+    } finally {
+      model.dispose();
+      base.dispose();
+    }
+    await assert.rejects(
+      loadWithPlugins(dir, [{ use: "mola", config: { adapter: "mola", experts: "22" } }]),
+      (e: Error & { code?: string }) =>
+        e.name === "PluginError" && e.code === "expert_count_mismatch",
+    );
+  } finally {
+    await cleanup(dir);
+  }
+});
+
 Deno.test("an expert's adapter runs only on the tokens routed to it (unrouted experts cost nothing)", async () => {
   const seen: { layer: number; expert: number; n: number }[] = [];
   const projs: LinearName[] = ["ffn_gate_exps", "ffn_up_exps", "ffn_down_exps"];
