@@ -95,7 +95,9 @@ async function timed(cmd: string[]): Promise<{ json: Record<string, unknown>; rs
   try {
     json = JSON.parse(stdout);
   } catch {
-    json = { error: `${stdout}\n${stderr.slice(-2000)}` };
+    // the last non-empty lines say why (an exception, or a signal such as the OOM killer's)
+    const tail = `${stdout}\n${stderr}`.split("\n").filter((l) => l.trim() !== "").slice(-3);
+    json = { error: `exit ${out.code}: ${tail.join(" / ")}` };
   }
   return { json, rss };
 }

@@ -6,8 +6,8 @@
 
 import assert from "node:assert/strict";
 import fc from "fast-check";
-import { ModelError } from "../../core/errors.ts";
-import { GenerationError } from "../../core/errors.ts";
+import { BackendError, GenerationError, ModelError } from "../../core/errors.ts";
+import type { Slot } from "../../core/backend/backend.ts";
 import { type ModelNeeds, modelNeeds, planMemory } from "../../core/model/memory_plan.ts";
 import { loadModel } from "../../core/model/model.ts";
 import { synthesizeModel } from "../../core/model/synthetic.ts";
@@ -255,3 +255,44 @@ Deno.test("wasm KV cache: nothing is allocated at creation; it grows with use, s
     return spec.layers * 128 * (2 * 64 * 2) * 2;
   }
 });
+
+Deno.test("streaming store: a heap that fills up (a shared backend) makes it evict instead of failing", async () => {
+  const bytes = synthesizeModel(SPEC);
+  const SHORT = [1, 17]; // few experts resident when the heap fills
+  const ref = await loadModel(bytes, { backend: "wasm", nCtx: 64 });
+  const want = (await generateText(ref, SHORT, { maxTokens: 10, temperature: 0 })).tokens;
+  ref.dispose();
+  const n = await needsOf(bytes);
+  const be = await createWasmBackend({ maxMemoryBytes: 64 * MIB });
+  // the plan allows every expert (the heap is large enough) …
+  const m = await loadModel(bytes, { backend: be, nCtx: 64, expertBudgetBytes: n.expertBytes });
+  const s = new Session(m);
+  let logits = await s.eval(SHORT);
+  const got = [argmaxOf(logits)];
+  // … then something else takes the rest of the heap, leaving room for a handful of experts
+  const fillers: Slot[] = [];
+  for (;;) {
+    try {
+      fillers.push(be.allocSlot(64 * 1024));
+    } catch (e) {
+      assert.ok(e instanceof BackendError && e.code === "out_of_memory");
+      break;
+    }
+  }
+  be.freeSlot(fillers.pop()!); // room for 2 experts: one token's need
+  for (let i = 1; i < 10; i++) {
+    logits = await s.eval([got[i - 1]]);
+    got.push(argmaxOf(logits));
+  }
+  assert.deepEqual(got, want);
+  assert.ok(m.store.stats().evictions > 0, "the store evicted when the heap was full");
+  s.dispose();
+  m.dispose();
+  be.dispose();
+});
+
+function argmaxOf(x: Float32Array): number {
+  let b = 0;
+  for (let i = 1; i < x.length; i++) if (x[i] > x[b]) b = i;
+  return b;
+}
