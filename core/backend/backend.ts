@@ -92,6 +92,14 @@ export interface AttentionParams {
   readonly scale: number;
 }
 
+/** Per-head attention sinks and a sliding window (gpt-oss), for `Backend.attentionExt`. */
+export interface AttentionExtras {
+  /** One sink logit per query head (`attn_sinks`), or null. */
+  readonly sinks: Float32Array | null;
+  /** Sliding window: a row at position p sees keys at positions > p − window (0 = full). */
+  readonly window: number;
+}
+
 /** Names of the ops a backend may implement. */
 export type OpName =
   | "matmul"
@@ -216,6 +224,25 @@ export interface Backend {
     k: Float32Array,
     v: Float32Array,
     p: AttentionParams,
+    out: Float32Array,
+  ): void;
+
+  /**
+   * Optional: `attention` with per-head sink logits (they join the softmax's max and sum but have
+   * no value row, ggml `soft_max_ext` with sinks) and a sliding window, into the same cache.
+   * With `sinks` null and `window` 0 it equals `attention` bit for bit. Backends without it:
+   * core composes it over its own f16 rows (core/model/arch/attention.ts).
+   */
+  attentionExt?(
+    cache: KvCache,
+    layer: number,
+    startPos: number,
+    nTokens: number,
+    q: Float32Array,
+    k: Float32Array,
+    v: Float32Array,
+    p: AttentionParams,
+    x: AttentionExtras,
     out: Float32Array,
   ): void;
 

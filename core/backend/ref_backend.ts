@@ -21,8 +21,9 @@ import {
   WEIGHT_TYPES,
 } from "../tensor/traits.ts";
 import { f16ToF32, f32ToF16 } from "../tensor/f16.ts";
-import { softmaxExpSum, swigluRow } from "../tensor/ggml_math.ts";
+import { expfScalar, softmaxExpSum, swigluRow } from "../tensor/ggml_math.ts";
 import type {
+  AttentionExtras,
   AttentionParams,
   Backend,
   BackendCapabilities,
@@ -262,6 +263,37 @@ export class RefBackend implements Backend {
     p: AttentionParams,
     out: Float32Array,
   ): void {
+    this.#attend(cache, layer, startPos, nTokens, q, k, v, p, null, out);
+  }
+
+  /** `attention` with per-head sinks and a sliding window (gpt-oss). */
+  attentionExt(
+    cache: KvCache,
+    layer: number,
+    startPos: number,
+    nTokens: number,
+    q: Float32Array,
+    k: Float32Array,
+    v: Float32Array,
+    p: AttentionParams,
+    x: AttentionExtras,
+    out: Float32Array,
+  ): void {
+    this.#attend(cache, layer, startPos, nTokens, q, k, v, p, x, out);
+  }
+
+  #attend(
+    cache: KvCache,
+    layer: number,
+    startPos: number,
+    nTokens: number,
+    q: Float32Array,
+    k: Float32Array,
+    v: Float32Array,
+    p: AttentionParams,
+    x: AttentionExtras | null,
+    out: Float32Array,
+  ): void {
     const c = this.#caches.get(cache.id);
     if (!c) throw new BackendError("bad_cache", `Cannot attend: KV cache ${cache.id} was freed`);
     const { nCtx } = c.spec;
@@ -291,27 +323,36 @@ export class RefBackend implements Backend {
     const s = this.#scores, p16 = this.#probs16, q16 = this.#q16;
     const group = nHeads / nKvHeads;
     const f = Math.fround;
+    const window = x?.window ?? 0, sinks = x?.sinks ?? null;
     for (let t = 0; t < nTokens; t++) {
-      const n = startPos + t + 1; // causal: positions ≤ own
+      const pos = startPos + t;
+      // causal: positions ≤ own; windowed: llama.cpp masks p0 when pos − p0 ≥ window
+      const first = window > 0 ? Math.max(0, pos - window + 1) : 0;
+      const n = pos + 1 - first;
       for (let h = 0; h < nHeads; h++) {
         const kvh = Math.floor(h / group);
         const qo = (t * nHeads + h) * dk;
         for (let i = 0; i < dk; i++) q16[i] = f16ToF32(f32ToF16(q[qo + i]));
         let max = -Infinity;
         for (let j = 0; j < n; j++) {
-          const ko = j * kRow + kvh * dk;
+          const ko = (first + j) * kRow + kvh * dk;
           let dot = 0;
           for (let i = 0; i < dk; i++) dot += q16[i] * f16ToF32(K[ko + i]);
           const sc = f(f(dot) * scale);
           s[j] = sc;
           if (sc > max) max = sc;
         }
-        const inv = f(1 / softmaxExpSum(n, s, s, max));
+        if (sinks && sinks[h] > max) max = sinks[h];
+        let sum = softmaxExpSum(n, s, s, max);
+        if (sinks) sum += expfScalar(f(sinks[h] - max));
+        const inv = f(1 / sum);
         for (let j = 0; j < n; j++) p16[j] = f16ToF32(f32ToF16(f(s[j] * inv)));
         const oo = (t * nHeads + h) * dv;
         for (let i = 0; i < dv; i++) {
           let acc = 0;
-          for (let j = 0; j < n; j++) acc += p16[j] * f16ToF32(V[j * vRow + kvh * dv + i]);
+          for (let j = 0; j < n; j++) {
+            acc += p16[j] * f16ToF32(V[(first + j) * vRow + kvh * dv + i]);
+          }
           out[oo + i] = acc;
         }
       }

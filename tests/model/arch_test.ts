@@ -16,6 +16,7 @@ import { Session } from "../../core/generate/session.ts";
 import { archSpec, SUPPORTED_ARCHS } from "../../core/model/arch.ts";
 import { applyRope, yarnCorrDims } from "../../core/model/arch/rope.ts";
 import { swigluOai } from "../../core/model/arch/gpt-oss.ts";
+import { attentionExt } from "../../core/model/arch/attention.ts";
 import { loadModel } from "../../core/model/model.ts";
 import { synthesizeModel, type SyntheticModelSpec } from "../../core/model/synthetic.ts";
 import { TopKRouter } from "../../core/moe/router.ts";
@@ -373,6 +374,49 @@ Deno.test("deepseek2 without MLA keys (attn_kv_b): full per-head K/V in the cach
   assert((await s.eval([1, 2, 3])).every(Number.isFinite));
   s.dispose();
   model.dispose();
+});
+
+Deno.test("attention with sinks/window: the reference backend's op equals the core composition, and plain attention without extras", () => {
+  fc.assert(
+    fc.property(
+      fc.integer({ min: 1, max: 4 }),
+      fc.constantFrom([2, 1], [4, 2], [3, 3]),
+      fc.integer({ min: 0, max: 6 }),
+      fc.boolean(),
+      fc.integer({ min: 1, max: 1000 }),
+      (steps, [nHeads, nKvHeads], window, withSinks, seed) => {
+        const dk = 8, dv = 4, nCtx = 16;
+        const p = { nHeads, nKvHeads, headDimK: dk, headDimV: dv, scale: 0.35 };
+        const spec = { layers: 1, nCtx, nKvHeads, headDimK: dk, headDimV: dv };
+        const a = new RefBackend(), b = new RefBackend();
+        const ca = a.createKvCache(spec), cb = b.createKvCache(spec), cc = a.createKvCache(spec);
+        const val = (i: number) => Math.sin(i * 12.9898 + seed) * 2;
+        const sinks = withSinks
+          ? Float32Array.from({ length: nHeads }, (_, h) => val(h + 99))
+          : null;
+        const x = { sinks, window };
+        let pos = 0;
+        for (let s = 0; s < steps; s++) {
+          const n = 1 + (s % 3);
+          if (pos + n > nCtx) break;
+          const q = Float32Array.from({ length: n * nHeads * dk }, (_, i) => val(i + pos * 7));
+          const k = Float32Array.from({ length: n * nKvHeads * dk }, (_, i) => val(i + pos * 11));
+          const v = Float32Array.from({ length: n * nKvHeads * dv }, (_, i) => val(i + pos * 13));
+          const o1 = new Float32Array(n * nHeads * dv), o2 = o1.slice(), o3 = o1.slice();
+          a.attentionExt(ca, 0, pos, n, q, k, v, p, x, o1);
+          attentionExt(cb, 0, pos, n, q, k, v, p, x, o2);
+          for (let i = 0; i < o1.length; i++) if (o1[i] !== o2[i]) return false;
+          if (!withSinks && window === 0) {
+            a.attention(cc, 0, pos, n, q, k, v, p, o3);
+            for (let i = 0; i < o1.length; i++) if (o1[i] !== o3[i]) return false;
+          }
+          pos += n;
+        }
+        return true;
+      },
+    ),
+    { numRuns: 60 },
+  );
 });
 
 Deno.test("YaRN: correction dims follow ggml's formula; a neutral YaRN is the backend's rope", () => {

@@ -1,6 +1,6 @@
 /**
- * Attention with per-head sinks and a sliding window (gpt-oss), composed in
- * core: the `Backend.attention` contract has neither, so this block keeps its
+ * Attention with per-head sinks and a sliding window (gpt-oss) for backends
+ * without the optional `Backend.attentionExt`: this block keeps its
  * own f16 KV rows per backend cache (a `WeakMap` keyed by the session's
  * `KvCache`, freed with it) and computes llama.cpp's non-flash
  * `build_attn_mha` + `ggml_soft_max_ext` with sinks, like the reference
@@ -10,18 +10,10 @@
  * @module
  */
 
-import type { AttentionParams, KvCache } from "../../backend/backend.ts";
+import type { AttentionExtras, AttentionParams, KvCache } from "../../backend/backend.ts";
 import { ModelError } from "../../errors.ts";
 import { f16ToF32, f32ToF16 } from "../../tensor/f16.ts";
 import { expfScalar, softmaxExpSum } from "../../tensor/ggml_math.ts";
-
-/** Sinks and window of one attention call. */
-export interface AttentionExtras {
-  /** Per-head sink logits (`attn_sinks`), or null. */
-  readonly sinks: Float32Array | null;
-  /** Sliding window: a row at position p sees keys at positions > p − window (0 = full). */
-  readonly window: number;
-}
 
 interface JsKv {
   readonly k: Uint16Array[];

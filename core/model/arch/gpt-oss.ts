@@ -5,8 +5,9 @@
  * limit 7), softmax over the selected top-k logits, `post_attention_norm` before the FFN, NEOX
  * RoPE with YaRN. llama.cpp: `src/models/openai-moe.cpp`.
  *
- * Sinks and the window are not in the `Backend.attention` contract: `arch/attention.ts` runs
- * that attention in core for every backend (its own f16 KV rows per session cache).
+ * Sinks and the window go through the optional `Backend.attentionExt` (the reference backend
+ * has it); for backends without it `arch/attention.ts` runs that attention in core over its own
+ * f16 KV rows per session cache.
  *
  * @module
  */
@@ -17,7 +18,7 @@ import type { Expert, ExpertKey, ExpertWeights, Scratch } from "../../moe/expert
 import { expfScalar } from "../../tensor/ggml_math.ts";
 import { HPARAM_FLOAT_RANGES, HPARAM_LIMITS } from "../hparams.ts";
 import type { ExpertBiases, LayerWeights } from "../weights.ts";
-import { attentionExt } from "./attention.ts";
+import { attentionExt as attentionExtCore } from "./attention.ts";
 import { addBias, addResidual, feedForward, loadStandardLayer, rmsNorm } from "./blocks.ts";
 import { applyRope } from "./rope.ts";
 import type { ArchSpec, LayerContext } from "./types.ts";
@@ -181,6 +182,8 @@ function sinkAttention(
   applyRope(be, q, n, nHead, headDimK, c.positions, rope, hp.yarn);
   applyRope(be, k, n, nHeadKv, headDimK, c.positions, rope, hp.yarn);
   const extras = { sinks: lw.attnSinks ?? null, window: windowed ? swa.window : 0 };
+  // the backend's op when it has one (its own cache), else the core composition (its own rows)
+  const attentionExt = be.attentionExt ? be.attentionExt.bind(be) : attentionExtCore;
   if (!c.seqs) {
     attentionExt(c.cache, l, c.startPos, n, q, k, v, c.attn, extras, att);
   } else {
