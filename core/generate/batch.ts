@@ -344,7 +344,7 @@ export class BatchScheduler {
         budget -= take;
       }
       if (this.#logits.length < members.length * nVocab) {
-        this.#logits = new Float32Array(this.maxSequences * nVocab);
+        this.#logits = new Float32Array(Math.min(this.maxSequences, 2 * members.length) * nVocab);
       }
       const logits = this.#logits;
       const t = performance.now();
