@@ -3,7 +3,8 @@
  * layers' route observers. The store reports only global counters, so each
  * layer's share is the change in `store.stats()` between that layer's first
  * routed token and the next layer's (or the end of the forward pass): exact
- * while forward passes do not overlap, which the runtime's step lock ensures.
+ * while forward passes do not overlap, which the runtime's batch scheduler
+ * ensures (one batched pass per step).
  *
  * @module
  */
