@@ -108,7 +108,7 @@ export class MoeLayer {
     const logits = S.get("moe.logits", nTokens * nExp);
     this.#backend.matmul(gateInp, x, nTokens, logits);
     const gb = this.spec.gateBias;
-    if (gb) for (let i = 0; i < nTokens * nExp; i++) logits[i] += gb[i % nExp];
+    if (gb) { for (let i = 0; i < nTokens * nExp; i++) logits[i] += gb[i % nExp]; }
 
     // route every token into reusable buffers (nothing allocated per decoded token)
     const routes = this.#routes;
