@@ -330,14 +330,16 @@ async function assemble(
   let memoryPlan: MemoryPlan | null = null;
   try {
     // the whole budget is checked before a single weight is uploaded (docs/memory.md)
-    memoryPlan = opts.hooks?.createStore ? null : planMemory(modelNeeds(file, hp), {
+    const planned = planMemory(modelNeeds(file, hp), {
       memoryBytes: opts.memoryBytes,
       heapBytes: backend.name === "wasm" ? backend.caps.maxSlotBytes : Infinity,
       machineBytes: machineBytes(),
       nCtx,
       nSeq: opts.nSeq,
-      expertBudgetBytes: opts.expertBudgetBytes,
+      // a custom store sizes itself: only the resident part, KV and scratch are checked
+      expertBudgetBytes: opts.hooks?.createStore ? 0 : opts.expertBudgetBytes,
     });
+    memoryPlan = opts.hooks?.createStore ? null : planned;
   } catch (e) {
     if (typeof opts.backend !== "object") backend.dispose();
     throw e;

@@ -296,3 +296,64 @@ function argmaxOf(x: Float32Array): number {
   for (let i = 1; i < x.length; i++) if (x[i] > x[b]) b = i;
   return b;
 }
+
+Deno.test("CLI --memory-mb and MOE_EDGE_MEMORY_MB reach the plan; a limit that cannot work exits with the typed error", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "moe-edge-mem-" });
+  try {
+    const path = `${dir}/m.gguf`;
+    await Deno.writeFile(path, synthesizeModel(SPEC));
+    const cli = (extra: string[]) =>
+      new Deno.Command(Deno.execPath(), {
+        args: [
+          "run",
+          "-A",
+          new URL("../../cli.ts", import.meta.url).pathname,
+          "generate",
+          "-m",
+          path,
+          "--prompt-tokens",
+          "1,17,42",
+          "-n",
+          "3",
+          "--temperature",
+          "0",
+          "--json",
+          ...extra,
+        ],
+        stdout: "piped",
+        stderr: "piped",
+      }).output();
+    const bad = await cli(["--memory-mb", "50"]);
+    assert.notEqual(bad.code, 0);
+    assert.match(
+      new TextDecoder().decode(bad.stderr),
+      /memory_too_small.*|do not fit the memory limit of 50 MiB/,
+    );
+    const good = await cli(["--memory-mb", "4096", "--ctx-size", "128"]);
+    assert.equal(good.code, 0, new TextDecoder().decode(good.stderr));
+    assert.equal(JSON.parse(new TextDecoder().decode(good.stdout)).tokens.length, 3);
+    const nonPositive = await cli(["--memory-mb", "0"]);
+    assert.notEqual(nonPositive.code, 0);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+  const { readConfig, ConfigError } = await import("../../serve/config.ts");
+  const env = (kv: Record<string, string>) => (k: string) => kv[k];
+  assert.equal(readConfig(env({ MOE_EDGE_MEMORY_MB: "2048" })).memoryBytes, 2048 * MIB);
+  assert.equal(readConfig(env({})).memoryBytes, undefined);
+  assert.throws(() => readConfig(env({ MOE_EDGE_MEMORY_MB: "lots" })), ConfigError);
+  assert.throws(() => readConfig(env({ MOE_EDGE_MEMORY_MB: "0" })), ConfigError);
+});
+
+Deno.test("loadModel: with a custom store, the resident part, KV and scratch are still checked at open", async () => {
+  const bytes = synthesizeModel(SPEC);
+  const n = await needsOf(bytes);
+  await assert.rejects(
+    loadModel(bytes, {
+      backend: "wasm",
+      memoryBytes: n.hostBytes(512) + n.residentBytes / 2,
+      hooks: { createStore: () => Promise.reject(new Error("must not be reached")) },
+    }),
+    { code: "memory_too_small" },
+  );
+});
