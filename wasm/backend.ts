@@ -57,9 +57,20 @@ import { KvCaches } from "./kv_caches.ts";
 import { KernelMemory } from "./memory.ts";
 import {
   instantiateKernels,
+  kernelBytes,
   type KernelExports,
   type KernelVariant,
+  PACKED_FLAG,
+  sharedMemorySupported,
 } from "./pkg/moe_edge_kernels.ts";
+import { OP_FFN_UP, OP_MATMUL, rowRange } from "./thread_split.ts";
+import {
+  acquirePool,
+  checkThreads,
+  defaultThreads,
+  type ThreadPool,
+  WORKER_STACK_BYTES,
+} from "./threads.ts";
 import { WASM_FORMATS, WeightSlots } from "./weight_slots.ts";
 
 export { WASM_FORMATS };
@@ -77,6 +88,25 @@ export interface WasmBackendOptions {
   readonly variant?: KernelVariant;
   /** Repack quantized matrices for the packed kernels (default true; results are identical). */
   readonly packWeights?: boolean;
+  /**
+   * Threads for matmul and the fused FFN (integer in [1, 64]; results are
+   * bit-identical at any count). Default 1; `"auto"` =
+   * `navigator.hardwareConcurrency`. Above 1 the kernels run the
+   * shared-memory build with a process-wide pool of Web Workers; where shared
+   * memory or Workers are unavailable it falls back to 1 thread.
+   */
+  readonly threads?: number | "auto";
+}
+
+/** Work (rows × cols × tokens) below which an op stays on the calling thread. */
+const THREAD_MIN_WORK = 1 << 16;
+
+/** The threaded state of a backend. */
+interface Threads {
+  readonly pool: ThreadPool;
+  readonly mem: number;
+  readonly n: number;
+  readonly stacks: number[];
 }
 
 const F32_OPS: ReadonlySet<OpName> = new Set<OpName>(["rmsnorm", "rope", "attention", "swiglu"]);
@@ -96,6 +126,7 @@ export class WasmBackend implements Backend {
   readonly #caches: KvCaches;
   readonly #scalar: boolean;
   readonly #ops: OpContext;
+  #threads: Threads | null = null;
   #disposed = false;
 
   /** Use {@linkcode createWasmBackend}. */
@@ -176,6 +207,39 @@ export class WasmBackend implements Backend {
     return this.#slots.packCount;
   }
 
+  /** Threads ops run on (1 = the calling thread only). */
+  get threads(): number {
+    return this.#threads?.n ?? 1;
+  }
+
+  /**
+   * Attach this backend's shared memory to the process pool with `n` threads
+   * (called by {@linkcode createWasmBackend}; `kernels` must be the
+   * shared-memory build).
+   */
+  async attachThreads(n: number): Promise<void> {
+    this.#live();
+    if (n <= 1 || this.#threads !== null) return;
+    const pool = acquirePool();
+    const stacks: number[] = [];
+    try {
+      pool.ensureWorkers(n - 1);
+      for (let i = 0; i < pool.workers; i++) stacks.push(this.#mem.arena.alloc(WORKER_STACK_BYTES));
+      const key = `${this.variant}-mt`;
+      const mem = await pool.attach(
+        this.#k.memory,
+        key,
+        kernelBytes(this.variant, true),
+        stacks.map((s) => s + WORKER_STACK_BYTES),
+      );
+      this.#threads = { pool, mem, n, stacks };
+    } catch (e) {
+      for (const s of stacks) this.#mem.arena.free(s);
+      pool.unref();
+      throw e;
+    }
+  }
+
   // ------------------------------------------------------------------ ops
 
   /** `out[t*rows + r] = Σ_c W[r,c]·x[t*cols + c]`, activations quantized to the vec_dot_type. */
@@ -194,6 +258,11 @@ export class WasmBackend implements Backend {
     );
     if (nTokens === 0 || rows === 0) return;
     const { ptr, kernelType } = this.#slots.resolve(w, bytes, true);
+    const th = this.#threads;
+    if (th !== null && !this.#scalar && rows >= 8 && rows * cols * nTokens >= THREAD_MIN_WORK) {
+      this.#matmulThreaded(th, kernelType, ptr, rows, cols, x, nTokens, out);
+      return;
+    }
     const ab = this.#k.matmul_scratch_bytes(kernelType, cols, nTokens);
     const [xp, ap, op] = this.#mem.scratch(nTokens * cols * 4, ab, nTokens * rows * 4);
     const f32 = this.#mem.f32;
@@ -297,6 +366,11 @@ export class WasmBackend implements Backend {
     const g = this.#slots.resolve(gate, gb, true);
     const u = this.#slots.resolve(up, ub, true);
     const d = this.#slots.resolve(down, db, true);
+    const th = this.#threads;
+    if (th !== null && !this.#scalar && nFf >= 8 && nFf * nEmbd * nTokens >= THREAD_MIN_WORK) {
+      this.#ffnThreaded(th, g, u, d, nEmbd, nFf, x, nTokens, out);
+      return;
+    }
     const sb = this.#k.ffn_swiglu_scratch_bytes(
       g.kernelType,
       u.kernelType,
@@ -374,8 +448,15 @@ export class WasmBackend implements Backend {
     return this.#disposed ? 0 : this.#mem.arena.memoryBytes;
   }
 
-  /** Release everything; the instance and its memory become garbage. */
+  /** Release everything; the instance and its memory become garbage (the last threaded backend stops the pool). */
   dispose(): void {
+    if (this.#disposed) return;
+    const th = this.#threads;
+    if (th !== null) {
+      this.#threads = null;
+      th.pool.detach(th.mem);
+      th.pool.unref();
+    }
     this.#disposed = true;
     this.#slots.clear();
     this.#caches.clear();
@@ -383,6 +464,170 @@ export class WasmBackend implements Backend {
   }
 
   // ------------------------------------------------------------------ internals
+
+  /**
+   * Convert `nTok` rows at `xp` to the activation format of `kernelType`
+   * into `dst` (F32 needs none: returns `xp`).
+   */
+  #prepare(
+    op: string,
+    kernelType: number,
+    xp: number,
+    cols: number,
+    nTok: number,
+    dst: number,
+  ): number {
+    const base = kernelType & ~PACKED_FLAG;
+    if (base === 0) return xp; // F32
+    if (this.#k.prepare_act(base, xp, cols, nTok, dst) !== 0) {
+      fail(op, `kernel rejected type ${base} cols ${cols}`);
+    }
+    return dst;
+  }
+
+  /** Activation bytes of `nTok` rows for `kernelType` (0 for F32). */
+  #actBytes(kernelType: number, cols: number, nTok: number): number {
+    const base = kernelType & ~PACKED_FLAG;
+    return base === 0 ? 0 : nTok * this.#k.act_row_bytes(base, cols);
+  }
+
+  /** Row-split matmul: activations converted once, each thread a row range (bit-identical). */
+  #matmulThreaded(
+    th: Threads,
+    kernelType: number,
+    ptr: number,
+    rows: number,
+    cols: number,
+    x: Float32Array,
+    nTokens: number,
+    out: Float32Array,
+  ): void {
+    const k = this.#k;
+    const sb = k.matmul_scratch_bytes(kernelType, cols, nTokens) + 64;
+    const stride = Math.ceil(sb / 64) * 64;
+    const [xp, ap, op, sp] = this.#mem.scratch(
+      nTokens * cols * 4,
+      this.#actBytes(kernelType, cols, nTokens),
+      nTokens * rows * 4,
+      stride * th.n,
+    );
+    const f32 = this.#mem.f32;
+    copyIn(f32, x, nTokens * cols, xp);
+    const act = this.#prepare("matmul", kernelType, xp, cols, nTokens, ap);
+    const wrb = k.weight_row_bytes(kernelType & ~PACKED_FLAG, cols);
+    this.#rowJob(th, [kernelType, ptr, rows, cols, act, nTokens, op, wrb, sp, stride]);
+    copyOut(this.#mem.f32, op, nTokens * rows, out);
+  }
+
+  /** Run an `OP_MATMUL` job (args as in `thread_split.ts`); part 0 on this thread. */
+  #rowJob(th: Threads, a: number[]): void {
+    const k = this.#k;
+    th.pool.run(th.mem, th.n, OP_MATMUL, a, () => {
+      const [r0, r1] = rowRange(a[2], th.n, 0);
+      if (r1 <= r0) return 0;
+      return k.matmul_prepared_ld(
+        a[0],
+        a[1] + r0 * a[7],
+        r1 - r0,
+        a[3],
+        a[4],
+        a[5],
+        a[6] + 4 * r0,
+        a[2],
+        a[8],
+      );
+    });
+  }
+
+  /** Fused FFN over threads: gate/up/SwiGLU by `nFf` row ranges, then down by `nEmbd` row ranges. */
+  #ffnThreaded(
+    th: Threads,
+    g: { ptr: number; kernelType: number },
+    u: { ptr: number; kernelType: number },
+    d: { ptr: number; kernelType: number },
+    nEmbd: number,
+    nFf: number,
+    x: Float32Array,
+    nTokens: number,
+    out: Float32Array,
+  ): void {
+    const k = this.#k;
+    const sameAct = (g.kernelType & ~PACKED_FLAG) === (u.kernelType & ~PACKED_FLAG);
+    const sb = Math.max(
+      k.matmul_scratch_bytes(g.kernelType, nEmbd, nTokens),
+      k.matmul_scratch_bytes(u.kernelType, nEmbd, nTokens),
+      k.matmul_scratch_bytes(d.kernelType, nFf, nTokens),
+    ) + 64;
+    const stride = Math.ceil(sb / 64) * 64;
+    const [xp, op, gp, up, agp, aup, adp, sp] = this.#mem.scratch(
+      nTokens * nEmbd * 4,
+      nTokens * nEmbd * 4,
+      nTokens * nFf * 4,
+      nTokens * nFf * 4,
+      this.#actBytes(g.kernelType, nEmbd, nTokens),
+      sameAct ? 0 : this.#actBytes(u.kernelType, nEmbd, nTokens),
+      this.#actBytes(d.kernelType, nFf, nTokens),
+      stride * th.n,
+    );
+    copyIn(this.#mem.f32, x, nTokens * nEmbd, xp);
+    const ag = this.#prepare("ffnSwiglu", g.kernelType, xp, nEmbd, nTokens, agp);
+    const au = sameAct ? ag : this.#prepare("ffnSwiglu", u.kernelType, xp, nEmbd, nTokens, aup);
+    const rbG = k.weight_row_bytes(g.kernelType & ~PACKED_FLAG, nEmbd);
+    const rbU = k.weight_row_bytes(u.kernelType & ~PACKED_FLAG, nEmbd);
+    const a = [
+      g.kernelType,
+      g.ptr,
+      u.kernelType,
+      u.ptr,
+      nFf,
+      nEmbd,
+      ag,
+      au,
+      nTokens,
+      gp,
+      up,
+      rbG,
+      rbU,
+      sp,
+      stride,
+    ];
+    th.pool.run(th.mem, th.n, OP_FFN_UP, a, () => {
+      const [r0, r1] = rowRange(nFf, th.n, 0);
+      if (r1 <= r0) return 0;
+      const rc1 = k.matmul_prepared_ld(
+        g.kernelType,
+        g.ptr + r0 * rbG,
+        r1 - r0,
+        nEmbd,
+        ag,
+        nTokens,
+        gp + 4 * r0,
+        nFf,
+        sp,
+      );
+      const rc2 = k.matmul_prepared_ld(
+        u.kernelType,
+        u.ptr + r0 * rbU,
+        r1 - r0,
+        nEmbd,
+        au,
+        nTokens,
+        up + 4 * r0,
+        nFf,
+        sp,
+      );
+      if (rc1 !== 0 || rc2 !== 0) return -1;
+      for (let t = 0; t < nTokens; t++) {
+        const o = 4 * (t * nFf + r0);
+        k.swiglu(gp + o, up + o, gp + o, r1 - r0);
+      }
+      return 0;
+    });
+    const ad = this.#prepare("ffnSwiglu", d.kernelType, gp, nFf, nTokens, adp);
+    const rbD = k.weight_row_bytes(d.kernelType & ~PACKED_FLAG, nFf);
+    this.#rowJob(th, [d.kernelType, d.ptr, nEmbd, nFf, ad, nTokens, op, rbD, sp, stride]);
+    copyOut(this.#mem.f32, op, nTokens * nEmbd, out);
+  }
 
   #live(): void {
     if (this.#disposed) {
@@ -402,6 +647,25 @@ export class WasmBackend implements Backend {
  * cached per isolate) with a fresh linear memory.
  */
 export async function createWasmBackend(opts: WasmBackendOptions = {}): Promise<WasmBackend> {
-  const k = await instantiateKernels(opts.variant ?? "auto");
-  return new WasmBackend(k.exports, opts, k.variant);
+  const sharedOk = sharedMemorySupported();
+  const want = opts.threads === undefined
+    ? 1
+    : opts.threads === "auto"
+    ? defaultThreads(sharedOk)
+    : checkThreads(opts.threads, "threads");
+  const threads = sharedOk ? want : 1;
+  if (threads <= 1) {
+    const k = await instantiateKernels(opts.variant ?? "auto");
+    return new WasmBackend(k.exports, opts, k.variant);
+  }
+  const maxBytes = opts.maxMemoryBytes ?? 4 * 1024 ** 3;
+  const memory = new WebAssembly.Memory({
+    initial: 32,
+    maximum: Math.max(32, Math.min(65536, Math.ceil(maxBytes / 65536))),
+    shared: true,
+  });
+  const k = await instantiateKernels(opts.variant ?? "auto", { sharedMemory: memory });
+  const be = new WasmBackend(k.exports, opts, k.variant);
+  await be.attachThreads(threads);
+  return be;
 }

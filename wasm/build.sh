@@ -8,6 +8,12 @@
 #   moe_edge_kernels_relaxed.wasm  + relaxed SIMD group kernels (c/relaxed.c),
 #                                  chosen at instantiate time when the engine
 #                                  validates it; results are bit-identical
+#   moe_edge_kernels_mt.wasm, moe_edge_kernels_relaxed_mt.wasm
+#                                  the same two with +atomics,+bulk-memory over an
+#                                  imported shared memory (max 4 GiB) and an
+#                                  exported __stack_pointer: the thread pool
+#                                  (wasm/threads.ts) runs one instance per Worker
+#                                  over one memory; used only when threads > 1
 #
 # Uses Debian's rustc 1.63 (wasm32-unknown-unknown std from
 # libstd-rust-dev-wasm32), never the rustup toolchain that may be first on
@@ -53,18 +59,22 @@ trap 'rm -rf "$TMP"' EXIT
   -O3 -ffp-contract=off -ffreestanding -nostdlib -fno-builtin -g0 \
   -ffile-prefix-map="$HERE=/moe-edge/wasm" \
   -c "$HERE/kernels/c/relaxed.c" -o "$TMP/relaxed.o"
+"$CLANG" --target=wasm32-unknown-unknown -mcpu=mvp -msimd128 -mrelaxed-simd -matomics -mbulk-memory \
+  -O3 -ffp-contract=off -ffreestanding -nostdlib -fno-builtin -g0 \
+  -ffile-prefix-map="$HERE=/moe-edge/wasm" \
+  -c "$HERE/kernels/c/relaxed.c" -o "$TMP/relaxed_mt.o"
 
-# build NAME [extra rustc args...]
+# build NAME FEATURES IMPORTS [extra rustc args...]   (IMPORTS: none | memory)
 build() {
-  local name="$1"
-  shift
+  local name="$1" features="$2" imports="$3"
+  shift 3
   "$RUSTC" \
     --edition 2021 \
     --crate-name moe_edge_kernels \
     --crate-type cdylib \
     --target wasm32-unknown-unknown \
     -C opt-level=3 \
-    -C target-feature=+simd128 \
+    -C target-feature="$features" \
     -C codegen-units=1 \
     -C panic=abort \
     -C debuginfo=0 \
@@ -77,9 +87,11 @@ build() {
 
   # Refuse output that carries custom sections (id 0) or imports (id 2): the
   # former could embed paths, the latter would break instantiation.
-  python3 - "$TMP/$name.wasm" <<'PY'
+  python3 - "$TMP/$name.wasm" "$imports" <<'PY'
 import sys
 b = open(sys.argv[1], "rb").read()
+allow_memory = sys.argv[2] == "memory"
+memory_import = b"\x03env\x06memory\x02"  # module "env", field "memory", kind memory
 assert b[:4] == b"\0asm", "not a wasm module"
 i = 8
 def leb(i):
@@ -94,7 +106,9 @@ while i < len(b):
     if sid == 0:
         sys.exit("build.sh: unexpected custom section in output")
     if sid == 2:
-        sys.exit("build.sh: unexpected import section in output")
+        body = b[i:i + size]
+        if not (allow_memory and body[0] == 1 and body[1:1 + len(memory_import)] == memory_import):
+            sys.exit("build.sh: unexpected import section in output")
     i += size
 PY
 
@@ -120,5 +134,12 @@ PY
   echo "built $OUT_DIR/$name.wasm ($size bytes, sha256 $sha)"
 }
 
-build moe_edge_kernels
-build moe_edge_kernels_relaxed --cfg moe_relaxed -C link-arg="$TMP/relaxed.o"
+build moe_edge_kernels +simd128 none
+build moe_edge_kernels_relaxed +simd128 none --cfg moe_relaxed -C link-arg="$TMP/relaxed.o"
+# Shared-memory builds. The prebuilt core library lacks the atomics feature
+# (it never touches memory concurrently), hence --no-check-features.
+MT_LINK=(-C link-arg=--shared-memory -C link-arg=--import-memory -C link-arg=--max-memory=4294967296
+  -C link-arg=--no-check-features -C link-arg=--export=__stack_pointer)
+build moe_edge_kernels_mt +simd128,+atomics,+bulk-memory,+mutable-globals memory "${MT_LINK[@]}"
+build moe_edge_kernels_relaxed_mt +simd128,+atomics,+bulk-memory,+mutable-globals memory --cfg moe_relaxed \
+  "${MT_LINK[@]}" -C link-arg="$TMP/relaxed_mt.o"

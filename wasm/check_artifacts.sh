@@ -7,7 +7,8 @@ TMP="$(mktemp -d)"
 trap 'rm -rf "$TMP"' EXIT
 bash "$HERE/build.sh" "$TMP" > /dev/null
 status=0
-for f in moe_edge_kernels.wasm moe_edge_kernels_bytes.ts moe_edge_kernels_relaxed.wasm moe_edge_kernels_relaxed_bytes.ts; do
+for f in moe_edge_kernels.wasm moe_edge_kernels_bytes.ts moe_edge_kernels_relaxed.wasm moe_edge_kernels_relaxed_bytes.ts \
+  moe_edge_kernels_mt.wasm moe_edge_kernels_mt_bytes.ts moe_edge_kernels_relaxed_mt.wasm moe_edge_kernels_relaxed_mt_bytes.ts; do
   if ! cmp -s "$TMP/$f" "$HERE/pkg/$f"; then
     echo "check_artifacts: wasm/pkg/$f is stale: it differs from a fresh build of wasm/kernels/src." >&2
     echo "  fresh:     $(sha256sum "$TMP/$f" | cut -d' ' -f1)" >&2

@@ -18,7 +18,7 @@
  * ```ts
  * import { instantiateKernels } from "./moe_edge_kernels.ts";
  * const k = await instantiateKernels();
- * console.log(k.exports.abi_version()); // 2
+ * console.log(k.exports.abi_version()); // 3
  * ```
  *
  * @module
@@ -26,9 +26,11 @@
 
 import { WASM_BASE64 } from "./moe_edge_kernels_bytes.ts";
 import { WASM_BASE64 as WASM_RELAXED_BASE64 } from "./moe_edge_kernels_relaxed_bytes.ts";
+import { WASM_BASE64 as WASM_MT_BASE64 } from "./moe_edge_kernels_mt_bytes.ts";
+import { WASM_BASE64 as WASM_RELAXED_MT_BASE64 } from "./moe_edge_kernels_relaxed_mt_bytes.ts";
 
 /** ABI version these bindings were written for (`abi_version()`). */
-export const KERNEL_ABI_VERSION = 2;
+export const KERNEL_ABI_VERSION = 3;
 
 /** Flag OR-ed into a weight type id for a matrix repacked by `pack_weights`. */
 export const PACKED_FLAG = 0x100;
@@ -79,6 +81,19 @@ export type MatmulPreparedFn = (
   act: number,
   nTok: number,
   out: number,
+  scratch: number,
+) => number;
+
+/** Row range of a matmul: `(type, w, rows, cols, act, nTok, out, ldo, scratch) → status`, writes `out[t*ldo + r]`. */
+export type MatmulPreparedLdFn = (
+  type: number,
+  w: number,
+  rows: number,
+  cols: number,
+  act: number,
+  nTok: number,
+  out: number,
+  ldo: number,
   scratch: number,
 ) => number;
 
@@ -168,6 +183,8 @@ export interface KernelExports {
   matmul_scratch_bytes(type: number, cols: number, nTok: number): number;
   /** Matmul on prepared activations (SIMD path expands them into `scratch`). */
   matmul_prepared: MatmulPreparedFn;
+  /** `matmul_prepared` with output row stride `ldo ≥ rows` (one thread's row range; bit-identical). */
+  matmul_prepared_ld: MatmulPreparedLdFn;
   /** Scalar twin of `matmul_prepared`. */
   matmul_prepared_scalar: MatmulPreparedFn;
   /** Matmul on f32 input (converts into `scratch`, sized by `matmul_scratch_bytes`). */
@@ -240,6 +257,7 @@ export const KERNEL_FUNCTIONS: readonly (Exclude<keyof KernelExports, "memory">)
   "prepare_act_scalar",
   "matmul_scratch_bytes",
   "matmul_prepared",
+  "matmul_prepared_ld",
   "matmul_prepared_scalar",
   "matmul",
   "matmul_scalar",
@@ -269,9 +287,22 @@ export interface KernelModule {
   readonly memory: WebAssembly.Memory;
   /** Which module it is. */
   readonly variant: "simd128" | "relaxed";
+  /** Whether it is the shared-memory (threads) build over an imported shared memory. */
+  readonly shared: boolean;
 }
 
-const cachedModules = new Map<"simd128" | "relaxed", Promise<WebAssembly.Module>>();
+/** Options of {@linkcode instantiateKernels}. */
+export interface InstantiateOptions {
+  /**
+   * Instantiate the shared-memory build over this memory (created with
+   * `shared: true` and a maximum of at most 65536 pages) instead of the
+   * single-threaded build with its own memory.
+   */
+  readonly sharedMemory?: WebAssembly.Memory;
+}
+
+const cachedModules = new Map<string, Promise<WebAssembly.Module>>();
+let sharedOk: boolean | null = null;
 let relaxedOk: boolean | null = null;
 
 function decodeBase64(b64: string): Uint8Array<ArrayBuffer> {
@@ -299,15 +330,49 @@ function resolveVariant(v: KernelVariant): "simd128" | "relaxed" {
   return relaxedSimdSupported() ? "relaxed" : "simd128";
 }
 
-/** A compiled kernel module, compiled at most once per isolate and variant. */
-export function compileKernels(variant: KernelVariant = "auto"): Promise<WebAssembly.Module> {
+/**
+ * Whether this engine can run the shared-memory build: shared
+ * `WebAssembly.Memory`, `SharedArrayBuffer`, `Atomics` and `Worker` exist and
+ * the module validates (checked once).
+ */
+export function sharedMemorySupported(): boolean {
+  if (sharedOk === null) {
+    try {
+      sharedOk = typeof SharedArrayBuffer === "function" && typeof Atomics === "object" &&
+        typeof Worker === "function" &&
+        new WebAssembly.Memory({ initial: 1, maximum: 1, shared: true }).buffer instanceof SharedArrayBuffer &&
+        WebAssembly.validate(decodeBase64(WASM_MT_BASE64));
+    } catch {
+      sharedOk = false;
+    }
+  }
+  return sharedOk;
+}
+
+/** The module bytes of a resolved variant (`shared`: the threads build). */
+export function kernelBytes(variant: "simd128" | "relaxed", shared: boolean): Uint8Array<ArrayBuffer> {
+  if (shared) return decodeBase64(variant === "relaxed" ? WASM_RELAXED_MT_BASE64 : WASM_MT_BASE64);
+  return decodeBase64(variant === "relaxed" ? WASM_RELAXED_BASE64 : WASM_BASE64);
+}
+
+/** Resolve `"auto"` to the module this engine runs. */
+export function resolveKernelVariant(variant: KernelVariant): "simd128" | "relaxed" {
+  return resolveVariant(variant);
+}
+
+/**
+ * A compiled kernel module, compiled at most once per isolate, variant and
+ * build (`shared`: the shared-memory threads build).
+ */
+export function compileKernels(variant: KernelVariant = "auto", shared = false): Promise<WebAssembly.Module> {
   const v = resolveVariant(variant);
-  let m = cachedModules.get(v);
+  const key = shared ? `${v}-mt` : v;
+  let m = cachedModules.get(key);
   if (m === undefined) {
-    m = WebAssembly.compile(decodeBase64(v === "relaxed" ? WASM_RELAXED_BASE64 : WASM_BASE64));
-    cachedModules.set(v, m);
+    m = WebAssembly.compile(kernelBytes(v, shared));
+    cachedModules.set(key, m);
     // A failed compile is not cached, so a later call may retry.
-    m.catch(() => cachedModules.delete(v));
+    m.catch(() => cachedModules.delete(key));
   }
   return m;
 }
@@ -318,11 +383,19 @@ export function compileKernels(variant: KernelVariant = "auto"): Promise<WebAsse
  * the engine supports it). Throws if the module's ABI version or exports do
  * not match these bindings.
  */
-export async function instantiateKernels(variant: KernelVariant = "auto"): Promise<KernelModule> {
+export async function instantiateKernels(
+  variant: KernelVariant = "auto",
+  opts: InstantiateOptions = {},
+): Promise<KernelModule> {
   const v = resolveVariant(variant);
-  const module = await compileKernels(v);
-  const instance = await WebAssembly.instantiate(module, {});
-  const raw = instance.exports as Record<string, unknown>;
+  const shared = opts.sharedMemory !== undefined;
+  const module = await compileKernels(v, shared);
+  const instance = await WebAssembly.instantiate(
+    module,
+    shared ? { env: { memory: opts.sharedMemory } } : {},
+  );
+  const raw = { ...instance.exports } as Record<string, unknown>;
+  if (shared) raw.memory = opts.sharedMemory;
   for (const name of KERNEL_FUNCTIONS) {
     if (typeof raw[name] !== "function") {
       throw new Error(`Cannot instantiate kernels: missing export: received no function "${name}"`);
@@ -338,5 +411,5 @@ export async function instantiateKernels(variant: KernelVariant = "auto"): Promi
       `Cannot instantiate kernels: ABI version mismatch: expected ${KERNEL_ABI_VERSION}, received ${ver}`,
     );
   }
-  return { exports, memory: exports.memory, variant: v };
+  return { exports, memory: exports.memory, variant: v, shared };
 }

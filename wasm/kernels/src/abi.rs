@@ -9,7 +9,7 @@ use crate::*;
 /// Version of this ABI; bumped on any signature change.
 #[no_mangle]
 pub extern "C" fn abi_version() -> u32 {
-    2
+    3
 }
 
 extern "C" {
@@ -115,6 +115,15 @@ pub unsafe extern "C" fn matmul_prepared(
     ty: u32, w: *const u8, rows: u32, cols: u32, act: *const u8, ntok: u32, out: *mut f32, scratch: *mut u8,
 ) -> i32 {
     matmul::matmul_prepared(ty, w, rows as usize, cols as usize, act, ntok as usize, out, scratch, true)
+}
+
+/// [`matmul_prepared`] writing `out[t*ldo+r]` (`ldo ≥ rows`; -1 otherwise):
+/// one thread's row range of a larger matrix, bit-identical to the whole call.
+#[no_mangle]
+pub unsafe extern "C" fn matmul_prepared_ld(
+    ty: u32, w: *const u8, rows: u32, cols: u32, act: *const u8, ntok: u32, out: *mut f32, ldo: u32, scratch: *mut u8,
+) -> i32 {
+    matmul::matmul_prepared_ld(ty, w, rows as usize, cols as usize, act, ntok as usize, out, ldo as usize, scratch, true)
 }
 
 /// Scalar twin of [`matmul_prepared`].

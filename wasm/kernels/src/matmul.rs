@@ -96,8 +96,29 @@ pub unsafe fn matmul_prepared(
     scratch: *mut u8,
     simd: bool,
 ) -> i32 {
+    matmul_prepared_ld(ty, w, rows, cols, act, ntok, out, rows, scratch, simd)
+}
+
+/// [`matmul_prepared`] writing token `t`'s row `r` to `out[t*ldo + r]`
+/// (`ldo ≥ rows`): a thread computes a row range of a larger matrix with the
+/// same kernels, so every value is bit-identical to the whole-matrix call.
+pub unsafe fn matmul_prepared_ld(
+    ty: u32,
+    w: *const u8,
+    rows: usize,
+    cols: usize,
+    act: *const u8,
+    ntok: usize,
+    out: *mut f32,
+    ldo: usize,
+    scratch: *mut u8,
+    simd: bool,
+) -> i32 {
+    if ldo < rows {
+        return -1;
+    }
     if ty & PACKED != 0 {
-        return matmul_packed(ty & !PACKED, w, rows, cols, act, ntok, out, scratch, simd);
+        return matmul_packed(ty & !PACKED, w, rows, cols, act, ntok, out, ldo, scratch, simd);
     }
     let (wrb, arb) = match (row_bytes(ty, cols), act_row_bytes(ty, cols)) {
         (Some(w), a) if a > 0 => (w, a),
@@ -108,7 +129,7 @@ pub unsafe fn matmul_prepared(
         let dot = k.dot;
         for t in 0..ntok {
             for r in 0..rows {
-                *out.add(t * rows + r) = dot(w.add(r * wrb), act.add(t * arb), cols);
+                *out.add(t * ldo + r) = dot(w.add(r * wrb), act.add(t * arb), cols);
             }
         }
         return 0;
@@ -158,7 +179,7 @@ pub unsafe fn matmul_prepared(
             let mut t = t0;
             while t < t1 {
                 let n = if t1 - t >= 4 { 4 } else { t1 - t };
-                (k.tiles[n - 1])(wr, nb, a.add(t * arow), arow, out.add(t * rows + r), rows);
+                (k.tiles[n - 1])(wr, nb, a.add(t * arow), arow, out.add(t * ldo + r), ldo);
                 t += n;
             }
         }
@@ -181,6 +202,7 @@ unsafe fn matmul_packed(
     act: *const u8,
     ntok: usize,
     out: *mut f32,
+    ldo: usize,
     scratch: *mut u8,
     simd: bool,
 ) -> i32 {
@@ -193,7 +215,7 @@ unsafe fn matmul_packed(
         for r in 0..rows {
             packed::read_row(ty, w, cols, r, scratch);
             for t in 0..ntok {
-                *out.add(t * rows + r) = dot(scratch, act.add(t * arb), cols);
+                *out.add(t * ldo + r) = dot(scratch, act.add(t * arb), cols);
             }
         }
         return 0;
@@ -217,13 +239,13 @@ unsafe fn matmul_packed(
                 let wr = w.add(r * rb);
                 let mut t = t0;
                 while t < t1 {
-                    let (a, o) = (af.add(t * arow), out.add(t * rows + r));
+                    let (a, o) = (af.add(t * arow), out.add(t * ldo + r));
                     let n = if t1 - t >= 4 { 4 } else { t1 - t };
                     match n {
                         1 => *o = packed_f16::dot_f16p(wr, a as *const u8, cols),
-                        2 => packed_f16::tile_f16p::<2>(wr, cols, a, arow, o, rows),
-                        3 => packed_f16::tile_f16p::<3>(wr, cols, a, arow, o, rows),
-                        _ => packed_f16::tile_f16p::<4>(wr, cols, a, arow, o, rows),
+                        2 => packed_f16::tile_f16p::<2>(wr, cols, a, arow, o, ldo),
+                        3 => packed_f16::tile_f16p::<3>(wr, cols, a, arow, o, ldo),
+                        _ => packed_f16::tile_f16p::<4>(wr, cols, a, arow, o, ldo),
                     }
                     t += n;
                 }
@@ -253,19 +275,19 @@ unsafe fn matmul_packed(
             let mut t = t0;
             while t < t1 {
                 let a = scratch.add(t * erb) as *const u8;
-                let oa = out.add(t * rows + 4 * ga);
+                let oa = out.add(t * ldo + 4 * ga);
                 if let (true, Some(tile)) = (t1 - t >= 2, gk.tile) {
                     // Token tiles (relaxed build): weights unpacked once for up to 4 tokens.
                     let n = if t1 - t >= 4 { 4 } else { t1 - t };
-                    tile(wa, nb, a, erb, n, oa, rows);
+                    tile(wa, nb, a, erb, n, oa, ldo);
                     if paired {
-                        tile(w.add(4 * gb * rb), nb, a, erb, n, out.add(t * rows + 4 * gb), rows);
+                        tile(w.add(4 * gb * rb), nb, a, erb, n, out.add(t * ldo + 4 * gb), ldo);
                     }
                     t += n;
                     continue;
                 }
                 let (wb, ob) = if paired {
-                    (w.add(4 * gb * rb), out.add(t * rows + 4 * gb))
+                    (w.add(4 * gb * rb), out.add(t * ldo + 4 * gb))
                 } else {
                     (core::ptr::null(), core::ptr::null_mut())
                 };

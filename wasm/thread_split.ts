@@ -1,0 +1,51 @@
+/**
+ * The shared layout of the thread pool's control block and the row split,
+ * imported by both the pool (`threads.ts`) and its workers
+ * (`thread_worker.ts`).
+ *
+ * @module
+ */
+
+/** Int32 index: job sequence number (bumped once per job; workers wait on it). */
+export const CTL_SEQ = 0;
+/** Int32 index: workers that have not finished the current job (main waits on it). */
+export const CTL_REMAIN = 1;
+/** Int32 index: first error of the current job (0 = none; see `ERR_*`). */
+export const CTL_ERR = 2;
+/** Int32 index: threads taking part in the current job, the calling thread included. */
+export const CTL_THREADS = 3;
+/** Int32 index: the job's op code (`OP_*`). */
+export const CTL_OP = 4;
+/** Int32 index: the id of the memory (backend) the job runs on. */
+export const CTL_MEM = 5;
+/** Int32 index: the first job argument (arguments are u32, stored as i32). */
+export const CTL_ARGS = 8;
+/** Int32 length of the control block. */
+export const CTL_LENGTH = 64;
+
+/** Matmul row ranges: `ty, w, rows, cols, act, nTok, out, weightRowBytes, scratch, scratchStride`. */
+export const OP_MATMUL = 1;
+/**
+ * Fused FFN first half, row ranges of `nFf`:
+ * `tg, wg, tu, wu, nFf, nEmbd, actG, actU, nTok, g, u, rowBytesG, rowBytesU, scratch, scratchStride`.
+ */
+export const OP_FFN_UP = 2;
+
+/** A kernel returned a non-zero status. */
+export const ERR_KERNEL = 1;
+/** A worker threw (trap, missing instance). */
+export const ERR_THROWN = 2;
+
+/**
+ * Rows `[r0, r1)` of part `t` of `n` over `rows` rows: boundaries on multiples
+ * of 4 (a packed group), parts as even as that allows; empty parts are
+ * possible when `rows < 4n`.
+ */
+export function rowRange(rows: number, n: number, t: number): [number, number] {
+  const units = Math.ceil(rows / 4);
+  const per = Math.floor(units / n);
+  const extra = units % n;
+  const u0 = t * per + Math.min(t, extra);
+  const u1 = u0 + per + (t < extra ? 1 : 0);
+  return [Math.min(rows, 4 * u0), Math.min(rows, 4 * u1)];
+}

@@ -1,0 +1,157 @@
+/**
+ * A thread-pool worker (see `threads.ts`): one kernel instance per attached
+ * shared memory, each with its own stack region, running its part of each
+ * job posted in the shared control block. It spins briefly on the job
+ * sequence number, then sleeps with `Atomics.waitAsync` (so attach messages
+ * are still handled while idle).
+ *
+ * @module
+ */
+
+/// <reference lib="deno.worker" />
+
+import {
+  CTL_ARGS,
+  CTL_ERR,
+  CTL_MEM,
+  CTL_OP,
+  CTL_REMAIN,
+  CTL_SEQ,
+  CTL_THREADS,
+  ERR_KERNEL,
+  ERR_THROWN,
+  OP_FFN_UP,
+  OP_MATMUL,
+  rowRange,
+} from "./thread_split.ts";
+
+interface Inst {
+  matmul_prepared_ld(
+    ty: number,
+    w: number,
+    rows: number,
+    cols: number,
+    act: number,
+    nTok: number,
+    out: number,
+    ldo: number,
+    scratch: number,
+  ): number;
+  swiglu(g: number, u: number, out: number, n: number): void;
+}
+
+const SPIN = 20000;
+const instances = new Map<number, Inst>();
+const modules = new Map<string, WebAssembly.Module>();
+let ctl: Int32Array | null = null;
+let index = 0;
+
+function run(c: Int32Array): void {
+  const nt = c[CTL_THREADS];
+  const part = index + 1; // part 0 is the calling thread's
+  if (part >= nt) return;
+  const inst = instances.get(c[CTL_MEM]);
+  if (inst === undefined) throw new Error(`no instance for memory ${c[CTL_MEM]}`);
+  const a = (i: number) => c[CTL_ARGS + i] >>> 0;
+  const op = c[CTL_OP];
+  if (op === OP_MATMUL) {
+    const rows = a(2);
+    const [r0, r1] = rowRange(rows, nt, part);
+    if (r1 <= r0) return;
+    const rc = inst.matmul_prepared_ld(
+      a(0),
+      a(1) + r0 * a(7),
+      r1 - r0,
+      a(3),
+      a(4),
+      a(5),
+      a(6) + 4 * r0,
+      rows,
+      a(8) + part * a(9),
+    );
+    if (rc !== 0) Atomics.compareExchange(c, CTL_ERR, 0, ERR_KERNEL);
+  } else if (op === OP_FFN_UP) {
+    const nFf = a(4), nEmbd = a(5), nTok = a(8), g = a(9), u = a(10);
+    const [r0, r1] = rowRange(nFf, nt, part);
+    if (r1 <= r0) return;
+    const s = a(13) + part * a(14);
+    const rc1 = inst.matmul_prepared_ld(
+      a(0),
+      a(1) + r0 * a(11),
+      r1 - r0,
+      nEmbd,
+      a(6),
+      nTok,
+      g + 4 * r0,
+      nFf,
+      s,
+    );
+    const rc2 = inst.matmul_prepared_ld(
+      a(2),
+      a(3) + r0 * a(12),
+      r1 - r0,
+      nEmbd,
+      a(7),
+      nTok,
+      u + 4 * r0,
+      nFf,
+      s,
+    );
+    if (rc1 !== 0 || rc2 !== 0) {
+      Atomics.compareExchange(c, CTL_ERR, 0, ERR_KERNEL);
+      return;
+    }
+    for (let t = 0; t < nTok; t++) {
+      const o = 4 * (t * nFf + r0);
+      inst.swiglu(g + o, u + o, g + o, r1 - r0);
+    }
+  }
+}
+
+async function loop(c: Int32Array, seen: number): Promise<void> {
+  for (;;) {
+    let s = Atomics.load(c, CTL_SEQ);
+    if (s === seen) {
+      for (let i = 0; i < SPIN && s === seen; i++) s = Atomics.load(c, CTL_SEQ);
+      if (s === seen) {
+        const r = Atomics.waitAsync(c, CTL_SEQ, seen);
+        if (r.async) await r.value;
+        continue;
+      }
+    }
+    seen = s;
+    if (index + 1 >= c[CTL_THREADS]) continue;
+    try {
+      run(c);
+    } catch {
+      Atomics.compareExchange(c, CTL_ERR, 0, ERR_THROWN);
+    }
+    if (Atomics.sub(c, CTL_REMAIN, 1) === 1) Atomics.notify(c, CTL_REMAIN);
+  }
+}
+
+self.onmessage = async (ev: MessageEvent) => {
+  const m = ev.data;
+  if (m.type === "init") {
+    ctl = new Int32Array(m.ctl as SharedArrayBuffer);
+    index = m.index as number;
+    loop(ctl, m.seq as number);
+  } else if (m.type === "attach") {
+    try {
+      let mod = modules.get(m.key);
+      if (mod === undefined) {
+        mod = await WebAssembly.compile(m.bytes as Uint8Array<ArrayBuffer>);
+        modules.set(m.key, mod);
+      }
+      const inst = await WebAssembly.instantiate(mod, { env: { memory: m.memory } });
+      const sp = inst.exports.__stack_pointer as WebAssembly.Global;
+      sp.value = m.stackTop;
+      instances.set(m.id, inst.exports as unknown as Inst);
+      self.postMessage({ type: "attached", id: m.id });
+    } catch (e) {
+      self.postMessage({ type: "attach_failed", id: m.id, message: String(e) });
+    }
+  } else if (m.type === "detach") {
+    instances.delete(m.id);
+  }
+};

@@ -1,0 +1,246 @@
+/**
+ * The WASM thread pool: Web Workers that each instantiate the shared-memory
+ * kernel build over a backend's shared `WebAssembly.Memory` and run their
+ * part of a job posted in a shared control block (per-op fork/join, no
+ * message round trip per op: the caller writes the job, bumps a sequence
+ * number and `Atomics.notify`s; workers spin briefly then sleep; the caller
+ * runs part 0 itself, then spins / `Atomics.wait`s on the remaining count).
+ *
+ * One pool per process, started lazily, shared by every threaded backend and
+ * terminated when the last one is disposed. A job that throws or whose
+ * kernel fails gives a `BackendError("thread_failed")`; a worker that dies
+ * marks the pool broken (`"thread_died"`), and a join that waits past the
+ * watchdog gives `"thread_timeout"` — never a hang.
+ *
+ * @module
+ */
+
+import { BackendError } from "../core/errors.ts";
+import {
+  CTL_ARGS,
+  CTL_ERR,
+  CTL_LENGTH,
+  CTL_MEM,
+  CTL_OP,
+  CTL_REMAIN,
+  CTL_SEQ,
+  CTL_THREADS,
+  ERR_KERNEL,
+} from "./thread_split.ts";
+
+/** Bytes of stack each worker gets per attached memory (the module's own is 1 MiB). */
+export const WORKER_STACK_BYTES = 1 << 20;
+/** Most threads a pool runs (the calling thread included). */
+export const MAX_THREADS = 64;
+
+const SPIN = 20000;
+
+/**
+ * Default thread count: `navigator.hardwareConcurrency` when workers and
+ * shared memory are available, else 1.
+ */
+export function defaultThreads(sharedOk: boolean): number {
+  if (!sharedOk) return 1;
+  const hc = (globalThis.navigator as { hardwareConcurrency?: number } | undefined)
+    ?.hardwareConcurrency;
+  return typeof hc === "number" && Number.isInteger(hc) && hc >= 1 ? Math.min(hc, MAX_THREADS) : 1;
+}
+
+/**
+ * Validate a requested thread count: an integer in `[1, MAX_THREADS]`.
+ * Throws `BackendError("bad_threads")` otherwise.
+ */
+export function checkThreads(n: unknown, where = "threads"): number {
+  if (typeof n !== "number" || !Number.isInteger(n) || n < 1 || n > MAX_THREADS) {
+    throw new BackendError(
+      "bad_threads",
+      `Cannot use ${where}: expected an integer in [1, ${MAX_THREADS}], received ${String(n)}`,
+      { threads: n },
+    );
+  }
+  return n;
+}
+
+interface Attach {
+  resolve(): void;
+  reject(e: Error): void;
+  left: number;
+}
+
+/** The process-wide worker pool. */
+export class ThreadPool {
+  readonly #ctl: Int32Array;
+  readonly #workers: Worker[] = [];
+  #refs = 0;
+  #nextMem = 1;
+  #broken: string | null = null;
+  readonly #pending = new Map<number, Attach>();
+  /** Join watchdog in ms (a job running longer than this is a failure). */
+  watchdogMs = 120_000;
+
+  constructor() {
+    this.#ctl = new Int32Array(new SharedArrayBuffer(CTL_LENGTH * 4));
+  }
+
+  /** Workers running (threads − 1 of the widest backend). */
+  get workers(): number {
+    return this.#workers.length;
+  }
+
+  /** Start workers until there are at least `n`. */
+  ensureWorkers(n: number): void {
+    this.#live();
+    while (this.#workers.length < n) {
+      const w = new Worker(new URL("./thread_worker.ts", import.meta.url).href, { type: "module" });
+      const index = this.#workers.length;
+      w.onmessage = (ev: MessageEvent) => this.#onMessage(ev.data);
+      w.onerror = (ev: ErrorEvent) => {
+        ev.preventDefault();
+        this.#fail(`worker ${index} died: ${ev.message}`);
+      };
+      w.onmessageerror = () => this.#fail(`worker ${index} could not read a message`);
+      w.postMessage({
+        type: "init",
+        ctl: this.#ctl.buffer,
+        index,
+        seq: Atomics.load(this.#ctl, CTL_SEQ),
+      });
+      this.#workers.push(w);
+    }
+  }
+
+  /**
+   * Give every worker an instance of `bytes` over `memory` with its stack
+   * ending at `stackTops[i]`; resolves with the memory's id once all have it.
+   */
+  attach(
+    memory: WebAssembly.Memory,
+    key: string,
+    bytes: Uint8Array,
+    stackTops: number[],
+  ): Promise<number> {
+    this.#live();
+    const id = this.#nextMem++;
+    const n = this.#workers.length;
+    if (n === 0) return Promise.resolve(id);
+    return new Promise<number>((resolve, reject) => {
+      this.#pending.set(id, { resolve: () => resolve(id), reject, left: n });
+      this.#workers.forEach((w, i) =>
+        w.postMessage({ type: "attach", id, memory, key, bytes, stackTop: stackTops[i] })
+      );
+    });
+  }
+
+  /** Drop the workers' instances of memory `id`. */
+  detach(id: number): void {
+    for (const w of this.#workers) w.postMessage({ type: "detach", id });
+  }
+
+  /** Count a user of the pool. */
+  ref(): void {
+    this.#refs++;
+  }
+
+  /** Release a user; the last one terminates the workers. */
+  unref(): void {
+    if (--this.#refs > 0) return;
+    for (const w of this.#workers) w.terminate();
+    this.#workers.length = 0;
+    if (shared === this) shared = null;
+  }
+
+  /**
+   * Run job `op` with `args` on memory `mem` over `threads` threads; `self`
+   * runs part 0 on the calling thread. Returns when every part is done.
+   */
+  run(mem: number, threads: number, op: number, args: readonly number[], self: () => number): void {
+    this.#live();
+    const c = this.#ctl;
+    const helpers = threads - 1;
+    if (helpers > this.#workers.length) {
+      throw new BackendError(
+        "thread_failed",
+        `Cannot run job: ${threads} threads but ${this.#workers.length} workers`,
+      );
+    }
+    c[CTL_OP] = op;
+    c[CTL_MEM] = mem;
+    c[CTL_THREADS] = threads;
+    c[CTL_ERR] = 0;
+    for (let i = 0; i < args.length; i++) c[CTL_ARGS + i] = args[i] | 0;
+    Atomics.store(c, CTL_REMAIN, helpers);
+    Atomics.add(c, CTL_SEQ, 1);
+    Atomics.notify(c, CTL_SEQ);
+    let rc = 0;
+    let thrown: unknown = null;
+    try {
+      rc = self();
+    } catch (e) {
+      thrown = e;
+    }
+    this.#join();
+    const err = c[CTL_ERR];
+    if (thrown !== null) throw thrown;
+    if (rc !== 0 || err !== 0) {
+      throw new BackendError(
+        "thread_failed",
+        `Cannot run threaded op: ${
+          err === ERR_KERNEL || rc !== 0 ? "a kernel rejected its part" : "a worker threw"
+        }`,
+        { op, threads },
+      );
+    }
+  }
+
+  #join(): void {
+    const c = this.#ctl;
+    let v = Atomics.load(c, CTL_REMAIN);
+    for (let i = 0; i < SPIN && v !== 0; i++) v = Atomics.load(c, CTL_REMAIN);
+    if (v === 0) return;
+    const t0 = performance.now();
+    while ((v = Atomics.load(c, CTL_REMAIN)) !== 0) {
+      if (this.#broken !== null) this.#live();
+      Atomics.wait(c, CTL_REMAIN, v, 20);
+      if (performance.now() - t0 > this.watchdogMs) {
+        this.#fail(`a job ran past the ${this.watchdogMs} ms watchdog`);
+        throw new BackendError("thread_timeout", `Cannot run threaded op: ${this.#broken}`);
+      }
+    }
+  }
+
+  #onMessage(m: { type: string; id: number; message?: string }): void {
+    const p = this.#pending.get(m.id);
+    if (p === undefined) return;
+    if (m.type === "attach_failed") {
+      this.#pending.delete(m.id);
+      p.reject(new BackendError("thread_failed", `Cannot start thread: ${m.message}`));
+    } else if (--p.left === 0) {
+      this.#pending.delete(m.id);
+      p.resolve();
+    }
+  }
+
+  #fail(why: string): void {
+    if (this.#broken === null) this.#broken = why;
+    if (shared === this) shared = null; // later backends start a fresh pool
+    for (const p of this.#pending.values()) {
+      p.reject(new BackendError("thread_died", `Cannot start thread: ${why}`));
+    }
+    this.#pending.clear();
+  }
+
+  #live(): void {
+    if (this.#broken !== null) {
+      throw new BackendError("thread_died", `Cannot use the thread pool: ${this.#broken}`);
+    }
+  }
+}
+
+let shared: ThreadPool | null = null;
+
+/** The process-wide pool (created on first use; counted: pair with `unref()`). */
+export function acquirePool(): ThreadPool {
+  if (shared === null) shared = new ThreadPool();
+  shared.ref();
+  return shared;
+}
