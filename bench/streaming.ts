@@ -146,6 +146,13 @@ const cases: Case[] = [
 ];
 if (fbPath) {
   cases.push({ source: "file", frac: 0.25, label: "LRU + fallback q2_k", fallback: true });
+  cases.push({
+    source: "file",
+    frac: 0.25,
+    label: "LRU + fallback q2_k, no background load",
+    fallback: true,
+    streaming: { fallbackCopies: { loadOnFallback: false } },
+  });
 }
 if (nginx) {
   cases.push({ source: "http", frac: 0.25, label: "LRU" });
@@ -172,7 +179,9 @@ try {
       expertBudgetBytes: Math.floor(expertBytes * c.frac),
       streaming: {
         ...c.streaming,
-        fallbackCopies: fbSrc ? { source: fbSrc, manifest: fbManifest } : undefined,
+        fallbackCopies: fbSrc
+          ? { ...c.streaming?.fallbackCopies, source: fbSrc, manifest: fbManifest }
+          : undefined,
       },
     });
     const st = (r.model.store as StreamingExpertStore).stats();

@@ -21,6 +21,9 @@ import type { ExpertStore } from "../store/expert_store.ts";
 import { HttpSource } from "../store/http_source.ts";
 import { PinnedSource } from "../store/pinned_source.ts";
 import { streamingStoreFromRequest, type StreamingStoreRequest } from "../store/streaming_store.ts";
+import type { FallbackCopiesOptions } from "../store/fallback_copies.ts";
+import { type ExpertManifest, parseExpertManifest } from "../store/expert_manifest.ts";
+import { parseGgmlType } from "../tensor/ggml_type.ts";
 import {
   instantiatePlugins,
   type LoadedPlugin,
@@ -43,6 +46,41 @@ import {
   parseJson,
   resolveUrl,
 } from "./resolve.ts";
+
+/**
+ * `memory.expertFallback` / `expertFallbackFile` / `expertCriticalWeight` as
+ * the store's fallback copies (HOBBIT). Throws `ManifestError` for an
+ * unknown type or a side file that is not local.
+ */
+async function manifestFallback(
+  mem: NonNullable<ModelManifest["memory"]>,
+  base: URL,
+  label: string,
+): Promise<FallbackCopiesOptions | undefined> {
+  if (mem.expertFallback === undefined && mem.expertFallbackFile === undefined) return undefined;
+  const bad = (path: string, message: string): never => {
+    throw manifestError(
+      [{ path: `${label}: memory.${path}`, code: "bad_fallback", message }],
+      label,
+    );
+  };
+  let type: number | undefined;
+  if (mem.expertFallback !== undefined) {
+    type = parseGgmlType(mem.expertFallback);
+    if (type === undefined) bad("expertFallback", `unknown ggml type '${mem.expertFallback}'`);
+  }
+  let source: ByteSource | undefined;
+  let manifest: ExpertManifest | undefined;
+  if (mem.expertFallbackFile !== undefined) {
+    const url = resolveUrl(mem.expertFallbackFile, base);
+    if (url.protocol !== "file:") bad("expertFallbackFile", `must be a local file: ${url.href}`);
+    const path = fileURLToPath(url);
+    const text = await Deno.readTextFile(`${path}.manifest.json`).catch(() => undefined);
+    if (text !== undefined) manifest = parseExpertManifest(JSON.parse(text));
+    source = await FileSource.open(path);
+  }
+  return { type, source, manifest, criticalWeight: mem.expertCriticalWeight };
+}
 
 /** Builds the expert store a manifest asks for (`memory` plus cache/prefetch plugins). */
 export type ManifestStoreFactory = (
@@ -289,12 +327,14 @@ export async function loadFromManifest(
       const mem = manifest.memory ?? {};
       const create = opts.createStore ?? streamingStoreFromRequest;
       const mb = mem.expertBudgetMb;
+      const fallbackCopies = await manifestFallback(mem, base, label);
       hooks.createStore = (ctx) =>
         create(ctx, {
           budgetBytes: mb === undefined ? undefined : Math.floor(mb * 1024 * 1024),
           pinned: mem.pinnedExperts ?? [],
           policy: host.cachePolicy(ctx.hp),
           prefetcher: host.prefetcher(ctx.hp),
+          fallbackCopies,
         });
     }
     const model = await loadModel(source!, {

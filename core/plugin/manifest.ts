@@ -40,6 +40,12 @@ export interface ModelManifest {
   readonly memory?: {
     readonly expertBudgetMb?: number;
     readonly pinnedExperts?: readonly (readonly [number, number])[];
+    /** Resident low-bit copies of every expert in this type, used on misses (`--expert-fallback`). */
+    readonly expertFallback?: string;
+    /** Side GGUF with the copies (local, relative to the manifest; its `.manifest.json` is checked). */
+    readonly expertFallbackFile?: string;
+    /** Misses with a gate weight at or above this wait for full precision (default 0.8). */
+    readonly expertCriticalWeight?: number;
   };
   /** Plugins in application order. */
   readonly plugins: readonly PluginRef[];

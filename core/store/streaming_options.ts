@@ -94,6 +94,8 @@ export interface StreamingStoreRequest {
   readonly policy?: CachePolicy;
   /** Prefetcher from a `prefetch` plugin. */
   readonly prefetcher?: Prefetcher;
+  /** Fallback copies (`memory.expertFallback`). */
+  readonly fallbackCopies?: FallbackCopiesOptions;
 }
 
 /** The budget split that `checkBudget` approved. */

@@ -595,6 +595,7 @@ export function streamingStoreFromRequest(
     pinned: req.pinned.map(([layer, index]) => ({ layer, index })),
     policy: req.policy,
     prefetcher: req.prefetcher,
+    fallbackCopies: req.fallbackCopies,
   });
 }
 

@@ -7,8 +7,11 @@
 import assert from "node:assert/strict";
 import {
   buildExpertManifest,
+  generateText,
   GgmlType,
   loadFallbackCopies,
+  loadFromManifest,
+  ManifestError,
   MemorySource,
   sideLocations,
   StoreError,
@@ -103,4 +106,30 @@ Deno.test("fallback copies: side GGUF equals made-at-load copies; its manifest i
   made.dispose();
   read.dispose();
   assert.equal(made.weights(0, 0), null);
+});
+
+Deno.test("fallback: a model manifest's memory.expertFallback gives the same store", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "moe-edge-fallback-" });
+  try {
+    await Deno.writeFile(`${dir}/m.gguf`, modelBytes());
+    const write = (memory: Record<string, unknown>) =>
+      Deno.writeTextFile(
+        `${dir}/model.json`,
+        JSON.stringify({ manifestVersion: 1, model: { source: "m.gguf" }, memory, plugins: [] }),
+      );
+    await write({ expertBudgetMb: (4 * EXPERT_BYTES) / 2 ** 20, expertFallback: "q4_0" });
+    const { model } = await loadFromManifest(`${dir}/model.json`, { backend: "ref" });
+    await generateText(model, [1, 17, 42, 99], { maxTokens: 8, temperature: 0 });
+    const store = model.store as StreamingExpertStore;
+    assert.equal(store.memory().fallbackBytes, 4 * 8 * 3 * 128 * 2 * 18);
+    assert.ok(store.stats().fallbackHits! > 0);
+    model.dispose();
+    await write({ expertBudgetMb: 1, expertFallback: "q9_9" });
+    await assert.rejects(
+      loadFromManifest(`${dir}/model.json`, { backend: "ref" }),
+      (e) => e instanceof ManifestError && /q9_9/.test(e.message),
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });
