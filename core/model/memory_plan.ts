@@ -135,7 +135,9 @@ export function modelNeeds(file: GgufFile, hp: HParams): ModelNeeds {
     count += v.n;
   }
   const kvLayer = hp.nHeadKv * (hp.headDimK + hp.headDimV) * 2;
-  const kvTok = kvLayer * hp.nLayer;
+  // gpt-oss (sliding window + sinks) on a backend without attentionExt keeps a second f16 copy of
+  // its K/V rows in core (core/model/arch/attention.ts): count it, conservatively, everywhere
+  const kvTok = kvLayer * hp.nLayer * (hp.swa ? 2 : 1);
   const g = Math.max(1, Math.floor(hp.nHead / Math.max(1, hp.nHeadKv)));
   const qDim = hp.nHead * Math.max(hp.headDimK, hp.headDimV);
   // widest matmul output / input besides the output head

@@ -18,6 +18,7 @@ import { applyRope, yarnCorrDims } from "../../core/model/arch/rope.ts";
 import { swigluOai } from "../../core/model/arch/gpt-oss.ts";
 import { attentionExt } from "../../core/model/arch/attention.ts";
 import { loadModel } from "../../core/model/model.ts";
+import { modelNeeds } from "../../core/model/memory_plan.ts";
 import { synthesizeModel, type SyntheticModelSpec } from "../../core/model/synthetic.ts";
 import { TopKRouter } from "../../core/moe/router.ts";
 import { MemorySource } from "../../core/store/byte_source.ts";
@@ -312,6 +313,18 @@ Deno.test("gpt-oss: window, pattern and expert widths are checked, typed and nam
   equal(JSON.stringify(m.hp.swa?.layers), JSON.stringify([true, false]));
   equal(m.hp.swa?.window, 4);
   m.dispose();
+});
+
+Deno.test("memory plan: gpt-oss counts its core K/V copy, deepseek2 MLA its latent cache", async () => {
+  for (const arch of ["gpt-oss", "deepseek2"] as const) {
+    const bytes = synthesizeModel({ ...SMALL, arch, nLayer: 3 });
+    const m = await loadModel(bytes, { backend: "ref" });
+    const needs = modelNeeds(m.file, m.hp);
+    const { nHeadKv, headDimK, headDimV, nLayer } = m.hp;
+    const once = nHeadKv * (headDimK + headDimV) * 2 * nLayer;
+    equal(needs.kvBytesPerToken, arch === "gpt-oss" ? 2 * once : once);
+    m.dispose();
+  }
 });
 
 Deno.test("gpt-oss: swigluOai clamps as ggml (gate ≤ 7, up in ±7) and is finite for any input", () => {
