@@ -178,3 +178,48 @@ Deno.test("cli: verify checks every byte against the manifest; corrupted weights
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("cli: --expert-fallback serves misses from resident copies; bad uses are usage errors", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const model = `${dir}/m.gguf`;
+    await Deno.writeFile(model, modelBytes());
+    const base = [
+      "generate",
+      "--model",
+      model,
+      "--prompt-tokens",
+      "1,17,42,99",
+      "--max-tokens",
+      "6",
+    ];
+    const budget = ["--expert-budget-mb", String(4 * 3 * 128 * 2 * 34 / 2 ** 20)];
+    const ok = await cli(
+      ...base,
+      ...budget,
+      "--expert-fallback",
+      "q4_0",
+      "--json",
+      "--backend",
+      "ref",
+    );
+    assert.equal(ok.code, 0, ok.stderr);
+    const ex = JSON.parse(ok.stdout).experts;
+    for (const k of ["fallback_hits", "loads", "read_ms", "verify_ms", "repack_ms", "stall_ms"]) {
+      assert.equal(typeof ex[k], "number", k);
+    }
+    assert.ok(ex.fallback_hits > 0);
+    const noBudget = await cli(...base, "--expert-fallback", "q4_0");
+    assert.equal(noBudget.code, 2, noBudget.stderr);
+    assert.match(noBudget.stderr, /--expert-budget-mb/);
+    const badType = await cli(...base, ...budget, "--expert-fallback", "q9_9");
+    assert.equal(badType.code, 2, badType.stderr);
+    assert.match(badType.stderr, /q9_9/);
+    // Q2_K needs 256-wide rows: the model's 64-wide ones are a clear store error, exit 1
+    const tooNarrow = await cli(...base, ...budget, "--expert-fallback", "q2_k");
+    assert.equal(tooNarrow.code, 1, tooNarrow.stderr);
+    assert.match(tooNarrow.stderr, /multiple of its block/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
