@@ -29,8 +29,11 @@ export interface ModelPreset {
   readonly pre: string;
 }
 
-/** The mixes presets are made with (llama.cpp `--ftype` names). */
-export const PRESET_MIXES: readonly QuantMix[] = ["Q4_K_M", "Q3_K_M", "Q2_K"];
+/**
+ * The mixes presets are made with (llama.cpp `--ftype` names; `MXFP4_MOE` is how gpt-oss ships:
+ * MXFP4 experts, Q8_0 elsewhere).
+ */
+export const PRESET_MIXES: readonly QuantMix[] = ["Q4_K_M", "Q3_K_M", "Q2_K", "MXFP4_MOE"];
 
 /** Every preset, by name. */
 export const PRESETS: Readonly<Record<string, ModelPreset>> = {
@@ -70,6 +73,26 @@ export const PRESETS: Readonly<Record<string, ModelPreset>> = {
       nVocab: 151936,
       nCtx: 40960,
       ropeBase: 1000000,
+    },
+  },
+  "gpt-oss-20b": {
+    name: "gpt-oss-20b",
+    model: "openai/gpt-oss-20b",
+    pre: "gpt-2", // the real one is "gpt-4o" (not implemented by the tokenizer)
+    spec: {
+      arch: "gpt-oss",
+      nEmbd: 2880,
+      nLayer: 24,
+      nHead: 64,
+      nHeadKv: 8,
+      headDim: 64,
+      nExpert: 32,
+      nExpertUsed: 4,
+      nFf: 2880,
+      nVocab: 201088,
+      nCtx: 131072,
+      ropeBase: 150000,
+      gptOss: { window: 128, pattern: 2, yarn: { factor: 32, origCtx: 4096 } },
     },
   },
   "granite-3.1-3b-a800m": {
