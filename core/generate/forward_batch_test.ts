@@ -12,6 +12,7 @@ import { ModelError } from "../errors.ts";
 import { loadModel, loadResidentStore, type Model } from "../model/model.ts";
 import type { ExpertStore } from "../store/expert_store.ts";
 import { synthesizeModel, type SyntheticModelSpec } from "../model/synthetic.ts";
+import type { ArchSpec } from "../model/arch/types.ts";
 import { GgmlType } from "../tensor/ggml_type.ts";
 import "../../wasm/register.ts";
 
@@ -136,6 +137,8 @@ const CASES: { name: string; spec: SyntheticModelSpec }[] = [
   { name: "qwen3moe F32 (per-head Q/K norm)", spec: { arch: "qwen3moe", type: GgmlType.F32 } },
   { name: "olmoe Q8_0", spec: { arch: "olmoe", type: GgmlType.Q8_0 } },
   { name: "granitemoe F32 (scales)", spec: { arch: "granitemoe", type: GgmlType.F32 } },
+  { name: "deepseek2 F32 (MLA)", spec: { arch: "deepseek2", type: GgmlType.F32 } },
+  { name: "gpt-oss Q8_0 (sinks, window)", spec: { arch: "gpt-oss", type: GgmlType.Q8_0 } },
 ];
 
 for (const c of CASES) {
@@ -179,9 +182,25 @@ Deno.test("forwardBatch WASM: quantized rows equal forward alone exactly, F32 wi
 });
 
 Deno.test("forwardBatch: an architecture reading one cache per block runs sequence by sequence", async () => {
-  const m = await loadModel(synthesizeModel({ arch: "deepseek2", type: GgmlType.F32, seed: 2 }), {
-    backend: "ref",
-  });
+  const m = await loadModel(synthesizeModel({ type: GgmlType.F32, seed: 2 }), { backend: "ref" });
+  // a block that reads the single-sequence fields, as an architecture without batch support would
+  const hp = m.transformer.hp as { arch: ArchSpec };
+  const orig = hp.arch;
+  let reads = 0;
+  hp.arch = {
+    ...orig,
+    forwardLayer: (c, l) => {
+      if (c.seqs) {
+        try {
+          void c.cache;
+        } catch (e) {
+          reads++;
+          throw e;
+        }
+      }
+      return orig.forwardLayer(c, l);
+    },
+  };
   try {
     await fc.assert(
       fc.asyncProperty(planArb(m.hp.nVocab), async (plans) => {
@@ -189,7 +208,10 @@ Deno.test("forwardBatch: an architecture reading one cache per block runs sequen
       }),
       { numRuns: 3, seed: 17 },
     );
+    // rejected once (batch_unsupported), then remembered: later batches run sequence by sequence
+    assert.equal(reads, 1);
   } finally {
+    hp.arch = orig;
     m.dispose();
   }
 });
