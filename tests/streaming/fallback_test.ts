@@ -5,6 +5,7 @@
  */
 
 import assert from "node:assert/strict";
+import fc from "fast-check";
 import {
   buildExpertManifest,
   generateText,
@@ -15,7 +16,7 @@ import {
   MemorySource,
   sideLocations,
   StoreError,
-  type StreamingExpertStore,
+  StreamingExpertStore,
   writeCopiesGguf,
 } from "../../mod.ts";
 import { createRefBackend } from "../../core/backend/ref_backend.ts";
@@ -132,4 +133,52 @@ Deno.test("fallback: a model manifest's memory.expertFallback gives the same sto
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("fallback: under random ensure/prefetch sequences every ensured expert has weights, within budget", async () => {
+  const ctx = await storeContext(new MemorySource(modelBytes()));
+  const copies = await loadFallbackCopies(ctx.backend, ctx.source, ctx.locations, { type: Q4 });
+  await fc.assert(
+    fc.asyncProperty(
+      fc.integer({ min: 2, max: 6 }),
+      fc.constantFrom(0, 0.5, Infinity),
+      fc.boolean(),
+      fc.integer({ min: 1, max: 4 }),
+      fc.array(
+        fc.tuple(
+          fc.boolean(),
+          fc.integer({ min: 0, max: 3 }),
+          fc.uniqueArray(fc.integer({ min: 0, max: 7 }), { minLength: 1, maxLength: 2 }),
+        ),
+        { maxLength: 30 },
+      ),
+      async (cap, criticalWeight, loadOnFallback, packAfterUses, ops) => {
+        const budget = cap * EXPERT_BYTES;
+        const s = await StreamingExpertStore.create(ctx, {
+          expertBudgetBytes: budget,
+          packAfterUses,
+          fallback: { weights: copies.weights, criticalWeight, loadOnFallback },
+        });
+        for (const [pre, layer, ex] of ops) {
+          if (pre) s.prefetch(layer, ex);
+          else {
+            await s.ensure(layer, ex);
+            for (const e of ex) {
+              const w = s.weights(layer, e);
+              assert.ok(w.up.rows > 0);
+            }
+          }
+          assert.ok(s.memory().allocatedBytes <= budget);
+        }
+        const st = s.stats();
+        assert.ok(st.fallbackHits! <= st.misses);
+        // without route observers there is no gate weight: only `Infinity` falls back
+        if (criticalWeight !== Infinity) assert.equal(st.fallbackHits, 0);
+        else assert.equal(st.fallbackHits, st.misses);
+        s.dispose();
+      },
+    ),
+    { numRuns: 40 },
+  );
+  copies.dispose();
 });
