@@ -223,7 +223,7 @@ export class WasmBackend implements Backend {
     const pool = acquirePool();
     const stacks: number[] = [];
     try {
-      pool.ensureWorkers(n - 1);
+      await pool.ensureWorkers(n - 1);
       for (let i = 0; i < pool.workers; i++) stacks.push(this.#mem.arena.alloc(WORKER_STACK_BYTES));
       const key = `${this.variant}-mt`;
       const mem = await pool.attach(

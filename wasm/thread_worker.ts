@@ -130,28 +130,54 @@ async function loop(c: Int32Array, seen: number): Promise<void> {
   }
 }
 
-self.onmessage = async (ev: MessageEvent) => {
-  const m = ev.data;
+/** Where replies go: `node:worker_threads`' parent port (Deno, Node) or the Web Worker scope. */
+let reply: (m: unknown) => void = (m) => self.postMessage(m);
+
+async function onMessage(m: Record<string, unknown> & { type: string }): Promise<void> {
   if (m.type === "init") {
     ctl = new Int32Array(m.ctl as SharedArrayBuffer);
     index = m.index as number;
-    loop(ctl, m.seq as number);
+    void loop(ctl, m.seq as number);
   } else if (m.type === "attach") {
     try {
-      let mod = modules.get(m.key);
+      let mod = modules.get(m.key as string);
       if (mod === undefined) {
         mod = await WebAssembly.compile(m.bytes as Uint8Array<ArrayBuffer>);
-        modules.set(m.key, mod);
+        modules.set(m.key as string, mod);
       }
-      const inst = await WebAssembly.instantiate(mod, { env: { memory: m.memory } });
+      const inst = await WebAssembly.instantiate(mod, {
+        env: { memory: m.memory as WebAssembly.Memory },
+      });
       const sp = inst.exports.__stack_pointer as WebAssembly.Global;
-      sp.value = m.stackTop;
-      instances.set(m.id, inst.exports as unknown as Inst);
-      self.postMessage({ type: "attached", id: m.id });
+      sp.value = m.stackTop as number;
+      instances.set(m.id as number, inst.exports as unknown as Inst);
+      reply({ type: "attached", id: m.id });
     } catch (e) {
-      self.postMessage({ type: "attach_failed", id: m.id, message: String(e) });
+      reply({ type: "attach_failed", id: m.id, message: String(e) });
     }
   } else if (m.type === "detach") {
-    instances.delete(m.id);
+    instances.delete(m.id as number);
   }
-};
+}
+
+interface Port {
+  on(ev: "message", f: (m: never) => void): void;
+  postMessage(m: unknown): void;
+}
+
+async function parentPort(): Promise<Port | null> {
+  try {
+    return (await import("node:worker_threads")).parentPort as unknown as Port | null;
+  } catch {
+    return null;
+  }
+}
+
+const port = await parentPort();
+if (port !== null) {
+  const p = port;
+  reply = (m) => p.postMessage(m);
+  p.on("message", (m: Record<string, unknown> & { type: string }) => void onMessage(m));
+} else {
+  self.onmessage = (ev: MessageEvent) => void onMessage(ev.data);
+}

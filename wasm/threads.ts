@@ -61,6 +61,40 @@ export function checkThreads(n: unknown, where = "threads"): number {
   return n;
 }
 
+/** The part of a worker the pool uses (a Web Worker or a `node:worker_threads` one). */
+interface PoolWorker {
+  postMessage(m: unknown): void;
+  terminate(): void;
+  /** `node:worker_threads` only: keep the process alive (while an attach is pending). */
+  ref?(): void;
+  /** `node:worker_threads` only: stop keeping the process alive. */
+  unref?(): void;
+}
+
+type NodeWorkerCtor = new (url: URL) => PoolWorker & {
+  on(ev: string, f: (x: never) => void): void;
+  ref(): void;
+  unref(): void;
+};
+
+let nodeWorker: NodeWorkerCtor | null | undefined;
+
+/**
+ * `node:worker_threads`' Worker where the runtime has it (Deno, Node): its
+ * workers can be `unref()`ed, so an undisposed threaded backend never keeps
+ * the process alive. Web Workers elsewhere.
+ */
+async function nodeWorkerCtor(): Promise<NodeWorkerCtor | null> {
+  if (nodeWorker === undefined) {
+    try {
+      nodeWorker = (await import("node:worker_threads")).Worker as unknown as NodeWorkerCtor;
+    } catch {
+      nodeWorker = null;
+    }
+  }
+  return nodeWorker;
+}
+
 interface Attach {
   resolve(): void;
   reject(e: Error): void;
@@ -70,7 +104,9 @@ interface Attach {
 /** The process-wide worker pool. */
 export class ThreadPool {
   readonly #ctl: Int32Array;
-  readonly #workers: Worker[] = [];
+  readonly #workers: PoolWorker[] = [];
+  #terminated = false;
+  #attaching = 0;
   #refs = 0;
   #nextMem = 1;
   #broken: string | null = null;
@@ -88,17 +124,33 @@ export class ThreadPool {
   }
 
   /** Start workers until there are at least `n`. */
-  ensureWorkers(n: number): void {
+  async ensureWorkers(n: number): Promise<void> {
     this.#live();
+    const url = new URL("./thread_worker.ts", import.meta.url);
+    const NodeWorker = await nodeWorkerCtor();
     while (this.#workers.length < n) {
-      const w = new Worker(new URL("./thread_worker.ts", import.meta.url).href, { type: "module" });
       const index = this.#workers.length;
-      w.onmessage = (ev: MessageEvent) => this.#onMessage(ev.data);
-      w.onerror = (ev: ErrorEvent) => {
-        ev.preventDefault();
-        this.#fail(`worker ${index} died: ${ev.message}`);
-      };
-      w.onmessageerror = () => this.#fail(`worker ${index} could not read a message`);
+      let w: PoolWorker;
+      if (NodeWorker !== null) {
+        const nw = new NodeWorker(url);
+        nw.on("message", (m: never) => this.#onMessage(m));
+        nw.on("error", (e: Error) => this.#fail(`worker ${index} died: ${e?.message ?? e}`));
+        nw.on("exit", (code: number) => {
+          if (!this.#terminated) this.#fail(`worker ${index} exited (code ${code})`);
+        });
+        // referenced only while an attach is pending (see attach): an
+        // undisposed backend never keeps the process alive
+        w = nw;
+      } else {
+        const ww = new Worker(url.href, { type: "module" });
+        ww.onmessage = (ev: MessageEvent) => this.#onMessage(ev.data);
+        ww.onerror = (ev: ErrorEvent) => {
+          ev.preventDefault();
+          this.#fail(`worker ${index} died: ${ev.message}`);
+        };
+        ww.onmessageerror = () => this.#fail(`worker ${index} could not read a message`);
+        w = ww;
+      }
       w.postMessage({
         type: "init",
         ctl: this.#ctl.buffer,
@@ -123,8 +175,22 @@ export class ThreadPool {
     const id = this.#nextMem++;
     const n = this.#workers.length;
     if (n === 0) return Promise.resolve(id);
+    if (this.#attaching++ === 0) { for (const w of this.#workers) w.ref?.(); }
+    const settled = () => {
+      if (--this.#attaching === 0) { for (const w of this.#workers) w.unref?.(); }
+    };
     return new Promise<number>((resolve, reject) => {
-      this.#pending.set(id, { resolve: () => resolve(id), reject, left: n });
+      this.#pending.set(id, {
+        resolve: () => {
+          settled();
+          resolve(id);
+        },
+        reject: (e) => {
+          settled();
+          reject(e);
+        },
+        left: n,
+      });
       this.#workers.forEach((w, i) =>
         w.postMessage({ type: "attach", id, memory, key, bytes, stackTop: stackTops[i] })
       );
@@ -144,6 +210,7 @@ export class ThreadPool {
   /** Release a user; the last one terminates the workers. */
   unref(): void {
     if (--this.#refs > 0) return;
+    this.#terminated = true;
     for (const w of this.#workers) w.terminate();
     this.#workers.length = 0;
     if (shared === this) shared = null;
