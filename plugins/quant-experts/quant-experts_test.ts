@@ -1,6 +1,14 @@
 import assert from "node:assert/strict";
 import fc from "fast-check";
-import { GgmlType, loadModel, loadPlugins, MemorySource, PluginError } from "../../mod.ts";
+import {
+  generateText,
+  GgmlType,
+  loadFromManifest,
+  loadModel,
+  loadPlugins,
+  MemorySource,
+  PluginError,
+} from "../../mod.ts";
 import createPlugin, {
   copyPlan,
   expertLocations,
@@ -86,4 +94,16 @@ Deno.test("quant-experts: plugin object and manifest", async () => {
     loadPlugins([{ use: "quant-experts", config: { skipBelow: 2 } }]),
     /skipBelow/,
   );
+});
+
+Deno.test("quant-experts: the example model manifest streams with Q4_0 copies and skips low-weight experts", async () => {
+  const url = new URL("../../examples/quant-experts/model.json", import.meta.url);
+  const { model, plugins } = await loadFromManifest(url.href, { backend: "ref" });
+  assert.equal(plugins[0].plugin.name, "quant-experts");
+  const out = await generateText(model, [1, 40, 50], { maxTokens: 12, temperature: 0 });
+  assert.equal(out.tokens.length, 12);
+  const st = model.store.stats();
+  assert.ok(st.fallbackHits! > 0, "misses used the Q4_0 copies");
+  assert.ok(st.misses > 0);
+  model.dispose();
 });
