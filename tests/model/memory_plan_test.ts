@@ -357,3 +357,29 @@ Deno.test("loadModel: with a custom store, the resident part, KV and scratch are
     { code: "memory_too_small" },
   );
 });
+
+Deno.test("a whole-context prompt runs inside a heap the plan filled with streaming experts", async () => {
+  const bytes = synthesizeModel(SPEC);
+  const n = await needsOf(bytes);
+  const nCtx = 512;
+  const prompt = Array.from({ length: 504 }, (_, i) => (i * 37 + 11) % 500);
+  const ref = await loadModel(bytes, { backend: "wasm", nCtx });
+  const want = (await generateText(ref, prompt, { maxTokens: 8, temperature: 0 })).tokens;
+  ref.dispose();
+  const fixed = n.residentBytes + (n.kvBytesPerToken + n.kvLayerBytesPerToken) * nCtx +
+    n.scratchBytes(nCtx, nCtx);
+  // the module's own data and stack sit below the arena
+  const probe = await createWasmBackend({ maxMemoryBytes: 64 * MIB });
+  const base = 64 * MIB - probe.caps.maxSlotBytes;
+  probe.dispose();
+  // a heap (its cap) that holds the fixed part and half of the experts: the plan streams them and
+  // fills the heap with the expert budget; the prompt's scratch and KV must still fit beside it
+  const be = await createWasmBackend({ maxMemoryBytes: base + fixed + n.expertBytes / 2 });
+  const m = await loadModel(bytes, { backend: be, nCtx });
+  assert.equal(m.memoryPlan?.mode, "streaming");
+  assert.equal(m.memoryPlan?.reason, "heap_limit");
+  const got = (await generateText(m, prompt, { maxTokens: 8, temperature: 0 })).tokens;
+  assert.deepEqual(got, want);
+  m.dispose();
+  be.dispose();
+});
