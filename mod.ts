@@ -73,6 +73,16 @@ export {
   type StoreContext,
 } from "./core/model/model.ts";
 export { synthesizeModel, type SyntheticModelSpec } from "./core/model/synthetic.ts";
+export {
+  describePlan,
+  type MemoryPlan,
+  type ModelNeeds,
+  modelNeeds,
+  planMemory,
+  type PlanOptions,
+} from "./core/model/memory_plan.ts";
+export { type ModelPreset, type PresetOptions, PRESETS, presetSpec } from "./core/model/presets.ts";
+export { writeSyntheticFile, writeSyntheticStream } from "./core/model/synthetic_stream.ts";
 export { DEFAULT_MODEL_SPEC, defaultModelBytes } from "./core/model/default_model.ts";
 export { Session, type SessionOptions } from "./core/generate/session.ts";
 export { Sampler, type SamplingOptions } from "./core/generate/sampler.ts";

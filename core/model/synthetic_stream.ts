@@ -261,5 +261,3 @@ export async function synthesizeStreamed(spec: SyntheticModelSpec): Promise<Uint
   }
   return out;
 }
-
-export { GgmlType };
