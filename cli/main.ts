@@ -48,6 +48,7 @@ import {
   parseInteger,
   parseNumber,
   parsePositive,
+  parseThreads,
   parseTokenList,
   UsageError,
 } from "./options.ts";
@@ -124,6 +125,7 @@ async function open(
       ? undefined
       : Math.floor(integrity.memoryMb * 1024 * 1024),
     nCtx: integrity.ctxSize,
+    threads: integrity.threads ?? Math.max(1, Math.min(64, navigator.hardwareConcurrency || 1)),
     backend: backend ?? "auto",
     onProgress: tty
       ? (done, total) => {
@@ -150,6 +152,8 @@ interface IntegrityFlags {
   memoryMb?: number;
   /** `--ctx-size`: the memory plan reserves KV cache for it. */
   ctxSize?: number;
+  /** `--threads`: WASM compute threads (default: the CPU count). */
+  threads?: number;
 }
 
 interface StreamingFlags extends IntegrityFlags {
@@ -267,6 +271,13 @@ function modelOptions(cmd: Command): Command {
     )
     .addOption(
       new Option("--backend <name>", "compute backend").choices(["auto", "wasm", "ref", "webgpu"]),
+    )
+    .addOption(
+      new Option(
+        "--threads <n>",
+        "WASM compute threads, 1-64 (default: the CPU count; 1 where Workers or shared memory " +
+          "are missing); results are identical at any count",
+      ).argParser(parseThreads),
     )
     .addOption(
       new Option(

@@ -49,6 +49,13 @@ export function parseCount(v: string): number {
   return n;
 }
 
+/** A thread count in [1, 64] (`--threads`). */
+export function parseThreads(v: string): number {
+  const n = parseInteger(v);
+  if (n < 1 || n > 64) throw new InvalidArgumentError(`expected an integer from 1 to 64`);
+  return n;
+}
+
 /** A positive number (`--expert-budget-mb`). */
 export function parsePositive(v: string): number {
   const n = parseNumber(v);

@@ -26,6 +26,11 @@ export const SETTINGS: readonly Setting[] = [
   },
   { env: "MOE_EDGE_BACKEND", default: "auto", help: "Compute backend: auto (WASM), wasm or ref" },
   {
+    env: "MOE_EDGE_THREADS",
+    default: "CPU count",
+    help: "WASM compute threads, 1-64 (1 without Workers/shared memory)",
+  },
+  {
     env: "MOE_EDGE_HOST",
     default: "127.0.0.1",
     help: "Address to listen on (deno run / deno task start only)",
@@ -98,6 +103,8 @@ export interface ServerConfig {
   modelName: string;
   /** Backend name. */
   backend: string;
+  /** WASM compute threads (`MOE_EDGE_THREADS`; default `navigator.hardwareConcurrency`). */
+  threads: number;
   /** Listen address. */
   hostname: string;
   /** Listen port. */
@@ -183,6 +190,8 @@ export function readConfig(get: (key: string) => string | undefined): ServerConf
     modelName: env("MOE_EDGE_MODEL_NAME") ??
       (modelPath ? modelPath.replace(/^.*[\\/]/, "").replace(/\.gguf$/i, "") : "moe-edge-default"),
     backend,
+    threads: int("MOE_EDGE_THREADS", 1, 64) ??
+      Math.max(1, Math.min(64, navigator.hardwareConcurrency || 1)),
     hostname: env("MOE_EDGE_HOST") ?? "127.0.0.1",
     port: int("MOE_EDGE_PORT", 0, 65535) ?? int("PORT", 0, 65535) ?? 8000,
     apiKey: env("MOE_EDGE_API_KEY") ?? null,

@@ -70,6 +70,7 @@ export async function prepare(get: (key: string) => string | undefined): Promise
   try {
     model = await loadModel(cfg.modelPath ?? defaultModelBytes(), {
       backend: cfg.backend,
+      threads: cfg.threads,
       memoryBytes: cfg.memoryBytes,
       nCtx: cfg.nCtx,
       nSeq: cfg.maxConcurrent ?? 4,

@@ -12,4 +12,8 @@ import { createWasmBackend } from "./backend.ts";
 /** Registry priority of the WASM backend (the reference backend is 0). */
 export const WASM_BACKEND_PRIORITY = 10;
 
-registerBackend("wasm", WASM_BACKEND_PRIORITY, () => createWasmBackend());
+registerBackend(
+  "wasm",
+  WASM_BACKEND_PRIORITY,
+  (opts) => createWasmBackend({ threads: opts?.threads }),
+);

@@ -12,8 +12,14 @@ import { BackendError } from "../errors.ts";
 import type { Backend } from "./backend.ts";
 import { createRefBackend } from "./ref_backend.ts";
 
+/** Options a factory may honour (others ignore them). */
+export interface BackendCreateOptions {
+  /** Compute threads (the WASM backend; integer ≥ 1, default 1). */
+  readonly threads?: number;
+}
+
 /** Creates a backend; rejects (or resolves null) when unavailable here. */
-export type BackendFactory = () => Promise<Backend | null>;
+export type BackendFactory = (opts?: BackendCreateOptions) => Promise<Backend | null>;
 
 interface Entry {
   name: string;
@@ -40,12 +46,15 @@ registerBackend("ref", 0, () => Promise.resolve(createRefBackend()));
  * Throws `BackendError` `"unknown_backend"` for an unregistered name and
  * `"unavailable"` when a named backend cannot run here.
  */
-export async function createBackend(name = "auto"): Promise<Backend> {
+export async function createBackend(
+  name = "auto",
+  opts: BackendCreateOptions = {},
+): Promise<Backend> {
   if (name === "auto") {
     const errors: string[] = [];
     for (const n of backendNames()) {
       try {
-        const b = await entries.get(n)!.factory();
+        const b = await entries.get(n)!.factory(opts);
         if (b) return b;
         errors.push(`${n}: unavailable`);
       } catch (e) {
@@ -62,7 +71,7 @@ export async function createBackend(name = "auto"): Promise<Backend> {
       { backend: name },
     );
   }
-  const b = await e.factory();
+  const b = await e.factory(opts);
   if (!b) {
     throw new BackendError(
       "unavailable",

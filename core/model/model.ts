@@ -76,6 +76,11 @@ export interface StoreContext {
 export interface LoadModelOptions {
   /** A backend instance, or a registered name / `"auto"` (default). */
   backend?: Backend | string;
+  /**
+   * Compute threads of a backend created here (the WASM backend: a Worker
+   * pool over shared memory; results are identical at any count). Default 1.
+   */
+  threads?: number;
   /** Load progress callback (bytes). */
   onProgress?: LoadProgress;
   /** Assembly hooks. */
@@ -325,7 +330,7 @@ async function assemble(
   }
   const backend = typeof opts.backend === "object"
     ? opts.backend
-    : await createBackend(opts.backend ?? "auto");
+    : await createBackend(opts.backend ?? "auto", { threads: opts.threads });
   const nCtx = opts.nCtx ?? defaultContext(hp);
   let memoryPlan: MemoryPlan | null = null;
   try {

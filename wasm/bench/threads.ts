@@ -1,0 +1,125 @@
+/**
+ * Thread scaling of the WASM backend on Mixtral-shaped expert matrices:
+ * one expert FFN (gate/up Q4_K 14336×4096, down Q6_K 4096×14336, as in a
+ * Q4_K_M file) and one dense Q4_K matvec, decode (1 token) and prefill
+ * (32 tokens), at each thread count, round-robin in one process (best of
+ * `--rounds`). Prints a markdown table and the load average.
+ *
+ *   deno run -A wasm/bench/threads.ts [--threads 1,2] [--rounds 5] [--small]
+ *
+ * @module
+ */
+
+import { GgmlType } from "../../core/tensor/ggml_type.ts";
+import type { WeightView } from "../../core/backend/backend.ts";
+import { createWasmBackend, type WasmBackend } from "../backend.ts";
+import { randomActivations, randomWeights, rng } from "../kernel_test_util.ts";
+
+function arg(name: string, dflt: string): string {
+  const i = Deno.args.indexOf(`--${name}`);
+  return i >= 0 && i + 1 < Deno.args.length ? Deno.args[i + 1] : dflt;
+}
+
+const counts = arg("threads", "1,2").split(",").map(Number);
+const rounds = Number(arg("rounds", "5"));
+const small = Deno.args.includes("--small");
+const nEmbd = small ? 1024 : 4096, nFf = small ? 2816 : 14336;
+
+const r = rng(1);
+const wg = randomWeights(r, GgmlType.Q4_K, nFf, nEmbd);
+const wu = randomWeights(r, GgmlType.Q4_K, nFf, nEmbd);
+const wd = randomWeights(r, GgmlType.Q6_K, nEmbd, nFf);
+const x1 = randomActivations(r, nEmbd);
+const x32 = randomActivations(r, 32 * nEmbd);
+const x1f = randomActivations(r, nFf);
+
+interface Setup {
+  threads: number;
+  be: WasmBackend;
+  g: WeightView;
+  u: WeightView;
+  d: WeightView;
+}
+
+function up(
+  be: WasmBackend,
+  b: Uint8Array,
+  type: GgmlType,
+  rows: number,
+  cols: number,
+): WeightView {
+  const slot = be.allocSlot(b.length);
+  be.writeSlot(slot, 0, b);
+  const v = { slot, offset: 0, type, rows, cols };
+  be.prepareWeights(v);
+  return v;
+}
+
+const setups: Setup[] = [];
+for (const threads of counts) {
+  const be = await createWasmBackend({ threads });
+  setups.push({
+    threads,
+    be,
+    g: up(be, wg, GgmlType.Q4_K, nFf, nEmbd),
+    u: up(be, wu, GgmlType.Q4_K, nFf, nEmbd),
+    d: up(be, wd, GgmlType.Q6_K, nEmbd, nFf),
+  });
+}
+
+type Case = { name: string; run: (s: Setup) => void };
+const out1 = new Float32Array(nFf),
+  outE = new Float32Array(32 * nEmbd),
+  outF = new Float32Array(32 * nFf);
+const cases: Case[] = [
+  { name: `matvec Q4_K ${nFf}×${nEmbd}, 1 token`, run: (s) => s.be.matmul(s.g, x1, 1, out1) },
+  { name: `matvec Q6_K ${nEmbd}×${nFf}, 1 token`, run: (s) => s.be.matmul(s.d, x1f, 1, outE) },
+  { name: `matmul Q4_K ${nFf}×${nEmbd}, 32 tokens`, run: (s) => s.be.matmul(s.g, x32, 32, outF) },
+  {
+    name: "expert FFN (Q4_K/Q4_K/Q6_K), 1 token",
+    run: (s) => s.be.ffnSwiglu(s.g, s.u, s.d, x1, 1, outE),
+  },
+  {
+    name: "expert FFN (Q4_K/Q4_K/Q6_K), 32 tokens",
+    run: (s) => s.be.ffnSwiglu(s.g, s.u, s.d, x32, 32, outE),
+  },
+];
+
+function time(c: Case, s: Setup): number {
+  const t0 = performance.now();
+  let n = 0;
+  do {
+    c.run(s);
+    n++;
+  } while (performance.now() - t0 < 150);
+  return (performance.now() - t0) / n;
+}
+
+for (const c of cases) for (const s of setups) time(c, s); // warm-up
+const best = cases.map(() => setups.map(() => Infinity));
+for (let k = 0; k < rounds; k++) {
+  cases.forEach((c, i) =>
+    setups.forEach((s, j) => {
+      best[i][j] = Math.min(best[i][j], time(c, s));
+    })
+  );
+}
+console.log(
+  `| op | ${counts.map((t) => `${t} thread(s) ms`).join(" | ")} | speed-up ${counts.at(-1)} vs ${
+    counts[0]
+  } |`,
+);
+console.log(`| -- | ${counts.map(() => "--").join(" | ")} | -- |`);
+cases.forEach((c, i) => {
+  console.log(
+    `| ${c.name} | ${best[i].map((v) => v.toFixed(3)).join(" | ")} | ${
+      (best[i][0] / best[i].at(-1)!).toFixed(2)
+    }× |`,
+  );
+});
+console.log(
+  `load average: ${
+    Deno.loadavg().map((v) => v.toFixed(2)).join(" ")
+  }, ${navigator.hardwareConcurrency} CPUs`,
+);
+for (const s of setups) s.be.dispose();
