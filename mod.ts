@@ -12,6 +12,10 @@
  * console.log(out.text);
  * ```
  *
+ * The root stays light: the OpenAI-compatible server is `@moe-edge/runtime/serve`
+ * and the embedded default model (2 MB of weights) is
+ * `@moe-edge/runtime/default-model`; neither is loaded by importing this module.
+ *
  * @module
  */
 
@@ -83,7 +87,6 @@ export {
 } from "./core/model/memory_plan.ts";
 export { type ModelPreset, type PresetOptions, PRESETS, presetSpec } from "./core/model/presets.ts";
 export { writeSyntheticFile, writeSyntheticStream } from "./core/model/synthetic_stream.ts";
-export { DEFAULT_MODEL_SPEC, defaultModelBytes } from "./core/model/default_model.ts";
 export { Session, type SessionOptions } from "./core/generate/session.ts";
 export { Sampler, type SamplingOptions } from "./core/generate/sampler.ts";
 export {
@@ -183,18 +186,3 @@ export { IntegritySource, type IntegrityStats } from "./core/store/integrity_sou
 export { PIN_BLOCK_BYTES, PinnedSource, type PinOptions } from "./core/store/pinned_source.ts";
 export { hash64 } from "./core/store/hash64.ts";
 export { hitRate, prefetchAccuracy, statsJson } from "./core/store/store_stats.ts";
-export { type AppOptions, createApp } from "./serve/app.ts";
-export {
-  createRuntime,
-  type Generation,
-  ModelRuntime,
-  type RunRequest,
-  type RuntimeOptions,
-} from "./serve/runtime.ts";
-export {
-  type OpenAIErrorBody,
-  ServeError,
-  type ServeErrorCode,
-  toHttpError,
-} from "./serve/errors.ts";
-export { type ChatMessage, ChatTemplate, chatTemplateFor } from "./serve/chat_template.ts";

@@ -23,7 +23,6 @@
 import { parseArgs } from "node:util";
 import {
   createBackend,
-  defaultModelBytes,
   generateText,
   GgmlType,
   ggmlTypeName,
@@ -42,6 +41,7 @@ import {
   routingStats,
   skipRoute,
 } from "../plugins/quant-experts/mod.ts";
+import { defaultModelBytes } from "../core/model/default_model.ts";
 
 const { values } = parseArgs({
   args: Deno.args,

@@ -121,7 +121,9 @@ const DASHBOARD_CSP =
  *
  * @example
  * ```ts ignore
- * import { createApp, createRuntime, defaultModelBytes, loadModel } from "@moe-edge/runtime";
+ * import { loadModel } from "@moe-edge/runtime";
+ * import { defaultModelBytes } from "@moe-edge/runtime/default-model";
+ * import { createApp, createRuntime } from "@moe-edge/runtime/serve";
  * const runtime = createRuntime(await loadModel(defaultModelBytes()), { name: "moe-edge-default" });
  * Deno.serve({ port: 8000 }, createApp(runtime, { apiKey: Deno.env.get("MOE_EDGE_API_KEY") }).fetch);
  * ```

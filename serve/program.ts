@@ -9,7 +9,7 @@
 
 import type { Hono } from "hono";
 // through mod.ts, so that the WASM backend registers itself for "auto"
-import { defaultModelBytes, loadModel, type Model } from "../mod.ts";
+import { loadModel, type Model } from "../mod.ts";
 import { createApp, isLoopback } from "./app.ts";
 import { ConfigError, exposureLine, helpText, readConfig, type ServerConfig } from "./config.ts";
 import { createRuntime, type ModelRuntime } from "./runtime.ts";
@@ -57,6 +57,12 @@ function oneLine(e: unknown): string {
   return msg.split("\n")[0].trim();
 }
 
+/** The embedded default model, imported only when no model file is named (2 MB of base64). */
+async function defaultModel(): Promise<Uint8Array> {
+  const { defaultModelBytes } = await import("../core/model/default_model.ts");
+  return defaultModelBytes();
+}
+
 /** Read the settings and load the model. Throws {@link StartError}. */
 export async function prepare(get: (key: string) => string | undefined): Promise<Prepared> {
   let cfg: ServerConfig;
@@ -68,7 +74,7 @@ export async function prepare(get: (key: string) => string | undefined): Promise
   }
   let model: Model;
   try {
-    model = await loadModel(cfg.modelPath ?? defaultModelBytes(), {
+    model = await loadModel(cfg.modelPath ?? (await defaultModel()), {
       backend: cfg.backend,
       threads: cfg.threads,
       memoryBytes: cfg.memoryBytes,

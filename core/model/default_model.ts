@@ -10,7 +10,8 @@
  *
  * @example
  * ```ts
- * import { defaultModelBytes, loadModel } from "@moe-edge/runtime";
+ * import { loadModel } from "@moe-edge/runtime";
+ * import { defaultModelBytes } from "@moe-edge/runtime/default-model";
  * const model = await loadModel(defaultModelBytes());
  * ```
  *

@@ -4,7 +4,7 @@
  */
 
 import assert from "node:assert/strict";
-import { createApp, type ModelRuntime } from "../../mod.ts";
+import { createApp, type ModelRuntime } from "../../serve/mod.ts";
 import { ChatTemplate } from "../../serve/chat_template.ts";
 import { expectError, post, tinyRuntime } from "./util.ts";
 import { QWEN2 } from "./templates.ts";
@@ -244,7 +244,8 @@ Deno.test("GET / serves the self-contained dashboard", async () => {
 });
 
 Deno.test("the chat template comes from the GGUF's tokenizer.chat_template", async () => {
-  const { createRuntime, loadModel } = await import("../../mod.ts");
+  const { loadModel } = await import("../../mod.ts");
+  const { createRuntime } = await import("../../serve/mod.ts");
   const { smallModelBytes, withMetadata } = await import("./util.ts");
   const { QWEN2 } = await import("./templates.ts");
   const bytes = await withMetadata(smallModelBytes(), { "tokenizer.chat_template": QWEN2 });

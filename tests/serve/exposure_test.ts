@@ -5,7 +5,7 @@
  */
 
 import assert from "node:assert/strict";
-import { createApp, type ModelRuntime } from "../../mod.ts";
+import { createApp, type ModelRuntime } from "../../serve/mod.ts";
 import { isLoopback } from "../../serve/app.ts";
 import { expectError, serve, tinyRuntime } from "./util.ts";
 

@@ -7,7 +7,8 @@
  */
 
 import assert from "node:assert/strict";
-import { createRuntime, loadModel } from "../../mod.ts";
+import { loadModel } from "../../mod.ts";
+import { createRuntime } from "../../serve/mod.ts";
 import { ChatTemplate, ChatTemplateError } from "../../serve/chat_template.ts";
 import { ServeError } from "../../serve/errors.ts";
 import { BudgetError } from "../../serve/jinja/budget.ts";

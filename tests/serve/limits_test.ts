@@ -5,7 +5,7 @@
  */
 
 import assert from "node:assert/strict";
-import { createApp } from "../../mod.ts";
+import { createApp } from "../../serve/mod.ts";
 import { post, serve, tinyRuntime, until } from "./util.ts";
 
 const long = { prompt: "tell me a long story", max_tokens: 200, ignore_eos: true, temperature: 0 };

@@ -6,7 +6,7 @@
  */
 
 import assert from "node:assert/strict";
-import { createApp, type ModelRuntime } from "../../mod.ts";
+import { createApp, type ModelRuntime } from "../../serve/mod.ts";
 import { ChatTemplate } from "../../serve/chat_template.ts";
 import { expectError, post, tinyRuntime } from "./util.ts";
 

@@ -19,7 +19,12 @@ import {
 import { loadResidentStore } from "../../core/model/model.ts";
 import type { ExpertStore, ExpertStoreStats } from "../../core/store/expert_store.ts";
 import type { ExpertWeights } from "../../core/moe/expert.ts";
-import { createApp, createRuntime, type ModelRuntime, type RuntimeOptions } from "../../mod.ts";
+import {
+  createApp,
+  createRuntime,
+  type ModelRuntime,
+  type RuntimeOptions,
+} from "../../serve/mod.ts";
 import type { AppOptions } from "../../serve/app.ts";
 import type { Hono } from "hono";
 
