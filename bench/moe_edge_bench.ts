@@ -27,6 +27,8 @@ interface Request {
   warmup?: boolean;
   /** Measured passes in this process, each on a fresh session (default 1); the best is reported. */
   passes?: number;
+  /** WASM compute threads (default 1). */
+  threads?: number;
 }
 
 function argmaxAllowed(logits: Float32Array, banned: Uint8Array): number {
@@ -49,7 +51,8 @@ async function main(req: Request): Promise<Record<string, unknown>> {
     compileMs = performance.now() - t0;
   }
   const t1 = performance.now();
-  const backend = await createBackend(req.backend); // wasm: instantiate the compiled module
+  // wasm: instantiate the compiled module (threads > 1: the shared-memory build + worker pool)
+  const backend = await createBackend(req.backend, { threads: req.threads });
   const instantiateMs = performance.now() - t1;
   const t2 = performance.now();
   const model = await loadModel(req.model, { backend });
@@ -87,6 +90,7 @@ async function main(req: Request): Promise<Record<string, unknown>> {
   return {
     engine: `moe-edge/${req.backend}`,
     backend: backend.name,
+    threads: (backend as { threads?: number }).threads ?? 1,
     compileMs,
     instantiateMs,
     loadMs,

@@ -2,8 +2,9 @@
  * A thread-pool worker (see `threads.ts`): one kernel instance per attached
  * shared memory, each with its own stack region, running its part of each
  * job posted in the shared control block. It spins briefly on the job
- * sequence number, then sleeps with `Atomics.waitAsync` (so attach messages
- * are still handled while idle).
+ * sequence number, then sleeps on it with `Atomics.wait` in bounded slices,
+ * returning to its event loop between slices (and every 0.5 s while busy) so
+ * attach/detach messages are still handled.
  *
  * @module
  */
@@ -40,7 +41,12 @@ interface Inst {
   swiglu(g: number, u: number, out: number, n: number): void;
 }
 
-const SPIN = 20000;
+/** Spin this long (ms) on the job counter before sleeping. */
+const SPIN_MS = 0.5;
+/** Sleep slice (ms) on the futex; between slices the worker handles messages. */
+const SLEEP_MS = 50;
+/** While busy, handle messages at least this often (ms). */
+const BUSY_YIELD_MS = 500;
 const instances = new Map<number, Inst>();
 const modules = new Map<string, WebAssembly.Module>();
 let ctl: Int32Array | null = null;
@@ -108,18 +114,36 @@ function run(c: Int32Array): void {
   }
 }
 
+/** Let the event loop deliver pending messages (attach/detach). */
+function yieldToEvents(): Promise<void> {
+  return new Promise((r) => setTimeout(r, 0));
+}
+
 async function loop(c: Int32Array, seen: number): Promise<void> {
+  let lastYield = performance.now();
   for (;;) {
     let s = Atomics.load(c, CTL_SEQ);
     if (s === seen) {
-      for (let i = 0; i < SPIN && s === seen; i++) s = Atomics.load(c, CTL_SEQ);
+      // spin for SPIN_MS (the gap between two ops of a decode step), then sleep on the
+      // futex in slices of SLEEP_MS, returning to the event loop between slices
+      const t0 = performance.now();
+      for (let i = 1; s === seen; i++) {
+        s = Atomics.load(c, CTL_SEQ);
+        if ((i & 255) === 0 && performance.now() - t0 > SPIN_MS) break;
+      }
       if (s === seen) {
-        const r = Atomics.waitAsync(c, CTL_SEQ, seen);
-        if (r.async) await r.value;
+        if (Atomics.wait(c, CTL_SEQ, seen, SLEEP_MS) === "timed-out") {
+          await yieldToEvents();
+          lastYield = performance.now();
+        }
         continue;
       }
     }
     seen = s;
+    if (performance.now() - lastYield > BUSY_YIELD_MS) {
+      // a long busy stretch: still let attach messages in now and then (after this job)
+      lastYield = Infinity;
+    }
     if (index + 1 >= c[CTL_THREADS]) continue;
     try {
       run(c);
@@ -127,6 +151,10 @@ async function loop(c: Int32Array, seen: number): Promise<void> {
       Atomics.compareExchange(c, CTL_ERR, 0, ERR_THROWN);
     }
     if (Atomics.sub(c, CTL_REMAIN, 1) === 1) Atomics.notify(c, CTL_REMAIN);
+    if (lastYield === Infinity) {
+      await yieldToEvents();
+      lastYield = performance.now();
+    }
   }
 }
 
