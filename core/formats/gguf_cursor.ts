@@ -6,7 +6,7 @@
  */
 
 import { GgufError } from "../errors.ts";
-import type { ByteSource } from "../store/byte_source.ts";
+import type { ByteSource } from "../io/byte_source.ts";
 import { GGUF_MAX_STRING, ggufScalarSize, type GgufValueType } from "./gguf_types.ts";
 
 const decoder = new TextDecoder("utf-8", { fatal: false });

@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 // deno-lint-ignore no-import-prefix -- no import map entry yet; see the integrator note
 import fc from "npm:fast-check@4";
 import { GgufError } from "../errors.ts";
-import { MemorySource } from "../store/byte_source.ts";
+import { MemorySource } from "../io/byte_source.ts";
 import {
   ggmlTensorBytes,
   gguf,

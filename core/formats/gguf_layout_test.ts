@@ -5,7 +5,7 @@
 
 import assert from "node:assert/strict";
 import { GgufError } from "../errors.ts";
-import { MemorySource } from "../store/byte_source.ts";
+import { MemorySource } from "../io/byte_source.ts";
 import { readGguf, writeGguf } from "./mod.ts";
 import { pseudoBytes, RawBuilder } from "./test_util.ts";
 

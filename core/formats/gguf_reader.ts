@@ -7,7 +7,7 @@
  */
 
 import { GgufError } from "../errors.ts";
-import type { ByteSource } from "../store/byte_source.ts";
+import type { ByteSource } from "../io/byte_source.ts";
 import { ggmlBlockName, ggmlTensorBytes } from "./ggml_blocks.ts";
 import { Cursor } from "./gguf_cursor.ts";
 import {

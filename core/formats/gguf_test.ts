@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { GgufError } from "../errors.ts";
-import { MemorySource } from "../store/byte_source.ts";
+import { MemorySource } from "../io/byte_source.ts";
 import {
   getArray,
   getBool,

@@ -5,7 +5,7 @@
  * @module
  */
 
-export type { ByteSource } from "../store/byte_source.ts";
+export type { ByteSource } from "../io/byte_source.ts";
 export {
   checkGgufItem,
   checkGgufValue,

@@ -7,7 +7,7 @@
  */
 
 import { SafetensorsError } from "../errors.ts";
-import type { ByteSource } from "../store/byte_source.ts";
+import type { ByteSource } from "../io/byte_source.ts";
 
 /** Bit width of every safetensors dtype. */
 export const SAFETENSORS_DTYPE_BITS: Readonly<Record<string, number>> = Object.freeze({

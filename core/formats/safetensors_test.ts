@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 // deno-lint-ignore no-import-prefix -- no import map entry yet; see the integrator note
 import fc from "npm:fast-check@4";
 import { SafetensorsError } from "../errors.ts";
-import { MemorySource } from "../store/byte_source.ts";
+import { MemorySource } from "../io/byte_source.ts";
 import { readSafetensors, SAFETENSORS_DTYPE_BITS, writeSafetensors } from "./mod.ts";
 import { pseudoBytes, RawBuilder } from "./test_util.ts";
 

@@ -5,8 +5,8 @@
  * @module
  */
 
-import type { ByteSource } from "../store/byte_source.ts";
-import { MemorySource } from "../store/byte_source.ts";
+import type { ByteSource } from "../io/byte_source.ts";
+import { MemorySource } from "../io/byte_source.ts";
 
 /** Raw little-endian byte builder for hand-made (often malformed) files. */
 export class RawBuilder {

@@ -1,0 +1,217 @@
+/**
+ * The byte-source contract: random-access reads of a (possibly remote) file.
+ * The GGUF reader reads its index from the head through this interface and
+ * each tensor by range, so the same code serves memory, files and HTTP Range.
+ *
+ * @module
+ */
+
+import { closeSync, fstatSync, read as fsRead } from "node:fs";
+import { type FileHandle, open as openFile } from "node:fs/promises";
+import { StoreError } from "../errors.ts";
+
+/**
+ * One positioned read through the callback `fs.read`: a single operation on
+ * the runtime's I/O pool, so it completes while the JS thread computes
+ * (`FileHandle.read` takes several event-loop turns, so a read issued
+ * before a layer's compute only finished after it). Resolves with the
+ * bytes read.
+ */
+function preadOnce(
+  fd: number,
+  out: Uint8Array,
+  at: number,
+  length: number,
+  position: number,
+): Promise<number> {
+  return new Promise((resolve, reject) => {
+    fsRead(fd, out, at, length, position, (err, n) => err ? reject(err) : resolve(n));
+  });
+}
+
+/** Random-access bytes. Implementations: memory, local file, HTTP Range. */
+export interface ByteSource {
+  /** Total size in bytes. */
+  readonly size: number;
+  /** A short description for error messages (path, URL, "memory"). */
+  readonly name: string;
+  /**
+   * Read exactly `length` bytes at `offset`. Rejects with a `StoreError`
+   * (code `"out_of_range"`) if the range is outside `[0, size)`.
+   */
+  read(offset: number, length: number, signal?: AbortSignal): Promise<Uint8Array>;
+  /**
+   * Optional: read many ranges at once (result `i` = bytes of `ranges[i]`),
+   * coalescing adjacent ones (see `read_ranges.ts`). Sources that check
+   * reads implement it to keep checking each range on its own; time spent
+   * checking is added to `timing.verifyMs`.
+   */
+  readRanges?(
+    ranges: readonly ByteRange[],
+    signal?: AbortSignal,
+    timing?: RangeTiming,
+  ): Promise<Uint8Array[]>;
+  /** Release handles. Idempotent. */
+  close?(): void | Promise<void>;
+}
+
+/** A byte range of a source. */
+export interface ByteRange {
+  /** Start offset. */
+  readonly offset: number;
+  /** Length in bytes. */
+  readonly length: number;
+}
+
+/** Time a `readRanges` call spent checking bytes (hashes), in milliseconds. */
+export interface RangeTiming {
+  /** Added to by verifying sources. */
+  verifyMs: number;
+}
+
+/** Throws a typed error when `[offset, offset+length)` is not inside `size`. */
+export function checkRange(name: string, size: number, offset: number, length: number): void {
+  if (
+    !Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length < 0 ||
+    offset + length > size
+  ) {
+    throw new StoreError(
+      "out_of_range",
+      `Cannot read ${name}: range [${offset}, ${
+        offset + length
+      }) is outside the source of ${size} bytes`,
+      { offset, length, size },
+    );
+  }
+}
+
+/** A byte source over bytes already in memory. */
+export class MemorySource implements ByteSource {
+  readonly size: number;
+  readonly name: string;
+  #bytes: Uint8Array;
+
+  /** @param bytes the whole file; @param name label for errors */
+  constructor(bytes: Uint8Array, name = "memory") {
+    this.#bytes = bytes;
+    this.size = bytes.byteLength;
+    this.name = name;
+  }
+
+  /** Returns a view (no copy) of the requested range. */
+  read(offset: number, length: number): Promise<Uint8Array> {
+    checkRange(this.name, this.size, offset, length);
+    return Promise.resolve(this.#bytes.subarray(offset, offset + length));
+  }
+}
+
+/** Options of `FileSource.open`. */
+export interface FileSourceOptions {
+  /**
+   * Check the file's size and mtime after every read (default true): a file
+   * written in place while open gives `StoreError` `"changed"` instead of
+   * mixed bytes. `false` is the opt-out (`integrity: "off"`).
+   */
+  checkChanges?: boolean;
+}
+
+/**
+ * A byte source over a local file, read by ranges through one file handle
+ * with positioned reads (`pread`): concurrent reads never interfere, and a
+ * read in flight progresses while JavaScript computes (one op per read).
+ * By default every read is followed by an `fstat` of the handle: a size or
+ * mtime different from the one seen at open fails the read with `"changed"`.
+ */
+export class FileSource implements ByteSource {
+  readonly size: number;
+  readonly name: string;
+  #file: FileHandle | null;
+  readonly #mtimeMs: number | null;
+
+  private constructor(file: FileHandle, size: number, name: string, mtimeMs: number | null) {
+    this.#file = file;
+    this.size = size;
+    this.name = name;
+    this.#mtimeMs = mtimeMs;
+  }
+
+  /** Open `path` for range reads. Throws `StoreError` (`"open_failed"`) if it cannot. */
+  static async open(path: string, opts: FileSourceOptions = {}): Promise<FileSource> {
+    let file: FileHandle | null = null;
+    try {
+      file = await openFile(path, "r");
+      const st = await file.stat();
+      if (!st.isFile()) {
+        throw new StoreError("not_a_file", `Cannot open ${path}: not a regular file`, { path });
+      }
+      return new FileSource(file, st.size, path, opts.checkChanges === false ? null : st.mtimeMs);
+    } catch (e) {
+      if (file) closeSync(file.fd);
+      if (e instanceof StoreError) throw e;
+      throw new StoreError("open_failed", `Cannot open ${path}: ${(e as Error).message}`, { path });
+    }
+  }
+
+  /** Reads the range with positioned reads; short reads loop until complete. */
+  async read(offset: number, length: number): Promise<Uint8Array> {
+    checkRange(this.name, this.size, offset, length);
+    const file = this.#file;
+    if (!file) throw new StoreError("closed", `Cannot read ${this.name}: source is closed`);
+    const out = new Uint8Array(length);
+    let got = 0;
+    while (got < length) {
+      let n: number;
+      try {
+        n = await preadOnce(file.fd, out, got, length - got, offset + got);
+      } catch (e) {
+        if (!this.#file) {
+          throw new StoreError("closed", `Cannot read ${this.name}: source was closed`);
+        }
+        throw new StoreError("read_failed", `Cannot read ${this.name}: ${(e as Error).message}`, {
+          offset,
+          length,
+        });
+      }
+      if (n === 0) {
+        throw new StoreError(
+          "short_read",
+          `Cannot read ${this.name}: file ended at ${offset + got}, wanted ${offset + length}`,
+          { offset, length, got },
+        );
+      }
+      got += n;
+    }
+    if (this.#mtimeMs !== null) this.#checkUnchanged(file, offset, length);
+    return out;
+  }
+
+  /**
+   * After a read: the file must still have the size and mtime seen at open.
+   * A synchronous `fstat` (metadata only, a few µs; the async one costs ~100 µs).
+   */
+  #checkUnchanged(file: FileHandle, offset: number, length: number): void {
+    let size: number, mtimeMs: number;
+    try {
+      ({ size, mtimeMs } = fstatSync(file.fd));
+    } catch (e) {
+      if (!this.#file) {
+        throw new StoreError("closed", `Cannot read ${this.name}: source was closed`);
+      }
+      throw new StoreError("read_failed", `Cannot stat ${this.name}: ${(e as Error).message}`);
+    }
+    if (size !== this.size || mtimeMs !== this.#mtimeMs) {
+      throw new StoreError(
+        "changed",
+        `Cannot read ${this.name} [${offset}, ${offset + length}): the file changed while open ` +
+          `(size ${this.size} → ${size}, mtime ${this.#mtimeMs} → ${mtimeMs})`,
+        { offset, length, size, mtimeMs },
+      );
+    }
+  }
+
+  /** Close the file handle. */
+  close(): void {
+    if (this.#file) closeSync(this.#file.fd);
+    this.#file = null;
+  }
+}
