@@ -31,6 +31,7 @@ import {
   type StreamingStoreContext,
 } from "../mod.ts";
 import { ensureBenchModel } from "./bench_model.ts";
+import { mulberry32 } from "../core/util/rng.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
@@ -48,17 +49,8 @@ await import("../wasm/mod.ts");
 
 const NL = 8, NE = 8, K = 2;
 
-/** Deterministic PRNG (mulberry32). */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** Deterministic PRNG (mulberry32, `core/util/rng.ts`). */
+const rng: (seed: number) => () => number = mulberry32;
 
 /**
  * A trace with locality: each token keeps each of its previous experts at a

@@ -8,6 +8,7 @@
 import { GgmlType } from "../core/tensor/ggml_type.ts";
 import { rowBytes, traitsOf } from "../core/tensor/traits.ts";
 import { createWebGpuBackend, type WebGpuBackend, type WebGpuBackendOptions } from "./backend.ts";
+import { mulberry32 } from "../core/util/rng.ts";
 
 let reported = false;
 
@@ -28,17 +29,8 @@ export async function openGpu(opts: WebGpuBackendOptions = {}): Promise<WebGpuBa
   return be;
 }
 
-/** mulberry32: small deterministic PRNG in [0, 1). */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** Deterministic 32-bit PRNG (mulberry32), floats in [0, 1); from `core/util/rng.ts`. */
+export const rng: (seed: number) => () => number = mulberry32;
 
 function gauss(r: () => number): number {
   return Math.sqrt(-2 * Math.log(r() + 1e-12)) * Math.cos(2 * Math.PI * r());

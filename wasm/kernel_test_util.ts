@@ -13,6 +13,7 @@ import {
   type KernelVariant,
 } from "./pkg/moe_edge_kernels.ts";
 import { GgmlType } from "../core/tensor/ggml_type.ts";
+import { mulberry32 } from "../core/util/rng.ts";
 
 /** Instance plus a resettable bump allocator over its memory. */
 export class KernelHarness {
@@ -88,17 +89,8 @@ export class KernelHarness {
   }
 }
 
-/** mulberry32: small deterministic PRNG in [0, 1). */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** Deterministic 32-bit PRNG (mulberry32), floats in [0, 1); from `core/util/rng.ts`. */
+export const rng: (seed: number) => () => number = mulberry32;
 
 /**
  * Random activations: mostly N(0, σ) with a random per-row σ, sprinkled with

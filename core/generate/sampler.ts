@@ -6,6 +6,7 @@
  */
 
 import { GenerationError } from "../errors.ts";
+import { Rng } from "../util/rng.ts";
 
 /** Sampling options. Defaults give greedy decoding. */
 export interface SamplingOptions {
@@ -38,33 +39,8 @@ export function argmax(x: ArrayLike<number>): number {
   return best;
 }
 
-/** xorshift128+-style 32-bit PRNG (sfc32), seeded deterministically. */
-export class Rng {
-  #a: number;
-  #b: number;
-  #c: number;
-  #d: number;
-
-  /** @param seed any 32-bit integer */
-  constructor(seed: number) {
-    this.#a = 0x9e3779b9;
-    this.#b = 0x243f6a88;
-    this.#c = 0xb7e15162;
-    this.#d = seed >>> 0;
-    for (let i = 0; i < 15; i++) this.next();
-  }
-
-  /** Uniform float in [0, 1). */
-  next(): number {
-    const a = this.#a, b = this.#b, c = this.#c, d = this.#d;
-    const t = (((a + b) | 0) + d) | 0;
-    this.#d = (d + 1) | 0;
-    this.#a = b ^ (b >>> 9);
-    this.#b = (c + (c << 3)) | 0;
-    this.#c = ((c << 21) | (c >>> 11)) + t | 0;
-    return (t >>> 0) / 4294967296;
-  }
-}
+/** The sampler's generator (sfc32); it lives in `core/util/rng.ts`, re-exported here. */
+export { Rng };
 
 function checkOpt(
   name: string,

@@ -12,7 +12,7 @@ import { gguf } from "../formats/gguf_types.ts";
 import type { GgufValue } from "../formats/gguf_types.ts";
 import { GgufValueType } from "../formats/gguf_types.ts";
 import { type GgufWriteTensor, writeGguf } from "../formats/gguf_writer.ts";
-import { Rng } from "../generate/sampler.ts";
+import { Rng } from "../util/rng.ts";
 import { buildTestVocab, type VocabSpec } from "../tokenizer/mod.ts";
 import { ModelError } from "../errors.ts";
 

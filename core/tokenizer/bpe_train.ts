@@ -5,6 +5,8 @@
  * @module
  */
 
+import { mulberry32 } from "../util/rng.ts";
+
 /** Result of {@link trainBpe}. */
 export interface TrainedBpe {
   /** Merges in rank order. */
@@ -13,17 +15,8 @@ export interface TrainedBpe {
   tokens: string[];
 }
 
-/** Deterministic 32-bit PRNG (mulberry32), returns floats in [0, 1). */
-export function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** Deterministic 32-bit PRNG (mulberry32), floats in [0, 1); from `core/util/rng.ts`. */
+export const prng: (seed: number) => () => number = mulberry32;
 
 const BASE_TEXT =
   "The quick brown fox jumps over the lazy dog. A mixture of experts routes each token " +

@@ -30,6 +30,7 @@ import { molaAdapter, molaModules } from "../../plugins/mola/mod.ts";
 import { smoraAdapter, smoraModules } from "../../plugins/smora/mod.ts";
 import { loraFixture, molaFixture, smoraFixture } from "../../tests/plugins/adapters.ts";
 import { adapterBytes, SPEC, type TestTensor } from "../../tests/plugins/util.ts";
+import { mulberry32 } from "../../core/util/rng.ts";
 
 /** What one case ended in. */
 export type Outcome = "ok" | "typed" | "untyped" | "silent_nan" | "code_escape";
@@ -75,17 +76,8 @@ export interface CampaignSummary {
 /** The model every case uses (the plugin tests' synthetic MoE). */
 export const MODEL_BYTES: Uint8Array = synthesizeModel(SPEC);
 
-/** mulberry32 */
-function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** Deterministic PRNG (mulberry32, `core/util/rng.ts`). */
+const rng: (seed: number) => () => number = mulberry32;
 
 class Rand {
   readonly next: () => number;
