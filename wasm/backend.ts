@@ -212,6 +212,11 @@ export class WasmBackend implements Backend {
     return this.#threads?.n ?? 1;
   }
 
+  /** The worker pool this backend runs on, or null with one thread (diagnostics, fault tests). */
+  get threadPool(): ThreadPool | null {
+    return this.#threads?.pool ?? null;
+  }
+
   /**
    * Attach this backend's shared memory to the process pool with `n` threads
    * (called by {@linkcode createWasmBackend}; `kernels` must be the

@@ -123,6 +123,14 @@ export class ThreadPool {
     return this.#workers.length;
   }
 
+  /**
+   * Terminate worker `i` as if it had crashed (tests and fault drills): the
+   * pool is then broken and every threaded op fails with a `BackendError`.
+   */
+  killWorker(i: number): void {
+    this.#workers[i]?.terminate();
+  }
+
   /** Start workers until there are at least `n`. */
   async ensureWorkers(n: number): Promise<void> {
     this.#live();

@@ -147,3 +147,47 @@ Deno.test({
     throws(() => b.matmul(v, new Float32Array(512), 1, out), BackendError);
   },
 });
+
+Deno.test({
+  name:
+    "a worker that dies gives a typed BackendError, never a hang; a new backend gets a fresh pool",
+  ignore: !sharedMemorySupported(),
+  fn: async () => {
+    const w = randomWeights(rng(5), GgmlType.Q8_0, 256, 512);
+    const x = randomActivations(rng(6), 512);
+    const out = new Float32Array(256);
+    // killed while the caller waits in a join: the watchdog ends the wait
+    const a = await createWasmBackend({ threads: 2 });
+    const va = upload(a, w, GgmlType.Q8_0, 256, 512);
+    const pool = a.threadPool!;
+    pool.watchdogMs = 300;
+    pool.killWorker(0);
+    const t0 = performance.now();
+    let err: unknown = null;
+    try {
+      for (let i = 0; i < 50; i++) a.matmul(va, x, 1, out); // some call waits on the dead worker
+    } catch (e) {
+      err = e;
+    }
+    ok(err instanceof BackendError, String(err));
+    ok(["thread_timeout", "thread_died"].includes(err.code), err.code);
+    ok(performance.now() - t0 < 10_000);
+    // once the exit is seen, every op fails at once
+    await new Promise((r) => setTimeout(r, 50));
+    throws(
+      () => a.matmul(va, x, 1, out),
+      (e) => e instanceof BackendError && e.code === "thread_died",
+    );
+    a.dispose();
+    // a later backend starts a fresh pool and computes the single-thread result
+    const b = await createWasmBackend({ threads: 2 });
+    const c = await createWasmBackend({ threads: 1 });
+    ok(b.threadPool !== pool);
+    const ob = new Float32Array(256), oc = new Float32Array(256);
+    b.matmul(upload(b, w, GgmlType.Q8_0, 256, 512), x, 1, ob);
+    c.matmul(upload(c, w, GgmlType.Q8_0, 256, 512), x, 1, oc);
+    deepEqual(bits(ob), bits(oc));
+    b.dispose();
+    c.dispose();
+  },
+});
