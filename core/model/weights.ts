@@ -14,38 +14,11 @@ import type { ExpertWeights } from "../moe/expert.ts";
 import { ggmlTypeName } from "../tensor/ggml_type.ts";
 import { rowBytes, traitsOf } from "../tensor/traits.ts";
 import type { HParams } from "./hparams.ts";
+import type { ExpertLocation, MatrixRef } from "../store/expert_location.ts";
 
-/** A 2-D matrix inside the file: `rows` rows of `cols` elements at `fileOffset`. */
-export interface MatrixRef {
-  /** Tensor name (with `[e]` for an expert slice). */
-  readonly name: string;
-  /** ggml type. */
-  readonly type: number;
-  /** Output rows. */
-  readonly rows: number;
-  /** Input columns. */
-  readonly cols: number;
-  /** Absolute byte offset in the file. */
-  readonly fileOffset: number;
-  /** Byte length. */
-  readonly nbytes: number;
-}
-
-/** Where one expert's matrices are in the file. */
-export interface ExpertLocation {
-  /** Layer. */
-  readonly layer: number;
-  /** Expert index. */
-  readonly index: number;
-  /** Gate projection, null when the model has none. */
-  readonly gate: MatrixRef | null;
-  /** Up projection. */
-  readonly up: MatrixRef;
-  /** Down projection. */
-  readonly down: MatrixRef;
-  /** Total bytes of the three matrices. */
-  readonly bytes: number;
-}
+// Where expert matrices sit in the file is the store's input, so the types live in
+// core/store (model depends on store, not the reverse); re-exported for existing imports.
+export type { ExpertLocation, MatrixRef } from "../store/expert_location.ts";
 
 /** Weights of one block. */
 export interface LayerWeights {

@@ -12,7 +12,7 @@
 
 import type { Backend, WeightView } from "../backend/backend.ts";
 import { PluginError } from "../errors.ts";
-import type { ExpertStore } from "../store/expert_store.ts";
+import type { ExpertStore } from "./expert_store.ts";
 import {
   type Expert,
   type ExpertWeights,

@@ -7,7 +7,7 @@
  */
 
 import { StoreError } from "../errors.ts";
-import type { ExpertLocation } from "../model/weights.ts";
+import type { ExpertLocation } from "./expert_location.ts";
 import type { ByteSource } from "./byte_source.ts";
 import { type ExpertBytesHook, expertLayout } from "./expert_loader.ts";
 import { readExpertBytes, sha256Hex } from "./expert_manifest.ts";

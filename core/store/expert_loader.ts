@@ -8,7 +8,7 @@
 
 import type { Backend, Slot } from "../backend/backend.ts";
 import type { ExpertWeights } from "../moe/expert.ts";
-import type { ExpertLocation, MatrixRef } from "../model/weights.ts";
+import type { ExpertLocation, MatrixRef } from "./expert_location.ts";
 import type { ByteSource } from "./byte_source.ts";
 
 /** Hook to check or transform an expert's bytes before upload (integrity, weight transforms). */

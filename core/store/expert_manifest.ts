@@ -12,7 +12,7 @@
  */
 
 import { StoreError } from "../errors.ts";
-import type { ExpertLocation, MatrixRef } from "../model/weights.ts";
+import type { ExpertLocation, MatrixRef } from "./expert_location.ts";
 import type { ByteSource } from "./byte_source.ts";
 import { expertLayout } from "./expert_loader.ts";
 

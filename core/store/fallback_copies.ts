@@ -15,7 +15,7 @@
 import type { Backend, Slot } from "../backend/backend.ts";
 import { StoreError } from "../errors.ts";
 import type { ExpertWeights } from "../moe/expert.ts";
-import type { ExpertLocation, MatrixRef } from "../model/weights.ts";
+import type { ExpertLocation, MatrixRef } from "./expert_location.ts";
 import { readGguf } from "../formats/gguf_reader.ts";
 import { writeGguf } from "../formats/gguf_writer.ts";
 import { GgufValueType } from "../formats/gguf_types.ts";

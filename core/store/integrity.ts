@@ -19,7 +19,7 @@
 
 import { StoreError } from "../errors.ts";
 import type { GgufFile } from "../formats/gguf_reader.ts";
-import type { ExpertLocation } from "../model/weights.ts";
+import type { ExpertLocation } from "./expert_location.ts";
 import type { ByteSource } from "./byte_source.ts";
 import {
   buildExpertManifest,

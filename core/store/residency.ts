@@ -9,7 +9,7 @@
 import type { Backend, Slot } from "../backend/backend.ts";
 import { BackendError, StoreError } from "../errors.ts";
 import type { ExpertWeights } from "../moe/expert.ts";
-import type { ExpertLocation } from "../model/weights.ts";
+import type { ExpertLocation } from "./expert_location.ts";
 import { type CachePolicy, type LoadReason, pickVictim } from "./cache_policy.ts";
 import type { LayerStoreStats } from "./expert_store.ts";
 

@@ -9,7 +9,7 @@ import type { Backend } from "../backend/backend.ts";
 import type { ExpertWeights } from "../moe/expert.ts";
 import type { FallbackCopiesOptions } from "./fallback_copies.ts";
 import { StoreError } from "../errors.ts";
-import type { ExpertLocation } from "../model/weights.ts";
+import type { ExpertLocation } from "./expert_location.ts";
 import type { ByteSource } from "./byte_source.ts";
 import type { CachePolicy } from "./cache_policy.ts";
 import type { ExpertBytesHook } from "./expert_loader.ts";

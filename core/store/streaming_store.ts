@@ -22,7 +22,7 @@
 import { StoreError } from "../errors.ts";
 import type { ExpertWeights } from "../moe/expert.ts";
 import type { MoeLayer } from "../moe/moe_layer.ts";
-import type { ExpertLocation } from "../model/weights.ts";
+import type { ExpertLocation } from "./expert_location.ts";
 import { type CachePolicy, createRecencyPolicy } from "./cache_policy.ts";
 import { expertLayout, expertViews, prepareExpert } from "./expert_loader.ts";
 import { type FetchedExpert, fetchExpert, fetchExpertBatch } from "./expert_fetch.ts";
