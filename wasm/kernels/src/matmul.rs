@@ -102,6 +102,9 @@ pub unsafe fn matmul_prepared(
 /// [`matmul_prepared`] writing token `t`'s row `r` to `out[t*ldo + r]`
 /// (`ldo ≥ rows`): a thread computes a row range of a larger matrix with the
 /// same kernels, so every value is bit-identical to the whole-matrix call.
+/// Inlined into both callers so the whole-matrix path (`ldo = rows`)
+/// compiles as it did before the stride existed.
+#[inline(always)]
 pub unsafe fn matmul_prepared_ld(
     ty: u32,
     w: *const u8,
@@ -194,6 +197,7 @@ pub unsafe fn matmul_prepared_ld(
 /// — one group for up to 4 tokens; F16 decodes 4 rows a quarter matrix apart
 /// per call. The scalar twin reads each row back to the standard layout
 /// (`packed::read_row`) and runs the standard scalar dot.
+#[inline(always)]
 unsafe fn matmul_packed(
     ty: u32,
     w: *const u8,
