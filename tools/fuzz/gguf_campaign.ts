@@ -30,6 +30,7 @@ import { LOAD_BUDGET, loadModel, type Model } from "../../core/model/model.ts";
 import { synthesizeModel, type SyntheticModelSpec } from "../../core/model/synthetic.ts";
 import { MemorySource } from "../../core/store/byte_source.ts";
 import { GgmlType } from "../../core/tensor/ggml_type.ts";
+import { mulberry32 } from "../../core/util/rng.ts";
 
 /** Process-level bound per case: heap + external growth ≤ factor × file + bytes. */
 export const HEAP_BOUND = { perFileByte: 16, overheadBytes: 64 << 20 } as const;
@@ -66,17 +67,14 @@ export interface CaseResult {
   readonly stage: "load" | "gen" | "done";
 }
 
-/** Deterministic PRNG (mulberry32). */
+/** Deterministic PRNG (mulberry32, `core/util/rng.ts`). */
 export class Prng {
-  #s: number;
+  readonly #next: () => number;
   constructor(seed: number) {
-    this.#s = seed >>> 0;
+    this.#next = mulberry32(seed);
   }
   next(): number {
-    let t = (this.#s = (this.#s + 0x6d2b79f5) >>> 0);
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+    return this.#next();
   }
   int(n: number): number {
     return Math.floor(this.next() * n);
