@@ -19,14 +19,20 @@ import { qwen3moe } from "./arch/qwen3moe.ts";
 export type {
   ArchHParams,
   ArchSpec,
+  ArchSynth,
   HParamContext,
   LayerContext,
   ModelScales,
   RoutingParams,
+  SynthContext,
+  SynthMetaEntry,
+  SynthMetaParts,
+  SynthSharedExpert,
+  SynthStandardOptions,
 } from "./arch/types.ts";
 export type { QkNorm, SharedExpertKind } from "./arch/blocks.ts";
 
-const ARCHS: Readonly<Record<string, ArchSpec>> = {
+const ARCHS = {
   llama,
   qwen2moe,
   qwen3moe,
@@ -34,12 +40,23 @@ const ARCHS: Readonly<Record<string, ArchSpec>> = {
   granitemoe,
   deepseek2,
   "gpt-oss": gptOss,
-};
+} as const satisfies Readonly<Record<string, ArchSpec>>;
+
+/** A registered architecture name (`general.architecture`), derived from the registry. */
+export type ArchName = keyof typeof ARCHS;
+
+/** The architecture of a synthetic model whose spec names none. */
+export const DEFAULT_ARCH: ArchName = "llama";
 
 /** Supported architecture names. */
 export const SUPPORTED_ARCHS: readonly string[] = Object.keys(ARCHS);
 
+/** Whether `name` is a registered architecture. */
+export function isArchName(name: string): name is ArchName {
+  return Object.hasOwn(ARCHS, name);
+}
+
 /** The module of `name`, or undefined when unsupported. */
 export function archSpec(name: string): ArchSpec | undefined {
-  return Object.hasOwn(ARCHS, name) ? ARCHS[name] : undefined;
+  return isArchName(name) ? ARCHS[name] : undefined;
 }

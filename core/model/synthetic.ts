@@ -15,11 +15,17 @@ import { type GgufWriteTensor, writeGguf } from "../formats/gguf_writer.ts";
 import { Rng } from "../util/rng.ts";
 import { buildTestVocab, type VocabSpec } from "../tokenizer/mod.ts";
 import { ModelError } from "../errors.ts";
+import { type ArchName, archSpec, DEFAULT_ARCH, SUPPORTED_ARCHS } from "./arch.ts";
+import type { SynthContext, SynthMetaEntry, SynthStandardOptions } from "./arch/types.ts";
 
 /** Shape and options of a synthetic model. */
 export interface SyntheticModelSpec {
-  /** Architecture (default `"llama"`). */
-  arch?: "llama" | "qwen2moe" | "qwen3moe" | "olmoe" | "granitemoe" | "deepseek2" | "gpt-oss";
+  /**
+   * Architecture (default {@link DEFAULT_ARCH}, `"llama"`): a registered one
+   * ({@link SUPPORTED_ARCHS}) with a synthesizer hook (`ArchSpec.synth`, which writes its
+   * tensors and keys); any other gives `ModelError` `bad_spec`.
+   */
+  arch?: ArchName;
   /**
    * gpt-oss options: sliding window (default 4 tokens, so short prompts cross it), window
    * pattern (default: llama.cpp's 2), YaRN (default none).
@@ -282,18 +288,23 @@ export function synthesizeLayout(
 
 /** Build the GGUF bytes of a synthetic model. */
 export function synthesizeModel(spec: SyntheticModelSpec = {}): Uint8Array {
-  const arch = spec.arch ?? "llama";
+  const arch: string = spec.arch ?? DEFAULT_ARCH;
+  const synth = archSpec(arch)?.synth;
+  if (!synth) {
+    throw new ModelError(
+      "bad_spec",
+      `Cannot synthesize architecture '${arch}': one of ${SUPPORTED_ARCHS.join(", ")}`,
+      { arch },
+    );
+  }
   const nEmbd = spec.nEmbd ?? 64, nLayer = spec.nLayer ?? 2, nHead = spec.nHead ?? 4;
-  // llama.cpp's olmoe declares attn_k_norm as [n_embd]: OLMoE has no GQA
-  const nHeadKv = spec.nHeadKv ?? (arch === "olmoe" ? nHead : Math.max(1, nHead >> 1));
+  const nHeadKv = spec.nHeadKv ?? synth.nHeadKv?.(nHead) ?? Math.max(1, nHead >> 1);
   const headDim = spec.headDim ?? Math.floor(nEmbd / nHead);
   const nExpert = spec.nExpert ?? 4, nUsed = spec.nExpertUsed ?? Math.min(2, nExpert);
-  const nFf = spec.nFf ?? 96, nFfSh = spec.nFfShared ?? nFf;
-  const nFfShGranite = arch === "granitemoe" ? spec.nFfShared ?? 0 : 0;
+  const nFf = spec.nFf ?? 96;
   const type = spec.type ?? GgmlType.F32, embdType = spec.embdType ?? type;
   const scaleMul = spec.weightScale ?? 1;
-  const vocab = spec.vocab ??
-    buildTestVocab(arch === "llama" ? "llama" : "gpt2", { size: spec.nVocab ?? 512 });
+  const vocab = spec.vocab ?? buildTestVocab(synth.vocab, { size: spec.nVocab ?? 512 });
   const nVocab = vocab.tokens.length;
   if (headDim % 2 !== 0) {
     throw new ModelError("bad_spec", `Cannot synthesize: head dim ${headDim} must be even`);
@@ -322,59 +333,12 @@ export function synthesizeModel(spec: SyntheticModelSpec = {}): Uint8Array {
     add(name, [cols, rows, ...extra], t, scaleMul / Math.sqrt(cols));
   const norm = (name: string, n: number) => add(name, [n], GgmlType.F32, 0.1, 1);
   const vec = (name: string, n: number) => add(name, [n], GgmlType.F32, 0.1);
-
-  add("token_embd.weight", [nEmbd, nVocab], embdType, 1);
-  norm("output_norm.weight", nEmbd);
-  if (!spec.tiedOutput) mat("output.weight", nEmbd, nVocab, [], embdType);
   const qDim = nHead * headDim, kvDim = nHeadKv * headDim;
-  const ds: DeepseekResolved = { ...DEEPSEEK_DEFAULTS, ...spec.deepseek };
-  for (let l = 0; l < nLayer; l++) {
+  const key = (k: string) => `${arch}.${k}`;
+
+  /** The standard block after attn_norm (the layout most architectures share). */
+  const standardLayer = (l: number, opts: SynthStandardOptions = {}) => {
     const p = `blk.${l}`;
-    norm(`${p}.attn_norm.weight`, nEmbd);
-    if (arch === "gpt-oss") {
-      // llama.cpp openai-moe: biased Q/K/V/O, sinks, post_attention_norm, biased router/experts
-      mat(`${p}.attn_q.weight`, nEmbd, qDim);
-      vec(`${p}.attn_q.bias`, qDim);
-      mat(`${p}.attn_k.weight`, nEmbd, kvDim);
-      vec(`${p}.attn_k.bias`, kvDim);
-      mat(`${p}.attn_v.weight`, nEmbd, kvDim);
-      vec(`${p}.attn_v.bias`, kvDim);
-      mat(`${p}.attn_output.weight`, qDim, nEmbd);
-      vec(`${p}.attn_output.bias`, nEmbd);
-      add(`${p}.attn_sinks.weight`, [nHead], GgmlType.F32, 1);
-      norm(`${p}.post_attention_norm.weight`, nEmbd);
-      add(`${p}.ffn_gate_inp.weight`, [nEmbd, nExpert], GgmlType.F32, 1 / Math.sqrt(nEmbd));
-      vec(`${p}.ffn_gate_inp.bias`, nExpert);
-      mat(`${p}.ffn_gate_exps.weight`, nEmbd, nFf, [nExpert]);
-      add(`${p}.ffn_gate_exps.bias`, [nFf, nExpert], GgmlType.F32, 0.1);
-      mat(`${p}.ffn_down_exps.weight`, nFf, nEmbd, [nExpert]);
-      add(`${p}.ffn_down_exps.bias`, [nEmbd, nExpert], GgmlType.F32, 0.1);
-      mat(`${p}.ffn_up_exps.weight`, nEmbd, nFf, [nExpert]);
-      add(`${p}.ffn_up_exps.bias`, [nFf, nExpert], GgmlType.F32, 0.1);
-      continue;
-    }
-    if (arch === "deepseek2") {
-      synthMla(p, ds, nEmbd, nHead, mat, norm);
-      norm(`${p}.ffn_norm.weight`, nEmbd);
-      const nFfD = ds.nFfDense ?? nFf;
-      if (nExpert === 0 || l < ds.denseLead) {
-        mat(`${p}.ffn_gate.weight`, nEmbd, nFfD);
-        mat(`${p}.ffn_up.weight`, nEmbd, nFfD);
-        mat(`${p}.ffn_down.weight`, nFfD, nEmbd);
-        continue;
-      }
-      add(`${p}.ffn_gate_inp.weight`, [nEmbd, nExpert], GgmlType.F32, 1 / Math.sqrt(nEmbd));
-      if (ds.probsBias) add(`${p}.exp_probs_b.bias`, [nExpert], GgmlType.F32, 0.3);
-      mat(`${p}.ffn_gate_exps.weight`, nEmbd, nFf, [nExpert]);
-      mat(`${p}.ffn_down_exps.weight`, nFf, nEmbd, [nExpert]);
-      mat(`${p}.ffn_up_exps.weight`, nEmbd, nFf, [nExpert]);
-      if (ds.nShared > 0) {
-        mat(`${p}.ffn_gate_shexp.weight`, nEmbd, nFf * ds.nShared);
-        mat(`${p}.ffn_down_shexp.weight`, nFf * ds.nShared, nEmbd);
-        mat(`${p}.ffn_up_shexp.weight`, nEmbd, nFf * ds.nShared);
-      }
-      continue;
-    }
     mat(`${p}.attn_q.weight`, nEmbd, qDim);
     mat(`${p}.attn_k.weight`, nEmbd, kvDim);
     mat(`${p}.attn_v.weight`, nEmbd, kvDim);
@@ -383,10 +347,10 @@ export function synthesizeModel(spec: SyntheticModelSpec = {}): Uint8Array {
       vec(`${p}.attn_k.bias`, kvDim);
       vec(`${p}.attn_v.bias`, kvDim);
     }
-    if (arch === "qwen3moe") {
+    if (opts.qkNorm === "per_head") {
       norm(`${p}.attn_q_norm.weight`, headDim);
       norm(`${p}.attn_k_norm.weight`, headDim);
-    } else if (arch === "olmoe") {
+    } else if (opts.qkNorm === "full") {
       norm(`${p}.attn_q_norm.weight`, qDim);
       norm(`${p}.attn_k_norm.weight`, kvDim);
     }
@@ -396,7 +360,7 @@ export function synthesizeModel(spec: SyntheticModelSpec = {}): Uint8Array {
       mat(`${p}.ffn_gate.weight`, nEmbd, nFf);
       mat(`${p}.ffn_up.weight`, nEmbd, nFf);
       mat(`${p}.ffn_down.weight`, nFf, nEmbd);
-      continue;
+      return;
     }
     add(`${p}.ffn_gate_inp.weight`, [nEmbd, nExpert], GgmlType.F32, 1 / Math.sqrt(nEmbd));
     mat(`${p}.ffn_gate_exps.weight`, nEmbd, nFf, [nExpert]);
@@ -418,193 +382,69 @@ export function synthesizeModel(spec: SyntheticModelSpec = {}): Uint8Array {
         }
       }
     }
-    if (arch === "granitemoe" && nFfShGranite > 0) {
-      mat(`${p}.ffn_gate_shexp.weight`, nEmbd, nFfShGranite);
-      mat(`${p}.ffn_down_shexp.weight`, nFfShGranite, nEmbd);
-      mat(`${p}.ffn_up_shexp.weight`, nEmbd, nFfShGranite);
+    const sh = opts.shared;
+    if (sh) {
+      if (sh.gated) {
+        add(`${p}.ffn_gate_inp_shexp.weight`, [nEmbd], GgmlType.F32, 1 / Math.sqrt(nEmbd));
+      }
+      mat(`${p}.ffn_gate_shexp.weight`, nEmbd, sh.width);
+      mat(`${p}.ffn_down_shexp.weight`, sh.width, nEmbd);
+      mat(`${p}.ffn_up_shexp.weight`, nEmbd, sh.width);
     }
-    if (arch === "qwen2moe") {
-      add(`${p}.ffn_gate_inp_shexp.weight`, [nEmbd], GgmlType.F32, 1 / Math.sqrt(nEmbd));
-      mat(`${p}.ffn_gate_shexp.weight`, nEmbd, nFfSh);
-      mat(`${p}.ffn_down_shexp.weight`, nFfSh, nEmbd);
-      mat(`${p}.ffn_up_shexp.weight`, nEmbd, nFfSh);
-    }
+  };
+
+  const c: SynthContext = {
+    spec,
+    nEmbd,
+    nLayer,
+    nHead,
+    nHeadKv,
+    headDim,
+    nExpert,
+    nExpertUsed: nUsed,
+    nFf,
+    qDim,
+    kvDim,
+    key,
+    u32: (k, v) => [key(k), gguf.u32(v)],
+    f32: (k, v) => [key(k), gguf.f32(v)],
+    add,
+    mat: (name, cols, rows, extra) => mat(name, cols, rows, extra),
+    norm,
+    vec,
+    standardLayer,
+  };
+
+  add("token_embd.weight", [nEmbd, nVocab], embdType, 1);
+  norm("output_norm.weight", nEmbd);
+  if (!spec.tiedOutput) mat("output.weight", nEmbd, nVocab, [], embdType);
+  for (let l = 0; l < nLayer; l++) {
+    norm(`blk.${l}.attn_norm.weight`, nEmbd);
+    if (synth.layer) synth.layer(c, l);
+    else standardLayer(l);
   }
 
-  const a = (k: string) => `${arch}.${k}`;
-  const meta: [string, GgufValue][] = [
+  const head: SynthMetaEntry[] = [
     ["general.architecture", gguf.str(arch)],
     ["general.name", gguf.str(`moe-edge synthetic ${arch}`)],
-    [a("context_length"), gguf.u32(spec.nCtx ?? 512)],
-    [a("embedding_length"), gguf.u32(nEmbd)],
-    [a("block_count"), gguf.u32(nLayer)],
-    [a("feed_forward_length"), gguf.u32(arch === "qwen2moe" ? nFfSh : nFf)],
-    [a("attention.head_count"), gguf.u32(nHead)],
-    [a("attention.head_count_kv"), gguf.u32(nHeadKv)],
-    [a("rope.freq_base"), gguf.f32(spec.ropeBase ?? 10000)],
-    [a("attention.layer_norm_rms_epsilon"), gguf.f32(1e-5)],
+    c.u32("context_length", spec.nCtx ?? 512),
+    c.u32("embedding_length", nEmbd),
+    c.u32("block_count", nLayer),
+    c.u32("feed_forward_length", nFf),
+    c.u32("attention.head_count", nHead),
+    c.u32("attention.head_count_kv", nHeadKv),
+    c.f32("rope.freq_base", spec.ropeBase ?? 10000),
+    c.f32("attention.layer_norm_rms_epsilon", 1e-5),
   ];
-  if (headDim !== Math.floor(nEmbd / nHead) || arch === "qwen3moe") {
-    meta.push([a("attention.key_length"), gguf.u32(headDim)], [
-      a("attention.value_length"),
-      gguf.u32(headDim),
-    ]);
-  }
-  if (arch === "llama" || arch === "granitemoe") {
-    meta.push([a("rope.dimension_count"), gguf.u32(headDim)]);
-  }
-  if (arch === "granitemoe") {
-    const gs = {
-      embedding: 12,
-      residual: 0.22,
-      attention: 1 / 64,
-      logit: 6,
-      ...spec.graniteScales,
-    };
-    const keys = [
-      ["embedding_scale", gs.embedding],
-      ["residual_scale", gs.residual],
-      ["attention.scale", gs.attention],
-      ["logit_scale", gs.logit],
-    ] as const;
-    for (const [key, v] of keys) if (v !== 0) meta.push([a(key), gguf.f32(v)]);
-    if (nFfShGranite > 0) {
-      meta.push([a("expert_shared_feed_forward_length"), gguf.u32(nFfShGranite)]);
-    }
-  }
-  if (nExpert > 0) {
-    meta.push([a("expert_count"), gguf.u32(nExpert)], [a("expert_used_count"), gguf.u32(nUsed)]);
-  }
-  if (arch === "qwen2moe" || arch === "qwen3moe") {
-    meta.push([a("expert_feed_forward_length"), gguf.u32(nFf)]);
-  }
-  if (arch === "qwen2moe") meta.push([a("expert_shared_feed_forward_length"), gguf.u32(nFfSh)]);
-  if (arch === "deepseek2") deepseekMeta(meta, ds, nFf, nHead, a);
-  if (arch === "gpt-oss") {
-    const go = spec.gptOss ?? {};
-    meta.push(
-      [a("expert_feed_forward_length"), gguf.u32(nFf)],
-      [a("attention.sliding_window"), gguf.u32(go.window ?? 4)],
-    );
-    if (go.pattern !== undefined) {
-      meta.push([a("attention.sliding_window_pattern"), gguf.u32(go.pattern)]);
-    }
-    if (go.yarn) {
-      meta.push(
-        [a("rope.scaling.type"), gguf.str("yarn")],
-        [a("rope.scaling.factor"), gguf.f32(go.yarn.factor)],
-        [a("rope.scaling.original_context_length"), gguf.u32(go.yarn.origCtx)],
-      );
-    }
-  }
+  const keyLength: SynthMetaEntry[] = headDim !== Math.floor(nEmbd / nHead)
+    ? [c.u32("attention.key_length", headDim), c.u32("attention.value_length", headDim)]
+    : [];
+  const experts: SynthMetaEntry[] = nExpert > 0
+    ? [c.u32("expert_count", nExpert), c.u32("expert_used_count", nUsed)]
+    : [];
+  const meta = synth.meta
+    ? synth.meta(c, { head, keyLength, experts })
+    : [...head, ...keyLength, ...experts];
   meta.push(...vocabMeta(vocab));
   return writeGguf({ metadata: meta, tensors });
-}
-
-type DeepseekResolved =
-  & Required<Omit<SyntheticDeepseekSpec, "nFfDense" | "groups" | "yarn" | "mla">>
-  & Pick<SyntheticDeepseekSpec, "nFfDense" | "groups" | "yarn" | "mla">;
-
-const DEEPSEEK_DEFAULTS: DeepseekResolved = {
-  qLoraRank: 0,
-  kvLoraRank: 32,
-  nopeDim: 16,
-  ropeDim: 16,
-  vDim: 16,
-  denseLead: 1,
-  nShared: 1,
-  gating: "softmax",
-  probsBias: false,
-  norm: false,
-  scale: 0,
-};
-
-/** The MLA tensors of one deepseek2 block (llama.cpp deepseek2 names and shapes). */
-function synthMla(
-  p: string,
-  ds: DeepseekResolved,
-  nEmbd: number,
-  nHead: number,
-  mat: (name: string, cols: number, rows: number, extra?: number[]) => void,
-  norm: (name: string, n: number) => void,
-): void {
-  const dk = ds.nopeDim + ds.ropeDim;
-  if (ds.qLoraRank > 0) {
-    mat(`${p}.attn_q_a.weight`, nEmbd, ds.qLoraRank);
-    norm(`${p}.attn_q_a_norm.weight`, ds.qLoraRank);
-    mat(`${p}.attn_q_b.weight`, ds.qLoraRank, nHead * dk);
-  } else {
-    mat(`${p}.attn_q.weight`, nEmbd, nHead * dk);
-  }
-  mat(`${p}.attn_kv_a_mqa.weight`, nEmbd, ds.kvLoraRank + ds.ropeDim);
-  norm(`${p}.attn_kv_a_norm.weight`, ds.kvLoraRank);
-  if (ds.mla === false) {
-    mat(`${p}.attn_kv_b.weight`, ds.kvLoraRank, nHead * (ds.nopeDim + ds.vDim));
-  } else {
-    mat(`${p}.attn_k_b.weight`, ds.nopeDim, ds.kvLoraRank, [nHead]);
-    mat(`${p}.attn_v_b.weight`, ds.kvLoraRank, ds.vDim, [nHead]);
-  }
-  mat(`${p}.attn_output.weight`, nHead * ds.vDim, nEmbd);
-}
-
-/** deepseek2 metadata: MLA written as MQA over the latent, as llama.cpp's converter does. */
-function deepseekMeta(
-  meta: [string, GgufValue][],
-  ds: DeepseekResolved,
-  nFf: number,
-  nHead: number,
-  a: (k: string) => string,
-): void {
-  const replaced = new Set(
-    [
-      "attention.head_count_kv",
-      "attention.key_length",
-      "attention.value_length",
-      "feed_forward_length",
-    ].map(a),
-  );
-  for (let i = meta.length - 1; i >= 0; i--) if (replaced.has(meta[i][0])) meta.splice(i, 1);
-  if (ds.mla === false) {
-    meta.push(
-      [a("attention.head_count_kv"), gguf.u32(nHead)],
-      [a("attention.key_length"), gguf.u32(ds.nopeDim + ds.ropeDim)],
-      [a("attention.value_length"), gguf.u32(ds.vDim)],
-    );
-  } else {
-    meta.push(
-      [a("attention.head_count_kv"), gguf.u32(1)],
-      [a("attention.key_length"), gguf.u32(ds.kvLoraRank + ds.ropeDim)],
-      [a("attention.value_length"), gguf.u32(ds.kvLoraRank)],
-      [a("attention.key_length_mla"), gguf.u32(ds.nopeDim + ds.ropeDim)],
-      [a("attention.value_length_mla"), gguf.u32(ds.vDim)],
-    );
-  }
-  meta.push(
-    [a("attention.kv_lora_rank"), gguf.u32(ds.kvLoraRank)],
-    [a("attention.q_lora_rank"), gguf.u32(ds.qLoraRank)],
-    [a("rope.dimension_count"), gguf.u32(ds.ropeDim)],
-    [a("feed_forward_length"), gguf.u32(ds.nFfDense ?? nFf)],
-    [a("expert_feed_forward_length"), gguf.u32(nFf)],
-    [a("leading_dense_block_count"), gguf.u32(ds.denseLead)],
-    [a("expert_shared_count"), gguf.u32(ds.nShared)],
-    [a("expert_gating_func"), gguf.u32(ds.gating === "sigmoid" ? 2 : 1)],
-    [a("expert_weights_norm"), gguf.bool(ds.norm)],
-  );
-  if (ds.scale) meta.push([a("expert_weights_scale"), gguf.f32(ds.scale)]);
-  if (ds.groups) {
-    meta.push(
-      [a("expert_group_count"), gguf.u32(ds.groups[0])],
-      [a("expert_group_used_count"), gguf.u32(ds.groups[1])],
-    );
-  }
-  if (ds.yarn) {
-    meta.push(
-      [a("rope.scaling.type"), gguf.str("yarn")],
-      [a("rope.scaling.factor"), gguf.f32(ds.yarn.factor)],
-      [a("rope.scaling.original_context_length"), gguf.u32(ds.yarn.origCtx)],
-    );
-    if (ds.yarn.logMul) {
-      meta.push([a("rope.scaling.yarn_log_multiplier"), gguf.f32(ds.yarn.logMul)]);
-    }
-  }
 }

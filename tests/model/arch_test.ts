@@ -13,26 +13,22 @@ import { readGguf } from "../../core/formats/gguf_reader.ts";
 import { gguf, type GgufValue } from "../../core/formats/gguf_types.ts";
 import { writeGguf } from "../../core/formats/gguf_writer.ts";
 import { Session } from "../../core/generate/session.ts";
-import { archSpec, SUPPORTED_ARCHS } from "../../core/model/arch.ts";
+import { type ArchName, archSpec, isArchName, SUPPORTED_ARCHS } from "../../core/model/arch.ts";
 import { applyRope, yarnCorrDims } from "../../core/model/arch/rope.ts";
 import { swigluOai } from "../../core/model/arch/gpt-oss.ts";
 import { attentionExt } from "../../core/model/arch/attention.ts";
 import { loadModel } from "../../core/model/model.ts";
 import { modelNeeds } from "../../core/model/memory_plan.ts";
-import { synthesizeModel, type SyntheticModelSpec } from "../../core/model/synthetic.ts";
+import {
+  synthesizeLayout,
+  synthesizeModel,
+  type SyntheticModelSpec,
+} from "../../core/model/synthetic.ts";
 import { TopKRouter } from "../../core/moe/router.ts";
 import { MemorySource } from "../../core/store/byte_source.ts";
 
-type Arch = NonNullable<SyntheticModelSpec["arch"]>;
-const SYNTH_ARCHS: readonly Arch[] = [
-  "llama",
-  "qwen2moe",
-  "qwen3moe",
-  "olmoe",
-  "granitemoe",
-  "deepseek2",
-  "gpt-oss",
-];
+/** Every registered architecture (the synthesizer takes its specifics from the module's hook). */
+const SYNTH_ARCHS: readonly ArchName[] = SUPPORTED_ARCHS.filter(isArchName);
 const SMALL: SyntheticModelSpec = {
   nEmbd: 32,
   nHead: 2,
@@ -79,12 +75,39 @@ async function expectError(
 }
 
 Deno.test("every registered architecture is synthesizable, and its module carries its name", () => {
+  equal(SYNTH_ARCHS.length, SUPPORTED_ARCHS.length);
   for (const name of SUPPORTED_ARCHS) {
     equal(archSpec(name)?.name, name);
-    assert(SYNTH_ARCHS.includes(name as Arch), `${name} has no synthesizer support`);
+    assert(archSpec(name)?.synth, `${name} has no synthesizer hook`);
   }
   equal(archSpec("mamba"), undefined);
   equal(archSpec("__proto__"), undefined);
+  equal(isArchName("constructor"), false);
+});
+
+Deno.test("synthesizing an unregistered architecture fails typed, naming it and the others", () => {
+  const names = fc.oneof(
+    fc.string({ maxLength: 12 }),
+    fc.constantFrom("mamba", "__proto__", "constructor", "toString", "LLAMA", "llama "),
+  ).filter((s) => !SUPPORTED_ARCHS.includes(s));
+  fc.assert(
+    fc.property(names, (name) => {
+      // a JavaScript caller (or a cast) can pass any string: checked at run time
+      const spec = { ...SMALL, arch: name as ArchName };
+      for (const run of [() => synthesizeModel(spec), () => synthesizeLayout(spec)]) {
+        try {
+          run();
+        } catch (e) {
+          assert(e instanceof ModelError, `expected ModelError, got ${e}`);
+          equal(e.code, "bad_spec");
+          assert(e.message.includes(`'${name}'`) && e.message.includes("deepseek2"), e.message);
+          continue;
+        }
+        assert(false, `'${name}' was synthesized`);
+      }
+    }),
+    { numRuns: 60 },
+  );
 });
 
 for (const arch of SYNTH_ARCHS) {

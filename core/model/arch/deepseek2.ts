@@ -15,12 +15,21 @@
  */
 
 import { ModelError } from "../../errors.ts";
+import { gguf } from "../../formats/gguf_types.ts";
+import { GgmlType } from "../../tensor/ggml_type.ts";
 import type { Gating } from "../../moe/router.ts";
 import { HPARAM_FLOAT_RANGES, HPARAM_LIMITS } from "../hparams.ts";
 import type { LayerWeights } from "../weights.ts";
 import { addResidual, attend, expertLocations, feedForward, loadFfn, rmsNorm } from "./blocks.ts";
 import { applyRope } from "./rope.ts";
-import type { ArchSpec, LayerContext } from "./types.ts";
+import type {
+  ArchSpec,
+  LayerContext,
+  SynthContext,
+  SynthMetaEntry,
+  SynthMetaParts,
+} from "./types.ts";
+import type { SyntheticDeepseekSpec } from "../synthetic.ts";
 
 const f = Math.fround;
 
@@ -174,6 +183,7 @@ export const deepseek2: ArchSpec = {
   },
   loadLayer: loadDeepseek2Layer,
   forwardLayer: deepseek2Block,
+  synth: { vocab: "gpt2", layer: synthLayer, meta: synthMeta },
 };
 
 /**
@@ -386,4 +396,129 @@ async function deepseek2Block(c: LayerContext, l: number): Promise<void> {
   rmsNorm(c, x, lw.ffnNorm, h);
   await feedForward(c, l, lw, h, ffo);
   addResidual(x, ffo, nx);
+}
+
+type DeepseekResolved =
+  & Required<Omit<SyntheticDeepseekSpec, "nFfDense" | "groups" | "yarn" | "mla">>
+  & Pick<SyntheticDeepseekSpec, "nFfDense" | "groups" | "yarn" | "mla">;
+
+/**
+ * Defaults of a synthetic deepseek2 model ({@link SyntheticDeepseekSpec}): no q_lora,
+ * kv_lora_rank 32, no-rope 16, rope 16, V 16, 1 dense block, 1 shared expert, softmax gating, no
+ * bias, no groups, no norm, no scale, no YaRN, MLA keys.
+ */
+const SYNTH_DEFAULTS: DeepseekResolved = {
+  qLoraRank: 0,
+  kvLoraRank: 32,
+  nopeDim: 16,
+  ropeDim: 16,
+  vDim: 16,
+  denseLead: 1,
+  nShared: 1,
+  gating: "softmax",
+  probsBias: false,
+  norm: false,
+  scale: 0,
+};
+
+/** The tensors of a synthetic deepseek2 block after `attn_norm`: MLA, then a dense or MoE FFN. */
+function synthLayer(c: SynthContext, l: number): void {
+  const ds: DeepseekResolved = { ...SYNTH_DEFAULTS, ...c.spec.deepseek };
+  const p = `blk.${l}`;
+  const { nEmbd, nHead, nExpert, nFf } = c;
+  const dk = ds.nopeDim + ds.ropeDim;
+  if (ds.qLoraRank > 0) {
+    c.mat(`${p}.attn_q_a.weight`, nEmbd, ds.qLoraRank);
+    c.norm(`${p}.attn_q_a_norm.weight`, ds.qLoraRank);
+    c.mat(`${p}.attn_q_b.weight`, ds.qLoraRank, nHead * dk);
+  } else {
+    c.mat(`${p}.attn_q.weight`, nEmbd, nHead * dk);
+  }
+  c.mat(`${p}.attn_kv_a_mqa.weight`, nEmbd, ds.kvLoraRank + ds.ropeDim);
+  c.norm(`${p}.attn_kv_a_norm.weight`, ds.kvLoraRank);
+  if (ds.mla === false) {
+    c.mat(`${p}.attn_kv_b.weight`, ds.kvLoraRank, nHead * (ds.nopeDim + ds.vDim));
+  } else {
+    c.mat(`${p}.attn_k_b.weight`, ds.nopeDim, ds.kvLoraRank, [nHead]);
+    c.mat(`${p}.attn_v_b.weight`, ds.kvLoraRank, ds.vDim, [nHead]);
+  }
+  c.mat(`${p}.attn_output.weight`, nHead * ds.vDim, nEmbd);
+  c.norm(`${p}.ffn_norm.weight`, nEmbd);
+  const nFfD = ds.nFfDense ?? nFf;
+  if (nExpert === 0 || l < ds.denseLead) {
+    c.mat(`${p}.ffn_gate.weight`, nEmbd, nFfD);
+    c.mat(`${p}.ffn_up.weight`, nEmbd, nFfD);
+    c.mat(`${p}.ffn_down.weight`, nFfD, nEmbd);
+    return;
+  }
+  c.add(`${p}.ffn_gate_inp.weight`, [nEmbd, nExpert], GgmlType.F32, 1 / Math.sqrt(nEmbd));
+  if (ds.probsBias) c.add(`${p}.exp_probs_b.bias`, [nExpert], GgmlType.F32, 0.3);
+  c.mat(`${p}.ffn_gate_exps.weight`, nEmbd, nFf, [nExpert]);
+  c.mat(`${p}.ffn_down_exps.weight`, nFf, nEmbd, [nExpert]);
+  c.mat(`${p}.ffn_up_exps.weight`, nEmbd, nFf, [nExpert]);
+  if (ds.nShared > 0) {
+    const w = nFf * ds.nShared;
+    c.mat(`${p}.ffn_gate_shexp.weight`, nEmbd, w);
+    c.mat(`${p}.ffn_down_shexp.weight`, w, nEmbd);
+    c.mat(`${p}.ffn_up_shexp.weight`, nEmbd, w);
+  }
+}
+
+/** Synthetic deepseek2 metadata: MLA as MQA over the latent, as llama.cpp's converter writes it. */
+function synthMeta(c: SynthContext, parts: SynthMetaParts): SynthMetaEntry[] {
+  const ds: DeepseekResolved = { ...SYNTH_DEFAULTS, ...c.spec.deepseek };
+  const { nHead, nFf } = c;
+  const replaced = new Set(
+    [
+      "attention.head_count_kv",
+      "attention.key_length",
+      "attention.value_length",
+      "feed_forward_length",
+    ].map(c.key),
+  );
+  const meta = [...parts.head, ...parts.keyLength, ...parts.experts].filter((e) =>
+    !replaced.has(e[0])
+  );
+  if (ds.mla === false) {
+    meta.push(
+      c.u32("attention.head_count_kv", nHead),
+      c.u32("attention.key_length", ds.nopeDim + ds.ropeDim),
+      c.u32("attention.value_length", ds.vDim),
+    );
+  } else {
+    meta.push(
+      c.u32("attention.head_count_kv", 1),
+      c.u32("attention.key_length", ds.kvLoraRank + ds.ropeDim),
+      c.u32("attention.value_length", ds.kvLoraRank),
+      c.u32("attention.key_length_mla", ds.nopeDim + ds.ropeDim),
+      c.u32("attention.value_length_mla", ds.vDim),
+    );
+  }
+  meta.push(
+    c.u32("attention.kv_lora_rank", ds.kvLoraRank),
+    c.u32("attention.q_lora_rank", ds.qLoraRank),
+    c.u32("rope.dimension_count", ds.ropeDim),
+    c.u32("feed_forward_length", ds.nFfDense ?? nFf),
+    c.u32("expert_feed_forward_length", nFf),
+    c.u32("leading_dense_block_count", ds.denseLead),
+    c.u32("expert_shared_count", ds.nShared),
+    c.u32("expert_gating_func", ds.gating === "sigmoid" ? 2 : 1),
+    [c.key("expert_weights_norm"), gguf.bool(ds.norm)],
+  );
+  if (ds.scale) meta.push(c.f32("expert_weights_scale", ds.scale));
+  if (ds.groups) {
+    meta.push(
+      c.u32("expert_group_count", ds.groups[0]),
+      c.u32("expert_group_used_count", ds.groups[1]),
+    );
+  }
+  if (ds.yarn) {
+    meta.push(
+      [c.key("rope.scaling.type"), gguf.str("yarn")],
+      c.f32("rope.scaling.factor", ds.yarn.factor),
+      c.u32("rope.scaling.original_context_length", ds.yarn.origCtx),
+    );
+    if (ds.yarn.logMul) meta.push(c.f32("rope.scaling.yarn_log_multiplier", ds.yarn.logMul));
+  }
+  return meta;
 }

@@ -15,13 +15,21 @@
 import type { Backend, RopeParams } from "../../backend/backend.ts";
 import { ModelError } from "../../errors.ts";
 import type { Expert, ExpertKey, ExpertWeights, Scratch } from "../../moe/expert.ts";
+import { gguf } from "../../formats/gguf_types.ts";
 import { expfScalar } from "../../tensor/ggml_math.ts";
+import { GgmlType } from "../../tensor/ggml_type.ts";
 import { HPARAM_FLOAT_RANGES, HPARAM_LIMITS } from "../hparams.ts";
 import type { ExpertBiases, LayerWeights } from "../weights.ts";
 import { attentionExt as attentionExtCore } from "./attention.ts";
 import { addBias, addResidual, feedForward, loadStandardLayer, rmsNorm } from "./blocks.ts";
 import { applyRope } from "./rope.ts";
-import type { ArchSpec, LayerContext } from "./types.ts";
+import type {
+  ArchSpec,
+  LayerContext,
+  SynthContext,
+  SynthMetaEntry,
+  SynthMetaParts,
+} from "./types.ts";
 
 const f = Math.fround;
 /** `swiglu_oai` constants of llama.cpp's `LLM_FFN_SWIGLU_OAI_MOE`. */
@@ -155,7 +163,60 @@ export const gptOss: ArchSpec = {
     }
     return new OaiSwigluExpert(key, backend, weights, scratch, lw.expertBiases);
   },
+  synth: { vocab: "gpt2", layer: synthLayer, meta: synthMeta },
 };
+
+/**
+ * The tensors of a synthetic gpt-oss block after `attn_norm` (llama.cpp openai-moe): biased
+ * Q/K/V/O, sinks, `post_attention_norm`, biased router and experts.
+ */
+function synthLayer(c: SynthContext, l: number): void {
+  const p = `blk.${l}`, F32 = GgmlType.F32;
+  const { nEmbd, nExpert, nFf, qDim, kvDim } = c;
+  c.mat(`${p}.attn_q.weight`, nEmbd, qDim);
+  c.vec(`${p}.attn_q.bias`, qDim);
+  c.mat(`${p}.attn_k.weight`, nEmbd, kvDim);
+  c.vec(`${p}.attn_k.bias`, kvDim);
+  c.mat(`${p}.attn_v.weight`, nEmbd, kvDim);
+  c.vec(`${p}.attn_v.bias`, kvDim);
+  c.mat(`${p}.attn_output.weight`, qDim, nEmbd);
+  c.vec(`${p}.attn_output.bias`, nEmbd);
+  c.add(`${p}.attn_sinks.weight`, [c.nHead], F32, 1);
+  c.norm(`${p}.post_attention_norm.weight`, nEmbd);
+  c.add(`${p}.ffn_gate_inp.weight`, [nEmbd, nExpert], F32, 1 / Math.sqrt(nEmbd));
+  c.vec(`${p}.ffn_gate_inp.bias`, nExpert);
+  c.mat(`${p}.ffn_gate_exps.weight`, nEmbd, nFf, [nExpert]);
+  c.add(`${p}.ffn_gate_exps.bias`, [nFf, nExpert], F32, 0.1);
+  c.mat(`${p}.ffn_down_exps.weight`, nFf, nEmbd, [nExpert]);
+  c.add(`${p}.ffn_down_exps.bias`, [nEmbd, nExpert], F32, 0.1);
+  c.mat(`${p}.ffn_up_exps.weight`, nEmbd, nFf, [nExpert]);
+  c.add(`${p}.ffn_up_exps.bias`, [nFf, nExpert], F32, 0.1);
+}
+
+/**
+ * Synthetic gpt-oss metadata: the expert width, the sliding window (default 4 tokens, so short
+ * prompts cross it), the window pattern (default: absent, llama.cpp's 2) and YaRN (default none)
+ * of `spec.gptOss`.
+ */
+function synthMeta(c: SynthContext, p: SynthMetaParts): SynthMetaEntry[] {
+  const go = c.spec.gptOss ?? {};
+  const meta: SynthMetaEntry[] = [
+    ...p.head,
+    ...p.keyLength,
+    ...p.experts,
+    c.u32("expert_feed_forward_length", c.nFf),
+    c.u32("attention.sliding_window", go.window ?? 4),
+  ];
+  if (go.pattern !== undefined) meta.push(c.u32("attention.sliding_window_pattern", go.pattern));
+  if (go.yarn) {
+    meta.push(
+      [c.key("rope.scaling.type"), gguf.str("yarn")],
+      c.f32("rope.scaling.factor", go.yarn.factor),
+      c.u32("rope.scaling.original_context_length", go.yarn.origCtx),
+    );
+  }
+  return meta;
+}
 
 /** Attention with sinks (and the window on windowed blocks) of block `l` into `out`. */
 function sinkAttention(

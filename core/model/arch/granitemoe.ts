@@ -16,6 +16,14 @@ import type { ArchSpec } from "./types.ts";
 /** Bounds of Granite's multipliers: finite and positive (0 means "not set" where llama.cpp allows it). */
 export const GRANITE_SCALE_RANGE: readonly [number, number] = [1e-6, 1e6];
 
+/** Default multipliers of a synthetic granitemoe model (granite-3.x-1b-a400m's). */
+export const GRANITE_SYNTH_SCALES = {
+  embedding: 12,
+  residual: 0.22,
+  attention: 1 / 64,
+  logit: 6,
+} as const;
+
 /** The `granitemoe` architecture. */
 export const granitemoe: ArchSpec = {
   name: "granitemoe",
@@ -41,4 +49,31 @@ export const granitemoe: ArchSpec = {
   loadLayer: (ld, hp, l) =>
     loadStandardLayer(ld, hp, l, { qkNorm: "none", shared: "plain", legacyExperts: false }),
   forwardLayer: (c, l) => preNormBlock(c, l, "none"),
+  synth: {
+    vocab: "gpt2",
+    // Granite-MoE-Shared: a plain shared expert of spec.nFfShared (default none)
+    layer: (c, l) => {
+      const width = c.spec.nFfShared ?? 0;
+      c.standardLayer(l, { shared: width > 0 ? { gated: false, width } : undefined });
+    },
+    meta: (c, p) => {
+      // granite-3.x-1b-a400m's multipliers by default; 0 leaves one out of the file
+      const gs = { ...GRANITE_SYNTH_SCALES, ...c.spec.graniteScales };
+      const keys = [
+        ["embedding_scale", gs.embedding],
+        ["residual_scale", gs.residual],
+        ["attention.scale", gs.attention],
+        ["logit_scale", gs.logit],
+      ] as const;
+      const width = c.spec.nFfShared ?? 0;
+      return [
+        ...p.head,
+        ...p.keyLength,
+        c.u32("rope.dimension_count", c.headDim),
+        ...keys.filter(([, v]) => v !== 0).map(([k, v]) => c.f32(k, v)),
+        ...(width > 0 ? [c.u32("expert_shared_feed_forward_length", width)] : []),
+        ...p.experts,
+      ];
+    },
+  },
 };

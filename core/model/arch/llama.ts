@@ -25,4 +25,13 @@ export const llama: ArchSpec = {
   loadLayer: (ld, hp, l) =>
     loadStandardLayer(ld, hp, l, { qkNorm: "none", shared: "none", legacyExperts: true }),
   forwardLayer: (c, l) => preNormBlock(c, l, "none"),
+  synth: {
+    vocab: "llama",
+    meta: (c, p) => [
+      ...p.head,
+      ...p.keyLength,
+      c.u32("rope.dimension_count", c.headDim),
+      ...p.experts,
+    ],
+  },
 };

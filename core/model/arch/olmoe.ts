@@ -24,4 +24,10 @@ export const olmoe: ArchSpec = {
   loadLayer: (ld, hp, l) =>
     loadStandardLayer(ld, hp, l, { qkNorm: "full", shared: "none", legacyExperts: false }),
   forwardLayer: (c, l) => preNormBlock(c, l, "full"),
+  synth: {
+    vocab: "gpt2",
+    // llama.cpp's olmoe declares attn_k_norm as [n_embd]: OLMoE has no GQA
+    nHeadKv: (nHead) => nHead,
+    layer: (c, l) => c.standardLayer(l, { qkNorm: "full" }),
+  },
 };

@@ -8,7 +8,7 @@
 
 import { HPARAM_LIMITS } from "../hparams.ts";
 import { loadStandardLayer, preNormBlock } from "./blocks.ts";
-import type { ArchSpec } from "./types.ts";
+import type { ArchSpec, SynthMetaEntry } from "./types.ts";
 
 /** The `qwen2moe` architecture. */
 export const qwen2moe: ArchSpec = {
@@ -35,4 +35,21 @@ export const qwen2moe: ArchSpec = {
   loadLayer: (ld, hp, l) =>
     loadStandardLayer(ld, hp, l, { qkNorm: "none", shared: "gated", legacyExperts: false }),
   forwardLayer: (c, l) => preNormBlock(c, l, "none"),
+  synth: {
+    vocab: "gpt2",
+    // shared expert width: spec.nFfShared, default the expert width
+    layer: (c, l) =>
+      c.standardLayer(l, { shared: { gated: true, width: c.spec.nFfShared ?? c.nFf } }),
+    meta: (c, p) => {
+      const nFfSh = c.spec.nFfShared ?? c.nFf;
+      const ff = c.key("feed_forward_length");
+      return [
+        ...p.head.map((e): SynthMetaEntry => e[0] === ff ? c.u32("feed_forward_length", nFfSh) : e),
+        ...p.keyLength,
+        ...p.experts,
+        c.u32("expert_feed_forward_length", c.nFf),
+        c.u32("expert_shared_feed_forward_length", nFfSh),
+      ];
+    },
+  },
 };

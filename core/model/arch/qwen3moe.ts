@@ -32,4 +32,16 @@ export const qwen3moe: ArchSpec = {
   loadLayer: (ld, hp, l) =>
     loadStandardLayer(ld, hp, l, { qkNorm: "per_head", shared: "none", legacyExperts: false }),
   forwardLayer: (c, l) => preNormBlock(c, l, "per_head"),
+  synth: {
+    vocab: "gpt2",
+    layer: (c, l) => c.standardLayer(l, { qkNorm: "per_head" }),
+    // the converter always writes the head dim (Qwen3 heads are not n_embd / n_head wide)
+    meta: (c, p) => [
+      ...p.head,
+      c.u32("attention.key_length", c.headDim),
+      c.u32("attention.value_length", c.headDim),
+      ...p.experts,
+      c.u32("expert_feed_forward_length", c.nFf),
+    ],
+  },
 };

@@ -14,13 +14,16 @@ import type {
   RopeParams,
   WeightView,
 } from "../../backend/backend.ts";
-import type { GgufMetadata } from "../../formats/gguf_types.ts";
+import type { GgmlType } from "../../tensor/ggml_type.ts";
+import type { GgufMetadata, GgufValue } from "../../formats/gguf_types.ts";
 import type { Expert, ExpertKey, ExpertWeights, FfnLinear, Scratch } from "../../moe/expert.ts";
 import type { MoeLayer } from "../../moe/moe_layer.ts";
 import type { Gating } from "../../moe/router.ts";
 import type { HParams } from "../hparams.ts";
+import type { SyntheticModelSpec } from "../synthetic.ts";
 import type { LinearName } from "../transformer.ts";
 import type { LayerWeights, ModelWeights, WeightLoader } from "../weights.ts";
+import type { QkNorm } from "./blocks.ts";
 import type { YarnParams } from "./rope.ts";
 
 /** Float ranges, as `[min, max]`. */
@@ -245,4 +248,110 @@ export interface ArchSpec {
     scratch: Scratch,
     lw: LayerWeights,
   ): Expert;
+  /**
+   * How `core/model/synthetic.ts` writes a random-weight model of this architecture (its
+   * default vocabulary and heads, its block tensors, its metadata keys). Without it the
+   * architecture cannot be synthesized (`ModelError` `bad_spec`).
+   */
+  readonly synth?: ArchSynth;
+}
+
+/** One GGUF key/value of a synthetic model's metadata, in file order. */
+export type SynthMetaEntry = [string, GgufValue];
+
+/** The shared-expert tensors of a standard block ({@link SynthContext.standardLayer}). */
+export interface SynthSharedExpert {
+  /** `ffn_gate_inp_shexp` gate (Qwen2-MoE) before the `ffn_*_shexp` matrices. */
+  readonly gated: boolean;
+  /** FFN width of the shared expert. */
+  readonly width: number;
+}
+
+/** Options of {@link SynthContext.standardLayer}. */
+export interface SynthStandardOptions {
+  /** Q/K norm tensors: `per_head` (`[head_dim]`), `full` (`[n_head·head_dim]`), none by default. */
+  readonly qkNorm?: QkNorm;
+  /** A shared expert after the routed ones (none by default). */
+  readonly shared?: SynthSharedExpert;
+}
+
+/**
+ * What an architecture's synthesizer hook sees: the resolved common shape of the spec, and the
+ * writers that draw a tensor's values (in call order, from the model's one PRNG stream).
+ */
+export interface SynthContext {
+  /** The spec as given. */
+  readonly spec: SyntheticModelSpec;
+  /** Hidden size. */
+  readonly nEmbd: number;
+  /** Blocks. */
+  readonly nLayer: number;
+  /** Query heads. */
+  readonly nHead: number;
+  /** KV heads (after {@link ArchSynth.nHeadKv}). */
+  readonly nHeadKv: number;
+  /** Head dim. */
+  readonly headDim: number;
+  /** Experts per layer (0 = dense). */
+  readonly nExpert: number;
+  /** Experts per token. */
+  readonly nExpertUsed: number;
+  /** Expert FFN width. */
+  readonly nFf: number;
+  /** `nHead · headDim`. */
+  readonly qDim: number;
+  /** `nHeadKv · headDim`. */
+  readonly kvDim: number;
+  /** `<arch>.<k>`: the metadata key of `k`. */
+  key(k: string): string;
+  /** `<arch>.<k>` as a u32 entry. */
+  u32(k: string, v: number): SynthMetaEntry;
+  /** `<arch>.<k>` as an f32 entry. */
+  f32(k: string, v: number): SynthMetaEntry;
+  /** A tensor of `type` (before the quant mix) with values `mean + N(0,1)·scale`. */
+  add(name: string, dims: number[], type: GgmlType, scale: number, mean?: number): void;
+  /** A matrix `[cols, rows, …extra]` of the spec's type, scaled by `1/sqrt(cols)`. */
+  mat(name: string, cols: number, rows: number, extra?: number[]): void;
+  /** An F32 norm weight around 1. */
+  norm(name: string, n: number): void;
+  /** An F32 bias around 0. */
+  vec(name: string, n: number): void;
+  /**
+   * The tensors of standard block `l` after `attn_norm`: Q/K/V (biases with `spec.qkvBias`), Q/K
+   * norms, `attn_output`, `ffn_norm`, then a dense FFN (no experts) or the router and merged
+   * experts (legacy per-expert tensors with `spec.legacyExperts`) and the shared expert.
+   */
+  standardLayer(l: number, opts?: SynthStandardOptions): void;
+}
+
+/**
+ * The common metadata of a synthetic model, in parts an architecture's
+ * {@link ArchSynth.meta} reorders, edits and extends.
+ */
+export interface SynthMetaParts {
+  /**
+   * `general.architecture`, `general.name`, then `context_length`, `embedding_length`,
+   * `block_count`, `feed_forward_length` (the expert width), `attention.head_count`,
+   * `attention.head_count_kv`, `rope.freq_base`, `attention.layer_norm_rms_epsilon`.
+   */
+  readonly head: readonly SynthMetaEntry[];
+  /** `attention.key_length`/`value_length` when the head dim is not `nEmbd / nHead` (else none). */
+  readonly keyLength: readonly SynthMetaEntry[];
+  /** `expert_count` and `expert_used_count` (none for a dense model). */
+  readonly experts: readonly SynthMetaEntry[];
+}
+
+/** An architecture's part of the synthesizer (`core/model/synthetic.ts`). */
+export interface ArchSynth {
+  /** Tokenizer kind of the default test vocabulary. */
+  readonly vocab: "llama" | "gpt2";
+  /** Default KV heads for `nHead` query heads (default `max(1, nHead >> 1)`). */
+  nHeadKv?(nHead: number): number;
+  /** The tensors of block `l` after `attn_norm` (default `c.standardLayer(l)`). */
+  layer?(c: SynthContext, l: number): void;
+  /**
+   * The architecture's metadata before the vocabulary's (default
+   * `[...head, ...keyLength, ...experts]`).
+   */
+  meta?(c: SynthContext, parts: SynthMetaParts): SynthMetaEntry[];
 }
