@@ -2,7 +2,7 @@
  * Test helpers for the WASM kernels: a bump allocator over an instance's
  * linear memory, a seeded PRNG, random weight/activation generators, and
  * an independent TypeScript implementation of llama.cpp's x86 activation
- * quantization rule (spec §2.4) that the kernels must match bit-for-bit.
+ * quantization rule (docs/specs-llamacpp.md §2.4) that the kernels must match bit-for-bit.
  *
  * @module
  */

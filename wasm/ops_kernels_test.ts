@@ -1,6 +1,6 @@
 /**
  * RMSNorm, RoPE, SwiGLU and attention kernels: SIMD vs scalar twin and vs
- * plain TS references of the ggml semantics (spec §3-§4), on random shapes
+ * plain TS references of the ggml semantics (docs/specs-llamacpp.md §3-§4), on random shapes
  * with odd sizes and tails.
  */
 import { equal as assertEquals } from "node:assert/strict";

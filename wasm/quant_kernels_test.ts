@@ -93,7 +93,7 @@ function f16FromBits(b: number): number {
   return toF16(fromBits(b));
 }
 
-/** bf16 of an f32 given by its bits (spec §2.1). */
+/** bf16 of an f32 given by its bits (docs/specs-llamacpp.md §2.1). */
 function bf16FromBits(b: number): number {
   if ((b & 0x7fffffff) >>> 0 > 0x7f800000) return ((b >>> 16) | 64) & 0xffff;
   return toBf16(fromBits(b));

@@ -1,7 +1,7 @@
 /**
  * RoPE cos/sin tables, computed in TypeScript and cached per position.
  *
- * ggml (`ops.cpp` rope, spec §4) iterates `theta` in f32:
+ * ggml (`ops.cpp` rope, docs/specs-llamacpp.md §4) iterates `theta` in f32:
  * `theta_scale = powf(base, -2/n_dims)`, `theta = pos`, and per pair
  * `cos(freq_scale·theta)`, `sin(…)`, then `theta *= theta_scale`. We evaluate
  * `Math.pow`/`Math.cos`/`Math.sin` in f64 and round once to f32, which is the

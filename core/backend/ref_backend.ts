@@ -3,7 +3,7 @@
  * tested against. Clear code over speed, but no allocation per token: all
  * scratch buffers are grown once and reused.
  *
- * Numerics follow llama.cpp's x86 CPU path (see ../../shared/specs): per-row
+ * Numerics follow llama.cpp's x86 CPU path (see docs/specs-llamacpp.md): per-row
  * activation quantization to the weight's `vec_dot_type`, f16 KV cache,
  * non-flash attention (Q and probabilities rounded to f16), RMSNorm and
  * softmax sums in double.

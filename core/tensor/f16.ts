@@ -1,6 +1,6 @@
 /**
  * IEEE binary16 (fp16) and bfloat16 conversions with ggml's exact semantics
- * (llama.cpp `ggml/src/ggml-impl.h`, spec §2.1):
+ * (llama.cpp `ggml/src/ggml-impl.h`, docs/specs-llamacpp.md §2.1):
  *
  * - fp16 → f32 is exact (subnormals included); served from a 65536-entry table.
  * - f32 → fp16 rounds to nearest, ties to even; overflow gives ±inf; NaN gives

@@ -1,8 +1,8 @@
 /**
  * K-quants (256-element super-blocks): Q4_K, Q5_K, Q6_K weights and Q8_K activations.
  *
- * - `dequantize*`: `ggml-quants.c` `dequantize_row_q{4,5,6}_K` (spec §2.2).
- * - `quantizeActQ8_K`: `quantize_row_q8_K_ref` (spec §2.4) — the rule x86, ARM and scalar builds
+ * - `dequantize*`: `ggml-quants.c` `dequantize_row_q{4,5,6}_K` (docs/specs-llamacpp.md §2.2).
+ * - `quantizeActQ8_K`: `quantize_row_q8_K_ref` (docs/specs-llamacpp.md §2.4) — the rule x86, ARM and scalar builds
  *   share: `max` = signed value of largest |x| (first, strict `>`), `iscale = -127/max`,
  *   `q = min(127, nearest_int(iscale*x))` (RNE), `d = 1/iscale` kept as f32, `bsums` per 16.
  * - `vecDot*`: `ggml-cpu/quants.c` generic `ggml_vec_dot_q{4,5,6}_K_q8_K` in C order: integer

@@ -1,7 +1,7 @@
 /**
  * Legacy 32-element block formats: Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q8_1.
  *
- * - `dequantize*`: `ggml-quants.c` `dequantize_row_*` (spec §2.2).
+ * - `dequantize*`: `ggml-quants.c` `dequantize_row_*` (docs/specs-llamacpp.md §2.2).
  * - `quantize*`: the weight quantizers `quantize_row_*_ref` (used by our GGUF writer).
  * - Activation quantization and dot kernels live in quant_legacy_dot.ts.
  *

@@ -1,7 +1,7 @@
 /**
  * Legacy 32-element formats: x86 AVX2 activation quantization (Q8_0, Q8_1) and the
  * `ggml-cpu/quants.c` generic dot kernels `ggml_vec_dot_{q4_0,q5_0,q8_0}_q8_0`,
- * `ggml_vec_dot_{q4_1,q5_1}_q8_1` in their C evaluation order (spec §2.4-2.5): integer sums
+ * `ggml_vec_dot_{q4_1,q5_1}_q8_1` in their C evaluation order (docs/specs-llamacpp.md §2.4-2.5): integer sums
  * exact, every float operation rounded to f32.
  *
  * Offsets are in bytes for byte arrays and in elements for float arrays; `n` is a multiple of 32.

@@ -1,7 +1,7 @@
 /**
  * The quant-format traits table: one row per ggml type the reference backend can compute.
  *
- * Each matmul row product follows llama.cpp's x86-64 AVX2 CPU path (spec §2.3-2.5):
+ * Each matmul row product follows llama.cpp's x86-64 AVX2 CPU path (docs/specs-llamacpp.md §2.3-2.5):
  * the activation row is converted to the weight type's `vecDotType` with
  * {@link quantizeActivation} (x86 rule), then `traits.vecDot` runs the integer block dot with
  * the block-scale algebra accumulated in f32.
@@ -259,7 +259,7 @@ export function activationBytes(vecDotType: number, n: number): number {
 
 /**
  * Convert activations `x[xOffset..xOffset+n)` to `vecDotType` bytes at `outOffset` of `out`,
- * with llama.cpp's **x86-64 AVX2** `from_float` rule (spec §2.4):
+ * with llama.cpp's **x86-64 AVX2** `from_float` rule (docs/specs-llamacpp.md §2.4):
  * - Q8_0: `d = amax/127`, `id = amax ? 127/amax : 0`, `q = roundTiesToEven(fround(x*id))`,
  *   stored `f16(d)`; Q8_1 also `s = f16(d*Σq)` with the unrounded `d`.
  * - Q8_K: `quantize_row_q8_K_ref` (RNE, `iscale = -127/max`, f32 `d`, `bsums`).

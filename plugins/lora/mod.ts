@@ -1,5 +1,5 @@
 /**
- * `lora`: plain PEFT LoRA (spec §5.1). Per adapted projection
+ * `lora`: plain PEFT LoRA (docs/specs-lora-moe.md §5.1). Per adapted projection
  * `y = W·x + s·(B·(A·x) + b_B)` with `s = α_m/r_m` (`α_m/√r_m` with
  * `use_rslora`), `r_m`/`α_m` from `rank_pattern`/`alpha_pattern` or
  * `r`/`lora_alpha`. With `merge`, `W' = W + s·B·A` is written into the

@@ -1,5 +1,5 @@
 /**
- * A mixture of LoRA experts on one projection (MoLA, spec §1.1): a gate
+ * A mixture of LoRA experts on one projection (MoLA, docs/specs-lora-moe.md §1.1): a gate
  * `W_r` scores the experts per token, the top-k are kept and renormalized,
  * and `y += Σ_j w_j · s · B_j(A_j·x)`. The gate is softmax in f32 (MoLA,
  * MoE-PEFT) or sigmoid plus a per-expert bias (selection and weights both use

@@ -1,5 +1,5 @@
 /**
- * `mola`: LoRA-expert mixtures per projection (spec §1). Reads original
+ * `mola`: LoRA-expert mixtures per projection (docs/specs-lora-moe.md §1). Reads original
  * MoLA checkpoints (`lora_A_{i}`, `router.router.weight`, `r` as a list)
  * and MoE-PEFT ones (`experts.{e}.lora_A`, `moe_gate`); E_L comes from the
  * gate's rows, r_L from `lora_A_0`, the scale is `alpha/r_L` (`alpha/√r_L`

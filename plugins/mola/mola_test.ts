@@ -21,7 +21,7 @@ import {
 } from "../../tests/plugins/util.ts";
 
 /**
- * MoLA written out (spec §1.1): logits = W_r·x, p = softmax (f64 here),
+ * MoLA written out (docs/specs-lora-moe.md §1.1): logits = W_r·x, p = softmax (f64 here),
  * top-K with ties to the lower index, w = p_sel / Σ p_sel, ΔW = Σ w_j·s·B_j·A_j.
  */
 function reference(

@@ -1,6 +1,6 @@
 /**
  * `route-top-p`: dynamic routing that picks as many experts as a token needs
- * (spec §3 Dynamic_MoE, §4 DynMoLE). Probabilities are the softmax of the
+ * (docs/specs-lora-moe.md §3 Dynamic_MoE, §4 DynMoLE). Probabilities are the softmax of the
  * gate logits, sorted descending with ties to the lower expert index.
  *
  * - `dynamic-moe`: keep the prefix up to and including the first position

@@ -22,7 +22,7 @@ function sortedProbs(logits: Float32Array): { p: number[]; order: number[] } {
   return { p, order };
 }
 
-/** Dynamic_MoE (spec §3): prefix up to the first cumulative sum > P; raw probabilities. */
+/** Dynamic_MoE (docs/specs-lora-moe.md §3): prefix up to the first cumulative sum > P; raw probabilities. */
 function refDynamicMoe(logits: Float32Array, P: number): Route {
   const { p, order } = sortedProbs(logits);
   let c = 0, keep = order.length;

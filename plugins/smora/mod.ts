@@ -1,5 +1,5 @@
 /**
- * `smora`: Single-Ranked Mixture of Experts LoRA (spec §2, SRMoLE code).
+ * `smora`: Single-Ranked Mixture of Experts LoRA (docs/specs-lora-moe.md §2, SRMoLE code).
  * Per token: `g = sigmoid(W_g·x)` (one value per block of P ranks, repeated),
  * `g' = g + b`, top-k ranks of `g'`, `ĝ = g'_I / Σ g'_I`, and
  * `y += α · Σ_{i∈I} ĝ_i (A_i·x) B[:,i]` (= `s·Σ G_i …` with `s = α/k`,

@@ -20,7 +20,7 @@ import {
 } from "../../tests/plugins/util.ts";
 
 /**
- * SMoRA written out (spec §2.1): g = sigmoid(W_g·x) repeated P times, g' = g + b,
+ * SMoRA written out (docs/specs-lora-moe.md §2.1): g = sigmoid(W_g·x) repeated P times, g' = g + b,
  * top-k ranks of g', ĝ = g'_I / Σ g'_I, ΔW = α Σ_{i∈I} ĝ_i · B[:,i]·A_i.
  */
 function reference(

@@ -1,5 +1,5 @@
 //! Causal grouped-query attention over an f16 KV cache, matching llama.cpp's
-//! non-flash-attention CPU path (spec §3, `build_attn_mha`):
+//! non-flash-attention CPU path (docs/specs-llamacpp.md §3, `build_attn_mha`):
 //! Q rounded to f16; `s = dot_f16(K, Q)·scale`; causal mask (masked
 //! positions are skipped, they would contribute exp(-inf) = 0); softmax with
 //! max, `expf`, sum in f64 and `p = e·f32(1/sum)`; `p` rounded to f16;

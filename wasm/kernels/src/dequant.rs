@@ -1,5 +1,5 @@
 //! Row dequantization to f32 (`get_rows`), following `ggml-quants.c`
-//! `dequantize_row_*` (spec §2.2). Scalar only: it runs once per token for
+//! `dequantize_row_*` (docs/specs-llamacpp.md §2.2). Scalar only: it runs once per token for
 //! the embedding lookup, far off the hot path.
 
 use crate::half::{bf16_to_f32, f16_to_f32};

@@ -1,4 +1,4 @@
-//! Row dot products for float and legacy block formats (spec §2.5), each
+//! Row dot products for float and legacy block formats (docs/specs-llamacpp.md §2.5), each
 //! with its scalar twin. `w` is one weight row, `a` the activation row
 //! already converted to the weight type's `vec_dot_type`, `n` the element
 //! count. For F16/BF16 the activation is the f32 image of the rounded

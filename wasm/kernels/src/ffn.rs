@@ -1,5 +1,5 @@
 //! Fused expert FFN (SwiGLU): `out = W_down · (silu(W_gate·x) ⊙ (W_up·x))`
-//! for `ntok` tokens in one call, the default MoE expert (spec §5). It runs
+//! for `ntok` tokens in one call, the default MoE expert (docs/specs-llamacpp.md §5). It runs
 //! exactly the same kernels as the unfused ops (so results are bit-identical
 //! to matmul → swiglu → matmul) but saves three host round trips, their
 //! copies, and keeps `g`/`u` in linear memory.

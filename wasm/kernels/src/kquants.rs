@@ -1,4 +1,4 @@
-//! K-quant row dot products against Q8_K activations (spec §2.5): the scalar
+//! K-quant row dot products against Q8_K activations (docs/specs-llamacpp.md §2.5): the scalar
 //! twins (following `ggml-cpu/quants.c` generic kernels) of `tiles.rs`. Super-blocks
 //! are 256 values; Q8_K blocks are `d:f32, qs[256], bsums[16]:i16`.
 

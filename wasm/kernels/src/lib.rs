@@ -3,7 +3,7 @@
 //! `no_std`, no allocator, no imports: the host owns linear memory and
 //! passes byte offsets. Every SIMD kernel has a scalar twin (same name,
 //! `_scalar` suffix) that the tests pin it against. Numerics follow
-//! llama.cpp's x86 CPU path (see `shared/specs/llamacpp-moe.md` §2-§4).
+//! llama.cpp's x86 CPU path (see `docs/specs-llamacpp.md` §2-§4).
 
 #![no_std]
 #![allow(clippy::missing_safety_doc, clippy::too_many_arguments, unused_unsafe)]

@@ -1,7 +1,7 @@
 //! Matrix multiplication over any supported weight type.
 //!
 //! `out[t*rows + r] = Σ_c W[r,c]·x[t*cols + c]`. Each activation row is first
-//! converted once to the weight type's `vec_dot_type` (spec §2.3); then the
+//! converted once to the weight type's `vec_dot_type` (docs/specs-llamacpp.md §2.3); then the
 //! weight matrix is swept row by row with the token loop innermost, in
 //! token blocks sized so the converted activations stay cache-resident, and
 //! each weight block is unpacked once per tile of ≤ 4 tokens (`tiles.rs`):

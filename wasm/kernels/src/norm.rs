@@ -1,4 +1,4 @@
-//! RMSNorm (`ggml_compute_forward_rms_norm_f32`, spec §3): `Σx²` with each
+//! RMSNorm (`ggml_compute_forward_rms_norm_f32`, docs/specs-llamacpp.md §3): `Σx²` with each
 //! square in f32 summed in f64, `mean = f32(sum/n)`,
 //! `scale = 1/sqrtf(mean + eps)`, `y = (x·scale)·w`.
 

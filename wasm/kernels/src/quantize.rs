@@ -1,5 +1,5 @@
 //! Activation quantization to each `vec_dot_type` (llama.cpp x86 AVX2 rules,
-//! spec §2.4).
+//! docs/specs-llamacpp.md §2.4).
 //!
 //! * Q8_0 / Q8_1 mirror `quantize_row_q8_0/1` in `ggml-cpu/arch/x86/quants.c`:
 //!   `d = amax/127`, `id = 127/amax` (0 when amax = 0), `q = RNE(x·id)` in f32,

@@ -1,4 +1,4 @@
-//! RoPE NORM (adjacent pairs) and NEOX (halves), in place (spec §4).
+//! RoPE NORM (adjacent pairs) and NEOX (halves), in place (docs/specs-llamacpp.md §4).
 //!
 //! `cs` holds, per token, `n_rot/2` cosines followed by `n_rot/2` sines
 //! (already multiplied by the attention factor), computed on the TS side with
