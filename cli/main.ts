@@ -38,7 +38,6 @@ import { statsJson } from "../core/store/store_stats.ts";
 import { type ByteSource, FileSource, MemorySource } from "../core/store/byte_source.ts";
 import type { FallbackCopiesOptions } from "../core/store/fallback_copies.ts";
 import { parseGgmlType } from "../core/tensor/ggml_type.ts";
-import { defaultModelBytes } from "../core/model/default_model.ts";
 import { readLines, runChat, statsLine } from "./chat.ts";
 import { formatInspect, inspectModel } from "./inspect.ts";
 import {
@@ -118,7 +117,7 @@ async function open(
 ): Promise<Model> {
   const tty = isTty(Deno.stderr);
   let last = 0;
-  const model = await loadModel(path ?? defaultModelBytes(), {
+  const model = await loadModel(path ?? (await defaultModelBytes()), {
     ...extra,
     integrity: integrity.verify === false ? "off" : integrity.pinContent ? "pin" : "verify",
     memoryBytes: integrity.memoryMb === undefined
@@ -426,10 +425,15 @@ async function cmdChat(o: Record<string, unknown>): Promise<number> {
   }
 }
 
+/** The embedded default model, imported only when no model is named (2.8 MB of base64). */
+async function defaultModelBytes(): Promise<Uint8Array> {
+  return (await import("../core/model/default_model.ts")).defaultModelBytes();
+}
+
 async function cmdInspect(o: Record<string, unknown>): Promise<number> {
   const v = o as { model?: string; json?: boolean };
   const source: ByteSource = v.model === undefined
-    ? new MemorySource(defaultModelBytes(), "default model")
+    ? new MemorySource(await defaultModelBytes(), "default model")
     : await openSource(v.model, false); // a path or an http(s) URL (index read by Range)
   try {
     const report = await inspectModel(source);
