@@ -37,7 +37,7 @@ export {
   FileSource,
   type FileSourceOptions,
   MemorySource,
-} from "./core/store/byte_source.ts";
+} from "./core/io/byte_source.ts";
 export {
   type ExpertStore,
   type ExpertStoreStats,
