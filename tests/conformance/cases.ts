@@ -254,6 +254,25 @@ export const CASES: readonly ConformanceCase[] = [
       seed: 82,
     },
   },
+  // gpt-oss-20b's own rope: head dim 64, base 150000, YaRN factor 32 over 4096 (corr dims
+  // 8..18, so the extrapolation/interpolation ramp is exercised, unlike origCtx 16 above);
+  // window 8 on even blocks; F32 so any rope or window error shows above LOGIT_TOL
+  {
+    name: "gpt-oss F32 real YaRN (head 64, base 150000, factor 32, orig 4096), window 8",
+    float: true,
+    spec: {
+      ...AWKWARD,
+      arch: "gpt-oss",
+      nEmbd: 128,
+      nHead: 4,
+      nHeadKv: 2,
+      headDim: 64,
+      ropeBase: 150000,
+      type: T.F32,
+      gptOss: { window: 8, pattern: 2, yarn: { factor: 32, origCtx: 4096 } },
+      seed: 85,
+    },
+  },
   {
     name: "gpt-oss Q8_0",
     float: false,

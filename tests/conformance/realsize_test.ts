@@ -10,7 +10,11 @@
  * conformance_test.ts explains it) and on at least 14 of 16 (measured: 14 to
  * 16; the misses were near-ties with margins under 0.1). The Qwen3 Q4_K_M case
  * also runs under a memory limit that streams half of its experts, with the
- * same argmaxes.
+ * same argmaxes. Router near-ties (k-th and (k+1)-th gate logits closer than
+ * `ROUTER_TIE_TOL`, see route_ties.ts) may be resolved either way by two correct
+ * implementations — llama.cpp's own CPU variants do (docs/conformance.md): a step
+ * whose logits miss the tolerance after such a tie must match at the same
+ * tolerance with the other expert chosen, and the run then follows that route.
  */
 
 import { ok as assert } from "node:assert/strict";
@@ -22,11 +26,14 @@ import { Session } from "../../core/generate/session.ts";
 import { argmax } from "../../core/generate/sampler.ts";
 import { runOracle } from "../oracle/oracle.ts";
 import "../../wasm/register.ts";
+import { TieControl } from "./route_ties.ts";
 
 const STEPS = 16;
 const PROMPT = [5, 77, 120, 9, 33, 250, 17];
 /** Quantized: llama.cpp's AVX2 f32 accumulation order can flip one int8 activation (see conformance_test.ts). */
 const QUANT_FLIP_TOL = 0.1;
+/** At most this many steps per case may follow the other side of a router near-tie. */
+const MAX_TIE_SWAPS = 2;
 
 const dir = await Deno.makeTempDir({ prefix: "moe-edge-realsize-" });
 
@@ -34,13 +41,11 @@ async function agreement(
   preset: string,
   mix: QuantMix,
   streamed: boolean,
-): Promise<{ agree: number; gated: number; maxDiff: number; tokens: number[][] }> {
-  const spec = {
-    ...presetSpec(preset, { mix, layers: 2, experts: 16, vocab: 4096, seed: 7 }),
-    // gpt-oss without its YaRN (factor 32): with it, moe-edge and llama.cpp drift apart at one
-    // step (max |Δlogit| 0.57 at position 14, measured) — an open finding of the gpt-oss module
-    ...(preset === "gpt-oss-20b" ? { gptOss: { window: 128, pattern: 2 } } : {}),
-  };
+): Promise<
+  { agree: number; gated: number; maxDiff: number; tokens: number[][]; swaps: Map<number, number> }
+> {
+  // gpt-oss with its YaRN (factor 32, original context 4096) as the real GGUF has it
+  const spec = presetSpec(preset, { mix, layers: 2, experts: 16, vocab: 4096, seed: 7 });
   const path = `${dir}/${preset}-${mix}.gguf`;
   await writeSyntheticFile(path, spec);
   const o = await runOracle(
@@ -50,9 +55,22 @@ async function agreement(
   let agree = 0, gated = 0, maxDiff = 0;
   const tokens: number[][] = [];
   const runs: LoadModelOptions[] = [{}];
+  const ties = new TieControl();
+  /** step → the layer whose near-tie the run resolved the other way (llama.cpp's way) */
+  const swaps = new Map<number, number>();
+  const diff = (ref: Float32Array | number[], got: Float32Array) => {
+    let d = 0;
+    for (let j = 0; j < ref.length; j++) d = Math.max(d, Math.abs(ref[j] - got[j]));
+    return d;
+  };
   for (let run = 0; run < runs.length; run++) {
     const opts = runs[run];
-    const model = await loadModel(path, { backend: "wasm", nCtx: 64, ...opts });
+    const model = await loadModel(path, {
+      backend: "wasm",
+      nCtx: 64,
+      ...opts,
+      hooks: { wrapRouter: ties.wrap },
+    });
     const plan = model.memoryPlan!;
     if (run === 0 && streamed) {
       // a limit that leaves half of the expert bytes (one token needs a quarter): experts stream
@@ -63,32 +81,60 @@ async function agreement(
     }
     if (run > 0) assert(plan.mode === "streaming", `plan ${plan.mode}`);
     const s = new Session(model);
+    ties.reset();
     let logits = await s.eval(PROMPT);
     const mine: number[] = [];
     for (let i = 0; i < STEPS; i++) {
       const ref = o.logits![i];
       const want = o.tokens[i];
-      mine.push(argmax(logits));
       if (run === 0) {
-        for (let j = 0; j < ref.length; j++) {
-          maxDiff = Math.max(maxDiff, Math.abs(ref[j] - logits[j]));
+        let d = diff(ref, logits);
+        if (d > QUANT_FLIP_TOL && i > 0 && ties.ties.length > 0) {
+          // the previous token's route had a near-tie: llama.cpp may have taken the other side
+          const tied = [...ties.ties].sort((a, b) => a.gap - b.gap).map((t) => t.layer);
+          for (const layer of new Set(tied)) {
+            s.truncate(s.position - 1);
+            ties.reset();
+            ties.force.add(layer);
+            const alt = await s.eval([o.tokens[i - 1]]);
+            ties.force.clear();
+            const da = diff(ref, alt);
+            if (da <= QUANT_FLIP_TOL) {
+              swaps.set(i, layer);
+              logits = alt;
+              d = da;
+              break;
+            }
+          }
+          if (!swaps.has(i)) {
+            // neither side matches: back to moe-edge's own route; the step fails below
+            s.truncate(s.position - 1);
+            logits = await s.eval([o.tokens[i - 1]]);
+          }
         }
+        maxDiff = Math.max(maxDiff, d);
         if (argmax(logits) === want) agree++;
         else {
           const sorted = [...ref].sort((a, b) => b - a);
           if (sorted[0] - sorted[1] > QUANT_FLIP_TOL) gated++;
         }
       }
+      mine.push(argmax(logits));
+      // later runs take the same routes as the first
+      ties.reset();
+      const forced = swaps.get(i + 1);
+      if (run > 0 && forced !== undefined) ties.force.add(forced);
       logits = await s.eval([want]);
+      ties.force.clear();
     }
     tokens.push(mine);
     s.dispose();
     model.dispose();
   }
   if (Deno.env.get("CONF_DEBUG")) {
-    console.log(preset, mix, JSON.stringify({ agree, gated, maxDiff }));
+    console.log(preset, mix, JSON.stringify({ agree, gated, maxDiff, swaps: [...swaps] }));
   }
-  return { agree, gated, maxDiff, tokens };
+  return { agree, gated, maxDiff, tokens, swaps };
 }
 
 for (
@@ -107,6 +153,7 @@ for (
     assert(r.agree >= STEPS - 2, `agreement ${r.agree}/${STEPS}`);
     assert(r.gated === 0, `argmax differs at ${r.gated} steps with margin > ${QUANT_FLIP_TOL}`);
     assert(r.maxDiff <= QUANT_FLIP_TOL, `max |Δlogit| ${r.maxDiff}`);
+    assert(r.swaps.size <= MAX_TIE_SWAPS, `${r.swaps.size} steps followed a router near-tie`);
     for (const t of r.tokens.slice(1)) {
       assert(t.join() === r.tokens[0].join(), "streaming changed the tokens");
     }
