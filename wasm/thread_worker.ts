@@ -42,7 +42,7 @@ interface Inst {
 }
 
 /** Spin this long (ms) on the job counter before sleeping. */
-const SPIN_MS = 0.5;
+const SPIN_MS = 1;
 /** Sleep slice (ms) on the futex; between slices the worker handles messages. */
 const SLEEP_MS = 50;
 /** While busy, handle messages at least this often (ms). */

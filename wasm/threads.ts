@@ -33,7 +33,8 @@ export const WORKER_STACK_BYTES = 1 << 20;
 /** Most threads a pool runs (the calling thread included). */
 export const MAX_THREADS = 64;
 
-const SPIN = 20000;
+/** The caller spins this long (ms) on the remaining count before sleeping. */
+const JOIN_SPIN_MS = 1;
 
 /**
  * Default thread count: `navigator.hardwareConcurrency` when workers and
@@ -270,7 +271,11 @@ export class ThreadPool {
   #join(): void {
     const c = this.#ctl;
     let v = Atomics.load(c, CTL_REMAIN);
-    for (let i = 0; i < SPIN && v !== 0; i++) v = Atomics.load(c, CTL_REMAIN);
+    const s0 = performance.now();
+    for (let i = 1; v !== 0; i++) {
+      v = Atomics.load(c, CTL_REMAIN);
+      if ((i & 255) === 0 && performance.now() - s0 > JOIN_SPIN_MS) break;
+    }
     if (v === 0) return;
     const t0 = performance.now();
     while ((v = Atomics.load(c, CTL_REMAIN)) !== 0) {
