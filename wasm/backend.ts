@@ -527,8 +527,8 @@ export class WasmBackend implements Backend {
   /** Run an `OP_MATMUL` job (args as in `thread_split.ts`); part 0 on this thread. */
   #rowJob(th: Threads, a: number[]): void {
     const k = this.#k;
-    th.pool.run(th.mem, th.n, OP_MATMUL, a, () => {
-      const [r0, r1] = rowRange(a[2], th.n, 0);
+    th.pool.run(th.mem, th.n, OP_MATMUL, a, (chunk, chunks) => {
+      const [r0, r1] = rowRange(a[2], chunks, chunk);
       if (r1 <= r0) return 0;
       return k.matmul_prepared_ld(
         a[0],
@@ -596,8 +596,8 @@ export class WasmBackend implements Backend {
       sp,
       stride,
     ];
-    th.pool.run(th.mem, th.n, OP_FFN_UP, a, () => {
-      const [r0, r1] = rowRange(nFf, th.n, 0);
+    th.pool.run(th.mem, th.n, OP_FFN_UP, a, (chunk, chunks) => {
+      const [r0, r1] = rowRange(nFf, chunks, chunk);
       if (r1 <= r0) return 0;
       const rc1 = k.matmul_prepared_ld(
         g.kernelType,

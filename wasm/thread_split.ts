@@ -8,8 +8,8 @@
 
 /** Int32 index: job sequence number (bumped once per job; workers wait on it). */
 export const CTL_SEQ = 0;
-/** Int32 index: workers that have not finished the current job (main waits on it). */
-export const CTL_REMAIN = 1;
+/** Int32 index: chunks of the current job finished (the caller waits for `CTL_CHUNKS`). */
+export const CTL_DONE = 1;
 /** Int32 index: first error of the current job (0 = none; see `ERR_*`). */
 export const CTL_ERR = 2;
 /** Int32 index: threads taking part in the current job, the calling thread included. */
@@ -18,10 +18,22 @@ export const CTL_THREADS = 3;
 export const CTL_OP = 4;
 /** Int32 index: the id of the memory (backend) the job runs on. */
 export const CTL_MEM = 5;
+/**
+ * Int32 index: the next unclaimed chunk (low 16 bits) tagged with the job's
+ * sequence number (high 16 bits); threads claim chunks with compare-exchange,
+ * so a late or descheduled worker never holds up the job (the caller takes
+ * what is left).
+ */
+export const CTL_CLAIM = 6;
+/** Int32 index: chunks the current job is cut into. */
+export const CTL_CHUNKS = 7;
 /** Int32 index: the first job argument (arguments are u32, stored as i32). */
 export const CTL_ARGS = 8;
 /** Int32 length of the control block. */
 export const CTL_LENGTH = 64;
+
+/** Chunks per thread a job is cut into (dynamic claiming evens out late threads). */
+export const CHUNKS_PER_THREAD = 4;
 
 /** Matmul row ranges: `ty, w, rows, cols, act, nTok, out, weightRowBytes, scratch, scratchStride`. */
 export const OP_MATMUL = 1;

@@ -13,10 +13,12 @@
 
 import {
   CTL_ARGS,
+  CTL_CHUNKS,
+  CTL_CLAIM,
+  CTL_DONE,
   CTL_ERR,
   CTL_MEM,
   CTL_OP,
-  CTL_REMAIN,
   CTL_SEQ,
   CTL_THREADS,
   ERR_KERNEL,
@@ -52,65 +54,91 @@ const modules = new Map<string, WebAssembly.Module>();
 let ctl: Int32Array | null = null;
 let index = 0;
 
-function run(c: Int32Array): void {
-  const nt = c[CTL_THREADS];
-  const part = index + 1; // part 0 is the calling thread's
-  if (part >= nt) return;
-  const inst = instances.get(c[CTL_MEM]);
-  if (inst === undefined) throw new Error(`no instance for memory ${c[CTL_MEM]}`);
-  const a = (i: number) => c[CTL_ARGS + i] >>> 0;
-  const op = c[CTL_OP];
+/** Run chunk `k` of `n` of the current job with scratch part `part`; false when a kernel failed. */
+function runChunk(
+  inst: Inst,
+  op: number,
+  a: Int32Array,
+  n: number,
+  k: number,
+  part: number,
+): boolean {
+  const u = (i: number) => a[i] >>> 0;
   if (op === OP_MATMUL) {
-    const rows = a(2);
-    const [r0, r1] = rowRange(rows, nt, part);
-    if (r1 <= r0) return;
-    const rc = inst.matmul_prepared_ld(
-      a(0),
-      a(1) + r0 * a(7),
+    const rows = u(2);
+    const [r0, r1] = rowRange(rows, n, k);
+    if (r1 <= r0) return true;
+    return inst.matmul_prepared_ld(
+      u(0),
+      u(1) + r0 * u(7),
       r1 - r0,
-      a(3),
-      a(4),
-      a(5),
-      a(6) + 4 * r0,
+      u(3),
+      u(4),
+      u(5),
+      u(6) + 4 * r0,
       rows,
-      a(8) + part * a(9),
-    );
-    if (rc !== 0) Atomics.compareExchange(c, CTL_ERR, 0, ERR_KERNEL);
-  } else if (op === OP_FFN_UP) {
-    const nFf = a(4), nEmbd = a(5), nTok = a(8), g = a(9), u = a(10);
-    const [r0, r1] = rowRange(nFf, nt, part);
-    if (r1 <= r0) return;
-    const s = a(13) + part * a(14);
+      u(8) + part * u(9),
+    ) === 0;
+  }
+  if (op === OP_FFN_UP) {
+    const nFf = u(4), nEmbd = u(5), nTok = u(8), g = u(9), up = u(10);
+    const [r0, r1] = rowRange(nFf, n, k);
+    if (r1 <= r0) return true;
+    const s = u(13) + part * u(14);
     const rc1 = inst.matmul_prepared_ld(
-      a(0),
-      a(1) + r0 * a(11),
+      u(0),
+      u(1) + r0 * u(11),
       r1 - r0,
       nEmbd,
-      a(6),
+      u(6),
       nTok,
       g + 4 * r0,
       nFf,
       s,
     );
     const rc2 = inst.matmul_prepared_ld(
-      a(2),
-      a(3) + r0 * a(12),
+      u(2),
+      u(3) + r0 * u(12),
       r1 - r0,
       nEmbd,
-      a(7),
+      u(7),
       nTok,
-      u + 4 * r0,
+      up + 4 * r0,
       nFf,
       s,
     );
-    if (rc1 !== 0 || rc2 !== 0) {
-      Atomics.compareExchange(c, CTL_ERR, 0, ERR_KERNEL);
-      return;
-    }
+    if (rc1 !== 0 || rc2 !== 0) return false;
     for (let t = 0; t < nTok; t++) {
       const o = 4 * (t * nFf + r0);
-      inst.swiglu(g + o, u + o, g + o, r1 - r0);
+      inst.swiglu(g + o, up + o, g + o, r1 - r0);
     }
+    return true;
+  }
+  return false;
+}
+
+/** Claim and run chunks of job `seq` until none is left (or the job is gone). */
+function work(c: Int32Array, seq: number): void {
+  const part = index + 1; // part 0 is the calling thread's
+  if (part >= c[CTL_THREADS]) return;
+  const op = c[CTL_OP], n = c[CTL_CHUNKS];
+  const args = c.slice(CTL_ARGS, CTL_ARGS + 16);
+  const inst = instances.get(c[CTL_MEM]);
+  const tag = seq & 0xffff;
+  for (;;) {
+    const v = Atomics.load(c, CTL_CLAIM);
+    if (v >>> 16 !== tag || (v & 0xffff) >= n) return; // another job, or nothing left
+    if (Atomics.compareExchange(c, CTL_CLAIM, v, v + 1) !== v) continue;
+    // chunk claimed: the job cannot end (nor its arguments change) before it is counted done
+    try {
+      if (inst === undefined) throw new Error(`no instance for memory ${c[CTL_MEM]}`);
+      if (!runChunk(inst, op, args, n, v & 0xffff, part)) {
+        Atomics.compareExchange(c, CTL_ERR, 0, ERR_KERNEL);
+      }
+    } catch {
+      Atomics.compareExchange(c, CTL_ERR, 0, ERR_THROWN);
+    }
+    if (Atomics.add(c, CTL_DONE, 1) + 1 === n) Atomics.notify(c, CTL_DONE);
   }
 }
 
@@ -144,13 +172,7 @@ async function loop(c: Int32Array, seen: number): Promise<void> {
       // a long busy stretch: still let attach messages in now and then (after this job)
       lastYield = Infinity;
     }
-    if (index + 1 >= c[CTL_THREADS]) continue;
-    try {
-      run(c);
-    } catch {
-      Atomics.compareExchange(c, CTL_ERR, 0, ERR_THROWN);
-    }
-    if (Atomics.sub(c, CTL_REMAIN, 1) === 1) Atomics.notify(c, CTL_REMAIN);
+    work(c, s);
     if (lastYield === Infinity) {
       await yieldToEvents();
       lastYield = performance.now();

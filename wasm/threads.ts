@@ -17,12 +17,15 @@
 
 import { BackendError } from "../core/errors.ts";
 import {
+  CHUNKS_PER_THREAD,
   CTL_ARGS,
+  CTL_CHUNKS,
+  CTL_CLAIM,
+  CTL_DONE,
   CTL_ERR,
   CTL_LENGTH,
   CTL_MEM,
   CTL_OP,
-  CTL_REMAIN,
   CTL_SEQ,
   CTL_THREADS,
   ERR_KERNEL,
@@ -229,32 +232,46 @@ export class ThreadPool {
    * Run job `op` with `args` on memory `mem` over `threads` threads; `self`
    * runs part 0 on the calling thread. Returns when every part is done.
    */
-  run(mem: number, threads: number, op: number, args: readonly number[], self: () => number): void {
+  run(
+    mem: number,
+    threads: number,
+    op: number,
+    args: readonly number[],
+    self: (chunk: number, chunks: number) => number,
+  ): void {
     this.#live();
     const c = this.#ctl;
-    const helpers = threads - 1;
-    if (helpers > this.#workers.length) {
+    if (threads - 1 > this.#workers.length) {
       throw new BackendError(
         "thread_failed",
         `Cannot run job: ${threads} threads but ${this.#workers.length} workers`,
       );
     }
+    const n = threads * CHUNKS_PER_THREAD;
+    const seq = (c[CTL_SEQ] + 1) | 0;
     c[CTL_OP] = op;
     c[CTL_MEM] = mem;
     c[CTL_THREADS] = threads;
+    c[CTL_CHUNKS] = n;
     c[CTL_ERR] = 0;
     for (let i = 0; i < args.length; i++) c[CTL_ARGS + i] = args[i] | 0;
-    Atomics.store(c, CTL_REMAIN, helpers);
-    Atomics.add(c, CTL_SEQ, 1);
+    Atomics.store(c, CTL_DONE, 0);
+    Atomics.store(c, CTL_CLAIM, (seq & 0xffff) << 16);
+    Atomics.store(c, CTL_SEQ, seq);
     Atomics.notify(c, CTL_SEQ);
     let rc = 0;
     let thrown: unknown = null;
-    try {
-      rc = self();
-    } catch (e) {
-      thrown = e;
+    for (;;) {
+      const k = Atomics.add(c, CTL_CLAIM, 1) & 0xffff;
+      if (k >= n) break;
+      try {
+        if (thrown === null && rc === 0) rc = self(k, n);
+      } catch (e) {
+        thrown = e;
+      }
+      Atomics.add(c, CTL_DONE, 1);
     }
-    this.#join();
+    this.#join(n);
     const err = c[CTL_ERR];
     if (thrown !== null) throw thrown;
     if (rc !== 0 || err !== 0) {
@@ -268,19 +285,19 @@ export class ThreadPool {
     }
   }
 
-  #join(): void {
+  #join(n: number): void {
     const c = this.#ctl;
-    let v = Atomics.load(c, CTL_REMAIN);
+    let v = Atomics.load(c, CTL_DONE);
     const s0 = performance.now();
-    for (let i = 1; v !== 0; i++) {
-      v = Atomics.load(c, CTL_REMAIN);
+    for (let i = 1; v !== n; i++) {
+      v = Atomics.load(c, CTL_DONE);
       if ((i & 255) === 0 && performance.now() - s0 > JOIN_SPIN_MS) break;
     }
-    if (v === 0) return;
+    if (v === n) return;
     const t0 = performance.now();
-    while ((v = Atomics.load(c, CTL_REMAIN)) !== 0) {
+    while ((v = Atomics.load(c, CTL_DONE)) !== n) {
       if (this.#broken !== null) this.#live();
-      Atomics.wait(c, CTL_REMAIN, v, 20);
+      Atomics.wait(c, CTL_DONE, v, 20);
       if (performance.now() - t0 > this.watchdogMs) {
         this.#fail(`a job ran past the ${this.watchdogMs} ms watchdog`);
         throw new BackendError("thread_timeout", `Cannot run threaded op: ${this.#broken}`);
