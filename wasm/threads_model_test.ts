@@ -25,13 +25,13 @@ Deno.test({
     for (const type of [GgmlType.Q4_K, GgmlType.Q8_0]) {
       const bytes = synthesizeModel({
         arch: "qwen2moe",
-        nEmbd: 256,
+        nEmbd: 512,
         nHead: 4,
         nHeadKv: 2,
         nLayer: 2,
         nExpert: 4,
         nExpertUsed: 2,
-        nFf: 512,
+        nFf: 1024,
         nVocab: 1024,
         type,
         seed: 5,
@@ -59,7 +59,9 @@ Deno.test({
       }
       for (let i = 1; i < runs.length; i++) {
         deepEqual(runs[i].tokens, runs[0].tokens, `tokens, run ${i}`);
-        runs[i].logits.forEach((l, j) => deepEqual(l, runs[0].logits[j], `logits step ${j}, run ${i}`));
+        runs[i].logits.forEach((l, j) =>
+          deepEqual(l, runs[0].logits[j], `logits step ${j}, run ${i}`)
+        );
       }
     }
   },

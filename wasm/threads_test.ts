@@ -74,7 +74,7 @@ Deno.test({
       const r = rng(7);
       for (const f of FORMATS) {
         for (const [rows, nTok] of [[260, 1], [132, 5], [37, 2], [512, 17]]) {
-          const cols = f.blk === 1 ? 384 : f.blk === 32 ? 256 : 512;
+          const cols = 1024;
           const w = randomWeights(r, f.type, rows, cols);
           const x = randomActivations(r, nTok * cols);
           const outs = bes.map((be) => {
@@ -138,13 +138,13 @@ Deno.test({
     const b = await createWasmBackend({ threads: 2 });
     a.dispose();
     // b still runs threaded after a is gone.
-    const w = randomWeights(rng(3), GgmlType.Q8_0, 256, 512);
-    const v = upload(b, w, GgmlType.Q8_0, 256, 512);
-    const out = new Float32Array(256);
-    b.matmul(v, randomActivations(rng(4), 512), 1, out);
+    const w = randomWeights(rng(3), GgmlType.Q8_0, 512, 1024);
+    const v = upload(b, w, GgmlType.Q8_0, 512, 1024);
+    const out = new Float32Array(512);
+    b.matmul(v, randomActivations(rng(4), 1024), 1, out);
     ok(out.every(Number.isFinite));
     b.dispose();
-    throws(() => b.matmul(v, new Float32Array(512), 1, out), BackendError);
+    throws(() => b.matmul(v, new Float32Array(1024), 1, out), BackendError);
   },
 });
 
@@ -153,16 +153,16 @@ Deno.test({
     "a worker that dies gives a typed BackendError, never a hang; a new backend gets a fresh pool",
   ignore: !sharedMemorySupported(),
   fn: async () => {
-    const w = randomWeights(rng(5), GgmlType.Q8_0, 256, 512);
-    const x = randomActivations(rng(6), 512);
-    const out = new Float32Array(256);
+    const w = randomWeights(rng(5), GgmlType.Q8_0, 512, 1024);
+    const x = randomActivations(rng(6), 1024);
+    const out = new Float32Array(512);
     // a worker that dies: ops stay correct (the caller claims the chunks the dead worker
     // leaves), and once its exit is seen every threaded op fails with a typed error
     const a = await createWasmBackend({ threads: 2 });
-    const va = upload(a, w, GgmlType.Q8_0, 256, 512);
+    const va = upload(a, w, GgmlType.Q8_0, 512, 1024);
     const pool = a.threadPool!;
     pool.watchdogMs = 2000;
-    const before = new Float32Array(256);
+    const before = new Float32Array(512);
     a.matmul(va, x, 1, before);
     pool.killWorker(0);
     const t0 = performance.now();
@@ -188,9 +188,9 @@ Deno.test({
     const b = await createWasmBackend({ threads: 2 });
     const c = await createWasmBackend({ threads: 1 });
     ok(b.threadPool !== pool);
-    const ob = new Float32Array(256), oc = new Float32Array(256);
-    b.matmul(upload(b, w, GgmlType.Q8_0, 256, 512), x, 1, ob);
-    c.matmul(upload(c, w, GgmlType.Q8_0, 256, 512), x, 1, oc);
+    const ob = new Float32Array(512), oc = new Float32Array(512);
+    b.matmul(upload(b, w, GgmlType.Q8_0, 512, 1024), x, 1, ob);
+    c.matmul(upload(c, w, GgmlType.Q8_0, 512, 1024), x, 1, oc);
     deepEqual(bits(ob), bits(oc));
     b.dispose();
     c.dispose();
