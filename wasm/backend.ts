@@ -674,6 +674,15 @@ export async function createWasmBackend(opts: WasmBackendOptions = {}): Promise<
   });
   const k = await instantiateKernels(opts.variant ?? "auto", { sharedMemory: memory });
   const be = new WasmBackend(k.exports, opts, k.variant);
-  await be.attachThreads(threads);
-  return be;
+  try {
+    await be.attachThreads(threads);
+    return be;
+  } catch (e) {
+    // Workers could not start here (e.g. the worker module cannot be loaded): run on one
+    // thread, which computes the same results; `threads` reports 1.
+    be.dispose();
+    if (!(e instanceof BackendError)) throw e;
+    const k1 = await instantiateKernels(opts.variant ?? "auto");
+    return new WasmBackend(k1.exports, opts, k1.variant);
+  }
 }

@@ -36,6 +36,8 @@ export const WORKER_STACK_BYTES = 1 << 20;
 /** Most threads a pool runs (the calling thread included). */
 export const MAX_THREADS = 64;
 
+/** How long (ms) workers may take to start and instantiate the kernels. */
+const ATTACH_TIMEOUT_MS = 30_000;
 /** The caller spins this long (ms) on the remaining count before sleeping. */
 const JOIN_SPIN_MS = 1;
 
@@ -188,10 +190,24 @@ export class ThreadPool {
     const n = this.#workers.length;
     if (n === 0) return Promise.resolve(id);
     if (this.#attaching++ === 0) { for (const w of this.#workers) w.ref?.(); }
+    let timer: ReturnType<typeof setTimeout> | undefined;
     const settled = () => {
+      clearTimeout(timer);
       if (--this.#attaching === 0) { for (const w of this.#workers) w.unref?.(); }
     };
     return new Promise<number>((resolve, reject) => {
+      // a worker that never starts (module not loadable here) must not hang the caller
+      timer = setTimeout(() => {
+        const p = this.#pending.get(id);
+        if (p === undefined) return;
+        this.#pending.delete(id);
+        p.reject(
+          new BackendError(
+            "thread_failed",
+            `Cannot start threads: workers did not start within ${ATTACH_TIMEOUT_MS} ms`,
+          ),
+        );
+      }, ATTACH_TIMEOUT_MS);
       this.#pending.set(id, {
         resolve: () => {
           settled();
