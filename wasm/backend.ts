@@ -228,6 +228,12 @@ export class WasmBackend implements Backend {
   async attachThreads(n: number): Promise<void> {
     this.#live();
     if (n <= 1 || this.#threads !== null) return;
+    if (!(this.#k.memory.buffer instanceof SharedArrayBuffer)) {
+      throw new BackendError(
+        "bad_threads",
+        "Cannot attach threads: this backend runs the single-threaded module (create it with threads > 1)",
+      );
+    }
     const pool = acquirePool();
     const stacks: number[] = [];
     try {

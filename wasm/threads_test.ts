@@ -130,6 +130,19 @@ Deno.test({
   },
 });
 
+Deno.test("attachThreads on a single-threaded backend is a typed error", async () => {
+  const be = await createWasmBackend({ threads: 1 });
+  equal(be.threadPool, null);
+  let thrown: unknown = null;
+  try {
+    await be.attachThreads(2);
+  } catch (e) {
+    thrown = e;
+  }
+  ok(thrown instanceof BackendError && thrown.code === "bad_threads");
+  be.dispose();
+});
+
 Deno.test({
   name: "the pool is shared and stops with the last backend; a disposed backend refuses ops",
   ignore: !sharedMemorySupported(),
