@@ -63,7 +63,7 @@ import {
   PACKED_FLAG,
   sharedMemorySupported,
 } from "./pkg/moe_edge_kernels.ts";
-import { OP_FFN_UP, OP_MATMUL, rowRange } from "./thread_split.ts";
+import { f32Bits, itemRange, OP_ATTN, OP_FFN_UP, OP_MATMUL, rowRange } from "./thread_split.ts";
 import {
   acquirePool,
   checkThreads,
@@ -247,6 +247,11 @@ export class WasmBackend implements Backend {
         stacks.map((s) => s + WORKER_STACK_BYTES),
       );
       this.#threads = { pool, mem, n, stacks };
+      const th = this.#threads;
+      this.#ops.attnThreads = {
+        parts: n,
+        run: (a, sp, stride) => this.#attentionThreaded(th, a, sp, stride),
+      };
     } catch (e) {
       for (const s of stacks) this.#mem.arena.free(s);
       pool.unref();
@@ -468,6 +473,7 @@ export class WasmBackend implements Backend {
     const th = this.#threads;
     if (th !== null) {
       this.#threads = null;
+      this.#ops.attnThreads = undefined;
       th.pool.detach(th.mem);
       th.pool.unref();
     }
@@ -531,6 +537,85 @@ export class WasmBackend implements Backend {
     const wrb = k.weight_row_bytes(kernelType & ~PACKED_FLAG, cols);
     this.#rowJob(th, [kernelType, ptr, rows, cols, act, nTokens, op, wrb, sp, stride]);
     copyOut(this.#mem.f32, op, nTokens * rows, out);
+  }
+
+  /**
+   * Attention over threads by KV heads (args in the kernel's order up to
+   * `out`): the new K/V rows are stored once here, then each chunk of KV
+   * heads runs `attention_heads` (heads are independent: bit-identical).
+   * Returns false (nothing done) when the layer is too small to split.
+   */
+  #attentionThreaded(th: Threads, a: readonly number[], sp: number, stride: number): boolean {
+    const [kc, vc, cap, start, nTok, q, kk, v, nH, nKv, hdK, hdV, scale, out] = a;
+    // work ≈ tokens × visible positions × heads × head dim
+    if (nKv < 2 || this.#threads !== th || nTok * (start + nTok) * nH * hdK < THREAD_MIN_WORK) {
+      return false;
+    }
+    const k = this.#k;
+    const rc = k.attention_heads(
+      kc,
+      vc,
+      cap,
+      start,
+      nTok,
+      q,
+      kk,
+      v,
+      nH,
+      nKv,
+      hdK,
+      hdV,
+      scale,
+      out,
+      sp,
+      0,
+      0,
+      1,
+    );
+    if (rc !== 0) fail("attention", "kernel rejected the shape");
+    const args = [
+      kc,
+      vc,
+      cap,
+      start,
+      nTok,
+      q,
+      kk,
+      v,
+      nH,
+      nKv,
+      hdK,
+      hdV,
+      f32Bits(scale),
+      out,
+      sp,
+      stride,
+    ];
+    th.pool.run(th.mem, th.n, OP_ATTN, args, (chunk, chunks) => {
+      const [h0, h1] = itemRange(nKv, chunks, chunk);
+      if (h1 <= h0) return 0;
+      return k.attention_heads(
+        kc,
+        vc,
+        cap,
+        start,
+        nTok,
+        q,
+        kk,
+        v,
+        nH,
+        nKv,
+        hdK,
+        hdV,
+        scale,
+        out,
+        sp,
+        h0,
+        h1,
+        0,
+      );
+    });
+    return true;
   }
 
   /** Run an `OP_MATMUL` job (args as in `thread_split.ts`); part 0 on this thread. */

@@ -23,6 +23,16 @@ export interface OpContext {
   readonly scalar: boolean;
   /** RoPE table of the last parameters seen (replaced when they change). */
   rope: RopeTable | null;
+  /**
+   * Threaded attention (set by a threaded backend): `parts` scratch regions
+   * of `stride` bytes each at `sp`; `run` stores the new K/V rows, then runs
+   * the KV heads over the pool, or returns false when the shape is too small
+   * to be worth it (the caller then runs the one-thread kernel).
+   */
+  attnThreads?: {
+    readonly parts: number;
+    run(args: readonly number[], sp: number, stride: number): boolean;
+  };
 }
 
 /** Throw the backend's `bad_shape` error for `op` unless `ok`. */
@@ -178,12 +188,46 @@ export function attentionOp(
   const L = e.layers[layer];
   need(startPos + nTokens <= L.cap, "attention", `KV layer ${layer} holds ${L.cap} positions`);
   const sb = c.k.attention_scratch_bytes(L.cap, nHeads, nKvHeads, headDimK, headDimV);
-  const [qp, kp, vp, op, sp] = c.mem.scratch(qn * 4, kn * 4, vn * 4, on * 4, sb);
+  const th = c.scalar ? undefined : c.attnThreads;
+  const stride = Math.ceil(sb / 64) * 64;
+  const [qp, kp, vp, op, sp] = c.mem.scratch(
+    qn * 4,
+    kn * 4,
+    vn * 4,
+    on * 4,
+    th === undefined ? sb : stride * th.parts,
+  );
   const f32 = c.mem.f32;
   copyIn(f32, q, qn, qp);
   copyIn(f32, k, kn, kp);
   copyIn(f32, v, vn, vp);
   const kc = L.off;
+  if (
+    th !== undefined &&
+    th.run(
+      [
+        kc,
+        kc + L.cap * e.kRowBytes,
+        L.cap,
+        startPos,
+        nTokens,
+        qp,
+        kp,
+        vp,
+        nHeads,
+        nKvHeads,
+        headDimK,
+        headDimV,
+        p.scale,
+        op,
+      ],
+      sp,
+      stride,
+    )
+  ) {
+    copyOut(f32, op, on, out);
+    return;
+  }
   const f = c.scalar ? c.k.attention_scalar : c.k.attention;
   const rc = f(
     kc,

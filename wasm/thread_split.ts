@@ -43,10 +43,40 @@ export const OP_MATMUL = 1;
  */
 export const OP_FFN_UP = 2;
 
+/**
+ * Attention by KV heads:
+ * `kc, vc, nCtx, start, nTok, q, k, v, nHeads, nKvHeads, hdK, hdV, scaleBits, out, scratch, scratchStride`
+ * (`scaleBits`: the f32 scale's bits; the new K/V rows are stored before the job).
+ */
+export const OP_ATTN = 3;
+
 /** A kernel returned a non-zero status. */
 export const ERR_KERNEL = 1;
 /** A worker threw (trap, missing instance). */
 export const ERR_THROWN = 2;
+
+/** Items `[i0, i1)` of part `t` of `n` over `count` items (unit 1; empty parts when `count < n`). */
+export function itemRange(count: number, n: number, t: number): [number, number] {
+  const per = Math.floor(count / n);
+  const extra = count % n;
+  const i0 = t * per + Math.min(t, extra);
+  return [i0, i0 + per + (t < extra ? 1 : 0)];
+}
+
+/** The f32 whose bits are `bits` (job arguments are i32). */
+export function f32FromBits(bits: number): number {
+  BITS_I32[0] = bits;
+  return BITS_F32[0];
+}
+
+/** The bits of `x` rounded to f32, as an i32. */
+export function f32Bits(x: number): number {
+  BITS_F32[0] = x;
+  return BITS_I32[0];
+}
+
+const BITS_F32 = new Float32Array(1);
+const BITS_I32 = new Int32Array(BITS_F32.buffer);
 
 /**
  * Rows `[r0, r1)` of part `t` of `n` over `rows` rows: boundaries on multiples

@@ -23,6 +23,9 @@ import {
   CTL_THREADS,
   ERR_KERNEL,
   ERR_THROWN,
+  f32FromBits,
+  itemRange,
+  OP_ATTN,
   OP_FFN_UP,
   OP_MATMUL,
   rowRange,
@@ -41,6 +44,7 @@ interface Inst {
     scratch: number,
   ): number;
   swiglu(g: number, u: number, out: number, n: number): void;
+  attention_heads(...args: number[]): number;
 }
 
 /** Spin this long (ms) on the job counter before sleeping. */
@@ -113,6 +117,30 @@ function runChunk(
       inst.swiglu(g + o, up + o, g + o, r1 - r0);
     }
     return true;
+  }
+  if (op === OP_ATTN) {
+    const [h0, h1] = itemRange(u(9), n, k);
+    if (h1 <= h0) return true;
+    return inst.attention_heads(
+      u(0),
+      u(1),
+      u(2),
+      u(3),
+      u(4),
+      u(5),
+      u(6),
+      u(7),
+      u(8),
+      u(9),
+      u(10),
+      u(11),
+      f32FromBits(a[12]),
+      u(13),
+      u(14) + part * u(15),
+      h0,
+      h1,
+      0,
+    ) === 0;
   }
   return false;
 }

@@ -209,3 +209,56 @@ Deno.test({
     c.dispose();
   },
 });
+
+Deno.test({
+  name:
+    "attention split by KV heads is bit-identical at 1, 2, 3 and 4 threads (prefill + decode, GQA)",
+  ignore: !sharedMemorySupported(),
+  fn: async () => {
+    const counts = [1, 2, 3, 4];
+    const bes = await Promise.all(counts.map((threads) => createWasmBackend({ threads })));
+    try {
+      for (const [nKv, g, hd] of [[4, 2, 64], [3, 3, 40], [8, 1, 32]]) {
+        const spec = { layers: 2, nCtx: 160, nKvHeads: nKv, headDimK: hd, headDimV: hd };
+        const p = {
+          nHeads: nKv * g,
+          nKvHeads: nKv,
+          headDimK: hd,
+          headDimV: hd,
+          scale: 1 / Math.sqrt(hd),
+        };
+        const caches = bes.map((be) => be.createKvCache(spec));
+        const r = rng(11 + nKv);
+        let pos = 0;
+        for (const nTok of [96, 1, 17, 1]) {
+          for (let layer = 0; layer < 2; layer++) {
+            const q = randomActivations(r, nTok * p.nHeads * hd);
+            const k = randomActivations(r, nTok * nKv * hd);
+            const v = randomActivations(r, nTok * nKv * hd);
+            const outs = bes.map((be, i) => {
+              const out = new Float32Array(nTok * p.nHeads * hd);
+              be.attention(caches[i], layer, pos, nTok, q, k, v, p, out);
+              return out;
+            });
+            for (let i = 1; i < outs.length; i++) {
+              deepEqual(
+                bits(outs[i]),
+                bits(outs[0]),
+                `nKv ${nKv} pos ${pos} layer ${layer} threads ${counts[i]}`,
+              );
+            }
+            ok(outs[0].every(Number.isFinite));
+            // the cache holds the same rows too
+            deepEqual(
+              bits(bes[3].readKv(caches[3], layer, "k", pos + nTok)),
+              bits(bes[0].readKv(caches[0], layer, "k", pos + nTok)),
+            );
+          }
+          pos += nTok;
+        }
+      }
+    } finally {
+      for (const be of bes) be.dispose();
+    }
+  },
+});

@@ -224,6 +224,27 @@ export interface KernelExports {
   attention: AttentionFn;
   /** Scalar twin of `attention`. */
   attention_scalar: AttentionFn;
+  /** `attention` for KV heads `[kv0, kv1)` only, storing the new K/V rows first when `store` is 1 (a thread's share). */
+  attention_heads(
+    kc: number,
+    vc: number,
+    nCtx: number,
+    start: number,
+    nTok: number,
+    q: number,
+    k: number,
+    v: number,
+    nHeads: number,
+    nKvHeads: number,
+    headDimK: number,
+    headDimV: number,
+    scale: number,
+    out: number,
+    scratch: number,
+    kv0: number,
+    kv1: number,
+    store: number,
+  ): number;
 
   /** Scratch bytes `ffn_swiglu` needs: `(tGate, tUp, tDown, nEmbd, nFf, nTok)`. */
   ffn_swiglu_scratch_bytes(tGate: number, tUp: number, tDown: number, nEmbd: number, nFf: number, nTok: number): number;
@@ -274,6 +295,7 @@ export const KERNEL_FUNCTIONS: readonly (Exclude<keyof KernelExports, "memory">)
   "attention_scratch_bytes",
   "attention",
   "attention_scalar",
+  "attention_heads",
   "ffn_swiglu_scratch_bytes",
   "ffn_swiglu",
   "ffn_swiglu_scalar",

@@ -132,17 +132,41 @@ pub unsafe fn attention(
     scratch: *mut u8,
     s: AttnShape,
 ) -> i32 {
+    attention_heads(kc, vc, q, k, v, out, scratch, s, 0, usize::MAX, true)
+}
+
+/// [`attention`] for the KV heads `[kv0, min(kv1, nkv))` only (their query
+/// heads' outputs), storing the new K/V rows first when `store`: one
+/// thread's share (heads are independent, so results are bit-identical).
+/// Inlined so the whole-layer call compiles as before.
+#[inline(always)]
+pub unsafe fn attention_heads(
+    kc: *mut u16,
+    vc: *mut u16,
+    q: *const f32,
+    k: *const f32,
+    v: *const f32,
+    out: *mut f32,
+    scratch: *mut u8,
+    s: AttnShape,
+    kv0: usize,
+    kv1: usize,
+    store: bool,
+) -> i32 {
     if !s.valid() {
         return -1;
     }
-    store_kv(kc, vc, k, v, &s, true);
+    if store {
+        store_kv(kc, vc, k, v, &s, true);
+    }
+    let kv1 = if kv1 < s.nkv { kv1 } else { s.nkv };
     let g = s.nh / s.nkv;
     let qr = scratch as *mut f32; // [g][hdk]
     let sc = qr.add(g * s.hdk); // [g][n_ctx]
     let row = sc.add(g * s.n_ctx); // [max(hdk, hdv)]
     for t in 0..s.ntok {
         let nkv_pos = s.start + t + 1;
-        for kvh in 0..s.nkv {
+        for kvh in kv0..kv1 {
             let h0 = kvh * g;
             for i in 0..g {
                 round_f16_f32(q.add((t * s.nh + h0 + i) * s.hdk), qr.add(i * s.hdk), s.hdk, true);
