@@ -313,7 +313,13 @@ export class ThreadPool {
     const t0 = performance.now();
     while ((v = Atomics.load(c, CTL_DONE)) !== n) {
       if (this.#broken !== null) this.#live();
-      Atomics.wait(c, CTL_DONE, v, 20);
+      if (canWait) {
+        try {
+          Atomics.wait(c, CTL_DONE, v, 20);
+        } catch {
+          canWait = false; // a browser's main thread may not block: keep spinning
+        }
+      }
       if (performance.now() - t0 > this.watchdogMs) {
         this.#fail(`a job ran past the ${this.watchdogMs} ms watchdog`);
         throw new BackendError("thread_timeout", `Cannot run threaded op: ${this.#broken}`);
@@ -350,6 +356,8 @@ export class ThreadPool {
 }
 
 let shared: ThreadPool | null = null;
+/** Whether this thread may block in `Atomics.wait` (not a browser's main thread). */
+let canWait = true;
 
 /** The process-wide pool (created on first use; counted: pair with `unref()`). */
 export function acquirePool(): ThreadPool {
