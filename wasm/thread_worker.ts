@@ -47,8 +47,14 @@ interface Inst {
   attention_heads(...args: number[]): number;
 }
 
-/** Spin this long (ms) on the job counter before sleeping. */
-const SPIN_MS = 1;
+/**
+ * Spin this long (ms) on the job counter before sleeping. Short: with the
+ * cores oversubscribed by other processes, a worker spinning between jobs
+ * takes CPU time from the caller (2-thread decode on the bench MoE at load
+ * 2.5–3 on 2 CPUs: 1 ms spins 1.6–2.3× slower than 1 thread, 0.05 ms
+ * 0.9–1.1×; a wake-up from the futex costs tens of µs instead).
+ */
+const SPIN_MS = 0.05;
 /** Sleep slice (ms) on the futex; between slices the worker handles messages. */
 const SLEEP_MS = 50;
 /** While busy, handle messages at least this often (ms). */
