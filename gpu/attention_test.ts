@@ -4,7 +4,7 @@
  * decode steps across several layers, score chunking, and errors.
  */
 import { throws as assertThrows } from "node:assert/strict";
-import fc from "fast-check";
+import fc from "npm:fast-check@4";
 import type { Backend, KvCache } from "../core/backend/backend.ts";
 import { createRefBackend } from "../core/backend/ref_backend.ts";
 import { BackendError } from "../core/errors.ts";

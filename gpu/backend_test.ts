@@ -4,7 +4,7 @@
  * run through the unchanged transformer on WebGPU vs the reference backend.
  */
 import { equal as assertEquals, ok as assert, rejects, throws } from "node:assert/strict";
-import fc from "fast-check";
+import fc from "npm:fast-check@4";
 import { backendNames, createBackend } from "../core/backend/registry.ts";
 import { BackendError, type MoeEdgeError } from "../core/errors.ts";
 import { argmax } from "../core/generate/sampler.ts";

@@ -4,7 +4,7 @@
  * row/token chunking under a small binding limit; the CPU fallback formats.
  */
 import { equal as assertEquals } from "node:assert/strict";
-import fc from "fast-check";
+import fc from "npm:fast-check@4";
 import type { Backend, WeightView } from "../core/backend/backend.ts";
 import { createRefBackend } from "../core/backend/ref_backend.ts";
 import { GgmlType, ggmlTypeName } from "../core/tensor/ggml_type.ts";

@@ -3,7 +3,7 @@
  * with every op placed on the GPU (`cpuOps: []`), plus the default placement.
  */
 import { equal as assertEquals } from "node:assert/strict";
-import fc from "fast-check";
+import fc from "npm:fast-check@4";
 import type { RopeMode } from "../core/backend/backend.ts";
 import { createRefBackend } from "../core/backend/ref_backend.ts";
 import { GgmlType, ggmlTypeName } from "../core/tensor/ggml_type.ts";

@@ -7,8 +7,8 @@
  * @module
  */
 
-import { Hono } from "hono";
-import type { MiddlewareHandler } from "hono";
+import { Hono } from "npm:hono@4";
+import type { MiddlewareHandler } from "npm:hono@4";
 import { bearerAuth } from "./auth.ts";
 import { readJsonBody } from "./body.ts";
 import { type ChatTemplate, chatTemplateFor } from "./chat_template.ts";

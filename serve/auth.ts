@@ -6,7 +6,7 @@
  * @module
  */
 
-import type { MiddlewareHandler } from "hono";
+import type { MiddlewareHandler } from "npm:hono@4";
 import { errorResponse, ServeError } from "./errors.ts";
 
 const enc = new TextEncoder();

@@ -6,7 +6,7 @@
  * @module
  */
 
-import type { Context } from "hono";
+import type { Context } from "npm:hono@4";
 import type { GenerateResult } from "../core/generate/generate.ts";
 import type { ChatTemplate } from "./chat_template.ts";
 import { ServeError, toHttpError } from "./errors.ts";

@@ -7,7 +7,7 @@
  * @module
  */
 
-import type { Hono } from "hono";
+import type { Hono } from "npm:hono@4";
 // through mod.ts, so that the WASM backend registers itself for "auto"
 import { loadModel, type Model } from "../mod.ts";
 import { createApp, isLoopback } from "./app.ts";

@@ -1,6 +1,6 @@
 /** SlotArena: no overlap, alignment, coalescing, bounded growth, expert churn. */
 import { equal as assertEquals, throws as assertThrows } from "node:assert/strict";
-import fc from "fast-check";
+import fc from "npm:fast-check@4";
 import { BackendError } from "../core/errors.ts";
 import { ARENA_ALIGN, SlotArena } from "./arena.ts";
 

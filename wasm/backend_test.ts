@@ -3,7 +3,7 @@
  * and memory-growth behaviour.
  */
 import { equal as assertEquals, throws as assertThrows } from "node:assert/strict";
-import fc from "fast-check";
+import fc from "npm:fast-check@4";
 import type { Backend, WeightView } from "../core/backend/backend.ts";
 import { createRefBackend } from "../core/backend/ref_backend.ts";
 import { createBackend } from "../core/backend/registry.ts";

@@ -4,7 +4,7 @@
  * with odd sizes and tails.
  */
 import { equal as assertEquals } from "node:assert/strict";
-import fc from "fast-check";
+import fc from "npm:fast-check@4";
 import {
   bitsOf,
   fromF16,

@@ -6,7 +6,7 @@
  * refused — bytes untouched — when a fast path's precondition fails.
  */
 import { equal as assertEquals } from "node:assert/strict";
-import fc from "fast-check";
+import fc from "npm:fast-check@4";
 import { GgmlType, ggmlTypeName } from "../core/tensor/ggml_type.ts";
 import { KernelHarness, randomActivations, randomWeights, rng, toF16 } from "./kernel_test_util.ts";
 import { PACKED_FLAG, relaxedSimdSupported } from "./pkg/moe_edge_kernels.ts";

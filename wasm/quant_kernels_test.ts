@@ -4,7 +4,7 @@
  * all bit-exact.
  */
 import { equal as assertEquals } from "node:assert/strict";
-import fc from "fast-check";
+import fc from "npm:fast-check@4";
 import { GgmlType } from "../core/tensor/ggml_type.ts";
 import { quantizeActivation } from "../core/tensor/traits.ts";
 import {

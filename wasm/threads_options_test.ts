@@ -3,7 +3,7 @@
  * the server's `MOE_EDGE_THREADS` (range checks, default = CPU count).
  */
 import { equal, throws } from "node:assert/strict";
-import fc from "fast-check";
+import fc from "npm:fast-check@4";
 import { InvalidArgumentError } from "npm:commander@^14.0.3";
 import { parseThreads } from "../cli/options.ts";
 import { ConfigError, readConfig } from "../serve/config.ts";

@@ -5,7 +5,7 @@
  * the pool's lifecycle (workers stop with the last backend).
  */
 import { deepEqual, equal, ok, throws } from "node:assert/strict";
-import fc from "fast-check";
+import fc from "npm:fast-check@4";
 import type { WeightView } from "../core/backend/backend.ts";
 import { BackendError } from "../core/errors.ts";
 import { GgmlType } from "../core/tensor/ggml_type.ts";

@@ -4,7 +4,7 @@
  * sequence of writes, views and calls; across kernel variants too.
  */
 import { equal as assertEquals } from "node:assert/strict";
-import fc from "fast-check";
+import fc from "npm:fast-check@4";
 import type { WeightView } from "../core/backend/backend.ts";
 import { GgmlType } from "../core/tensor/ggml_type.ts";
 import { FORMATS, randomActivations, randomWeights, rng } from "./kernel_test_util.ts";

@@ -3,7 +3,7 @@ import {
   ok as assert,
   throws as assertThrows,
 } from "node:assert/strict";
-import fc from "fast-check";
+import fc from "npm:fast-check@4";
 import { BackendError } from "../errors.ts";
 import { GgmlType } from "../tensor/ggml_type.ts";
 import {

@@ -4,7 +4,7 @@
  */
 
 import assert from "node:assert/strict";
-import fc from "fast-check";
+import fc from "npm:fast-check@4";
 import { GenerationError } from "../errors.ts";
 import { defaultModelBytes } from "../model/default_model.ts";
 import { loadModel, type Model } from "../model/model.ts";

@@ -6,7 +6,7 @@
  */
 
 import assert from "node:assert/strict";
-import fc from "fast-check";
+import fc from "npm:fast-check@4";
 import type { KvCache } from "../backend/backend.ts";
 import { ModelError } from "../errors.ts";
 import { loadModel, loadResidentStore, type Model } from "../model/model.ts";

@@ -3,7 +3,7 @@ import {
   ok as assert,
   throws as assertThrows,
 } from "node:assert/strict";
-import fc from "fast-check";
+import fc from "npm:fast-check@4";
 import { GenerationError } from "../errors.ts";
 import { argmax, Rng, Sampler } from "./sampler.ts";
 

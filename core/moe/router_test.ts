@@ -1,5 +1,5 @@
 import { assert, assertEquals } from "./_assert_test_util.ts";
-import fc from "fast-check";
+import fc from "npm:fast-check@4";
 import { softmaxInPlace, topK, TopKRouter } from "./router.ts";
 
 const f32s = (min: number, max: number) =>

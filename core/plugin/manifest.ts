@@ -6,7 +6,7 @@
  * @module
  */
 
-import { Ajv, type ErrorObject, type ValidateFunction } from "ajv";
+import { Ajv, type ErrorObject, type ValidateFunction } from "npm:ajv@8";
 import { ManifestError } from "../errors.ts";
 import modelSchema from "../../schemas/model-manifest.schema.json" with { type: "json" };
 import pluginSchema from "../../schemas/plugin-manifest.schema.json" with { type: "json" };

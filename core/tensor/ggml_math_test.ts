@@ -1,5 +1,5 @@
 import { ok as assert } from "node:assert/strict";
-import fc from "fast-check";
+import fc from "npm:fast-check@4";
 import { expfAvx2, softmaxRow, swigluRow } from "./ggml_math.ts";
 
 Deno.test("ggml_v_expf emulation is within 2 ulp of exp over its range", () => {

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import fc from "fast-check";
+import fc from "npm:fast-check@4";
 import { mulberry32, Rng } from "./rng.ts";
 import { Rng as SamplerRng } from "../generate/sampler.ts";
 import { prng } from "../tokenizer/bpe_train.ts";

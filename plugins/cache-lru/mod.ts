@@ -7,7 +7,7 @@
  * @module
  */
 
-import { LRUCache } from "lru-cache";
+import { LRUCache } from "npm:lru-cache@11";
 import type { CachePolicy, CachePolicyInit, LoadReason, PluginFactory } from "../../mod.ts";
 
 /** Options of the LRU policy (the plugin config, defaults filled). */

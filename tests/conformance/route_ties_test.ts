@@ -7,7 +7,7 @@
  */
 
 import { deepStrictEqual, ok as assert, strictEqual, throws } from "node:assert/strict";
-import fc from "fast-check";
+import fc from "npm:fast-check@4";
 import type { HParams } from "../../core/model/hparams.ts";
 import { TopKRouter } from "../../core/moe/router.ts";
 import { nextDownF32, ROUTER_TIE_TOL, TieControl } from "./route_ties.ts";

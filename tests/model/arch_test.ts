@@ -5,7 +5,7 @@
  */
 
 import { equal, ok as assert, rejects } from "node:assert/strict";
-import fc from "fast-check";
+import fc from "npm:fast-check@4";
 import { formatInspect, inspectModel } from "../../cli/inspect.ts";
 import { RefBackend } from "../../core/backend/ref_backend.ts";
 import { GgufError, ModelError, type MoeEdgeError } from "../../core/errors.ts";

@@ -5,7 +5,7 @@
  */
 
 import assert from "node:assert/strict";
-import fc from "fast-check";
+import fc from "npm:fast-check@4";
 import { BackendError, GenerationError, ModelError } from "../../core/errors.ts";
 import type { Slot } from "../../core/backend/backend.ts";
 import { type ModelNeeds, modelNeeds, planMemory } from "../../core/model/memory_plan.ts";

@@ -12,7 +12,7 @@
  * tokens routed to it.
  */
 import assert from "node:assert/strict";
-import fc from "fast-check";
+import fc from "npm:fast-check@4";
 import { readGguf } from "../../core/formats/gguf_reader.ts";
 import { MemorySource } from "../../core/store/byte_source.ts";
 import {

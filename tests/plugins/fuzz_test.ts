@@ -4,7 +4,7 @@
  * a typed moe-edge error (or a successful load), never a TypeError/RangeError.
  */
 import assert from "node:assert/strict";
-import fc from "fast-check";
+import fc from "npm:fast-check@4";
 import { loadFromManifest, ManifestError, MoeEdgeError, readPeftAdapter } from "../../mod.ts";
 import { molaAdapter, molaModules } from "../../plugins/mola/mod.ts";
 import { smoraAdapter, smoraModules } from "../../plugins/smora/mod.ts";

@@ -5,7 +5,7 @@
  * MoE of rank-r LoRA experts; merged weights equal the unmerged update.
  */
 import assert from "node:assert/strict";
-import fc from "fast-check";
+import fc from "npm:fast-check@4";
 import { addLoraDelta, type LoraPair, mergeLora, mergeLoraBytes } from "../../mod.ts";
 import { addMixDelta, type LoraMix, mixRoute } from "../../plugins/mola/mod.ts";
 import { addSmoraDelta, type SmoraModule, smoraRoute } from "../../plugins/smora/mod.ts";

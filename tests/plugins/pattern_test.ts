@@ -4,7 +4,7 @@
  * keys that make backtracking explode, and refuses what it cannot match.
  */
 import assert from "node:assert/strict";
-import fc from "fast-check";
+import fc from "npm:fast-check@4";
 import {
   compilePatternMap,
   compilePeftPattern,

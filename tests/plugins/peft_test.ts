@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import fc from "fast-check";
+import fc from "npm:fast-check@4";
 import { parsePeftKey, patternValue, type PeftKey, perLayer, PluginError } from "../../mod.ts";
 
 Deno.test("peft: tensor keys of PEFT LoRA, original MoLA, MoE-PEFT and SRMoLE map to (layer, projection, role)", () => {

@@ -6,7 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { fileURLToPath as fromFileUrl } from "node:url";
-import fc from "fast-check";
+import fc from "npm:fast-check@4";
 import {
   loadFromManifest,
   ManifestError,

@@ -71,7 +71,6 @@ async function scratch(): Promise<string> {
   const dir = await Deno.makeTempDir({ prefix: "moe-edge-readme-" });
   const cfg = JSON.parse(await Deno.readTextFile(`${ROOT}/deno.json`));
   const imports: Record<string, string> = {
-    ...cfg.imports,
     "@moe-edge/runtime": `${ROOT}/mod.ts`,
     "jsr:@moe-edge/runtime": `${ROOT}/mod.ts`,
   };

@@ -8,7 +8,7 @@
  */
 
 import assert from "node:assert/strict";
-import { chromium } from "playwright-core";
+import { chromium } from "npm:playwright-core@1";
 import { serve, tinyRuntime } from "./util.ts";
 
 const CHROMIUM = Deno.env.get("CHROMIUM_PATH") ?? "/usr/bin/chromium";

@@ -9,7 +9,7 @@
  */
 
 import assert from "node:assert/strict";
-import { Template as Oracle } from "@huggingface/jinja";
+import { Template as Oracle } from "npm:@huggingface/jinja@0.5";
 import { Template } from "../../serve/jinja/render.ts";
 import { BASE_TEMPLATES, mutant } from "./template_mutations.ts";
 

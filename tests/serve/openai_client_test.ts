@@ -5,7 +5,7 @@
  */
 
 import assert from "node:assert/strict";
-import OpenAI from "openai";
+import OpenAI from "npm:openai@6";
 import { serve, tinyRuntime, until } from "./util.ts";
 
 const KEY = "test-key-123";

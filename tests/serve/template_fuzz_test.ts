@@ -7,7 +7,7 @@
  */
 
 import assert from "node:assert/strict";
-import fc from "fast-check";
+import fc from "npm:fast-check@4";
 import { ChatTemplateError } from "../../serve/chat_template.ts";
 import { DEFAULT_RENDER_LIMITS, Template } from "../../serve/jinja/render.ts";
 import { mutant } from "./template_mutations.ts";

@@ -26,7 +26,7 @@ import {
   type RuntimeOptions,
 } from "../../serve/mod.ts";
 import type { AppOptions } from "../../serve/app.ts";
-import type { Hono } from "hono";
+import type { Hono } from "npm:hono@4";
 
 let small: Uint8Array | null = null;
 

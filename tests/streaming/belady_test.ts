@@ -4,7 +4,7 @@
  */
 
 import assert from "node:assert/strict";
-import fc from "fast-check";
+import fc from "npm:fast-check@4";
 import {
   affinityFromTrace,
   beladySimulate,

@@ -1,7 +1,7 @@
 /** The streaming store's rules: budget, shared fetches, prefetch isolation, integrity, pinning, metrics. */
 
 import assert from "node:assert/strict";
-import fc from "fast-check";
+import fc from "npm:fast-check@4";
 import {
   beladySimulate,
   buildExpertManifest,
