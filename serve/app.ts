@@ -208,20 +208,22 @@ export function createApp(runtime: ModelRuntime, options: AppOptions = {}): Hono
     return c.body(renderPrometheus(runtime, requests));
   });
 
-  const modelCard = (): Record<string, unknown> => ({
-    id: runtime.name,
+  // the base model, then each named adapter as '<base>:<adapter>' (same base weights)
+  const modelCard = (id: string): Record<string, unknown> => ({
+    id,
     object: "model",
     created: runtime.created,
     owned_by: "moe-edge",
   });
-  app.get("/v1/models", (c) => c.json({ object: "list", data: [modelCard()] }));
+  app.get("/v1/models", (c) => c.json({ object: "list", data: runtime.modelIds.map(modelCard) }));
   app.get("/v1/models/:id", (c) => {
-    if (c.req.param("id") !== runtime.name) {
-      throw new ServeError("model_not_found", `The model '${c.req.param("id")}' does not exist`, {
+    const id = c.req.param("id");
+    if (!runtime.modelIds.includes(id)) {
+      throw new ServeError("model_not_found", `The model '${id}' does not exist`, {
         param: "model",
       });
     }
-    return c.json(modelCard());
+    return c.json(modelCard(id));
   });
   app.get("/v1/moe/stats", (c) => {
     c.header("cache-control", "no-store");

@@ -20,6 +20,11 @@ export interface Setting {
 export const SETTINGS: readonly Setting[] = [
   { env: "MOE_EDGE_MODEL", default: "(embedded model)", help: "GGUF file to serve" },
   {
+    env: "MOE_EDGE_MANIFEST",
+    default: "(none)",
+    help: "Model manifest to serve instead (its plugins; its adapters as <model>:<name>)",
+  },
+  {
     env: "MOE_EDGE_MODEL_NAME",
     default: "file name",
     help: "Model id in /v1/models and requests",
@@ -99,6 +104,8 @@ export const SETTINGS: readonly Setting[] = [
 export interface ServerConfig {
   /** GGUF path, or null for the embedded model. */
   modelPath: string | null;
+  /** Model manifest path (`MOE_EDGE_MANIFEST`), or null. */
+  manifestPath: string | null;
   /** Model id. */
   modelName: string;
   /** Backend name. */
@@ -171,6 +178,12 @@ export function readConfig(get: (key: string) => string | undefined): ServerConf
     throw new ConfigError(`${k} must be 1 or 0: received '${get(k)}'`);
   };
   const modelPath = env("MOE_EDGE_MODEL") ?? null;
+  const manifestPath = env("MOE_EDGE_MANIFEST") ?? null;
+  if (modelPath && manifestPath) {
+    throw new ConfigError(
+      "MOE_EDGE_MANIFEST and MOE_EDGE_MODEL are both set: the manifest names its model; set one",
+    );
+  }
   const backend = env("MOE_EDGE_BACKEND") ?? "auto";
   if (!/^[a-z0-9_-]+$/i.test(backend)) {
     throw new ConfigError(`MOE_EDGE_BACKEND must be a backend name: received '${backend}'`);
@@ -187,8 +200,13 @@ export function readConfig(get: (key: string) => string | undefined): ServerConf
   }
   return {
     modelPath,
+    manifestPath,
     modelName: env("MOE_EDGE_MODEL_NAME") ??
-      (modelPath ? modelPath.replace(/^.*[\\/]/, "").replace(/\.gguf$/i, "") : "moe-edge-default"),
+      (modelPath
+        ? modelPath.replace(/^.*[\\/]/, "").replace(/\.gguf$/i, "")
+        : manifestPath
+        ? manifestName(manifestPath)
+        : "moe-edge-default"),
     backend,
     threads: int("MOE_EDGE_THREADS", 1, 64) ??
       Math.max(1, Math.min(64, navigator.hardwareConcurrency || 1)),
@@ -210,6 +228,16 @@ export function readConfig(get: (key: string) => string | undefined): ServerConf
     templateTimeoutMs: int("MOE_EDGE_TEMPLATE_TIMEOUT_MS", 1),
     deploy: get("DENO_DEPLOYMENT_ID") !== undefined,
   };
+}
+
+/**
+ * Default model id of a manifest: its file name without `.json`, or its folder's name for
+ * `model.json` (`examples/adapters/model.json` → `adapters`).
+ */
+export function manifestName(path: string): string {
+  const parts = path.split(/[\\/]/).filter((s) => s !== "");
+  const file = (parts.at(-1) ?? "model.json").replace(/\.json$/i, "");
+  return file === "model" && parts.length > 1 ? parts.at(-2)! : file || "model";
 }
 
 /** The settings as a Markdown table (README and `--help`). */

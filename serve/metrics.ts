@@ -140,6 +140,14 @@ export function renderPrometheus(runtime: ModelRuntime, requests: RequestCounter
     s.tokensPerSecond,
     model,
   );
+  w.family(
+    "moe_edge_adapter_requests_total",
+    "counter",
+    'Generation requests per named adapter (adapter="" is the base model).',
+  );
+  for (const [adapter, n] of runtime.adapterRequests) {
+    w.sample("moe_edge_adapter_requests_total", n, { ...model, adapter });
+  }
   w.family("moe_edge_generations_total", "counter", "Generations finished, by outcome.");
   for (const [outcome, n] of Object.entries(s.generations)) {
     w.sample("moe_edge_generations_total", n, { ...model, outcome });

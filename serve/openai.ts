@@ -108,14 +108,9 @@ const CHAT: Shape = {
   }),
 };
 
+/** The base model or `<base>:<adapter>` (a named adapter); anything else is a 404 `model_not_found`. */
 function checkModel(deps: GenerationDeps, model: string | null): void {
-  if (model !== null && model !== deps.runtime.name) {
-    throw new ServeError(
-      "model_not_found",
-      `The model '${model}' does not exist; this server serves '${deps.runtime.name}'`,
-      { param: "model" },
-    );
-  }
+  deps.runtime.resolveModel(model);
 }
 
 /** Handler of `POST /v1/completions`. */
@@ -259,6 +254,7 @@ async function serveGeneration(
       seed: p.seed ?? crypto.getRandomValues(new Uint32Array(1))[0],
       ignoreEos: p.ignoreEos,
       signal,
+      adapter: runtime.resolveModel(p.model),
     });
   } catch (e) {
     timer.clear();
@@ -267,7 +263,7 @@ async function serveGeneration(
   const head: Head = {
     id: shape.prefix + crypto.randomUUID().replaceAll("-", ""),
     created: Math.floor(Date.now() / 1000),
-    model: runtime.name,
+    model: p.model ?? runtime.name,
     system_fingerprint: `moe-edge-${runtime.model.backend.name}`,
   };
   const usage = (r: GenerateResult): Usage => ({

@@ -9,7 +9,7 @@
 
 import type { Hono } from "npm:hono@4";
 // through mod.ts, so that the WASM backend registers itself for "auto"
-import { loadModel, type Model } from "../mod.ts";
+import { type LinearAdapter, loadFromManifest, loadModel, type Model } from "../mod.ts";
 import { createApp, isLoopback } from "./app.ts";
 import { ConfigError, exposureLine, helpText, readConfig, type ServerConfig } from "./config.ts";
 import { createRuntime, type ModelRuntime } from "./runtime.ts";
@@ -73,22 +73,40 @@ export async function prepare(get: (key: string) => string | undefined): Promise
     throw e;
   }
   let model: Model;
+  // a manifest's named adapters, served as '<model>:<name>' over the same base weights
+  const adapters = new Map<string, readonly LinearAdapter[]>();
   try {
-    model = await loadModel(cfg.modelPath ?? (await defaultModel()), {
-      backend: cfg.backend,
+    const plan = {
       threads: cfg.threads,
       memoryBytes: cfg.memoryBytes,
       nCtx: cfg.nCtx,
       nSeq: cfg.maxConcurrent ?? 4,
-    });
+    };
+    if (cfg.manifestPath) {
+      // the manifest's own backend unless MOE_EDGE_BACKEND is set
+      const backend = get("MOE_EDGE_BACKEND")?.trim() ? cfg.backend : undefined;
+      const r = await loadFromManifest(cfg.manifestPath, { ...plan, backend });
+      model = r.model;
+      for (const [name, a] of r.adapters) adapters.set(name, a.adapters);
+    } else {
+      model = await loadModel(cfg.modelPath ?? (await defaultModel()), {
+        ...plan,
+        backend: cfg.backend,
+      });
+    }
   } catch (e) {
-    const what = cfg.modelPath ? `the model '${cfg.modelPath}'` : "the embedded model";
+    const what = cfg.manifestPath
+      ? `the manifest '${cfg.manifestPath}'`
+      : cfg.modelPath
+      ? `the model '${cfg.modelPath}'`
+      : "the embedded model";
     throw new StartError(`cannot load ${what}: ${oneLine(e)}`, EXIT_START);
   }
   let runtime: ModelRuntime;
   try {
     runtime = createRuntime(model, {
       name: cfg.modelName,
+      adapters,
       maxConcurrent: cfg.maxConcurrent,
       maxQueue: cfg.maxQueue,
       nCtx: cfg.nCtx,

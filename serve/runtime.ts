@@ -15,6 +15,7 @@ import { setImmediate } from "node:timers";
 import { BatchScheduler, type BatchSequence } from "../core/generate/batch.ts";
 import type { GenerateResult, GenerateStep } from "../core/generate/generate.ts";
 import type { Model } from "../core/model/model.ts";
+import type { LinearAdapter } from "../core/model/transformer.ts";
 import { ServeError } from "./errors.ts";
 import { ExpertUsage } from "./expert_usage.ts";
 import { Limiter, Mutex, QueueFullError, type Release } from "./limiter.ts";
@@ -37,6 +38,11 @@ export interface RuntimeOptions {
   maxQueue?: number;
   /** Largest context (prompt + completion) of one request (default min(training context, 2048)). */
   nCtx?: number;
+  /**
+   * Named adapters (a manifest's `adapters`): served as models `<name>:<adapter>`, each request's
+   * generation runs with the adapter it picked, over the same base weights.
+   */
+  adapters?: ReadonlyMap<string, readonly LinearAdapter[]>;
 }
 
 /** One admitted generation request, already tokenized. */
@@ -69,6 +75,8 @@ export interface RunRequest {
   ignoreEos?: boolean;
   /** Aborts the generation (client gone or deadline); a `TimeoutError` reason counts as a timeout. */
   signal?: AbortSignal;
+  /** Named adapter to generate with ({@link ModelRuntime.resolveModel}); null or absent = the base model. */
+  adapter?: string | null;
 }
 
 /** A generation holding a slot: iterate `steps`, then always `close()`. */
@@ -97,6 +105,9 @@ export class ModelRuntime {
   readonly #batch: BatchScheduler;
   readonly #tokenize = new Mutex();
   #maxTokenChars = 0;
+  readonly #adapters: ReadonlyMap<string, readonly LinearAdapter[]>;
+  /** Generation requests per adapter (`""` = the base model), for `/metrics`. */
+  readonly adapterRequests: Map<string, number> = new Map();
 
   /** Use {@link createRuntime}. */
   constructor(model: Model, opts: RuntimeOptions = {}) {
@@ -109,6 +120,9 @@ export class ModelRuntime {
         `Cannot create runtime: nCtx must be an integer ≥ 2: received ${opts.nCtx}`,
       );
     }
+    this.#adapters = new Map(opts.adapters ?? []);
+    this.adapterRequests.set("", 0);
+    for (const a of this.#adapters.keys()) this.adapterRequests.set(a, 0);
     this.#limiter = new Limiter(opts.maxConcurrent ?? 4, opts.maxQueue ?? 64);
     this.experts = new ExpertUsage(model);
     this.#batch = new BatchScheduler(model, {
@@ -117,6 +131,34 @@ export class ModelRuntime {
       prefillBurst: opts.prefillBurst,
       onStep: () => this.experts.flush(),
     });
+  }
+
+  /** Names of the adapters, in manifest order. */
+  get adapterNames(): string[] {
+    return [...this.#adapters.keys()];
+  }
+
+  /** Every model id this runtime serves: its name, then `<name>:<adapter>` per adapter. */
+  get modelIds(): string[] {
+    return [this.name, ...this.adapterNames.map((a) => `${this.name}:${a}`)];
+  }
+
+  /**
+   * The adapter a request's `model` picks: null for the base model (or no `model`), the adapter's
+   * name for `<name>:<adapter>`. Throws `ServeError` `"model_not_found"` (404) for anything else.
+   */
+  resolveModel(model: string | null): string | null {
+    if (model === null || model === this.name) return null;
+    const pre = `${this.name}:`;
+    if (model.startsWith(pre) && this.#adapters.has(model.slice(pre.length))) {
+      return model.slice(pre.length);
+    }
+    const known = this.modelIds.map((m) => `'${m}'`).join(", ");
+    throw new ServeError(
+      "model_not_found",
+      `The model '${model}' does not exist; this server serves ${known}`,
+      { param: "model" },
+    );
   }
 
   /** Generations decoding now. */
@@ -151,6 +193,11 @@ export class ModelRuntime {
    */
   async start(req: RunRequest): Promise<Generation> {
     const t0 = performance.now();
+    const adapter = req.adapter ?? null;
+    const adapters = adapter === null ? undefined : this.#adapters.get(adapter);
+    if (adapter !== null && !adapters) this.resolveModel(`${this.name}:${adapter}`); // throws 404
+    const key = adapter ?? "";
+    this.adapterRequests.set(key, (this.adapterRequests.get(key) ?? 0) + 1);
     let release: Release;
     try {
       release = await this.#limiter.acquire(req.signal);
@@ -183,6 +230,7 @@ export class ModelRuntime {
         ignoreEos: req.ignoreEos,
         signal: req.signal,
         nCtx: Math.min(this.nCtx, req.prompt.length + Math.max(1, req.maxTokens)),
+        adapters,
       });
     } catch (e) {
       // a bad request: reported by the first step, as a generation error

@@ -102,6 +102,8 @@ export interface LoadFromManifestOptions extends PluginLoaderOptions {
   nCtx?: number;
   /** Sequences the plan reserves, as `loadModel`'s `nSeq`. */
   nSeq?: number;
+  /** Compute threads of the backend, as `loadModel`'s `threads`. */
+  threads?: number;
 }
 
 /** One named adapter of a manifest (`adapters.<name>`), bound to the loaded model. */
@@ -344,6 +346,7 @@ export async function loadFromManifest(
       memoryBytes: opts.memoryBytes,
       nCtx: opts.nCtx,
       nSeq: opts.nSeq,
+      threads: opts.threads,
     });
     const adapters = new Map<string, NamedAdapter>();
     try {
