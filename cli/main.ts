@@ -249,6 +249,27 @@ function generateOptions(flags: SamplingFlags, maxTokens: number): GenerateOptio
   };
 }
 
+/** Load `--manifest`, with its named adapter `adapter` applied (a usage error if it has none such). */
+async function manifestModel(
+  path: string,
+  backend: string | undefined,
+  adapter: string | undefined,
+): Promise<Model> {
+  const r = await loadFromManifest(path, { backend });
+  if (adapter === undefined) return r.model;
+  const named = r.adapters.get(adapter);
+  if (!named) {
+    r.model.dispose();
+    const have = [...r.adapters.keys()].map((n) => `'${n}'`).join(", ") || "none";
+    throw new UsageError(
+      "bad_flag",
+      `--adapter ${adapter}: the manifest has no such adapter (its adapters: ${have})`,
+    );
+  }
+  r.model.transformer.adapters.push(...named.adapters);
+  return r.model;
+}
+
 function modelOptions(cmd: Command): Command {
   return cmd
     .addOption(
@@ -336,6 +357,7 @@ async function cmdGenerate(o: Record<string, unknown>): Promise<number> {
   const v = o as SamplingFlags & StreamingFlags & {
     model?: string;
     manifest?: string;
+    adapter?: string;
     backend?: string;
     prompt?: string;
     promptTokens?: number[];
@@ -355,8 +377,11 @@ async function cmdGenerate(o: Record<string, unknown>): Promise<number> {
     throw new UsageError("bad_flag", "generate needs exactly one of --prompt or --prompt-tokens");
   }
   const opts = generateOptions(v, 64);
+  if (v.adapter !== undefined && v.manifest === undefined) {
+    throw new UsageError("bad_flag", "--adapter picks a named adapter of --manifest: give both");
+  }
   const model = v.manifest !== undefined
-    ? (await loadFromManifest(v.manifest, { backend: v.backend })).model
+    ? await manifestModel(v.manifest, v.backend, v.adapter)
     : await open(v.model, v.backend, await streamingOptions(v), v);
   const interrupt = new Interrupt();
   try {
@@ -548,7 +573,10 @@ export function buildProgram(done: (code: number) => void): Command {
       new Option("--prompt-tokens <ids>", "prompt as token ids 1,2,3 (used as given, no BOS)")
         .argParser(parseTokenList),
     )
-    .addOption(new Option("--manifest <path>", "a model manifest (model, backend, plugins)"));
+    .addOption(new Option("--manifest <path>", "a model manifest (model, backend, plugins)"))
+    .addOption(
+      new Option("--adapter <name>", "generate with this named adapter of --manifest's adapters"),
+    );
   modelOptions(gen);
   samplingOptions(gen, 64)
     .addOption(

@@ -128,3 +128,27 @@ Deno.test("cli: the shipped adapter examples change the default model's text in 
   assert.ok(!baseQa.startsWith(" a blue ball."), `base: ${baseQa}`);
   assert.ok(smora.startsWith(" a blue ball."), `smora-qa: ${smora}`); // the Q/A task format
 });
+
+Deno.test("cli: --adapter picks a named adapter of --manifest; an unknown one or no manifest is a usage error", async () => {
+  const m = new URL("../../examples/adapters/model.json", import.meta.url).pathname;
+  const run = (args: string[]) =>
+    cli(["generate", "--prompt", "The little fox", "--max-tokens", "8", "--json", ...args]);
+  const text = (r: { code: number; stdout: string; stderr: string }): string => {
+    assert.equal(r.code, 0, r.stderr);
+    return JSON.parse(r.stdout.trim().split("\n").at(-1)!).text;
+  };
+  const single = new URL("../../examples/mola-sea/model.json", import.meta.url).pathname;
+  const [viaName, viaOwn, base] = await Promise.all([
+    run(["--manifest", m, "--adapter", "sea"]),
+    run(["--manifest", single]),
+    run(["--manifest", m]),
+  ]);
+  assert.equal(text(viaName), text(viaOwn), "named adapter = its own manifest");
+  assert.notEqual(text(viaName), text(base));
+  for (const args of [["--manifest", m, "--adapter", "nope"], ["--adapter", "sea"]]) {
+    const r = await run(args);
+    assert.notEqual(r.code, 0);
+    assert.match(r.stderr, /--adapter/);
+    assert.match(r.stderr, /UsageError:bad_flag/);
+  }
+});
