@@ -345,6 +345,69 @@ export function mergeLoraBytes(
   return out;
 }
 
+/** Where an adapter's `lora_B` rows are laid out: as the GGUF tensors (default) or as the HF model. */
+export type AdapterLayout = "gguf" | "hf";
+
+/**
+ * Heads whose Q/K rows llama.cpp's HF→GGUF converter permutes for projection `proj` of this
+ * model (Llama-family architectures with NORM RoPE: `llama` incl. Mixtral, `granitemoe`): the
+ * head count for `attn_q`, the KV-head count for `attn_k`; 0 when no permutation applies.
+ */
+export function qkPermutationHeads(hp: HParams, proj: LinearName): number {
+  const name = hp.arch.name;
+  if ((name !== "llama" && name !== "granitemoe") || hp.arch.ropeMode !== 0) return 0;
+  return proj === "attn_q" ? hp.nHead : proj === "attn_k" ? hp.nHeadKv : 0;
+}
+
+/**
+ * The rows of a `[rows][cols]` matrix permuted as llama.cpp's converter permutes an HF Llama
+ * Q/K weight (`convert_hf_to_gguf.py` `LlamaModel.permute`,
+ * `w.reshape(heads, 2, rows/heads/2, cols).swapaxes(1, 2)`): GGUF row `h·d + 2j + t` is HF row
+ * `h·d + t·d/2 + j` (head dim `d`). Returns a new array; throws `PluginError` `"bad_shape"`
+ * when `rows` is not a multiple of `2·heads`.
+ */
+export function permuteQkRows(
+  m: Float32Array,
+  rows: number,
+  cols: number,
+  heads: number,
+): Float32Array {
+  if (heads < 1 || rows % (2 * heads) !== 0 || m.length !== rows * cols) {
+    throw new PluginError(
+      "bad_shape",
+      `Cannot permute ${rows} Q/K rows for ${heads} heads (HF layout)`,
+      { rows, heads },
+    );
+  }
+  const d = rows / heads, half = d / 2;
+  const out = new Float32Array(m.length);
+  for (let h = 0; h < heads; h++) {
+    for (let j = 0; j < half; j++) {
+      for (let t = 0; t < 2; t++) {
+        const src = (h * d + t * half + j) * cols, dst = (h * d + 2 * j + t) * cols;
+        out.set(m.subarray(src, src + cols), dst);
+      }
+    }
+  }
+  return out;
+}
+
+/** `p` with its `lora_B` (and bias) rows in the GGUF layout, from `layout`. */
+export function pairInGgufLayout(
+  p: LoraPair,
+  hp: HParams,
+  proj: LinearName,
+  layout: AdapterLayout = "gguf",
+): LoraPair {
+  const heads = layout === "hf" ? qkPermutationHeads(hp, proj) : 0;
+  if (heads === 0) return p;
+  return {
+    ...p,
+    b: permuteQkRows(p.b, p.dOut, p.rank, heads),
+    bias: p.bias ? permuteQkRows(p.bias, p.dOut, 1, heads) : undefined,
+  };
+}
+
 /** PEFT scaling: `alpha/√r` with rsLoRA, else `alpha/r`. */
 export function loraScale(alpha: number, rank: number, rsLora = false): number {
   return rsLora ? alpha / Math.sqrt(rank) : alpha / rank;

@@ -64,6 +64,7 @@ export {
 } from "./from_manifest.ts";
 export {
   ADAPTABLE_PROJECTIONS,
+  type AdapterLayout,
   addLoraDelta,
   addLoraRow,
   checkPair,
@@ -76,10 +77,13 @@ export {
   matVecF32,
   mergeLora,
   mergeLoraBytes,
+  pairInGgufLayout,
   perLayer,
+  permuteQkRows,
   projectA,
   projectionAdapter,
   type ProjectionDelta,
+  qkPermutationHeads,
   targetShape,
 } from "./lora.ts";
 export {

@@ -9,6 +9,7 @@
  */
 
 import {
+  type AdapterLayout,
   addLoraDelta,
   checkPair,
   type LinearAdapter,
@@ -18,6 +19,7 @@ import {
   mergeLoraBytes,
   type ModelContext,
   openPeftAdapter,
+  pairInGgufLayout,
   patternValue,
   type PeftAdapter,
   PluginError,
@@ -38,6 +40,8 @@ export interface LoraConfig {
   readonly merge?: boolean;
   /** Projections to adapt. */
   readonly targets?: readonly LinearName[];
+  /** `lora_B` row layout: the GGUF tensors' (default) or the HF model's (Q/K rows permuted here). */
+  readonly layout?: AdapterLayout;
 }
 
 /** One adapted projection. */
@@ -106,8 +110,13 @@ export async function loraModules(ad: PeftAdapter, extraScale = 1): Promise<Lora
 }
 
 /** Check modules against the model; returns the `LinearAdapter` adding their terms. */
-export function loraAdapter(modules: readonly LoraModule[], ctx: ModelContext): LinearAdapter {
-  return projectionAdapter(modules.map((m) => {
+export function loraAdapter(
+  modules: readonly LoraModule[],
+  ctx: ModelContext,
+  layout: AdapterLayout = "gguf",
+): LinearAdapter {
+  return projectionAdapter(modules.map((m0) => {
+    const m = { ...m0, pair: pairInGgufLayout(m0.pair, ctx.hp, m0.proj, layout) };
     const what = `LoRA ${m.layer}:${m.proj}${m.ffnExpert >= 0 ? `:${m.ffnExpert}` : ""}`;
     const { dIn, dOut } = targetShape(ctx.hp, m.layer, m.proj, what, m.ffnExpert);
     if (dIn !== m.pair.dIn || dOut !== m.pair.dOut) {
@@ -143,6 +152,12 @@ const createPlugin: PluginFactory<LoraConfig> = async (config, setup) => {
       "config.merge: adapters on routed experts (experts.N.*) are applied unmerged; drop merge",
     );
   }
+  if (config.merge && config.layout === "hf") {
+    throw new PluginError(
+      "bad_config",
+      "config.merge: an HF-layout adapter is applied unmerged; drop merge or convert it",
+    );
+  }
   if (config.merge && modules.some((m) => m.pair.bias)) {
     throw new PluginError(
       "bad_config",
@@ -160,7 +175,7 @@ const createPlugin: PluginFactory<LoraConfig> = async (config, setup) => {
         return mergeLoraBytes(t, bytes, m.pair, m.scale);
       },
       adapter(ctx: ModelContext): LinearAdapter | readonly LinearAdapter[] {
-        const adapter = loraAdapter(modules, ctx); // checks shapes in both modes
+        const adapter = loraAdapter(modules, ctx, config.layout); // checks shapes in both modes
         if (!config.merge) return adapter;
         const missing = [...byWeight.keys()].filter((n) => !merged.has(n));
         if (missing.length) {

@@ -9,6 +9,7 @@
  */
 
 import {
+  type AdapterLayout,
   checkPair,
   type HParams,
   type LinearAdapter,
@@ -17,6 +18,7 @@ import {
   loraScale,
   type ModelContext,
   openPeftAdapter,
+  pairInGgufLayout,
   patternValue,
   type PeftAdapter,
   perLayer,
@@ -46,6 +48,8 @@ export interface MolaConfig {
   readonly scale?: number;
   /** Projections to adapt. */
   readonly targets?: readonly LinearName[];
+  /** `lora_B` row layout: the GGUF tensors' (default) or the HF model's (Q/K rows permuted here). */
+  readonly layout?: AdapterLayout;
 }
 
 /** One projection's experts as read from the adapter (top-k is bound at load). */
@@ -135,7 +139,12 @@ export async function molaModules(ad: PeftAdapter, extraScale = 1): Promise<Mola
 export function molaAdapter(
   modules: readonly MolaModule[],
   hp: HParams,
-  opts: { experts?: PerLayerSpec; topK: PerLayerSpec; gating?: "softmax" | "sigmoid" },
+  opts: {
+    experts?: PerLayerSpec;
+    topK: PerLayerSpec;
+    gating?: "softmax" | "sigmoid";
+    layout?: AdapterLayout;
+  },
 ): LinearAdapter {
   const counts = opts.experts === undefined ? null : perLayer(opts.experts, hp.nLayer, "experts");
   const ks = perLayer(opts.topK, hp.nLayer, "topK");
@@ -157,7 +166,7 @@ export function molaAdapter(
         dIn,
         dOut,
         router: m.router,
-        experts: m.experts,
+        experts: m.experts.map((p) => pairInGgufLayout(p, hp, m.proj, opts.layout)),
         topK: ks[l],
         scale: m.scale,
         gating: opts.gating,
@@ -182,7 +191,12 @@ const createPlugin: PluginFactory<MolaConfig> = async (config, setup) => {
     version: "0.1.0",
     hooks: {
       adapter: (ctx: ModelContext): LinearAdapter =>
-        molaAdapter(modules, ctx.hp, { experts: config.experts, topK, gating: config.gating }),
+        molaAdapter(modules, ctx.hp, {
+          experts: config.experts,
+          topK,
+          gating: config.gating,
+          layout: config.layout,
+        }),
     },
   };
 };

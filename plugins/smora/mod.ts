@@ -10,6 +10,7 @@
  */
 
 import {
+  type AdapterLayout,
   type LinearAdapter,
   type LinearName,
   matVecF32,
@@ -17,9 +18,11 @@ import {
   openPeftAdapter,
   patternValue,
   type PeftAdapter,
+  permuteQkRows,
   PluginError,
   type PluginFactory,
   projectionAdapter,
+  qkPermutationHeads,
   readTensor,
   targetShape,
   topK,
@@ -37,6 +40,8 @@ export interface SmoraConfig {
   readonly scale?: number;
   /** Projections to adapt. */
   readonly targets?: readonly LinearName[];
+  /** `lora_B` row layout: the GGUF tensors' (default) or the HF model's (Q/K rows permuted here). */
+  readonly layout?: AdapterLayout;
 }
 
 /** One projection's SMoRA LoRA. */
@@ -251,8 +256,14 @@ export async function smoraModules(
 }
 
 /** Bind modules to a model (shape checks); returns the adapter. */
-export function smoraAdapter(modules: readonly SmoraModule[], ctx: ModelContext): LinearAdapter {
-  return projectionAdapter(modules.map((m) => {
+export function smoraAdapter(
+  modules: readonly SmoraModule[],
+  ctx: ModelContext,
+  layout: AdapterLayout = "gguf",
+): LinearAdapter {
+  return projectionAdapter(modules.map((m0) => {
+    const heads = layout === "hf" ? qkPermutationHeads(ctx.hp, m0.proj) : 0;
+    const m = heads ? { ...m0, b: permuteQkRows(m0.b, m0.dOut, m0.rank, heads) } : m0;
     const e = m.ffnExpert ?? -1;
     const what = `SMoRA ${m.layer}:${m.proj}${e >= 0 ? `:${e}` : ""}`;
     const { dIn, dOut } = targetShape(ctx.hp, m.layer, m.proj, what, e);
@@ -275,7 +286,9 @@ const createPlugin: PluginFactory<SmoraConfig> = async (config, setup) => {
   return {
     name: "smora",
     version: "0.1.0",
-    hooks: { adapter: (ctx: ModelContext): LinearAdapter => smoraAdapter(modules, ctx) },
+    hooks: {
+      adapter: (ctx: ModelContext): LinearAdapter => smoraAdapter(modules, ctx, config.layout),
+    },
   };
 };
 
