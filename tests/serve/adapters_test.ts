@@ -82,7 +82,7 @@ Deno.test("serve: MOE_EDGE_MANIFEST adapters are models '<base>:<adapter>', pick
       Number(
         metrics.match(
           new RegExp(
-            `^moe_edge_adapter_requests_total\\{model="stories",adapter="${a}"\\} (\\d+)$`,
+            `^moe_edge_adapter_requests_total\\{(?:[^}]*,)?adapter="${a}"(?:,[^}]*)?\\} (\\d+)$`,
             "m",
           ),
         )?.[1],
