@@ -14,7 +14,12 @@ import { readJsonBody } from "./body.ts";
 import { type ChatTemplate, chatTemplateFor } from "./chat_template.ts";
 import { dashboardHtml } from "./dashboard.ts";
 import { errorResponse, ServeError } from "./errors.ts";
-import { moeStats, renderPrometheus, RequestCounter } from "./metrics.ts";
+import {
+  createMetricsRegistry,
+  moeStats,
+  PROMETHEUS_CONTENT_TYPE,
+  RequestCounter,
+} from "./metrics.ts";
 import { chatCompletions, completions, type GenerationDeps } from "./openai.ts";
 import type { ModelRuntime } from "./runtime.ts";
 
@@ -147,6 +152,7 @@ export function createApp(runtime: ModelRuntime, options: AppOptions = {}): Hono
     readBody: (req) => readJsonBody(req, body),
   };
   const requests = new RequestCounter();
+  const metrics = createMetricsRegistry(runtime, requests);
   const app = new Hono();
 
   app.use("*", async function countRequests(c, next) {
@@ -203,9 +209,9 @@ export function createApp(runtime: ModelRuntime, options: AppOptions = {}): Hono
     return c.html(dashboardHtml());
   });
 
-  app.get("/metrics", (c) => {
-    c.header("content-type", "text/plain; version=0.0.4; charset=utf-8");
-    return c.body(renderPrometheus(runtime, requests));
+  app.get("/metrics", async (c) => {
+    c.header("content-type", PROMETHEUS_CONTENT_TYPE);
+    return c.body(await metrics.metrics());
   });
 
   // the base model, then each named adapter as '<base>:<adapter>' (same base weights)

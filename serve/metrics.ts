@@ -5,33 +5,31 @@
  * @module
  */
 
+import { Counter, Gauge, type Metric, Registry } from "npm:prom-client@15";
 import type { ExpertUsageSnapshot } from "./expert_usage.ts";
 import type { ModelRuntime } from "./runtime.ts";
 import { type RuntimeStatsSnapshot, TTFT_BUCKETS } from "./stats.ts";
 
-/** Counts answered HTTP requests by route and status. */
+/** Counts answered HTTP requests by route and status (a prom-client counter). */
 export class RequestCounter {
-  readonly #counts = new Map<string, number>();
+  /** The `moe_edge_requests_total` family; {@link createMetricsRegistry} registers it. */
+  readonly metric: Counter<"route" | "status"> = new Counter({
+    name: "moe_edge_requests_total",
+    help: "HTTP requests answered, by route and status.",
+    labelNames: ["route", "status"] as const,
+    registers: [],
+  });
+  #total = 0;
 
   /** One request to `route` was answered with `status`. */
   add(route: string, status: number): void {
-    const k = `${route}\u0000${status}`;
-    this.#counts.set(k, (this.#counts.get(k) ?? 0) + 1);
-  }
-
-  /** `[route, status, count]` rows. */
-  rows(): [string, number, number][] {
-    return [...this.#counts].map(([k, n]) => {
-      const [route, status] = k.split("\u0000");
-      return [route, Number(status), n];
-    });
+    this.metric.inc({ route, status });
+    this.#total++;
   }
 
   /** Requests answered in all. */
   total(): number {
-    let t = 0;
-    for (const n of this.#counts.values()) t += n;
-    return t;
+    return this.#total;
   }
 }
 
@@ -77,190 +75,220 @@ export function moeStats(runtime: ModelRuntime, requests: RequestCounter): MoeSt
   };
 }
 
-const esc = (s: string): string =>
-  s.replace(/\\/g, "\\\\").replace(/\n/g, "\\n").replace(/"/g, '\\"');
-
-class Writer {
-  readonly lines: string[] = [];
-  family(name: string, type: "counter" | "gauge" | "histogram", help: string): void {
-    this.lines.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`);
-  }
-  sample(name: string, value: number, labels: Record<string, string | number> = {}): void {
-    const ls = Object.entries(labels).map(([k, v]) => `${k}="${esc(String(v))}"`).join(",");
-    const v = Number.isFinite(value)
-      ? String(value)
-      : value > 0
-      ? "+Inf"
-      : value < 0
-      ? "-Inf"
-      : "NaN";
-    this.lines.push(`${name}${ls ? `{${ls}}` : ""} ${v}`);
-  }
-  one(
+/**
+ * The prom-client registry behind `/metrics` for one app: the request
+ * counter plus families read from the runtime's counters at scrape time
+ * (`collect`), so the decode loop never touches prom-client.
+ * `await registry.metrics()` is the Prometheus text format 0.0.4.
+ */
+export function createMetricsRegistry(runtime: ModelRuntime, requests: RequestCounter): Registry {
+  const registers = [new Registry()];
+  const [reg] = registers;
+  reg.registerMetric(requests.metric);
+  const model = (): { model: string } => ({ model: runtime.name });
+  const read = (): { s: RuntimeStatsSnapshot; ex: ExpertUsageSnapshot } => ({
+    s: runtime.stats.snapshot(),
+    ex: runtime.experts.snapshot(),
+  });
+  const counter = (name: string, help: string, value: () => number): void => {
+    new Counter({
+      name,
+      help,
+      labelNames: ["model"] as const,
+      registers,
+      collect() {
+        this.reset();
+        this.inc(model(), value());
+      },
+    });
+  };
+  const gauge = (name: string, help: string, value: () => number): void => {
+    new Gauge({
+      name,
+      help,
+      labelNames: ["model"] as const,
+      registers,
+      collect() {
+        this.reset();
+        this.set(model(), value());
+      },
+    });
+  };
+  /** A counter with one row per `rows()` entry: `[labels, value]`. */
+  const counterRows = <L extends string>(
     name: string,
-    type: "counter" | "gauge",
     help: string,
-    value: number,
-    labels: Record<string, string | number> = {},
-  ): void {
-    this.family(name, type, help);
-    this.sample(name, value, labels);
-  }
-}
+    labelNames: readonly L[],
+    rows: () => Iterable<[Partial<Record<L | "model", string | number>>, number]>,
+  ): void => {
+    new Counter({
+      name,
+      help,
+      labelNames: ["model", ...labelNames],
+      registers,
+      collect() {
+        this.reset();
+        for (const [labels, n] of rows()) this.inc({ ...model(), ...labels }, n);
+      },
+    });
+  };
 
-/** Prometheus text format (version 0.0.4) of the server's metrics. */
-export function renderPrometheus(runtime: ModelRuntime, requests: RequestCounter): string {
-  const w = new Writer();
-  const s = runtime.stats.snapshot();
-  const ex = runtime.experts.snapshot();
-  const model = { model: runtime.name };
-
-  w.family("moe_edge_requests_total", "counter", "HTTP requests answered, by route and status.");
-  for (const [route, status, n] of requests.rows()) {
-    w.sample("moe_edge_requests_total", n, { route, status });
-  }
-  w.one(
-    "moe_edge_prompt_tokens_total",
-    "counter",
-    "Prompt tokens evaluated.",
-    s.promptTokens,
-    model,
-  );
-  w.one(
+  counter("moe_edge_prompt_tokens_total", "Prompt tokens evaluated.", () => read().s.promptTokens);
+  counter(
     "moe_edge_completion_tokens_total",
-    "counter",
     "Tokens generated.",
-    s.completionTokens,
-    model,
+    () => read().s.completionTokens,
   );
-  w.one(
+  gauge(
     "moe_edge_tokens_per_second",
-    "gauge",
     "Tokens generated per second over the last 10 s.",
-    s.tokensPerSecond,
-    model,
+    () => read().s.tokensPerSecond,
   );
-  w.family(
+  counterRows(
     "moe_edge_adapter_requests_total",
-    "counter",
     'Generation requests per named adapter (adapter="" is the base model).',
+    ["adapter"],
+    () => [...runtime.adapterRequests].map(([adapter, n]) => [{ adapter }, n]),
   );
-  for (const [adapter, n] of runtime.adapterRequests) {
-    w.sample("moe_edge_adapter_requests_total", n, { ...model, adapter });
-  }
-  w.family("moe_edge_generations_total", "counter", "Generations finished, by outcome.");
-  for (const [outcome, n] of Object.entries(s.generations)) {
-    w.sample("moe_edge_generations_total", n, { ...model, outcome });
-  }
-  w.one(
+  counterRows(
+    "moe_edge_generations_total",
+    "Generations finished, by outcome.",
+    ["outcome"],
+    () => Object.entries(read().s.generations).map(([outcome, n]) => [{ outcome }, n]),
+  );
+  counter(
     "moe_edge_queue_rejections_total",
-    "counter",
     "Requests refused with 429 because the queue was full.",
-    s.rejected,
-    model,
+    () => read().s.rejected,
   );
-  w.one(
-    "moe_edge_queue_depth",
-    "gauge",
-    "Requests waiting for a generation slot.",
-    runtime.queued,
-    model,
-  );
-  w.one(
+  gauge("moe_edge_queue_depth", "Requests waiting for a generation slot.", () => runtime.queued);
+  gauge(
     "moe_edge_queue_capacity",
-    "gauge",
     "Most requests that may wait for a slot.",
-    runtime.maxQueue,
-    model,
+    () => runtime.maxQueue,
   );
-  w.one(
-    "moe_edge_active_generations",
-    "gauge",
-    "Generations holding a slot.",
-    runtime.active,
-    model,
-  );
-  w.one("moe_edge_generation_slots", "gauge", "Generation slots.", runtime.maxConcurrent, model);
+  gauge("moe_edge_active_generations", "Generations holding a slot.", () => runtime.active);
+  gauge("moe_edge_generation_slots", "Generation slots.", () => runtime.maxConcurrent);
+  reg.registerMetric(ttftHistogram(() => read().s.ttft, model));
 
-  w.family(
-    "moe_edge_time_to_first_token_seconds",
-    "histogram",
-    "Seconds from admission to the first generated token.",
-  );
-  TTFT_BUCKETS.forEach((le, i) =>
-    w.sample("moe_edge_time_to_first_token_seconds_bucket", s.ttft.buckets[i], { ...model, le })
-  );
-  w.sample("moe_edge_time_to_first_token_seconds_bucket", s.ttft.count, { ...model, le: "+Inf" });
-  w.sample("moe_edge_time_to_first_token_seconds_sum", s.ttft.sum, model);
-  w.sample("moe_edge_time_to_first_token_seconds_count", s.ttft.count, model);
-
-  w.family(
+  const perLayer = (pick: (ex: ExpertUsageSnapshot, l: number) => number) => () => {
+    const ex = runtime.experts.snapshot();
+    return ex.moeLayers.map((l): [{ layer: number }, number] => [{ layer: l }, pick(ex, l)]);
+  };
+  counterRows(
     "moe_edge_expert_hits_total",
-    "counter",
     "Expert-store lookups that found the expert resident, by layer.",
+    ["layer"],
+    perLayer((ex, l) => ex.hits[l]),
   );
-  for (const l of ex.moeLayers) {
-    w.sample("moe_edge_expert_hits_total", ex.hits[l], { ...model, layer: l });
-  }
-  w.family(
+  counterRows(
     "moe_edge_expert_misses_total",
-    "counter",
     "Expert-store lookups that had to load the expert, by layer.",
+    ["layer"],
+    perLayer((ex, l) => ex.misses[l]),
   );
-  for (const l of ex.moeLayers) {
-    w.sample("moe_edge_expert_misses_total", ex.misses[l], { ...model, layer: l });
-  }
-  w.family(
+  counterRows(
     "moe_edge_expert_usage_total",
-    "counter",
     "Tokens routed to each expert, by layer and expert.",
+    ["layer", "expert"],
+    () => {
+      const ex = read().ex;
+      return ex.moeLayers.flatMap((layer) =>
+        Array.from(ex.usage[layer], (n, expert): [{ layer: number; expert: number }, number] => [
+          { layer, expert },
+          n,
+        ])
+      );
+    },
   );
-  for (const l of ex.moeLayers) {
-    ex.usage[l].forEach((n, e) =>
-      w.sample("moe_edge_expert_usage_total", n, { ...model, layer: l, expert: e })
-    );
-  }
-  w.one(
+  counter(
     "moe_edge_routed_tokens_total",
-    "counter",
     "Tokens routed through the MoE layers.",
-    ex.routedTokens,
-    model,
+    () => read().ex.routedTokens,
   );
-  w.one(
+  counter(
     "moe_edge_expert_evictions_total",
-    "counter",
     "Experts evicted by the store.",
-    ex.store.evictions,
-    model,
+    () => read().ex.store.evictions,
   );
-  w.one(
+  counter(
     "moe_edge_expert_bytes_fetched_total",
-    "counter",
     "Bytes the store read for experts.",
-    ex.store.bytesFetched,
-    model,
+    () => read().ex.store.bytesFetched,
   );
-  w.one(
+  counter(
     "moe_edge_expert_stall_seconds_total",
-    "counter",
     "Seconds compute waited on expert loads.",
-    ex.store.stallMs / 1000,
-    model,
+    () => read().ex.store.stallMs / 1000,
   );
-  const mem = memory();
-  if (mem !== null) {
-    w.one("process_resident_memory_bytes", "gauge", "Resident memory of the process.", mem.rss);
-    w.one("moe_edge_js_heap_used_bytes", "gauge", "JavaScript heap in use.", mem.heapUsed);
-    w.one(
-      "moe_edge_external_memory_bytes",
-      "gauge",
-      "Memory outside the JS heap (buffers, WASM).",
-      mem.external,
-    );
+  if (memory() !== null) {
+    const mem = (pick: (m: Deno.MemoryUsage) => number) =>
+      function (this: Gauge) {
+        const m = memory();
+        if (m !== null) this.set(pick(m));
+      };
+    new Gauge({
+      name: "process_resident_memory_bytes",
+      help: "Resident memory of the process.",
+      registers,
+      collect: mem((m) => m.rss),
+    });
+    new Gauge({
+      name: "moe_edge_js_heap_used_bytes",
+      help: "JavaScript heap in use.",
+      registers,
+      collect: mem((m) => m.heapUsed),
+    });
+    new Gauge({
+      name: "moe_edge_external_memory_bytes",
+      help: "Memory outside the JS heap (buffers, WASM).",
+      registers,
+      collect: mem((m) => m.external),
+    });
   }
-  return w.lines.join("\n") + "\n";
+  return reg;
 }
+
+/**
+ * The time-to-first-token histogram as a prom-client metric. prom-client's
+ * `Histogram` can only `observe()` and reads back asynchronously, while
+ * `RuntimeStats` keeps the buckets synchronously for `/v1/moe/stats`; so
+ * this reports those buckets through the registry's metric interface
+ * (prom-client still formats, escapes and orders the lines).
+ */
+function ttftHistogram(
+  ttft: () => RuntimeStatsSnapshot["ttft"],
+  model: () => { model: string },
+): Metric {
+  const name = "moe_edge_time_to_first_token_seconds";
+  const help = "Seconds from admission to the first generated token.";
+  type Row = { metricName: string; labels: Record<string, string | number>; value: number };
+  const metric = {
+    name,
+    help,
+    get(): Promise<{ name: string; help: string; type: "histogram"; values: Row[] }> {
+      const h = ttft();
+      const m = model();
+      const bucket = `${name}_bucket`;
+      const values: Row[] = TTFT_BUCKETS.map((le, i) => ({
+        metricName: bucket,
+        labels: { ...m, le },
+        value: h.buckets[i],
+      }));
+      values.push(
+        { metricName: bucket, labels: { ...m, le: "+Inf" }, value: h.count },
+        { metricName: `${name}_sum`, labels: m, value: h.sum },
+        { metricName: `${name}_count`, labels: m, value: h.count },
+      );
+      return Promise.resolve({ name, help, type: "histogram", values });
+    },
+  };
+  // Registry.metrics() needs only name, help and get() of a metric
+  return metric as unknown as Metric;
+}
+
+/** Content type of {@link createMetricsRegistry}'s text. */
+export const PROMETHEUS_CONTENT_TYPE: string = Registry.PROMETHEUS_CONTENT_TYPE;
 
 function memory(): Deno.MemoryUsage | null {
   try {

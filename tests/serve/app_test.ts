@@ -201,8 +201,9 @@ Deno.test("GET /metrics is Prometheus text with requests, tokens, experts and qu
   ];
   assert.equal(hits.length, 2);
   for (const h of hits) assert.ok(Number(h[2]) > 0, `layer ${h[1]} has hits`);
-  // every line is a comment or `name{labels} value`
+  // every line is a comment, `name{labels} value`, or empty (the format allows blank lines)
   for (const line of text.trim().split("\n")) {
+    if (line === "") continue;
     assert.match(
       line,
       /^(# (HELP|TYPE) .+|[a-z_]+(\{[^}]*\})? [-+0-9.e]+|[a-z_]+(\{[^}]*\})? \+Inf)$/,
