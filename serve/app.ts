@@ -9,6 +9,7 @@
 
 import { Hono } from "npm:hono@4";
 import type { MiddlewareHandler } from "npm:hono@4";
+import { HTTPException } from "npm:hono@4/http-exception";
 import { bearerAuth } from "./auth.ts";
 import { readJsonBody } from "./body.ts";
 import { type ChatTemplate, chatTemplateFor } from "./chat_template.ts";
@@ -166,7 +167,8 @@ export function createApp(runtime: ModelRuntime, options: AppOptions = {}): Hono
       c.res.status,
     );
   });
-  app.onError((err) => errorResponse(err));
+  // a middleware's HTTPException (bearer auth) already carries its OpenAI-style response
+  app.onError((err) => err instanceof HTTPException ? err.getResponse() : errorResponse(err));
   app.notFound((c) =>
     errorResponse(new ServeError("not_found", `No route for ${c.req.method} ${c.req.path}`))
   );

@@ -198,6 +198,14 @@ export function readConfig(get: (key: string) => string | undefined): ServerConf
       );
     }
   }
+  const apiKey = env("MOE_EDGE_API_KEY");
+  // = API_KEY_SYNTAX of auth.ts (not imported: config stays free of hono)
+  if (apiKey !== undefined && !/^[A-Za-z0-9._~+/-]+=*$/.test(apiKey)) {
+    throw new ConfigError(
+      "MOE_EDGE_API_KEY must be letters, digits and . _ ~ + / - (optionally ending in =), " +
+        "the characters of an RFC 6750 bearer token",
+    );
+  }
   return {
     modelPath,
     manifestPath,
@@ -212,7 +220,7 @@ export function readConfig(get: (key: string) => string | undefined): ServerConf
       Math.max(1, Math.min(64, navigator.hardwareConcurrency || 1)),
     hostname: env("MOE_EDGE_HOST") ?? "127.0.0.1",
     port: int("MOE_EDGE_PORT", 0, 65535) ?? int("PORT", 0, 65535) ?? 8000,
-    apiKey: env("MOE_EDGE_API_KEY") ?? null,
+    apiKey: apiKey ?? null,
     public: flag("MOE_EDGE_PUBLIC"),
     publicMetrics: flag("MOE_EDGE_PUBLIC_METRICS"),
     corsOrigins: cors,

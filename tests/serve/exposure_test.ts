@@ -163,5 +163,8 @@ Deno.test("the start-up line says who may use the server", async () => {
   assert.match(line({}), /only loopback clients are served/);
   assert.match(line({ MOE_EDGE_PUBLIC: "1" }), /^WARNING: no API key and MOE_EDGE_PUBLIC=1/);
   assert.match(line({ DENO_DEPLOYMENT_ID: "abc" }), /Deno Deploy.*403/);
+  // a key no bearer header can carry is refused at start-up, not silently unusable
+  assert.throws(() => line({ MOE_EDGE_API_KEY: "my key" }), /MOE_EDGE_API_KEY must be letters/);
+  assert.throws(() => line({ MOE_EDGE_API_KEY: "pässwort" }), /RFC 6750/);
   assert.match(line({ MOE_EDGE_API_KEY: " " }), /only loopback/, "a blank key is no key");
 });

@@ -1,8 +1,12 @@
-/** Admission control and the step lock, and the constant-time key check. */
+/** Admission control and the step lock, and the bearer-key check. */
 
 import assert from "node:assert/strict";
 import { Limiter, Mutex, QueueFullError } from "../../serve/limiter.ts";
-import { keysMatch, timingSafeEqual } from "../../serve/auth.ts";
+import fc from "npm:fast-check@4";
+import { Hono } from "npm:hono@4";
+import { API_KEY_SYNTAX, bearerAuth } from "../../serve/auth.ts";
+import { errorResponse } from "../../serve/errors.ts";
+import { HTTPException } from "npm:hono@4/http-exception";
 import { RuntimeStats } from "../../serve/stats.ts";
 
 Deno.test("Limiter: slots, FIFO queue, refusal when full, abort leaves the queue", async () => {
@@ -46,12 +50,51 @@ Deno.test("Mutex runs callers one at a time in arrival order, passing errors thr
   assert.deepEqual(log, ["a+", "a-", "b+", "b-"]);
 });
 
-Deno.test("API keys compare through digests", async () => {
-  assert.ok(await keysMatch("k", "k"));
-  assert.ok(!(await keysMatch("k", "k ")));
-  assert.ok(!(await keysMatch("", "k")));
-  assert.ok(timingSafeEqual(new Uint8Array([1, 2]), new Uint8Array([1, 2])));
-  assert.ok(!timingSafeEqual(new Uint8Array([1, 2]), new Uint8Array([1, 2, 0])));
+/** A tiny app behind {@link bearerAuth}, erroring as serve/app.ts does. */
+function guarded(key: string): Hono {
+  const app = new Hono();
+  app.onError((err) => err instanceof HTTPException ? err.getResponse() : errorResponse(err));
+  app.use("*", bearerAuth(key));
+  app.get("/", (c) => c.text("in"));
+  return app;
+}
+
+Deno.test("bearer auth admits exactly the key, any other header is a 401 invalid_api_key", async () => {
+  const token = fc.stringMatching(/^[A-Za-z0-9._~+/-]{1,12}=?$/);
+  await fc.assert(
+    fc.asyncProperty(
+      token,
+      fc.oneof(token, fc.string({ maxLength: 14 })),
+      fc.constantFrom("Bearer ", "bearer ", "BEARER  ", "Basic ", "", "Bearer"),
+      async (key, presented, scheme) => {
+        const res = await guarded(key).request("/", {
+          headers: { authorization: scheme + presented },
+        });
+        const admitted = /^bearer +$/i.test(scheme) && presented === key;
+        if (admitted) {
+          assert.equal(res.status, 200);
+          assert.equal(await res.text(), "in");
+        } else {
+          assert.equal(res.status, 401, `${scheme}${presented} vs ${key}`);
+          const body = await res.json();
+          assert.equal(body.error.code, "invalid_api_key");
+          assert.match(res.headers.get("www-authenticate") ?? "", /^Bearer /);
+        }
+      },
+    ),
+    { numRuns: 300 },
+  );
+  const none = await guarded("k").request("/");
+  assert.equal(none.status, 401);
+  assert.match((await none.json()).error.message, /Missing API key/);
+});
+
+Deno.test("bearer auth refuses keys no bearer header could carry", () => {
+  for (const bad of ["", "has space", "tab\t", "é", "a=b", 'quote"']) {
+    assert.ok(!API_KEY_SYNTAX.test(bad), bad);
+    assert.throws(() => bearerAuth(bad), RangeError);
+  }
+  assert.doesNotThrow(() => bearerAuth("sk-abc_DEF.1~2+3/4=="));
 });
 
 Deno.test("RuntimeStats: throughput window and TTFT histogram", () => {
