@@ -10,6 +10,7 @@
 import { Hono } from "npm:hono@4";
 import type { MiddlewareHandler } from "npm:hono@4";
 import { HTTPException } from "npm:hono@4/http-exception";
+import { routePath } from "npm:hono@4/route";
 import { bearerAuth } from "./auth.ts";
 import { readJsonBody } from "./body.ts";
 import { type ChatTemplate, chatTemplateFor } from "./chat_template.ts";
@@ -109,16 +110,6 @@ function remoteHost(env: unknown): string | null {
   return addr.hostname ?? null;
 }
 
-const ROUTES = new Set([
-  "/",
-  "/healthz",
-  "/metrics",
-  "/v1/models",
-  "/v1/moe/stats",
-  "/v1/completions",
-  "/v1/chat/completions",
-]);
-
 const DASHBOARD_CSP =
   "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; img-src 'self' data:";
 
@@ -158,14 +149,9 @@ export function createApp(runtime: ModelRuntime, options: AppOptions = {}): Hono
 
   app.use("*", async function countRequests(c, next) {
     await next();
-    requests.add(
-      ROUTES.has(c.req.path)
-        ? c.req.path
-        : c.req.path.startsWith("/v1/models/")
-        ? "/v1/models/:id"
-        : "other",
-      c.res.status,
-    );
+    // label by the registered route that answered (bounded), never by the raw path
+    const route = routePath(c, -1);
+    requests.add(route === "" || route.includes("*") ? "other" : route, c.res.status);
   });
   // a middleware's HTTPException (bearer auth) already carries its OpenAI-style response
   app.onError((err) => err instanceof HTTPException ? err.getResponse() : errorResponse(err));

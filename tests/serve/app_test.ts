@@ -176,6 +176,9 @@ Deno.test("GET /metrics is Prometheus text with requests, tokens, experts and qu
   const app = createApp(await runtime());
   await post(app, "/v1/completions", { prompt: "metrics", max_tokens: 3, ignore_eos: true });
   await app.request("/nope");
+  await app.request("/v1/models/no-such-model");
+  await app.request("/v1/completions"); // GET: 405
+  await app.request("/v1/%2e%2e/x/y"); // under /v1/* but no route
   const res = await app.request("/metrics");
   assert.equal(res.status, 200);
   assert.match(res.headers.get("content-type")!, /^text\/plain; version=0\.0\.4/);
@@ -194,7 +197,16 @@ Deno.test("GET /metrics is Prometheus text with requests, tokens, experts and qu
     ]
   ) assert.match(text, new RegExp(`^# TYPE ${family} `, "m"), family);
   assert.match(text, /^moe_edge_requests_total\{route="\/v1\/completions",status="200"\} \d+$/m);
-  assert.match(text, /^moe_edge_requests_total\{route="other",status="404"\} 1$/m);
+  assert.match(text, /^moe_edge_requests_total\{route="other",status="404"\} 2$/m);
+  assert.match(text, /^moe_edge_requests_total\{route="\/v1\/models\/:id",status="404"\} 1$/m);
+  assert.match(text, /^moe_edge_requests_total\{route="\/v1\/completions",status="405"\} 1$/m);
+  // the route label is always a registered route or "other", never a raw path
+  for (const [, route] of text.matchAll(/^moe_edge_requests_total\{route="([^"]*)"/gm)) {
+    assert.ok(
+      ["/v1/completions", "/v1/models/:id", "other"].includes(route),
+      route,
+    );
+  }
   assert.match(text, /^moe_edge_expert_usage_total\{model="tiny",layer="1",expert="3"\} \d+$/m);
   const hits = [
     ...text.matchAll(/^moe_edge_expert_hits_total\{model="tiny",layer="(\d)"\} (\d+)$/gm),
