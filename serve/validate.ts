@@ -12,6 +12,7 @@
  * @module
  */
 
+import { Ajv, type ErrorObject } from "npm:ajv@8";
 import type { ChatMessage } from "./chat_template.ts";
 import { ServeError } from "./errors.ts";
 
@@ -65,36 +66,154 @@ const ROLES = new Set(["system", "developer", "user", "assistant", "tool", "func
 const MAX_STOP = 4;
 const MAX_LOGIT_BIAS = 1024;
 
-function logitBias(body: Record<string, unknown>): Map<number, number> {
-  const out = new Map<number, number>();
-  if (!present(body, "logit_bias")) return out;
-  const v = body.logit_bias;
-  if (typeof v !== "object" || v === null || Array.isArray(v)) {
-    bad("logit_bias", `'logit_bias' must be an object of token id → bias: received ${typeName(v)}`);
+/** A scalar request field: its JSON type and, for numbers, its closed range. */
+interface Field {
+  type: "number" | "integer" | "boolean" | "string";
+  lo?: number;
+  hi?: number;
+}
+
+const TOKENS = { type: "integer", lo: 1, hi: 1 << 30 } as const;
+const UNIT = { type: "number", lo: 0, hi: 1 } as const;
+const PENALTY = { type: "number", lo: -2, hi: 2 } as const;
+/** The scalar fields. */
+const FIELDS: Record<string, Field> = {
+  model: { type: "string" },
+  max_completion_tokens: TOKENS,
+  max_tokens: TOKENS,
+  stream: { type: "boolean" },
+  seed: { type: "integer", lo: Number.MIN_SAFE_INTEGER, hi: Number.MAX_SAFE_INTEGER },
+  ignore_eos: { type: "boolean" },
+  temperature: { type: "number", lo: 0, hi: 2 },
+  top_p: UNIT,
+  top_k: { type: "integer", lo: 0, hi: 1 << 30 },
+  min_p: UNIT,
+  repeat_penalty: { type: "number", lo: 0, hi: 10 },
+  frequency_penalty: PENALTY,
+  presence_penalty: PENALTY,
+};
+
+/** Fields whose only accepted values are these (features the runtime lacks), and why. */
+const REFUSED: Record<string, [accepted: unknown[], why: string]> = {
+  n: [[1], "must be 1: this server returns one choice"],
+  logprobs: [[false, 0], "is not supported"],
+  top_logprobs: [[0], "is not supported"],
+};
+
+const schemaOf = (key: string): Record<string, unknown> => {
+  const f = FIELDS[key];
+  if (f !== undefined) {
+    return {
+      type: [f.type, "null"],
+      ...(f.lo === undefined ? {} : { minimum: f.lo, maximum: f.hi }),
+      // repeat_penalty 0 would divide by zero; 1 = off
+      ...(key === "repeat_penalty" ? { exclusiveMinimum: 0 } : {}),
+    };
   }
-  const entries = Object.entries(v as Record<string, unknown>);
-  if (entries.length > MAX_LOGIT_BIAS) {
-    bad(
-      "logit_bias",
-      `'logit_bias' allows at most ${MAX_LOGIT_BIAS} entries: received ${entries.length}`,
+  if (key in REFUSED) return { enum: [...REFUSED[key][0], null] };
+  if (key === "stop") {
+    return { type: ["string", "array", "null"], items: { type: "string" }, maxItems: MAX_STOP };
+  }
+  if (key === "stream_options") {
+    return {
+      type: ["object", "null"],
+      properties: { include_usage: { type: ["boolean", "null"] } },
+    };
+  }
+  return { // logit_bias
+    type: ["object", "null"],
+    maxProperties: MAX_LOGIT_BIAS,
+    propertyNames: { pattern: "^(0|[1-9][0-9]{0,9})$" },
+    additionalProperties: { type: "number", minimum: -100, maximum: 100 },
+  };
+};
+
+/**
+ * JSON Schema of the typed fields both endpoints share (null counts as
+ * absent), with properties in the order their errors are reported; Ajv
+ * checks it and {@link schemaError} words its first error the way OpenAI
+ * does. Endpoint-specific shapes (prompt forms, messages) stay in code below.
+ */
+function commonSchema(maxTokensKeys: readonly string[]): Record<string, unknown> {
+  const keys = [
+    "model",
+    ...maxTokensKeys,
+    "stop",
+    "stream",
+    "stream_options",
+    ...Object.keys(REFUSED),
+    "seed",
+    "ignore_eos",
+    "temperature",
+    "top_p",
+    "top_k",
+    "min_p",
+    "repeat_penalty",
+    "frequency_penalty",
+    "presence_penalty",
+    "logit_bias",
+  ];
+  return { type: "object", properties: Object.fromEntries(keys.map((k) => [k, schemaOf(k)])) };
+}
+
+const ajv = new Ajv({ allErrors: false, strict: true, allowUnionTypes: true });
+const COMPLETION_KEYS = ["max_tokens"] as const;
+const CHAT_KEYS = ["max_completion_tokens", "max_tokens"] as const;
+const checkCompletion = ajv.compile(commonSchema(COMPLETION_KEYS));
+const checkChat = ajv.compile(commonSchema(CHAT_KEYS));
+
+/** The OpenAI-style error for Ajv's first error `e` on `body`. */
+function schemaError(body: Record<string, unknown>, e: ErrorObject): ServeError {
+  const [key, sub] = e.instancePath.split("/").slice(1);
+  const v = body[key];
+  const err = (param: string, message: string): ServeError =>
+    new ServeError("invalid_request", message, { param });
+  const f = FIELDS[key];
+  if (key in REFUSED) return err(key, `'${key}' ${REFUSED[key][1]}`);
+  if (f !== undefined) {
+    if (e.keyword === "exclusiveMinimum") {
+      return err(key, `'${key}' must be greater than 0 (1 = off)`);
+    }
+    if (e.keyword !== "type") {
+      return err(key, `'${key}' must be between ${f.lo} and ${f.hi}: received ${v}`);
+    }
+    const got = f.type === "integer" ? JSON.stringify(v) : typeName(v);
+    return err(
+      key,
+      `'${key}' must be ${f.type === "integer" ? "an" : "a"} ${f.type}: received ${got}`,
     );
   }
-  for (const [k, b] of entries) {
-    if (!/^(0|[1-9]\d{0,9})$/.test(k)) {
-      bad(
-        "logit_bias",
-        `'logit_bias' keys must be token ids (non-negative integers): received '${k.slice(0, 40)}'`,
-      );
-    }
-    if (typeof b !== "number" || !Number.isFinite(b) || b < -100 || b > 100) {
-      bad(
-        "logit_bias",
-        `'logit_bias[${k}]' must be a number between -100 and 100: received ${JSON.stringify(b)}`,
-      );
-    }
-    out.set(Number(k), b);
+  if (key === "stop") {
+    // Ajv checks maxItems before items: a long array of non-strings is a type error first
+    return e.keyword === "maxItems" && (v as unknown[]).every((x) => typeof x === "string")
+      ? err(key, `'stop' allows at most ${MAX_STOP} sequences: received ${(v as unknown[]).length}`)
+      : err(key, `'stop' must be a string or an array of strings: received ${typeName(v)}`);
   }
-  return out;
+  if (key === "stream_options") {
+    return sub === undefined
+      ? err(key, `'stream_options' must be an object: received ${typeName(v)}`)
+      : err("stream_options.include_usage", `'stream_options.include_usage' must be a boolean`);
+  }
+  // logit_bias
+  if (e.keyword === "type" && sub === undefined) {
+    return err(key, `'logit_bias' must be an object of token id → bias: received ${typeName(v)}`);
+  }
+  if (e.keyword === "maxProperties") {
+    const n = Object.keys(v as object).length;
+    return err(key, `'logit_bias' allows at most ${MAX_LOGIT_BIAS} entries: received ${n}`);
+  }
+  if (e.propertyName !== undefined || e.keyword === "propertyNames") {
+    const k = String(e.propertyName ?? e.params.propertyName);
+    return err(
+      key,
+      `'logit_bias' keys must be token ids (non-negative integers): received '${k.slice(0, 40)}'`,
+    );
+  }
+  const b = (v as Record<string, unknown>)[sub];
+  return err(
+    key,
+    `'logit_bias[${sub}]' must be a number between -100 and 100: received ${JSON.stringify(b)}`,
+  );
 }
 
 function bad(param: string, message: string): never {
@@ -109,30 +228,9 @@ function present(body: Record<string, unknown>, key: string): boolean {
   return body[key] !== undefined && body[key] !== null;
 }
 
-function num(
-  body: Record<string, unknown>,
-  key: string,
-  lo: number,
-  hi: number,
-  def: number,
-): number {
-  if (!present(body, key)) return def;
-  const v = body[key];
-  if (typeof v !== "number" || !Number.isFinite(v)) {
-    bad(key, `'${key}' must be a number: received ${typeName(v)}`);
-  }
-  if (v < lo || v > hi) bad(key, `'${key}' must be between ${lo} and ${hi}: received ${v}`);
-  return v;
-}
-
-function int(body: Record<string, unknown>, key: string, lo: number, hi: number): number | null {
-  if (!present(body, key)) return null;
-  const v = body[key];
-  if (typeof v !== "number" || !Number.isInteger(v)) {
-    bad(key, `'${key}' must be an integer: received ${JSON.stringify(v)}`);
-  }
-  if (v < lo || v > hi) bad(key, `'${key}' must be between ${lo} and ${hi}: received ${v}`);
-  return v;
+/** `body[key]` as a number, or `def` when absent (Ajv checked type and range). */
+function num(body: Record<string, unknown>, key: string, def: number): number {
+  return present(body, key) ? body[key] as number : def;
 }
 
 function only(
@@ -156,74 +254,45 @@ export function asObject(body: unknown): Record<string, unknown> {
 }
 
 function common(body: Record<string, unknown>, maxTokensKeys: readonly string[]): CommonParams {
-  if (present(body, "model") && typeof body.model !== "string") {
-    bad("model", `'model' must be a string: received ${typeName(body.model)}`);
-  }
+  const check = maxTokensKeys.length === 1 ? checkCompletion : checkChat;
+  if (!check(body)) throw schemaError(body, check.errors![0]);
   let maxTokens: number | null = null;
-  for (const k of maxTokensKeys) maxTokens ??= int(body, k, 1, 1 << 30);
-  let stop: string[] = [];
-  if (present(body, "stop")) {
-    const s = body.stop;
-    if (typeof s === "string") stop = [s];
-    else if (Array.isArray(s) && s.every((x) => typeof x === "string")) stop = s as string[];
-    else bad("stop", `'stop' must be a string or an array of strings: received ${typeName(s)}`);
-    if (stop.length > MAX_STOP) {
-      bad("stop", `'stop' allows at most ${MAX_STOP} sequences: received ${stop.length}`);
+  for (const k of maxTokensKeys) maxTokens ??= present(body, k) ? body[k] as number : null;
+  const s = body.stop;
+  const stop = (typeof s === "string" ? [s] : Array.isArray(s) ? s as string[] : [])
+    .filter((x) => x.length > 0);
+  const seed = present(body, "seed") ? body.seed as number : null;
+  const logitBias = new Map<number, number>();
+  if (present(body, "logit_bias")) {
+    for (const [k, b] of Object.entries(body.logit_bias as Record<string, number>)) {
+      logitBias.set(Number(k), b);
     }
-    stop = stop.filter((x) => x.length > 0);
-  }
-  if (present(body, "stream") && typeof body.stream !== "boolean") {
-    bad("stream", `'stream' must be a boolean: received ${typeName(body.stream)}`);
-  }
-  let includeUsage = false;
-  if (present(body, "stream_options")) {
-    const so = body.stream_options;
-    if (typeof so !== "object" || so === null || Array.isArray(so)) {
-      bad("stream_options", `'stream_options' must be an object: received ${typeName(so)}`);
-    }
-    const iu = (so as Record<string, unknown>).include_usage;
-    if (iu !== undefined && iu !== null && typeof iu !== "boolean") {
-      bad("stream_options.include_usage", `'stream_options.include_usage' must be a boolean`);
-    }
-    includeUsage = iu === true;
-  }
-  only(body, "n", (v) => v === 1, "must be 1: this server returns one choice");
-  only(body, "logprobs", (v) => v === false || v === 0, "is not supported");
-  only(body, "top_logprobs", (v) => v === 0, "is not supported");
-  const seed = int(body, "seed", Number.MIN_SAFE_INTEGER, Number.MAX_SAFE_INTEGER);
-  if (present(body, "ignore_eos") && typeof body.ignore_eos !== "boolean") {
-    bad("ignore_eos", `'ignore_eos' must be a boolean: received ${typeName(body.ignore_eos)}`);
   }
   return {
     model: present(body, "model") ? body.model as string : null,
     maxTokens,
     stop,
-    temperature: num(body, "temperature", 0, 2, 1),
+    temperature: num(body, "temperature", 1),
     // top_p 0 means "only the most likely token"; the sampler wants p > 0
-    topP: Math.max(num(body, "top_p", 0, 1, 1), Number.MIN_VALUE),
-    topK: int(body, "top_k", 0, 1 << 30) ?? 0,
-    minP: num(body, "min_p", 0, 1, 0),
-    repetitionPenalty: repeatPenalty(body),
-    frequencyPenalty: num(body, "frequency_penalty", -2, 2, 0),
-    presencePenalty: num(body, "presence_penalty", -2, 2, 0),
-    logitBias: logitBias(body),
+    topP: Math.max(num(body, "top_p", 1), Number.MIN_VALUE),
+    topK: num(body, "top_k", 0),
+    minP: num(body, "min_p", 0),
+    repetitionPenalty: num(body, "repeat_penalty", 1),
+    frequencyPenalty: num(body, "frequency_penalty", 0),
+    presencePenalty: num(body, "presence_penalty", 0),
+    logitBias,
     seed: seed === null ? null : seed >>> 0,
     stream: body.stream === true,
-    includeUsage,
+    includeUsage: (body.stream_options as { include_usage?: unknown } | null)?.include_usage ===
+      true,
     ignoreEos: body.ignore_eos === true,
   };
-}
-
-function repeatPenalty(body: Record<string, unknown>): number {
-  const v = num(body, "repeat_penalty", 0, 10, 1);
-  if (v === 0) bad("repeat_penalty", "'repeat_penalty' must be greater than 0 (1 = off)");
-  return v;
 }
 
 /** Validate a `/v1/completions` body. */
 export function parseCompletionRequest(raw: unknown): CompletionParams {
   const body = asObject(raw);
-  const p = common(body, ["max_tokens"]);
+  const p = common(body, COMPLETION_KEYS);
   only(body, "echo", (v) => v === false, "is not supported");
   only(body, "best_of", (v) => v === 1, "must be 1");
   only(body, "suffix", (v) => v === "", "is not supported");
@@ -278,7 +347,7 @@ function content(v: unknown, i: number): string {
 /** Validate a `/v1/chat/completions` body. */
 export function parseChatRequest(raw: unknown): ChatParams {
   const body = asObject(raw);
-  const p = common(body, ["max_completion_tokens", "max_tokens"]);
+  const p = common(body, CHAT_KEYS);
   only(
     body,
     "tools",

@@ -9,6 +9,9 @@ import assert from "node:assert/strict";
 import { createApp, type ModelRuntime } from "../../serve/mod.ts";
 import { ChatTemplate } from "../../serve/chat_template.ts";
 import { expectError, post, tinyRuntime } from "./util.ts";
+import fc from "npm:fast-check@4";
+import { parseChatRequest, parseCompletionRequest } from "../../serve/validate.ts";
+import { ServeError } from "../../serve/errors.ts";
 
 let shared: ModelRuntime | null = null;
 async function runtime(): Promise<ModelRuntime> {
@@ -247,4 +250,82 @@ Deno.test("bearer auth: missing or wrong key is 401, right key passes; health st
   assert.equal((await app.request("/")).status, 200);
   const open = createApp(await runtime(), { apiKey: "s3cret", publicMetrics: true });
   assert.equal((await open.request("/metrics")).status, 200);
+});
+
+Deno.test("validation (Ajv schema): a wrong value names its field; right values parse to it", () => {
+  const ranges: Record<string, [number, number, boolean]> = {
+    temperature: [0, 2, false],
+    top_p: [0, 1, false],
+    min_p: [0, 1, false],
+    frequency_penalty: [-2, 2, false],
+    presence_penalty: [-2, 2, false],
+    top_k: [0, 1 << 30, true],
+    max_tokens: [1, 1 << 30, true],
+  };
+  const wrong = fc.oneof(
+    fc.string({ maxLength: 3 }),
+    fc.boolean(),
+    fc.array(fc.nat(), { maxLength: 2 }),
+  );
+  fc.assert(
+    fc.property(
+      fc.constantFrom(...Object.keys(ranges)),
+      fc.oneof(wrong, fc.double({ noNaN: true, noDefaultInfinity: true, min: -1e6, max: 1e6 })),
+      fc.boolean(),
+      (key, v, chat) => {
+        const [lo, hi, integer] = ranges[key];
+        const body = chat
+          ? { [key]: v, messages: [{ role: "user", content: "x" }] }
+          : { [key]: v, prompt: "x" };
+        const ok = typeof v === "number" && v >= lo && v <= hi && (!integer || Number.isInteger(v));
+        try {
+          const p = chat ? parseChatRequest(body) : parseCompletionRequest(body);
+          assert.ok(ok, `${key}=${JSON.stringify(v)} was accepted`);
+          const got = {
+            temperature: p.temperature,
+            top_p: p.topP,
+            min_p: p.minP,
+            top_k: p.topK,
+            frequency_penalty: p.frequencyPenalty,
+            presence_penalty: p.presencePenalty,
+            max_tokens: p.maxTokens,
+          }[key];
+          assert.equal(got, key === "top_p" ? Math.max(v as number, Number.MIN_VALUE) : v);
+        } catch (e) {
+          if (!(e instanceof ServeError)) throw e;
+          assert.ok(!ok, `${key}=${JSON.stringify(v)} was refused: ${e.message}`);
+          assert.equal(e.param, key);
+          assert.match(
+            e.message,
+            typeof v === "number" && (!integer || Number.isInteger(v))
+              ? new RegExp(`^'${key}' must be between ${lo} and ${hi}: received `)
+              : new RegExp(`^'${key}' must be an? (number|integer): received `),
+          );
+        }
+      },
+    ),
+    { numRuns: 500 },
+  );
+  assert.throws(() => parseCompletionRequest({ prompt: "x", repeat_penalty: 0 }), /greater than 0/);
+  assert.throws(
+    () => parseCompletionRequest({ prompt: "x", stop: ["a", "b", "c", "d", "e"] }),
+    /at most 4 sequences: received 5/,
+  );
+  assert.throws(
+    () => parseCompletionRequest({ prompt: "x", stop: [1, 2, 3, 4, 5] }),
+    /string or an array of strings: received array/,
+  );
+  assert.throws(
+    () => parseCompletionRequest({ prompt: "x", logit_bias: { "01": 1 } }),
+    /keys must be token ids.*'01'/,
+  );
+  assert.throws(
+    () => parseCompletionRequest({ prompt: "x", logit_bias: { 7: 101 } }),
+    /'logit_bias\[7\]' must be a number between -100 and 100: received 101/,
+  );
+  assert.throws(() => parseChatRequest({ messages: [], n: 2 }), /'n' must be 1/);
+  const p = parseCompletionRequest({ prompt: "x", logit_bias: { 7: -3 }, stop: "s", seed: -1 });
+  assert.deepEqual([...p.logitBias], [[7, -3]]);
+  assert.deepEqual(p.stop, ["s"]);
+  assert.equal(p.seed, 0xffffffff);
 });
