@@ -115,6 +115,7 @@ Deno.test("start-up failures are one line and a non-zero exit, never a stack tra
     [{ MOE_EDGE_CORS_ORIGINS: "https://a.example/path" }, 2, /MOE_EDGE_CORS_ORIGINS/],
     [{ MOE_EDGE_HOST: "0.0.0.0", MOE_EDGE_PORT: "0" }, 2, /not a loopback address/],
     [{ MOE_EDGE_BACKEND: "quantum" }, 1, /cannot load the embedded model/],
+    [{ MOE_EDGE_API_KEY: "two words" }, 2, /MOE_EDGE_API_KEY must be letters, digits/],
   ];
   for (const [env, code, msg] of cases) {
     const r = await runToExit(["run", ...PERMS, START], env);
