@@ -94,6 +94,21 @@ export const SETTINGS: readonly Setting[] = [
     help: "Time from admission to the end of a generation (504)",
   },
   {
+    env: "MOE_EDGE_HEADER_TIMEOUT_MS",
+    default: "10000",
+    help: "Time for a connection's first request head; then it is closed (deno task start only)",
+  },
+  {
+    env: "MOE_EDGE_IDLE_TIMEOUT_MS",
+    default: "60000",
+    help: "Time a connection may move no byte (and run no request) before it is closed",
+  },
+  {
+    env: "MOE_EDGE_MAX_CONNECTIONS",
+    default: "512",
+    help: "Client connections open at once; more get 503 (deno task start only)",
+  },
+  {
     env: "MOE_EDGE_TEMPLATE_TIMEOUT_MS",
     default: "2000",
     help: "Time one chat template render may take (422)",
@@ -140,6 +155,12 @@ export interface ServerConfig {
   requestTimeoutMs?: number;
   /** Template render time limit. */
   templateTimeoutMs?: number;
+  /** Milliseconds for a connection's first request head (`deno task start`'s connection guard). */
+  headerTimeoutMs: number;
+  /** Milliseconds a connection may stay idle (no byte either way, no request running). */
+  idleTimeoutMs: number;
+  /** Client connections open at once. */
+  maxConnections: number;
   /** Running on Deno Deploy. */
   deploy: boolean;
 }
@@ -234,6 +255,9 @@ export function readConfig(get: (key: string) => string | undefined): ServerConf
     bodyTimeoutMs: int("MOE_EDGE_BODY_TIMEOUT_MS", 1),
     requestTimeoutMs: int("MOE_EDGE_REQUEST_TIMEOUT_MS", 1),
     templateTimeoutMs: int("MOE_EDGE_TEMPLATE_TIMEOUT_MS", 1),
+    headerTimeoutMs: int("MOE_EDGE_HEADER_TIMEOUT_MS", 1, 2 ** 31 - 1) ?? 10_000,
+    idleTimeoutMs: int("MOE_EDGE_IDLE_TIMEOUT_MS", 1, 2 ** 31 - 1) ?? 60_000,
+    maxConnections: int("MOE_EDGE_MAX_CONNECTIONS", 1, 1_000_000) ?? 512,
     deploy: get("DENO_DEPLOYMENT_ID") !== undefined,
   };
 }

@@ -13,6 +13,7 @@ import { type LinearAdapter, loadFromManifest, loadModel, type Model } from "../
 import { createApp, isLoopback } from "./app.ts";
 import { ConfigError, exposureLine, helpText, readConfig, type ServerConfig } from "./config.ts";
 import { createRuntime, type ModelRuntime } from "./runtime.ts";
+import { guardedServe, type GuardedServer } from "./guard.ts";
 
 /** Exit code of a bad setting. */
 export const EXIT_CONFIG = 2;
@@ -139,18 +140,22 @@ export function banner(p: Prepared, url: string): string {
  * address without an API key unless `MOE_EDGE_PUBLIC=1`. Throws
  * {@link StartError} (address in use, not permitted…).
  */
-export function listen(p: Prepared): Deno.HttpServer<Deno.NetAddr> {
+export function listen(p: Prepared): GuardedServer {
   checkExposure(p.cfg);
   const { hostname, port } = p.cfg;
   try {
-    return Deno.serve({
+    // Deno.serve has no header or idle timeout: the guard relays each connection to it
+    return guardedServe({
       hostname,
       port,
+      headerTimeoutMs: p.cfg.headerTimeoutMs,
+      idleTimeoutMs: p.cfg.idleTimeoutMs,
+      maxConnections: p.cfg.maxConnections,
       onListen: (addr) => {
         const host = addr.hostname.includes(":") ? `[${addr.hostname}]` : addr.hostname;
         console.log(banner(p, `http://${host}:${addr.port}/`));
       },
-    }, p.app.fetch);
+    }, (req, info) => p.app.fetch(req, info));
   } catch (e) {
     const where = `${hostname}:${port}`;
     if (e instanceof Deno.errors.AddrInUse) {
@@ -199,7 +204,7 @@ export function wantsHelp(args: readonly string[]): boolean {
 }
 
 /** `deno task start`: help, or prepare and listen; failures exit with one line. */
-export async function main(args: readonly string[]): Promise<Deno.HttpServer<Deno.NetAddr>> {
+export async function main(args: readonly string[]): Promise<GuardedServer> {
   if (wantsHelp(args)) {
     console.log(helpText());
     Deno.exit(0);

@@ -1,0 +1,259 @@
+/**
+ * The connection guard of `deno task start` (serve/guard.ts): a trickled
+ * request head is closed at its deadline while others are served, an idle
+ * keep-alive connection is closed, requests and SSE streams longer than the
+ * idle timeout still work (the official `openai` client included), excess
+ * connections get 503, and the app still sees each client's real address.
+ */
+
+import assert from "node:assert/strict";
+import OpenAI from "npm:openai@6";
+import { createApp } from "../../serve/app.ts";
+import { guardedServe, type GuardedServer, type GuardOptions } from "../../serve/guard.ts";
+import type { ModelRuntime } from "../../serve/runtime.ts";
+import { tinyRuntime } from "./util.ts";
+
+const enc = new TextEncoder();
+const dec = new TextDecoder();
+
+function guarded(
+  rt: ModelRuntime,
+  opts: Partial<GuardOptions> = {},
+  app: Parameters<typeof createApp>[1] = {},
+): { srv: GuardedServer; url: string; close: () => Promise<void> } {
+  const srv = guardedServe(
+    { hostname: "127.0.0.1", port: 0, ...opts },
+    createApp(rt, app).fetch,
+  );
+  return {
+    srv,
+    url: `http://127.0.0.1:${srv.addr.port}`,
+    close: async () => {
+      await srv.shutdown();
+      rt.close();
+    },
+  };
+}
+
+/** Read until the peer closes (or resets); returns what arrived and when the close came. */
+async function readToClose(c: Deno.Conn): Promise<{ text: string; at: number }> {
+  const buf = new Uint8Array(16384);
+  let text = "";
+  for (;;) {
+    let n: number | null;
+    try {
+      n = await c.read(buf);
+    } catch {
+      n = null;
+    }
+    if (n === null) return { text, at: Date.now() };
+    text += dec.decode(buf.subarray(0, n));
+  }
+}
+
+async function writeAll(c: Deno.Conn, data: Uint8Array): Promise<void> {
+  let off = 0;
+  while (off < data.length) off += await c.write(data.subarray(off));
+}
+
+Deno.test("guard: a head trickled a byte every 500 ms is closed at the header deadline; /healthz stays responsive", async () => {
+  const g = guarded(await tinyRuntime(), { headerTimeoutMs: 1500, idleTimeoutMs: 10_000 });
+  const c = await Deno.connect({ hostname: "127.0.0.1", port: g.srv.addr.port });
+  try {
+    const t0 = Date.now();
+    const closed = readToClose(c);
+    let stop = false;
+    const trickle = (async () => {
+      const head = enc.encode("GET /healthz HTTP/1.1\r\nhost: x\r\nx-slow: " + "a".repeat(100));
+      for (const b of head) {
+        if (stop) break;
+        try {
+          await c.write(new Uint8Array([b]));
+        } catch {
+          break; // closed under us: what we want
+        }
+        await new Promise((r) => setTimeout(r, 500));
+      }
+    })();
+    // while it trickles, others are served promptly
+    for (let i = 0; i < 3; i++) {
+      const s = Date.now();
+      const h = await fetch(`${g.url}/healthz`);
+      assert.equal(h.status, 200);
+      await h.body?.cancel();
+      assert.ok(Date.now() - s < 1000, `healthz took ${Date.now() - s} ms`);
+      await new Promise((r) => setTimeout(r, 300));
+    }
+    const { text, at } = await closed;
+    stop = true;
+    await trickle;
+    assert.equal(text, "", "no response to an unfinished head");
+    const took = at - t0;
+    assert.ok(took >= 1400 && took < 3000, `closed after ${took} ms (deadline 1500)`);
+    assert.equal(g.srv.stats.headerTimeouts, 1);
+  } finally {
+    try {
+      c.close();
+    } catch { /* closed by the guard */ }
+    await g.close();
+  }
+});
+
+Deno.test("guard: a complete head in time is served; an idle keep-alive connection is then closed", async () => {
+  const g = guarded(await tinyRuntime(), { headerTimeoutMs: 1000, idleTimeoutMs: 800 });
+  const c = await Deno.connect({ hostname: "127.0.0.1", port: g.srv.addr.port });
+  try {
+    // a head sent in pieces, complete well inside the deadline, is not cut
+    await writeAll(c, enc.encode("GET /healthz HTTP/1.1\r\n"));
+    await new Promise((r) => setTimeout(r, 300));
+    await writeAll(c, enc.encode("host: x\r\n\r\n"));
+    const t0 = Date.now();
+    const { text, at } = await readToClose(c);
+    assert.match(text, /^HTTP\/1\.1 200/);
+    assert.match(text, /"status":"ok"/);
+    const idle = at - t0;
+    assert.ok(idle >= 700 && idle < 2500, `idle connection closed after ${idle} ms (timeout 800)`);
+    assert.equal(g.srv.stats.idleTimeouts, 1);
+    assert.equal(g.srv.stats.headerTimeouts, 0);
+  } finally {
+    try {
+      c.close();
+    } catch { /* closed by the guard */ }
+    await g.close();
+  }
+});
+
+Deno.test("guard: a generation and an SSE stream longer than the idle timeout complete; openai client works", async () => {
+  // 40 ms per layer → ~80 ms per token: 12 tokens take ~1 s, the idle timeout is 300 ms
+  const g = guarded(await tinyRuntime({ delayMs: 40 }), { idleTimeoutMs: 300 });
+  try {
+    const t0 = Date.now();
+    const res = await fetch(`${g.url}/v1/completions`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ prompt: "Once", max_tokens: 12, ignore_eos: true }),
+    });
+    const body = await res.json();
+    assert.equal(res.status, 200);
+    assert.equal(body.usage.completion_tokens, 12);
+    assert.ok(Date.now() - t0 > 300, "the non-streaming generation outlasted the idle timeout");
+
+    const s0 = Date.now();
+    const sse = await fetch(`${g.url}/v1/completions`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ prompt: "Once", max_tokens: 12, ignore_eos: true, stream: true }),
+    });
+    const text = await sse.text();
+    assert.ok(Date.now() - s0 > 300, "the stream outlasted the idle timeout");
+    const events = text.split("\n\n").filter((e) => e.startsWith("data: "));
+    assert.equal(events.at(-1), "data: [DONE]");
+    const tokens = events.slice(0, -1).map((e) => JSON.parse(e.slice(6)))
+      .filter((e) => e.choices?.[0]?.text !== undefined && e.choices[0].finish_reason === null);
+    assert.ok(tokens.length >= 11, `${tokens.length} token events`);
+    assert.equal(g.srv.stats.idleTimeouts, 0);
+
+    const ai = new OpenAI({ apiKey: "x", baseURL: `${g.url}/v1`, maxRetries: 0, timeout: 10_000 });
+    const c = await ai.completions.create({
+      model: "tiny",
+      prompt: "Once upon a time",
+      max_tokens: 4,
+      ...{ ignore_eos: true } as Record<string, unknown>,
+    });
+    assert.equal(c.usage?.completion_tokens, 4);
+    const stream = await ai.chat.completions.create({
+      model: "tiny",
+      messages: [{ role: "user", content: "hi" }],
+      max_tokens: 6,
+      stream: true,
+      ...{ ignore_eos: true } as Record<string, unknown>,
+    });
+    let chunks = 0;
+    for await (const ch of stream) if (ch.choices[0]?.delta?.content) chunks++;
+    assert.ok(chunks >= 1, `${chunks} streamed chunks`);
+  } finally {
+    await g.close();
+  }
+});
+
+Deno.test("guard: connections beyond MOE_EDGE_MAX_CONNECTIONS get 503 and are closed", async () => {
+  const g = guarded(await tinyRuntime(), { maxConnections: 2 });
+  const held = [
+    await Deno.connect({ hostname: "127.0.0.1", port: g.srv.addr.port }),
+    await Deno.connect({ hostname: "127.0.0.1", port: g.srv.addr.port }),
+  ];
+  try {
+    await new Promise((r) => setTimeout(r, 100));
+    assert.equal(g.srv.stats.open, 2);
+    const c = await Deno.connect({ hostname: "127.0.0.1", port: g.srv.addr.port });
+    const { text } = await readToClose(c);
+    c.close();
+    assert.match(text, /^HTTP\/1\.1 503 /);
+    const body = JSON.parse(text.slice(text.indexOf("\r\n\r\n") + 4));
+    assert.equal(body.error.code, "too_many_connections");
+    assert.equal(g.srv.stats.refused, 1);
+    // a slot freed is a slot to use
+    held.pop()!.close();
+    await new Promise((r) => setTimeout(r, 100));
+    const h = await fetch(`${g.url}/healthz`);
+    assert.equal(h.status, 200);
+    await h.body?.cancel();
+  } finally {
+    for (const c of held) c.close();
+    await g.close();
+  }
+});
+
+Deno.test("guard: the handler sees the client's own address, not the relay's", async () => {
+  const srv = guardedServe(
+    { hostname: "127.0.0.1", port: 0 },
+    (_req, info) => Response.json(info.remoteAddr),
+  );
+  try {
+    for (let i = 0; i < 3; i++) {
+      const c = await Deno.connect({ hostname: "127.0.0.1", port: srv.addr.port });
+      await writeAll(c, enc.encode("GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"));
+      const { text } = await readToClose(c);
+      const seen = JSON.parse(text.slice(text.indexOf("\r\n\r\n") + 4));
+      assert.equal(seen.port, (c.localAddr as Deno.NetAddr).port);
+      assert.equal(seen.hostname, "127.0.0.1");
+      c.close();
+    }
+  } finally {
+    await srv.shutdown();
+  }
+});
+
+/** A non-loopback IPv4 address of this machine, if it has one. */
+function externalIPv4(): string | null {
+  try {
+    return Deno.networkInterfaces().find((i) =>
+      i.family === "IPv4" && !i.address.startsWith("127.")
+    )?.address ?? null;
+  } catch {
+    return null;
+  }
+}
+
+Deno.test({
+  name:
+    "guard: without a key, a client on a non-loopback address still gets 403; loopback is served",
+  ignore: externalIPv4() === null,
+  fn: async () => {
+    const ip = externalIPv4()!;
+    const g = guarded(await tinyRuntime(), { hostname: "0.0.0.0" });
+    try {
+      const remote = await fetch(`http://${ip}:${g.srv.addr.port}/v1/models`);
+      assert.equal(remote.status, 403);
+      assert.equal((await remote.json()).error.code, "forbidden");
+      const health = await fetch(`http://${ip}:${g.srv.addr.port}/healthz`);
+      assert.equal(health.status, 200);
+      await health.body?.cancel();
+      const local = await fetch(`http://127.0.0.1:${g.srv.addr.port}/v1/models`);
+      assert.equal(local.status, 200);
+      await local.body?.cancel();
+    } finally {
+      await g.close();
+    }
+  },
+});
