@@ -11,7 +11,7 @@ import OpenAI from "npm:openai@6";
 import { createApp } from "../../serve/app.ts";
 import { guardedServe, type GuardedServer, type GuardOptions } from "../../serve/guard.ts";
 import type { ModelRuntime } from "../../serve/runtime.ts";
-import { tinyRuntime } from "./util.ts";
+import { tinyRuntime, until } from "./util.ts";
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
@@ -256,4 +256,79 @@ Deno.test({
       await g.close();
     }
   },
+});
+
+Deno.test("guard: a client that goes away mid-stream aborts its generation", async () => {
+  const rt = await tinyRuntime({ delayMs: 40 });
+  const g = guarded(rt, { idleTimeoutMs: 5000 });
+  try {
+    const c = await Deno.connect({ hostname: "127.0.0.1", port: g.srv.addr.port });
+    const body = JSON.stringify({
+      prompt: "Once",
+      max_tokens: 200,
+      ignore_eos: true,
+      stream: true,
+    });
+    await writeAll(
+      c,
+      enc.encode(
+        "POST /v1/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n" +
+          `content-length: ${body.length}\r\n\r\n${body}`,
+      ),
+    );
+    const buf = new Uint8Array(4096);
+    let got = "";
+    while (!got.includes("data: ")) got += dec.decode(buf.subarray(0, (await c.read(buf)) ?? 0));
+    assert.equal(rt.active, 1);
+    c.close();
+    const t0 = Date.now();
+    await until(() => rt.active === 0, 3000, "generation aborted");
+    assert.ok(Date.now() - t0 < 3000);
+  } finally {
+    await g.close();
+  }
+});
+
+const START = new URL("../../serve/start.ts", import.meta.url).pathname;
+
+Deno.test("deno task start runs behind the guard: a trickled head is closed, /healthz and completions are served", async () => {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "--allow-read", "--allow-env", "--allow-net", START],
+    env: { MOE_EDGE_PORT: "0", MOE_EDGE_HEADER_TIMEOUT_MS: "1000", MOE_EDGE_BACKEND: "ref" },
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let out = "";
+  try {
+    let m: RegExpExecArray | null = null;
+    while (!(m = /http:\/\/127\.0\.0\.1:(\d+)\//.exec(out))) {
+      const { done, value } = await reader.read();
+      if (done) throw new Error(`did not start: ${out}`);
+      out += value;
+    }
+    const port = Number(m[1]);
+    const c = await Deno.connect({ hostname: "127.0.0.1", port });
+    const t0 = Date.now();
+    const closed = readToClose(c);
+    await writeAll(c, enc.encode("GET /healthz HTTP/1.1\r\nhost"));
+    const h = await fetch(`http://127.0.0.1:${port}/healthz`);
+    assert.equal(h.status, 200);
+    await h.body?.cancel();
+    const { text, at } = await closed;
+    c.close();
+    assert.equal(text, "");
+    assert.ok(at - t0 >= 900 && at - t0 < 3000, `closed after ${at - t0} ms`);
+    const res = await fetch(`http://127.0.0.1:${port}/v1/completions`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ prompt: "Once upon a time", max_tokens: 3, ignore_eos: true }),
+    });
+    assert.equal((await res.json()).usage.completion_tokens, 3);
+  } finally {
+    child.kill("SIGTERM");
+    await child.status;
+    while (!(await reader.read()).done) { /* drain */ }
+    await child.stderr.cancel();
+  }
 });
