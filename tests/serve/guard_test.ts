@@ -9,6 +9,7 @@
 import assert from "node:assert/strict";
 import OpenAI from "npm:openai@6";
 import { createApp } from "../../serve/app.ts";
+import { ConfigError, readConfig } from "../../serve/config.ts";
 import { guardedServe, type GuardedServer, type GuardOptions } from "../../serve/guard.ts";
 import type { ModelRuntime } from "../../serve/runtime.ts";
 import { tinyRuntime, until } from "./util.ts";
@@ -330,5 +331,29 @@ Deno.test("deno task start runs behind the guard: a trickled head is closed, /he
     await child.status;
     while (!(await reader.read()).done) { /* drain */ }
     await child.stderr.cancel();
+  }
+});
+
+Deno.test("guard settings: defaults, and a bad value is one line naming the variable", () => {
+  const cfg = readConfig(() => undefined);
+  assert.equal(cfg.headerTimeoutMs, 10_000);
+  assert.equal(cfg.idleTimeoutMs, 60_000);
+  assert.equal(cfg.maxConnections, 512);
+  const set = (k: string, v: string) => readConfig((key) => key === k ? v : undefined);
+  assert.equal(set("MOE_EDGE_IDLE_TIMEOUT_MS", "2500").idleTimeoutMs, 2500);
+  for (
+    const [k, v] of [
+      ["MOE_EDGE_HEADER_TIMEOUT_MS", "0"],
+      ["MOE_EDGE_HEADER_TIMEOUT_MS", "10s"],
+      ["MOE_EDGE_IDLE_TIMEOUT_MS", "-1"],
+      ["MOE_EDGE_IDLE_TIMEOUT_MS", "99999999999"],
+      ["MOE_EDGE_MAX_CONNECTIONS", "0"],
+      ["MOE_EDGE_MAX_CONNECTIONS", "1.5"],
+    ]
+  ) {
+    assert.throws(
+      () => set(k, v),
+      (e: unknown) => e instanceof ConfigError && e.message.startsWith(k),
+    );
   }
 });
