@@ -80,19 +80,35 @@ interface Relayed {
   touch(): void;
 }
 
-const HEAD_END = [13, 10, 13, 10];
-
-/** Tracks whether `\r\n\r\n` has appeared in a byte stream fed in chunks. */
-class HeadEnd {
-  #matched = 0;
+/**
+ * Tracks, over a byte stream fed in chunks, whether a request head has ended:
+ * an empty line (`\r\n\r\n`, or the bare-LF forms `\n\n` / `\n\r\n` that
+ * HTTP/1 parsers also accept) after at least one byte that is not CR or LF
+ * (empty lines before the request line, which RFC 9112 lets servers skip, do
+ * not count).
+ */
+export class HeadEnd {
+  /** 0: in a line; 1: just after LF; 2: after LF CR. */
+  #state = 0;
+  #text = false;
+  /** Whether the head has ended. */
   done = false;
-  /** Feed a chunk; returns whether the head end has been seen so far. */
+  /** Feed a chunk; returns whether the head has ended so far. */
   feed(chunk: Uint8Array): boolean {
     for (let i = 0; i < chunk.length && !this.done; i++) {
       const b = chunk[i];
-      if (b === HEAD_END[this.#matched]) this.#matched++;
-      else this.#matched = b === 13 ? 1 : 0;
-      if (this.#matched === 4) this.done = true;
+      if (!this.#text) {
+        this.#text = b !== 13 && b !== 10;
+        continue;
+      }
+      if (b === 10) {
+        if (this.#state !== 0) this.done = true;
+        else this.#state = 1;
+      } else if (b === 13) {
+        this.#state = this.#state === 1 ? 2 : 0;
+      } else {
+        this.#state = 0;
+      }
     }
     return this.done;
   }
@@ -182,19 +198,16 @@ export function guardedServe(opts: GuardOptions, handler: ServeHandler): Guarded
     function check(): void {
       if (closed) return;
       const now = Date.now();
-      if (!head.done) {
-        if (now - t0 >= headerMs) {
-          stats.headerTimeouts++;
-          return close();
-        }
-        return arm(Math.min(headerMs - (now - t0), idleMs - (now - last)));
+      if (!head.done && now - t0 >= headerMs) {
+        stats.headerTimeouts++;
+        return close();
       }
-      if (entry.busy > 0) return arm(idleMs);
-      if (now - last >= idleMs) {
+      if (entry.busy === 0 && now - last >= idleMs) {
         stats.idleTimeouts++;
         return close();
       }
-      arm(idleMs - (now - last));
+      const toIdle = entry.busy > 0 ? idleMs : idleMs - (now - last);
+      arm(head.done ? toIdle : Math.min(headerMs - (now - t0), toIdle));
     }
     arm(Math.min(headerMs, idleMs));
     try {

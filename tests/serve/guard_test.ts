@@ -7,10 +7,11 @@
  */
 
 import assert from "node:assert/strict";
+import fc from "npm:fast-check@4";
 import OpenAI from "npm:openai@6";
 import { createApp } from "../../serve/app.ts";
 import { ConfigError, readConfig } from "../../serve/config.ts";
-import { guardedServe, type GuardedServer, type GuardOptions } from "../../serve/guard.ts";
+import { guardedServe, type GuardedServer, type GuardOptions, HeadEnd } from "../../serve/guard.ts";
 import type { ModelRuntime } from "../../serve/runtime.ts";
 import { tinyRuntime, until } from "./util.ts";
 
@@ -356,4 +357,31 @@ Deno.test("guard settings: defaults, and a bad value is one line naming the vari
       (e: unknown) => e instanceof ConfigError && e.message.startsWith(k),
     );
   }
+});
+
+Deno.test("HeadEnd: fed in any chunks, ends exactly where a blank line follows text", () => {
+  const ref = (s: string): boolean => /[^\r\n][\s\S]*?\n\r?\n/.test(s);
+  fc.assert(
+    fc.property(
+      fc.array(fc.constantFrom("\r", "\n", "a", ":", " ", "\r\n"), { maxLength: 40 }),
+      fc.array(fc.nat(40), { maxLength: 6 }),
+      (parts, cuts) => {
+        const bytes = enc.encode(parts.join(""));
+        const at = [...new Set(cuts.map((c) => c % (bytes.length + 1)))].sort((a, b) => a - b);
+        const h = new HeadEnd();
+        let prev = 0;
+        for (const c of [...at, bytes.length]) {
+          h.feed(bytes.subarray(prev, c));
+          prev = c;
+        }
+        assert.equal(h.done, ref(parts.join("")), JSON.stringify(parts.join("")));
+      },
+    ),
+    { numRuns: 2000 },
+  );
+  const h = new HeadEnd();
+  assert.equal(h.feed(enc.encode("\r\n\r\n")), false, "leading empty lines are not a head");
+  assert.equal(h.feed(enc.encode("GET / HTTP/1.1\r\nhost: x\r\n")), false);
+  assert.equal(h.feed(enc.encode("\r")), false);
+  assert.equal(h.feed(enc.encode("\n")), true);
 });
