@@ -216,8 +216,9 @@ export function guardedServe(opts: GuardOptions, handler: ServeHandler): Guarded
       const up = upstream;
       const localPort = (up.localAddr as Deno.NetAddr).port;
       byPort.set(localPort, entry);
-      const buf1 = new Uint8Array(64 * 1024);
-      const buf2 = new Uint8Array(64 * 1024);
+      // 2 × 16 KiB per connection: 16 MiB at the default 512 connections
+      const buf1 = new Uint8Array(16 * 1024);
+      const buf2 = new Uint8Array(16 * 1024);
       const toServer = (async () => {
         for (;;) {
           const n = await client.read(buf1);
@@ -260,6 +261,8 @@ export function guardedServe(opts: GuardOptions, handler: ServeHandler): Guarded
         c = await listener.accept();
       } catch {
         if (!accepting) break;
+        // e.g. out of file descriptors: back off instead of spinning
+        await new Promise((r) => setTimeout(r, 50));
         continue;
       }
       if (stats.open >= maxConns) {
