@@ -157,7 +157,14 @@ export function guardedServe(opts: GuardOptions, handler: ServeHandler): Guarded
         r.touch();
       };
       try {
-        const res = handler(req, { ...info, remoteAddr: r.remote });
+        // info's fields are getters on its prototype: name each one (a spread would drop them)
+        const relayed: Deno.ServeHandlerInfo<Deno.NetAddr> = {
+          remoteAddr: r.remote,
+          get completed() {
+            return info.completed;
+          },
+        };
+        const res = handler(req, relayed);
         if (res instanceof Promise) return res.finally(done);
         done();
         return res;

@@ -206,10 +206,14 @@ Deno.test("guard: connections beyond MOE_EDGE_MAX_CONNECTIONS get 503 and are cl
   }
 });
 
-Deno.test("guard: the handler sees the client's own address, not the relay's", async () => {
+Deno.test("guard: the handler sees the client's own address, not the relay's, and info.completed", async () => {
+  let completions = 0;
   const srv = guardedServe(
     { hostname: "127.0.0.1", port: 0 },
-    (_req, info) => Response.json(info.remoteAddr),
+    (_req, info) => {
+      info.completed.then(() => completions++);
+      return Response.json(info.remoteAddr);
+    },
   );
   try {
     for (let i = 0; i < 3; i++) {
@@ -221,6 +225,7 @@ Deno.test("guard: the handler sees the client's own address, not the relay's", a
       assert.equal(seen.hostname, "127.0.0.1");
       c.close();
     }
+    await until(() => completions === 3, 2000, "info.completed resolved for each response");
   } finally {
     await srv.shutdown();
   }
