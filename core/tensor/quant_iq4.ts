@@ -365,6 +365,27 @@ export function quantizeMXFP4(
 
 // ---------------------------------------------------------------- dot products
 
+/**
+ * The integer core every 4-bit codebook dot shares: 16 bytes of nibbles at `qs` (low nibbles
+ * pair with the int8 activations `a[q8…q8+15]`, high nibbles with `a[q8+16…q8+31]`), each nibble
+ * looked up in `table`. Exact integer sum (ggml's `sumi1 + sumi2`).
+ */
+function codebookDot32(
+  w: Uint8Array,
+  qs: number,
+  a: Uint8Array,
+  q8: number,
+  table: Int8Array,
+): number {
+  let s1 = 0, s2 = 0;
+  for (let j = 0; j < 16; j++) {
+    const q = w[qs + j];
+    s1 += ((a[q8 + j] << 24) >> 24) * table[q & 0xf];
+    s2 += ((a[q8 + 16 + j] << 24) >> 24) * table[q >> 4];
+  }
+  return s1 + s2;
+}
+
 /** `ggml_vec_dot_iq4_nl_q8_0` (generic order). */
 export function vecDotIQ4_NL(
   n: number,
@@ -376,13 +397,7 @@ export function vecDotIQ4_NL(
   let sumf = 0;
   for (let x = wo, y = ao, end = wo + (n >>> 5) * IQ4_NL_BYTES; x < end; x += 18, y += 34) {
     const d = F(f16At(a, y) * f16At(w, x));
-    let s1 = 0, s2 = 0;
-    for (let j = 0; j < 16; j++) {
-      const q = w[x + 2 + j];
-      s1 += ((a[y + 2 + j] << 24) >> 24) * KVALUES_IQ4NL[q & 0xf];
-      s2 += ((a[y + 18 + j] << 24) >> 24) * KVALUES_IQ4NL[q >> 4];
-    }
-    sumf = F(sumf + F(d * (s1 + s2)));
+    sumf = F(sumf + F(d * codebookDot32(w, x + 2, a, y + 2, KVALUES_IQ4NL)));
   }
   return sumf;
 }
@@ -398,13 +413,7 @@ export function vecDotMXFP4(
   let sumf = 0;
   for (let x = wo, y = ao, end = wo + (n >>> 5) * MXFP4_BYTES; x < end; x += 17, y += 34) {
     const d = F(f16At(a, y) * e8m0Half(w[x]));
-    let s1 = 0, s2 = 0;
-    for (let j = 0; j < 16; j++) {
-      const q = w[x + 1 + j];
-      s1 += ((a[y + 2 + j] << 24) >> 24) * KVALUES_MXFP4[q & 0xf];
-      s2 += ((a[y + 18 + j] << 24) >> 24) * KVALUES_MXFP4[q >> 4];
-    }
-    sumf = F(sumf + F(d * (s1 + s2)));
+    sumf = F(sumf + F(d * codebookDot32(w, x + 1, a, y + 2, KVALUES_MXFP4)));
   }
   return sumf;
 }
@@ -422,14 +431,8 @@ export function vecDotIQ4_XS(
     const d4d8 = F(f16At(w, x) * f32At(a, y));
     for (let ib = 0; ib < 8; ib++) {
       const dl = F(d4d8 * (iq4xsScale(w, x, ib) - 32));
-      const qs = x + 8 + 16 * ib;
-      const q8 = y + 4 + 32 * ib;
-      let s1 = 0, s2 = 0;
-      for (let j = 0; j < 16; j++) {
-        s1 += ((a[q8 + j] << 24) >> 24) * KVALUES_IQ4NL[w[qs + j] & 0xf];
-        s2 += ((a[q8 + 16 + j] << 24) >> 24) * KVALUES_IQ4NL[w[qs + j] >> 4];
-      }
-      sumf = F(sumf + F(dl * (s1 + s2)));
+      const sumi = codebookDot32(w, x + 8 + 16 * ib, a, y + 4 + 32 * ib, KVALUES_IQ4NL);
+      sumf = F(sumf + F(dl * sumi));
     }
   }
   return sumf;
