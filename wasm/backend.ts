@@ -176,6 +176,16 @@ export class WasmBackend implements Backend {
     this.#slots.write(slot, offset, data);
   }
 
+  /**
+   * A writable view of `length` bytes of `slot` at `offset` over linear
+   * memory (`Backend.slotBytes`: streamed experts are read into it in place).
+   * Any later allocation may grow the memory and detach it.
+   */
+  slotBytes(slot: Slot, offset: number, length: number): Uint8Array {
+    this.#live();
+    return this.#slots.view(slot, offset, length);
+  }
+
   /** Release a slot. */
   freeSlot(slot: Slot): void {
     this.#live();

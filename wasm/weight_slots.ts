@@ -123,6 +123,36 @@ export class WeightSlots {
     this.#mem.u8.set(data, s.off + offset);
   }
 
+  /**
+   * A writable view of `length` bytes of `slot` at `offset` (standard-layout
+   * bytes go there, as with `write`: packed matrices in the range are first
+   * unpacked when partly covered, forgotten when wholly). The view is over
+   * linear memory: growth detaches it.
+   */
+  view(slot: Slot, offset: number, length: number): Uint8Array {
+    const s = this.#entry(slot);
+    if (
+      !Number.isInteger(offset) || !Number.isInteger(length) || offset < 0 || length < 0 ||
+      offset + length > s.bytes
+    ) {
+      throw new BackendError(
+        "out_of_range",
+        `Cannot view slot ${slot.id}: range [${offset}, ${
+          offset + length
+        }) exceeds its ${s.bytes} bytes`,
+        { slot: slot.id, offset, length, bytes: s.bytes },
+      );
+    }
+    const end = offset + length;
+    for (const t of s.tracked) {
+      const overlaps = t.offset < end && offset < t.offset + t.bytes;
+      const covered = offset <= t.offset && t.offset + t.bytes <= end;
+      if (overlaps && t.packed && !covered) this.#repack(s, t, true);
+    }
+    s.tracked = s.tracked.filter((t) => !(t.offset < end && offset < t.offset + t.bytes));
+    return this.#mem.u8.subarray(s.off + offset, s.off + end);
+  }
+
   /** Release a slot. */
   free(slot: Slot): void {
     const s = this.#entry(slot);

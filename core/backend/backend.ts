@@ -115,6 +115,13 @@ export interface BackendCapabilities {
   readonly formats: readonly GgmlType[];
   /** Largest single slot in bytes. */
   readonly maxSlotBytes: number;
+  /**
+   * Bytes the backend can hold in all (slots + KV caches + scratch), when
+   * bounded and larger than one slot: the WASM backend over several 4 GiB
+   * instances (wasm/sharded.ts). Absent: one slot's bound is the heap's
+   * (a single wasm32 memory) or the backend has no heap of its own.
+   */
+  readonly heapBytes?: number;
 }
 
 /** Hints given when a slot is allocated; backends may ignore them (results never change). */
@@ -145,6 +152,17 @@ export interface Backend {
   writeSlot(slot: Slot, offset: number, data: Uint8Array): void;
   /** Release a slot; its views become invalid. */
   freeSlot(slot: Slot): void;
+  /**
+   * Optional: a writable view of `length` bytes of `slot` at `offset`, so a
+   * reader can fill the slot in place (a file read straight into it, no
+   * intermediate buffer or copy). Writing through it is like `writeSlot` of
+   * standard-layout bytes (whatever was prepared in the range is forgotten
+   * when the view is taken). The view may be over growable memory: any later
+   * allocation of this backend may detach it (`byteLength` becomes 0), so
+   * take it right before use and again after any allocation. Throws
+   * `BackendError` `"out_of_range"` or `"bad_slot"`.
+   */
+  slotBytes?(slot: Slot, offset: number, length: number): Uint8Array;
   /**
    * Optional: told that the bytes of matrix `w` are complete in its slot, so
    * the backend may prepare them now (e.g. repack them in place into a

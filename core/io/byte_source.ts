@@ -51,6 +51,20 @@ export interface ByteSource {
     signal?: AbortSignal,
     timing?: RangeTiming,
   ): Promise<Uint8Array[]>;
+  /**
+   * Optional: read `dest.byteLength` bytes at `offset` straight into `dest`
+   * (e.g. a view of a backend slot: no intermediate buffer). Resolves once
+   * every write into `dest` is done, also when it rejects. `dest` may be a
+   * view of a growable memory: when its buffer is detached (length 0) by the
+   * time the read completes, the caller must take a new view and read again.
+   * Rejects like `read`.
+   */
+  readInto?(
+    offset: number,
+    dest: Uint8Array,
+    signal?: AbortSignal,
+    timing?: RangeTiming,
+  ): Promise<void>;
   /** Release handles. Idempotent. */
   close?(): void | Promise<void>;
 }
@@ -158,8 +172,30 @@ export class FileSource implements ByteSource {
     const file = this.#file;
     if (!file) throw new StoreError("closed", `Cannot read ${this.name}: source is closed`);
     const out = new Uint8Array(length);
+    await this.#pread(file, out, offset);
+    return out;
+  }
+
+  /**
+   * Read `dest.byteLength` bytes at `offset` into `dest` with positioned reads
+   * (no intermediate buffer); same checks and errors as `read`. A `dest`
+   * detached while a read was in flight stops the loop without error: the
+   * caller sees `dest.byteLength === 0` and reads again into a fresh view.
+   */
+  async readInto(offset: number, dest: Uint8Array): Promise<void> {
+    const length = dest.byteLength;
+    checkRange(this.name, this.size, offset, length);
+    const file = this.#file;
+    if (!file) throw new StoreError("closed", `Cannot read ${this.name}: source is closed`);
+    await this.#pread(file, dest, offset);
+  }
+
+  async #pread(file: FileHandle, out: Uint8Array, offset: number): Promise<void> {
+    const length = out.byteLength;
     let got = 0;
     while (got < length) {
+      // a view detached by memory growth: the caller re-reads into a fresh one
+      if (out.byteLength !== length) return;
       let n: number;
       try {
         n = await preadOnce(file.fd, out, got, length - got, offset + got);
@@ -182,7 +218,6 @@ export class FileSource implements ByteSource {
       got += n;
     }
     if (this.#mtimeMs !== null) this.#checkUnchanged(file, offset, length);
-    return out;
   }
 
   /**

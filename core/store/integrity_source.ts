@@ -157,6 +157,42 @@ export class IntegritySource implements ByteSource {
     return parts;
   }
 
+  /**
+   * Read `dest.byteLength` bytes at `offset` into `dest` (a slot view: no
+   * intermediate buffer when the wrapped source has `readInto`), checked
+   * exactly as `read` checks that range; hashing time is added to
+   * `timing.verifyMs`. When `dest` was detached meanwhile (memory growth),
+   * returns without checking or recording: the caller reads again into a
+   * fresh view. Rejects only after every write into `dest` is done.
+   */
+  async readInto(
+    offset: number,
+    dest: Uint8Array,
+    signal?: AbortSignal,
+    timing?: RangeTiming,
+  ): Promise<void> {
+    const length = dest.byteLength;
+    const pre = this.#prefix;
+    if (pre && offset < pre.byteLength) {
+      const b = await this.#readPrefixed(pre, offset, length, signal);
+      if (dest.byteLength === length) dest.set(b);
+      return;
+    }
+    if (this.inner.readInto) await this.inner.readInto(offset, dest, signal);
+    else {
+      const b = await this.inner.read(offset, length, signal);
+      if (dest.byteLength !== length) return;
+      dest.set(b);
+    }
+    if (dest.byteLength !== length) return;
+    const t0 = performance.now();
+    try {
+      await this.#check(offset, length, dest);
+    } finally {
+      if (timing) timing.verifyMs += performance.now() - t0;
+    }
+  }
+
   /** Close the wrapped source. */
   close(): void | Promise<void> {
     return this.inner.close?.();

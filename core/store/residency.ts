@@ -39,6 +39,11 @@ export interface Entry {
   unused: boolean;
   /** Store step (`ensure` sequence number) of its last use; -1 before any. */
   lastUse: number;
+  /**
+   * Reads writing straight into `slot` (in-place loads), until they are all
+   * over; null otherwise. A slot with writes in flight is never reused.
+   */
+  io: Promise<unknown> | null;
 }
 
 /** A fresh entry for `loc` in `slot`, not yet ready. */
@@ -56,6 +61,7 @@ export function newEntry(key: number, loc: ExpertLocation, slot: Slot, reason: L
     waiters: 0,
     unused: reason === "prefetch",
     lastUse: -1,
+    io: null,
   };
 }
 
@@ -81,6 +87,9 @@ export class Residency {
   readonly #policy: CachePolicy;
   readonly #stats: readonly LayerStoreStats[];
   #allocated = 0;
+  /** Bytes of cancelled loads' slots still being written (above the budget until freed). */
+  #quarantined = 0;
+  #disposed = false;
 
   /**
    * @param backend owner of the slots
@@ -143,7 +152,7 @@ export class Residency {
     for (;;) {
       const pool = this.#free.get(bytes);
       if (pool?.length) return pool.pop()!;
-      if (this.#allocated + bytes <= this.#evictable) {
+      if (this.#allocated + bytes <= this.#evictable + this.#quarantined) {
         try {
           // streamed experts are packed only once they prove hot (the store's `packAfterUses`)
           const slot = this.#backend.allocSlot(bytes, { lazyPrepare: true });
@@ -204,21 +213,52 @@ export class Residency {
     if (en.unused) st.wastedPrefetches++;
   }
 
-  /** Cancel a load in flight and give its slot back (its late bytes are dropped). */
+  /**
+   * Cancel a load in flight and give its slot back (its late bytes are
+   * dropped). A slot that reads still write into (an in-place load: a file
+   * read cannot be stopped) is quarantined instead: it stays allocated,
+   * the budget lends its bytes to a new slot meanwhile, and it is freed once
+   * its writes are over (the budget is exceeded by at most those slots, for
+   * the length of one read).
+   */
   cancel(en: Entry): void {
     en.cancelled = true;
     en.abort?.abort();
     this.entries.delete(en.key);
-    this.release(en.slot);
     if (en.unused) this.#stats[en.loc.layer].wastedPrefetches++;
+    if (!en.io) {
+      this.release(en.slot);
+      return;
+    }
+    const bytes = en.slot.bytes;
+    this.#quarantined += bytes;
+    const free = (): void => {
+      this.#quarantined -= bytes;
+      if (!this.#disposed) this.#allocated -= bytes;
+      this.#freeLate(en.slot);
+    };
+    en.io.then(free, free);
   }
 
-  /** Cancel everything and free every slot. */
+  /** Free a slot whose writes just ended (the backend may be disposed by then). */
+  #freeLate(slot: Slot): void {
+    try {
+      this.#backend.freeSlot(slot);
+    } catch (e) {
+      if (!(e instanceof BackendError)) throw e;
+    }
+  }
+
+  /** Cancel everything and free every slot (slots still being written once their writes end). */
   dispose(): void {
+    this.#disposed = true;
     for (const e of [...this.entries.values(), ...this.pinned.values()]) {
       e.cancelled = true;
       e.abort?.abort();
-      this.#backend.freeSlot(e.slot);
+      if (e.io) {
+        const free = (): void => this.#freeLate(e.slot);
+        e.io.then(free, free);
+      } else this.#backend.freeSlot(e.slot);
     }
     for (const list of this.#free.values()) for (const s of list) this.#backend.freeSlot(s);
     this.entries.clear();

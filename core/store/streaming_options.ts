@@ -40,6 +40,13 @@ export interface StreamingStoreOptions {
    * more than it saves for an expert used once or twice before eviction.
    */
   packAfterUses?: number;
+  /**
+   * Read streamed experts straight into their slots when the backend gives
+   * slot views (`Backend.slotBytes`) and no bytes hook transforms them
+   * (default true; false: read into a buffer, then copy it into the slot).
+   * Results are identical either way.
+   */
+  readInPlace?: boolean;
   /** Resident low-bit copies computed with on a miss instead of waiting (HOBBIT). */
   fallback?: ExpertFallback;
   /** Make or read such copies when the store is created (`--expert-fallback TYPE`); ignored with `fallback`. */

@@ -26,6 +26,7 @@ import type { ExpertLocation } from "./expert_location.ts";
 import { type CachePolicy, createRecencyPolicy } from "./cache_policy.ts";
 import { expertLayout, expertViews, prepareExpert } from "./expert_loader.ts";
 import { type FetchedExpert, fetchExpert, fetchExpertBatch } from "./expert_fetch.ts";
+import { canLoadInPlace, type InPlaceTiming, readExpertInPlace } from "./in_place_load.ts";
 import { loadFallbackCopies, type ResidentCopies } from "./fallback_copies.ts";
 import type { ExpertStore, ExpertStoreStats, LayerStoreStats } from "./expert_store.ts";
 import { attachPrefetcher, type Prefetcher, type PrefetchHint } from "./prefetch.ts";
@@ -83,6 +84,10 @@ export class StreamingExpertStore implements ExpertStore {
   #attached = false;
   #disposed = false;
   #copies: ResidentCopies | null = null;
+  /** Whether misses are read straight into their slots. */
+  readonly #inPlace: boolean;
+  /** Reads redone because the slot view was detached by memory growth. */
+  #detachedReads = 0;
 
   private constructor(
     ctx: StreamingStoreContext,
@@ -109,6 +114,17 @@ export class StreamingExpertStore implements ExpertStore {
     this.#packAfter = pa;
     this.#gate = new Float32Array(ctx.locations.length * this.#nExpert).fill(NaN);
     this.#moeLayers = Math.max(1, ctx.locations.filter((l) => l.length > 0).length);
+    this.#inPlace = opts.readInPlace !== false && canLoadInPlace(ctx.backend, ctx.expertBytes);
+  }
+
+  /** Whether misses are read straight into their slots (`readInPlace` and a backend with slot views). */
+  get readsInPlace(): boolean {
+    return this.#inPlace;
+  }
+
+  /** Reads redone because memory growth detached the slot view while they were in flight. */
+  get detachedReads(): number {
+    return this.#detachedReads;
   }
 
   /**
@@ -452,6 +468,13 @@ export class StreamingExpertStore implements ExpertStore {
    */
   #begin(ens: Entry[]): void {
     if (ens.length === 0) return;
+    if (this.#inPlace) {
+      for (const en of ens) {
+        en.promise = this.#loadInPlace(en);
+        en.promise.catch(() => {});
+      }
+      return;
+    }
     const ctl = new AbortController();
     let left = ens.length;
     for (const en of ens) {
@@ -476,6 +499,72 @@ export class StreamingExpertStore implements ExpertStore {
     });
   }
 
+  /** Read `en` straight into its slot; its slot is never reused before the reads are over. */
+  async #loadInPlace(en: Entry): Promise<void> {
+    const loc = en.loc;
+    const sha256 = this.#opts.manifest?.experts[loc.layer]?.[loc.index];
+    const io = readExpertInPlace(
+      {
+        source: this.#ctx.source,
+        backend: this.#ctx.backend,
+        sha256,
+        onDetached: () => this.#detachedReads++,
+      },
+      loc,
+      en.slot,
+      en.abort!.signal,
+    );
+    en.io = io;
+    try {
+      let t: InPlaceTiming;
+      try {
+        t = await io;
+      } finally {
+        en.io = null;
+      }
+      if (en.cancelled) {
+        throw new StoreError(
+          "cancelled",
+          `Load of expert ${loc.index} of layer ${loc.layer} was cancelled`,
+        );
+      }
+      const st = this.#stats[loc.layer];
+      st.bytesFetched += loc.bytes;
+      this.#landed(en, t.readMs, t.verifyMs, performance.now());
+    } catch (e) {
+      if (!en.cancelled) {
+        this.#res.entries.delete(en.key);
+        this.#res.release(en.slot);
+      }
+      throw e;
+    } finally {
+      if (en.reason === "prefetch") this.#inflightPrefetch--;
+    }
+  }
+
+  /** Bytes of `en` are in its slot (copy started at `t0`): views, optional repack, counters, ready. */
+  #landed(en: Entry, readMs: number, verifyMs: number, t0: number): void {
+    const st = this.#stats[en.loc.layer];
+    const backend = this.#ctx.backend;
+    en.weights = expertViews(en.loc, en.slot);
+    const packed = this.#packAfter <= 1;
+    if (packed) {
+      prepareExpert(backend, en.weights);
+      st.packs++;
+    }
+    this.#use.set(en, { uses: 0, packed });
+    st.repackMs += performance.now() - t0;
+    st.readMs += readMs;
+    st.verifyMs += verifyMs;
+    st.loads++;
+    en.ready = true;
+    en.promise = null;
+    en.abort = null;
+    this.policy.onLoad(en.key, en.reason);
+    // the demand that loaded it is its first use
+    if (en.reason === "demand") this.#used(en, st);
+  }
+
   async #load(en: Entry, fetched: Promise<FetchedExpert>): Promise<void> {
     try {
       const f = await abortable(fetched, en.abort!.signal);
@@ -496,24 +585,8 @@ export class StreamingExpertStore implements ExpertStore {
         backend.writeSlot(en.slot, lay[p], b);
         n += b.byteLength;
       }
-      en.weights = expertViews(en.loc, en.slot);
-      const packed = this.#packAfter <= 1;
-      if (packed) {
-        prepareExpert(backend, en.weights);
-        st.packs++;
-      }
-      this.#use.set(en, { uses: 0, packed });
-      st.repackMs += performance.now() - t0;
-      st.readMs += f.readMs;
-      st.verifyMs += f.verifyMs;
       st.bytesFetched += n;
-      st.loads++;
-      en.ready = true;
-      en.promise = null;
-      en.abort = null;
-      this.policy.onLoad(en.key, en.reason);
-      // the demand that loaded it is its first use
-      if (en.reason === "demand") this.#used(en, st);
+      this.#landed(en, f.readMs, f.verifyMs, t0);
     } catch (e) {
       if (!en.cancelled) {
         this.#res.entries.delete(en.key);

@@ -1,0 +1,171 @@
+/**
+ * Loading a streamed expert in place: each of its matrices is read straight
+ * into the expert's backend slot (`Backend.slotBytes` gives a writable view
+ * of the slot, `ByteSource.readInto` fills it), so a miss allocates no
+ * buffer and copies nothing on the JS thread. A fresh 4.6 MiB buffer per
+ * read cost more than the read itself (page faults and zeroing of new
+ * memory: see docs/streaming.md), and copying it into the slot came on top.
+ *
+ * A verifying source (`IntegritySource.readInto`) checks each range in the
+ * slot exactly as it checks a read (same first-read records, same manifest
+ * ranges), and the manifest's SHA-256 per expert is taken over the slot's
+ * bytes, which lie back to back in slot layout. Bytes are never used before
+ * these checks pass: the store marks the expert ready only afterwards.
+ *
+ * The view may be over growable memory (WASM linear memory): an allocation
+ * while a read is in flight may detach it. Each read takes its view right
+ * before it starts; when the view is detached by the time it completes, the
+ * range is read again into a fresh view (the earlier bytes may have landed
+ * in memory that is no longer the slot's buffer, and nothing was checked
+ * or recorded for them). The returned promise settles only once every write
+ * into the slot is over, also when it rejects, so a slot is never handed to
+ * another expert while a read may still write into it.
+ *
+ * @module
+ */
+
+import type { Backend, Slot } from "../backend/backend.ts";
+import { StoreError } from "../errors.ts";
+import type { ByteSource, RangeTiming } from "./byte_source.ts";
+import type { ExpertLocation, MatrixRef } from "./expert_location.ts";
+import { type ExpertBytesHook, expertLayout } from "./expert_loader.ts";
+import { sha256Hex } from "./expert_manifest.ts";
+
+/** Reads of one range into a view detached each time, before giving up. */
+const MAX_VIEW_TRIES = 4;
+
+const PARTS = ["gate", "up", "down"] as const;
+
+/** What an in-place load reads from and writes to. */
+export interface InPlaceSpec {
+  /** Source of the bytes (a verifying source checks each range in place). */
+  readonly source: ByteSource;
+  /** Backend owning the slot; must have `slotBytes`. */
+  readonly backend: Backend;
+  /** Expected hex SHA-256 of the expert (gate, up, down back to back), if known. */
+  readonly sha256?: string;
+  /** Told each time a view was detached during a read (the range is read again). */
+  readonly onDetached?: () => void;
+}
+
+/** Timing of one in-place load. */
+export interface InPlaceTiming {
+  /** Wall time of the reads, checks excluded, ms. */
+  readonly readMs: number;
+  /** Time spent hashing (first-read records, manifest ranges and SHA-256), ms. */
+  readonly verifyMs: number;
+}
+
+/**
+ * Whether experts can be loaded in place: the backend gives slot views and
+ * no bytes hook needs to see (or replace) the bytes first.
+ */
+export function canLoadInPlace(backend: Backend, hook?: ExpertBytesHook): boolean {
+  return typeof backend.slotBytes === "function" && !hook;
+}
+
+/**
+ * Read `dest.byteLength` bytes at `offset` of `source` into `dest`: with the
+ * source's own `readInto` when it has one, else a `read` and one copy. A
+ * `dest` detached meanwhile is left alone (the caller reads again). Throws
+ * `StoreError` `"short_read"` when the source returns a different length.
+ */
+export async function readInto(
+  source: ByteSource,
+  offset: number,
+  dest: Uint8Array,
+  signal?: AbortSignal,
+  timing?: RangeTiming,
+): Promise<void> {
+  if (source.readInto) return await source.readInto(offset, dest, signal, timing);
+  const length = dest.byteLength;
+  const b = await source.read(offset, length, signal);
+  if (dest.byteLength !== length) return;
+  if (b.byteLength !== length) {
+    throw new StoreError(
+      "short_read",
+      `Cannot read ${source.name} [${offset}, ${offset + length}): got ${b.byteLength} bytes`,
+      { offset, length, got: b.byteLength },
+    );
+  }
+  dest.set(b);
+}
+
+async function readPart(
+  spec: InPlaceSpec,
+  m: MatrixRef,
+  slot: Slot,
+  at: number,
+  signal: AbortSignal | undefined,
+  timing: RangeTiming,
+): Promise<void> {
+  for (let i = 0; i < MAX_VIEW_TRIES; i++) {
+    const view = spec.backend.slotBytes!(slot, at, m.nbytes);
+    await readInto(spec.source, m.fileOffset, view, signal, timing);
+    if (view.byteLength === m.nbytes) return;
+    spec.onDetached?.();
+  }
+  throw new StoreError(
+    "view_detached",
+    `Cannot read '${m.name}' into its slot: the backend's memory moved during ${MAX_VIEW_TRIES} reads in a row`,
+    { name: m.name },
+  );
+}
+
+/**
+ * Read expert `loc` into `slot` at `expertLayout` offsets, all matrices in
+ * parallel, then check the manifest's SHA-256 over the slot's bytes. Settles
+ * after the last write into the slot. Throws `StoreError`: the source's own
+ * codes, `"load_failed"` for other read failures, `"integrity"`,
+ * `"view_detached"`; `"bad_option"` when the backend has no `slotBytes`.
+ */
+export async function readExpertInPlace(
+  spec: InPlaceSpec,
+  loc: ExpertLocation,
+  slot: Slot,
+  signal?: AbortSignal,
+): Promise<InPlaceTiming> {
+  if (typeof spec.backend.slotBytes !== "function") {
+    throw new StoreError(
+      "bad_option",
+      `Cannot load expert ${loc.index} of layer ${loc.layer} in place: backend '${spec.backend.name}' has no slot views`,
+    );
+  }
+  const lay = expertLayout(loc);
+  const timing: RangeTiming = { verifyMs: 0 };
+  const t0 = performance.now();
+  const jobs: Promise<void>[] = [];
+  for (const p of PARTS) {
+    const m = loc[p];
+    if (m) jobs.push(readPart(spec, m, slot, lay[p], signal, timing));
+  }
+  const settled = await Promise.allSettled(jobs);
+  const wall = performance.now() - t0;
+  for (const r of settled) {
+    if (r.status === "fulfilled") continue;
+    const e = r.reason;
+    if (e instanceof StoreError) throw e;
+    throw new StoreError(
+      "load_failed",
+      `Cannot load expert ${loc.index} of layer ${loc.layer} from ${spec.source.name}: ${
+        (e as Error)?.message ?? String(e)
+      }`,
+      { layer: loc.layer, index: loc.index },
+    );
+  }
+  let verifyMs = timing.verifyMs;
+  if (spec.sha256 !== undefined) {
+    const v0 = performance.now();
+    // WebCrypto copies its input when called: later growth cannot change what is hashed
+    const h = await sha256Hex(spec.backend.slotBytes(slot, 0, loc.bytes));
+    verifyMs += performance.now() - v0;
+    if (h !== spec.sha256) {
+      throw new StoreError(
+        "integrity",
+        `Cannot load expert ${loc.index} of layer ${loc.layer} from ${spec.source.name}: SHA-256 ${h} does not match the manifest's ${spec.sha256}`,
+        { layer: loc.layer, index: loc.index, expected: spec.sha256, actual: h },
+      );
+    }
+  }
+  return { readMs: Math.max(0, wall - timing.verifyMs), verifyMs };
+}
