@@ -22,5 +22,11 @@ export {
   type WasmBackendOptions,
 } from "./backend.ts";
 export { type ArenaStats, SlotArena } from "./arena.ts";
+export {
+  createShardedWasmBackend,
+  ShardedWasmBackend,
+  type ShardedWasmBackendOptions,
+  type ShardStats,
+} from "./sharded.ts";
 export { type KernelVariant, relaxedSimdSupported } from "./pkg/moe_edge_kernels.ts";
 export { WASM_BACKEND_PRIORITY } from "./register.ts";

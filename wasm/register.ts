@@ -8,6 +8,7 @@
 
 import { registerBackend } from "../core/backend/registry.ts";
 import { createWasmBackend } from "./backend.ts";
+import { createShardedWasmBackend } from "./sharded.ts";
 
 /** Registry priority of the WASM backend (the reference backend is 0). */
 export const WASM_BACKEND_PRIORITY = 10;
@@ -15,5 +16,13 @@ export const WASM_BACKEND_PRIORITY = 10;
 registerBackend(
   "wasm",
   WASM_BACKEND_PRIORITY,
-  (opts) => createWasmBackend({ threads: opts?.threads }),
+  // asked for a heap (a memory plan past one wasm32 memory): several instances
+  (opts) =>
+    opts?.heapBytes !== undefined
+      ? createShardedWasmBackend({
+        threads: opts.threads,
+        heapBytes: opts.heapBytes,
+        reserveBytes: opts.reserveBytes,
+      })
+      : createWasmBackend({ threads: opts?.threads }),
 );

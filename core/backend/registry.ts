@@ -16,6 +16,15 @@ import { createRefBackend } from "./ref_backend.ts";
 export interface BackendCreateOptions {
   /** Compute threads (the WASM backend; integer ≥ 1, default 1). */
   readonly threads?: number;
+  /**
+   * Heap bytes the caller's memory plan needs in the backend (weights, KV,
+   * scratch). The WASM backend, whose one wasm32 memory holds 4 GiB, holds
+   * more as several instances (wasm/sharded.ts); `caps.heapBytes` reports
+   * what it got. Others ignore it.
+   */
+  readonly heapBytes?: number;
+  /** With `heapBytes`: bytes each of several heaps keeps free for its scratch and KV growth. */
+  readonly reserveBytes?: number;
 }
 
 /** Creates a backend; rejects (or resolves null) when unavailable here. */

@@ -329,6 +329,71 @@ export function planMemory(needs: ModelNeeds, opts: PlanOptions): MemoryPlan {
   }
 }
 
+/** What {@linkcode backendHeapBytes} reads of a backend. */
+export interface HeapBackend {
+  /** Registry name. */
+  readonly name: string;
+  /** Capabilities (`heapBytes` when the backend reports its total heap). */
+  readonly caps: { readonly maxSlotBytes: number; readonly heapBytes?: number };
+}
+
+/**
+ * The heap a backend offers a plan: `caps.heapBytes` when it reports one
+ * (the WASM backend over several instances), one wasm32 memory
+ * (`caps.maxSlotBytes`) for a single-instance WASM backend, else unbounded
+ * (the reference backend holds weights in JS memory; only the limit and the
+ * machine bound it).
+ */
+export function backendHeapBytes(b: HeapBackend): number {
+  if (b.caps.heapBytes !== undefined) return b.caps.heapBytes;
+  return b.name === "wasm" ? b.caps.maxSlotBytes : Infinity;
+}
+
+/** What a bigger heap should hold: see {@linkcode widerHeap}. */
+export interface WiderHeap {
+  /** Heap bytes the plan needs in the backend (weights, KV, scratch, experts). */
+  readonly heapBytes: number;
+  /** Bytes each heap should keep free for its own scratch and KV growth. */
+  readonly reserveBytes: number;
+  /** The plan at that heap. */
+  readonly plan: MemoryPlan;
+}
+
+/**
+ * Whether a model needs a heap larger than `opts.heapBytes` (one wasm32
+ * memory), and how large: when the heap, not the limit or the machine, is
+ * what stops it — the plan at this heap fails, or streams for lack of heap
+ * while with more heap every expert would be resident, or a memory limit was
+ * given that the heap cannot fill. Returns null when one heap serves as well
+ * (the model fits, or the limit binds first) or when no heap would help
+ * (the plan fails anyway; the caller's plan reports why).
+ */
+export function widerHeap(needs: ModelNeeds, opts: PlanOptions): WiderHeap | null {
+  let one: MemoryPlan | null = null;
+  try {
+    one = planMemory(needs, opts);
+  } catch (e) {
+    if (!(e instanceof ModelError && e.code === "memory_too_small")) throw e;
+  }
+  if (one !== null && (one.mode === "resident" || one.reason !== "heap_limit")) return null;
+  let wide: MemoryPlan;
+  try {
+    wide = planMemory(needs, { ...opts, heapBytes: Infinity });
+  } catch {
+    return null;
+  }
+  // without a limit, a model that does not fit the machine streams inside one heap, as before:
+  // a larger streaming cache would hold most of the machine's memory for a modest hit rate
+  if (one !== null && wide.mode === "streaming" && wide.limitBytes === null) return null;
+  const heapBytes = wide.totalBytes - wide.hostBytes;
+  if (one !== null && heapBytes <= one.heapBytes) return null;
+  return {
+    heapBytes,
+    reserveBytes: wide.scratchBytes + needs.kvLayerBytesPerToken * wide.nCtx,
+    plan: wide,
+  };
+}
+
 /** One-line summary of a plan (CLI `--verbose`, server start-up). */
 export function describePlan(p: MemoryPlan): string {
   const experts = p.mode === "resident"

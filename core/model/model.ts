@@ -27,7 +27,13 @@ import { IntegritySource } from "../store/integrity_source.ts";
 import { createStreamingStore, type StreamingStoreOptions } from "../store/streaming_store.ts";
 import type { Tokenizer } from "../tokenizer/mod.ts";
 import { type HParams, readHParams } from "./hparams.ts";
-import { type MemoryPlan, modelNeeds, planMemory } from "./memory_plan.ts";
+import {
+  backendHeapBytes,
+  type MemoryPlan,
+  modelNeeds,
+  planMemory,
+  widerHeap,
+} from "./memory_plan.ts";
 import { type LinearAdapter, Transformer } from "./transformer.ts";
 import { tokenizerFromGguf } from "./vocab.ts";
 import {
@@ -328,22 +334,43 @@ async function assemble(
       `Cannot load model: tokenizer has ${tokenizer.vocabSize} tokens but token_embd has ${hp.nVocab} rows`,
     );
   }
-  const backend = typeof opts.backend === "object"
+  let backend = typeof opts.backend === "object"
     ? opts.backend
     : await createBackend(opts.backend ?? "auto", { threads: opts.threads });
   const nCtx = opts.nCtx ?? defaultContext(hp);
   let memoryPlan: MemoryPlan | null = null;
   try {
     // the whole budget is checked before a single weight is uploaded (docs/memory.md)
-    const planned = planMemory(modelNeeds(file, hp), {
+    const needs = modelNeeds(file, hp);
+    const planOpts = {
       memoryBytes: opts.memoryBytes,
-      heapBytes: backend.name === "wasm" ? backend.caps.maxSlotBytes : Infinity,
+      heapBytes: backendHeapBytes(backend),
       machineBytes: machineBytes(),
       nCtx,
       nSeq: opts.nSeq,
       // a custom store sizes itself: only the resident part, KV and scratch are checked
       expertBudgetBytes: opts.hooks?.createStore ? 0 : opts.expertBudgetBytes,
-    });
+    };
+    // past one wasm32 heap but inside the limit and the machine: a WASM backend we created
+    // becomes several instances (wasm/sharded.ts); a model that fits keeps the single one
+    const wide = typeof opts.backend !== "object" && backend.name === "wasm" &&
+        backend.caps.heapBytes === undefined
+      ? widerHeap(needs, planOpts)
+      : null;
+    if (wide !== null) {
+      // (it cannot be made: the plan on the one heap below says what fits)
+      const bigger = await createBackend(backend.name, {
+        threads: opts.threads,
+        heapBytes: wide.heapBytes,
+        reserveBytes: wide.reserveBytes,
+      }).catch(() => null);
+      if (bigger !== null && backendHeapBytes(bigger) > planOpts.heapBytes) {
+        backend.dispose();
+        backend = bigger;
+        planOpts.heapBytes = backendHeapBytes(bigger);
+      } else bigger?.dispose();
+    }
+    const planned = planMemory(needs, planOpts);
     memoryPlan = opts.hooks?.createStore ? null : planned;
   } catch (e) {
     if (typeof opts.backend !== "object") backend.dispose();
