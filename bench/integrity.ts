@@ -3,7 +3,7 @@
  * the per-read cost of the checks on a local file, and end-to-end streamed
  * generation with `integrity: "verify"` against `"off"`, measured in one run.
  *
- * `deno run -A tests/streaming/integrity_bench.ts`
+ * `deno run -A bench/integrity.ts`
  *
  * @module
  */
@@ -18,8 +18,8 @@ import {
   MemorySource,
   PinnedSource,
   sha256Hex,
-} from "../../mod.ts";
-import { ALL_EXPERT_BYTES, modelBytes, PROMPT } from "./model_util.ts";
+} from "../mod.ts";
+import { ALL_EXPERT_BYTES, modelBytes, PROMPT } from "../core/store/store_test_util.ts";
 
 async function rate(f: () => unknown, bytes: number, ms = 800): Promise<number> {
   for (let i = 0; i < 3; i++) await f();

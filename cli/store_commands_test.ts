@@ -1,10 +1,10 @@
 /** The CLI's streaming surface: `manifest`, `trace`, `generate --expert-budget-mb … --json`. */
 
 import assert from "node:assert/strict";
-import { parseExpertManifest, parseRouteTrace } from "../../mod.ts";
-import { modelBytes, SPEC } from "./model_util.ts";
+import { parseExpertManifest, parseRouteTrace } from "../mod.ts";
+import { modelBytes, SPEC } from "../core/store/store_test_util.ts";
 
-const CLI = new URL("../../cli.ts", import.meta.url).pathname;
+const CLI = new URL("../cli.ts", import.meta.url).pathname;
 
 async function cli(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   const out = await new Deno.Command(Deno.execPath(), {

@@ -19,14 +19,14 @@ import {
   StreamingExpertStore,
   writeCopiesGguf,
 } from "../../mod.ts";
-import { createRefBackend } from "../../core/backend/ref_backend.ts";
+import { createRefBackend } from "../backend/ref_backend.ts";
 import {
   EXPERT_BYTES,
   modelBytes,
   residentTokens,
   storeContext,
   tokensWith,
-} from "./model_util.ts";
+} from "./store_test_util.ts";
 
 const isStoreError = (code: string) => (e: unknown): boolean =>
   e instanceof StoreError && e.code === code;

@@ -5,7 +5,7 @@
 
 import assert from "node:assert/strict";
 import { HttpSource, StoreError } from "../../mod.ts";
-import { type Fault, startFaultServer } from "./fault_server.ts";
+import { type Fault, startFaultServer } from "./fault_server_test_util.ts";
 
 const DATA = new Uint8Array(64 * 1024).map((_, i) => (i * 7 + (i >> 8)) & 255);
 const FAST = { backoffMs: 1, maxBackoffMs: 5, timeoutMs: 2000 };

@@ -26,13 +26,7 @@ import { readExpertInPlace } from "./in_place_load.ts";
 import { sha256Hex } from "./expert_manifest.ts";
 import { newEntry, Residency } from "./residency.ts";
 import { emptyLayerStats } from "./store_stats.ts";
-import {
-  ALL_EXPERT_BYTES,
-  EXPERT_BYTES,
-  modelBytes,
-  N_TOKENS,
-  PROMPT,
-} from "../../tests/streaming/model_util.ts";
+import { ALL_EXPERT_BYTES, EXPERT_BYTES, modelBytes, N_TOKENS, PROMPT } from "./store_test_util.ts";
 
 const isStoreError = (code: string) => (e: unknown): boolean =>
   e instanceof StoreError && e.code === code;

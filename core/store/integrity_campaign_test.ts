@@ -5,7 +5,12 @@
  */
 
 import assert from "node:assert/strict";
-import { ASSERTED, campaignRun, type RunResult, tally } from "./integrity_campaign.ts";
+import {
+  ASSERTED,
+  campaignRun,
+  type RunResult,
+  tally,
+} from "../../tools/fuzz/integrity_campaign.ts";
 
 const SEEDS = 8;
 

@@ -25,7 +25,7 @@ import {
   sha256Hex,
   StoreError,
 } from "../../mod.ts";
-import { startFaultServer } from "./fault_server.ts";
+import { startFaultServer } from "./fault_server_test_util.ts";
 import {
   ALL_EXPERT_BYTES,
   modelBytes,
@@ -33,7 +33,7 @@ import {
   PROMPT,
   residentTokens,
   storeContext,
-} from "./model_util.ts";
+} from "./store_test_util.ts";
 
 const isStoreError = (code: string) => (e: unknown): boolean =>
   e instanceof StoreError && e.code === code;

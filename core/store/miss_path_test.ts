@@ -15,10 +15,10 @@ import {
   StoreError,
   StreamingExpertStore,
 } from "../../mod.ts";
-import { mergeRanges, readRanges } from "../../core/store/read_ranges.ts";
+import { mergeRanges, readRanges } from "./read_ranges.ts";
 import { createWasmBackend } from "../../wasm/backend.ts";
-import { traitsOf } from "../../core/tensor/traits.ts";
-import { EXPERT_BYTES, modelBytes, storeContext, tokensWith } from "./model_util.ts";
+import { traitsOf } from "../tensor/traits.ts";
+import { EXPERT_BYTES, modelBytes, storeContext, tokensWith } from "./store_test_util.ts";
 
 const isStoreError = (code: string) => (e: unknown): boolean =>
   e instanceof StoreError && e.code === code;

@@ -20,7 +20,7 @@ import {
   modelBytes,
   storeContext,
   tokensWith,
-} from "./model_util.ts";
+} from "./store_test_util.ts";
 
 const isStoreError = (code: string) => (e: unknown): boolean =>
   e instanceof StoreError && e.code === code;

@@ -16,7 +16,7 @@ import {
   modelBytes,
   residentTokens,
   tokensWith,
-} from "../../tests/streaming/model_util.ts";
+} from "../../core/store/store_test_util.ts";
 
 function ctx(nLayer: number, nExpert: number, moe: boolean[]): PrefetchContext {
   const layers = moe.map((

@@ -14,7 +14,7 @@ import {
   modelBytes,
   residentTokens,
   tokensWith,
-} from "../../tests/streaming/model_util.ts";
+} from "../../core/store/store_test_util.ts";
 
 /** Layers 0, 2, 3 are MoE (1 dense); each router's gate is the identity, so logits = hidden. */
 function identityContext(): PrefetchContext {

@@ -17,7 +17,7 @@ import createPlugin, {
   skipRoute,
   writeExpertCopies,
 } from "./mod.ts";
-import { modelBytes, PROMPT } from "../../tests/streaming/model_util.ts";
+import { modelBytes, PROMPT } from "../../core/store/store_test_util.ts";
 
 Deno.test("quant-experts: skipRoute keeps the top expert and every weight ≥ skipBelow", () => {
   fc.assert(

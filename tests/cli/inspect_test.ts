@@ -142,7 +142,7 @@ Deno.test("inspect: a file that is not GGUF is a GgufError naming the bytes in h
 });
 
 Deno.test("inspect: an http(s) URL is inspected from its index by Range requests", async () => {
-  const { startFaultServer } = await import("../streaming/fault_server.ts");
+  const { startFaultServer } = await import("../../core/store/fault_server_test_util.ts");
   const bytes = await mixedModel(2);
   const server = startFaultServer(bytes);
   try {

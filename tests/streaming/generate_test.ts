@@ -21,7 +21,7 @@ import {
 import { createLruPolicy } from "../../plugins/cache-lru/mod.ts";
 import { createLfuPolicy } from "../../plugins/cache-lfu/mod.ts";
 import { createNextLayerPrefetcher } from "../../plugins/prefetch-next-layer/mod.ts";
-import { startFaultServer } from "./fault_server.ts";
+import { startFaultServer } from "../../core/store/fault_server_test_util.ts";
 import {
   ALL_EXPERT_BYTES,
   EXPERT_BYTES,
@@ -32,7 +32,7 @@ import {
   SPEC,
   storeContext,
   tokensWith,
-} from "./model_util.ts";
+} from "../../core/store/store_test_util.ts";
 import { startNginx } from "./nginx.ts";
 import { createWasmBackend } from "../../wasm/mod.ts";
 

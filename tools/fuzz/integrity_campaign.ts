@@ -7,7 +7,7 @@
  * `StoreError`; "wrong" (other tokens, no error) and "untyped" fail it.
  *
  * Run as a script for a bigger campaign and a table per scenario:
- * `deno run -A tests/streaming/integrity_campaign.ts 200` (add `--off` for the
+ * `deno run -A tools/fuzz/integrity_campaign.ts 200` (add `--off` for the
  * same runs with the opt-out, for comparison)
  *
  * @module
@@ -26,7 +26,11 @@ import {
   readGguf,
   StoreError,
 } from "../../mod.ts";
-import { type Fault, type ServerValidators, startFaultServer } from "./fault_server.ts";
+import {
+  type Fault,
+  type ServerValidators,
+  startFaultServer,
+} from "../../core/store/fault_server_test_util.ts";
 import {
   ALL_EXPERT_BYTES,
   modelBytes,
@@ -34,7 +38,7 @@ import {
   PROMPT,
   residentTokens,
   storeContext,
-} from "./model_util.ts";
+} from "../../core/store/store_test_util.ts";
 
 /** What a run ended with. */
 export type Outcome = "tokens" | "typed" | "wrong" | "untyped";
