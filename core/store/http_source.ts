@@ -177,6 +177,26 @@ export class HttpSource implements ByteSource {
     return body;
   }
 
+  /**
+   * Read `dest.byteLength` bytes at `offset` straight into `dest` (a slot
+   * view): the body's chunks are written there as they arrive, with the same
+   * validators, retries and errors as `read` (a retry rewrites the range). A
+   * `dest` detached meanwhile stops the body early without error (the caller
+   * reads again into a fresh view). With the Web Cache tier, reads and copies.
+   */
+  async readInto(offset: number, dest: Uint8Array, signal?: AbortSignal): Promise<void> {
+    const length = dest.byteLength;
+    checkRange(this.name, this.size, offset, length);
+    if (this.#closed) throw new StoreError("closed", `Cannot read ${this.name}: source is closed`);
+    if (length === 0) return;
+    if (this.#cache) {
+      const b = await this.read(offset, length, signal);
+      if (dest.byteLength === length) dest.set(b);
+      return;
+    }
+    await this.#attempts("read", offset, length, signal, this.etag, dest);
+  }
+
   /** Stop further reads. Idempotent. */
   close(): void {
     this.#closed = true;
@@ -195,11 +215,12 @@ export class HttpSource implements ByteSource {
     length: number,
     signal: AbortSignal | undefined,
     ifMatch: string | null,
+    into?: Uint8Array,
   ): Promise<{ body: Uint8Array; headers: Headers; total: number }> {
     const { retries, backoffMs, maxBackoffMs } = this.#opts;
     for (let attempt = 0;; attempt++) {
       try {
-        return await this.#once(kind, offset, length, signal, ifMatch);
+        return await this.#once(kind, offset, length, signal, ifMatch, into);
       } catch (e) {
         if (!(e instanceof Retryable)) throw e;
         if (attempt >= retries) {
@@ -227,6 +248,7 @@ export class HttpSource implements ByteSource {
     length: number,
     signal: AbortSignal | undefined,
     ifMatch: string | null,
+    into?: Uint8Array,
   ): Promise<{ body: Uint8Array; headers: Headers; total: number }> {
     const want = kind === "probe" ? 1 : length;
     const end = offset + want - 1;
@@ -336,6 +358,7 @@ export class HttpSource implements ByteSource {
       },
       (msg) => new Retryable("truncated", msg),
       where,
+      kind === "read" ? into : undefined,
     );
     this.#stats.bytes += body.byteLength;
     return { body, headers: res.headers, total };

@@ -56,8 +56,9 @@ export async function readBody(
   interrupted: () => Error | null,
   truncated: (msg: string) => Error,
   where: string,
+  into?: Uint8Array,
 ): Promise<Uint8Array> {
-  const out = new Uint8Array(want);
+  const out = into ?? new Uint8Array(want);
   if (!res.body) {
     if (want === 0) return out;
     throw truncated(`empty body, wanted ${want} bytes`);
@@ -78,6 +79,8 @@ export async function readBody(
         break;
       }
       const v = chunk.value;
+      // `into` detached (memory growth): stop; the caller reads again into a fresh view
+      if (out.byteLength !== want) return out;
       if (got + v.byteLength > want) {
         throw new StoreError(
           "bad_response",

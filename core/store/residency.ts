@@ -147,8 +147,17 @@ export class Residency {
    * running step does not need. A prefetch gets
    * null instead of evicting protected, routed or unused-prefetched experts.
    * Throws `StoreError` `"budget_exhausted"` when every byte is in use.
+   *
+   * `replace` (prefetches only): the prefetch guesses the next step of
+   * `replace.layer`, so an expert of that layer outside `replace.keep` (the
+   * guess) may be evicted even when the last token used it: that step is
+   * exactly its next chance of reuse, and the guess says it will not come.
    */
-  acquire(bytes: number, forPrefetch: boolean): Slot | null {
+  acquire(
+    bytes: number,
+    forPrefetch: boolean,
+    replace?: { readonly layer: number; readonly keep: ReadonlySet<number> },
+  ): Slot | null {
     for (;;) {
       const pool = this.#free.get(bytes);
       if (pool?.length) return pool.pop()!;
@@ -177,9 +186,12 @@ export class Residency {
       const candidates: number[] = [];
       for (const e of this.entries.values()) {
         if (!e.ready || this.#protect.has(e.key)) continue;
-        if (
-          forPrefetch && (e.unused || this.soon.has(e.key) || e.lastUse >= this.prefetchSpareFrom)
-        ) continue;
+        if (forPrefetch) {
+          if (this.soon.has(e.key)) continue;
+          const sameLayer = replace !== undefined && e.loc.layer === replace.layer &&
+            !replace.keep.has(e.key);
+          if (!sameLayer && (e.unused || e.lastUse >= this.prefetchSpareFrom)) continue;
+        }
         candidates.push(e.key);
       }
       if (candidates.length > 0) {

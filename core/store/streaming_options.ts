@@ -47,6 +47,14 @@ export interface StreamingStoreOptions {
    * Results are identical either way.
    */
   readInPlace?: boolean;
+  /**
+   * A prefetch for layer `l` may evict experts of layer `l` it does not
+   * predict, even ones the last token used (default true): the predicted
+   * step is their next chance of reuse. Without it (false), a prefetch only
+   * takes free slots or experts unused for a whole token, which at a budget
+   * of about one token's experts leaves it no room.
+   */
+  prefetchReplacesLayer?: boolean;
   /** Resident low-bit copies computed with on a miss instead of waiting (HOBBIT). */
   fallback?: ExpertFallback;
   /** Make or read such copies when the store is created (`--expert-fallback TYPE`); ignored with `fallback`. */

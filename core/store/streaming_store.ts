@@ -452,9 +452,13 @@ export class StreamingExpertStore implements ExpertStore {
   }
 
   /** A new entry with a slot for `key`, its fetch not started (`#begin`); null when a prefetch finds no room. */
-  #newLoad(key: number, prefetch: boolean): Entry | null {
+  #newLoad(
+    key: number,
+    prefetch: boolean,
+    replace?: { readonly layer: number; readonly keep: ReadonlySet<number> },
+  ): Entry | null {
     const loc = this.#ctx.locations[Math.floor(key / this.#nExpert)][key % this.#nExpert];
-    const slot = this.#res.acquire(loc.bytes, prefetch);
+    const slot = this.#res.acquire(loc.bytes, prefetch, replace);
     if (!slot) return null;
     const en = newEntry(key, loc, slot, prefetch ? "prefetch" : "demand");
     this.#res.entries.set(key, en);
@@ -626,16 +630,25 @@ export class StreamingExpertStore implements ExpertStore {
       batch = [];
     };
     try {
+      const sameLayer = this.#opts.prefetchReplacesLayer !== false;
       for (const h of hints) {
         const locs = this.#ctx.locations[h.layer];
         if (!locs) continue;
+        let replace: { layer: number; keep: Set<number> } | undefined;
+        if (sameLayer) {
+          const keep = new Set<number>();
+          for (let i = 0; i < h.experts.length; i++) {
+            keep.add(h.layer * this.#nExpert + h.experts[i]);
+          }
+          replace = { layer: h.layer, keep };
+        }
         for (let i = 0; i < h.experts.length; i++) {
           if (this.#inflightPrefetch >= max) return;
           const e = h.experts[i];
           if (!locs[e]) continue;
           const key = h.layer * this.#nExpert + e;
           if (this.#res.get(key)) continue;
-          const en = this.#newLoad(key, true);
+          const en = this.#newLoad(key, true, replace);
           if (!en) return;
           batch.push(en);
           this.#inflightPrefetch++;

@@ -1,0 +1,119 @@
+/**
+ * Tests of the overlap rules of the streaming store: a prefetch may replace
+ * the experts of the layer it predicts (not others the last token used),
+ * and HTTP reads land straight in slot views (same bytes, same checks).
+ */
+
+import assert from "node:assert/strict";
+import {
+  generateText,
+  HttpSource,
+  loadModel,
+  MemorySource,
+  StoreError,
+  StreamingExpertStore,
+} from "../../mod.ts";
+import { createWasmBackend } from "../../wasm/backend.ts";
+import { EXPERT_BYTES, modelBytes, N_TOKENS, PROMPT, storeContext } from "./store_test_util.ts";
+
+const isStoreError = (code: string) => (e: unknown): boolean =>
+  e instanceof StoreError && e.code === code;
+
+Deno.test("prefetch: replaces unpredicted experts of the layer it predicts, never other layers' recent ones", async () => {
+  for (const prefetchReplacesLayer of [true, false]) {
+    const ctx = await storeContext(new MemorySource(modelBytes()));
+    const s = await StreamingExpertStore.create(ctx, {
+      expertBudgetBytes: 2 * EXPERT_BYTES,
+      prefetchReplacesLayer,
+    });
+    await s.ensure(0, [0]);
+    await s.ensure(1, [1]);
+    // layer 2's guess may not push out layer 0's or layer 1's expert (used by the last token)
+    s.prefetch(2, [5]);
+    assert.equal(s.stats().prefetches, 0);
+    // a guess for layer 1 that does not name expert 1 may take its slot (only when allowed)
+    await s.ensure(0, [0]);
+    s.prefetch(1, [4]);
+    assert.equal(s.stats().prefetches, prefetchReplacesLayer ? 1 : 0);
+    // a guess that names the resident expert keeps it: nothing to load, nothing evicted
+    const ev = s.stats().evictions;
+    s.prefetch(0, [0]);
+    assert.equal(s.stats().evictions, ev);
+    await s.ensure(1, [4]);
+    const st = s.stats();
+    if (prefetchReplacesLayer) assert.equal(st.prefetchHits! + st.prefetchLate!, 1);
+    s.dispose();
+  }
+});
+
+Deno.test("prefetch: next-layer guesses with layer replacement keep the resident tokens on WASM", async () => {
+  const be0 = await createWasmBackend();
+  const m0 = await loadModel(modelBytes(), { backend: be0 });
+  const base = (await generateText(m0, PROMPT, { maxTokens: N_TOKENS, temperature: 0 })).tokens;
+  m0.dispose();
+  // guess: the next layer uses the same expert indices (any guess must leave tokens unchanged)
+  const model = await loadModel(modelBytes(), {
+    backend: await createWasmBackend(),
+    expertBudgetBytes: 12 * EXPERT_BYTES,
+    streaming: {
+      prefetcher: {
+        name: "same-index",
+        observe: (layer, _t, route) => [{ layer: layer + 1, experts: route.experts }],
+      },
+    },
+  });
+  const r = await generateText(model, PROMPT, { maxTokens: N_TOKENS, temperature: 0 });
+  assert.deepEqual(r.tokens, base);
+  assert.ok(model.store.stats().prefetches! > 0);
+  model.dispose();
+});
+
+/** A Range server with a strong ETag over `bytes` (Deno.serve on loopback). */
+function rangeServer(bytes: Uint8Array<ArrayBuffer>): { url: string; close: () => Promise<void> } {
+  const ac = new AbortController();
+  const server = Deno.serve(
+    { port: 0, hostname: "127.0.0.1", signal: ac.signal, onListen: () => {} },
+    (req) => {
+      const m = /bytes=(\d+)-(\d+)/.exec(req.headers.get("range") ?? "");
+      if (!m) return new Response(bytes, { headers: { etag: '"v1"' } });
+      const a = Number(m[1]), b = Math.min(Number(m[2]), bytes.length - 1);
+      return new Response(bytes.slice(a, b + 1), {
+        status: 206,
+        headers: {
+          etag: '"v1"',
+          "content-range": `bytes ${a}-${b}/${bytes.length}`,
+        },
+      });
+    },
+  );
+  const addr = server.addr as Deno.NetAddr;
+  return {
+    url: `http://127.0.0.1:${addr.port}/f`,
+    close: async () => {
+      ac.abort();
+      await server.finished;
+    },
+  };
+}
+
+Deno.test("HttpSource.readInto: bytes land in the view; detached views and bad ranges are handled", async () => {
+  const bytes = new Uint8Array(300_000).map((_, i) => (i * 13 + 5) & 255);
+  const srv = rangeServer(bytes);
+  try {
+    const src = await HttpSource.open(srv.url);
+    const mem = new WebAssembly.Memory({ initial: 8, maximum: 64 });
+    const v = new Uint8Array(mem.buffer, 1000, 200_000);
+    await src.readInto(50_000, v);
+    assert.deepEqual(v, bytes.subarray(50_000, 250_000));
+    // detached before the body arrives: no error, no write; a fresh view reads again
+    const d = new Uint8Array(mem.buffer, 0, 100_000);
+    mem.grow(1);
+    await src.readInto(7, d);
+    assert.equal(d.byteLength, 0);
+    await assert.rejects(src.readInto(299_990, new Uint8Array(20)), isStoreError("out_of_range"));
+    await src.close();
+    await assert.rejects(src.readInto(0, new Uint8Array(4)), isStoreError("closed"));
+  } finally {
+    await srv.close();
+  }
+});
