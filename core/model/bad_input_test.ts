@@ -1,18 +1,18 @@
 /** Bad model files give typed errors naming the problem. */
 
 import { equal, ok as assert, rejects } from "node:assert/strict";
-import { GenerationError, GgufError, ModelError, type MoeEdgeError } from "../../core/errors.ts";
-import { LOAD_BUDGET, loadModel } from "../../core/model/model.ts";
-import { synthesizeModel } from "../../core/model/synthetic.ts";
-import { loadWeights, WeightLoader } from "../../core/model/weights.ts";
-import { readHParams } from "../../core/model/hparams.ts";
-import { readGguf } from "../../core/formats/gguf_reader.ts";
-import { writeGguf } from "../../core/formats/gguf_writer.ts";
-import { gguf, type GgufValue } from "../../core/formats/gguf_types.ts";
-import { MemorySource } from "../../core/store/byte_source.ts";
-import { RefBackend } from "../../core/backend/ref_backend.ts";
-import { generateText } from "../../core/generate/generate.ts";
-import { Session } from "../../core/generate/session.ts";
+import { GenerationError, GgufError, ModelError, type MoeEdgeError } from "../errors.ts";
+import { LOAD_BUDGET, loadModel } from "./model.ts";
+import { synthesizeModel } from "./synthetic.ts";
+import { loadWeights, WeightLoader } from "./weights.ts";
+import { readHParams } from "./hparams.ts";
+import { readGguf } from "../formats/gguf_reader.ts";
+import { writeGguf } from "../formats/gguf_writer.ts";
+import { gguf, type GgufValue } from "../formats/gguf_types.ts";
+import { MemorySource } from "../store/byte_source.ts";
+import { RefBackend } from "../backend/ref_backend.ts";
+import { generateText } from "../generate/generate.ts";
+import { Session } from "../generate/session.ts";
 
 const good = synthesizeModel({
   nEmbd: 32,

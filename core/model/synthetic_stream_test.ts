@@ -4,14 +4,14 @@
  */
 
 import assert from "node:assert/strict";
-import { readGguf } from "../../core/formats/gguf_reader.ts";
-import { MemorySource } from "../../core/store/byte_source.ts";
-import { quantMixType, synthesizeModel } from "../../core/model/synthetic.ts";
-import { streamHeader, synthesizeStreamed } from "../../core/model/synthetic_stream.ts";
-import { PRESETS, presetSpec } from "../../core/model/presets.ts";
-import { loadModel } from "../../core/model/model.ts";
-import { generateText } from "../../core/generate/generate.ts";
-import { GgmlType } from "../../core/tensor/ggml_type.ts";
+import { readGguf } from "../formats/gguf_reader.ts";
+import { MemorySource } from "../store/byte_source.ts";
+import { quantMixType, synthesizeModel } from "./synthetic.ts";
+import { streamHeader, synthesizeStreamed } from "./synthetic_stream.ts";
+import { PRESETS, presetSpec } from "./presets.ts";
+import { loadModel } from "./model.ts";
+import { generateText } from "../generate/generate.ts";
+import { GgmlType } from "../tensor/ggml_type.ts";
 import "../../wasm/register.ts";
 
 const SMALL = {

@@ -7,25 +7,21 @@
 import { equal, ok as assert, rejects } from "node:assert/strict";
 import fc from "npm:fast-check@4";
 import { formatInspect, inspectModel } from "../../cli/inspect.ts";
-import { RefBackend } from "../../core/backend/ref_backend.ts";
-import { GgufError, ModelError, type MoeEdgeError } from "../../core/errors.ts";
-import { readGguf } from "../../core/formats/gguf_reader.ts";
-import { gguf, type GgufValue } from "../../core/formats/gguf_types.ts";
-import { writeGguf } from "../../core/formats/gguf_writer.ts";
-import { Session } from "../../core/generate/session.ts";
-import { type ArchName, archSpec, isArchName, SUPPORTED_ARCHS } from "../../core/model/arch.ts";
-import { applyRope, yarnCorrDims } from "../../core/model/arch/rope.ts";
-import { swigluOai } from "../../core/model/arch/gpt-oss.ts";
-import { attentionExt } from "../../core/model/arch/attention.ts";
-import { loadModel } from "../../core/model/model.ts";
-import { modelNeeds } from "../../core/model/memory_plan.ts";
-import {
-  synthesizeLayout,
-  synthesizeModel,
-  type SyntheticModelSpec,
-} from "../../core/model/synthetic.ts";
-import { TopKRouter } from "../../core/moe/router.ts";
-import { MemorySource } from "../../core/store/byte_source.ts";
+import { RefBackend } from "../backend/ref_backend.ts";
+import { GgufError, ModelError, type MoeEdgeError } from "../errors.ts";
+import { readGguf } from "../formats/gguf_reader.ts";
+import { gguf, type GgufValue } from "../formats/gguf_types.ts";
+import { writeGguf } from "../formats/gguf_writer.ts";
+import { Session } from "../generate/session.ts";
+import { type ArchName, archSpec, isArchName, SUPPORTED_ARCHS } from "./arch.ts";
+import { applyRope, yarnCorrDims } from "./arch/rope.ts";
+import { swigluOai } from "./arch/gpt-oss.ts";
+import { attentionExt } from "./arch/attention.ts";
+import { loadModel } from "./model.ts";
+import { modelNeeds } from "./memory_plan.ts";
+import { synthesizeLayout, synthesizeModel, type SyntheticModelSpec } from "./synthetic.ts";
+import { TopKRouter } from "../moe/router.ts";
+import { MemorySource } from "../store/byte_source.ts";
 
 /** Every registered architecture (the synthesizer takes its specifics from the module's hook). */
 const SYNTH_ARCHS: readonly ArchName[] = SUPPORTED_ARCHS.filter(isArchName);

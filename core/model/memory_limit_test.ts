@@ -6,17 +6,17 @@
 
 import assert from "node:assert/strict";
 import fc from "npm:fast-check@4";
-import { BackendError, GenerationError, ModelError } from "../../core/errors.ts";
-import type { Slot } from "../../core/backend/backend.ts";
-import { type ModelNeeds, modelNeeds, planMemory } from "../../core/model/memory_plan.ts";
-import { loadModel } from "../../core/model/model.ts";
-import { synthesizeModel } from "../../core/model/synthetic.ts";
-import { generateText } from "../../core/generate/generate.ts";
-import { Session } from "../../core/generate/session.ts";
-import { GgmlType } from "../../core/tensor/ggml_type.ts";
-import { readGguf } from "../../core/formats/gguf_reader.ts";
-import { MemorySource } from "../../core/store/byte_source.ts";
-import { readHParams } from "../../core/model/hparams.ts";
+import { BackendError, GenerationError, ModelError } from "../errors.ts";
+import type { Slot } from "../backend/backend.ts";
+import { type ModelNeeds, modelNeeds, planMemory } from "./memory_plan.ts";
+import { loadModel } from "./model.ts";
+import { synthesizeModel } from "./synthetic.ts";
+import { generateText } from "../generate/generate.ts";
+import { Session } from "../generate/session.ts";
+import { GgmlType } from "../tensor/ggml_type.ts";
+import { readGguf } from "../formats/gguf_reader.ts";
+import { MemorySource } from "../store/byte_source.ts";
+import { readHParams } from "./hparams.ts";
 import { createWasmBackend } from "../../wasm/backend.ts";
 import "../../wasm/register.ts";
 
