@@ -5,13 +5,13 @@
  */
 
 import assert from "node:assert/strict";
-import { defaultModelBytes } from "../../core/model/default_model.ts";
-import { loadModel } from "../../core/model/model.ts";
-import { generateText } from "../../core/generate/generate.ts";
-import { Session } from "../../core/generate/session.ts";
-import { chatTemplateFor } from "../../serve/chat_template.ts";
+import { defaultModelBytes } from "../core/model/default_model.ts";
+import { loadModel } from "../core/model/model.ts";
+import { generateText } from "../core/generate/generate.ts";
+import { Session } from "../core/generate/session.ts";
+import { chatTemplateFor } from "../serve/chat_template.ts";
 
-const CLI = new URL("../../cli.ts", import.meta.url).pathname;
+const CLI = new URL("../cli.ts", import.meta.url).pathname;
 
 async function cli(
   args: string[],

@@ -11,7 +11,7 @@ import {
   parseNumber,
   parsePositive,
   parseTokenList,
-} from "../../cli/options.ts";
+} from "../cli/options.ts";
 
 const refused = (f: () => unknown) =>
   assert.throws(f, (e: unknown) => e instanceof InvalidArgumentError);

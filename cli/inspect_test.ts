@@ -5,13 +5,13 @@
  */
 
 import assert from "node:assert/strict";
-import { formatInspect, inspectModel, shortestFloat } from "../../cli/inspect.ts";
-import { gguf, readGguf, writeGguf } from "../../core/formats/mod.ts";
-import { ggmlTensorBytes } from "../../core/formats/ggml_blocks.ts";
-import { synthesizeModel } from "../../core/model/synthetic.ts";
-import { type ByteSource, MemorySource } from "../../core/store/byte_source.ts";
-import { GgmlType } from "../../core/tensor/ggml_type.ts";
-import { GgufError } from "../../core/errors.ts";
+import { formatInspect, inspectModel, shortestFloat } from "../cli/inspect.ts";
+import { gguf, readGguf, writeGguf } from "../core/formats/mod.ts";
+import { ggmlTensorBytes } from "../core/formats/ggml_blocks.ts";
+import { synthesizeModel } from "../core/model/synthetic.ts";
+import { type ByteSource, MemorySource } from "../core/store/byte_source.ts";
+import { GgmlType } from "../core/tensor/ggml_type.ts";
+import { GgufError } from "../core/errors.ts";
 
 /** Counts every byte read through it. */
 class CountingSource implements ByteSource {
@@ -142,7 +142,7 @@ Deno.test("inspect: a file that is not GGUF is a GgufError naming the bytes in h
 });
 
 Deno.test("inspect: an http(s) URL is inspected from its index by Range requests", async () => {
-  const { startFaultServer } = await import("../../core/store/fault_server_test_util.ts");
+  const { startFaultServer } = await import("../core/store/fault_server_test_util.ts");
   const bytes = await mixedModel(2);
   const server = startFaultServer(bytes);
   try {
@@ -150,7 +150,7 @@ Deno.test("inspect: an http(s) URL is inspected from its index by Range requests
       args: [
         "run",
         "-A",
-        new URL("../../cli.ts", import.meta.url).pathname,
+        new URL("../cli.ts", import.meta.url).pathname,
         "inspect",
         "-m",
         server.url,

@@ -1,11 +1,11 @@
 /** The CLI as a real process: JSON contract, inspect, and usage errors. */
 
 import { deepStrictEqual as assertEquals, ok as assert } from "node:assert/strict";
-import { synthesizeModel } from "../../core/model/synthetic.ts";
-import { loadModel } from "../../core/model/model.ts";
-import { generateText } from "../../core/generate/generate.ts";
+import { synthesizeModel } from "../core/model/synthetic.ts";
+import { loadModel } from "../core/model/model.ts";
+import { generateText } from "../core/generate/generate.ts";
 
-const CLI = new URL("../../cli.ts", import.meta.url).pathname;
+const CLI = new URL("../cli.ts", import.meta.url).pathname;
 const dir = await Deno.makeTempDir({ prefix: "moe-edge-cli-" });
 const modelPath = `${dir}/m.gguf`;
 const bytes = synthesizeModel({

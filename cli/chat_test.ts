@@ -3,7 +3,7 @@
 import assert from "node:assert/strict";
 // deno-lint-ignore no-import-prefix -- test-only dependency, kept out of the package's import map
 import fc from "npm:fast-check@4";
-import { userTurns } from "../../cli/chat.ts";
+import { userTurns } from "../cli/chat.ts";
 
 async function turns(lines: string[]): Promise<string[]> {
   const out: string[] = [];
