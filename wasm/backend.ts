@@ -63,9 +63,20 @@ import {
   PACKED_FLAG,
   sharedMemorySupported,
 } from "./pkg/moe_edge_kernels.ts";
-import { f32Bits, itemRange, OP_ATTN, OP_FFN_UP, OP_MATMUL, rowRange } from "./thread_split.ts";
+import {
+  f32Bits,
+  itemRange,
+  OP_ATTN,
+  OP_PROGRAM,
+  runTask,
+  T_FFN_UP,
+  T_MATMUL,
+  T_PREP,
+  TASK_INTS,
+} from "./thread_split.ts";
 import {
   acquirePool,
+  callerCanWait,
   checkThreads,
   defaultThreads,
   type ThreadPool,
@@ -104,6 +115,42 @@ export interface WasmBackendOptions {
  */
 const THREAD_MIN_WORK = 1 << 18;
 
+/**
+ * Attention work (tokens × visible positions × heads × head dim) below which
+ * it stays on the calling thread (decode on short contexts is split too: a
+ * few KV heads per thread already outweigh a fork).
+ */
+const ATTN_MIN_WORK = 1 << 14;
+
+/**
+ * Smallest task of a program, in rows × cols × tokens (~2–4 µs of a
+ * quantized matvec): tasks shrink as a phase runs out of work (guided
+ * scheduling) so threads reach its barrier at nearly the same time.
+ */
+const MIN_TASK_WORK = 1 << 16;
+
+/** One expert FFN of {@linkcode WasmBackend.ffnSwigluMany}. */
+export interface FfnJob {
+  /** `nFf × nEmbd`. */
+  readonly gate: WeightView;
+  /** `nFf × nEmbd`. */
+  readonly up: WeightView;
+  /** `nEmbd × nFf`. */
+  readonly down: WeightView;
+  /** `nTokens` rows of `nEmbd` (jobs may share one array: converted once). */
+  readonly x: Float32Array;
+  /** Rows of `x`. */
+  readonly nTokens: number;
+  /** `nTokens` rows of `nEmbd`. */
+  readonly out: Float32Array;
+}
+
+/** A resolved weight (address and kernel type). */
+interface Resolved {
+  readonly ptr: number;
+  readonly kernelType: number;
+}
+
 /** The threaded state of a backend. */
 interface Threads {
   readonly pool: ThreadPool;
@@ -131,6 +178,16 @@ export class WasmBackend implements Backend {
   readonly #ops: OpContext;
   #threads: Threads | null = null;
   #disposed = false;
+  /** One-element argument arrays of `matmul` → `matmulMany` (reused). */
+  readonly #w1: WeightView[] = [];
+  readonly #o1: Float32Array[] = [];
+  /** Task records of the program being built (reused). */
+  #prog = new Int32Array(64 * TASK_INTS);
+  #progLen = 0;
+  #phaseStart = 0;
+  /** Linear-memory copy of the task table (grown as needed). */
+  #tableOff = 0;
+  #tableBytes = 0;
 
   /** Use {@linkcode createWasmBackend}. */
   constructor(
@@ -289,8 +346,9 @@ export class WasmBackend implements Backend {
     const { ptr, kernelType } = this.#slots.resolve(w, bytes, true);
     const th = this.#threads;
     if (th !== null && !this.#scalar && rows >= 8 && rows * cols * nTokens >= THREAD_MIN_WORK) {
-      this.#matmulThreaded(th, kernelType, ptr, rows, cols, x, nTokens, out);
-      return;
+      this.#w1[0] = w;
+      this.#o1[0] = out;
+      if (this.matmulMany(this.#w1, x, nTokens, this.#o1)) return;
     }
     const ab = this.#k.matmul_scratch_bytes(kernelType, cols, nTokens);
     const [xp, ap, op] = this.#mem.scratch(nTokens * cols * 4, ab, nTokens * rows * 4);
@@ -397,8 +455,7 @@ export class WasmBackend implements Backend {
     const d = this.#slots.resolve(down, db, true);
     const th = this.#threads;
     if (th !== null && !this.#scalar && nFf >= 8 && nFf * nEmbd * nTokens >= THREAD_MIN_WORK) {
-      this.#ffnThreaded(th, g, u, d, nEmbd, nFf, x, nTokens, out);
-      return;
+      if (this.ffnSwigluMany([{ gate, up, down, x, nTokens, out }])) return;
     }
     const sb = this.#k.ffn_swiglu_scratch_bytes(
       g.kernelType,
@@ -428,6 +485,260 @@ export class WasmBackend implements Backend {
     );
     if (rc !== 0) fail("ffnSwiglu", "kernel rejected a weight type or shape");
     copyOut(f32, op, nTokens * nEmbd, out);
+  }
+
+  /**
+   * Several expert FFNs (the selected experts of a MoE layer) in one
+   * parallel region when this backend runs threads: gate/up/SwiGLU rows of
+   * every expert, then their `down` rows, split across threads with a
+   * barrier in between (one fork instead of two per expert). Each job's
+   * `out` is bit-identical to `ffnSwiglu` on it. Returns false, having done
+   * nothing, on one thread or when the work is too small to split (the
+   * caller then runs `ffnSwiglu` per job).
+   */
+  ffnSwigluMany(jobs: readonly FfnJob[]): boolean {
+    this.#live();
+    const th = this.#threads;
+    if (th === null || this.#scalar || jobs.length === 0) return false;
+    const nEmbd = jobs[0].gate.cols, nFf = jobs[0].gate.rows;
+    let work = 0;
+    for (const j of jobs) {
+      const { gate, up, down } = j;
+      need(
+        gate.rows === nFf && gate.cols === nEmbd && up.rows === nFf && up.cols === nEmbd &&
+          down.rows === nEmbd && down.cols === nFf,
+        "ffnSwigluMany",
+        `shapes gate ${gate.rows}×${gate.cols}, up ${up.rows}×${up.cols}, down ${down.rows}×${down.cols} do not chain (or differ between jobs)`,
+      );
+      need(
+        Number.isInteger(j.nTokens) && j.nTokens >= 0 && j.x.length >= j.nTokens * nEmbd &&
+          j.out.length >= j.nTokens * nEmbd,
+        "ffnSwigluMany",
+        `x/out shorter than ${j.nTokens}×${nEmbd}`,
+      );
+      work += nFf * nEmbd * j.nTokens;
+    }
+    if (nFf < 8 || work < THREAD_MIN_WORK) return false;
+    const res: { g: Resolved; u: Resolved; d: Resolved }[] = [];
+    for (const j of jobs) {
+      const gb = this.#check(j.gate, "ffnSwigluMany");
+      const ub = this.#check(j.up, "ffnSwigluMany");
+      const db = this.#check(j.down, "ffnSwigluMany");
+      res.push({
+        g: this.#slots.resolve(j.gate, gb, true),
+        u: this.#slots.resolve(j.up, ub, true),
+        d: this.#slots.resolve(j.down, db, true),
+      });
+    }
+    const k = this.#k;
+    // scratch: per distinct x its rows; per job its activations, gate/up rows, down activations, out
+    const sizes: number[] = [];
+    const xIdx: number[] = [];
+    const xs: FfnJob[] = [];
+    let sb = 0;
+    for (let i = 0; i < jobs.length; i++) {
+      const j = jobs[i];
+      let xi = xs.findIndex((o) => o.x === j.x && o.nTokens === j.nTokens);
+      if (xi < 0) {
+        xi = xs.length;
+        xs.push(j);
+        sizes.push(j.nTokens * nEmbd * 4);
+      }
+      xIdx.push(xi);
+      const r = res[i];
+      sb = Math.max(
+        sb,
+        k.matmul_scratch_bytes(r.g.kernelType, nEmbd, j.nTokens),
+        k.matmul_scratch_bytes(r.u.kernelType, nEmbd, j.nTokens),
+        k.matmul_scratch_bytes(r.d.kernelType, nFf, j.nTokens),
+      );
+    }
+    const nx = xs.length;
+    for (let i = 0; i < jobs.length; i++) {
+      const n = jobs[i].nTokens, r = res[i];
+      sizes.push(
+        this.#actBytes(r.g.kernelType, nEmbd, n),
+        this.#actBytes(r.u.kernelType, nEmbd, n),
+        n * nFf * 4,
+        n * nFf * 4,
+        this.#actBytes(r.d.kernelType, nFf, n),
+        n * nEmbd * 4,
+      );
+    }
+    const stride = Math.ceil((sb + 64) / 64) * 64;
+    sizes.push(stride * th.n);
+    const p = this.#mem.scratch(...sizes);
+    const sp = p[p.length - 1];
+    const f32 = this.#mem.f32;
+    for (let xi = 0; xi < nx; xi++) copyIn(f32, xs[xi].x, xs[xi].nTokens * nEmbd, p[xi]);
+    // activations of gate/up: converted on this thread (small), once per distinct x and type
+    const acts: number[] = [];
+    for (let i = 0; i < jobs.length; i++) {
+      const n = jobs[i].nTokens, r = res[i], b = nx + 6 * i, xp = p[xIdx[i]];
+      let ag = -1, au = -1;
+      const tg = r.g.kernelType & ~PACKED_FLAG, tu = r.u.kernelType & ~PACKED_FLAG;
+      for (let i2 = 0; i2 < i && (ag < 0 || au < 0); i2++) {
+        if (xIdx[i2] !== xIdx[i]) continue;
+        const tg2 = res[i2].g.kernelType & ~PACKED_FLAG, tu2 = res[i2].u.kernelType & ~PACKED_FLAG;
+        if (ag < 0 && tg2 === tg) ag = acts[2 * i2];
+        else if (ag < 0 && tu2 === tg) ag = acts[2 * i2 + 1];
+        if (au < 0 && tu2 === tu) au = acts[2 * i2 + 1];
+        else if (au < 0 && tg2 === tu) au = acts[2 * i2];
+      }
+      if (ag < 0) ag = this.#prepare("ffnSwigluMany", r.g.kernelType, xp, nEmbd, n, p[b]);
+      if (au < 0) {
+        au = tu === tg
+          ? ag
+          : this.#prepare("ffnSwigluMany", r.u.kernelType, xp, nEmbd, n, p[b + 1]);
+      }
+      acts.push(ag, au);
+    }
+    // phase 0: gate/up/SwiGLU rows of every expert
+    this.#progBegin();
+    this.#split(th.n, jobs.length, nFf, (i) => nEmbd * jobs[i].nTokens, (i, r0, r1) => {
+      const n = jobs[i].nTokens, r = res[i], b = nx + 6 * i;
+      const rbG = k.weight_row_bytes(r.g.kernelType & ~PACKED_FLAG, nEmbd);
+      const rbU = k.weight_row_bytes(r.u.kernelType & ~PACKED_FLAG, nEmbd);
+      this.#progTask(
+        T_FFN_UP,
+        r.g.kernelType,
+        r.g.ptr + r0 * rbG,
+        r.u.kernelType,
+        r.u.ptr + r0 * rbU,
+        r1 - r0,
+        nEmbd,
+        acts[2 * i],
+        acts[2 * i + 1],
+        n,
+        p[b + 2] + 4 * r0,
+        p[b + 3] + 4 * r0,
+        nFf,
+      );
+    });
+    // phase 1: the down projections' activations
+    this.#progPhase();
+    const ad: number[] = [];
+    for (let i = 0; i < jobs.length; i++) {
+      const n = jobs[i].nTokens, r = res[i], b = nx + 6 * i;
+      const td = r.d.kernelType & ~PACKED_FLAG;
+      if (td === 0) {
+        ad.push(p[b + 2]); // F32 weights take the f32 rows
+        continue;
+      }
+      ad.push(p[b + 4]);
+      if (n > 0) this.#progTask(T_PREP, td, p[b + 2], nFf, n, p[b + 4]);
+    }
+    // phase 2: down rows of every expert
+    this.#progPhase();
+    this.#split(th.n, jobs.length, nEmbd, (i) => nFf * jobs[i].nTokens, (i, r0, r1) => {
+      const r = res[i], b = nx + 6 * i;
+      const rbD = k.weight_row_bytes(r.d.kernelType & ~PACKED_FLAG, nFf);
+      this.#progTask(
+        T_MATMUL,
+        r.d.kernelType,
+        r.d.ptr + r0 * rbD,
+        r1 - r0,
+        nFf,
+        ad[i],
+        jobs[i].nTokens,
+        p[b + 5] + 4 * r0,
+        nEmbd,
+      );
+    });
+    this.#progRun(th, sp, stride, "ffnSwigluMany");
+    const f = this.#mem.f32;
+    for (let i = 0; i < jobs.length; i++) {
+      copyOut(f, p[nx + 6 * i + 5], jobs[i].nTokens * nEmbd, jobs[i].out);
+    }
+    return true;
+  }
+
+  /**
+   * Several matmuls over the same activations (Q/K/V of an attention block)
+   * in one parallel region when this backend runs threads: the activations
+   * are converted once per weight type, then the rows of every matrix are
+   * split across threads. `outs[i]` is bit-identical to
+   * `matmul(ws[i], x, nTokens, outs[i])`. Returns false, having done
+   * nothing, on one thread or when the work is too small to split.
+   */
+  matmulMany(
+    ws: readonly WeightView[],
+    x: Float32Array,
+    nTokens: number,
+    outs: readonly Float32Array[],
+  ): boolean {
+    this.#live();
+    const th = this.#threads;
+    if (th === null || this.#scalar || ws.length === 0 || nTokens === 0) return false;
+    const cols = ws[0].cols;
+    need(
+      ws.length === outs.length,
+      "matmulMany",
+      `${ws.length} matrices but ${outs.length} outputs`,
+    );
+    need(
+      x.length >= nTokens * cols,
+      "matmulMany",
+      `x has ${x.length} floats, need ${nTokens}×${cols}`,
+    );
+    let work = 0;
+    for (let i = 0; i < ws.length; i++) {
+      need(ws[i].cols === cols, "matmulMany", `matrix ${i} has ${ws[i].cols} columns, not ${cols}`);
+      need(
+        outs[i].length >= nTokens * ws[i].rows,
+        "matmulMany",
+        `out ${i} has ${outs[i].length} floats, need ${nTokens}×${ws[i].rows}`,
+      );
+      work += ws[i].rows * cols * nTokens;
+    }
+    if (work < THREAD_MIN_WORK) return false;
+    const res: Resolved[] = [];
+    for (const w of ws) res.push(this.#slots.resolve(w, this.#check(w, "matmulMany"), true));
+    const k = this.#k;
+    let sb = 0;
+    const sizes = [nTokens * cols * 4];
+    for (let i = 0; i < ws.length; i++) {
+      sb = Math.max(sb, k.matmul_scratch_bytes(res[i].kernelType, cols, nTokens));
+      sizes.push(this.#actBytes(res[i].kernelType, cols, nTokens), nTokens * ws[i].rows * 4);
+    }
+    const stride = Math.ceil((sb + 64) / 64) * 64;
+    sizes.push(stride * th.n);
+    const p = this.#mem.scratch(...sizes);
+    const sp = p[p.length - 1];
+    copyIn(this.#mem.f32, x, nTokens * cols, p[0]);
+    const acts: number[] = [];
+    for (let i = 0; i < ws.length; i++) {
+      const t = res[i].kernelType & ~PACKED_FLAG;
+      let a = -1;
+      for (let i2 = 0; i2 < i && a < 0; i2++) {
+        if ((res[i2].kernelType & ~PACKED_FLAG) === t) a = acts[i2];
+      }
+      acts.push(
+        a >= 0
+          ? a
+          : this.#prepare("matmulMany", res[i].kernelType, p[0], cols, nTokens, p[1 + 2 * i]),
+      );
+    }
+    this.#progBegin();
+    this.#split(th.n, ws.length, (i) => ws[i].rows, () => cols * nTokens, (i, r0, r1) => {
+      const r = res[i];
+      const rb = k.weight_row_bytes(r.kernelType & ~PACKED_FLAG, cols);
+      this.#progTask(
+        T_MATMUL,
+        r.kernelType,
+        r.ptr + r0 * rb,
+        r1 - r0,
+        cols,
+        acts[i],
+        nTokens,
+        p[2 + 2 * i] + 4 * r0,
+        ws[i].rows,
+      );
+    });
+    this.#progRun(th, sp, stride, "matmulMany");
+    const f = this.#mem.f32;
+    for (let i = 0; i < ws.length; i++) copyOut(f, p[2 + 2 * i], nTokens * ws[i].rows, outs[i]);
+    return true;
   }
 
   // ------------------------------------------------------------------ KV cache
@@ -521,34 +832,6 @@ export class WasmBackend implements Backend {
     return base === 0 ? 0 : nTok * this.#k.act_row_bytes(base, cols);
   }
 
-  /** Row-split matmul: activations converted once, each thread a row range (bit-identical). */
-  #matmulThreaded(
-    th: Threads,
-    kernelType: number,
-    ptr: number,
-    rows: number,
-    cols: number,
-    x: Float32Array,
-    nTokens: number,
-    out: Float32Array,
-  ): void {
-    const k = this.#k;
-    const sb = k.matmul_scratch_bytes(kernelType, cols, nTokens) + 64;
-    const stride = Math.ceil(sb / 64) * 64;
-    const [xp, ap, op, sp] = this.#mem.scratch(
-      nTokens * cols * 4,
-      this.#actBytes(kernelType, cols, nTokens),
-      nTokens * rows * 4,
-      stride * th.n,
-    );
-    const f32 = this.#mem.f32;
-    copyIn(f32, x, nTokens * cols, xp);
-    const act = this.#prepare("matmul", kernelType, xp, cols, nTokens, ap);
-    const wrb = k.weight_row_bytes(kernelType & ~PACKED_FLAG, cols);
-    this.#rowJob(th, [kernelType, ptr, rows, cols, act, nTokens, op, wrb, sp, stride]);
-    copyOut(this.#mem.f32, op, nTokens * rows, out);
-  }
-
   /**
    * Attention over threads by KV heads (args in the kernel's order up to
    * `out`): the new K/V rows are stored once here, then each chunk of KV
@@ -558,7 +841,7 @@ export class WasmBackend implements Backend {
   #attentionThreaded(th: Threads, a: readonly number[], sp: number, stride: number): boolean {
     const [kc, vc, cap, start, nTok, q, kk, v, nH, nKv, hdK, hdV, scale, out] = a;
     // work ≈ tokens × visible positions × heads × head dim
-    if (nKv < 2 || this.#threads !== th || nTok * (start + nTok) * nH * hdK < THREAD_MIN_WORK) {
+    if (nKv < 2 || this.#threads !== th || nTok * (start + nTok) * nH * hdK < ATTN_MIN_WORK) {
       return false;
     }
     const k = this.#k;
@@ -628,114 +911,105 @@ export class WasmBackend implements Backend {
     return true;
   }
 
-  /** Run an `OP_MATMUL` job (args as in `thread_split.ts`); part 0 on this thread. */
-  #rowJob(th: Threads, a: number[]): void {
-    const k = this.#k;
-    th.pool.run(th.mem, th.n, OP_MATMUL, a, (chunk, chunks) => {
-      const [r0, r1] = rowRange(a[2], chunks, chunk);
-      if (r1 <= r0) return 0;
-      return k.matmul_prepared_ld(
-        a[0],
-        a[1] + r0 * a[7],
-        r1 - r0,
-        a[3],
-        a[4],
-        a[5],
-        a[6] + 4 * r0,
-        a[2],
-        a[8],
-      );
-    });
+  /**
+   * Cut the rows of `count` matrices (`rowsOf` each, `unit(i)` work per row of
+   * matrix `i`; 0: skip it) into tasks of one phase, largest first and
+   * shrinking with the work left (guided: `left / 2·threads`, at least
+   * `MIN_TASK_WORK`), on multiples of 4 rows (a packed group); `emit` adds
+   * each task.
+   */
+  #split(
+    threads: number,
+    count: number,
+    rowsOf: number | ((i: number) => number),
+    unit: (i: number) => number,
+    emit: (i: number, r0: number, r1: number) => void,
+  ): void {
+    const R = (i: number) => typeof rowsOf === "number" ? rowsOf : rowsOf(i);
+    let left = 0;
+    for (let i = 0; i < count; i++) left += R(i) * unit(i);
+    for (let i = 0; i < count; i++) {
+      const u = unit(i), rows = R(i);
+      if (u <= 0) continue;
+      for (let r0 = 0; r0 < rows;) {
+        const w = Math.max(MIN_TASK_WORK, left / (2 * threads));
+        let r1 = Math.min(rows, r0 + Math.max(4, Math.ceil(w / u / 4) * 4));
+        if (rows - r1 < 4) r1 = rows;
+        emit(i, r0, r1);
+        left -= (r1 - r0) * u;
+        r0 = r1;
+      }
+    }
   }
 
-  /** Fused FFN over threads: gate/up/SwiGLU by `nFf` row ranges, then down by `nEmbd` row ranges. */
-  #ffnThreaded(
-    th: Threads,
-    g: { ptr: number; kernelType: number },
-    u: { ptr: number; kernelType: number },
-    d: { ptr: number; kernelType: number },
-    nEmbd: number,
-    nFf: number,
-    x: Float32Array,
-    nTokens: number,
-    out: Float32Array,
-  ): void {
+  /** Start building a program (phase 0). */
+  #progBegin(): void {
+    this.#progLen = 0;
+    this.#phaseStart = 0;
+  }
+
+  /** Close the current phase: the next tasks wait for every task so far. */
+  #progPhase(): void {
+    const n = this.#progLen;
+    const a = this.#prog;
+    for (let t = this.#phaseStart; t < n; t++) a[t * TASK_INTS + 2] = n;
+    this.#phaseStart = n;
+  }
+
+  /** Append a task of the current phase. */
+  #progTask(kind: number, ...args: number[]): void {
+    if ((this.#progLen + 1) * TASK_INTS > this.#prog.length) {
+      const b = new Int32Array(this.#prog.length * 2);
+      b.set(this.#prog);
+      this.#prog = b;
+    }
+    const r = this.#progLen++ * TASK_INTS;
+    const a = this.#prog;
+    a[r] = kind;
+    a[r + 1] = this.#phaseStart;
+    for (let i = 0; i < args.length; i++) a[r + 3 + i] = args[i] | 0;
+  }
+
+  /** Copy the program into linear memory and run it over the pool (this thread included). */
+  #progRun(th: Threads, sp: number, stride: number, op: string): void {
+    this.#progPhase();
+    const n = this.#progLen;
+    if (n === 0) return;
+    const bytes = n * TASK_INTS * 4;
+    if (bytes > this.#tableBytes) {
+      const want = Math.max(bytes, 2 * this.#tableBytes, 4096);
+      if (this.#tableBytes > 0) this.#mem.arena.free(this.#tableOff);
+      this.#tableBytes = 0;
+      this.#tableOff = this.#mem.arena.alloc(want);
+      this.#tableBytes = want;
+    }
+    const tbl = this.#tableOff;
+    const m = this.#mem.i32;
+    m.set(this.#prog.subarray(0, n * TASK_INTS), tbl >>> 2);
     const k = this.#k;
-    const sameAct = (g.kernelType & ~PACKED_FLAG) === (u.kernelType & ~PACKED_FLAG);
-    const sb = Math.max(
-      k.matmul_scratch_bytes(g.kernelType, nEmbd, nTokens),
-      k.matmul_scratch_bytes(u.kernelType, nEmbd, nTokens),
-      k.matmul_scratch_bytes(d.kernelType, nFf, nTokens),
-    ) + 64;
-    const stride = Math.ceil(sb / 64) * 64;
-    const [xp, op, gp, up, agp, aup, adp, sp] = this.#mem.scratch(
-      nTokens * nEmbd * 4,
-      nTokens * nEmbd * 4,
-      nTokens * nFf * 4,
-      nTokens * nFf * 4,
-      this.#actBytes(g.kernelType, nEmbd, nTokens),
-      sameAct ? 0 : this.#actBytes(u.kernelType, nEmbd, nTokens),
-      this.#actBytes(d.kernelType, nFf, nTokens),
-      stride * th.n,
-    );
-    copyIn(this.#mem.f32, x, nTokens * nEmbd, xp);
-    const ag = this.#prepare("ffnSwiglu", g.kernelType, xp, nEmbd, nTokens, agp);
-    const au = sameAct ? ag : this.#prepare("ffnSwiglu", u.kernelType, xp, nEmbd, nTokens, aup);
-    const rbG = k.weight_row_bytes(g.kernelType & ~PACKED_FLAG, nEmbd);
-    const rbU = k.weight_row_bytes(u.kernelType & ~PACKED_FLAG, nEmbd);
-    const a = [
-      g.kernelType,
-      g.ptr,
-      u.kernelType,
-      u.ptr,
-      nFf,
-      nEmbd,
-      ag,
-      au,
-      nTokens,
-      gp,
-      up,
-      rbG,
-      rbU,
-      sp,
-      stride,
-    ];
-    th.pool.run(th.mem, th.n, OP_FFN_UP, a, (chunk, chunks) => {
-      const [r0, r1] = rowRange(nFf, chunks, chunk);
-      if (r1 <= r0) return 0;
-      const rc1 = k.matmul_prepared_ld(
-        g.kernelType,
-        g.ptr + r0 * rbG,
-        r1 - r0,
-        nEmbd,
-        ag,
-        nTokens,
-        gp + 4 * r0,
-        nFf,
-        sp,
+    const pool = th.pool;
+    const ctl = pool.control;
+    const deadline = performance.now() + pool.watchdogMs;
+    const canWait = callerCanWait();
+    const alive = () => pool.alive;
+    const base = tbl >>> 2;
+    try {
+      pool.run(
+        th.mem,
+        th.n,
+        OP_PROGRAM,
+        [tbl, n, sp, stride],
+        (chunk) => {
+          const s = sp; // part 0's scratch
+          return runTask(k, ctl, m, base + chunk * TASK_INTS, s, deadline, canWait, alive) ? 0 : -1;
+        },
+        n,
+        (chunk) => m[base + chunk * TASK_INTS + 2],
       );
-      const rc2 = k.matmul_prepared_ld(
-        u.kernelType,
-        u.ptr + r0 * rbU,
-        r1 - r0,
-        nEmbd,
-        au,
-        nTokens,
-        up + 4 * r0,
-        nFf,
-        sp,
-      );
-      if (rc1 !== 0 || rc2 !== 0) return -1;
-      for (let t = 0; t < nTokens; t++) {
-        const o = 4 * (t * nFf + r0);
-        k.swiglu(gp + o, up + o, gp + o, r1 - r0);
-      }
-      return 0;
-    });
-    const ad = this.#prepare("ffnSwiglu", d.kernelType, gp, nFf, nTokens, adp);
-    const rbD = k.weight_row_bytes(d.kernelType & ~PACKED_FLAG, nFf);
-    this.#rowJob(th, [d.kernelType, d.ptr, nEmbd, nFf, ad, nTokens, op, rbD, sp, stride]);
-    copyOut(this.#mem.f32, op, nTokens * nEmbd, out);
+    } catch (e) {
+      if (e instanceof BackendError) throw e;
+      fail(op, String(e));
+    }
   }
 
   #live(): void {

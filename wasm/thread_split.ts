@@ -35,14 +35,12 @@ export const CTL_LENGTH = 64;
 /** Chunks per thread a job is cut into (dynamic claiming evens out late threads). */
 export const CHUNKS_PER_THREAD = 4;
 
-/** Matmul row ranges: `ty, w, rows, cols, act, nTok, out, weightRowBytes, scratch, scratchStride`. */
-export const OP_MATMUL = 1;
 /**
- * Fused FFN first half, row ranges of `nFf`:
- * `tg, wg, tu, wu, nFf, nEmbd, actG, actU, nTok, g, u, rowBytesG, rowBytesU, scratch, scratchStride`.
+ * Matmul row ranges (threads × `CHUNKS_PER_THREAD` even parts; the backend runs
+ * programs, this plain job is kept for the fork/join benchmark):
+ * `ty, w, rows, cols, act, nTok, out, weightRowBytes, scratch, scratchStride`.
  */
-export const OP_FFN_UP = 2;
-
+export const OP_MATMUL = 1;
 /**
  * Attention by KV heads:
  * `kc, vc, nCtx, start, nTok, q, k, v, nHeads, nKvHeads, hdK, hdV, scaleBits, out, scratch, scratchStride`
@@ -90,4 +88,146 @@ export function rowRange(rows: number, n: number, t: number): [number, number] {
   const u0 = t * per + Math.min(t, extra);
   const u1 = u0 + per + (t < extra ? 1 : 0);
   return [Math.min(rows, 4 * u0), Math.min(rows, 4 * u1)];
+}
+
+/**
+ * A task program (one fork for several dependent steps):
+ * `table, nTasks, scratch, scratchStride`. `table` is the byte address in
+ * linear memory of `nTasks` records of {@linkcode TASK_INTS} i32s each:
+ * `[kind, phaseStart, phaseEnd, args…]`. Tasks are claimed in order; a task
+ * of a phase starts only when every task before `phaseStart` is done (a
+ * barrier without a fork: all those tasks are claimed, so they are running),
+ * and whoever finishes the last task of a phase notifies the waiters.
+ */
+export const OP_PROGRAM = 4;
+/** I32s per task record of a program. */
+export const TASK_INTS = 20;
+/**
+ * Task: rows of a matmul on prepared activations
+ * `ty, w, rows, cols, act, nTok, out, ldo` (`w`/`out` already at the range's first row).
+ */
+export const T_MATMUL = 1;
+/**
+ * Task: gate and up rows, then SwiGLU into the gate rows
+ * `tg, wg, tu, wu, rows, cols, actG, actU, nTok, g, u, ldo` (pointers at the range's first row).
+ */
+export const T_FFN_UP = 2;
+/** Task: convert activations `ty, x, cols, nTok, dst` (`prepare_act`). */
+export const T_PREP = 3;
+/**
+ * Task: attention over KV heads `[h0, h1)`:
+ * `kc, vc, nCtx, start, nTok, q, k, v, nHeads, nKvHeads, hdK, hdV, scaleBits, out, h0, h1`.
+ */
+export const T_ATTN = 4;
+
+/** The kernel exports a program task uses. */
+export interface TaskKernels {
+  matmul_prepared_ld(
+    ty: number,
+    w: number,
+    rows: number,
+    cols: number,
+    act: number,
+    nTok: number,
+    out: number,
+    ldo: number,
+    scratch: number,
+  ): number;
+  swiglu(g: number, u: number, out: number, n: number): void;
+  prepare_act(ty: number, x: number, cols: number, nTok: number, dst: number): number;
+  attention_heads(...args: number[]): number;
+}
+
+/** Spin this long (ms) at a program's barrier before sleeping on the done count. */
+const BARRIER_SPIN_MS = 0.2;
+
+/**
+ * Wait until `ctl[CTL_DONE] ≥ need` (a program's barrier): spin, then sleep in
+ * 1 ms slices (`canWait` false: spin only). False when `deadline`
+ * (`performance.now()` ms) passes or `alive()` says the pool is broken.
+ */
+export function waitDone(
+  ctl: Int32Array,
+  need: number,
+  deadline: number,
+  canWait: boolean,
+  alive: () => boolean,
+): boolean {
+  let v = Atomics.load(ctl, CTL_DONE);
+  if (v >= need) return true;
+  const t0 = performance.now();
+  for (let i = 1; v < need; i++) {
+    v = Atomics.load(ctl, CTL_DONE);
+    if ((i & 255) === 0 && performance.now() - t0 > BARRIER_SPIN_MS) break;
+  }
+  while (v < need) {
+    if (canWait) {
+      try {
+        Atomics.wait(ctl, CTL_DONE, v, 1);
+      } catch {
+        canWait = false; // a browser's main thread may not block: keep spinning
+      }
+    }
+    v = Atomics.load(ctl, CTL_DONE);
+    if (v < need && (performance.now() > deadline || !alive())) return false;
+  }
+  return true;
+}
+
+/**
+ * Run task record `r` (an i32 index into `m`, the memory's i32 view) with
+ * scratch at byte `scratch`, after its phase's barrier. Returns false when
+ * a kernel rejected it or the barrier gave up (the task still counts as done).
+ */
+export function runTask(
+  k: TaskKernels,
+  ctl: Int32Array,
+  m: Int32Array,
+  r: number,
+  scratch: number,
+  deadline: number,
+  canWait: boolean,
+  alive: () => boolean,
+): boolean {
+  if (!waitDone(ctl, m[r + 1], deadline, canWait, alive)) return false;
+  const u = (i: number) => m[r + 3 + i] >>> 0;
+  switch (m[r]) {
+    case T_MATMUL:
+      return k.matmul_prepared_ld(u(0), u(1), u(2), u(3), u(4), u(5), u(6), u(7), scratch) === 0;
+    case T_FFN_UP: {
+      const rows = u(4), cols = u(5), nTok = u(8), g = u(9), up = u(10), ldo = u(11);
+      const rc1 = k.matmul_prepared_ld(u(0), u(1), rows, cols, u(6), nTok, g, ldo, scratch);
+      const rc2 = k.matmul_prepared_ld(u(2), u(3), rows, cols, u(7), nTok, up, ldo, scratch);
+      if (rc1 !== 0 || rc2 !== 0) return false;
+      for (let t = 0; t < nTok; t++) {
+        const o = 4 * t * ldo;
+        k.swiglu(g + o, up + o, g + o, rows);
+      }
+      return true;
+    }
+    case T_PREP:
+      return k.prepare_act(u(0), u(1), u(2), u(3), u(4)) === 0;
+    case T_ATTN:
+      return k.attention_heads(
+        u(0),
+        u(1),
+        u(2),
+        u(3),
+        u(4),
+        u(5),
+        u(6),
+        u(7),
+        u(8),
+        u(9),
+        u(10),
+        u(11),
+        f32FromBits(m[r + 3 + 12]),
+        u(13),
+        scratch,
+        u(14),
+        u(15),
+        0,
+      ) === 0;
+  }
+  return false;
 }

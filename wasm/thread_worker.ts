@@ -26,9 +26,11 @@ import {
   f32FromBits,
   itemRange,
   OP_ATTN,
-  OP_FFN_UP,
   OP_MATMUL,
+  OP_PROGRAM,
   rowRange,
+  runTask,
+  TASK_INTS,
 } from "./thread_split.ts";
 
 interface Inst {
@@ -44,8 +46,21 @@ interface Inst {
     scratch: number,
   ): number;
   swiglu(g: number, u: number, out: number, n: number): void;
+  prepare_act(ty: number, x: number, cols: number, nTok: number, dst: number): number;
   attention_heads(...args: number[]): number;
 }
+
+/** A kernel instance over one attached memory. */
+interface Attached {
+  readonly k: Inst;
+  readonly memory: WebAssembly.Memory;
+  /** I32 view of the memory (re-made when it grows). */
+  i32: Int32Array;
+}
+
+/** Join watchdog of a program's barrier in a worker (ms; the caller's is the pool's). */
+const BARRIER_TIMEOUT_MS = 120_000;
+const always = () => true;
 
 /**
  * Spin this long (ms) on the job counter before sleeping. Short: with the
@@ -59,21 +74,36 @@ const SPIN_MS = 0.05;
 const SLEEP_MS = 50;
 /** While busy, handle messages at least this often (ms). */
 const BUSY_YIELD_MS = 500;
-const instances = new Map<number, Inst>();
+const instances = new Map<number, Attached>();
 const modules = new Map<string, WebAssembly.Module>();
 let ctl: Int32Array | null = null;
 let index = 0;
 
 /** Run chunk `k` of `n` of the current job with scratch part `part`; false when a kernel failed. */
 function runChunk(
-  inst: Inst,
+  at: Attached,
   op: number,
   a: Int32Array,
   n: number,
   k: number,
   part: number,
 ): boolean {
+  const inst = at.k;
   const u = (i: number) => a[i] >>> 0;
+  if (op === OP_PROGRAM) {
+    const r = (u(0) >>> 2) + k * TASK_INTS;
+    if (at.i32.length < r + TASK_INTS) at.i32 = new Int32Array(at.memory.buffer);
+    return runTask(
+      inst,
+      ctl!,
+      at.i32,
+      r,
+      u(2) + part * u(3),
+      performance.now() + BARRIER_TIMEOUT_MS,
+      true,
+      always,
+    );
+  }
   if (op === OP_MATMUL) {
     const rows = u(2);
     const [r0, r1] = rowRange(rows, n, k);
@@ -89,40 +119,6 @@ function runChunk(
       rows,
       u(8) + part * u(9),
     ) === 0;
-  }
-  if (op === OP_FFN_UP) {
-    const nFf = u(4), nEmbd = u(5), nTok = u(8), g = u(9), up = u(10);
-    const [r0, r1] = rowRange(nFf, n, k);
-    if (r1 <= r0) return true;
-    const s = u(13) + part * u(14);
-    const rc1 = inst.matmul_prepared_ld(
-      u(0),
-      u(1) + r0 * u(11),
-      r1 - r0,
-      nEmbd,
-      u(6),
-      nTok,
-      g + 4 * r0,
-      nFf,
-      s,
-    );
-    const rc2 = inst.matmul_prepared_ld(
-      u(2),
-      u(3) + r0 * u(12),
-      r1 - r0,
-      nEmbd,
-      u(7),
-      nTok,
-      up + 4 * r0,
-      nFf,
-      s,
-    );
-    if (rc1 !== 0 || rc2 !== 0) return false;
-    for (let t = 0; t < nTok; t++) {
-      const o = 4 * (t * nFf + r0);
-      inst.swiglu(g + o, up + o, g + o, r1 - r0);
-    }
-    return true;
   }
   if (op === OP_ATTN) {
     const [h0, h1] = itemRange(u(9), n, k);
@@ -172,7 +168,13 @@ function work(c: Int32Array, seq: number): void {
     } catch {
       Atomics.compareExchange(c, CTL_ERR, 0, ERR_THROWN);
     }
-    if (Atomics.add(c, CTL_DONE, 1) + 1 === n) Atomics.notify(c, CTL_DONE);
+    const d = Atomics.add(c, CTL_DONE, 1) + 1;
+    if (d === n) Atomics.notify(c, CTL_DONE);
+    else if (op === OP_PROGRAM && inst !== undefined) {
+      // the last task of a phase wakes the threads waiting at its barrier
+      const r = ((args[0] >>> 0) >>> 2) + (v & 0xffff) * TASK_INTS;
+      if (d === inst.i32[r + 2]) Atomics.notify(c, CTL_DONE);
+    }
   }
 }
 
@@ -234,7 +236,12 @@ async function onMessage(m: Record<string, unknown> & { type: string }): Promise
       });
       const sp = inst.exports.__stack_pointer as WebAssembly.Global;
       sp.value = m.stackTop as number;
-      instances.set(m.id as number, inst.exports as unknown as Inst);
+      const memory = m.memory as WebAssembly.Memory;
+      instances.set(m.id as number, {
+        k: inst.exports as unknown as Inst,
+        memory,
+        i32: new Int32Array(memory.buffer),
+      });
       reply({ type: "attached", id: m.id });
     } catch (e) {
       reply({ type: "attach_failed", id: m.id, message: String(e) });

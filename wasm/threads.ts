@@ -244,9 +244,23 @@ export class ThreadPool {
     if (shared === this) shared = null;
   }
 
+  /** The shared control block (a program's barrier waits on its done count). */
+  get control(): Int32Array {
+    return this.#ctl;
+  }
+
+  /** Whether the pool still works (no worker died). */
+  get alive(): boolean {
+    return this.#broken === null;
+  }
+
   /**
-   * Run job `op` with `args` on memory `mem` over `threads` threads; `self`
-   * runs part 0 on the calling thread. Returns when every part is done.
+   * Run job `op` with `args` on memory `mem` over `threads` threads, cut
+   * into `chunks` chunks (default `threads × CHUNKS_PER_THREAD`, at most
+   * 65535) that threads claim in order; `self` runs the chunks the calling
+   * thread claims. With `phaseEnd` (programs), finishing a chunk that
+   * brings the done count to `phaseEnd(chunk)` wakes threads waiting at the
+   * barrier. Returns when every chunk is done.
    */
   run(
     mem: number,
@@ -254,6 +268,8 @@ export class ThreadPool {
     op: number,
     args: readonly number[],
     self: (chunk: number, chunks: number) => number,
+    chunks = threads * CHUNKS_PER_THREAD,
+    phaseEnd?: (chunk: number) => number,
   ): void {
     this.#live();
     const c = this.#ctl;
@@ -263,7 +279,10 @@ export class ThreadPool {
         `Cannot run job: ${threads} threads but ${this.#workers.length} workers`,
       );
     }
-    const n = threads * CHUNKS_PER_THREAD;
+    const n = chunks;
+    if (!(n >= 1 && n <= 0xffff)) {
+      throw new BackendError("thread_failed", `Cannot run job: ${n} chunks outside [1, 65535]`);
+    }
     const seq = (c[CTL_SEQ] + 1) | 0;
     c[CTL_OP] = op;
     c[CTL_MEM] = mem;
@@ -285,7 +304,8 @@ export class ThreadPool {
       } catch (e) {
         thrown = e;
       }
-      Atomics.add(c, CTL_DONE, 1);
+      const d = Atomics.add(c, CTL_DONE, 1) + 1;
+      if (phaseEnd !== undefined && d === phaseEnd(k)) Atomics.notify(c, CTL_DONE);
     }
     this.#join(n);
     const err = c[CTL_ERR];
@@ -358,6 +378,11 @@ export class ThreadPool {
 let shared: ThreadPool | null = null;
 /** Whether this thread may block in `Atomics.wait` (not a browser's main thread). */
 let canWait = true;
+
+/** Whether the calling thread may block in `Atomics.wait` (as far as seen so far). */
+export function callerCanWait(): boolean {
+  return canWait;
+}
 
 /** The process-wide pool (created on first use; counted: pair with `unref()`). */
 export function acquirePool(): ThreadPool {

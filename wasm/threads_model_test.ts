@@ -7,6 +7,7 @@
 import { deepEqual, equal, ok } from "node:assert/strict";
 import { Session } from "../core/generate/session.ts";
 import { loadModel } from "../core/model/model.ts";
+import type { LinearName } from "../core/model/transformer.ts";
 import { synthesizeModel } from "../core/model/synthetic.ts";
 import { GgmlType } from "../core/tensor/ggml_type.ts";
 import { createWasmBackend } from "./backend.ts";
@@ -64,5 +65,75 @@ Deno.test({
         );
       }
     }
+  },
+});
+
+Deno.test({
+  name:
+    "with adapters on attn_k and one expert, the fused paths step aside: same logits at 1 and 2 threads, and the adapters count",
+  ignore: !sharedMemorySupported(),
+  fn: async () => {
+    const bytes = synthesizeModel({
+      arch: "qwen2moe",
+      nEmbd: 512,
+      nHead: 4,
+      nHeadKv: 2,
+      nLayer: 2,
+      nExpert: 4,
+      nExpertUsed: 2,
+      nFf: 1024,
+      nVocab: 1024,
+      type: GgmlType.Q4_K,
+      seed: 9,
+    });
+    // out[t][i] += 0.01·x[t][i mod cols]·(i mod 7 − 3): deterministic, depends on x
+    const touched: string[] = [];
+    const adapter = {
+      applies: (layer: number, proj: LinearName, expert?: number) =>
+        (layer === 0 && proj === "attn_k") ||
+        (layer === 1 && proj === "ffn_up_exps" && expert === 2),
+      apply(
+        layer: number,
+        proj: LinearName,
+        x: Float32Array,
+        n: number,
+        out: Float32Array,
+        expert?: number,
+      ) {
+        touched.push(`${layer}:${proj}:${expert ?? -1}`);
+        const cols = x.length / n, rows = out.length / n;
+        for (let t = 0; t < n; t++) {
+          for (let i = 0; i < rows; i++) {
+            out[t * rows + i] += 0.01 * x[t * cols + (i % cols)] * ((i % 7) - 3);
+          }
+        }
+      },
+    };
+    const run = async (threads: number, adapters: boolean) => {
+      const be = await createWasmBackend({ threads });
+      const model = await loadModel(bytes, {
+        backend: be,
+        hooks: adapters ? { adapters: [adapter] } : undefined,
+      });
+      const s = new Session(model, { nCtx: 64 });
+      const out: Uint32Array[] = [];
+      let l = await s.eval([5, 77, 120, 9, 33, 250, 17]);
+      for (let i = 0; i < 4; i++) {
+        out.push(new Uint32Array(Float32Array.from(l).buffer));
+        l = await s.eval([argmax(l)]);
+      }
+      s.dispose();
+      model.dispose();
+      be.dispose();
+      return out;
+    };
+    const one = await run(1, true);
+    const n1 = touched.length;
+    ok(touched.some((t) => t === "0:attn_k:-1") && touched.some((t) => t === "1:ffn_up_exps:2"));
+    const two = await run(2, true);
+    equal(touched.length, 2 * n1, "the adapters ran as often at 2 threads");
+    two.forEach((l, j) => deepEqual(l, one[j], `logits step ${j}`));
+    const plain = await run(2, false);
+    ok(plain.some((l, j) => l.some((b, i) => b !== one[j][i])), "the adapters change the logits");
   },
 });

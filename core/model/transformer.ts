@@ -122,6 +122,10 @@ export class Transformer {
   #batchUnsupported = false;
   readonly #linearFn: LayerContext["linear"] = (layer, proj, w, x, n, out) =>
     this.#linear(layer, proj, w, x, n, out);
+  readonly #plainFn = (layer: number, proj: LinearName): boolean => {
+    for (const a of this.adapters) if (a.applies(layer, proj, -1)) return false;
+    return true;
+  };
   readonly #ffnFn = (layer: number): FfnLinear | undefined =>
     this.#adapts(layer, DENSE_PROJ, -1)
       ? (p, w, x, n, out) => this.#linear(layer, DENSE_PROJ[p], w, x, n, out)
@@ -234,6 +238,7 @@ export class Transformer {
       moe: this.moe,
       signal,
       linear: this.#linearFn,
+      plain: this.#plainFn,
       ffn: this.#ffnFn,
     };
     for (let l = 0; l < hp.nLayer; l++) await hp.arch.forwardLayer(ctx, l);
@@ -360,6 +365,7 @@ export class Transformer {
       moe: this.moe,
       signal,
       linear: this.#linearFn,
+      plain: this.#plainFn,
       ffn: this.#ffnFn,
     };
     try {

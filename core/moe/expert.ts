@@ -143,6 +143,15 @@ export class SwigluExpert implements Expert {
     swigluFfn(this.#backend, this.#weights(), x, nTokens, out, this.#scratch);
   }
 
+  /**
+   * The resident weights (valid until the store next moves the expert), for
+   * a caller that runs several experts in one backend call (the MoE layer on
+   * a threaded backend).
+   */
+  resolveWeights(): ExpertWeights {
+    return this.#weights();
+  }
+
   /** Run the FFN with each projection through `linear` (per-expert adapters). */
   forwardLinear(x: Float32Array, nTokens: number, out: Float32Array, linear: FfnLinear): void {
     swigluFfn(this.#backend, this.#weights(), x, nTokens, out, this.#scratch, linear);

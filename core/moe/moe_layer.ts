@@ -18,6 +18,7 @@ import {
   type ExpertWeights,
   type FfnLinear,
   type Scratch,
+  SwigluExpert,
   swigluFfn,
 } from "./expert.ts";
 import type { Route, RouteBuffer, Router } from "./router.ts";
@@ -48,6 +49,33 @@ export interface ExpertAdapterHook {
   applies(expert: number): boolean;
   /** The projection runner (base matmul + adapters) of expert `expert`. */
   linear(expert: number): FfnLinear;
+}
+
+/** One expert FFN of a backend's optional `ffnSwigluMany` (the WASM backend on threads). */
+interface FfnJob {
+  gate: WeightView;
+  up: WeightView;
+  down: WeightView;
+  x: Float32Array;
+  nTokens: number;
+  out: Float32Array;
+}
+
+/**
+ * A backend that may run several SwiGLU experts in one call (one parallel
+ * region on a threaded backend; false: it did nothing, run them one by one).
+ */
+type ManyFfnBackend = Backend & {
+  readonly threads?: number;
+  ffnSwigluMany?(jobs: readonly FfnJob[]): boolean;
+};
+
+/** Scratch tags of the fused path's per-job buffers. */
+const XIN_TAGS: string[] = [];
+const EOUT_TAGS: string[] = [];
+function tag(tags: string[], stem: string, i: number): string {
+  while (tags.length <= i) tags.push(`${stem}.${tags.length}`);
+  return tags[i];
 }
 
 /** Everything one MoE layer needs. */
@@ -86,7 +114,12 @@ export class MoeLayer {
   readonly #bufs: RouteBuffer[] = [];
   #used = new Uint8Array(0);
   readonly #usedList: number[] = [];
+  /** The fused path ensured every used expert of this call already. */
+  #ensured = false;
   #slots = new Int32Array(0);
+  readonly #jobs: FfnJob[] = [];
+  /** Per job of the fused path: its first slot in `#slots` and its slot count. */
+  #jobSlots = new Int32Array(0);
 
   /** @param backend ops; @param spec layer parts; @param scratch shared buffers */
   constructor(backend: Backend, spec: MoeLayerSpec, scratch: Scratch) {
@@ -137,11 +170,13 @@ export class MoeLayer {
 
     // per-token, per-rank expert outputs, combined afterwards in rank order
     const parts = S.get("moe.parts", nTokens * maxK * nEmbd);
+    const fused = chunk >= usedList.length &&
+      await this.#forwardFused(x, nTokens, maxK, parts, signal);
     if (this.#slots.length < nTokens) this.#slots = new Int32Array(nTokens * 2);
     const slots = this.#slots;
-    for (let i = 0; i < usedList.length; i++) {
+    for (let i = 0; i < usedList.length && !fused; i++) {
       const e = usedList[i];
-      if (i % chunk === 0) {
+      if (i % chunk === 0 && !(i === 0 && this.#ensured)) {
         const pending = store.ensure(
           layer,
           chunk >= usedList.length ? usedList : usedList.slice(i, i + chunk),
@@ -216,5 +251,83 @@ export class MoeLayer {
       }
       for (let i = 0; i < nTokens * nEmbd; i++) out[i] += sh[i];
     }
+  }
+
+  /**
+   * The routed experts of this call in one backend call (`ffnSwigluMany`:
+   * one parallel region for all of them on a threaded backend), when the
+   * backend has it and every used expert is a plain SwiGLU expert without
+   * adapters; fills `parts` exactly as the per-expert loop does. Returns
+   * false when it did not run them (the loop then does; `#ensured` tells it
+   * the experts are resident already).
+   */
+  async #forwardFused(
+    x: Float32Array,
+    nTokens: number,
+    maxK: number,
+    parts: Float32Array,
+    signal?: AbortSignal,
+  ): Promise<boolean> {
+    this.#ensured = false;
+    const be = this.#backend as ManyFfnBackend;
+    if (be.ffnSwigluMany === undefined || !((be.threads ?? 1) > 1)) return false;
+    const { nEmbd, experts, store, layer } = this.spec;
+    const used = this.#usedList;
+    const hook = this.expertAdapter;
+    for (const e of used) {
+      if (!(experts[e] instanceof SwigluExpert) || (hook !== null && hook.applies(e))) return false;
+    }
+    const pending = store.ensure(layer, used, signal);
+    if (pending) await pending;
+    this.#ensured = true;
+    const routes = this.#routes;
+    const S = this.#scratch;
+    if (this.#slots.length < nTokens * maxK) this.#slots = new Int32Array(nTokens * maxK);
+    if (this.#jobSlots.length < 2 * used.length) this.#jobSlots = new Int32Array(2 * used.length);
+    const slots = this.#slots, js = this.#jobSlots, jobs = this.#jobs;
+    jobs.length = used.length;
+    let s0 = 0;
+    for (let i = 0; i < used.length; i++) {
+      const e = used[i];
+      const w = (experts[e] as SwigluExpert).resolveWeights();
+      if (!w.gate) return false;
+      let n = 0;
+      for (let t = 0; t < nTokens; t++) {
+        const rank = routes[t].experts.indexOf(e);
+        if (rank >= 0) slots[s0 + n++] = t * maxK + rank;
+      }
+      js[2 * i] = s0;
+      js[2 * i + 1] = n;
+      let xin = x;
+      if (n !== nTokens) {
+        xin = S.get(tag(XIN_TAGS, "moe.xin", i), n * nEmbd);
+        for (let i2 = 0; i2 < n; i2++) {
+          const src = Math.floor(slots[s0 + i2] / maxK) * nEmbd;
+          for (let c = 0; c < nEmbd; c++) xin[i2 * nEmbd + c] = x[src + c];
+        }
+      }
+      const out = S.get(tag(EOUT_TAGS, "moe.eout", i), n * nEmbd);
+      const j = jobs[i] ??= { gate: w.gate, up: w.up, down: w.down, x: xin, nTokens: n, out };
+      j.gate = w.gate;
+      j.up = w.up;
+      j.down = w.down;
+      j.x = xin;
+      j.nTokens = n;
+      j.out = out;
+      s0 += n;
+    }
+    if (!be.ffnSwigluMany(jobs)) return false;
+    for (let i = 0; i < used.length; i++) {
+      const eout = jobs[i].out;
+      const b = js[2 * i], n = js[2 * i + 1];
+      for (let i2 = 0; i2 < n; i2++) {
+        const slot = slots[b + i2];
+        const w = routes[Math.floor(slot / maxK)].weights[slot % maxK];
+        const src = i2 * nEmbd;
+        const dst = slot * nEmbd;
+        for (let c = 0; c < nEmbd; c++) parts[dst + c] = eout[src + c] * w;
+      }
+    }
+    return true;
   }
 }

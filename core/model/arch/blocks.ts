@@ -8,6 +8,7 @@
  * @module
  */
 
+import type { WeightView } from "../../backend/backend.ts";
 import type { ExpertWeights } from "../../moe/expert.ts";
 import { swigluFfn } from "../../moe/expert.ts";
 import type { HParams } from "../hparams.ts";
@@ -210,9 +211,11 @@ export function selfAttention(
   if (!lw.wq || !lw.wk || !lw.wv) {
     throw new ModelError("missing_tensor", `Cannot run block ${l}: it has no Q/K/V projections`);
   }
-  c.linear(l, "attn_q", lw.wq, h, n, q);
-  c.linear(l, "attn_k", lw.wk, h, n, k);
-  c.linear(l, "attn_v", lw.wv, h, n, v);
+  if (!qkvTogether(c, l, lw.wq, lw.wk, lw.wv, h, q, k, v)) {
+    c.linear(l, "attn_q", lw.wq, h, n, q);
+    c.linear(l, "attn_k", lw.wk, h, n, k);
+    c.linear(l, "attn_v", lw.wv, h, n, v);
+  }
   if (lw.bq) addBias(q, lw.bq);
   if (lw.bk) addBias(k, lw.bk);
   if (lw.bv) addBias(v, lw.bv);
@@ -228,6 +231,49 @@ export function selfAttention(
   attend(c, l, q, k, v, att);
   c.linear(l, "attn_output", lw.wo, att, n, out);
   if (lw.bo) addBias(out, lw.bo);
+}
+
+/** A backend that may run several matmuls over the same rows in one call (WASM on threads). */
+type ManyMatmulBackend = {
+  readonly threads?: number;
+  matmulMany?(
+    ws: readonly WeightView[],
+    x: Float32Array,
+    n: number,
+    outs: readonly Float32Array[],
+  ): boolean;
+};
+
+const QKV_W: WeightView[] = [];
+const QKV_OUT: Float32Array[] = [];
+
+/**
+ * Q, K and V projections in one backend call (one parallel region on a
+ * threaded backend) when no adapter touches them; false when not done (the
+ * caller runs them one by one). Results are identical either way.
+ */
+function qkvTogether(
+  c: LayerContext,
+  l: number,
+  wq: WeightView,
+  wk: WeightView,
+  wv: WeightView,
+  h: Float32Array,
+  q: Float32Array,
+  k: Float32Array,
+  v: Float32Array,
+): boolean {
+  const be = c.be as ManyMatmulBackend;
+  if (be.matmulMany === undefined || !((be.threads ?? 1) > 1) || c.plain === undefined) {
+    return false;
+  }
+  if (!c.plain(l, "attn_q") || !c.plain(l, "attn_k") || !c.plain(l, "attn_v")) return false;
+  QKV_W[0] = wq, QKV_W[1] = wk, QKV_W[2] = wv;
+  QKV_OUT[0] = q, QKV_OUT[1] = k, QKV_OUT[2] = v;
+  const done = be.matmulMany(QKV_W, h, c.n, QKV_OUT);
+  QKV_W.length = 0;
+  QKV_OUT.length = 0;
+  return done;
 }
 
 /**

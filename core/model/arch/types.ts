@@ -208,6 +208,12 @@ export interface LayerContext {
    * `ffn_gate`/`ffn_up`/`ffn_down` (else undefined: the fused FFN runs).
    */
   readonly ffn?: (layer: number) => FfnLinear | undefined;
+  /**
+   * Whether no adapter touches (`layer`, `proj`), so `linear` there is
+   * exactly `be.matmul` (a block may then run several projections in one
+   * backend call). Absent: assume adapters.
+   */
+  readonly plain?: (layer: number, proj: LinearName) => boolean;
   /** `out = W·x` plus the linear adapters of (`layer`, `proj`). */
   linear(
     layer: number,

@@ -1,0 +1,203 @@
+/**
+ * The pool's task programs (one fork for several dependent steps):
+ * `ffnSwigluMany` (several experts' gate/up/SwiGLU, a barrier, their down
+ * projections) and `matmulMany` (several matrices over the same rows) give
+ * the same bits as `ffnSwiglu` / `matmul` on one thread, for mixed types,
+ * shared and distinct inputs, uneven token counts and empty jobs; they
+ * decline (false, nothing done) on one thread; bad shapes are typed errors.
+ */
+import { deepEqual, equal, ok, throws } from "node:assert/strict";
+import type { WeightView } from "../core/backend/backend.ts";
+import { BackendError } from "../core/errors.ts";
+import { GgmlType } from "../core/tensor/ggml_type.ts";
+import { randomActivations, randomWeights, rng } from "./kernel_test_util.ts";
+import { createWasmBackend, type FfnJob, type WasmBackend } from "./backend.ts";
+import { sharedMemorySupported } from "./pkg/moe_edge_kernels.ts";
+
+function bits(a: Float32Array): Uint32Array {
+  return new Uint32Array(a.buffer, a.byteOffset, a.length);
+}
+
+function upload(
+  be: WasmBackend,
+  bytes: Uint8Array,
+  type: GgmlType,
+  rows: number,
+  cols: number,
+): WeightView {
+  const slot = be.allocSlot(bytes.length);
+  be.writeSlot(slot, 0, bytes);
+  return { slot, offset: 0, type, rows, cols };
+}
+
+interface Expert {
+  tg: GgmlType;
+  tu: GgmlType;
+  td: GgmlType;
+  g: Uint8Array;
+  u: Uint8Array;
+  d: Uint8Array;
+}
+
+Deno.test({
+  name: "ffnSwigluMany equals ffnSwiglu per job, bit for bit, at 2, 3 and 4 threads",
+  ignore: !sharedMemorySupported(),
+  fn: async () => {
+    const one = await createWasmBackend({ threads: 1 });
+    const bes = await Promise.all([2, 3, 4].map((threads) => createWasmBackend({ threads })));
+    try {
+      const r = rng(21);
+      const nEmbd = 512, nFf = 768;
+      const types: [GgmlType, GgmlType, GgmlType][] = [
+        [GgmlType.Q4_K, GgmlType.Q4_K, GgmlType.Q6_K],
+        [GgmlType.Q4_0, GgmlType.Q4_0, GgmlType.Q4_0],
+        [GgmlType.Q8_0, GgmlType.Q4_0, GgmlType.Q8_0],
+        [GgmlType.F16, GgmlType.F32, GgmlType.Q4_K],
+      ];
+      const experts: Expert[] = types.map(([tg, tu, td]) => ({
+        tg,
+        tu,
+        td,
+        g: randomWeights(r, tg, nFf, nEmbd),
+        u: randomWeights(r, tu, nFf, nEmbd),
+        d: randomWeights(r, td, nEmbd, nFf),
+      }));
+      const shared = randomActivations(r, 3 * nEmbd);
+      // decode-like (every expert on the same row), prefill-like (own rows, uneven), an empty job
+      const cases: { e: number; x: Float32Array; n: number }[][] = [
+        [{ e: 0, x: shared.subarray(0, nEmbd), n: 1 }, {
+          e: 1,
+          x: shared.subarray(0, nEmbd),
+          n: 1,
+        }],
+        [
+          { e: 0, x: randomActivations(r, 5 * nEmbd), n: 5 },
+          { e: 2, x: shared, n: 3 },
+          { e: 3, x: shared, n: 3 },
+          { e: 1, x: randomActivations(r, 1 * nEmbd), n: 1 },
+          { e: 1, x: shared, n: 0 },
+        ],
+        [{ e: 2, x: randomActivations(r, 9 * nEmbd), n: 9 }],
+      ];
+      const views = (be: WasmBackend) =>
+        experts.map((x) => ({
+          gate: upload(be, x.g, x.tg, nFf, nEmbd),
+          up: upload(be, x.u, x.tu, nFf, nEmbd),
+          down: upload(be, x.d, x.td, nEmbd, nFf),
+        }));
+      const ref = views(one);
+      const vs = bes.map(views);
+      for (const jobs of cases) {
+        const want = jobs.map((j) => {
+          const out = new Float32Array(j.n * nEmbd);
+          const w = ref[j.e];
+          if (j.n > 0) one.ffnSwiglu(w.gate, w.up, w.down, j.x, j.n, out);
+          return out;
+        });
+        // one thread declines
+        equal(
+          one.ffnSwigluMany(
+            jobs.map((j) => ({
+              ...ref[j.e],
+              x: j.x,
+              nTokens: j.n,
+              out: new Float32Array(j.n * nEmbd),
+            })),
+          ),
+          false,
+        );
+        bes.forEach((be, b) => {
+          for (let pass = 0; pass < 2; pass++) { // second pass: the matrices are packed by then
+            const fj: FfnJob[] = jobs.map((j) => ({
+              ...vs[b][j.e],
+              x: j.x,
+              nTokens: j.n,
+              out: new Float32Array(j.n * nEmbd).fill(Number.NaN),
+            }));
+            ok(be.ffnSwigluMany(fj), `threads ${be.threads} ran it`);
+            fj.forEach((j, i) =>
+              deepEqual(bits(j.out), bits(want[i]), `threads ${be.threads} job ${i} pass ${pass}`)
+            );
+          }
+        });
+        want.forEach((o, i) =>
+          ok(o.every(Number.isFinite), `job ${i} of ${JSON.stringify(jobs.map((j) => j.e))}`)
+        );
+      }
+      // shapes that do not chain are a typed error
+      const w = vs[0];
+      throws(
+        () =>
+          bes[0].ffnSwigluMany([
+            { ...w[0], x: shared, nTokens: 1, out: new Float32Array(nEmbd) },
+            {
+              gate: w[1].gate,
+              up: w[1].up,
+              down: w[1].gate,
+              x: shared,
+              nTokens: 1,
+              out: new Float32Array(nEmbd),
+            },
+          ]),
+        (e) => e instanceof BackendError && e.code === "bad_shape",
+      );
+      throws(
+        () =>
+          bes[0].ffnSwigluMany([{ ...w[0], x: shared, nTokens: 4, out: new Float32Array(nEmbd) }]),
+        (e) => e instanceof BackendError && e.code === "bad_shape",
+      );
+    } finally {
+      one.dispose();
+      for (const be of bes) be.dispose();
+    }
+  },
+});
+
+Deno.test({
+  name: "matmulMany equals matmul per matrix, bit for bit, at 2 and 4 threads",
+  ignore: !sharedMemorySupported(),
+  fn: async () => {
+    const one = await createWasmBackend({ threads: 1 });
+    const bes = await Promise.all([2, 4].map((threads) => createWasmBackend({ threads })));
+    try {
+      const r = rng(33);
+      const cols = 1024;
+      const mats: [GgmlType, number][] = [
+        [GgmlType.Q4_0, 1024],
+        [GgmlType.Q4_0, 260],
+        [GgmlType.Q8_0, 256],
+        [GgmlType.Q4_K, 36],
+        [GgmlType.F16, 128],
+      ];
+      const ws = mats.map(([t, rows]) => randomWeights(r, t, rows, cols));
+      for (const nTok of [1, 3, 16]) {
+        const x = randomActivations(r, nTok * cols);
+        const want = mats.map(([t, rows], i) => {
+          const out = new Float32Array(nTok * rows);
+          one.matmul(upload(one, ws[i], t, rows, cols), x, nTok, out);
+          return out;
+        });
+        for (const be of bes) {
+          const vs = mats.map(([t, rows], i) => upload(be, ws[i], t, rows, cols));
+          for (let pass = 0; pass < 2; pass++) {
+            const outs = mats.map(([, rows]) => new Float32Array(nTok * rows).fill(Number.NaN));
+            ok(be.matmulMany(vs, x, nTok, outs));
+            outs.forEach((o, i) =>
+              deepEqual(bits(o), bits(want[i]), `threads ${be.threads} t=${nTok} matrix ${i}`)
+            );
+          }
+        }
+      }
+      const v1 = upload(one, ws[0], GgmlType.Q4_0, 1024, cols);
+      equal(one.matmulMany([v1], new Float32Array(cols), 1, [new Float32Array(1024)]), false);
+      const v2 = upload(bes[0], ws[0], GgmlType.Q4_0, 1024, cols);
+      throws(
+        () => bes[0].matmulMany([v2], new Float32Array(cols), 1, [new Float32Array(10)]),
+        (e) => e instanceof BackendError && e.code === "bad_shape",
+      );
+    } finally {
+      one.dispose();
+      for (const be of bes) be.dispose();
+    }
+  },
+});
