@@ -170,7 +170,8 @@ export class MoeLayer {
 
     // per-token, per-rank expert outputs, combined afterwards in rank order
     const parts = S.get("moe.parts", nTokens * maxK * nEmbd);
-    const fused = chunk >= usedList.length &&
+    this.#ensured = false;
+    const fused = chunk >= usedList.length && this.#canFuse() &&
       await this.#forwardFused(x, nTokens, maxK, parts, signal);
     if (this.#slots.length < nTokens) this.#slots = new Int32Array(nTokens * 2);
     const slots = this.#slots;
@@ -254,10 +255,25 @@ export class MoeLayer {
   }
 
   /**
+   * Whether this call's experts may run in one backend call: the backend has
+   * `ffnSwigluMany` and threads, and every used expert is a plain SwiGLU
+   * expert without adapters.
+   */
+  #canFuse(): boolean {
+    const be = this.#backend as ManyFfnBackend;
+    if (be.ffnSwigluMany === undefined || !((be.threads ?? 1) > 1)) return false;
+    const experts = this.spec.experts;
+    const hook = this.expertAdapter;
+    for (const e of this.#usedList) {
+      if (!(experts[e] instanceof SwigluExpert) || (hook !== null && hook.applies(e))) return false;
+    }
+    return true;
+  }
+
+  /**
    * The routed experts of this call in one backend call (`ffnSwigluMany`:
-   * one parallel region for all of them on a threaded backend), when the
-   * backend has it and every used expert is a plain SwiGLU expert without
-   * adapters; fills `parts` exactly as the per-expert loop does. Returns
+   * one parallel region for all of them on a threaded backend; `#canFuse`
+   * first); fills `parts` exactly as the per-expert loop does. Returns
    * false when it did not run them (the loop then does; `#ensured` tells it
    * the experts are resident already).
    */
@@ -268,15 +284,9 @@ export class MoeLayer {
     parts: Float32Array,
     signal?: AbortSignal,
   ): Promise<boolean> {
-    this.#ensured = false;
     const be = this.#backend as ManyFfnBackend;
-    if (be.ffnSwigluMany === undefined || !((be.threads ?? 1) > 1)) return false;
     const { nEmbd, experts, store, layer } = this.spec;
     const used = this.#usedList;
-    const hook = this.expertAdapter;
-    for (const e of used) {
-      if (!(experts[e] instanceof SwigluExpert) || (hook !== null && hook.applies(e))) return false;
-    }
     const pending = store.ensure(layer, used, signal);
     if (pending) await pending;
     this.#ensured = true;
@@ -316,7 +326,7 @@ export class MoeLayer {
       j.out = out;
       s0 += n;
     }
-    if (!be.ffnSwigluMany(jobs)) return false;
+    if (!be.ffnSwigluMany?.(jobs)) return false;
     for (let i = 0; i < used.length; i++) {
       const eout = jobs[i].out;
       const b = js[2 * i], n = js[2 * i + 1];
