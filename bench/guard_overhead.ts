@@ -16,7 +16,7 @@
 
 import { createApp } from "../serve/app.ts";
 import { guardedServe } from "../serve/guard.ts";
-import { tinyRuntime } from "../tests/serve/util.ts";
+import { tinyRuntime } from "../serve/serve_test_util.ts";
 
 const N = Number(Deno.args[0] ?? 60);
 const EVENTS = Number(Deno.args[1] ?? 20000);

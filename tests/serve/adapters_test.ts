@@ -12,7 +12,7 @@ import assert from "node:assert/strict";
 import OpenAI from "npm:openai@6";
 import { generateText, loadFromManifest } from "../../mod.ts";
 import { prepare } from "../../serve/program.ts";
-import { serve } from "./util.ts";
+import { serve } from "../../serve/serve_test_util.ts";
 
 const MANIFEST = new URL("../../examples/adapters/model.json", import.meta.url).pathname;
 const EX = new URL("../../examples/", import.meta.url);

@@ -9,7 +9,7 @@
 
 import assert from "node:assert/strict";
 import { chromium } from "npm:playwright-core@1";
-import { serve, tinyRuntime } from "./util.ts";
+import { serve, tinyRuntime } from "../../serve/serve_test_util.ts";
 
 const CHROMIUM = Deno.env.get("CHROMIUM_PATH") ?? "/usr/bin/chromium";
 const SHOT = new URL("../../.artifacts/dashboard.png", import.meta.url);

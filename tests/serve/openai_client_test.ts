@@ -6,7 +6,7 @@
 
 import assert from "node:assert/strict";
 import OpenAI from "npm:openai@6";
-import { serve, tinyRuntime, until } from "./util.ts";
+import { serve, tinyRuntime, until } from "../../serve/serve_test_util.ts";
 
 const KEY = "test-key-123";
 

@@ -1,6 +1,6 @@
 /**
  * The larger mutation campaign over chat templates, time-boxed: mutants of
- * real templates (tests/serve/template_mutations.ts) rendered the way the
+ * real templates (serve/jinja/template_mutations_test_util.ts) rendered the way the
  * server renders them, in the Worker sandbox with its deadline, while the
  * process's memory is sampled. Reports untyped errors, hangs (renders the
  * deadline had to kill), over-bound allocations (RSS over the bound) and the
@@ -15,7 +15,7 @@ import { ChatTemplateError } from "../../serve/chat_template.ts";
 import { BudgetError } from "../../serve/jinja/budget.ts";
 import { DEFAULT_RENDER_LIMITS, Template } from "../../serve/jinja/render.ts";
 import { TemplateSandbox } from "../../serve/jinja/sandbox.ts";
-import { mutant } from "../../tests/serve/template_mutations.ts";
+import { mutant } from "../../serve/jinja/template_mutations_test_util.ts";
 
 const seconds = Number(Deno.args[0] ?? 180);
 let seed = Number(Deno.args[1] ?? 1);

@@ -15,17 +15,12 @@ import {
   readGguf,
   synthesizeModel,
   writeGguf,
-} from "../../mod.ts";
-import { loadResidentStore } from "../../core/model/model.ts";
-import type { ExpertStore, ExpertStoreStats } from "../../core/store/expert_store.ts";
-import type { ExpertWeights } from "../../core/moe/expert.ts";
-import {
-  createApp,
-  createRuntime,
-  type ModelRuntime,
-  type RuntimeOptions,
-} from "../../serve/mod.ts";
-import type { AppOptions } from "../../serve/app.ts";
+} from "../mod.ts";
+import { loadResidentStore } from "../core/model/model.ts";
+import type { ExpertStore, ExpertStoreStats } from "../core/store/expert_store.ts";
+import type { ExpertWeights } from "../core/moe/expert.ts";
+import { createApp, createRuntime, type ModelRuntime, type RuntimeOptions } from "./mod.ts";
+import type { AppOptions } from "./app.ts";
 import type { Hono } from "npm:hono@4";
 
 let small: Uint8Array | null = null;

@@ -1,13 +1,13 @@
 /** Admission control and the step lock, and the bearer-key check. */
 
 import assert from "node:assert/strict";
-import { Limiter, Mutex, QueueFullError } from "../../serve/limiter.ts";
+import { Limiter, Mutex, QueueFullError } from "./limiter.ts";
 import fc from "npm:fast-check@4";
 import { Hono } from "npm:hono@4";
-import { API_KEY_SYNTAX, bearerAuth } from "../../serve/auth.ts";
-import { errorResponse } from "../../serve/errors.ts";
+import { API_KEY_SYNTAX, bearerAuth } from "./auth.ts";
+import { errorResponse } from "./errors.ts";
 import { HTTPException } from "npm:hono@4/http-exception";
-import { RuntimeStats } from "../../serve/stats.ts";
+import { RuntimeStats } from "./stats.ts";
 
 Deno.test("Limiter: slots, FIFO queue, refusal when full, abort leaves the queue", async () => {
   const lim = new Limiter(2, 2);

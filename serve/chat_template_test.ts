@@ -5,11 +5,11 @@
  */
 
 import assert from "node:assert/strict";
-import { ChatTemplate, ChatTemplateError } from "../../serve/chat_template.ts";
-import { ServeError } from "../../serve/errors.ts";
-import { BudgetError } from "../../serve/jinja/budget.ts";
-import { Template } from "../../serve/jinja/render.ts";
-import { LLAMA2, MIXTRAL, OLMOE, QWEN2, QWEN3 } from "./templates.ts";
+import { ChatTemplate, ChatTemplateError } from "./chat_template.ts";
+import { ServeError } from "./errors.ts";
+import { BudgetError } from "./jinja/budget.ts";
+import { Template } from "./jinja/render.ts";
+import { LLAMA2, MIXTRAL, OLMOE, QWEN2, QWEN3 } from "./templates_test_util.ts";
 
 const CONVO = [
   { role: "system", content: "Be brief." },

@@ -6,7 +6,7 @@
  */
 
 import assert from "node:assert/strict";
-import { serve, tinyRuntime, until } from "./util.ts";
+import { serve, tinyRuntime, until } from "./serve_test_util.ts";
 
 const BODIES = [
   { prompt: "ab", max_tokens: 12, temperature: 0, ignore_eos: true },

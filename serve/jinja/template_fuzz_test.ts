@@ -8,9 +8,9 @@
 
 import assert from "node:assert/strict";
 import fc from "npm:fast-check@4";
-import { ChatTemplateError } from "../../serve/chat_template.ts";
-import { DEFAULT_RENDER_LIMITS, Template } from "../../serve/jinja/render.ts";
-import { mutant } from "./template_mutations.ts";
+import { ChatTemplateError } from "../chat_template.ts";
+import { DEFAULT_RENDER_LIMITS, Template } from "./render.ts";
+import { mutant } from "./template_mutations_test_util.ts";
 
 /** The outcome of one mutant, checked against the bounds. */
 function check(seed: number): "ok" | "typed" {

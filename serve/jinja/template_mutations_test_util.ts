@@ -9,7 +9,7 @@
  * @module
  */
 
-import { LLAMA2, MIXTRAL, OLMOE, QWEN2, QWEN3 } from "./templates.ts";
+import { LLAMA2, MIXTRAL, OLMOE, QWEN2, QWEN3 } from "../templates_test_util.ts";
 
 /** Seeded PRNG (mulberry32). */
 export class Prng {

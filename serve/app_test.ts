@@ -4,10 +4,10 @@
  */
 
 import assert from "node:assert/strict";
-import { createApp, type ModelRuntime } from "../../serve/mod.ts";
-import { ChatTemplate } from "../../serve/chat_template.ts";
-import { expectError, post, tinyRuntime } from "./util.ts";
-import { QWEN2 } from "./templates.ts";
+import { createApp, type ModelRuntime } from "./mod.ts";
+import { ChatTemplate } from "./chat_template.ts";
+import { expectError, post, tinyRuntime } from "./serve_test_util.ts";
+import { QWEN2 } from "./templates_test_util.ts";
 
 let shared: ModelRuntime | null = null;
 async function runtime(): Promise<ModelRuntime> {
@@ -257,13 +257,13 @@ Deno.test("GET / serves the self-contained dashboard", async () => {
 });
 
 Deno.test("the chat template comes from the GGUF's tokenizer.chat_template", async () => {
-  const { loadModel } = await import("../../mod.ts");
-  const { createRuntime } = await import("../../serve/mod.ts");
-  const { smallModelBytes, withMetadata } = await import("./util.ts");
-  const { QWEN2 } = await import("./templates.ts");
+  const { loadModel } = await import("../mod.ts");
+  const { createRuntime } = await import("./mod.ts");
+  const { smallModelBytes, withMetadata } = await import("./serve_test_util.ts");
+  const { QWEN2 } = await import("./templates_test_util.ts");
   const bytes = await withMetadata(smallModelBytes(), { "tokenizer.chat_template": QWEN2 });
   const rt = createRuntime(await loadModel(bytes, { backend: "ref" }), { name: "tiny" });
-  const { chatTemplateFor } = await import("../../serve/chat_template.ts");
+  const { chatTemplateFor } = await import("./chat_template.ts");
   const t = chatTemplateFor(rt.model);
   assert.equal(t.kind, "gguf");
   assert.deepEqual(t.stop, ["<|im_end|>"]);

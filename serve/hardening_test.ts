@@ -7,13 +7,20 @@
  */
 
 import assert from "node:assert/strict";
-import { loadModel } from "../../mod.ts";
-import { createRuntime } from "../../serve/mod.ts";
-import { ChatTemplate, ChatTemplateError } from "../../serve/chat_template.ts";
-import { ServeError } from "../../serve/errors.ts";
-import { BudgetError } from "../../serve/jinja/budget.ts";
-import { TemplateSandbox } from "../../serve/jinja/sandbox.ts";
-import { expectError, post, serve, smallModelBytes, tinyRuntime, withMetadata } from "./util.ts";
+import { loadModel } from "../mod.ts";
+import { createRuntime } from "./mod.ts";
+import { ChatTemplate, ChatTemplateError } from "./chat_template.ts";
+import { ServeError } from "./errors.ts";
+import { BudgetError } from "./jinja/budget.ts";
+import { TemplateSandbox } from "./jinja/sandbox.ts";
+import {
+  expectError,
+  post,
+  serve,
+  smallModelBytes,
+  tinyRuntime,
+  withMetadata,
+} from "./serve_test_util.ts";
 
 const CHAT = "{% for m in messages %}[{{ m.role }}] {{ m.content }}\n{% endfor %}[assistant] ";
 const MULTI = (ifMulti: string): string =>

@@ -5,8 +5,8 @@
  */
 
 import assert from "node:assert/strict";
-import { createApp } from "../../serve/mod.ts";
-import { post, serve, tinyRuntime, until } from "./util.ts";
+import { createApp } from "./mod.ts";
+import { post, serve, tinyRuntime, until } from "./serve_test_util.ts";
 
 const long = { prompt: "tell me a long story", max_tokens: 200, ignore_eos: true, temperature: 0 };
 

@@ -6,12 +6,12 @@
  */
 
 import assert from "node:assert/strict";
-import { createApp, type ModelRuntime } from "../../serve/mod.ts";
-import { ChatTemplate } from "../../serve/chat_template.ts";
-import { expectError, post, tinyRuntime } from "./util.ts";
+import { createApp, type ModelRuntime } from "./mod.ts";
+import { ChatTemplate } from "./chat_template.ts";
+import { expectError, post, tinyRuntime } from "./serve_test_util.ts";
 import fc from "npm:fast-check@4";
-import { parseChatRequest, parseCompletionRequest } from "../../serve/validate.ts";
-import { ServeError } from "../../serve/errors.ts";
+import { parseChatRequest, parseCompletionRequest } from "./validate.ts";
+import { ServeError } from "./errors.ts";
 
 let shared: ModelRuntime | null = null;
 async function runtime(): Promise<ModelRuntime> {
@@ -140,7 +140,7 @@ Deno.test("bad requests get 4xx with OpenAI's error shape", async () => {
 });
 
 Deno.test("a model template that refuses the conversation is a 400", async () => {
-  const { MIXTRAL } = await import("./templates.ts");
+  const { MIXTRAL } = await import("./templates_test_util.ts");
   const app = createApp(await runtime(), {
     chatTemplate: new ChatTemplate("llama", MIXTRAL, { bos: "<s>", eos: "</s>", addBos: true }),
   });

@@ -10,8 +10,8 @@
 
 import assert from "node:assert/strict";
 import { Template as Oracle } from "npm:@huggingface/jinja@0.5";
-import { Template } from "../../serve/jinja/render.ts";
-import { BASE_TEMPLATES, mutant } from "./template_mutations.ts";
+import { Template } from "./render.ts";
+import { BASE_TEMPLATES, mutant } from "./template_mutations_test_util.ts";
 
 const BASE = { bos_token: "<s>", eos_token: "</s>", add_generation_prompt: true };
 const CONVOS = [

@@ -9,11 +9,11 @@
 import assert from "node:assert/strict";
 import fc from "npm:fast-check@4";
 import OpenAI from "npm:openai@6";
-import { createApp } from "../../serve/app.ts";
-import { ConfigError, readConfig } from "../../serve/config.ts";
-import { guardedServe, type GuardedServer, type GuardOptions, HeadEnd } from "../../serve/guard.ts";
-import type { ModelRuntime } from "../../serve/runtime.ts";
-import { tinyRuntime, until } from "./util.ts";
+import { createApp } from "./app.ts";
+import { ConfigError, readConfig } from "./config.ts";
+import { guardedServe, type GuardedServer, type GuardOptions, HeadEnd } from "./guard.ts";
+import type { ModelRuntime } from "./runtime.ts";
+import { tinyRuntime, until } from "./serve_test_util.ts";
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
@@ -296,7 +296,7 @@ Deno.test("guard: a client that goes away mid-stream aborts its generation", asy
   }
 });
 
-const START = new URL("../../serve/start.ts", import.meta.url).pathname;
+const START = new URL("./start.ts", import.meta.url).pathname;
 
 Deno.test("deno task start runs behind the guard: a trickled head is closed, /healthz and completions are served", async () => {
   const child = new Deno.Command(Deno.execPath(), {

@@ -5,9 +5,9 @@
  */
 
 import assert from "node:assert/strict";
-import { createApp, type ModelRuntime } from "../../serve/mod.ts";
-import { isLoopback } from "../../serve/app.ts";
-import { expectError, serve, tinyRuntime } from "./util.ts";
+import { createApp, type ModelRuntime } from "./mod.ts";
+import { isLoopback } from "./app.ts";
+import { expectError, serve, tinyRuntime } from "./serve_test_util.ts";
 
 let shared: ModelRuntime | null = null;
 async function runtime(): Promise<ModelRuntime> {
@@ -153,7 +153,7 @@ Deno.test("CORS is opt-in: listed origins get headers and preflight answers, oth
 });
 
 Deno.test("the start-up line says who may use the server", async () => {
-  const { exposureLine, readConfig } = await import("../../serve/config.ts");
+  const { exposureLine, readConfig } = await import("./config.ts");
   const line = (env: Record<string, string>): string => exposureLine(readConfig((k) => env[k]));
   assert.match(line({ MOE_EDGE_API_KEY: "k" }), /API key required on \/v1\/\* and \/metrics/);
   assert.match(
