@@ -54,6 +54,7 @@ const { values } = parseArgs({
     "copy": { type: "boolean", default: false },
     only: { type: "string" },
     reps: { type: "string", default: "1" },
+    integrity: { type: "string" },
   },
 });
 const N_TOKENS = Number(values.tokens);
@@ -192,6 +193,7 @@ try {
       const src = c.source === "file" ? fileSrc : httpSrc!;
       const fbSrc = c.fallback ? await FileSource.open(fbPath!) : null;
       const s = await run(src, {
+        ...(values.integrity ? { integrity: values.integrity as "verify" | "off" | "pin" } : {}),
         expertBudgetBytes: Math.floor(expertBytes * c.frac),
         streaming: {
           ...COMMON,
@@ -232,8 +234,8 @@ try {
   console.log(
     `Expert streaming, backend '${values.backend}' (${
       values.copy ? "read, then copy" : "read in place"
-    }${
-      values["pack-after"] ? `, packAfterUses ${values["pack-after"]}` : ""
+    }${values["pack-after"] ? `, packAfterUses ${values["pack-after"]}` : ""}${
+      values.integrity ? `, integrity ${values.integrity}` : ""
     }, best of ${REPS}), bench MoE q4_0 (${f.tensors.length} tensors, ` +
       `${experts.length} experts × ${fmt(experts[0].bytes / 2 ** 20)} MiB = ${
         fmt(expertBytes / 2 ** 20, 0)

@@ -27,6 +27,7 @@
 import type { Backend, Slot } from "../backend/backend.ts";
 import { StoreError } from "../errors.ts";
 import type { ByteSource, RangeTiming } from "./byte_source.ts";
+import { IntegritySource, type RangeCheck } from "./integrity_source.ts";
 import type { ExpertLocation, MatrixRef } from "./expert_location.ts";
 import { type ExpertBytesHook, expertLayout } from "./expert_loader.ts";
 import { sha256Hex } from "./expert_manifest.ts";
@@ -46,6 +47,14 @@ export interface InPlaceSpec {
   readonly sha256?: string;
   /** Told each time a view was detached during a read (the range is read again). */
   readonly onDetached?: () => void;
+  /**
+   * Defer the comparison of re-read ranges with their first reads
+   * (`IntegritySource.readIntoDeferred`) to `InPlaceTiming.verify`, to be
+   * run before the bytes are first used (and before any repack): a load
+   * nobody uses is never hashed. First reads and manifest hashes are still
+   * checked at once.
+   */
+  readonly deferRereads?: boolean;
 }
 
 /** Timing of one in-place load. */
@@ -54,6 +63,13 @@ export interface InPlaceTiming {
   readonly readMs: number;
   /** Time spent hashing (first-read records, manifest ranges and SHA-256), ms. */
   readonly verifyMs: number;
+  /**
+   * With `deferRereads`: the deferred comparisons, to run (once) before the
+   * bytes are used and before anything rewrites the slot; returns the ms it
+   * took and throws `StoreError` `"integrity"` on a mismatch. Null when
+   * everything was checked already.
+   */
+  readonly verify: (() => number) | null;
 }
 
 /**
@@ -98,11 +114,18 @@ async function readPart(
   at: number,
   signal: AbortSignal | undefined,
   timing: RangeTiming,
-): Promise<void> {
+): Promise<RangeCheck | null> {
+  const src = spec.source;
+  const defer = spec.deferRereads === true && src instanceof IntegritySource;
   for (let i = 0; i < MAX_VIEW_TRIES; i++) {
     const view = spec.backend.slotBytes!(slot, at, m.nbytes);
-    await readInto(spec.source, m.fileOffset, view, signal, timing);
-    if (view.byteLength === m.nbytes) return;
+    if (defer) {
+      const check = await src.readIntoDeferred(m.fileOffset, view, signal, timing);
+      if (check !== undefined) return check;
+    } else {
+      await readInto(src, m.fileOffset, view, signal, timing);
+      if (view.byteLength === m.nbytes) return null;
+    }
     spec.onDetached?.();
   }
   throw new StoreError(
@@ -134,10 +157,13 @@ export async function readExpertInPlace(
   const lay = expertLayout(loc);
   const timing: RangeTiming = { verifyMs: 0 };
   const t0 = performance.now();
-  const jobs: Promise<void>[] = [];
+  const jobs: Promise<RangeCheck | null>[] = [];
+  const at: [number, number][] = [];
   for (const p of PARTS) {
     const m = loc[p];
-    if (m) jobs.push(readPart(spec, m, slot, lay[p], signal, timing));
+    if (!m) continue;
+    jobs.push(readPart(spec, m, slot, lay[p], signal, timing));
+    at.push([lay[p], m.nbytes]);
   }
   const settled = await Promise.allSettled(jobs);
   const wall = performance.now() - t0;
@@ -167,5 +193,15 @@ export async function readExpertInPlace(
       );
     }
   }
-  return { readMs: Math.max(0, wall - timing.verifyMs), verifyMs };
+  const checks: [RangeCheck, number, number][] = [];
+  settled.forEach((r, i) => {
+    if (r.status === "fulfilled" && r.value) checks.push([r.value, at[i][0], at[i][1]]);
+  });
+  const backend = spec.backend;
+  const verify = checks.length === 0 ? null : (): number => {
+    const v0 = performance.now();
+    for (const [check, off, n] of checks) check(backend.slotBytes!(slot, off, n));
+    return performance.now() - v0;
+  };
+  return { readMs: Math.max(0, wall - timing.verifyMs), verifyMs, verify };
 }

@@ -37,6 +37,9 @@ export interface IntegrityStats {
   hashMs: number;
 }
 
+/** A deferred first-read comparison (`readIntoDeferred`): throws `StoreError` `"integrity"`. */
+export type RangeCheck = (bytes: Uint8Array) => void;
+
 /** An expected SHA-256 of one byte range (a manifest entry). */
 interface Expected {
   readonly name: string;
@@ -193,6 +196,50 @@ export class IntegritySource implements ByteSource {
     }
   }
 
+  /**
+   * `readInto`, except that a re-read of a range with a first-read record
+   * (and no manifest hash) is not compared now: the result is a check to run
+   * on the same bytes before they are used (null when everything was
+   * checked now). The check hashes what it is given and throws `StoreError`
+   * `"integrity"` when it differs from the first read, exactly as `read`
+   * would have; bytes that are never used are never compared. First reads
+   * are still recorded at once. `undefined` when `dest` was detached (read
+   * again).
+   */
+  async readIntoDeferred(
+    offset: number,
+    dest: Uint8Array,
+    signal?: AbortSignal,
+    timing?: RangeTiming,
+  ): Promise<RangeCheck | null | undefined> {
+    const length = dest.byteLength;
+    const k = key(offset, length);
+    const first = this.#expected.has(k) || this.#prefix ? undefined : this.#seen.get(k);
+    if (first === undefined) {
+      await this.readInto(offset, dest, signal, timing);
+      return dest.byteLength === length ? null : undefined;
+    }
+    if (this.inner.readInto) await this.inner.readInto(offset, dest, signal);
+    else {
+      const b = await this.inner.read(offset, length, signal);
+      if (dest.byteLength !== length) return undefined;
+      dest.set(b);
+    }
+    if (dest.byteLength !== length) return undefined;
+    return (bytes: Uint8Array): void => {
+      if (bytes.byteLength !== length) {
+        throw new StoreError(
+          "integrity",
+          `Cannot check ${this.name} [${offset}, ${
+            offset + length
+          }): given ${bytes.byteLength} bytes`,
+          { offset, length },
+        );
+      }
+      this.#compareFirst(offset, length, bytes, first, performance.now());
+    };
+  }
+
   /** Close the wrapped source. */
   close(): void | Promise<void> {
     return this.inner.close?.();
@@ -239,10 +286,21 @@ export class IntegritySource implements ByteSource {
     }
     const first = this.#seen.get(k);
     if (first === undefined && !this.recordFirstReads) return;
+    this.#compareFirst(offset, length, bytes, first, t0);
+  }
+
+  /** Record (no `first`) or compare with the first read's hash; sync (hash64). */
+  #compareFirst(
+    offset: number,
+    length: number,
+    bytes: Uint8Array,
+    first: string | undefined,
+    t0: number,
+  ): void {
     const h = hash64(bytes);
     this.#count(length, t0);
     if (first === undefined) {
-      this.#seen.set(k, h);
+      this.#seen.set(key(offset, length), h);
       this.#stats.rangesRecorded++;
     } else if (first !== h) {
       throw new StoreError(

@@ -8,6 +8,7 @@ import assert from "node:assert/strict";
 import {
   generateText,
   HttpSource,
+  IntegritySource,
   loadModel,
   MemorySource,
   StoreError,
@@ -116,4 +117,39 @@ Deno.test("HttpSource.readInto: bytes land in the view; detached views and bad r
   } finally {
     await srv.close();
   }
+});
+
+Deno.test("prefetched re-reads are compared at first use: a changed file fails there; unused ones are never hashed", async () => {
+  const bytes = modelBytes().slice();
+  const src = new IntegritySource(new MemorySource(bytes));
+  const ctx = { ...await storeContext(src), backend: await createWasmBackend() };
+  const s = await StreamingExpertStore.create(ctx, { expertBudgetBytes: 3 * EXPERT_BYTES });
+  assert.ok(s.readsInPlace);
+  for (let l = 0; l < 4; l++) await s.ensure(l, [l]); // expert 0 of layer 0 is read, then evicted
+  for (let i = 0; i < 4; i++) await s.ensure(3, [3]);
+  assert.equal(s.weights(3, 3).up.rows > 0, true);
+  const recorded = src.stats().rangesRecorded;
+  const loc = ctx.locations[0][0];
+  bytes[loc.up.fileOffset + 5] ^= 0x40; // the file changes under a recorded range
+  s.prefetch(0, [0]);
+  assert.equal(s.stats().prefetches, 1);
+  for (let i = 0; i < 20 && s.memory().loading > 0; i++) await new Promise((r) => setTimeout(r, 1));
+  assert.equal(s.memory().loading, 0);
+  const hashedAfterLoad = src.stats().bytesHashed;
+  await s.ensure(0, [0]); // a hit: the bytes are in the slot, not yet compared
+  assert.throws(() => s.weights(0, 0), isStoreError("integrity"));
+  assert.ok(src.stats().bytesHashed > hashedAfterLoad, "compared at first use");
+  // the expert was dropped: once the file is back, a demand reads it again and it matches
+  bytes[loc.up.fileOffset + 5] ^= 0x40;
+  await s.ensure(0, [0]);
+  assert.ok(s.weights(0, 0));
+  assert.equal(src.stats().rangesRecorded, recorded);
+  // a prefetched re-read that is never used is never hashed
+  for (let i = 0; i < 4; i++) await s.ensure(3, [3]);
+  const before = src.stats().bytesHashed;
+  s.prefetch(1, [1]);
+  for (let i = 0; i < 20 && s.memory().loading > 0; i++) await new Promise((r) => setTimeout(r, 1));
+  assert.ok(s.stats().prefetches! >= 2);
+  assert.equal(src.stats().bytesHashed, before);
+  s.dispose();
 });

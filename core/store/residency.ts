@@ -44,6 +44,11 @@ export interface Entry {
    * over; null otherwise. A slot with writes in flight is never reused.
    */
   io: Promise<unknown> | null;
+  /**
+   * Integrity comparisons deferred to first use (a prefetched re-read): run
+   * before its bytes are used or repacked; returns ms, throws on a mismatch.
+   */
+  verify: (() => number) | null;
 }
 
 /** A fresh entry for `loc` in `slot`, not yet ready. */
@@ -62,6 +67,7 @@ export function newEntry(key: number, loc: ExpertLocation, slot: Slot, reason: L
     unused: reason === "prefetch",
     lastUse: -1,
     io: null,
+    verify: null,
   };
 }
 

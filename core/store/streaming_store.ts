@@ -281,6 +281,7 @@ export class StreamingExpertStore implements ExpertStore {
       if (w) return w;
     }
     const en = this.#res.get(key);
+    if (en?.verify) this.#verified(en);
     if (!en?.ready || !en.weights) {
       throw new StoreError(
         "not_resident",
@@ -440,10 +441,28 @@ export class StreamingExpertStore implements ExpertStore {
     }
   }
 
+  /**
+   * Run the integrity comparisons deferred to first use; on a mismatch the
+   * expert is dropped (a retry reads it again) and `StoreError`
+   * `"integrity"` propagates to the step using it.
+   */
+  #verified(en: Entry): void {
+    const check = en.verify;
+    if (!check) return;
+    en.verify = null;
+    try {
+      this.#stats[en.loc.layer].verifyMs += check();
+    } catch (e) {
+      if (this.#res.entries.get(en.key) === en) this.#res.evict(en.key);
+      throw e;
+    }
+  }
+
   /** Count a use of a loaded expert; repack it once it reaches `packAfterUses`. */
   #used(en: Entry, st: LayerStoreStats): void {
     const u = this.#use.get(en);
     if (!u || u.packed || ++u.uses < this.#packAfter || !en.weights) return;
+    this.#verified(en);
     const t0 = performance.now();
     prepareExpert(this.#ctx.backend, en.weights);
     st.repackMs += performance.now() - t0;
@@ -513,6 +532,8 @@ export class StreamingExpertStore implements ExpertStore {
         backend: this.#ctx.backend,
         sha256,
         onDetached: () => this.#detachedReads++,
+        // a prefetch may never be used: compare re-reads at first use (before any repack)
+        deferRereads: en.reason === "prefetch" && this.#packAfter > 1,
       },
       loc,
       en.slot,
@@ -534,6 +555,7 @@ export class StreamingExpertStore implements ExpertStore {
       }
       const st = this.#stats[loc.layer];
       st.bytesFetched += loc.bytes;
+      en.verify = t.verify;
       this.#landed(en, t.readMs, t.verifyMs, performance.now());
     } catch (e) {
       if (!en.cancelled) {
