@@ -10,7 +10,7 @@ import {
   refTopK,
   SPEC,
   tempDir,
-} from "../../tests/plugins/util.ts";
+} from "../../core/plugin/plugin_test_util.ts";
 import { allowedMask, maskedRouter } from "./mod.ts";
 
 /** Reference: softmax renormalized over the allowed experts, then the model's top-k over them. */

@@ -7,7 +7,7 @@ import {
   PROJS,
   refAdapter,
   shortName,
-} from "../../tests/plugins/adapters.ts";
+} from "../../core/plugin/adapters_test_util.ts";
 import {
   assertClose,
   assertDiffers,
@@ -21,7 +21,7 @@ import {
   tempDir,
   writeAdapter,
   writeModel,
-} from "../../tests/plugins/util.ts";
+} from "../../core/plugin/plugin_test_util.ts";
 
 const TARGETS = ["0:q", "1:v", "1:o", "-1:lm_head"];
 const CONFIG = {

@@ -8,7 +8,7 @@ import {
   PROJS,
   refAdapter,
   shortName,
-} from "../../tests/plugins/adapters.ts";
+} from "../../core/plugin/adapters_test_util.ts";
 import {
   assertClose,
   assertDiffers,
@@ -18,7 +18,7 @@ import {
   logitsOf,
   tempDir,
   writeAdapter,
-} from "../../tests/plugins/util.ts";
+} from "../../core/plugin/plugin_test_util.ts";
 
 /**
  * MoLA written out (docs/specs-lora-moe.md §1.1): logits = W_r·x, p = softmax (f64 here),

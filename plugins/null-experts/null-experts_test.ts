@@ -9,7 +9,7 @@ import {
   logitsOf,
   SPEC,
   tempDir,
-} from "../../tests/plugins/util.ts";
+} from "../../core/plugin/plugin_test_util.ts";
 
 const N = SPEC.nEmbd!;
 const CONST = Array.from({ length: N }, (_, i) => Math.sin(i) / 4);

@@ -9,7 +9,7 @@ import {
   loadWithPlugins,
   logitsOf,
   tempDir,
-} from "../../tests/plugins/util.ts";
+} from "../../core/plugin/plugin_test_util.ts";
 import { TOP_P_DEFAULTS, type TopPOptions, topPRoute, tsallisEntropy } from "./mod.ts";
 
 /** Softmax in f64 and the descending order (ties to the lower index), computed independently. */

@@ -10,7 +10,7 @@ import {
   refTopK,
   SPEC,
   tempDir,
-} from "../../tests/plugins/util.ts";
+} from "../../core/plugin/plugin_test_util.ts";
 import { biasedRouter } from "./mod.ts";
 
 const BIAS = { "0": [1.5, -1, 0, 0.25], "*": [-2, 0, 2, 0] };

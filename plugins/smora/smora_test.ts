@@ -7,7 +7,7 @@ import {
   refAdapter,
   shortName,
   smoraFixture,
-} from "../../tests/plugins/adapters.ts";
+} from "../../core/plugin/adapters_test_util.ts";
 import {
   assertClose,
   assertDiffers,
@@ -17,7 +17,7 @@ import {
   logitsOf,
   tempDir,
   writeAdapter,
-} from "../../tests/plugins/util.ts";
+} from "../../core/plugin/plugin_test_util.ts";
 
 /**
  * SMoRA written out (docs/specs-lora-moe.md §2.1): g = sigmoid(W_g·x) repeated P times, g' = g + b,

@@ -69,7 +69,8 @@ Deno.test("package: no non-test module imports a bare npm package name", async (
       const path = dir ? `${dir}/${e.name}` : e.name;
       if (e.isDirectory) {
         if (
-          !["node_modules", "tests", "bench", "tools", ".git", "target", "pkg"].includes(e.name)
+          !["node_modules", "tests", "testdata", "bench", "tools", ".git", "target", "pkg"]
+            .includes(e.name)
         ) {
           await walk(path);
         }

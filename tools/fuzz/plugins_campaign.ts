@@ -7,7 +7,7 @@
  * finite). Besides, each case records the largest single read any byte source
  * served (bound: the input's own size), wall time (hang watchdog in the
  * runner) and whether plugin code ran from outside its folder or despite a
- * manifest problem. Used in-process by `tests/plugins/campaign_test.ts` (CI
+ * manifest problem. Used in-process by `core/plugin/campaign_test.ts` (CI
  * size) and in workers by `tools/fuzz/plugins.ts` (large, time-boxed).
  *
  * @module
@@ -28,8 +28,8 @@ import {
 import { loraAdapter, loraModules } from "../../plugins/lora/mod.ts";
 import { molaAdapter, molaModules } from "../../plugins/mola/mod.ts";
 import { smoraAdapter, smoraModules } from "../../plugins/smora/mod.ts";
-import { loraFixture, molaFixture, smoraFixture } from "../../tests/plugins/adapters.ts";
-import { adapterBytes, SPEC, type TestTensor } from "../../tests/plugins/util.ts";
+import { loraFixture, molaFixture, smoraFixture } from "../../core/plugin/adapters_test_util.ts";
+import { adapterBytes, SPEC, type TestTensor } from "../../core/plugin/plugin_test_util.ts";
 import { mulberry32 } from "../../core/util/rng.ts";
 
 /** What one case ended in. */

@@ -9,7 +9,7 @@ import { loadFromManifest, ManifestError, MoeEdgeError, readPeftAdapter } from "
 import { molaAdapter, molaModules } from "../../plugins/mola/mod.ts";
 import { smoraAdapter, smoraModules } from "../../plugins/smora/mod.ts";
 import { loraAdapter, loraModules } from "../../plugins/lora/mod.ts";
-import { loraFixture, molaFixture, smoraFixture } from "./adapters.ts";
+import { loraFixture, molaFixture, smoraFixture } from "./adapters_test_util.ts";
 import {
   adapterBytes,
   cleanup,
@@ -21,7 +21,7 @@ import {
   writeAdapter,
   writeModel,
   writePlugin,
-} from "./util.ts";
+} from "./plugin_test_util.ts";
 
 type Json = null | boolean | number | string | Json[] | { [k: string]: Json };
 type Mutation = { pick: number[]; op: string; value: Json; key: string };

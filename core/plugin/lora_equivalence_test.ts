@@ -9,7 +9,7 @@ import fc from "npm:fast-check@4";
 import { addLoraDelta, type LoraPair, mergeLora, mergeLoraBytes } from "../../mod.ts";
 import { addMixDelta, type LoraMix, mixRoute } from "../../plugins/mola/mod.ts";
 import { addSmoraDelta, type SmoraModule, smoraRoute } from "../../plugins/smora/mod.ts";
-import { gaussian } from "./util.ts";
+import { gaussian } from "./plugin_test_util.ts";
 
 const RUNS = { numRuns: 100 };
 

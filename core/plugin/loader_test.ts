@@ -22,7 +22,7 @@ import {
   tempDir,
   writeModel,
   writePlugin,
-} from "./util.ts";
+} from "./plugin_test_util.ts";
 import { loadFromManifest } from "../../mod.ts";
 
 Deno.test("loader: the hook list, the Record<HookName, 1> and the manifest schema agree", () => {

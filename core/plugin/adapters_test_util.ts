@@ -7,7 +7,7 @@
  */
 
 import type { LinearAdapter, LinearName } from "../../mod.ts";
-import { gaussian, SPEC, type TestTensor } from "./util.ts";
+import { gaussian, SPEC, type TestTensor } from "./plugin_test_util.ts";
 
 /** HF short names of the attention projections → ours, with (dIn, dOut) of the test model. */
 export const PROJS: Readonly<

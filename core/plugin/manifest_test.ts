@@ -10,7 +10,7 @@ import {
   StreamingExpertStore,
   validateModelManifest,
 } from "../../mod.ts";
-import { MemorySource } from "../../core/store/byte_source.ts";
+import { MemorySource } from "../store/byte_source.ts";
 import {
   assertClose,
   cleanup,
@@ -25,7 +25,7 @@ import {
   writeJson,
   writeModel,
   writePlugin,
-} from "./util.ts";
+} from "./plugin_test_util.ts";
 
 type Flags = Record<string, number | undefined>;
 const flags = globalThis as unknown as Flags;

@@ -18,7 +18,7 @@ import {
   manifestFor,
   tempDir,
   writeModel,
-} from "./util.ts";
+} from "../../core/plugin/plugin_test_util.ts";
 
 const EX = new URL("../../examples/", import.meta.url);
 

@@ -12,7 +12,7 @@ import {
   patternValue,
   validatePluginConfig,
   validatePluginManifest,
-} from "../../core/plugin/mod.ts";
+} from "./mod.ts";
 
 const MODULES = [
   "model.layers.0.self_attn.q_proj",

@@ -22,7 +22,13 @@ import { writeGguf } from "../../core/formats/gguf_writer.ts";
 import { MemorySource } from "../../core/store/byte_source.ts";
 import { loadFromManifest, loadModel, type Model, readSafetensors, Session } from "../../mod.ts";
 import { dequantizedTensors } from "../../tools/train/adapter_prepare.ts";
-import { cleanup, dirUrl, logitsOf, tempDir, writeJson } from "./util.ts";
+import {
+  cleanup,
+  dirUrl,
+  logitsOf,
+  tempDir,
+  writeJson,
+} from "../../core/plugin/plugin_test_util.ts";
 
 /**
  * Shipped Q8_0 model, per compared row's max |Δlogit|: median ≤ `Q8_MEDIAN`, 90th percentile ≤

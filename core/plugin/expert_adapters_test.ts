@@ -13,8 +13,8 @@
  */
 import assert from "node:assert/strict";
 import fc from "npm:fast-check@4";
-import { readGguf } from "../../core/formats/gguf_reader.ts";
-import { MemorySource } from "../../core/store/byte_source.ts";
+import { readGguf } from "../formats/gguf_reader.ts";
+import { MemorySource } from "../store/byte_source.ts";
 import {
   type LinearName,
   loadModel,
@@ -36,7 +36,7 @@ import {
   tempDir,
   type TestTensor,
   writeAdapter,
-} from "./util.ts";
+} from "./plugin_test_util.ts";
 
 const NFF = SPEC.nFf!, D = SPEC.nEmbd!;
 
@@ -440,7 +440,7 @@ Deno.test("expert adapters under a streaming expert store (budget < all experts)
       ...p,
       config: { ...p.config, adapter: new URL("adapter", ex).pathname },
     }));
-    const source = new URL("../../core/model/default_model.gguf", import.meta.url).pathname;
+    const source = new URL("../model/default_model.gguf", import.meta.url).pathname;
     const { loadFromManifest } = await import("../../mod.ts");
     const load = async (memory?: Record<string, unknown>) =>
       (await loadFromManifest(

@@ -15,7 +15,7 @@ import {
   sriSha256,
   unpackNpmTarball,
 } from "../../mod.ts";
-import { cleanup, dirUrl, manifestFor, tempDir, writeModel } from "./util.ts";
+import { cleanup, dirUrl, manifestFor, tempDir, writeModel } from "./plugin_test_util.ts";
 
 const flags = globalThis as unknown as Record<string, number | undefined>;
 

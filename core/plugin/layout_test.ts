@@ -22,7 +22,7 @@ import {
   tempDir,
   type TestTensor,
   writeAdapter,
-} from "./util.ts";
+} from "./plugin_test_util.ts";
 
 const D = SPEC.nEmbd!, HEADS = SPEC.nHead!, KV = SPEC.nHeadKv!, HD = D / HEADS;
 const OUT: Record<string, [number, number]> = { q: [D, HEADS], k: [KV * HD, KV], v: [KV * HD, 0] };

@@ -5,8 +5,15 @@
  */
 import assert from "node:assert/strict";
 import { generateText, loadFromManifest } from "../../mod.ts";
-import { smoraFixture } from "./adapters.ts";
-import { cleanup, tempDir, writeAdapter, writeJson, writeModel, writePlugin } from "./util.ts";
+import { smoraFixture } from "../../core/plugin/adapters_test_util.ts";
+import {
+  cleanup,
+  tempDir,
+  writeAdapter,
+  writeJson,
+  writeModel,
+  writePlugin,
+} from "../../core/plugin/plugin_test_util.ts";
 
 const CLI = new URL("../../cli.ts", import.meta.url).pathname;
 

@@ -1,5 +1,5 @@
 /**
- * The adversarial probe's reproducers (copied into tests/fixtures/probe/) and
+ * The adversarial probe's reproducers (copied into core/plugin/testdata/probe/) and
  * the class each stands for: non-finite adapter values, adapters that
  * overflow at run time, plugin entries outside their folder, ignored
  * entryIntegrity, and backtracking rank_pattern keys — all typed errors.
@@ -17,10 +17,17 @@ import {
 import { loraModules } from "../../plugins/lora/mod.ts";
 import { molaModules } from "../../plugins/mola/mod.ts";
 import { smoraModules } from "../../plugins/smora/mod.ts";
-import { loraFixture, modulePath, molaFixture, smoraFixture } from "./adapters.ts";
-import { adapterBytes, cleanup, dirUrl, tempDir, type TestTensor, writeModel } from "./util.ts";
+import { loraFixture, modulePath, molaFixture, smoraFixture } from "./adapters_test_util.ts";
+import {
+  adapterBytes,
+  cleanup,
+  dirUrl,
+  tempDir,
+  type TestTensor,
+  writeModel,
+} from "./plugin_test_util.ts";
 
-const PROBE = new URL("../fixtures/probe/", import.meta.url);
+const PROBE = new URL("./testdata/probe/", import.meta.url);
 const flags = globalThis as unknown as Record<string, unknown>;
 
 function problemsOf(e: unknown): ManifestProblem[] {

@@ -7,7 +7,7 @@
 
 import assert from "node:assert/strict";
 import { pathToFileURL } from "node:url";
-import { writeSafetensors } from "../../core/formats/safetensors.ts";
+import { writeSafetensors } from "../formats/safetensors.ts";
 import {
   loadFromManifest,
   type LoadFromManifestOptions,
