@@ -39,7 +39,7 @@ import {
 } from "../mod.ts";
 import { createNextLayerPrefetcher } from "../plugins/prefetch-next-layer/mod.ts";
 import { expertLocations, planExperts, writeExpertCopies } from "../plugins/quant-experts/mod.ts";
-import { findNginx, startNginx } from "../tests/streaming/nginx.ts";
+import { findNginx, startNginx } from "../tests/nginx/nginx_test_util.ts";
 import { ensureBenchModel } from "./bench_model.ts";
 import { GgmlType } from "../mod.ts";
 

@@ -2,7 +2,7 @@
 
 import assert from "node:assert/strict";
 import { FileSource, HttpSource, StoreError } from "../../mod.ts";
-import { startNginx } from "./nginx.ts";
+import { startNginx } from "./nginx_test_util.ts";
 
 const DATA = new Uint8Array(300_000).map((_, i) => (i * 31 + (i >> 9)) & 255);
 

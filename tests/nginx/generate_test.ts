@@ -33,7 +33,7 @@ import {
   storeContext,
   tokensWith,
 } from "../../core/store/store_test_util.ts";
-import { startNginx } from "./nginx.ts";
+import { startNginx } from "./nginx_test_util.ts";
 import { createWasmBackend } from "../../wasm/mod.ts";
 
 const BUDGETS: [string, number][] = [
