@@ -7,7 +7,12 @@
  * ```sh
  * deno run -A bench/realsize.ts --model /tmp/olmoe.gguf --memory-mb none
  * deno run -A bench/realsize.ts --model /tmp/qwen3.gguf --memory-mb 2048,8192 --no-peer
+ * deno run -A bench/realsize.ts --model /tmp/qwen3.gguf --memory-mb none --peer-cache q.json
  * ```
+ *
+ * `--peer-cache FILE` reuses llama.cpp's result stored there (its tokens,
+ * timings and RSS) or stores it after running it, so a second run against
+ * a large file need not map it again; `--threads N` passes to `loadModel`.
  *
  * Columns: load (open → ready), first token (load + prompt), decode tok/s
  * (teacher-forced on llama.cpp's greedy tokens when the peer ran, else
@@ -31,6 +36,7 @@ interface ChildRequest {
   nCtx?: number;
   steps: number;
   forced: number[] | null;
+  threads?: number;
 }
 
 interface ChildResult {
@@ -42,6 +48,7 @@ interface ChildResult {
   plan: string;
   misses: number;
   bytesFetched: number;
+  instances: number;
 }
 
 /** The measured process: load, prompt, `steps` decode steps. */
@@ -51,7 +58,9 @@ async function child(req: ChildRequest): Promise<ChildResult> {
     backend: "wasm",
     memoryBytes: req.memoryMb === null ? undefined : req.memoryMb * 1024 * 1024,
     nCtx: req.nCtx,
+    threads: req.threads,
   });
+  const instances = (model.backend as { instanceCount?: number }).instanceCount ?? 1;
   const loadMs = performance.now() - t0;
   const s = new Session(model);
   let logits = await s.eval(PROMPT);
@@ -78,6 +87,7 @@ async function child(req: ChildRequest): Promise<ChildResult> {
     plan,
     misses: st.misses,
     bytesFetched: st.bytesFetched,
+    instances,
   };
 }
 
@@ -130,12 +140,36 @@ async function main(): Promise<void> {
   const size = (await Deno.stat(model)).size;
   const cpu = (await Deno.readTextFile("/proc/cpuinfo")).match(/model name\s*:\s*(.*)/)?.[1] ?? "?";
   console.log(`model ${model} (${gb(size)} GB); CPU: ${navigator.hardwareConcurrency} × ${cpu}`);
+  const load = () => Deno.loadavg().map((x) => x.toFixed(2)).join(" ");
+  console.log(`start ${new Date().toISOString()}, load average ${load()}`);
 
   const rows: string[] = [];
   let forced: number[] | null = null;
+  const threads = get("--threads") === undefined ? undefined : Number(get("--threads"));
+  const cacheFile = get("--peer-cache");
   if (!args.includes("--no-peer")) {
     const req = { model, prompt: PROMPT, decode: steps - 1, banned: [], threads: 1 };
-    const r = await timed(["node", "bench/peers/llamacpp_bench.mjs", JSON.stringify(req)]);
+    let r: { json: Record<string, unknown>; rss: number } | null = null;
+    let cached = false;
+    if (cacheFile !== undefined) {
+      try {
+        const c = JSON.parse(await Deno.readTextFile(cacheFile));
+        if (c.model === model && c.steps === steps) {
+          r = { json: c.json, rss: c.rss };
+          cached = true;
+        }
+      } catch { /* no cache yet */ }
+    }
+    if (r === null) {
+      r = await timed(["node", "bench/peers/llamacpp_bench.mjs", JSON.stringify(req)]);
+      if (cacheFile !== undefined && !r.json.error) {
+        await Deno.writeTextFile(
+          cacheFile,
+          JSON.stringify({ model, steps, at: new Date().toISOString(), json: r.json, rss: r.rss }),
+        );
+      }
+    }
+    if (cached) console.log(`llama.cpp result from ${cacheFile} (not re-run)`);
     if (r.json.error) console.error(`llama.cpp failed: ${r.json.error}`);
     else {
       forced = r.json.tokens as number[];
@@ -151,7 +185,7 @@ async function main(): Promise<void> {
   }
   const seen: string[] = [];
   for (const mb of limits) {
-    const req: ChildRequest = { model, memoryMb: mb, nCtx, steps, forced };
+    const req: ChildRequest = { model, memoryMb: mb, nCtx, steps, forced, threads };
     const r = await timed([
       Deno.execPath(),
       "run",
@@ -178,7 +212,9 @@ async function main(): Promise<void> {
         j.firstTokenMs.toFixed(0)
       } | ${j.decodeTokS.toFixed(2)} | ${j.agree === null ? "—" : `${j.agree}/${steps}`} | ${
         gb(r.rss)
-      } (${vsLimit}) | ${j.plan}; ${j.misses} expert loads, ${gb(j.bytesFetched)} GB read |`,
+      } (${vsLimit}) | ${j.plan}; ${j.instances} wasm instance${
+        j.instances > 1 ? "s" : ""
+      }; ${j.misses} expert loads, ${gb(j.bytesFetched)} GB read |`,
     );
   }
   console.log();
@@ -187,6 +223,7 @@ async function main(): Promise<void> {
   );
   console.log("| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |");
   for (const r of rows) console.log(r);
+  console.log(`\nend ${new Date().toISOString()}, load average ${load()}`);
   if (seen.length > 1) {
     console.log(`\nmoe-edge tokens identical across limits: ${seen.every((s) => s === seen[0])}`);
   }
