@@ -13,7 +13,7 @@ import {
   readGguf,
   writeGguf,
 } from "./mod.ts";
-import { pseudoBytes } from "./test_util.ts";
+import { pseudoBytes } from "./formats_test_util.ts";
 import { failureCount } from "../../tools/fuzz/gguf_campaign.ts";
 import { runCampaign } from "../../tools/fuzz/gguf_runner.ts";
 

@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { GgufError } from "../errors.ts";
 import { MemorySource } from "../io/byte_source.ts";
 import { readGguf, writeGguf } from "./mod.ts";
-import { pseudoBytes, RawBuilder } from "./test_util.ts";
+import { pseudoBytes, RawBuilder } from "./formats_test_util.ts";
 
 /** A file of F32 tensors `[n]` with the given data offsets (data section of `dataBytes`). */
 function layout(tensors: [string, number, number][], dataBytes: number): Uint8Array {

@@ -18,7 +18,7 @@ import {
   readGguf,
   writeGguf,
 } from "./mod.ts";
-import { CountingSource, pseudoBytes, RawBuilder } from "./test_util.ts";
+import { CountingSource, pseudoBytes, RawBuilder } from "./formats_test_util.ts";
 
 const ALL_VALUES: [string, GgufValue][] = [
   ["u8", gguf.u8(255)],

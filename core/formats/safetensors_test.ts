@@ -4,7 +4,7 @@ import fc from "npm:fast-check@4";
 import { SafetensorsError } from "../errors.ts";
 import { MemorySource } from "../io/byte_source.ts";
 import { readSafetensors, SAFETENSORS_DTYPE_BITS, writeSafetensors } from "./mod.ts";
-import { pseudoBytes, RawBuilder } from "./test_util.ts";
+import { pseudoBytes, RawBuilder } from "./formats_test_util.ts";
 
 const f32 = (xs: number[]) => new Uint8Array(new Float32Array(xs).buffer);
 const u16 = (xs: number[]) => new Uint8Array(new Uint16Array(xs).buffer);

@@ -1,4 +1,4 @@
-import { assert, assertEquals } from "./_assert_test_util.ts";
+import { assert, assertEquals } from "./assert_test_util.ts";
 import fc from "npm:fast-check@4";
 import { softmaxInPlace, topK, TopKRouter } from "./router.ts";
 

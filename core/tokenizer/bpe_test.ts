@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { createTokenizer } from "./mod.ts";
 import { cleanSpaces } from "./tokenizer.ts";
 import { preTokenize, resolvePre } from "./pretokenize.ts";
-import { B, tinyBpe } from "./fixtures_test.ts";
+import { B, tinyBpe } from "./fixtures_test_util.ts";
 
 const tok = createTokenizer(tinyBpe());
 const enc = (text: string, parseSpecial = false): number[] =>

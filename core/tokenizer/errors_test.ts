@@ -3,7 +3,7 @@
 import assert from "node:assert/strict";
 import { TokenizerError } from "../errors.ts";
 import { buildTestVocab, createTokenizer, type VocabSpec, vocabToGgufKeys } from "./mod.ts";
-import { tinyBpe, tinySpm } from "./fixtures_test.ts";
+import { tinyBpe, tinySpm } from "./fixtures_test_util.ts";
 
 function throwsCode(fn: () => unknown, code: string, pattern?: RegExp): void {
   assert.throws(fn, (e: unknown) => {

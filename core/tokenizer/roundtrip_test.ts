@@ -18,7 +18,7 @@ import assert from "node:assert/strict";
 // deno-lint-ignore no-import-prefix -- no import map entry yet; see the integrator note
 import fc from "npm:fast-check@4";
 import { buildTestVocab, cleanSpaces, createTokenizer, type Tokenizer } from "./mod.ts";
-import { textArb } from "./fixtures_test.ts";
+import { textArb } from "./fixtures_test_util.ts";
 
 const wf = (t: string): string => t.toWellFormed();
 const valid = (tok: Tokenizer, ids: number[]): boolean =>

@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import { TokenizerError } from "../errors.ts";
 import { createTokenizer } from "./mod.ts";
-import { B, S, spmByte, tinyBpe, tinySpm } from "./fixtures_test.ts";
+import { B, S, spmByte, tinyBpe, tinySpm } from "./fixtures_test_util.ts";
 
 const tok = createTokenizer(tinySpm());
 const enc = (text: string, parseSpecial = false): number[] =>

@@ -5,7 +5,7 @@ import assert from "node:assert/strict";
 import fc from "npm:fast-check@4";
 import { buildTestVocab, createTokenizer, StreamDecoder, type Tokenizer } from "./mod.ts";
 import { TokenizerError } from "../errors.ts";
-import { B, S, spmByte, textArb, tinyBpe, tinySpm } from "./fixtures_test.ts";
+import { B, S, spmByte, textArb, tinyBpe, tinySpm } from "./fixtures_test_util.ts";
 
 function streamAll(
   tok: Tokenizer,
