@@ -3,7 +3,7 @@
  * caller opts out with `integrity: "off"`):
  *
  * - **trust on first read**: the first read of each byte range records a
- *   64-bit hash (`hash64`); every later read of the same range (a streamed
+ *   64-bit hash (`hashWide`, WASM SIMD); every later read of the same range (a streamed
  *   expert re-fetched after eviction, a retried load) must hash the same, or
  *   the read fails with `StoreError` `"integrity"` — a file swapped or
  *   rewritten underneath, a server without validators serving new bytes, or
@@ -19,7 +19,7 @@
 
 import { StoreError } from "../errors.ts";
 import type { ByteRange, ByteSource, RangeTiming } from "./byte_source.ts";
-import { hash64 } from "./hash64.ts";
+import { hashWide } from "./hash_wide.ts";
 import { readMerged } from "./read_ranges.ts";
 import { sha256Hex } from "./expert_manifest.ts";
 
@@ -289,7 +289,7 @@ export class IntegritySource implements ByteSource {
     this.#compareFirst(offset, length, bytes, first, t0);
   }
 
-  /** Record (no `first`) or compare with the first read's hash; sync (hash64). */
+  /** Record (no `first`) or compare with the first read's hash; sync (hashWide). */
   #compareFirst(
     offset: number,
     length: number,
@@ -297,7 +297,7 @@ export class IntegritySource implements ByteSource {
     first: string | undefined,
     t0: number,
   ): void {
-    const h = hash64(bytes);
+    const h = hashWide(bytes);
     this.#count(length, t0);
     if (first === undefined) {
       this.#seen.set(key(offset, length), h);
