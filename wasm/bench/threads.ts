@@ -15,6 +15,15 @@ import type { WeightView } from "../../core/backend/backend.ts";
 import { createWasmBackend, type WasmBackend } from "../backend.ts";
 import { randomActivations, randomWeights, rng } from "../kernel_test_util.ts";
 
+/** The CPU model (Linux `/proc/cpuinfo`), or "unknown". */
+function cpuModel(): string {
+  try {
+    return Deno.readTextFileSync("/proc/cpuinfo").match(/model name\s*:\s*(.*)/)?.[1] ?? "unknown";
+  } catch {
+    return "unknown";
+  }
+}
+
 function arg(name: string, dflt: string): string {
   const i = Deno.args.indexOf(`--${name}`);
   return i >= 0 && i + 1 < Deno.args.length ? Deno.args[i + 1] : dflt;
@@ -29,6 +38,9 @@ const r = rng(1);
 const wg = randomWeights(r, GgmlType.Q4_K, nFf, nEmbd);
 const wu = randomWeights(r, GgmlType.Q4_K, nFf, nEmbd);
 const wd = randomWeights(r, GgmlType.Q6_K, nEmbd, nFf);
+const wg2 = randomWeights(r, GgmlType.Q4_K, nFf, nEmbd);
+const wu2 = randomWeights(r, GgmlType.Q4_K, nFf, nEmbd);
+const wd2 = randomWeights(r, GgmlType.Q6_K, nEmbd, nFf);
 const x1 = randomActivations(r, nEmbd);
 const x32 = randomActivations(r, 32 * nEmbd);
 const x1f = randomActivations(r, nFf);
@@ -39,6 +51,10 @@ interface Setup {
   g: WeightView;
   u: WeightView;
   d: WeightView;
+  /** A second expert (other weights) for the two-expert case. */
+  g2: WeightView;
+  u2: WeightView;
+  d2: WeightView;
 }
 
 function up(
@@ -64,13 +80,17 @@ for (const threads of counts) {
     g: up(be, wg, GgmlType.Q4_K, nFf, nEmbd),
     u: up(be, wu, GgmlType.Q4_K, nFf, nEmbd),
     d: up(be, wd, GgmlType.Q6_K, nEmbd, nFf),
+    g2: up(be, wg2, GgmlType.Q4_K, nFf, nEmbd),
+    u2: up(be, wu2, GgmlType.Q4_K, nFf, nEmbd),
+    d2: up(be, wd2, GgmlType.Q6_K, nEmbd, nFf),
   });
 }
 
 type Case = { name: string; run: (s: Setup) => void };
 const out1 = new Float32Array(nFf),
   outE = new Float32Array(32 * nEmbd),
-  outF = new Float32Array(32 * nFf);
+  outF = new Float32Array(32 * nFf),
+  outE2 = new Float32Array(nEmbd);
 const cases: Case[] = [
   { name: `matvec Q4_K ${nFf}×${nEmbd}, 1 token`, run: (s) => s.be.matmul(s.g, x1, 1, out1) },
   { name: `matvec Q6_K ${nEmbd}×${nFf}, 1 token`, run: (s) => s.be.matmul(s.d, x1f, 1, outE) },
@@ -78,6 +98,19 @@ const cases: Case[] = [
   {
     name: "expert FFN (Q4_K/Q4_K/Q6_K), 1 token",
     run: (s) => s.be.ffnSwiglu(s.g, s.u, s.d, x1, 1, outE),
+  },
+  {
+    // a decode step's MoE layer: top-2 experts over the same row (one region on threads)
+    name: "2 experts (Q4_K/Q4_K/Q6_K), 1 token",
+    run: (s) => {
+      const jobs = [
+        { gate: s.g, up: s.u, down: s.d, x: x1, nTokens: 1, out: outE },
+        { gate: s.g2, up: s.u2, down: s.d2, x: x1, nTokens: 1, out: outE2 },
+      ];
+      if (!s.be.ffnSwigluMany(jobs)) {
+        for (const j of jobs) s.be.ffnSwiglu(j.gate, j.up, j.down, j.x, 1, j.out);
+      }
+    },
   },
   {
     name: "expert FFN (Q4_K/Q4_K/Q6_K), 32 tokens",
@@ -96,6 +129,7 @@ function time(c: Case, s: Setup): number {
 }
 
 for (const c of cases) for (const s of setups) time(c, s); // warm-up
+const load0 = Deno.loadavg();
 const best = cases.map(() => setups.map(() => Infinity));
 for (let k = 0; k < rounds; k++) {
   cases.forEach((c, i) =>
@@ -118,8 +152,8 @@ cases.forEach((c, i) => {
   );
 });
 console.log(
-  `load average: ${
+  `load average before ${load0.map((v) => v.toFixed(2)).join(" ")}, after: ${
     Deno.loadavg().map((v) => v.toFixed(2)).join(" ")
-  }, ${navigator.hardwareConcurrency} CPUs`,
+  }, ${navigator.hardwareConcurrency} CPUs (${cpuModel()})`,
 );
 for (const s of setups) s.be.dispose();

@@ -12,6 +12,15 @@
 import { createWasmBackend } from "../backend.ts";
 import { OP_MATMUL } from "../thread_split.ts";
 
+/** The CPU model (Linux `/proc/cpuinfo`), or "unknown". */
+function cpuModel(): string {
+  try {
+    return Deno.readTextFileSync("/proc/cpuinfo").match(/model name\s*:\s*(.*)/)?.[1] ?? "unknown";
+  } catch {
+    return "unknown";
+  }
+}
+
 function arg(name: string, dflt: string): string {
   const i = Deno.args.indexOf(`--${name}`);
   return i >= 0 && i + 1 < Deno.args.length ? Deno.args[i + 1] : dflt;
@@ -50,6 +59,6 @@ const load1 = Deno.loadavg();
 console.log(
   `threads ${threads}; load average before ${load0.map((v) => v.toFixed(2)).join(" ")}, after ${
     load1.map((v) => v.toFixed(2)).join(" ")
-  }; ${navigator.hardwareConcurrency} CPUs`,
+  }; ${navigator.hardwareConcurrency} CPUs (${cpuModel()})`,
 );
 be.dispose();

@@ -15,6 +15,15 @@ import { loadModel, type Model } from "../../core/model/model.ts";
 import { Session } from "../../core/generate/session.ts";
 import { createWasmBackend, type WasmBackend } from "../backend.ts";
 
+/** The CPU model (Linux `/proc/cpuinfo`), or "unknown". */
+function cpuModel(): string {
+  try {
+    return Deno.readTextFileSync("/proc/cpuinfo").match(/model name\s*:\s*(.*)/)?.[1] ?? "unknown";
+  } catch {
+    return "unknown";
+  }
+}
+
 function arg(name: string, dflt: string): string {
   const i = Deno.args.indexOf(`--${name}`);
   return i >= 0 && i + 1 < Deno.args.length ? Deno.args[i + 1] : dflt;
@@ -175,7 +184,7 @@ for (let r = 0; r < rounds; r++) {
 }
 const load1 = Deno.loadavg();
 console.log(
-  `model ${path}; prompt ${nPrompt}, decode ${nTok}; best of ${rounds}; ${navigator.hardwareConcurrency} CPUs`,
+  `model ${path}; prompt ${nPrompt}, decode ${nTok}; best of ${rounds}; ${navigator.hardwareConcurrency} CPUs (${cpuModel()})`,
 );
 console.log(`| threads | prefill ms | decode ms/token | vs ${counts[0]} (prefill, decode) |`);
 console.log("| --: | --: | --: | --: |");
