@@ -474,7 +474,7 @@ export async function makeCase(
 
 /** A reference backend that records its peak slot bytes and the process's peak memory. */
 export class MeteredBackend extends RefBackend {
-  slotBytes = 0;
+  liveSlotBytes = 0;
   slotPeak = 0;
   heapPeak = 0;
   sampleHeap(): void {
@@ -483,17 +483,17 @@ export class MeteredBackend extends RefBackend {
   }
   override allocSlot(bytes: number): Slot {
     const s = super.allocSlot(bytes);
-    this.slotBytes += s.bytes;
-    this.slotPeak = Math.max(this.slotPeak, this.slotBytes);
+    this.liveSlotBytes += s.bytes;
+    this.slotPeak = Math.max(this.slotPeak, this.liveSlotBytes);
     this.sampleHeap();
     return s;
   }
   override freeSlot(slot: Slot): void {
-    if (this.slotBytes > 0) this.slotBytes -= slot.bytes;
+    if (this.liveSlotBytes > 0) this.liveSlotBytes -= slot.bytes;
     super.freeSlot(slot);
   }
   reset(): void {
-    this.slotPeak = this.slotBytes;
+    this.slotPeak = this.liveSlotBytes;
     this.heapPeak = 0;
   }
 }
