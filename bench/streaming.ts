@@ -55,6 +55,7 @@ const { values } = parseArgs({
     only: { type: "string" },
     reps: { type: "string", default: "1" },
     integrity: { type: "string" },
+    cap: { type: "boolean", default: false },
   },
 });
 const N_TOKENS = Number(values.tokens);
@@ -154,7 +155,25 @@ const cases: Case[] = [
     label: "LRU + next-layer prefetch",
     streaming: { prefetcher: createNextLayerPrefetcher() },
   },
+  {
+    source: "file",
+    frac: 0.25,
+    label: "LRU + next-layer prefetch, replacing in its layer",
+    streaming: { prefetcher: createNextLayerPrefetcher(), prefetchReplacesLayer: true },
+  },
 ];
+if (values.cap) {
+  // every expert read once, then hits: what streamed compute costs without misses
+  cases.unshift(
+    { source: "file", frac: 1, label: "all experts fit (read once)" },
+    {
+      source: "file",
+      frac: 1,
+      label: "all experts fit, never repacked",
+      streaming: { packAfterUses: Infinity },
+    },
+  );
+}
 if (fbPath) {
   cases.push({ source: "file", frac: 0.25, label: "LRU + fallback q2_k", fallback: true });
   cases.push({

@@ -57,6 +57,7 @@ Deno.test("prefetch: next-layer guesses with layer replacement keep the resident
     backend: await createWasmBackend(),
     expertBudgetBytes: 12 * EXPERT_BYTES,
     streaming: {
+      prefetchReplacesLayer: true,
       prefetcher: {
         name: "same-index",
         observe: (layer, _t, route) => [{ layer: layer + 1, experts: route.experts }],

@@ -49,10 +49,13 @@ export interface StreamingStoreOptions {
   readInPlace?: boolean;
   /**
    * A prefetch for layer `l` may evict experts of layer `l` it does not
-   * predict, even ones the last token used (default true): the predicted
-   * step is their next chance of reuse. Without it (false), a prefetch only
-   * takes free slots or experts unused for a whole token, which at a budget
-   * of about one token's experts leaves it no room.
+   * predict, even ones the last token used: the predicted step is their
+   * next chance of reuse. Default false: a prefetch only takes free slots or
+   * experts unused for a whole token, which at a budget of about one token's
+   * experts leaves it almost no room. Turn it on for a predictor that is
+   * right more often than recency (on the locality trace, where the last
+   * token's expert comes back 60 % of the time, it took the affinity
+   * prefetcher at 25 % from 0.93× to 0.53× of Belady's hit rate).
    */
   prefetchReplacesLayer?: boolean;
   /** Resident low-bit copies computed with on a miss instead of waiting (HOBBIT). */

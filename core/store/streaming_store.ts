@@ -652,7 +652,7 @@ export class StreamingExpertStore implements ExpertStore {
       batch = [];
     };
     try {
-      const sameLayer = this.#opts.prefetchReplacesLayer !== false;
+      const sameLayer = this.#opts.prefetchReplacesLayer === true;
       for (const h of hints) {
         const locs = this.#ctx.locations[h.layer];
         if (!locs) continue;
