@@ -11,12 +11,15 @@
  * right before it (load drift cancels in the ratio), hits, misses, fallback
  * uses, the miss cost breakdown per load (read, verify, copy+repack) and the
  * wait per miss, next to a plain read of the same bytes (three `FileSource`
- * reads per expert, no store). Fallback rows add teacher-forced agreement
+ * or `HttpSource` reads per expert, no store: into a buffer already mapped,
+ * as an in-place load does, and into fresh buffers, which costs page
+ * faults). Fallback rows add teacher-forced agreement
  * with full precision: the share of positions where the argmax equals the
  * resident model's, feeding the resident model's greedy tokens.
  *
  * ```sh
- * deno run -A bench/streaming.ts [--tokens 24] [--no-http] [--no-fallback]
+ * deno run -A bench/streaming.ts [--tokens 24] [--no-http] [--no-fallback] [--reps N]
+ *   [--only SUBSTRING] [--pack-after N] [--copy] [--integrity off|pin] [--cap]
  * ```
  *
  * @module
@@ -117,18 +120,32 @@ async function agreement(model: Model, ref: number[]): Promise<number> {
   return same / ref.length;
 }
 
-/** Milliseconds of a plain read of one expert's bytes (its three ranges), median of 16 experts. */
-async function plainReadMs(src: ByteSource): Promise<number> {
-  const ms: number[] = [];
+/**
+ * Milliseconds of a plain read of one expert's bytes (its three ranges, in
+ * parallel), median of 16 experts: into fresh buffers (`read`) and into one
+ * buffer already mapped (`readInto`, what an in-place load does; NaN when
+ * the source has none).
+ */
+async function plainReadMs(src: ByteSource): Promise<{ fresh: number; mapped: number }> {
+  const med = (ms: number[]) => ms.sort((a, b) => a - b)[ms.length >> 1];
+  const fresh: number[] = [], mapped: number[] = [];
+  const buf = new Uint8Array(experts[0].bytes).fill(1);
   for (let i = 0; i < 16; i++) {
     const loc = experts[(i * 13) % experts.length];
-    const t0 = performance.now();
-    await Promise.all(
-      [loc.gate!, loc.up, loc.down].map((m) => src.read(m.fileOffset, m.nbytes)),
-    );
-    ms.push(performance.now() - t0);
+    const parts = [loc.gate!, loc.up, loc.down];
+    let t0 = performance.now();
+    await Promise.all(parts.map((m) => src.read(m.fileOffset, m.nbytes)));
+    fresh.push(performance.now() - t0);
+    if (!src.readInto) continue;
+    t0 = performance.now();
+    let at = 0;
+    await Promise.all(parts.map((m) => {
+      const v = buf.subarray(at, at += m.nbytes);
+      return src.readInto!(m.fileOffset, v);
+    }));
+    mapped.push(performance.now() - t0);
   }
-  return ms.sort((a, b) => a - b)[ms.length >> 1];
+  return { fresh: med(fresh), mapped: mapped.length ? med(mapped) : NaN };
 }
 
 const nginx = values["no-http"] || !findNginx()
@@ -197,7 +214,7 @@ try {
   await run(fileSrc).then((r) => r.model.dispose()); // warm-up (JIT)
   const plainFile = await plainReadMs(fileSrc);
   const httpSrc = nginx ? await HttpSource.open(`${nginx.baseUrl}bench.gguf`) : null;
-  const plainHttp = httpSrc ? await plainReadMs(httpSrc) : NaN;
+  const plainHttp = httpSrc ? await plainReadMs(httpSrc) : { fresh: NaN, mapped: NaN };
   let reference: number[] | null = null;
   const only = values.only;
   for (const c of cases) {
@@ -243,7 +260,9 @@ try {
         fmt((st.readMs ?? 0) / loads)
       } | ${fmt((st.verifyMs ?? 0) / loads)} | ${fmt((st.repackMs ?? 0) / loads)} | ${
         fmt(st.stallMs / waitsOn)
-      } | ${fmt(c.source === "file" ? plainFile : plainHttp)} | ${agree} |`,
+      } | ${
+        ((p) => `${fmt(p.mapped)} / ${fmt(p.fresh)}`)(c.source === "file" ? plainFile : plainHttp)
+      } | ${agree} |`,
     );
     summary[`${c.source} ${c.frac * 100}% ${c.label}`] = rel;
     r.model.dispose();
@@ -265,7 +284,7 @@ try {
       (nginx ? "" : " (no nginx: no HTTP rows)") + "\n",
   );
   console.log(
-    "| source | budget | policy | decode tok/s | resident tok/s | × resident | hits / misses | fallback uses | read ms/load | verify ms/load | copy+repack ms/load | wait ms/miss | plain read ms/expert | agreement vs full |",
+    "| source | budget | policy | decode tok/s | resident tok/s | × resident | hits / misses | fallback uses | read ms/load | verify ms/load | copy+repack ms/load | wait ms/miss | plain read ms/expert (into mapped / fresh buffer) | agreement vs full |",
   );
   console.log("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
   for (const r of rows) console.log(r);
