@@ -25,7 +25,7 @@
 
 import assert from "node:assert/strict";
 import { defaultModelBytes } from "../../core/model/default_model.ts";
-import { startFaultServer } from "../streaming/fault_server.ts";
+import { startFaultServer } from "../../core/store/fault_server_test_util.ts";
 
 const ROOT = new URL("../../", import.meta.url).pathname.replace(/\/$/, "");
 const README = await Deno.readTextFile(`${ROOT}/README.md`);
