@@ -131,7 +131,8 @@ export class IntegritySource implements ByteSource {
       return await this.#readPrefixed(pre, offset, length, signal);
     }
     const bytes = await this.inner.read(offset, length, signal);
-    await this.#check(offset, length, bytes);
+    const c = this.#check(offset, length, bytes);
+    if (c) await c;
     return bytes;
   }
 
@@ -152,7 +153,8 @@ export class IntegritySource implements ByteSource {
     const t0 = performance.now();
     try {
       for (let i = 0; i < ranges.length; i++) {
-        await this.#check(ranges[i].offset, ranges[i].length, parts[i]);
+        const c = this.#check(ranges[i].offset, ranges[i].length, parts[i]);
+        if (c) await c;
       }
     } finally {
       if (timing) timing.verifyMs += performance.now() - t0;
@@ -190,7 +192,8 @@ export class IntegritySource implements ByteSource {
     if (dest.byteLength !== length) return;
     const t0 = performance.now();
     try {
-      await this.#check(offset, length, dest);
+      const c = this.#check(offset, length, dest);
+      if (c) await c;
     } finally {
       if (timing) timing.verifyMs += performance.now() - t0;
     }
@@ -265,28 +268,39 @@ export class IntegritySource implements ByteSource {
     this.#stats.hashMs += performance.now() - t0;
   }
 
-  async #check(offset: number, length: number, bytes: Uint8Array): Promise<void> {
+  /**
+   * Check one range: a promise only for a manifest range (SHA-256 is async);
+   * first-read records are checked synchronously, so callers that time the
+   * check do not count other work done while they would await.
+   */
+  #check(offset: number, length: number, bytes: Uint8Array): Promise<void> | void {
     const k = key(offset, length);
     const exp = this.#expected.get(k);
-    const t0 = performance.now();
-    if (exp) {
-      const got = await sha256Hex(bytes);
-      this.#count(length, t0);
-      this.#stats.sha256Checked++;
-      if (got !== exp.sha256) {
-        throw new StoreError(
-          "integrity",
-          `Cannot read tensor '${exp.name}' of ${this.name} [${offset}, ${
-            offset + length
-          }): SHA-256 ${got} does not match the manifest's ${exp.sha256}`,
-          { tensor: exp.name, offset, length, expected: exp.sha256, actual: got },
-        );
-      }
-      return;
-    }
+    if (exp) return this.#checkSha256(offset, length, bytes, exp);
     const first = this.#seen.get(k);
     if (first === undefined && !this.recordFirstReads) return;
-    this.#compareFirst(offset, length, bytes, first, t0);
+    this.#compareFirst(offset, length, bytes, first, performance.now());
+  }
+
+  async #checkSha256(
+    offset: number,
+    length: number,
+    bytes: Uint8Array,
+    exp: Expected,
+  ): Promise<void> {
+    const t0 = performance.now();
+    const got = await sha256Hex(bytes);
+    this.#count(length, t0);
+    this.#stats.sha256Checked++;
+    if (got !== exp.sha256) {
+      throw new StoreError(
+        "integrity",
+        `Cannot read tensor '${exp.name}' of ${this.name} [${offset}, ${
+          offset + length
+        }): SHA-256 ${got} does not match the manifest's ${exp.sha256}`,
+        { tensor: exp.name, offset, length, expected: exp.sha256, actual: got },
+      );
+    }
   }
 
   /** Record (no `first`) or compare with the first read's hash; sync (hashWide). */
