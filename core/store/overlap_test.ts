@@ -154,3 +154,27 @@ Deno.test("prefetched re-reads are compared at first use: a changed file fails t
   assert.equal(src.stats().bytesHashed, before);
   s.dispose();
 });
+
+Deno.test("in place over HTTP: WASM streaming from a Range server gives the resident tokens", async () => {
+  const bytes = modelBytes();
+  const srv = rangeServer(bytes.slice());
+  try {
+    const m0 = await loadModel(bytes, { backend: await createWasmBackend() });
+    const base = (await generateText(m0, PROMPT, { maxTokens: N_TOKENS, temperature: 0 })).tokens;
+    m0.dispose();
+    const src = await HttpSource.open(srv.url);
+    const model = await loadModel(src, {
+      backend: await createWasmBackend(),
+      expertBudgetBytes: 4 * EXPERT_BYTES,
+    });
+    const store = model.store as StreamingExpertStore;
+    assert.ok(store.readsInPlace);
+    const r = await generateText(model, PROMPT, { maxTokens: N_TOKENS, temperature: 0 });
+    assert.deepEqual(r.tokens, base);
+    assert.ok(store.stats().misses > store.stats().hits, "mostly misses at this budget");
+    model.dispose();
+    await src.close();
+  } finally {
+    await srv.close();
+  }
+});
