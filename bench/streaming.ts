@@ -169,6 +169,12 @@ const cases: Case[] = [
   {
     source: "file",
     frac: 0.25,
+    label: "LRU, read into fresh buffers then copied (previous miss path)",
+    streaming: { readInPlace: false },
+  },
+  {
+    source: "file",
+    frac: 0.25,
     label: "LRU + next-layer prefetch",
     streaming: { prefetcher: createNextLayerPrefetcher() },
   },
@@ -217,8 +223,11 @@ try {
   const plainHttp = httpSrc ? await plainReadMs(httpSrc) : { fresh: NaN, mapped: NaN };
   let reference: number[] | null = null;
   const only = values.only;
+  // a whole row name selects that row only; anything else every row containing it
+  const onlyExact = cases.some((c) => `${c.source} ${c.frac * 100}% ${c.label}` === only);
   for (const c of cases) {
-    if (only && !`${c.source} ${c.frac * 100}% ${c.label}`.includes(only)) continue;
+    const name = `${c.source} ${c.frac * 100}% ${c.label}`;
+    if (only && !(onlyExact ? name === only : name.includes(only))) continue;
     // best of REPS pairs (resident right before streamed): noise on a shared machine only slows
     let base: Run | null = null, r: Run | null = null;
     for (let rep = 0; rep < REPS; rep++) {
