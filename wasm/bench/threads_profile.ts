@@ -66,6 +66,7 @@ let depth = 0;
 function instrument(s: Setup): void {
   const be = s.be as unknown as Record<string, (...a: unknown[]) => unknown>;
   for (const m of METHODS) {
+    if (typeof be[m] !== "function") continue; // an older backend without it
     const f = be[m].bind(s.be);
     be[m] = (...a: unknown[]) => {
       if (!s.on || depth > 0) return f(...a); // nested calls count in their caller
