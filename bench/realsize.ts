@@ -173,6 +173,7 @@ async function main(): Promise<void> {
     if (r.json.error) console.error(`llama.cpp failed: ${r.json.error}`);
     else {
       forced = r.json.tokens as number[];
+      console.log(`llama.cpp tokens: ${forced.join(",")}`);
       const load = r.json.loadMs as number;
       const first = load + (r.json.prefillMs as number);
       const tokS = (steps - 1) / ((r.json.decodeMs as number) / 1000);
@@ -204,6 +205,7 @@ async function main(): Promise<void> {
     }
     const j = r.json as unknown as ChildResult;
     seen.push(j.tokens.join(","));
+    console.log(`moe-edge tokens at --memory-mb ${mb ?? "none"}: ${j.tokens.join(",")}`);
     const vsLimit = mb === null
       ? `${(r.rss / size).toFixed(2)}× file`
       : `${(r.rss / (mb * 1048576)).toFixed(2)}× limit`;
