@@ -6,23 +6,24 @@
  * @module
  */
 
-import { registerBackend } from "../core/backend/registry.ts";
+import { type BackendFactory, registerBackend } from "../core/backend/registry.ts";
 import { createWasmBackend } from "./backend.ts";
 import { createShardedWasmBackend } from "./sharded.ts";
 
 /** Registry priority of the WASM backend (the reference backend is 0). */
 export const WASM_BACKEND_PRIORITY = 10;
 
-registerBackend(
-  "wasm",
-  WASM_BACKEND_PRIORITY,
-  // asked for a heap (a memory plan past one wasm32 memory): several instances
-  (opts) =>
-    opts?.heapBytes !== undefined
-      ? createShardedWasmBackend({
-        threads: opts.threads,
-        heapBytes: opts.heapBytes,
-        reserveBytes: opts.reserveBytes,
-      })
-      : createWasmBackend({ threads: opts?.threads }),
-);
+/**
+ * The `"wasm"` factory: one instance, or several when asked for a heap (a memory plan past one
+ * wasm32 memory, `BackendCreateOptions.heapBytes`).
+ */
+export const wasmBackendFactory: BackendFactory = (opts) =>
+  opts?.heapBytes !== undefined
+    ? createShardedWasmBackend({
+      threads: opts.threads,
+      heapBytes: opts.heapBytes,
+      reserveBytes: opts.reserveBytes,
+    })
+    : createWasmBackend({ threads: opts?.threads });
+
+registerBackend("wasm", WASM_BACKEND_PRIORITY, wasmBackendFactory);

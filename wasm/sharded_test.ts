@@ -256,3 +256,75 @@ Deno.test("dispose releases every instance", async () => {
   throws(() => sh.writeSlot(s, 0, new Uint8Array(1)), isCode("disposed"));
   sh.dispose(); // idempotent
 });
+
+Deno.test("loadModel goes multi-instance only when one heap stops the plan", async () => {
+  // a "wasm" registry entry with 10 MiB heaps stands in for 4 GiB ones (this test file's registry)
+  const { registerBackend } = await import("../core/backend/registry.ts");
+  const { WASM_BACKEND_PRIORITY, wasmBackendFactory } = await import("./register.ts");
+  const tiny = 10 * MIB;
+  registerBackend(
+    "wasm",
+    WASM_BACKEND_PRIORITY,
+    (o) =>
+      o?.heapBytes !== undefined
+        ? createShardedWasmBackend({
+          heapBytes: o.heapBytes,
+          reserveBytes: o.reserveBytes,
+          instanceBytes: tiny,
+        })
+        : createWasmBackend({ maxMemoryBytes: tiny }),
+  );
+  try {
+    const bytes = synthesizeModel({
+      arch: "qwen2moe",
+      nEmbd: 256,
+      nHead: 4,
+      nHeadKv: 2,
+      nLayer: 3,
+      nExpert: 8,
+      nExpertUsed: 2,
+      nFf: 512,
+      nVocab: 512,
+      type: GgmlType.Q4_K,
+      seed: 11,
+    });
+    const prompt = [5, 77, 120, 9];
+    const logitsOf = async (m: Awaited<ReturnType<typeof loadModel>>) => {
+      const s = new Session(m, { nCtx: 64 });
+      const l = bits(await s.eval(prompt));
+      s.dispose();
+      return l;
+    };
+    // reference: one instance big enough for everything
+    const big = await createWasmBackend();
+    const ref = await loadModel(bytes, { backend: big, nCtx: 64 });
+    equal(ref.memoryPlan?.mode, "resident");
+    const want = await logitsOf(ref);
+    ref.dispose();
+    big.dispose();
+    // no limit: one 10 MiB heap would stream; the machine holds it all -> several instances
+    const wide = await loadModel(bytes, { backend: "wasm", nCtx: 64 });
+    const be = wide.backend as { instanceCount?: number };
+    ok((be.instanceCount ?? 1) >= 2, `instances ${be.instanceCount}`);
+    equal(wide.memoryPlan?.mode, "resident");
+    deepEqual(await logitsOf(wide), want);
+    const p = wide.memoryPlan!;
+    wide.dispose();
+    wide.backend.dispose();
+    // a limit below one heap binds first: one instance, streaming, same logits
+    const lim = await loadModel(bytes, {
+      backend: "wasm",
+      nCtx: 64,
+      // the host part, the fixed heap parts and 1.5 MiB of experts: under one 10 MiB heap
+      memoryBytes: p.hostBytes + p.residentBytes + p.kvBytes + p.scratchBytes + 1.5 * MIB,
+    });
+    equal((lim.backend as { instanceCount?: number }).instanceCount, undefined);
+    equal(lim.memoryPlan?.mode, "streaming");
+    equal(lim.memoryPlan?.reason, "memory_limit");
+    deepEqual(await logitsOf(lim), want);
+    lim.dispose();
+    lim.backend.dispose();
+  } finally {
+    registerBackend("wasm", WASM_BACKEND_PRIORITY, wasmBackendFactory);
+  }
+});
