@@ -70,6 +70,8 @@ const always = () => true;
  * 0.9–1.1×; a wake-up from the futex costs tens of µs instead).
  */
 const SPIN_MS = 0.05;
+/** At most this long (ms) a worker waits for the rest of a job before its post-job spin. */
+const JOB_END_SPIN_MS = 0.5;
 /** Sleep slice (ms) on the futex; between slices the worker handles messages. */
 const SLEEP_MS = 50;
 /** While busy, handle messages at least this often (ms). */
@@ -178,6 +180,19 @@ function work(c: Int32Array, seq: number): void {
   }
 }
 
+/**
+ * Spin while job `seq` still runs on another thread (its last chunks), at
+ * most `JOB_END_SPIN_MS`: the post-job spin then counts from the job's end,
+ * which is when the caller starts the serial work before its next fork.
+ */
+function untilJobEnd(c: Int32Array, seq: number): void {
+  const n = c[CTL_CHUNKS];
+  const t0 = performance.now();
+  for (let i = 1; Atomics.load(c, CTL_SEQ) === seq && Atomics.load(c, CTL_DONE) < n; i++) {
+    if ((i & 255) === 0 && performance.now() - t0 > JOB_END_SPIN_MS) return;
+  }
+}
+
 /** Let the event loop deliver pending messages (attach/detach). */
 function yieldToEvents(): Promise<void> {
   return new Promise((r) => setTimeout(r, 0));
@@ -209,6 +224,7 @@ async function loop(c: Int32Array, seen: number): Promise<void> {
       lastYield = Infinity;
     }
     work(c, s);
+    untilJobEnd(c, s);
     if (lastYield === Infinity) {
       await yieldToEvents();
       lastYield = performance.now();
