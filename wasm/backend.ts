@@ -53,7 +53,7 @@ import {
   ropeOp,
   swigluOp,
 } from "./f32_ops.ts";
-import { KvCaches } from "./kv_caches.ts";
+import { attentionMismatch, KvCaches } from "./kv_caches.ts";
 import { KernelMemory } from "./memory.ts";
 import {
   instantiateKernels,
@@ -69,6 +69,7 @@ import {
   OP_ATTN,
   OP_PROGRAM,
   runTask,
+  T_ATTN,
   T_FFN_UP,
   T_MATMUL,
   T_PREP,
@@ -771,6 +772,155 @@ export class WasmBackend implements Backend {
     const e = this.#caches.get(cache);
     this.#caches.reserve(e, layer, startPos + nTokens); // the cache grows with use
     attentionOp(this.#ops, e, layer, startPos, nTokens, q, k, v, p, out);
+  }
+
+  /**
+   * Attention followed by the output projection in one parallel region when
+   * this backend runs threads: `out = wo · attention(…)` (the K/V rows are
+   * stored first, on this thread), KV heads split across threads, a
+   * barrier, the attention output's conversion, a barrier, then `wo`'s rows
+   * split across threads. Bit-identical to `attention` then `matmul(wo)`.
+   * Returns false, having done nothing, on one thread or when the work is
+   * too small to split (the caller then runs the two ops).
+   */
+  attentionOutput(
+    cache: KvCache,
+    layer: number,
+    startPos: number,
+    nTokens: number,
+    q: Float32Array,
+    k: Float32Array,
+    v: Float32Array,
+    p: AttentionParams,
+    wo: WeightView,
+    out: Float32Array,
+  ): boolean {
+    this.#live();
+    const th = this.#threads;
+    if (th === null || this.#scalar || nTokens === 0) return false;
+    const { nHeads, nKvHeads, headDimK, headDimV } = p;
+    const nAtt = nHeads * headDimV;
+    need(
+      wo.cols === nAtt,
+      "attentionOutput",
+      `wo has ${wo.cols} columns, attention gives ${nAtt}`,
+    );
+    const rows = wo.rows;
+    need(
+      out.length >= nTokens * rows,
+      "attentionOutput",
+      `out has ${out.length} floats, need ${nTokens}×${rows}`,
+    );
+    if (rows * nAtt * nTokens < THREAD_MIN_WORK) return false;
+    const e = this.#caches.get(cache);
+    const bad = attentionMismatch(e, layer, startPos, nTokens, p);
+    if (bad !== null) fail("attention", bad);
+    const qn = nTokens * nHeads * headDimK;
+    const kn = nTokens * nKvHeads * headDimK;
+    const vn = nTokens * nKvHeads * headDimV;
+    need(
+      q.length >= qn && k.length >= kn && v.length >= vn,
+      "attention",
+      "q/k/v shorter than their shapes",
+    );
+    const wb = this.#check(wo, "attentionOutput");
+    this.#caches.reserve(e, layer, startPos + nTokens); // the cache grows with use
+    const L = e.layers[layer];
+    need(startPos + nTokens <= L.cap, "attention", `KV layer ${layer} holds ${L.cap} positions`);
+    const r = this.#slots.resolve(wo, wb, true);
+    const kk = this.#k;
+    const sb = Math.max(
+      kk.attention_scratch_bytes(L.cap, nHeads, nKvHeads, headDimK, headDimV),
+      kk.matmul_scratch_bytes(r.kernelType, nAtt, nTokens),
+    );
+    const stride = Math.ceil((sb + 64) / 64) * 64;
+    const [qp, kp, vp, ap, actp, op, sp] = this.#mem.scratch(
+      qn * 4,
+      kn * 4,
+      vn * 4,
+      nTokens * nAtt * 4,
+      this.#actBytes(r.kernelType, nAtt, nTokens),
+      nTokens * rows * 4,
+      stride * th.n,
+    );
+    const f32 = this.#mem.f32;
+    copyIn(f32, q, qn, qp);
+    copyIn(f32, k, kn, kp);
+    copyIn(f32, v, vn, vp);
+    const kc = L.off, vc = L.off + L.cap * e.kRowBytes;
+    // store the new K/V rows once, here (no heads computed)
+    const rc = kk.attention_heads(
+      kc,
+      vc,
+      L.cap,
+      startPos,
+      nTokens,
+      qp,
+      kp,
+      vp,
+      nHeads,
+      nKvHeads,
+      headDimK,
+      headDimV,
+      p.scale,
+      ap,
+      sp,
+      0,
+      0,
+      1,
+    );
+    if (rc !== 0) fail("attention", "kernel rejected the shape");
+    // phase 0: KV heads (one task per head, or per group when there are many)
+    this.#progBegin();
+    const parts = Math.min(nKvHeads, 4 * th.n);
+    const scale = f32Bits(p.scale);
+    for (let t = 0; t < parts; t++) {
+      const [h0, h1] = itemRange(nKvHeads, parts, t);
+      if (h1 <= h0) continue;
+      this.#progTask(
+        T_ATTN,
+        kc,
+        vc,
+        L.cap,
+        startPos,
+        nTokens,
+        qp,
+        kp,
+        vp,
+        nHeads,
+        nKvHeads,
+        headDimK,
+        headDimV,
+        scale,
+        ap,
+        h0,
+        h1,
+      );
+    }
+    // phase 1: the attention output's activations for wo
+    this.#progPhase();
+    const base = r.kernelType & ~PACKED_FLAG;
+    const act = base === 0 ? ap : actp;
+    if (base !== 0) this.#progTask(T_PREP, base, ap, nAtt, nTokens, actp);
+    // phase 2: wo's rows
+    this.#progPhase();
+    const rb = kk.weight_row_bytes(base, nAtt);
+    this.#split(th.n, 1, rows, () => nAtt * nTokens, (_i, r0, r1) => {
+      this.#progTask(
+        T_MATMUL,
+        r.kernelType,
+        r.ptr + r0 * rb,
+        r1 - r0,
+        nAtt,
+        act,
+        nTokens,
+        op + 4 * r0,
+        rows,
+      );
+    });
+    this.#progRun(th, sp, stride, "attentionOutput");
+    copyOut(this.#mem.f32, op, nTokens * rows, out);
+    return true;
   }
 
   /** Read back the cached K (`which = "k"`) or V rows of a layer as f32 (tests, debugging). */

@@ -70,7 +70,7 @@ Deno.test({
 
 Deno.test({
   name:
-    "with adapters on attn_k and one expert, the fused paths step aside: same logits at 1 and 2 threads, and the adapters count",
+    "with adapters on attn_k, attn_output and one expert, the fused paths step aside: same logits at 1 and 2 threads, and the adapters count",
   ignore: !sharedMemorySupported(),
   fn: async () => {
     const bytes = synthesizeModel({
@@ -90,7 +90,7 @@ Deno.test({
     const touched: string[] = [];
     const adapter = {
       applies: (layer: number, proj: LinearName, expert?: number) =>
-        (layer === 0 && proj === "attn_k") ||
+        (layer === 0 && proj === "attn_k") || (layer === 1 && proj === "attn_output") ||
         (layer === 1 && proj === "ffn_up_exps" && expert === 2),
       apply(
         layer: number,
@@ -129,11 +129,68 @@ Deno.test({
     };
     const one = await run(1, true);
     const n1 = touched.length;
-    ok(touched.some((t) => t === "0:attn_k:-1") && touched.some((t) => t === "1:ffn_up_exps:2"));
+    for (const t of ["0:attn_k:-1", "1:attn_output:-1", "1:ffn_up_exps:2"]) {
+      ok(touched.includes(t), t);
+    }
     const two = await run(2, true);
     equal(touched.length, 2 * n1, "the adapters ran as often at 2 threads");
     two.forEach((l, j) => deepEqual(l, one[j], `logits step ${j}`));
     const plain = await run(2, false);
     ok(plain.some((l, j) => l.some((b, i) => b !== one[j][i])), "the adapters change the logits");
+  },
+});
+
+Deno.test({
+  name:
+    "a continuous batch (prefill chunk + decode rows of two sequences) is identical at 1 and 2 threads",
+  ignore: !sharedMemorySupported(),
+  fn: async () => {
+    const bytes = synthesizeModel({
+      arch: "qwen2moe",
+      nEmbd: 512,
+      nHead: 4,
+      nHeadKv: 2,
+      nLayer: 2,
+      nExpert: 4,
+      nExpertUsed: 2,
+      nFf: 1024,
+      nVocab: 1024,
+      type: GgmlType.Q8_0,
+      seed: 13,
+    });
+    const run = async (threads: number) => {
+      const be = await createWasmBackend({ threads });
+      const model = await loadModel(bytes, { backend: be });
+      const hp = model.hp;
+      const spec = {
+        layers: hp.nLayer,
+        nCtx: 32,
+        nKvHeads: hp.nHeadKv,
+        headDimK: hp.headDimK,
+        headDimV: hp.headDimV,
+      };
+      const a = be.createKvCache(spec), b = be.createKvCache(spec);
+      const out: Uint32Array[] = [];
+      const logits = new Float32Array(2 * hp.nVocab);
+      // step 1: a's 6-token prompt with b's 3-token prompt; step 2: one decode row each
+      await model.transformer.forwardBatch([
+        { cache: a, tokens: Int32Array.from([5, 77, 120, 9, 33, 250]), startPos: 0 },
+        { cache: b, tokens: Int32Array.from([8, 400, 17]), startPos: 0 },
+      ], logits);
+      out.push(new Uint32Array(logits.slice().buffer));
+      await model.transformer.forwardBatch([
+        { cache: a, tokens: Int32Array.from([argmax(logits.subarray(0, hp.nVocab))]), startPos: 6 },
+        { cache: b, tokens: Int32Array.from([argmax(logits.subarray(hp.nVocab))]), startPos: 3 },
+      ], logits);
+      out.push(new Uint32Array(logits.slice().buffer));
+      ok(logits.every(Number.isFinite));
+      be.freeKvCache(a);
+      be.freeKvCache(b);
+      model.dispose();
+      be.dispose();
+      return out;
+    };
+    const one = await run(1), two = await run(2);
+    one.forEach((l, i) => deepEqual(two[i], l, `step ${i}`));
   },
 });

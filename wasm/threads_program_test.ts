@@ -201,3 +201,86 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "attentionOutput equals attention then matmul(wo), bit for bit, at 2 and 4 threads",
+  ignore: !sharedMemorySupported(),
+  fn: async () => {
+    const one = await createWasmBackend({ threads: 1 });
+    const bes = await Promise.all([2, 4].map((threads) => createWasmBackend({ threads })));
+    try {
+      const shapes: [number, number, number, GgmlType][] = [
+        [4, 4, 64, GgmlType.Q4_0],
+        [3, 2, 40, GgmlType.F16],
+      ];
+      for (const [nKv, g, hd, type] of shapes) {
+        const p = {
+          nHeads: nKv * g,
+          nKvHeads: nKv,
+          headDimK: hd,
+          headDimV: hd,
+          scale: 1 / Math.sqrt(hd),
+        };
+        const nAtt = p.nHeads * hd, rows = 2048;
+        const r = rng(50 + nKv);
+        const wb = randomWeights(r, type, rows, nAtt);
+        const spec = { layers: 2, nCtx: 96, nKvHeads: nKv, headDimK: hd, headDimV: hd };
+        const all = [one, ...bes];
+        const caches = all.map((be) => be.createKvCache(spec));
+        const wos = all.map((be) => upload(be, wb, type, rows, nAtt));
+        let pos = 0;
+        for (const nTok of [40, 1, 7, 1]) {
+          for (let layer = 0; layer < 2; layer++) {
+            const q = randomActivations(r, nTok * p.nHeads * hd);
+            const k = randomActivations(r, nTok * nKv * hd);
+            const v = randomActivations(r, nTok * nKv * hd);
+            const att = new Float32Array(nTok * nAtt);
+            one.attention(caches[0], layer, pos, nTok, q, k, v, p, att);
+            const want = new Float32Array(nTok * rows);
+            one.matmul(wos[0], att, nTok, want);
+            ok(want.every(Number.isFinite));
+            equal(
+              one.attentionOutput(caches[0], layer, pos, nTok, q, k, v, p, wos[0], want),
+              false,
+            );
+            bes.forEach((be, i) => {
+              const out = new Float32Array(nTok * rows).fill(Number.NaN);
+              ok(be.attentionOutput(caches[i + 1], layer, pos, nTok, q, k, v, p, wos[i + 1], out));
+              deepEqual(
+                bits(out),
+                bits(want),
+                `nKv ${nKv} pos ${pos} layer ${layer} threads ${be.threads}`,
+              );
+              // the cache holds the same rows
+              deepEqual(
+                bits(be.readKv(caches[i + 1], layer, "v", pos + nTok)),
+                bits(one.readKv(caches[0], layer, "v", pos + nTok)),
+              );
+            });
+          }
+          pos += nTok;
+        }
+        // a wo that does not fit the attention output is a typed error
+        throws(
+          () =>
+            bes[0].attentionOutput(
+              caches[1],
+              0,
+              pos,
+              1,
+              new Float32Array(nAtt),
+              new Float32Array(nKv * hd),
+              new Float32Array(nKv * hd),
+              p,
+              { ...wos[1], cols: nAtt / 2 },
+              new Float32Array(rows),
+            ),
+          (e) => e instanceof BackendError && e.code === "bad_shape",
+        );
+      }
+    } finally {
+      one.dispose();
+      for (const be of bes) be.dispose();
+    }
+  },
+});

@@ -8,7 +8,7 @@
  * @module
  */
 
-import type { WeightView } from "../../backend/backend.ts";
+import type { AttentionParams, KvCache, WeightView } from "../../backend/backend.ts";
 import type { ExpertWeights } from "../../moe/expert.ts";
 import { swigluFfn } from "../../moe/expert.ts";
 import type { HParams } from "../hparams.ts";
@@ -228,13 +228,18 @@ export function selfAttention(
   }
   applyRope(be, q, n, nHead, headDimK, c.positions, c.rope, hp.yarn);
   applyRope(be, k, n, nHeadKv, headDimK, c.positions, c.rope, hp.yarn);
-  attend(c, l, q, k, v, att);
-  c.linear(l, "attn_output", lw.wo, att, n, out);
+  if (!attendOutputTogether(c, l, lw.wo, q, k, v, out)) {
+    attend(c, l, q, k, v, att);
+    c.linear(l, "attn_output", lw.wo, att, n, out);
+  }
   if (lw.bo) addBias(out, lw.bo);
 }
 
-/** A backend that may run several matmuls over the same rows in one call (WASM on threads). */
-type ManyMatmulBackend = {
+/**
+ * A backend that may run several matmuls over the same rows, or attention
+ * and the output projection, in one call (WASM on threads; false: not done).
+ */
+type FusingBackend = {
   readonly threads?: number;
   matmulMany?(
     ws: readonly WeightView[],
@@ -242,7 +247,42 @@ type ManyMatmulBackend = {
     n: number,
     outs: readonly Float32Array[],
   ): boolean;
+  attentionOutput?(
+    cache: KvCache,
+    layer: number,
+    startPos: number,
+    nTokens: number,
+    q: Float32Array,
+    k: Float32Array,
+    v: Float32Array,
+    p: AttentionParams,
+    wo: WeightView,
+    out: Float32Array,
+  ): boolean;
 };
+
+/**
+ * Attention and the output projection in one backend call (one parallel
+ * region on a threaded backend) for a single sequence when no adapter
+ * touches `attn_output`; false when not done (the caller runs `attend` and
+ * the projection). Results are identical either way.
+ */
+function attendOutputTogether(
+  c: LayerContext,
+  l: number,
+  wo: WeightView,
+  q: Float32Array,
+  k: Float32Array,
+  v: Float32Array,
+  out: Float32Array,
+): boolean {
+  const be = c.be as FusingBackend;
+  if (
+    be.attentionOutput === undefined || !((be.threads ?? 1) > 1) || c.seqs !== undefined ||
+    c.plain === undefined || !c.plain(l, "attn_output")
+  ) return false;
+  return be.attentionOutput(c.cache, l, c.startPos, c.n, q, k, v, c.attn, wo, out);
+}
 
 const QKV_W: WeightView[] = [];
 const QKV_OUT: Float32Array[] = [];
@@ -263,7 +303,7 @@ function qkvTogether(
   k: Float32Array,
   v: Float32Array,
 ): boolean {
-  const be = c.be as ManyMatmulBackend;
+  const be = c.be as FusingBackend;
   if (be.matmulMany === undefined || !((be.threads ?? 1) > 1) || c.plain === undefined) {
     return false;
   }
