@@ -47,6 +47,7 @@ const METHODS = [
   "swiglu",
   "ffnSwigluMany",
   "matmulMany",
+  "attentionOutput",
 ] as const;
 
 interface Setup {
