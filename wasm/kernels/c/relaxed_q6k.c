@@ -1,0 +1,171 @@
+/*
+ * Relaxed-SIMD kernels of the packed Q6_K layout (wasm/kernels/src/packed_q6k.rs),
+ * built only into moe_edge_kernels_relaxed*.wasm, next to relaxed.c.
+ *
+ * Per row and quad (64 elements) the three packed vectors A, B, C give the
+ * four 6-bit vectors V0..V3 (V0..V2: low 6 bits; V3: the top 2 bits of
+ * A, B, C). For each V_n: i16x8.relaxed_dot_i8x16_i7x16_s(X_n, V_n) (pair
+ * sums; V_n is 7-bit, so the instruction is exact and deterministic), plus
+ * C_n = −32·(pair sums of X_n) (the q − 32 offset), then i32x4.dot_i16x8_s
+ * against the run pair's scales (s_2m, s_2m+1). The i32 lanes are the exact
+ * integers of tiles.rs `tile_q6k`; they are converted and scaled in the
+ * same f32 order, so results are bit-identical to the standard layout.
+ *
+ * Built with clang-19: -O3 -mcpu=mvp -msimd128 -mrelaxed-simd, no libc.
+ */
+#include <stdint.h>
+#include <wasm_simd128.h>
+
+/* Four finite f16 → f32x4 (group.rs `scales4`). */
+static inline v128_t scales4(const uint8_t *p, v128_t m, v128_t k) {
+  v128_t x = wasm_i32x4_load16x4(p);
+  return wasm_f32x4_mul(wasm_v128_and(wasm_i32x4_shl(x, 13), m), k);
+}
+
+static inline v128_t acc_lane(v128_t acc, v128_t s, v128_t bcast) {
+  return wasm_f32x4_add(acc, wasm_f32x4_mul(wasm_f32x4_convert_i32x4(s), bcast));
+}
+#define B0(v) wasm_i32x4_shuffle((v), (v), 0, 0, 0, 0)
+#define B1(v) wasm_i32x4_shuffle((v), (v), 1, 1, 1, 1)
+#define B2(v) wasm_i32x4_shuffle((v), (v), 2, 2, 2, 2)
+#define B3(v) wasm_i32x4_shuffle((v), (v), 3, 3, 3, 3)
+
+/* simd.rs `hsum_f32`: (l0 + l2) + (l1 + l3). */
+static inline float hsum(v128_t v) {
+  float a = wasm_f32x4_extract_lane(v, 0) + wasm_f32x4_extract_lane(v, 2);
+  float b = wasm_f32x4_extract_lane(v, 1) + wasm_f32x4_extract_lane(v, 3);
+  return a + b;
+}
+
+static inline uint32_t align16(uint32_t n) { return (n + 15u) & ~15u; }
+
+#define GB 840u
+#define QOFF 72u
+
+/* One super-block's scales of the 4 rows of a group as i16 (row r at sc + 16r). */
+static inline __attribute__((always_inline)) void scales_i16(const uint8_t *gb, int16_t *sc) {
+  for (int r = 0; r < 4; r++) {
+    v128_t v = wasm_v128_load(gb + 8 + 16 * r);
+    wasm_v128_store(sc + 16 * r, wasm_i16x8_extend_low_i8x16(v));
+    wasm_v128_store(sc + 16 * r + 8, wasm_i16x8_extend_high_i8x16(v));
+  }
+}
+
+/* The four 6-bit vectors of one row-quad. */
+#define UNPACK(q, V)                                                                             \
+  do {                                                                                           \
+    v128_t A_ = wasm_v128_load(q), B_ = wasm_v128_load((q) + 16), C_ = wasm_v128_load((q) + 32); \
+    (V)[0] = wasm_v128_and(A_, m63);                                                             \
+    (V)[1] = wasm_v128_and(B_, m63);                                                             \
+    (V)[2] = wasm_v128_and(C_, m63);                                                             \
+    (V)[3] = wasm_v128_or(wasm_v128_or(wasm_v128_and(wasm_u16x8_shr(A_, 6), m03),                \
+                                       wasm_v128_and(wasm_u16x8_shr(B_, 4), m0c)),               \
+                          wasm_v128_and(wasm_u16x8_shr(C_, 2), m30));                            \
+  } while (0)
+
+/* is += Σ over the quad's 4 vectors (activations of the quad at p, scales of the row at s). */
+#define QUAD(is, V, p, s)                                                                          \
+  do {                                                                                             \
+    v128_t S0_ = wasm_v128_load32_splat(s), S1_ = wasm_v128_load32_splat((s) + 2);                \
+    for (int n_ = 0; n_ < 4; n_++) {                                                               \
+      v128_t M_ = wasm_i16x8_add(wasm_i16x8_relaxed_dot_i8x16_i7x16(wasm_v128_load((p) + 32 * n_), \
+                                                                    (V)[n_]),                      \
+                                 wasm_v128_load((p) + 32 * n_ + 16));                              \
+      (is) = wasm_i32x4_add((is), wasm_i32x4_dot_i16x8(M_, n_ < 2 ? S0_ : S1_));                  \
+    }                                                                                              \
+  } while (0)
+
+#define CONSTS()                                                                                \
+  const v128_t sm = wasm_u32x4_splat(0x8fffffffu), sk = wasm_f32x4_splat(0x1p112f);             \
+  const v128_t m63 = wasm_i8x16_splat(63), m03 = wasm_i8x16_splat(3);                           \
+  const v128_t m0c = wasm_i8x16_splat(0x0c), m30 = wasm_i8x16_splat(0x30);                      \
+  const v128_t z = wasm_i32x4_splat(0)
+
+static inline __attribute__((always_inline)) void q6_k_body(const int G, const uint8_t *const g[2], uint32_t nb,
+                                                          const uint8_t *a, float *const o[2]) {
+  const float *da = (const float *)a;
+  const uint8_t *y = a + align16(4 * nb);
+  CONSTS();
+  v128_t acc[2][4];
+  int16_t sc[64] __attribute__((aligned(16)));
+  for (int k = 0; k < G; k++)
+    for (int r = 0; r < 4; r++) acc[k][r] = wasm_f32x4_splat(0.0f);
+  for (uint32_t i = 0; i < nb; i++) {
+    const uint8_t *yb = y + 512 * i;
+    v128_t yd = wasm_f32x4_splat(da[i]);
+    for (int k = 0; k < G; k++) {
+      const uint8_t *gb = g[k] + GB * i;
+      v128_t dd = wasm_f32x4_mul(scales4(gb, sm, sk), yd);
+      scales_i16(gb, sc);
+      v128_t is[4] = {z, z, z, z};
+      for (int q = 0; q < 4; q++) {
+        const uint8_t *p = yb + 128 * q;
+        for (int r = 0; r < 4; r++) {
+          v128_t V[4];
+          UNPACK(gb + QOFF + 192 * q + 48 * r, V);
+          QUAD(is[r], V, p, sc + 16 * r + 4 * q);
+        }
+      }
+      acc[k][0] = acc_lane(acc[k][0], is[0], B0(dd));
+      acc[k][1] = acc_lane(acc[k][1], is[1], B1(dd));
+      acc[k][2] = acc_lane(acc[k][2], is[2], B2(dd));
+      acc[k][3] = acc_lane(acc[k][3], is[3], B3(dd));
+    }
+  }
+  for (int k = 0; k < G; k++)
+    for (int r = 0; r < 4; r++) o[k][r] = hsum(acc[k][r]);
+}
+
+void rx_group_q6_k(const uint8_t *g0, const uint8_t *g1, uint32_t nb, const uint8_t *a, float *o0, float *o1) {
+  const uint8_t *const g[2] = {g0, g1};
+  float *const o[2] = {o0, o1};
+  if (g1)
+    q6_k_body(2, g, nb, a, o);
+  else
+    q6_k_body(1, g, nb, a, o);
+}
+
+/* Token tile (prefill): one group × T ≤ 4 tokens; each row-quad is unpacked
+ * once for all tokens. Activation row t at a + t·astride; output of row r,
+ * token t at o[t·ostride + r]. */
+static inline __attribute__((always_inline)) void q6_k_tile(const int T, const uint8_t *g, uint32_t nb,
+                                                          const uint8_t *a, uint32_t astride, float *o,
+                                                          uint32_t ostride) {
+  CONSTS();
+  const uint32_t yo = align16(4 * nb);
+  v128_t acc[4][4];
+  int16_t sc[64] __attribute__((aligned(16)));
+  for (int t = 0; t < T; t++)
+    for (int r = 0; r < 4; r++) acc[t][r] = wasm_f32x4_splat(0.0f);
+  for (uint32_t i = 0; i < nb; i++) {
+    const uint8_t *gb = g + GB * i;
+    v128_t dw = scales4(gb, sm, sk);
+    scales_i16(gb, sc);
+    v128_t dd[4];
+    for (int t = 0; t < T; t++) dd[t] = wasm_f32x4_mul(dw, wasm_f32x4_splat(((const float *)(a + t * astride))[i]));
+    for (int r = 0; r < 4; r++) {
+      v128_t is[4];
+      for (int t = 0; t < T; t++) is[t] = z;
+      for (int q = 0; q < 4; q++) {
+        v128_t V[4];
+        UNPACK(gb + QOFF + 192 * q + 48 * r, V);
+        for (int t = 0; t < T; t++) QUAD(is[t], V, a + t * astride + yo + 512 * i + 128 * q, sc + 16 * r + 4 * q);
+      }
+      for (int t = 0; t < T; t++) {
+        v128_t b = r == 0 ? B0(dd[t]) : r == 1 ? B1(dd[t]) : r == 2 ? B2(dd[t]) : B3(dd[t]);
+        acc[t][r] = acc_lane(acc[t][r], is[t], b);
+      }
+    }
+  }
+  for (int t = 0; t < T; t++)
+    for (int r = 0; r < 4; r++) o[t * ostride + r] = hsum(acc[t][r]);
+}
+
+void rx_tile_q6_k(const uint8_t *g, uint32_t nb, const uint8_t *a, uint32_t astride, uint32_t T, float *o,
+                  uint32_t ostride) {
+  switch (T) {
+  case 2: q6_k_tile(2, g, nb, a, astride, o, ostride); break;
+  case 3: q6_k_tile(3, g, nb, a, astride, o, ostride); break;
+  default: q6_k_tile(4, g, nb, a, astride, o, ostride); break;
+  }
+}
