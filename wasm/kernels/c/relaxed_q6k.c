@@ -5,11 +5,13 @@
  * Per row and quad (64 elements) the three packed vectors A, B, C give the
  * four 6-bit vectors V0..V3 (V0..V2: low 6 bits; V3: the top 2 bits of
  * A, B, C). For each V_n: i16x8.relaxed_dot_i8x16_i7x16_s(X_n, V_n) (pair
- * sums; V_n is 7-bit, so the instruction is exact and deterministic), plus
- * C_n = −32·(pair sums of X_n) (the q − 32 offset), then i32x4.dot_i16x8_s
- * against the run pair's scales (s_2m, s_2m+1). The i32 lanes are the exact
- * integers of tiles.rs `tile_q6k`; they are converted and scaled in the
- * same f32 order, so results are bit-identical to the standard layout.
+ * sums; V_n is 7-bit, so the instruction is exact and deterministic); the
+ * two vectors of a run pair (same scales) are added in i16 with
+ * C'_m = −32·(the lanes' activation sums) (the q − 32 offset), then one
+ * i32x4.dot_i16x8_s against the pair's scales (s_2m, s_2m+1). The i32 lanes
+ * are the exact integers of tiles.rs `tile_q6k`; they are converted and
+ * scaled in the same f32 order, so results are bit-identical to the
+ * standard layout.
  *
  * Built with clang-19: -O3 -mcpu=mvp -msimd128 -mrelaxed-simd, no libc.
  */
@@ -63,22 +65,34 @@ static inline __attribute__((always_inline)) void scales_i16(const uint8_t *gb, 
                           wasm_v128_and(wasm_u16x8_shr(C_, 2), m30));                            \
   } while (0)
 
-/* is += Σ over the quad's 4 vectors (activations of the quad at p, scales of the row at s). */
-#define QUAD(is, V, p, s)                                                                          \
-  do {                                                                                             \
-    v128_t S0_ = wasm_v128_load32_splat(s), S1_ = wasm_v128_load32_splat((s) + 2);                \
-    for (int n_ = 0; n_ < 4; n_++) {                                                               \
-      v128_t M_ = wasm_i16x8_add(wasm_i16x8_relaxed_dot_i8x16_i7x16(wasm_v128_load((p) + 32 * n_), \
-                                                                    (V)[n_]),                      \
-                                 wasm_v128_load((p) + 32 * n_ + 16));                              \
-      (is) = wasm_i32x4_add((is), wasm_i32x4_dot_i16x8(M_, n_ < 2 ? S0_ : S1_));                  \
-    }                                                                                              \
+/* is += Σ over the quad's 4 vectors (activations of the quad at p, scales of
+ * the row at s). The two vectors of a run pair share their scales, so their
+ * pair sums are added in i16 (each |·| ≤ 2·128·63; the sum plus C'_m is the
+ * exact Σ(q − 32)·a of 4 elements, |·| ≤ 4·32·128 = 2^14: i16 wrap-around
+ * leaves it exact) before one i32x4.dot_i16x8_s. */
+#define QUAD(is, V, p, s)                                                                            \
+  do {                                                                                               \
+    v128_t M0_ = wasm_i16x8_add(wasm_i16x8_add(wasm_i16x8_relaxed_dot_i8x16_i7x16(wasm_v128_load(p), (V)[0]), \
+                                               wasm_i16x8_relaxed_dot_i8x16_i7x16(wasm_v128_load((p) + 16), (V)[1])), \
+                                wasm_v128_load((p) + 32));                                           \
+    v128_t M1_ = wasm_i16x8_add(wasm_i16x8_add(wasm_i16x8_relaxed_dot_i8x16_i7x16(wasm_v128_load((p) + 48), (V)[2]), \
+                                               wasm_i16x8_relaxed_dot_i8x16_i7x16(wasm_v128_load((p) + 64), (V)[3])), \
+                                wasm_v128_load((p) + 80));                                           \
+    (is) = wasm_i32x4_add((is), wasm_i32x4_add(wasm_i32x4_dot_i16x8(M0_, wasm_v128_load32_splat(s)),   \
+                                               wasm_i32x4_dot_i16x8(M1_, wasm_v128_load32_splat((s) + 2)))); \
   } while (0)
+
+/* v through a volatile stack slot: computed once, kept (clang would otherwise
+ * put v128.const inside the loops, which V8 builds from immediates each time). */
+static inline v128_t pin(v128_t v) {
+  volatile v128_t t = v;
+  return t;
+}
 
 #define CONSTS()                                                                                \
   const v128_t sm = wasm_u32x4_splat(0x8fffffffu), sk = wasm_f32x4_splat(0x1p112f);             \
-  const v128_t m63 = wasm_i8x16_splat(63), m03 = wasm_i8x16_splat(3);                           \
-  const v128_t m0c = wasm_i8x16_splat(0x0c), m30 = wasm_i8x16_splat(0x30);                      \
+  const v128_t m63 = pin(wasm_i8x16_splat(63)), m03 = pin(wasm_i8x16_splat(3));                 \
+  const v128_t m0c = pin(wasm_i8x16_splat(0x0c)), m30 = pin(wasm_i8x16_splat(0x30));            \
   const v128_t z = wasm_i32x4_splat(0)
 
 static inline __attribute__((always_inline)) void q6_k_body(const int G, const uint8_t *const g[2], uint32_t nb,
@@ -91,7 +105,7 @@ static inline __attribute__((always_inline)) void q6_k_body(const int G, const u
   for (int k = 0; k < G; k++)
     for (int r = 0; r < 4; r++) acc[k][r] = wasm_f32x4_splat(0.0f);
   for (uint32_t i = 0; i < nb; i++) {
-    const uint8_t *yb = y + 512 * i;
+    const uint8_t *yb = y + 384 * i;
     v128_t yd = wasm_f32x4_splat(da[i]);
     for (int k = 0; k < G; k++) {
       const uint8_t *gb = g[k] + GB * i;
@@ -99,7 +113,7 @@ static inline __attribute__((always_inline)) void q6_k_body(const int G, const u
       scales_i16(gb, sc);
       v128_t is[4] = {z, z, z, z};
       for (int q = 0; q < 4; q++) {
-        const uint8_t *p = yb + 128 * q;
+        const uint8_t *p = yb + 96 * q;
         for (int r = 0; r < 4; r++) {
           v128_t V[4];
           UNPACK(gb + QOFF + 192 * q + 48 * r, V);
@@ -149,7 +163,7 @@ static inline __attribute__((always_inline)) void q6_k_tile(const int T, const u
       for (int q = 0; q < 4; q++) {
         v128_t V[4];
         UNPACK(gb + QOFF + 192 * q + 48 * r, V);
-        for (int t = 0; t < T; t++) QUAD(is[t], V, a + t * astride + yo + 512 * i + 128 * q, sc + 16 * r + 4 * q);
+        for (int t = 0; t < T; t++) QUAD(is[t], V, a + t * astride + yo + 384 * i + 96 * q, sc + 16 * r + 4 * q);
       }
       for (int t = 0; t < T; t++) {
         v128_t b = r == 0 ? B0(dd[t]) : r == 1 ? B1(dd[t]) : r == 2 ? B2(dd[t]) : B3(dd[t]);

@@ -15,13 +15,14 @@
 //! `v = n % 2`: byte `4j + i` is element `8v + 2j + i%2` of run
 //! `2m + i/2`. The kernel (`c/relaxed_q6k.c`) takes
 //! `i16x8.relaxed_dot_i8x16_i7x16_s(a, V_n)` (pair sums, 7-bit second
-//! operand: exact), adds `−32·(pair sums of a)` (the `q − 32` offset), and
-//! scales with `i32x4.dot_i16x8_s` against `(s_2m, s_2m+1)` pairs: i32 lane
-//! `j` then sums, for every run, exactly the elements `{2j, 2j+1, 8+2j,
-//! 9+2j}` that lane `j` of `tiles::tile_q6k` sums, times that run's scale —
-//! the same exact integers, converted and scaled in the same f32 order, so
-//! results are bit-identical to the standard layout. The activations are
-//! expanded to match (`expand`).
+//! operand: exact), adds the pair's two vectors and `C'_m = −32·(sums of
+//! a)` (the `q − 32` offset) in i16, and scales with `i32x4.dot_i16x8_s`
+//! against `(s_2m, s_2m+1)`: i32 lane `j` then sums, for every run, exactly
+//! the elements `{2j, 2j+1, 8+2j, 9+2j}` that lane `j` of
+//! `tiles::tile_q6k` sums, times that run's scale — the same exact
+//! integers, converted and scaled in the same f32 order, so results are
+//! bit-identical to the standard layout. The activations are expanded to
+//! match (`expand`).
 
 #[cfg(moe_relaxed)]
 pub use relaxed::layout;
@@ -83,17 +84,6 @@ mod relaxed {
         16 * run + 8 * (n % 2) + 2 * (p / 4) + p % 2
     }
 
-    /// 6-bit value (0..63, before the −32) of element `e` of a standard block.
-    #[inline(always)]
-    unsafe fn q6_get(b: *const u8, e: usize) -> u8 {
-        let (h, w) = (e / 128, e % 128);
-        let (k, l) = (w / 32, w % 32);
-        let ql = *b.add(64 * h + l + 32 * (k & 1));
-        let nib = if k >= 2 { ql >> 4 } else { ql & 15 };
-        let qh = (*b.add(128 + 32 * h + l) >> (2 * k)) & 3;
-        nib | (qh << 4)
-    }
-
     /// OR the 6-bit value `v` of element `e` into a zeroed standard block.
     #[inline(always)]
     unsafe fn q6_or(b: *mut u8, e: usize, v: u8) {
@@ -124,20 +114,47 @@ mod relaxed {
         }
     }
 
+    /// The 256 6-bit values of a standard block in element order.
+    #[inline(always)]
+    unsafe fn q6_values(src: *const u8, q: *mut u8) {
+        let (m4, m30) = (u8x16_splat(0x0f), u8x16_splat(0x30));
+        for h in 0..2 {
+            for lb in 0..2 {
+                let la = ld(src.add(64 * h + 16 * lb));
+                let lc = ld(src.add(64 * h + 32 + 16 * lb));
+                let hb = ld(src.add(128 + 32 * h + 16 * lb));
+                let o = q.add(128 * h + 16 * lb);
+                st(o, v128_or(v128_and(la, m4), v128_and(i16x8_shl(hb, 4), m30)));
+                st(o.add(32), v128_or(v128_and(lc, m4), v128_and(i16x8_shl(hb, 2), m30)));
+                st(o.add(64), v128_or(v128_and(u16x8_shr(la, 4), m4), v128_and(hb, m30)));
+                st(o.add(96), v128_or(v128_and(u16x8_shr(lc, 4), m4), v128_and(u16x8_shr(hb, 2), m30)));
+            }
+        }
+    }
+
     /// Inverse of [`read_block`].
     unsafe fn write_block(g: *mut u8, r: usize, i: usize, src: *const u8) {
         let d = g.add(GB * i);
         *d.add(2 * r) = *src.add(208);
         *d.add(2 * r + 1) = *src.add(209);
         core::ptr::copy_nonoverlapping(src.add(192), d.add(8 + 16 * r), 16);
-        for q in 0..4 {
-            let abc = d.add(QOFF + 192 * q + 48 * r);
-            for p in 0..16 {
-                let v = [0usize, 1, 2, 3].map(|n| q6_get(src, elem(q, n, p)));
-                *abc.add(p) = v[0] | ((v[3] & 3) << 6);
-                *abc.add(16 + p) = v[1] | (((v[3] >> 2) & 3) << 6);
-                *abc.add(32 + p) = v[2] | ((v[3] >> 4) << 6);
+        let mut q = [0u8; 256];
+        q6_values(src, q.as_mut_ptr());
+        for qd in 0..4 {
+            let abc = d.add(QOFF + 192 * qd + 48 * r);
+            let mut v = [u8x16_splat(0); 4];
+            for pm in 0..2 {
+                let run = q.as_ptr().add(32 * (2 * qd + pm));
+                let (ra, rb) = (ld(run), ld(run.add(16)));
+                v[2 * pm] = i16x8_shuffle::<0, 8, 1, 9, 2, 10, 3, 11>(ra, rb);
+                v[2 * pm + 1] = i16x8_shuffle::<4, 12, 5, 13, 6, 14, 7, 15>(ra, rb);
             }
+            // (V3 & 3) << 6, (V3 >> 2 & 3) << 6, (V3 >> 4) << 6 with 16-bit shifts: the
+            // masks leave no bit that could cross into the next byte.
+            let top = |mask: u8, sh: u32| i16x8_shl(v128_and(v[3], u8x16_splat(mask)), sh);
+            st(abc, v128_or(v[0], top(0x03, 6)));
+            st(abc.add(16), v128_or(v[1], top(0x0c, 4)));
+            st(abc.add(32), v128_or(v[2], top(0x30, 2)));
         }
     }
 
@@ -159,10 +176,11 @@ mod relaxed {
         (0..n / BB).all(|b| rd_u16(w.add(BB * b + 208)) & 0x7c00 != 0x7c00)
     }
 
-    /// Expanded activation row: `d: f32[nb]`, then per super-block 16 ×
-    /// (`X_n`: i8x16, `C_n = −32·(pair sums of X_n)`: i16x8).
+    /// Expanded activation row: `d: f32[nb]`, then per super-block and run
+    /// pair `m` (= 8 per super-block): `X_2m`, `X_2m+1` (i8x16) and
+    /// `C'_m = −32·(sums of the lanes' 4 elements of run 2m, 2m+1)` (i16x8).
     fn ext_row_bytes(cols: usize) -> usize {
-        align16(4 * (cols / 256)) + 512 * (cols / 256)
+        align16(4 * (cols / 256)) + 384 * (cols / 256)
     }
 
     /// Expand one Q8_K activation row into the vector order of the packed quads.
@@ -174,16 +192,15 @@ mod relaxed {
         for i in 0..nb {
             let b = act.add(292 * i);
             *d.add(i) = rd_f32(b);
-            let o = y.add(512 * i);
+            let o = y.add(384 * i);
             for m in 0..8 {
                 let (ra, rb) = (ld(b.add(4 + 32 * m)), ld(b.add(20 + 32 * m)));
                 let x0 = i16x8_shuffle::<0, 8, 1, 9, 2, 10, 3, 11>(ra, rb);
                 let x1 = i16x8_shuffle::<4, 12, 5, 13, 6, 14, 7, 15>(ra, rb);
-                for (v, x) in [x0, x1].into_iter().enumerate() {
-                    let n = 2 * m + v;
-                    st(o.add(32 * n), x);
-                    st(o.add(32 * n + 16), i16x8_mul(i16x8_extadd_pairwise_i8x16(x), m32));
-                }
+                let c = i16x8_add(i16x8_extadd_pairwise_i8x16(x0), i16x8_extadd_pairwise_i8x16(x1));
+                st(o.add(48 * m), x0);
+                st(o.add(48 * m + 16), x1);
+                st(o.add(48 * m + 32), i16x8_mul(c, m32));
             }
         }
     }
