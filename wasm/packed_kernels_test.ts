@@ -24,10 +24,11 @@ const PACKABLE = [
   { type: GgmlType.Q4_0, name: "Q4_0", blk: 32 },
   { type: GgmlType.Q4_K, name: "Q4_K", blk: 256 },
   { type: GgmlType.Q6_K, name: "Q6_K", blk: 256 },
+  { type: GgmlType.Q2_K, name: "Q2_K", blk: 256 },
 ] as const;
 
 /** Packed only in the relaxed-SIMD module (`packed_q6k.rs`). */
-const RELAXED_ONLY: readonly GgmlType[] = [GgmlType.Q6_K];
+const RELAXED_ONLY: readonly GgmlType[] = [GgmlType.Q6_K, GgmlType.Q2_K];
 const packableIn = (variant: string, t: GgmlType): boolean =>
   variant === "relaxed" || !RELAXED_ONLY.includes(t);
 
@@ -161,6 +162,10 @@ Deno.test("pack_weights refuses (1, bytes untouched) when a precondition fails; 
       q6.set([0x00, 0xfc], 210 * 3 + 208); // -inf d in block 3
       refuse(GgmlType.Q6_K, 4, 512, q6);
       refuse(GgmlType.Q6_K, 6, 256, randomWeights(r, GgmlType.Q6_K, 6, 256));
+      const q2 = randomWeights(r, GgmlType.Q2_K, 4, 512);
+      q2.set([0x00, 0x7c], 84 * 5 + 82); // +inf dmin in block 5
+      refuse(GgmlType.Q2_K, 4, 512, q2);
+      refuse(GgmlType.Q2_K, 10, 256, randomWeights(r, GgmlType.Q2_K, 10, 256));
     }
     const f16 = randomWeights(r, GgmlType.F16, 4, 19);
     f16.set([0x00, 0xfc], 2 * 40); // -inf value
@@ -190,23 +195,26 @@ Deno.test("packed layouts: every finite scale, including subnormal and negative 
     const k = H.k;
     const r = rng(11);
     const specials = [0x0000, 0x8000, 0x0001, 0x83ff, 0x0400, 0x7bff, 0xfbff, toF16(1e-6)];
-    const types = [GgmlType.Q8_0, GgmlType.Q4_0, GgmlType.Q4_K, GgmlType.Q6_K];
+    const types = [GgmlType.Q8_0, GgmlType.Q4_0, GgmlType.Q4_K, GgmlType.Q6_K, GgmlType.Q2_K];
     for (const type of types.filter((t) => packableIn(variant, t))) {
       const cols = type === GgmlType.Q6_K ? 2048 : 256;
       const w = randomWeights(r, type, 4, cols);
       if (type === GgmlType.Q8_0) clearQ8Min(w);
-      const bb = type === GgmlType.Q8_0
-        ? 34
-        : type === GgmlType.Q4_0
-        ? 18
-        : type === GgmlType.Q6_K
-        ? 210
-        : 144;
-      const dOff = type === GgmlType.Q6_K ? 208 : 0; // the f16 d of a block
+      const BB: Partial<Record<GgmlType, number>> = {
+        [GgmlType.Q8_0]: 34,
+        [GgmlType.Q4_0]: 18,
+        [GgmlType.Q4_K]: 144,
+        [GgmlType.Q6_K]: 210,
+        [GgmlType.Q2_K]: 84,
+      };
+      const bb = BB[type]!;
+      // the f16 d of a block (Q2_K: dmin too)
+      const dOff = type === GgmlType.Q6_K ? 208 : type === GgmlType.Q2_K ? 80 : 0;
       for (let b = 0; b < w.length / bb; b++) {
         const h = specials[b % specials.length];
         w[b * bb + dOff] = h & 0xff;
         w[b * bb + dOff + 1] = h >> 8;
+        if (type === GgmlType.Q2_K) w.set([h & 0xff, h >> 8], b * bb + 82);
       }
       H.reset();
       const std = H.putU8(w), pk = H.putU8(w);

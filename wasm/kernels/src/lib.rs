@@ -24,6 +24,7 @@ mod matmul;
 mod norm;
 mod packed;
 mod packed_f16;
+mod packed_q2k;
 mod packed_q6k;
 mod quantize;
 #[cfg(moe_relaxed)]

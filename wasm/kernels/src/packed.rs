@@ -77,10 +77,15 @@ pub static LAYOUTS: [Layout; 4] = [
 ];
 
 /// The packed layout of `ty`, or None (the layouts defined in their own
-/// modules — Q6_K in `packed_q6k.rs`, relaxed build — come after `LAYOUTS`).
+/// modules — Q6_K, Q2_K in `packed_q6k.rs`, `packed_q2k.rs`, relaxed build —
+/// come after `LAYOUTS`).
 #[inline]
 pub fn layout(ty: u32) -> Option<&'static Layout> {
-    LAYOUTS.iter().find(|l| l.ty == ty).or_else(|| crate::packed_q6k::layout(ty))
+    LAYOUTS
+        .iter()
+        .find(|l| l.ty == ty)
+        .or_else(|| crate::packed_q6k::layout(ty))
+        .or_else(|| crate::packed_q2k::layout(ty))
 }
 
 /// Whether `ty` has a packed layout.

@@ -13,7 +13,7 @@
 //!
 //! `V_n` (n = 0..4) carries the run pair `(2m, 2m+1)`, `m = 2Q + n/2`, half
 //! `v = n % 2`: byte `4j + i` is element `8v + 2j + i%2` of run
-//! `2m + i/2`. The kernel (`c/relaxed_q6k.c`) takes
+//! `2m + i/2`. The kernel (`c/relaxed_kquants.c`) takes
 //! `i16x8.relaxed_dot_i8x16_i7x16_s(a, V_n)` (pair sums, 7-bit second
 //! operand: exact), adds the pair's two vectors and `C'_m = −32·(sums of
 //! a)` (the `q − 32` offset) in i16, and scales with `i32x4.dot_i16x8_s`
@@ -212,6 +212,6 @@ mod relaxed {
         rx_tile_q6_k(g, nb as u32, a, astride as u32, n as u32, o, ostride as u32)
     }
 
-    /// Relaxed-build kernels of the packed Q6_K layout (`c/relaxed_q6k.c`).
+    /// Relaxed-build kernels of the packed Q6_K layout (`c/relaxed_kquants.c`).
     pub static GK_Q6_K: GroupKernels = GroupKernels { ext_row_bytes, expand, groups, tile: Some(tile) };
 }

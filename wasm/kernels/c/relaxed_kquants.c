@@ -183,3 +183,159 @@ void rx_tile_q6_k(const uint8_t *g, uint32_t nb, const uint8_t *a, uint32_t astr
   default: q6_k_tile(4, g, nb, a, astride, o, ostride); break;
   }
 }
+
+/* ---- Q2_K (wasm/kernels/src/packed_q2k.rs): per row and quad one vector P
+ * holds the four 2-bit vectors V_n at bits 2n; the two vectors of a run pair
+ * are added in i16 (|·| ≤ 4·128·3) before one i32x4.dot_i16x8_s against the
+ * pair's scales. Mins: the exact integer Σ min_u·bsum_u per row, scaled by
+ * dmin·yd (lowbit.rs `tile_q23k`). Activations per super-block: bsums (i16 ×
+ * 16), then the 16 vectors X_n. */
+
+#define Q2GB 336u
+#define Q2QOFF 80u
+
+/* Row r's scales (low nibbles) as i16 at sc + 16r; returns the 4 rows'
+ * Σ min_u·bsum_u (lane r). */
+static inline __attribute__((always_inline)) v128_t q2_scales_mins(const uint8_t *gb, int16_t *sc, v128_t bs0,
+                                                                  v128_t bs1, v128_t m0f) {
+  v128_t t[4];
+  for (int r = 0; r < 4; r++) {
+    v128_t v = wasm_v128_load(gb + 16 + 16 * r);
+    v128_t s = wasm_v128_and(v, m0f), mn = wasm_v128_and(wasm_u16x8_shr(v, 4), m0f);
+    wasm_v128_store(sc + 16 * r, wasm_u16x8_extend_low_u8x16(s));
+    wasm_v128_store(sc + 16 * r + 8, wasm_u16x8_extend_high_u8x16(s));
+    t[r] = wasm_i32x4_add(wasm_i32x4_dot_i16x8(wasm_u16x8_extend_low_u8x16(mn), bs0),
+                          wasm_i32x4_dot_i16x8(wasm_u16x8_extend_high_u8x16(mn), bs1));
+  }
+  v128_t s01 = wasm_i32x4_add(wasm_i32x4_shuffle(t[0], t[1], 0, 4, 1, 5), wasm_i32x4_shuffle(t[0], t[1], 2, 6, 3, 7));
+  v128_t s23 = wasm_i32x4_add(wasm_i32x4_shuffle(t[2], t[3], 0, 4, 1, 5), wasm_i32x4_shuffle(t[2], t[3], 2, 6, 3, 7));
+  return wasm_i32x4_add(wasm_i32x4_shuffle(s01, s23, 0, 1, 4, 5), wasm_i32x4_shuffle(s01, s23, 2, 3, 6, 7));
+}
+
+#define Q2_UNPACK(q, V)                                     \
+  do {                                                      \
+    v128_t P_ = wasm_v128_load(q);                          \
+    (V)[0] = wasm_v128_and(P_, m3);                         \
+    (V)[1] = wasm_v128_and(wasm_u16x8_shr(P_, 2), m3);      \
+    (V)[2] = wasm_v128_and(wasm_u16x8_shr(P_, 4), m3);      \
+    (V)[3] = wasm_v128_and(wasm_u16x8_shr(P_, 6), m3);      \
+  } while (0)
+
+#define Q2_QUAD(is, V, p, s)                                                                          \
+  do {                                                                                                \
+    v128_t M0_ = wasm_i16x8_add(wasm_i16x8_relaxed_dot_i8x16_i7x16(wasm_v128_load(p), (V)[0]),       \
+                                wasm_i16x8_relaxed_dot_i8x16_i7x16(wasm_v128_load((p) + 16), (V)[1])); \
+    v128_t M1_ = wasm_i16x8_add(wasm_i16x8_relaxed_dot_i8x16_i7x16(wasm_v128_load((p) + 32), (V)[2]), \
+                                wasm_i16x8_relaxed_dot_i8x16_i7x16(wasm_v128_load((p) + 48), (V)[3])); \
+    (is) = wasm_i32x4_add((is), wasm_i32x4_add(wasm_i32x4_dot_i16x8(M0_, wasm_v128_load32_splat(s)),    \
+                                               wasm_i32x4_dot_i16x8(M1_, wasm_v128_load32_splat((s) + 2)))); \
+  } while (0)
+
+#define Q2_CONSTS()                                                                          \
+  const v128_t sm = wasm_u32x4_splat(0x8fffffffu), sk = wasm_f32x4_splat(0x1p112f);          \
+  const v128_t m3 = pin(wasm_i8x16_splat(3)), m0f = pin(wasm_i8x16_splat(0x0f));             \
+  const v128_t z = wasm_i32x4_splat(0)
+
+static inline __attribute__((always_inline)) void q2_k_body(const int G, const uint8_t *const g[2], uint32_t nb,
+                                                          const uint8_t *a, float *const o[2]) {
+  const float *da = (const float *)a;
+  const uint8_t *y = a + align16(4 * nb);
+  Q2_CONSTS();
+  v128_t acc[2][4], accm[2];
+  int16_t sc[64] __attribute__((aligned(16)));
+  for (int k = 0; k < G; k++) {
+    accm[k] = wasm_f32x4_splat(0.0f);
+    for (int r = 0; r < 4; r++) acc[k][r] = accm[k];
+  }
+  for (uint32_t i = 0; i < nb; i++) {
+    const uint8_t *yb = y + 288 * i;
+    v128_t yd = wasm_f32x4_splat(da[i]);
+    v128_t bs0 = wasm_v128_load(yb), bs1 = wasm_v128_load(yb + 16);
+    for (int k = 0; k < G; k++) {
+      const uint8_t *gb = g[k] + Q2GB * i;
+      v128_t dd = wasm_f32x4_mul(scales4(gb, sm, sk), yd);
+      v128_t dm = wasm_f32x4_mul(scales4(gb + 8, sm, sk), yd);
+      v128_t mins = q2_scales_mins(gb, sc, bs0, bs1, m0f);
+      accm[k] = wasm_f32x4_add(accm[k], wasm_f32x4_mul(dm, wasm_f32x4_convert_i32x4(mins)));
+      v128_t is[4] = {z, z, z, z};
+      for (int q = 0; q < 4; q++) {
+        const uint8_t *p = yb + 32 + 64 * q;
+        for (int r = 0; r < 4; r++) {
+          v128_t V[4];
+          Q2_UNPACK(gb + Q2QOFF + 64 * q + 16 * r, V);
+          Q2_QUAD(is[r], V, p, sc + 16 * r + 4 * q);
+        }
+      }
+      acc[k][0] = acc_lane(acc[k][0], is[0], B0(dd));
+      acc[k][1] = acc_lane(acc[k][1], is[1], B1(dd));
+      acc[k][2] = acc_lane(acc[k][2], is[2], B2(dd));
+      acc[k][3] = acc_lane(acc[k][3], is[3], B3(dd));
+    }
+  }
+  for (int k = 0; k < G; k++) {
+    float mr[4] __attribute__((aligned(16)));
+    wasm_v128_store(mr, accm[k]);
+    for (int r = 0; r < 4; r++) o[k][r] = hsum(acc[k][r]) - mr[r];
+  }
+}
+
+void rx_group_q2_k(const uint8_t *g0, const uint8_t *g1, uint32_t nb, const uint8_t *a, float *o0, float *o1) {
+  const uint8_t *const g[2] = {g0, g1};
+  float *const o[2] = {o0, o1};
+  if (g1)
+    q2_k_body(2, g, nb, a, o);
+  else
+    q2_k_body(1, g, nb, a, o);
+}
+
+static inline __attribute__((always_inline)) void q2_k_tile(const int T, const uint8_t *g, uint32_t nb,
+                                                          const uint8_t *a, uint32_t astride, float *o,
+                                                          uint32_t ostride) {
+  Q2_CONSTS();
+  const uint32_t yo = align16(4 * nb);
+  v128_t acc[4][4], accm[4];
+  int16_t sc[64] __attribute__((aligned(16)));
+  for (int t = 0; t < T; t++) {
+    accm[t] = wasm_f32x4_splat(0.0f);
+    for (int r = 0; r < 4; r++) acc[t][r] = accm[t];
+  }
+  for (uint32_t i = 0; i < nb; i++) {
+    const uint8_t *gb = g + Q2GB * i;
+    v128_t dw = scales4(gb, sm, sk), dmw = scales4(gb + 8, sm, sk);
+    v128_t dd[4];
+    for (int t = 0; t < T; t++) {
+      const uint8_t *yb = a + t * astride + yo + 288 * i;
+      v128_t yd = wasm_f32x4_splat(((const float *)(a + t * astride))[i]);
+      dd[t] = wasm_f32x4_mul(dw, yd);
+      v128_t mins = q2_scales_mins(gb, sc, wasm_v128_load(yb), wasm_v128_load(yb + 16), m0f);
+      accm[t] = wasm_f32x4_add(accm[t], wasm_f32x4_mul(wasm_f32x4_mul(dmw, yd), wasm_f32x4_convert_i32x4(mins)));
+    }
+    for (int r = 0; r < 4; r++) {
+      v128_t is[4];
+      for (int t = 0; t < T; t++) is[t] = z;
+      for (int q = 0; q < 4; q++) {
+        v128_t V[4];
+        Q2_UNPACK(gb + Q2QOFF + 64 * q + 16 * r, V);
+        for (int t = 0; t < T; t++) Q2_QUAD(is[t], V, a + t * astride + yo + 288 * i + 32 + 64 * q, sc + 16 * r + 4 * q);
+      }
+      for (int t = 0; t < T; t++) {
+        v128_t b = r == 0 ? B0(dd[t]) : r == 1 ? B1(dd[t]) : r == 2 ? B2(dd[t]) : B3(dd[t]);
+        acc[t][r] = acc_lane(acc[t][r], is[t], b);
+      }
+    }
+  }
+  for (int t = 0; t < T; t++) {
+    float mr[4] __attribute__((aligned(16)));
+    wasm_v128_store(mr, accm[t]);
+    for (int r = 0; r < 4; r++) o[t * ostride + r] = hsum(acc[t][r]) - mr[r];
+  }
+}
+
+void rx_tile_q2_k(const uint8_t *g, uint32_t nb, const uint8_t *a, uint32_t astride, uint32_t T, float *o,
+                  uint32_t ostride) {
+  switch (T) {
+  case 2: q2_k_tile(2, g, nb, a, astride, o, ostride); break;
+  case 3: q2_k_tile(3, g, nb, a, astride, o, ostride); break;
+  default: q2_k_tile(4, g, nb, a, astride, o, ostride); break;
+  }
+}
