@@ -25,10 +25,11 @@ const PACKABLE = [
   { type: GgmlType.Q4_K, name: "Q4_K", blk: 256 },
   { type: GgmlType.Q6_K, name: "Q6_K", blk: 256 },
   { type: GgmlType.Q2_K, name: "Q2_K", blk: 256 },
+  { type: GgmlType.Q3_K, name: "Q3_K", blk: 256 },
 ] as const;
 
 /** Packed only in the relaxed-SIMD module (`packed_q6k.rs`). */
-const RELAXED_ONLY: readonly GgmlType[] = [GgmlType.Q6_K, GgmlType.Q2_K];
+const RELAXED_ONLY: readonly GgmlType[] = [GgmlType.Q6_K, GgmlType.Q2_K, GgmlType.Q3_K];
 const packableIn = (variant: string, t: GgmlType): boolean =>
   variant === "relaxed" || !RELAXED_ONLY.includes(t);
 
@@ -166,6 +167,9 @@ Deno.test("pack_weights refuses (1, bytes untouched) when a precondition fails; 
       q2.set([0x00, 0x7c], 84 * 5 + 82); // +inf dmin in block 5
       refuse(GgmlType.Q2_K, 4, 512, q2);
       refuse(GgmlType.Q2_K, 10, 256, randomWeights(r, GgmlType.Q2_K, 10, 256));
+      const q3 = randomWeights(r, GgmlType.Q3_K, 8, 256);
+      q3.set([0x01, 0xfe], 110 * 6 + 108); // NaN d in block 6
+      refuse(GgmlType.Q3_K, 8, 256, q3);
     }
     const f16 = randomWeights(r, GgmlType.F16, 4, 19);
     f16.set([0x00, 0xfc], 2 * 40); // -inf value
@@ -195,7 +199,14 @@ Deno.test("packed layouts: every finite scale, including subnormal and negative 
     const k = H.k;
     const r = rng(11);
     const specials = [0x0000, 0x8000, 0x0001, 0x83ff, 0x0400, 0x7bff, 0xfbff, toF16(1e-6)];
-    const types = [GgmlType.Q8_0, GgmlType.Q4_0, GgmlType.Q4_K, GgmlType.Q6_K, GgmlType.Q2_K];
+    const types = [
+      GgmlType.Q8_0,
+      GgmlType.Q4_0,
+      GgmlType.Q4_K,
+      GgmlType.Q6_K,
+      GgmlType.Q2_K,
+      GgmlType.Q3_K,
+    ];
     for (const type of types.filter((t) => packableIn(variant, t))) {
       const cols = type === GgmlType.Q6_K ? 2048 : 256;
       const w = randomWeights(r, type, 4, cols);
@@ -206,10 +217,16 @@ Deno.test("packed layouts: every finite scale, including subnormal and negative 
         [GgmlType.Q4_K]: 144,
         [GgmlType.Q6_K]: 210,
         [GgmlType.Q2_K]: 84,
+        [GgmlType.Q3_K]: 110,
       };
       const bb = BB[type]!;
       // the f16 d of a block (Q2_K: dmin too)
-      const dOff = type === GgmlType.Q6_K ? 208 : type === GgmlType.Q2_K ? 80 : 0;
+      const D_OFF: Partial<Record<GgmlType, number>> = {
+        [GgmlType.Q6_K]: 208,
+        [GgmlType.Q2_K]: 80,
+        [GgmlType.Q3_K]: 108,
+      };
+      const dOff = D_OFF[type] ?? 0;
       for (let b = 0; b < w.length / bb; b++) {
         const h = specials[b % specials.length];
         w[b * bb + dOff] = h & 0xff;

@@ -339,3 +339,137 @@ void rx_tile_q2_k(const uint8_t *g, uint32_t nb, const uint8_t *a, uint32_t astr
   default: q2_k_tile(4, g, nb, a, astride, o, ostride); break;
   }
 }
+
+/* ---- Q3_K (wasm/kernels/src/packed_q3k.rs): u = q + 4 (3 bits); per row and
+ * quad pair three vectors hold the eight V_n; the run-pair sums get
+ * C'_m = −4·(activation sums) in i16 (the u − 4 offset) before one
+ * i32x4.dot_i16x8_s against the pair's (scale − 32). The 4 rows' 6-bit scales
+ * are three vectors per super-block (the Q6_K quad encoding). Activations: the
+ * Q6_K expansion with −4 for −32. */
+
+#define Q3GB 440u
+#define Q3QOFF 56u
+
+/* The 4 rows' scales − 32 as i16 (row r at sc + 16r). */
+static inline __attribute__((always_inline)) void q3_scales(const uint8_t *gb, int16_t *sc, v128_t m63, v128_t m03,
+                                                           v128_t m0c, v128_t m30) {
+  v128_t S[4];
+  UNPACK(gb + 8, S);
+  const v128_t b32 = wasm_i8x16_splat(32);
+  for (int r = 0; r < 4; r++) {
+    v128_t s = wasm_i8x16_sub(S[r], b32);
+    wasm_v128_store(sc + 16 * r, wasm_i16x8_extend_low_i8x16(s));
+    wasm_v128_store(sc + 16 * r + 8, wasm_i16x8_extend_high_i8x16(s));
+  }
+}
+
+#define Q3_UNPACK(q, V)                                                                                 \
+  do {                                                                                                  \
+    v128_t A_ = wasm_v128_load(q), B_ = wasm_v128_load((q) + 16), C_ = wasm_v128_load((q) + 32);        \
+    (V)[0] = wasm_v128_and(A_, m7);                                                                     \
+    (V)[1] = wasm_v128_and(wasm_u16x8_shr(A_, 3), m7);                                                  \
+    (V)[2] = wasm_v128_and(B_, m7);                                                                     \
+    (V)[3] = wasm_v128_and(wasm_u16x8_shr(B_, 3), m7);                                                  \
+    (V)[4] = wasm_v128_and(C_, m7);                                                                     \
+    (V)[5] = wasm_v128_and(wasm_u16x8_shr(C_, 3), m7);                                                  \
+    (V)[6] = wasm_v128_or(wasm_v128_and(wasm_u16x8_shr(A_, 6), m03), wasm_v128_and(wasm_u16x8_shr(C_, 4), m04)); \
+    (V)[7] = wasm_v128_or(wasm_v128_and(wasm_u16x8_shr(B_, 6), m03), wasm_v128_and(wasm_u16x8_shr(C_, 5), m04)); \
+  } while (0)
+
+#define Q3_CONSTS()                                                                             \
+  const v128_t sm = wasm_u32x4_splat(0x8fffffffu), sk = wasm_f32x4_splat(0x1p112f);             \
+  const v128_t m63 = pin(wasm_i8x16_splat(63)), m03 = pin(wasm_i8x16_splat(3));                 \
+  const v128_t m0c = pin(wasm_i8x16_splat(0x0c)), m30 = pin(wasm_i8x16_splat(0x30));            \
+  const v128_t m7 = pin(wasm_i8x16_splat(7)), m04 = pin(wasm_i8x16_splat(4));                   \
+  const v128_t z = wasm_i32x4_splat(0)
+
+static inline __attribute__((always_inline)) void q3_k_body(const int G, const uint8_t *const g[2], uint32_t nb,
+                                                          const uint8_t *a, float *const o[2]) {
+  const float *da = (const float *)a;
+  const uint8_t *y = a + align16(4 * nb);
+  Q3_CONSTS();
+  v128_t acc[2][4];
+  int16_t sc[64] __attribute__((aligned(16)));
+  for (int k = 0; k < G; k++)
+    for (int r = 0; r < 4; r++) acc[k][r] = wasm_f32x4_splat(0.0f);
+  for (uint32_t i = 0; i < nb; i++) {
+    const uint8_t *yb = y + 384 * i;
+    v128_t yd = wasm_f32x4_splat(da[i]);
+    for (int k = 0; k < G; k++) {
+      const uint8_t *gb = g[k] + Q3GB * i;
+      v128_t dd = wasm_f32x4_mul(scales4(gb, sm, sk), yd);
+      q3_scales(gb, sc, m63, m03, m0c, m30);
+      v128_t is[4] = {z, z, z, z};
+      for (int qp = 0; qp < 2; qp++) {
+        const uint8_t *p = yb + 192 * qp;
+        for (int r = 0; r < 4; r++) {
+          v128_t V[8];
+          Q3_UNPACK(gb + Q3QOFF + 192 * qp + 48 * r, V);
+          QUAD(is[r], V, p, sc + 16 * r + 8 * qp);
+          QUAD(is[r], V + 4, p + 96, sc + 16 * r + 8 * qp + 4);
+        }
+      }
+      acc[k][0] = acc_lane(acc[k][0], is[0], B0(dd));
+      acc[k][1] = acc_lane(acc[k][1], is[1], B1(dd));
+      acc[k][2] = acc_lane(acc[k][2], is[2], B2(dd));
+      acc[k][3] = acc_lane(acc[k][3], is[3], B3(dd));
+    }
+  }
+  for (int k = 0; k < G; k++)
+    for (int r = 0; r < 4; r++) o[k][r] = hsum(acc[k][r]);
+}
+
+void rx_group_q3_k(const uint8_t *g0, const uint8_t *g1, uint32_t nb, const uint8_t *a, float *o0, float *o1) {
+  const uint8_t *const g[2] = {g0, g1};
+  float *const o[2] = {o0, o1};
+  if (g1)
+    q3_k_body(2, g, nb, a, o);
+  else
+    q3_k_body(1, g, nb, a, o);
+}
+
+static inline __attribute__((always_inline)) void q3_k_tile(const int T, const uint8_t *g, uint32_t nb,
+                                                          const uint8_t *a, uint32_t astride, float *o,
+                                                          uint32_t ostride) {
+  Q3_CONSTS();
+  const uint32_t yo = align16(4 * nb);
+  v128_t acc[4][4];
+  int16_t sc[64] __attribute__((aligned(16)));
+  for (int t = 0; t < T; t++)
+    for (int r = 0; r < 4; r++) acc[t][r] = wasm_f32x4_splat(0.0f);
+  for (uint32_t i = 0; i < nb; i++) {
+    const uint8_t *gb = g + Q3GB * i;
+    v128_t dw = scales4(gb, sm, sk);
+    q3_scales(gb, sc, m63, m03, m0c, m30);
+    v128_t dd[4];
+    for (int t = 0; t < T; t++) dd[t] = wasm_f32x4_mul(dw, wasm_f32x4_splat(((const float *)(a + t * astride))[i]));
+    for (int r = 0; r < 4; r++) {
+      v128_t is[4];
+      for (int t = 0; t < T; t++) is[t] = z;
+      for (int qp = 0; qp < 2; qp++) {
+        v128_t V[8];
+        Q3_UNPACK(gb + Q3QOFF + 192 * qp + 48 * r, V);
+        for (int t = 0; t < T; t++) {
+          const uint8_t *p = a + t * astride + yo + 384 * i + 192 * qp;
+          QUAD(is[t], V, p, sc + 16 * r + 8 * qp);
+          QUAD(is[t], V + 4, p + 96, sc + 16 * r + 8 * qp + 4);
+        }
+      }
+      for (int t = 0; t < T; t++) {
+        v128_t b = r == 0 ? B0(dd[t]) : r == 1 ? B1(dd[t]) : r == 2 ? B2(dd[t]) : B3(dd[t]);
+        acc[t][r] = acc_lane(acc[t][r], is[t], b);
+      }
+    }
+  }
+  for (int t = 0; t < T; t++)
+    for (int r = 0; r < 4; r++) o[t * ostride + r] = hsum(acc[t][r]);
+}
+
+void rx_tile_q3_k(const uint8_t *g, uint32_t nb, const uint8_t *a, uint32_t astride, uint32_t T, float *o,
+                  uint32_t ostride) {
+  switch (T) {
+  case 2: q3_k_tile(2, g, nb, a, astride, o, ostride); break;
+  case 3: q3_k_tile(3, g, nb, a, astride, o, ostride); break;
+  default: q3_k_tile(4, g, nb, a, astride, o, ostride); break;
+  }
+}

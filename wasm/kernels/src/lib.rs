@@ -25,6 +25,7 @@ mod norm;
 mod packed;
 mod packed_f16;
 mod packed_q2k;
+mod packed_q3k;
 mod packed_q6k;
 mod quantize;
 #[cfg(moe_relaxed)]

@@ -77,7 +77,7 @@ pub static LAYOUTS: [Layout; 4] = [
 ];
 
 /// The packed layout of `ty`, or None (the layouts defined in their own
-/// modules — Q6_K, Q2_K in `packed_q6k.rs`, `packed_q2k.rs`, relaxed build —
+/// modules — Q6_K, Q2_K, Q3_K in `packed_q{6,2,3}k.rs`, relaxed build —
 /// come after `LAYOUTS`).
 #[inline]
 pub fn layout(ty: u32) -> Option<&'static Layout> {
@@ -86,6 +86,7 @@ pub fn layout(ty: u32) -> Option<&'static Layout> {
         .find(|l| l.ty == ty)
         .or_else(|| crate::packed_q6k::layout(ty))
         .or_else(|| crate::packed_q2k::layout(ty))
+        .or_else(|| crate::packed_q3k::layout(ty))
 }
 
 /// Whether `ty` has a packed layout.
