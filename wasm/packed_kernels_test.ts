@@ -26,10 +26,16 @@ const PACKABLE = [
   { type: GgmlType.Q6_K, name: "Q6_K", blk: 256 },
   { type: GgmlType.Q2_K, name: "Q2_K", blk: 256 },
   { type: GgmlType.Q3_K, name: "Q3_K", blk: 256 },
+  { type: GgmlType.MXFP4, name: "MXFP4", blk: 32 },
 ] as const;
 
 /** Packed only in the relaxed-SIMD module (`packed_q6k.rs`). */
-const RELAXED_ONLY: readonly GgmlType[] = [GgmlType.Q6_K, GgmlType.Q2_K, GgmlType.Q3_K];
+const RELAXED_ONLY: readonly GgmlType[] = [
+  GgmlType.Q6_K,
+  GgmlType.Q2_K,
+  GgmlType.Q3_K,
+  GgmlType.MXFP4,
+];
 const packableIn = (variant: string, t: GgmlType): boolean =>
   variant === "relaxed" || !RELAXED_ONLY.includes(t);
 
@@ -206,6 +212,7 @@ Deno.test("packed layouts: every finite scale, including subnormal and negative 
       GgmlType.Q6_K,
       GgmlType.Q2_K,
       GgmlType.Q3_K,
+      GgmlType.MXFP4, // E8M0 bytes 0x00, 0x01, 0xff among the low bytes below
     ];
     for (const type of types.filter((t) => packableIn(variant, t))) {
       const cols = type === GgmlType.Q6_K ? 2048 : 256;
@@ -218,6 +225,7 @@ Deno.test("packed layouts: every finite scale, including subnormal and negative 
         [GgmlType.Q6_K]: 210,
         [GgmlType.Q2_K]: 84,
         [GgmlType.Q3_K]: 110,
+        [GgmlType.MXFP4]: 17,
       };
       const bb = BB[type]!;
       // the f16 d of a block (Q2_K: dmin too)

@@ -473,3 +473,105 @@ void rx_tile_q3_k(const uint8_t *g, uint32_t nb, const uint8_t *a, uint32_t astr
   default: q3_k_tile(4, g, nb, a, astride, o, ostride); break;
   }
 }
+
+/* ---- MXFP4 (wasm/kernels/src/packed_mxfp4.rs): the packed Q4_0 layout with
+ * E8M0 scales; nibbles looked up in kvalues_mxfp4 + 12 (7-bit) with
+ * i8x16.relaxed_swizzle (indices < 16: deterministic, one pshufb on x86),
+ * each block's dot started from c = −12·Σa per lane. */
+
+/* lowbit.rs `e8m0_half` of the 4 bytes at p → f32x4: e < 2 ? 2^21 << e : (e − 1) << 23. */
+static inline v128_t e8m0_half4(const uint8_t *p) {
+  v128_t e = wasm_u32x4_extend_low_u16x8(wasm_u16x8_extend_low_u8x16(wasm_v128_load32_zero(p)));
+  v128_t small = wasm_i32x4_shl(wasm_i32x4_add(e, wasm_i32x4_splat(1)), 21);
+  v128_t big = wasm_i32x4_shl(wasm_i32x4_sub(e, wasm_i32x4_splat(1)), 23);
+  return wasm_v128_bitselect(small, big, wasm_i32x4_lt(e, wasm_i32x4_splat(2)));
+}
+
+#define MX_CONSTS()                                                                                       \
+  const v128_t m = pin(wasm_i8x16_splat(0x0f));                                                           \
+  const v128_t kv = pin(wasm_i8x16_make(12, 13, 14, 15, 16, 18, 20, 24, 12, 11, 10, 9, 8, 6, 4, 0))
+
+static inline __attribute__((always_inline)) void mxfp4_body(const int G, const uint8_t *const g[2], uint32_t nb,
+                                                           const uint8_t *a, float *const o[2]) {
+  const float *da = (const float *)a;
+  const uint8_t *y = a + align16(4 * nb);
+  MX_CONSTS();
+  v128_t acc[2][4];
+  for (int k = 0; k < G; k++)
+    for (int r = 0; r < 4; r++) acc[k][r] = wasm_f32x4_splat(0.0f);
+  for (uint32_t i = 0; i < nb; i++) {
+    const uint8_t *yb = y + 48 * i;
+    v128_t ylo = wasm_v128_load(yb), yhi = wasm_v128_load(yb + 16), c = wasm_v128_load(yb + 32);
+    v128_t ds = wasm_f32x4_splat(da[i]);
+    for (int k = 0; k < G; k++) {
+      v128_t dd = wasm_f32x4_mul(e8m0_half4(g[k] + 4 * i), ds);
+      const uint8_t *q = g[k] + 4 * nb + 64 * i;
+      v128_t s[4];
+      for (int r = 0; r < 4; r++) {
+        v128_t v = wasm_v128_load(q + 16 * r);
+        v128_t lo = wasm_i8x16_relaxed_swizzle(kv, wasm_v128_and(v, m));
+        v128_t hi = wasm_i8x16_relaxed_swizzle(kv, wasm_v128_and(wasm_u16x8_shr(v, 4), m));
+        s[r] = wasm_i32x4_relaxed_dot_i8x16_i7x16_add(yhi, hi, wasm_i32x4_relaxed_dot_i8x16_i7x16_add(ylo, lo, c));
+      }
+      acc[k][0] = acc_lane(acc[k][0], s[0], B0(dd));
+      acc[k][1] = acc_lane(acc[k][1], s[1], B1(dd));
+      acc[k][2] = acc_lane(acc[k][2], s[2], B2(dd));
+      acc[k][3] = acc_lane(acc[k][3], s[3], B3(dd));
+    }
+  }
+  for (int k = 0; k < G; k++)
+    for (int r = 0; r < 4; r++) o[k][r] = hsum(acc[k][r]);
+}
+
+void rx_group_mxfp4(const uint8_t *g0, const uint8_t *g1, uint32_t nb, const uint8_t *a, float *o0, float *o1) {
+  const uint8_t *const g[2] = {g0, g1};
+  float *const o[2] = {o0, o1};
+  if (g1)
+    mxfp4_body(2, g, nb, a, o);
+  else
+    mxfp4_body(1, g, nb, a, o);
+}
+
+static inline __attribute__((always_inline)) void mxfp4_tile(const int T, const uint8_t *g, uint32_t nb,
+                                                           const uint8_t *a, uint32_t astride, float *o,
+                                                           uint32_t ostride) {
+  MX_CONSTS();
+  const uint32_t yo = align16(4 * nb);
+  v128_t acc[4][4];
+  for (int t = 0; t < T; t++)
+    for (int r = 0; r < 4; r++) acc[t][r] = wasm_f32x4_splat(0.0f);
+  for (uint32_t i = 0; i < nb; i++) {
+    v128_t dw = e8m0_half4(g + 4 * i);
+    v128_t ddb[4][4];
+    for (int t = 0; t < T; t++) {
+      v128_t dd = wasm_f32x4_mul(dw, wasm_f32x4_splat(((const float *)(a + t * astride))[i]));
+      ddb[t][0] = B0(dd);
+      ddb[t][1] = B1(dd);
+      ddb[t][2] = B2(dd);
+      ddb[t][3] = B3(dd);
+    }
+    const uint8_t *q = g + 4 * nb + 64 * i;
+    for (int r = 0; r < 4; r++) {
+      v128_t v = wasm_v128_load(q + 16 * r);
+      v128_t lo = wasm_i8x16_relaxed_swizzle(kv, wasm_v128_and(v, m));
+      v128_t hi = wasm_i8x16_relaxed_swizzle(kv, wasm_v128_and(wasm_u16x8_shr(v, 4), m));
+      for (int t = 0; t < T; t++) {
+        const uint8_t *yb = a + t * astride + yo + 48 * i;
+        v128_t s = wasm_i32x4_relaxed_dot_i8x16_i7x16_add(
+            wasm_v128_load(yb + 16), hi, wasm_i32x4_relaxed_dot_i8x16_i7x16_add(wasm_v128_load(yb), lo, wasm_v128_load(yb + 32)));
+        acc[t][r] = acc_lane(acc[t][r], s, ddb[t][r]);
+      }
+    }
+  }
+  for (int t = 0; t < T; t++)
+    for (int r = 0; r < 4; r++) o[t * ostride + r] = hsum(acc[t][r]);
+}
+
+void rx_tile_mxfp4(const uint8_t *g, uint32_t nb, const uint8_t *a, uint32_t astride, uint32_t T, float *o,
+                   uint32_t ostride) {
+  switch (T) {
+  case 2: mxfp4_tile(2, g, nb, a, astride, o, ostride); break;
+  case 3: mxfp4_tile(3, g, nb, a, astride, o, ostride); break;
+  default: mxfp4_tile(4, g, nb, a, astride, o, ostride); break;
+  }
+}
