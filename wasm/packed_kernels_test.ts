@@ -27,6 +27,7 @@ const PACKABLE = [
   { type: GgmlType.Q2_K, name: "Q2_K", blk: 256 },
   { type: GgmlType.Q3_K, name: "Q3_K", blk: 256 },
   { type: GgmlType.MXFP4, name: "MXFP4", blk: 32 },
+  { type: GgmlType.Q5_K, name: "Q5_K", blk: 256 },
 ] as const;
 
 /** Packed only in the relaxed-SIMD module (`packed_q6k.rs`). */
@@ -35,6 +36,7 @@ const RELAXED_ONLY: readonly GgmlType[] = [
   GgmlType.Q2_K,
   GgmlType.Q3_K,
   GgmlType.MXFP4,
+  GgmlType.Q5_K,
 ];
 const packableIn = (variant: string, t: GgmlType): boolean =>
   variant === "relaxed" || !RELAXED_ONLY.includes(t);
@@ -213,6 +215,7 @@ Deno.test("packed layouts: every finite scale, including subnormal and negative 
       GgmlType.Q2_K,
       GgmlType.Q3_K,
       GgmlType.MXFP4, // E8M0 bytes 0x00, 0x01, 0xff among the low bytes below
+      GgmlType.Q5_K,
     ];
     for (const type of types.filter((t) => packableIn(variant, t))) {
       const cols = type === GgmlType.Q6_K ? 2048 : 256;
@@ -226,6 +229,7 @@ Deno.test("packed layouts: every finite scale, including subnormal and negative 
         [GgmlType.Q2_K]: 84,
         [GgmlType.Q3_K]: 110,
         [GgmlType.MXFP4]: 17,
+        [GgmlType.Q5_K]: 176,
       };
       const bb = BB[type]!;
       // the f16 d of a block (Q2_K: dmin too)

@@ -575,3 +575,172 @@ void rx_tile_mxfp4(const uint8_t *g, uint32_t nb, const uint8_t *a, uint32_t ast
   default: mxfp4_tile(4, g, nb, a, astride, o, ostride); break;
   }
 }
+
+/* ---- Q5_K (wasm/kernels/src/packed_q5k.rs): per row and chunk pair five
+ * vectors hold eight 5-bit vectors; the four vectors of a chunk (sub-blocks
+ * 2c, 2c+1) are added in i16 before one i32x4.dot_i16x8_s against
+ * (s_2c, s_2c+1). Scales/mins in the packed Q4_K planes; mins as there. */
+
+#define Q5GB 704u
+#define Q5QOFF 64u
+
+#define Q5_UNPACK(q, V)                                                                                \
+  do {                                                                                                 \
+    v128_t A0_ = wasm_v128_load(q), A1_ = wasm_v128_load((q) + 16), A2_ = wasm_v128_load((q) + 32);    \
+    v128_t A3_ = wasm_v128_load((q) + 48), A4_ = wasm_v128_load((q) + 64);                             \
+    (V)[0] = wasm_v128_and(A0_, m31);                                                                  \
+    (V)[1] = wasm_v128_and(A1_, m31);                                                                  \
+    (V)[2] = wasm_v128_and(A2_, m31);                                                                  \
+    (V)[3] = wasm_v128_and(A3_, m31);                                                                  \
+    (V)[4] = wasm_v128_and(A4_, m31);                                                                  \
+    (V)[5] = wasm_v128_or(wasm_v128_and(wasm_u16x8_shr(A0_, 5), m7), wasm_v128_and(wasm_u16x8_shr(A1_, 2), m18)); \
+    (V)[6] = wasm_v128_or(wasm_v128_and(wasm_u16x8_shr(A2_, 5), m7), wasm_v128_and(wasm_u16x8_shr(A3_, 2), m18)); \
+    (V)[7] = wasm_v128_or(wasm_v128_or(wasm_v128_and(wasm_u16x8_shr(A4_, 5), m7),                      \
+                                       wasm_v128_and(wasm_u16x8_shr(A1_, 4), m08)),                    \
+                          wasm_v128_and(wasm_u16x8_shr(A3_, 3), m10));                                 \
+  } while (0)
+
+/* is += the chunk's 4 vectors (activations at p) · scale pair at s (2 bytes). */
+#define Q5_CHUNK(is, V, p, s)                                                                                  \
+  do {                                                                                                         \
+    v128_t M_ = wasm_i16x8_add(                                                                                \
+        wasm_i16x8_add(wasm_i16x8_relaxed_dot_i8x16_i7x16(wasm_v128_load(p), (V)[0]),                         \
+                       wasm_i16x8_relaxed_dot_i8x16_i7x16(wasm_v128_load((p) + 16), (V)[1])),                 \
+        wasm_i16x8_add(wasm_i16x8_relaxed_dot_i8x16_i7x16(wasm_v128_load((p) + 32), (V)[2]),                  \
+                       wasm_i16x8_relaxed_dot_i8x16_i7x16(wasm_v128_load((p) + 48), (V)[3])));                \
+    (is) = wasm_i32x4_add((is), wasm_i32x4_dot_i16x8(M_, wasm_u16x8_extend_low_u8x16(wasm_v128_load16_splat(s)))); \
+  } while (0)
+
+/* Scales of the 4 rows into scb (row r, sub-block sb at 8r + sb); returns the
+ * rows' Σ m_sb·BS_sb (lane r). yb: Y_0..3 of the super-block. */
+static inline __attribute__((always_inline)) v128_t q5_scales_mins(const uint8_t *gb, uint8_t *scb, const uint8_t *yb,
+                                                                  v128_t m4, v128_t m30) {
+  v128_t v0 = wasm_v128_load(gb + 16), v1 = wasm_v128_load(gb + 32), v2 = wasm_v128_load(gb + 48);
+  v128_t sca = wasm_v128_or(wasm_v128_and(v0, m4), wasm_v128_and(wasm_i16x8_shl(v2, 4), m30));
+  v128_t scbv = wasm_v128_or(wasm_v128_and(wasm_u16x8_shr(v0, 4), m4), wasm_v128_and(wasm_i16x8_shl(v2, 2), m30));
+  v128_t mna = wasm_v128_or(wasm_v128_and(v1, m4), wasm_v128_and(v2, m30));
+  v128_t mnb = wasm_v128_or(wasm_v128_and(wasm_u16x8_shr(v1, 4), m4), wasm_v128_and(wasm_u16x8_shr(v2, 2), m30));
+  wasm_v128_store(scb, sca);
+  wasm_v128_store(scb + 16, scbv);
+  return wasm_i32x4_add(
+      wasm_i32x4_add(wasm_i32x4_dot_i16x8(wasm_u16x8_extend_low_u8x16(mna), wasm_v128_load(yb)),
+                     wasm_i32x4_dot_i16x8(wasm_u16x8_extend_high_u8x16(mna), wasm_v128_load(yb + 16))),
+      wasm_i32x4_add(wasm_i32x4_dot_i16x8(wasm_u16x8_extend_low_u8x16(mnb), wasm_v128_load(yb + 32)),
+                     wasm_i32x4_dot_i16x8(wasm_u16x8_extend_high_u8x16(mnb), wasm_v128_load(yb + 48))));
+}
+
+#define Q5_CONSTS()                                                                             \
+  const v128_t sm = wasm_u32x4_splat(0x8fffffffu), sk = wasm_f32x4_splat(0x1p112f);             \
+  const v128_t m31 = pin(wasm_i8x16_splat(31)), m7 = pin(wasm_i8x16_splat(7));                  \
+  const v128_t m18 = pin(wasm_i8x16_splat(0x18)), m08 = pin(wasm_i8x16_splat(0x08));            \
+  const v128_t m10 = pin(wasm_i8x16_splat(0x10));                                               \
+  const v128_t m4 = wasm_i8x16_splat(0x0f), m30 = wasm_i8x16_splat(0x30);                       \
+  const v128_t z = wasm_i32x4_splat(0)
+
+static inline __attribute__((always_inline)) void q5_k_body(const int G, const uint8_t *const g[2], uint32_t nb,
+                                                          const uint8_t *a, float *const o[2]) {
+  const float *da = (const float *)a;
+  const uint8_t *y = a + align16(4 * nb);
+  Q5_CONSTS();
+  v128_t acc[2][4], accm[2];
+  uint8_t scb[32] __attribute__((aligned(16)));
+  for (int k = 0; k < G; k++) {
+    accm[k] = wasm_f32x4_splat(0.0f);
+    for (int r = 0; r < 4; r++) acc[k][r] = accm[k];
+  }
+  for (uint32_t i = 0; i < nb; i++) {
+    const uint8_t *yb = y + 320 * i;
+    v128_t yd = wasm_f32x4_splat(da[i]);
+    for (int k = 0; k < G; k++) {
+      const uint8_t *gb = g[k] + Q5GB * i;
+      v128_t dd = wasm_f32x4_mul(scales4(gb, sm, sk), yd);
+      v128_t dm = wasm_f32x4_mul(scales4(gb + 8, sm, sk), yd);
+      v128_t mins = q5_scales_mins(gb, scb, yb, m4, m30);
+      accm[k] = wasm_f32x4_add(accm[k], wasm_f32x4_mul(dm, wasm_f32x4_convert_i32x4(mins)));
+      v128_t is[4] = {z, z, z, z};
+      for (int cp = 0; cp < 2; cp++) {
+        const uint8_t *p = yb + 64 + 128 * cp;
+        for (int r = 0; r < 4; r++) {
+          v128_t V[8];
+          Q5_UNPACK(gb + Q5QOFF + 320 * cp + 80 * r, V);
+          Q5_CHUNK(is[r], V, p, scb + 8 * r + 4 * cp);
+          Q5_CHUNK(is[r], V + 4, p + 64, scb + 8 * r + 4 * cp + 2);
+        }
+      }
+      acc[k][0] = acc_lane(acc[k][0], is[0], B0(dd));
+      acc[k][1] = acc_lane(acc[k][1], is[1], B1(dd));
+      acc[k][2] = acc_lane(acc[k][2], is[2], B2(dd));
+      acc[k][3] = acc_lane(acc[k][3], is[3], B3(dd));
+    }
+  }
+  for (int k = 0; k < G; k++) {
+    float mr[4] __attribute__((aligned(16)));
+    wasm_v128_store(mr, accm[k]);
+    for (int r = 0; r < 4; r++) o[k][r] = hsum(acc[k][r]) - mr[r];
+  }
+}
+
+void rx_group_q5_k(const uint8_t *g0, const uint8_t *g1, uint32_t nb, const uint8_t *a, float *o0, float *o1) {
+  const uint8_t *const g[2] = {g0, g1};
+  float *const o[2] = {o0, o1};
+  if (g1)
+    q5_k_body(2, g, nb, a, o);
+  else
+    q5_k_body(1, g, nb, a, o);
+}
+
+static inline __attribute__((always_inline)) void q5_k_tile(const int T, const uint8_t *g, uint32_t nb,
+                                                          const uint8_t *a, uint32_t astride, float *o,
+                                                          uint32_t ostride) {
+  Q5_CONSTS();
+  const uint32_t yo = align16(4 * nb);
+  v128_t acc[4][4], accm[4];
+  uint8_t scb[32] __attribute__((aligned(16)));
+  for (int t = 0; t < T; t++) {
+    accm[t] = wasm_f32x4_splat(0.0f);
+    for (int r = 0; r < 4; r++) acc[t][r] = accm[t];
+  }
+  for (uint32_t i = 0; i < nb; i++) {
+    const uint8_t *gb = g + Q5GB * i;
+    v128_t dw = scales4(gb, sm, sk), dmw = scales4(gb + 8, sm, sk);
+    v128_t dd[4];
+    for (int t = 0; t < T; t++) {
+      const uint8_t *yb = a + t * astride + yo + 320 * i;
+      v128_t yd = wasm_f32x4_splat(((const float *)(a + t * astride))[i]);
+      dd[t] = wasm_f32x4_mul(dw, yd);
+      v128_t mins = q5_scales_mins(gb, scb, yb, m4, m30);
+      accm[t] = wasm_f32x4_add(accm[t], wasm_f32x4_mul(wasm_f32x4_mul(dmw, yd), wasm_f32x4_convert_i32x4(mins)));
+    }
+    for (int r = 0; r < 4; r++) {
+      v128_t is[4];
+      for (int t = 0; t < T; t++) is[t] = z;
+      for (int cp = 0; cp < 2; cp++) {
+        v128_t V[8];
+        Q5_UNPACK(gb + Q5QOFF + 320 * cp + 80 * r, V);
+        for (int t = 0; t < T; t++) {
+          const uint8_t *p = a + t * astride + yo + 320 * i + 64 + 128 * cp;
+          Q5_CHUNK(is[t], V, p, scb + 8 * r + 4 * cp);
+          Q5_CHUNK(is[t], V + 4, p + 64, scb + 8 * r + 4 * cp + 2);
+        }
+      }
+      for (int t = 0; t < T; t++) {
+        v128_t b = r == 0 ? B0(dd[t]) : r == 1 ? B1(dd[t]) : r == 2 ? B2(dd[t]) : B3(dd[t]);
+        acc[t][r] = acc_lane(acc[t][r], is[t], b);
+      }
+    }
+  }
+  for (int t = 0; t < T; t++) {
+    float mr[4] __attribute__((aligned(16)));
+    wasm_v128_store(mr, accm[t]);
+    for (int r = 0; r < 4; r++) o[t * ostride + r] = hsum(acc[t][r]) - mr[r];
+  }
+}
+
+void rx_tile_q5_k(const uint8_t *g, uint32_t nb, const uint8_t *a, uint32_t astride, uint32_t T, float *o,
+                  uint32_t ostride) {
+  switch (T) {
+  case 2: q5_k_tile(2, g, nb, a, astride, o, ostride); break;
+  case 3: q5_k_tile(3, g, nb, a, astride, o, ostride); break;
+  default: q5_k_tile(4, g, nb, a, astride, o, ostride); break;
+  }
+}
