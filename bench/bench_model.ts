@@ -51,6 +51,11 @@ export const BENCH_EXTRA_TYPES: readonly string[] = [
   "iq4_nl",
   "iq4_xs",
   "mxfp4",
+  "f16",
+  "bf16",
+  "q4_1",
+  "q5_0",
+  "q5_1",
 ];
 
 /**

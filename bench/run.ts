@@ -17,7 +17,8 @@
  * (prompt tokens incl. BOS, 64), `--backends` (moe-edge backends: wasm,ref), `--ref-types`
  * (types the slow reference backend runs, q8_0,q4_K), `--ref-tokens` (its decode steps, 8),
  * `--peers` (llamacpp,wllama), `--repeats` (processes per engine and type, 3), `--passes`
- * (timed passes per process for moe-edge and llama.cpp, 3), `--quick`, `--no-write`.
+ * (timed passes per process for moe-edge and llama.cpp, 3), `--clock` (wall | cpu: time by process
+ * CPU time, for a shared machine; wllama has no CPU time), `--quick`, `--no-write`.
  *
  * @module
  */
@@ -26,10 +27,10 @@ import { parseArgs } from "node:util";
 import {
   bannedTokens,
   BENCH_EXTRA_TYPES,
-  benchLabel,
   BENCH_MIXES,
   BENCH_SHAPE,
   BENCH_TYPES,
+  benchLabel,
   benchPrompt,
   ensureBenchModel,
   type WeightTraffic,
@@ -49,6 +50,7 @@ const { values } = parseArgs({
   options: {
     types: { type: "string" },
     mixes: { type: "string" },
+    clock: { type: "string", default: "wall" },
     tokens: { type: "string" },
     prompt: { type: "string", default: "64" },
     backends: { type: "string" },
@@ -63,7 +65,9 @@ const { values } = parseArgs({
 });
 const quick = values.quick;
 const list = (s: string): string[] => s.split(",").map((x) => x.trim()).filter((x) => x !== "");
-const TYPE_NAMES = list(values.types ?? (values.mixes ? "" : quick ? "q8_0" : BENCH_TYPES.join(",")));
+const TYPE_NAMES = list(
+  values.types ?? (values.mixes ? "" : quick ? "q8_0" : BENCH_TYPES.join(",")),
+);
 const MIXES = list(values.mixes ?? "");
 for (const m of MIXES) {
   if (!BENCH_MIXES.includes(m as (typeof BENCH_MIXES)[number])) {
@@ -78,6 +82,9 @@ const BACKENDS = list(values.backends ?? (quick ? "wasm" : "wasm,ref"));
 const REF_TYPES = list(values["ref-types"]);
 const REF_DECODE = Number(values["ref-tokens"]);
 const PEERS = list(values.peers);
+/** `wall` (default) or `cpu`: time prefill and decode by process CPU time (shared machines). */
+const CLOCK = values.clock;
+if (CLOCK !== "wall" && CLOCK !== "cpu") throw new Error(`--clock: wall or cpu, not "${CLOCK}"`);
 const REPEATS = Number(values.repeats ?? (quick ? "1" : "3"));
 /** Timed passes per process for moe-edge and llama.cpp (wllama: 1; its passes are long). */
 const PASSES = Number(values.passes ?? (quick ? "1" : "3"));
@@ -144,6 +151,8 @@ function memcpyGBs(): number {
 interface Measurement {
   engine: string;
   prefillMs: number;
+  prefillCpuMs?: number;
+  decodeCpuMs?: number;
   prefillTokens: number;
   decodeMs: number;
   decodeSteps: number;
@@ -344,8 +353,11 @@ interface Best {
 
 function best(ms: Measurement[] | undefined): Best | null {
   if (!ms || ms.length === 0) return null;
-  const pre = (m: Measurement) => m.prefillTokens / (m.prefillMs / 1000);
-  const dec = (m: Measurement) => m.decodeSteps / (m.decodeMs / 1000);
+  const cpu = CLOCK === "cpu";
+  const pre = (m: Measurement) =>
+    m.prefillTokens / ((cpu ? m.prefillCpuMs ?? NaN : m.prefillMs) / 1000);
+  const dec = (m: Measurement) =>
+    m.decodeSteps / ((cpu ? m.decodeCpuMs ?? NaN : m.decodeMs) / 1000);
   const bestDec = ms.reduce((a, b) => (dec(b) > dec(a) ? b : a));
   return { prefill: Math.max(...ms.map(pre)), decode: dec(bestDec), m: bestDec, n: ms.length };
 }
@@ -391,7 +403,9 @@ for (const type of TYPES) {
     if (!b) continue;
     const gbs = b.decode * traffic.perToken / 1e9;
     rows.push(
-      `| ${benchLabel(type)} | ${engine}${engine === "moe-edge ref" ? ` (${b.m.decodeSteps} decode)` : ""} | ` +
+      `| ${benchLabel(type)} | ${engine}${
+        engine === "moe-edge ref" ? ` (${b.m.decodeSteps} decode)` : ""
+      } | ` +
         `${f2(b.prefill)} | ${ratio(b.prefill, native?.prefill)} | ${
           ratio(b.prefill, wl?.prefill)
         } | ` +
@@ -453,7 +467,11 @@ const md = `# moe-edge speed bench — results
 
 ${table}
 
-Each cell is the best of \`processes\` fresh processes (engines alternate order between repeats) ×
+${
+  CLOCK === "cpu"
+    ? "**Clock: process CPU time** (`--clock cpu`: user + system time of each engine's process over the timed span, so time slices taken by other jobs on this shared machine do not count; llama.cpp computes on 1 thread). "
+    : ""
+}Each cell is the best of \`processes\` fresh processes (engines alternate order between repeats) ×
 ${PASSES} timed passes per process for moe-edge wasm and llama.cpp (wllama and ref: 1 pass), each
 after a discarded warm-up pass. Best-of estimates the uncontended speed on this shared machine.
 tok/s are for context; compare the ratios, which were measured in this run on this machine.
