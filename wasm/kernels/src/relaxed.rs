@@ -1,7 +1,8 @@
 //! The relaxed-SIMD build (`--cfg moe_relaxed`): activation expansions for
 //! the group kernels of `c/relaxed.c` (clang-19, `-mrelaxed-simd`), which use
-//! `i32x4.relaxed_dot_i8x16_i7x16_add_s` (x86: `vpdpbusd` with AVX-VNNI,
-//! else `pmaddubsw`+`pmaddwd`). That instruction is deterministic — and
+//! `i16x8.relaxed_dot_i8x16_i7x16_s` (x86: one `pmaddubsw`) widened by
+//! `i32x4.dot_i16x8_s` against ones (the fused i32x4 form costs V8 five
+//! instructions without AVX-VNNI). That instruction is deterministic — and
 //! exact — when its second operand is 7-bit, so every call passes one:
 //! Q4_0/Q4_K nibbles (0..15), or |a| of Q8_0 activations (≤ 127, with a's
 //! sign moved onto the weights). Dot lane `j` reads bytes `4j..4j+4`; the
