@@ -7,11 +7,16 @@
  *
  *   git show <rev>:wasm/pkg/moe_edge_kernels_relaxed.wasm > /tmp/old.wasm
  *   deno run -A wasm/bench/module_ab.ts /tmp/old.wasm wasm/pkg/moe_edge_kernels_relaxed.wasm \
- *     [tokens=1,4,16] [types=Q4_0,Q4_K,Q8_0,Q6_K]
+ *     [tokens=1,4,16] [types=Q4_0,Q4_K,Q8_0,Q6_K] [clock=wall|cpu]
+ *
+ * `clock=cpu` reports the mean process CPU time per call over all rounds
+ * instead of the best wall time: on a loaded machine, time slices lost to
+ * other processes then do not count (cache and SMT contention still do).
  *
  * @module
  */
 
+import process from "node:process";
 import { GgmlType } from "../../core/tensor/ggml_type.ts";
 import { randomActivations, randomWeights, rng } from "../kernel_test_util.ts";
 
@@ -30,6 +35,12 @@ const opt = (k: string, d: string): string =>
   Deno.args.find((a) => a.startsWith(`${k}=`))?.slice(k.length + 1) ?? d;
 const TOKENS = opt("tokens", "1,16").split(",").map(Number);
 const TYPES = opt("types", "Q4_0,Q4_K,Q8_0,Q6_K").split(",");
+const CPU = opt("clock", "wall") === "cpu";
+/** Process CPU milliseconds (user + system). */
+const cpuMs = (): number => {
+  const u = process.cpuUsage();
+  return (u.user + u.system) / 1000;
+};
 const insts = Deno.args.slice(0, 2).map((p) =>
   new WebAssembly.Instance(new WebAssembly.Module(Deno.readFileSync(p)), {})
     .exports as unknown as Raw
@@ -63,17 +74,23 @@ for (const name of TYPES) {
     });
     const same = outs[0].every((b, i) => b === outs[1][i]);
     const best = [Infinity, Infinity];
+    const cpu = [0, 0], calls = [0, 0];
     for (let r = 0; r < 15; r++) {
       for (let i = 0; i < 2; i++) {
-        const t0 = performance.now();
+        const t0 = performance.now(), c0 = CPU ? cpuMs() : 0;
         let n = 0;
         while (performance.now() - t0 < 40) {
           runs[i]();
           n++;
         }
         best[i] = Math.min(best[i], ((performance.now() - t0) / n) * 1000);
+        if (CPU) {
+          cpu[i] += cpuMs() - c0;
+          calls[i] += n;
+        }
       }
     }
+    if (CPU) { for (let i = 0; i < 2; i++) best[i] = (cpu[i] / calls[i]) * 1000; }
     console.log(
       `${name} ${rows}x${cols} t=${nt}: A ${best[0].toFixed(1)} us, B ${
         best[1].toFixed(1)
