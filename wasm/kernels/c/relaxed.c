@@ -73,7 +73,9 @@ static inline uint32_t align16(uint32_t n) { return (n + 15u) & ~15u; }
   const v128_t z = wasm_i32x4_splat(0);                                                   \
   (void)z
 
-/* Q8_0: w' = (w ^ m) − m carries a's sign (m = a < 0), times |a| (7-bit). */
+/* Q8_0: x = w ^ m (m = a < 0: x = −w − 1 there) times |a| (7-bit), plus the
+ * block's c8 = Σ |a| over negative a per lane: Σ x·|a| + c8 = Σ w·a, exactly
+ * (|x| ≤ 128, so each i16 pair sum stays below 2^15). */
 static inline __attribute__((always_inline)) void q8_0_body(const int G, const uint8_t *const g[2], uint32_t nb,
                                                           const uint8_t *a, float *const o[2]) {
   const float *da = (const float *)a;
@@ -84,9 +86,9 @@ static inline __attribute__((always_inline)) void q8_0_body(const int G, const u
   for (int k = 0; k < G; k++)
     for (int r = 0; r < 4; r++) acc[k][r] = wasm_f32x4_splat(0.0f);
   for (uint32_t i = 0; i < nb; i++) {
-    const uint8_t *yb = y + 64 * i;
+    const uint8_t *yb = y + 80 * i;
     v128_t a0 = wasm_v128_load(yb), a1 = wasm_v128_load(yb + 16);
-    v128_t m0 = wasm_v128_load(yb + 32), m1 = wasm_v128_load(yb + 48);
+    v128_t m0 = wasm_v128_load(yb + 32), m1 = wasm_v128_load(yb + 48), c8 = wasm_v128_load(yb + 64);
     v128_t ds = wasm_f32x4_splat(da[i]);
     for (int k = 0; k < G; k++) {
       v128_t dd = wasm_f32x4_mul(scales4(g[k] + 8 * i, sm, sk), ds);
@@ -94,9 +96,8 @@ static inline __attribute__((always_inline)) void q8_0_body(const int G, const u
       v128_t s[4];
       for (int r = 0; r < 4; r++) {
         v128_t w0 = wasm_v128_load(q + 32 * r), w1 = wasm_v128_load(q + 32 * r + 16);
-        w0 = wasm_i8x16_sub(wasm_v128_xor(w0, m0), m0);
-        w1 = wasm_i8x16_sub(wasm_v128_xor(w1, m1), m1);
-        s[r] = wasm_i32x4_add(PAIRS(RD16(w0, a0), one), PAIRS(RD16(w1, a1), one));
+        v128_t x0 = wasm_v128_xor(w0, m0), x1 = wasm_v128_xor(w1, m1);
+        s[r] = wasm_i32x4_add(wasm_i32x4_add(PAIRS(RD16(x0, a0), one), c8), PAIRS(RD16(x1, a1), one));
       }
       ACC4(acc[k], s, dd);
     }
