@@ -23,7 +23,10 @@
  * It also reports tokens per second including TTFT (all tokens over the time from the
  * common start to the last token), which a server that flushes a stream's tokens in one
  * burst cannot inflate; a round where some stream's tokens arrived < 1 ms apart is marked
- * (†) and loses to any round without a burst when the best round is picked.
+ * (†) and loses to any round without a burst when the best round is picked. Last, tokens
+ * (prompt excluded, all streams) per second of each engine process's CPU time (server: from
+ * `/proc/<pid>/stat`; llama.cpp peer: `process.cpuUsage`), best round: on an oversubscribed
+ * machine it leaves out the time slices other processes took (prefill work is included).
  *
  * ```sh
  * deno run -A bench/load.ts --streams 1,2,4,8,16 --model q4_0 [--max-tokens 32] [--threads 1]
@@ -282,6 +285,18 @@ interface RoundStats {
   burst: boolean;
   ttftP50: number;
   ttftP99: number;
+  /** Σ tokens per second of the engine process's CPU time (user + system) over the round. */
+  cpuTokPerS?: number;
+}
+
+/** CPU milliseconds (user + system) a process has used, from `/proc/<pid>/stat` (Linux). */
+function procCpuMs(pid: number): number {
+  try {
+    const f = Deno.readTextFileSync(`/proc/${pid}/stat`).split(") ")[1].split(" ");
+    return (Number(f[11]) + Number(f[12])) * 10; // utime, stime in clock ticks (USER_HZ = 100)
+  } catch {
+    return NaN;
+  }
 }
 
 /** Whether round `b` is a better estimate than `a`: a non-burst round first, then faster decode. */
@@ -289,6 +304,11 @@ function better(a: RoundStats | null, b: RoundStats): boolean {
   if (a === null) return true;
   if (a.burst !== b.burst) return a.burst;
   return b.decodeTokPerS > a.decodeTokPerS;
+}
+
+/** Tokens generated in a round (all streams). */
+function tokensOf(per: readonly StreamTiming[]): number {
+  return per.reduce((a, p) => a + p.tokens, 0);
 }
 
 function roundStats(streams: number, per: readonly StreamTiming[]): RoundStats {
@@ -414,10 +434,13 @@ async function llamaCppRound(
   }).output();
   const res = JSON.parse(new TextDecoder().decode(out.stdout).trim().split("\n").at(-1)!);
   if (res.error) throw new Error(`llama.cpp peer failed: ${res.error}`);
-  const row: { streams: number; rounds: StreamTiming[][] } = res.rows[0];
-  const stats = row.rounds.map((per) => roundStats(row.streams, per)).reduce((a, b) =>
-    better(a, b) ? b : a
-  );
+  const row: { streams: number; rounds: StreamTiming[][]; cpuMs?: number[] } = res.rows[0];
+  const all = row.rounds.map((per, i) => ({
+    ...roundStats(row.streams, per),
+    cpuTokPerS: row.cpuMs ? tokensOf(per) / (row.cpuMs[i] / 1000) : undefined,
+  }));
+  const stats = all.reduce((a, b) => better(a, b) ? b : a);
+  stats.cpuTokPerS = Math.max(...all.map((r) => r.cpuTokPerS ?? NaN));
   return { stats, version: res.llamaCppVersion, threads: res.threads };
 }
 
@@ -435,14 +458,18 @@ async function runScaling(cfg: ScalingConfig): Promise<string> {
     for (const c of cfg.streams) {
       console.error(`bench/load: ${c} streams: moe-edge…`);
       let best: RoundStats | null = null;
+      let bestCpu = NaN;
       for (let r = 0; r < cfg.rounds; r++) {
-        const t0 = performance.now();
+        const t0 = performance.now(), c0 = procCpuMs(child.pid);
         const per = await Promise.all(
           prompts.slice(0, c).map((p) => streamIds(url, p, cfg.maxTokens, banned, t0)),
         );
+        const cpuTokPerS = tokensOf(per) / ((procCpuMs(child.pid) - c0) / 1000);
+        if (!(bestCpu >= cpuTokPerS)) bestCpu = cpuTokPerS;
         const st = roundStats(c, per);
         if (better(best, st)) best = st;
       }
+      best!.cpuTokPerS = bestCpu;
       ours.push(best!);
       console.error(`bench/load: ${c} streams: llama.cpp…`);
       const p = await llamaCppRound(cfg, file, prompts, banned, c);
@@ -465,10 +492,20 @@ async function runScaling(cfg: ScalingConfig): Promise<string> {
       Deno.loadavg().map((x) => x.toFixed(1)).join(" ")
     } at the end.`,
     "",
-    "| streams | moe-edge decode tok/s | × 1 stream | TTFT p50 ms | TTFT p99 ms | llama.cpp decode tok/s | × 1 stream | TTFT p50 ms | TTFT p99 ms | moe-edge / llama.cpp | moe-edge tok/s incl. TTFT | llama.cpp tok/s incl. TTFT | ratio incl. TTFT |",
-    "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    "| streams | moe-edge decode tok/s | × 1 stream | TTFT p50 ms | TTFT p99 ms | llama.cpp decode tok/s | × 1 stream | TTFT p50 ms | TTFT p99 ms | moe-edge / llama.cpp | moe-edge tok/s incl. TTFT | llama.cpp tok/s incl. TTFT | ratio incl. TTFT | moe-edge tok per CPU-s | × 1 stream | llama.cpp tok per CPU-s | × 1 stream | ratio (CPU) |",
+    "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
   ];
   const mark = (r: RoundStats): string => r.burst ? " †" : "";
+  const f = (v: number | undefined, d = 1): string =>
+    v === undefined || !isFinite(v) ? "—" : v.toFixed(d);
+  const cpuCells = (a: RoundStats, b: RoundStats, a1: RoundStats, b1: RoundStats): string =>
+    [
+      f(a.cpuTokPerS),
+      `${f(a.cpuTokPerS! / a1.cpuTokPerS!, 2)}×`,
+      f(b.cpuTokPerS),
+      `${f(b.cpuTokPerS! / b1.cpuTokPerS!, 2)}×`,
+      `${f(a.cpuTokPerS! / b.cpuTokPerS!, 2)}×`,
+    ].join(" | ");
   for (let i = 0; i < ours.length; i++) {
     const a = ours[i], b = theirs[i];
     lines.push(
@@ -480,7 +517,7 @@ async function runScaling(cfg: ScalingConfig): Promise<string> {
         b.ttftP99.toFixed(0)
       } | ${(a.decodeTokPerS / b.decodeTokPerS).toFixed(2)}× | ${a.e2eTokPerS.toFixed(1)} | ${
         b.e2eTokPerS.toFixed(1)
-      } | ${(a.e2eTokPerS / b.e2eTokPerS).toFixed(2)}× |`,
+      } | ${(a.e2eTokPerS / b.e2eTokPerS).toFixed(2)}× | ${cpuCells(a, b, ours[0], theirs[0])} |`,
     );
   }
   if ([...ours, ...theirs].some((r) => r.burst)) {
