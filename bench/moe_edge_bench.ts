@@ -72,28 +72,29 @@ async function main(req: Request): Promise<Record<string, unknown>> {
     warmupMs = performance.now() - tw;
   }
 
+  // Process CPU time (user + system) next to wall time: on a shared machine it leaves out the
+  // time slices other processes took.
+  const cpuMs = (): number => {
+    const u = process.cpuUsage();
+    return (u.user + u.system) / 1000;
+  };
   const prefills: number[] = [], decodes: number[] = [];
-  // Process CPU time of the same spans (user + system, ms): on a shared machine the wall
-  // clock also counts the time slices other jobs take (`bench/run.ts --clock cpu`).
   const prefillsCpu: number[] = [], decodesCpu: number[] = [];
-  const cpuMs = (c: { user: number; system: number }) => (c.user + c.system) / 1000;
   let tokens: number[] = [];
   for (let pass = 0; pass < (req.passes ?? 1); pass++) {
     const s = new Session(model, { nCtx });
-    const tp = performance.now();
-    const cp = process.cpuUsage();
+    const tp = performance.now(), cp = cpuMs();
     let logits = await s.eval(req.prompt);
-    prefillsCpu.push(cpuMs(process.cpuUsage(cp)));
     prefills.push(performance.now() - tp);
+    prefillsCpu.push(cpuMs() - cp);
     tokens = [argmaxAllowed(logits, banned)];
-    const td = performance.now();
-    const cd = process.cpuUsage();
+    const td = performance.now(), cd = cpuMs();
     for (let i = 0; i < req.decode; i++) {
       logits = await s.eval([tokens[tokens.length - 1]]);
       tokens.push(argmaxAllowed(logits, banned));
     }
-    decodesCpu.push(cpuMs(process.cpuUsage(cd)));
     decodes.push(performance.now() - td);
+    decodesCpu.push(cpuMs() - cd);
     s.dispose();
   }
   return {
@@ -108,9 +109,14 @@ async function main(req: Request): Promise<Record<string, unknown>> {
     prefillTokens: req.prompt.length,
     decodeMs: Math.min(...decodes),
     decodeSteps: req.decode,
-    passes: { prefillMs: prefills, decodeMs: decodes },
     prefillCpuMs: Math.min(...prefillsCpu),
     decodeCpuMs: Math.min(...decodesCpu),
+    passes: {
+      prefillMs: prefills,
+      decodeMs: decodes,
+      prefillCpuMs: prefillsCpu,
+      decodeCpuMs: decodesCpu,
+    },
     tokens,
   };
 }

@@ -118,28 +118,28 @@ async function run(req) {
   for (let i = 0; i < 4; i++) tok = await step([tok]);
   await sequence.clearHistory();
 
-  const prefills = [], decodes = [];
-  // Process CPU time of the same spans (user + system, ms; 1 compute thread): on a shared
-  // machine the wall clock also counts the time slices other jobs take (run.ts --clock cpu).
-  const prefillsCpu = [], decodesCpu = [];
-  const cpuMs = (c) => (c.user + c.system) / 1000;
+  // Process CPU time (user + system, all threads) next to wall time: on a shared machine it
+  // leaves out the time slices other processes took.
+  const cpuMs = () => {
+    const u = process.cpuUsage();
+    return (u.user + u.system) / 1000;
+  };
+  const prefills = [], decodes = [], prefillsCpu = [], decodesCpu = [];
   let tokens = [];
   for (let pass = 0; pass < (req.passes ?? 1); pass++) {
     if (pass > 0) await sequence.clearHistory();
-    const tp = performance.now();
-    const cp = process.cpuUsage();
+    const tp = performance.now(), cp = cpuMs();
     tok = await step(req.prompt);
-    prefillsCpu.push(cpuMs(process.cpuUsage(cp)));
     prefills.push(performance.now() - tp);
+    prefillsCpu.push(cpuMs() - cp);
     tokens = [tok];
-    const td = performance.now();
-    const cd = process.cpuUsage();
+    const td = performance.now(), cd = cpuMs();
     for (let i = 0; i < req.decode; i++) {
       tok = await step([tok]);
       tokens.push(tok);
     }
-    decodesCpu.push(cpuMs(process.cpuUsage(cd)));
     decodes.push(performance.now() - td);
+    decodesCpu.push(cpuMs() - cd);
   }
 
   const fa = logs.map((l) => /flash_attn\s*=\s*(\w+)/.exec(l)).find((m) => m);
@@ -159,9 +159,14 @@ async function run(req) {
     prefillTokens: req.prompt.length,
     decodeMs: Math.min(...decodes),
     decodeSteps: req.decode,
-    passes: { prefillMs: prefills, decodeMs: decodes },
     prefillCpuMs: Math.min(...prefillsCpu),
     decodeCpuMs: Math.min(...decodesCpu),
+    passes: {
+      prefillMs: prefills,
+      decodeMs: decodes,
+      prefillCpuMs: prefillsCpu,
+      decodeCpuMs: decodesCpu,
+    },
     tokens,
   };
   await sequence.dispose();
