@@ -15,6 +15,7 @@ import {
   synthesizeModel,
   type SyntheticModelSpec,
 } from "../mod.ts";
+import type { QuantMix } from "../core/model/synthetic.ts";
 import { createTokenizer } from "../core/tokenizer/tokenizer.ts";
 import { buildTestVocab } from "../core/tokenizer/test_vocab.ts";
 import { buildCorpus } from "../core/tokenizer/bpe_train.ts";
@@ -50,7 +51,35 @@ export const BENCH_EXTRA_TYPES: readonly string[] = [
   "iq4_nl",
   "iq4_xs",
   "mxfp4",
+  "f16",
+  "bf16",
+  "q4_1",
+  "q5_0",
+  "q5_1",
 ];
+
+/**
+ * llama.cpp ftype mixes `--mixes` accepts (`quantMixType` in core/model/synthetic.ts, after
+ * llama.cpp's `llama_tensor_get_type`): the bench MoE with each matrix in the type llama-quantize
+ * gives it. Run keys are `mix:NAME`.
+ */
+export const BENCH_MIXES: readonly QuantMix[] = ["Q4_K_M", "Q3_K_M", "Q2_K", "MXFP4_MOE"];
+
+/** The mix of a run key `mix:NAME`, or undefined for a plain type name. */
+export function benchMix(key: string): QuantMix | undefined {
+  if (!key.startsWith("mix:")) return undefined;
+  const m = key.slice(4) as QuantMix;
+  if (!BENCH_MIXES.includes(m)) {
+    throw new Error(`Unknown mix "${m}" (${BENCH_MIXES.join(",")})`);
+  }
+  return m;
+}
+
+/** Table label of a run key: the type name, or "NAME mix". */
+export function benchLabel(key: string): string {
+  const m = benchMix(key);
+  return m === undefined ? key : `${m} mix`;
+}
 
 const CACHE_DIR = new URL("../.cache/bench/", import.meta.url).pathname;
 
@@ -68,17 +97,25 @@ export function benchType(name: string): GgmlType {
 }
 
 /**
- * Path of the cached GGUF of the bench MoE in `type`; synthesizes and writes
+ * Path of the cached GGUF of the bench MoE in `type` (or mix `mix:NAME`); synthesizes and writes
  * it (atomically, via a temp file) when absent. Returns the path and whether
  * it was built now, with the time that took.
  */
 export async function ensureBenchModel(
   typeName: string,
 ): Promise<{ path: string; built: boolean; buildMs: number; bytes: number }> {
-  const type = benchType(typeName);
-  const spec: SyntheticModelSpec = { ...BENCH_SHAPE, type };
+  const mix = benchMix(typeName);
+  let spec: SyntheticModelSpec, stem: string;
+  if (mix !== undefined) {
+    spec = { ...BENCH_SHAPE, mix };
+    stem = `mix-${mix.toLowerCase()}`;
+  } else {
+    const type = benchType(typeName);
+    spec = { ...BENCH_SHAPE, type };
+    stem = ggmlTypeName(type).toLowerCase();
+  }
   const key = await sha256Short(JSON.stringify(spec));
-  const path = `${CACHE_DIR}moe-${ggmlTypeName(type).toLowerCase()}-${key}.gguf`;
+  const path = `${CACHE_DIR}moe-${stem}-${key}.gguf`;
   try {
     const st = await Deno.stat(path);
     return { path, built: false, buildMs: 0, bytes: st.size };

@@ -12,11 +12,13 @@
  * deno task bench --types q8_0,q4_K --tokens 16 --backends wasm --peers llamacpp
  * ```
  *
- * Flags: `--types` (f32,q8_0,q4_0,q4_K), `--tokens` (decode steps, 32), `--prompt`
+ * Flags: `--types` (f32,q8_0,q4_0,q4_K), `--mixes` (llama.cpp ftype mixes of the bench MoE:
+ * Q4_K_M,Q3_K_M,Q2_K,MXFP4_MOE; none by default, and no default types when given), `--tokens` (decode steps, 32), `--prompt`
  * (prompt tokens incl. BOS, 64), `--backends` (moe-edge backends: wasm,ref), `--ref-types`
  * (types the slow reference backend runs, q8_0,q4_K), `--ref-tokens` (its decode steps, 8),
  * `--peers` (llamacpp,wllama), `--repeats` (processes per engine and type, 3), `--passes`
- * (timed passes per process for moe-edge and llama.cpp, 3), `--quick`, `--no-write`.
+ * (timed passes per process for moe-edge and llama.cpp, 3), `--clock` (wall | cpu: time by process
+ * CPU time, for a shared machine; wllama has no CPU time), `--quick`, `--no-write`.
  *
  * @module
  */
@@ -25,8 +27,10 @@ import { parseArgs } from "node:util";
 import {
   bannedTokens,
   BENCH_EXTRA_TYPES,
+  BENCH_MIXES,
   BENCH_SHAPE,
   BENCH_TYPES,
+  benchLabel,
   benchPrompt,
   ensureBenchModel,
   type WeightTraffic,
@@ -45,6 +49,8 @@ const { values } = parseArgs({
   args: Deno.args,
   options: {
     types: { type: "string" },
+    mixes: { type: "string" },
+    clock: { type: "string", default: "wall" },
     tokens: { type: "string" },
     prompt: { type: "string", default: "64" },
     backends: { type: "string" },
@@ -59,17 +65,30 @@ const { values } = parseArgs({
 });
 const quick = values.quick;
 const list = (s: string): string[] => s.split(",").map((x) => x.trim()).filter((x) => x !== "");
-const TYPES = list(values.types ?? (quick ? "q8_0" : BENCH_TYPES.join(",")));
+const TYPE_NAMES = list(
+  values.types ?? (values.mixes ? "" : quick ? "q8_0" : BENCH_TYPES.join(",")),
+);
+const MIXES = list(values.mixes ?? "");
+for (const m of MIXES) {
+  if (!BENCH_MIXES.includes(m as (typeof BENCH_MIXES)[number])) {
+    throw new Error(`--mixes: unknown mix "${m}" (${BENCH_MIXES})`);
+  }
+}
+/** Run keys: the type names, then `mix:NAME` per mix. */
+const TYPES = [...TYPE_NAMES, ...MIXES.map((m) => `mix:${m}`)];
 const DECODE = Number(values.tokens ?? (quick ? "8" : "32"));
 const PROMPT_N = Number(values.prompt);
 const BACKENDS = list(values.backends ?? (quick ? "wasm" : "wasm,ref"));
 const REF_TYPES = list(values["ref-types"]);
 const REF_DECODE = Number(values["ref-tokens"]);
 const PEERS = list(values.peers);
+/** `wall` (default) or `cpu`: time prefill and decode by process CPU time (shared machines). */
+const CLOCK = values.clock;
+if (CLOCK !== "wall" && CLOCK !== "cpu") throw new Error(`--clock: wall or cpu, not "${CLOCK}"`);
 const REPEATS = Number(values.repeats ?? (quick ? "1" : "3"));
 /** Timed passes per process for moe-edge and llama.cpp (wllama: 1; its passes are long). */
 const PASSES = Number(values.passes ?? (quick ? "1" : "3"));
-for (const t of TYPES) {
+for (const t of TYPE_NAMES) {
   if (!BENCH_TYPES.includes(t) && !BENCH_EXTRA_TYPES.includes(t)) {
     throw new Error(`--types: unknown type "${t}" (${[...BENCH_TYPES, ...BENCH_EXTRA_TYPES]})`);
   }
@@ -132,6 +151,8 @@ function memcpyGBs(): number {
 interface Measurement {
   engine: string;
   prefillMs: number;
+  prefillCpuMs?: number;
+  decodeCpuMs?: number;
   prefillTokens: number;
   decodeMs: number;
   decodeSteps: number;
@@ -332,8 +353,11 @@ interface Best {
 
 function best(ms: Measurement[] | undefined): Best | null {
   if (!ms || ms.length === 0) return null;
-  const pre = (m: Measurement) => m.prefillTokens / (m.prefillMs / 1000);
-  const dec = (m: Measurement) => m.decodeSteps / (m.decodeMs / 1000);
+  const cpu = CLOCK === "cpu";
+  const pre = (m: Measurement) =>
+    m.prefillTokens / ((cpu ? m.prefillCpuMs ?? NaN : m.prefillMs) / 1000);
+  const dec = (m: Measurement) =>
+    m.decodeSteps / ((cpu ? m.decodeCpuMs ?? NaN : m.decodeMs) / 1000);
   const bestDec = ms.reduce((a, b) => (dec(b) > dec(a) ? b : a));
   return { prefill: Math.max(...ms.map(pre)), decode: dec(bestDec), m: bestDec, n: ms.length };
 }
@@ -379,7 +403,9 @@ for (const type of TYPES) {
     if (!b) continue;
     const gbs = b.decode * traffic.perToken / 1e9;
     rows.push(
-      `| ${type} | ${engine}${engine === "moe-edge ref" ? ` (${b.m.decodeSteps} decode)` : ""} | ` +
+      `| ${benchLabel(type)} | ${engine}${
+        engine === "moe-edge ref" ? ` (${b.m.decodeSteps} decode)` : ""
+      } | ` +
         `${f2(b.prefill)} | ${ratio(b.prefill, native?.prefill)} | ${
           ratio(b.prefill, wl?.prefill)
         } | ` +
@@ -397,7 +423,7 @@ for (const type of TYPES) {
       ? Math.min(...byEngine.get("llama.cpp")!.map((m) => m.loadMs))
       : undefined;
     loadRows.push(
-      `| ${type} | ${engine} | ${f2(load, 0)} | ${ratio(load, nativeLoad)} | ${wasm} |`,
+      `| ${benchLabel(type)} | ${engine} | ${f2(load, 0)} | ${ratio(load, nativeLoad)} | ${wasm} |`,
     );
   }
 }
@@ -406,7 +432,7 @@ const nativeInfo = [...results.values()].flatMap((m) => m.get("llama.cpp") ?? []
 const wllamaInfo = [...results.values()].flatMap((m) => m.get("wllama") ?? [])[0];
 const trafficLines = TYPES.map((t) => {
   const w = models.get(t)!.traffic;
-  return `${t} ${(w.perToken / 1e6).toFixed(1)} MB/token (file ${
+  return `${benchLabel(t)} ${(w.perToken / 1e6).toFixed(1)} MB/token (file ${
     (models.get(t)!.fileBytes / 1e6).toFixed(0)
   } MB)`;
 });
@@ -428,7 +454,7 @@ const md = `# moe-edge speed bench — results
 - **Date:** ${date}
 - **Machine:** ${nproc} vCPUs (\`nproc\`), ${cpu} (${cpuFlags(CPUINFO)}); shared with other jobs
 - **Command:** \`${command}\` (wall time ${wall.toFixed(0)} s)
-- **Model:** synthesized llama MoE, nEmbd ${BENCH_SHAPE.nEmbd}, ${BENCH_SHAPE.nLayer} layers, ${BENCH_SHAPE.nExpert} experts (${BENCH_SHAPE.nExpertUsed} active), nFf ${BENCH_SHAPE.nFf}, ${BENCH_SHAPE.nHead}/${BENCH_SHAPE.nHeadKv} heads, vocab ${BENCH_SHAPE.nVocab}; all big matrices (incl. embedding/output) in the row's type
+- **Model:** synthesized llama MoE, nEmbd ${BENCH_SHAPE.nEmbd}, ${BENCH_SHAPE.nLayer} layers, ${BENCH_SHAPE.nExpert} experts (${BENCH_SHAPE.nExpertUsed} active), nFf ${BENCH_SHAPE.nFf}, ${BENCH_SHAPE.nHead}/${BENCH_SHAPE.nHeadKv} heads, vocab ${BENCH_SHAPE.nVocab}; all big matrices (incl. embedding/output) in the row's type; a "mix" row has each matrix in the type llama-quantize's ftype gives it (\`quantMixType\`, after llama.cpp's \`llama_tensor_get_type\`)
 - **Workload:** prompt of ${PROMPT.ids.length} tokens (BOS included) as one batch, then ${DECODE} greedy single-token decodes; byte tokens 0x80–0xFF and \`<unk>\`/\`<s>\`/\`</s>\` banned on every engine
 - **Weight traffic per decoded token** (attention + router + ${BENCH_SHAPE.nExpertUsed} experts/layer + output + 1 embedding row): ${
   trafficLines.join("; ")
@@ -441,7 +467,11 @@ const md = `# moe-edge speed bench — results
 
 ${table}
 
-Each cell is the best of \`processes\` fresh processes (engines alternate order between repeats) ×
+${
+  CLOCK === "cpu"
+    ? "**Clock: process CPU time** (`--clock cpu`: user + system time of each engine's process over the timed span, so time slices taken by other jobs on this shared machine do not count; llama.cpp computes on 1 thread). "
+    : ""
+}Each cell is the best of \`processes\` fresh processes (engines alternate order between repeats) ×
 ${PASSES} timed passes per process for moe-edge wasm and llama.cpp (wllama and ref: 1 pass), each
 after a discarded warm-up pass. Best-of estimates the uncontended speed on this shared machine.
 tok/s are for context; compare the ratios, which were measured in this run on this machine.

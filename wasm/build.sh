@@ -63,6 +63,15 @@ trap 'rm -rf "$TMP"' EXIT
   -O3 -ffp-contract=off -ffreestanding -nostdlib -fno-builtin -g0 \
   -ffile-prefix-map="$HERE=/moe-edge/wasm" \
   -c "$HERE/kernels/c/relaxed.c" -o "$TMP/relaxed_mt.o"
+# The packed K-quant kernels (c/relaxed_kquants.c: Q6_K, Q2_K), same flags, their own objects.
+"$CLANG" --target=wasm32-unknown-unknown -mcpu=mvp -msimd128 -mrelaxed-simd \
+  -O3 -ffp-contract=off -ffreestanding -nostdlib -fno-builtin -g0 \
+  -ffile-prefix-map="$HERE=/moe-edge/wasm" \
+  -c "$HERE/kernels/c/relaxed_kquants.c" -o "$TMP/relaxed_kquants.o"
+"$CLANG" --target=wasm32-unknown-unknown -mcpu=mvp -msimd128 -mrelaxed-simd -matomics -mbulk-memory \
+  -O3 -ffp-contract=off -ffreestanding -nostdlib -fno-builtin -g0 \
+  -ffile-prefix-map="$HERE=/moe-edge/wasm" \
+  -c "$HERE/kernels/c/relaxed_kquants.c" -o "$TMP/relaxed_kquants_mt.o"
 
 # build NAME FEATURES IMPORTS [extra rustc args...]   (IMPORTS: none | memory)
 build() {
@@ -135,11 +144,11 @@ PY
 }
 
 build moe_edge_kernels +simd128 none
-build moe_edge_kernels_relaxed +simd128 none --cfg moe_relaxed -C link-arg="$TMP/relaxed.o"
+build moe_edge_kernels_relaxed +simd128 none --cfg moe_relaxed -C link-arg="$TMP/relaxed.o" -C link-arg="$TMP/relaxed_kquants.o"
 # Shared-memory builds. The prebuilt core library lacks the atomics feature
 # (it never touches memory concurrently), hence --no-check-features.
 MT_LINK=(-C link-arg=--shared-memory -C link-arg=--import-memory -C link-arg=--max-memory=4294967296
   -C link-arg=--no-check-features -C link-arg=--export=__stack_pointer)
 build moe_edge_kernels_mt +simd128,+atomics,+bulk-memory,+mutable-globals memory "${MT_LINK[@]}"
 build moe_edge_kernels_relaxed_mt +simd128,+atomics,+bulk-memory,+mutable-globals memory --cfg moe_relaxed \
-  "${MT_LINK[@]}" -C link-arg="$TMP/relaxed_mt.o"
+  "${MT_LINK[@]}" -C link-arg="$TMP/relaxed_mt.o" -C link-arg="$TMP/relaxed_kquants_mt.o"

@@ -23,7 +23,23 @@ const PACKABLE = [
   { type: GgmlType.Q8_0, name: "Q8_0", blk: 32 },
   { type: GgmlType.Q4_0, name: "Q4_0", blk: 32 },
   { type: GgmlType.Q4_K, name: "Q4_K", blk: 256 },
+  { type: GgmlType.Q6_K, name: "Q6_K", blk: 256 },
+  { type: GgmlType.Q2_K, name: "Q2_K", blk: 256 },
+  { type: GgmlType.Q3_K, name: "Q3_K", blk: 256 },
+  { type: GgmlType.MXFP4, name: "MXFP4", blk: 32 },
+  { type: GgmlType.Q5_K, name: "Q5_K", blk: 256 },
 ] as const;
+
+/** Packed only in the relaxed-SIMD module (`packed_q6k.rs`). */
+const RELAXED_ONLY: readonly GgmlType[] = [
+  GgmlType.Q6_K,
+  GgmlType.Q2_K,
+  GgmlType.Q3_K,
+  GgmlType.MXFP4,
+  GgmlType.Q5_K,
+];
+const packableIn = (variant: string, t: GgmlType): boolean =>
+  variant === "relaxed" || !RELAXED_ONLY.includes(t);
 
 /** Q8_0 quants of -128 are legal but refused by the relaxed build; clear them where a case wants a packable matrix. */
 function clearQ8Min(w: Uint8Array): void {
@@ -93,7 +109,7 @@ function checkCase(
 }
 
 for (const variant of VARIANTS) {
-  for (const f of PACKABLE) {
+  for (const f of PACKABLE.filter((f) => packableIn(variant, f.type))) {
     Deno.test(`packed ${f.name} (${variant}): matmul/get_rows bit-identical to the standard layout, unpack restores`, () => {
       const H = HARNESS[variant]!;
       fc.assert(
@@ -112,7 +128,7 @@ for (const variant of VARIANTS) {
 
 Deno.test("packed kernels: the bench shapes (4 rows of 2816 / 1024 columns) in every variant", () => {
   for (const variant of VARIANTS) {
-    for (const f of PACKABLE) {
+    for (const f of PACKABLE.filter((f) => packableIn(variant, f.type))) {
       for (const cols of [1024, 2816]) {
         if (cols % Math.max(f.blk, 1) !== 0) continue;
         checkCase(HARNESS[variant]!, f.type, 8, cols, 1, cols + f.type);
@@ -150,6 +166,19 @@ Deno.test("pack_weights refuses (1, bytes untouched) when a precondition fails; 
     const qk = randomWeights(r, GgmlType.Q4_K, 4, 256);
     qk.set([0x01, 0x7e], 144 * 2 + 2); // NaN dmin in block 2
     refuse(GgmlType.Q4_K, 4, 256, qk);
+    if (packableIn(variant, GgmlType.Q6_K)) {
+      const q6 = randomWeights(r, GgmlType.Q6_K, 4, 512);
+      q6.set([0x00, 0xfc], 210 * 3 + 208); // -inf d in block 3
+      refuse(GgmlType.Q6_K, 4, 512, q6);
+      refuse(GgmlType.Q6_K, 6, 256, randomWeights(r, GgmlType.Q6_K, 6, 256));
+      const q2 = randomWeights(r, GgmlType.Q2_K, 4, 512);
+      q2.set([0x00, 0x7c], 84 * 5 + 82); // +inf dmin in block 5
+      refuse(GgmlType.Q2_K, 4, 512, q2);
+      refuse(GgmlType.Q2_K, 10, 256, randomWeights(r, GgmlType.Q2_K, 10, 256));
+      const q3 = randomWeights(r, GgmlType.Q3_K, 8, 256);
+      q3.set([0x01, 0xfe], 110 * 6 + 108); // NaN d in block 6
+      refuse(GgmlType.Q3_K, 8, 256, q3);
+    }
     const f16 = randomWeights(r, GgmlType.F16, 4, 19);
     f16.set([0x00, 0xfc], 2 * 40); // -inf value
     refuse(GgmlType.F16, 4, 19, f16);
@@ -164,7 +193,8 @@ Deno.test("pack_weights refuses (1, bytes untouched) when a precondition fails; 
       assertEquals(k.pack_weights(GgmlType.Q8_0, p, 4, 64, H.alloc(4 * 68), 0), 0);
     }
     // Formats without a packed layout.
-    for (const t of [GgmlType.F32, GgmlType.BF16, GgmlType.Q5_0, GgmlType.Q6_K]) {
+    const unpackable = [GgmlType.F32, GgmlType.BF16, GgmlType.Q5_0, GgmlType.Q6_K];
+    for (const t of unpackable.filter((t) => !packableIn(variant, t))) {
       assertEquals(k.pack_scratch_bytes(t, 256), 0);
       refuse(t, 4, 256, randomWeights(r, t, 4, 256), -1);
     }
@@ -177,15 +207,43 @@ Deno.test("packed layouts: every finite scale, including subnormal and negative 
     const k = H.k;
     const r = rng(11);
     const specials = [0x0000, 0x8000, 0x0001, 0x83ff, 0x0400, 0x7bff, 0xfbff, toF16(1e-6)];
-    for (const type of [GgmlType.Q8_0, GgmlType.Q4_0, GgmlType.Q4_K]) {
-      const cols = type === GgmlType.Q4_K ? 256 : 256;
+    const types = [
+      GgmlType.Q8_0,
+      GgmlType.Q4_0,
+      GgmlType.Q4_K,
+      GgmlType.Q6_K,
+      GgmlType.Q2_K,
+      GgmlType.Q3_K,
+      GgmlType.MXFP4, // E8M0 bytes 0x00, 0x01, 0xff among the low bytes below
+      GgmlType.Q5_K,
+    ];
+    for (const type of types.filter((t) => packableIn(variant, t))) {
+      const cols = type === GgmlType.Q6_K ? 2048 : 256;
       const w = randomWeights(r, type, 4, cols);
       if (type === GgmlType.Q8_0) clearQ8Min(w);
-      const bb = type === GgmlType.Q8_0 ? 34 : type === GgmlType.Q4_0 ? 18 : 144;
+      const BB: Partial<Record<GgmlType, number>> = {
+        [GgmlType.Q8_0]: 34,
+        [GgmlType.Q4_0]: 18,
+        [GgmlType.Q4_K]: 144,
+        [GgmlType.Q6_K]: 210,
+        [GgmlType.Q2_K]: 84,
+        [GgmlType.Q3_K]: 110,
+        [GgmlType.MXFP4]: 17,
+        [GgmlType.Q5_K]: 176,
+      };
+      const bb = BB[type]!;
+      // the f16 d of a block (Q2_K: dmin too)
+      const D_OFF: Partial<Record<GgmlType, number>> = {
+        [GgmlType.Q6_K]: 208,
+        [GgmlType.Q2_K]: 80,
+        [GgmlType.Q3_K]: 108,
+      };
+      const dOff = D_OFF[type] ?? 0;
       for (let b = 0; b < w.length / bb; b++) {
         const h = specials[b % specials.length];
-        w[b * bb] = h & 0xff;
-        w[b * bb + 1] = h >> 8;
+        w[b * bb + dOff] = h & 0xff;
+        w[b * bb + dOff + 1] = h >> 8;
+        if (type === GgmlType.Q2_K) w.set([h & 0xff, h >> 8], b * bb + 82);
       }
       H.reset();
       const std = H.putU8(w), pk = H.putU8(w);

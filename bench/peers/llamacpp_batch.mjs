@@ -80,10 +80,19 @@ async function run(req) {
   };
   await round(2, 4);
   const rows = [];
+  // process CPU ms (user + system, all threads) per round, next to the wall timings
+  const cpuMs = () => {
+    const u = process.cpuUsage();
+    return (u.user + u.system) / 1000;
+  };
   for (const c of req.streams) {
-    const rounds = [];
-    for (let r = 0; r < (req.rounds ?? 1); r++) rounds.push(await round(c, req.decode));
-    rows.push({ streams: c, rounds });
+    const rounds = [], cpu = [];
+    for (let r = 0; r < (req.rounds ?? 1); r++) {
+      const c0 = cpuMs();
+      rounds.push(await round(c, req.decode));
+      cpu.push(cpuMs() - c0);
+    }
+    rows.push({ streams: c, rounds, cpuMs: cpu });
   }
   const res = {
     engine: "llama.cpp",

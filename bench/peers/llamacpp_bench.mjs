@@ -118,20 +118,28 @@ async function run(req) {
   for (let i = 0; i < 4; i++) tok = await step([tok]);
   await sequence.clearHistory();
 
-  const prefills = [], decodes = [];
+  // Process CPU time (user + system, all threads) next to wall time: on a shared machine it
+  // leaves out the time slices other processes took.
+  const cpuMs = () => {
+    const u = process.cpuUsage();
+    return (u.user + u.system) / 1000;
+  };
+  const prefills = [], decodes = [], prefillsCpu = [], decodesCpu = [];
   let tokens = [];
   for (let pass = 0; pass < (req.passes ?? 1); pass++) {
     if (pass > 0) await sequence.clearHistory();
-    const tp = performance.now();
+    const tp = performance.now(), cp = cpuMs();
     tok = await step(req.prompt);
     prefills.push(performance.now() - tp);
+    prefillsCpu.push(cpuMs() - cp);
     tokens = [tok];
-    const td = performance.now();
+    const td = performance.now(), cd = cpuMs();
     for (let i = 0; i < req.decode; i++) {
       tok = await step([tok]);
       tokens.push(tok);
     }
     decodes.push(performance.now() - td);
+    decodesCpu.push(cpuMs() - cd);
   }
 
   const fa = logs.map((l) => /flash_attn\s*=\s*(\w+)/.exec(l)).find((m) => m);
@@ -151,7 +159,14 @@ async function run(req) {
     prefillTokens: req.prompt.length,
     decodeMs: Math.min(...decodes),
     decodeSteps: req.decode,
-    passes: { prefillMs: prefills, decodeMs: decodes },
+    prefillCpuMs: Math.min(...prefillsCpu),
+    decodeCpuMs: Math.min(...decodesCpu),
+    passes: {
+      prefillMs: prefills,
+      decodeMs: decodes,
+      prefillCpuMs: prefillsCpu,
+      decodeCpuMs: decodesCpu,
+    },
     tokens,
   };
   await sequence.dispose();

@@ -1,12 +1,19 @@
 /**
  * Micro-bench: WASM matmul throughput in GB/s of weight bytes, against a
  * memcpy of the same byte count in the same run (`copyWithin` on linear
- * memory, i.e. V8's native memmove). Columns: the standard layout, the
- * packed layout with the simd128 kernels, the packed layout with the
- * relaxed-SIMD kernels (when the engine supports them), and memcpy.
+ * memory, i.e. V8's native memmove) and a read-only WASM stream of the same
+ * bytes (four v128 loads per 64 bytes XOR-ed into four accumulators: the
+ * most a kernel that only reads its weights could pull). Columns: the
+ * standard layout, the packed layout with the simd128 kernels, the packed
+ * layout with the relaxed-SIMD kernels (when the engine supports them),
+ * the read-only stream and memcpy; ratios are to memcpy and, for the
+ * relaxed column, also to the read-only stream.
  *
  *   deno run wasm/bench/matvec.ts [--scalar] [--rounds N] [--types F32,Q8_0,...]
  *                                 [--tokens 1,16] [--shapes 2816x1024,1024x2816]
+ *
+ * Shapes larger than the last-level cache (e.g. `--shapes 16384x4096`,
+ * 37 MB in Q4_0) measure the DRAM stream; the defaults stay in L2/L3.
  *
  * All variants of a row are timed interleaved (round-robin batches of 20 ms,
  * best batch kept), so machine noise hits them alike; a warm-up first lets
@@ -41,6 +48,14 @@ const stdH = await KernelHarness.create("simd128");
 const packH = await KernelHarness.create("simd128");
 const rxH = relaxedSimdSupported() ? await KernelHarness.create("relaxed") : null;
 const memH = await KernelHarness.create("simd128");
+
+/** `read(p, n)`: XOR of the 16-byte words of [p, p+n), n a multiple of 64 (clang-19 -O2 -msimd128). */
+const STREAM_WASM =
+  "AGFzbQEAAAABBwFgAn9/AX8CDwEDZW52Bm1lbW9yeQIAAgMCAQAEBQFwAQEBBggBfwFBgIgECwcIAQRyZWFkAAAKnQEBmgEBBHsCQCABQQFODQD9DAAAAAAAAAAAAAAAAAAAAAD9GwAPCyAAIAFqIQH9DAAAAAAAAAAAAAAAAAAAAAAiAiEDIAIhBCACIQUDQCAA/QAAMCAC/VEhAiAA/QAAICAD/VEhAyAA/QAAECAE/VEhBCAA/QAAACAF/VEhBSAAQcAAaiIAIAFJDQALIAQgBf1RIAP9USAC/VH9GwAL";
+const stream = new WebAssembly.Instance(
+  new WebAssembly.Module(Uint8Array.from(atob(STREAM_WASM), (c) => c.charCodeAt(0))),
+  { env: { memory: memH.k.memory } },
+).exports as { read(p: number, n: number): number };
 
 /** Best ms per call of each function, timed round-robin. */
 function timeMany(fns: (() => void)[], batchMs = 20): number[] {
@@ -115,23 +130,27 @@ for (const [rows, cols] of SHAPES) {
       const src = memH.putU8(w);
       const dst = memH.alloc(w.length);
       const fns = cells.filter((c): c is Setup => c !== null).map((c) => c.run);
+      const n64 = w.length & ~63;
+      fns.push(() => stream.read(src, n64));
       fns.push(() => new Uint8Array(memH.k.memory.buffer).copyWithin(dst, src, src + w.length));
       // Warm-up: lets V8 tier every kernel up before the timed rounds.
       const warm = performance.now();
       while (performance.now() - warm < 300) for (const f of fns) f();
       const ms = timeMany(fns);
       const msCopy = ms[ms.length - 1];
+      const msRead = ms[ms.length - 2] * w.length / n64;
       let j = 0;
-      const cell = (c: Setup | null): string => {
+      const cell = (c: Setup | null, vsRead = false): string => {
         if (c === null) return "—";
         const t = ms[j++];
-        return `${(w.length / t / 1e6).toFixed(2)} (${(msCopy / t).toFixed(2)}×)`;
+        const r = vsRead ? `, ${(msRead / t).toFixed(2)}× read` : "";
+        return `${(w.length / t / 1e6).toFixed(2)} (${(msCopy / t).toFixed(2)}×${r})`;
       };
-      const shown = cells.map(cell);
+      const shown = cells.map((c, i) => cell(c, i === 2));
       rowsOut.push(
         `| ${ggmlTypeName(type)} | ${rows}×${cols} | ${nTok} | ${(w.length / 1e6).toFixed(2)} | ${
           shown.join(" | ")
-        } | ${(w.length / msCopy / 1e6).toFixed(2)} |`,
+        } | ${(w.length / msRead / 1e6).toFixed(2)} | ${(w.length / msCopy / 1e6).toFixed(2)} |`,
       );
     }
   }
@@ -145,7 +164,12 @@ console.log(
   "GB/s of weight bytes (× memcpy of the same bytes in the same run); — = not packable / not supported",
 );
 console.log(
-  "| type | rows×cols | tokens | weight MB | standard | packed simd128 | packed relaxed | memcpy GB/s |",
+  `${
+    Deno.readTextFileSync("/proc/cpuinfo").match(/model name\s*:\s*(.*)/)?.[1] ?? "?"
+  }; load average ${Deno.loadavg().map((v) => v.toFixed(2)).join(" ")}`,
 );
-console.log("|---|---|---|---|---|---|---|---|");
+console.log(
+  "| type | rows×cols | tokens | weight MB | standard | packed simd128 | packed relaxed | read-only GB/s | memcpy GB/s |",
+);
+console.log("|---|---|---|---|---|---|---|---|---|");
 for (const r of rowsOut) console.log(r);

@@ -7,15 +7,33 @@
  * 4 rows × 1 token of group g0 into o0[0..4] and, when g1 is not null, of
  * group g1 into o1[0..4] in the same pass (two independent memory streams
  * roughly double what one core pulls from DRAM). The only relaxed
- * instruction is i32x4.relaxed_dot_i8x16_i7x16_add_s, always with a 7-bit
- * second operand (nibbles or |a|), where it is deterministic and exact.
+ * instruction is i16x8.relaxed_dot_i8x16_i7x16_s, always with a 7-bit
+ * second operand (nibbles or |a|), where it is deterministic and exact; its
+ * i16 pair sums are widened to the same i32 lane partials with
+ * i32x4.dot_i16x8_s against ones. (The fused i32x4 form is one vpdpbusd
+ * only with AVX-VNNI; without it — Zen 4 has AVX512-VNNI only — V8 emits
+ * pmaddubsw + a rebuilt ones vector + pmaddwd + paddd per call: measured
+ * 1.2–1.5× slower for these kernels.)
  *
  * Built with clang-19: -O3 -mcpu=mvp -msimd128 -mrelaxed-simd, no libc.
  */
 #include <stdint.h>
 #include <wasm_simd128.h>
 
-#define DOT(a, b, c) wasm_i32x4_relaxed_dot_i8x16_i7x16_add((a), (b), (c))
+/* i16x8.relaxed_dot_i8x16_i7x16_s: adjacent byte pairs → i16 (x86: one
+ * pmaddubsw; exact, no saturation, for a 7-bit second operand and |a| ≤ 128:
+ * |pair| ≤ 2·127·128 < 2^15). The i32x4 form above costs V8 five
+ * instructions without AVX-VNNI (it rebuilds the i16 ones each time). */
+#define RD16(a, b) wasm_i16x8_relaxed_dot_i8x16_i7x16((a), (b))
+/* i16 pairs → i32 lanes (x86: pmaddwd with a ones vector). */
+#define PAIRS(v, one) wasm_i32x4_dot_i16x8((v), (one))
+
+/* A splat of i16 1 the compiler cannot fold into a v128.const (V8 rebuilds
+ * constants inside loops): read through a volatile slot once per call. */
+static inline v128_t ones16(void) {
+  volatile v128_t v = wasm_i16x8_splat(1);
+  return v;
+}
 
 /* Four finite f16 → f32x4 (group.rs `scales4`). */
 static inline v128_t scales4(const uint8_t *p, v128_t m, v128_t k) {
@@ -55,19 +73,22 @@ static inline uint32_t align16(uint32_t n) { return (n + 15u) & ~15u; }
   const v128_t z = wasm_i32x4_splat(0);                                                   \
   (void)z
 
-/* Q8_0: w' = (w ^ m) − m carries a's sign (m = a < 0), times |a| (7-bit). */
+/* Q8_0: x = w ^ m (m = a < 0: x = −w − 1 there) times |a| (7-bit), plus the
+ * block's c8 = Σ |a| over negative a per lane: Σ x·|a| + c8 = Σ w·a, exactly
+ * (|x| ≤ 128, so each i16 pair sum stays below 2^15). */
 static inline __attribute__((always_inline)) void q8_0_body(const int G, const uint8_t *const g[2], uint32_t nb,
                                                           const uint8_t *a, float *const o[2]) {
   const float *da = (const float *)a;
   const uint8_t *y = a + align16(4 * nb);
   CONSTS();
+  const v128_t one = ones16();
   v128_t acc[2][4];
   for (int k = 0; k < G; k++)
     for (int r = 0; r < 4; r++) acc[k][r] = wasm_f32x4_splat(0.0f);
   for (uint32_t i = 0; i < nb; i++) {
-    const uint8_t *yb = y + 64 * i;
+    const uint8_t *yb = y + 80 * i;
     v128_t a0 = wasm_v128_load(yb), a1 = wasm_v128_load(yb + 16);
-    v128_t m0 = wasm_v128_load(yb + 32), m1 = wasm_v128_load(yb + 48);
+    v128_t m0 = wasm_v128_load(yb + 32), m1 = wasm_v128_load(yb + 48), c8 = wasm_v128_load(yb + 64);
     v128_t ds = wasm_f32x4_splat(da[i]);
     for (int k = 0; k < G; k++) {
       v128_t dd = wasm_f32x4_mul(scales4(g[k] + 8 * i, sm, sk), ds);
@@ -75,9 +96,8 @@ static inline __attribute__((always_inline)) void q8_0_body(const int G, const u
       v128_t s[4];
       for (int r = 0; r < 4; r++) {
         v128_t w0 = wasm_v128_load(q + 32 * r), w1 = wasm_v128_load(q + 32 * r + 16);
-        w0 = wasm_i8x16_sub(wasm_v128_xor(w0, m0), m0);
-        w1 = wasm_i8x16_sub(wasm_v128_xor(w1, m1), m1);
-        s[r] = DOT(w1, a1, DOT(w0, a0, z));
+        v128_t x0 = wasm_v128_xor(w0, m0), x1 = wasm_v128_xor(w1, m1);
+        s[r] = wasm_i32x4_add(wasm_i32x4_add(PAIRS(RD16(x0, a0), one), c8), PAIRS(RD16(x1, a1), one));
       }
       ACC4(acc[k], s, dd);
     }
@@ -93,6 +113,7 @@ static inline __attribute__((always_inline)) void q4_0_body(const int G, const u
   const uint8_t *y = a + align16(4 * nb);
   CONSTS();
   const v128_t m = wasm_i8x16_splat(0x0f);
+  const v128_t one = ones16();
   v128_t acc[2][4];
   for (int k = 0; k < G; k++)
     for (int r = 0; r < 4; r++) acc[k][r] = wasm_f32x4_splat(0.0f);
@@ -108,7 +129,7 @@ static inline __attribute__((always_inline)) void q4_0_body(const int G, const u
         v128_t v = wasm_v128_load(q + 16 * r);
         v128_t lo = wasm_v128_and(v, m);
         v128_t hi = wasm_v128_and(wasm_u16x8_shr(v, 4), m);
-        s[r] = DOT(yhi, hi, DOT(ylo, lo, c));
+        s[r] = wasm_i32x4_add(PAIRS(wasm_i16x8_add(RD16(ylo, lo), RD16(yhi, hi)), one), c);
       }
       ACC4(acc[k], s, dd);
     }
@@ -117,17 +138,18 @@ static inline __attribute__((always_inline)) void q4_0_body(const int G, const u
     for (int r = 0; r < 4; r++) o[k][r] = hsum(acc[k][r]);
 }
 
-/* Q4_K: per chunk two sub-block partials (|p| < 2^15) scaled by one
- * i32x4.dot_i16x8_s against the (sc0, sc1) pair; mins as in group.rs. */
+/* Q4_K: per chunk two sub-block partials, kept as i16 pair sums (|x| ≤
+ * 4·15·128), each scaled by one i32x4.dot_i16x8_s against its splat 6-bit
+ * scale (scales decoded once per super-block to u16); mins as in group.rs. */
 static inline __attribute__((always_inline)) void q4_k_body(const int G, const uint8_t *const g[2], uint32_t nb,
                                                           const uint8_t *a, float *const o[2]) {
   const float *da = (const float *)a;
   const uint8_t *y = a + align16(4 * nb);
   CONSTS();
   const v128_t m4 = wasm_i8x16_splat(0x0f), m30 = wasm_i8x16_splat(0x30);
-  const v128_t lo16 = wasm_u32x4_splat(0xffffu);
+  const v128_t one = ones16();
   v128_t acc[2][4], accm[2];
-  uint8_t scb[2][32] __attribute__((aligned(16)));
+  uint16_t scb[2][32] __attribute__((aligned(16)));
   for (int k = 0; k < G; k++) {
     accm[k] = wasm_f32x4_splat(0.0f);
     for (int r = 0; r < 4; r++) acc[k][r] = accm[k];
@@ -145,8 +167,10 @@ static inline __attribute__((always_inline)) void q4_k_body(const int G, const u
       v128_t scbv = wasm_v128_or(wasm_v128_and(wasm_u16x8_shr(v0, 4), m4), wasm_v128_and(wasm_i16x8_shl(v2, 2), m30));
       v128_t mna = wasm_v128_or(wasm_v128_and(v1, m4), wasm_v128_and(v2, m30));
       v128_t mnb = wasm_v128_or(wasm_v128_and(wasm_u16x8_shr(v1, 4), m4), wasm_v128_and(wasm_u16x8_shr(v2, 2), m30));
-      wasm_v128_store(scb[k], sca);
-      wasm_v128_store(scb[k] + 16, scbv);
+      wasm_v128_store(scb[k], wasm_u16x8_extend_low_u8x16(sca));
+      wasm_v128_store(scb[k] + 8, wasm_u16x8_extend_high_u8x16(sca));
+      wasm_v128_store(scb[k] + 16, wasm_u16x8_extend_low_u8x16(scbv));
+      wasm_v128_store(scb[k] + 24, wasm_u16x8_extend_high_u8x16(scbv));
       v128_t mins = wasm_i32x4_add(
           wasm_i32x4_add(wasm_i32x4_dot_i16x8(wasm_u16x8_extend_low_u8x16(mna), wasm_v128_load(yb)),
                          wasm_i32x4_dot_i16x8(wasm_u16x8_extend_high_u8x16(mna), wasm_v128_load(yb + 16))),
@@ -165,11 +189,12 @@ static inline __attribute__((always_inline)) void q4_k_body(const int G, const u
         const uint8_t *run = g[k] + 576 * i + 64 + 128 * c;
         for (int r = 0; r < 4; r++) {
           v128_t w0 = wasm_v128_load(run + 32 * r), w1 = wasm_v128_load(run + 32 * r + 16);
-          v128_t p0 = DOT(l1, wasm_v128_and(w1, m4), DOT(l0, wasm_v128_and(w0, m4), z));
-          v128_t p1 = DOT(h1, wasm_v128_and(wasm_u16x8_shr(w1, 4), m4), DOT(h0, wasm_v128_and(wasm_u16x8_shr(w0, 4), m4), z));
-          v128_t pp = wasm_v128_or(wasm_v128_and(p0, lo16), wasm_i32x4_shl(p1, 16));
-          v128_t sc = wasm_u16x8_extend_low_u8x16(wasm_v128_load16_splat(scb[k] + 8 * r + 2 * c));
-          is[k][r] = wasm_i32x4_add(is[k][r], wasm_i32x4_dot_i16x8(pp, sc));
+          v128_t p0 = wasm_i16x8_add(RD16(l0, wasm_v128_and(w0, m4)), RD16(l1, wasm_v128_and(w1, m4)));
+          v128_t p1 = wasm_i16x8_add(RD16(h0, wasm_v128_and(wasm_u16x8_shr(w0, 4), m4)),
+                                     RD16(h1, wasm_v128_and(wasm_u16x8_shr(w1, 4), m4)));
+          v128_t s0 = wasm_v128_load16_splat(scb[k] + 8 * r + 2 * c);
+          v128_t s1 = wasm_v128_load16_splat(scb[k] + 8 * r + 2 * c + 1);
+          is[k][r] = wasm_i32x4_add(is[k][r], wasm_i32x4_add(wasm_i32x4_dot_i16x8(p0, s0), wasm_i32x4_dot_i16x8(p1, s1)));
         }
       }
     }
@@ -214,6 +239,7 @@ static inline __attribute__((always_inline)) void q4_0_tile(const int T, const u
                                                           uint32_t ostride) {
   CONSTS();
   const v128_t m = wasm_i8x16_splat(0x0f);
+  const v128_t one = ones16();
   const uint32_t yo = align16(4 * nb);
   v128_t acc[4][4];
   for (int t = 0; t < T; t++)
@@ -232,7 +258,9 @@ static inline __attribute__((always_inline)) void q4_0_tile(const int T, const u
       v128_t hi = wasm_v128_and(wasm_u16x8_shr(v, 4), m);
       for (int t = 0; t < T; t++) {
         const uint8_t *yb = a + t * astride + yo + 48 * i;
-        v128_t s = DOT(wasm_v128_load(yb + 16), hi, DOT(wasm_v128_load(yb), lo, wasm_v128_load(yb + 32)));
+        v128_t s = wasm_i32x4_add(
+            PAIRS(wasm_i16x8_add(RD16(wasm_v128_load(yb), lo), RD16(wasm_v128_load(yb + 16), hi)), one),
+            wasm_v128_load(yb + 32));
         acc[t][r] = acc_lane(acc[t][r], s, ddb[t][r]);
       }
     }
@@ -246,10 +274,9 @@ static inline __attribute__((always_inline)) void q4_k_tile(const int T, const u
                                                           uint32_t ostride) {
   CONSTS();
   const v128_t m4 = wasm_i8x16_splat(0x0f), m30 = wasm_i8x16_splat(0x30);
-  const v128_t lo16 = wasm_u32x4_splat(0xffffu);
   const uint32_t yo = align16(4 * nb);
   v128_t acc[4][4], accm[4];
-  uint8_t scb[32] __attribute__((aligned(16)));
+  uint16_t scb[32] __attribute__((aligned(16)));
   for (int t = 0; t < T; t++) {
     accm[t] = wasm_f32x4_splat(0.0f);
     for (int r = 0; r < 4; r++) acc[t][r] = accm[t];
@@ -262,8 +289,10 @@ static inline __attribute__((always_inline)) void q4_k_tile(const int T, const u
     v128_t scbv = wasm_v128_or(wasm_v128_and(wasm_u16x8_shr(v0, 4), m4), wasm_v128_and(wasm_i16x8_shl(v2, 2), m30));
     v128_t mna = wasm_v128_or(wasm_v128_and(v1, m4), wasm_v128_and(v2, m30));
     v128_t mnb = wasm_v128_or(wasm_v128_and(wasm_u16x8_shr(v1, 4), m4), wasm_v128_and(wasm_u16x8_shr(v2, 2), m30));
-    wasm_v128_store(scb, sca);
-    wasm_v128_store(scb + 16, scbv);
+    wasm_v128_store(scb, wasm_u16x8_extend_low_u8x16(sca));
+    wasm_v128_store(scb + 8, wasm_u16x8_extend_high_u8x16(sca));
+    wasm_v128_store(scb + 16, wasm_u16x8_extend_low_u8x16(scbv));
+    wasm_v128_store(scb + 24, wasm_u16x8_extend_high_u8x16(scbv));
     v128_t x0 = wasm_u16x8_extend_low_u8x16(mna), x1 = wasm_u16x8_extend_high_u8x16(mna);
     v128_t x2 = wasm_u16x8_extend_low_u8x16(mnb), x3 = wasm_u16x8_extend_high_u8x16(mnb);
     v128_t ddb[4][4];
@@ -286,13 +315,13 @@ static inline __attribute__((always_inline)) void q4_k_tile(const int T, const u
         v128_t w0 = wasm_v128_load(run), w1 = wasm_v128_load(run + 16);
         v128_t lo0 = wasm_v128_and(w0, m4), lo1 = wasm_v128_and(w1, m4);
         v128_t hi0 = wasm_v128_and(wasm_u16x8_shr(w0, 4), m4), hi1 = wasm_v128_and(wasm_u16x8_shr(w1, 4), m4);
-        v128_t sc = wasm_u16x8_extend_low_u8x16(wasm_v128_load16_splat(scb + 8 * r + 2 * c));
+        v128_t s0 = wasm_v128_load16_splat(scb + 8 * r + 2 * c);
+        v128_t s1 = wasm_v128_load16_splat(scb + 8 * r + 2 * c + 1);
         for (int t = 0; t < T; t++) {
           const uint8_t *p = a + t * astride + yo + 320 * i + 64 + 64 * c;
-          v128_t p0 = DOT(wasm_v128_load(p + 16), lo1, DOT(wasm_v128_load(p), lo0, z));
-          v128_t p1 = DOT(wasm_v128_load(p + 48), hi1, DOT(wasm_v128_load(p + 32), hi0, z));
-          v128_t pp = wasm_v128_or(wasm_v128_and(p0, lo16), wasm_i32x4_shl(p1, 16));
-          is[t] = wasm_i32x4_add(is[t], wasm_i32x4_dot_i16x8(pp, sc));
+          v128_t p0 = wasm_i16x8_add(RD16(wasm_v128_load(p), lo0), RD16(wasm_v128_load(p + 16), lo1));
+          v128_t p1 = wasm_i16x8_add(RD16(wasm_v128_load(p + 32), hi0), RD16(wasm_v128_load(p + 48), hi1));
+          is[t] = wasm_i32x4_add(is[t], wasm_i32x4_add(wasm_i32x4_dot_i16x8(p0, s0), wasm_i32x4_dot_i16x8(p1, s1)));
         }
       }
       for (int t = 0; t < T; t++) acc[t][r] = acc_lane(acc[t][r], is[t], ddb[t][r]);

@@ -169,7 +169,7 @@ pub unsafe fn get_rows_packed(ty: u32, w: *const u8, cols: usize, ids: *const i3
     };
     let (be, bb, gr) = (packed::block_elems(ty), packed::block_bytes(ty), packed::group_rows(ty));
     let nb = cols / be;
-    let mut buf = [0u8; 144];
+    let mut buf = [0u8; 256]; // one standard block (Q6_K: 210 B)
     for k in 0..n {
         let r = *ids.add(k) as usize;
         let g = w.add((r / gr) * gr * rb);

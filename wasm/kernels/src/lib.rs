@@ -24,6 +24,11 @@ mod matmul;
 mod norm;
 mod packed;
 mod packed_f16;
+mod packed_q2k;
+mod packed_q3k;
+mod packed_q5k;
+mod packed_mxfp4;
+mod packed_q6k;
 mod quantize;
 #[cfg(moe_relaxed)]
 mod relaxed;

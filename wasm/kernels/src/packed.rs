@@ -45,10 +45,10 @@ pub struct Layout {
     pub block_elems: usize,
     /// Bytes per (standard) block.
     pub block_bytes: usize,
-    read_block: unsafe fn(*const u8, usize, usize, usize, *mut u8),
+    pub(crate) read_block: unsafe fn(*const u8, usize, usize, usize, *mut u8),
     /// Repack one group in place from (`inverse`: to) the standard rows in `tmp`.
-    group: unsafe fn(*mut u8, *const u8, usize, usize, bool),
-    eligible: unsafe fn(*const u8, usize) -> bool,
+    pub(crate) group: unsafe fn(*mut u8, *const u8, usize, usize, bool),
+    pub(crate) eligible: unsafe fn(*const u8, usize) -> bool,
     /// Group kernels of this build (None: F16, which has its own row kernels).
     pub kernels: Option<&'static crate::group::GroupKernels>,
 }
@@ -76,10 +76,19 @@ pub static LAYOUTS: [Layout; 4] = [
     layout!(Q4_K, 4, 256, 144, Some(&crate::group::GK_Q4_K)),
 ];
 
-/// The packed layout of `ty`, or None.
+/// The packed layout of `ty`, or None (the layouts defined in their own
+/// modules — Q6_K, Q5_K, Q3_K, Q2_K, MXFP4 in `packed_*.rs`, relaxed build —
+/// come after `LAYOUTS`).
 #[inline]
 pub fn layout(ty: u32) -> Option<&'static Layout> {
-    LAYOUTS.iter().find(|l| l.ty == ty)
+    LAYOUTS
+        .iter()
+        .find(|l| l.ty == ty)
+        .or_else(|| crate::packed_q6k::layout(ty))
+        .or_else(|| crate::packed_q2k::layout(ty))
+        .or_else(|| crate::packed_q3k::layout(ty))
+        .or_else(|| crate::packed_mxfp4::layout(ty))
+        .or_else(|| crate::packed_q5k::layout(ty))
 }
 
 /// Whether `ty` has a packed layout.

@@ -1,10 +1,11 @@
 //! The relaxed-SIMD build (`--cfg moe_relaxed`): activation expansions for
 //! the group kernels of `c/relaxed.c` (clang-19, `-mrelaxed-simd`), which use
-//! `i32x4.relaxed_dot_i8x16_i7x16_add_s` (x86: `vpdpbusd` with AVX-VNNI,
-//! else `pmaddubsw`+`pmaddwd`). That instruction is deterministic — and
+//! `i16x8.relaxed_dot_i8x16_i7x16_s` (x86: one `pmaddubsw`) widened by
+//! `i32x4.dot_i16x8_s` against ones (the fused i32x4 form costs V8 five
+//! instructions without AVX-VNNI). That instruction is deterministic — and
 //! exact — when its second operand is 7-bit, so every call passes one:
 //! Q4_0/Q4_K nibbles (0..15), or |a| of Q8_0 activations (≤ 127, with a's
-//! sign moved onto the weights). Dot lane `j` reads bytes `4j..4j+4`; the
+//! sign moved onto the weights as `w ^ m` and a per-lane correction `c8`). Dot lane `j` reads bytes `4j..4j+4`; the
 //! packed byte order (`f` in `packed.rs`) puts the standard lane-`j` elements
 //! there, so results are bit-identical to the simd128 kernels.
 
@@ -26,8 +27,8 @@ extern "C" {
 fn ext_row_bytes_t<const TY: u32>(cols: usize) -> usize {
     let ty = TY;
     match ty {
-        // d: f32[nb]; per block |a| (2 × i8x16), sign masks (2 × i8x16).
-        Q8_0 => align16(4 * (cols / 32)) + 64 * (cols / 32),
+        // d: f32[nb]; per block |a| (2 × i8x16), sign masks (2 × i8x16), c8 (i32x4).
+        Q8_0 => align16(4 * (cols / 32)) + 80 * (cols / 32),
         // d: f32[nb]; per block low/high planes (2 × i8x16), c (i32x4).
         Q4_0 => align16(4 * (cols / 32)) + 48 * (cols / 32),
         // d: f32[nb]; per super-block Y_0..3, then 8 × 2 planes (i8x16).
@@ -62,11 +63,16 @@ unsafe fn expand_t<const TY: u32>(act: *const u8, cols: usize, dst: *mut u8) {
                 *d.add(i) = crate::half::f16_to_f32(rd_u16(b));
                 let (lo, hi) = (perm(ld(b.add(2))), perm(ld(b.add(18))));
                 if ty == Q8_0 {
-                    let o = y.add(64 * i);
-                    st(o, i8x16_abs(lo));
-                    st(o.add(16), i8x16_abs(hi));
-                    st(o.add(32), i8x16_lt(lo, i8x16_splat(0)));
-                    st(o.add(48), i8x16_lt(hi, i8x16_splat(0)));
+                    // c8 lane j = Σ |a| over lane j's negative elements: with x = w ^ m
+                    // (m = a < 0: x = -w-1 there), Σ x·|a| + c8 = Σ w·a exactly.
+                    let o = y.add(80 * i);
+                    let (al, ah) = (i8x16_abs(lo), i8x16_abs(hi));
+                    let (ml, mh) = (i8x16_lt(lo, i8x16_splat(0)), i8x16_lt(hi, i8x16_splat(0)));
+                    st(o, al);
+                    st(o.add(16), ah);
+                    st(o.add(32), ml);
+                    st(o.add(48), mh);
+                    st(o.add(64), i32x4_add(sum4(v128_and(al, ml)), sum4(v128_and(ah, mh))));
                 } else {
                     let o = y.add(48 * i);
                     st(o, lo);

@@ -1,0 +1,746 @@
+/*
+ * Relaxed-SIMD kernels of the packed Q6_K layout (wasm/kernels/src/packed_q6k.rs),
+ * built only into moe_edge_kernels_relaxed*.wasm, next to relaxed.c.
+ *
+ * Per row and quad (64 elements) the three packed vectors A, B, C give the
+ * four 6-bit vectors V0..V3 (V0..V2: low 6 bits; V3: the top 2 bits of
+ * A, B, C). For each V_n: i16x8.relaxed_dot_i8x16_i7x16_s(X_n, V_n) (pair
+ * sums; V_n is 7-bit, so the instruction is exact and deterministic); the
+ * two vectors of a run pair (same scales) are added in i16 with
+ * C'_m = −32·(the lanes' activation sums) (the q − 32 offset), then one
+ * i32x4.dot_i16x8_s against the pair's scales (s_2m, s_2m+1). The i32 lanes
+ * are the exact integers of tiles.rs `tile_q6k`; they are converted and
+ * scaled in the same f32 order, so results are bit-identical to the
+ * standard layout.
+ *
+ * Built with clang-19: -O3 -mcpu=mvp -msimd128 -mrelaxed-simd, no libc.
+ */
+#include <stdint.h>
+#include <wasm_simd128.h>
+
+/* Four finite f16 → f32x4 (group.rs `scales4`). */
+static inline v128_t scales4(const uint8_t *p, v128_t m, v128_t k) {
+  v128_t x = wasm_i32x4_load16x4(p);
+  return wasm_f32x4_mul(wasm_v128_and(wasm_i32x4_shl(x, 13), m), k);
+}
+
+static inline v128_t acc_lane(v128_t acc, v128_t s, v128_t bcast) {
+  return wasm_f32x4_add(acc, wasm_f32x4_mul(wasm_f32x4_convert_i32x4(s), bcast));
+}
+#define B0(v) wasm_i32x4_shuffle((v), (v), 0, 0, 0, 0)
+#define B1(v) wasm_i32x4_shuffle((v), (v), 1, 1, 1, 1)
+#define B2(v) wasm_i32x4_shuffle((v), (v), 2, 2, 2, 2)
+#define B3(v) wasm_i32x4_shuffle((v), (v), 3, 3, 3, 3)
+
+/* simd.rs `hsum_f32`: (l0 + l2) + (l1 + l3). */
+static inline float hsum(v128_t v) {
+  float a = wasm_f32x4_extract_lane(v, 0) + wasm_f32x4_extract_lane(v, 2);
+  float b = wasm_f32x4_extract_lane(v, 1) + wasm_f32x4_extract_lane(v, 3);
+  return a + b;
+}
+
+static inline uint32_t align16(uint32_t n) { return (n + 15u) & ~15u; }
+
+#define GB 840u
+#define QOFF 72u
+
+/* One super-block's scales of the 4 rows of a group as i16 (row r at sc + 16r). */
+static inline __attribute__((always_inline)) void scales_i16(const uint8_t *gb, int16_t *sc) {
+  for (int r = 0; r < 4; r++) {
+    v128_t v = wasm_v128_load(gb + 8 + 16 * r);
+    wasm_v128_store(sc + 16 * r, wasm_i16x8_extend_low_i8x16(v));
+    wasm_v128_store(sc + 16 * r + 8, wasm_i16x8_extend_high_i8x16(v));
+  }
+}
+
+/* The four 6-bit vectors of one row-quad. */
+#define UNPACK(q, V)                                                                             \
+  do {                                                                                           \
+    v128_t A_ = wasm_v128_load(q), B_ = wasm_v128_load((q) + 16), C_ = wasm_v128_load((q) + 32); \
+    (V)[0] = wasm_v128_and(A_, m63);                                                             \
+    (V)[1] = wasm_v128_and(B_, m63);                                                             \
+    (V)[2] = wasm_v128_and(C_, m63);                                                             \
+    (V)[3] = wasm_v128_or(wasm_v128_or(wasm_v128_and(wasm_u16x8_shr(A_, 6), m03),                \
+                                       wasm_v128_and(wasm_u16x8_shr(B_, 4), m0c)),               \
+                          wasm_v128_and(wasm_u16x8_shr(C_, 2), m30));                            \
+  } while (0)
+
+/* is += Σ over the quad's 4 vectors (activations of the quad at p, scales of
+ * the row at s). The two vectors of a run pair share their scales, so their
+ * pair sums are added in i16 (each |·| ≤ 2·128·63; the sum plus C'_m is the
+ * exact Σ(q − 32)·a of 4 elements, |·| ≤ 4·32·128 = 2^14: i16 wrap-around
+ * leaves it exact) before one i32x4.dot_i16x8_s. */
+#define QUAD(is, V, p, s)                                                                            \
+  do {                                                                                               \
+    v128_t M0_ = wasm_i16x8_add(wasm_i16x8_add(wasm_i16x8_relaxed_dot_i8x16_i7x16(wasm_v128_load(p), (V)[0]), \
+                                               wasm_i16x8_relaxed_dot_i8x16_i7x16(wasm_v128_load((p) + 16), (V)[1])), \
+                                wasm_v128_load((p) + 32));                                           \
+    v128_t M1_ = wasm_i16x8_add(wasm_i16x8_add(wasm_i16x8_relaxed_dot_i8x16_i7x16(wasm_v128_load((p) + 48), (V)[2]), \
+                                               wasm_i16x8_relaxed_dot_i8x16_i7x16(wasm_v128_load((p) + 64), (V)[3])), \
+                                wasm_v128_load((p) + 80));                                           \
+    (is) = wasm_i32x4_add((is), wasm_i32x4_add(wasm_i32x4_dot_i16x8(M0_, wasm_v128_load32_splat(s)),   \
+                                               wasm_i32x4_dot_i16x8(M1_, wasm_v128_load32_splat((s) + 2)))); \
+  } while (0)
+
+/* v through a volatile stack slot: computed once, kept (clang would otherwise
+ * put v128.const inside the loops, which V8 builds from immediates each time). */
+static inline v128_t pin(v128_t v) {
+  volatile v128_t t = v;
+  return t;
+}
+
+#define CONSTS()                                                                                \
+  const v128_t sm = wasm_u32x4_splat(0x8fffffffu), sk = wasm_f32x4_splat(0x1p112f);             \
+  const v128_t m63 = pin(wasm_i8x16_splat(63)), m03 = pin(wasm_i8x16_splat(3));                 \
+  const v128_t m0c = pin(wasm_i8x16_splat(0x0c)), m30 = pin(wasm_i8x16_splat(0x30));            \
+  const v128_t z = wasm_i32x4_splat(0)
+
+static inline __attribute__((always_inline)) void q6_k_body(const int G, const uint8_t *const g[2], uint32_t nb,
+                                                          const uint8_t *a, float *const o[2]) {
+  const float *da = (const float *)a;
+  const uint8_t *y = a + align16(4 * nb);
+  CONSTS();
+  v128_t acc[2][4];
+  int16_t sc[64] __attribute__((aligned(16)));
+  for (int k = 0; k < G; k++)
+    for (int r = 0; r < 4; r++) acc[k][r] = wasm_f32x4_splat(0.0f);
+  for (uint32_t i = 0; i < nb; i++) {
+    const uint8_t *yb = y + 384 * i;
+    v128_t yd = wasm_f32x4_splat(da[i]);
+    for (int k = 0; k < G; k++) {
+      const uint8_t *gb = g[k] + GB * i;
+      v128_t dd = wasm_f32x4_mul(scales4(gb, sm, sk), yd);
+      scales_i16(gb, sc);
+      v128_t is[4] = {z, z, z, z};
+      for (int q = 0; q < 4; q++) {
+        const uint8_t *p = yb + 96 * q;
+        for (int r = 0; r < 4; r++) {
+          v128_t V[4];
+          UNPACK(gb + QOFF + 192 * q + 48 * r, V);
+          QUAD(is[r], V, p, sc + 16 * r + 4 * q);
+        }
+      }
+      acc[k][0] = acc_lane(acc[k][0], is[0], B0(dd));
+      acc[k][1] = acc_lane(acc[k][1], is[1], B1(dd));
+      acc[k][2] = acc_lane(acc[k][2], is[2], B2(dd));
+      acc[k][3] = acc_lane(acc[k][3], is[3], B3(dd));
+    }
+  }
+  for (int k = 0; k < G; k++)
+    for (int r = 0; r < 4; r++) o[k][r] = hsum(acc[k][r]);
+}
+
+void rx_group_q6_k(const uint8_t *g0, const uint8_t *g1, uint32_t nb, const uint8_t *a, float *o0, float *o1) {
+  const uint8_t *const g[2] = {g0, g1};
+  float *const o[2] = {o0, o1};
+  if (g1)
+    q6_k_body(2, g, nb, a, o);
+  else
+    q6_k_body(1, g, nb, a, o);
+}
+
+/* Token tile (prefill): one group × T ≤ 4 tokens; each row-quad is unpacked
+ * once for all tokens. Activation row t at a + t·astride; output of row r,
+ * token t at o[t·ostride + r]. */
+static inline __attribute__((always_inline)) void q6_k_tile(const int T, const uint8_t *g, uint32_t nb,
+                                                          const uint8_t *a, uint32_t astride, float *o,
+                                                          uint32_t ostride) {
+  CONSTS();
+  const uint32_t yo = align16(4 * nb);
+  v128_t acc[4][4];
+  int16_t sc[64] __attribute__((aligned(16)));
+  for (int t = 0; t < T; t++)
+    for (int r = 0; r < 4; r++) acc[t][r] = wasm_f32x4_splat(0.0f);
+  for (uint32_t i = 0; i < nb; i++) {
+    const uint8_t *gb = g + GB * i;
+    v128_t dw = scales4(gb, sm, sk);
+    scales_i16(gb, sc);
+    v128_t dd[4];
+    for (int t = 0; t < T; t++) dd[t] = wasm_f32x4_mul(dw, wasm_f32x4_splat(((const float *)(a + t * astride))[i]));
+    for (int r = 0; r < 4; r++) {
+      v128_t is[4];
+      for (int t = 0; t < T; t++) is[t] = z;
+      for (int q = 0; q < 4; q++) {
+        v128_t V[4];
+        UNPACK(gb + QOFF + 192 * q + 48 * r, V);
+        for (int t = 0; t < T; t++) QUAD(is[t], V, a + t * astride + yo + 384 * i + 96 * q, sc + 16 * r + 4 * q);
+      }
+      for (int t = 0; t < T; t++) {
+        v128_t b = r == 0 ? B0(dd[t]) : r == 1 ? B1(dd[t]) : r == 2 ? B2(dd[t]) : B3(dd[t]);
+        acc[t][r] = acc_lane(acc[t][r], is[t], b);
+      }
+    }
+  }
+  for (int t = 0; t < T; t++)
+    for (int r = 0; r < 4; r++) o[t * ostride + r] = hsum(acc[t][r]);
+}
+
+void rx_tile_q6_k(const uint8_t *g, uint32_t nb, const uint8_t *a, uint32_t astride, uint32_t T, float *o,
+                  uint32_t ostride) {
+  switch (T) {
+  case 2: q6_k_tile(2, g, nb, a, astride, o, ostride); break;
+  case 3: q6_k_tile(3, g, nb, a, astride, o, ostride); break;
+  default: q6_k_tile(4, g, nb, a, astride, o, ostride); break;
+  }
+}
+
+/* ---- Q2_K (wasm/kernels/src/packed_q2k.rs): per row and quad one vector P
+ * holds the four 2-bit vectors V_n at bits 2n; the two vectors of a run pair
+ * are added in i16 (|·| ≤ 4·128·3) before one i32x4.dot_i16x8_s against the
+ * pair's scales. Mins: the exact integer Σ min_u·bsum_u per row, scaled by
+ * dmin·yd (lowbit.rs `tile_q23k`). Activations per super-block: bsums (i16 ×
+ * 16), then the 16 vectors X_n. */
+
+#define Q2GB 336u
+#define Q2QOFF 80u
+
+/* Row r's scales (low nibbles) as i16 at sc + 16r; returns the 4 rows'
+ * Σ min_u·bsum_u (lane r). */
+static inline __attribute__((always_inline)) v128_t q2_scales_mins(const uint8_t *gb, int16_t *sc, v128_t bs0,
+                                                                  v128_t bs1, v128_t m0f) {
+  v128_t t[4];
+  for (int r = 0; r < 4; r++) {
+    v128_t v = wasm_v128_load(gb + 16 + 16 * r);
+    v128_t s = wasm_v128_and(v, m0f), mn = wasm_v128_and(wasm_u16x8_shr(v, 4), m0f);
+    wasm_v128_store(sc + 16 * r, wasm_u16x8_extend_low_u8x16(s));
+    wasm_v128_store(sc + 16 * r + 8, wasm_u16x8_extend_high_u8x16(s));
+    t[r] = wasm_i32x4_add(wasm_i32x4_dot_i16x8(wasm_u16x8_extend_low_u8x16(mn), bs0),
+                          wasm_i32x4_dot_i16x8(wasm_u16x8_extend_high_u8x16(mn), bs1));
+  }
+  v128_t s01 = wasm_i32x4_add(wasm_i32x4_shuffle(t[0], t[1], 0, 4, 1, 5), wasm_i32x4_shuffle(t[0], t[1], 2, 6, 3, 7));
+  v128_t s23 = wasm_i32x4_add(wasm_i32x4_shuffle(t[2], t[3], 0, 4, 1, 5), wasm_i32x4_shuffle(t[2], t[3], 2, 6, 3, 7));
+  return wasm_i32x4_add(wasm_i32x4_shuffle(s01, s23, 0, 1, 4, 5), wasm_i32x4_shuffle(s01, s23, 2, 3, 6, 7));
+}
+
+#define Q2_UNPACK(q, V)                                     \
+  do {                                                      \
+    v128_t P_ = wasm_v128_load(q);                          \
+    (V)[0] = wasm_v128_and(P_, m3);                         \
+    (V)[1] = wasm_v128_and(wasm_u16x8_shr(P_, 2), m3);      \
+    (V)[2] = wasm_v128_and(wasm_u16x8_shr(P_, 4), m3);      \
+    (V)[3] = wasm_v128_and(wasm_u16x8_shr(P_, 6), m3);      \
+  } while (0)
+
+#define Q2_QUAD(is, V, p, s)                                                                          \
+  do {                                                                                                \
+    v128_t M0_ = wasm_i16x8_add(wasm_i16x8_relaxed_dot_i8x16_i7x16(wasm_v128_load(p), (V)[0]),       \
+                                wasm_i16x8_relaxed_dot_i8x16_i7x16(wasm_v128_load((p) + 16), (V)[1])); \
+    v128_t M1_ = wasm_i16x8_add(wasm_i16x8_relaxed_dot_i8x16_i7x16(wasm_v128_load((p) + 32), (V)[2]), \
+                                wasm_i16x8_relaxed_dot_i8x16_i7x16(wasm_v128_load((p) + 48), (V)[3])); \
+    (is) = wasm_i32x4_add((is), wasm_i32x4_add(wasm_i32x4_dot_i16x8(M0_, wasm_v128_load32_splat(s)),    \
+                                               wasm_i32x4_dot_i16x8(M1_, wasm_v128_load32_splat((s) + 2)))); \
+  } while (0)
+
+#define Q2_CONSTS()                                                                          \
+  const v128_t sm = wasm_u32x4_splat(0x8fffffffu), sk = wasm_f32x4_splat(0x1p112f);          \
+  const v128_t m3 = pin(wasm_i8x16_splat(3)), m0f = pin(wasm_i8x16_splat(0x0f));             \
+  const v128_t z = wasm_i32x4_splat(0)
+
+static inline __attribute__((always_inline)) void q2_k_body(const int G, const uint8_t *const g[2], uint32_t nb,
+                                                          const uint8_t *a, float *const o[2]) {
+  const float *da = (const float *)a;
+  const uint8_t *y = a + align16(4 * nb);
+  Q2_CONSTS();
+  v128_t acc[2][4], accm[2];
+  int16_t sc[64] __attribute__((aligned(16)));
+  for (int k = 0; k < G; k++) {
+    accm[k] = wasm_f32x4_splat(0.0f);
+    for (int r = 0; r < 4; r++) acc[k][r] = accm[k];
+  }
+  for (uint32_t i = 0; i < nb; i++) {
+    const uint8_t *yb = y + 288 * i;
+    v128_t yd = wasm_f32x4_splat(da[i]);
+    v128_t bs0 = wasm_v128_load(yb), bs1 = wasm_v128_load(yb + 16);
+    for (int k = 0; k < G; k++) {
+      const uint8_t *gb = g[k] + Q2GB * i;
+      v128_t dd = wasm_f32x4_mul(scales4(gb, sm, sk), yd);
+      v128_t dm = wasm_f32x4_mul(scales4(gb + 8, sm, sk), yd);
+      v128_t mins = q2_scales_mins(gb, sc, bs0, bs1, m0f);
+      accm[k] = wasm_f32x4_add(accm[k], wasm_f32x4_mul(dm, wasm_f32x4_convert_i32x4(mins)));
+      v128_t is[4] = {z, z, z, z};
+      for (int q = 0; q < 4; q++) {
+        const uint8_t *p = yb + 32 + 64 * q;
+        for (int r = 0; r < 4; r++) {
+          v128_t V[4];
+          Q2_UNPACK(gb + Q2QOFF + 64 * q + 16 * r, V);
+          Q2_QUAD(is[r], V, p, sc + 16 * r + 4 * q);
+        }
+      }
+      acc[k][0] = acc_lane(acc[k][0], is[0], B0(dd));
+      acc[k][1] = acc_lane(acc[k][1], is[1], B1(dd));
+      acc[k][2] = acc_lane(acc[k][2], is[2], B2(dd));
+      acc[k][3] = acc_lane(acc[k][3], is[3], B3(dd));
+    }
+  }
+  for (int k = 0; k < G; k++) {
+    float mr[4] __attribute__((aligned(16)));
+    wasm_v128_store(mr, accm[k]);
+    for (int r = 0; r < 4; r++) o[k][r] = hsum(acc[k][r]) - mr[r];
+  }
+}
+
+void rx_group_q2_k(const uint8_t *g0, const uint8_t *g1, uint32_t nb, const uint8_t *a, float *o0, float *o1) {
+  const uint8_t *const g[2] = {g0, g1};
+  float *const o[2] = {o0, o1};
+  if (g1)
+    q2_k_body(2, g, nb, a, o);
+  else
+    q2_k_body(1, g, nb, a, o);
+}
+
+static inline __attribute__((always_inline)) void q2_k_tile(const int T, const uint8_t *g, uint32_t nb,
+                                                          const uint8_t *a, uint32_t astride, float *o,
+                                                          uint32_t ostride) {
+  Q2_CONSTS();
+  const uint32_t yo = align16(4 * nb);
+  v128_t acc[4][4], accm[4];
+  int16_t sc[64] __attribute__((aligned(16)));
+  for (int t = 0; t < T; t++) {
+    accm[t] = wasm_f32x4_splat(0.0f);
+    for (int r = 0; r < 4; r++) acc[t][r] = accm[t];
+  }
+  for (uint32_t i = 0; i < nb; i++) {
+    const uint8_t *gb = g + Q2GB * i;
+    v128_t dw = scales4(gb, sm, sk), dmw = scales4(gb + 8, sm, sk);
+    v128_t dd[4];
+    for (int t = 0; t < T; t++) {
+      const uint8_t *yb = a + t * astride + yo + 288 * i;
+      v128_t yd = wasm_f32x4_splat(((const float *)(a + t * astride))[i]);
+      dd[t] = wasm_f32x4_mul(dw, yd);
+      v128_t mins = q2_scales_mins(gb, sc, wasm_v128_load(yb), wasm_v128_load(yb + 16), m0f);
+      accm[t] = wasm_f32x4_add(accm[t], wasm_f32x4_mul(wasm_f32x4_mul(dmw, yd), wasm_f32x4_convert_i32x4(mins)));
+    }
+    for (int r = 0; r < 4; r++) {
+      v128_t is[4];
+      for (int t = 0; t < T; t++) is[t] = z;
+      for (int q = 0; q < 4; q++) {
+        v128_t V[4];
+        Q2_UNPACK(gb + Q2QOFF + 64 * q + 16 * r, V);
+        for (int t = 0; t < T; t++) Q2_QUAD(is[t], V, a + t * astride + yo + 288 * i + 32 + 64 * q, sc + 16 * r + 4 * q);
+      }
+      for (int t = 0; t < T; t++) {
+        v128_t b = r == 0 ? B0(dd[t]) : r == 1 ? B1(dd[t]) : r == 2 ? B2(dd[t]) : B3(dd[t]);
+        acc[t][r] = acc_lane(acc[t][r], is[t], b);
+      }
+    }
+  }
+  for (int t = 0; t < T; t++) {
+    float mr[4] __attribute__((aligned(16)));
+    wasm_v128_store(mr, accm[t]);
+    for (int r = 0; r < 4; r++) o[t * ostride + r] = hsum(acc[t][r]) - mr[r];
+  }
+}
+
+void rx_tile_q2_k(const uint8_t *g, uint32_t nb, const uint8_t *a, uint32_t astride, uint32_t T, float *o,
+                  uint32_t ostride) {
+  switch (T) {
+  case 2: q2_k_tile(2, g, nb, a, astride, o, ostride); break;
+  case 3: q2_k_tile(3, g, nb, a, astride, o, ostride); break;
+  default: q2_k_tile(4, g, nb, a, astride, o, ostride); break;
+  }
+}
+
+/* ---- Q3_K (wasm/kernels/src/packed_q3k.rs): u = q + 4 (3 bits); per row and
+ * quad pair three vectors hold the eight V_n; the run-pair sums get
+ * C'_m = −4·(activation sums) in i16 (the u − 4 offset) before one
+ * i32x4.dot_i16x8_s against the pair's (scale − 32). The 4 rows' 6-bit scales
+ * are three vectors per super-block (the Q6_K quad encoding). Activations: the
+ * Q6_K expansion with −4 for −32. */
+
+#define Q3GB 440u
+#define Q3QOFF 56u
+
+/* The 4 rows' scales − 32 as i16 (row r at sc + 16r). */
+static inline __attribute__((always_inline)) void q3_scales(const uint8_t *gb, int16_t *sc, v128_t m63, v128_t m03,
+                                                           v128_t m0c, v128_t m30) {
+  v128_t S[4];
+  UNPACK(gb + 8, S);
+  const v128_t b32 = wasm_i8x16_splat(32);
+  for (int r = 0; r < 4; r++) {
+    v128_t s = wasm_i8x16_sub(S[r], b32);
+    wasm_v128_store(sc + 16 * r, wasm_i16x8_extend_low_i8x16(s));
+    wasm_v128_store(sc + 16 * r + 8, wasm_i16x8_extend_high_i8x16(s));
+  }
+}
+
+#define Q3_UNPACK(q, V)                                                                                 \
+  do {                                                                                                  \
+    v128_t A_ = wasm_v128_load(q), B_ = wasm_v128_load((q) + 16), C_ = wasm_v128_load((q) + 32);        \
+    (V)[0] = wasm_v128_and(A_, m7);                                                                     \
+    (V)[1] = wasm_v128_and(wasm_u16x8_shr(A_, 3), m7);                                                  \
+    (V)[2] = wasm_v128_and(B_, m7);                                                                     \
+    (V)[3] = wasm_v128_and(wasm_u16x8_shr(B_, 3), m7);                                                  \
+    (V)[4] = wasm_v128_and(C_, m7);                                                                     \
+    (V)[5] = wasm_v128_and(wasm_u16x8_shr(C_, 3), m7);                                                  \
+    (V)[6] = wasm_v128_or(wasm_v128_and(wasm_u16x8_shr(A_, 6), m03), wasm_v128_and(wasm_u16x8_shr(C_, 4), m04)); \
+    (V)[7] = wasm_v128_or(wasm_v128_and(wasm_u16x8_shr(B_, 6), m03), wasm_v128_and(wasm_u16x8_shr(C_, 5), m04)); \
+  } while (0)
+
+#define Q3_CONSTS()                                                                             \
+  const v128_t sm = wasm_u32x4_splat(0x8fffffffu), sk = wasm_f32x4_splat(0x1p112f);             \
+  const v128_t m63 = pin(wasm_i8x16_splat(63)), m03 = pin(wasm_i8x16_splat(3));                 \
+  const v128_t m0c = pin(wasm_i8x16_splat(0x0c)), m30 = pin(wasm_i8x16_splat(0x30));            \
+  const v128_t m7 = pin(wasm_i8x16_splat(7)), m04 = pin(wasm_i8x16_splat(4));                   \
+  const v128_t z = wasm_i32x4_splat(0)
+
+static inline __attribute__((always_inline)) void q3_k_body(const int G, const uint8_t *const g[2], uint32_t nb,
+                                                          const uint8_t *a, float *const o[2]) {
+  const float *da = (const float *)a;
+  const uint8_t *y = a + align16(4 * nb);
+  Q3_CONSTS();
+  v128_t acc[2][4];
+  int16_t sc[64] __attribute__((aligned(16)));
+  for (int k = 0; k < G; k++)
+    for (int r = 0; r < 4; r++) acc[k][r] = wasm_f32x4_splat(0.0f);
+  for (uint32_t i = 0; i < nb; i++) {
+    const uint8_t *yb = y + 384 * i;
+    v128_t yd = wasm_f32x4_splat(da[i]);
+    for (int k = 0; k < G; k++) {
+      const uint8_t *gb = g[k] + Q3GB * i;
+      v128_t dd = wasm_f32x4_mul(scales4(gb, sm, sk), yd);
+      q3_scales(gb, sc, m63, m03, m0c, m30);
+      v128_t is[4] = {z, z, z, z};
+      for (int qp = 0; qp < 2; qp++) {
+        const uint8_t *p = yb + 192 * qp;
+        for (int r = 0; r < 4; r++) {
+          v128_t V[8];
+          Q3_UNPACK(gb + Q3QOFF + 192 * qp + 48 * r, V);
+          QUAD(is[r], V, p, sc + 16 * r + 8 * qp);
+          QUAD(is[r], V + 4, p + 96, sc + 16 * r + 8 * qp + 4);
+        }
+      }
+      acc[k][0] = acc_lane(acc[k][0], is[0], B0(dd));
+      acc[k][1] = acc_lane(acc[k][1], is[1], B1(dd));
+      acc[k][2] = acc_lane(acc[k][2], is[2], B2(dd));
+      acc[k][3] = acc_lane(acc[k][3], is[3], B3(dd));
+    }
+  }
+  for (int k = 0; k < G; k++)
+    for (int r = 0; r < 4; r++) o[k][r] = hsum(acc[k][r]);
+}
+
+void rx_group_q3_k(const uint8_t *g0, const uint8_t *g1, uint32_t nb, const uint8_t *a, float *o0, float *o1) {
+  const uint8_t *const g[2] = {g0, g1};
+  float *const o[2] = {o0, o1};
+  if (g1)
+    q3_k_body(2, g, nb, a, o);
+  else
+    q3_k_body(1, g, nb, a, o);
+}
+
+static inline __attribute__((always_inline)) void q3_k_tile(const int T, const uint8_t *g, uint32_t nb,
+                                                          const uint8_t *a, uint32_t astride, float *o,
+                                                          uint32_t ostride) {
+  Q3_CONSTS();
+  const uint32_t yo = align16(4 * nb);
+  v128_t acc[4][4];
+  int16_t sc[64] __attribute__((aligned(16)));
+  for (int t = 0; t < T; t++)
+    for (int r = 0; r < 4; r++) acc[t][r] = wasm_f32x4_splat(0.0f);
+  for (uint32_t i = 0; i < nb; i++) {
+    const uint8_t *gb = g + Q3GB * i;
+    v128_t dw = scales4(gb, sm, sk);
+    q3_scales(gb, sc, m63, m03, m0c, m30);
+    v128_t dd[4];
+    for (int t = 0; t < T; t++) dd[t] = wasm_f32x4_mul(dw, wasm_f32x4_splat(((const float *)(a + t * astride))[i]));
+    for (int r = 0; r < 4; r++) {
+      v128_t is[4];
+      for (int t = 0; t < T; t++) is[t] = z;
+      for (int qp = 0; qp < 2; qp++) {
+        v128_t V[8];
+        Q3_UNPACK(gb + Q3QOFF + 192 * qp + 48 * r, V);
+        for (int t = 0; t < T; t++) {
+          const uint8_t *p = a + t * astride + yo + 384 * i + 192 * qp;
+          QUAD(is[t], V, p, sc + 16 * r + 8 * qp);
+          QUAD(is[t], V + 4, p + 96, sc + 16 * r + 8 * qp + 4);
+        }
+      }
+      for (int t = 0; t < T; t++) {
+        v128_t b = r == 0 ? B0(dd[t]) : r == 1 ? B1(dd[t]) : r == 2 ? B2(dd[t]) : B3(dd[t]);
+        acc[t][r] = acc_lane(acc[t][r], is[t], b);
+      }
+    }
+  }
+  for (int t = 0; t < T; t++)
+    for (int r = 0; r < 4; r++) o[t * ostride + r] = hsum(acc[t][r]);
+}
+
+void rx_tile_q3_k(const uint8_t *g, uint32_t nb, const uint8_t *a, uint32_t astride, uint32_t T, float *o,
+                  uint32_t ostride) {
+  switch (T) {
+  case 2: q3_k_tile(2, g, nb, a, astride, o, ostride); break;
+  case 3: q3_k_tile(3, g, nb, a, astride, o, ostride); break;
+  default: q3_k_tile(4, g, nb, a, astride, o, ostride); break;
+  }
+}
+
+/* ---- MXFP4 (wasm/kernels/src/packed_mxfp4.rs): the packed Q4_0 layout with
+ * E8M0 scales; nibbles looked up in kvalues_mxfp4 + 12 (7-bit) with
+ * i8x16.relaxed_swizzle (indices < 16: deterministic, one pshufb on x86),
+ * each block's dot started from c = −12·Σa per lane. */
+
+/* lowbit.rs `e8m0_half` of the 4 bytes at p → f32x4: e < 2 ? 2^21 << e : (e − 1) << 23. */
+static inline v128_t e8m0_half4(const uint8_t *p) {
+  v128_t e = wasm_u32x4_extend_low_u16x8(wasm_u16x8_extend_low_u8x16(wasm_v128_load32_zero(p)));
+  v128_t small = wasm_i32x4_shl(wasm_i32x4_add(e, wasm_i32x4_splat(1)), 21);
+  v128_t big = wasm_i32x4_shl(wasm_i32x4_sub(e, wasm_i32x4_splat(1)), 23);
+  return wasm_v128_bitselect(small, big, wasm_i32x4_lt(e, wasm_i32x4_splat(2)));
+}
+
+#define MX_CONSTS()                                                                                       \
+  const v128_t m = pin(wasm_i8x16_splat(0x0f));                                                           \
+  const v128_t kv = pin(wasm_i8x16_make(12, 13, 14, 15, 16, 18, 20, 24, 12, 11, 10, 9, 8, 6, 4, 0))
+
+static inline __attribute__((always_inline)) void mxfp4_body(const int G, const uint8_t *const g[2], uint32_t nb,
+                                                           const uint8_t *a, float *const o[2]) {
+  const float *da = (const float *)a;
+  const uint8_t *y = a + align16(4 * nb);
+  MX_CONSTS();
+  v128_t acc[2][4];
+  for (int k = 0; k < G; k++)
+    for (int r = 0; r < 4; r++) acc[k][r] = wasm_f32x4_splat(0.0f);
+  for (uint32_t i = 0; i < nb; i++) {
+    const uint8_t *yb = y + 48 * i;
+    v128_t ylo = wasm_v128_load(yb), yhi = wasm_v128_load(yb + 16), c = wasm_v128_load(yb + 32);
+    v128_t ds = wasm_f32x4_splat(da[i]);
+    for (int k = 0; k < G; k++) {
+      v128_t dd = wasm_f32x4_mul(e8m0_half4(g[k] + 4 * i), ds);
+      const uint8_t *q = g[k] + 4 * nb + 64 * i;
+      v128_t s[4];
+      for (int r = 0; r < 4; r++) {
+        v128_t v = wasm_v128_load(q + 16 * r);
+        v128_t lo = wasm_i8x16_relaxed_swizzle(kv, wasm_v128_and(v, m));
+        v128_t hi = wasm_i8x16_relaxed_swizzle(kv, wasm_v128_and(wasm_u16x8_shr(v, 4), m));
+        s[r] = wasm_i32x4_relaxed_dot_i8x16_i7x16_add(yhi, hi, wasm_i32x4_relaxed_dot_i8x16_i7x16_add(ylo, lo, c));
+      }
+      acc[k][0] = acc_lane(acc[k][0], s[0], B0(dd));
+      acc[k][1] = acc_lane(acc[k][1], s[1], B1(dd));
+      acc[k][2] = acc_lane(acc[k][2], s[2], B2(dd));
+      acc[k][3] = acc_lane(acc[k][3], s[3], B3(dd));
+    }
+  }
+  for (int k = 0; k < G; k++)
+    for (int r = 0; r < 4; r++) o[k][r] = hsum(acc[k][r]);
+}
+
+void rx_group_mxfp4(const uint8_t *g0, const uint8_t *g1, uint32_t nb, const uint8_t *a, float *o0, float *o1) {
+  const uint8_t *const g[2] = {g0, g1};
+  float *const o[2] = {o0, o1};
+  if (g1)
+    mxfp4_body(2, g, nb, a, o);
+  else
+    mxfp4_body(1, g, nb, a, o);
+}
+
+static inline __attribute__((always_inline)) void mxfp4_tile(const int T, const uint8_t *g, uint32_t nb,
+                                                           const uint8_t *a, uint32_t astride, float *o,
+                                                           uint32_t ostride) {
+  MX_CONSTS();
+  const uint32_t yo = align16(4 * nb);
+  v128_t acc[4][4];
+  for (int t = 0; t < T; t++)
+    for (int r = 0; r < 4; r++) acc[t][r] = wasm_f32x4_splat(0.0f);
+  for (uint32_t i = 0; i < nb; i++) {
+    v128_t dw = e8m0_half4(g + 4 * i);
+    v128_t ddb[4][4];
+    for (int t = 0; t < T; t++) {
+      v128_t dd = wasm_f32x4_mul(dw, wasm_f32x4_splat(((const float *)(a + t * astride))[i]));
+      ddb[t][0] = B0(dd);
+      ddb[t][1] = B1(dd);
+      ddb[t][2] = B2(dd);
+      ddb[t][3] = B3(dd);
+    }
+    const uint8_t *q = g + 4 * nb + 64 * i;
+    for (int r = 0; r < 4; r++) {
+      v128_t v = wasm_v128_load(q + 16 * r);
+      v128_t lo = wasm_i8x16_relaxed_swizzle(kv, wasm_v128_and(v, m));
+      v128_t hi = wasm_i8x16_relaxed_swizzle(kv, wasm_v128_and(wasm_u16x8_shr(v, 4), m));
+      for (int t = 0; t < T; t++) {
+        const uint8_t *yb = a + t * astride + yo + 48 * i;
+        v128_t s = wasm_i32x4_relaxed_dot_i8x16_i7x16_add(
+            wasm_v128_load(yb + 16), hi, wasm_i32x4_relaxed_dot_i8x16_i7x16_add(wasm_v128_load(yb), lo, wasm_v128_load(yb + 32)));
+        acc[t][r] = acc_lane(acc[t][r], s, ddb[t][r]);
+      }
+    }
+  }
+  for (int t = 0; t < T; t++)
+    for (int r = 0; r < 4; r++) o[t * ostride + r] = hsum(acc[t][r]);
+}
+
+void rx_tile_mxfp4(const uint8_t *g, uint32_t nb, const uint8_t *a, uint32_t astride, uint32_t T, float *o,
+                   uint32_t ostride) {
+  switch (T) {
+  case 2: mxfp4_tile(2, g, nb, a, astride, o, ostride); break;
+  case 3: mxfp4_tile(3, g, nb, a, astride, o, ostride); break;
+  default: mxfp4_tile(4, g, nb, a, astride, o, ostride); break;
+  }
+}
+
+/* ---- Q5_K (wasm/kernels/src/packed_q5k.rs): per row and chunk pair five
+ * vectors hold eight 5-bit vectors; the four vectors of a chunk (sub-blocks
+ * 2c, 2c+1) are added in i16 before one i32x4.dot_i16x8_s against
+ * (s_2c, s_2c+1). Scales/mins in the packed Q4_K planes; mins as there. */
+
+#define Q5GB 704u
+#define Q5QOFF 64u
+
+#define Q5_UNPACK(q, V)                                                                                \
+  do {                                                                                                 \
+    v128_t A0_ = wasm_v128_load(q), A1_ = wasm_v128_load((q) + 16), A2_ = wasm_v128_load((q) + 32);    \
+    v128_t A3_ = wasm_v128_load((q) + 48), A4_ = wasm_v128_load((q) + 64);                             \
+    (V)[0] = wasm_v128_and(A0_, m31);                                                                  \
+    (V)[1] = wasm_v128_and(A1_, m31);                                                                  \
+    (V)[2] = wasm_v128_and(A2_, m31);                                                                  \
+    (V)[3] = wasm_v128_and(A3_, m31);                                                                  \
+    (V)[4] = wasm_v128_and(A4_, m31);                                                                  \
+    (V)[5] = wasm_v128_or(wasm_v128_and(wasm_u16x8_shr(A0_, 5), m7), wasm_v128_and(wasm_u16x8_shr(A1_, 2), m18)); \
+    (V)[6] = wasm_v128_or(wasm_v128_and(wasm_u16x8_shr(A2_, 5), m7), wasm_v128_and(wasm_u16x8_shr(A3_, 2), m18)); \
+    (V)[7] = wasm_v128_or(wasm_v128_or(wasm_v128_and(wasm_u16x8_shr(A4_, 5), m7),                      \
+                                       wasm_v128_and(wasm_u16x8_shr(A1_, 4), m08)),                    \
+                          wasm_v128_and(wasm_u16x8_shr(A3_, 3), m10));                                 \
+  } while (0)
+
+/* is += the chunk's 4 vectors (activations at p) · scale pair at s (2 bytes). */
+#define Q5_CHUNK(is, V, p, s)                                                                                  \
+  do {                                                                                                         \
+    v128_t M_ = wasm_i16x8_add(                                                                                \
+        wasm_i16x8_add(wasm_i16x8_relaxed_dot_i8x16_i7x16(wasm_v128_load(p), (V)[0]),                         \
+                       wasm_i16x8_relaxed_dot_i8x16_i7x16(wasm_v128_load((p) + 16), (V)[1])),                 \
+        wasm_i16x8_add(wasm_i16x8_relaxed_dot_i8x16_i7x16(wasm_v128_load((p) + 32), (V)[2]),                  \
+                       wasm_i16x8_relaxed_dot_i8x16_i7x16(wasm_v128_load((p) + 48), (V)[3])));                \
+    (is) = wasm_i32x4_add((is), wasm_i32x4_dot_i16x8(M_, wasm_u16x8_extend_low_u8x16(wasm_v128_load16_splat(s)))); \
+  } while (0)
+
+/* Scales of the 4 rows into scb (row r, sub-block sb at 8r + sb); returns the
+ * rows' Σ m_sb·BS_sb (lane r). yb: Y_0..3 of the super-block. */
+static inline __attribute__((always_inline)) v128_t q5_scales_mins(const uint8_t *gb, uint8_t *scb, const uint8_t *yb,
+                                                                  v128_t m4, v128_t m30) {
+  v128_t v0 = wasm_v128_load(gb + 16), v1 = wasm_v128_load(gb + 32), v2 = wasm_v128_load(gb + 48);
+  v128_t sca = wasm_v128_or(wasm_v128_and(v0, m4), wasm_v128_and(wasm_i16x8_shl(v2, 4), m30));
+  v128_t scbv = wasm_v128_or(wasm_v128_and(wasm_u16x8_shr(v0, 4), m4), wasm_v128_and(wasm_i16x8_shl(v2, 2), m30));
+  v128_t mna = wasm_v128_or(wasm_v128_and(v1, m4), wasm_v128_and(v2, m30));
+  v128_t mnb = wasm_v128_or(wasm_v128_and(wasm_u16x8_shr(v1, 4), m4), wasm_v128_and(wasm_u16x8_shr(v2, 2), m30));
+  wasm_v128_store(scb, sca);
+  wasm_v128_store(scb + 16, scbv);
+  return wasm_i32x4_add(
+      wasm_i32x4_add(wasm_i32x4_dot_i16x8(wasm_u16x8_extend_low_u8x16(mna), wasm_v128_load(yb)),
+                     wasm_i32x4_dot_i16x8(wasm_u16x8_extend_high_u8x16(mna), wasm_v128_load(yb + 16))),
+      wasm_i32x4_add(wasm_i32x4_dot_i16x8(wasm_u16x8_extend_low_u8x16(mnb), wasm_v128_load(yb + 32)),
+                     wasm_i32x4_dot_i16x8(wasm_u16x8_extend_high_u8x16(mnb), wasm_v128_load(yb + 48))));
+}
+
+#define Q5_CONSTS()                                                                             \
+  const v128_t sm = wasm_u32x4_splat(0x8fffffffu), sk = wasm_f32x4_splat(0x1p112f);             \
+  const v128_t m31 = pin(wasm_i8x16_splat(31)), m7 = pin(wasm_i8x16_splat(7));                  \
+  const v128_t m18 = pin(wasm_i8x16_splat(0x18)), m08 = pin(wasm_i8x16_splat(0x08));            \
+  const v128_t m10 = pin(wasm_i8x16_splat(0x10));                                               \
+  const v128_t m4 = wasm_i8x16_splat(0x0f), m30 = wasm_i8x16_splat(0x30);                       \
+  const v128_t z = wasm_i32x4_splat(0)
+
+static inline __attribute__((always_inline)) void q5_k_body(const int G, const uint8_t *const g[2], uint32_t nb,
+                                                          const uint8_t *a, float *const o[2]) {
+  const float *da = (const float *)a;
+  const uint8_t *y = a + align16(4 * nb);
+  Q5_CONSTS();
+  v128_t acc[2][4], accm[2];
+  uint8_t scb[32] __attribute__((aligned(16)));
+  for (int k = 0; k < G; k++) {
+    accm[k] = wasm_f32x4_splat(0.0f);
+    for (int r = 0; r < 4; r++) acc[k][r] = accm[k];
+  }
+  for (uint32_t i = 0; i < nb; i++) {
+    const uint8_t *yb = y + 320 * i;
+    v128_t yd = wasm_f32x4_splat(da[i]);
+    for (int k = 0; k < G; k++) {
+      const uint8_t *gb = g[k] + Q5GB * i;
+      v128_t dd = wasm_f32x4_mul(scales4(gb, sm, sk), yd);
+      v128_t dm = wasm_f32x4_mul(scales4(gb + 8, sm, sk), yd);
+      v128_t mins = q5_scales_mins(gb, scb, yb, m4, m30);
+      accm[k] = wasm_f32x4_add(accm[k], wasm_f32x4_mul(dm, wasm_f32x4_convert_i32x4(mins)));
+      v128_t is[4] = {z, z, z, z};
+      for (int cp = 0; cp < 2; cp++) {
+        const uint8_t *p = yb + 64 + 128 * cp;
+        for (int r = 0; r < 4; r++) {
+          v128_t V[8];
+          Q5_UNPACK(gb + Q5QOFF + 320 * cp + 80 * r, V);
+          Q5_CHUNK(is[r], V, p, scb + 8 * r + 4 * cp);
+          Q5_CHUNK(is[r], V + 4, p + 64, scb + 8 * r + 4 * cp + 2);
+        }
+      }
+      acc[k][0] = acc_lane(acc[k][0], is[0], B0(dd));
+      acc[k][1] = acc_lane(acc[k][1], is[1], B1(dd));
+      acc[k][2] = acc_lane(acc[k][2], is[2], B2(dd));
+      acc[k][3] = acc_lane(acc[k][3], is[3], B3(dd));
+    }
+  }
+  for (int k = 0; k < G; k++) {
+    float mr[4] __attribute__((aligned(16)));
+    wasm_v128_store(mr, accm[k]);
+    for (int r = 0; r < 4; r++) o[k][r] = hsum(acc[k][r]) - mr[r];
+  }
+}
+
+void rx_group_q5_k(const uint8_t *g0, const uint8_t *g1, uint32_t nb, const uint8_t *a, float *o0, float *o1) {
+  const uint8_t *const g[2] = {g0, g1};
+  float *const o[2] = {o0, o1};
+  if (g1)
+    q5_k_body(2, g, nb, a, o);
+  else
+    q5_k_body(1, g, nb, a, o);
+}
+
+static inline __attribute__((always_inline)) void q5_k_tile(const int T, const uint8_t *g, uint32_t nb,
+                                                          const uint8_t *a, uint32_t astride, float *o,
+                                                          uint32_t ostride) {
+  Q5_CONSTS();
+  const uint32_t yo = align16(4 * nb);
+  v128_t acc[4][4], accm[4];
+  uint8_t scb[32] __attribute__((aligned(16)));
+  for (int t = 0; t < T; t++) {
+    accm[t] = wasm_f32x4_splat(0.0f);
+    for (int r = 0; r < 4; r++) acc[t][r] = accm[t];
+  }
+  for (uint32_t i = 0; i < nb; i++) {
+    const uint8_t *gb = g + Q5GB * i;
+    v128_t dw = scales4(gb, sm, sk), dmw = scales4(gb + 8, sm, sk);
+    v128_t dd[4];
+    for (int t = 0; t < T; t++) {
+      const uint8_t *yb = a + t * astride + yo + 320 * i;
+      v128_t yd = wasm_f32x4_splat(((const float *)(a + t * astride))[i]);
+      dd[t] = wasm_f32x4_mul(dw, yd);
+      v128_t mins = q5_scales_mins(gb, scb, yb, m4, m30);
+      accm[t] = wasm_f32x4_add(accm[t], wasm_f32x4_mul(wasm_f32x4_mul(dmw, yd), wasm_f32x4_convert_i32x4(mins)));
+    }
+    for (int r = 0; r < 4; r++) {
+      v128_t is[4];
+      for (int t = 0; t < T; t++) is[t] = z;
+      for (int cp = 0; cp < 2; cp++) {
+        v128_t V[8];
+        Q5_UNPACK(gb + Q5QOFF + 320 * cp + 80 * r, V);
+        for (int t = 0; t < T; t++) {
+          const uint8_t *p = a + t * astride + yo + 320 * i + 64 + 128 * cp;
+          Q5_CHUNK(is[t], V, p, scb + 8 * r + 4 * cp);
+          Q5_CHUNK(is[t], V + 4, p + 64, scb + 8 * r + 4 * cp + 2);
+        }
+      }
+      for (int t = 0; t < T; t++) {
+        v128_t b = r == 0 ? B0(dd[t]) : r == 1 ? B1(dd[t]) : r == 2 ? B2(dd[t]) : B3(dd[t]);
+        acc[t][r] = acc_lane(acc[t][r], is[t], b);
+      }
+    }
+  }
+  for (int t = 0; t < T; t++) {
+    float mr[4] __attribute__((aligned(16)));
+    wasm_v128_store(mr, accm[t]);
+    for (int r = 0; r < 4; r++) o[t * ostride + r] = hsum(acc[t][r]) - mr[r];
+  }
+}
+
+void rx_tile_q5_k(const uint8_t *g, uint32_t nb, const uint8_t *a, uint32_t astride, uint32_t T, float *o,
+                  uint32_t ostride) {
+  switch (T) {
+  case 2: q5_k_tile(2, g, nb, a, astride, o, ostride); break;
+  case 3: q5_k_tile(3, g, nb, a, astride, o, ostride); break;
+  default: q5_k_tile(4, g, nb, a, astride, o, ostride); break;
+  }
+}
