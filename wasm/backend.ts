@@ -1064,9 +1064,9 @@ export class WasmBackend implements Backend {
   /**
    * Cut the rows of `count` matrices (`rowsOf` each, `unit(i)` work per row of
    * matrix `i`; 0: skip it) into tasks of one phase, largest first and
-   * shrinking with the work left (guided: `left / 2·threads`, at least
-   * `MIN_TASK_WORK`), on multiples of 4 rows (a packed group); `emit` adds
-   * each task.
+   * shrinking with the work left (guided: `left / 2·threads`, at most a
+   * `1/4·threads` share of the phase, at least `MIN_TASK_WORK`), on
+   * multiples of 4 rows (a packed group); `emit` adds each task.
    */
   #split(
     threads: number,
@@ -1078,11 +1078,14 @@ export class WasmBackend implements Backend {
     const R = (i: number) => typeof rowsOf === "number" ? rowsOf : rowsOf(i);
     let left = 0;
     for (let i = 0; i < count; i++) left += R(i) * unit(i);
+    // at most 1/(4·threads) of the phase per task: a thread descheduled while holding one
+    // (other processes on the cores) delays the barrier by no more than that share
+    const most = left / (4 * threads);
     for (let i = 0; i < count; i++) {
       const u = unit(i), rows = R(i);
       if (u <= 0) continue;
       for (let r0 = 0; r0 < rows;) {
-        const w = Math.max(MIN_TASK_WORK, left / (2 * threads));
+        const w = Math.max(MIN_TASK_WORK, Math.min(most, left / (2 * threads)));
         let r1 = Math.min(rows, r0 + Math.max(4, Math.ceil(w / u / 4) * 4));
         if (rows - r1 < 4) r1 = rows;
         emit(i, r0, r1);
