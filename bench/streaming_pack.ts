@@ -7,17 +7,22 @@
  * with pack ≈ p, unpacked ≈ s and packed ≈ k per use, packing at load wins
  * from u uses on where p + k·u < s·u.
  *
+ * With `--model`, also the bench MoE fully resident with and without
+ * repacking (`packWeights: false`: every matmul in the standard layout, as
+ * streamed experts used once compute), best of 3 alternated pairs.
+ *
  * ```sh
- * deno run -A bench/streaming_pack.ts [rounds]
+ * deno run -A bench/streaming_pack.ts [rounds] [--model]
  * ```
  *
  * @module
  */
 
 import { createWasmBackend } from "../wasm/backend.ts";
-import { GgmlType } from "../mod.ts";
+import { FileSource, generateText, GgmlType, loadModel } from "../mod.ts";
+import { ensureBenchModel } from "./bench_model.ts";
 
-const ROUNDS = Number(Deno.args[0] ?? 30);
+const ROUNDS = Number(Deno.args.find((a) => /^\d+$/.test(a)) ?? 30);
 const be = await createWasmBackend();
 const rows = 2816, cols = 1024;
 const bytes = new Uint8Array(rows * (cols / 32) * 18);
@@ -53,3 +58,28 @@ console.log(
 for (const [k, v] of Object.entries(min)) console.log(`${k.padEnd(26)} ${v.toFixed(3)} ms`);
 const s = min["matvec, standard layout"], p = min["repack in place"], k = min["matvec, packed"];
 console.log(`repacking at load pays from ${(p / (s - k)).toFixed(2)} uses on`);
+
+if (Deno.args.includes("--model")) {
+  const bench = await ensureBenchModel("q4_0");
+  const best = { packed: 0, standard: 0 };
+  for (let pair = 0; pair < 3; pair++) {
+    for (const packWeights of [true, false]) {
+      const src = await FileSource.open(bench.path);
+      const m = await loadModel(src, { backend: await createWasmBackend({ packWeights }) });
+      const r = await generateText(m, [1, 20, 300, 41, 5, 160, 77, 8], {
+        maxTokens: 24,
+        temperature: 0,
+      });
+      const k = packWeights ? "packed" : "standard";
+      best[k] = Math.max(best[k], r.timings.decodeTokensPerS);
+      m.dispose();
+      src.close();
+    }
+  }
+  console.log(
+    `bench MoE q4_0 resident decode, best of 3 pairs: packed ${best.packed.toFixed(1)} tok/s, ` +
+      `standard layout ${best.standard.toFixed(1)} tok/s (${
+        (best.standard / best.packed).toFixed(2)
+      }×); load average ${Deno.loadavg().map((v) => v.toFixed(2)).join(" ")}`,
+  );
+}
