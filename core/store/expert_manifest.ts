@@ -56,9 +56,14 @@ export interface ManifestTensor {
   readonly sha256: string;
 }
 
-/** Lowercase hex SHA-256 of `bytes` (WebCrypto). */
+/**
+ * Lowercase hex SHA-256 of `bytes` (WebCrypto, which copies its input when called). WebCrypto
+ * refuses views of a `SharedArrayBuffer` (the threaded WASM backend's memory, read in place by the
+ * streaming store): those are copied first.
+ */
 export async function sha256Hex(bytes: Uint8Array): Promise<string> {
-  const d = new Uint8Array(await crypto.subtle.digest("SHA-256", bytes as Uint8Array<ArrayBuffer>));
+  const input = bytes.buffer instanceof SharedArrayBuffer ? bytes.slice() : bytes;
+  const d = new Uint8Array(await crypto.subtle.digest("SHA-256", input as Uint8Array<ArrayBuffer>));
   let s = "";
   for (const b of d) s += b.toString(16).padStart(2, "0");
   return s;
