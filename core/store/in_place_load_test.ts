@@ -281,3 +281,23 @@ Deno.test("residency: a cancelled in-place load keeps its slot until its writes 
   const c = res.acquire(100, false)!;
   assert.equal(c.id, b.id);
 });
+
+Deno.test("in place on the threaded WASM backend: reads land in shared memory, same tokens", async () => {
+  const path = await modelFile();
+  try {
+    const base = await wasmTokens(modelBytes());
+    base.dispose();
+    const be = await createWasmBackend({ threads: 2 });
+    const src = await FileSource.open(path);
+    const model = await loadModel(src, { backend: be, expertBudgetBytes: 4 * EXPERT_BYTES });
+    const store = model.store as StreamingExpertStore;
+    assert.ok(store.readsInPlace);
+    const r = await generateText(model, PROMPT, { maxTokens: N_TOKENS, temperature: 0 });
+    assert.deepEqual(r.tokens, base.tokens, `threads ${be.threads}`);
+    assert.ok(store.stats().misses > 0);
+    model.dispose();
+    src.close();
+  } finally {
+    await Deno.remove(path);
+  }
+});
