@@ -88,6 +88,55 @@ Deno.test("a model over 3 small instances gives the logits of one instance, bit 
   }
 });
 
+Deno.test("experts streaming into slots across instances give the resident logits", async () => {
+  const bytes = synthesizeModel({
+    arch: "qwen2moe",
+    nEmbd: 256,
+    nHead: 4,
+    nHeadKv: 2,
+    nLayer: 3,
+    nExpert: 8,
+    nExpertUsed: 2,
+    nFf: 512,
+    nVocab: 512,
+    type: GgmlType.Q4_K,
+    seed: 11,
+  });
+  const prompt = [5, 77, 120, 9, 33, 250, 17];
+  const run = async (m: Awaited<ReturnType<typeof loadModel>>) => {
+    const s = new Session(m, { nCtx: 64 });
+    const out: Uint32Array[] = [];
+    let l = await s.eval(prompt);
+    for (let i = 0; i < 5; i++) {
+      out.push(bits(l));
+      l = await s.eval([argmax(l)]);
+    }
+    s.dispose();
+    return out;
+  };
+  const one = await createWasmBackend();
+  const ref = await loadModel(bytes, { backend: one, nCtx: 64 });
+  const want = await run(ref);
+  ref.dispose();
+  one.dispose();
+  // budget of ~5 of 24 experts: misses load into slots of whichever instance has room (in place)
+  const sh = await createShardedWasmBackend({
+    instances: 3,
+    instanceBytes: 6 * MIB,
+    reserveBytes: 2 * MIB,
+  });
+  const filler = sh.allocSlot(sh.stats().capacityBytes - 2 * MIB); // instance 0 keeps 2 MiB free
+  const m = await loadModel(bytes, { backend: sh, nCtx: 64, expertBudgetBytes: 1200 * 1024 });
+  equal(m.memoryPlan?.mode, "streaming");
+  const got = await run(m);
+  ok(m.store.stats().misses > 10, `misses ${m.store.stats().misses}`);
+  sh.freeSlot(filler);
+  ok(sh.stats().chargedBytes.filter((b) => b > 0).length >= 2, `${sh.stats().chargedBytes}`);
+  got.forEach((l, i) => deepEqual(l, want[i], `step ${i}`));
+  m.dispose();
+  sh.dispose();
+});
+
 Deno.test("ffnSwiglu with gate/up/down in different instances equals the fused op", async () => {
   const one = await createWasmBackend();
   const sh = await createShardedWasmBackend({
