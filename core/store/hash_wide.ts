@@ -90,6 +90,10 @@ function hex(p: [number, number]): string {
 
 /** `hashWide` in TypeScript only (the reference; equal values, slower). */
 export function hashWideJs(bytes: Uint8Array): string {
+  return hex(jsParts(bytes));
+}
+
+function jsParts(bytes: Uint8Array): [number, number] {
   const s = new Int32Array(LANES);
   initState(s);
   const blocks = Math.floor(bytes.byteLength / 64);
@@ -99,7 +103,7 @@ export function hashWideJs(bytes: Uint8Array): string {
     const base = b * LANES;
     for (let j = 0; j < LANES; j++) s[j] = round(s[j], w ? w[base + j] : word(bytes, base + j));
   }
-  return hex(finish(s, bytes, blocks));
+  return finish(s, bytes, blocks);
 }
 
 interface Simd {
@@ -134,8 +138,13 @@ function loadSimd(): Simd | null {
  * ```
  */
 export function hashWide(bytes: Uint8Array): string {
+  return hex(hashWideParts(bytes));
+}
+
+/** `hashWide` as its two unsigned 32-bit halves `[hi, lo]` (for compact tables). */
+export function hashWideParts(bytes: Uint8Array): [number, number] {
   const m = loadSimd();
-  if (!m || bytes.byteLength < 4096) return hashWideJs(bytes);
+  if (!m || bytes.byteLength < 4096) return jsParts(bytes);
   const blocks = Math.floor(bytes.byteLength / 64);
   const u8 = new Uint8Array(m.mem.buffer);
   const st = new Int32Array(m.mem.buffer, STATE_AT, LANES);
@@ -146,5 +155,5 @@ export function hashWide(bytes: Uint8Array): string {
     m.lanes16(DATA_AT, n, STATE_AT);
     done += n;
   }
-  return hex(finish(Int32Array.from(st), bytes, blocks));
+  return finish(Int32Array.from(st), bytes, blocks);
 }

@@ -1,7 +1,7 @@
 /**
  * A byte source pinned to the content its whole-file SHA-256 was computed
  * over. `PinnedSource.pin` reads the file once (as a `model.sha256` check
- * does anyway), computing the SHA-256 and a 64-bit hash (`hash64`) of every
+ * does anyway), computing the SHA-256 and a 64-bit hash (`hashWide`) of every
  * fixed-size block; afterwards every read is widened to whole blocks and
  * each block is checked against its hash, so a file that changes after the
  * check (a swapped file, a server that keeps its validators, a corrupting
@@ -9,7 +9,7 @@
  * SHA-256 checked at open then holds for every byte read later, including
  * bytes read for the first time.
  *
- * Cost: one `hash64` pass per read over at most two extra blocks, and
+ * Cost: one `hashWide` pass per read over at most two extra blocks, and
  * 8 bytes of table per block (12.5 MB for a 100 GB file at 64 KiB blocks).
  *
  * @module
@@ -18,7 +18,7 @@
 import { createHash } from "node:crypto";
 import { StoreError } from "../errors.ts";
 import { type ByteSource, checkRange } from "./byte_source.ts";
-import { hash64Parts } from "./hash64.ts";
+import { hashWideParts } from "./hash_wide.ts";
 
 /** Default block size of `PinnedSource.pin`. */
 export const PIN_BLOCK_BYTES = 64 * 1024;
@@ -82,7 +82,7 @@ export class PinnedSource implements ByteSource {
       const bytes = await inner.read(off, Math.min(chunk, inner.size - off), opts.signal);
       sha.update(bytes);
       for (let p = 0; p < bytes.byteLength; p += bb) {
-        const [hi, lo] = hash64Parts(bytes.subarray(p, Math.min(p + bb, bytes.byteLength)));
+        const [hi, lo] = hashWideParts(bytes.subarray(p, Math.min(p + bb, bytes.byteLength)));
         const b = (off + p) / bb;
         table[2 * b] = hi;
         table[2 * b + 1] = lo;
@@ -105,7 +105,7 @@ export class PinnedSource implements ByteSource {
     const bytes = await this.inner.read(start, end - start, signal);
     for (let b = first; b <= last; b++) {
       const p = (b - first) * bb;
-      const [hi, lo] = hash64Parts(bytes.subarray(p, Math.min(p + bb, bytes.byteLength)));
+      const [hi, lo] = hashWideParts(bytes.subarray(p, Math.min(p + bb, bytes.byteLength)));
       if (hi !== this.#table[2 * b] || lo !== this.#table[2 * b + 1]) {
         throw new StoreError(
           "integrity",
