@@ -556,7 +556,7 @@ function inner(w: WeightView, e: SlotEntry): WeightView {
 /**
  * Heap bytes `n` instances of `cap` bytes offer a memory plan when each
  * keeps `reserve` free: the plan counts its scratch once (it fits one
- * reserve); each instance also loses up to 1/64 of its cap to packing.
+ * reserve); 1/64 of each cap is a margin for the holes slots leave at its end.
  */
 export function heapFor(n: number, cap: number, reserve: number): number {
   return n * Math.max(0, cap - reserve - Math.floor(cap / 64)) + reserve;
