@@ -178,3 +178,27 @@ Deno.test("in place over HTTP: WASM streaming from a Range server gives the resi
     await srv.close();
   }
 });
+
+Deno.test('packAfterUses "auto": repacks at load once a layer reuses its loads, never for single uses', async () => {
+  const packsFor = async (usesPerLoad: number, packAfterUses?: number | "auto") => {
+    const ctx = await storeContext(new MemorySource(modelBytes()));
+    const s = await StreamingExpertStore.create(ctx, {
+      expertBudgetBytes: 3 * EXPERT_BYTES,
+      packAfterUses,
+    });
+    // 6 experts in turn on 3 slots: every switch is a load, each load used `usesPerLoad` times
+    for (let i = 0; i < 40 * usesPerLoad; i++) {
+      await s.ensure(0, [Math.floor(i / usesPerLoad) % 6]);
+    }
+    const st = s.stats();
+    s.dispose();
+    return { packs: st.packs!, loads: st.loads! };
+  };
+  const once = await packsFor(1);
+  assert.equal(once.packs, 0, "used once per load: never repacked");
+  const twice = await packsFor(2);
+  assert.equal(twice.loads, 40);
+  assert.equal(twice.packs, twice.loads - 8, "repacked at load from the 9th load on");
+  assert.equal((await packsFor(2, 3)).packs, 0, "the third use never comes");
+  assert.equal((await packsFor(3, 3)).packs, 40);
+});

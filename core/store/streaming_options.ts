@@ -35,11 +35,14 @@ export interface StreamingStoreOptions {
   /** Told when a prefetch fails (the next demand load retries and reports). */
   onPrefetchError?: (error: Error) => void;
   /**
-   * Repack a streamed expert for the faster kernels on this use (default 3;
-   * 1 = at load, as resident experts; `Infinity` = never). A repack costs
-   * more than it saves for an expert used once or twice before eviction.
+   * Repack a streamed expert for the faster kernels on this use (1 = at
+   * load, as resident experts; `Infinity` = never). Default `"auto"`: at
+   * load once the layer's loaded experts are used ≥ 1.8 times per load on
+   * average (after 8 loads), else on the third use — a repack costs about
+   * one standard-layout matvec and pays from 1.6–1.8 uses on
+   * (docs/streaming.md). Results are identical whatever the setting.
    */
-  packAfterUses?: number;
+  packAfterUses?: number | "auto";
   /**
    * Read streamed experts straight into their slots when the backend gives
    * slot views (`Backend.slotBytes`) and no bytes hook transforms them

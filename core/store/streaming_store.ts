@@ -45,8 +45,19 @@ import {
 /** Macrotask turns `ensure` yields, at most, for loads in flight to land. */
 const SETTLE_TURNS = 4;
 
-/** Default `packAfterUses`: a streamed expert is repacked on its third use (see docs/streaming.md). */
+/** `packAfterUses` of `"auto"` while a layer's experts are not reused enough: repack on the third use. */
 const PACK_AFTER_USES = 3;
+
+/**
+ * `"auto"` repacks at load once a layer's loaded experts are used at least
+ * this many times per load on average: a repack costs about one
+ * standard-layout matvec and the packed matvec is 2.3–2.8× faster, so it
+ * pays from 1.6–1.8 uses on (`bench/streaming_pack.ts`, docs/streaming.md).
+ */
+const AUTO_PACK_USES_PER_LOAD = 1.8;
+
+/** Loads of a layer before `"auto"` trusts its uses-per-load average. */
+const AUTO_PACK_MIN_LOADS = 8;
 
 /** Uses of a loaded expert, and whether it is repacked yet. */
 interface UseCount {
@@ -74,7 +85,7 @@ export class StreamingExpertStore implements ExpertStore {
   #inflightPrefetch = 0;
   #lastDone: number[] | null = null;
   readonly #use = new WeakMap<Entry, UseCount>();
-  readonly #packAfter: number;
+  readonly #packAfter: number | "auto";
   readonly #moeLayers: number;
   /** Keys computed with their fallback copy in the running step. */
   readonly #fallbackNow = new Set<number>();
@@ -104,11 +115,11 @@ export class StreamingExpertStore implements ExpertStore {
     this.prefetcher = opts.prefetcher ?? null;
     this.#stats = ctx.locations.map((_, l) => emptyLayerStats(l));
     this.#res = new Residency(ctx.backend, evictable, this.policy, this.#stats);
-    const pa = opts.packAfterUses ?? PACK_AFTER_USES;
-    if (!(pa >= 1)) {
+    const pa = opts.packAfterUses ?? "auto";
+    if (pa !== "auto" && !(pa >= 1)) {
       throw new StoreError(
         "bad_option",
-        `Cannot stream experts: packAfterUses must be ≥ 1 (Infinity: never): received ${pa}`,
+        `Cannot stream experts: packAfterUses must be "auto" or ≥ 1 (Infinity: never): received ${pa}`,
       );
     }
     this.#packAfter = pa;
@@ -458,10 +469,22 @@ export class StreamingExpertStore implements ExpertStore {
     }
   }
 
+  /** Whether a load of `layer` is repacked as it lands (`packAfterUses` 1, or `"auto"` on reuse). */
+  #packAtLoad(layer: number): boolean {
+    const pa = this.#packAfter;
+    if (pa !== "auto") return pa <= 1;
+    const st = this.#stats[layer];
+    const loads = st.loads ?? 0;
+    if (loads < AUTO_PACK_MIN_LOADS) return false;
+    const uses = st.hits + st.misses - (st.fallbackHits ?? 0);
+    return uses / loads >= AUTO_PACK_USES_PER_LOAD;
+  }
+
   /** Count a use of a loaded expert; repack it once it reaches `packAfterUses`. */
   #used(en: Entry, st: LayerStoreStats): void {
     const u = this.#use.get(en);
-    if (!u || u.packed || ++u.uses < this.#packAfter || !en.weights) return;
+    const after = this.#packAfter === "auto" ? PACK_AFTER_USES : this.#packAfter;
+    if (!u || u.packed || ++u.uses < after || !en.weights) return;
     this.#verified(en);
     const t0 = performance.now();
     prepareExpert(this.#ctx.backend, en.weights);
@@ -533,7 +556,7 @@ export class StreamingExpertStore implements ExpertStore {
         sha256,
         onDetached: () => this.#detachedReads++,
         // a prefetch may never be used: compare re-reads at first use (before any repack)
-        deferRereads: en.reason === "prefetch" && this.#packAfter > 1,
+        deferRereads: en.reason === "prefetch" && this.#packAfter !== 1,
       },
       loc,
       en.slot,
@@ -573,7 +596,8 @@ export class StreamingExpertStore implements ExpertStore {
     const st = this.#stats[en.loc.layer];
     const backend = this.#ctx.backend;
     en.weights = expertViews(en.loc, en.slot);
-    const packed = this.#packAfter <= 1;
+    // bytes whose check is deferred to first use are not repacked before it
+    const packed = en.verify === null && this.#packAtLoad(en.loc.layer);
     if (packed) {
       prepareExpert(backend, en.weights);
       st.packs++;
