@@ -170,7 +170,13 @@ const cases: Case[] = [
     source: "file",
     frac: 0.25,
     label: "LRU, read into fresh buffers then copied (previous miss path)",
-    streaming: { readInPlace: false },
+    streaming: { readInPlace: false, packAfterUses: 3 },
+  },
+  {
+    source: "file",
+    frac: 0.25,
+    label: "LRU, repacked on the third use only (no idle-time repacking)",
+    streaming: { packAfterUses: 3 },
   },
   {
     source: "file",
@@ -268,8 +274,8 @@ try {
       } | **${fmt(rel)}×** | ${st.hits} / ${st.misses} | ${st.fallbackHits ?? 0} | ${
         fmt((st.readMs ?? 0) / loads)
       } | ${fmt((st.verifyMs ?? 0) / loads)} | ${fmt((st.repackMs ?? 0) / loads)} | ${
-        fmt(st.stallMs / waitsOn)
-      } | ${
+        st.packs ?? 0
+      } (${(r.model.store as StreamingExpertStore).idlePacks}) | ${fmt(st.stallMs / waitsOn)} | ${
         ((p) => `${fmt(p.mapped)} / ${fmt(p.fresh)}`)(c.source === "file" ? plainFile : plainHttp)
       } | ${agree} |`,
     );
@@ -293,9 +299,9 @@ try {
       (nginx ? "" : " (no nginx: no HTTP rows)") + "\n",
   );
   console.log(
-    "| source | budget | policy | decode tok/s | resident tok/s | × resident | hits / misses | fallback uses | read ms/load | verify ms/load | copy+repack ms/load | wait ms/miss | plain read ms/expert (into mapped / fresh buffer) | agreement vs full |",
+    "| source | budget | policy | decode tok/s | resident tok/s | × resident | hits / misses | fallback uses | read ms/load | verify ms/load | copy+repack ms/load | repacks (while waiting) | wait ms/miss | plain read ms/expert (into mapped / fresh buffer) | agreement vs full |",
   );
-  console.log("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+  console.log("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
   for (const r of rows) console.log(r);
   const http = summary["http 25% LRU"], file = summary["file 25% LRU"];
   if (http !== undefined) console.log(`\nHTTP / file at 25 %: ${fmt(http / file)}×`);

@@ -15,7 +15,15 @@ import {
   StreamingExpertStore,
 } from "../../mod.ts";
 import { createWasmBackend } from "../../wasm/backend.ts";
-import { EXPERT_BYTES, modelBytes, N_TOKENS, PROMPT, storeContext } from "./store_test_util.ts";
+import {
+  EXPERT_BYTES,
+  GatedSource,
+  modelBytes,
+  N_TOKENS,
+  PROMPT,
+  storeContext,
+} from "./store_test_util.ts";
+import type { ByteSource } from "./byte_source.ts";
 
 const isStoreError = (code: string) => (e: unknown): boolean =>
   e instanceof StoreError && e.code === code;
@@ -201,4 +209,43 @@ Deno.test('packAfterUses "auto": repacks at load once a layer reuses its loads, 
   assert.equal(twice.packs, twice.loads - 8, "repacked at load from the 9th load on");
   assert.equal((await packsFor(2, 3)).packs, 0, "the third use never comes");
   assert.equal((await packsFor(3, 3)).packs, 40);
+});
+
+Deno.test("idle-time repacking: a step waiting for a load repacks its resident experts; tokens unchanged", async () => {
+  const gated = new GatedSource(new MemorySource(modelBytes()));
+  const ctx = { ...await storeContext(gated), backend: await createWasmBackend() };
+  const s = await StreamingExpertStore.create(ctx, { expertBudgetBytes: 4 * EXPERT_BYTES });
+  await s.ensure(0, [0]); // loaded, used once: not repacked ("auto", too few loads)
+  assert.equal(s.stats().packs, 0);
+  const l1 = ctx.locations[0][1];
+  gated.hold(l1.gate!.fileOffset, l1.up.fileOffset, l1.down.fileOffset);
+  const p = s.ensure(0, [0, 1]);
+  for (let i = 0; i < 50 && s.idlePacks === 0; i++) await new Promise((r) => setTimeout(r, 1));
+  assert.equal(s.idlePacks, 1, "expert 0 repacked while expert 1's reads were held");
+  gated.release();
+  await p;
+  assert.equal(s.stats().packs, 1);
+  s.dispose();
+
+  // end to end with reads that take a while: same tokens as resident
+  const m0 = await loadModel(modelBytes(), { backend: await createWasmBackend() });
+  const base = (await generateText(m0, PROMPT, { maxTokens: N_TOKENS, temperature: 0 })).tokens;
+  m0.dispose();
+  const inner = new MemorySource(modelBytes());
+  const slow: ByteSource = {
+    size: inner.size,
+    name: "slow",
+    read: async (o, n) => {
+      await new Promise((r) => setTimeout(r, 2));
+      return await inner.read(o, n);
+    },
+  };
+  const model = await loadModel(slow, {
+    backend: await createWasmBackend(),
+    expertBudgetBytes: 12 * EXPERT_BYTES,
+  });
+  const r = await generateText(model, PROMPT, { maxTokens: N_TOKENS, temperature: 0 });
+  assert.deepEqual(r.tokens, base);
+  assert.ok((model.store as StreamingExpertStore).idlePacks > 0);
+  model.dispose();
 });

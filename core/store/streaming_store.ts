@@ -63,6 +63,8 @@ const AUTO_PACK_MIN_LOADS = 8;
 interface UseCount {
   uses: number;
   packed: boolean;
+  /** Matrices repacked so far (idle-time repacking goes one matrix at a time). */
+  parts: number;
 }
 
 /** Streams experts into backend slots under a byte budget. */
@@ -99,6 +101,8 @@ export class StreamingExpertStore implements ExpertStore {
   readonly #inPlace: boolean;
   /** Reads redone because the slot view was detached by memory growth. */
   #detachedReads = 0;
+  /** Experts repacked while a step waited for its loads. */
+  #idlePacks = 0;
 
   private constructor(
     ctx: StreamingStoreContext,
@@ -131,6 +135,11 @@ export class StreamingExpertStore implements ExpertStore {
   /** Whether misses are read straight into their slots (`readInPlace` and a backend with slot views). */
   get readsInPlace(): boolean {
     return this.#inPlace;
+  }
+
+  /** Experts repacked (part of `stats().packs`) in time a step spent waiting for its loads. */
+  get idlePacks(): number {
+    return this.#idlePacks;
   }
 
   /** Reads redone because memory growth detached the slot view while they were in flight. */
@@ -400,14 +409,28 @@ export class StreamingExpertStore implements ExpertStore {
     signal?: AbortSignal,
   ): Promise<void> {
     const t0 = performance.now();
+    let packMs = 0;
     try {
-      await abortable(Promise.all(waits.map((w) => w.promise!)), signal);
+      const all = Promise.all(waits.map((w) => w.promise!));
+      if (this.#packAfter === "auto") {
+        // the JS thread would idle: repack this step's resident experts, a matrix at a time
+        let settled = false;
+        all.then(() => settled = true, () => settled = true);
+        while (!settled && !signal?.aborted) {
+          const p0 = performance.now();
+          const more = this.#packIdle(keys, st);
+          packMs += performance.now() - p0;
+          if (!more) break;
+          await macrotask();
+        }
+      }
+      await abortable(all, signal);
     } catch (e) {
       this.#res.unprotect(keys);
       throw e;
     } finally {
       for (const w of waits) w.waiters--;
-      st.stallMs += performance.now() - t0;
+      st.stallMs += performance.now() - t0 - packMs;
     }
     if (id === this.#seq) this.#lastDone = keys;
     else this.#res.unprotect(keys);
@@ -467,6 +490,35 @@ export class StreamingExpertStore implements ExpertStore {
       if (this.#res.entries.get(en.key) === en) this.#res.evict(en.key);
       throw e;
     }
+  }
+
+  /**
+   * Repack one matrix of a resident, checked, not yet repacked expert of
+   * this step (`keys`) while the step waits for its loads: time the JS
+   * thread would otherwise idle, for an expert about to be computed.
+   * Returns whether it repacked one.
+   */
+  #packIdle(keys: readonly number[], st: LayerStoreStats): boolean {
+    const backend = this.#ctx.backend;
+    if (!backend.prepareWeights) return false;
+    for (const key of keys) {
+      const en = this.#res.entries.get(key);
+      if (!en?.ready || !en.weights || en.verify) continue;
+      const u = this.#use.get(en);
+      if (!u || u.packed) continue;
+      const w = en.weights;
+      const views = w.gate ? [w.gate, w.up, w.down] : [w.up, w.down];
+      const t0 = performance.now();
+      backend.prepareWeights(views[u.parts++]);
+      if (u.parts >= views.length) {
+        u.packed = true;
+        st.packs++;
+        this.#idlePacks++;
+      }
+      st.repackMs += performance.now() - t0;
+      return true;
+    }
+    return false;
   }
 
   /** Whether a load of `layer` is repacked as it lands (`packAfterUses` 1, or `"auto"` on reuse). */
@@ -602,7 +654,7 @@ export class StreamingExpertStore implements ExpertStore {
       prepareExpert(backend, en.weights);
       st.packs++;
     }
-    this.#use.set(en, { uses: 0, packed });
+    this.#use.set(en, { uses: 0, packed, parts: packed ? 3 : 0 });
     st.repackMs += performance.now() - t0;
     st.readMs += readMs;
     st.verifyMs += verifyMs;
