@@ -170,13 +170,13 @@ const cases: Case[] = [
     source: "file",
     frac: 0.25,
     label: "LRU, read into fresh buffers then copied (previous miss path)",
-    streaming: { readInPlace: false, packAfterUses: 3 },
+    streaming: { readInPlace: false },
   },
   {
     source: "file",
     frac: 0.25,
-    label: "LRU, repacked on the third use only (no idle-time repacking)",
-    streaming: { packAfterUses: 3 },
+    label: "LRU, packAfterUses auto (repack at load on reuse, and while waiting)",
+    streaming: { packAfterUses: "auto" },
   },
   {
     source: "file",

@@ -188,7 +188,7 @@ Deno.test("in place over HTTP: WASM streaming from a Range server gives the resi
 });
 
 Deno.test('packAfterUses "auto": repacks at load once a layer reuses its loads, never for single uses', async () => {
-  const packsFor = async (usesPerLoad: number, packAfterUses?: number | "auto") => {
+  const packsFor = async (usesPerLoad: number, packAfterUses: number | "auto" = "auto") => {
     const ctx = await storeContext(new MemorySource(modelBytes()));
     const s = await StreamingExpertStore.create(ctx, {
       expertBudgetBytes: 3 * EXPERT_BYTES,
@@ -214,7 +214,10 @@ Deno.test('packAfterUses "auto": repacks at load once a layer reuses its loads, 
 Deno.test("idle-time repacking: a step waiting for a load repacks its resident experts; tokens unchanged", async () => {
   const gated = new GatedSource(new MemorySource(modelBytes()));
   const ctx = { ...await storeContext(gated), backend: await createWasmBackend() };
-  const s = await StreamingExpertStore.create(ctx, { expertBudgetBytes: 4 * EXPERT_BYTES });
+  const s = await StreamingExpertStore.create(ctx, {
+    expertBudgetBytes: 4 * EXPERT_BYTES,
+    packAfterUses: "auto",
+  });
   await s.ensure(0, [0]); // loaded, used once: not repacked ("auto", too few loads)
   assert.equal(s.stats().packs, 0);
   const l1 = ctx.locations[0][1];
@@ -243,6 +246,7 @@ Deno.test("idle-time repacking: a step waiting for a load repacks its resident e
   const model = await loadModel(slow, {
     backend: await createWasmBackend(),
     expertBudgetBytes: 12 * EXPERT_BYTES,
+    streaming: { packAfterUses: "auto" },
   });
   const r = await generateText(model, PROMPT, { maxTokens: N_TOKENS, temperature: 0 });
   assert.deepEqual(r.tokens, base);

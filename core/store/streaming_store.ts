@@ -45,7 +45,7 @@ import {
 /** Macrotask turns `ensure` yields, at most, for loads in flight to land. */
 const SETTLE_TURNS = 4;
 
-/** `packAfterUses` of `"auto"` while a layer's experts are not reused enough: repack on the third use. */
+/** Default `packAfterUses` (and `"auto"` while a layer's loads are not reused enough): the third use. */
 const PACK_AFTER_USES = 3;
 
 /**
@@ -119,7 +119,7 @@ export class StreamingExpertStore implements ExpertStore {
     this.prefetcher = opts.prefetcher ?? null;
     this.#stats = ctx.locations.map((_, l) => emptyLayerStats(l));
     this.#res = new Residency(ctx.backend, evictable, this.policy, this.#stats);
-    const pa = opts.packAfterUses ?? "auto";
+    const pa = opts.packAfterUses ?? PACK_AFTER_USES;
     if (pa !== "auto" && !(pa >= 1)) {
       throw new StoreError(
         "bad_option",
