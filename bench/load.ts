@@ -19,7 +19,8 @@
  * to the last token), its ratio to one stream, and TTFT p50/p99, next to
  * llama.cpp's batched decode of the same prompts on the same model in the same
  * run (node-llama-cpp, one context with c sequences, `--threads` threads;
- * `bench/peers/llamacpp_batch.mjs`).
+ * `bench/peers/llamacpp_batch.mjs`); the server gets the same number of WASM threads
+ * (`MOE_EDGE_THREADS`; its own default is one per CPU).
  * It also reports tokens per second including TTFT (all tokens over the time from the
  * common start to the last token), which a server that flushes a stream's tokens in one
  * burst cannot inflate; a round where some stream's tokens arrived < 1 ms apart is marked
@@ -71,6 +72,7 @@ async function startServer(
   slots: number,
   clients: number,
   modelPath?: string,
+  threads?: number,
 ): Promise<{ url: string; child: Deno.ChildProcess }> {
   const child = new Deno.Command(Deno.execPath(), {
     args: ["run", "--allow-read", "--allow-env", "--allow-net", MAIN],
@@ -81,6 +83,8 @@ async function startServer(
       MOE_EDGE_MAX_QUEUE: String(clients),
       MOE_EDGE_API_KEY: "",
       ...(modelPath ? { MOE_EDGE_MODEL: modelPath } : {}),
+      // the server's default is one WASM thread per CPU
+      ...(threads ? { MOE_EDGE_THREADS: String(threads) } : {}),
     },
     stdout: "piped",
     stderr: "inherit",
@@ -450,7 +454,8 @@ async function runScaling(cfg: ScalingConfig): Promise<string> {
   const ours: RoundStats[] = [];
   const theirs: RoundStats[] = [];
   let peerInfo = { version: "?", threads: cfg.threads };
-  const { url, child } = await startServer(maxC, maxC, path);
+  // moe-edge gets as many WASM threads as llama.cpp gets threads (`--threads`)
+  const { url, child } = await startServer(maxC, maxC, path, cfg.threads);
   try {
     // warm-up: JIT, WASM memory, the model's pages
     await Promise.all([0, 1].map((i) => streamIds(url, prompts[i], 4, banned, performance.now())));
@@ -487,7 +492,8 @@ async function runScaling(cfg: ScalingConfig): Promise<string> {
     `rounds per row, model ${cfg.model} ` +
     `(${file.split("/").pop()}), loopback; llama.cpp ${res.llamaCppVersion} batched decode ` +
     `(one context, c sequences, ${res.threads} thread(s), flash attention off, F16 KV); ` +
-    `moe-edge: one server, ${maxC} slots, backend auto (WASM, one thread). Deno ${Deno.version.deno}, ` +
+    `moe-edge: one server, ${maxC} slots, backend auto (WASM, ${cfg.threads} thread(s), ` +
+    `MOE_EDGE_THREADS). Deno ${Deno.version.deno}, ` +
     `${navigator.hardwareConcurrency} CPUs, load average ${
       Deno.loadavg().map((x) => x.toFixed(1)).join(" ")
     } at the end.`,

@@ -7,7 +7,10 @@
  *
  *   git show <rev>:wasm/pkg/moe_edge_kernels_relaxed.wasm > /tmp/old.wasm
  *   deno run -A wasm/bench/module_ab.ts /tmp/old.wasm wasm/pkg/moe_edge_kernels_relaxed.wasm \
- *     [tokens=1,4,16] [types=Q4_0,Q4_K,Q8_0,Q6_K] [clock=wall|cpu]
+ *     [tokens=1,4,16] [types=Q4_0,Q4_K,Q8_0,Q6_K] [clock=wall|cpu] [modeA=0|1] [modeB=0|1]
+ *
+ * `modeA` / `modeB` set the relaxed build's dot form (`relaxed_dot_mode`: 0 split, 1 fused)
+ * of instance A / B, so one module can be compared with itself.
  *
  * `clock=cpu` reports the mean process CPU time per call over all rounds
  * instead of the best wall time: on a loaded machine, time slices lost to
@@ -36,6 +39,7 @@ const opt = (k: string, d: string): string =>
 const TOKENS = opt("tokens", "1,16").split(",").map(Number);
 const TYPES = opt("types", "Q4_0,Q4_K,Q8_0,Q6_K").split(",");
 const CPU = opt("clock", "wall") === "cpu";
+const MODES = [opt("modeA", ""), opt("modeB", "")];
 /** Process CPU milliseconds (user + system). */
 const cpuMs = (): number => {
   const u = process.cpuUsage();
@@ -45,6 +49,12 @@ const insts = Deno.args.slice(0, 2).map((p) =>
   new WebAssembly.Instance(new WebAssembly.Module(Deno.readFileSync(p)), {})
     .exports as unknown as Raw
 );
+insts.forEach((k, i) => {
+  if (MODES[i] === "") return;
+  const f = (k as unknown as { relaxed_dot_mode?: (m: number) => number }).relaxed_dot_mode;
+  if (!f) throw new Error(`module ${i === 0 ? "A" : "B"} has no relaxed_dot_mode`);
+  f(Number(MODES[i]));
+});
 const rows = 2816, cols = 1024;
 for (const name of TYPES) {
   const ty = GgmlType[name as keyof typeof GgmlType];

@@ -196,6 +196,13 @@ export interface KernelExports {
 
   /** Kernel family: 1 = simd128, 2 = relaxed SIMD (packed byte orders are private to it). */
   kernel_variant(): number;
+  /**
+   * Relaxed build: set (`mode` 0 = split i16 dot + `dot_i16x8`, 1 = fused
+   * `i32x4.relaxed_dot_i8x16_i7x16_add_s`) and return the dot form of the
+   * relaxed-SIMD kernels; other values only read it. Same results either way.
+   * simd128 build: always 0. Absent from older modules.
+   */
+  relaxed_dot_mode?(mode: number): number;
   /** Scratch bytes `pack_weights` needs: `(type, cols)`; 0 if the type has no packed layout. */
   pack_scratch_bytes(type: number, cols: number): number;
   /**
@@ -433,5 +440,70 @@ export async function instantiateKernels(
       `Cannot instantiate kernels: ABI version mismatch: expected ${KERNEL_ABI_VERSION}, received ${ver}`,
     );
   }
+  if (v === "relaxed") tuneRelaxedDot(exports);
   return { exports, memory: exports.memory, variant: v, shared };
+}
+
+/** The relaxed dot form picked by {@linkcode tuneRelaxedDot} in this isolate (null: not yet). */
+let relaxedDotPick: number | null = null;
+
+/**
+ * Relaxed build: pick the faster of the two dot forms of the relaxed-SIMD
+ * kernels (same results bit for bit) and set it on `k`. V8 lowers the fused
+ * `i32x4.relaxed_dot_i8x16_i7x16_add_s` to one `vpdpbusd` only with AVX-VNNI;
+ * without it (e.g. AMD Zen 4, AVX512-VNNI only) the split form is ~1.2–1.5×
+ * faster. The first call in an isolate times both on a small packed Q4_0
+ * matvec (about 10 ms: 40 short samples of each, alternating; the fused form
+ * only if it is 5 % faster) in `k`'s memory
+ * above `heap_base`, zeroed afterwards, so call it before anything is
+ * allocated there; later calls reuse the pick. `instantiateKernels` calls it
+ * for every relaxed instance. Returns the mode in effect (0 split, 1 fused),
+ * or -1 when the module has no choice.
+ */
+export function tuneRelaxedDot(k: KernelExports): number {
+  const mode = k.relaxed_dot_mode;
+  if (typeof mode !== "function") return -1;
+  if (relaxedDotPick !== null) return mode.call(k, relaxedDotPick);
+  const Q4_0 = 2, rows = 256, cols = 1024;
+  const wBytes = rows * (cols / 32) * 18;
+  const base = (k.heap_base() + 63) & ~63;
+  const xp = base + wBytes, op = xp + 4 * cols, tp = op + 4 * rows + 64;
+  const sp = tp + Math.max(k.pack_scratch_bytes(Q4_0, cols), 64) + 64;
+  const end = sp + k.matmul_scratch_bytes(Q4_0 | PACKED_FLAG, cols, 1) + 64;
+  const mem = k.memory;
+  if (end > mem.buffer.byteLength) mem.grow(Math.ceil((end - mem.buffer.byteLength) / 65536));
+  const u8 = new Uint8Array(mem.buffer, base, end - base);
+  let seed = 12345;
+  for (let b = 0; b < wBytes; b += 18) {
+    u8[b] = 0x00;
+    u8[b + 1] = 0x2c; // d = 0.0625 (finite: packable)
+    for (let j = 2; j < 18; j++) u8[b + j] = (seed = (seed * 1103515245 + 12345) >>> 0) >>> 24;
+  }
+  const x = new Float32Array(mem.buffer, xp, cols);
+  for (let i = 0; i < cols; i++) x[i] = Math.sin(i * 0.37);
+  let pick = 0;
+  if (k.pack_weights(Q4_0, base, rows, cols, tp, 0) === 0) {
+    const run = () => k.matmul(Q4_0 | PACKED_FLAG, base, rows, cols, xp, 1, op, sp);
+    // warm-up (lets the engine tier the kernels up), then many short samples (8 calls, ~0.1 ms)
+    // alternating the forms: the fastest sample of each is rarely hit by a time slice lost to
+    // another process on a busy machine
+    const w0 = performance.now();
+    for (let i = 0; performance.now() - w0 < 3; i++) {
+      mode.call(k, i & 1);
+      run();
+    }
+    const best = [Infinity, Infinity];
+    for (let r = 0; r < 80; r++) {
+      const m = r & 1;
+      mode.call(k, m);
+      const t0 = performance.now();
+      for (let i = 0; i < 8; i++) run();
+      best[m] = Math.min(best[m], performance.now() - t0);
+    }
+    // the fused form only when clearly faster (it is ~1.2–1.5× slower without AVX-VNNI)
+    pick = best[1] < 0.95 * best[0] ? 1 : 0;
+  }
+  new Uint8Array(mem.buffer, base, end - base).fill(0);
+  relaxedDotPick = pick;
+  return mode.call(k, pick);
 }

@@ -20,6 +20,19 @@
 #include <stdint.h>
 #include <wasm_simd128.h>
 
+#define DOT(a, b, c) wasm_i32x4_relaxed_dot_i8x16_i7x16_add((a), (b), (c))
+
+/* Which dot form the kernels use (both give the same i32 lane partials, so
+ * the same bits): 0 = split (i16 dot + dot_i16x8 against ones; fastest where
+ * V8 has no AVX-VNNI, e.g. Zen 4), 1 = fused i32x4.relaxed_dot_…_add_s (one
+ * vpdpbusd with AVX-VNNI). The host picks by timing both
+ * (wasm/pkg/moe_edge_kernels.ts); in the shared-memory build one store
+ * serves every thread's instance. */
+static volatile uint32_t rx_fused = 0;
+
+void rx_set_fused(uint32_t f) { rx_fused = f ? 1u : 0u; }
+uint32_t rx_get_fused(void) { return rx_fused; }
+
 /* i16x8.relaxed_dot_i8x16_i7x16_s: adjacent byte pairs → i16 (x86: one
  * pmaddubsw; exact, no saturation, for a 7-bit second operand and |a| ≤ 128:
  * |pair| ≤ 2·127·128 < 2^15). The i32x4 form above costs V8 five
@@ -76,7 +89,7 @@ static inline uint32_t align16(uint32_t n) { return (n + 15u) & ~15u; }
 /* Q8_0: x = w ^ m (m = a < 0: x = −w − 1 there) times |a| (7-bit), plus the
  * block's c8 = Σ |a| over negative a per lane: Σ x·|a| + c8 = Σ w·a, exactly
  * (|x| ≤ 128, so each i16 pair sum stays below 2^15). */
-static inline __attribute__((always_inline)) void q8_0_body(const int G, const uint8_t *const g[2], uint32_t nb,
+static inline __attribute__((always_inline)) void q8_0_body(const int F, const int G, const uint8_t *const g[2], uint32_t nb,
                                                           const uint8_t *a, float *const o[2]) {
   const float *da = (const float *)a;
   const uint8_t *y = a + align16(4 * nb);
@@ -97,7 +110,8 @@ static inline __attribute__((always_inline)) void q8_0_body(const int G, const u
       for (int r = 0; r < 4; r++) {
         v128_t w0 = wasm_v128_load(q + 32 * r), w1 = wasm_v128_load(q + 32 * r + 16);
         v128_t x0 = wasm_v128_xor(w0, m0), x1 = wasm_v128_xor(w1, m1);
-        s[r] = wasm_i32x4_add(wasm_i32x4_add(PAIRS(RD16(x0, a0), one), c8), PAIRS(RD16(x1, a1), one));
+        s[r] = F ? DOT(x1, a1, DOT(x0, a0, c8))
+                 : wasm_i32x4_add(wasm_i32x4_add(PAIRS(RD16(x0, a0), one), c8), PAIRS(RD16(x1, a1), one));
       }
       ACC4(acc[k], s, dd);
     }
@@ -107,7 +121,7 @@ static inline __attribute__((always_inline)) void q8_0_body(const int G, const u
 }
 
 /* Q4_0: unsigned nibbles (7-bit) × a, plus c = −8·Σa per lane. */
-static inline __attribute__((always_inline)) void q4_0_body(const int G, const uint8_t *const g[2], uint32_t nb,
+static inline __attribute__((always_inline)) void q4_0_body(const int F, const int G, const uint8_t *const g[2], uint32_t nb,
                                                           const uint8_t *a, float *const o[2]) {
   const float *da = (const float *)a;
   const uint8_t *y = a + align16(4 * nb);
@@ -129,7 +143,7 @@ static inline __attribute__((always_inline)) void q4_0_body(const int G, const u
         v128_t v = wasm_v128_load(q + 16 * r);
         v128_t lo = wasm_v128_and(v, m);
         v128_t hi = wasm_v128_and(wasm_u16x8_shr(v, 4), m);
-        s[r] = wasm_i32x4_add(PAIRS(wasm_i16x8_add(RD16(ylo, lo), RD16(yhi, hi)), one), c);
+        s[r] = F ? DOT(yhi, hi, DOT(ylo, lo, c)) : wasm_i32x4_add(PAIRS(wasm_i16x8_add(RD16(ylo, lo), RD16(yhi, hi)), one), c);
       }
       ACC4(acc[k], s, dd);
     }
@@ -141,13 +155,14 @@ static inline __attribute__((always_inline)) void q4_0_body(const int G, const u
 /* Q4_K: per chunk two sub-block partials, kept as i16 pair sums (|x| ≤
  * 4·15·128), each scaled by one i32x4.dot_i16x8_s against its splat 6-bit
  * scale (scales decoded once per super-block to u16); mins as in group.rs. */
-static inline __attribute__((always_inline)) void q4_k_body(const int G, const uint8_t *const g[2], uint32_t nb,
+static inline __attribute__((always_inline)) void q4_k_body(const int F, const int G, const uint8_t *const g[2], uint32_t nb,
                                                           const uint8_t *a, float *const o[2]) {
   const float *da = (const float *)a;
   const uint8_t *y = a + align16(4 * nb);
   CONSTS();
   const v128_t m4 = wasm_i8x16_splat(0x0f), m30 = wasm_i8x16_splat(0x30);
   const v128_t one = ones16();
+  const v128_t lo16 = wasm_u32x4_splat(0xffffu);
   v128_t acc[2][4], accm[2];
   uint16_t scb[2][32] __attribute__((aligned(16)));
   for (int k = 0; k < G; k++) {
@@ -189,12 +204,20 @@ static inline __attribute__((always_inline)) void q4_k_body(const int G, const u
         const uint8_t *run = g[k] + 576 * i + 64 + 128 * c;
         for (int r = 0; r < 4; r++) {
           v128_t w0 = wasm_v128_load(run + 32 * r), w1 = wasm_v128_load(run + 32 * r + 16);
-          v128_t p0 = wasm_i16x8_add(RD16(l0, wasm_v128_and(w0, m4)), RD16(l1, wasm_v128_and(w1, m4)));
-          v128_t p1 = wasm_i16x8_add(RD16(h0, wasm_v128_and(wasm_u16x8_shr(w0, 4), m4)),
-                                     RD16(h1, wasm_v128_and(wasm_u16x8_shr(w1, 4), m4)));
-          v128_t s0 = wasm_v128_load16_splat(scb[k] + 8 * r + 2 * c);
-          v128_t s1 = wasm_v128_load16_splat(scb[k] + 8 * r + 2 * c + 1);
-          is[k][r] = wasm_i32x4_add(is[k][r], wasm_i32x4_add(wasm_i32x4_dot_i16x8(p0, s0), wasm_i32x4_dot_i16x8(p1, s1)));
+          v128_t b0 = wasm_v128_and(w0, m4), b1 = wasm_v128_and(w1, m4);
+          v128_t c0 = wasm_v128_and(wasm_u16x8_shr(w0, 4), m4), c1 = wasm_v128_and(wasm_u16x8_shr(w1, 4), m4);
+          if (F) {
+            /* (p0, p1) as i16 pairs per lane (|p| < 2^15), one dot against (sc0, sc1) */
+            v128_t p0 = DOT(l1, b1, DOT(l0, b0, z)), p1 = DOT(h1, c1, DOT(h0, c0, z));
+            v128_t pp = wasm_v128_or(wasm_v128_and(p0, lo16), wasm_i32x4_shl(p1, 16));
+            is[k][r] = wasm_i32x4_add(is[k][r], wasm_i32x4_dot_i16x8(pp, wasm_v128_load32_splat(scb[k] + 8 * r + 2 * c)));
+          } else {
+            v128_t p0 = wasm_i16x8_add(RD16(l0, b0), RD16(l1, b1));
+            v128_t p1 = wasm_i16x8_add(RD16(h0, c0), RD16(h1, c1));
+            v128_t s0 = wasm_v128_load16_splat(scb[k] + 8 * r + 2 * c);
+            v128_t s1 = wasm_v128_load16_splat(scb[k] + 8 * r + 2 * c + 1);
+            is[k][r] = wasm_i32x4_add(is[k][r], wasm_i32x4_add(wasm_i32x4_dot_i16x8(p0, s0), wasm_i32x4_dot_i16x8(p1, s1)));
+          }
         }
       }
     }
@@ -211,10 +234,15 @@ static inline __attribute__((always_inline)) void q4_k_body(const int G, const u
   void name(const uint8_t *g0, const uint8_t *g1, uint32_t nb, const uint8_t *a, float *o0, float *o1) { \
     const uint8_t *const g[2] = {g0, g1};                                                            \
     float *const o[2] = {o0, o1};                                                                    \
-    if (g1)                                                                                          \
-      body(2, g, nb, a, o);                                                                          \
+    if (rx_fused) {                                                                                  \
+      if (g1)                                                                                        \
+        body(1, 2, g, nb, a, o);                                                                     \
+      else                                                                                           \
+        body(1, 1, g, nb, a, o);                                                                     \
+    } else if (g1)                                                                                   \
+      body(0, 2, g, nb, a, o);                                                                       \
     else                                                                                             \
-      body(1, g, nb, a, o);                                                                          \
+      body(0, 1, g, nb, a, o);                                                                       \
   }
 
 EXPORT(rx_group_q8_0, q8_0_body)
@@ -234,7 +262,7 @@ EXPORT(rx_group_q4_k, q4_k_body)
     (dst)[3] = B3(v);    \
   } while (0)
 
-static inline __attribute__((always_inline)) void q4_0_tile(const int T, const uint8_t *g, uint32_t nb,
+static inline __attribute__((always_inline)) void q4_0_tile(const int F, const int T, const uint8_t *g, uint32_t nb,
                                                           const uint8_t *a, uint32_t astride, float *o,
                                                           uint32_t ostride) {
   CONSTS();
@@ -258,9 +286,11 @@ static inline __attribute__((always_inline)) void q4_0_tile(const int T, const u
       v128_t hi = wasm_v128_and(wasm_u16x8_shr(v, 4), m);
       for (int t = 0; t < T; t++) {
         const uint8_t *yb = a + t * astride + yo + 48 * i;
-        v128_t s = wasm_i32x4_add(
-            PAIRS(wasm_i16x8_add(RD16(wasm_v128_load(yb), lo), RD16(wasm_v128_load(yb + 16), hi)), one),
-            wasm_v128_load(yb + 32));
+        v128_t s = F ? DOT(wasm_v128_load(yb + 16), hi, DOT(wasm_v128_load(yb), lo, wasm_v128_load(yb + 32)))
+                     : wasm_i32x4_add(PAIRS(wasm_i16x8_add(RD16(wasm_v128_load(yb), lo),
+                                                           RD16(wasm_v128_load(yb + 16), hi)),
+                                            one),
+                                      wasm_v128_load(yb + 32));
         acc[t][r] = acc_lane(acc[t][r], s, ddb[t][r]);
       }
     }
@@ -269,12 +299,13 @@ static inline __attribute__((always_inline)) void q4_0_tile(const int T, const u
     for (int r = 0; r < 4; r++) o[t * ostride + r] = hsum(acc[t][r]);
 }
 
-static inline __attribute__((always_inline)) void q4_k_tile(const int T, const uint8_t *g, uint32_t nb,
+static inline __attribute__((always_inline)) void q4_k_tile(const int F, const int T, const uint8_t *g, uint32_t nb,
                                                           const uint8_t *a, uint32_t astride, float *o,
                                                           uint32_t ostride) {
   CONSTS();
   const v128_t m4 = wasm_i8x16_splat(0x0f), m30 = wasm_i8x16_splat(0x30);
   const uint32_t yo = align16(4 * nb);
+  const v128_t lo16 = wasm_u32x4_splat(0xffffu);
   v128_t acc[4][4], accm[4];
   uint16_t scb[32] __attribute__((aligned(16)));
   for (int t = 0; t < T; t++) {
@@ -317,11 +348,19 @@ static inline __attribute__((always_inline)) void q4_k_tile(const int T, const u
         v128_t hi0 = wasm_v128_and(wasm_u16x8_shr(w0, 4), m4), hi1 = wasm_v128_and(wasm_u16x8_shr(w1, 4), m4);
         v128_t s0 = wasm_v128_load16_splat(scb + 8 * r + 2 * c);
         v128_t s1 = wasm_v128_load16_splat(scb + 8 * r + 2 * c + 1);
+        v128_t s01 = wasm_v128_load32_splat(scb + 8 * r + 2 * c);
         for (int t = 0; t < T; t++) {
           const uint8_t *p = a + t * astride + yo + 320 * i + 64 + 64 * c;
-          v128_t p0 = wasm_i16x8_add(RD16(wasm_v128_load(p), lo0), RD16(wasm_v128_load(p + 16), lo1));
-          v128_t p1 = wasm_i16x8_add(RD16(wasm_v128_load(p + 32), hi0), RD16(wasm_v128_load(p + 48), hi1));
-          is[t] = wasm_i32x4_add(is[t], wasm_i32x4_add(wasm_i32x4_dot_i16x8(p0, s0), wasm_i32x4_dot_i16x8(p1, s1)));
+          if (F) {
+            v128_t p0 = DOT(wasm_v128_load(p + 16), lo1, DOT(wasm_v128_load(p), lo0, z));
+            v128_t p1 = DOT(wasm_v128_load(p + 48), hi1, DOT(wasm_v128_load(p + 32), hi0, z));
+            v128_t pp = wasm_v128_or(wasm_v128_and(p0, lo16), wasm_i32x4_shl(p1, 16));
+            is[t] = wasm_i32x4_add(is[t], wasm_i32x4_dot_i16x8(pp, s01));
+          } else {
+            v128_t p0 = wasm_i16x8_add(RD16(wasm_v128_load(p), lo0), RD16(wasm_v128_load(p + 16), lo1));
+            v128_t p1 = wasm_i16x8_add(RD16(wasm_v128_load(p + 32), hi0), RD16(wasm_v128_load(p + 48), hi1));
+            is[t] = wasm_i32x4_add(is[t], wasm_i32x4_add(wasm_i32x4_dot_i16x8(p0, s0), wasm_i32x4_dot_i16x8(p1, s1)));
+          }
         }
       }
       for (int t = 0; t < T; t++) acc[t][r] = acc_lane(acc[t][r], is[t], ddb[t][r]);
@@ -334,13 +373,19 @@ static inline __attribute__((always_inline)) void q4_k_tile(const int T, const u
   }
 }
 
+#define TILE_T(F, body)                                 \
+  switch (T) {                                          \
+  case 2: body(F, 2, g, nb, a, astride, o, ostride); break; \
+  case 3: body(F, 3, g, nb, a, astride, o, ostride); break; \
+  default: body(F, 4, g, nb, a, astride, o, ostride); break; \
+  }
 #define EXPORT_TILE(name, body)                                                                   \
   void name(const uint8_t *g, uint32_t nb, const uint8_t *a, uint32_t astride, uint32_t T, float *o, \
             uint32_t ostride) {                                                                   \
-    switch (T) {                                                                                  \
-    case 2: body(2, g, nb, a, astride, o, ostride); break;                                        \
-    case 3: body(3, g, nb, a, astride, o, ostride); break;                                        \
-    default: body(4, g, nb, a, astride, o, ostride); break;                                       \
+    if (rx_fused) {                                                                               \
+      TILE_T(1, body)                                                                             \
+    } else {                                                                                      \
+      TILE_T(0, body)                                                                             \
     }                                                                                             \
   }
 

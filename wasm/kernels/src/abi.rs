@@ -279,6 +279,23 @@ pub extern "C" fn kernel_variant() -> u32 {
     packed::VARIANT
 }
 
+/// Relaxed build: set (`mode` 0 = split i16 dot, 1 = fused
+/// `i32x4.relaxed_dot_i8x16_i7x16_add_s`) and return the dot form of the
+/// relaxed-SIMD kernels; any other `mode` only reads it. Both forms give the
+/// same bits; the host picks the faster one. simd128 build: always 0.
+#[no_mangle]
+pub extern "C" fn relaxed_dot_mode(mode: u32) -> u32 {
+    #[cfg(moe_relaxed)]
+    {
+        crate::relaxed::dot_mode(mode)
+    }
+    #[cfg(not(moe_relaxed))]
+    {
+        let _ = mode;
+        0
+    }
+}
+
 /// Scratch bytes `pack_weights` needs for a matrix of type `ty` with `cols`
 /// columns (0: the type has no packed layout).
 #[no_mangle]

@@ -15,11 +15,26 @@ use crate::tiles::align16;
 use crate::types::*;
 
 extern "C" {
+    fn rx_set_fused(f: u32);
+    fn rx_get_fused() -> u32;
     fn rx_group_q8_0(g0: *const u8, g1: *const u8, nb: u32, a: *const u8, o0: *mut f32, o1: *mut f32);
     fn rx_group_q4_0(g0: *const u8, g1: *const u8, nb: u32, a: *const u8, o0: *mut f32, o1: *mut f32);
     fn rx_group_q4_k(g0: *const u8, g1: *const u8, nb: u32, a: *const u8, o0: *mut f32, o1: *mut f32);
     fn rx_tile_q4_0(g: *const u8, nb: u32, a: *const u8, astride: u32, t: u32, o: *mut f32, ostride: u32);
     fn rx_tile_q4_k(g: *const u8, nb: u32, a: *const u8, astride: u32, t: u32, o: *mut f32, ostride: u32);
+}
+
+/// Set (`mode` 0 or 1) and return the dot form of the C kernels: 0 = split
+/// (`i16x8.relaxed_dot` + `i32x4.dot_i16x8_s`), 1 = fused
+/// (`i32x4.relaxed_dot_i8x16_i7x16_add_s`). Same results; speed depends on
+/// the engine's lowering (AVX-VNNI or not). Other `mode` values only read it.
+pub fn dot_mode(mode: u32) -> u32 {
+    unsafe {
+        if mode <= 1 {
+            rx_set_fused(mode);
+        }
+        rx_get_fused()
+    }
 }
 
 /// Bytes of one expanded activation row for the relaxed kernels of layout
