@@ -12,6 +12,8 @@
  * @module
  */
 
+import { cpuCeiling } from "./cpu_ceiling.ts";
+
 function arg(name: string, dflt: string): string {
   const i = Deno.args.indexOf(`--${name}`);
   return i >= 0 && i + 1 < Deno.args.length ? Deno.args[i + 1] : dflt;
@@ -112,11 +114,13 @@ for (const s of setups) {
   s.decode = Infinity;
 }
 const load0 = Deno.loadavg();
+const ceil0 = await cpuCeiling();
 for (let r = 0; r < rounds; r++) {
   const order = r % 2 === 0 ? setups : [...setups].reverse();
   for (const s of order) await pass(s);
 }
 const load1 = Deno.loadavg();
+const ceil1 = await cpuCeiling();
 console.log(
   `model ${path}; prompt ${nPrompt}, decode ${nTok}; best of ${rounds} interleaved passes; a = ${dirA}, b = ${dirB}`,
 );
@@ -139,7 +143,9 @@ for (const s of setups) {
 console.log(
   `load average before ${load0.map((v) => v.toFixed(2)).join(" ")}, after ${
     load1.map((v) => v.toFixed(2)).join(" ")
-  }; ${navigator.hardwareConcurrency} CPUs (${cpuModel()})`,
+  }; ${navigator.hardwareConcurrency} CPUs (${cpuModel()}); 2-thread ceiling of an integer loop (wasm/bench/cpu_ceiling.ts) before ${
+    ceil0.toFixed(2)
+  }×, after ${ceil1.toFixed(2)}×`,
 );
 for (const s of setups) {
   s.model.dispose();
