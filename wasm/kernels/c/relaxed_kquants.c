@@ -282,10 +282,9 @@ static inline __attribute__((always_inline)) void q2_k_body(const int G, const u
 void rx_group_q2_k(const uint8_t *g0, const uint8_t *g1, uint32_t nb, const uint8_t *a, float *o0, float *o1) {
   const uint8_t *const g[2] = {g0, g1};
   float *const o[2] = {o0, o1};
-  if (g1)
-    q2_k_body(2, g, nb, a, o);
-  else
-    q2_k_body(1, g, nb, a, o);
+  /* One group at a time (measured 2-7% faster than both per super-block). */
+  q2_k_body(1, g, nb, a, o);
+  if (g1) q2_k_body(1, g + 1, nb, a, o + 1);
 }
 
 static inline __attribute__((always_inline)) void q2_k_tile(const int T, const uint8_t *g, uint32_t nb,
@@ -422,10 +421,9 @@ static inline __attribute__((always_inline)) void q3_k_body(const int G, const u
 void rx_group_q3_k(const uint8_t *g0, const uint8_t *g1, uint32_t nb, const uint8_t *a, float *o0, float *o1) {
   const uint8_t *const g[2] = {g0, g1};
   float *const o[2] = {o0, o1};
-  if (g1)
-    q3_k_body(2, g, nb, a, o);
-  else
-    q3_k_body(1, g, nb, a, o);
+  /* One group at a time (measured 2-7% faster than both per super-block). */
+  q3_k_body(1, g, nb, a, o);
+  if (g1) q3_k_body(1, g + 1, nb, a, o + 1);
 }
 
 static inline __attribute__((always_inline)) void q3_k_tile(const int T, const uint8_t *g, uint32_t nb,
@@ -526,10 +524,9 @@ static inline __attribute__((always_inline)) void mxfp4_body(const int G, const 
 void rx_group_mxfp4(const uint8_t *g0, const uint8_t *g1, uint32_t nb, const uint8_t *a, float *o0, float *o1) {
   const uint8_t *const g[2] = {g0, g1};
   float *const o[2] = {o0, o1};
-  if (g1)
-    mxfp4_body(2, g, nb, a, o);
-  else
-    mxfp4_body(1, g, nb, a, o);
+  /* One group at a time (measured 2-7% faster than both per super-block). */
+  mxfp4_body(1, g, nb, a, o);
+  if (g1) mxfp4_body(1, g + 1, nb, a, o + 1);
 }
 
 static inline __attribute__((always_inline)) void mxfp4_tile(const int T, const uint8_t *g, uint32_t nb,
@@ -683,10 +680,9 @@ static inline __attribute__((always_inline)) void q5_k_body(const int G, const u
 void rx_group_q5_k(const uint8_t *g0, const uint8_t *g1, uint32_t nb, const uint8_t *a, float *o0, float *o1) {
   const uint8_t *const g[2] = {g0, g1};
   float *const o[2] = {o0, o1};
-  if (g1)
-    q5_k_body(2, g, nb, a, o);
-  else
-    q5_k_body(1, g, nb, a, o);
+  /* One group at a time (measured 2-7% faster than both per super-block). */
+  q5_k_body(1, g, nb, a, o);
+  if (g1) q5_k_body(1, g + 1, nb, a, o + 1);
 }
 
 static inline __attribute__((always_inline)) void q5_k_tile(const int T, const uint8_t *g, uint32_t nb,
