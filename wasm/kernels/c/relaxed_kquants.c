@@ -740,3 +740,96 @@ void rx_tile_q5_k(const uint8_t *g, uint32_t nb, const uint8_t *a, uint32_t astr
   default: q5_k_tile(4, g, nb, a, astride, o, ostride); break;
   }
 }
+
+/* ---- IQ4_NL (wasm/kernels/src/packed_iq4nl.rs): the packed Q4_0 layout;
+ * nibbles looked up in kvalues_iq4nl (relaxed_swizzle, indices < 16), the
+ * activation's sign moved onto the weight, dotted with |a| (7-bit). */
+
+#define NL_CONSTS()                                                                                        \
+  const v128_t sm = wasm_u32x4_splat(0x8fffffffu), sk = wasm_f32x4_splat(0x1p112f);                        \
+  const v128_t m = pin(wasm_i8x16_splat(0x0f));                                                            \
+  const v128_t kv = pin(wasm_i8x16_make(-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113)); \
+  const v128_t z = wasm_i32x4_splat(0)
+
+static inline __attribute__((always_inline)) v128_t nl_dot(v128_t v, v128_t a0, v128_t a1, v128_t m0, v128_t m1,
+                                                         v128_t m, v128_t kv, v128_t z) {
+  v128_t lo = wasm_i8x16_relaxed_swizzle(kv, wasm_v128_and(v, m));
+  v128_t hi = wasm_i8x16_relaxed_swizzle(kv, wasm_v128_and(wasm_u16x8_shr(v, 4), m));
+  lo = wasm_i8x16_sub(wasm_v128_xor(lo, m0), m0);
+  hi = wasm_i8x16_sub(wasm_v128_xor(hi, m1), m1);
+  return wasm_i32x4_relaxed_dot_i8x16_i7x16_add(hi, a1, wasm_i32x4_relaxed_dot_i8x16_i7x16_add(lo, a0, z));
+}
+
+static inline __attribute__((always_inline)) void iq4_nl_body(const uint8_t *g, uint32_t nb, const uint8_t *a,
+                                                            float *o) {
+  const float *da = (const float *)a;
+  const uint8_t *y = a + align16(4 * nb);
+  NL_CONSTS();
+  v128_t acc[4];
+  for (int r = 0; r < 4; r++) acc[r] = wasm_f32x4_splat(0.0f);
+  for (uint32_t i = 0; i < nb; i++) {
+    const uint8_t *yb = y + 64 * i;
+    v128_t a0 = wasm_v128_load(yb), a1 = wasm_v128_load(yb + 16);
+    v128_t m0 = wasm_v128_load(yb + 32), m1 = wasm_v128_load(yb + 48);
+    v128_t dd = wasm_f32x4_mul(scales4(g + 8 * i, sm, sk), wasm_f32x4_splat(da[i]));
+    const uint8_t *q = g + 8 * nb + 64 * i;
+    v128_t s[4];
+    for (int r = 0; r < 4; r++) s[r] = nl_dot(wasm_v128_load(q + 16 * r), a0, a1, m0, m1, m, kv, z);
+    acc[0] = acc_lane(acc[0], s[0], B0(dd));
+    acc[1] = acc_lane(acc[1], s[1], B1(dd));
+    acc[2] = acc_lane(acc[2], s[2], B2(dd));
+    acc[3] = acc_lane(acc[3], s[3], B3(dd));
+  }
+  for (int r = 0; r < 4; r++) o[r] = hsum(acc[r]);
+}
+
+void rx_group_iq4_nl(const uint8_t *g0, const uint8_t *g1, uint32_t nb, const uint8_t *a, float *o0, float *o1) {
+  iq4_nl_body(g0, nb, a, o0);
+  if (g1) iq4_nl_body(g1, nb, a, o1);
+}
+
+static inline __attribute__((always_inline)) void iq4_nl_tile(const int T, const uint8_t *g, uint32_t nb,
+                                                            const uint8_t *a, uint32_t astride, float *o,
+                                                            uint32_t ostride) {
+  NL_CONSTS();
+  const uint32_t yo = align16(4 * nb);
+  v128_t acc[4][4];
+  for (int t = 0; t < T; t++)
+    for (int r = 0; r < 4; r++) acc[t][r] = wasm_f32x4_splat(0.0f);
+  for (uint32_t i = 0; i < nb; i++) {
+    v128_t dw = scales4(g + 8 * i, sm, sk);
+    v128_t ddb[4][4];
+    for (int t = 0; t < T; t++) {
+      v128_t dd = wasm_f32x4_mul(dw, wasm_f32x4_splat(((const float *)(a + t * astride))[i]));
+      ddb[t][0] = B0(dd);
+      ddb[t][1] = B1(dd);
+      ddb[t][2] = B2(dd);
+      ddb[t][3] = B3(dd);
+    }
+    const uint8_t *q = g + 8 * nb + 64 * i;
+    for (int r = 0; r < 4; r++) {
+      v128_t v = wasm_v128_load(q + 16 * r);
+      v128_t lo = wasm_i8x16_relaxed_swizzle(kv, wasm_v128_and(v, m));
+      v128_t hi = wasm_i8x16_relaxed_swizzle(kv, wasm_v128_and(wasm_u16x8_shr(v, 4), m));
+      for (int t = 0; t < T; t++) {
+        const uint8_t *yb = a + t * astride + yo + 64 * i;
+        v128_t m0 = wasm_v128_load(yb + 32), m1 = wasm_v128_load(yb + 48);
+        v128_t l = wasm_i8x16_sub(wasm_v128_xor(lo, m0), m0), h = wasm_i8x16_sub(wasm_v128_xor(hi, m1), m1);
+        v128_t s = wasm_i32x4_relaxed_dot_i8x16_i7x16_add(
+            h, wasm_v128_load(yb + 16), wasm_i32x4_relaxed_dot_i8x16_i7x16_add(l, wasm_v128_load(yb), z));
+        acc[t][r] = acc_lane(acc[t][r], s, ddb[t][r]);
+      }
+    }
+  }
+  for (int t = 0; t < T; t++)
+    for (int r = 0; r < 4; r++) o[t * ostride + r] = hsum(acc[t][r]);
+}
+
+void rx_tile_iq4_nl(const uint8_t *g, uint32_t nb, const uint8_t *a, uint32_t astride, uint32_t T, float *o,
+                    uint32_t ostride) {
+  switch (T) {
+  case 2: iq4_nl_tile(2, g, nb, a, astride, o, ostride); break;
+  case 3: iq4_nl_tile(3, g, nb, a, astride, o, ostride); break;
+  default: iq4_nl_tile(4, g, nb, a, astride, o, ostride); break;
+  }
+}
