@@ -28,6 +28,7 @@ const PACKABLE = [
   { type: GgmlType.Q3_K, name: "Q3_K", blk: 256 },
   { type: GgmlType.MXFP4, name: "MXFP4", blk: 32 },
   { type: GgmlType.Q5_K, name: "Q5_K", blk: 256 },
+  { type: GgmlType.IQ4_NL, name: "IQ4_NL", blk: 32 },
 ] as const;
 
 /** Packed only in the relaxed-SIMD module (`packed_q6k.rs`). */
@@ -37,6 +38,7 @@ const RELAXED_ONLY: readonly GgmlType[] = [
   GgmlType.Q3_K,
   GgmlType.MXFP4,
   GgmlType.Q5_K,
+  GgmlType.IQ4_NL,
 ];
 const packableIn = (variant: string, t: GgmlType): boolean =>
   variant === "relaxed" || !RELAXED_ONLY.includes(t);
@@ -216,6 +218,7 @@ Deno.test("packed layouts: every finite scale, including subnormal and negative 
       GgmlType.Q3_K,
       GgmlType.MXFP4, // E8M0 bytes 0x00, 0x01, 0xff among the low bytes below
       GgmlType.Q5_K,
+      GgmlType.IQ4_NL,
     ];
     for (const type of types.filter((t) => packableIn(variant, t))) {
       const cols = type === GgmlType.Q6_K ? 2048 : 256;
@@ -230,6 +233,7 @@ Deno.test("packed layouts: every finite scale, including subnormal and negative 
         [GgmlType.Q3_K]: 110,
         [GgmlType.MXFP4]: 17,
         [GgmlType.Q5_K]: 176,
+        [GgmlType.IQ4_NL]: 18,
       };
       const bb = BB[type]!;
       // the f16 d of a block (Q2_K: dmin too)

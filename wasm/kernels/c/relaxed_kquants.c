@@ -133,10 +133,10 @@ static inline __attribute__((always_inline)) void q6_k_body(const int G, const u
 void rx_group_q6_k(const uint8_t *g0, const uint8_t *g1, uint32_t nb, const uint8_t *a, float *o0, float *o1) {
   const uint8_t *const g[2] = {g0, g1};
   float *const o[2] = {o0, o1};
-  if (g1)
-    q6_k_body(2, g, nb, a, o);
-  else
-    q6_k_body(1, g, nb, a, o);
+  /* One group at a time (measured ~3% faster than both groups per
+   * super-block: fewer live registers). */
+  q6_k_body(1, g, nb, a, o);
+  if (g1) q6_k_body(1, g + 1, nb, a, o + 1);
 }
 
 /* Token tile (prefill): one group × T ≤ 4 tokens; each row-quad is unpacked
@@ -282,10 +282,9 @@ static inline __attribute__((always_inline)) void q2_k_body(const int G, const u
 void rx_group_q2_k(const uint8_t *g0, const uint8_t *g1, uint32_t nb, const uint8_t *a, float *o0, float *o1) {
   const uint8_t *const g[2] = {g0, g1};
   float *const o[2] = {o0, o1};
-  if (g1)
-    q2_k_body(2, g, nb, a, o);
-  else
-    q2_k_body(1, g, nb, a, o);
+  /* One group at a time (measured 2-7% faster than both per super-block). */
+  q2_k_body(1, g, nb, a, o);
+  if (g1) q2_k_body(1, g + 1, nb, a, o + 1);
 }
 
 static inline __attribute__((always_inline)) void q2_k_tile(const int T, const uint8_t *g, uint32_t nb,
@@ -422,10 +421,9 @@ static inline __attribute__((always_inline)) void q3_k_body(const int G, const u
 void rx_group_q3_k(const uint8_t *g0, const uint8_t *g1, uint32_t nb, const uint8_t *a, float *o0, float *o1) {
   const uint8_t *const g[2] = {g0, g1};
   float *const o[2] = {o0, o1};
-  if (g1)
-    q3_k_body(2, g, nb, a, o);
-  else
-    q3_k_body(1, g, nb, a, o);
+  /* One group at a time (measured 2-7% faster than both per super-block). */
+  q3_k_body(1, g, nb, a, o);
+  if (g1) q3_k_body(1, g + 1, nb, a, o + 1);
 }
 
 static inline __attribute__((always_inline)) void q3_k_tile(const int T, const uint8_t *g, uint32_t nb,
@@ -491,6 +489,15 @@ static inline v128_t e8m0_half4(const uint8_t *p) {
   const v128_t m = pin(wasm_i8x16_splat(0x0f));                                                           \
   const v128_t kv = pin(wasm_i8x16_make(12, 13, 14, 15, 16, 18, 20, 24, 12, 11, 10, 9, 8, 6, 4, 0))
 
+/* Σ over the block's 32 elements per dot lane, plus c: the two halves' i16 pair
+ * sums (|·| ≤ 2·127·24 each) added in i16, widened once (one pmaddwd instead of
+ * two relaxed i32 dots' two). */
+#define MX_DOT(a0, w0, a1, w1, c)                                                            \
+  wasm_i32x4_add(wasm_i32x4_extadd_pairwise_i16x8(wasm_i16x8_add(                            \
+                     wasm_i16x8_relaxed_dot_i8x16_i7x16((a0), (w0)),                         \
+                     wasm_i16x8_relaxed_dot_i8x16_i7x16((a1), (w1)))),                       \
+                 (c))
+
 static inline __attribute__((always_inline)) void mxfp4_body(const int G, const uint8_t *const g[2], uint32_t nb,
                                                            const uint8_t *a, float *const o[2]) {
   const float *da = (const float *)a;
@@ -511,7 +518,7 @@ static inline __attribute__((always_inline)) void mxfp4_body(const int G, const 
         v128_t v = wasm_v128_load(q + 16 * r);
         v128_t lo = wasm_i8x16_relaxed_swizzle(kv, wasm_v128_and(v, m));
         v128_t hi = wasm_i8x16_relaxed_swizzle(kv, wasm_v128_and(wasm_u16x8_shr(v, 4), m));
-        s[r] = wasm_i32x4_relaxed_dot_i8x16_i7x16_add(yhi, hi, wasm_i32x4_relaxed_dot_i8x16_i7x16_add(ylo, lo, c));
+        s[r] = MX_DOT(ylo, lo, yhi, hi, c);
       }
       acc[k][0] = acc_lane(acc[k][0], s[0], B0(dd));
       acc[k][1] = acc_lane(acc[k][1], s[1], B1(dd));
@@ -526,10 +533,9 @@ static inline __attribute__((always_inline)) void mxfp4_body(const int G, const 
 void rx_group_mxfp4(const uint8_t *g0, const uint8_t *g1, uint32_t nb, const uint8_t *a, float *o0, float *o1) {
   const uint8_t *const g[2] = {g0, g1};
   float *const o[2] = {o0, o1};
-  if (g1)
-    mxfp4_body(2, g, nb, a, o);
-  else
-    mxfp4_body(1, g, nb, a, o);
+  /* One group at a time (measured 2-7% faster than both per super-block). */
+  mxfp4_body(1, g, nb, a, o);
+  if (g1) mxfp4_body(1, g + 1, nb, a, o + 1);
 }
 
 static inline __attribute__((always_inline)) void mxfp4_tile(const int T, const uint8_t *g, uint32_t nb,
@@ -557,8 +563,7 @@ static inline __attribute__((always_inline)) void mxfp4_tile(const int T, const 
       v128_t hi = wasm_i8x16_relaxed_swizzle(kv, wasm_v128_and(wasm_u16x8_shr(v, 4), m));
       for (int t = 0; t < T; t++) {
         const uint8_t *yb = a + t * astride + yo + 48 * i;
-        v128_t s = wasm_i32x4_relaxed_dot_i8x16_i7x16_add(
-            wasm_v128_load(yb + 16), hi, wasm_i32x4_relaxed_dot_i8x16_i7x16_add(wasm_v128_load(yb), lo, wasm_v128_load(yb + 32)));
+        v128_t s = MX_DOT(wasm_v128_load(yb), lo, wasm_v128_load(yb + 16), hi, wasm_v128_load(yb + 32));
         acc[t][r] = acc_lane(acc[t][r], s, ddb[t][r]);
       }
     }
@@ -683,10 +688,9 @@ static inline __attribute__((always_inline)) void q5_k_body(const int G, const u
 void rx_group_q5_k(const uint8_t *g0, const uint8_t *g1, uint32_t nb, const uint8_t *a, float *o0, float *o1) {
   const uint8_t *const g[2] = {g0, g1};
   float *const o[2] = {o0, o1};
-  if (g1)
-    q5_k_body(2, g, nb, a, o);
-  else
-    q5_k_body(1, g, nb, a, o);
+  /* One group at a time (measured 2-7% faster than both per super-block). */
+  q5_k_body(1, g, nb, a, o);
+  if (g1) q5_k_body(1, g + 1, nb, a, o + 1);
 }
 
 static inline __attribute__((always_inline)) void q5_k_tile(const int T, const uint8_t *g, uint32_t nb,
@@ -742,5 +746,98 @@ void rx_tile_q5_k(const uint8_t *g, uint32_t nb, const uint8_t *a, uint32_t astr
   case 2: q5_k_tile(2, g, nb, a, astride, o, ostride); break;
   case 3: q5_k_tile(3, g, nb, a, astride, o, ostride); break;
   default: q5_k_tile(4, g, nb, a, astride, o, ostride); break;
+  }
+}
+
+/* ---- IQ4_NL (wasm/kernels/src/packed_iq4nl.rs): the packed Q4_0 layout;
+ * nibbles looked up in kvalues_iq4nl (relaxed_swizzle, indices < 16), the
+ * activation's sign moved onto the weight, dotted with |a| (7-bit). */
+
+#define NL_CONSTS()                                                                                        \
+  const v128_t sm = wasm_u32x4_splat(0x8fffffffu), sk = wasm_f32x4_splat(0x1p112f);                        \
+  const v128_t m = pin(wasm_i8x16_splat(0x0f));                                                            \
+  const v128_t kv = pin(wasm_i8x16_make(-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113)); \
+  const v128_t z = wasm_i32x4_splat(0)
+
+static inline __attribute__((always_inline)) v128_t nl_dot(v128_t v, v128_t a0, v128_t a1, v128_t m0, v128_t m1,
+                                                         v128_t m, v128_t kv, v128_t z) {
+  v128_t lo = wasm_i8x16_relaxed_swizzle(kv, wasm_v128_and(v, m));
+  v128_t hi = wasm_i8x16_relaxed_swizzle(kv, wasm_v128_and(wasm_u16x8_shr(v, 4), m));
+  lo = wasm_i8x16_sub(wasm_v128_xor(lo, m0), m0);
+  hi = wasm_i8x16_sub(wasm_v128_xor(hi, m1), m1);
+  return wasm_i32x4_relaxed_dot_i8x16_i7x16_add(hi, a1, wasm_i32x4_relaxed_dot_i8x16_i7x16_add(lo, a0, z));
+}
+
+static inline __attribute__((always_inline)) void iq4_nl_body(const uint8_t *g, uint32_t nb, const uint8_t *a,
+                                                            float *o) {
+  const float *da = (const float *)a;
+  const uint8_t *y = a + align16(4 * nb);
+  NL_CONSTS();
+  v128_t acc[4];
+  for (int r = 0; r < 4; r++) acc[r] = wasm_f32x4_splat(0.0f);
+  for (uint32_t i = 0; i < nb; i++) {
+    const uint8_t *yb = y + 64 * i;
+    v128_t a0 = wasm_v128_load(yb), a1 = wasm_v128_load(yb + 16);
+    v128_t m0 = wasm_v128_load(yb + 32), m1 = wasm_v128_load(yb + 48);
+    v128_t dd = wasm_f32x4_mul(scales4(g + 8 * i, sm, sk), wasm_f32x4_splat(da[i]));
+    const uint8_t *q = g + 8 * nb + 64 * i;
+    v128_t s[4];
+    for (int r = 0; r < 4; r++) s[r] = nl_dot(wasm_v128_load(q + 16 * r), a0, a1, m0, m1, m, kv, z);
+    acc[0] = acc_lane(acc[0], s[0], B0(dd));
+    acc[1] = acc_lane(acc[1], s[1], B1(dd));
+    acc[2] = acc_lane(acc[2], s[2], B2(dd));
+    acc[3] = acc_lane(acc[3], s[3], B3(dd));
+  }
+  for (int r = 0; r < 4; r++) o[r] = hsum(acc[r]);
+}
+
+void rx_group_iq4_nl(const uint8_t *g0, const uint8_t *g1, uint32_t nb, const uint8_t *a, float *o0, float *o1) {
+  iq4_nl_body(g0, nb, a, o0);
+  if (g1) iq4_nl_body(g1, nb, a, o1);
+}
+
+static inline __attribute__((always_inline)) void iq4_nl_tile(const int T, const uint8_t *g, uint32_t nb,
+                                                            const uint8_t *a, uint32_t astride, float *o,
+                                                            uint32_t ostride) {
+  NL_CONSTS();
+  const uint32_t yo = align16(4 * nb);
+  v128_t acc[4][4];
+  for (int t = 0; t < T; t++)
+    for (int r = 0; r < 4; r++) acc[t][r] = wasm_f32x4_splat(0.0f);
+  for (uint32_t i = 0; i < nb; i++) {
+    v128_t dw = scales4(g + 8 * i, sm, sk);
+    v128_t ddb[4][4];
+    for (int t = 0; t < T; t++) {
+      v128_t dd = wasm_f32x4_mul(dw, wasm_f32x4_splat(((const float *)(a + t * astride))[i]));
+      ddb[t][0] = B0(dd);
+      ddb[t][1] = B1(dd);
+      ddb[t][2] = B2(dd);
+      ddb[t][3] = B3(dd);
+    }
+    const uint8_t *q = g + 8 * nb + 64 * i;
+    for (int r = 0; r < 4; r++) {
+      v128_t v = wasm_v128_load(q + 16 * r);
+      v128_t lo = wasm_i8x16_relaxed_swizzle(kv, wasm_v128_and(v, m));
+      v128_t hi = wasm_i8x16_relaxed_swizzle(kv, wasm_v128_and(wasm_u16x8_shr(v, 4), m));
+      for (int t = 0; t < T; t++) {
+        const uint8_t *yb = a + t * astride + yo + 64 * i;
+        v128_t m0 = wasm_v128_load(yb + 32), m1 = wasm_v128_load(yb + 48);
+        v128_t l = wasm_i8x16_sub(wasm_v128_xor(lo, m0), m0), h = wasm_i8x16_sub(wasm_v128_xor(hi, m1), m1);
+        v128_t s = wasm_i32x4_relaxed_dot_i8x16_i7x16_add(
+            h, wasm_v128_load(yb + 16), wasm_i32x4_relaxed_dot_i8x16_i7x16_add(l, wasm_v128_load(yb), z));
+        acc[t][r] = acc_lane(acc[t][r], s, ddb[t][r]);
+      }
+    }
+  }
+  for (int t = 0; t < T; t++)
+    for (int r = 0; r < 4; r++) o[t * ostride + r] = hsum(acc[t][r]);
+}
+
+void rx_tile_iq4_nl(const uint8_t *g, uint32_t nb, const uint8_t *a, uint32_t astride, uint32_t T, float *o,
+                    uint32_t ostride) {
+  switch (T) {
+  case 2: iq4_nl_tile(2, g, nb, a, astride, o, ostride); break;
+  case 3: iq4_nl_tile(3, g, nb, a, astride, o, ostride); break;
+  default: iq4_nl_tile(4, g, nb, a, astride, o, ostride); break;
   }
 }

@@ -24,6 +24,7 @@ mod matmul;
 mod norm;
 mod packed;
 mod packed_f16;
+mod packed_iq4nl;
 mod packed_q2k;
 mod packed_q3k;
 mod packed_q5k;

@@ -77,7 +77,7 @@ pub static LAYOUTS: [Layout; 4] = [
 ];
 
 /// The packed layout of `ty`, or None (the layouts defined in their own
-/// modules — Q6_K, Q5_K, Q3_K, Q2_K, MXFP4 in `packed_*.rs`, relaxed build —
+/// modules — Q6_K, Q5_K, Q3_K, Q2_K, MXFP4, IQ4_NL in `packed_*.rs`, relaxed build —
 /// come after `LAYOUTS`).
 #[inline]
 pub fn layout(ty: u32) -> Option<&'static Layout> {
@@ -89,6 +89,7 @@ pub fn layout(ty: u32) -> Option<&'static Layout> {
         .or_else(|| crate::packed_q3k::layout(ty))
         .or_else(|| crate::packed_mxfp4::layout(ty))
         .or_else(|| crate::packed_q5k::layout(ty))
+        .or_else(|| crate::packed_iq4nl::layout(ty))
 }
 
 /// Whether `ty` has a packed layout.

@@ -86,15 +86,6 @@ mod relaxed {
         16 * run + 8 * (n % 2) + 2 * (p / 4) + p % 2
     }
 
-    /// `u = q + 4` of element `e` of a standard block.
-    #[inline(always)]
-    unsafe fn u_get(b: *const u8, e: usize) -> u8 {
-        let (k, j, l) = (e / 128, (e / 32) % 4, e % 32);
-        let low = (*b.add(32 + 32 * k + l) >> (2 * j)) & 3;
-        let h = (*b.add(l) >> (4 * k + j)) & 1;
-        low | (h << 2)
-    }
-
     /// OR `u` of element `e` into a standard block whose quants are zeroed.
     #[inline(always)]
     unsafe fn u_or(b: *mut u8, e: usize, u: u8) {
@@ -172,14 +163,37 @@ mod relaxed {
         for u in 0..16 {
             scale_set(d.add(8), r, u, sc[u] as u8);
         }
-        for qp in 0..2 {
-            let abc = d.add(QOFF + 192 * qp + 48 * r);
-            for p in 0..16 {
-                let v = [0usize, 1, 2, 3, 4, 5, 6, 7].map(|n| u_get(src, elem(qp, n, p)));
-                *abc.add(p) = v[0] | (v[1] << 3) | ((v[6] & 3) << 6);
-                *abc.add(16 + p) = v[2] | (v[3] << 3) | ((v[7] & 3) << 6);
-                *abc.add(32 + p) = v[4] | (v[5] << 3) | ((v[6] >> 2) << 6) | ((v[7] >> 2) << 7);
+        // u = low2 | hbit << 2 of the 256 elements in element order
+        // (e = 128k + 32j + l: qs[32k + l] >> 2j, hmask[l] bit 4k + j).
+        let mut q = [0u8; 256];
+        let (m3, m4) = (u8x16_splat(3), u8x16_splat(4));
+        for k in 0..2 {
+            for h in 0..2 {
+                let qs = ld(src.add(32 + 32 * k + 16 * h));
+                let hm = ld(src.add(16 * h));
+                for j in 0..4 {
+                    let low = v128_and(u16x8_shr(qs, (2 * j) as u32), m3);
+                    let b = 4 * k + j; // bit b → bit 2 (the mask drops bits that crossed bytes)
+                    let hb = if b <= 2 { i16x8_shl(hm, (2 - b) as u32) } else { u16x8_shr(hm, (b - 2) as u32) };
+                    st(q.as_mut_ptr().add(128 * k + 32 * j + 16 * h), v128_or(low, v128_and(hb, m4)));
+                }
             }
+        }
+        for qp in 0..2 {
+            let mut v = [u8x16_splat(0); 8];
+            for n in 0..4 {
+                // quad 2qp + n/2, run pair m = 2·quad + n%2
+                let run = q.as_ptr().add(32 * (4 * qp + n));
+                let (ra, rb) = (ld(run), ld(run.add(16)));
+                v[2 * n] = i16x8_shuffle::<0, 8, 1, 9, 2, 10, 3, 11>(ra, rb);
+                v[2 * n + 1] = i16x8_shuffle::<4, 12, 5, 13, 6, 14, 7, 15>(ra, rb);
+            }
+            // Values ≤ 7, pieces masked before each 16-bit shift: no bit crosses a byte.
+            let pc = |x: v128, mask: u8, sh: u32| i16x8_shl(v128_and(x, u8x16_splat(mask)), sh);
+            let abc = d.add(QOFF + 192 * qp + 48 * r);
+            st(abc, v128_or(v128_or(v[0], i16x8_shl(v[1], 3)), pc(v[6], 3, 6)));
+            st(abc.add(16), v128_or(v128_or(v[2], i16x8_shl(v[3], 3)), pc(v[7], 3, 6)));
+            st(abc.add(32), v128_or(v128_or(v[4], i16x8_shl(v[5], 3)), v128_or(pc(v[6], 4, 4), pc(v[7], 4, 5))));
         }
     }
 

@@ -82,15 +82,6 @@ mod relaxed {
         64 * c + 32 * ((p % 4) / 2) + 8 * k + 2 * (p / 4) + p % 2
     }
 
-    /// 5-bit value of element `e` of a standard block.
-    #[inline(always)]
-    unsafe fn v_get(b: *const u8, e: usize) -> u8 {
-        let (sb, l) = (e / 32, e % 32);
-        let q = *b.add(48 + 32 * (sb / 2) + l);
-        let nib = if sb % 2 == 0 { q & 15 } else { q >> 4 };
-        nib | (((*b.add(16 + l) >> sb) & 1) << 4)
-    }
-
     /// OR the 5-bit value `v` of element `e` into a standard block whose quants are zeroed.
     #[inline(always)]
     unsafe fn v_or(b: *mut u8, e: usize, v: u8) {
@@ -111,17 +102,6 @@ mod relaxed {
             (a[0] >> 5) | (((a[1] >> 5) & 3) << 3),
             (a[2] >> 5) | (((a[3] >> 5) & 3) << 3),
             (a[4] >> 5) | ((a[1] >> 7) << 3) | ((a[3] >> 7) << 4),
-        ]
-    }
-
-    #[inline(always)]
-    fn encode8(v: [u8; 8]) -> [u8; 5] {
-        [
-            v[0] | ((v[5] & 7) << 5),
-            v[1] | (((v[5] >> 3) & 3) << 5) | (((v[7] >> 3) & 1) << 7),
-            v[2] | ((v[6] & 7) << 5),
-            v[3] | (((v[6] >> 3) & 3) << 5) | ((v[7] >> 4) << 7),
-            v[4] | ((v[7] & 7) << 5),
         ]
     }
 
@@ -193,15 +173,42 @@ mod relaxed {
             plane_set(d.add(16), r, sb, false, s);
             plane_set(d.add(16), r, sb, true, m);
         }
-        for cp in 0..2 {
-            let a = d.add(QOFF + 320 * cp + 80 * r);
-            for p in 0..16 {
-                let v = [0usize, 1, 2, 3, 4, 5, 6, 7].map(|n| v_get(src, elem(cp, n, p)));
-                let e = encode8(v);
-                for k in 0..5 {
-                    *a.add(16 * k + p) = e[k];
+        // The 256 5-bit values in element order (sub-block sb: nibble of
+        // qs[32(sb/2) + l], fifth bit = bit sb of qh[l]).
+        let mut q = [0u8; 256];
+        let (m4, m10) = (u8x16_splat(0x0f), u8x16_splat(0x10));
+        for c in 0..4 {
+            for h in 0..2 {
+                let qs = ld(src.add(48 + 32 * c + 16 * h));
+                let qh = ld(src.add(16 + 16 * h));
+                for k in 0..2 {
+                    let sb = 2 * c + k;
+                    let nib = if k == 0 { v128_and(qs, m4) } else { v128_and(u16x8_shr(qs, 4), m4) };
+                    // bit sb of each qh byte → bit 4 (the mask drops bits that crossed bytes)
+                    let hb = if sb <= 4 { i16x8_shl(qh, (4 - sb) as u32) } else { u16x8_shr(qh, (sb - 4) as u32) };
+                    st(q.as_mut_ptr().add(32 * sb + 16 * h), v128_or(nib, v128_and(hb, m10)));
                 }
             }
+        }
+        for cp in 0..2 {
+            let mut v = [u8x16_splat(0); 8];
+            for cc in 0..2 {
+                let x = q.as_ptr().add(64 * (2 * cp + cc));
+                let (a0, a1, b0, b1) = (ld(x), ld(x.add(16)), ld(x.add(32)), ld(x.add(48)));
+                v[4 * cc] = i16x8_shuffle::<0, 8, 1, 9, 2, 10, 3, 11>(a0, b0);
+                v[4 * cc + 1] = i16x8_shuffle::<4, 12, 5, 13, 6, 14, 7, 15>(a0, b0);
+                v[4 * cc + 2] = i16x8_shuffle::<0, 8, 1, 9, 2, 10, 3, 11>(a1, b1);
+                v[4 * cc + 3] = i16x8_shuffle::<4, 12, 5, 13, 6, 14, 7, 15>(a1, b1);
+            }
+            // encode8 on vectors: each piece is masked before its 16-bit shift, so
+            // no bit crosses into the next byte.
+            let pc = |x: v128, mask: u8, sh: u32| i16x8_shl(v128_and(x, u8x16_splat(mask)), sh);
+            let a = d.add(QOFF + 320 * cp + 80 * r);
+            st(a, v128_or(v[0], pc(v[5], 7, 5)));
+            st(a.add(16), v128_or(v128_or(v[1], pc(v[5], 0x18, 2)), pc(v[7], 0x08, 4)));
+            st(a.add(32), v128_or(v[2], pc(v[6], 7, 5)));
+            st(a.add(48), v128_or(v128_or(v[3], pc(v[6], 0x18, 2)), pc(v[7], 0x10, 3)));
+            st(a.add(64), v128_or(v[4], pc(v[7], 7, 5)));
         }
     }
 
