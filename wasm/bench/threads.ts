@@ -107,7 +107,7 @@ const cases: Case[] = [
         { gate: s.g, up: s.u, down: s.d, x: x1, nTokens: 1, out: outE },
         { gate: s.g2, up: s.u2, down: s.d2, x: x1, nTokens: 1, out: outE2 },
       ];
-      if (!s.be.ffnSwigluMany(jobs)) {
+      if (!s.be.ffnSwigluMany?.(jobs)) { // an older backend without it: one by one
         for (const j of jobs) s.be.ffnSwiglu(j.gate, j.up, j.down, j.x, 1, j.out);
       }
     },
