@@ -5,7 +5,10 @@
  * (32 tokens), at each thread count, round-robin in one process (best of
  * `--rounds`). Prints a markdown table and the load average.
  *
- *   deno run -A wasm/bench/threads.ts [--threads 1,2] [--rounds 5] [--small]
+ *   deno run -A wasm/bench/threads.ts [--threads 1,2] [--rounds 5] [--small] [--a <checkout>]
+ *
+ * With `--a`, another checkout's backend runs next to this one at each
+ * count (same process, round-robin): columns `a`/`b`, and a / b.
  *
  * @module
  */
@@ -46,6 +49,8 @@ const x32 = randomActivations(r, 32 * nEmbd);
 const x1f = randomActivations(r, nFf);
 
 interface Setup {
+  /** `"a "`/`"b "` in an A/B run, else empty. */
+  tag: string;
   threads: number;
   be: WasmBackend;
   g: WeightView;
@@ -71,19 +76,32 @@ function up(
   return v;
 }
 
+// --a <checkout>: also run another checkout's backend (same-process A/B), next to each count
+const other = arg("a", "");
+type Create = (o: { threads: number }) => Promise<WasmBackend>;
+const makers: { tag: string; create: Create }[] = [{ tag: "", create: createWasmBackend }];
+if (other !== "") {
+  const root = `file://${other.endsWith("/") ? other : other + "/"}`;
+  const mod = await import(new URL("wasm/backend.ts", root).href);
+  makers.unshift({ tag: "a ", create: mod.createWasmBackend as Create });
+  makers[1].tag = "b ";
+}
 const setups: Setup[] = [];
 for (const threads of counts) {
-  const be = await createWasmBackend({ threads });
-  setups.push({
-    threads,
-    be,
-    g: up(be, wg, GgmlType.Q4_K, nFf, nEmbd),
-    u: up(be, wu, GgmlType.Q4_K, nFf, nEmbd),
-    d: up(be, wd, GgmlType.Q6_K, nEmbd, nFf),
-    g2: up(be, wg2, GgmlType.Q4_K, nFf, nEmbd),
-    u2: up(be, wu2, GgmlType.Q4_K, nFf, nEmbd),
-    d2: up(be, wd2, GgmlType.Q6_K, nEmbd, nFf),
-  });
+  for (const mk of makers) {
+    const be = await mk.create({ threads });
+    setups.push({
+      tag: mk.tag,
+      threads,
+      be,
+      g: up(be, wg, GgmlType.Q4_K, nFf, nEmbd),
+      u: up(be, wu, GgmlType.Q4_K, nFf, nEmbd),
+      d: up(be, wd, GgmlType.Q6_K, nEmbd, nFf),
+      g2: up(be, wg2, GgmlType.Q4_K, nFf, nEmbd),
+      u2: up(be, wu2, GgmlType.Q4_K, nFf, nEmbd),
+      d2: up(be, wd2, GgmlType.Q6_K, nEmbd, nFf),
+    });
+  }
 }
 
 type Case = { name: string; run: (s: Setup) => void };
@@ -138,17 +156,18 @@ for (let k = 0; k < rounds; k++) {
     })
   );
 }
+const last = setups.length - 1, first = makers.length - 1; // b (or the only) at the first count
 console.log(
-  `| op | ${counts.map((t) => `${t} thread(s) ms`).join(" | ")} | speed-up ${counts.at(-1)} vs ${
-    counts[0]
-  } |`,
+  `| op | ${setups.map((s) => `${s.tag}${s.threads} thread(s) ms`).join(" | ")} | speed-up ${
+    setups[last].tag
+  }${counts.at(-1)} vs ${counts[0]} |${other !== "" ? " a / b at " + counts.at(-1) + " |" : ""}`,
 );
-console.log(`| -- | ${counts.map(() => "--").join(" | ")} | -- |`);
+console.log(`| -- | ${setups.map(() => "--").join(" | ")} | -- |${other !== "" ? " -- |" : ""}`);
 cases.forEach((c, i) => {
   console.log(
     `| ${c.name} | ${best[i].map((v) => v.toFixed(3)).join(" | ")} | ${
-      (best[i][0] / best[i].at(-1)!).toFixed(2)
-    }× |`,
+      (best[i][first] / best[i][last]).toFixed(2)
+    }× |${other !== "" ? ` ${(best[i][last - 1] / best[i][last]).toFixed(3)} |` : ""}`,
   );
 });
 console.log(
