@@ -391,3 +391,114 @@ static inline __attribute__((always_inline)) void q4_k_tile(const int F, const i
 
 EXPORT_TILE(rx_tile_q4_0, q4_0_tile)
 EXPORT_TILE(rx_tile_q4_k, q4_k_tile)
+
+/* ---- standard-layout (unpacked) decode kernels: 4 consecutive rows of the
+ * standard GGUF block layout × 1 token per group, two groups (g0, g1; g1 may
+ * be null) per call, reading the same expanded activations as the packed
+ * kernels above (relaxed.rs `expand_t`). They are the packed group kernels
+ * with the repack done in registers: the 4 rows' f16 scales are gathered
+ * into one vector (4 × load16_lane; inf/NaN handled exactly, see
+ * `scales_std`: unpacked weights are not screened as packing screens them),
+ * and each 16-byte quant run is permuted by `f` (packed.rs) with one
+ * i8x16.relaxed_swizzle, so dot lane j sums exactly the standard lane-j
+ * element set: the same i32 lane partials and the same f32 order per row as
+ * tiles.rs `tile_legacy` / `tile_q45k` with one token (bit-identical). Row k
+ * of a group starts k·rs bytes after the group (rs = row bytes). */
+
+/* f16 bits zero-extended in u32 lanes → f32x4, exact for every f16 (simd.rs `f16x4_to_f32`). */
+static inline v128_t f16x4_full(v128_t h) {
+  v128_t sign = wasm_i32x4_shl(wasm_v128_and(h, wasm_i32x4_splat(0x8000)), 16);
+  v128_t em = wasm_v128_and(h, wasm_i32x4_splat(0x7fff));
+  v128_t sh = wasm_i32x4_shl(em, 13);
+  v128_t norm = wasm_f32x4_mul(sh, wasm_f32x4_splat(0x1p112f));
+  v128_t infnan = wasm_v128_or(sh, wasm_i32x4_splat(0x7f800000));
+  v128_t big = wasm_i32x4_ge(em, wasm_i32x4_splat(0x7c00));
+  return wasm_v128_or(wasm_v128_bitselect(infnan, norm, big), sign);
+}
+
+/* The f16 at p + k·rs (k = 0..3) in the high halves of u32 lanes (f16 << 16). */
+static inline v128_t gather_f16x4(const uint8_t *p, uint32_t rs) {
+  v128_t v = wasm_i32x4_splat(0);
+  v = wasm_v128_load16_lane(p, v, 1);
+  v = wasm_v128_load16_lane(p + rs, v, 3);
+  v = wasm_v128_load16_lane(p + 2 * rs, v, 5);
+  v = wasm_v128_load16_lane(p + 3 * rs, v, 7);
+  return v;
+}
+
+/* Gathered f16 (`gather_f16x4`) → f32x4. X = 0: the `scales4` conversion
+ * (exact for finite f16: an arithmetic shift puts sign copies in bits 28..30,
+ * `sm` clears them, `sk` = 2^112 rebiases), and `*hx` keeps the lane-wise
+ * max of the unsigned |f16| << 17 so the caller can tell afterwards whether
+ * an inf/NaN scale was seen (then it reruns with X = 1). X = 1: exact for
+ * every f16. */
+static inline __attribute__((always_inline)) v128_t scales_std(const int X, v128_t v, v128_t sm, v128_t sk, v128_t *hx) {
+  if (X) return f16x4_full(wasm_u32x4_shr(v, 16));
+  *hx = wasm_u32x4_max(*hx, wasm_i32x4_shl(v, 1));
+  return wasm_f32x4_mul(wasm_v128_and(wasm_i32x4_shr(v, 3), sm), sk);
+}
+
+/* Whether `hx` saw an f16 with exponent 31 (inf/NaN): |f16| << 17 ≥ 0x7c00 << 17. */
+static inline int saw_infnan(v128_t hx) {
+  return !wasm_i32x4_all_true(wasm_u32x4_lt(hx, wasm_u32x4_splat(0xf8000000u)));
+}
+
+/* f as a byte-index vector for i8x16.relaxed_swizzle (one pshufb; indices
+ * 0..15 are deterministic), read through a volatile slot once per call: a
+ * constant i8x16.shuffle costs V8 a mask rebuilt from immediates each time. */
+static inline v128_t perm_f(void) {
+  volatile v128_t v = wasm_i8x16_make(0, 1, 8, 9, 2, 3, 10, 11, 4, 5, 12, 13, 6, 7, 14, 15);
+  return v;
+}
+#define PERM_F(v) wasm_i8x16_relaxed_swizzle((v), pf)
+
+/* Returns 1 (outputs not final) when X = 0 met an inf/NaN scale. */
+static inline __attribute__((always_inline)) int q4_0_std_body(const int F, const int G, const int X, const uint8_t *const g[2],
+                                                             uint32_t nb, const uint8_t *a, float *const o[2]) {
+  const float *da = (const float *)a;
+  const uint8_t *y = a + align16(4 * nb);
+  const uint32_t rs = 18 * nb;
+  CONSTS();
+  const v128_t m = wasm_i8x16_splat(0x0f);
+  const v128_t one = ones16(), pf = perm_f();
+  v128_t acc[2][4], hx = z;
+  for (int k = 0; k < G; k++)
+    for (int r = 0; r < 4; r++) acc[k][r] = wasm_f32x4_splat(0.0f);
+  for (uint32_t i = 0; i < nb; i++) {
+    const uint8_t *yb = y + 48 * i;
+    v128_t ylo = wasm_v128_load(yb), yhi = wasm_v128_load(yb + 16), c = wasm_v128_load(yb + 32);
+    v128_t ds = wasm_f32x4_splat(da[i]);
+    for (int k = 0; k < G; k++) {
+      const uint8_t *b = g[k] + 18 * i;
+      v128_t dd = wasm_f32x4_mul(scales_std(X, gather_f16x4(b, rs), sm, sk, &hx), ds);
+      v128_t s[4];
+      for (int r = 0; r < 4; r++) {
+        v128_t v = PERM_F(wasm_v128_load(b + r * rs + 2));
+        v128_t lo = wasm_v128_and(v, m);
+        v128_t hi = wasm_v128_and(wasm_u16x8_shr(v, 4), m);
+        s[r] = F ? DOT(yhi, hi, DOT(ylo, lo, c)) : wasm_i32x4_add(PAIRS(wasm_i16x8_add(RD16(ylo, lo), RD16(yhi, hi)), one), c);
+      }
+      ACC4(acc[k], s, dd);
+    }
+  }
+  if (!X && saw_infnan(hx)) return 1;
+  for (int k = 0; k < G; k++)
+    for (int r = 0; r < 4; r++) o[k][r] = hsum(acc[k][r]);
+  return 0;
+}
+
+/* Standard-layout export: the fast scale conversion first, the exact one
+ * only for a group pair that holds an inf/NaN scale. */
+#define EXPORT_STD(name, body)                                                                       \
+  void name(const uint8_t *g0, const uint8_t *g1, uint32_t nb, const uint8_t *a, float *o0, float *o1) { \
+    const uint8_t *const g[2] = {g0, g1};                                                            \
+    float *const o[2] = {o0, o1};                                                                    \
+    if (rx_fused) {                                                                                  \
+      if (g1 ? body(1, 2, 0, g, nb, a, o) : body(1, 1, 0, g, nb, a, o))                              \
+        g1 ? body(1, 2, 1, g, nb, a, o) : body(1, 1, 1, g, nb, a, o);                                \
+    } else if (g1 ? body(0, 2, 0, g, nb, a, o) : body(0, 1, 0, g, nb, a, o)) {                       \
+      g1 ? body(0, 2, 1, g, nb, a, o) : body(0, 1, 1, g, nb, a, o);                                  \
+    }                                                                                                \
+  }
+
+EXPORT_STD(rx_std_q4_0, q4_0_std_body)

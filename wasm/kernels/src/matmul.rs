@@ -137,6 +137,14 @@ pub unsafe fn matmul_prepared_ld(
         }
         return 0;
     }
+    // Decode over standard rows, relaxed build: 4-row groups read straight
+    // from the standard layout (`relaxed::std_kernels`), two groups half a
+    // matrix apart per call, as `matmul_packed` does for packed matrices.
+    #[cfg(moe_relaxed)]
+    if let (1, 0, Some(gk)) = (ntok, rows % 4, crate::relaxed::std_kernels(ty)) {
+        std_groups(gk, w, wrb, rows, cols / format(ty).unwrap_unchecked().blk, cols, act, out, scratch);
+        return 0;
+    }
     // SIMD: expand quantized activations once, then sweep weight rows with
     // token tiles of ≤ 4 inside cache-sized token blocks.
     let erb = ext_row_bytes(ty, cols);
@@ -189,6 +197,37 @@ pub unsafe fn matmul_prepared_ld(
         t0 = t1;
     }
     0
+}
+
+/// One token over a standard-layout matrix (`rows % 4 == 0`) with the
+/// relaxed build's standard-row group kernels: groups `p` and `p + ng/2`
+/// per call (two memory streams), an odd last group alone.
+#[cfg(moe_relaxed)]
+#[inline(always)]
+unsafe fn std_groups(
+    gk: &group::GroupKernels,
+    w: *const u8,
+    wrb: usize,
+    rows: usize,
+    nb: usize,
+    cols: usize,
+    act: *const u8,
+    out: *mut f32,
+    scratch: *mut u8,
+) {
+    (gk.expand)(act, cols, scratch);
+    let a = scratch as *const u8;
+    let ng = rows / 4;
+    let half = ng / 2;
+    for p in 0..ng - half {
+        let (ga, gb) = if p < half { (p, p + half) } else { (ng - 1, usize::MAX) };
+        let (wb, ob) = if gb != usize::MAX {
+            (w.add(4 * gb * wrb), out.add(4 * gb))
+        } else {
+            (core::ptr::null(), core::ptr::null_mut())
+        };
+        (gk.groups)(w.add(4 * ga * wrb), wb, nb, a, out.add(4 * ga), ob);
+    }
 }
 
 /// Matmul over a packed matrix (`packed.rs`), inside the same token blocks as

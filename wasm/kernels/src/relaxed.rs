@@ -22,6 +22,7 @@ extern "C" {
     fn rx_group_q4_k(g0: *const u8, g1: *const u8, nb: u32, a: *const u8, o0: *mut f32, o1: *mut f32);
     fn rx_tile_q4_0(g: *const u8, nb: u32, a: *const u8, astride: u32, t: u32, o: *mut f32, ostride: u32);
     fn rx_tile_q4_k(g: *const u8, nb: u32, a: *const u8, astride: u32, t: u32, o: *mut f32, ostride: u32);
+    fn rx_std_q4_0(g0: *const u8, g1: *const u8, nb: u32, a: *const u8, o0: *mut f32, o1: *mut f32);
 }
 
 /// Set (`mode` 0 or 1) and return the dot form of the C kernels: 0 = split
@@ -154,3 +155,27 @@ pub static GK_Q4_K: GroupKernels = GroupKernels {
     groups: groups_q4_k,
     tile: Some(tile_q4_k),
 };
+
+unsafe fn std_groups_q4_0(g0: *const u8, g1: *const u8, nb: usize, a: *const u8, o0: *mut f32, o1: *mut f32) {
+    rx_std_q4_0(g0, g1, nb as u32, a, o0, o1)
+}
+
+/// Relaxed-build decode kernels over the *standard* (unpacked) Q4_0 layout:
+/// `groups` takes 4 consecutive standard rows per group (row `k` at
+/// `g + k·row_bytes`) and the activations of [`GK_Q4_0`]'s expansion;
+/// per row bit-identical to `tiles::tile_legacy::<Q4_0, 1>`.
+pub static GK_STD_Q4_0: GroupKernels = GroupKernels {
+    ext_row_bytes: ext_row_bytes_t::<Q4_0>,
+    expand: expand_t::<Q4_0>,
+    groups: std_groups_q4_0,
+    tile: None,
+};
+
+/// The standard-layout decode kernels of weight type `ty` in this build
+/// (None: decode runs the generic `tiles.rs` path).
+pub fn std_kernels(ty: u32) -> Option<&'static GroupKernels> {
+    match ty {
+        Q4_0 => Some(&GK_STD_Q4_0),
+        _ => None,
+    }
+}
