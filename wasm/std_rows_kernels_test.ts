@@ -19,7 +19,7 @@ import {
 import { PACKED_FLAG, relaxedSimdSupported } from "./pkg/moe_edge_kernels.ts";
 
 /** Types with a standard-layout decode kernel in the relaxed build. */
-const TYPES = [GgmlType.Q4_0] as const;
+const TYPES = [GgmlType.Q4_0, GgmlType.Q4_K] as const;
 
 /** One-token matmul of `w` (rows × cols) on `x`; the output as u32 bits. */
 function decode(

@@ -502,3 +502,104 @@ static inline __attribute__((always_inline)) int q4_0_std_body(const int F, cons
   }
 
 EXPORT_STD(rx_std_q4_0, q4_0_std_body)
+
+/* Q4_K over standard rows (144-byte super-blocks, rs = 144·nb): per group
+ * and super-block, d | dmin << 16 of the 4 rows is gathered as one u32x4,
+ * and the 4 rows' 12 scale bytes (three u32 words each, loaded as one v128
+ * per row and transposed so that lane r holds row r's word) are decoded
+ * with ggml's kmask steps lane-wise into scales and mins of sub-blocks 0..3
+ * and 4..7, then arranged as the packed planes decode (`sca`/`scbv`:
+ * index 8r + sb; mins: 8(sb/2) + 2r + sb%2). The rest is `q4_k_body`. */
+static inline v128_t perm_mins(void) {
+  volatile v128_t v = wasm_i8x16_make(0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15);
+  return v;
+}
+
+static inline __attribute__((always_inline)) int q4_k_std_body(const int F, const int G, const int X, const uint8_t *const g[2],
+                                                             uint32_t nb, const uint8_t *a, float *const o[2]) {
+  const float *da = (const float *)a;
+  const uint8_t *y = a + align16(4 * nb);
+  const uint32_t rs = 144 * nb;
+  CONSTS();
+  const v128_t m4 = wasm_i8x16_splat(0x0f), m3f = wasm_i8x16_splat(0x3f), m03 = wasm_i8x16_splat(0x03);
+  const v128_t one = ones16(), pf = perm_f(), pm = perm_mins();
+  const v128_t lo16 = wasm_u32x4_splat(0xffffu), hi16 = wasm_u32x4_splat(0xffff0000u);
+  v128_t acc[2][4], accm[2], hx = z;
+  uint16_t scb[2][32] __attribute__((aligned(16)));
+  for (int k = 0; k < G; k++) {
+    accm[k] = wasm_f32x4_splat(0.0f);
+    for (int r = 0; r < 4; r++) acc[k][r] = accm[k];
+  }
+  for (uint32_t i = 0; i < nb; i++) {
+    const uint8_t *yb = y + 320 * i;
+    v128_t yd = wasm_f32x4_splat(da[i]);
+    v128_t dd[2], is[2][4];
+    for (int k = 0; k < G; k++) {
+      const uint8_t *gb = g[k] + 144 * i;
+      v128_t dv = wasm_i32x4_splat(0);
+      dv = wasm_v128_load32_lane(gb, dv, 0);
+      dv = wasm_v128_load32_lane(gb + rs, dv, 1);
+      dv = wasm_v128_load32_lane(gb + 2 * rs, dv, 2);
+      dv = wasm_v128_load32_lane(gb + 3 * rs, dv, 3);
+      dd[k] = wasm_f32x4_mul(scales_std(X, wasm_i32x4_shl(dv, 16), sm, sk, &hx), yd);
+      v128_t dm = wasm_f32x4_mul(scales_std(X, wasm_v128_and(dv, hi16), sm, sk, &hx), yd);
+      /* words q0, q1, q2 of the 4 rows' scale bytes, lane r = row r */
+      v128_t t0 = wasm_v128_load(gb + 4), t1 = wasm_v128_load(gb + rs + 4);
+      v128_t t2 = wasm_v128_load(gb + 2 * rs + 4), t3 = wasm_v128_load(gb + 3 * rs + 4);
+      v128_t u0 = wasm_i32x4_shuffle(t0, t1, 0, 4, 1, 5), u1 = wasm_i32x4_shuffle(t2, t3, 0, 4, 1, 5);
+      v128_t u2 = wasm_i32x4_shuffle(t0, t1, 2, 6, 3, 7), u3 = wasm_i32x4_shuffle(t2, t3, 2, 6, 3, 7);
+      v128_t q0 = wasm_i64x2_shuffle(u0, u1, 0, 2), q1 = wasm_i64x2_shuffle(u0, u1, 1, 3);
+      v128_t q2 = wasm_i64x2_shuffle(u2, u3, 0, 2);
+      v128_t sclo = wasm_v128_and(q0, m3f), mnlo = wasm_v128_and(q1, m3f);
+      v128_t schi = wasm_v128_or(wasm_v128_and(q2, m4), wasm_i32x4_shl(wasm_v128_and(wasm_u32x4_shr(q0, 6), m03), 4));
+      v128_t mnhi = wasm_v128_or(wasm_v128_and(wasm_u32x4_shr(q2, 4), m4), wasm_i32x4_shl(wasm_v128_and(wasm_u32x4_shr(q1, 6), m03), 4));
+      v128_t sca = wasm_i32x4_shuffle(sclo, schi, 0, 4, 1, 5), scbv = wasm_i32x4_shuffle(sclo, schi, 2, 6, 3, 7);
+      v128_t mna = wasm_i8x16_relaxed_swizzle(mnlo, pm), mnb = wasm_i8x16_relaxed_swizzle(mnhi, pm);
+      wasm_v128_store(scb[k], wasm_u16x8_extend_low_u8x16(sca));
+      wasm_v128_store(scb[k] + 8, wasm_u16x8_extend_high_u8x16(sca));
+      wasm_v128_store(scb[k] + 16, wasm_u16x8_extend_low_u8x16(scbv));
+      wasm_v128_store(scb[k] + 24, wasm_u16x8_extend_high_u8x16(scbv));
+      v128_t mins = wasm_i32x4_add(
+          wasm_i32x4_add(wasm_i32x4_dot_i16x8(wasm_u16x8_extend_low_u8x16(mna), wasm_v128_load(yb)),
+                         wasm_i32x4_dot_i16x8(wasm_u16x8_extend_high_u8x16(mna), wasm_v128_load(yb + 16))),
+          wasm_i32x4_add(wasm_i32x4_dot_i16x8(wasm_u16x8_extend_low_u8x16(mnb), wasm_v128_load(yb + 32)),
+                         wasm_i32x4_dot_i16x8(wasm_u16x8_extend_high_u8x16(mnb), wasm_v128_load(yb + 48))));
+      accm[k] = wasm_f32x4_add(accm[k], wasm_f32x4_mul(dm, wasm_f32x4_convert_i32x4(mins)));
+      for (int r = 0; r < 4; r++) is[k][r] = z;
+    }
+    for (int k = 0; k < G; k++) {
+      for (uint32_t c = 0; c < 4; c++) {
+        const uint8_t *p = yb + 64 + 64 * c;
+        v128_t l0 = wasm_v128_load(p), l1 = wasm_v128_load(p + 16);
+        v128_t h0 = wasm_v128_load(p + 32), h1 = wasm_v128_load(p + 48);
+        const uint8_t *run = g[k] + 144 * i + 16 + 32 * c;
+        for (int r = 0; r < 4; r++) {
+          v128_t w0 = PERM_F(wasm_v128_load(run + r * rs)), w1 = PERM_F(wasm_v128_load(run + r * rs + 16));
+          v128_t b0 = wasm_v128_and(w0, m4), b1 = wasm_v128_and(w1, m4);
+          v128_t c0 = wasm_v128_and(wasm_u16x8_shr(w0, 4), m4), c1 = wasm_v128_and(wasm_u16x8_shr(w1, 4), m4);
+          if (F) {
+            v128_t p0 = DOT(l1, b1, DOT(l0, b0, z)), p1 = DOT(h1, c1, DOT(h0, c0, z));
+            v128_t pp = wasm_v128_or(wasm_v128_and(p0, lo16), wasm_i32x4_shl(p1, 16));
+            is[k][r] = wasm_i32x4_add(is[k][r], wasm_i32x4_dot_i16x8(pp, wasm_v128_load32_splat(scb[k] + 8 * r + 2 * c)));
+          } else {
+            v128_t p0 = wasm_i16x8_add(RD16(l0, b0), RD16(l1, b1));
+            v128_t p1 = wasm_i16x8_add(RD16(h0, c0), RD16(h1, c1));
+            v128_t s0 = wasm_v128_load16_splat(scb[k] + 8 * r + 2 * c);
+            v128_t s1 = wasm_v128_load16_splat(scb[k] + 8 * r + 2 * c + 1);
+            is[k][r] = wasm_i32x4_add(is[k][r], wasm_i32x4_add(wasm_i32x4_dot_i16x8(p0, s0), wasm_i32x4_dot_i16x8(p1, s1)));
+          }
+        }
+      }
+    }
+    for (int k = 0; k < G; k++) ACC4(acc[k], is[k], dd[k]);
+  }
+  if (!X && saw_infnan(hx)) return 1;
+  for (int k = 0; k < G; k++) {
+    float mr[4] __attribute__((aligned(16)));
+    wasm_v128_store(mr, accm[k]);
+    for (int r = 0; r < 4; r++) o[k][r] = hsum(acc[k][r]) - mr[r];
+  }
+  return 0;
+}
+
+EXPORT_STD(rx_std_q4_k, q4_k_std_body)

@@ -23,6 +23,7 @@ extern "C" {
     fn rx_tile_q4_0(g: *const u8, nb: u32, a: *const u8, astride: u32, t: u32, o: *mut f32, ostride: u32);
     fn rx_tile_q4_k(g: *const u8, nb: u32, a: *const u8, astride: u32, t: u32, o: *mut f32, ostride: u32);
     fn rx_std_q4_0(g0: *const u8, g1: *const u8, nb: u32, a: *const u8, o0: *mut f32, o1: *mut f32);
+    fn rx_std_q4_k(g0: *const u8, g1: *const u8, nb: u32, a: *const u8, o0: *mut f32, o1: *mut f32);
 }
 
 /// Set (`mode` 0 or 1) and return the dot form of the C kernels: 0 = split
@@ -170,12 +171,25 @@ pub static GK_STD_Q4_0: GroupKernels = GroupKernels {
     groups: std_groups_q4_0,
     tile: None,
 };
+unsafe fn std_groups_q4_k(g0: *const u8, g1: *const u8, nb: usize, a: *const u8, o0: *mut f32, o1: *mut f32) {
+    rx_std_q4_k(g0, g1, nb as u32, a, o0, o1)
+}
+
+/// [`GK_STD_Q4_0`] for Q4_K (the activations of [`GK_Q4_K`]'s expansion);
+/// per row bit-identical to `tiles::tile_q45k::<Q4_K, 1>`.
+pub static GK_STD_Q4_K: GroupKernels = GroupKernels {
+    ext_row_bytes: ext_row_bytes_t::<Q4_K>,
+    expand: expand_t::<Q4_K>,
+    groups: std_groups_q4_k,
+    tile: None,
+};
 
 /// The standard-layout decode kernels of weight type `ty` in this build
 /// (None: decode runs the generic `tiles.rs` path).
 pub fn std_kernels(ty: u32) -> Option<&'static GroupKernels> {
     match ty {
         Q4_0 => Some(&GK_STD_Q4_0),
+        Q4_K => Some(&GK_STD_Q4_K),
         _ => None,
     }
 }
