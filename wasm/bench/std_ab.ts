@@ -54,8 +54,9 @@ function cpuModel(): string {
 
 /** Weights + activations placed in `k`'s memory; returns the call and its output view. */
 function setup(k: Raw, w: Uint8Array, x: Float32Array, slot: number) {
-  const base = ((k.heap_base() + 63) & ~63) + slot * (24 << 20);
-  const need = base + (24 << 20);
+  const size = Math.ceil((w.length + 4 * (rows + cols) + (6 << 20)) / 65536) * 65536;
+  const base = ((k.heap_base() + 63) & ~63) + slot * size;
+  const need = base + size;
   const cur = k.memory.buffer.byteLength;
   if (need > cur) k.memory.grow(Math.ceil((need - cur) / 65536));
   new Uint8Array(k.memory.buffer).set(w, base);

@@ -403,7 +403,11 @@ EXPORT_TILE(rx_tile_q4_k, q4_k_tile)
  * i8x16.relaxed_swizzle, so dot lane j sums exactly the standard lane-j
  * element set: the same i32 lane partials and the same f32 order per row as
  * tiles.rs `tile_legacy` / `tile_q45k` with one token (bit-identical). Row k
- * of a group starts k·rs bytes after the group (rs = row bytes). */
+ * of a set starts k·rs bytes after g[k's set], its output is o[set][k·os]:
+ * matmul.rs runs rows an eighth of the matrix apart (eight memory streams;
+ * with 4 adjacent rows per set a 26 MB Q4_K matrix took 2.2x as long, as
+ * the four streams of a set share pages), or 4 adjacent rows per set when
+ * rows % 8 != 0. */
 
 /* f16 bits zero-extended in u32 lanes → f32x4, exact for every f16 (simd.rs `f16x4_to_f32`). */
 static inline v128_t f16x4_full(v128_t h) {
@@ -454,10 +458,10 @@ static inline v128_t perm_f(void) {
 
 /* Returns 1 (outputs not final) when X = 0 met an inf/NaN scale. */
 static inline __attribute__((always_inline)) int q4_0_std_body(const int F, const int G, const int X, const uint8_t *const g[2],
-                                                             uint32_t nb, const uint8_t *a, float *const o[2]) {
+                                                             uint32_t nb, const uint8_t *a, float *const o[2], uint32_t rs,
+                                                             uint32_t os) {
   const float *da = (const float *)a;
   const uint8_t *y = a + align16(4 * nb);
-  const uint32_t rs = 18 * nb;
   CONSTS();
   const v128_t m = wasm_i8x16_splat(0x0f);
   const v128_t one = ones16(), pf = perm_f();
@@ -483,21 +487,22 @@ static inline __attribute__((always_inline)) int q4_0_std_body(const int F, cons
   }
   if (!X && saw_infnan(hx)) return 1;
   for (int k = 0; k < G; k++)
-    for (int r = 0; r < 4; r++) o[k][r] = hsum(acc[k][r]);
+    for (int r = 0; r < 4; r++) o[k][r * os] = hsum(acc[k][r]);
   return 0;
 }
 
 /* Standard-layout export: the fast scale conversion first, the exact one
  * only for a group pair that holds an inf/NaN scale. */
 #define EXPORT_STD(name, body)                                                                       \
-  void name(const uint8_t *g0, const uint8_t *g1, uint32_t nb, const uint8_t *a, float *o0, float *o1) { \
+  void name(const uint8_t *g0, const uint8_t *g1, uint32_t nb, const uint8_t *a, float *o0, float *o1,  \
+            uint32_t rs, uint32_t os) {                                                              \
     const uint8_t *const g[2] = {g0, g1};                                                            \
     float *const o[2] = {o0, o1};                                                                    \
     if (rx_fused) {                                                                                  \
-      if (g1 ? body(1, 2, 0, g, nb, a, o) : body(1, 1, 0, g, nb, a, o))                              \
-        g1 ? body(1, 2, 1, g, nb, a, o) : body(1, 1, 1, g, nb, a, o);                                \
-    } else if (g1 ? body(0, 2, 0, g, nb, a, o) : body(0, 1, 0, g, nb, a, o)) {                       \
-      g1 ? body(0, 2, 1, g, nb, a, o) : body(0, 1, 1, g, nb, a, o);                                  \
+      if (g1 ? body(1, 2, 0, g, nb, a, o, rs, os) : body(1, 1, 0, g, nb, a, o, rs, os))              \
+        g1 ? body(1, 2, 1, g, nb, a, o, rs, os) : body(1, 1, 1, g, nb, a, o, rs, os);                \
+    } else if (g1 ? body(0, 2, 0, g, nb, a, o, rs, os) : body(0, 1, 0, g, nb, a, o, rs, os)) {       \
+      g1 ? body(0, 2, 1, g, nb, a, o, rs, os) : body(0, 1, 1, g, nb, a, o, rs, os);                  \
     }                                                                                                \
   }
 
@@ -516,10 +521,10 @@ static inline v128_t perm_mins(void) {
 }
 
 static inline __attribute__((always_inline)) int q4_k_std_body(const int F, const int G, const int X, const uint8_t *const g[2],
-                                                             uint32_t nb, const uint8_t *a, float *const o[2]) {
+                                                             uint32_t nb, const uint8_t *a, float *const o[2], uint32_t rs,
+                                                             uint32_t os) {
   const float *da = (const float *)a;
   const uint8_t *y = a + align16(4 * nb);
-  const uint32_t rs = 144 * nb;
   CONSTS();
   const v128_t m4 = wasm_i8x16_splat(0x0f), m3f = wasm_i8x16_splat(0x3f), m03 = wasm_i8x16_splat(0x03);
   const v128_t one = ones16(), pf = perm_f(), pm = perm_mins();
@@ -597,7 +602,7 @@ static inline __attribute__((always_inline)) int q4_k_std_body(const int F, cons
   for (int k = 0; k < G; k++) {
     float mr[4] __attribute__((aligned(16)));
     wasm_v128_store(mr, accm[k]);
-    for (int r = 0; r < 4; r++) o[k][r] = hsum(acc[k][r]) - mr[r];
+    for (int r = 0; r < 4; r++) o[k][r * os] = hsum(acc[k][r]) - mr[r];
   }
   return 0;
 }

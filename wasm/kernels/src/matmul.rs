@@ -205,7 +205,7 @@ pub unsafe fn matmul_prepared_ld(
 #[cfg(moe_relaxed)]
 #[inline(always)]
 unsafe fn std_groups(
-    gk: &group::GroupKernels,
+    gk: &crate::relaxed::StdKernels,
     w: *const u8,
     wrb: usize,
     rows: usize,
@@ -217,6 +217,15 @@ unsafe fn std_groups(
 ) {
     (gk.expand)(act, cols, scratch);
     let a = scratch as *const u8;
+    if rows % 8 == 0 {
+        // Rows p + j·e (e = rows/8, j = 0..8) per call: eight streams an
+        // eighth of the matrix apart (even j one set, odd j the other).
+        let e = rows / 8;
+        for p in 0..e {
+            (gk.groups)(w.add(p * wrb), w.add((p + e) * wrb), nb, a, out.add(p), out.add(p + e), 2 * e * wrb, 2 * e);
+        }
+        return;
+    }
     let ng = rows / 4;
     let half = ng / 2;
     for p in 0..ng - half {
@@ -226,7 +235,7 @@ unsafe fn std_groups(
         } else {
             (core::ptr::null(), core::ptr::null_mut())
         };
-        (gk.groups)(w.add(4 * ga * wrb), wb, nb, a, out.add(4 * ga), ob);
+        (gk.groups)(w.add(4 * ga * wrb), wb, nb, a, out.add(4 * ga), ob, wrb, 1);
     }
 }
 
