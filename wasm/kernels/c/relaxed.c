@@ -468,23 +468,37 @@ static inline __attribute__((always_inline)) int q4_0_std_body(const int F, cons
   v128_t acc[2][4], hx = z;
   for (int k = 0; k < G; k++)
     for (int r = 0; r < 4; r++) acc[k][r] = wasm_f32x4_splat(0.0f);
-  for (uint32_t i = 0; i < nb; i++) {
-    const uint8_t *yb = y + 48 * i;
-    v128_t ylo = wasm_v128_load(yb), yhi = wasm_v128_load(yb + 16), c = wasm_v128_load(yb + 32);
-    v128_t ds = wasm_f32x4_splat(da[i]);
-    for (int k = 0; k < G; k++) {
-      const uint8_t *b = g[k] + 18 * i;
-      v128_t dd = wasm_f32x4_mul(scales_std(X, gather_f16x4(b, rs), sm, sk, &hx), ds);
-      v128_t s[4];
-      for (int r = 0; r < 4; r++) {
-        v128_t v = PERM_F(wasm_v128_load(b + r * rs + 2));
-        v128_t lo = wasm_v128_and(v, m);
-        v128_t hi = wasm_v128_and(wasm_u16x8_shr(v, 4), m);
-        s[r] = F ? DOT(yhi, hi, DOT(ylo, lo, c)) : wasm_i32x4_add(PAIRS(wasm_i16x8_add(RD16(ylo, lo), RD16(yhi, hi)), one), c);
-      }
-      ACC4(acc[k], s, dd);
-    }
+#define Q4_0_STD_BLOCK(i)                                                                                   \
+  do {                                                                                                      \
+    const uint8_t *yb = y + 48 * (i);                                                                       \
+    v128_t ylo = wasm_v128_load(yb), yhi = wasm_v128_load(yb + 16), c = wasm_v128_load(yb + 32);            \
+    v128_t ds = wasm_f32x4_splat(da[i]);                                                                    \
+    for (int k = 0; k < G; k++) {                                                                           \
+      const uint8_t *b = g[k] + 18 * (i);                                                                   \
+      v128_t dd = wasm_f32x4_mul(scales_std(X, gather_f16x4(b, rs), sm, sk, &hx), ds);                      \
+      v128_t s[4];                                                                                          \
+      for (int r = 0; r < 4; r++) {                                                                         \
+        v128_t v = PERM_F(wasm_v128_load(b + r * rs + 2));                                                  \
+        v128_t lo = wasm_v128_and(v, m);                                                                    \
+        v128_t hi = wasm_v128_and(wasm_u16x8_shr(v, 4), m);                                                 \
+        s[r] = F ? DOT(yhi, hi, DOT(ylo, lo, c))                                                            \
+                 : wasm_i32x4_add(PAIRS(wasm_i16x8_add(RD16(ylo, lo), RD16(yhi, hi)), one), c);             \
+      }                                                                                                     \
+      ACC4(acc[k], s, dd);                                                                                  \
+    }                                                                                                       \
+  } while (0)
+  /* Blocks in runs of 4, so each load instruction strides 72 bytes (past a
+   * cache line) per step, then the tail; each row still takes its blocks
+   * in order. */
+  uint32_t i = 0;
+  for (; i + 4 <= nb; i += 4) {
+    Q4_0_STD_BLOCK(i);
+    Q4_0_STD_BLOCK(i + 1);
+    Q4_0_STD_BLOCK(i + 2);
+    Q4_0_STD_BLOCK(i + 3);
   }
+  for (; i < nb; i++) Q4_0_STD_BLOCK(i);
+#undef Q4_0_STD_BLOCK
   if (!X && saw_infnan(hx)) return 1;
   for (int k = 0; k < G; k++)
     for (int r = 0; r < 4; r++) o[k][r * os] = hsum(acc[k][r]);
