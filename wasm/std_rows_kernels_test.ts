@@ -4,7 +4,8 @@
  * `rx_std_*`) instead of the one-row tiles. Its outputs must be bit-identical to the
  * simd128 module's standard-layout kernels and to its own packed kernels, in both dot
  * forms, for every group count (odd, even), rows that are not a multiple of 4 (the tile
- * fallback), several block counts, and inf/NaN f16 scales (which packing refuses, so
+ * fallback), the row spacings picked for large matrices (rows % 8 == 0, with leftover rows),
+ * several block counts, and inf/NaN f16 scales (which packing refuses, so
  * streamed experts can hold them).
  */
 import { equal as assertEquals, ok as assert } from "node:assert/strict";
@@ -67,7 +68,12 @@ Deno.test({
     try {
       for (const type of TYPES) {
         const fm = FORMATS.find((f) => f.type === type)!;
-        for (const [rows, nbk] of [[4, 1], [8, 2], [12, 3], [20, 9], [36, 2], [7, 3], [64, 4]]) {
+        for (
+          const [rows, nbk] of [[4, 1], [8, 2], [12, 3], [20, 9], [36, 2], [7, 3], [64, 4], [
+            136,
+            1,
+          ], [256, 2]]
+        ) {
           const cols = nbk * fm.blk;
           const r = rng(1000 * type + 10 * rows + nbk);
           const w = randomWeights(r, type, rows, cols);
