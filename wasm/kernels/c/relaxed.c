@@ -522,6 +522,54 @@ static inline __attribute__((always_inline)) int q4_0_std_body(const int F, cons
 
 EXPORT_STD(rx_std_q4_0, q4_0_std_body)
 
+/* Q8_0 over standard rows (34-byte blocks), the arithmetic of `q8_0_body`:
+ * x = w ^ m times |a|, plus c8. A quant of -128 is exact here too (x is the
+ * signed operand: |pair| ≤ 2·128·127 < 2^15), so unlike packing nothing is
+ * refused. Blocks in runs of 2 (68-byte strides per load instruction). */
+static inline __attribute__((always_inline)) int q8_0_std_body(const int F, const int G, const int X, const uint8_t *const g[2],
+                                                             uint32_t nb, const uint8_t *a, float *const o[2], uint32_t rs,
+                                                             uint32_t os) {
+  const float *da = (const float *)a;
+  const uint8_t *y = a + align16(4 * nb);
+  CONSTS();
+  const v128_t one = ones16(), pf = perm_f();
+  v128_t acc[2][4], hx = z;
+  for (int k = 0; k < G; k++)
+    for (int r = 0; r < 4; r++) acc[k][r] = wasm_f32x4_splat(0.0f);
+#define Q8_0_STD_BLOCK(i)                                                                                   \
+  do {                                                                                                      \
+    const uint8_t *yb = y + 80 * (i);                                                                       \
+    v128_t a0 = wasm_v128_load(yb), a1 = wasm_v128_load(yb + 16);                                           \
+    v128_t m0 = wasm_v128_load(yb + 32), m1 = wasm_v128_load(yb + 48), c8 = wasm_v128_load(yb + 64);        \
+    v128_t ds = wasm_f32x4_splat(da[i]);                                                                    \
+    for (int k = 0; k < G; k++) {                                                                           \
+      const uint8_t *b = g[k] + 34 * (i);                                                                   \
+      v128_t dd = wasm_f32x4_mul(scales_std(X, gather_f16x4(b, rs), sm, sk, &hx), ds);                      \
+      v128_t s[4];                                                                                          \
+      for (int r = 0; r < 4; r++) {                                                                         \
+        v128_t w0 = PERM_F(wasm_v128_load(b + r * rs + 2)), w1 = PERM_F(wasm_v128_load(b + r * rs + 18));  \
+        v128_t x0 = wasm_v128_xor(w0, m0), x1 = wasm_v128_xor(w1, m1);                                      \
+        s[r] = F ? DOT(x1, a1, DOT(x0, a0, c8))                                                             \
+                 : wasm_i32x4_add(wasm_i32x4_add(PAIRS(RD16(x0, a0), one), c8), PAIRS(RD16(x1, a1), one));  \
+      }                                                                                                     \
+      ACC4(acc[k], s, dd);                                                                                  \
+    }                                                                                                       \
+  } while (0)
+  uint32_t i = 0;
+  for (; i + 2 <= nb; i += 2) {
+    Q8_0_STD_BLOCK(i);
+    Q8_0_STD_BLOCK(i + 1);
+  }
+  for (; i < nb; i++) Q8_0_STD_BLOCK(i);
+#undef Q8_0_STD_BLOCK
+  if (!X && saw_infnan(hx)) return 1;
+  for (int k = 0; k < G; k++)
+    for (int r = 0; r < 4; r++) o[k][r * os] = hsum(acc[k][r]);
+  return 0;
+}
+
+EXPORT_STD(rx_std_q8_0, q8_0_std_body)
+
 /* Q4_K over standard rows (144-byte super-blocks, rs = 144·nb): per group
  * and super-block, d | dmin << 16 of the 4 rows is gathered as one u32x4,
  * and the 4 rows' 12 scale bytes (three u32 words each, loaded as one v128

@@ -53,6 +53,15 @@ pub fn scratch_bytes(ty: u32, cols: usize, ntok: usize) -> usize {
         let ext = if e > rb { e } else { rb };
         return ntok * act_row_bytes(b, cols) + ext + 64;
     }
+    #[cfg(moe_relaxed)]
+    {
+        // one-token decode over standard rows may expand for `relaxed::std_kernels`
+        let e = crate::relaxed::std_kernels(ty).map_or(0, |k| (k.ext_row_bytes)(cols));
+        let x = ext_row_bytes(ty, cols);
+        if e > ntok * x {
+            return ntok * act_row_bytes(ty, cols) + e + 64;
+        }
+    }
     ntok * (act_row_bytes(ty, cols) + ext_row_bytes(ty, cols)) + 64
 }
 

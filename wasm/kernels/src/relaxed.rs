@@ -24,6 +24,7 @@ extern "C" {
     fn rx_tile_q4_k(g: *const u8, nb: u32, a: *const u8, astride: u32, t: u32, o: *mut f32, ostride: u32);
     fn rx_std_q4_0(g0: *const u8, g1: *const u8, nb: u32, a: *const u8, o0: *mut f32, o1: *mut f32, rs: u32, os: u32);
     fn rx_std_q4_k(g0: *const u8, g1: *const u8, nb: u32, a: *const u8, o0: *mut f32, o1: *mut f32, rs: u32, os: u32);
+    fn rx_std_q8_0(g0: *const u8, g1: *const u8, nb: u32, a: *const u8, o0: *mut f32, o1: *mut f32, rs: u32, os: u32);
 }
 
 /// Set (`mode` 0 or 1) and return the dot form of the C kernels: 0 = split
@@ -193,12 +194,26 @@ pub static STD_Q4_K: StdKernels = StdKernels {
     groups: std_groups_q4_k,
 };
 
+unsafe fn std_groups_q8_0(g0: *const u8, g1: *const u8, nb: usize, a: *const u8, o0: *mut f32, o1: *mut f32, rs: usize, os: usize) {
+    rx_std_q8_0(g0, g1, nb as u32, a, o0, o1, rs as u32, os as u32)
+}
+
+/// Q8_0: the activations of [`GK_Q8_0`]'s expansion (more bytes than the
+/// standard one: `matmul::scratch_bytes` counts them); per row
+/// bit-identical to `tiles::tile_legacy::<Q8_0, 1>`, quants of -128 included.
+pub static STD_Q8_0: StdKernels = StdKernels {
+    ext_row_bytes: ext_row_bytes_t::<Q8_0>,
+    expand: expand_t::<Q8_0>,
+    groups: std_groups_q8_0,
+};
+
 /// The standard-layout decode kernels of weight type `ty` in this build
 /// (None: decode runs the generic `tiles.rs` path).
 pub fn std_kernels(ty: u32) -> Option<&'static StdKernels> {
     match ty {
         Q4_0 => Some(&STD_Q4_0),
         Q4_K => Some(&STD_Q4_K),
+        Q8_0 => Some(&STD_Q8_0),
         _ => None,
     }
 }
