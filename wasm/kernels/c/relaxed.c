@@ -391,3 +391,282 @@ static inline __attribute__((always_inline)) void q4_k_tile(const int F, const i
 
 EXPORT_TILE(rx_tile_q4_0, q4_0_tile)
 EXPORT_TILE(rx_tile_q4_k, q4_k_tile)
+
+/* ---- standard-layout (unpacked) decode kernels: 4 consecutive rows of the
+ * standard GGUF block layout × 1 token per group, two groups (g0, g1; g1 may
+ * be null) per call, reading the same expanded activations as the packed
+ * kernels above (relaxed.rs `expand_t`). They are the packed group kernels
+ * with the repack done in registers: the 4 rows' f16 scales are gathered
+ * into one vector (4 × load16_lane; inf/NaN handled exactly, see
+ * `scales_std`: unpacked weights are not screened as packing screens them),
+ * and each 16-byte quant run is permuted by `f` (packed.rs) with one
+ * i8x16.relaxed_swizzle, so dot lane j sums exactly the standard lane-j
+ * element set: the same i32 lane partials and the same f32 order per row as
+ * tiles.rs `tile_legacy` / `tile_q45k` with one token (bit-identical). Row k
+ * of a set starts k·rs bytes after g[k's set], its output is o[set][k·os]:
+ * matmul.rs runs rows an eighth of the matrix apart (eight memory streams;
+ * with 4 adjacent rows per set a 26 MB Q4_K matrix took 2.2x as long, as
+ * the four streams of a set share pages), or 4 adjacent rows per set when
+ * rows % 8 != 0. */
+
+/* f16 bits zero-extended in u32 lanes → f32x4, exact for every f16 (simd.rs `f16x4_to_f32`). */
+static inline v128_t f16x4_full(v128_t h) {
+  v128_t sign = wasm_i32x4_shl(wasm_v128_and(h, wasm_i32x4_splat(0x8000)), 16);
+  v128_t em = wasm_v128_and(h, wasm_i32x4_splat(0x7fff));
+  v128_t sh = wasm_i32x4_shl(em, 13);
+  v128_t norm = wasm_f32x4_mul(sh, wasm_f32x4_splat(0x1p112f));
+  v128_t infnan = wasm_v128_or(sh, wasm_i32x4_splat(0x7f800000));
+  v128_t big = wasm_i32x4_ge(em, wasm_i32x4_splat(0x7c00));
+  return wasm_v128_or(wasm_v128_bitselect(infnan, norm, big), sign);
+}
+
+/* The f16 at p + k·rs (k = 0..3) in the high halves of u32 lanes (f16 << 16). */
+static inline v128_t gather_f16x4(const uint8_t *p, uint32_t rs) {
+  v128_t v = wasm_i32x4_splat(0);
+  v = wasm_v128_load16_lane(p, v, 1);
+  v = wasm_v128_load16_lane(p + rs, v, 3);
+  v = wasm_v128_load16_lane(p + 2 * rs, v, 5);
+  v = wasm_v128_load16_lane(p + 3 * rs, v, 7);
+  return v;
+}
+
+/* Gathered f16 (`gather_f16x4`) → f32x4. X = 0: the `scales4` conversion
+ * (exact for finite f16: an arithmetic shift puts sign copies in bits 28..30,
+ * `sm` clears them, `sk` = 2^112 rebiases), and `*hx` keeps the lane-wise
+ * max of the unsigned |f16| << 17 so the caller can tell afterwards whether
+ * an inf/NaN scale was seen (then it reruns with X = 1). X = 1: exact for
+ * every f16. */
+static inline __attribute__((always_inline)) v128_t scales_std(const int X, v128_t v, v128_t sm, v128_t sk, v128_t *hx) {
+  if (X) return f16x4_full(wasm_u32x4_shr(v, 16));
+  *hx = wasm_u32x4_max(*hx, wasm_i32x4_shl(v, 1));
+  return wasm_f32x4_mul(wasm_v128_and(wasm_i32x4_shr(v, 3), sm), sk);
+}
+
+/* Whether `hx` saw an f16 with exponent 31 (inf/NaN): |f16| << 17 ≥ 0x7c00 << 17. */
+static inline int saw_infnan(v128_t hx) {
+  return !wasm_i32x4_all_true(wasm_u32x4_lt(hx, wasm_u32x4_splat(0xf8000000u)));
+}
+
+/* f as a byte-index vector for i8x16.relaxed_swizzle (one pshufb; indices
+ * 0..15 are deterministic), read through a volatile slot once per call: a
+ * constant i8x16.shuffle costs V8 a mask rebuilt from immediates each time. */
+static inline v128_t perm_f(void) {
+  volatile v128_t v = wasm_i8x16_make(0, 1, 8, 9, 2, 3, 10, 11, 4, 5, 12, 13, 6, 7, 14, 15);
+  return v;
+}
+#define PERM_F(v) wasm_i8x16_relaxed_swizzle((v), pf)
+
+/* Returns 1 (outputs not final) when X = 0 met an inf/NaN scale. */
+static inline __attribute__((always_inline)) int q4_0_std_body(const int F, const int G, const int X, const uint8_t *const g[2],
+                                                             uint32_t nb, const uint8_t *a, float *const o[2], uint32_t rs,
+                                                             uint32_t os) {
+  const float *da = (const float *)a;
+  const uint8_t *y = a + align16(4 * nb);
+  CONSTS();
+  const v128_t m = wasm_i8x16_splat(0x0f);
+  const v128_t one = ones16(), pf = perm_f();
+  v128_t acc[2][4], hx = z;
+  for (int k = 0; k < G; k++)
+    for (int r = 0; r < 4; r++) acc[k][r] = wasm_f32x4_splat(0.0f);
+#define Q4_0_STD_BLOCK(i)                                                                                   \
+  do {                                                                                                      \
+    const uint8_t *yb = y + 48 * (i);                                                                       \
+    v128_t ylo = wasm_v128_load(yb), yhi = wasm_v128_load(yb + 16), c = wasm_v128_load(yb + 32);            \
+    v128_t ds = wasm_f32x4_splat(da[i]);                                                                    \
+    for (int k = 0; k < G; k++) {                                                                           \
+      const uint8_t *b = g[k] + 18 * (i);                                                                   \
+      v128_t dd = wasm_f32x4_mul(scales_std(X, gather_f16x4(b, rs), sm, sk, &hx), ds);                      \
+      v128_t s[4];                                                                                          \
+      for (int r = 0; r < 4; r++) {                                                                         \
+        v128_t v = PERM_F(wasm_v128_load(b + r * rs + 2));                                                  \
+        v128_t lo = wasm_v128_and(v, m);                                                                    \
+        v128_t hi = wasm_v128_and(wasm_u16x8_shr(v, 4), m);                                                 \
+        s[r] = F ? DOT(yhi, hi, DOT(ylo, lo, c))                                                            \
+                 : wasm_i32x4_add(PAIRS(wasm_i16x8_add(RD16(ylo, lo), RD16(yhi, hi)), one), c);             \
+      }                                                                                                     \
+      ACC4(acc[k], s, dd);                                                                                  \
+    }                                                                                                       \
+  } while (0)
+  /* Blocks in runs of 4, so each load instruction strides 72 bytes (past a
+   * cache line) per step, then the tail; each row still takes its blocks
+   * in order. */
+  uint32_t i = 0;
+  for (; i + 4 <= nb; i += 4) {
+    Q4_0_STD_BLOCK(i);
+    Q4_0_STD_BLOCK(i + 1);
+    Q4_0_STD_BLOCK(i + 2);
+    Q4_0_STD_BLOCK(i + 3);
+  }
+  for (; i < nb; i++) Q4_0_STD_BLOCK(i);
+#undef Q4_0_STD_BLOCK
+  if (!X && saw_infnan(hx)) return 1;
+  for (int k = 0; k < G; k++)
+    for (int r = 0; r < 4; r++) o[k][r * os] = hsum(acc[k][r]);
+  return 0;
+}
+
+/* Standard-layout export: the fast scale conversion first, the exact one
+ * only for a group pair that holds an inf/NaN scale. */
+#define EXPORT_STD(name, body)                                                                       \
+  void name(const uint8_t *g0, const uint8_t *g1, uint32_t nb, const uint8_t *a, float *o0, float *o1,  \
+            uint32_t rs, uint32_t os) {                                                              \
+    const uint8_t *const g[2] = {g0, g1};                                                            \
+    float *const o[2] = {o0, o1};                                                                    \
+    if (rx_fused) {                                                                                  \
+      if (g1 ? body(1, 2, 0, g, nb, a, o, rs, os) : body(1, 1, 0, g, nb, a, o, rs, os))              \
+        g1 ? body(1, 2, 1, g, nb, a, o, rs, os) : body(1, 1, 1, g, nb, a, o, rs, os);                \
+    } else if (g1 ? body(0, 2, 0, g, nb, a, o, rs, os) : body(0, 1, 0, g, nb, a, o, rs, os)) {       \
+      g1 ? body(0, 2, 1, g, nb, a, o, rs, os) : body(0, 1, 1, g, nb, a, o, rs, os);                  \
+    }                                                                                                \
+  }
+
+EXPORT_STD(rx_std_q4_0, q4_0_std_body)
+
+/* Q8_0 over standard rows (34-byte blocks), the arithmetic of `q8_0_body`:
+ * x = w ^ m times |a|, plus c8. A quant of -128 is exact here too (x is the
+ * signed operand: |pair| ≤ 2·128·127 < 2^15), so unlike packing nothing is
+ * refused. Blocks in runs of 2 (68-byte strides per load instruction). */
+static inline __attribute__((always_inline)) int q8_0_std_body(const int F, const int G, const int X, const uint8_t *const g[2],
+                                                             uint32_t nb, const uint8_t *a, float *const o[2], uint32_t rs,
+                                                             uint32_t os) {
+  const float *da = (const float *)a;
+  const uint8_t *y = a + align16(4 * nb);
+  CONSTS();
+  const v128_t one = ones16(), pf = perm_f();
+  v128_t acc[2][4], hx = z;
+  for (int k = 0; k < G; k++)
+    for (int r = 0; r < 4; r++) acc[k][r] = wasm_f32x4_splat(0.0f);
+#define Q8_0_STD_BLOCK(i)                                                                                   \
+  do {                                                                                                      \
+    const uint8_t *yb = y + 80 * (i);                                                                       \
+    v128_t a0 = wasm_v128_load(yb), a1 = wasm_v128_load(yb + 16);                                           \
+    v128_t m0 = wasm_v128_load(yb + 32), m1 = wasm_v128_load(yb + 48), c8 = wasm_v128_load(yb + 64);        \
+    v128_t ds = wasm_f32x4_splat(da[i]);                                                                    \
+    for (int k = 0; k < G; k++) {                                                                           \
+      const uint8_t *b = g[k] + 34 * (i);                                                                   \
+      v128_t dd = wasm_f32x4_mul(scales_std(X, gather_f16x4(b, rs), sm, sk, &hx), ds);                      \
+      v128_t s[4];                                                                                          \
+      for (int r = 0; r < 4; r++) {                                                                         \
+        v128_t w0 = PERM_F(wasm_v128_load(b + r * rs + 2)), w1 = PERM_F(wasm_v128_load(b + r * rs + 18));  \
+        v128_t x0 = wasm_v128_xor(w0, m0), x1 = wasm_v128_xor(w1, m1);                                      \
+        s[r] = F ? DOT(x1, a1, DOT(x0, a0, c8))                                                             \
+                 : wasm_i32x4_add(wasm_i32x4_add(PAIRS(RD16(x0, a0), one), c8), PAIRS(RD16(x1, a1), one));  \
+      }                                                                                                     \
+      ACC4(acc[k], s, dd);                                                                                  \
+    }                                                                                                       \
+  } while (0)
+  uint32_t i = 0;
+  for (; i + 2 <= nb; i += 2) {
+    Q8_0_STD_BLOCK(i);
+    Q8_0_STD_BLOCK(i + 1);
+  }
+  for (; i < nb; i++) Q8_0_STD_BLOCK(i);
+#undef Q8_0_STD_BLOCK
+  if (!X && saw_infnan(hx)) return 1;
+  for (int k = 0; k < G; k++)
+    for (int r = 0; r < 4; r++) o[k][r * os] = hsum(acc[k][r]);
+  return 0;
+}
+
+EXPORT_STD(rx_std_q8_0, q8_0_std_body)
+
+/* Q4_K over standard rows (144-byte super-blocks, rs = 144·nb): per group
+ * and super-block, d | dmin << 16 of the 4 rows is gathered as one u32x4,
+ * and the 4 rows' 12 scale bytes (three u32 words each, loaded as one v128
+ * per row and transposed so that lane r holds row r's word) are decoded
+ * with ggml's kmask steps lane-wise into scales and mins of sub-blocks 0..3
+ * and 4..7, then arranged as the packed planes decode (`sca`/`scbv`:
+ * index 8r + sb; mins: 8(sb/2) + 2r + sb%2). The rest is `q4_k_body`. */
+static inline v128_t perm_mins(void) {
+  volatile v128_t v = wasm_i8x16_make(0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15);
+  return v;
+}
+
+static inline __attribute__((always_inline)) int q4_k_std_body(const int F, const int G, const int X, const uint8_t *const g[2],
+                                                             uint32_t nb, const uint8_t *a, float *const o[2], uint32_t rs,
+                                                             uint32_t os) {
+  const float *da = (const float *)a;
+  const uint8_t *y = a + align16(4 * nb);
+  CONSTS();
+  const v128_t m4 = wasm_i8x16_splat(0x0f), m3f = wasm_i8x16_splat(0x3f), m03 = wasm_i8x16_splat(0x03);
+  const v128_t one = ones16(), pf = perm_f(), pm = perm_mins();
+  const v128_t lo16 = wasm_u32x4_splat(0xffffu), hi16 = wasm_u32x4_splat(0xffff0000u);
+  v128_t acc[2][4], accm[2], hx = z;
+  uint16_t scb[2][32] __attribute__((aligned(16)));
+  for (int k = 0; k < G; k++) {
+    accm[k] = wasm_f32x4_splat(0.0f);
+    for (int r = 0; r < 4; r++) acc[k][r] = accm[k];
+  }
+  for (uint32_t i = 0; i < nb; i++) {
+    const uint8_t *yb = y + 320 * i;
+    v128_t yd = wasm_f32x4_splat(da[i]);
+    v128_t dd[2], is[2][4];
+    for (int k = 0; k < G; k++) {
+      const uint8_t *gb = g[k] + 144 * i;
+      v128_t dv = wasm_i32x4_splat(0);
+      dv = wasm_v128_load32_lane(gb, dv, 0);
+      dv = wasm_v128_load32_lane(gb + rs, dv, 1);
+      dv = wasm_v128_load32_lane(gb + 2 * rs, dv, 2);
+      dv = wasm_v128_load32_lane(gb + 3 * rs, dv, 3);
+      dd[k] = wasm_f32x4_mul(scales_std(X, wasm_i32x4_shl(dv, 16), sm, sk, &hx), yd);
+      v128_t dm = wasm_f32x4_mul(scales_std(X, wasm_v128_and(dv, hi16), sm, sk, &hx), yd);
+      /* words q0, q1, q2 of the 4 rows' scale bytes, lane r = row r */
+      v128_t t0 = wasm_v128_load(gb + 4), t1 = wasm_v128_load(gb + rs + 4);
+      v128_t t2 = wasm_v128_load(gb + 2 * rs + 4), t3 = wasm_v128_load(gb + 3 * rs + 4);
+      v128_t u0 = wasm_i32x4_shuffle(t0, t1, 0, 4, 1, 5), u1 = wasm_i32x4_shuffle(t2, t3, 0, 4, 1, 5);
+      v128_t u2 = wasm_i32x4_shuffle(t0, t1, 2, 6, 3, 7), u3 = wasm_i32x4_shuffle(t2, t3, 2, 6, 3, 7);
+      v128_t q0 = wasm_i64x2_shuffle(u0, u1, 0, 2), q1 = wasm_i64x2_shuffle(u0, u1, 1, 3);
+      v128_t q2 = wasm_i64x2_shuffle(u2, u3, 0, 2);
+      v128_t sclo = wasm_v128_and(q0, m3f), mnlo = wasm_v128_and(q1, m3f);
+      v128_t schi = wasm_v128_or(wasm_v128_and(q2, m4), wasm_i32x4_shl(wasm_v128_and(wasm_u32x4_shr(q0, 6), m03), 4));
+      v128_t mnhi = wasm_v128_or(wasm_v128_and(wasm_u32x4_shr(q2, 4), m4), wasm_i32x4_shl(wasm_v128_and(wasm_u32x4_shr(q1, 6), m03), 4));
+      v128_t sca = wasm_i32x4_shuffle(sclo, schi, 0, 4, 1, 5), scbv = wasm_i32x4_shuffle(sclo, schi, 2, 6, 3, 7);
+      v128_t mna = wasm_i8x16_relaxed_swizzle(mnlo, pm), mnb = wasm_i8x16_relaxed_swizzle(mnhi, pm);
+      wasm_v128_store(scb[k], wasm_u16x8_extend_low_u8x16(sca));
+      wasm_v128_store(scb[k] + 8, wasm_u16x8_extend_high_u8x16(sca));
+      wasm_v128_store(scb[k] + 16, wasm_u16x8_extend_low_u8x16(scbv));
+      wasm_v128_store(scb[k] + 24, wasm_u16x8_extend_high_u8x16(scbv));
+      v128_t mins = wasm_i32x4_add(
+          wasm_i32x4_add(wasm_i32x4_dot_i16x8(wasm_u16x8_extend_low_u8x16(mna), wasm_v128_load(yb)),
+                         wasm_i32x4_dot_i16x8(wasm_u16x8_extend_high_u8x16(mna), wasm_v128_load(yb + 16))),
+          wasm_i32x4_add(wasm_i32x4_dot_i16x8(wasm_u16x8_extend_low_u8x16(mnb), wasm_v128_load(yb + 32)),
+                         wasm_i32x4_dot_i16x8(wasm_u16x8_extend_high_u8x16(mnb), wasm_v128_load(yb + 48))));
+      accm[k] = wasm_f32x4_add(accm[k], wasm_f32x4_mul(dm, wasm_f32x4_convert_i32x4(mins)));
+      for (int r = 0; r < 4; r++) is[k][r] = z;
+    }
+    for (int k = 0; k < G; k++) {
+      for (uint32_t c = 0; c < 4; c++) {
+        const uint8_t *p = yb + 64 + 64 * c;
+        v128_t l0 = wasm_v128_load(p), l1 = wasm_v128_load(p + 16);
+        v128_t h0 = wasm_v128_load(p + 32), h1 = wasm_v128_load(p + 48);
+        const uint8_t *run = g[k] + 144 * i + 16 + 32 * c;
+        for (int r = 0; r < 4; r++) {
+          v128_t w0 = PERM_F(wasm_v128_load(run + r * rs)), w1 = PERM_F(wasm_v128_load(run + r * rs + 16));
+          v128_t b0 = wasm_v128_and(w0, m4), b1 = wasm_v128_and(w1, m4);
+          v128_t c0 = wasm_v128_and(wasm_u16x8_shr(w0, 4), m4), c1 = wasm_v128_and(wasm_u16x8_shr(w1, 4), m4);
+          if (F) {
+            v128_t p0 = DOT(l1, b1, DOT(l0, b0, z)), p1 = DOT(h1, c1, DOT(h0, c0, z));
+            v128_t pp = wasm_v128_or(wasm_v128_and(p0, lo16), wasm_i32x4_shl(p1, 16));
+            is[k][r] = wasm_i32x4_add(is[k][r], wasm_i32x4_dot_i16x8(pp, wasm_v128_load32_splat(scb[k] + 8 * r + 2 * c)));
+          } else {
+            v128_t p0 = wasm_i16x8_add(RD16(l0, b0), RD16(l1, b1));
+            v128_t p1 = wasm_i16x8_add(RD16(h0, c0), RD16(h1, c1));
+            v128_t s0 = wasm_v128_load16_splat(scb[k] + 8 * r + 2 * c);
+            v128_t s1 = wasm_v128_load16_splat(scb[k] + 8 * r + 2 * c + 1);
+            is[k][r] = wasm_i32x4_add(is[k][r], wasm_i32x4_add(wasm_i32x4_dot_i16x8(p0, s0), wasm_i32x4_dot_i16x8(p1, s1)));
+          }
+        }
+      }
+    }
+    for (int k = 0; k < G; k++) ACC4(acc[k], is[k], dd[k]);
+  }
+  if (!X && saw_infnan(hx)) return 1;
+  for (int k = 0; k < G; k++) {
+    float mr[4] __attribute__((aligned(16)));
+    wasm_v128_store(mr, accm[k]);
+    for (int r = 0; r < 4; r++) o[k][r * os] = hsum(acc[k][r]) - mr[r];
+  }
+  return 0;
+}
+
+EXPORT_STD(rx_std_q4_k, q4_k_std_body)

@@ -53,6 +53,15 @@ pub fn scratch_bytes(ty: u32, cols: usize, ntok: usize) -> usize {
         let ext = if e > rb { e } else { rb };
         return ntok * act_row_bytes(b, cols) + ext + 64;
     }
+    #[cfg(moe_relaxed)]
+    {
+        // one-token decode over standard rows may expand for `relaxed::std_kernels`
+        let e = crate::relaxed::std_kernels(ty).map_or(0, |k| (k.ext_row_bytes)(cols));
+        let x = ext_row_bytes(ty, cols);
+        if e > ntok * x {
+            return ntok * act_row_bytes(ty, cols) + e + 64;
+        }
+    }
     ntok * (act_row_bytes(ty, cols) + ext_row_bytes(ty, cols)) + 64
 }
 
@@ -137,6 +146,14 @@ pub unsafe fn matmul_prepared_ld(
         }
         return 0;
     }
+    // Decode over standard rows, relaxed build: 4-row groups read straight
+    // from the standard layout (`relaxed::std_kernels`), two groups half a
+    // matrix apart per call, as `matmul_packed` does for packed matrices.
+    #[cfg(moe_relaxed)]
+    if let (1, 0, Some(gk)) = (ntok, rows % 4, crate::relaxed::std_kernels(ty)) {
+        std_groups(gk, w, wrb, rows, cols / format(ty).unwrap_unchecked().blk, cols, act, out, scratch);
+        return 0;
+    }
     // SIMD: expand quantized activations once, then sweep weight rows with
     // token tiles of ≤ 4 inside cache-sized token blocks.
     let erb = ext_row_bytes(ty, cols);
@@ -189,6 +206,67 @@ pub unsafe fn matmul_prepared_ld(
         t0 = t1;
     }
     0
+}
+
+/// One token over a standard-layout matrix (`rows % 4 == 0`) with the
+/// relaxed build's standard-row group kernels: groups `p` and `p + ng/2`
+/// per call (two memory streams), an odd last group alone.
+#[cfg(moe_relaxed)]
+#[inline(always)]
+unsafe fn std_groups(
+    gk: &crate::relaxed::StdKernels,
+    w: *const u8,
+    wrb: usize,
+    rows: usize,
+    nb: usize,
+    cols: usize,
+    act: *const u8,
+    out: *mut f32,
+    scratch: *mut u8,
+) {
+    (gk.expand)(act, cols, scratch);
+    let a = scratch as *const u8;
+    let mut r0 = 0;
+    if rows % 8 == 0 {
+        // Rows p + j·s (j = 0..8, s ≈ rows/8) per call: eight streams an
+        // eighth of the matrix apart (even j one set, odd j the other), with
+        // s picked among rows/8 − 15..=rows/8 so that the streams' offsets
+        // spread over a 4 KiB page (streams 4 KiB-aligned to each other
+        // share L1 sets: a 26 MB Q6_K matrix ran 3x slower); the 8·(rows/8 −
+        // s) rows left over run below.
+        let e = rows / 8;
+        let (mut best, mut s) = (0, e);
+        for t in 0..(if e < 16 { e } else { 16 }) {
+            let c = e - t;
+            let mut worst = 4096;
+            for j in 1..8 {
+                let m = (j * c * wrb) % 4096;
+                let d = if m < 4096 - m { m } else { 4096 - m };
+                worst = if d < worst { d } else { worst };
+            }
+            if worst > best {
+                best = worst;
+                s = c;
+            }
+        }
+        for p in 0..s {
+            (gk.groups)(w.add(p * wrb), w.add((p + s) * wrb), nb, a, out.add(p), out.add(p + s), 2 * s * wrb, 2 * s);
+        }
+        r0 = 8 * s;
+    }
+    // 4 adjacent rows per set: groups g and g + ng/2 of the rows left, an odd last one alone.
+    let (w, out) = (w.add(r0 * wrb), out.add(r0));
+    let ng = (rows - r0) / 4;
+    let half = ng / 2;
+    for p in 0..ng - half {
+        let (ga, gb) = if p < half { (p, p + half) } else { (ng - 1, usize::MAX) };
+        let (wb, ob) = if gb != usize::MAX {
+            (w.add(4 * gb * wrb), out.add(4 * gb))
+        } else {
+            (core::ptr::null(), core::ptr::null_mut())
+        };
+        (gk.groups)(w.add(4 * ga * wrb), wb, nb, a, out.add(4 * ga), ob, wrb, 1);
+    }
 }
 
 /// Matmul over a packed matrix (`packed.rs`), inside the same token blocks as

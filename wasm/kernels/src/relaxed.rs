@@ -22,6 +22,9 @@ extern "C" {
     fn rx_group_q4_k(g0: *const u8, g1: *const u8, nb: u32, a: *const u8, o0: *mut f32, o1: *mut f32);
     fn rx_tile_q4_0(g: *const u8, nb: u32, a: *const u8, astride: u32, t: u32, o: *mut f32, ostride: u32);
     fn rx_tile_q4_k(g: *const u8, nb: u32, a: *const u8, astride: u32, t: u32, o: *mut f32, ostride: u32);
+    fn rx_std_q4_0(g0: *const u8, g1: *const u8, nb: u32, a: *const u8, o0: *mut f32, o1: *mut f32, rs: u32, os: u32);
+    fn rx_std_q4_k(g0: *const u8, g1: *const u8, nb: u32, a: *const u8, o0: *mut f32, o1: *mut f32, rs: u32, os: u32);
+    fn rx_std_q8_0(g0: *const u8, g1: *const u8, nb: u32, a: *const u8, o0: *mut f32, o1: *mut f32, rs: u32, os: u32);
 }
 
 /// Set (`mode` 0 or 1) and return the dot form of the C kernels: 0 = split
@@ -154,3 +157,63 @@ pub static GK_Q4_K: GroupKernels = GroupKernels {
     groups: groups_q4_k,
     tile: Some(tile_q4_k),
 };
+
+/// Decode kernels of a standard (unpacked) layout in the relaxed build.
+pub struct StdKernels {
+    /// Bytes of one expanded activation row of `cols` values.
+    pub ext_row_bytes: fn(usize) -> usize,
+    /// Expand one converted activation row (`prepare_act` bytes): (act, cols, dst).
+    pub expand: unsafe fn(*const u8, usize, *mut u8),
+    /// Two sets (`g1` may be null) of 4 standard rows × one token:
+    /// (g0, g1, nb, a, o0, o1, rs, os): row `k` of a set at `g + k·rs`
+    /// (bytes), its output at `o[k·os]`.
+    pub groups: unsafe fn(*const u8, *const u8, usize, *const u8, *mut f32, *mut f32, usize, usize),
+}
+
+unsafe fn std_groups_q4_0(g0: *const u8, g1: *const u8, nb: usize, a: *const u8, o0: *mut f32, o1: *mut f32, rs: usize, os: usize) {
+    rx_std_q4_0(g0, g1, nb as u32, a, o0, o1, rs as u32, os as u32)
+}
+
+/// Q4_0: the activations of [`GK_Q4_0`]'s expansion; per row bit-identical
+/// to `tiles::tile_legacy::<Q4_0, 1>`.
+pub static STD_Q4_0: StdKernels = StdKernels {
+    ext_row_bytes: ext_row_bytes_t::<Q4_0>,
+    expand: expand_t::<Q4_0>,
+    groups: std_groups_q4_0,
+};
+
+unsafe fn std_groups_q4_k(g0: *const u8, g1: *const u8, nb: usize, a: *const u8, o0: *mut f32, o1: *mut f32, rs: usize, os: usize) {
+    rx_std_q4_k(g0, g1, nb as u32, a, o0, o1, rs as u32, os as u32)
+}
+
+/// Q4_K: the activations of [`GK_Q4_K`]'s expansion; per row bit-identical
+/// to `tiles::tile_q45k::<Q4_K, 1>`.
+pub static STD_Q4_K: StdKernels = StdKernels {
+    ext_row_bytes: ext_row_bytes_t::<Q4_K>,
+    expand: expand_t::<Q4_K>,
+    groups: std_groups_q4_k,
+};
+
+unsafe fn std_groups_q8_0(g0: *const u8, g1: *const u8, nb: usize, a: *const u8, o0: *mut f32, o1: *mut f32, rs: usize, os: usize) {
+    rx_std_q8_0(g0, g1, nb as u32, a, o0, o1, rs as u32, os as u32)
+}
+
+/// Q8_0: the activations of [`GK_Q8_0`]'s expansion (more bytes than the
+/// standard one: `matmul::scratch_bytes` counts them); per row
+/// bit-identical to `tiles::tile_legacy::<Q8_0, 1>`, quants of -128 included.
+pub static STD_Q8_0: StdKernels = StdKernels {
+    ext_row_bytes: ext_row_bytes_t::<Q8_0>,
+    expand: expand_t::<Q8_0>,
+    groups: std_groups_q8_0,
+};
+
+/// The standard-layout decode kernels of weight type `ty` in this build
+/// (None: decode runs the generic `tiles.rs` path).
+pub fn std_kernels(ty: u32) -> Option<&'static StdKernels> {
+    match ty {
+        Q4_0 => Some(&STD_Q4_0),
+        Q4_K => Some(&STD_Q4_K),
+        Q8_0 => Some(&STD_Q8_0),
+        _ => None,
+    }
+}
