@@ -38,8 +38,11 @@ Deno.test("mod.ts's module graph holds neither serve/ nor the default model", as
   const g = await graph("mod.ts");
   assert.ok(g.has("mod.ts") && g.has("core/model/model.ts"), "the graph was read");
   assert.deepEqual([...g.keys()].filter(heavy), []);
-  const big = [...g].filter(([, size]) => size > 512 * 1024).map(([p]) => p);
-  assert.deepEqual(big, [], "no module of the root graph is over 512 KiB");
+  // The largest modules the root needs are the compiled kernels as base64 (wasm/pkg/*_bytes.ts,
+  // 0.3-0.55 MiB each with the packed K-quant and standard-row kernels); embedded data such as
+  // the default model (2.8 MB) stays out.
+  const big = [...g].filter(([, size]) => size > 1024 * 1024).map(([p]) => p);
+  assert.deepEqual(big, [], "no module of the root graph is over 1 MiB");
 });
 
 Deno.test("the subpath exports ./serve and ./default-model hold what the root leaves out", async () => {
