@@ -24,4 +24,15 @@ if [ "$status" -ne 0 ]; then
   echo "check_artifacts: run 'bash wasm/build.sh' (or 'deno task build:wasm') and commit wasm/pkg/." >&2
   exit 1
 fi
+# The streaming store's SIMD hash (core/store/hash_wide.c) is embedded as base64 in hash_wide.ts:
+# rebuild it with the command in its header and compare.
+CLANG="${CLANG:-/usr/bin/clang-19}"
+REPO="$(cd "$HERE/.." && pwd)"
+"$CLANG" --target=wasm32 -O3 -msimd128 -nostdlib -Wl,--no-entry -Wl,--import-memory \
+  -Wl,--strip-all -o "$TMP/hash_wide.wasm" "$REPO/core/store/hash_wide.c"
+if ! grep -qF "\"$(base64 -w0 "$TMP/hash_wide.wasm")\"" "$REPO/core/store/hash_wide.ts"; then
+  echo "check_artifacts: core/store/hash_wide.ts does not embed a fresh build of hash_wide.c" >&2
+  echo "  (rebuild with the command in hash_wide.c's header and update WASM_B64)" >&2
+  exit 1
+fi
 echo "check_artifacts: wasm/pkg matches a fresh build ($(cd "$HERE/pkg" && sha256sum moe_edge_kernels.wasm moe_edge_kernels_relaxed.wasm | cut -c1-16 | tr "\n" " "))"
