@@ -10,6 +10,8 @@
  * deno run -A bench/realsize.ts --model /tmp/qwen3.gguf --memory-mb none --peer-cache q.json
  * ```
  *
+ * `--peer-variant V` pins llama.cpp's CPU kernels (`haswell`, the portable
+ * AVX2 build the conformance oracle uses; default `auto`, ggml's own choice).
  * `--peer-cache FILE` reuses llama.cpp's result stored there (its tokens,
  * timings and RSS) or stores it after running it, so a second run against
  * a large file need not map it again; `--threads N` passes to `loadModel`.
@@ -129,7 +131,7 @@ async function main(): Promise<void> {
   const model = get("--model");
   if (!model) {
     throw new Error(
-      "usage: bench/realsize.ts --model FILE [--memory-mb none,2048] [--steps 16] [--ctx N] [--no-peer]",
+      "usage: bench/realsize.ts --model FILE [--memory-mb none,2048] [--steps 16] [--ctx N] [--no-peer] [--peer-variant auto|haswell] [--peer-cache F]",
     );
   }
   const steps = Number(get("--steps") ?? 16);
@@ -148,13 +150,14 @@ async function main(): Promise<void> {
   const threads = get("--threads") === undefined ? undefined : Number(get("--threads"));
   const cacheFile = get("--peer-cache");
   if (!args.includes("--no-peer")) {
-    const req = { model, prompt: PROMPT, decode: steps - 1, banned: [], threads: 1 };
+    const cpuVariant = get("--peer-variant") ?? "auto";
+    const req = { model, prompt: PROMPT, decode: steps - 1, banned: [], threads: 1, cpuVariant };
     let r: { json: Record<string, unknown>; rss: number } | null = null;
     let cached = false;
     if (cacheFile !== undefined) {
       try {
         const c = JSON.parse(await Deno.readTextFile(cacheFile));
-        if (c.model === model && c.steps === steps) {
+        if (c.model === model && c.steps === steps && (c.cpuVariant ?? "auto") === cpuVariant) {
           r = { json: c.json, rss: c.rss };
           cached = true;
         }
@@ -165,7 +168,14 @@ async function main(): Promise<void> {
       if (cacheFile !== undefined && !r.json.error) {
         await Deno.writeTextFile(
           cacheFile,
-          JSON.stringify({ model, steps, at: new Date().toISOString(), json: r.json, rss: r.rss }),
+          JSON.stringify({
+            model,
+            steps,
+            cpuVariant,
+            at: new Date().toISOString(),
+            json: r.json,
+            rss: r.rss,
+          }),
         );
       }
     }
@@ -173,7 +183,9 @@ async function main(): Promise<void> {
     if (r.json.error) console.error(`llama.cpp failed: ${r.json.error}`);
     else {
       forced = r.json.tokens as number[];
-      console.log(`llama.cpp tokens: ${forced.join(",")}`);
+      console.log(
+        `llama.cpp tokens (CPU variant ${r.json.cpuVariant ?? cpuVariant}): ${forced.join(",")}`,
+      );
       const load = r.json.loadMs as number;
       const first = load + (r.json.prefillMs as number);
       const tokS = (steps - 1) / ((r.json.decodeMs as number) / 1000);

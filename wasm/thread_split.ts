@@ -12,25 +12,35 @@ export const CTL_SEQ = 0;
 export const CTL_DONE = 1;
 /** Int32 index: first error of the current job (0 = none; see `ERR_*`). */
 export const CTL_ERR = 2;
-/** Int32 index: threads taking part in the current job, the calling thread included. */
-export const CTL_THREADS = 3;
 /** Int32 index: the job's op code (`OP_*`). */
 export const CTL_OP = 4;
 /** Int32 index: the id of the memory (backend) the job runs on. */
 export const CTL_MEM = 5;
 /**
- * Int32 index: the next unclaimed chunk (low 16 bits) tagged with the job's
- * sequence number (high 16 bits); threads claim chunks with compare-exchange,
- * so a late or descheduled worker never holds up the job (the caller takes
- * what is left).
+ * Int32 index: the claim word of the current job, `(threads << 16) | left`:
+ * the threads taking part (the calling thread included) and how many of its
+ * chunks are still unclaimed. A thread claims with a compare-exchange that
+ * decrements `left` (see {@linkcode claimChunk}); the chunk it got is
+ * `chunks − left`, so chunks are claimed in order. A successful claim pins
+ * the job: it cannot end (nor its arguments change) before that chunk is
+ * counted done, so every other job field is read only after claiming. The
+ * word is 0 (nothing to claim) between jobs and while a job is written.
+ * A late or descheduled worker never holds up a job: the caller takes what
+ * is left.
  */
 export const CTL_CLAIM = 6;
 /** Int32 index: chunks the current job is cut into. */
 export const CTL_CHUNKS = 7;
 /** Int32 index: the first job argument (arguments are u32, stored as i32). */
 export const CTL_ARGS = 8;
+/**
+ * Int32 index: the first of one word per part (`MAX_THREADS` of them): the
+ * chunk that part is running plus one, 0 when none. Read only to say what a
+ * job that ran past the watchdog was waiting for.
+ */
+export const CTL_RUNNING = 32;
 /** Int32 length of the control block. */
-export const CTL_LENGTH = 64;
+export const CTL_LENGTH = CTL_RUNNING + 64;
 
 /** Chunks per thread a job is cut into (dynamic claiming evens out late threads). */
 export const CHUNKS_PER_THREAD = 4;
@@ -52,6 +62,25 @@ export const OP_ATTN = 3;
 export const ERR_KERNEL = 1;
 /** A worker threw (trap, missing instance). */
 export const ERR_THROWN = 2;
+
+/**
+ * Claim the next chunk of the current job for part `part` (0 = the calling
+ * thread): its index, or −1 when nothing is left or the job runs on fewer
+ * than `part + 1` threads. Reads the chunk count only after the claim
+ * succeeded (the job is then pinned), so a thread that woke for an earlier
+ * job can never take a chunk of a job it read half of, nor count a chunk
+ * twice.
+ */
+export function claimChunk(ctl: Int32Array, part: number): number {
+  for (;;) {
+    const v = Atomics.load(ctl, CTL_CLAIM);
+    const left = v & 0xffff;
+    if (left === 0 || part >= v >>> 16) return -1;
+    if (Atomics.compareExchange(ctl, CTL_CLAIM, v, v - 1) === v) {
+      return Atomics.load(ctl, CTL_CHUNKS) - left;
+    }
+  }
+}
 
 /** Items `[i0, i1)` of part `t` of `n` over `count` items (unit 1; empty parts when `count < n`). */
 export function itemRange(count: number, n: number, t: number): [number, number] {

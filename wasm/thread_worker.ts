@@ -12,15 +12,15 @@
 /// <reference lib="deno.worker" />
 
 import {
+  claimChunk,
   CTL_ARGS,
   CTL_CHUNKS,
-  CTL_CLAIM,
   CTL_DONE,
   CTL_ERR,
   CTL_MEM,
   CTL_OP,
+  CTL_RUNNING,
   CTL_SEQ,
-  CTL_THREADS,
   ERR_KERNEL,
   ERR_THROWN,
   f32FromBits,
@@ -149,34 +149,39 @@ function runChunk(
   return false;
 }
 
-/** Claim and run chunks of job `seq` until none is left (or the job is gone). */
-function work(c: Int32Array, seq: number): void {
+/** The current job's arguments, copied after each claim (the job is then pinned). */
+const jobArgs = new Int32Array(16);
+
+/**
+ * Claim and run chunks until none is left. Every job field is read after a
+ * successful claim (see `claimChunk`): a worker that woke for one job and was
+ * descheduled can only ever take a chunk of the job that is current then.
+ */
+function work(c: Int32Array): void {
   const part = index + 1; // part 0 is the calling thread's
-  if (part >= c[CTL_THREADS]) return;
-  const op = c[CTL_OP], n = c[CTL_CHUNKS];
-  const args = c.slice(CTL_ARGS, CTL_ARGS + 16);
-  const inst = instances.get(c[CTL_MEM]);
-  const tag = seq & 0xffff;
   for (;;) {
-    const v = Atomics.load(c, CTL_CLAIM);
-    if (v >>> 16 !== tag || (v & 0xffff) >= n) return; // another job, or nothing left
-    if (Atomics.compareExchange(c, CTL_CLAIM, v, v + 1) !== v) continue;
-    // chunk claimed: the job cannot end (nor its arguments change) before it is counted done
+    const k = claimChunk(c, part);
+    if (k < 0) return;
+    const op = c[CTL_OP], n = c[CTL_CHUNKS];
+    for (let i = 0; i < 16; i++) jobArgs[i] = c[CTL_ARGS + i];
+    const inst = instances.get(c[CTL_MEM]);
+    Atomics.store(c, CTL_RUNNING + part, k + 1);
     try {
       if (inst === undefined) throw new Error(`no instance for memory ${c[CTL_MEM]}`);
-      if (!runChunk(inst, op, args, n, v & 0xffff, part)) {
+      if (!runChunk(inst, op, jobArgs, n, k, part)) {
         Atomics.compareExchange(c, CTL_ERR, 0, ERR_KERNEL);
       }
     } catch {
       Atomics.compareExchange(c, CTL_ERR, 0, ERR_THROWN);
     }
+    // the phase end is read before the chunk counts done (the job may end right after)
+    const phaseEnd = op === OP_PROGRAM && inst !== undefined
+      ? inst.i32[((jobArgs[0] >>> 0) >>> 2) + k * TASK_INTS + 2]
+      : -1;
+    Atomics.store(c, CTL_RUNNING + part, 0);
     const d = Atomics.add(c, CTL_DONE, 1) + 1;
-    if (d === n) Atomics.notify(c, CTL_DONE);
-    else if (op === OP_PROGRAM && inst !== undefined) {
-      // the last task of a phase wakes the threads waiting at its barrier
-      const r = ((args[0] >>> 0) >>> 2) + (v & 0xffff) * TASK_INTS;
-      if (d === inst.i32[r + 2]) Atomics.notify(c, CTL_DONE);
-    }
+    // the last chunk wakes the caller; the last task of a phase the threads at its barrier
+    if (d === n || d === phaseEnd) Atomics.notify(c, CTL_DONE);
   }
 }
 
@@ -223,7 +228,7 @@ async function loop(c: Int32Array, seen: number): Promise<void> {
       // a long busy stretch: still let attach messages in now and then (after this job)
       lastYield = Infinity;
     }
-    work(c, s);
+    work(c);
     untilJobEnd(c, s);
     if (lastYield === Infinity) {
       await yieldToEvents();

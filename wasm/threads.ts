@@ -18,6 +18,7 @@
 import { BackendError } from "../core/errors.ts";
 import {
   CHUNKS_PER_THREAD,
+  claimChunk,
   CTL_ARGS,
   CTL_CHUNKS,
   CTL_CLAIM,
@@ -26,8 +27,8 @@ import {
   CTL_LENGTH,
   CTL_MEM,
   CTL_OP,
+  CTL_RUNNING,
   CTL_SEQ,
-  CTL_THREADS,
   ERR_KERNEL,
 } from "./thread_split.ts";
 
@@ -284,21 +285,22 @@ export class ThreadPool {
       throw new BackendError("thread_failed", `Cannot run job: ${n} chunks outside [1, 65535]`);
     }
     const seq = (c[CTL_SEQ] + 1) | 0;
+    // closed while the job is written (a worker still claiming the last job gets nothing)
+    Atomics.store(c, CTL_CLAIM, 0);
     c[CTL_OP] = op;
     c[CTL_MEM] = mem;
-    c[CTL_THREADS] = threads;
     c[CTL_CHUNKS] = n;
     c[CTL_ERR] = 0;
     for (let i = 0; i < args.length; i++) c[CTL_ARGS + i] = args[i] | 0;
     Atomics.store(c, CTL_DONE, 0);
-    Atomics.store(c, CTL_CLAIM, (seq & 0xffff) << 16);
+    Atomics.store(c, CTL_CLAIM, (threads << 16) | n);
     Atomics.store(c, CTL_SEQ, seq);
     Atomics.notify(c, CTL_SEQ);
     let rc = 0;
     let thrown: unknown = null;
     for (;;) {
-      const k = Atomics.add(c, CTL_CLAIM, 1) & 0xffff;
-      if (k >= n) break;
+      const k = claimChunk(c, 0);
+      if (k < 0) break;
       try {
         if (thrown === null && rc === 0) rc = self(k, n);
       } catch (e) {
@@ -341,7 +343,19 @@ export class ThreadPool {
         }
       }
       if (performance.now() - t0 > this.watchdogMs) {
-        this.#fail(`a job ran past the ${this.watchdogMs} ms watchdog`);
+        const running: string[] = [];
+        for (let p = 1; p < MAX_THREADS; p++) {
+          const k = Atomics.load(c, CTL_RUNNING + p);
+          if (k !== 0) running.push(`part ${p}: chunk ${k - 1}`);
+        }
+        this.#fail(
+          `a job ran past the ${this.watchdogMs} ms watchdog (op ${
+            c[CTL_OP]
+          }, ${v} of ${n} chunks done, ` +
+            `claim word ${Atomics.load(c, CTL_CLAIM)}, ${
+              running.join(", ") || "no worker running"
+            })`,
+        );
         throw new BackendError("thread_timeout", `Cannot run threaded op: ${this.#broken}`);
       }
     }

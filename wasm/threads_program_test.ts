@@ -284,3 +284,74 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name:
+    "many short jobs of changing sizes on more threads than cores: every result bit-identical, no stall",
+  ignore: !sharedMemorySupported(),
+  fn: async () => {
+    // 8 threads on a 2-core machine: workers are descheduled between seeing a job and
+    // claiming a chunk, so a stale worker meets the next job half written; a claim must
+    // never take a chunk of a job it read half of, nor count one twice (that stalled the
+    // join until the watchdog, or let a barrier pass early)
+    const one = await createWasmBackend({ threads: 1 });
+    const many = await createWasmBackend({ threads: 8 });
+    const pool = many.threadPool!;
+    pool.watchdogMs = 20_000;
+    try {
+      const r = rng(77);
+      const nEmbd = 256, nFf = 256;
+      const types: [GgmlType, GgmlType, GgmlType][] = [
+        [GgmlType.Q4_0, GgmlType.Q4_0, GgmlType.Q8_0],
+        [GgmlType.Q8_0, GgmlType.Q8_0, GgmlType.Q4_0],
+        [GgmlType.Q4_0, GgmlType.Q8_0, GgmlType.Q4_0],
+      ];
+      const experts: Expert[] = types.map(([tg, tu, td]) => ({
+        tg,
+        tu,
+        td,
+        g: randomWeights(r, tg, nFf, nEmbd),
+        u: randomWeights(r, tu, nFf, nEmbd),
+        d: randomWeights(r, td, nEmbd, nFf),
+      }));
+      const views = (be: WasmBackend) =>
+        experts.map((x) => ({
+          gate: upload(be, x.g, x.tg, nFf, nEmbd),
+          up: upload(be, x.u, x.tu, nFf, nEmbd),
+          down: upload(be, x.d, x.td, nEmbd, nFf),
+        }));
+      const ref = views(one), vs = views(many);
+      const wm = randomWeights(r, GgmlType.Q8_0, 8, nEmbd);
+      const m1 = upload(one, wm, GgmlType.Q8_0, 8, nEmbd);
+      const m8 = upload(many, wm, GgmlType.Q8_0, 8, nEmbd);
+      const xs = [1, 2, 3, 4].map((n) => randomActivations(r, n * nEmbd));
+      const run = (be: WasmBackend, w: typeof ref, it: number): Float32Array[] => {
+        if (it % 3 === 2) { // a tiny job (few chunks) between bigger ones
+          const out = new Float32Array(8);
+          be.matmul(be === one ? m1 : m8, xs[0], 1, out);
+          return [out];
+        }
+        const jobs: FfnJob[] = (it % 3 === 0 ? [0] : [0, 1, 2]).map((e, i) => ({
+          ...w[(e + it) % 3],
+          x: xs[(i + it) % 4],
+          nTokens: ((i + it) % 4) + 1,
+          out: new Float32Array((((i + it) % 4) + 1) * nEmbd),
+        }));
+        if (be === one || !be.ffnSwigluMany(jobs)) {
+          for (const j of jobs) be.ffnSwiglu(j.gate, j.up, j.down, j.x, j.nTokens, j.out);
+        }
+        return jobs.map((j) => j.out);
+      };
+      const t0 = performance.now();
+      for (let it = 0; it < 1200; it++) {
+        const want = run(one, ref, it);
+        const got = run(many, vs, it);
+        got.forEach((o, i) => deepEqual(bits(o), bits(want[i]), `iteration ${it} output ${i}`));
+      }
+      ok(performance.now() - t0 < 60_000);
+    } finally {
+      one.dispose();
+      many.dispose();
+    }
+  },
+});
