@@ -64,6 +64,7 @@ import {
   sharedMemorySupported,
 } from "./pkg/moe_edge_kernels.ts";
 import {
+  attentionHeads,
   f32Bits,
   itemRange,
   OP_ATTN,
@@ -849,7 +850,8 @@ export class WasmBackend implements Backend {
     copyIn(f32, v, vn, vp);
     const kc = L.off, vc = L.off + L.cap * e.kRowBytes;
     // store the new K/V rows once, here (no heads computed)
-    const rc = kk.attention_heads(
+    const scale = f32Bits(p.scale);
+    const head = [
       kc,
       vc,
       L.cap,
@@ -862,40 +864,18 @@ export class WasmBackend implements Backend {
       nKvHeads,
       headDimK,
       headDimV,
-      p.scale,
+      scale,
       ap,
-      sp,
-      0,
-      0,
-      1,
-    );
-    if (rc !== 0) fail("attention", "kernel rejected the shape");
+    ];
+    if (attentionHeads(kk, head, 0, sp, 0, 0, 1) !== 0) {
+      fail("attention", "kernel rejected the shape");
+    }
     // phase 0: KV heads (one task per head, or per group when there are many)
     this.#progBegin();
     const parts = Math.min(nKvHeads, 4 * th.n);
-    const scale = f32Bits(p.scale);
     for (let t = 0; t < parts; t++) {
       const [h0, h1] = itemRange(nKvHeads, parts, t);
-      if (h1 <= h0) continue;
-      this.#progTask(
-        T_ATTN,
-        kc,
-        vc,
-        L.cap,
-        startPos,
-        nTokens,
-        qp,
-        kp,
-        vp,
-        nHeads,
-        nKvHeads,
-        headDimK,
-        headDimV,
-        scale,
-        ap,
-        h0,
-        h1,
-      );
+      if (h1 > h0) this.#progTask(T_ATTN, ...head, h0, h1);
     }
     // phase 1: the attention output's activations for wo
     this.#progPhase();
@@ -995,68 +975,13 @@ export class WasmBackend implements Backend {
       return false;
     }
     const k = this.#k;
-    const rc = k.attention_heads(
-      kc,
-      vc,
-      cap,
-      start,
-      nTok,
-      q,
-      kk,
-      v,
-      nH,
-      nKv,
-      hdK,
-      hdV,
-      scale,
-      out,
-      sp,
-      0,
-      0,
-      1,
-    );
-    if (rc !== 0) fail("attention", "kernel rejected the shape");
-    const args = [
-      kc,
-      vc,
-      cap,
-      start,
-      nTok,
-      q,
-      kk,
-      v,
-      nH,
-      nKv,
-      hdK,
-      hdV,
-      f32Bits(scale),
-      out,
-      sp,
-      stride,
-    ];
-    th.pool.run(th.mem, th.n, OP_ATTN, args, (chunk, chunks) => {
+    const args = [kc, vc, cap, start, nTok, q, kk, v, nH, nKv, hdK, hdV, f32Bits(scale), out];
+    if (attentionHeads(k, args, 0, sp, 0, 0, 1) !== 0) {
+      fail("attention", "kernel rejected the shape");
+    }
+    th.pool.run(th.mem, th.n, OP_ATTN, [...args, sp, stride], (chunk, chunks) => {
       const [h0, h1] = itemRange(nKv, chunks, chunk);
-      if (h1 <= h0) return 0;
-      return k.attention_heads(
-        kc,
-        vc,
-        cap,
-        start,
-        nTok,
-        q,
-        kk,
-        v,
-        nH,
-        nKv,
-        hdK,
-        hdV,
-        scale,
-        out,
-        sp,
-        h0,
-        h1,
-        0,
-      );
+      return h1 <= h0 ? 0 : attentionHeads(k, args, 0, sp, h0, h1, 0);
     });
     return true;
   }

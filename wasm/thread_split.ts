@@ -167,6 +167,44 @@ export interface TaskKernels {
   attention_heads(...args: number[]): number;
 }
 
+/**
+ * Call `attention_heads` over KV heads `[h0, h1)` (`store` 1: only store the
+ * new K/V rows) with its 14 leading arguments at `a[o…o+14)` — `kc, vc, nCtx,
+ * start, nTok, q, k, v, nHeads, nKvHeads, hdK, hdV, scaleBits, out`, the
+ * scale as its f32 bits — and `scratch`. Returns the kernel's status.
+ */
+export function attentionHeads(
+  k: TaskKernels,
+  a: ArrayLike<number>,
+  o: number,
+  scratch: number,
+  h0: number,
+  h1: number,
+  store: 0 | 1,
+): number {
+  const u = (i: number) => a[o + i] >>> 0;
+  return k.attention_heads(
+    u(0),
+    u(1),
+    u(2),
+    u(3),
+    u(4),
+    u(5),
+    u(6),
+    u(7),
+    u(8),
+    u(9),
+    u(10),
+    u(11),
+    f32FromBits(a[o + 12]),
+    u(13),
+    scratch,
+    h0,
+    h1,
+    store,
+  );
+}
+
 /** Spin this long (ms) at a program's barrier before sleeping on the done count. */
 const BARRIER_SPIN_MS = 0.2;
 
@@ -237,26 +275,7 @@ export function runTask(
     case T_PREP:
       return k.prepare_act(u(0), u(1), u(2), u(3), u(4)) === 0;
     case T_ATTN:
-      return k.attention_heads(
-        u(0),
-        u(1),
-        u(2),
-        u(3),
-        u(4),
-        u(5),
-        u(6),
-        u(7),
-        u(8),
-        u(9),
-        u(10),
-        u(11),
-        f32FromBits(m[r + 3 + 12]),
-        u(13),
-        scratch,
-        u(14),
-        u(15),
-        0,
-      ) === 0;
+      return attentionHeads(k, m, r + 3, scratch, u(14), u(15), 0) === 0;
   }
   return false;
 }

@@ -12,6 +12,7 @@
 /// <reference lib="deno.worker" />
 
 import {
+  attentionHeads,
   claimChunk,
   CTL_ARGS,
   CTL_CHUNKS,
@@ -23,7 +24,6 @@ import {
   CTL_SEQ,
   ERR_KERNEL,
   ERR_THROWN,
-  f32FromBits,
   itemRange,
   OP_ATTN,
   OP_MATMUL,
@@ -31,28 +31,12 @@ import {
   rowRange,
   runTask,
   TASK_INTS,
+  type TaskKernels,
 } from "./thread_split.ts";
-
-interface Inst {
-  matmul_prepared_ld(
-    ty: number,
-    w: number,
-    rows: number,
-    cols: number,
-    act: number,
-    nTok: number,
-    out: number,
-    ldo: number,
-    scratch: number,
-  ): number;
-  swiglu(g: number, u: number, out: number, n: number): void;
-  prepare_act(ty: number, x: number, cols: number, nTok: number, dst: number): number;
-  attention_heads(...args: number[]): number;
-}
 
 /** A kernel instance over one attached memory. */
 interface Attached {
-  readonly k: Inst;
+  readonly k: TaskKernels;
   readonly memory: WebAssembly.Memory;
   /** I32 view of the memory (re-made when it grows). */
   i32: Int32Array;
@@ -125,26 +109,7 @@ function runChunk(
   if (op === OP_ATTN) {
     const [h0, h1] = itemRange(u(9), n, k);
     if (h1 <= h0) return true;
-    return inst.attention_heads(
-      u(0),
-      u(1),
-      u(2),
-      u(3),
-      u(4),
-      u(5),
-      u(6),
-      u(7),
-      u(8),
-      u(9),
-      u(10),
-      u(11),
-      f32FromBits(a[12]),
-      u(13),
-      u(14) + part * u(15),
-      h0,
-      h1,
-      0,
-    ) === 0;
+    return attentionHeads(inst, a, 0, u(14) + part * u(15), h0, h1, 0) === 0;
   }
   return false;
 }
@@ -259,7 +224,7 @@ async function onMessage(m: Record<string, unknown> & { type: string }): Promise
       sp.value = m.stackTop as number;
       const memory = m.memory as WebAssembly.Memory;
       instances.set(m.id as number, {
-        k: inst.exports as unknown as Inst,
+        k: inst.exports as unknown as TaskKernels,
         memory,
         i32: new Int32Array(memory.buffer),
       });
