@@ -49,7 +49,12 @@ import type {
 } from "../core/backend/backend.ts";
 import { BackendError } from "../core/errors.ts";
 import type { GgmlType } from "../core/tensor/ggml_type.ts";
-import { createWasmBackend, type WasmBackend, type WasmBackendOptions } from "./backend.ts";
+import {
+  createWasmBackend,
+  type FfnJob,
+  type WasmBackend,
+  type WasmBackendOptions,
+} from "./backend.ts";
 import { need } from "./f32_ops.ts";
 
 const GIB = 1024 ** 3;
@@ -78,21 +83,8 @@ export interface ShardedWasmBackendOptions extends Omit<WasmBackendOptions, "max
   readonly reserveBytes?: number;
 }
 
-/** One expert FFN of {@linkcode ShardedWasmBackend.ffnSwigluMany} (as the WASM backend's). */
-export interface FfnJob {
-  /** `nFf × nEmbd`. */
-  readonly gate: WeightView;
-  /** `nFf × nEmbd`. */
-  readonly up: WeightView;
-  /** `nEmbd × nFf`. */
-  readonly down: WeightView;
-  /** `nTokens` rows of `nEmbd`. */
-  readonly x: Float32Array;
-  /** Rows of `x`. */
-  readonly nTokens: number;
-  /** `nTokens` rows of `nEmbd`. */
-  readonly out: Float32Array;
-}
+/** One expert FFN of {@linkcode ShardedWasmBackend.ffnSwigluMany} (the WASM backend's type). */
+export type { FfnJob };
 
 /** Where a slot lives. */
 interface SlotEntry {
