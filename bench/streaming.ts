@@ -15,11 +15,21 @@
  * as an in-place load does, and into fresh buffers, which costs page
  * faults). Fallback rows add teacher-forced agreement
  * with full precision: the share of positions where the argmax equals the
- * resident model's, feeding the resident model's greedy tokens.
+ * resident model's, feeding the resident model's greedy tokens. A/B rows in
+ * the same run: the step waiting for all its loads (`perExpertReady:
+ * false`, before per-expert readiness), HTTP bodies through `fetch`
+ * (`directReads: false`, before direct socket reads). `--pregate` prints
+ * how often pre-gating (the next layer's router on this layer's input)
+ * names the experts the next layer routes to. `--interleave` runs the
+ * selected rows round by round (each round: every row once, its resident
+ * run right before) instead of row by row, so load drift hits every row
+ * alike; the "medians" column is the median streamed over the median
+ * resident speed of the rounds.
  *
  * ```sh
  * deno run -A bench/streaming.ts [--tokens 24] [--no-http] [--no-fallback] [--reps N]
- *   [--only SUBSTRING] [--pack-after N] [--copy] [--integrity off|pin] [--cap]
+ *   [--only SUBSTRING[|SUBSTRING…]] [--pack-after N] [--copy] [--integrity off|pin] [--cap]
+ *   [--pregate] [--interleave]
  * ```
  *
  * @module
@@ -35,7 +45,9 @@ import {
   loadModel,
   type LoadModelOptions,
   type Model,
+  nextMoeLayer,
   parseExpertManifest,
+  type PrefetchContext,
   readGguf,
   Session,
   type StreamingExpertStore,
@@ -59,6 +71,8 @@ const { values } = parseArgs({
     reps: { type: "string", default: "1" },
     integrity: { type: "string" },
     cap: { type: "boolean", default: false },
+    pregate: { type: "boolean", default: false },
+    interleave: { type: "boolean", default: false },
   },
 });
 const N_TOKENS = Number(values.tokens);
@@ -148,6 +162,108 @@ async function plainReadMs(src: ByteSource): Promise<{ fresh: number; mapped: nu
   return { fresh: med(fresh), mapped: mapped.length ? med(mapped) : NaN };
 }
 
+/** Counts of one pre-gating guess kind: routed experts it named, routed experts in all. */
+interface GuessCount {
+  hit: number;
+  total: number;
+}
+
+/**
+ * Accuracy of pre-gating on this model: layer l+1's router applied to layer
+ * l's MoE input (what `createNextLayerPrefetcher` guesses) against the
+ * experts layer l+1 then routes to, over the greedy decode (each decoded
+ * token, every layer pair); also its top-1 guess alone (share of those
+ * guesses routed), the guess two layers ahead, and recency (the experts
+ * the previous token routed to at that layer, what LRU keeps). Chance is
+ * k/n per routed expert.
+ */
+async function pregateAccuracy(): Promise<{
+  next: GuessCount;
+  top1: GuessCount;
+  ahead2: GuessCount;
+  recency: GuessCount;
+  chance: number;
+}> {
+  let ctx: PrefetchContext | null = null;
+  const guess = new Map<number, Int32Array>(), guess2 = new Map<number, Int32Array>();
+  const prev = new Map<number, Int32Array>();
+  const next = { hit: 0, total: 0 }, top1 = { hit: 0, total: 0 };
+  const ahead2 = { hit: 0, total: 0 }, recency = { hit: 0, total: 0 };
+  let decoding = false;
+  const logits = new Float32Array(64);
+  const count = (c: GuessCount, g: ArrayLike<number> | undefined, r: Int32Array): void => {
+    if (!g) return;
+    for (const e of r) if (Array.prototype.includes.call(g, e)) c.hit++;
+    c.total += r.length;
+  };
+  const guessAt = (l: number, hidden: Float32Array): Int32Array => {
+    const next = ctx!.layers[l]!;
+    const lg = logits.subarray(0, next.gateInp.rows);
+    ctx!.backend.matmul(next.gateInp, hidden, 1, lg);
+    return Int32Array.from(next.router.route(lg, l).experts);
+  };
+  const model = await loadModel(fileSrc, {
+    backend: await createBackend(values.backend),
+    expertBudgetBytes: expertBytes,
+    streaming: {
+      prefetcher: {
+        name: "pregate-probe",
+        init: (c) => void (ctx = c),
+        observe: (layer, token, route, hidden) => {
+          if (!ctx || token !== 0) return null;
+          if (decoding) {
+            count(next, guess.get(layer), route.experts);
+            count(ahead2, guess2.get(layer), route.experts);
+            count(recency, prev.get(layer), route.experts);
+            const g = guess.get(layer);
+            if (g) {
+              top1.total++;
+              if (route.experts.includes(g[0])) top1.hit++;
+            }
+          }
+          prev.set(layer, Int32Array.from(route.experts));
+          const l = nextMoeLayer(ctx, layer);
+          if (l < 0) return null;
+          guess.set(l, guessAt(l, hidden));
+          const l2 = nextMoeLayer(ctx, l);
+          if (l2 >= 0) guess2.set(l2, guessAt(l2, hidden));
+          return null;
+        },
+      },
+    },
+  });
+  const s = new Session(model);
+  await s.eval(PROMPT);
+  decoding = true;
+  let logitsOut = await s.eval([PROMPT[0]]);
+  for (let i = 0; i < N_TOKENS; i++) {
+    let best = 0;
+    for (let j = 1; j < logitsOut.length; j++) if (logitsOut[j] > logitsOut[best]) best = j;
+    guess.clear();
+    guess2.clear();
+    logitsOut = await s.eval([best]);
+  }
+  s.dispose();
+  const c = ctx as PrefetchContext | null;
+  model.dispose();
+  return { next, top1, ahead2, recency, chance: c ? c.nExpertUsed / c.nExpert : NaN };
+}
+
+if (values.pregate) {
+  const a = await pregateAccuracy();
+  const pc = (c: GuessCount): string =>
+    `${c.hit} / ${c.total} (${fmt(100 * c.hit / c.total, 1)} %)`;
+  console.log(
+    `Pre-gating on the bench MoE, ${N_TOKENS + 1} decoded tokens (chance ${
+      fmt(100 * a.chance, 1)
+    } % per routed expert):\n` +
+      `- layer l+1's router on layer l's MoE input: ${pc(a.next)} routed experts guessed\n` +
+      `- its top-1 guess alone: ${pc(a.top1)} of those guesses routed\n` +
+      `- two layers ahead (layer l+2's router on layer l's input): ${pc(a.ahead2)}\n` +
+      `- recency (the previous token's experts at that layer): ${pc(a.recency)}\n`,
+  );
+}
+
 const nginx = values["no-http"] || !findNginx()
   ? null
   : await startNginx({ "bench.gguf": await Deno.readFile(bench.path) });
@@ -162,10 +278,30 @@ type Case = {
   label: string;
   streaming?: LoadModelOptions["streaming"];
   fallback?: boolean;
+  /** HTTP with `directReads: false` (bodies through `fetch`). */
+  fetchBody?: boolean;
 };
 const cases: Case[] = [
   { source: "file", frac: 0.5, label: "LRU" },
+  {
+    source: "file",
+    frac: 0.5,
+    label: "LRU, step waits for all its loads (before per-expert readiness)",
+    streaming: { perExpertReady: false },
+  },
   { source: "file", frac: 0.25, label: "LRU" },
+  {
+    source: "file",
+    frac: 0.25,
+    label: "LRU, step waits for all its loads (before per-expert readiness)",
+    streaming: { perExpertReady: false },
+  },
+  {
+    source: "file",
+    frac: 0.25,
+    label: "LRU, one expert's reads after another (staggerLoads)",
+    streaming: { staggerLoads: true },
+  },
   {
     source: "file",
     frac: 0.25,
@@ -187,6 +323,30 @@ const cases: Case[] = [
   {
     source: "file",
     frac: 0.25,
+    label: "LRU + next-layer prefetch, replacing in its layer",
+    streaming: { prefetcher: createNextLayerPrefetcher(), prefetchReplacesLayer: true },
+  },
+  {
+    source: "file",
+    frac: 0.25,
+    label: "LRU + next-layer top-1 prefetch, replacing in its layer",
+    streaming: {
+      prefetcher: createNextLayerPrefetcher({ topK: 1 }),
+      prefetchReplacesLayer: true,
+    },
+  },
+  {
+    source: "file",
+    frac: 0.25,
+    label: "LRU + next-layer prefetch (2 layers ahead), replacing in its layer",
+    streaming: {
+      prefetcher: createNextLayerPrefetcher({ lookahead: 2 }),
+      prefetchReplacesLayer: true,
+    },
+  },
+  {
+    source: "file",
+    frac: 0.5,
     label: "LRU + next-layer prefetch, replacing in its layer",
     streaming: { prefetcher: createNextLayerPrefetcher(), prefetchReplacesLayer: true },
   },
@@ -215,6 +375,12 @@ if (fbPath) {
 }
 if (nginx) {
   cases.push({ source: "http", frac: 0.25, label: "LRU" });
+  cases.push({
+    source: "http",
+    frac: 0.25,
+    label: "LRU, body through fetch (before direct reads)",
+    fetchBody: true,
+  });
   if (fbPath) {
     cases.push({ source: "http", frac: 0.25, label: "LRU + fallback q2_k", fallback: true });
   }
@@ -226,70 +392,128 @@ try {
   await run(fileSrc).then((r) => r.model.dispose()); // warm-up (JIT)
   const plainFile = await plainReadMs(fileSrc);
   const httpSrc = nginx ? await HttpSource.open(`${nginx.baseUrl}bench.gguf`) : null;
+  const httpFetchSrc = nginx
+    ? await HttpSource.open(`${nginx.baseUrl}bench.gguf`, { directReads: false })
+    : null;
   const plainHttp = httpSrc ? await plainReadMs(httpSrc) : { fresh: NaN, mapped: NaN };
+  const plainHttpFetch = httpFetchSrc
+    ? await plainReadMs(httpFetchSrc)
+    : { fresh: NaN, mapped: NaN };
   let reference: number[] | null = null;
   const only = values.only;
   // a whole row name selects that row only; anything else every row containing it
-  const onlyExact = cases.some((c) => `${c.source} ${c.frac * 100}% ${c.label}` === only);
-  for (const c of cases) {
-    const name = `${c.source} ${c.frac * 100}% ${c.label}`;
-    if (only && !(onlyExact ? name === only : name.includes(only))) continue;
-    // best of REPS pairs (resident right before streamed): noise on a shared machine only slows
-    let base: Run | null = null, r: Run | null = null;
-    for (let rep = 0; rep < REPS; rep++) {
-      const b = await run(fileSrc);
-      reference ??= b.tokens;
-      b.model.dispose();
-      if (!base || b.tokPerS > base.tokPerS) base = b;
-      const src = c.source === "file" ? fileSrc : httpSrc!;
-      const fbSrc = c.fallback ? await FileSource.open(fbPath!) : null;
-      const s = await run(src, {
-        ...(values.integrity ? { integrity: values.integrity as "verify" | "off" | "pin" } : {}),
-        expertBudgetBytes: Math.floor(expertBytes * c.frac),
-        streaming: {
-          ...COMMON,
-          ...c.streaming,
-          fallbackCopies: fbSrc
-            ? { ...c.streaming?.fallbackCopies, source: fbSrc, manifest: fbManifest }
-            : undefined,
-        },
-      });
-      fbSrc?.close();
-      if (!r || s.tokPerS > r.tokPerS) {
-        r?.model.dispose();
-        r = s;
-      } else s.model.dispose();
+  // (several alternatives separated by "|")
+  const alts = only?.split("|") ?? [];
+  const pick = (name: string): boolean =>
+    alts.some((o) =>
+      cases.some((c) => `${c.source} ${c.frac * 100}% ${c.label}` === o)
+        ? name === o
+        : name.includes(o)
+    );
+  /** Per selected row: its best pair and every round's decode speeds. */
+  interface Tally {
+    c: Case;
+    base: number;
+    best: Run | null;
+    stats: ReturnType<StreamingExpertStore["stats"]> | null;
+    idlePacks: number;
+    streamed: number[];
+    resident: number[];
+  }
+  const tallies: Tally[] = cases
+    .filter((c) => !only || pick(`${c.source} ${c.frac * 100}% ${c.label}`))
+    .map((c) => ({
+      c,
+      base: 0,
+      best: null,
+      stats: null,
+      idlePacks: 0,
+      streamed: [],
+      resident: [],
+    }));
+  /** One resident → streamed pair of row `t`; keeps the best streamed run (its model only for fallback rows). */
+  const pair = async (t: Tally): Promise<void> => {
+    const c = t.c;
+    const b = await run(fileSrc);
+    reference ??= b.tokens;
+    b.model.dispose();
+    t.resident.push(b.tokPerS);
+    t.base = Math.max(t.base, b.tokPerS);
+    const src = c.source === "file" ? fileSrc : c.fetchBody ? httpFetchSrc! : httpSrc!;
+    const fbSrc = c.fallback ? await FileSource.open(fbPath!) : null;
+    const s = await run(src, {
+      ...(values.integrity ? { integrity: values.integrity as "verify" | "off" | "pin" } : {}),
+      expertBudgetBytes: Math.floor(expertBytes * c.frac),
+      streaming: {
+        ...COMMON,
+        ...c.streaming,
+        fallbackCopies: fbSrc
+          ? { ...c.streaming?.fallbackCopies, source: fbSrc, manifest: fbManifest }
+          : undefined,
+      },
+    });
+    fbSrc?.close();
+    t.streamed.push(s.tokPerS);
+    if (!c.fallback && s.tokens.join() !== reference.join()) {
+      throw new Error(`tokens differ: ${c.label}`);
     }
-    if (!base || !r || !reference) continue;
-    const st = (r.model.store as StreamingExpertStore).stats();
-    const rel = r.tokPerS / base.tokPerS;
+    if (!t.best || s.tokPerS > t.best.tokPerS) {
+      if (t.best?.model) t.best.model.dispose();
+      t.best = s;
+      const store = s.model.store as StreamingExpertStore;
+      t.stats = store.stats();
+      t.idlePacks = store.idlePacks;
+    }
+    if (!c.fallback || t.best !== s) s.model.dispose();
+  };
+  // best of REPS pairs (resident right before streamed): noise on a shared machine only slows;
+  // --interleave: round by round over the rows, so load drift hits every row alike
+  if (values.interleave) {
+    for (let rep = 0; rep < REPS; rep++) for (const t of tallies) await pair(t);
+  } else {
+    for (const t of tallies) for (let rep = 0; rep < REPS; rep++) await pair(t);
+  }
+  const med = (xs: number[]): number => [...xs].sort((x, y) => x - y)[xs.length >> 1];
+  for (const t of tallies) {
+    const { c, best: r, stats: st } = t;
+    if (!r || !st || !reference) continue;
+    const base = t.base;
+    const rel = r.tokPerS / base;
     const loads = Math.max(1, st.loads ?? 0);
     const waitsOn = Math.max(1, st.misses - (st.fallbackHits ?? 0));
     let agree = "—";
-    if (c.fallback) agree = `${fmt(100 * await agreement(r.model, reference), 1)} %`;
-    else if (r.tokens.join() !== reference.join()) throw new Error(`tokens differ: ${c.label}`);
+    if (c.fallback) {
+      agree = `${fmt(100 * await agreement(r.model, reference), 1)} %`;
+      r.model.dispose();
+    }
     rows.push(
       `| ${c.source} | ${c.frac * 100} % | ${c.label} | ${fmt(r.tokPerS, 1)} | ${
-        fmt(base.tokPerS, 1)
-      } | **${fmt(rel)}×** | ${st.hits} / ${st.misses} | ${st.fallbackHits ?? 0} | ${
+        fmt(base, 1)
+      } | **${fmt(rel)}×** | ${
+        fmt(med(t.streamed) / med(t.resident))
+      }× | ${st.hits} / ${st.misses} | ${st.fallbackHits ?? 0} | ${
         fmt((st.readMs ?? 0) / loads)
       } | ${fmt((st.verifyMs ?? 0) / loads)} | ${fmt((st.repackMs ?? 0) / loads)} | ${
         st.packs ?? 0
-      } (${(r.model.store as StreamingExpertStore).idlePacks}) | ${fmt(st.stallMs / waitsOn)} | ${
-        ((p) => `${fmt(p.mapped)} / ${fmt(p.fresh)}`)(c.source === "file" ? plainFile : plainHttp)
+      } (${t.idlePacks}) | ${fmt(st.stallMs / waitsOn)} | ${
+        ((p) => `${fmt(p.mapped)} / ${fmt(p.fresh)}`)(
+          c.source === "file" ? plainFile : c.fetchBody ? plainHttpFetch : plainHttp,
+        )
       } | ${agree} |`,
     );
     summary[`${c.source} ${c.frac * 100}% ${c.label}`] = rel;
-    r.model.dispose();
   }
   await httpSrc?.close();
+  await httpFetchSrc?.close();
   const f = await readGguf(fileSrc);
   console.log(
     `Expert streaming, backend '${values.backend}' (${
       values.copy ? "read, then copy" : "read in place"
     }${values["pack-after"] ? `, packAfterUses ${values["pack-after"]}` : ""}${
       values.integrity ? `, integrity ${values.integrity}` : ""
-    }, best of ${REPS}), bench MoE q4_0 (${f.tensors.length} tensors, ` +
+    }, best of ${REPS}${
+      values.interleave ? ", rows interleaved round by round" : ""
+    }), bench MoE q4_0 (${f.tensors.length} tensors, ` +
       `${experts.length} experts × ${fmt(experts[0].bytes / 2 ** 20)} MiB = ${
         fmt(expertBytes / 2 ** 20, 0)
       } MiB of experts), prompt ${PROMPT.length} tokens, ${N_TOKENS} greedy tokens. ` +
@@ -299,12 +523,16 @@ try {
       (nginx ? "" : " (no nginx: no HTTP rows)") + "\n",
   );
   console.log(
-    "| source | budget | policy | decode tok/s | resident tok/s | × resident | hits / misses | fallback uses | read ms/load | verify ms/load | copy+repack ms/load | repacks (while waiting) | wait ms/miss | plain read ms/expert (into mapped / fresh buffer) | agreement vs full |",
+    "| source | budget | policy | decode tok/s | resident tok/s | × resident | medians × resident | hits / misses | fallback uses | read ms/load | verify ms/load | copy+repack ms/load | repacks (while waiting) | wait ms/miss | plain read ms/expert (into mapped / fresh buffer) | agreement vs full |",
   );
-  console.log("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+  console.log("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
   for (const r of rows) console.log(r);
   const http = summary["http 25% LRU"], file = summary["file 25% LRU"];
+  const httpFetch = summary["http 25% LRU, body through fetch (before direct reads)"];
   if (http !== undefined) console.log(`\nHTTP / file at 25 %: ${fmt(http / file)}×`);
+  if (httpFetch !== undefined) {
+    console.log(`HTTP through fetch / file at 25 %: ${fmt(httpFetch / file)}×`);
+  }
 } finally {
   await nginx?.stop();
   fileSrc.close();

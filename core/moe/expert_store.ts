@@ -83,6 +83,24 @@ export interface ExpertStoreStats {
   perLayer?: LayerStoreStats[];
 }
 
+/**
+ * Per-expert readiness of one `ExpertStore.ensureEach` call: which requested
+ * experts are usable now, and the others one by one as their loads land, so
+ * the MoE layer computes each expert as soon as its own bytes are in.
+ */
+export interface ExpertArrivals {
+  /** Positions (into the request) of the experts usable now, in request order. */
+  readonly ready: readonly number[];
+  /** Positions still loading when the call returned. */
+  readonly pending: number;
+  /**
+   * Wait until one more loading expert is usable; resolves to its position
+   * (each pending position exactly once, in order of arrival). Rejects as
+   * `ensure` would (a failed load, an abort); call it `pending` times.
+   */
+  next(): Promise<number>;
+}
+
 /** Supplies resident expert weights to the MoE layers. */
 export interface ExpertStore {
   /**
@@ -90,6 +108,16 @@ export interface ExpertStore {
    * are (the common, synchronous path), or a promise that resolves once they are.
    */
   ensure(layer: number, experts: ArrayLike<number>, signal?: AbortSignal): Promise<void> | void;
+  /**
+   * Like `ensure`, with readiness per expert: nothing when every expert is
+   * resident now, else the `ExpertArrivals` of this step (or a promise of
+   * them). Optional: the MoE layer uses `ensure` without it.
+   */
+  ensureEach?(
+    layer: number,
+    experts: ArrayLike<number>,
+    signal?: AbortSignal,
+  ): ExpertArrivals | Promise<ExpertArrivals | void> | void;
   /** Weights of a resident expert. Throws `StoreError` (`"not_resident"`) otherwise. */
   weights(layer: number, index: number): ExpertWeights;
   /** Counters so far. */

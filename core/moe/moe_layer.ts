@@ -7,6 +7,12 @@
  * results equal token-by-token evaluation because activations are
  * quantized per row.
  *
+ * With a store that reports readiness per expert (`ensureEach`, the
+ * streaming store), resident experts run first and each missed one as soon
+ * as its own load lands; every expert writes to its own (token, rank)
+ * place and the sum is taken in rank order afterwards, so the result does
+ * not depend on that order.
+ *
  * @module
  */
 
@@ -135,7 +141,7 @@ export class MoeLayer {
     out: Float32Array,
     signal?: AbortSignal,
   ): Promise<void> {
-    const { nEmbd, gateInp, router, experts, store, layer } = this.spec;
+    const { nEmbd, gateInp, router, store, layer } = this.spec;
     const nExp = gateInp.rows;
     const S = this.#scratch;
     const logits = S.get("moe.logits", nTokens * nExp);
@@ -174,49 +180,31 @@ export class MoeLayer {
     const fused = chunk >= usedList.length && this.#canFuse() &&
       await this.#forwardFused(x, nTokens, maxK, parts, signal);
     if (this.#slots.length < nTokens) this.#slots = new Int32Array(nTokens * 2);
-    const slots = this.#slots;
-    for (let i = 0; i < usedList.length && !fused; i++) {
-      const e = usedList[i];
-      if (i % chunk === 0 && !(i === 0 && this.#ensured)) {
-        const pending = store.ensure(
-          layer,
-          chunk >= usedList.length ? usedList : usedList.slice(i, i + chunk),
-          signal,
-        );
-        if (pending) await pending;
-      }
-      let n = 0;
-      for (let t = 0; t < nTokens; t++) {
-        const rank = routes[t].experts.indexOf(e);
-        if (rank >= 0) slots[n++] = t * maxK + rank;
-      }
-      const expert = experts[e];
-      if (!expert) throw new RangeError(`Cannot run expert ${e} of layer ${layer}: no such expert`);
-      const xin = n === nTokens ? x : S.get("moe.xin", n * nEmbd);
-      if (xin !== x) {
-        for (let i2 = 0; i2 < n; i2++) {
-          const src = Math.floor(slots[i2] / maxK) * nEmbd;
-          for (let c = 0; c < nEmbd; c++) xin[i2 * nEmbd + c] = x[src + c];
+    if (!fused && !this.#ensured && chunk >= usedList.length && store.ensureEach) {
+      // per-expert readiness: resident experts first, then each missed one as its load lands
+      let arr = store.ensureEach(layer, usedList, signal);
+      if (arr instanceof Promise) arr = await arr;
+      if (!arr) {
+        for (let i = 0; i < usedList.length; i++) {
+          this.#runExpert(usedList[i], x, nTokens, maxK, parts);
+        }
+      } else {
+        for (const i of arr.ready) this.#runExpert(usedList[i], x, nTokens, maxK, parts);
+        for (let n = 0; n < arr.pending; n++) {
+          this.#runExpert(usedList[await arr.next()], x, nTokens, maxK, parts);
         }
       }
-      const eout = S.get("moe.eout", n * nEmbd);
-      const hook = this.expertAdapter;
-      if (hook !== null && hook.applies(e)) {
-        if (!expert.forwardLinear) {
-          throw new PluginError(
-            "unsupported_target",
-            `Cannot adapt expert ${e} of layer ${layer}: its kind '${expert.kind}' has no adaptable projections`,
-            { layer, expert: e, kind: expert.kind },
+    } else {
+      for (let i = 0; i < usedList.length && !fused; i++) {
+        if (i % chunk === 0 && !(i === 0 && this.#ensured)) {
+          const pending = store.ensure(
+            layer,
+            chunk >= usedList.length ? usedList : usedList.slice(i, i + chunk),
+            signal,
           );
+          if (pending) await pending;
         }
-        expert.forwardLinear(xin, n, eout, hook.linear(e));
-      } else expert.forward(xin, n, eout);
-      for (let i2 = 0; i2 < n; i2++) {
-        const slot = slots[i2];
-        const w = routes[Math.floor(slot / maxK)].weights[slot % maxK];
-        const src = i2 * nEmbd;
-        const dst = slot * nEmbd;
-        for (let c = 0; c < nEmbd; c++) parts[dst + c] = eout[src + c] * w;
+        this.#runExpert(usedList[i], x, nTokens, maxK, parts);
       }
     }
     for (let t = 0; t < nTokens; t++) {
@@ -251,6 +239,57 @@ export class MoeLayer {
         }
       }
       for (let i = 0; i < nTokens * nEmbd; i++) out[i] += sh[i];
+    }
+  }
+
+  /**
+   * Expert `e` over the tokens routed to it; its weighted outputs go to
+   * their (token, rank) places in `parts`, so the order experts run in
+   * does not change the combined result.
+   */
+  #runExpert(
+    e: number,
+    x: Float32Array,
+    nTokens: number,
+    maxK: number,
+    parts: Float32Array,
+  ): void {
+    const { nEmbd, experts, layer } = this.spec;
+    const routes = this.#routes;
+    const S = this.#scratch;
+    const slots = this.#slots;
+    let n = 0;
+    for (let t = 0; t < nTokens; t++) {
+      const rank = routes[t].experts.indexOf(e);
+      if (rank >= 0) slots[n++] = t * maxK + rank;
+    }
+    const expert = experts[e];
+    if (!expert) throw new RangeError(`Cannot run expert ${e} of layer ${layer}: no such expert`);
+    const xin = n === nTokens ? x : S.get("moe.xin", n * nEmbd);
+    if (xin !== x) {
+      for (let i2 = 0; i2 < n; i2++) {
+        const src = Math.floor(slots[i2] / maxK) * nEmbd;
+        for (let c = 0; c < nEmbd; c++) xin[i2 * nEmbd + c] = x[src + c];
+      }
+    }
+    const eout = S.get("moe.eout", n * nEmbd);
+    const hook = this.expertAdapter;
+    if (hook !== null && hook.applies(e)) {
+      if (!expert.forwardLinear) {
+        throw new PluginError(
+          "unsupported_target",
+          `Cannot adapt expert ${e} of layer ${layer}: its kind '${expert.kind}' has no adaptable projections`,
+          { layer, expert: e, kind: expert.kind },
+        );
+      }
+      expert.forwardLinear(xin, n, eout, hook.linear(e));
+    } else expert.forward(xin, n, eout);
+    for (let i2 = 0; i2 < n; i2++) {
+      const slot = slots[i2];
+      const w = routes[Math.floor(slot / maxK)].weights[slot % maxK];
+      const src = i2 * nEmbd;
+      const dst = slot * nEmbd;
+      for (let c = 0; c < nEmbd; c++) parts[dst + c] = eout[src + c] * w;
     }
   }
 

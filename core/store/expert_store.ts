@@ -13,7 +13,12 @@ import { StoreError } from "../errors.ts";
 
 // The contract sits beside its consumer, the MoE layer (core/moe), so that moe does not
 // depend on store; re-exported here for existing imports.
-export type { ExpertStore, ExpertStoreStats, LayerStoreStats } from "../moe/expert_store.ts";
+export type {
+  ExpertArrivals,
+  ExpertStore,
+  ExpertStoreStats,
+  LayerStoreStats,
+} from "../moe/expert_store.ts";
 
 /** A store that holds every expert resident from load time. */
 export class ResidentExpertStore implements ExpertStore {

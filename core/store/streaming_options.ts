@@ -54,6 +54,26 @@ export interface StreamingStoreOptions {
    */
   readInPlace?: boolean;
   /**
+   * Tell the MoE layer which experts of a step are ready one by one
+   * (`ensureEach`): it computes the resident ones first, then each missed
+   * expert as soon as its own load lands, while the others still load
+   * (default true; false: the step waits for all of its loads, then
+   * computes). Results are identical either way (expert outputs are
+   * combined in rank order whatever order they are computed in).
+   */
+  perExpertReady?: boolean;
+  /**
+   * Read the misses of one step one expert after another (in place; default
+   * false: all of a step's reads at once). Reads share the I/O bandwidth:
+   * one after another, the first lands earlier (1.7 against 2.5 ms for two
+   * 4.6 MiB experts from the page cache) and is checked and computed while
+   * the next one reads; in parallel, one of them still lands first (1.75
+   * ms) and the pair lands sooner. Measured no faster end to end on the
+   * bench MoE (docs/streaming.md), and serial requests would add up a
+   * remote source's latency, hence off.
+   */
+  staggerLoads?: boolean;
+  /**
    * A prefetch for layer `l` may evict experts of layer `l` it does not
    * predict, even ones the last token used: the predicted step is their
    * next chance of reuse. Default false: a prefetch only takes free slots or

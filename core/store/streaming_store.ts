@@ -28,7 +28,12 @@ import { expertLayout, expertViews, prepareExpert } from "./expert_loader.ts";
 import { type FetchedExpert, fetchExpert, fetchExpertBatch } from "./expert_fetch.ts";
 import { canLoadInPlace, type InPlaceTiming, readExpertInPlace } from "./in_place_load.ts";
 import { loadFallbackCopies, type ResidentCopies } from "./fallback_copies.ts";
-import type { ExpertStore, ExpertStoreStats, LayerStoreStats } from "./expert_store.ts";
+import type {
+  ExpertArrivals,
+  ExpertStore,
+  ExpertStoreStats,
+  LayerStoreStats,
+} from "./expert_store.ts";
 import { attachPrefetcher, type Prefetcher, type PrefetchHint } from "./prefetch.ts";
 import { type Entry, newEntry, Residency } from "./residency.ts";
 import { abortable, macrotask } from "./async_util.ts";
@@ -194,6 +199,72 @@ export class StreamingExpertStore implements ExpertStore {
     return this.#ensureNow(layer, experts, signal);
   }
 
+  /**
+   * Like `ensure`, per expert: nothing when every expert is resident (or
+   * served by its fallback copy), else which are usable now and, through
+   * `next()`, each of the others as its own load lands (so the MoE layer
+   * computes it while the rest still load). With `perExpertReady: false`
+   * every missed expert arrives once all of them have (the step waits for
+   * all its loads, as `ensure`).
+   */
+  ensureEach(
+    layer: number,
+    experts: ArrayLike<number>,
+    signal?: AbortSignal,
+  ): ExpertArrivals | Promise<ExpertArrivals | void> | void {
+    if (this.#disposed) {
+      throw new StoreError("closed", "Cannot ensure experts: the store was disposed");
+    }
+    if (this.#opts.perExpertReady === false) {
+      const p = this.ensure(layer, experts, signal);
+      if (!p) return;
+      // a caller that stops before next() must not leave the rejection unhandled
+      p.catch(() => {});
+      // every expert arrives once all loads of the step have landed
+      const pos = Array.from({ length: experts.length }, (_, i) => i);
+      return {
+        ready: [],
+        pending: pos.length,
+        next: async () => {
+          await p;
+          const i = pos.shift();
+          if (i === undefined) {
+            throw new StoreError(
+              "bad_option",
+              `Cannot wait for another expert of layer ${layer}: every one of this step arrived`,
+            );
+          }
+          return i;
+        },
+      };
+    }
+    if (this.#loading(layer, experts)) return this.#settleEach(layer, experts, signal);
+    return this.#stepEach(layer, experts, signal);
+  }
+
+  /** `ensureEach` once loads whose bytes arrived during compute had a few turns to land. */
+  async #settleEach(
+    layer: number,
+    experts: ArrayLike<number>,
+    signal?: AbortSignal,
+  ): Promise<ExpertArrivals | void> {
+    const t0 = performance.now();
+    for (let i = 0; i < SETTLE_TURNS && this.#loading(layer, experts); i++) await macrotask();
+    this.#stats[layer].stallMs += performance.now() - t0;
+    return this.#stepEach(layer, experts, signal);
+  }
+
+  #stepEach(
+    layer: number,
+    experts: ArrayLike<number>,
+    signal?: AbortSignal,
+  ): ExpertArrivals | void {
+    const waits: Entry[] = [];
+    const r = this.#step(layer, experts, waits);
+    if (r === null) return;
+    return this.#arrivals(r.id, r.keys, waits, experts, layer, signal);
+  }
+
   /** Whether a requested expert is loading (its bytes may have arrived while we computed). */
   #loading(layer: number, experts: ArrayLike<number>): boolean {
     for (let i = 0; i < experts.length; i++) {
@@ -219,6 +290,23 @@ export class StreamingExpertStore implements ExpertStore {
     experts: ArrayLike<number>,
     signal?: AbortSignal,
   ): Promise<void> | void {
+    const waits: Entry[] = [];
+    const r = this.#step(layer, experts, waits);
+    if (r === null) return;
+    return this.#wait(r.id, r.keys, waits, this.#stats[layer], signal);
+  }
+
+  /**
+   * Begin one store step: count hits and misses, start the missing loads
+   * and flush prefetch hints. Fills `waits` with the loads the step must
+   * wait for; null when there are none (the step is over for protection
+   * once the next one starts).
+   */
+  #step(
+    layer: number,
+    experts: ArrayLike<number>,
+    waits: Entry[],
+  ): { id: number; keys: number[] } | null {
     const id = ++this.#seq;
     const res = this.#res;
     // the previous step's compute is over once the next step asks
@@ -234,7 +322,6 @@ export class StreamingExpertStore implements ExpertStore {
     this.#opts.onStep?.(layer, keys);
     res.protect(keys);
     const st = this.#stats[layer];
-    const waits: Entry[] = [];
     const fresh: Entry[] = [];
     try {
       for (const key of keys) {
@@ -285,9 +372,85 @@ export class StreamingExpertStore implements ExpertStore {
     this.#flushHints();
     if (waits.length === 0) {
       this.#lastDone = keys;
-      return;
+      return null;
     }
-    return this.#wait(id, keys, waits, st, signal);
+    return { id, keys };
+  }
+
+  /**
+   * The arrivals of one step: positions of `experts` usable now, then each
+   * waited expert as its load lands. Time spent in `next()` is the step's
+   * stall. Once the last one arrived (or, if the caller stops taking
+   * arrivals, once every load settled), protection is handed on as `#wait`
+   * does.
+   */
+  #arrivals(
+    id: number,
+    keys: number[],
+    waits: Entry[],
+    experts: ArrayLike<number>,
+    layer: number,
+    signal?: AbortSignal,
+  ): ExpertArrivals {
+    const st = this.#stats[layer];
+    const ready: number[] = [];
+    /** Position in the request of each waited entry (the first position of its key). */
+    const pos = new Array<number>(waits.length).fill(-1);
+    const seen = new Set<number>();
+    for (let i = 0; i < experts.length; i++) {
+      const key = layer * this.#nExpert + experts[i];
+      if (seen.has(key)) continue;
+      seen.add(key);
+      const j = waits.findIndex((w) => w.key === key);
+      if (j >= 0) pos[j] = i;
+      else ready.push(i);
+    }
+    const proms = waits.map((en, j) => en.promise!.then(() => j));
+    let over = false;
+    const finish = (ok: boolean): void => {
+      if (over) return;
+      over = true;
+      for (const en of waits) en.waiters--;
+      if (ok && id === this.#seq) this.#lastDone = keys;
+      else this.#res.unprotect(keys);
+    };
+    // also when the caller stops taking arrivals (an error in compute, an abort)
+    Promise.allSettled(proms).then((rs) => finish(rs.every((r) => r.status === "fulfilled")));
+    const landed = new Set<number>();
+    const next = async (): Promise<number> => {
+      const open = proms.filter((_, j) => !landed.has(j));
+      if (open.length === 0) {
+        throw new StoreError(
+          "bad_option",
+          `Cannot wait for another expert of layer ${layer}: every one of this step arrived`,
+        );
+      }
+      const t0 = performance.now();
+      let packMs = 0;
+      try {
+        const race = Promise.race(open);
+        if (this.#packAfter === "auto") {
+          // the JS thread would idle: repack this step's resident experts, a matrix at a time
+          let settled = false;
+          race.then(() => settled = true, () => settled = true);
+          while (!settled && !signal?.aborted) {
+            const p0 = performance.now();
+            const more = this.#packIdle(keys, st);
+            packMs += performance.now() - p0;
+            if (!more) break;
+            await macrotask();
+          }
+        }
+        const j = await abortable(race, signal);
+        landed.add(j);
+        // the last arrival hands the step's protection on before the caller can start the next step
+        if (landed.size === waits.length) finish(true);
+        return pos[j];
+      } finally {
+        st.stallMs += performance.now() - t0 - packMs;
+      }
+    };
+    return { ready, pending: waits.length, next };
   }
 
   /**
@@ -567,9 +730,15 @@ export class StreamingExpertStore implements ExpertStore {
   #begin(ens: Entry[]): void {
     if (ens.length === 0) return;
     if (this.#inPlace) {
+      // one expert's reads after another's: the first lands (and is computed) while the next reads
+      const stagger = this.#opts.staggerLoads === true;
+      let prev: Promise<void> | null = null;
       for (const en of ens) {
-        en.promise = this.#loadInPlace(en);
+        let over!: () => void;
+        const readsOver = new Promise<void>((r) => over = r);
+        en.promise = this.#loadInPlace(en, stagger ? prev : null, over);
         en.promise.catch(() => {});
+        prev = readsOver;
       }
       return;
     }
@@ -597,9 +766,31 @@ export class StreamingExpertStore implements ExpertStore {
     });
   }
 
-  /** Read `en` straight into its slot; its slot is never reused before the reads are over. */
-  async #loadInPlace(en: Entry): Promise<void> {
+  /**
+   * Read `en` straight into its slot (after the reads of `after`, when
+   * given); its slot is never reused before the reads are over. Calls
+   * `over` once its reads are over (or will never start).
+   */
+  async #loadInPlace(
+    en: Entry,
+    after: Promise<void> | null,
+    over: () => void,
+  ): Promise<void> {
     const loc = en.loc;
+    try {
+      if (after) await after;
+      // cancelled while queued: its slot went back at once (no reads were in flight)
+      if (en.cancelled) {
+        over();
+        throw new StoreError(
+          "cancelled",
+          `Load of expert ${loc.index} of layer ${loc.layer} was cancelled`,
+        );
+      }
+    } catch (e) {
+      if (en.reason === "prefetch") this.#inflightPrefetch--;
+      throw e;
+    }
     const sha256 = this.#opts.manifest?.experts[loc.layer]?.[loc.index];
     const io = readExpertInPlace(
       {
@@ -621,6 +812,7 @@ export class StreamingExpertStore implements ExpertStore {
         t = await io;
       } finally {
         en.io = null;
+        over();
       }
       if (en.cancelled) {
         throw new StoreError(
@@ -712,7 +904,7 @@ export class StreamingExpertStore implements ExpertStore {
 
   #flushHints(): void {
     const hints = this.#hints;
-    if (hints.length === 0) return;
+    if (hints.length === 0 || this.#disposed) return;
     this.#hints = [];
     // spare what the last token used (one step per MoE layer)
     this.#res.prefetchSpareFrom = this.#seq - this.#moeLayers + 1;
