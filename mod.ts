@@ -39,6 +39,7 @@ export {
   MemorySource,
 } from "./core/io/byte_source.ts";
 export {
+  type ExpertArrivals,
   type ExpertStore,
   type ExpertStoreStats,
   ResidentExpertStore,
