@@ -73,6 +73,112 @@ unsafe fn dot_f32x(a: *const f32, b: *const f32, n: usize) -> f32 {
     s
 }
 
+/// Whether any of `n` halves at `h` is an inf or NaN (exponent 31).
+#[inline(always)]
+unsafe fn f16_row_special(h: *const u16, n: usize) -> bool {
+    let e = i16x8_splat(0x7c00);
+    let mut acc = i16x8_splat(0);
+    let mut i = 0;
+    while i + 8 <= n {
+        acc = v128_or(acc, i16x8_eq(v128_and(ld(h.add(i) as *const u8), e), e));
+        i += 8;
+    }
+    while i < n {
+        if *h.add(i) & 0x7c00 == 0x7c00 {
+            return true;
+        }
+        i += 1;
+    }
+    v128_any_true(acc)
+}
+
+/// 8 finite halves → two f32x4, exact: sign-extend each half, move its
+/// exponent and mantissa to f32's low exponent bits and mantissa (the sign
+/// stays at bit 31), then rebias by multiplying with 2^112 (normal and
+/// subnormal halves both land exactly). Four operations per 4 values
+/// instead of [`f16x4_to_f32`]'s nine; inf and NaN (exponent 31) would come
+/// out finite, so callers check [`f16_row_special`] first.
+#[inline(always)]
+fn f16x8_finite_to_f32(v: v128) -> (v128, v128) {
+    let keep = u32x4_splat(0x8fff_e000);
+    let rebias = f32x4_splat(f32::from_bits(239 << 23));
+    let lo = f32x4_mul(v128_and(i32x4_shl(i32x4_extend_low_i16x8(v), 13), keep), rebias);
+    let hi = f32x4_mul(v128_and(i32x4_shl(i32x4_extend_high_i16x8(v), 13), keep), rebias);
+    (lo, hi)
+}
+
+/// `y = f32(h)` for a row of `n` halves: the fast conversion when the row
+/// holds no inf/NaN, else [`f16_to_f32_row`]. Same values either way.
+#[inline(always)]
+unsafe fn f16_row_to_f32(h: *const u16, y: *mut f32, n: usize) {
+    if f16_row_special(h, n) {
+        f16_to_f32_row(h, y, n);
+        return;
+    }
+    let mut i = 0;
+    while i + 8 <= n {
+        let (lo, hi) = f16x8_finite_to_f32(ld(h.add(i) as *const u8));
+        stf(y.add(i), lo);
+        stf(y.add(i + 4), hi);
+        i += 8;
+    }
+    while i < n {
+        *y.add(i) = f16_to_f32(*h.add(i));
+        i += 1;
+    }
+}
+
+/// `out[i] = Σ_j p[i][j]·V_j` for the `gn ≤ 4` query heads `i` of one KV
+/// head, 16 output columns at a time held in registers while the positions
+/// stream by (the V rows are converted once per column block for all the
+/// heads). Per column the sum runs over positions in order, starting at 0,
+/// multiply then add, skipping `p = 0` — the same operations in the same
+/// order as the row-at-a-time loop, so the same bits. Needs `hdv % 16 == 0`
+/// and no inf/NaN in the V rows.
+#[inline(always)]
+unsafe fn pv_block(
+    vc: *const u16,
+    row_stride: usize,
+    npos: usize,
+    sc: *const f32,
+    sc_stride: usize,
+    gn: usize,
+    out: *mut f32,
+    out_stride: usize,
+    hdv: usize,
+) {
+    let z = f32x4_splat(0.0);
+    let mut d = 0;
+    while d < hdv {
+        let mut acc = [[z; 4]; 4];
+        for j in 0..npos {
+            let vp = vc.add(j * row_stride + d);
+            let (v0, v1) = f16x8_finite_to_f32(ld(vp as *const u8));
+            let (v2, v3) = f16x8_finite_to_f32(ld(vp.add(8) as *const u8));
+            for i in 0..gn {
+                let p = *sc.add(i * sc_stride + j);
+                if p == 0.0 {
+                    continue;
+                }
+                let pv = f32x4_splat(p);
+                let a = &mut acc[i];
+                a[0] = f32x4_add(a[0], f32x4_mul(pv, v0));
+                a[1] = f32x4_add(a[1], f32x4_mul(pv, v1));
+                a[2] = f32x4_add(a[2], f32x4_mul(pv, v2));
+                a[3] = f32x4_add(a[3], f32x4_mul(pv, v3));
+            }
+        }
+        for i in 0..gn {
+            let o = out.add(i * out_stride + d);
+            stf(o, acc[i][0]);
+            stf(o.add(4), acc[i][1]);
+            stf(o.add(8), acc[i][2]);
+            stf(o.add(12), acc[i][3]);
+        }
+        d += 16;
+    }
+}
+
 /// Softmax of `n` scores in place, then round each probability to f16
 /// (kept as f32). SIMD flavour.
 unsafe fn softmax_f16(sc: *mut f32, n: usize) {
@@ -172,20 +278,34 @@ pub unsafe fn attention_heads(
                 round_f16_f32(q.add((t * s.nh + h0 + i) * s.hdk), qr.add(i * s.hdk), s.hdk, true);
             }
             for j in 0..nkv_pos {
-                f16_to_f32_row(kc.add((j * s.nkv + kvh) * s.hdk), row, s.hdk);
+                f16_row_to_f32(kc.add((j * s.nkv + kvh) * s.hdk), row, s.hdk);
                 for i in 0..g {
                     *sc.add(i * s.n_ctx + j) = dot_f32x(row, qr.add(i * s.hdk), s.hdk) * s.scale;
                 }
             }
             for i in 0..g {
                 softmax_f16(sc.add(i * s.n_ctx), nkv_pos);
+            }
+            let vrows = vc.add(kvh * s.hdv);
+            let vstride = s.nkv * s.hdv;
+            if s.hdv % 16 == 0 && !(0..nkv_pos).any(|j| f16_row_special(vrows.add(j * vstride), s.hdv)) {
+                let mut i = 0;
+                while i < g {
+                    let gn = if g - i < 4 { g - i } else { 4 };
+                    let o = out.add((t * s.nh + h0 + i) * s.hdv);
+                    pv_block(vrows, vstride, nkv_pos, sc.add(i * s.n_ctx), s.n_ctx, gn, o, s.hdv, s.hdv);
+                    i += gn;
+                }
+                continue;
+            }
+            for i in 0..g {
                 let o = out.add((t * s.nh + h0 + i) * s.hdv);
                 for d in 0..s.hdv {
                     *o.add(d) = 0.0;
                 }
             }
             for j in 0..nkv_pos {
-                f16_to_f32_row(vc.add((j * s.nkv + kvh) * s.hdv), row, s.hdv);
+                f16_row_to_f32(vc.add((j * s.nkv + kvh) * s.hdv), row, s.hdv);
                 for i in 0..g {
                     let p = *sc.add(i * s.n_ctx + j);
                     if p == 0.0 {
