@@ -296,6 +296,87 @@ Deno.test("attention: SIMD vs scalar vs TS reference; decode and prefill; GQA; c
   );
 });
 
+Deno.test("attention at real head sizes and contexts (hd 64/128, GQA 1/4/8, 150 positions): SIMD ≈ reference; an inf or NaN in the cache reaches the same outputs as the scalar twin", () => {
+  for (const [hd, group, nkv] of [[64, 4, 2], [128, 1, 3], [128, 8, 1], [80, 2, 2]]) {
+    const r = rng(hd * 31 + group);
+    const nh = nkv * group, nCtx = 160, pos = 150, nTok = 2;
+    const scale = 1 / Math.sqrt(hd);
+    for (const poison of [0, 0x7c00, 0xfe00]) {
+      H.reset();
+      const kc = new Uint16Array(nCtx * nkv * hd), vc = new Uint16Array(nCtx * nkv * hd);
+      for (let i = 0; i < pos * nkv * hd; i++) {
+        kc[i] = toF16(r() - 0.5);
+        vc[i] = toF16(2 * r() - 1);
+      }
+      // a poisoned V element of KV head 0 at position 37 (inf or NaN), and a K element
+      // of the last KV head at position 12
+      if (poison !== 0) {
+        vc[(37 * nkv + 0) * hd + 5] = poison;
+        kc[(12 * nkv + nkv - 1) * hd + 3] = poison;
+      }
+      const kcA = H.alloc(kc.byteLength), vcA = H.alloc(vc.byteLength);
+      const kcB = H.alloc(kc.byteLength), vcB = H.alloc(vc.byteLength);
+      for (const p of [kcA, kcB]) new Uint16Array(H.k.memory.buffer, p, kc.length).set(kc);
+      for (const p of [vcA, vcB]) new Uint16Array(H.k.memory.buffer, p, vc.length).set(vc);
+      const scr = H.alloc(H.k.attention_scratch_bytes(nCtx, nh, nkv, hd, hd));
+      const q = randomActivations(r, nTok * nh * hd);
+      const k = randomActivations(r, nTok * nkv * hd);
+      const v = randomActivations(r, nTok * nkv * hd);
+      const qp = H.putF32(q), kp = H.putF32(k), vp = H.putF32(v);
+      const oa = H.alloc(4 * nTok * nh * hd), ob = H.alloc(4 * nTok * nh * hd);
+      assertEquals(
+        H.k.attention(kcA, vcA, nCtx, pos, nTok, qp, kp, vp, nh, nkv, hd, hd, scale, oa, scr),
+        0,
+      );
+      assertEquals(
+        H.k.attention_scalar(
+          kcB,
+          vcB,
+          nCtx,
+          pos,
+          nTok,
+          qp,
+          kp,
+          vp,
+          nh,
+          nkv,
+          hd,
+          hd,
+          scale,
+          ob,
+          scr,
+        ),
+        0,
+      );
+      const ga = H.getF32(oa, nTok * nh * hd), gb = H.getF32(ob, nTok * nh * hd);
+      const kcNow = H.getU16(kcA, kc.length), vcNow = H.getU16(vcA, vc.length);
+      const want = refAttention(kcNow, vcNow, pos, nTok, q, nh, nkv, hd, hd, scale);
+      let nonFinite = 0;
+      for (let i = 0; i < want.length; i++) {
+        if (!Number.isFinite(gb[i])) {
+          nonFinite++;
+          assertEquals(
+            Number.isNaN(ga[i]),
+            Number.isNaN(gb[i]),
+            `hd ${hd} g ${group} poison ${poison} out ${i}: ${ga[i]} vs scalar ${gb[i]}`,
+          );
+          assertEquals(ga[i], Number.isNaN(gb[i]) ? ga[i] : gb[i], `hd ${hd} g ${group} out ${i}`);
+          continue;
+        }
+        const tol = 2e-3;
+        if (!(Math.abs(ga[i] - want[i]) <= tol)) {
+          throw new Error(
+            `hd ${hd} g ${group} poison ${poison} out ${i}: ${ga[i]} vs ref ${want[i]}`,
+          );
+        }
+      }
+      // the poison reaches outputs (every head of its KV head), and only then
+      if (poison === 0) assertEquals(nonFinite, 0);
+      else if (!(nonFinite > 0)) throw new Error(`hd ${hd} g ${group}: poison ${poison} vanished`);
+    }
+  }
+});
+
 Deno.test("attention: rejects bad shapes with -1", () => {
   H.reset();
   const p = H.alloc(4096);

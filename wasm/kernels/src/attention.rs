@@ -156,11 +156,7 @@ unsafe fn pv_block(
             let (v0, v1) = f16x8_finite_to_f32(ld(vp as *const u8));
             let (v2, v3) = f16x8_finite_to_f32(ld(vp.add(8) as *const u8));
             for i in 0..gn {
-                let p = *sc.add(i * sc_stride + j);
-                if p == 0.0 {
-                    continue;
-                }
-                let pv = f32x4_splat(p);
+                let pv = f32x4_splat(*sc.add(i * sc_stride + j));
                 let a = &mut acc[i];
                 a[0] = f32x4_add(a[0], f32x4_mul(pv, v0));
                 a[1] = f32x4_add(a[1], f32x4_mul(pv, v1));
@@ -308,9 +304,6 @@ pub unsafe fn attention_heads(
                 f16_row_to_f32(vc.add((j * s.nkv + kvh) * s.hdv), row, s.hdv);
                 for i in 0..g {
                     let p = *sc.add(i * s.n_ctx + j);
-                    if p == 0.0 {
-                        continue;
-                    }
                     let o = out.add((t * s.nh + h0 + i) * s.hdv);
                     let pv = f32x4_splat(p);
                     let mut d = 0;
