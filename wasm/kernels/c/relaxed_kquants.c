@@ -192,7 +192,7 @@ static inline v128_t pin(v128_t v) {
 }
 
 #define CONSTS()                                                                                \
-  const v128_t sm = wasm_u32x4_splat(0x8fffffffu), sk = wasm_f32x4_splat(0x1p112f);             \
+  const v128_t sm = pin(wasm_u32x4_splat(0x8fffffffu)), sk = pin(wasm_f32x4_splat(0x1p112f));   \
   const v128_t m63 = pin(wasm_i8x16_splat(63)), m03 = pin(wasm_i8x16_splat(3));                 \
   const v128_t m0c = pin(wasm_i8x16_splat(0x0c)), m30 = pin(wasm_i8x16_splat(0x30));            \
   const v128_t z = wasm_i32x4_splat(0)
@@ -274,7 +274,7 @@ static inline __attribute__((always_inline)) v128_t q2_scales_mins(const uint8_t
   } while (0)
 
 #define Q2_CONSTS()                                                                          \
-  const v128_t sm = wasm_u32x4_splat(0x8fffffffu), sk = wasm_f32x4_splat(0x1p112f);          \
+  const v128_t sm = pin(wasm_u32x4_splat(0x8fffffffu)), sk = pin(wasm_f32x4_splat(0x1p112f)); \
   const v128_t m3 = pin(wasm_i8x16_splat(3)), m0f = pin(wasm_i8x16_splat(0x0f));             \
   const v128_t z = wasm_i32x4_splat(0)
 
@@ -351,7 +351,7 @@ static inline __attribute__((always_inline)) void q3_scales(const uint8_t *gb, i
   } while (0)
 
 #define Q3_CONSTS()                                                                             \
-  const v128_t sm = wasm_u32x4_splat(0x8fffffffu), sk = wasm_f32x4_splat(0x1p112f);             \
+  const v128_t sm = pin(wasm_u32x4_splat(0x8fffffffu)), sk = pin(wasm_f32x4_splat(0x1p112f));   \
   const v128_t m63 = pin(wasm_i8x16_splat(63)), m03 = pin(wasm_i8x16_splat(3));                 \
   const v128_t m0c = pin(wasm_i8x16_splat(0x0c)), m30 = pin(wasm_i8x16_splat(0x30));            \
   const v128_t m7 = pin(wasm_i8x16_splat(7)), m04 = pin(wasm_i8x16_splat(4));                   \
@@ -397,17 +397,19 @@ RX_KERNELS(q3_k)
  * i8x16.relaxed_swizzle (indices < 16: deterministic, one pshufb on x86),
  * each block's dot started from c = −12·Σa per lane. */
 
-/* lowbit.rs `e8m0_half` of the 4 bytes at p → f32x4: e < 2 ? 2^21 << e : (e − 1) << 23. */
-static inline v128_t e8m0_half4(const uint8_t *p) {
+/* lowbit.rs `e8m0_half` of the 4 bytes at p → f32x4: e < 2 ? 2^21 << e : (e − 1) << 23,
+ * as max_s((e − 1) << 23, (e + 1) << 21): for e ≥ 2 the first is the larger (4(e − 1) ≥
+ * e + 1), for e = 1 it is 0, for e = 0 negative; the same bits for all 256 e, in 5
+ * operations instead of 6, with `one` (i32 splat 1) pinned by the caller. */
+static inline __attribute__((always_inline)) v128_t e8m0_half4(const uint8_t *p, v128_t one) {
   v128_t e = wasm_u32x4_extend_low_u16x8(wasm_u16x8_extend_low_u8x16(wasm_v128_load32_zero(p)));
-  v128_t small = wasm_i32x4_shl(wasm_i32x4_add(e, wasm_i32x4_splat(1)), 21);
-  v128_t big = wasm_i32x4_shl(wasm_i32x4_sub(e, wasm_i32x4_splat(1)), 23);
-  return wasm_v128_bitselect(small, big, wasm_i32x4_lt(e, wasm_i32x4_splat(2)));
+  return wasm_i32x4_max(wasm_i32x4_shl(wasm_i32x4_sub(e, one), 23), wasm_i32x4_shl(wasm_i32x4_add(e, one), 21));
 }
 
 #define MX_CONSTS()                                                                                       \
   const v128_t m = pin(wasm_i8x16_splat(0x0f));                                                           \
   const v128_t kv = pin(wasm_i8x16_make(12, 13, 14, 15, 16, 18, 20, 24, 12, 11, 10, 9, 8, 6, 4, 0));     \
+  const v128_t one = pin(wasm_i32x4_splat(1));                                                            \
   const v128_t z = wasm_i32x4_splat(0)
 
 /* Σ over the block's 32 elements per dot lane, plus c: the two halves' i16 pair
@@ -426,7 +428,7 @@ static inline v128_t e8m0_half4(const uint8_t *p) {
 #define mxfp4_BLOCK(g, nb, i, yb, yd, is, dd, accm)                                                   \
   do {                                                                                                \
     v128_t ylo_ = wasm_v128_load(yb), yhi_ = wasm_v128_load((yb) + 16), c_ = wasm_v128_load((yb) + 32); \
-    (dd) = wasm_f32x4_mul(e8m0_half4((g) + 4 * (i)), (yd));                                           \
+    (dd) = wasm_f32x4_mul(e8m0_half4((g) + 4 * (i), one), (yd));                                           \
     const uint8_t *q_ = (g) + 4 * (nb) + 64 * (i);                                                    \
     for (int r = 0; r < 4; r++) {                                                                     \
       v128_t v_ = wasm_v128_load(q_ + 16 * r);                                                        \
@@ -436,7 +438,7 @@ static inline v128_t e8m0_half4(const uint8_t *p) {
     }                                                                                                 \
   } while (0)
 #define mxfp4_TILE_PREP(g, nb, i)             \
-  v128_t dw = e8m0_half4((g) + 4 * (i));      \
+  v128_t dw = e8m0_half4((g) + 4 * (i), one);      \
   const uint8_t *qw = (g) + 4 * (nb) + 64 * (i)
 #define mxfp4_TILE_TOKEN(yb, yd, dd, accm) ((dd) = wasm_f32x4_mul(dw, (yd)))
 #define mxfp4_TILE_ROW(r, NT, yt, is)                                                                   \
@@ -504,11 +506,11 @@ static inline __attribute__((always_inline)) v128_t q5_scales_mins(const uint8_t
 }
 
 #define Q5_CONSTS()                                                                             \
-  const v128_t sm = wasm_u32x4_splat(0x8fffffffu), sk = wasm_f32x4_splat(0x1p112f);             \
+  const v128_t sm = pin(wasm_u32x4_splat(0x8fffffffu)), sk = pin(wasm_f32x4_splat(0x1p112f));   \
   const v128_t m31 = pin(wasm_i8x16_splat(31)), m7 = pin(wasm_i8x16_splat(7));                  \
   const v128_t m18 = pin(wasm_i8x16_splat(0x18)), m08 = pin(wasm_i8x16_splat(0x08));            \
   const v128_t m10 = pin(wasm_i8x16_splat(0x10));                                               \
-  const v128_t m4 = wasm_i8x16_splat(0x0f), m30 = wasm_i8x16_splat(0x30);                       \
+  const v128_t m4 = pin(wasm_i8x16_splat(0x0f)), m30 = pin(wasm_i8x16_splat(0x30));                       \
   const v128_t z = wasm_i32x4_splat(0)
 
 #define q5_k_CONSTS Q5_CONSTS
@@ -557,7 +559,7 @@ RX_KERNELS(q5_k)
  * activation's sign moved onto the weight, dotted with |a| (7-bit). */
 
 #define NL_CONSTS()                                                                                        \
-  const v128_t sm = wasm_u32x4_splat(0x8fffffffu), sk = wasm_f32x4_splat(0x1p112f);                        \
+  const v128_t sm = pin(wasm_u32x4_splat(0x8fffffffu)), sk = pin(wasm_f32x4_splat(0x1p112f));              \
   const v128_t m = pin(wasm_i8x16_splat(0x0f));                                                            \
   const v128_t kv = pin(wasm_i8x16_make(-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113)); \
   const v128_t z = wasm_i32x4_splat(0)
