@@ -59,11 +59,13 @@ function checkCase(
   cols: number,
   nTok: number,
   seed: number,
+  mutate?: (w: Uint8Array) => void,
 ): void {
   const k = H.k;
   const r = rng(seed);
   const w = randomWeights(r, type, rows, cols);
   if (type === GgmlType.Q8_0) clearQ8Min(w);
+  mutate?.(w);
   const x = new Float32Array(nTok * cols);
   for (let t = 0; t < nTok; t++) x.set(randomActivations(r, cols), t * cols);
   H.reset();
@@ -136,6 +138,18 @@ Deno.test("packed kernels: the bench shapes (4 rows of 2816 / 1024 columns) in e
         checkCase(HARNESS[variant]!, f.type, 8, cols, 1, cols + f.type);
         checkCase(HARNESS[variant]!, f.type, 4, cols, 5, cols + f.type + 1);
       }
+    }
+  }
+});
+
+Deno.test("packed MXFP4: every E8M0 exponent 0..255 (subnormal, normal, 2^127 scales) bit-identical to the standard layout", () => {
+  for (const variant of VARIANTS.filter((v) => packableIn(v, GgmlType.MXFP4))) {
+    // 8 rows × 32 blocks: block b carries exponent b % 256.
+    const allExponents = (w: Uint8Array) => {
+      for (let b = 0; b < w.length / 17; b++) w[17 * b] = b % 256;
+    };
+    for (const nTok of [1, 3]) {
+      checkCase(HARNESS[variant]!, GgmlType.MXFP4, 8, 1024, nTok, 11 + nTok, allExponents);
     }
   }
 });

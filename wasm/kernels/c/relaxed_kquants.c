@@ -1,17 +1,19 @@
 /*
- * Relaxed-SIMD kernels of the packed Q6_K layout (wasm/kernels/src/packed_q6k.rs),
- * built only into moe_edge_kernels_relaxed*.wasm, next to relaxed.c.
+ * Relaxed-SIMD kernels of the packed layouts defined in wasm/kernels/src/packed_*.rs
+ * (Q6_K, Q2_K, Q3_K, MXFP4, Q5_K, IQ4_NL), built only into
+ * moe_edge_kernels_relaxed*.wasm, next to relaxed.c. Each type is one block of
+ * hooks on one shared skeleton (RX_KERNELS below; docs/quant-types.md).
  *
- * Per row and quad (64 elements) the three packed vectors A, B, C give the
- * four 6-bit vectors V0..V3 (V0..V2: low 6 bits; V3: the top 2 bits of
- * A, B, C). For each V_n: i16x8.relaxed_dot_i8x16_i7x16_s(X_n, V_n) (pair
- * sums; V_n is 7-bit, so the instruction is exact and deterministic); the
- * two vectors of a run pair (same scales) are added in i16 with
- * C'_m = −32·(the lanes' activation sums) (the q − 32 offset), then one
- * i32x4.dot_i16x8_s against the pair's scales (s_2m, s_2m+1). The i32 lanes
- * are the exact integers of tiles.rs `tile_q6k`; they are converted and
- * scaled in the same f32 order, so results are bit-identical to the
- * standard layout.
+ * Q6_K, the pattern the K-quants share: per row and quad (64 elements) the
+ * three packed vectors A, B, C give the four 6-bit vectors V0..V3 (V0..V2: low
+ * 6 bits; V3: the top 2 bits of A, B, C). For each V_n:
+ * i16x8.relaxed_dot_i8x16_i7x16_s(X_n, V_n) (pair sums; V_n is 7-bit, so the
+ * instruction is exact and deterministic); the two vectors of a run pair (same
+ * scales) are added in i16 with C'_m = −32·(the lanes' activation sums) (the
+ * q − 32 offset), then one i32x4.dot_i16x8_s against the pair's scales
+ * (s_2m, s_2m+1). The i32 lanes are the exact integers of tiles.rs `tile_q6k`;
+ * they are converted and scaled in the same f32 order, so results are
+ * bit-identical to the standard layout.
  *
  * Built with clang-19: -O3 -mcpu=mvp -msimd128 -mrelaxed-simd, no libc.
  */
@@ -40,6 +42,106 @@ static inline float hsum(v128_t v) {
 }
 
 static inline uint32_t align16(uint32_t n) { return (n + 15u) & ~15u; }
+
+/* ---- The one skeleton of every packed type in this file (the types below
+ * plug into it; see docs/quant-types.md). A type T defines:
+ *   T_CONSTS()   its constants, z (i32x4 zero) included; pinned where loops reuse them;
+ *   T_YB         bytes of one expanded activation block (the Rust `expand` of packed_*.rs);
+ *   T_MINS       1 if the type subtracts mins: accm (lane r = row r) carries them;
+ *   T_SCRATCH    per-call scratch declarations (or nothing);
+ *   T_BLOCK(g, nb, i, yb, yd, is, dd, accm)
+ *                decode: block i of the 4-row group at g (nb blocks per row) × the
+ *                activation block yb (scale yd, an f32x4 splat): is[r] += row r's
+ *                exact i32 lane sums, dd = the rows' f32 scales × yd, accm += mins;
+ *   T_TILE_PREP(g, nb, i)           token tile: block i's weight values for all tokens;
+ *   T_TILE_TOKEN(yb, yd, dd, accm)  token tile: one token (block yb, scale yd);
+ *   T_TILE_ROW(r, NT, yt, is)       token tile: row r × NT tokens (token t's block at yt(t)).
+ * RX_KERNELS(T) then defines rx_group_T (decode: one or two groups × one token)
+ * and rx_tile_T (prefill: one group × 2..4 tokens, each weight block unpacked
+ * once for all tokens). The f32 work is the same for every type, in the same
+ * order as the standard-layout kernels: per row and block acc += f32(is)·dd,
+ * then hsum(acc) − mins. */
+
+/* Lane r of v in every lane (r a constant after unrolling). */
+#define BCAST(v, r) ((r) == 0 ? B0(v) : (r) == 1 ? B1(v) : (r) == 2 ? B2(v) : B3(v))
+
+/* o[r] = hsum(acc[r]) (− lane r of accm when the type has mins). */
+static inline __attribute__((always_inline)) void store4(float *o, const v128_t *acc, v128_t accm, const int mins) {
+  if (mins) {
+    float mr[4] __attribute__((aligned(16)));
+    wasm_v128_store(mr, accm);
+    for (int r = 0; r < 4; r++) o[r] = hsum(acc[r]) - mr[r];
+  } else {
+    for (int r = 0; r < 4; r++) o[r] = hsum(acc[r]);
+  }
+}
+
+/* Token t's activation block in a token tile. */
+#define YT(t) (a + (t) * astride + yo + ybs * i)
+
+#define RX_KERNELS(T)                                                                                      \
+  static inline __attribute__((always_inline)) void T##_body(const uint8_t *g, uint32_t nb, const uint8_t *a, \
+                                                             float *o) {                                  \
+    const float *da = (const float *)a;                                                                    \
+    const uint8_t *y = a + align16(4 * nb);                                                                \
+    T##_CONSTS();                                                                                          \
+    T##_SCRATCH;                                                                                           \
+    v128_t acc[4], accm = wasm_f32x4_splat(0.0f);                                                          \
+    for (int r = 0; r < 4; r++) acc[r] = accm;                                                             \
+    for (uint32_t i = 0; i < nb; i++) {                                                                    \
+      const uint8_t *yb = y + T##_YB * i;                                                                  \
+      v128_t yd = wasm_f32x4_splat(da[i]), dd;                                                             \
+      v128_t is[4] = {z, z, z, z};                                                                         \
+      T##_BLOCK(g, nb, i, yb, yd, is, dd, accm);                                                           \
+      for (int r = 0; r < 4; r++) acc[r] = acc_lane(acc[r], is[r], BCAST(dd, r));                          \
+    }                                                                                                      \
+    store4(o, acc, accm, T##_MINS);                                                                        \
+  }                                                                                                        \
+                                                                                                           \
+  /* One group at a time (measured 2-7% faster than both groups per block: fewer live registers). */      \
+  void rx_group_##T(const uint8_t *g0, const uint8_t *g1, uint32_t nb, const uint8_t *a, float *o0, float *o1) { \
+    T##_body(g0, nb, a, o0);                                                                               \
+    if (g1) T##_body(g1, nb, a, o1);                                                                       \
+  }                                                                                                        \
+                                                                                                           \
+  static inline __attribute__((always_inline)) void T##_tile(const int NT, const uint8_t *g, uint32_t nb,     \
+                                                             const uint8_t *a, uint32_t astride, float *o,  \
+                                                             uint32_t ostride) {                            \
+    T##_CONSTS();                                                                                          \
+    T##_SCRATCH;                                                                                           \
+    const uint32_t yo = align16(4 * nb), ybs = T##_YB;                                                     \
+    v128_t acc[4][4], accm[4];                                                                             \
+    for (int t = 0; t < NT; t++) {                                                                         \
+      accm[t] = wasm_f32x4_splat(0.0f);                                                                    \
+      for (int r = 0; r < 4; r++) acc[t][r] = accm[t];                                                     \
+    }                                                                                                      \
+    for (uint32_t i = 0; i < nb; i++) {                                                                    \
+      T##_TILE_PREP(g, nb, i);                                                                             \
+      v128_t dd[4];                                                                                        \
+      for (int t = 0; t < NT; t++) {                                                                       \
+        v128_t yd = wasm_f32x4_splat(((const float *)(a + t * astride))[i]);                              \
+        T##_TILE_TOKEN(YT(t), yd, dd[t], accm[t]);                                                         \
+      }                                                                                                    \
+      for (int r = 0; r < 4; r++) {                                                                        \
+        v128_t is[4];                                                                                      \
+        for (int t = 0; t < NT; t++) is[t] = z;                                                            \
+        T##_TILE_ROW(r, NT, YT, is);                                                                       \
+        for (int t = 0; t < NT; t++) acc[t][r] = acc_lane(acc[t][r], is[t], BCAST(dd[t], r));             \
+      }                                                                                                    \
+    }                                                                                                      \
+    for (int t = 0; t < NT; t++) store4(o + t * ostride, acc[t], accm[t], T##_MINS);                       \
+  }                                                                                                        \
+                                                                                                           \
+  void rx_tile_##T(const uint8_t *g, uint32_t nb, const uint8_t *a, uint32_t astride, uint32_t NT, float *o, \
+                   uint32_t ostride) {                                                                     \
+    switch (NT) {                                                                                          \
+    case 2: T##_tile(2, g, nb, a, astride, o, ostride); break;                                             \
+    case 3: T##_tile(3, g, nb, a, astride, o, ostride); break;                                             \
+    default: T##_tile(4, g, nb, a, astride, o, ostride); break;                                            \
+    }                                                                                                      \
+  }
+
+/* ---- Q6_K */
 
 #define GB 840u
 #define QOFF 72u
@@ -90,99 +192,39 @@ static inline v128_t pin(v128_t v) {
 }
 
 #define CONSTS()                                                                                \
-  const v128_t sm = wasm_u32x4_splat(0x8fffffffu), sk = wasm_f32x4_splat(0x1p112f);             \
+  const v128_t sm = pin(wasm_u32x4_splat(0x8fffffffu)), sk = pin(wasm_f32x4_splat(0x1p112f));   \
   const v128_t m63 = pin(wasm_i8x16_splat(63)), m03 = pin(wasm_i8x16_splat(3));                 \
   const v128_t m0c = pin(wasm_i8x16_splat(0x0c)), m30 = pin(wasm_i8x16_splat(0x30));            \
   const v128_t z = wasm_i32x4_splat(0)
 
-static inline __attribute__((always_inline)) void q6_k_body(const int G, const uint8_t *const g[2], uint32_t nb,
-                                                          const uint8_t *a, float *const o[2]) {
-  const float *da = (const float *)a;
-  const uint8_t *y = a + align16(4 * nb);
-  CONSTS();
-  v128_t acc[2][4];
-  int16_t sc[64] __attribute__((aligned(16)));
-  for (int k = 0; k < G; k++)
-    for (int r = 0; r < 4; r++) acc[k][r] = wasm_f32x4_splat(0.0f);
-  for (uint32_t i = 0; i < nb; i++) {
-    const uint8_t *yb = y + 384 * i;
-    v128_t yd = wasm_f32x4_splat(da[i]);
-    for (int k = 0; k < G; k++) {
-      const uint8_t *gb = g[k] + GB * i;
-      v128_t dd = wasm_f32x4_mul(scales4(gb, sm, sk), yd);
-      scales_i16(gb, sc);
-      v128_t is[4] = {z, z, z, z};
-      for (int q = 0; q < 4; q++) {
-        const uint8_t *p = yb + 96 * q;
-        for (int r = 0; r < 4; r++) {
-          v128_t V[4];
-          UNPACK(gb + QOFF + 192 * q + 48 * r, V);
-          QUAD(is[r], V, p, sc + 16 * r + 4 * q);
-        }
-      }
-      acc[k][0] = acc_lane(acc[k][0], is[0], B0(dd));
-      acc[k][1] = acc_lane(acc[k][1], is[1], B1(dd));
-      acc[k][2] = acc_lane(acc[k][2], is[2], B2(dd));
-      acc[k][3] = acc_lane(acc[k][3], is[3], B3(dd));
-    }
+#define q6_k_CONSTS CONSTS
+#define q6_k_YB 384u
+#define q6_k_MINS 0
+#define q6_k_SCRATCH int16_t sc[64] __attribute__((aligned(16)))
+#define q6_k_BLOCK(g, nb, i, yb, yd, is, dd, accm)                       \
+  do {                                                                   \
+    const uint8_t *gb_ = (g) + GB * (i);                                 \
+    (dd) = wasm_f32x4_mul(scales4(gb_, sm, sk), (yd));                   \
+    scales_i16(gb_, sc);                                                 \
+    for (int q = 0; q < 4; q++)                                          \
+      for (int r = 0; r < 4; r++) {                                      \
+        v128_t V[4];                                                     \
+        UNPACK(gb_ + QOFF + 192 * q + 48 * r, V);                        \
+        QUAD((is)[r], V, (yb) + 96 * q, sc + 16 * r + 4 * q);            \
+      }                                                                  \
+  } while (0)
+#define q6_k_TILE_PREP(g, nb, i)             \
+  const uint8_t *gb = (g) + GB * (i);        \
+  v128_t dw = scales4(gb, sm, sk);           \
+  scales_i16(gb, sc)
+#define q6_k_TILE_TOKEN(yb, yd, dd, accm) ((dd) = wasm_f32x4_mul(dw, (yd)))
+#define q6_k_TILE_ROW(r, NT, yt, is)                                                            \
+  for (int q = 0; q < 4; q++) {                                                                 \
+    v128_t V[4];                                                                                \
+    UNPACK(gb + QOFF + 192 * q + 48 * (r), V);                                                  \
+    for (int t = 0; t < (NT); t++) QUAD((is)[t], V, yt(t) + 96 * q, sc + 16 * (r) + 4 * q);   \
   }
-  for (int k = 0; k < G; k++)
-    for (int r = 0; r < 4; r++) o[k][r] = hsum(acc[k][r]);
-}
-
-void rx_group_q6_k(const uint8_t *g0, const uint8_t *g1, uint32_t nb, const uint8_t *a, float *o0, float *o1) {
-  const uint8_t *const g[2] = {g0, g1};
-  float *const o[2] = {o0, o1};
-  /* One group at a time (measured ~3% faster than both groups per
-   * super-block: fewer live registers). */
-  q6_k_body(1, g, nb, a, o);
-  if (g1) q6_k_body(1, g + 1, nb, a, o + 1);
-}
-
-/* Token tile (prefill): one group × T ≤ 4 tokens; each row-quad is unpacked
- * once for all tokens. Activation row t at a + t·astride; output of row r,
- * token t at o[t·ostride + r]. */
-static inline __attribute__((always_inline)) void q6_k_tile(const int T, const uint8_t *g, uint32_t nb,
-                                                          const uint8_t *a, uint32_t astride, float *o,
-                                                          uint32_t ostride) {
-  CONSTS();
-  const uint32_t yo = align16(4 * nb);
-  v128_t acc[4][4];
-  int16_t sc[64] __attribute__((aligned(16)));
-  for (int t = 0; t < T; t++)
-    for (int r = 0; r < 4; r++) acc[t][r] = wasm_f32x4_splat(0.0f);
-  for (uint32_t i = 0; i < nb; i++) {
-    const uint8_t *gb = g + GB * i;
-    v128_t dw = scales4(gb, sm, sk);
-    scales_i16(gb, sc);
-    v128_t dd[4];
-    for (int t = 0; t < T; t++) dd[t] = wasm_f32x4_mul(dw, wasm_f32x4_splat(((const float *)(a + t * astride))[i]));
-    for (int r = 0; r < 4; r++) {
-      v128_t is[4];
-      for (int t = 0; t < T; t++) is[t] = z;
-      for (int q = 0; q < 4; q++) {
-        v128_t V[4];
-        UNPACK(gb + QOFF + 192 * q + 48 * r, V);
-        for (int t = 0; t < T; t++) QUAD(is[t], V, a + t * astride + yo + 384 * i + 96 * q, sc + 16 * r + 4 * q);
-      }
-      for (int t = 0; t < T; t++) {
-        v128_t b = r == 0 ? B0(dd[t]) : r == 1 ? B1(dd[t]) : r == 2 ? B2(dd[t]) : B3(dd[t]);
-        acc[t][r] = acc_lane(acc[t][r], is[t], b);
-      }
-    }
-  }
-  for (int t = 0; t < T; t++)
-    for (int r = 0; r < 4; r++) o[t * ostride + r] = hsum(acc[t][r]);
-}
-
-void rx_tile_q6_k(const uint8_t *g, uint32_t nb, const uint8_t *a, uint32_t astride, uint32_t T, float *o,
-                  uint32_t ostride) {
-  switch (T) {
-  case 2: q6_k_tile(2, g, nb, a, astride, o, ostride); break;
-  case 3: q6_k_tile(3, g, nb, a, astride, o, ostride); break;
-  default: q6_k_tile(4, g, nb, a, astride, o, ostride); break;
-  }
-}
+RX_KERNELS(q6_k)
 
 /* ---- Q2_K (wasm/kernels/src/packed_q2k.rs): per row and quad one vector P
  * holds the four 2-bit vectors V_n at bits 2n; the two vectors of a run pair
@@ -232,112 +274,45 @@ static inline __attribute__((always_inline)) v128_t q2_scales_mins(const uint8_t
   } while (0)
 
 #define Q2_CONSTS()                                                                          \
-  const v128_t sm = wasm_u32x4_splat(0x8fffffffu), sk = wasm_f32x4_splat(0x1p112f);          \
+  const v128_t sm = pin(wasm_u32x4_splat(0x8fffffffu)), sk = pin(wasm_f32x4_splat(0x1p112f)); \
   const v128_t m3 = pin(wasm_i8x16_splat(3)), m0f = pin(wasm_i8x16_splat(0x0f));             \
   const v128_t z = wasm_i32x4_splat(0)
 
-static inline __attribute__((always_inline)) void q2_k_body(const int G, const uint8_t *const g[2], uint32_t nb,
-                                                          const uint8_t *a, float *const o[2]) {
-  const float *da = (const float *)a;
-  const uint8_t *y = a + align16(4 * nb);
-  Q2_CONSTS();
-  v128_t acc[2][4], accm[2];
-  int16_t sc[64] __attribute__((aligned(16)));
-  for (int k = 0; k < G; k++) {
-    accm[k] = wasm_f32x4_splat(0.0f);
-    for (int r = 0; r < 4; r++) acc[k][r] = accm[k];
+#define q2_k_CONSTS Q2_CONSTS
+#define q2_k_YB 288u
+#define q2_k_MINS 1
+#define q2_k_SCRATCH int16_t sc[64] __attribute__((aligned(16)))
+#define q2_k_BLOCK(g, nb, i, yb, yd, is, dd, accm)                                                  \
+  do {                                                                                              \
+    const uint8_t *gb_ = (g) + Q2GB * (i);                                                          \
+    v128_t bs0_ = wasm_v128_load(yb), bs1_ = wasm_v128_load((yb) + 16);                             \
+    (dd) = wasm_f32x4_mul(scales4(gb_, sm, sk), (yd));                                              \
+    v128_t dm_ = wasm_f32x4_mul(scales4(gb_ + 8, sm, sk), (yd));                                    \
+    v128_t mins_ = q2_scales_mins(gb_, sc, bs0_, bs1_, m0f);                                        \
+    (accm) = wasm_f32x4_add((accm), wasm_f32x4_mul(dm_, wasm_f32x4_convert_i32x4(mins_)));          \
+    for (int q = 0; q < 4; q++)                                                                     \
+      for (int r = 0; r < 4; r++) {                                                                 \
+        v128_t V[4];                                                                                \
+        Q2_UNPACK(gb_ + Q2QOFF + 64 * q + 16 * r, V);                                               \
+        Q2_QUAD((is)[r], V, (yb) + 32 + 64 * q, sc + 16 * r + 4 * q);                               \
+      }                                                                                             \
+  } while (0)
+#define q2_k_TILE_PREP(g, nb, i)         \
+  const uint8_t *gb = (g) + Q2GB * (i);  \
+  v128_t dw = scales4(gb, sm, sk), dmw = scales4(gb + 8, sm, sk)
+#define q2_k_TILE_TOKEN(yb, yd, dd, accm)                                                                         \
+  do {                                                                                                            \
+    (dd) = wasm_f32x4_mul(dw, (yd));                                                                              \
+    v128_t mins_ = q2_scales_mins(gb, sc, wasm_v128_load(yb), wasm_v128_load((yb) + 16), m0f);                    \
+    (accm) = wasm_f32x4_add((accm), wasm_f32x4_mul(wasm_f32x4_mul(dmw, (yd)), wasm_f32x4_convert_i32x4(mins_)));  \
+  } while (0)
+#define q2_k_TILE_ROW(r, NT, yt, is)                                                                   \
+  for (int q = 0; q < 4; q++) {                                                                        \
+    v128_t V[4];                                                                                       \
+    Q2_UNPACK(gb + Q2QOFF + 64 * q + 16 * (r), V);                                                     \
+    for (int t = 0; t < (NT); t++) Q2_QUAD((is)[t], V, yt(t) + 32 + 64 * q, sc + 16 * (r) + 4 * q);  \
   }
-  for (uint32_t i = 0; i < nb; i++) {
-    const uint8_t *yb = y + 288 * i;
-    v128_t yd = wasm_f32x4_splat(da[i]);
-    v128_t bs0 = wasm_v128_load(yb), bs1 = wasm_v128_load(yb + 16);
-    for (int k = 0; k < G; k++) {
-      const uint8_t *gb = g[k] + Q2GB * i;
-      v128_t dd = wasm_f32x4_mul(scales4(gb, sm, sk), yd);
-      v128_t dm = wasm_f32x4_mul(scales4(gb + 8, sm, sk), yd);
-      v128_t mins = q2_scales_mins(gb, sc, bs0, bs1, m0f);
-      accm[k] = wasm_f32x4_add(accm[k], wasm_f32x4_mul(dm, wasm_f32x4_convert_i32x4(mins)));
-      v128_t is[4] = {z, z, z, z};
-      for (int q = 0; q < 4; q++) {
-        const uint8_t *p = yb + 32 + 64 * q;
-        for (int r = 0; r < 4; r++) {
-          v128_t V[4];
-          Q2_UNPACK(gb + Q2QOFF + 64 * q + 16 * r, V);
-          Q2_QUAD(is[r], V, p, sc + 16 * r + 4 * q);
-        }
-      }
-      acc[k][0] = acc_lane(acc[k][0], is[0], B0(dd));
-      acc[k][1] = acc_lane(acc[k][1], is[1], B1(dd));
-      acc[k][2] = acc_lane(acc[k][2], is[2], B2(dd));
-      acc[k][3] = acc_lane(acc[k][3], is[3], B3(dd));
-    }
-  }
-  for (int k = 0; k < G; k++) {
-    float mr[4] __attribute__((aligned(16)));
-    wasm_v128_store(mr, accm[k]);
-    for (int r = 0; r < 4; r++) o[k][r] = hsum(acc[k][r]) - mr[r];
-  }
-}
-
-void rx_group_q2_k(const uint8_t *g0, const uint8_t *g1, uint32_t nb, const uint8_t *a, float *o0, float *o1) {
-  const uint8_t *const g[2] = {g0, g1};
-  float *const o[2] = {o0, o1};
-  /* One group at a time (measured 2-7% faster than both per super-block). */
-  q2_k_body(1, g, nb, a, o);
-  if (g1) q2_k_body(1, g + 1, nb, a, o + 1);
-}
-
-static inline __attribute__((always_inline)) void q2_k_tile(const int T, const uint8_t *g, uint32_t nb,
-                                                          const uint8_t *a, uint32_t astride, float *o,
-                                                          uint32_t ostride) {
-  Q2_CONSTS();
-  const uint32_t yo = align16(4 * nb);
-  v128_t acc[4][4], accm[4];
-  int16_t sc[64] __attribute__((aligned(16)));
-  for (int t = 0; t < T; t++) {
-    accm[t] = wasm_f32x4_splat(0.0f);
-    for (int r = 0; r < 4; r++) acc[t][r] = accm[t];
-  }
-  for (uint32_t i = 0; i < nb; i++) {
-    const uint8_t *gb = g + Q2GB * i;
-    v128_t dw = scales4(gb, sm, sk), dmw = scales4(gb + 8, sm, sk);
-    v128_t dd[4];
-    for (int t = 0; t < T; t++) {
-      const uint8_t *yb = a + t * astride + yo + 288 * i;
-      v128_t yd = wasm_f32x4_splat(((const float *)(a + t * astride))[i]);
-      dd[t] = wasm_f32x4_mul(dw, yd);
-      v128_t mins = q2_scales_mins(gb, sc, wasm_v128_load(yb), wasm_v128_load(yb + 16), m0f);
-      accm[t] = wasm_f32x4_add(accm[t], wasm_f32x4_mul(wasm_f32x4_mul(dmw, yd), wasm_f32x4_convert_i32x4(mins)));
-    }
-    for (int r = 0; r < 4; r++) {
-      v128_t is[4];
-      for (int t = 0; t < T; t++) is[t] = z;
-      for (int q = 0; q < 4; q++) {
-        v128_t V[4];
-        Q2_UNPACK(gb + Q2QOFF + 64 * q + 16 * r, V);
-        for (int t = 0; t < T; t++) Q2_QUAD(is[t], V, a + t * astride + yo + 288 * i + 32 + 64 * q, sc + 16 * r + 4 * q);
-      }
-      for (int t = 0; t < T; t++) {
-        v128_t b = r == 0 ? B0(dd[t]) : r == 1 ? B1(dd[t]) : r == 2 ? B2(dd[t]) : B3(dd[t]);
-        acc[t][r] = acc_lane(acc[t][r], is[t], b);
-      }
-    }
-  }
-  for (int t = 0; t < T; t++) {
-    float mr[4] __attribute__((aligned(16)));
-    wasm_v128_store(mr, accm[t]);
-    for (int r = 0; r < 4; r++) o[t * ostride + r] = hsum(acc[t][r]) - mr[r];
-  }
-}
-
-void rx_tile_q2_k(const uint8_t *g, uint32_t nb, const uint8_t *a, uint32_t astride, uint32_t T, float *o,
-                  uint32_t ostride) {
-  switch (T) {
-  case 2: q2_k_tile(2, g, nb, a, astride, o, ostride); break;
-  case 3: q2_k_tile(3, g, nb, a, astride, o, ostride); break;
-  default: q2_k_tile(4, g, nb, a, astride, o, ostride); break;
-  }
-}
+RX_KERNELS(q2_k)
 
 /* ---- Q3_K (wasm/kernels/src/packed_q3k.rs): u = q + 4 (3 bits); per row and
  * quad pair three vectors hold the eight V_n; the run-pair sums get
@@ -376,118 +351,66 @@ static inline __attribute__((always_inline)) void q3_scales(const uint8_t *gb, i
   } while (0)
 
 #define Q3_CONSTS()                                                                             \
-  const v128_t sm = wasm_u32x4_splat(0x8fffffffu), sk = wasm_f32x4_splat(0x1p112f);             \
+  const v128_t sm = pin(wasm_u32x4_splat(0x8fffffffu)), sk = pin(wasm_f32x4_splat(0x1p112f));   \
   const v128_t m63 = pin(wasm_i8x16_splat(63)), m03 = pin(wasm_i8x16_splat(3));                 \
   const v128_t m0c = pin(wasm_i8x16_splat(0x0c)), m30 = pin(wasm_i8x16_splat(0x30));            \
   const v128_t m7 = pin(wasm_i8x16_splat(7)), m04 = pin(wasm_i8x16_splat(4));                   \
   const v128_t z = wasm_i32x4_splat(0)
 
-static inline __attribute__((always_inline)) void q3_k_body(const int G, const uint8_t *const g[2], uint32_t nb,
-                                                          const uint8_t *a, float *const o[2]) {
-  const float *da = (const float *)a;
-  const uint8_t *y = a + align16(4 * nb);
-  Q3_CONSTS();
-  v128_t acc[2][4];
-  int16_t sc[64] __attribute__((aligned(16)));
-  for (int k = 0; k < G; k++)
-    for (int r = 0; r < 4; r++) acc[k][r] = wasm_f32x4_splat(0.0f);
-  for (uint32_t i = 0; i < nb; i++) {
-    const uint8_t *yb = y + 384 * i;
-    v128_t yd = wasm_f32x4_splat(da[i]);
-    for (int k = 0; k < G; k++) {
-      const uint8_t *gb = g[k] + Q3GB * i;
-      v128_t dd = wasm_f32x4_mul(scales4(gb, sm, sk), yd);
-      q3_scales(gb, sc, m63, m03, m0c, m30);
-      v128_t is[4] = {z, z, z, z};
-      for (int qp = 0; qp < 2; qp++) {
-        const uint8_t *p = yb + 192 * qp;
-        for (int r = 0; r < 4; r++) {
-          v128_t V[8];
-          Q3_UNPACK(gb + Q3QOFF + 192 * qp + 48 * r, V);
-          QUAD(is[r], V, p, sc + 16 * r + 8 * qp);
-          QUAD(is[r], V + 4, p + 96, sc + 16 * r + 8 * qp + 4);
-        }
-      }
-      acc[k][0] = acc_lane(acc[k][0], is[0], B0(dd));
-      acc[k][1] = acc_lane(acc[k][1], is[1], B1(dd));
-      acc[k][2] = acc_lane(acc[k][2], is[2], B2(dd));
-      acc[k][3] = acc_lane(acc[k][3], is[3], B3(dd));
-    }
+#define q3_k_CONSTS Q3_CONSTS
+#define q3_k_YB 384u
+#define q3_k_MINS 0
+#define q3_k_SCRATCH int16_t sc[64] __attribute__((aligned(16)))
+#define q3_k_BLOCK(g, nb, i, yb, yd, is, dd, accm)                          \
+  do {                                                                      \
+    const uint8_t *gb_ = (g) + Q3GB * (i);                                  \
+    (dd) = wasm_f32x4_mul(scales4(gb_, sm, sk), (yd));                      \
+    q3_scales(gb_, sc, m63, m03, m0c, m30);                                 \
+    for (int qp = 0; qp < 2; qp++)                                          \
+      for (int r = 0; r < 4; r++) {                                         \
+        const uint8_t *p_ = (yb) + 192 * qp;                                \
+        v128_t V[8];                                                        \
+        Q3_UNPACK(gb_ + Q3QOFF + 192 * qp + 48 * r, V);                     \
+        QUAD((is)[r], V, p_, sc + 16 * r + 8 * qp);                         \
+        QUAD((is)[r], V + 4, p_ + 96, sc + 16 * r + 8 * qp + 4);            \
+      }                                                                     \
+  } while (0)
+#define q3_k_TILE_PREP(g, nb, i)         \
+  const uint8_t *gb = (g) + Q3GB * (i);  \
+  v128_t dw = scales4(gb, sm, sk);       \
+  q3_scales(gb, sc, m63, m03, m0c, m30)
+#define q3_k_TILE_TOKEN(yb, yd, dd, accm) ((dd) = wasm_f32x4_mul(dw, (yd)))
+#define q3_k_TILE_ROW(r, NT, yt, is)                                 \
+  for (int qp = 0; qp < 2; qp++) {                                   \
+    v128_t V[8];                                                     \
+    Q3_UNPACK(gb + Q3QOFF + 192 * qp + 48 * (r), V);                 \
+    for (int t = 0; t < (NT); t++) {                                 \
+      const uint8_t *p_ = yt(t) + 192 * qp;                        \
+      QUAD((is)[t], V, p_, sc + 16 * (r) + 8 * qp);                  \
+      QUAD((is)[t], V + 4, p_ + 96, sc + 16 * (r) + 8 * qp + 4);     \
+    }                                                                \
   }
-  for (int k = 0; k < G; k++)
-    for (int r = 0; r < 4; r++) o[k][r] = hsum(acc[k][r]);
-}
-
-void rx_group_q3_k(const uint8_t *g0, const uint8_t *g1, uint32_t nb, const uint8_t *a, float *o0, float *o1) {
-  const uint8_t *const g[2] = {g0, g1};
-  float *const o[2] = {o0, o1};
-  /* One group at a time (measured 2-7% faster than both per super-block). */
-  q3_k_body(1, g, nb, a, o);
-  if (g1) q3_k_body(1, g + 1, nb, a, o + 1);
-}
-
-static inline __attribute__((always_inline)) void q3_k_tile(const int T, const uint8_t *g, uint32_t nb,
-                                                          const uint8_t *a, uint32_t astride, float *o,
-                                                          uint32_t ostride) {
-  Q3_CONSTS();
-  const uint32_t yo = align16(4 * nb);
-  v128_t acc[4][4];
-  int16_t sc[64] __attribute__((aligned(16)));
-  for (int t = 0; t < T; t++)
-    for (int r = 0; r < 4; r++) acc[t][r] = wasm_f32x4_splat(0.0f);
-  for (uint32_t i = 0; i < nb; i++) {
-    const uint8_t *gb = g + Q3GB * i;
-    v128_t dw = scales4(gb, sm, sk);
-    q3_scales(gb, sc, m63, m03, m0c, m30);
-    v128_t dd[4];
-    for (int t = 0; t < T; t++) dd[t] = wasm_f32x4_mul(dw, wasm_f32x4_splat(((const float *)(a + t * astride))[i]));
-    for (int r = 0; r < 4; r++) {
-      v128_t is[4];
-      for (int t = 0; t < T; t++) is[t] = z;
-      for (int qp = 0; qp < 2; qp++) {
-        v128_t V[8];
-        Q3_UNPACK(gb + Q3QOFF + 192 * qp + 48 * r, V);
-        for (int t = 0; t < T; t++) {
-          const uint8_t *p = a + t * astride + yo + 384 * i + 192 * qp;
-          QUAD(is[t], V, p, sc + 16 * r + 8 * qp);
-          QUAD(is[t], V + 4, p + 96, sc + 16 * r + 8 * qp + 4);
-        }
-      }
-      for (int t = 0; t < T; t++) {
-        v128_t b = r == 0 ? B0(dd[t]) : r == 1 ? B1(dd[t]) : r == 2 ? B2(dd[t]) : B3(dd[t]);
-        acc[t][r] = acc_lane(acc[t][r], is[t], b);
-      }
-    }
-  }
-  for (int t = 0; t < T; t++)
-    for (int r = 0; r < 4; r++) o[t * ostride + r] = hsum(acc[t][r]);
-}
-
-void rx_tile_q3_k(const uint8_t *g, uint32_t nb, const uint8_t *a, uint32_t astride, uint32_t T, float *o,
-                  uint32_t ostride) {
-  switch (T) {
-  case 2: q3_k_tile(2, g, nb, a, astride, o, ostride); break;
-  case 3: q3_k_tile(3, g, nb, a, astride, o, ostride); break;
-  default: q3_k_tile(4, g, nb, a, astride, o, ostride); break;
-  }
-}
+RX_KERNELS(q3_k)
 
 /* ---- MXFP4 (wasm/kernels/src/packed_mxfp4.rs): the packed Q4_0 layout with
  * E8M0 scales; nibbles looked up in kvalues_mxfp4 + 12 (7-bit) with
  * i8x16.relaxed_swizzle (indices < 16: deterministic, one pshufb on x86),
  * each block's dot started from c = −12·Σa per lane. */
 
-/* lowbit.rs `e8m0_half` of the 4 bytes at p → f32x4: e < 2 ? 2^21 << e : (e − 1) << 23. */
-static inline v128_t e8m0_half4(const uint8_t *p) {
+/* lowbit.rs `e8m0_half` of the 4 bytes at p → f32x4: e < 2 ? 2^21 << e : (e − 1) << 23,
+ * as max_s((e − 1) << 23, (e + 1) << 21): for e ≥ 2 the first is the larger (4(e − 1) ≥
+ * e + 1), for e = 1 it is 0, for e = 0 negative; the same bits for all 256 e, in 5
+ * operations instead of 6, with `one` (i32 splat 1) pinned by the caller. */
+static inline __attribute__((always_inline)) v128_t e8m0_half4(const uint8_t *p, v128_t one) {
   v128_t e = wasm_u32x4_extend_low_u16x8(wasm_u16x8_extend_low_u8x16(wasm_v128_load32_zero(p)));
-  v128_t small = wasm_i32x4_shl(wasm_i32x4_add(e, wasm_i32x4_splat(1)), 21);
-  v128_t big = wasm_i32x4_shl(wasm_i32x4_sub(e, wasm_i32x4_splat(1)), 23);
-  return wasm_v128_bitselect(small, big, wasm_i32x4_lt(e, wasm_i32x4_splat(2)));
+  return wasm_i32x4_max(wasm_i32x4_shl(wasm_i32x4_sub(e, one), 23), wasm_i32x4_shl(wasm_i32x4_add(e, one), 21));
 }
 
 #define MX_CONSTS()                                                                                       \
   const v128_t m = pin(wasm_i8x16_splat(0x0f));                                                           \
-  const v128_t kv = pin(wasm_i8x16_make(12, 13, 14, 15, 16, 18, 20, 24, 12, 11, 10, 9, 8, 6, 4, 0))
+  const v128_t kv = pin(wasm_i8x16_make(12, 13, 14, 15, 16, 18, 20, 24, 12, 11, 10, 9, 8, 6, 4, 0));     \
+  const v128_t one = pin(wasm_i32x4_splat(1));                                                            \
+  const v128_t z = wasm_i32x4_splat(0)
 
 /* Σ over the block's 32 elements per dot lane, plus c: the two halves' i16 pair
  * sums (|·| ≤ 2·127·24 each) added in i16, widened once (one pmaddwd instead of
@@ -498,88 +421,36 @@ static inline v128_t e8m0_half4(const uint8_t *p) {
                      wasm_i16x8_relaxed_dot_i8x16_i7x16((a1), (w1)))),                       \
                  (c))
 
-static inline __attribute__((always_inline)) void mxfp4_body(const int G, const uint8_t *const g[2], uint32_t nb,
-                                                           const uint8_t *a, float *const o[2]) {
-  const float *da = (const float *)a;
-  const uint8_t *y = a + align16(4 * nb);
-  MX_CONSTS();
-  v128_t acc[2][4];
-  for (int k = 0; k < G; k++)
-    for (int r = 0; r < 4; r++) acc[k][r] = wasm_f32x4_splat(0.0f);
-  for (uint32_t i = 0; i < nb; i++) {
-    const uint8_t *yb = y + 48 * i;
-    v128_t ylo = wasm_v128_load(yb), yhi = wasm_v128_load(yb + 16), c = wasm_v128_load(yb + 32);
-    v128_t ds = wasm_f32x4_splat(da[i]);
-    for (int k = 0; k < G; k++) {
-      v128_t dd = wasm_f32x4_mul(e8m0_half4(g[k] + 4 * i), ds);
-      const uint8_t *q = g[k] + 4 * nb + 64 * i;
-      v128_t s[4];
-      for (int r = 0; r < 4; r++) {
-        v128_t v = wasm_v128_load(q + 16 * r);
-        v128_t lo = wasm_i8x16_relaxed_swizzle(kv, wasm_v128_and(v, m));
-        v128_t hi = wasm_i8x16_relaxed_swizzle(kv, wasm_v128_and(wasm_u16x8_shr(v, 4), m));
-        s[r] = MX_DOT(ylo, lo, yhi, hi, c);
-      }
-      acc[k][0] = acc_lane(acc[k][0], s[0], B0(dd));
-      acc[k][1] = acc_lane(acc[k][1], s[1], B1(dd));
-      acc[k][2] = acc_lane(acc[k][2], s[2], B2(dd));
-      acc[k][3] = acc_lane(acc[k][3], s[3], B3(dd));
-    }
-  }
-  for (int k = 0; k < G; k++)
-    for (int r = 0; r < 4; r++) o[k][r] = hsum(acc[k][r]);
-}
-
-void rx_group_mxfp4(const uint8_t *g0, const uint8_t *g1, uint32_t nb, const uint8_t *a, float *o0, float *o1) {
-  const uint8_t *const g[2] = {g0, g1};
-  float *const o[2] = {o0, o1};
-  /* One group at a time (measured 2-7% faster than both per super-block). */
-  mxfp4_body(1, g, nb, a, o);
-  if (g1) mxfp4_body(1, g + 1, nb, a, o + 1);
-}
-
-static inline __attribute__((always_inline)) void mxfp4_tile(const int T, const uint8_t *g, uint32_t nb,
-                                                           const uint8_t *a, uint32_t astride, float *o,
-                                                           uint32_t ostride) {
-  MX_CONSTS();
-  const uint32_t yo = align16(4 * nb);
-  v128_t acc[4][4];
-  for (int t = 0; t < T; t++)
-    for (int r = 0; r < 4; r++) acc[t][r] = wasm_f32x4_splat(0.0f);
-  for (uint32_t i = 0; i < nb; i++) {
-    v128_t dw = e8m0_half4(g + 4 * i);
-    v128_t ddb[4][4];
-    for (int t = 0; t < T; t++) {
-      v128_t dd = wasm_f32x4_mul(dw, wasm_f32x4_splat(((const float *)(a + t * astride))[i]));
-      ddb[t][0] = B0(dd);
-      ddb[t][1] = B1(dd);
-      ddb[t][2] = B2(dd);
-      ddb[t][3] = B3(dd);
-    }
-    const uint8_t *q = g + 4 * nb + 64 * i;
-    for (int r = 0; r < 4; r++) {
-      v128_t v = wasm_v128_load(q + 16 * r);
-      v128_t lo = wasm_i8x16_relaxed_swizzle(kv, wasm_v128_and(v, m));
-      v128_t hi = wasm_i8x16_relaxed_swizzle(kv, wasm_v128_and(wasm_u16x8_shr(v, 4), m));
-      for (int t = 0; t < T; t++) {
-        const uint8_t *yb = a + t * astride + yo + 48 * i;
-        v128_t s = MX_DOT(wasm_v128_load(yb), lo, wasm_v128_load(yb + 16), hi, wasm_v128_load(yb + 32));
-        acc[t][r] = acc_lane(acc[t][r], s, ddb[t][r]);
-      }
-    }
-  }
-  for (int t = 0; t < T; t++)
-    for (int r = 0; r < 4; r++) o[t * ostride + r] = hsum(acc[t][r]);
-}
-
-void rx_tile_mxfp4(const uint8_t *g, uint32_t nb, const uint8_t *a, uint32_t astride, uint32_t T, float *o,
-                   uint32_t ostride) {
-  switch (T) {
-  case 2: mxfp4_tile(2, g, nb, a, astride, o, ostride); break;
-  case 3: mxfp4_tile(3, g, nb, a, astride, o, ostride); break;
-  default: mxfp4_tile(4, g, nb, a, astride, o, ostride); break;
-  }
-}
+#define mxfp4_CONSTS MX_CONSTS
+#define mxfp4_YB 48u
+#define mxfp4_MINS 0
+#define mxfp4_SCRATCH
+#define mxfp4_BLOCK(g, nb, i, yb, yd, is, dd, accm)                                                   \
+  do {                                                                                                \
+    v128_t ylo_ = wasm_v128_load(yb), yhi_ = wasm_v128_load((yb) + 16), c_ = wasm_v128_load((yb) + 32); \
+    (dd) = wasm_f32x4_mul(e8m0_half4((g) + 4 * (i), one), (yd));                                           \
+    const uint8_t *q_ = (g) + 4 * (nb) + 64 * (i);                                                    \
+    for (int r = 0; r < 4; r++) {                                                                     \
+      v128_t v_ = wasm_v128_load(q_ + 16 * r);                                                        \
+      v128_t lo_ = wasm_i8x16_relaxed_swizzle(kv, wasm_v128_and(v_, m));                              \
+      v128_t hi_ = wasm_i8x16_relaxed_swizzle(kv, wasm_v128_and(wasm_u16x8_shr(v_, 4), m));           \
+      (is)[r] = MX_DOT(ylo_, lo_, yhi_, hi_, c_);                                                     \
+    }                                                                                                 \
+  } while (0)
+#define mxfp4_TILE_PREP(g, nb, i)             \
+  v128_t dw = e8m0_half4((g) + 4 * (i), one);      \
+  const uint8_t *qw = (g) + 4 * (nb) + 64 * (i)
+#define mxfp4_TILE_TOKEN(yb, yd, dd, accm) ((dd) = wasm_f32x4_mul(dw, (yd)))
+#define mxfp4_TILE_ROW(r, NT, yt, is)                                                                   \
+  do {                                                                                                  \
+    v128_t v_ = wasm_v128_load(qw + 16 * (r));                                                          \
+    v128_t lo_ = wasm_i8x16_relaxed_swizzle(kv, wasm_v128_and(v_, m));                                  \
+    v128_t hi_ = wasm_i8x16_relaxed_swizzle(kv, wasm_v128_and(wasm_u16x8_shr(v_, 4), m));               \
+    for (int t = 0; t < (NT); t++)                                                                      \
+      (is)[t] = MX_DOT(wasm_v128_load(yt(t)), lo_, wasm_v128_load(yt(t) + 16), hi_,                 \
+                       wasm_v128_load(yt(t) + 32));                                                   \
+  } while (0)
+RX_KERNELS(mxfp4)
 
 /* ---- Q5_K (wasm/kernels/src/packed_q5k.rs): per row and chunk pair five
  * vectors hold eight 5-bit vectors; the four vectors of a chunk (sub-blocks
@@ -635,129 +506,71 @@ static inline __attribute__((always_inline)) v128_t q5_scales_mins(const uint8_t
 }
 
 #define Q5_CONSTS()                                                                             \
-  const v128_t sm = wasm_u32x4_splat(0x8fffffffu), sk = wasm_f32x4_splat(0x1p112f);             \
+  const v128_t sm = pin(wasm_u32x4_splat(0x8fffffffu)), sk = pin(wasm_f32x4_splat(0x1p112f));   \
   const v128_t m31 = pin(wasm_i8x16_splat(31)), m7 = pin(wasm_i8x16_splat(7));                  \
   const v128_t m18 = pin(wasm_i8x16_splat(0x18)), m08 = pin(wasm_i8x16_splat(0x08));            \
   const v128_t m10 = pin(wasm_i8x16_splat(0x10));                                               \
-  const v128_t m4 = wasm_i8x16_splat(0x0f), m30 = wasm_i8x16_splat(0x30);                       \
+  const v128_t m4 = pin(wasm_i8x16_splat(0x0f)), m30 = pin(wasm_i8x16_splat(0x30));                       \
   const v128_t z = wasm_i32x4_splat(0)
 
-static inline __attribute__((always_inline)) void q5_k_body(const int G, const uint8_t *const g[2], uint32_t nb,
-                                                          const uint8_t *a, float *const o[2]) {
-  const float *da = (const float *)a;
-  const uint8_t *y = a + align16(4 * nb);
-  Q5_CONSTS();
-  v128_t acc[2][4], accm[2];
-  uint8_t scb[32] __attribute__((aligned(16)));
-  for (int k = 0; k < G; k++) {
-    accm[k] = wasm_f32x4_splat(0.0f);
-    for (int r = 0; r < 4; r++) acc[k][r] = accm[k];
+#define q5_k_CONSTS Q5_CONSTS
+#define q5_k_YB 320u
+#define q5_k_MINS 1
+#define q5_k_SCRATCH uint8_t scb[32] __attribute__((aligned(16)))
+#define q5_k_BLOCK(g, nb, i, yb, yd, is, dd, accm)                                              \
+  do {                                                                                          \
+    const uint8_t *gb_ = (g) + Q5GB * (i);                                                      \
+    (dd) = wasm_f32x4_mul(scales4(gb_, sm, sk), (yd));                                          \
+    v128_t dm_ = wasm_f32x4_mul(scales4(gb_ + 8, sm, sk), (yd));                                \
+    v128_t mins_ = q5_scales_mins(gb_, scb, (yb), m4, m30);                                     \
+    (accm) = wasm_f32x4_add((accm), wasm_f32x4_mul(dm_, wasm_f32x4_convert_i32x4(mins_)));      \
+    for (int cp = 0; cp < 2; cp++)                                                              \
+      for (int r = 0; r < 4; r++) {                                                             \
+        const uint8_t *p_ = (yb) + 64 + 128 * cp;                                               \
+        v128_t V[8];                                                                            \
+        Q5_UNPACK(gb_ + Q5QOFF + 320 * cp + 80 * r, V);                                         \
+        Q5_CHUNK((is)[r], V, p_, scb + 8 * r + 4 * cp);                                         \
+        Q5_CHUNK((is)[r], V + 4, p_ + 64, scb + 8 * r + 4 * cp + 2);                            \
+      }                                                                                         \
+  } while (0)
+#define q5_k_TILE_PREP(g, nb, i)         \
+  const uint8_t *gb = (g) + Q5GB * (i);  \
+  v128_t dw = scales4(gb, sm, sk), dmw = scales4(gb + 8, sm, sk)
+#define q5_k_TILE_TOKEN(yb, yd, dd, accm)                                                                         \
+  do {                                                                                                            \
+    (dd) = wasm_f32x4_mul(dw, (yd));                                                                              \
+    v128_t mins_ = q5_scales_mins(gb, scb, (yb), m4, m30);                                                        \
+    (accm) = wasm_f32x4_add((accm), wasm_f32x4_mul(wasm_f32x4_mul(dmw, (yd)), wasm_f32x4_convert_i32x4(mins_)));  \
+  } while (0)
+#define q5_k_TILE_ROW(r, NT, yt, is)                                  \
+  for (int cp = 0; cp < 2; cp++) {                                    \
+    v128_t V[8];                                                      \
+    Q5_UNPACK(gb + Q5QOFF + 320 * cp + 80 * (r), V);                  \
+    for (int t = 0; t < (NT); t++) {                                  \
+      const uint8_t *p_ = yt(t) + 64 + 128 * cp;                    \
+      Q5_CHUNK((is)[t], V, p_, scb + 8 * (r) + 4 * cp);               \
+      Q5_CHUNK((is)[t], V + 4, p_ + 64, scb + 8 * (r) + 4 * cp + 2);  \
+    }                                                                 \
   }
-  for (uint32_t i = 0; i < nb; i++) {
-    const uint8_t *yb = y + 320 * i;
-    v128_t yd = wasm_f32x4_splat(da[i]);
-    for (int k = 0; k < G; k++) {
-      const uint8_t *gb = g[k] + Q5GB * i;
-      v128_t dd = wasm_f32x4_mul(scales4(gb, sm, sk), yd);
-      v128_t dm = wasm_f32x4_mul(scales4(gb + 8, sm, sk), yd);
-      v128_t mins = q5_scales_mins(gb, scb, yb, m4, m30);
-      accm[k] = wasm_f32x4_add(accm[k], wasm_f32x4_mul(dm, wasm_f32x4_convert_i32x4(mins)));
-      v128_t is[4] = {z, z, z, z};
-      for (int cp = 0; cp < 2; cp++) {
-        const uint8_t *p = yb + 64 + 128 * cp;
-        for (int r = 0; r < 4; r++) {
-          v128_t V[8];
-          Q5_UNPACK(gb + Q5QOFF + 320 * cp + 80 * r, V);
-          Q5_CHUNK(is[r], V, p, scb + 8 * r + 4 * cp);
-          Q5_CHUNK(is[r], V + 4, p + 64, scb + 8 * r + 4 * cp + 2);
-        }
-      }
-      acc[k][0] = acc_lane(acc[k][0], is[0], B0(dd));
-      acc[k][1] = acc_lane(acc[k][1], is[1], B1(dd));
-      acc[k][2] = acc_lane(acc[k][2], is[2], B2(dd));
-      acc[k][3] = acc_lane(acc[k][3], is[3], B3(dd));
-    }
-  }
-  for (int k = 0; k < G; k++) {
-    float mr[4] __attribute__((aligned(16)));
-    wasm_v128_store(mr, accm[k]);
-    for (int r = 0; r < 4; r++) o[k][r] = hsum(acc[k][r]) - mr[r];
-  }
-}
-
-void rx_group_q5_k(const uint8_t *g0, const uint8_t *g1, uint32_t nb, const uint8_t *a, float *o0, float *o1) {
-  const uint8_t *const g[2] = {g0, g1};
-  float *const o[2] = {o0, o1};
-  /* One group at a time (measured 2-7% faster than both per super-block). */
-  q5_k_body(1, g, nb, a, o);
-  if (g1) q5_k_body(1, g + 1, nb, a, o + 1);
-}
-
-static inline __attribute__((always_inline)) void q5_k_tile(const int T, const uint8_t *g, uint32_t nb,
-                                                          const uint8_t *a, uint32_t astride, float *o,
-                                                          uint32_t ostride) {
-  Q5_CONSTS();
-  const uint32_t yo = align16(4 * nb);
-  v128_t acc[4][4], accm[4];
-  uint8_t scb[32] __attribute__((aligned(16)));
-  for (int t = 0; t < T; t++) {
-    accm[t] = wasm_f32x4_splat(0.0f);
-    for (int r = 0; r < 4; r++) acc[t][r] = accm[t];
-  }
-  for (uint32_t i = 0; i < nb; i++) {
-    const uint8_t *gb = g + Q5GB * i;
-    v128_t dw = scales4(gb, sm, sk), dmw = scales4(gb + 8, sm, sk);
-    v128_t dd[4];
-    for (int t = 0; t < T; t++) {
-      const uint8_t *yb = a + t * astride + yo + 320 * i;
-      v128_t yd = wasm_f32x4_splat(((const float *)(a + t * astride))[i]);
-      dd[t] = wasm_f32x4_mul(dw, yd);
-      v128_t mins = q5_scales_mins(gb, scb, yb, m4, m30);
-      accm[t] = wasm_f32x4_add(accm[t], wasm_f32x4_mul(wasm_f32x4_mul(dmw, yd), wasm_f32x4_convert_i32x4(mins)));
-    }
-    for (int r = 0; r < 4; r++) {
-      v128_t is[4];
-      for (int t = 0; t < T; t++) is[t] = z;
-      for (int cp = 0; cp < 2; cp++) {
-        v128_t V[8];
-        Q5_UNPACK(gb + Q5QOFF + 320 * cp + 80 * r, V);
-        for (int t = 0; t < T; t++) {
-          const uint8_t *p = a + t * astride + yo + 320 * i + 64 + 128 * cp;
-          Q5_CHUNK(is[t], V, p, scb + 8 * r + 4 * cp);
-          Q5_CHUNK(is[t], V + 4, p + 64, scb + 8 * r + 4 * cp + 2);
-        }
-      }
-      for (int t = 0; t < T; t++) {
-        v128_t b = r == 0 ? B0(dd[t]) : r == 1 ? B1(dd[t]) : r == 2 ? B2(dd[t]) : B3(dd[t]);
-        acc[t][r] = acc_lane(acc[t][r], is[t], b);
-      }
-    }
-  }
-  for (int t = 0; t < T; t++) {
-    float mr[4] __attribute__((aligned(16)));
-    wasm_v128_store(mr, accm[t]);
-    for (int r = 0; r < 4; r++) o[t * ostride + r] = hsum(acc[t][r]) - mr[r];
-  }
-}
-
-void rx_tile_q5_k(const uint8_t *g, uint32_t nb, const uint8_t *a, uint32_t astride, uint32_t T, float *o,
-                  uint32_t ostride) {
-  switch (T) {
-  case 2: q5_k_tile(2, g, nb, a, astride, o, ostride); break;
-  case 3: q5_k_tile(3, g, nb, a, astride, o, ostride); break;
-  default: q5_k_tile(4, g, nb, a, astride, o, ostride); break;
-  }
-}
+RX_KERNELS(q5_k)
 
 /* ---- IQ4_NL (wasm/kernels/src/packed_iq4nl.rs): the packed Q4_0 layout;
  * nibbles looked up in kvalues_iq4nl (relaxed_swizzle, indices < 16), the
  * activation's sign moved onto the weight, dotted with |a| (7-bit). */
 
 #define NL_CONSTS()                                                                                        \
-  const v128_t sm = wasm_u32x4_splat(0x8fffffffu), sk = wasm_f32x4_splat(0x1p112f);                        \
+  const v128_t sm = pin(wasm_u32x4_splat(0x8fffffffu)), sk = pin(wasm_f32x4_splat(0x1p112f));              \
   const v128_t m = pin(wasm_i8x16_splat(0x0f));                                                            \
   const v128_t kv = pin(wasm_i8x16_make(-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113)); \
   const v128_t z = wasm_i32x4_splat(0)
+
+/* Σ w·|a| of the 8 elements of each i32 lane: the two halves' i16 pair sums (|·| ≤ 2·127·127
+ * < 2^15: exact, no saturation) widened by i32x4.extadd_pairwise (one pmaddwd) and added. The
+ * fused i32x4.relaxed_dot_i8x16_i7x16_add_s gives the same integers but costs V8 ~5 instructions
+ * without AVX-VNNI. */
+#define NL_DOT2(w0, a0, w1, a1)                                                        \
+  wasm_i32x4_add(wasm_i32x4_extadd_pairwise_i16x8(wasm_i16x8_relaxed_dot_i8x16_i7x16((w0), (a0))), \
+                 wasm_i32x4_extadd_pairwise_i16x8(wasm_i16x8_relaxed_dot_i8x16_i7x16((w1), (a1))))
 
 static inline __attribute__((always_inline)) v128_t nl_dot(v128_t v, v128_t a0, v128_t a1, v128_t m0, v128_t m1,
                                                          v128_t m, v128_t kv, v128_t z) {
@@ -765,79 +578,35 @@ static inline __attribute__((always_inline)) v128_t nl_dot(v128_t v, v128_t a0, 
   v128_t hi = wasm_i8x16_relaxed_swizzle(kv, wasm_v128_and(wasm_u16x8_shr(v, 4), m));
   lo = wasm_i8x16_sub(wasm_v128_xor(lo, m0), m0);
   hi = wasm_i8x16_sub(wasm_v128_xor(hi, m1), m1);
-  return wasm_i32x4_relaxed_dot_i8x16_i7x16_add(hi, a1, wasm_i32x4_relaxed_dot_i8x16_i7x16_add(lo, a0, z));
+  return NL_DOT2(lo, a0, hi, a1);
 }
 
-static inline __attribute__((always_inline)) void iq4_nl_body(const uint8_t *g, uint32_t nb, const uint8_t *a,
-                                                            float *o) {
-  const float *da = (const float *)a;
-  const uint8_t *y = a + align16(4 * nb);
-  NL_CONSTS();
-  v128_t acc[4];
-  for (int r = 0; r < 4; r++) acc[r] = wasm_f32x4_splat(0.0f);
-  for (uint32_t i = 0; i < nb; i++) {
-    const uint8_t *yb = y + 64 * i;
-    v128_t a0 = wasm_v128_load(yb), a1 = wasm_v128_load(yb + 16);
-    v128_t m0 = wasm_v128_load(yb + 32), m1 = wasm_v128_load(yb + 48);
-    v128_t dd = wasm_f32x4_mul(scales4(g + 8 * i, sm, sk), wasm_f32x4_splat(da[i]));
-    const uint8_t *q = g + 8 * nb + 64 * i;
-    v128_t s[4];
-    for (int r = 0; r < 4; r++) s[r] = nl_dot(wasm_v128_load(q + 16 * r), a0, a1, m0, m1, m, kv, z);
-    acc[0] = acc_lane(acc[0], s[0], B0(dd));
-    acc[1] = acc_lane(acc[1], s[1], B1(dd));
-    acc[2] = acc_lane(acc[2], s[2], B2(dd));
-    acc[3] = acc_lane(acc[3], s[3], B3(dd));
-  }
-  for (int r = 0; r < 4; r++) o[r] = hsum(acc[r]);
-}
+#define iq4_nl_CONSTS NL_CONSTS
+#define iq4_nl_YB 64u
+#define iq4_nl_MINS 0
+#define iq4_nl_SCRATCH
+#define iq4_nl_BLOCK(g, nb, i, yb, yd, is, dd, accm)                                                \
+  do {                                                                                              \
+    v128_t a0_ = wasm_v128_load(yb), a1_ = wasm_v128_load((yb) + 16);                               \
+    v128_t m0_ = wasm_v128_load((yb) + 32), m1_ = wasm_v128_load((yb) + 48);                        \
+    (dd) = wasm_f32x4_mul(scales4((g) + 8 * (i), sm, sk), (yd));                                    \
+    const uint8_t *q_ = (g) + 8 * (nb) + 64 * (i);                                                  \
+    for (int r = 0; r < 4; r++) (is)[r] = nl_dot(wasm_v128_load(q_ + 16 * r), a0_, a1_, m0_, m1_, m, kv, z); \
+  } while (0)
+#define iq4_nl_TILE_PREP(g, nb, i)              \
+  v128_t dw = scales4((g) + 8 * (i), sm, sk);   \
+  const uint8_t *qw = (g) + 8 * (nb) + 64 * (i)
+#define iq4_nl_TILE_TOKEN(yb, yd, dd, accm) ((dd) = wasm_f32x4_mul(dw, (yd)))
+#define iq4_nl_TILE_ROW(r, NT, yt, is)                                                                    \
+  do {                                                                                                    \
+    v128_t v_ = wasm_v128_load(qw + 16 * (r));                                                            \
+    v128_t lo_ = wasm_i8x16_relaxed_swizzle(kv, wasm_v128_and(v_, m));                                    \
+    v128_t hi_ = wasm_i8x16_relaxed_swizzle(kv, wasm_v128_and(wasm_u16x8_shr(v_, 4), m));                 \
+    for (int t = 0; t < (NT); t++) {                                                                      \
+      v128_t m0_ = wasm_v128_load(yt(t) + 32), m1_ = wasm_v128_load(yt(t) + 48);                      \
+      v128_t l_ = wasm_i8x16_sub(wasm_v128_xor(lo_, m0_), m0_), h_ = wasm_i8x16_sub(wasm_v128_xor(hi_, m1_), m1_); \
+      (is)[t] = NL_DOT2(l_, wasm_v128_load(yt(t)), h_, wasm_v128_load(yt(t) + 16));                     \
+    }                                                                                                     \
+  } while (0)
+RX_KERNELS(iq4_nl)
 
-void rx_group_iq4_nl(const uint8_t *g0, const uint8_t *g1, uint32_t nb, const uint8_t *a, float *o0, float *o1) {
-  iq4_nl_body(g0, nb, a, o0);
-  if (g1) iq4_nl_body(g1, nb, a, o1);
-}
-
-static inline __attribute__((always_inline)) void iq4_nl_tile(const int T, const uint8_t *g, uint32_t nb,
-                                                            const uint8_t *a, uint32_t astride, float *o,
-                                                            uint32_t ostride) {
-  NL_CONSTS();
-  const uint32_t yo = align16(4 * nb);
-  v128_t acc[4][4];
-  for (int t = 0; t < T; t++)
-    for (int r = 0; r < 4; r++) acc[t][r] = wasm_f32x4_splat(0.0f);
-  for (uint32_t i = 0; i < nb; i++) {
-    v128_t dw = scales4(g + 8 * i, sm, sk);
-    v128_t ddb[4][4];
-    for (int t = 0; t < T; t++) {
-      v128_t dd = wasm_f32x4_mul(dw, wasm_f32x4_splat(((const float *)(a + t * astride))[i]));
-      ddb[t][0] = B0(dd);
-      ddb[t][1] = B1(dd);
-      ddb[t][2] = B2(dd);
-      ddb[t][3] = B3(dd);
-    }
-    const uint8_t *q = g + 8 * nb + 64 * i;
-    for (int r = 0; r < 4; r++) {
-      v128_t v = wasm_v128_load(q + 16 * r);
-      v128_t lo = wasm_i8x16_relaxed_swizzle(kv, wasm_v128_and(v, m));
-      v128_t hi = wasm_i8x16_relaxed_swizzle(kv, wasm_v128_and(wasm_u16x8_shr(v, 4), m));
-      for (int t = 0; t < T; t++) {
-        const uint8_t *yb = a + t * astride + yo + 64 * i;
-        v128_t m0 = wasm_v128_load(yb + 32), m1 = wasm_v128_load(yb + 48);
-        v128_t l = wasm_i8x16_sub(wasm_v128_xor(lo, m0), m0), h = wasm_i8x16_sub(wasm_v128_xor(hi, m1), m1);
-        v128_t s = wasm_i32x4_relaxed_dot_i8x16_i7x16_add(
-            h, wasm_v128_load(yb + 16), wasm_i32x4_relaxed_dot_i8x16_i7x16_add(l, wasm_v128_load(yb), z));
-        acc[t][r] = acc_lane(acc[t][r], s, ddb[t][r]);
-      }
-    }
-  }
-  for (int t = 0; t < T; t++)
-    for (int r = 0; r < 4; r++) o[t * ostride + r] = hsum(acc[t][r]);
-}
-
-void rx_tile_iq4_nl(const uint8_t *g, uint32_t nb, const uint8_t *a, uint32_t astride, uint32_t T, float *o,
-                    uint32_t ostride) {
-  switch (T) {
-  case 2: iq4_nl_tile(2, g, nb, a, astride, o, ostride); break;
-  case 3: iq4_nl_tile(3, g, nb, a, astride, o, ostride); break;
-  default: iq4_nl_tile(4, g, nb, a, astride, o, ostride); break;
-  }
-}

@@ -57,9 +57,26 @@ pub fn accumulate4(acc: &mut [v128; 4], s: &[v128; 4], dd: v128) {
 
 // ---------------------------------------------------------------- activations
 
+/// (g, nb, a, astride, n, o, ostride): one group × 2..=4 tokens.
+pub type TileFn = unsafe fn(*const u8, usize, *const u8, usize, usize, *mut f32, usize);
+
+/// The kernels of one packed quantized type in one build: one `impl` per
+/// type on `packed::Packed<TY>` (simd128 below, relaxed-SIMD in `relaxed.rs`
+/// and `packed_*.rs`); [`GroupKernels::of`] turns it into the table row a
+/// `packed::Layout` points at.
+pub trait GroupKernel {
+    /// Bytes of one expanded activation row of `cols` values.
+    fn ext_row_bytes(cols: usize) -> usize;
+    /// Expand one converted activation row (`prepare_act` bytes) into `dst`.
+    unsafe fn expand(act: *const u8, cols: usize, dst: *mut u8);
+    /// Groups `g0` and (unless null) `g1` × one token.
+    unsafe fn groups(g0: *const u8, g1: *const u8, nb: usize, a: *const u8, o0: *mut f32, o1: *mut f32);
+    /// One group × 2..=4 tokens, if the build has token tiles for the type.
+    const TILE: Option<TileFn> = None;
+}
+
 /// The kernels of one packed quantized layout in this build (a
-/// `packed::Layout` row points at its entry): simd128 here, `relaxed.rs`
-/// in the relaxed-SIMD build.
+/// `packed::Layout` row points at its entry), from its [`GroupKernel`] impl.
 pub struct GroupKernels {
     /// Bytes of one expanded activation row of `cols` values.
     pub ext_row_bytes: fn(usize) -> usize,
@@ -69,8 +86,41 @@ pub struct GroupKernels {
     pub groups: unsafe fn(*const u8, *const u8, usize, *const u8, *mut f32, *mut f32),
     /// One group × 2..=4 tokens, if the build has token tiles:
     /// (g, nb, a, astride, n, o, ostride).
-    pub tile: Option<unsafe fn(*const u8, usize, *const u8, usize, usize, *mut f32, usize)>,
+    pub tile: Option<TileFn>,
 }
+
+impl GroupKernels {
+    /// The table row of kernel set `K`.
+    pub const fn of<K: GroupKernel>() -> GroupKernels {
+        GroupKernels { ext_row_bytes: K::ext_row_bytes, expand: K::expand, groups: K::groups, tile: K::TILE }
+    }
+}
+
+/// `impl GroupKernel` items calling the C kernels `rx_group_<name>` and
+/// `rx_tile_<name>` of `c/relaxed_kquants.c` (relaxed build):
+/// `c_group_kernels!(rx_group_q6_k, rx_tile_q6_k);` inside the impl.
+#[cfg(moe_relaxed)]
+macro_rules! c_group_kernels {
+    ($group:ident, $tile:ident) => {
+        unsafe fn groups(g0: *const u8, g1: *const u8, nb: usize, a: *const u8, o0: *mut f32, o1: *mut f32) {
+            extern "C" {
+                fn $group(g0: *const u8, g1: *const u8, nb: u32, a: *const u8, o0: *mut f32, o1: *mut f32);
+            }
+            $group(g0, g1, nb as u32, a, o0, o1)
+        }
+        const TILE: Option<crate::group::TileFn> = {
+            unsafe fn tile(g: *const u8, nb: usize, a: *const u8, astride: usize, n: usize, o: *mut f32, ostride: usize) {
+                extern "C" {
+                    fn $tile(g: *const u8, nb: u32, a: *const u8, astride: u32, t: u32, o: *mut f32, ostride: u32);
+                }
+                $tile(g, nb as u32, a, astride as u32, n as u32, o, ostride as u32)
+            }
+            Some(tile)
+        };
+    };
+}
+#[cfg(moe_relaxed)]
+pub(crate) use c_group_kernels;
 
 /// Bytes of one expanded activation row for packed weights of type `ty`
 /// (0: F16 or not packable).
@@ -84,28 +134,13 @@ pub fn ext_row_bytes(ty: u32, cols: usize) -> usize {
 #[cfg(not(moe_relaxed))]
 mod simd128_rows {
     use super::*;
+    use crate::packed::Packed;
     use crate::types::*;
-    // Standard Q8_0 expansion (+ c: i32x4 per block for Q4_0).
-    fn ext_q8_0(cols: usize) -> usize {
-        crate::tiles::ext_row_bytes(Q8_0, cols) + 16 * (cols / 32)
-    }
-    // Standard Q8_K expansion + Y: 4 i32x4 per super-block.
-    fn ext_q4_k(cols: usize) -> usize {
-        crate::tiles::ext_row_bytes(Q4_K, cols) + 64 * (cols / 256)
-    }
-    unsafe fn exp_q8_0(act: *const u8, cols: usize, dst: *mut u8) {
-        crate::tiles::expand_q8(act, cols / 32, false, dst)
-    }
-    unsafe fn exp_q4_0(act: *const u8, cols: usize, dst: *mut u8) {
-        expand_q4_0(act, cols / 32, dst)
-    }
-    unsafe fn exp_q4_k(act: *const u8, cols: usize, dst: *mut u8) {
-        expand_q4_k(act, cols / 256, dst)
-    }
+
     // One or two groups per call; the kernels are inlined into these entry points.
     macro_rules! groups_fn {
-        ($name:ident, $k:ident) => {
-            unsafe fn $name(g0: *const u8, g1: *const u8, nb: usize, a: *const u8, o0: *mut f32, o1: *mut f32) {
+        ($k:ident) => {
+            unsafe fn groups(g0: *const u8, g1: *const u8, nb: usize, a: *const u8, o0: *mut f32, o1: *mut f32) {
                 if g1.is_null() {
                     $k::<1>([g0], nb, a, [o0])
                 } else {
@@ -114,24 +149,43 @@ mod simd128_rows {
             }
         };
     }
-    groups_fn!(groups_q8_0, group_q8_0);
-    groups_fn!(groups_q4_0, group_q4_0);
-    groups_fn!(groups_q4_k, group_q4_k);
 
-    /// simd128 kernels of the packed Q8_0 layout.
-    pub static GK_Q8_0: GroupKernels =
-        GroupKernels { ext_row_bytes: ext_q8_0, expand: exp_q8_0, groups: groups_q8_0, tile: None };
-    /// simd128 kernels of the packed Q4_0 layout.
-    pub static GK_Q4_0: GroupKernels =
-        GroupKernels { ext_row_bytes: ext_q8_0, expand: exp_q4_0, groups: groups_q4_0, tile: None };
-    /// simd128 kernels of the packed Q4_K layout.
-    pub static GK_Q4_K: GroupKernels =
-        GroupKernels { ext_row_bytes: ext_q4_k, expand: exp_q4_k, groups: groups_q4_k, tile: None };
+    /// simd128 kernels of the packed Q8_0 layout: the standard Q8_0
+    /// expansion (+ 16 B per block, the size Q4_0 needs).
+    impl GroupKernel for Packed<Q8_0> {
+        fn ext_row_bytes(cols: usize) -> usize {
+            crate::tiles::ext_row_bytes(Q8_0, cols) + 16 * (cols / 32)
+        }
+        unsafe fn expand(act: *const u8, cols: usize, dst: *mut u8) {
+            crate::tiles::expand_q8(act, cols / 32, false, dst)
+        }
+        groups_fn!(group_q8_0);
+    }
+
+    /// simd128 kernels of the packed Q4_0 layout: the standard Q8_0
+    /// expansion + c: i32x4 per block.
+    impl GroupKernel for Packed<Q4_0> {
+        fn ext_row_bytes(cols: usize) -> usize {
+            <Packed<Q8_0> as GroupKernel>::ext_row_bytes(cols)
+        }
+        unsafe fn expand(act: *const u8, cols: usize, dst: *mut u8) {
+            expand_q4_0(act, cols / 32, dst)
+        }
+        groups_fn!(group_q4_0);
+    }
+
+    /// simd128 kernels of the packed Q4_K layout: the standard Q8_K
+    /// expansion + Y: 4 i32x4 per super-block.
+    impl GroupKernel for Packed<Q4_K> {
+        fn ext_row_bytes(cols: usize) -> usize {
+            crate::tiles::ext_row_bytes(Q4_K, cols) + 64 * (cols / 256)
+        }
+        unsafe fn expand(act: *const u8, cols: usize, dst: *mut u8) {
+            expand_q4_k(act, cols / 256, dst)
+        }
+        groups_fn!(group_q4_k);
+    }
 }
-#[cfg(not(moe_relaxed))]
-pub use simd128_rows::{GK_Q4_0, GK_Q4_K, GK_Q8_0};
-#[cfg(moe_relaxed)]
-pub use crate::relaxed::{GK_Q4_0, GK_Q4_K, GK_Q8_0};
 
 /// Q4_0: the standard expansion with each block's i16 vectors reordered to
 /// the nibble planes' order (see [`group_q4_0`]), then `c` after `q`.

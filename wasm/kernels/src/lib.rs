@@ -24,11 +24,17 @@ mod matmul;
 mod norm;
 mod packed;
 mod packed_f16;
+#[cfg(moe_relaxed)]
 mod packed_iq4nl;
+#[cfg(moe_relaxed)]
 mod packed_q2k;
+#[cfg(moe_relaxed)]
 mod packed_q3k;
+#[cfg(moe_relaxed)]
 mod packed_q5k;
+#[cfg(moe_relaxed)]
 mod packed_mxfp4;
+#[cfg(moe_relaxed)]
 mod packed_q6k;
 mod quantize;
 #[cfg(moe_relaxed)]

@@ -18,9 +18,12 @@
 //! conversion skips inf/NaN), and, in the relaxed-SIMD build, Q8_0 quants of
 //! -128 (the sign transfer onto 7-bit |a| would overflow).
 //!
-//! Every layout is defined by one pair, [`read_block`] / `write_block`:
-//! packing, unpacking, `get_rows` and the scalar twins all go through it.
+//! Every layout is defined by one `impl PackedType for Packed<TY>` (its
+//! `read_block` / `write_block` pair: packing, unpacking, `get_rows` and the
+//! scalar twins all go through it) and registered by one line in
+//! [`LAYOUTS`]; see docs/quant-types.md.
 
+use crate::simd::rd_u16;
 use crate::types::*;
 
 /// Flag OR-ed into a weight type id at the ABI: the matrix is packed.
@@ -34,9 +37,37 @@ pub const VARIANT: u32 = 1;
 #[cfg(moe_relaxed)]
 pub const VARIANT: u32 = 2;
 
-/// One packed layout: one row per packable type. `read_block` /
-/// `write_block` define it; `eligible` is the packing precondition over a
-/// whole matrix (`(bytes, byte count)`).
+/// One packable weight type: the single definition of its in-place
+/// packed layout (one `impl` per type, on [`Packed<TY>`]), registered by one
+/// line in [`LAYOUTS`]. `read_block` / `write_block` define the byte order;
+/// `KERNELS` are the group kernels of this build (`group::GroupKernel`).
+pub trait PackedType {
+    /// ggml type id.
+    const TY: u32;
+    /// Rows per packed group.
+    const GROUP_ROWS: usize;
+    /// Elements per packed block (F16: one 8-element group).
+    const BLOCK_ELEMS: usize;
+    /// Bytes per (standard) block.
+    const BLOCK_BYTES: usize;
+    /// Group kernels of this build (None: F16, which has its own row kernels).
+    const KERNELS: Option<&'static crate::group::GroupKernels>;
+    /// Copy the standard bytes of block `i` of row `r` (of the group at `g`,
+    /// `nb` blocks per row) to `dst`.
+    unsafe fn read_block(g: *const u8, nb: usize, r: usize, i: usize, dst: *mut u8);
+    /// Inverse of `read_block`: store the standard block bytes `src` as
+    /// block `i` of row `r` of the group at `g`.
+    unsafe fn write_block(g: *mut u8, nb: usize, r: usize, i: usize, src: *const u8);
+    /// Whether `n` bytes of a standard-layout matrix meet the packed kernels'
+    /// preconditions (`pack` refuses the matrix otherwise).
+    unsafe fn eligible(w: *const u8, n: usize) -> bool;
+}
+
+/// The packed layout of ggml type `TY`: the type `PackedType` is implemented
+/// on (here for F16, Q8_0, Q4_0, Q4_K; in `packed_*.rs` for the others).
+pub struct Packed<const TY: u32>;
+
+/// One packed layout, built from its [`PackedType`] impl by [`Layout::of`].
 pub struct Layout {
     pub ty: u32,
     /// Rows per packed group.
@@ -53,43 +84,47 @@ pub struct Layout {
     pub kernels: Option<&'static crate::group::GroupKernels>,
 }
 
-macro_rules! layout {
-    ($ty:expr, $gr:expr, $be:expr, $bb:expr, $k:expr) => {
+impl Layout {
+    /// The table row of packed type `T`.
+    pub const fn of<T: PackedType>() -> Layout {
         Layout {
-            ty: $ty,
-            group_rows: $gr,
-            block_elems: $be,
-            block_bytes: $bb,
-            read_block: read_block_t::<$ty>,
-            group: group_t::<$ty>,
-            eligible: eligible_t::<$ty>,
-            kernels: $k,
+            ty: T::TY,
+            group_rows: T::GROUP_ROWS,
+            block_elems: T::BLOCK_ELEMS,
+            block_bytes: T::BLOCK_BYTES,
+            read_block: T::read_block,
+            group: group_of::<T>,
+            eligible: T::eligible,
+            kernels: T::KERNELS,
         }
-    };
+    }
 }
 
-/// Every packed layout.
-pub static LAYOUTS: [Layout; 4] = [
-    layout!(F16, 1, 8, 16, None),
-    layout!(Q8_0, 4, 32, 34, Some(&crate::group::GK_Q8_0)),
-    layout!(Q4_0, 4, 32, 18, Some(&crate::group::GK_Q4_0)),
-    layout!(Q4_K, 4, 256, 144, Some(&crate::group::GK_Q4_K)),
+/// Every packed layout of this build, one line per type (the relaxed-SIMD
+/// build adds the types whose only kernels are in `c/relaxed_kquants.c`).
+pub static LAYOUTS: &[Layout] = &[
+    Layout::of::<Packed<F16>>(),
+    Layout::of::<Packed<Q8_0>>(),
+    Layout::of::<Packed<Q4_0>>(),
+    Layout::of::<Packed<Q4_K>>(),
+    #[cfg(moe_relaxed)]
+    Layout::of::<Packed<Q6_K>>(),
+    #[cfg(moe_relaxed)]
+    Layout::of::<Packed<Q2_K>>(),
+    #[cfg(moe_relaxed)]
+    Layout::of::<Packed<Q3_K>>(),
+    #[cfg(moe_relaxed)]
+    Layout::of::<Packed<MXFP4>>(),
+    #[cfg(moe_relaxed)]
+    Layout::of::<Packed<Q5_K>>(),
+    #[cfg(moe_relaxed)]
+    Layout::of::<Packed<IQ4_NL>>(),
 ];
 
-/// The packed layout of `ty`, or None (the layouts defined in their own
-/// modules — Q6_K, Q5_K, Q3_K, Q2_K, MXFP4, IQ4_NL in `packed_*.rs`, relaxed build —
-/// come after `LAYOUTS`).
+/// The packed layout of `ty`, or None.
 #[inline]
 pub fn layout(ty: u32) -> Option<&'static Layout> {
-    LAYOUTS
-        .iter()
-        .find(|l| l.ty == ty)
-        .or_else(|| crate::packed_q6k::layout(ty))
-        .or_else(|| crate::packed_q2k::layout(ty))
-        .or_else(|| crate::packed_q3k::layout(ty))
-        .or_else(|| crate::packed_mxfp4::layout(ty))
-        .or_else(|| crate::packed_q5k::layout(ty))
-        .or_else(|| crate::packed_iq4nl::layout(ty))
+    LAYOUTS.iter().find(|l| l.ty == ty)
 }
 
 /// Whether `ty` has a packed layout.
@@ -223,77 +258,131 @@ pub unsafe fn read_block(ty: u32, g: *const u8, nb: usize, r: usize, i: usize, d
     (layout(ty).unwrap_unchecked().read_block)(g, nb, r, i, dst)
 }
 
-/// [`read_block`] of layout `TY` (a constant: one arm per instance).
-unsafe fn read_block_t<const TY: u32>(g: *const u8, nb: usize, r: usize, i: usize, dst: *mut u8) {
-    let ty = TY;
-    match ty {
-        // An F16 group's lanes `e[m] | e[4+m] << 16` are the f order of its bytes.
-        F16 => run16(Run::F, g.add(16 * i), dst, true),
-        Q8_0 | Q4_0 => {
-            let q = if ty == Q8_0 { 32 } else { 16 };
-            *dst = *g.add(8 * i + 2 * r);
-            *dst.add(1) = *g.add(8 * i + 2 * r + 1);
-            let s = g.add(8 * nb + 4 * q * i + q * r);
-            let kind = if ty == Q4_0 { Run::F } else { run32_kind(ty) };
-            for h in 0..q / 16 {
-                run16(kind, s.add(16 * h), dst.add(2 + 16 * h), true);
-            }
-        }
-        _ => {
-            let s = g.add(K_GROUP * i);
-            for k in 0..2 {
-                *dst.add(k) = *s.add(2 * r + k);
-                *dst.add(2 + k) = *s.add(8 + 2 * r + k);
-            }
-            let mut sc = [0u8; 8];
-            let mut m = [0u8; 8];
-            for sb in 0..8 {
-                sc[sb] = k_plane_get(s.add(16), r, sb, false);
-                m[sb] = k_plane_get(s.add(16), r, sb, true);
-            }
-            k_scales_set(dst.add(4), &sc, &m);
-            for c in 0..4 {
-                let run = s.add(64 + 128 * c + 32 * r);
-                run16(run32_kind(ty), run, dst.add(16 + 32 * c), true);
-                run16(run32_kind(ty), run.add(16), dst.add(32 + 32 * c), true);
-            }
-        }
+// The four layouts of this file. Q8_0 / Q4_0 groups: `d: f16[4·nb]` (block
+// `i`, row `r` at `4i + r`), then per block the 4 rows' quant runs; Q4_K
+// groups: 576-byte super-block groups (d, dmin, scale planes, quant runs).
+
+/// Q8_0 / Q4_0 block `i` of row `r` → standard bytes (`q` quant bytes: 32 or 16).
+#[inline(always)]
+unsafe fn read_legacy(q: usize, kind: Run, g: *const u8, nb: usize, r: usize, i: usize, dst: *mut u8) {
+    *dst = *g.add(8 * i + 2 * r);
+    *dst.add(1) = *g.add(8 * i + 2 * r + 1);
+    let s = g.add(8 * nb + 4 * q * i + q * r);
+    for h in 0..q / 16 {
+        run16(kind, s.add(16 * h), dst.add(2 + 16 * h), true);
     }
 }
 
-/// Inverse of [`read_block`]: store standard block bytes `src` as block `i`
-/// of row `r` of the group at `g` (layout `TY`).
-unsafe fn write_block_t<const TY: u32>(g: *mut u8, nb: usize, r: usize, i: usize, src: *const u8) {
-    let ty = TY;
-    match ty {
-        F16 => run16(Run::F, src, g.add(16 * i), false),
-        Q8_0 | Q4_0 => {
-            let q = if ty == Q8_0 { 32 } else { 16 };
-            *g.add(8 * i + 2 * r) = *src;
-            *g.add(8 * i + 2 * r + 1) = *src.add(1);
-            let d = g.add(8 * nb + 4 * q * i + q * r);
-            let kind = if ty == Q4_0 { Run::F } else { run32_kind(ty) };
-            for h in 0..q / 16 {
-                run16(kind, src.add(2 + 16 * h), d.add(16 * h), false);
-            }
+/// Inverse of [`read_legacy`].
+#[inline(always)]
+unsafe fn write_legacy(q: usize, kind: Run, g: *mut u8, nb: usize, r: usize, i: usize, src: *const u8) {
+    *g.add(8 * i + 2 * r) = *src;
+    *g.add(8 * i + 2 * r + 1) = *src.add(1);
+    let d = g.add(8 * nb + 4 * q * i + q * r);
+    for h in 0..q / 16 {
+        run16(kind, src.add(2 + 16 * h), d.add(16 * h), false);
+    }
+}
+
+impl PackedType for Packed<F16> {
+    const TY: u32 = F16;
+    const GROUP_ROWS: usize = 1;
+    const BLOCK_ELEMS: usize = 8;
+    const BLOCK_BYTES: usize = 16;
+    const KERNELS: Option<&'static crate::group::GroupKernels> = None;
+    // An F16 group's lanes `e[m] | e[4+m] << 16` are the f order of its bytes.
+    unsafe fn read_block(g: *const u8, _nb: usize, _r: usize, i: usize, dst: *mut u8) {
+        run16(Run::F, g.add(16 * i), dst, true)
+    }
+    unsafe fn write_block(g: *mut u8, _nb: usize, _r: usize, i: usize, src: *const u8) {
+        run16(Run::F, src, g.add(16 * i), false)
+    }
+    unsafe fn eligible(w: *const u8, n: usize) -> bool {
+        all_f16_finite(w, n / 2)
+    }
+}
+
+impl PackedType for Packed<Q8_0> {
+    const TY: u32 = Q8_0;
+    const GROUP_ROWS: usize = 4;
+    const BLOCK_ELEMS: usize = 32;
+    const BLOCK_BYTES: usize = 34;
+    const KERNELS: Option<&'static crate::group::GroupKernels> = Some(&crate::group::GroupKernels::of::<Self>());
+    unsafe fn read_block(g: *const u8, nb: usize, r: usize, i: usize, dst: *mut u8) {
+        read_legacy(32, run32_kind(Q8_0), g, nb, r, i, dst)
+    }
+    unsafe fn write_block(g: *mut u8, nb: usize, r: usize, i: usize, src: *const u8) {
+        write_legacy(32, run32_kind(Q8_0), g, nb, r, i, src)
+    }
+    /// Finite `d`; in the relaxed build no quant of -128 (the sign transfer
+    /// onto 7-bit |a| would overflow).
+    unsafe fn eligible(w: *const u8, n: usize) -> bool {
+        (0..n / 34).all(|b| f16_finite(rd_u16(w.add(34 * b))) && (VARIANT == 1 || !has_min_i8(w.add(34 * b + 2))))
+    }
+}
+
+impl PackedType for Packed<Q4_0> {
+    const TY: u32 = Q4_0;
+    const GROUP_ROWS: usize = 4;
+    const BLOCK_ELEMS: usize = 32;
+    const BLOCK_BYTES: usize = 18;
+    const KERNELS: Option<&'static crate::group::GroupKernels> = Some(&crate::group::GroupKernels::of::<Self>());
+    unsafe fn read_block(g: *const u8, nb: usize, r: usize, i: usize, dst: *mut u8) {
+        read_legacy(16, Run::F, g, nb, r, i, dst)
+    }
+    unsafe fn write_block(g: *mut u8, nb: usize, r: usize, i: usize, src: *const u8) {
+        write_legacy(16, Run::F, g, nb, r, i, src)
+    }
+    unsafe fn eligible(w: *const u8, n: usize) -> bool {
+        (0..n / 18).all(|b| f16_finite(rd_u16(w.add(18 * b))))
+    }
+}
+
+impl PackedType for Packed<Q4_K> {
+    const TY: u32 = Q4_K;
+    const GROUP_ROWS: usize = 4;
+    const BLOCK_ELEMS: usize = 256;
+    const BLOCK_BYTES: usize = 144;
+    const KERNELS: Option<&'static crate::group::GroupKernels> = Some(&crate::group::GroupKernels::of::<Self>());
+    unsafe fn read_block(g: *const u8, _nb: usize, r: usize, i: usize, dst: *mut u8) {
+        let s = g.add(K_GROUP * i);
+        for k in 0..2 {
+            *dst.add(k) = *s.add(2 * r + k);
+            *dst.add(2 + k) = *s.add(8 + 2 * r + k);
         }
-        _ => {
-            let d = g.add(K_GROUP * i);
-            for k in 0..2 {
-                *d.add(2 * r + k) = *src.add(k);
-                *d.add(8 + 2 * r + k) = *src.add(2 + k);
-            }
-            let (sc, m) = k_scales_get(src.add(4));
-            for sb in 0..8 {
-                k_plane_set(d.add(16), r, sb, false, sc[sb]);
-                k_plane_set(d.add(16), r, sb, true, m[sb]);
-            }
-            for c in 0..4 {
-                let run = d.add(64 + 128 * c + 32 * r);
-                run16(run32_kind(ty), src.add(16 + 32 * c), run, false);
-                run16(run32_kind(ty), src.add(32 + 32 * c), run.add(16), false);
-            }
+        let mut sc = [0u8; 8];
+        let mut m = [0u8; 8];
+        for sb in 0..8 {
+            sc[sb] = k_plane_get(s.add(16), r, sb, false);
+            m[sb] = k_plane_get(s.add(16), r, sb, true);
         }
+        k_scales_set(dst.add(4), &sc, &m);
+        for c in 0..4 {
+            let run = s.add(64 + 128 * c + 32 * r);
+            run16(run32_kind(Q4_K), run, dst.add(16 + 32 * c), true);
+            run16(run32_kind(Q4_K), run.add(16), dst.add(32 + 32 * c), true);
+        }
+    }
+    unsafe fn write_block(g: *mut u8, _nb: usize, r: usize, i: usize, src: *const u8) {
+        let d = g.add(K_GROUP * i);
+        for k in 0..2 {
+            *d.add(2 * r + k) = *src.add(k);
+            *d.add(8 + 2 * r + k) = *src.add(2 + k);
+        }
+        let (sc, m) = k_scales_get(src.add(4));
+        for sb in 0..8 {
+            k_plane_set(d.add(16), r, sb, false, sc[sb]);
+            k_plane_set(d.add(16), r, sb, true, m[sb]);
+        }
+        for c in 0..4 {
+            let run = d.add(64 + 128 * c + 32 * r);
+            run16(run32_kind(Q4_K), src.add(16 + 32 * c), run, false);
+            run16(run32_kind(Q4_K), src.add(32 + 32 * c), run.add(16), false);
+        }
+    }
+    /// Finite `d` and `dmin`.
+    unsafe fn eligible(w: *const u8, n: usize) -> bool {
+        (0..n / 144).all(|b| f16_finite(rd_u16(w.add(144 * b))) && f16_finite(rd_u16(w.add(144 * b + 2))))
     }
 }
 
@@ -340,33 +429,18 @@ unsafe fn all_f16_finite(p: *const u8, n: usize) -> bool {
 }
 
 /// Group `g` (rows of `rb` bytes, `nb` blocks each) from the standard copy
-/// in `tmp`, or back to it (`inverse`), for layout `TY`: the block loops
-/// with `read_block_t` / `write_block_t` inlined (one indirect call per group).
-unsafe fn group_t<const TY: u32>(g: *mut u8, tmp: *const u8, nb: usize, rb: usize, inverse: bool) {
-    let l = layout(TY).unwrap_unchecked();
-    let bb = l.block_bytes;
-    for r in 0..l.group_rows {
+/// in `tmp`, or back to it (`inverse`), for packed type `T`: the block loops
+/// with `T::read_block` / `T::write_block` inlined (one indirect call per group).
+unsafe fn group_of<T: PackedType>(g: *mut u8, tmp: *const u8, nb: usize, rb: usize, inverse: bool) {
+    let bb = T::BLOCK_BYTES;
+    for r in 0..T::GROUP_ROWS {
         for i in 0..nb {
             if inverse {
-                read_block_t::<TY>(tmp, nb, r, i, g.add(r * rb + i * bb));
+                T::read_block(tmp, nb, r, i, g.add(r * rb + i * bb));
             } else {
-                write_block_t::<TY>(g, nb, r, i, tmp.add(r * rb + i * bb));
+                T::write_block(g, nb, r, i, tmp.add(r * rb + i * bb));
             }
         }
-    }
-}
-
-/// Whether `n` bytes of a standard-layout matrix of layout `TY` meet the
-/// packed kernels' preconditions.
-unsafe fn eligible_t<const TY: u32>(w: *const u8, n: usize) -> bool {
-    use crate::simd::rd_u16;
-    let rd = |o: usize| rd_u16(w.add(o));
-    let ty = TY;
-    match ty {
-        F16 => all_f16_finite(w, n / 2),
-        Q8_0 => (0..n / 34).all(|b| f16_finite(rd(34 * b)) && (VARIANT == 1 || !has_min_i8(w.add(34 * b + 2)))),
-        Q4_0 => (0..n / 18).all(|b| f16_finite(rd(18 * b))),
-        _ => (0..n / 144).all(|b| f16_finite(rd(144 * b)) && f16_finite(rd(144 * b + 2))),
     }
 }
 

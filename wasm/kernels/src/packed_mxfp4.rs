@@ -11,102 +11,59 @@
 //! dot from `c = −12·Σa` per lane: the same exact integers, scaled by the
 //! same f32 `e8m0_half(e)·d_a` — bit-identical to the standard layout.
 
-#[cfg(moe_relaxed)]
-pub use relaxed::layout;
+use crate::group::{c_group_kernels, GroupKernel, GroupKernels};
+use crate::packed::{Packed, PackedType};
+use crate::simd::*;
+use crate::tiles::align16;
+use crate::types::*;
 
-/// No packed MXFP4 in the simd128 build.
-#[cfg(not(moe_relaxed))]
+/// Standard block bytes.
+const BB: usize = 17;
+
 #[inline(always)]
-pub fn layout(_ty: u32) -> Option<&'static crate::packed::Layout> {
-    None
+fn perm(v: v128) -> v128 {
+    i8x16_shuffle::<0, 1, 8, 9, 2, 3, 10, 11, 4, 5, 12, 13, 6, 7, 14, 15>(v, v)
 }
 
-#[cfg(moe_relaxed)]
-mod relaxed {
-    use crate::group::GroupKernels;
-    use crate::packed::Layout;
-    use crate::simd::*;
-    use crate::tiles::align16;
-    use crate::types::*;
+#[inline(always)]
+fn unperm(v: v128) -> v128 {
+    i8x16_shuffle::<0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15>(v, v)
+}
 
-    extern "C" {
-        fn rx_group_mxfp4(g0: *const u8, g1: *const u8, nb: u32, a: *const u8, o0: *mut f32, o1: *mut f32);
-        fn rx_tile_mxfp4(g: *const u8, nb: u32, a: *const u8, astride: u32, t: u32, o: *mut f32, ostride: u32);
-    }
+/// Σ of each group of 4 bytes (i8) → i32x4.
+#[inline(always)]
+fn sum4(v: v128) -> v128 {
+    i32x4_extadd_pairwise_i16x8(i16x8_extadd_pairwise_i8x16(v))
+}
 
-    /// Standard block bytes.
-    const BB: usize = 17;
-
-    /// The packed MXFP4 layout.
-    static LAYOUT: Layout = Layout {
-        ty: MXFP4,
-        group_rows: 4,
-        block_elems: 32,
-        block_bytes: BB,
-        read_block,
-        group,
-        eligible,
-        kernels: Some(&GK_MXFP4),
-    };
-
-    /// The packed layout of `ty` defined here, or None.
-    #[inline(always)]
-    pub fn layout(ty: u32) -> Option<&'static Layout> {
-        if ty == MXFP4 {
-            Some(&LAYOUT)
-        } else {
-            None
-        }
-    }
-
-    #[inline(always)]
-    fn perm(v: v128) -> v128 {
-        i8x16_shuffle::<0, 1, 8, 9, 2, 3, 10, 11, 4, 5, 12, 13, 6, 7, 14, 15>(v, v)
-    }
-
-    #[inline(always)]
-    fn unperm(v: v128) -> v128 {
-        i8x16_shuffle::<0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15>(v, v)
-    }
-
+impl PackedType for Packed<MXFP4> {
+    const TY: u32 = MXFP4;
+    const GROUP_ROWS: usize = 4;
+    const BLOCK_ELEMS: usize = 32;
+    const BLOCK_BYTES: usize = BB;
+    const KERNELS: Option<&'static GroupKernels> = Some(&GroupKernels::of::<Self>());
     /// Standard bytes of block `i` of row `r` of the group at `g` (`nb` blocks per row).
     unsafe fn read_block(g: *const u8, nb: usize, r: usize, i: usize, dst: *mut u8) {
         *dst = *g.add(4 * i + r);
         st(dst.add(1), unperm(ld(g.add(4 * nb + 64 * i + 16 * r))));
     }
-
-    /// Group `g` from (`inverse`: back to) the standard rows in `tmp`.
-    unsafe fn group(g: *mut u8, tmp: *const u8, nb: usize, rb: usize, inverse: bool) {
-        for r in 0..4 {
-            for i in 0..nb {
-                if inverse {
-                    read_block(tmp, nb, r, i, g.add(r * rb + i * BB));
-                } else {
-                    let src = tmp.add(r * rb + i * BB);
-                    *g.add(4 * i + r) = *src;
-                    st(g.add(4 * nb + 64 * i + 16 * r), perm(ld(src.add(1))));
-                }
-            }
-        }
+    /// Inverse of `read_block`.
+    unsafe fn write_block(g: *mut u8, nb: usize, r: usize, i: usize, src: *const u8) {
+        *g.add(4 * i + r) = *src;
+        st(g.add(4 * nb + 64 * i + 16 * r), perm(ld(src.add(1))));
     }
-
     /// Every matrix qualifies (any E8M0 byte has a finite scale).
     unsafe fn eligible(_w: *const u8, _n: usize) -> bool {
         true
     }
+}
 
+impl GroupKernel for Packed<MXFP4> {
     /// Expanded activation row: `d: f32[nb]`, then per block the two 16-byte
     /// halves in the order `f` and `c = −12·Σa` per dot lane (i32x4).
     fn ext_row_bytes(cols: usize) -> usize {
         align16(4 * (cols / 32)) + 48 * (cols / 32)
     }
-
-    /// Σ of each group of 4 bytes (i8) → i32x4.
-    #[inline(always)]
-    fn sum4(v: v128) -> v128 {
-        i32x4_extadd_pairwise_i16x8(i16x8_extadd_pairwise_i8x16(v))
-    }
-
     /// Expand one Q8_0 activation row.
     unsafe fn expand(act: *const u8, cols: usize, dst: *mut u8) {
         let nb = cols / 32;
@@ -122,14 +79,5 @@ mod relaxed {
             st(o.add(32), i32x4_mul(i32x4_add(sum4(lo), sum4(hi)), i32x4_splat(-12)));
         }
     }
-
-    unsafe fn groups(g0: *const u8, g1: *const u8, nb: usize, a: *const u8, o0: *mut f32, o1: *mut f32) {
-        rx_group_mxfp4(g0, g1, nb as u32, a, o0, o1)
-    }
-    unsafe fn tile(g: *const u8, nb: usize, a: *const u8, astride: usize, n: usize, o: *mut f32, ostride: usize) {
-        rx_tile_mxfp4(g, nb as u32, a, astride as u32, n as u32, o, ostride as u32)
-    }
-
-    /// Relaxed-build kernels of the packed MXFP4 layout (`c/relaxed_kquants.c`).
-    pub static GK_MXFP4: GroupKernels = GroupKernels { ext_row_bytes, expand, groups, tile: Some(tile) };
+    c_group_kernels!(rx_group_mxfp4, rx_tile_mxfp4);
 }

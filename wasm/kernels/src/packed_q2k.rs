@@ -23,74 +23,43 @@
 //! exact integer `Σ min_u · bsum_u` per row, scaled by `dmin·yd` as there:
 //! results are bit-identical to the standard layout.
 
-#[cfg(moe_relaxed)]
-pub use relaxed::layout;
+use crate::group::{c_group_kernels, GroupKernel, GroupKernels};
+use crate::packed::{Packed, PackedType};
+use crate::simd::*;
+use crate::tiles::align16;
+use crate::types::*;
 
-/// No packed Q2_K in the simd128 build.
-#[cfg(not(moe_relaxed))]
+/// Standard block bytes.
+const BB: usize = 84;
+
+/// Group super-block bytes.
+const GB: usize = 336;
+
+/// Offset of the quads in a group super-block.
+const QOFF: usize = 80;
+
+/// Element (0..256) of byte `p` of vector `n` of quad `q`.
 #[inline(always)]
-pub fn layout(_ty: u32) -> Option<&'static crate::packed::Layout> {
-    None
+fn elem(q: usize, n: usize, p: usize) -> usize {
+    let m = 2 * q + n / 2;
+    let run = 2 * m + (p % 4) / 2;
+    16 * run + 8 * (n % 2) + 2 * (p / 4) + p % 2
 }
 
-#[cfg(moe_relaxed)]
-mod relaxed {
-    use crate::group::GroupKernels;
-    use crate::packed::Layout;
-    use crate::simd::*;
-    use crate::tiles::align16;
-    use crate::types::*;
+/// Byte and shift of element `e` in a standard block's `qs`
+/// (`e = 128k + 32j + 16h + l` at `qs[32k + 16h + l] >> 2j`).
+#[inline(always)]
+fn std_pos(e: usize) -> (usize, usize) {
+    let (k, j, h, l) = (e / 128, (e / 32) % 4, (e / 16) % 2, e % 16);
+    (16 + 32 * k + 16 * h + l, 2 * j)
+}
 
-    extern "C" {
-        fn rx_group_q2_k(g0: *const u8, g1: *const u8, nb: u32, a: *const u8, o0: *mut f32, o1: *mut f32);
-        fn rx_tile_q2_k(g: *const u8, nb: u32, a: *const u8, astride: u32, t: u32, o: *mut f32, ostride: u32);
-    }
-
-    /// Standard block bytes.
-    const BB: usize = 84;
-    /// Group super-block bytes.
-    const GB: usize = 336;
-    /// Offset of the quads in a group super-block.
-    const QOFF: usize = 80;
-
-    /// The packed Q2_K layout.
-    static LAYOUT: Layout = Layout {
-        ty: Q2_K,
-        group_rows: 4,
-        block_elems: 256,
-        block_bytes: BB,
-        read_block,
-        group,
-        eligible,
-        kernels: Some(&GK_Q2_K),
-    };
-
-    /// The packed layout of `ty` defined here, or None.
-    #[inline(always)]
-    pub fn layout(ty: u32) -> Option<&'static Layout> {
-        if ty == Q2_K {
-            Some(&LAYOUT)
-        } else {
-            None
-        }
-    }
-
-    /// Element (0..256) of byte `p` of vector `n` of quad `q`.
-    #[inline(always)]
-    fn elem(q: usize, n: usize, p: usize) -> usize {
-        let m = 2 * q + n / 2;
-        let run = 2 * m + (p % 4) / 2;
-        16 * run + 8 * (n % 2) + 2 * (p / 4) + p % 2
-    }
-
-    /// Byte and shift of element `e` in a standard block's `qs`
-    /// (`e = 128k + 32j + 16h + l` at `qs[32k + 16h + l] >> 2j`).
-    #[inline(always)]
-    fn std_pos(e: usize) -> (usize, usize) {
-        let (k, j, h, l) = (e / 128, (e / 32) % 4, (e / 16) % 2, e % 16);
-        (16 + 32 * k + 16 * h + l, 2 * j)
-    }
-
+impl PackedType for Packed<Q2_K> {
+    const TY: u32 = Q2_K;
+    const GROUP_ROWS: usize = 4;
+    const BLOCK_ELEMS: usize = 256;
+    const BLOCK_BYTES: usize = BB;
+    const KERNELS: Option<&'static GroupKernels> = Some(&GroupKernels::of::<Self>());
     /// Standard bytes of block `i` of row `r` of the group at `g`.
     unsafe fn read_block(g: *const u8, _nb: usize, r: usize, i: usize, dst: *mut u8) {
         let s = g.add(GB * i);
@@ -111,9 +80,8 @@ mod relaxed {
             }
         }
     }
-
     /// Inverse of [`read_block`].
-    unsafe fn write_block(g: *mut u8, r: usize, i: usize, src: *const u8) {
+    unsafe fn write_block(g: *mut u8, _nb: usize, r: usize, i: usize, src: *const u8) {
         let d = g.add(GB * i);
         core::ptr::copy_nonoverlapping(src, d.add(16 + 16 * r), 16);
         for k in 0..2 {
@@ -145,32 +113,19 @@ mod relaxed {
             st(d.add(QOFF + 64 * qd + 16 * r), p);
         }
     }
-
-    /// Group `g` from (`inverse`: back to) the standard rows in `tmp`.
-    unsafe fn group(g: *mut u8, tmp: *const u8, nb: usize, rb: usize, inverse: bool) {
-        for r in 0..4 {
-            for i in 0..nb {
-                if inverse {
-                    read_block(tmp, nb, r, i, g.add(r * rb + i * BB));
-                } else {
-                    write_block(g, r, i, tmp.add(r * rb + i * BB));
-                }
-            }
-        }
-    }
-
     /// Every `d` and `dmin` finite (the kernels' f16 → f32 conversion skips inf/NaN).
     unsafe fn eligible(w: *const u8, n: usize) -> bool {
         let fin = |o: usize| rd_u16(w.add(o)) & 0x7c00 != 0x7c00;
         (0..n / BB).all(|b| fin(BB * b + 80) && fin(BB * b + 82))
     }
+}
 
+impl GroupKernel for Packed<Q2_K> {
     /// Expanded activation row: `d: f32[nb]`, then per super-block the 16
     /// i16 `bsums` (32 B) and the 16 vectors `X_n` (i8x16) in quad order.
     fn ext_row_bytes(cols: usize) -> usize {
         align16(4 * (cols / 256)) + 288 * (cols / 256)
     }
-
     /// Expand one Q8_K activation row into the vector order of the packed quads.
     unsafe fn expand(act: *const u8, cols: usize, dst: *mut u8) {
         let nb = cols / 256;
@@ -189,14 +144,5 @@ mod relaxed {
             }
         }
     }
-
-    unsafe fn groups(g0: *const u8, g1: *const u8, nb: usize, a: *const u8, o0: *mut f32, o1: *mut f32) {
-        rx_group_q2_k(g0, g1, nb as u32, a, o0, o1)
-    }
-    unsafe fn tile(g: *const u8, nb: usize, a: *const u8, astride: usize, n: usize, o: *mut f32, ostride: usize) {
-        rx_tile_q2_k(g, nb as u32, a, astride as u32, n as u32, o, ostride as u32)
-    }
-
-    /// Relaxed-build kernels of the packed Q2_K layout (`c/relaxed_kquants.c`).
-    pub static GK_Q2_K: GroupKernels = GroupKernels { ext_row_bytes, expand, groups, tile: Some(tile) };
+    c_group_kernels!(rx_group_q2_k, rx_tile_q2_k);
 }

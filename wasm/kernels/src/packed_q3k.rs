@@ -24,114 +24,83 @@
 //! `{2j, 2j+1, 8+2j, 9+2j}` that lane `j` of `lowbit::tile_q23k` sums, times
 //! that run's scale; results are bit-identical to the standard layout.
 
-#[cfg(moe_relaxed)]
-pub use relaxed::layout;
+use crate::group::{c_group_kernels, GroupKernel, GroupKernels};
+use crate::packed::{Packed, PackedType};
+use crate::simd::*;
+use crate::tiles::align16;
+use crate::types::*;
 
-/// No packed Q3_K in the simd128 build.
-#[cfg(not(moe_relaxed))]
+/// Standard block bytes.
+const BB: usize = 110;
+
+/// Group super-block bytes.
+const GB: usize = 440;
+
+/// Offset of the quad pairs in a group super-block.
+const QOFF: usize = 56;
+
+/// Element (0..256) of byte `p` of vector `n` (0..8) of quad pair `qp`.
 #[inline(always)]
-pub fn layout(_ty: u32) -> Option<&'static crate::packed::Layout> {
-    None
+fn elem(qp: usize, n: usize, p: usize) -> usize {
+    let q = 2 * qp + n / 4;
+    let n = n % 4;
+    let m = 2 * q + n / 2;
+    let run = 2 * m + (p % 4) / 2;
+    16 * run + 8 * (n % 2) + 2 * (p / 4) + p % 2
 }
 
-#[cfg(moe_relaxed)]
-mod relaxed {
-    use crate::group::GroupKernels;
-    use crate::packed::Layout;
-    use crate::simd::*;
-    use crate::tiles::align16;
-    use crate::types::*;
+/// OR `u` of element `e` into a standard block whose quants are zeroed.
+#[inline(always)]
+unsafe fn u_or(b: *mut u8, e: usize, u: u8) {
+    let (k, j, l) = (e / 128, (e / 32) % 4, e % 32);
+    *b.add(32 + 32 * k + l) |= (u & 3) << (2 * j);
+    *b.add(l) |= (u >> 2) << (4 * k + j);
+}
 
-    extern "C" {
-        fn rx_group_q3_k(g0: *const u8, g1: *const u8, nb: u32, a: *const u8, o0: *mut f32, o1: *mut f32);
-        fn rx_tile_q3_k(g: *const u8, nb: u32, a: *const u8, astride: u32, t: u32, o: *mut f32, ostride: u32);
+/// The 3-bit value `n` (0..8) at one byte position of a quad pair.
+#[inline(always)]
+fn v_get(a: u8, b: u8, c: u8, n: usize) -> u8 {
+    match n {
+        0 => a & 7,
+        1 => (a >> 3) & 7,
+        2 => b & 7,
+        3 => (b >> 3) & 7,
+        4 => c & 7,
+        5 => (c >> 3) & 7,
+        6 => (a >> 6) | (((c >> 6) & 1) << 2),
+        _ => (b >> 6) | ((c >> 7) << 2),
     }
+}
 
-    /// Standard block bytes.
-    const BB: usize = 110;
-    /// Group super-block bytes.
-    const GB: usize = 440;
-    /// Offset of the quad pairs in a group super-block.
-    const QOFF: usize = 56;
+/// Row `r`'s 6-bit scale `u` in the group's scale vectors at `s`.
+#[inline(always)]
+unsafe fn scale_get(s: *const u8, r: usize, u: usize) -> u8 {
+    if r < 3 {
+        *s.add(16 * r + u) & 63
+    } else {
+        (*s.add(u) >> 6) | ((*s.add(16 + u) >> 6) << 2) | ((*s.add(32 + u) >> 6) << 4)
+    }
+}
 
-    /// The packed Q3_K layout.
-    static LAYOUT: Layout = Layout {
-        ty: Q3_K,
-        group_rows: 4,
-        block_elems: 256,
-        block_bytes: BB,
-        read_block,
-        group,
-        eligible,
-        kernels: Some(&GK_Q3_K),
-    };
-
-    /// The packed layout of `ty` defined here, or None.
-    #[inline(always)]
-    pub fn layout(ty: u32) -> Option<&'static Layout> {
-        if ty == Q3_K {
-            Some(&LAYOUT)
-        } else {
-            None
+#[inline(always)]
+unsafe fn scale_set(s: *mut u8, r: usize, u: usize, v: u8) {
+    if r < 3 {
+        let b = s.add(16 * r + u);
+        *b = (*b & 0xc0) | v;
+    } else {
+        for k in 0..3 {
+            let b = s.add(16 * k + u);
+            *b = (*b & 63) | (((v >> (2 * k)) & 3) << 6);
         }
     }
+}
 
-    /// Element (0..256) of byte `p` of vector `n` (0..8) of quad pair `qp`.
-    #[inline(always)]
-    fn elem(qp: usize, n: usize, p: usize) -> usize {
-        let q = 2 * qp + n / 4;
-        let n = n % 4;
-        let m = 2 * q + n / 2;
-        let run = 2 * m + (p % 4) / 2;
-        16 * run + 8 * (n % 2) + 2 * (p / 4) + p % 2
-    }
-
-    /// OR `u` of element `e` into a standard block whose quants are zeroed.
-    #[inline(always)]
-    unsafe fn u_or(b: *mut u8, e: usize, u: u8) {
-        let (k, j, l) = (e / 128, (e / 32) % 4, e % 32);
-        *b.add(32 + 32 * k + l) |= (u & 3) << (2 * j);
-        *b.add(l) |= (u >> 2) << (4 * k + j);
-    }
-
-    /// The 3-bit value `n` (0..8) at one byte position of a quad pair.
-    #[inline(always)]
-    fn v_get(a: u8, b: u8, c: u8, n: usize) -> u8 {
-        match n {
-            0 => a & 7,
-            1 => (a >> 3) & 7,
-            2 => b & 7,
-            3 => (b >> 3) & 7,
-            4 => c & 7,
-            5 => (c >> 3) & 7,
-            6 => (a >> 6) | (((c >> 6) & 1) << 2),
-            _ => (b >> 6) | ((c >> 7) << 2),
-        }
-    }
-
-    /// Row `r`'s 6-bit scale `u` in the group's scale vectors at `s`.
-    #[inline(always)]
-    unsafe fn scale_get(s: *const u8, r: usize, u: usize) -> u8 {
-        if r < 3 {
-            *s.add(16 * r + u) & 63
-        } else {
-            (*s.add(u) >> 6) | ((*s.add(16 + u) >> 6) << 2) | ((*s.add(32 + u) >> 6) << 4)
-        }
-    }
-
-    #[inline(always)]
-    unsafe fn scale_set(s: *mut u8, r: usize, u: usize, v: u8) {
-        if r < 3 {
-            let b = s.add(16 * r + u);
-            *b = (*b & 0xc0) | v;
-        } else {
-            for k in 0..3 {
-                let b = s.add(16 * k + u);
-                *b = (*b & 63) | (((v >> (2 * k)) & 3) << 6);
-            }
-        }
-    }
-
+impl PackedType for Packed<Q3_K> {
+    const TY: u32 = Q3_K;
+    const GROUP_ROWS: usize = 4;
+    const BLOCK_ELEMS: usize = 256;
+    const BLOCK_BYTES: usize = BB;
+    const KERNELS: Option<&'static GroupKernels> = Some(&GroupKernels::of::<Self>());
     /// Standard bytes of block `i` of row `r` of the group at `g`.
     unsafe fn read_block(g: *const u8, _nb: usize, r: usize, i: usize, dst: *mut u8) {
         let s = g.add(GB * i);
@@ -153,9 +122,8 @@ mod relaxed {
             }
         }
     }
-
     /// Inverse of [`read_block`].
-    unsafe fn write_block(g: *mut u8, r: usize, i: usize, src: *const u8) {
+    unsafe fn write_block(g: *mut u8, _nb: usize, r: usize, i: usize, src: *const u8) {
         let d = g.add(GB * i);
         *d.add(2 * r) = *src.add(108);
         *d.add(2 * r + 1) = *src.add(109);
@@ -196,38 +164,19 @@ mod relaxed {
             st(abc.add(32), v128_or(v128_or(v[4], i16x8_shl(v[5], 3)), v128_or(pc(v[6], 4, 4), pc(v[7], 4, 5))));
         }
     }
-
-    /// Group `g` from (`inverse`: back to) the standard rows in `tmp`.
-    unsafe fn group(g: *mut u8, tmp: *const u8, nb: usize, rb: usize, inverse: bool) {
-        if !inverse {
-            // scale_set merges bits into the group's scale vectors.
-            for i in 0..nb {
-                core::ptr::write_bytes(g.add(GB * i + 8), 0, 48);
-            }
-        }
-        for r in 0..4 {
-            for i in 0..nb {
-                if inverse {
-                    read_block(tmp, nb, r, i, g.add(r * rb + i * BB));
-                } else {
-                    write_block(g, r, i, tmp.add(r * rb + i * BB));
-                }
-            }
-        }
-    }
-
     /// Every `d` finite (the kernels' f16 → f32 conversion skips inf/NaN).
     unsafe fn eligible(w: *const u8, n: usize) -> bool {
         (0..n / BB).all(|b| rd_u16(w.add(BB * b + 108)) & 0x7c00 != 0x7c00)
     }
+}
 
+impl GroupKernel for Packed<Q3_K> {
     /// Expanded activation row: `d: f32[nb]`, then per super-block and run
     /// pair `m`: `X_2m`, `X_2m+1` (i8x16) and `C'_m = −4·(sums of the lanes'
     /// 4 elements of runs 2m, 2m+1)` (i16x8).
     fn ext_row_bytes(cols: usize) -> usize {
         align16(4 * (cols / 256)) + 384 * (cols / 256)
     }
-
     /// Expand one Q8_K activation row into the vector order of the packed quads.
     unsafe fn expand(act: *const u8, cols: usize, dst: *mut u8) {
         let nb = cols / 256;
@@ -249,14 +198,5 @@ mod relaxed {
             }
         }
     }
-
-    unsafe fn groups(g0: *const u8, g1: *const u8, nb: usize, a: *const u8, o0: *mut f32, o1: *mut f32) {
-        rx_group_q3_k(g0, g1, nb as u32, a, o0, o1)
-    }
-    unsafe fn tile(g: *const u8, nb: usize, a: *const u8, astride: usize, n: usize, o: *mut f32, ostride: usize) {
-        rx_tile_q3_k(g, nb as u32, a, astride as u32, n as u32, o, ostride as u32)
-    }
-
-    /// Relaxed-build kernels of the packed Q3_K layout (`c/relaxed_kquants.c`).
-    pub static GK_Q3_K: GroupKernels = GroupKernels { ext_row_bytes, expand, groups, tile: Some(tile) };
+    c_group_kernels!(rx_group_q3_k, rx_tile_q3_k);
 }

@@ -22,115 +22,93 @@
 //! sums, times its scale. The mins are the exact integer `Σ m_sb·bsum_sb`
 //! per row: results are bit-identical to the standard layout.
 
-#[cfg(moe_relaxed)]
-pub use relaxed::layout;
+use crate::group::{c_group_kernels, GroupKernel, GroupKernels};
+use crate::packed::{Packed, PackedType};
+use crate::simd::*;
+use crate::tiles::align16;
+use crate::types::*;
 
-/// No packed Q5_K in the simd128 build.
-#[cfg(not(moe_relaxed))]
+/// Standard block bytes.
+const BB: usize = 176;
+
+/// Group super-block bytes.
+const GB: usize = 704;
+
+/// Offset of the chunk pairs in a group super-block.
+const QOFF: usize = 64;
+
+/// Element (0..256) of byte `p` of vector `n` (0..8) of chunk pair `cp`.
 #[inline(always)]
-pub fn layout(_ty: u32) -> Option<&'static crate::packed::Layout> {
-    None
+fn elem(cp: usize, n: usize, p: usize) -> usize {
+    let c = 2 * cp + n / 4;
+    let k = n % 4;
+    64 * c + 32 * ((p % 4) / 2) + 8 * k + 2 * (p / 4) + p % 2
 }
 
-#[cfg(moe_relaxed)]
-mod relaxed {
-    use crate::group::GroupKernels;
-    use crate::packed::Layout;
-    use crate::simd::*;
-    use crate::tiles::align16;
-    use crate::types::*;
+/// OR the 5-bit value `v` of element `e` into a standard block whose quants are zeroed.
+#[inline(always)]
+unsafe fn v_or(b: *mut u8, e: usize, v: u8) {
+    let (sb, l) = (e / 32, e % 32);
+    *b.add(48 + 32 * (sb / 2) + l) |= if sb % 2 == 0 { v & 15 } else { (v & 15) << 4 };
+    *b.add(16 + l) |= (v >> 4) << sb;
+}
 
-    extern "C" {
-        fn rx_group_q5_k(g0: *const u8, g1: *const u8, nb: u32, a: *const u8, o0: *mut f32, o1: *mut f32);
-        fn rx_tile_q5_k(g: *const u8, nb: u32, a: *const u8, astride: u32, t: u32, o: *mut f32, ostride: u32);
-    }
+/// The 8 values at one byte position of a chunk pair's five vectors.
+#[inline(always)]
+fn decode8(a: [u8; 5]) -> [u8; 8] {
+    [
+        a[0] & 31,
+        a[1] & 31,
+        a[2] & 31,
+        a[3] & 31,
+        a[4] & 31,
+        (a[0] >> 5) | (((a[1] >> 5) & 3) << 3),
+        (a[2] >> 5) | (((a[3] >> 5) & 3) << 3),
+        (a[4] >> 5) | ((a[1] >> 7) << 3) | ((a[3] >> 7) << 4),
+    ]
+}
 
-    /// Standard block bytes.
-    const BB: usize = 176;
-    /// Group super-block bytes.
-    const GB: usize = 704;
-    /// Offset of the chunk pairs in a group super-block.
-    const QOFF: usize = 64;
+// ---- scale planes (the packed Q4_K encoding of `packed.rs`)
 
-    /// The packed Q5_K layout.
-    static LAYOUT: Layout = Layout {
-        ty: Q5_K,
-        group_rows: 4,
-        block_elems: 256,
-        block_bytes: BB,
-        read_block,
-        group,
-        eligible,
-        kernels: Some(&GK_Q5_K),
-    };
+#[inline(always)]
+fn plane_pos(r: usize, sb: usize, min: bool) -> (usize, usize, usize, usize) {
+    let n = if min { 8 * (sb / 2) + 2 * r + sb % 2 } else { 8 * r + sb };
+    let lo_byte = if min { 16 } else { 0 } + n % 16;
+    let lo_shift = 4 * (n / 16);
+    let hi_shift = if min { 4 } else { 0 } + 2 * (n / 16);
+    (lo_byte, lo_shift, 32 + n % 16, hi_shift)
+}
 
-    /// The packed layout of `ty` defined here, or None.
-    #[inline(always)]
-    pub fn layout(ty: u32) -> Option<&'static Layout> {
-        if ty == Q5_K {
-            Some(&LAYOUT)
-        } else {
-            None
-        }
-    }
+#[inline(always)]
+unsafe fn plane_get(p: *const u8, r: usize, sb: usize, min: bool) -> u8 {
+    let (lb, ls, hb, hs) = plane_pos(r, sb, min);
+    ((*p.add(lb) >> ls) & 15) | (((*p.add(hb) >> hs) & 3) << 4)
+}
 
-    /// Element (0..256) of byte `p` of vector `n` (0..8) of chunk pair `cp`.
-    #[inline(always)]
-    fn elem(cp: usize, n: usize, p: usize) -> usize {
-        let c = 2 * cp + n / 4;
-        let k = n % 4;
-        64 * c + 32 * ((p % 4) / 2) + 8 * k + 2 * (p / 4) + p % 2
-    }
+#[inline(always)]
+unsafe fn plane_set(p: *mut u8, r: usize, sb: usize, min: bool, v: u8) {
+    let (lb, ls, hb, hs) = plane_pos(r, sb, min);
+    let b = p.add(lb);
+    *b = (*b & !(15 << ls)) | ((v & 15) << ls);
+    let h = p.add(hb);
+    *h = (*h & !(3 << hs)) | (((v >> 4) & 3) << hs);
+}
 
-    /// OR the 5-bit value `v` of element `e` into a standard block whose quants are zeroed.
-    #[inline(always)]
-    unsafe fn v_or(b: *mut u8, e: usize, v: u8) {
-        let (sb, l) = (e / 32, e % 32);
-        *b.add(48 + 32 * (sb / 2) + l) |= if sb % 2 == 0 { v & 15 } else { (v & 15) << 4 };
-        *b.add(16 + l) |= (v >> 4) << sb;
-    }
+/// `Y_k` of a Q8_K block (`group::q8k_pair_sums`): i16 pairs
+/// `(BS[2k], BS[2k+1])` in every i32 lane, `BS[sb]` the sum of 32.
+unsafe fn pair_sums(bsums: *const u8, k: usize) -> v128 {
+    let b = bsums as *const i16;
+    let s0 = b.add(4 * k).read_unaligned() as i32 + b.add(4 * k + 1).read_unaligned() as i32;
+    let s1 = b.add(4 * k + 2).read_unaligned() as i32 + b.add(4 * k + 3).read_unaligned() as i32;
+    u32x4_splat((s0 as u32 & 0xffff) | ((s1 as u32) << 16))
+}
 
-    /// The 8 values at one byte position of a chunk pair's five vectors.
-    #[inline(always)]
-    fn decode8(a: [u8; 5]) -> [u8; 8] {
-        [
-            a[0] & 31,
-            a[1] & 31,
-            a[2] & 31,
-            a[3] & 31,
-            a[4] & 31,
-            (a[0] >> 5) | (((a[1] >> 5) & 3) << 3),
-            (a[2] >> 5) | (((a[3] >> 5) & 3) << 3),
-            (a[4] >> 5) | ((a[1] >> 7) << 3) | ((a[3] >> 7) << 4),
-        ]
-    }
-
-    // ---- scale planes (the packed Q4_K encoding of `packed.rs`)
-
-    #[inline(always)]
-    fn plane_pos(r: usize, sb: usize, min: bool) -> (usize, usize, usize, usize) {
-        let n = if min { 8 * (sb / 2) + 2 * r + sb % 2 } else { 8 * r + sb };
-        let lo_byte = if min { 16 } else { 0 } + n % 16;
-        let lo_shift = 4 * (n / 16);
-        let hi_shift = if min { 4 } else { 0 } + 2 * (n / 16);
-        (lo_byte, lo_shift, 32 + n % 16, hi_shift)
-    }
-
-    #[inline(always)]
-    unsafe fn plane_get(p: *const u8, r: usize, sb: usize, min: bool) -> u8 {
-        let (lb, ls, hb, hs) = plane_pos(r, sb, min);
-        ((*p.add(lb) >> ls) & 15) | (((*p.add(hb) >> hs) & 3) << 4)
-    }
-
-    #[inline(always)]
-    unsafe fn plane_set(p: *mut u8, r: usize, sb: usize, min: bool, v: u8) {
-        let (lb, ls, hb, hs) = plane_pos(r, sb, min);
-        let b = p.add(lb);
-        *b = (*b & !(15 << ls)) | ((v & 15) << ls);
-        let h = p.add(hb);
-        *h = (*h & !(3 << hs)) | (((v >> 4) & 3) << hs);
-    }
-
+impl PackedType for Packed<Q5_K> {
+    const TY: u32 = Q5_K;
+    const GROUP_ROWS: usize = 4;
+    const BLOCK_ELEMS: usize = 256;
+    const BLOCK_BYTES: usize = BB;
+    const KERNELS: Option<&'static GroupKernels> = Some(&GroupKernels::of::<Self>());
     /// Standard bytes of block `i` of row `r` of the group at `g`.
     unsafe fn read_block(g: *const u8, _nb: usize, r: usize, i: usize, dst: *mut u8) {
         let s = g.add(GB * i);
@@ -160,9 +138,8 @@ mod relaxed {
             }
         }
     }
-
     /// Inverse of [`read_block`].
-    unsafe fn write_block(g: *mut u8, r: usize, i: usize, src: *const u8) {
+    unsafe fn write_block(g: *mut u8, _nb: usize, r: usize, i: usize, src: *const u8) {
         let d = g.add(GB * i);
         for k in 0..2 {
             *d.add(2 * r + k) = *src.add(k);
@@ -211,41 +188,19 @@ mod relaxed {
             st(a.add(64), v128_or(v[4], pc(v[7], 7, 5)));
         }
     }
-
-    /// Group `g` from (`inverse`: back to) the standard rows in `tmp`.
-    unsafe fn group(g: *mut u8, tmp: *const u8, nb: usize, rb: usize, inverse: bool) {
-        for r in 0..4 {
-            for i in 0..nb {
-                if inverse {
-                    read_block(tmp, nb, r, i, g.add(r * rb + i * BB));
-                } else {
-                    write_block(g, r, i, tmp.add(r * rb + i * BB));
-                }
-            }
-        }
-    }
-
     /// Every `d` and `dmin` finite (the kernels' f16 → f32 conversion skips inf/NaN).
     unsafe fn eligible(w: *const u8, n: usize) -> bool {
         let fin = |o: usize| rd_u16(w.add(o)) & 0x7c00 != 0x7c00;
         (0..n / BB).all(|b| fin(BB * b) && fin(BB * b + 2))
     }
+}
 
-    /// `Y_k` of a Q8_K block (`group::q8k_pair_sums`): i16 pairs
-    /// `(BS[2k], BS[2k+1])` in every i32 lane, `BS[sb]` the sum of 32.
-    unsafe fn pair_sums(bsums: *const u8, k: usize) -> v128 {
-        let b = bsums as *const i16;
-        let s0 = b.add(4 * k).read_unaligned() as i32 + b.add(4 * k + 1).read_unaligned() as i32;
-        let s1 = b.add(4 * k + 2).read_unaligned() as i32 + b.add(4 * k + 3).read_unaligned() as i32;
-        u32x4_splat((s0 as u32 & 0xffff) | ((s1 as u32) << 16))
-    }
-
+impl GroupKernel for Packed<Q5_K> {
     /// Expanded activation row: `d: f32[nb]`, then per super-block `Y_0..Y_3`
     /// (64 B) and per chunk `c` the four vectors `X_{4c..4c+4}` (256 B).
     fn ext_row_bytes(cols: usize) -> usize {
         align16(4 * (cols / 256)) + 320 * (cols / 256)
     }
-
     /// Expand one Q8_K activation row into the vector order of the packed chunks.
     unsafe fn expand(act: *const u8, cols: usize, dst: *mut u8) {
         let nb = cols / 256;
@@ -269,14 +224,5 @@ mod relaxed {
             }
         }
     }
-
-    unsafe fn groups(g0: *const u8, g1: *const u8, nb: usize, a: *const u8, o0: *mut f32, o1: *mut f32) {
-        rx_group_q5_k(g0, g1, nb as u32, a, o0, o1)
-    }
-    unsafe fn tile(g: *const u8, nb: usize, a: *const u8, astride: usize, n: usize, o: *mut f32, ostride: usize) {
-        rx_tile_q5_k(g, nb as u32, a, astride as u32, n as u32, o, ostride as u32)
-    }
-
-    /// Relaxed-build kernels of the packed Q5_K layout (`c/relaxed_kquants.c`).
-    pub static GK_Q5_K: GroupKernels = GroupKernels { ext_row_bytes, expand, groups, tile: Some(tile) };
+    c_group_kernels!(rx_group_q5_k, rx_tile_q5_k);
 }

@@ -24,76 +24,63 @@
 //! bit-identical to the standard layout. The activations are expanded to
 //! match (`expand`).
 
-#[cfg(moe_relaxed)]
-pub use relaxed::layout;
+use crate::group::{c_group_kernels, GroupKernel, GroupKernels};
+use crate::packed::{Packed, PackedType};
+use crate::simd::*;
+use crate::tiles::align16;
+use crate::types::*;
 
-/// No packed Q6_K in the simd128 build.
-#[cfg(not(moe_relaxed))]
+/// Standard block bytes.
+const BB: usize = 210;
+
+/// Group super-block bytes.
+const GB: usize = 840;
+
+/// Offset of the quads in a group super-block.
+const QOFF: usize = 72;
+
+/// Element (0..256) of byte `p` of vector `n` of quad `q`.
 #[inline(always)]
-pub fn layout(_ty: u32) -> Option<&'static crate::packed::Layout> {
-    None
+fn elem(q: usize, n: usize, p: usize) -> usize {
+    let m = 2 * q + n / 2;
+    let run = 2 * m + (p % 4) / 2;
+    16 * run + 8 * (n % 2) + 2 * (p / 4) + p % 2
 }
 
-#[cfg(moe_relaxed)]
-mod relaxed {
-    use crate::group::GroupKernels;
-    use crate::packed::Layout;
-    use crate::simd::*;
-    use crate::tiles::align16;
-    use crate::types::*;
+/// OR the 6-bit value `v` of element `e` into a zeroed standard block.
+#[inline(always)]
+unsafe fn q6_or(b: *mut u8, e: usize, v: u8) {
+    let (h, w) = (e / 128, e % 128);
+    let (k, l) = (w / 32, w % 32);
+    let ql = b.add(64 * h + l + 32 * (k & 1));
+    *ql |= if k >= 2 { (v & 15) << 4 } else { v & 15 };
+    *b.add(128 + 32 * h + l) |= (v >> 4) << (2 * k);
+}
 
-    extern "C" {
-        fn rx_group_q6_k(g0: *const u8, g1: *const u8, nb: u32, a: *const u8, o0: *mut f32, o1: *mut f32);
-        fn rx_tile_q6_k(g: *const u8, nb: u32, a: *const u8, astride: u32, t: u32, o: *mut f32, ostride: u32);
-    }
-
-    /// Standard block bytes.
-    const BB: usize = 210;
-    /// Group super-block bytes.
-    const GB: usize = 840;
-    /// Offset of the quads in a group super-block.
-    const QOFF: usize = 72;
-
-    /// The packed Q6_K layout.
-    static LAYOUT: Layout = Layout {
-        ty: Q6_K,
-        group_rows: 4,
-        block_elems: 256,
-        block_bytes: BB,
-        read_block,
-        group,
-        eligible,
-        kernels: Some(&GK_Q6_K),
-    };
-
-    /// The packed layout of `ty` defined here, or None.
-    #[inline(always)]
-    pub fn layout(ty: u32) -> Option<&'static Layout> {
-        if ty == Q6_K {
-            Some(&LAYOUT)
-        } else {
-            None
+/// The 256 6-bit values of a standard block in element order.
+#[inline(always)]
+unsafe fn q6_values(src: *const u8, q: *mut u8) {
+    let (m4, m30) = (u8x16_splat(0x0f), u8x16_splat(0x30));
+    for h in 0..2 {
+        for lb in 0..2 {
+            let la = ld(src.add(64 * h + 16 * lb));
+            let lc = ld(src.add(64 * h + 32 + 16 * lb));
+            let hb = ld(src.add(128 + 32 * h + 16 * lb));
+            let o = q.add(128 * h + 16 * lb);
+            st(o, v128_or(v128_and(la, m4), v128_and(i16x8_shl(hb, 4), m30)));
+            st(o.add(32), v128_or(v128_and(lc, m4), v128_and(i16x8_shl(hb, 2), m30)));
+            st(o.add(64), v128_or(v128_and(u16x8_shr(la, 4), m4), v128_and(hb, m30)));
+            st(o.add(96), v128_or(v128_and(u16x8_shr(lc, 4), m4), v128_and(u16x8_shr(hb, 2), m30)));
         }
     }
+}
 
-    /// Element (0..256) of byte `p` of vector `n` of quad `q`.
-    #[inline(always)]
-    fn elem(q: usize, n: usize, p: usize) -> usize {
-        let m = 2 * q + n / 2;
-        let run = 2 * m + (p % 4) / 2;
-        16 * run + 8 * (n % 2) + 2 * (p / 4) + p % 2
-    }
-
-    /// OR the 6-bit value `v` of element `e` into a zeroed standard block.
-    #[inline(always)]
-    unsafe fn q6_or(b: *mut u8, e: usize, v: u8) {
-        let (h, w) = (e / 128, e % 128);
-        let (k, l) = (w / 32, w % 32);
-        let ql = b.add(64 * h + l + 32 * (k & 1));
-        *ql |= if k >= 2 { (v & 15) << 4 } else { v & 15 };
-        *b.add(128 + 32 * h + l) |= (v >> 4) << (2 * k);
-    }
-
+impl PackedType for Packed<Q6_K> {
+    const TY: u32 = Q6_K;
+    const GROUP_ROWS: usize = 4;
+    const BLOCK_ELEMS: usize = 256;
+    const BLOCK_BYTES: usize = BB;
+    const KERNELS: Option<&'static GroupKernels> = Some(&GroupKernels::of::<Self>());
     /// Standard bytes of block `i` of row `r` of the group at `g`.
     unsafe fn read_block(g: *const u8, _nb: usize, r: usize, i: usize, dst: *mut u8) {
         let s = g.add(GB * i);
@@ -113,27 +100,8 @@ mod relaxed {
             }
         }
     }
-
-    /// The 256 6-bit values of a standard block in element order.
-    #[inline(always)]
-    unsafe fn q6_values(src: *const u8, q: *mut u8) {
-        let (m4, m30) = (u8x16_splat(0x0f), u8x16_splat(0x30));
-        for h in 0..2 {
-            for lb in 0..2 {
-                let la = ld(src.add(64 * h + 16 * lb));
-                let lc = ld(src.add(64 * h + 32 + 16 * lb));
-                let hb = ld(src.add(128 + 32 * h + 16 * lb));
-                let o = q.add(128 * h + 16 * lb);
-                st(o, v128_or(v128_and(la, m4), v128_and(i16x8_shl(hb, 4), m30)));
-                st(o.add(32), v128_or(v128_and(lc, m4), v128_and(i16x8_shl(hb, 2), m30)));
-                st(o.add(64), v128_or(v128_and(u16x8_shr(la, 4), m4), v128_and(hb, m30)));
-                st(o.add(96), v128_or(v128_and(u16x8_shr(lc, 4), m4), v128_and(u16x8_shr(hb, 2), m30)));
-            }
-        }
-    }
-
     /// Inverse of [`read_block`].
-    unsafe fn write_block(g: *mut u8, r: usize, i: usize, src: *const u8) {
+    unsafe fn write_block(g: *mut u8, _nb: usize, r: usize, i: usize, src: *const u8) {
         let d = g.add(GB * i);
         *d.add(2 * r) = *src.add(208);
         *d.add(2 * r + 1) = *src.add(209);
@@ -157,32 +125,19 @@ mod relaxed {
             st(abc.add(32), v128_or(v[2], top(0x30, 2)));
         }
     }
-
-    /// Group `g` from (`inverse`: back to) the standard rows in `tmp`.
-    unsafe fn group(g: *mut u8, tmp: *const u8, nb: usize, rb: usize, inverse: bool) {
-        for r in 0..4 {
-            for i in 0..nb {
-                if inverse {
-                    read_block(tmp, nb, r, i, g.add(r * rb + i * BB));
-                } else {
-                    write_block(g, r, i, tmp.add(r * rb + i * BB));
-                }
-            }
-        }
-    }
-
     /// Every `d` finite (the kernels' f16 → f32 conversion skips inf/NaN).
     unsafe fn eligible(w: *const u8, n: usize) -> bool {
         (0..n / BB).all(|b| rd_u16(w.add(BB * b + 208)) & 0x7c00 != 0x7c00)
     }
+}
 
+impl GroupKernel for Packed<Q6_K> {
     /// Expanded activation row: `d: f32[nb]`, then per super-block and run
     /// pair `m` (= 8 per super-block): `X_2m`, `X_2m+1` (i8x16) and
     /// `C'_m = −32·(sums of the lanes' 4 elements of run 2m, 2m+1)` (i16x8).
     fn ext_row_bytes(cols: usize) -> usize {
         align16(4 * (cols / 256)) + 384 * (cols / 256)
     }
-
     /// Expand one Q8_K activation row into the vector order of the packed quads.
     unsafe fn expand(act: *const u8, cols: usize, dst: *mut u8) {
         let nb = cols / 256;
@@ -204,14 +159,5 @@ mod relaxed {
             }
         }
     }
-
-    unsafe fn groups(g0: *const u8, g1: *const u8, nb: usize, a: *const u8, o0: *mut f32, o1: *mut f32) {
-        rx_group_q6_k(g0, g1, nb as u32, a, o0, o1)
-    }
-    unsafe fn tile(g: *const u8, nb: usize, a: *const u8, astride: usize, n: usize, o: *mut f32, ostride: usize) {
-        rx_tile_q6_k(g, nb as u32, a, astride as u32, n as u32, o, ostride as u32)
-    }
-
-    /// Relaxed-build kernels of the packed Q6_K layout (`c/relaxed_kquants.c`).
-    pub static GK_Q6_K: GroupKernels = GroupKernels { ext_row_bytes, expand, groups, tile: Some(tile) };
+    c_group_kernels!(rx_group_q6_k, rx_tile_q6_k);
 }
