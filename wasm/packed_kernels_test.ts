@@ -29,6 +29,9 @@ const PACKABLE = [
   { type: GgmlType.MXFP4, name: "MXFP4", blk: 32 },
   { type: GgmlType.Q5_K, name: "Q5_K", blk: 256 },
   { type: GgmlType.IQ4_NL, name: "IQ4_NL", blk: 32 },
+  { type: GgmlType.Q4_1, name: "Q4_1", blk: 32 },
+  { type: GgmlType.Q5_0, name: "Q5_0", blk: 32 },
+  { type: GgmlType.Q5_1, name: "Q5_1", blk: 32 },
 ] as const;
 
 /** Packed only in the relaxed-SIMD module (`packed_q6k.rs`). */
@@ -39,6 +42,9 @@ const RELAXED_ONLY: readonly GgmlType[] = [
   GgmlType.MXFP4,
   GgmlType.Q5_K,
   GgmlType.IQ4_NL,
+  GgmlType.Q4_1,
+  GgmlType.Q5_0,
+  GgmlType.Q5_1,
 ];
 const packableIn = (variant: string, t: GgmlType): boolean =>
   variant === "relaxed" || !RELAXED_ONLY.includes(t);
@@ -233,6 +239,9 @@ Deno.test("packed layouts: every finite scale, including subnormal and negative 
       GgmlType.MXFP4, // E8M0 bytes 0x00, 0x01, 0xff among the low bytes below
       GgmlType.Q5_K,
       GgmlType.IQ4_NL,
+      GgmlType.Q4_1, // m (the min) specials too, below
+      GgmlType.Q5_0,
+      GgmlType.Q5_1,
     ];
     for (const type of types.filter((t) => packableIn(variant, t))) {
       const cols = type === GgmlType.Q6_K ? 2048 : 256;
@@ -248,6 +257,9 @@ Deno.test("packed layouts: every finite scale, including subnormal and negative 
         [GgmlType.MXFP4]: 17,
         [GgmlType.Q5_K]: 176,
         [GgmlType.IQ4_NL]: 18,
+        [GgmlType.Q4_1]: 20,
+        [GgmlType.Q5_0]: 22,
+        [GgmlType.Q5_1]: 24,
       };
       const bb = BB[type]!;
       // the f16 d of a block (Q2_K: dmin too)
@@ -262,6 +274,10 @@ Deno.test("packed layouts: every finite scale, including subnormal and negative 
         w[b * bb + dOff] = h & 0xff;
         w[b * bb + dOff + 1] = h >> 8;
         if (type === GgmlType.Q2_K) w.set([h & 0xff, h >> 8], b * bb + 82);
+        if (type === GgmlType.Q4_1 || type === GgmlType.Q5_1) {
+          const hm = specials[(b + 3) % specials.length]; // m
+          w.set([hm & 0xff, hm >> 8], b * bb + 2);
+        }
       }
       H.reset();
       const std = H.putU8(w), pk = H.putU8(w);

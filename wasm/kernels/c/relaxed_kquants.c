@@ -603,3 +603,139 @@ static inline __attribute__((always_inline)) v128_t nl_dot(v128_t v, v128_t a0, 
   } while (0)
 RX_KERNELS(iq4_nl)
 
+
+/* ---- Q4_1, Q5_0, Q5_1 (wasm/kernels/src/packed_legacy.rs): the packed Q4_0
+ * layout (quant runs in the order f), Q4_1/Q5_1 with a second f16 plane (the
+ * mins m), Q5_0/Q5_1 with one 16-byte high-bit plane P per block of a group:
+ * P byte n, bit 2r (2r+1) = the fifth bit of row r's element in the low (high)
+ * nibble of quant byte n. Weights q (0..15 or 0..31: 7-bit) × a with
+ * i16x8.relaxed_dot_i8x16_i7x16_s, the low and high halves added in i16
+ * (|·| ≤ 2·2·128·31), widened once; Q5_0 adds c = −16·Σa per lane (the q − 16
+ * offset); Q4_1/Q5_1 subtract m·s (Q8_1's s) per block from accm, which the
+ * skeleton subtracts again: the standard kernels' Σ m·s exactly (f32 negation
+ * is exact and the rows' hsum is never −0). */
+
+#define LG_DOT(a0, w0, a1, w1, one)                                                                  \
+  wasm_i32x4_dot_i16x8(wasm_i16x8_add(wasm_i16x8_relaxed_dot_i8x16_i7x16((a0), (w0)),               \
+                                      wasm_i16x8_relaxed_dot_i8x16_i7x16((a1), (w1))),              \
+                       (one))
+
+/* Row r's fifth bits of the low / high nibbles as 0x10 bytes (r a constant). */
+static inline __attribute__((always_inline)) v128_t q5_hlo(v128_t p, const int r, v128_t m10) {
+  v128_t s = r == 0 ? wasm_i16x8_shl(p, 4) : r == 1 ? wasm_i16x8_shl(p, 2) : r == 2 ? p : wasm_u16x8_shr(p, 2);
+  return wasm_v128_and(s, m10);
+}
+static inline __attribute__((always_inline)) v128_t q5_hhi(v128_t p, const int r, v128_t m10) {
+  v128_t s = r == 0   ? wasm_i16x8_shl(p, 3)
+             : r == 1 ? wasm_i16x8_shl(p, 1)
+             : r == 2 ? wasm_u16x8_shr(p, 1)
+                      : wasm_u16x8_shr(p, 3);
+  return wasm_v128_and(s, m10);
+}
+
+#define LG_CONSTS()                                                                                \
+  const v128_t sm = pin(wasm_u32x4_splat(0x8fffffffu)), sk = pin(wasm_f32x4_splat(0x1p112f));       \
+  const v128_t m = pin(wasm_i8x16_splat(0x0f)), m10 = pin(wasm_i8x16_splat(0x10));                  \
+  const v128_t one = pin(wasm_i16x8_splat(1));                                                      \
+  const v128_t z = wasm_i32x4_splat(0)
+
+/* Q4_1 weights of quant run v. */
+#define Q41_W(v, lo, hi)                                 \
+  v128_t lo = wasm_v128_and((v), m);                     \
+  v128_t hi = wasm_v128_and(wasm_u16x8_shr((v), 4), m)
+/* Q5 weights of row r's quant run v with the block's plane p. */
+#define Q5_W(v, p, r, lo, hi)                                                   \
+  v128_t lo = wasm_v128_or(wasm_v128_and((v), m), q5_hlo((p), (r), m10));         \
+  v128_t hi = wasm_v128_or(wasm_v128_and(wasm_u16x8_shr((v), 4), m), q5_hhi((p), (r), m10))
+
+/* Q4_1: dm plane (d[4], m[4] per block, 16 B), then the runs at 16·nb. */
+#define q4_1_CONSTS LG_CONSTS
+#define q4_1_YB 48u
+#define q4_1_MINS 1
+#define q4_1_SCRATCH
+#define q4_1_BLOCK(g, nb, i, yb, yd, is, dd, accm)                                                      \
+  do {                                                                                                  \
+    v128_t ylo_ = wasm_v128_load(yb), yhi_ = wasm_v128_load((yb) + 16), ys_ = wasm_v128_load((yb) + 32); \
+    (dd) = wasm_f32x4_mul(scales4((g) + 16 * (i), sm, sk), (yd));                                       \
+    (accm) = wasm_f32x4_sub((accm), wasm_f32x4_mul(scales4((g) + 16 * (i) + 8, sm, sk), ys_));          \
+    const uint8_t *q_ = (g) + 16 * (nb) + 64 * (i);                                                     \
+    for (int r = 0; r < 4; r++) {                                                                       \
+      Q41_W(wasm_v128_load(q_ + 16 * r), lo_, hi_);                                                     \
+      (is)[r] = LG_DOT(ylo_, lo_, yhi_, hi_, one);                                                      \
+    }                                                                                                   \
+  } while (0)
+#define q4_1_TILE_PREP(g, nb, i)                                                     \
+  v128_t dw = scales4((g) + 16 * (i), sm, sk), mw = scales4((g) + 16 * (i) + 8, sm, sk); \
+  const uint8_t *qw = (g) + 16 * (nb) + 64 * (i)
+#define q4_1_TILE_TOKEN(yb, yd, dd, accm)                                                    \
+  do {                                                                                       \
+    (dd) = wasm_f32x4_mul(dw, (yd));                                                         \
+    (accm) = wasm_f32x4_sub((accm), wasm_f32x4_mul(mw, wasm_v128_load((yb) + 32)));          \
+  } while (0)
+#define q4_1_TILE_ROW(r, NT, yt, is)                                                                   \
+  do {                                                                                                 \
+    Q41_W(wasm_v128_load(qw + 16 * (r)), lo_, hi_);                                                    \
+    for (int t = 0; t < (NT); t++)                                                                     \
+      (is)[t] = LG_DOT(wasm_v128_load(yt(t)), lo_, wasm_v128_load(yt(t) + 16), hi_, one);              \
+  } while (0)
+RX_KERNELS(q4_1)
+
+/* Q5_0: d plane (8 B per block), then per block P and the runs (80 B) at 8·nb. */
+#define q5_0_CONSTS LG_CONSTS
+#define q5_0_YB 48u
+#define q5_0_MINS 0
+#define q5_0_SCRATCH
+#define q5_0_BLOCK(g, nb, i, yb, yd, is, dd, accm)                                                     \
+  do {                                                                                                 \
+    v128_t ylo_ = wasm_v128_load(yb), yhi_ = wasm_v128_load((yb) + 16), c_ = wasm_v128_load((yb) + 32); \
+    (dd) = wasm_f32x4_mul(scales4((g) + 8 * (i), sm, sk), (yd));                                       \
+    const uint8_t *q_ = (g) + 8 * (nb) + 80 * (i);                                                     \
+    v128_t p_ = wasm_v128_load(q_);                                                                    \
+    for (int r = 0; r < 4; r++) {                                                                      \
+      Q5_W(wasm_v128_load(q_ + 16 + 16 * r), p_, r, lo_, hi_);                                         \
+      (is)[r] = wasm_i32x4_add(LG_DOT(ylo_, lo_, yhi_, hi_, one), c_);                                 \
+    }                                                                                                  \
+  } while (0)
+#define q5_0_TILE_PREP(g, nb, i)               \
+  v128_t dw = scales4((g) + 8 * (i), sm, sk);  \
+  const uint8_t *qw = (g) + 8 * (nb) + 80 * (i); \
+  v128_t pw = wasm_v128_load(qw)
+#define q5_0_TILE_TOKEN(yb, yd, dd, accm) ((dd) = wasm_f32x4_mul(dw, (yd)))
+#define q5_0_TILE_ROW(r, NT, yt, is)                                                                     \
+  do {                                                                                                   \
+    Q5_W(wasm_v128_load(qw + 16 + 16 * (r)), pw, (r), lo_, hi_);                                         \
+    for (int t = 0; t < (NT); t++)                                                                       \
+      (is)[t] = wasm_i32x4_add(LG_DOT(wasm_v128_load(yt(t)), lo_, wasm_v128_load(yt(t) + 16), hi_, one), \
+                               wasm_v128_load(yt(t) + 32));                                              \
+  } while (0)
+RX_KERNELS(q5_0)
+
+/* Q5_1: dm plane (16 B per block), then per block P and the runs (80 B) at 16·nb. */
+#define q5_1_CONSTS LG_CONSTS
+#define q5_1_YB 48u
+#define q5_1_MINS 1
+#define q5_1_SCRATCH
+#define q5_1_BLOCK(g, nb, i, yb, yd, is, dd, accm)                                                      \
+  do {                                                                                                  \
+    v128_t ylo_ = wasm_v128_load(yb), yhi_ = wasm_v128_load((yb) + 16), ys_ = wasm_v128_load((yb) + 32); \
+    (dd) = wasm_f32x4_mul(scales4((g) + 16 * (i), sm, sk), (yd));                                       \
+    (accm) = wasm_f32x4_sub((accm), wasm_f32x4_mul(scales4((g) + 16 * (i) + 8, sm, sk), ys_));          \
+    const uint8_t *q_ = (g) + 16 * (nb) + 80 * (i);                                                     \
+    v128_t p_ = wasm_v128_load(q_);                                                                     \
+    for (int r = 0; r < 4; r++) {                                                                       \
+      Q5_W(wasm_v128_load(q_ + 16 + 16 * r), p_, r, lo_, hi_);                                          \
+      (is)[r] = LG_DOT(ylo_, lo_, yhi_, hi_, one);                                                      \
+    }                                                                                                   \
+  } while (0)
+#define q5_1_TILE_PREP(g, nb, i)                                                         \
+  v128_t dw = scales4((g) + 16 * (i), sm, sk), mw = scales4((g) + 16 * (i) + 8, sm, sk); \
+  const uint8_t *qw = (g) + 16 * (nb) + 80 * (i);                                        \
+  v128_t pw = wasm_v128_load(qw)
+#define q5_1_TILE_TOKEN q4_1_TILE_TOKEN
+#define q5_1_TILE_ROW(r, NT, yt, is)                                                                   \
+  do {                                                                                                 \
+    Q5_W(wasm_v128_load(qw + 16 + 16 * (r)), pw, (r), lo_, hi_);                                       \
+    for (int t = 0; t < (NT); t++)                                                                     \
+      (is)[t] = LG_DOT(wasm_v128_load(yt(t)), lo_, wasm_v128_load(yt(t) + 16), hi_, one);              \
+  } while (0)
+RX_KERNELS(q5_1)

@@ -33,6 +33,8 @@ mod packed_q3k;
 #[cfg(moe_relaxed)]
 mod packed_q5k;
 #[cfg(moe_relaxed)]
+mod packed_legacy;
+#[cfg(moe_relaxed)]
 mod packed_mxfp4;
 #[cfg(moe_relaxed)]
 mod packed_q6k;

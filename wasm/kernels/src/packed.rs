@@ -119,6 +119,12 @@ pub static LAYOUTS: &[Layout] = &[
     Layout::of::<Packed<Q5_K>>(),
     #[cfg(moe_relaxed)]
     Layout::of::<Packed<IQ4_NL>>(),
+    #[cfg(moe_relaxed)]
+    Layout::of::<Packed<Q4_1>>(),
+    #[cfg(moe_relaxed)]
+    Layout::of::<Packed<Q5_0>>(),
+    #[cfg(moe_relaxed)]
+    Layout::of::<Packed<Q5_1>>(),
 ];
 
 /// The packed layout of `ty`, or None.

@@ -1,0 +1,233 @@
+//! Packed Q4_1, Q5_0 and Q5_1 (relaxed-SIMD build only; the simd128 build
+//! keeps the standard-layout kernels of `tiles.rs` for them and does not pack
+//! them).
+//!
+//! The packed Q4_0 layout, grown by each type's extra fields. A group of 4
+//! rows is a scale plane, then per block the 4 rows' 16 quant bytes in the
+//! byte order `f` of `packed.rs` (so dot lane `j` reads exactly the elements
+//! lane `j` of `tiles::tile_legacy` sums):
+//!
+//! * Q4_1: per block `d: f16[4]`, `m: f16[4]` (16 B at `16i`); runs at
+//!   `16nb + 64i + 16r`.
+//! * Q5_0: per block `d: f16[4]` (8 B at `8i`); at `8nb + 80i` the block's
+//!   high-bit plane `P` (16 B), then the runs (`+ 16 + 16r`).
+//! * Q5_1: the Q4_1 plane; at `16nb + 80i` `P`, then the runs.
+//!
+//! `P` byte `n`, bit `2r` (`2r + 1`): the fifth bit of row `r`'s element in
+//! the low (high) nibble of its quant byte `n`, i.e. bit `f(n)` (`f(n) + 16`)
+//! of the standard `qh`. The kernels (`c/relaxed_kquants.c`) build the 4- or
+//! 5-bit unsigned weights (7-bit operands, so
+//! `i16x8.relaxed_dot_i8x16_i7x16_s` is exact), take Q5_0's `q − 16` as
+//! `c = −16·Σa` per lane and Q4_1/Q5_1's `m·s` per block as the standard
+//! kernels do: the same exact integers and the same f32 operations —
+//! bit-identical to the standard layout.
+
+use crate::group::{c_group_kernels, GroupKernel, GroupKernels};
+use crate::packed::{Packed, PackedType};
+use crate::simd::*;
+use crate::tiles::align16;
+use crate::types::*;
+
+#[inline(always)]
+fn perm(v: v128) -> v128 {
+    i8x16_shuffle::<0, 1, 8, 9, 2, 3, 10, 11, 4, 5, 12, 13, 6, 7, 14, 15>(v, v)
+}
+
+#[inline(always)]
+fn unperm(v: v128) -> v128 {
+    i8x16_shuffle::<0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15>(v, v)
+}
+
+/// Σ of each group of 4 bytes (i8) → i32x4.
+#[inline(always)]
+fn sum4(v: v128) -> v128 {
+    i32x4_extadd_pairwise_i16x8(i16x8_extadd_pairwise_i8x16(v))
+}
+
+/// The element whose low nibble packed quant byte `n` holds (`f` of `packed.rs`).
+#[inline(always)]
+const fn f(n: usize) -> usize {
+    2 * (n / 4) + (n % 4 & 1) + 8 * (n % 4 >> 1)
+}
+
+#[inline(always)]
+unsafe fn finite(p: *const u8) -> bool {
+    rd_u16(p) & 0x7c00 != 0x7c00
+}
+
+/// Standard `qh` of row `r` from the plane `P` at `p`.
+#[inline(always)]
+unsafe fn qh_get(p: *const u8, r: usize) -> u32 {
+    let mut qh = 0u32;
+    for n in 0..16 {
+        let b = *p.add(n) as u32;
+        qh |= ((b >> (2 * r)) & 1) << f(n) | ((b >> (2 * r + 1)) & 1) << (f(n) + 16);
+    }
+    qh
+}
+
+/// Store row `r`'s standard `qh` in the plane `P` at `p` (other rows' bits kept).
+#[inline(always)]
+unsafe fn qh_set(p: *mut u8, r: usize, qh: u32) {
+    for n in 0..16 {
+        let bits = ((qh >> f(n)) & 1 | ((qh >> (f(n) + 16)) & 1) << 1) as u8;
+        let b = p.add(n);
+        *b = (*b & !(3 << (2 * r))) | bits << (2 * r);
+    }
+}
+
+/// Copy the two f16 at `s` to `d`.
+#[inline(always)]
+unsafe fn cp2(s: *const u8, d: *mut u8) {
+    *d = *s;
+    *d.add(1) = *s.add(1);
+}
+
+impl PackedType for Packed<Q4_1> {
+    const TY: u32 = Q4_1;
+    const GROUP_ROWS: usize = 4;
+    const BLOCK_ELEMS: usize = 32;
+    const BLOCK_BYTES: usize = 20;
+    const KERNELS: Option<&'static GroupKernels> = Some(&GroupKernels::of::<Self>());
+    /// Standard bytes of block `i` of row `r` of the group at `g` (`nb` blocks per row).
+    unsafe fn read_block(g: *const u8, nb: usize, r: usize, i: usize, dst: *mut u8) {
+        cp2(g.add(16 * i + 2 * r), dst);
+        cp2(g.add(16 * i + 8 + 2 * r), dst.add(2));
+        st(dst.add(4), unperm(ld(g.add(16 * nb + 64 * i + 16 * r))));
+    }
+    /// Inverse of `read_block`.
+    unsafe fn write_block(g: *mut u8, nb: usize, r: usize, i: usize, src: *const u8) {
+        cp2(src, g.add(16 * i + 2 * r));
+        cp2(src.add(2), g.add(16 * i + 8 + 2 * r));
+        st(g.add(16 * nb + 64 * i + 16 * r), perm(ld(src.add(4))));
+    }
+    /// Every `d` and `m` finite (the kernels' f16 → f32 conversion skips inf/NaN).
+    unsafe fn eligible(w: *const u8, n: usize) -> bool {
+        (0..n / 20).all(|b| finite(w.add(20 * b)) && finite(w.add(20 * b + 2)))
+    }
+}
+
+impl PackedType for Packed<Q5_0> {
+    const TY: u32 = Q5_0;
+    const GROUP_ROWS: usize = 4;
+    const BLOCK_ELEMS: usize = 32;
+    const BLOCK_BYTES: usize = 22;
+    const KERNELS: Option<&'static GroupKernels> = Some(&GroupKernels::of::<Self>());
+    /// Standard bytes of block `i` of row `r` of the group at `g` (`nb` blocks per row).
+    unsafe fn read_block(g: *const u8, nb: usize, r: usize, i: usize, dst: *mut u8) {
+        cp2(g.add(8 * i + 2 * r), dst);
+        let b = g.add(8 * nb + 80 * i);
+        let qh = qh_get(b, r).to_le_bytes();
+        for k in 0..4 {
+            *dst.add(2 + k) = qh[k];
+        }
+        st(dst.add(6), unperm(ld(b.add(16 + 16 * r))));
+    }
+    /// Inverse of `read_block`.
+    unsafe fn write_block(g: *mut u8, nb: usize, r: usize, i: usize, src: *const u8) {
+        cp2(src, g.add(8 * i + 2 * r));
+        let b = g.add(8 * nb + 80 * i);
+        qh_set(b, r, rd_u32(src.add(2)));
+        st(b.add(16 + 16 * r), perm(ld(src.add(6))));
+    }
+    /// Every `d` finite.
+    unsafe fn eligible(w: *const u8, n: usize) -> bool {
+        (0..n / 22).all(|b| finite(w.add(22 * b)))
+    }
+}
+
+impl PackedType for Packed<Q5_1> {
+    const TY: u32 = Q5_1;
+    const GROUP_ROWS: usize = 4;
+    const BLOCK_ELEMS: usize = 32;
+    const BLOCK_BYTES: usize = 24;
+    const KERNELS: Option<&'static GroupKernels> = Some(&GroupKernels::of::<Self>());
+    /// Standard bytes of block `i` of row `r` of the group at `g` (`nb` blocks per row).
+    unsafe fn read_block(g: *const u8, nb: usize, r: usize, i: usize, dst: *mut u8) {
+        cp2(g.add(16 * i + 2 * r), dst);
+        cp2(g.add(16 * i + 8 + 2 * r), dst.add(2));
+        let b = g.add(16 * nb + 80 * i);
+        let qh = qh_get(b, r).to_le_bytes();
+        for k in 0..4 {
+            *dst.add(4 + k) = qh[k];
+        }
+        st(dst.add(8), unperm(ld(b.add(16 + 16 * r))));
+    }
+    /// Inverse of `read_block`.
+    unsafe fn write_block(g: *mut u8, nb: usize, r: usize, i: usize, src: *const u8) {
+        cp2(src, g.add(16 * i + 2 * r));
+        cp2(src.add(2), g.add(16 * i + 8 + 2 * r));
+        let b = g.add(16 * nb + 80 * i);
+        qh_set(b, r, rd_u32(src.add(4)));
+        st(b.add(16 + 16 * r), perm(ld(src.add(8))));
+    }
+    /// Every `d` and `m` finite.
+    unsafe fn eligible(w: *const u8, n: usize) -> bool {
+        (0..n / 24).all(|b| finite(w.add(24 * b)) && finite(w.add(24 * b + 2)))
+    }
+}
+
+/// Expanded Q8_1 activation row (Q4_1, Q5_1): `d: f32[nb]`, then per block
+/// the two 16-byte halves in the order `f` and `s` (Q8_1's f16 `s` as f32)
+/// in all 4 lanes: 48 B.
+unsafe fn expand_q8_1(act: *const u8, cols: usize, dst: *mut u8) {
+    let nb = cols / 32;
+    let d = dst as *mut f32;
+    let y = dst.add(align16(4 * nb));
+    for i in 0..nb {
+        let b = act.add(36 * i);
+        *d.add(i) = crate::half::f16_to_f32(rd_u16(b));
+        let o = y.add(48 * i);
+        st(o, perm(ld(b.add(4))));
+        st(o.add(16), perm(ld(b.add(20))));
+        st(o.add(32), f32x4_splat(crate::half::f16_to_f32(rd_u16(b.add(2)))));
+    }
+}
+
+impl GroupKernel for Packed<Q4_1> {
+    /// `d: f32[nb]`, then per block the halves in the order `f` and `s` (f32x4).
+    fn ext_row_bytes(cols: usize) -> usize {
+        align16(4 * (cols / 32)) + 48 * (cols / 32)
+    }
+    /// Expand one Q8_1 activation row.
+    unsafe fn expand(act: *const u8, cols: usize, dst: *mut u8) {
+        expand_q8_1(act, cols, dst)
+    }
+    c_group_kernels!(rx_group_q4_1, rx_tile_q4_1);
+}
+
+impl GroupKernel for Packed<Q5_1> {
+    /// `d: f32[nb]`, then per block the halves in the order `f` and `s` (f32x4).
+    fn ext_row_bytes(cols: usize) -> usize {
+        align16(4 * (cols / 32)) + 48 * (cols / 32)
+    }
+    /// Expand one Q8_1 activation row.
+    unsafe fn expand(act: *const u8, cols: usize, dst: *mut u8) {
+        expand_q8_1(act, cols, dst)
+    }
+    c_group_kernels!(rx_group_q5_1, rx_tile_q5_1);
+}
+
+impl GroupKernel for Packed<Q5_0> {
+    /// `d: f32[nb]`, then per block the halves in the order `f` and
+    /// `c = −16·Σa` per dot lane (i32x4).
+    fn ext_row_bytes(cols: usize) -> usize {
+        align16(4 * (cols / 32)) + 48 * (cols / 32)
+    }
+    /// Expand one Q8_0 activation row.
+    unsafe fn expand(act: *const u8, cols: usize, dst: *mut u8) {
+        let nb = cols / 32;
+        let d = dst as *mut f32;
+        let y = dst.add(align16(4 * nb));
+        for i in 0..nb {
+            let b = act.add(34 * i);
+            *d.add(i) = crate::half::f16_to_f32(rd_u16(b));
+            let (lo, hi) = (perm(ld(b.add(2))), perm(ld(b.add(18))));
+            let o = y.add(48 * i);
+            st(o, lo);
+            st(o.add(16), hi);
+            st(o.add(32), i32x4_mul(i32x4_add(sum4(lo), sum4(hi)), i32x4_splat(-16)));
+        }
+    }
+    c_group_kernels!(rx_group_q5_0, rx_tile_q5_0);
+}
