@@ -32,6 +32,7 @@ const PACKABLE = [
   { type: GgmlType.Q4_1, name: "Q4_1", blk: 32 },
   { type: GgmlType.Q5_0, name: "Q5_0", blk: 32 },
   { type: GgmlType.Q5_1, name: "Q5_1", blk: 32 },
+  { type: GgmlType.IQ4_XS, name: "IQ4_XS", blk: 256 },
 ] as const;
 
 /** Packed only in the relaxed-SIMD module (`packed_q6k.rs`). */
@@ -45,6 +46,7 @@ const RELAXED_ONLY: readonly GgmlType[] = [
   GgmlType.Q4_1,
   GgmlType.Q5_0,
   GgmlType.Q5_1,
+  GgmlType.IQ4_XS,
 ];
 const packableIn = (variant: string, t: GgmlType): boolean =>
   variant === "relaxed" || !RELAXED_ONLY.includes(t);
@@ -201,6 +203,23 @@ Deno.test("pack_weights refuses (1, bytes untouched) when a precondition fails; 
       q3.set([0x01, 0xfe], 110 * 6 + 108); // NaN d in block 6
       refuse(GgmlType.Q3_K, 8, 256, q3);
     }
+    if (packableIn(variant, GgmlType.Q4_1)) {
+      // Non-finite d or m (Q4_1/Q5_1), d (Q5_0, IQ4_XS); rows not a multiple of 4.
+      const cases: [GgmlType, number, number, number][] = [
+        [GgmlType.Q4_1, 64, 20 * 3 + 2, 0x7c00], // +inf m
+        [GgmlType.Q4_1, 64, 20 * 1, 0xfe01], // NaN d
+        [GgmlType.Q5_0, 64, 22 * 2, 0xfc00], // -inf d
+        [GgmlType.Q5_1, 64, 24 * 4 + 2, 0x7e01], // NaN m
+        [GgmlType.Q5_1, 64, 24 * 5, 0x7c00], // +inf d
+        [GgmlType.IQ4_XS, 512, 136 * 5, 0x7c00], // +inf d
+      ];
+      for (const [t, cols, off, h] of cases) {
+        const w = randomWeights(r, t, 4, cols);
+        w.set([h & 0xff, h >> 8], off);
+        refuse(t, 4, cols, w);
+        refuse(t, 6, cols, randomWeights(r, t, 6, cols));
+      }
+    }
     const f16 = randomWeights(r, GgmlType.F16, 4, 19);
     f16.set([0x00, 0xfc], 2 * 40); // -inf value
     refuse(GgmlType.F16, 4, 19, f16);
@@ -242,6 +261,7 @@ Deno.test("packed layouts: every finite scale, including subnormal and negative 
       GgmlType.Q4_1, // m (the min) specials too, below
       GgmlType.Q5_0,
       GgmlType.Q5_1,
+      GgmlType.IQ4_XS,
     ];
     for (const type of types.filter((t) => packableIn(variant, t))) {
       const cols = type === GgmlType.Q6_K ? 2048 : 256;
@@ -260,6 +280,7 @@ Deno.test("packed layouts: every finite scale, including subnormal and negative 
         [GgmlType.Q4_1]: 20,
         [GgmlType.Q5_0]: 22,
         [GgmlType.Q5_1]: 24,
+        [GgmlType.IQ4_XS]: 136,
       };
       const bb = BB[type]!;
       // the f16 d of a block (Q2_K: dmin too)

@@ -739,3 +739,86 @@ RX_KERNELS(q5_0)
       (is)[t] = LG_DOT(wasm_v128_load(yt(t)), lo_, wasm_v128_load(yt(t) + 16), hi_, one);              \
   } while (0)
 RX_KERNELS(q5_1)
+
+/* ---- IQ4_XS (wasm/kernels/src/packed_iq4xs.rs): per super-block group the
+ * 4 rows' d, the 32 six-bit scales in a 16-byte nibble plane L and an 8-byte
+ * 2-bit plane H (scale v = 8r + ib), then per sub-block the 4 rows' quant runs
+ * in the order f. Nibbles looked up in kvalues_iq4nl, the activation's sign
+ * moved onto the weight and dotted with |a| (as IQ4_NL) by
+ * i16x8.relaxed_dot_i8x16_i7x16_s (|pair| ≤ 2·127·127), each half's pair
+ * sums scaled by one i32x4.dot_i16x8_s against its sub-block scale − 32: the
+ * exact i32 lane sums of lowbit.rs `tile_iq4_xs`. */
+
+#define XS_GB 544u
+
+/* The 4 rows' scales − 32 as i16 (row r, sub-block ib at sc[8r + ib]). */
+static inline __attribute__((always_inline)) void xs_scales(const uint8_t *gb, int16_t *sc, v128_t m, v128_t m30,
+                                                           v128_t b32) {
+  v128_t l = wasm_v128_load(gb + 8), h2 = wasm_v128_load64_splat(gb + 24);
+  v128_t hs = wasm_i8x16_shuffle(h2, wasm_u16x8_shr(h2, 2), 0, 1, 2, 3, 4, 5, 6, 7, 24, 25, 26, 27, 28, 29, 30, 31);
+  v128_t a = wasm_v128_or(wasm_v128_and(l, m), wasm_v128_and(wasm_i16x8_shl(hs, 4), m30));
+  v128_t b = wasm_v128_or(wasm_v128_and(wasm_u16x8_shr(l, 4), m), wasm_v128_and(hs, m30));
+  wasm_v128_store(sc, wasm_i16x8_sub(wasm_u16x8_extend_low_u8x16(a), b32));
+  wasm_v128_store(sc + 8, wasm_i16x8_sub(wasm_u16x8_extend_high_u8x16(a), b32));
+  wasm_v128_store(sc + 16, wasm_i16x8_sub(wasm_u16x8_extend_low_u8x16(b), b32));
+  wasm_v128_store(sc + 24, wasm_i16x8_sub(wasm_u16x8_extend_high_u8x16(b), b32));
+}
+
+/* The looked-up weights (i8) of quant run v. */
+#define XS_LOOK(v, lo, hi)                                                        \
+  v128_t lo = wasm_i8x16_relaxed_swizzle(kv, wasm_v128_and((v), m));             \
+  v128_t hi = wasm_i8x16_relaxed_swizzle(kv, wasm_v128_and(wasm_u16x8_shr((v), 4), m))
+
+/* is += one sub-block of one row: weights lo, hi, activations |a| (a0, a1),
+ * their sign masks (m0, m1), scale at s. */
+#define XS_SUB(is, lo, hi, a0, a1, m0, m1, s)                                                     \
+  do {                                                                                            \
+    v128_t l_ = wasm_i8x16_sub(wasm_v128_xor((lo), (m0)), (m0));                                  \
+    v128_t h_ = wasm_i8x16_sub(wasm_v128_xor((hi), (m1)), (m1));                                  \
+    v128_t s_ = wasm_v128_load16_splat(s);                                                        \
+    (is) = wasm_i32x4_add((is), wasm_i32x4_add(                                                   \
+                                    wasm_i32x4_dot_i16x8(wasm_i16x8_relaxed_dot_i8x16_i7x16(l_, (a0)), s_), \
+                                    wasm_i32x4_dot_i16x8(wasm_i16x8_relaxed_dot_i8x16_i7x16(h_, (a1)), s_))); \
+  } while (0)
+
+#define XS_CONSTS()                                                                                        \
+  const v128_t sm = pin(wasm_u32x4_splat(0x8fffffffu)), sk = pin(wasm_f32x4_splat(0x1p112f));              \
+  const v128_t m = pin(wasm_i8x16_splat(0x0f)), m30 = pin(wasm_i8x16_splat(0x30));                         \
+  const v128_t b32 = pin(wasm_i16x8_splat(32));                                                            \
+  const v128_t kv = pin(wasm_i8x16_make(-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113)); \
+  const v128_t z = wasm_i32x4_splat(0)
+
+#define iq4_xs_CONSTS XS_CONSTS
+#define iq4_xs_YB 512u
+#define iq4_xs_MINS 0
+#define iq4_xs_SCRATCH int16_t sc[32] __attribute__((aligned(16)))
+#define iq4_xs_BLOCK(g, nb, i, yb, yd, is, dd, accm)                                              \
+  do {                                                                                            \
+    const uint8_t *gb_ = (g) + XS_GB * (i);                                                       \
+    (dd) = wasm_f32x4_mul(scales4(gb_, sm, sk), (yd));                                            \
+    xs_scales(gb_, sc, m, m30, b32);                                                              \
+    for (int ib = 0; ib < 8; ib++) {                                                              \
+      const uint8_t *p_ = (yb) + 64 * ib;                                                         \
+      v128_t a0_ = wasm_v128_load(p_), a1_ = wasm_v128_load(p_ + 16);                             \
+      v128_t m0_ = wasm_v128_load(p_ + 32), m1_ = wasm_v128_load(p_ + 48);                        \
+      for (int r = 0; r < 4; r++) {                                                               \
+        XS_LOOK(wasm_v128_load(gb_ + 32 + 64 * ib + 16 * r), lo_, hi_);                           \
+        XS_SUB((is)[r], lo_, hi_, a0_, a1_, m0_, m1_, sc + 8 * r + ib);                           \
+      }                                                                                           \
+    }                                                                                             \
+  } while (0)
+#define iq4_xs_TILE_PREP(g, nb, i)               \
+  const uint8_t *gb = (g) + XS_GB * (i);         \
+  v128_t dw = scales4(gb, sm, sk);               \
+  xs_scales(gb, sc, m, m30, b32)
+#define iq4_xs_TILE_TOKEN(yb, yd, dd, accm) ((dd) = wasm_f32x4_mul(dw, (yd)))
+#define iq4_xs_TILE_ROW(r, NT, yt, is)                                                             \
+  for (int ib = 0; ib < 8; ib++) {                                                                 \
+    XS_LOOK(wasm_v128_load(gb + 32 + 64 * ib + 16 * (r)), lo_, hi_);                               \
+    for (int t = 0; t < (NT); t++) {                                                               \
+      const uint8_t *p_ = yt(t) + 64 * ib;                                                         \
+      XS_SUB((is)[t], lo_, hi_, wasm_v128_load(p_), wasm_v128_load(p_ + 16), wasm_v128_load(p_ + 32),    \
+             wasm_v128_load(p_ + 48), sc + 8 * (r) + ib);                                          \
+    }                                                                                              \
+  }
+RX_KERNELS(iq4_xs)

@@ -27,6 +27,8 @@ mod packed_f16;
 #[cfg(moe_relaxed)]
 mod packed_iq4nl;
 #[cfg(moe_relaxed)]
+mod packed_iq4xs;
+#[cfg(moe_relaxed)]
 mod packed_q2k;
 #[cfg(moe_relaxed)]
 mod packed_q3k;

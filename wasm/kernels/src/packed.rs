@@ -125,6 +125,8 @@ pub static LAYOUTS: &[Layout] = &[
     Layout::of::<Packed<Q5_0>>(),
     #[cfg(moe_relaxed)]
     Layout::of::<Packed<Q5_1>>(),
+    #[cfg(moe_relaxed)]
+    Layout::of::<Packed<IQ4_XS>>(),
 ];
 
 /// The packed layout of `ty`, or None.
