@@ -20,6 +20,7 @@ const HARNESS = {
 /** Packable formats: [type, block size, byte offsets of f16 scales in a block, block bytes]. */
 const PACKABLE = [
   { type: GgmlType.F16, name: "F16", blk: 1 },
+  { type: GgmlType.BF16, name: "BF16", blk: 8 }, // whole 8-element chunks only
   { type: GgmlType.Q8_0, name: "Q8_0", blk: 32 },
   { type: GgmlType.Q4_0, name: "Q4_0", blk: 32 },
   { type: GgmlType.Q4_K, name: "Q4_K", blk: 256 },
@@ -127,7 +128,7 @@ for (const variant of VARIANTS) {
       fc.assert(
         fc.property(
           fc.integer({ min: 1, max: 5 }).map((g) => 4 * g),
-          fc.integer({ min: 1, max: f.blk === 1 ? 90 : f.blk === 32 ? 9 : 3 }),
+          fc.integer({ min: 1, max: f.blk === 1 ? 90 : f.blk === 8 ? 40 : f.blk === 32 ? 9 : 3 }),
           fc.oneof(fc.integer({ min: 1, max: 3 }), fc.integer({ min: 15, max: 35 })),
           fc.integer(),
           (rows, blocks, nTok, seed) => checkCase(H, f.type, rows, blocks * f.blk, nTok, seed),
@@ -233,6 +234,9 @@ Deno.test("pack_weights refuses (1, bytes untouched) when a precondition fails; 
       const p = H.putU8(q8);
       assertEquals(k.pack_weights(GgmlType.Q8_0, p, 4, 64, H.alloc(4 * 68), 0), 0);
     }
+    // BF16 rows that are not whole 8-element chunks.
+    refuse(GgmlType.BF16, 4, 60, randomWeights(r, GgmlType.BF16, 4, 60));
+    refuse(GgmlType.BF16, 6, 64, randomWeights(r, GgmlType.BF16, 6, 64));
     // Formats without a packed layout.
     const unpackable = [GgmlType.F32, GgmlType.BF16, GgmlType.Q5_0, GgmlType.Q6_K];
     for (const t of unpackable.filter((t) => !packableIn(variant, t))) {

@@ -23,6 +23,7 @@ mod mathf;
 mod matmul;
 mod norm;
 mod packed;
+mod packed_bf16;
 mod packed_f16;
 #[cfg(moe_relaxed)]
 mod packed_iq4nl;
