@@ -44,36 +44,34 @@ fn sum4(v: v128) -> v128 {
     i32x4_extadd_pairwise_i16x8(i16x8_extadd_pairwise_i8x16(v))
 }
 
-/// The element whose low nibble packed quant byte `n` holds (`f` of `packed.rs`).
-#[inline(always)]
-const fn f(n: usize) -> usize {
-    2 * (n / 4) + (n % 4 & 1) + 8 * (n % 4 >> 1)
-}
-
 #[inline(always)]
 unsafe fn finite(p: *const u8) -> bool {
     rd_u16(p) & 0x7c00 != 0x7c00
 }
 
-/// Standard `qh` of row `r` from the plane `P` at `p`.
+/// Standard `qh` of row `r` from the plane `P` at `p`: row `r`'s bits moved
+/// to bit 7 of each byte, put back in element order, gathered by `bitmask`.
 #[inline(always)]
 unsafe fn qh_get(p: *const u8, r: usize) -> u32 {
-    let mut qh = 0u32;
-    for n in 0..16 {
-        let b = *p.add(n) as u32;
-        qh |= ((b >> (2 * r)) & 1) << f(n) | ((b >> (2 * r + 1)) & 1) << (f(n) + 16);
-    }
-    qh
+    let v = ld(p);
+    let lo = i8x16_bitmask(unperm(i16x8_shl(v, (7 - 2 * r) as u32))) as u32;
+    let hi = i8x16_bitmask(unperm(i16x8_shl(v, (6 - 2 * r) as u32))) as u32;
+    lo | hi << 16
 }
 
 /// Store row `r`'s standard `qh` in the plane `P` at `p` (other rows' bits kept).
 #[inline(always)]
 unsafe fn qh_set(p: *mut u8, r: usize, qh: u32) {
-    for n in 0..16 {
-        let bits = ((qh >> f(n)) & 1 | ((qh >> (f(n) + 16)) & 1) << 1) as u8;
-        let b = p.add(n);
-        *b = (*b & !(3 << (2 * r))) | bits << (2 * r);
-    }
+    // Byte n needs bit f(n) (low nibble) and f(n) + 16 (high nibble) of qh.
+    let q = u32x4_splat(qh);
+    let bits = u8x16(1, 2, 1, 2, 4, 8, 4, 8, 16, 32, 16, 32, 64, 128, 64, 128);
+    let lo = i8x16_swizzle(q, u8x16(0, 0, 1, 1, 0, 0, 1, 1, 0, 0, 1, 1, 0, 0, 1, 1));
+    let hi = i8x16_swizzle(q, u8x16(2, 2, 3, 3, 2, 2, 3, 3, 2, 2, 3, 3, 2, 2, 3, 3));
+    let lo = i8x16_eq(v128_and(lo, bits), bits);
+    let hi = i8x16_eq(v128_and(hi, bits), bits);
+    let (bl, bh) = (u8x16_splat(1 << (2 * r)), u8x16_splat(2 << (2 * r)));
+    let keep = v128_not(v128_or(bl, bh));
+    st(p, v128_or(v128_and(ld(p), keep), v128_or(v128_and(lo, bl), v128_and(hi, bh))));
 }
 
 /// Copy the two f16 at `s` to `d`.
