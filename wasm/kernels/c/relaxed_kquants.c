@@ -822,3 +822,41 @@ static inline __attribute__((always_inline)) void xs_scales(const uint8_t *gb, i
     }                                                                                              \
   }
 RX_KERNELS(iq4_xs)
+
+/* ---- Two groups per pass for the legacy 32-blocks and IQ4_XS: decode runs
+ * groups g0 and g1 (half a matrix apart) block by block, so two weight
+ * streams are in flight from DRAM (the Q4_0 / Q8_0 decode of relaxed.c does
+ * the same); per group the operations and their order are those of T##_body
+ * (bit-identical). */
+#define RX_GROUP2(T)                                                                                       \
+  static inline __attribute__((always_inline)) void T##_body2(const uint8_t *g0, const uint8_t *g1,          \
+                                                              uint32_t nb, const uint8_t *a, float *o0,    \
+                                                              float *o1) {                                 \
+    const float *da = (const float *)a;                                                                    \
+    const uint8_t *y = a + align16(4 * nb);                                                                \
+    T##_CONSTS();                                                                                          \
+    T##_SCRATCH;                                                                                           \
+    v128_t acc0[4], acc1[4], accm0 = wasm_f32x4_splat(0.0f), accm1 = accm0;                                \
+    for (int r = 0; r < 4; r++) acc0[r] = acc1[r] = accm0;                                                 \
+    for (uint32_t i = 0; i < nb; i++) {                                                                    \
+      const uint8_t *yb = y + T##_YB * i;                                                                  \
+      v128_t yd = wasm_f32x4_splat(da[i]), dd;                                                             \
+      v128_t is[4] = {z, z, z, z};                                                                         \
+      T##_BLOCK(g0, nb, i, yb, yd, is, dd, accm0);                                                         \
+      for (int r = 0; r < 4; r++) acc0[r] = acc_lane(acc0[r], is[r], BCAST(dd, r));                        \
+      for (int r = 0; r < 4; r++) is[r] = z;                                                               \
+      T##_BLOCK(g1, nb, i, yb, yd, is, dd, accm1);                                                         \
+      for (int r = 0; r < 4; r++) acc1[r] = acc_lane(acc1[r], is[r], BCAST(dd, r));                        \
+    }                                                                                                      \
+    store4(o0, acc0, accm0, T##_MINS);                                                                     \
+    store4(o1, acc1, accm1, T##_MINS);                                                                     \
+  }                                                                                                        \
+  void rx_group2_##T(const uint8_t *g0, const uint8_t *g1, uint32_t nb, const uint8_t *a, float *o0,       \
+                     float *o1) {                                                                          \
+    if (g1) T##_body2(g0, g1, nb, a, o0, o1);                                                              \
+    else T##_body(g0, nb, a, o0);                                                                          \
+  }
+RX_GROUP2(q4_1)
+RX_GROUP2(q5_0)
+RX_GROUP2(q5_1)
+RX_GROUP2(iq4_xs)

@@ -127,5 +127,5 @@ impl GroupKernel for Packed<IQ4_XS> {
             }
         }
     }
-    c_group_kernels!(rx_group_iq4_xs, rx_tile_iq4_xs);
+    c_group_kernels!(rx_group2_iq4_xs, rx_tile_iq4_xs);
 }

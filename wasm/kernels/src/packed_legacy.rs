@@ -191,7 +191,7 @@ impl GroupKernel for Packed<Q4_1> {
     unsafe fn expand(act: *const u8, cols: usize, dst: *mut u8) {
         expand_q8_1(act, cols, dst)
     }
-    c_group_kernels!(rx_group_q4_1, rx_tile_q4_1);
+    c_group_kernels!(rx_group2_q4_1, rx_tile_q4_1);
 }
 
 impl GroupKernel for Packed<Q5_1> {
@@ -203,7 +203,7 @@ impl GroupKernel for Packed<Q5_1> {
     unsafe fn expand(act: *const u8, cols: usize, dst: *mut u8) {
         expand_q8_1(act, cols, dst)
     }
-    c_group_kernels!(rx_group_q5_1, rx_tile_q5_1);
+    c_group_kernels!(rx_group2_q5_1, rx_tile_q5_1);
 }
 
 impl GroupKernel for Packed<Q5_0> {
@@ -227,5 +227,5 @@ impl GroupKernel for Packed<Q5_0> {
             st(o.add(32), i32x4_mul(i32x4_add(sum4(lo), sum4(hi)), i32x4_splat(-16)));
         }
     }
-    c_group_kernels!(rx_group_q5_0, rx_tile_q5_0);
+    c_group_kernels!(rx_group2_q5_0, rx_tile_q5_0);
 }
