@@ -605,8 +605,8 @@ RX_KERNELS(iq4_nl)
 
 
 /* ---- Q4_1, Q5_0, Q5_1 (wasm/kernels/src/packed_legacy.rs): the packed Q4_0
- * layout (quant runs in the order f), Q4_1/Q5_1 with a second f16 plane (the
- * mins m), Q5_0/Q5_1 with one 16-byte high-bit plane P per block of a group:
+ * layout (quant runs in the order f) with each block's scales next to its runs,
+ * Q4_1/Q5_1 with the mins m too, Q5_0/Q5_1 with one 16-byte high-bit plane P per block of a group:
  * P byte n, bit 2r (2r+1) = the fifth bit of row r's element in the low (high)
  * nibble of quant byte n. Weights q (0..15 or 0..31: 7-bit) × a with
  * i16x8.relaxed_dot_i8x16_i7x16_s, the low and high halves added in i16
@@ -648,7 +648,7 @@ static inline __attribute__((always_inline)) v128_t q5_hhi(v128_t p, const int r
   v128_t lo = wasm_v128_or(wasm_v128_and((v), m), q5_hlo((p), (r), m10));         \
   v128_t hi = wasm_v128_or(wasm_v128_and(wasm_u16x8_shr((v), 4), m), q5_hhi((p), (r), m10))
 
-/* Q4_1: dm plane (d[4], m[4] per block, 16 B), then the runs at 16·nb. */
+/* Q4_1: per block 80 B at 80i: d[4], m[4], the runs. */
 #define q4_1_CONSTS LG_CONSTS
 #define q4_1_YB 48u
 #define q4_1_MINS 1
@@ -656,17 +656,19 @@ static inline __attribute__((always_inline)) v128_t q5_hhi(v128_t p, const int r
 #define q4_1_BLOCK(g, nb, i, yb, yd, is, dd, accm)                                                      \
   do {                                                                                                  \
     v128_t ylo_ = wasm_v128_load(yb), yhi_ = wasm_v128_load((yb) + 16), ys_ = wasm_v128_load((yb) + 32); \
-    (dd) = wasm_f32x4_mul(scales4((g) + 16 * (i), sm, sk), (yd));                                       \
-    (accm) = wasm_f32x4_sub((accm), wasm_f32x4_mul(scales4((g) + 16 * (i) + 8, sm, sk), ys_));          \
-    const uint8_t *q_ = (g) + 16 * (nb) + 64 * (i);                                                     \
+    const uint8_t *q_ = (g) + 80 * (i);                                                                 \
+    (dd) = wasm_f32x4_mul(scales4(q_, sm, sk), (yd));                                                   \
+    (accm) = wasm_f32x4_sub((accm), wasm_f32x4_mul(scales4(q_ + 8, sm, sk), ys_));                      \
+    q_ += 16;                                                                                           \
     for (int r = 0; r < 4; r++) {                                                                       \
       Q41_W(wasm_v128_load(q_ + 16 * r), lo_, hi_);                                                     \
       (is)[r] = LG_DOT(ylo_, lo_, yhi_, hi_, one);                                                      \
     }                                                                                                   \
   } while (0)
 #define q4_1_TILE_PREP(g, nb, i)                                                     \
-  v128_t dw = scales4((g) + 16 * (i), sm, sk), mw = scales4((g) + 16 * (i) + 8, sm, sk); \
-  const uint8_t *qw = (g) + 16 * (nb) + 64 * (i)
+  const uint8_t *qw = (g) + 80 * (i);                                                \
+  v128_t dw = scales4(qw, sm, sk), mw = scales4(qw + 8, sm, sk);                     \
+  qw += 16
 #define q4_1_TILE_TOKEN(yb, yd, dd, accm)                                                    \
   do {                                                                                       \
     (dd) = wasm_f32x4_mul(dw, (yd));                                                         \
@@ -680,7 +682,7 @@ static inline __attribute__((always_inline)) v128_t q5_hhi(v128_t p, const int r
   } while (0)
 RX_KERNELS(q4_1)
 
-/* Q5_0: d plane (8 B per block), then per block P and the runs (80 B) at 8·nb. */
+/* Q5_0: per block 88 B at 88i: d[4], P, the runs. */
 #define q5_0_CONSTS LG_CONSTS
 #define q5_0_YB 48u
 #define q5_0_MINS 0
@@ -688,8 +690,8 @@ RX_KERNELS(q4_1)
 #define q5_0_BLOCK(g, nb, i, yb, yd, is, dd, accm)                                                     \
   do {                                                                                                 \
     v128_t ylo_ = wasm_v128_load(yb), yhi_ = wasm_v128_load((yb) + 16), c_ = wasm_v128_load((yb) + 32); \
-    (dd) = wasm_f32x4_mul(scales4((g) + 8 * (i), sm, sk), (yd));                                       \
-    const uint8_t *q_ = (g) + 8 * (nb) + 80 * (i);                                                     \
+    const uint8_t *q_ = (g) + 88 * (i) + 8;                                                            \
+    (dd) = wasm_f32x4_mul(scales4(q_ - 8, sm, sk), (yd));                                              \
     v128_t p_ = wasm_v128_load(q_);                                                                    \
     for (int r = 0; r < 4; r++) {                                                                      \
       Q5_W(wasm_v128_load(q_ + 16 + 16 * r), p_, r, lo_, hi_);                                         \
@@ -697,8 +699,8 @@ RX_KERNELS(q4_1)
     }                                                                                                  \
   } while (0)
 #define q5_0_TILE_PREP(g, nb, i)               \
-  v128_t dw = scales4((g) + 8 * (i), sm, sk);  \
-  const uint8_t *qw = (g) + 8 * (nb) + 80 * (i); \
+  const uint8_t *qw = (g) + 88 * (i) + 8;        \
+  v128_t dw = scales4(qw - 8, sm, sk);           \
   v128_t pw = wasm_v128_load(qw)
 #define q5_0_TILE_TOKEN(yb, yd, dd, accm) ((dd) = wasm_f32x4_mul(dw, (yd)))
 #define q5_0_TILE_ROW(r, NT, yt, is)                                                                     \
@@ -710,7 +712,7 @@ RX_KERNELS(q4_1)
   } while (0)
 RX_KERNELS(q5_0)
 
-/* Q5_1: dm plane (16 B per block), then per block P and the runs (80 B) at 16·nb. */
+/* Q5_1: per block 96 B at 96i: d[4], m[4], P, the runs. */
 #define q5_1_CONSTS LG_CONSTS
 #define q5_1_YB 48u
 #define q5_1_MINS 1
@@ -718,9 +720,9 @@ RX_KERNELS(q5_0)
 #define q5_1_BLOCK(g, nb, i, yb, yd, is, dd, accm)                                                      \
   do {                                                                                                  \
     v128_t ylo_ = wasm_v128_load(yb), yhi_ = wasm_v128_load((yb) + 16), ys_ = wasm_v128_load((yb) + 32); \
-    (dd) = wasm_f32x4_mul(scales4((g) + 16 * (i), sm, sk), (yd));                                       \
-    (accm) = wasm_f32x4_sub((accm), wasm_f32x4_mul(scales4((g) + 16 * (i) + 8, sm, sk), ys_));          \
-    const uint8_t *q_ = (g) + 16 * (nb) + 80 * (i);                                                     \
+    const uint8_t *q_ = (g) + 96 * (i) + 16;                                                            \
+    (dd) = wasm_f32x4_mul(scales4(q_ - 16, sm, sk), (yd));                                              \
+    (accm) = wasm_f32x4_sub((accm), wasm_f32x4_mul(scales4(q_ - 8, sm, sk), ys_));                      \
     v128_t p_ = wasm_v128_load(q_);                                                                     \
     for (int r = 0; r < 4; r++) {                                                                       \
       Q5_W(wasm_v128_load(q_ + 16 + 16 * r), p_, r, lo_, hi_);                                          \
@@ -728,8 +730,8 @@ RX_KERNELS(q5_0)
     }                                                                                                   \
   } while (0)
 #define q5_1_TILE_PREP(g, nb, i)                                                         \
-  v128_t dw = scales4((g) + 16 * (i), sm, sk), mw = scales4((g) + 16 * (i) + 8, sm, sk); \
-  const uint8_t *qw = (g) + 16 * (nb) + 80 * (i);                                        \
+  const uint8_t *qw = (g) + 96 * (i) + 16;                                               \
+  v128_t dw = scales4(qw - 16, sm, sk), mw = scales4(qw - 8, sm, sk);                    \
   v128_t pw = wasm_v128_load(qw)
 #define q5_1_TILE_TOKEN q4_1_TILE_TOKEN
 #define q5_1_TILE_ROW(r, NT, yt, is)                                                                   \

@@ -2,16 +2,15 @@
 //! keeps the standard-layout kernels of `tiles.rs` for them and does not pack
 //! them).
 //!
-//! The packed Q4_0 layout, grown by each type's extra fields. A group of 4
-//! rows is a scale plane, then per block the 4 rows' 16 quant bytes in the
-//! byte order `f` of `packed.rs` (so dot lane `j` reads exactly the elements
-//! lane `j` of `tiles::tile_legacy` sums):
+//! A group of 4 rows is, per block `i`, one contiguous chunk (one memory
+//! stream per group): the 4 rows' scales, then the 4 rows' 16 quant bytes in
+//! the byte order `f` of `packed.rs` (so dot lane `j` reads exactly the
+//! elements lane `j` of `tiles::tile_legacy` sums):
 //!
-//! * Q4_1: per block `d: f16[4]`, `m: f16[4]` (16 B at `16i`); runs at
-//!   `16nb + 64i + 16r`.
-//! * Q5_0: per block `d: f16[4]` (8 B at `8i`); at `8nb + 80i` the block's
-//!   high-bit plane `P` (16 B), then the runs (`+ 16 + 16r`).
-//! * Q5_1: the Q4_1 plane; at `16nb + 80i` `P`, then the runs.
+//! * Q4_1 (80 B at `80i`): `d: f16[4]`, `m: f16[4]`, runs at `+16 + 16r`.
+//! * Q5_0 (88 B at `88i`): `d: f16[4]`, the high-bit plane `P` (16 B) at
+//!   `+8`, runs at `+24 + 16r`.
+//! * Q5_1 (96 B at `96i`): `d`, `m`, `P` at `+16`, runs at `+32 + 16r`.
 //!
 //! `P` byte `n`, bit `2r` (`2r + 1`): the fifth bit of row `r`'s element in
 //! the low (high) nibble of its quant byte `n`, i.e. bit `f(n)` (`f(n) + 16`)
@@ -88,16 +87,18 @@ impl PackedType for Packed<Q4_1> {
     const BLOCK_BYTES: usize = 20;
     const KERNELS: Option<&'static GroupKernels> = Some(&GroupKernels::of::<Self>());
     /// Standard bytes of block `i` of row `r` of the group at `g` (`nb` blocks per row).
-    unsafe fn read_block(g: *const u8, nb: usize, r: usize, i: usize, dst: *mut u8) {
-        cp2(g.add(16 * i + 2 * r), dst);
-        cp2(g.add(16 * i + 8 + 2 * r), dst.add(2));
-        st(dst.add(4), unperm(ld(g.add(16 * nb + 64 * i + 16 * r))));
+    unsafe fn read_block(g: *const u8, _nb: usize, r: usize, i: usize, dst: *mut u8) {
+        let b = g.add(80 * i);
+        cp2(b.add(2 * r), dst);
+        cp2(b.add(8 + 2 * r), dst.add(2));
+        st(dst.add(4), unperm(ld(b.add(16 + 16 * r))));
     }
     /// Inverse of `read_block`.
-    unsafe fn write_block(g: *mut u8, nb: usize, r: usize, i: usize, src: *const u8) {
-        cp2(src, g.add(16 * i + 2 * r));
-        cp2(src.add(2), g.add(16 * i + 8 + 2 * r));
-        st(g.add(16 * nb + 64 * i + 16 * r), perm(ld(src.add(4))));
+    unsafe fn write_block(g: *mut u8, _nb: usize, r: usize, i: usize, src: *const u8) {
+        let b = g.add(80 * i);
+        cp2(src, b.add(2 * r));
+        cp2(src.add(2), b.add(8 + 2 * r));
+        st(b.add(16 + 16 * r), perm(ld(src.add(4))));
     }
     /// Every `d` and `m` finite (the kernels' f16 → f32 conversion skips inf/NaN).
     unsafe fn eligible(w: *const u8, n: usize) -> bool {
@@ -112,21 +113,21 @@ impl PackedType for Packed<Q5_0> {
     const BLOCK_BYTES: usize = 22;
     const KERNELS: Option<&'static GroupKernels> = Some(&GroupKernels::of::<Self>());
     /// Standard bytes of block `i` of row `r` of the group at `g` (`nb` blocks per row).
-    unsafe fn read_block(g: *const u8, nb: usize, r: usize, i: usize, dst: *mut u8) {
-        cp2(g.add(8 * i + 2 * r), dst);
-        let b = g.add(8 * nb + 80 * i);
-        let qh = qh_get(b, r).to_le_bytes();
+    unsafe fn read_block(g: *const u8, _nb: usize, r: usize, i: usize, dst: *mut u8) {
+        let b = g.add(88 * i);
+        cp2(b.add(2 * r), dst);
+        let qh = qh_get(b.add(8), r).to_le_bytes();
         for k in 0..4 {
             *dst.add(2 + k) = qh[k];
         }
-        st(dst.add(6), unperm(ld(b.add(16 + 16 * r))));
+        st(dst.add(6), unperm(ld(b.add(24 + 16 * r))));
     }
     /// Inverse of `read_block`.
-    unsafe fn write_block(g: *mut u8, nb: usize, r: usize, i: usize, src: *const u8) {
-        cp2(src, g.add(8 * i + 2 * r));
-        let b = g.add(8 * nb + 80 * i);
-        qh_set(b, r, rd_u32(src.add(2)));
-        st(b.add(16 + 16 * r), perm(ld(src.add(6))));
+    unsafe fn write_block(g: *mut u8, _nb: usize, r: usize, i: usize, src: *const u8) {
+        let b = g.add(88 * i);
+        cp2(src, b.add(2 * r));
+        qh_set(b.add(8), r, rd_u32(src.add(2)));
+        st(b.add(24 + 16 * r), perm(ld(src.add(6))));
     }
     /// Every `d` finite.
     unsafe fn eligible(w: *const u8, n: usize) -> bool {
@@ -141,23 +142,23 @@ impl PackedType for Packed<Q5_1> {
     const BLOCK_BYTES: usize = 24;
     const KERNELS: Option<&'static GroupKernels> = Some(&GroupKernels::of::<Self>());
     /// Standard bytes of block `i` of row `r` of the group at `g` (`nb` blocks per row).
-    unsafe fn read_block(g: *const u8, nb: usize, r: usize, i: usize, dst: *mut u8) {
-        cp2(g.add(16 * i + 2 * r), dst);
-        cp2(g.add(16 * i + 8 + 2 * r), dst.add(2));
-        let b = g.add(16 * nb + 80 * i);
-        let qh = qh_get(b, r).to_le_bytes();
+    unsafe fn read_block(g: *const u8, _nb: usize, r: usize, i: usize, dst: *mut u8) {
+        let b = g.add(96 * i);
+        cp2(b.add(2 * r), dst);
+        cp2(b.add(8 + 2 * r), dst.add(2));
+        let qh = qh_get(b.add(16), r).to_le_bytes();
         for k in 0..4 {
             *dst.add(4 + k) = qh[k];
         }
-        st(dst.add(8), unperm(ld(b.add(16 + 16 * r))));
+        st(dst.add(8), unperm(ld(b.add(32 + 16 * r))));
     }
     /// Inverse of `read_block`.
-    unsafe fn write_block(g: *mut u8, nb: usize, r: usize, i: usize, src: *const u8) {
-        cp2(src, g.add(16 * i + 2 * r));
-        cp2(src.add(2), g.add(16 * i + 8 + 2 * r));
-        let b = g.add(16 * nb + 80 * i);
-        qh_set(b, r, rd_u32(src.add(4)));
-        st(b.add(16 + 16 * r), perm(ld(src.add(8))));
+    unsafe fn write_block(g: *mut u8, _nb: usize, r: usize, i: usize, src: *const u8) {
+        let b = g.add(96 * i);
+        cp2(src, b.add(2 * r));
+        cp2(src.add(2), b.add(8 + 2 * r));
+        qh_set(b.add(16), r, rd_u32(src.add(4)));
+        st(b.add(32 + 16 * r), perm(ld(src.add(8))));
     }
     /// Every `d` and `m` finite.
     unsafe fn eligible(w: *const u8, n: usize) -> bool {
