@@ -20,6 +20,7 @@ const HARNESS = {
 /** Packable formats: [type, block size, byte offsets of f16 scales in a block, block bytes]. */
 const PACKABLE = [
   { type: GgmlType.F16, name: "F16", blk: 1 },
+  { type: GgmlType.BF16, name: "BF16", blk: 8 }, // whole 8-element chunks only
   { type: GgmlType.Q8_0, name: "Q8_0", blk: 32 },
   { type: GgmlType.Q4_0, name: "Q4_0", blk: 32 },
   { type: GgmlType.Q4_K, name: "Q4_K", blk: 256 },
@@ -29,6 +30,10 @@ const PACKABLE = [
   { type: GgmlType.MXFP4, name: "MXFP4", blk: 32 },
   { type: GgmlType.Q5_K, name: "Q5_K", blk: 256 },
   { type: GgmlType.IQ4_NL, name: "IQ4_NL", blk: 32 },
+  { type: GgmlType.Q4_1, name: "Q4_1", blk: 32 },
+  { type: GgmlType.Q5_0, name: "Q5_0", blk: 32 },
+  { type: GgmlType.Q5_1, name: "Q5_1", blk: 32 },
+  { type: GgmlType.IQ4_XS, name: "IQ4_XS", blk: 256 },
 ] as const;
 
 /** Packed only in the relaxed-SIMD module (`packed_q6k.rs`). */
@@ -39,6 +44,10 @@ const RELAXED_ONLY: readonly GgmlType[] = [
   GgmlType.MXFP4,
   GgmlType.Q5_K,
   GgmlType.IQ4_NL,
+  GgmlType.Q4_1,
+  GgmlType.Q5_0,
+  GgmlType.Q5_1,
+  GgmlType.IQ4_XS,
 ];
 const packableIn = (variant: string, t: GgmlType): boolean =>
   variant === "relaxed" || !RELAXED_ONLY.includes(t);
@@ -119,7 +128,7 @@ for (const variant of VARIANTS) {
       fc.assert(
         fc.property(
           fc.integer({ min: 1, max: 5 }).map((g) => 4 * g),
-          fc.integer({ min: 1, max: f.blk === 1 ? 90 : f.blk === 32 ? 9 : 3 }),
+          fc.integer({ min: 1, max: f.blk === 1 ? 90 : f.blk === 8 ? 40 : f.blk === 32 ? 9 : 3 }),
           fc.oneof(fc.integer({ min: 1, max: 3 }), fc.integer({ min: 15, max: 35 })),
           fc.integer(),
           (rows, blocks, nTok, seed) => checkCase(H, f.type, rows, blocks * f.blk, nTok, seed),
@@ -195,6 +204,23 @@ Deno.test("pack_weights refuses (1, bytes untouched) when a precondition fails; 
       q3.set([0x01, 0xfe], 110 * 6 + 108); // NaN d in block 6
       refuse(GgmlType.Q3_K, 8, 256, q3);
     }
+    if (packableIn(variant, GgmlType.Q4_1)) {
+      // Non-finite d or m (Q4_1/Q5_1), d (Q5_0, IQ4_XS); rows not a multiple of 4.
+      const cases: [GgmlType, number, number, number][] = [
+        [GgmlType.Q4_1, 64, 20 * 3 + 2, 0x7c00], // +inf m
+        [GgmlType.Q4_1, 64, 20 * 1, 0xfe01], // NaN d
+        [GgmlType.Q5_0, 64, 22 * 2, 0xfc00], // -inf d
+        [GgmlType.Q5_1, 64, 24 * 4 + 2, 0x7e01], // NaN m
+        [GgmlType.Q5_1, 64, 24 * 5, 0x7c00], // +inf d
+        [GgmlType.IQ4_XS, 512, 136 * 5, 0x7c00], // +inf d
+      ];
+      for (const [t, cols, off, h] of cases) {
+        const w = randomWeights(r, t, 4, cols);
+        w.set([h & 0xff, h >> 8], off);
+        refuse(t, 4, cols, w);
+        refuse(t, 6, cols, randomWeights(r, t, 6, cols));
+      }
+    }
     const f16 = randomWeights(r, GgmlType.F16, 4, 19);
     f16.set([0x00, 0xfc], 2 * 40); // -inf value
     refuse(GgmlType.F16, 4, 19, f16);
@@ -208,6 +234,9 @@ Deno.test("pack_weights refuses (1, bytes untouched) when a precondition fails; 
       const p = H.putU8(q8);
       assertEquals(k.pack_weights(GgmlType.Q8_0, p, 4, 64, H.alloc(4 * 68), 0), 0);
     }
+    // BF16 rows that are not whole 8-element chunks.
+    refuse(GgmlType.BF16, 4, 60, randomWeights(r, GgmlType.BF16, 4, 60));
+    refuse(GgmlType.BF16, 6, 64, randomWeights(r, GgmlType.BF16, 6, 64));
     // Formats without a packed layout.
     const unpackable = [GgmlType.F32, GgmlType.BF16, GgmlType.Q5_0, GgmlType.Q6_K];
     for (const t of unpackable.filter((t) => !packableIn(variant, t))) {
@@ -233,6 +262,10 @@ Deno.test("packed layouts: every finite scale, including subnormal and negative 
       GgmlType.MXFP4, // E8M0 bytes 0x00, 0x01, 0xff among the low bytes below
       GgmlType.Q5_K,
       GgmlType.IQ4_NL,
+      GgmlType.Q4_1, // m (the min) specials too, below
+      GgmlType.Q5_0,
+      GgmlType.Q5_1,
+      GgmlType.IQ4_XS,
     ];
     for (const type of types.filter((t) => packableIn(variant, t))) {
       const cols = type === GgmlType.Q6_K ? 2048 : 256;
@@ -248,6 +281,10 @@ Deno.test("packed layouts: every finite scale, including subnormal and negative 
         [GgmlType.MXFP4]: 17,
         [GgmlType.Q5_K]: 176,
         [GgmlType.IQ4_NL]: 18,
+        [GgmlType.Q4_1]: 20,
+        [GgmlType.Q5_0]: 22,
+        [GgmlType.Q5_1]: 24,
+        [GgmlType.IQ4_XS]: 136,
       };
       const bb = BB[type]!;
       // the f16 d of a block (Q2_K: dmin too)
@@ -262,6 +299,10 @@ Deno.test("packed layouts: every finite scale, including subnormal and negative 
         w[b * bb + dOff] = h & 0xff;
         w[b * bb + dOff + 1] = h >> 8;
         if (type === GgmlType.Q2_K) w.set([h & 0xff, h >> 8], b * bb + 82);
+        if (type === GgmlType.Q4_1 || type === GgmlType.Q5_1) {
+          const hm = specials[(b + 3) % specials.length]; // m
+          w.set([hm & 0xff, hm >> 8], b * bb + 2);
+        }
       }
       H.reset();
       const std = H.putU8(w), pk = H.putU8(w);

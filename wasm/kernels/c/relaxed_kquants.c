@@ -610,3 +610,262 @@ static inline __attribute__((always_inline)) v128_t nl_dot(v128_t v, v128_t a0, 
   } while (0)
 RX_KERNELS(iq4_nl)
 
+
+/* ---- Q4_1, Q5_0, Q5_1 (wasm/kernels/src/packed_legacy.rs): the packed Q4_0
+ * layout (quant runs in the order f) with each block's scales next to its runs,
+ * Q4_1/Q5_1 with the mins m too, Q5_0/Q5_1 with one 16-byte high-bit plane P per block of a group:
+ * P byte n, bit 2r (2r+1) = the fifth bit of row r's element in the low (high)
+ * nibble of quant byte n. Weights q (0..15 or 0..31: 7-bit) × a with
+ * i16x8.relaxed_dot_i8x16_i7x16_s, the low and high halves added in i16
+ * (|·| ≤ 2·2·128·31), widened once; Q5_0 adds c = −16·Σa per lane (the q − 16
+ * offset); Q4_1/Q5_1 subtract m·s (Q8_1's s) per block from accm, which the
+ * skeleton subtracts again: the standard kernels' Σ m·s exactly (f32 negation
+ * is exact and the rows' hsum is never −0). */
+
+#define LG_DOT(a0, w0, a1, w1, one)                                                                  \
+  wasm_i32x4_dot_i16x8(wasm_i16x8_add(wasm_i16x8_relaxed_dot_i8x16_i7x16((a0), (w0)),               \
+                                      wasm_i16x8_relaxed_dot_i8x16_i7x16((a1), (w1))),              \
+                       (one))
+
+/* Row r's fifth bits of the low / high nibbles as 0x10 bytes (r a constant). */
+static inline __attribute__((always_inline)) v128_t q5_hlo(v128_t p, const int r, v128_t m10) {
+  v128_t s = r == 0 ? wasm_i16x8_shl(p, 4) : r == 1 ? wasm_i16x8_shl(p, 2) : r == 2 ? p : wasm_u16x8_shr(p, 2);
+  return wasm_v128_and(s, m10);
+}
+static inline __attribute__((always_inline)) v128_t q5_hhi(v128_t p, const int r, v128_t m10) {
+  v128_t s = r == 0   ? wasm_i16x8_shl(p, 3)
+             : r == 1 ? wasm_i16x8_shl(p, 1)
+             : r == 2 ? wasm_u16x8_shr(p, 1)
+                      : wasm_u16x8_shr(p, 3);
+  return wasm_v128_and(s, m10);
+}
+
+#define LG_CONSTS()                                                                                \
+  const v128_t sm = pin(wasm_u32x4_splat(0x8fffffffu)), sk = pin(wasm_f32x4_splat(0x1p112f));       \
+  const v128_t m = pin(wasm_i8x16_splat(0x0f)), m10 = pin(wasm_i8x16_splat(0x10));                  \
+  const v128_t one = pin(wasm_i16x8_splat(1));                                                      \
+  const v128_t z = wasm_i32x4_splat(0)
+
+/* Q4_1 weights of quant run v. */
+#define Q41_W(v, lo, hi)                                 \
+  v128_t lo = wasm_v128_and((v), m);                     \
+  v128_t hi = wasm_v128_and(wasm_u16x8_shr((v), 4), m)
+/* Q5 weights of row r's quant run v with the block's plane p. */
+#define Q5_W(v, p, r, lo, hi)                                                   \
+  v128_t lo = wasm_v128_or(wasm_v128_and((v), m), q5_hlo((p), (r), m10));         \
+  v128_t hi = wasm_v128_or(wasm_v128_and(wasm_u16x8_shr((v), 4), m), q5_hhi((p), (r), m10))
+
+/* Q4_1: per block 80 B at 80i: d[4], m[4], the runs. */
+#define q4_1_CONSTS LG_CONSTS
+#define q4_1_YB 48u
+#define q4_1_MINS 1
+#define q4_1_SCRATCH
+#define q4_1_BLOCK(g, nb, i, yb, yd, is, dd, accm)                                                      \
+  do {                                                                                                  \
+    v128_t ylo_ = wasm_v128_load(yb), yhi_ = wasm_v128_load((yb) + 16), ys_ = wasm_v128_load((yb) + 32); \
+    const uint8_t *q_ = (g) + 80 * (i);                                                                 \
+    (dd) = wasm_f32x4_mul(scales4(q_, sm, sk), (yd));                                                   \
+    (accm) = wasm_f32x4_sub((accm), wasm_f32x4_mul(scales4(q_ + 8, sm, sk), ys_));                      \
+    q_ += 16;                                                                                           \
+    for (int r = 0; r < 4; r++) {                                                                       \
+      Q41_W(wasm_v128_load(q_ + 16 * r), lo_, hi_);                                                     \
+      (is)[r] = LG_DOT(ylo_, lo_, yhi_, hi_, one);                                                      \
+    }                                                                                                   \
+  } while (0)
+#define q4_1_TILE_PREP(g, nb, i)                                                     \
+  const uint8_t *qw = (g) + 80 * (i);                                                \
+  v128_t dw = scales4(qw, sm, sk), mw = scales4(qw + 8, sm, sk);                     \
+  qw += 16
+#define q4_1_TILE_TOKEN(yb, yd, dd, accm)                                                    \
+  do {                                                                                       \
+    (dd) = wasm_f32x4_mul(dw, (yd));                                                         \
+    (accm) = wasm_f32x4_sub((accm), wasm_f32x4_mul(mw, wasm_v128_load((yb) + 32)));          \
+  } while (0)
+#define q4_1_TILE_ROW(r, NT, yt, is)                                                                   \
+  do {                                                                                                 \
+    Q41_W(wasm_v128_load(qw + 16 * (r)), lo_, hi_);                                                    \
+    for (int t = 0; t < (NT); t++)                                                                     \
+      (is)[t] = LG_DOT(wasm_v128_load(yt(t)), lo_, wasm_v128_load(yt(t) + 16), hi_, one);              \
+  } while (0)
+RX_KERNELS(q4_1)
+
+/* Q5_0: per block 88 B at 88i: d[4], P, the runs. */
+#define q5_0_CONSTS LG_CONSTS
+#define q5_0_YB 48u
+#define q5_0_MINS 0
+#define q5_0_SCRATCH
+#define q5_0_BLOCK(g, nb, i, yb, yd, is, dd, accm)                                                     \
+  do {                                                                                                 \
+    v128_t ylo_ = wasm_v128_load(yb), yhi_ = wasm_v128_load((yb) + 16), c_ = wasm_v128_load((yb) + 32); \
+    const uint8_t *q_ = (g) + 88 * (i) + 8;                                                            \
+    (dd) = wasm_f32x4_mul(scales4(q_ - 8, sm, sk), (yd));                                              \
+    v128_t p_ = wasm_v128_load(q_);                                                                    \
+    for (int r = 0; r < 4; r++) {                                                                      \
+      Q5_W(wasm_v128_load(q_ + 16 + 16 * r), p_, r, lo_, hi_);                                         \
+      (is)[r] = wasm_i32x4_add(LG_DOT(ylo_, lo_, yhi_, hi_, one), c_);                                 \
+    }                                                                                                  \
+  } while (0)
+#define q5_0_TILE_PREP(g, nb, i)               \
+  const uint8_t *qw = (g) + 88 * (i) + 8;        \
+  v128_t dw = scales4(qw - 8, sm, sk);           \
+  v128_t pw = wasm_v128_load(qw)
+#define q5_0_TILE_TOKEN(yb, yd, dd, accm) ((dd) = wasm_f32x4_mul(dw, (yd)))
+#define q5_0_TILE_ROW(r, NT, yt, is)                                                                     \
+  do {                                                                                                   \
+    Q5_W(wasm_v128_load(qw + 16 + 16 * (r)), pw, (r), lo_, hi_);                                         \
+    for (int t = 0; t < (NT); t++)                                                                       \
+      (is)[t] = wasm_i32x4_add(LG_DOT(wasm_v128_load(yt(t)), lo_, wasm_v128_load(yt(t) + 16), hi_, one), \
+                               wasm_v128_load(yt(t) + 32));                                              \
+  } while (0)
+RX_KERNELS(q5_0)
+
+/* Q5_1: per block 96 B at 96i: d[4], m[4], P, the runs. */
+#define q5_1_CONSTS LG_CONSTS
+#define q5_1_YB 48u
+#define q5_1_MINS 1
+#define q5_1_SCRATCH
+#define q5_1_BLOCK(g, nb, i, yb, yd, is, dd, accm)                                                      \
+  do {                                                                                                  \
+    v128_t ylo_ = wasm_v128_load(yb), yhi_ = wasm_v128_load((yb) + 16), ys_ = wasm_v128_load((yb) + 32); \
+    const uint8_t *q_ = (g) + 96 * (i) + 16;                                                            \
+    (dd) = wasm_f32x4_mul(scales4(q_ - 16, sm, sk), (yd));                                              \
+    (accm) = wasm_f32x4_sub((accm), wasm_f32x4_mul(scales4(q_ - 8, sm, sk), ys_));                      \
+    v128_t p_ = wasm_v128_load(q_);                                                                     \
+    for (int r = 0; r < 4; r++) {                                                                       \
+      Q5_W(wasm_v128_load(q_ + 16 + 16 * r), p_, r, lo_, hi_);                                          \
+      (is)[r] = LG_DOT(ylo_, lo_, yhi_, hi_, one);                                                      \
+    }                                                                                                   \
+  } while (0)
+#define q5_1_TILE_PREP(g, nb, i)                                                         \
+  const uint8_t *qw = (g) + 96 * (i) + 16;                                               \
+  v128_t dw = scales4(qw - 16, sm, sk), mw = scales4(qw - 8, sm, sk);                    \
+  v128_t pw = wasm_v128_load(qw)
+#define q5_1_TILE_TOKEN q4_1_TILE_TOKEN
+#define q5_1_TILE_ROW(r, NT, yt, is)                                                                   \
+  do {                                                                                                 \
+    Q5_W(wasm_v128_load(qw + 16 + 16 * (r)), pw, (r), lo_, hi_);                                       \
+    for (int t = 0; t < (NT); t++)                                                                     \
+      (is)[t] = LG_DOT(wasm_v128_load(yt(t)), lo_, wasm_v128_load(yt(t) + 16), hi_, one);              \
+  } while (0)
+RX_KERNELS(q5_1)
+
+/* ---- IQ4_XS (wasm/kernels/src/packed_iq4xs.rs): per super-block group the
+ * 4 rows' d, the 32 six-bit scales in a 16-byte nibble plane L and an 8-byte
+ * 2-bit plane H (scale v = 8r + ib), then per sub-block the 4 rows' quant runs
+ * in the order f. Nibbles looked up in kvalues_iq4nl, the activation's sign
+ * moved onto the weight and dotted with |a| (as IQ4_NL) by
+ * i16x8.relaxed_dot_i8x16_i7x16_s (|pair| ≤ 2·127·127), each half's pair
+ * sums scaled by one i32x4.dot_i16x8_s against its sub-block scale − 32: the
+ * exact i32 lane sums of lowbit.rs `tile_iq4_xs`. */
+
+#define XS_GB 544u
+
+/* The 4 rows' scales − 32 as i16 (row r, sub-block ib at sc[8r + ib]). */
+static inline __attribute__((always_inline)) void xs_scales(const uint8_t *gb, int16_t *sc, v128_t m, v128_t m30,
+                                                           v128_t b32) {
+  v128_t l = wasm_v128_load(gb + 8), h2 = wasm_v128_load64_splat(gb + 24);
+  v128_t hs = wasm_i8x16_shuffle(h2, wasm_u16x8_shr(h2, 2), 0, 1, 2, 3, 4, 5, 6, 7, 24, 25, 26, 27, 28, 29, 30, 31);
+  v128_t a = wasm_v128_or(wasm_v128_and(l, m), wasm_v128_and(wasm_i16x8_shl(hs, 4), m30));
+  v128_t b = wasm_v128_or(wasm_v128_and(wasm_u16x8_shr(l, 4), m), wasm_v128_and(hs, m30));
+  wasm_v128_store(sc, wasm_i16x8_sub(wasm_u16x8_extend_low_u8x16(a), b32));
+  wasm_v128_store(sc + 8, wasm_i16x8_sub(wasm_u16x8_extend_high_u8x16(a), b32));
+  wasm_v128_store(sc + 16, wasm_i16x8_sub(wasm_u16x8_extend_low_u8x16(b), b32));
+  wasm_v128_store(sc + 24, wasm_i16x8_sub(wasm_u16x8_extend_high_u8x16(b), b32));
+}
+
+/* The looked-up weights (i8) of quant run v. */
+#define XS_LOOK(v, lo, hi)                                                        \
+  v128_t lo = wasm_i8x16_relaxed_swizzle(kv, wasm_v128_and((v), m));             \
+  v128_t hi = wasm_i8x16_relaxed_swizzle(kv, wasm_v128_and(wasm_u16x8_shr((v), 4), m))
+
+/* is += one sub-block of one row: weights lo, hi, activations |a| (a0, a1),
+ * their sign masks (m0, m1), scale at s. */
+#define XS_SUB(is, lo, hi, a0, a1, m0, m1, s)                                                     \
+  do {                                                                                            \
+    v128_t l_ = wasm_i8x16_sub(wasm_v128_xor((lo), (m0)), (m0));                                  \
+    v128_t h_ = wasm_i8x16_sub(wasm_v128_xor((hi), (m1)), (m1));                                  \
+    v128_t s_ = wasm_v128_load16_splat(s);                                                        \
+    (is) = wasm_i32x4_add((is), wasm_i32x4_add(                                                   \
+                                    wasm_i32x4_dot_i16x8(wasm_i16x8_relaxed_dot_i8x16_i7x16(l_, (a0)), s_), \
+                                    wasm_i32x4_dot_i16x8(wasm_i16x8_relaxed_dot_i8x16_i7x16(h_, (a1)), s_))); \
+  } while (0)
+
+#define XS_CONSTS()                                                                                        \
+  const v128_t sm = pin(wasm_u32x4_splat(0x8fffffffu)), sk = pin(wasm_f32x4_splat(0x1p112f));              \
+  const v128_t m = pin(wasm_i8x16_splat(0x0f)), m30 = pin(wasm_i8x16_splat(0x30));                         \
+  const v128_t b32 = pin(wasm_i16x8_splat(32));                                                            \
+  const v128_t kv = pin(wasm_i8x16_make(-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113)); \
+  const v128_t z = wasm_i32x4_splat(0)
+
+#define iq4_xs_CONSTS XS_CONSTS
+#define iq4_xs_YB 512u
+#define iq4_xs_MINS 0
+#define iq4_xs_SCRATCH int16_t sc[32] __attribute__((aligned(16)))
+#define iq4_xs_BLOCK(g, nb, i, yb, yd, is, dd, accm)                                              \
+  do {                                                                                            \
+    const uint8_t *gb_ = (g) + XS_GB * (i);                                                       \
+    (dd) = wasm_f32x4_mul(scales4(gb_, sm, sk), (yd));                                            \
+    xs_scales(gb_, sc, m, m30, b32);                                                              \
+    for (int ib = 0; ib < 8; ib++) {                                                              \
+      const uint8_t *p_ = (yb) + 64 * ib;                                                         \
+      v128_t a0_ = wasm_v128_load(p_), a1_ = wasm_v128_load(p_ + 16);                             \
+      v128_t m0_ = wasm_v128_load(p_ + 32), m1_ = wasm_v128_load(p_ + 48);                        \
+      for (int r = 0; r < 4; r++) {                                                               \
+        XS_LOOK(wasm_v128_load(gb_ + 32 + 64 * ib + 16 * r), lo_, hi_);                           \
+        XS_SUB((is)[r], lo_, hi_, a0_, a1_, m0_, m1_, sc + 8 * r + ib);                           \
+      }                                                                                           \
+    }                                                                                             \
+  } while (0)
+#define iq4_xs_TILE_PREP(g, nb, i)               \
+  const uint8_t *gb = (g) + XS_GB * (i);         \
+  v128_t dw = scales4(gb, sm, sk);               \
+  xs_scales(gb, sc, m, m30, b32)
+#define iq4_xs_TILE_TOKEN(yb, yd, dd, accm) ((dd) = wasm_f32x4_mul(dw, (yd)))
+#define iq4_xs_TILE_ROW(r, NT, yt, is)                                                             \
+  for (int ib = 0; ib < 8; ib++) {                                                                 \
+    XS_LOOK(wasm_v128_load(gb + 32 + 64 * ib + 16 * (r)), lo_, hi_);                               \
+    for (int t = 0; t < (NT); t++) {                                                               \
+      const uint8_t *p_ = yt(t) + 64 * ib;                                                         \
+      XS_SUB((is)[t], lo_, hi_, wasm_v128_load(p_), wasm_v128_load(p_ + 16), wasm_v128_load(p_ + 32),    \
+             wasm_v128_load(p_ + 48), sc + 8 * (r) + ib);                                          \
+    }                                                                                              \
+  }
+RX_KERNELS(iq4_xs)
+
+/* ---- Two groups per pass for the legacy 32-blocks and IQ4_XS: decode runs
+ * groups g0 and g1 (half a matrix apart) block by block, so two weight
+ * streams are in flight from DRAM (the Q4_0 / Q8_0 decode of relaxed.c does
+ * the same); per group the operations and their order are those of T##_body
+ * (bit-identical). */
+#define RX_GROUP2(T)                                                                                       \
+  static inline __attribute__((always_inline)) void T##_body2(const uint8_t *g0, const uint8_t *g1,          \
+                                                              uint32_t nb, const uint8_t *a, float *o0,    \
+                                                              float *o1) {                                 \
+    const float *da = (const float *)a;                                                                    \
+    const uint8_t *y = a + align16(4 * nb);                                                                \
+    T##_CONSTS();                                                                                          \
+    T##_SCRATCH;                                                                                           \
+    v128_t acc0[4], acc1[4], accm0 = wasm_f32x4_splat(0.0f), accm1 = accm0;                                \
+    for (int r = 0; r < 4; r++) acc0[r] = acc1[r] = accm0;                                                 \
+    for (uint32_t i = 0; i < nb; i++) {                                                                    \
+      const uint8_t *yb = y + T##_YB * i;                                                                  \
+      v128_t yd = wasm_f32x4_splat(da[i]), dd;                                                             \
+      v128_t is[4] = {z, z, z, z};                                                                         \
+      T##_BLOCK(g0, nb, i, yb, yd, is, dd, accm0);                                                         \
+      for (int r = 0; r < 4; r++) acc0[r] = acc_lane(acc0[r], is[r], BCAST(dd, r));                        \
+      for (int r = 0; r < 4; r++) is[r] = z;                                                               \
+      T##_BLOCK(g1, nb, i, yb, yd, is, dd, accm1);                                                         \
+      for (int r = 0; r < 4; r++) acc1[r] = acc_lane(acc1[r], is[r], BCAST(dd, r));                        \
+    }                                                                                                      \
+    store4(o0, acc0, accm0, T##_MINS);                                                                     \
+    store4(o1, acc1, accm1, T##_MINS);                                                                     \
+  }                                                                                                        \
+  void rx_group2_##T(const uint8_t *g0, const uint8_t *g1, uint32_t nb, const uint8_t *a, float *o0,       \
+                     float *o1) {                                                                          \
+    if (g1) T##_body2(g0, g1, nb, a, o0, o1);                                                              \
+    else T##_body(g0, nb, a, o0);                                                                          \
+  }
+RX_GROUP2(q4_1)
+RX_GROUP2(q5_0)
+RX_GROUP2(q5_1)
+RX_GROUP2(iq4_xs)

@@ -23,15 +23,20 @@ mod mathf;
 mod matmul;
 mod norm;
 mod packed;
+mod packed_bf16;
 mod packed_f16;
 #[cfg(moe_relaxed)]
 mod packed_iq4nl;
+#[cfg(moe_relaxed)]
+mod packed_iq4xs;
 #[cfg(moe_relaxed)]
 mod packed_q2k;
 #[cfg(moe_relaxed)]
 mod packed_q3k;
 #[cfg(moe_relaxed)]
 mod packed_q5k;
+#[cfg(moe_relaxed)]
+mod packed_legacy;
 #[cfg(moe_relaxed)]
 mod packed_mxfp4;
 #[cfg(moe_relaxed)]

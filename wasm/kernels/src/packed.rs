@@ -119,6 +119,15 @@ pub static LAYOUTS: &[Layout] = &[
     Layout::of::<Packed<Q5_K>>(),
     #[cfg(moe_relaxed)]
     Layout::of::<Packed<IQ4_NL>>(),
+    #[cfg(moe_relaxed)]
+    Layout::of::<Packed<Q4_1>>(),
+    #[cfg(moe_relaxed)]
+    Layout::of::<Packed<Q5_0>>(),
+    #[cfg(moe_relaxed)]
+    Layout::of::<Packed<Q5_1>>(),
+    #[cfg(moe_relaxed)]
+    Layout::of::<Packed<IQ4_XS>>(),
+    Layout::of::<Packed<BF16>>(),
 ];
 
 /// The packed layout of `ty`, or None.
@@ -465,6 +474,10 @@ pub unsafe fn pack(ty: u32, w: *mut u8, rows: usize, cols: usize, tmp: *mut u8, 
         return if inverse { -1 } else { 1 };
     }
     let l = layout(ty).unwrap_unchecked();
+    if l.kernels.is_some() && cols % l.block_elems != 0 {
+        // Group kernels need whole blocks (BF16: cols % 8): refused, as for rows.
+        return if inverse { -1 } else { 1 };
+    }
     if !inverse && !(l.eligible)(w, rows * rb) {
         return 1;
     }
