@@ -202,34 +202,8 @@ export function attentionOp(
   copyIn(f32, k, kn, kp);
   copyIn(f32, v, vn, vp);
   const kc = L.off;
-  if (
-    th !== undefined &&
-    th.run(
-      [
-        kc,
-        kc + L.cap * e.kRowBytes,
-        L.cap,
-        startPos,
-        nTokens,
-        qp,
-        kp,
-        vp,
-        nHeads,
-        nKvHeads,
-        headDimK,
-        headDimV,
-        p.scale,
-        op,
-      ],
-      sp,
-      stride,
-    )
-  ) {
-    copyOut(f32, op, on, out);
-    return;
-  }
-  const f = c.scalar ? c.k.attention_scalar : c.k.attention;
-  const rc = f(
+  // the kernel's arguments up to `out`, for the threaded split or one call here
+  const args: AttentionHead = [
     kc,
     kc + L.cap * e.kRowBytes,
     L.cap,
@@ -244,11 +218,20 @@ export function attentionOp(
     headDimV,
     p.scale,
     op,
-    sp,
-  );
+  ];
+  if (th !== undefined && th.run(args, sp, stride)) {
+    copyOut(f32, op, on, out);
+    return;
+  }
+  const f = c.scalar ? c.k.attention_scalar : c.k.attention;
+  const rc = f(...args, sp);
   if (rc !== 0) fail("attention", "kernel rejected the shape");
   copyOut(f32, op, on, out);
 }
+
+/** `attention`'s arguments without the trailing scratch pointer. */
+type AttentionHead = Parameters<KernelExports["attention"]> extends [...infer H, number] ? H
+  : never;
 
 /** Read back the cached K (`which = "k"`) or V rows of a layer as f32 (tests, debugging). */
 export function readKvOp(
