@@ -47,13 +47,36 @@ const BARRIER_TIMEOUT_MS = 120_000;
 const always = () => true;
 
 /**
- * Spin this long (ms) on the job counter before sleeping. Short: with the
- * cores oversubscribed by other processes, a worker spinning between jobs
- * takes CPU time from the caller (2-thread decode on the bench MoE at load
- * 2.5–3 on 2 CPUs: 1 ms spins 1.6–2.3× slower than 1 thread, 0.05 ms
- * 0.9–1.1×; a wake-up from the futex costs tens of µs instead).
+ * Spin this long (ms) on the job counter before sleeping while the worker
+ * sees itself preempted (see `PREEMPT_MS`). Short: with the cores
+ * oversubscribed by other processes, a worker spinning between jobs takes
+ * CPU time from the caller (2-thread decode on the bench MoE at load 2.5–3
+ * on 2 CPUs: 1 ms spins 1.6–2.3× slower than 1 thread, 0.05 ms 0.9–1.1×).
  */
 const SPIN_MS = 0.05;
+/**
+ * Spin this long (ms) when the worker has not been preempted lately: a
+ * wake-up from the futex costs ~60 µs on a KVM guest (`threads_fork.ts`:
+ * a fork after a 100 µs gap), and the gaps between the forks of a decode
+ * step (norms, RoPE, the router, program building) are 20–300 µs.
+ */
+const LONG_SPIN_MS = 0.4;
+/**
+ * A poll of the spin loop that comes this long (ms) after the previous one
+ * means the worker lost its core (another runnable thread got it): the
+ * cores are oversubscribed, and spins stay short for `CALM_MS`.
+ */
+const PREEMPT_MS = 0.25;
+/** After a preemption is seen, spins stay at `SPIN_MS` this long (ms). */
+const CALM_MS = 500;
+/** When the worker last saw itself preempted while spinning (`performance.now()`). */
+let preemptedAt = -Infinity;
+
+/** How long to spin now: long unless a preemption was seen in the last `CALM_MS`. */
+function spinBudget(now: number): number {
+  return now - preemptedAt < CALM_MS ? SPIN_MS : LONG_SPIN_MS;
+}
+
 /** At most this long (ms) a worker waits for the rest of a job before its post-job spin. */
 const JOB_END_SPIN_MS = 0.5;
 /** Sleep slice (ms) on the futex; between slices the worker handles messages. */
@@ -158,8 +181,14 @@ function work(c: Int32Array): void {
 function untilJobEnd(c: Int32Array, seq: number): void {
   const n = c[CTL_CHUNKS];
   const t0 = performance.now();
+  let last = t0;
   for (let i = 1; Atomics.load(c, CTL_SEQ) === seq && Atomics.load(c, CTL_DONE) < n; i++) {
-    if ((i & 255) === 0 && performance.now() - t0 > JOB_END_SPIN_MS) return;
+    if ((i & 255) === 0) {
+      const now = performance.now();
+      if (now - last > PREEMPT_MS) preemptedAt = now;
+      last = now;
+      if (now - t0 > JOB_END_SPIN_MS) return;
+    }
   }
 }
 
@@ -173,12 +202,18 @@ async function loop(c: Int32Array, seen: number): Promise<void> {
   for (;;) {
     let s = Atomics.load(c, CTL_SEQ);
     if (s === seen) {
-      // spin for SPIN_MS (the gap between two ops of a decode step), then sleep on the
+      // spin (the gap between two ops of a decode step: see spinBudget), then sleep on the
       // futex in slices of SLEEP_MS, returning to the event loop between slices
       const t0 = performance.now();
+      let last = t0, budget = spinBudget(t0);
       for (let i = 1; s === seen; i++) {
         s = Atomics.load(c, CTL_SEQ);
-        if ((i & 255) === 0 && performance.now() - t0 > SPIN_MS) break;
+        if ((i & 255) === 0) {
+          const now = performance.now();
+          if (now - last > PREEMPT_MS) preemptedAt = now, budget = SPIN_MS;
+          last = now;
+          if (now - t0 > budget) break;
+        }
       }
       if (s === seen) {
         if (Atomics.wait(c, CTL_SEQ, seen, SLEEP_MS) === "timed-out") {
