@@ -6,7 +6,10 @@
  * of `--rounds` kept per op.
  *
  *   deno run -A wasm/bench/threads_profile.ts --model .cache/bench/moe-q4_0-….gguf
- *     [--threads 1,2] [--tokens 16] [--prompt 64] [--rounds 3]
+ *     [--threads 1,2] [--tokens 16] [--prompt 64] [--rounds 3] [--profile decode|prefill]
+ *
+ * `--profile prefill` times the ops of the prompt's evaluation instead (per
+ * prompt, in µs, in the op table).
  *
  * @module
  */
@@ -35,6 +38,10 @@ const counts = arg("threads", "1,2").split(",").map(Number);
 const nTok = Number(arg("tokens", "16"));
 const nPrompt = Number(arg("prompt", "64"));
 const rounds = Number(arg("rounds", "3"));
+const profMode = arg("profile", "decode");
+if (profMode !== "decode" && profMode !== "prefill") throw new Error("--profile decode|prefill");
+/** Divisor of the op table: decoded tokens, or 1 (the whole prompt). */
+const per = profMode === "decode" ? nTok : 1;
 const prompt = [1, ...Array.from({ length: nPrompt - 1 }, (_, i) => 300 + ((i * 37) % 200))];
 
 const METHODS = [
@@ -167,14 +174,15 @@ for (let r = 0; r < rounds; r++) {
     best[i].tokens = p.tokens;
     // profiled decode only (prefill untimed)
     const sess = new Session(s.model, { nCtx: 256 });
-    let l = await sess.eval(prompt);
+    let l = profMode === "decode" ? await sess.eval(prompt) : new Float32Array(0);
     s.stats = new Map();
     s.forks = 0;
     s.gaps = [0, 0, 0, 0];
     s.lastEnd = performance.now();
     s.on = true;
     const t0 = performance.now();
-    for (let k = 0; k < nTok; k++) l = await sess.eval([argmax(l)]);
+    if (profMode === "prefill") await sess.eval(prompt);
+    else for (let k = 0; k < nTok; k++) l = await sess.eval([argmax(l)]);
     const total = performance.now() - t0;
     s.on = false;
     sess.dispose();
@@ -200,34 +208,38 @@ best.forEach((b, i) =>
 console.log(
   `tokens identical: ${best.every((b) => b.tokens.join() === best[0].tokens.join())}`,
 );
-console.log("\nprofiled decode, per token (µs), best profiled pass:");
+console.log(
+  profMode === "decode"
+    ? "\nprofiled decode, per token (µs), best profiled pass:"
+    : `\nprofiled prefill of ${nPrompt} tokens, per prompt (µs), best profiled pass:`,
+);
 const keys = [...new Set(prof.flatMap((m) => [...m.keys()]))].sort();
 console.log(`| op | calls/token | ${counts.map((t) => `${t}t µs/token`).join(" | ")} |`);
 console.log(`| -- | --: | ${counts.map(() => "--:").join(" | ")} |`);
 for (const k of keys) {
-  const n = (prof[0].get(k)?.n ?? 0) / nTok;
+  const n = (prof[0].get(k)?.n ?? 0) / per;
   console.log(
     `| ${k} | ${n} | ${
-      prof.map((m) => ((m.get(k)?.ms ?? 0) * 1000 / nTok).toFixed(0)).join(" | ")
+      prof.map((m) => ((m.get(k)?.ms ?? 0) * 1000 / per).toFixed(0)).join(" | ")
     } |`,
   );
 }
 const opSum = prof.map((m) => [...m.values()].reduce((a, v) => a + v.ms, 0));
 console.log(
-  `| (sum of ops) | | ${opSum.map((v) => (v * 1000 / nTok).toFixed(0)).join(" | ")} |`,
+  `| (sum of ops) | | ${opSum.map((v) => (v * 1000 / per).toFixed(0)).join(" | ")} |`,
 );
 console.log(
-  `| (step total) | | ${decProf.map((d) => (d.total * 1000 / nTok).toFixed(0)).join(" | ")} |`,
+  `| (step total) | | ${decProf.map((d) => (d.total * 1000 / per).toFixed(0)).join(" | ")} |`,
 );
 console.log(
   `| (outside ops) | | ${
-    decProf.map((d, i) => ((d.total - opSum[i]) * 1000 / nTok).toFixed(0)).join(" | ")
+    decProf.map((d, i) => ((d.total - opSum[i]) * 1000 / per).toFixed(0)).join(" | ")
   } |`,
 );
-console.log(`| forks/token | | ${decProf.map((d) => (d.forks / nTok).toFixed(1)).join(" | ")} |`);
+console.log(`| forks/token | | ${decProf.map((d) => (d.forks / per).toFixed(1)).join(" | ")} |`);
 console.log(
   `| gaps before forks /token (<20, <50, <100, ≥100 µs) | | ${
-    decProf.map((d) => d.gaps.map((g) => (g / nTok).toFixed(1)).join(", ")).join(" | ")
+    decProf.map((d) => d.gaps.map((g) => (g / per).toFixed(1)).join(", ")).join(" | ")
   } |`,
 );
 console.log(
