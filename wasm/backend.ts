@@ -46,7 +46,6 @@ import {
   copyIn,
   copyOut,
   fail,
-  need,
   type OpContext,
   readKvOp,
   rmsnormOp,
@@ -334,16 +333,12 @@ export class WasmBackend implements Backend {
   matmul(w: WeightView, x: Float32Array, nTokens: number, out: Float32Array): void {
     const { rows, cols } = w;
     const bytes = this.#check(w, "matmul");
-    need(
-      x.length >= nTokens * cols,
-      "matmul",
-      `x has ${x.length} floats, need ${nTokens}×${cols}`,
-    );
-    need(
-      out.length >= nTokens * rows,
-      "matmul",
-      `out has ${out.length} floats, need ${nTokens}×${rows}`,
-    );
+    if (!(x.length >= nTokens * cols)) {
+      fail("matmul", `x has ${x.length} floats, need ${nTokens}×${cols}`);
+    }
+    if (!(out.length >= nTokens * rows)) {
+      fail("matmul", `out has ${out.length} floats, need ${nTokens}×${rows}`);
+    }
     if (nTokens === 0 || rows === 0) return;
     const { ptr, kernelType } = this.#slots.resolve(w, bytes, true);
     const th = this.#threads;
@@ -366,11 +361,9 @@ export class WasmBackend implements Backend {
   getRows(w: WeightView, ids: Int32Array, out: Float32Array): void {
     const bytes = this.#check(w, "getRows");
     const n = ids.length;
-    need(
-      out.length >= n * w.cols,
-      "getRows",
-      `out has ${out.length} floats, need ${n}×${w.cols}`,
-    );
+    if (!(out.length >= n * w.cols)) {
+      fail("getRows", `out has ${out.length} floats, need ${n}×${w.cols}`);
+    }
     for (let i = 0; i < n; i++) {
       if (!(ids[i] >= 0 && ids[i] < w.rows)) {
         fail("getRows", `row id ${ids[i]} at ${i} outside [0, ${w.rows})`);
@@ -436,21 +429,18 @@ export class WasmBackend implements Backend {
     const ub = this.#check(up, "ffnSwiglu");
     const db = this.#check(down, "ffnSwiglu");
     const nEmbd = gate.cols, nFf = gate.rows;
-    need(
-      up.rows === nFf && up.cols === nEmbd && down.rows === nEmbd && down.cols === nFf,
-      "ffnSwiglu",
-      `shapes gate ${gate.rows}×${gate.cols}, up ${up.rows}×${up.cols}, down ${down.rows}×${down.cols} do not chain`,
-    );
-    need(
-      x.length >= nTokens * nEmbd,
-      "ffnSwiglu",
-      `x has ${x.length} floats, need ${nTokens}×${nEmbd}`,
-    );
-    need(
-      out.length >= nTokens * nEmbd,
-      "ffnSwiglu",
-      `out has ${out.length} floats, need ${nTokens}×${nEmbd}`,
-    );
+    if (!(up.rows === nFf && up.cols === nEmbd && down.rows === nEmbd && down.cols === nFf)) {
+      fail(
+        "ffnSwiglu",
+        `shapes gate ${gate.rows}×${gate.cols}, up ${up.rows}×${up.cols}, down ${down.rows}×${down.cols} do not chain`,
+      );
+    }
+    if (!(x.length >= nTokens * nEmbd)) {
+      fail("ffnSwiglu", `x has ${x.length} floats, need ${nTokens}×${nEmbd}`);
+    }
+    if (!(out.length >= nTokens * nEmbd)) {
+      fail("ffnSwiglu", `out has ${out.length} floats, need ${nTokens}×${nEmbd}`);
+    }
     if (nTokens === 0) return;
     const g = this.#slots.resolve(gate, gb, true);
     const u = this.#slots.resolve(up, ub, true);
@@ -506,18 +496,19 @@ export class WasmBackend implements Backend {
     let work = 0;
     for (const j of jobs) {
       const { gate, up, down } = j;
-      need(
-        gate.rows === nFf && gate.cols === nEmbd && up.rows === nFf && up.cols === nEmbd &&
-          down.rows === nEmbd && down.cols === nFf,
-        "ffnSwigluMany",
-        `shapes gate ${gate.rows}×${gate.cols}, up ${up.rows}×${up.cols}, down ${down.rows}×${down.cols} do not chain (or differ between jobs)`,
-      );
-      need(
-        Number.isInteger(j.nTokens) && j.nTokens >= 0 && j.x.length >= j.nTokens * nEmbd &&
-          j.out.length >= j.nTokens * nEmbd,
-        "ffnSwigluMany",
-        `x/out shorter than ${j.nTokens}×${nEmbd}`,
-      );
+      if (
+        !(gate.rows === nFf && gate.cols === nEmbd && up.rows === nFf && up.cols === nEmbd &&
+          down.rows === nEmbd && down.cols === nFf)
+      ) {
+        fail(
+          "ffnSwigluMany",
+          `shapes gate ${gate.rows}×${gate.cols}, up ${up.rows}×${up.cols}, down ${down.rows}×${down.cols} do not chain (or differ between jobs)`,
+        );
+      }
+      if (
+        !(Number.isInteger(j.nTokens) && j.nTokens >= 0 && j.x.length >= j.nTokens * nEmbd &&
+          j.out.length >= j.nTokens * nEmbd)
+      ) fail("ffnSwigluMany", `x/out shorter than ${j.nTokens}×${nEmbd}`);
       work += nFf * nEmbd * j.nTokens;
     }
     if (nFf < 8 || work < THREAD_MIN_WORK) return false;
@@ -673,24 +664,20 @@ export class WasmBackend implements Backend {
     const th = this.#threads;
     if (th === null || this.#scalar || ws.length === 0 || nTokens === 0) return false;
     const cols = ws[0].cols;
-    need(
-      ws.length === outs.length,
-      "matmulMany",
-      `${ws.length} matrices but ${outs.length} outputs`,
-    );
-    need(
-      x.length >= nTokens * cols,
-      "matmulMany",
-      `x has ${x.length} floats, need ${nTokens}×${cols}`,
-    );
+    if (!(ws.length === outs.length)) {
+      fail("matmulMany", `${ws.length} matrices but ${outs.length} outputs`);
+    }
+    if (!(x.length >= nTokens * cols)) {
+      fail("matmulMany", `x has ${x.length} floats, need ${nTokens}×${cols}`);
+    }
     let work = 0;
     for (let i = 0; i < ws.length; i++) {
-      need(ws[i].cols === cols, "matmulMany", `matrix ${i} has ${ws[i].cols} columns, not ${cols}`);
-      need(
-        outs[i].length >= nTokens * ws[i].rows,
-        "matmulMany",
-        `out ${i} has ${outs[i].length} floats, need ${nTokens}×${ws[i].rows}`,
-      );
+      if (!(ws[i].cols === cols)) {
+        fail("matmulMany", `matrix ${i} has ${ws[i].cols} columns, not ${cols}`);
+      }
+      if (!(outs[i].length >= nTokens * ws[i].rows)) {
+        fail("matmulMany", `out ${i} has ${outs[i].length} floats, need ${nTokens}×${ws[i].rows}`);
+      }
       work += ws[i].rows * cols * nTokens;
     }
     if (work < THREAD_MIN_WORK) return false;
@@ -801,17 +788,13 @@ export class WasmBackend implements Backend {
     if (th === null || this.#scalar || nTokens === 0) return false;
     const { nHeads, nKvHeads, headDimK, headDimV } = p;
     const nAtt = nHeads * headDimV;
-    need(
-      wo.cols === nAtt,
-      "attentionOutput",
-      `wo has ${wo.cols} columns, attention gives ${nAtt}`,
-    );
+    if (!(wo.cols === nAtt)) {
+      fail("attentionOutput", `wo has ${wo.cols} columns, attention gives ${nAtt}`);
+    }
     const rows = wo.rows;
-    need(
-      out.length >= nTokens * rows,
-      "attentionOutput",
-      `out has ${out.length} floats, need ${nTokens}×${rows}`,
-    );
+    if (!(out.length >= nTokens * rows)) {
+      fail("attentionOutput", `out has ${out.length} floats, need ${nTokens}×${rows}`);
+    }
     if (rows * nAtt * nTokens < THREAD_MIN_WORK) return false;
     const e = this.#caches.get(cache);
     const bad = attentionMismatch(e, layer, startPos, nTokens, p);
@@ -819,15 +802,15 @@ export class WasmBackend implements Backend {
     const qn = nTokens * nHeads * headDimK;
     const kn = nTokens * nKvHeads * headDimK;
     const vn = nTokens * nKvHeads * headDimV;
-    need(
-      q.length >= qn && k.length >= kn && v.length >= vn,
-      "attention",
-      "q/k/v shorter than their shapes",
-    );
+    if (!(q.length >= qn && k.length >= kn && v.length >= vn)) {
+      fail("attention", "q/k/v shorter than their shapes");
+    }
     const wb = this.#check(wo, "attentionOutput");
     this.#caches.reserve(e, layer, startPos + nTokens); // the cache grows with use
     const L = e.layers[layer];
-    need(startPos + nTokens <= L.cap, "attention", `KV layer ${layer} holds ${L.cap} positions`);
+    if (!(startPos + nTokens <= L.cap)) {
+      fail("attention", `KV layer ${layer} holds ${L.cap} positions`);
+    }
     const r = this.#slots.resolve(wo, wb, true);
     const kk = this.#k;
     const sb = Math.max(

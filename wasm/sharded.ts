@@ -55,7 +55,7 @@ import {
   type WasmBackend,
   type WasmBackendOptions,
 } from "./backend.ts";
-import { need } from "./f32_ops.ts";
+import { fail } from "./f32_ops.ts";
 
 const GIB = 1024 ** 3;
 const MIB = 1 << 20;
@@ -329,16 +329,15 @@ export class ShardedWasmBackend implements Backend {
       return;
     }
     const nEmbd = gate.cols, nFf = gate.rows;
-    need(
-      up.rows === nFf && up.cols === nEmbd && down.rows === nEmbd && down.cols === nFf,
-      "ffnSwiglu",
-      `shapes gate ${gate.rows}×${gate.cols}, up ${up.rows}×${up.cols}, down ${down.rows}×${down.cols} do not chain`,
-    );
-    need(
-      out.length >= nTokens * nEmbd,
-      "ffnSwiglu",
-      `out has ${out.length} floats, need ${nTokens}×${nEmbd}`,
-    );
+    if (!(up.rows === nFf && up.cols === nEmbd && down.rows === nEmbd && down.cols === nFf)) {
+      fail(
+        "ffnSwiglu",
+        `shapes gate ${gate.rows}×${gate.cols}, up ${up.rows}×${up.cols}, down ${down.rows}×${down.cols} do not chain`,
+      );
+    }
+    if (!(out.length >= nTokens * nEmbd)) {
+      fail("ffnSwiglu", `out has ${out.length} floats, need ${nTokens}×${nEmbd}`);
+    }
     if (nTokens === 0) return;
     const gb = new Float32Array(nTokens * nFf), ub = new Float32Array(nTokens * nFf);
     this.#be[g.inst].matmul(inner(gate, g), x, nTokens, gb);

@@ -20,7 +20,7 @@
 import type { Slot, WeightView } from "../core/backend/backend.ts";
 import { BackendError } from "../core/errors.ts";
 import { GgmlType, ggmlTypeName } from "../core/tensor/ggml_type.ts";
-import { need } from "./f32_ops.ts";
+import { fail } from "./f32_ops.ts";
 import type { KernelMemory } from "./memory.ts";
 import { type KernelExports, PACKED_FLAG } from "./pkg/moe_edge_kernels.ts";
 
@@ -178,18 +178,17 @@ export class WeightSlots {
       );
     }
     const rb = this.#k.weight_row_bytes(w.type, w.cols);
-    need(
-      Number.isInteger(w.rows) && Number.isInteger(w.cols) && w.rows >= 0 && w.cols > 0 && rb > 0,
-      op,
-      `cols ${w.cols} is not a whole number of ${ggmlTypeName(w.type)} blocks`,
-    );
-    need(
-      Number.isInteger(w.offset) && w.offset >= 0 && w.offset + w.rows * rb <= slotBytes,
-      op,
-      `weight [${w.offset}, ${
-        w.offset + w.rows * rb
-      }) exceeds slot ${w.slot.id} of ${slotBytes} bytes`,
-    );
+    if (
+      !(Number.isInteger(w.rows) && Number.isInteger(w.cols) && w.rows >= 0 && w.cols > 0 && rb > 0)
+    ) fail(op, `cols ${w.cols} is not a whole number of ${ggmlTypeName(w.type)} blocks`);
+    if (!(Number.isInteger(w.offset) && w.offset >= 0 && w.offset + w.rows * rb <= slotBytes)) {
+      fail(
+        op,
+        `weight [${w.offset}, ${
+          w.offset + w.rows * rb
+        }) exceeds slot ${w.slot.id} of ${slotBytes} bytes`,
+      );
+    }
     return w.rows * rb;
   }
 
