@@ -390,6 +390,67 @@ export class ShardedWasmBackend implements Backend {
     return true;
   }
 
+  /**
+   * Several matmuls over the same activations (Q/K/V) in one parallel region
+   * of the instance holding every one of `ws` (`WasmBackend.matmulMany`);
+   * false, having done nothing, when they straddle instances or that
+   * instance declines (one thread, too small): the caller then runs them one
+   * by one, with the same bits.
+   */
+  matmulMany(
+    ws: readonly WeightView[],
+    x: Float32Array,
+    nTokens: number,
+    outs: readonly Float32Array[],
+  ): boolean {
+    this.#live();
+    if (ws.length === 0) return false;
+    const first = this.#slot(ws[0].slot);
+    const views: WeightView[] = [];
+    for (const w of ws) {
+      const e = this.#slot(w.slot);
+      if (e.inst !== first.inst) return false;
+      views.push(inner(w, e));
+    }
+    return this.#be[first.inst].matmulMany(views, x, nTokens, outs);
+  }
+
+  /**
+   * Attention and the output projection in one parallel region
+   * (`WasmBackend.attentionOutput`) when `wo` sits in the instance holding
+   * `layer` of `cache`; false, having done nothing, otherwise (the caller
+   * runs `attention` then `matmul`, with the same bits).
+   */
+  attentionOutput(
+    cache: KvCache,
+    layer: number,
+    startPos: number,
+    nTokens: number,
+    q: Float32Array,
+    k: Float32Array,
+    v: Float32Array,
+    p: AttentionParams,
+    wo: WeightView,
+    out: Float32Array,
+  ): boolean {
+    this.#live();
+    const part = this.#part(cache, layer, "attentionOutput");
+    const e = this.#slot(wo.slot);
+    if (e.inst !== part.inst) return false;
+    return this.#be[part.inst].attentionOutput(
+      part.inner,
+      layer - part.first,
+      startPos,
+      nTokens,
+      q,
+      k,
+      v,
+      p,
+      inner(wo, e),
+      out,
+    );
+  }
+
   // ------------------------------------------------------------------ KV cache
 
   /**

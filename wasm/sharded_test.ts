@@ -377,3 +377,86 @@ Deno.test("loadModel goes multi-instance only when one heap stops the plan", asy
     registerBackend("wasm", WASM_BACKEND_PRIORITY, wasmBackendFactory);
   }
 });
+
+Deno.test({
+  name:
+    "on threads, Q/K/V and attention + output projection run fused in the instance holding them, and step aside across instances",
+  ignore: !sharedMemorySupported(),
+  fn: async () => {
+    const one = await createWasmBackend();
+    const sh = await createShardedWasmBackend({
+      instances: 2,
+      instanceBytes: 16 * MIB,
+      reserveBytes: 2 * MIB,
+      threads: 2,
+    });
+    try {
+      const r = rng(21);
+      const nEmbd = 1024, kvDim = 256, type = GgmlType.Q4_0;
+      const shapes: [number, number][] = [[nEmbd, nEmbd], [kvDim, nEmbd], [kvDim, nEmbd], [
+        nEmbd,
+        nEmbd,
+      ]];
+      const mats = shapes.map(([rows, cols]) => randomWeights(r, type, rows, cols));
+      const put = (be: typeof one | typeof sh, i: number): WeightView => {
+        const slot = be.allocSlot(mats[i].length);
+        be.writeSlot(slot, 0, mats[i]);
+        return { slot, offset: 0, type, rows: shapes[i][0], cols: shapes[i][1] };
+      };
+      const w1 = mats.map((_, i) => put(one, i));
+      const w2 = mats.map((_, i) => put(sh, i));
+      equal(new Set(w2.map((w) => sh.instanceOf(w.slot))).size, 1, "all four in one instance");
+      // a copy of Q in the other instance (fill the first one's room): Q/K/V then straddle
+      sh.allocSlot(sh.stats().capacityBytes - sh.stats().chargedBytes[0]);
+      const qOther = put(sh, 0);
+      ok(sh.instanceOf(qOther.slot) !== sh.instanceOf(w2[0].slot));
+
+      const x = randomActivations(r, nEmbd);
+      const want = shapes.slice(0, 3).map(([rows]) => new Float32Array(rows));
+      for (let i = 0; i < 3; i++) one.matmul(w1[i], x, 1, want[i]);
+      const got = shapes.slice(0, 3).map(([rows]) => new Float32Array(rows));
+      ok(sh.matmulMany(w2.slice(0, 3), x, 1, got), "fused in one instance");
+      for (let i = 0; i < 3; i++) deepEqual(bits(got[i]), bits(want[i]), `matrix ${i}`);
+      const untouched = shapes.slice(0, 3).map(([rows]) => new Float32Array(rows));
+      equal(sh.matmulMany([qOther, w2[1], w2[2]], x, 1, untouched), false, "straddling");
+      ok(untouched.every((o) => o.every((v) => v === 0)), "nothing written when declined");
+
+      // attention + output projection: the cache sits in the roomier instance
+      const spec = { layers: 2, nCtx: 64, nKvHeads: 4, headDimK: 64, headDimV: 64 };
+      const c1 = one.createKvCache(spec), c2 = sh.createKvCache(spec);
+      const [[cacheInst]] = sh.kvPlacement(c2);
+      const p = { nHeads: 16, nKvHeads: 4, headDimK: 64, headDimV: 64, scale: 1 / 8 };
+      const wo = sh.instanceOf(w2[3].slot) === cacheInst ? w2[3] : put(sh, 3);
+      const woOther = sh.instanceOf(w2[3].slot) === cacheInst ? put(sh, 3) : w2[3];
+      equal(sh.instanceOf(wo.slot), cacheInst);
+      ok(sh.instanceOf(woOther.slot) !== cacheInst);
+      let fused = 0;
+      for (let pos = 0; pos < 40; pos++) {
+        const q = randomActivations(r, nEmbd), k = randomActivations(r, kvDim);
+        const v = randomActivations(r, kvDim);
+        const att = new Float32Array(nEmbd), a = new Float32Array(nEmbd);
+        one.attention(c1, 1, pos, 1, q, k, v, p, att);
+        one.matmul(w1[3], att, 1, a);
+        const b = new Float32Array(nEmbd);
+        if (pos === 39) {
+          // declined across instances (nothing stored), then the fused op in the right one
+          equal(sh.attentionOutput(c2, 1, pos, 1, q, k, v, p, woOther, b), false);
+          ok(b.every((x) => x === 0));
+        }
+        if (sh.attentionOutput(c2, 1, pos, 1, q, k, v, p, wo, b)) fused++;
+        else {
+          // too small to split at short positions: the unfused ops
+          const att2 = new Float32Array(nEmbd);
+          sh.attention(c2, 1, pos, 1, q, k, v, p, att2);
+          sh.matmul(wo, att2, 1, b);
+        }
+        deepEqual(bits(b), bits(a), `position ${pos}`);
+      }
+      ok(fused >= 20, `fused at ${fused} of 40 positions`);
+      deepEqual(bits(sh.readKv(c2, 1, "k", 40)), bits(one.readKv(c1, 1, "k", 40)));
+    } finally {
+      one.dispose();
+      sh.dispose();
+    }
+  },
+});
