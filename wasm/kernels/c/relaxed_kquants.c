@@ -392,10 +392,11 @@ static inline __attribute__((always_inline)) void q3_scales(const uint8_t *gb, i
   }
 RX_KERNELS(q3_k)
 
-/* ---- MXFP4 (wasm/kernels/src/packed_mxfp4.rs): the packed Q4_0 layout with
- * E8M0 scales; nibbles looked up in kvalues_mxfp4 + 12 (7-bit) with
- * i8x16.relaxed_swizzle (indices < 16: deterministic, one pshufb on x86),
- * each block's dot started from c = −12·Σa per lane. */
+/* ---- MXFP4 (wasm/kernels/src/packed_mxfp4.rs): per block one contiguous 68-byte chunk
+ * per group at 68i (e: u8[4], then the 4 rows' quant runs in the order f at 4 + 16r);
+ * nibbles looked up in kvalues_mxfp4 + 12 (7-bit) with i8x16.relaxed_swizzle (indices
+ * < 16: deterministic, one pshufb on x86), each block's dot started from c = −12·Σa per
+ * lane. */
 
 /* lowbit.rs `e8m0_half` of the 4 bytes at p → f32x4: e < 2 ? 2^21 << e : (e − 1) << 23,
  * as max_s((e − 1) << 23, (e + 1) << 21): for e ≥ 2 the first is the larger (4(e − 1) ≥
@@ -409,16 +410,16 @@ static inline __attribute__((always_inline)) v128_t e8m0_half4(const uint8_t *p,
 #define MX_CONSTS()                                                                                       \
   const v128_t m = pin(wasm_i8x16_splat(0x0f));                                                           \
   const v128_t kv = pin(wasm_i8x16_make(12, 13, 14, 15, 16, 18, 20, 24, 12, 11, 10, 9, 8, 6, 4, 0));     \
-  const v128_t one = pin(wasm_i32x4_splat(1));                                                            \
+  const v128_t one = pin(wasm_i32x4_splat(1)), one16 = pin(wasm_i16x8_splat(1));                          \
   const v128_t z = wasm_i32x4_splat(0)
 
 /* Σ over the block's 32 elements per dot lane, plus c: the two halves' i16 pair
- * sums (|·| ≤ 2·127·24 each) added in i16, widened once (one pmaddwd instead of
- * two relaxed i32 dots' two). */
+ * sums (|·| ≤ 2·127·24 each) added in i16, widened once by i32x4.dot_i16x8_s against
+ * pinned ones (one pmaddwd; i32x4.extadd_pairwise costs V8 a constant load per use). */
 #define MX_DOT(a0, w0, a1, w1, c)                                                            \
-  wasm_i32x4_add(wasm_i32x4_extadd_pairwise_i16x8(wasm_i16x8_add(                            \
+  wasm_i32x4_add(wasm_i32x4_dot_i16x8(wasm_i16x8_add(                                        \
                      wasm_i16x8_relaxed_dot_i8x16_i7x16((a0), (w0)),                         \
-                     wasm_i16x8_relaxed_dot_i8x16_i7x16((a1), (w1)))),                       \
+                     wasm_i16x8_relaxed_dot_i8x16_i7x16((a1), (w1))), one16),                \
                  (c))
 
 #define mxfp4_CONSTS MX_CONSTS
@@ -428,18 +429,19 @@ static inline __attribute__((always_inline)) v128_t e8m0_half4(const uint8_t *p,
 #define mxfp4_BLOCK(g, nb, i, yb, yd, is, dd, accm)                                                   \
   do {                                                                                                \
     v128_t ylo_ = wasm_v128_load(yb), yhi_ = wasm_v128_load((yb) + 16), c_ = wasm_v128_load((yb) + 32); \
-    (dd) = wasm_f32x4_mul(e8m0_half4((g) + 4 * (i), one), (yd));                                           \
-    const uint8_t *q_ = (g) + 4 * (nb) + 64 * (i);                                                    \
+    const uint8_t *q_ = (g) + 68 * (i);                                                               \
+    (dd) = wasm_f32x4_mul(e8m0_half4(q_, one), (yd));                                                 \
     for (int r = 0; r < 4; r++) {                                                                     \
-      v128_t v_ = wasm_v128_load(q_ + 16 * r);                                                        \
+      v128_t v_ = wasm_v128_load(q_ + 4 + 16 * r);                                                    \
       v128_t lo_ = wasm_i8x16_relaxed_swizzle(kv, wasm_v128_and(v_, m));                              \
       v128_t hi_ = wasm_i8x16_relaxed_swizzle(kv, wasm_v128_and(wasm_u16x8_shr(v_, 4), m));           \
       (is)[r] = MX_DOT(ylo_, lo_, yhi_, hi_, c_);                                                     \
     }                                                                                                 \
   } while (0)
 #define mxfp4_TILE_PREP(g, nb, i)             \
-  v128_t dw = e8m0_half4((g) + 4 * (i), one);      \
-  const uint8_t *qw = (g) + 4 * (nb) + 64 * (i)
+  const uint8_t *qw = (g) + 68 * (i);         \
+  v128_t dw = e8m0_half4(qw, one);            \
+  qw += 4
 #define mxfp4_TILE_TOKEN(yb, yd, dd, accm) ((dd) = wasm_f32x4_mul(dw, (yd)))
 #define mxfp4_TILE_ROW(r, NT, yt, is)                                                                   \
   do {                                                                                                  \
@@ -869,3 +871,4 @@ RX_GROUP2(q5_0)
 RX_GROUP2(q5_1)
 RX_GROUP2(iq4_xs)
 RX_GROUP2(iq4_nl)
+RX_GROUP2(mxfp4)
