@@ -267,9 +267,11 @@ pub unsafe fn read_block(ty: u32, g: *const u8, nb: usize, r: usize, i: usize, d
     (layout(ty).unwrap_unchecked().read_block)(g, nb, r, i, dst)
 }
 
-// The four layouts of this file. Q8_0 / Q4_0 groups: `d: f16[4·nb]` (block
-// `i`, row `r` at `4i + r`), then per block the 4 rows' quant runs; Q4_K
-// groups: 576-byte super-block groups (d, dmin, scale planes, quant runs).
+// The four layouts of this file. Q8_0 (and the simd128 build's Q4_0) groups:
+// `d: f16[4·nb]` (block `i`, row `r` at `4i + r`), then per block the 4 rows'
+// quant runs; the relaxed build's Q4_0: per block one 72-byte chunk (`d`,
+// runs); Q4_K groups: 576-byte super-block groups (d, dmin, scale planes,
+// quant runs).
 
 /// Q8_0 / Q4_0 block `i` of row `r` → standard bytes (`q` quant bytes: 32 or 16).
 #[inline(always)]
