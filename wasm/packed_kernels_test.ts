@@ -69,6 +69,7 @@ function checkCase(
   nTok: number,
   seed: number,
   mutate?: (w: Uint8Array) => void,
+  acts?: (t: number) => Float32Array,
 ): void {
   const k = H.k;
   const r = rng(seed);
@@ -76,7 +77,7 @@ function checkCase(
   if (type === GgmlType.Q8_0) clearQ8Min(w);
   mutate?.(w);
   const x = new Float32Array(nTok * cols);
-  for (let t = 0; t < nTok; t++) x.set(randomActivations(r, cols), t * cols);
+  for (let t = 0; t < nTok; t++) x.set(acts ? acts(t) : randomActivations(r, cols), t * cols);
   H.reset();
   const std = H.putU8(w);
   const pk = H.putU8(w);
@@ -159,6 +160,31 @@ Deno.test("packed MXFP4: every E8M0 exponent 0..255 (subnormal, normal, 2^127 sc
     };
     for (const nTok of [1, 3]) {
       checkCase(HARNESS[variant]!, GgmlType.MXFP4, 8, 1024, nTok, 11 + nTok, allExponents);
+    }
+  }
+});
+
+Deno.test("packed IQ4_NL: extreme weights × full-scale activations of one sign or mixed (the x = w ^ m, + c8 sign transfer) bit-identical to the standard layout", () => {
+  for (const variant of VARIANTS.filter((v) => packableIn(v, GgmlType.IQ4_NL))) {
+    // Quant bytes 0x00 (both nibbles −127), 0xff (113), 0x0f / 0xf0 (mixed), by block.
+    const extremes = (w: Uint8Array) => {
+      for (let b = 0; b < w.length / 18; b++) {
+        w.fill([0x00, 0xff, 0x0f, 0xf0][b % 4], 18 * b + 2, 18 * b + 18);
+      }
+    };
+    const cols = 1024;
+    const signs: ((i: number) => number)[] = [
+      () => -1,
+      () => 1,
+      (i) => (i % 3 === 0 ? -1 : 1),
+      (i) => (i & 1 ? -1 : 1),
+    ];
+    for (const [n, sign] of signs.entries()) {
+      const acts = (t: number) =>
+        Float32Array.from({ length: cols }, (_, i) => sign(i + t) * (1 + ((i * 7 + t) % 5) / 9));
+      for (const nTok of [1, 3]) {
+        checkCase(HARNESS[variant]!, GgmlType.IQ4_NL, 8, cols, nTok, 40 + n, extremes, acts);
+      }
     }
   }
 });

@@ -128,7 +128,9 @@ static inline __attribute__((always_inline)) void q8_0_body(const int F, const i
     for (int r = 0; r < 4; r++) o[k][r] = hsum(acc[k][r]);
 }
 
-/* Q4_0: unsigned nibbles (7-bit) × a, plus c = −8·Σa per lane. */
+/* Q4_0: unsigned nibbles (7-bit) × a, plus c = −8·Σa per lane. The relaxed build's
+ * packed Q4_0 group (packed.rs) is, per block i, one contiguous 72-byte chunk at 72i
+ * (d: f16[4], then the 4 rows' quant runs at 8 + 16r): one memory stream per group. */
 static inline __attribute__((always_inline)) void q4_0_body(const int F, const int G, const uint8_t *const g[2], uint32_t nb,
                                                           const uint8_t *a, float *const o[2]) {
   const float *da = (const float *)a;
@@ -144,11 +146,11 @@ static inline __attribute__((always_inline)) void q4_0_body(const int F, const i
     v128_t ylo = wasm_v128_load(yb), yhi = wasm_v128_load(yb + 16), c = wasm_v128_load(yb + 32);
     v128_t ds = wasm_f32x4_splat(da[i]);
     for (int k = 0; k < G; k++) {
-      v128_t dd = wasm_f32x4_mul(scales4(g[k] + 8 * i, sm, sk), ds);
-      const uint8_t *q = g[k] + 8 * nb + 64 * i;
+      const uint8_t *q = g[k] + 72 * i;
+      v128_t dd = wasm_f32x4_mul(scales4(q, sm, sk), ds);
       v128_t s[4];
       for (int r = 0; r < 4; r++) {
-        v128_t v = wasm_v128_load(q + 16 * r);
+        v128_t v = wasm_v128_load(q + 8 + 16 * r);
         v128_t lo = wasm_v128_and(v, m);
         v128_t hi = wasm_v128_and(wasm_u16x8_shr(v, 4), m);
         s[r] = F ? DOT(yhi, hi, DOT(ylo, lo, c)) : wasm_i32x4_add(PAIRS(wasm_i16x8_add(RD16(ylo, lo), RD16(yhi, hi)), one), c);
@@ -297,13 +299,13 @@ static inline __attribute__((always_inline)) void q4_0_tile(const int F, const i
   for (int t = 0; t < T; t++)
     for (int r = 0; r < 4; r++) acc[t][r] = wasm_f32x4_splat(0.0f);
   for (uint32_t i = 0; i < nb; i++) {
-    v128_t dw = scales4(g + 8 * i, sm, sk);
+    const uint8_t *q = g + 72 * i + 8;
+    v128_t dw = scales4(q - 8, sm, sk);
     v128_t ddb[4][4];
     for (int t = 0; t < T; t++) {
       v128_t dd = wasm_f32x4_mul(dw, wasm_f32x4_splat(((const float *)(a + t * astride))[i]));
       BCAST4(ddb[t], dd);
     }
-    const uint8_t *q = g + 8 * nb + 64 * i;
     for (int r = 0; r < 4; r++) {
       v128_t v = wasm_v128_load(q + 16 * r);
       v128_t lo = wasm_v128_and(v, m);

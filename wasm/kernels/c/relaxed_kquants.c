@@ -392,10 +392,11 @@ static inline __attribute__((always_inline)) void q3_scales(const uint8_t *gb, i
   }
 RX_KERNELS(q3_k)
 
-/* ---- MXFP4 (wasm/kernels/src/packed_mxfp4.rs): the packed Q4_0 layout with
- * E8M0 scales; nibbles looked up in kvalues_mxfp4 + 12 (7-bit) with
- * i8x16.relaxed_swizzle (indices < 16: deterministic, one pshufb on x86),
- * each block's dot started from c = −12·Σa per lane. */
+/* ---- MXFP4 (wasm/kernels/src/packed_mxfp4.rs): per block one contiguous 68-byte chunk
+ * per group at 68i (e: u8[4], then the 4 rows' quant runs in the order f at 4 + 16r);
+ * nibbles looked up in kvalues_mxfp4 + 12 (7-bit) with i8x16.relaxed_swizzle (indices
+ * < 16: deterministic, one pshufb on x86), each block's dot started from c = −12·Σa per
+ * lane. */
 
 /* lowbit.rs `e8m0_half` of the 4 bytes at p → f32x4: e < 2 ? 2^21 << e : (e − 1) << 23,
  * as max_s((e − 1) << 23, (e + 1) << 21): for e ≥ 2 the first is the larger (4(e − 1) ≥
@@ -409,16 +410,16 @@ static inline __attribute__((always_inline)) v128_t e8m0_half4(const uint8_t *p,
 #define MX_CONSTS()                                                                                       \
   const v128_t m = pin(wasm_i8x16_splat(0x0f));                                                           \
   const v128_t kv = pin(wasm_i8x16_make(12, 13, 14, 15, 16, 18, 20, 24, 12, 11, 10, 9, 8, 6, 4, 0));     \
-  const v128_t one = pin(wasm_i32x4_splat(1));                                                            \
+  const v128_t one = pin(wasm_i32x4_splat(1)), one16 = pin(wasm_i16x8_splat(1));                          \
   const v128_t z = wasm_i32x4_splat(0)
 
 /* Σ over the block's 32 elements per dot lane, plus c: the two halves' i16 pair
- * sums (|·| ≤ 2·127·24 each) added in i16, widened once (one pmaddwd instead of
- * two relaxed i32 dots' two). */
+ * sums (|·| ≤ 2·127·24 each) added in i16, widened once by i32x4.dot_i16x8_s against
+ * pinned ones (one pmaddwd; i32x4.extadd_pairwise costs V8 a constant load per use). */
 #define MX_DOT(a0, w0, a1, w1, c)                                                            \
-  wasm_i32x4_add(wasm_i32x4_extadd_pairwise_i16x8(wasm_i16x8_add(                            \
+  wasm_i32x4_add(wasm_i32x4_dot_i16x8(wasm_i16x8_add(                                        \
                      wasm_i16x8_relaxed_dot_i8x16_i7x16((a0), (w0)),                         \
-                     wasm_i16x8_relaxed_dot_i8x16_i7x16((a1), (w1)))),                       \
+                     wasm_i16x8_relaxed_dot_i8x16_i7x16((a1), (w1))), one16),                \
                  (c))
 
 #define mxfp4_CONSTS MX_CONSTS
@@ -428,18 +429,19 @@ static inline __attribute__((always_inline)) v128_t e8m0_half4(const uint8_t *p,
 #define mxfp4_BLOCK(g, nb, i, yb, yd, is, dd, accm)                                                   \
   do {                                                                                                \
     v128_t ylo_ = wasm_v128_load(yb), yhi_ = wasm_v128_load((yb) + 16), c_ = wasm_v128_load((yb) + 32); \
-    (dd) = wasm_f32x4_mul(e8m0_half4((g) + 4 * (i), one), (yd));                                           \
-    const uint8_t *q_ = (g) + 4 * (nb) + 64 * (i);                                                    \
+    const uint8_t *q_ = (g) + 68 * (i);                                                               \
+    (dd) = wasm_f32x4_mul(e8m0_half4(q_, one), (yd));                                                 \
     for (int r = 0; r < 4; r++) {                                                                     \
-      v128_t v_ = wasm_v128_load(q_ + 16 * r);                                                        \
+      v128_t v_ = wasm_v128_load(q_ + 4 + 16 * r);                                                    \
       v128_t lo_ = wasm_i8x16_relaxed_swizzle(kv, wasm_v128_and(v_, m));                              \
       v128_t hi_ = wasm_i8x16_relaxed_swizzle(kv, wasm_v128_and(wasm_u16x8_shr(v_, 4), m));           \
       (is)[r] = MX_DOT(ylo_, lo_, yhi_, hi_, c_);                                                     \
     }                                                                                                 \
   } while (0)
 #define mxfp4_TILE_PREP(g, nb, i)             \
-  v128_t dw = e8m0_half4((g) + 4 * (i), one);      \
-  const uint8_t *qw = (g) + 4 * (nb) + 64 * (i)
+  const uint8_t *qw = (g) + 68 * (i);         \
+  v128_t dw = e8m0_half4(qw, one);            \
+  qw += 4
 #define mxfp4_TILE_TOKEN(yb, yd, dd, accm) ((dd) = wasm_f32x4_mul(dw, (yd)))
 #define mxfp4_TILE_ROW(r, NT, yt, is)                                                                   \
   do {                                                                                                  \
@@ -554,62 +556,61 @@ static inline __attribute__((always_inline)) v128_t q5_scales_mins(const uint8_t
   }
 RX_KERNELS(q5_k)
 
-/* ---- IQ4_NL (wasm/kernels/src/packed_iq4nl.rs): the packed Q4_0 layout;
- * nibbles looked up in kvalues_iq4nl (relaxed_swizzle, indices < 16), the
- * activation's sign moved onto the weight, dotted with |a| (7-bit). */
-
-#define NL_CONSTS()                                                                                        \
+/* ---- IQ4_NL (wasm/kernels/src/packed_iq4nl.rs): per block one contiguous 72-byte chunk
+ * per group at 72i (d: f16[4], then the 4 rows' quant runs in the order f at 8 + 16r).
+ * Nibbles looked up in kvalues_iq4nl (relaxed_swizzle, indices < 16), the activation's
+ * sign moved onto the weight as x = w ^ m (m = a < 0: x = −w − 1 there), dotted with
+ * |a| (7-bit) by i16x8.relaxed_dot_i8x16_i7x16_s (|pair| ≤ 2·127·127 < 2^15: exact),
+ * plus c8 = Σ |a| over each lane's negative elements: Σ x·|a| + c8 = Σ w·a exactly (the
+ * relaxed Q8_0 trick: one i32 add per row and block instead of a byte subtract per
+ * half). Each half's pair sums are widened by one i32x4.dot_i16x8_s against pinned ones
+ * (i32x4.extadd_pairwise costs V8 a constant load per use). */
+#define iq4_nl_CONSTS()                                                                                    \
   const v128_t sm = pin(wasm_u32x4_splat(0x8fffffffu)), sk = pin(wasm_f32x4_splat(0x1p112f));              \
-  const v128_t m = pin(wasm_i8x16_splat(0x0f));                                                            \
+  const v128_t m = pin(wasm_i8x16_splat(0x0f)), one16 = pin(wasm_i16x8_splat(1));                          \
   const v128_t kv = pin(wasm_i8x16_make(-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113)); \
   const v128_t z = wasm_i32x4_splat(0)
 
-/* Σ w·|a| of the 8 elements of each i32 lane: the two halves' i16 pair sums (|·| ≤ 2·127·127
- * < 2^15: exact, no saturation) widened by i32x4.extadd_pairwise (one pmaddwd) and added. The
- * fused i32x4.relaxed_dot_i8x16_i7x16_add_s gives the same integers but costs V8 ~5 instructions
- * without AVX-VNNI. */
-#define NL_DOT2(w0, a0, w1, a1)                                                        \
-  wasm_i32x4_add(wasm_i32x4_extadd_pairwise_i16x8(wasm_i16x8_relaxed_dot_i8x16_i7x16((w0), (a0))), \
-                 wasm_i32x4_extadd_pairwise_i16x8(wasm_i16x8_relaxed_dot_i8x16_i7x16((w1), (a1))))
+/* The looked-up weights of quant run v. */
+#define NL_W(v, lo, hi)                                                            \
+  v128_t lo = wasm_i8x16_relaxed_swizzle(kv, wasm_v128_and((v), m));              \
+  v128_t hi = wasm_i8x16_relaxed_swizzle(kv, wasm_v128_and(wasm_u16x8_shr((v), 4), m))
+/* Σ w·a per dot lane from weights lo, hi and the block's |a| (a0, a1), masks (m0, m1), c8. */
+#define NL_DOT(lo, hi, a0, a1, m0, m1, c8)                                                                    \
+  wasm_i32x4_add(wasm_i32x4_add(wasm_i32x4_dot_i16x8(                                                         \
+                                    wasm_i16x8_relaxed_dot_i8x16_i7x16(wasm_v128_xor((lo), (m0)), (a0)), one16), \
+                                (c8)),                                                                        \
+                 wasm_i32x4_dot_i16x8(wasm_i16x8_relaxed_dot_i8x16_i7x16(wasm_v128_xor((hi), (m1)), (a1)), one16))
 
-static inline __attribute__((always_inline)) v128_t nl_dot(v128_t v, v128_t a0, v128_t a1, v128_t m0, v128_t m1,
-                                                         v128_t m, v128_t kv, v128_t z) {
-  v128_t lo = wasm_i8x16_relaxed_swizzle(kv, wasm_v128_and(v, m));
-  v128_t hi = wasm_i8x16_relaxed_swizzle(kv, wasm_v128_and(wasm_u16x8_shr(v, 4), m));
-  lo = wasm_i8x16_sub(wasm_v128_xor(lo, m0), m0);
-  hi = wasm_i8x16_sub(wasm_v128_xor(hi, m1), m1);
-  return NL_DOT2(lo, a0, hi, a1);
-}
-
-#define iq4_nl_CONSTS NL_CONSTS
-#define iq4_nl_YB 64u
+#define iq4_nl_YB 80u
 #define iq4_nl_MINS 0
 #define iq4_nl_SCRATCH
 #define iq4_nl_BLOCK(g, nb, i, yb, yd, is, dd, accm)                                                \
   do {                                                                                              \
     v128_t a0_ = wasm_v128_load(yb), a1_ = wasm_v128_load((yb) + 16);                               \
     v128_t m0_ = wasm_v128_load((yb) + 32), m1_ = wasm_v128_load((yb) + 48);                        \
-    (dd) = wasm_f32x4_mul(scales4((g) + 8 * (i), sm, sk), (yd));                                    \
-    const uint8_t *q_ = (g) + 8 * (nb) + 64 * (i);                                                  \
-    for (int r = 0; r < 4; r++) (is)[r] = nl_dot(wasm_v128_load(q_ + 16 * r), a0_, a1_, m0_, m1_, m, kv, z); \
+    v128_t c8_ = wasm_v128_load((yb) + 64);                                                         \
+    const uint8_t *q_ = (g) + 72 * (i);                                                             \
+    (dd) = wasm_f32x4_mul(scales4(q_, sm, sk), (yd));                                               \
+    for (int r = 0; r < 4; r++) {                                                                   \
+      NL_W(wasm_v128_load(q_ + 8 + 16 * r), lo_, hi_);                                              \
+      (is)[r] = NL_DOT(lo_, hi_, a0_, a1_, m0_, m1_, c8_);                                          \
+    }                                                                                               \
   } while (0)
 #define iq4_nl_TILE_PREP(g, nb, i)              \
-  v128_t dw = scales4((g) + 8 * (i), sm, sk);   \
-  const uint8_t *qw = (g) + 8 * (nb) + 64 * (i)
+  const uint8_t *qw = (g) + 72 * (i);           \
+  v128_t dw = scales4(qw, sm, sk)
 #define iq4_nl_TILE_TOKEN(yb, yd, dd, accm) ((dd) = wasm_f32x4_mul(dw, (yd)))
 #define iq4_nl_TILE_ROW(r, NT, yt, is)                                                                    \
   do {                                                                                                    \
-    v128_t v_ = wasm_v128_load(qw + 16 * (r));                                                            \
-    v128_t lo_ = wasm_i8x16_relaxed_swizzle(kv, wasm_v128_and(v_, m));                                    \
-    v128_t hi_ = wasm_i8x16_relaxed_swizzle(kv, wasm_v128_and(wasm_u16x8_shr(v_, 4), m));                 \
+    NL_W(wasm_v128_load(qw + 8 + 16 * (r)), lo_, hi_);                                                    \
     for (int t = 0; t < (NT); t++) {                                                                      \
-      v128_t m0_ = wasm_v128_load(yt(t) + 32), m1_ = wasm_v128_load(yt(t) + 48);                      \
-      v128_t l_ = wasm_i8x16_sub(wasm_v128_xor(lo_, m0_), m0_), h_ = wasm_i8x16_sub(wasm_v128_xor(hi_, m1_), m1_); \
-      (is)[t] = NL_DOT2(l_, wasm_v128_load(yt(t)), h_, wasm_v128_load(yt(t) + 16));                     \
+      const uint8_t *p_ = yt(t);                                                                          \
+      (is)[t] = NL_DOT(lo_, hi_, wasm_v128_load(p_), wasm_v128_load(p_ + 16), wasm_v128_load(p_ + 32),    \
+                       wasm_v128_load(p_ + 48), wasm_v128_load(p_ + 64));                                 \
     }                                                                                                     \
   } while (0)
 RX_KERNELS(iq4_nl)
-
 
 /* ---- Q4_1, Q5_0, Q5_1 (wasm/kernels/src/packed_legacy.rs): the packed Q4_0
  * layout (quant runs in the order f) with each block's scales next to its runs,
@@ -869,3 +870,5 @@ RX_GROUP2(q4_1)
 RX_GROUP2(q5_0)
 RX_GROUP2(q5_1)
 RX_GROUP2(iq4_xs)
+RX_GROUP2(iq4_nl)
+RX_GROUP2(mxfp4)

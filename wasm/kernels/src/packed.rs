@@ -267,9 +267,11 @@ pub unsafe fn read_block(ty: u32, g: *const u8, nb: usize, r: usize, i: usize, d
     (layout(ty).unwrap_unchecked().read_block)(g, nb, r, i, dst)
 }
 
-// The four layouts of this file. Q8_0 / Q4_0 groups: `d: f16[4·nb]` (block
-// `i`, row `r` at `4i + r`), then per block the 4 rows' quant runs; Q4_K
-// groups: 576-byte super-block groups (d, dmin, scale planes, quant runs).
+// The four layouts of this file. Q8_0 (and the simd128 build's Q4_0) groups:
+// `d: f16[4·nb]` (block `i`, row `r` at `4i + r`), then per block the 4 rows'
+// quant runs; the relaxed build's Q4_0: per block one 72-byte chunk (`d`,
+// runs); Q4_K groups: 576-byte super-block groups (d, dmin, scale planes,
+// quant runs).
 
 /// Q8_0 / Q4_0 block `i` of row `r` → standard bytes (`q` quant bytes: 32 or 16).
 #[inline(always)]
@@ -336,11 +338,28 @@ impl PackedType for Packed<Q4_0> {
     const BLOCK_ELEMS: usize = 32;
     const BLOCK_BYTES: usize = 18;
     const KERNELS: Option<&'static crate::group::GroupKernels> = Some(&crate::group::GroupKernels::of::<Self>());
+    /// simd128 build: `read_legacy`'s planes; relaxed build: per block one
+    /// contiguous 72-byte chunk at `72i` (`d: f16[4]`, then the 4 rows' runs
+    /// at `8 + 16r`; one memory stream per group).
     unsafe fn read_block(g: *const u8, nb: usize, r: usize, i: usize, dst: *mut u8) {
-        read_legacy(16, Run::F, g, nb, r, i, dst)
+        if VARIANT == 2 {
+            let c = g.add(72 * i);
+            *dst = *c.add(2 * r);
+            *dst.add(1) = *c.add(2 * r + 1);
+            run16(Run::F, c.add(8 + 16 * r), dst.add(2), true);
+        } else {
+            read_legacy(16, Run::F, g, nb, r, i, dst)
+        }
     }
     unsafe fn write_block(g: *mut u8, nb: usize, r: usize, i: usize, src: *const u8) {
-        write_legacy(16, Run::F, g, nb, r, i, src)
+        if VARIANT == 2 {
+            let c = g.add(72 * i);
+            *c.add(2 * r) = *src;
+            *c.add(2 * r + 1) = *src.add(1);
+            run16(Run::F, src.add(2), c.add(8 + 16 * r), false);
+        } else {
+            write_legacy(16, Run::F, g, nb, r, i, src)
+        }
     }
     unsafe fn eligible(w: *const u8, n: usize) -> bool {
         (0..n / 18).all(|b| f16_finite(rd_u16(w.add(18 * b))))

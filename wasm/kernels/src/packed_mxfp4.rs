@@ -1,15 +1,16 @@
 //! Packed MXFP4 (relaxed-SIMD build only; the simd128 build keeps the
 //! standard-layout kernels of `tiles.rs` for MXFP4 and does not pack it).
 //!
-//! The packed Q4_0 layout with E8M0 scales: a group of 4 rows is `e: u8[4·nb]`
-//! (block `i`, row `r` at `4i + r`), then per block the 4 rows' 16 quant
-//! bytes (`4nb + 64i + 16r`) in the byte order `f` of `packed.rs`, so dot
-//! lane `j` reads exactly the elements lane `j` of `tiles::tile_legacy` sums.
-//! The kernel (`c/relaxed_kquants.c`) looks the nibbles up in
-//! `kvalues_mxfp4 + 12` (0..24: a 7-bit operand, so
-//! `i32x4.relaxed_dot_i8x16_i7x16_add_s` is exact) and starts each block's
-//! dot from `c = −12·Σa` per lane: the same exact integers, scaled by the
-//! same f32 `e8m0_half(e)·d_a` — bit-identical to the standard layout.
+//! A group of 4 rows is, per block `i`, one contiguous 68-byte chunk at `68i`
+//! (one memory stream per group, as `packed_legacy.rs`): the 4 rows' E8M0
+//! bytes `e: u8[4]`, then the 4 rows' 16 quant bytes at `4 + 16r` in the byte
+//! order `f` of `packed.rs`, so dot lane `j` reads exactly the elements lane
+//! `j` of `tiles::tile_legacy` sums. The kernel (`c/relaxed_kquants.c`) looks
+//! the nibbles up in `kvalues_mxfp4 + 12` (0..24: a 7-bit operand, so
+//! `i16x8.relaxed_dot_i8x16_i7x16_s` is exact) and starts each block's dot
+//! from `c = −12·Σa` per lane: the same exact integers, scaled by the same
+//! f32 `e8m0_half(e)·d_a` — bit-identical to the standard layout. Decode runs
+//! the pass's two groups block by block (two memory streams).
 
 use crate::group::{c_group_kernels, GroupKernel, GroupKernels};
 use crate::packed::{Packed, PackedType};
@@ -43,14 +44,16 @@ impl PackedType for Packed<MXFP4> {
     const BLOCK_BYTES: usize = BB;
     const KERNELS: Option<&'static GroupKernels> = Some(&GroupKernels::of::<Self>());
     /// Standard bytes of block `i` of row `r` of the group at `g` (`nb` blocks per row).
-    unsafe fn read_block(g: *const u8, nb: usize, r: usize, i: usize, dst: *mut u8) {
-        *dst = *g.add(4 * i + r);
-        st(dst.add(1), unperm(ld(g.add(4 * nb + 64 * i + 16 * r))));
+    unsafe fn read_block(g: *const u8, _nb: usize, r: usize, i: usize, dst: *mut u8) {
+        let c = g.add(68 * i);
+        *dst = *c.add(r);
+        st(dst.add(1), unperm(ld(c.add(4 + 16 * r))));
     }
     /// Inverse of `read_block`.
-    unsafe fn write_block(g: *mut u8, nb: usize, r: usize, i: usize, src: *const u8) {
-        *g.add(4 * i + r) = *src;
-        st(g.add(4 * nb + 64 * i + 16 * r), perm(ld(src.add(1))));
+    unsafe fn write_block(g: *mut u8, _nb: usize, r: usize, i: usize, src: *const u8) {
+        let c = g.add(68 * i);
+        *c.add(r) = *src;
+        st(c.add(4 + 16 * r), perm(ld(src.add(1))));
     }
     /// Every matrix qualifies (any E8M0 byte has a finite scale).
     unsafe fn eligible(_w: *const u8, _n: usize) -> bool {
@@ -79,5 +82,5 @@ impl GroupKernel for Packed<MXFP4> {
             st(o.add(32), i32x4_mul(i32x4_add(sum4(lo), sum4(hi)), i32x4_splat(-12)));
         }
     }
-    c_group_kernels!(rx_group_mxfp4, rx_tile_mxfp4);
+    c_group_kernels!(rx_group2_mxfp4, rx_tile_mxfp4);
 }
