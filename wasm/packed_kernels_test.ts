@@ -347,6 +347,73 @@ Deno.test("packed layouts: every finite scale, including subnormal and negative 
   }
 });
 
+Deno.test("packed F16 decode (2^112 on the activation): subnormal, zero, extreme weights and activations up to ±65504 and ±inf bit-identical to the standard layout", () => {
+  // f16 weight bits: ±0, subnormals (smallest, largest), smallest normal, ±65504, 1, and random.
+  const specials = [
+    0x0000,
+    0x8000,
+    0x0001,
+    0x8001,
+    0x03ff,
+    0x83ff,
+    0x0400,
+    0x7bff,
+    0xfbff,
+    0x3c00,
+    0x0200,
+  ];
+  // activations: f16 extremes, values that round to f16 subnormals, and to ±inf
+  const acts = [65504, -65504, 6.1e-5, -3e-8, 1e-7, 70000, -1e6, 0, -0, 1.5];
+  for (const variant of VARIANTS) {
+    const H = HARNESS[variant]!;
+    const k = H.k;
+    const r = rng(77 + variant.length);
+    for (const [rows, cols] of [[8, 91], [4, 32], [12, 16 * 9 + 7]]) {
+      for (let trial = 0; trial < 6; trial++) {
+        const w = randomWeights(r, GgmlType.F16, rows, cols);
+        const x = randomActivations(r, cols);
+        for (let i = 0; i < rows * cols; i++) {
+          if (r() < 0.4) {
+            const h = specials[Math.floor(r() * specials.length)];
+            w[2 * i] = h & 0xff;
+            w[2 * i + 1] = h >> 8;
+          }
+        }
+        // trial 0: no infinite activations (finite sums); later trials mix everything in
+        for (let i = 0; i < cols; i++) {
+          if (r() < 0.3) {
+            const v = acts[Math.floor(r() * acts.length)];
+            x[i] = trial === 0 && Math.abs(v) > 65504 ? 1 : v;
+          }
+        }
+        H.reset();
+        const std = H.putU8(w), pk = H.putU8(w);
+        assertEquals(
+          k.pack_weights(
+            GgmlType.F16,
+            pk,
+            rows,
+            cols,
+            H.alloc(k.pack_scratch_bytes(GgmlType.F16, cols)),
+            0,
+          ),
+          0,
+        );
+        const xp = H.putF32(x);
+        const sc = H.alloc(k.matmul_scratch_bytes(GgmlType.F16 | PACKED_FLAG, cols, 1) + 4096);
+        const o1 = H.alloc(4 * rows), o2 = H.alloc(4 * rows);
+        assertEquals(k.matmul(GgmlType.F16, std, rows, cols, xp, 1, o1, sc), 0);
+        assertEquals(k.matmul(GgmlType.F16 | PACKED_FLAG, pk, rows, cols, xp, 1, o2, sc), 0);
+        assertEquals(
+          bytesOf(H, o2, 4 * rows),
+          bytesOf(H, o1, 4 * rows),
+          `${rows}x${cols} trial ${trial} ${variant}`,
+        );
+      }
+    }
+  }
+});
+
 Deno.test("decode matvecs that stream several rows per call (F32, F16 ×4 rows; groups in pairs) == one row at a time", () => {
   for (const variant of VARIANTS) {
     const H = HARNESS[variant]!;

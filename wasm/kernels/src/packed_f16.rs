@@ -54,27 +54,36 @@ pub unsafe fn dot_f16p(w: *const u8, a: *const u8, n: usize) -> f32 {
     s
 }
 
-/// [`dot_f16p`] of four rows at once (each row's order unchanged): four
-/// memory streams.
+/// [`dot_f16p`] of four rows at once (each row's order unchanged; four
+/// memory streams), with the conversion's 2^112 moved onto the activation
+/// (one multiply per 4 activations shared by the rows instead of one per 4
+/// weights; 0.81x time on DRAM-sized matrices): a weight lane after shift and
+/// mask reads as `w·2^-112` exactly (normals, subnormals and zeros; wasm has
+/// no flush-to-zero), the activation (f16-rounded, |a| ≤ 65504, or ±inf/NaN)
+/// times 2^112 is exact and finite where `a` is, so each product is the same
+/// real number as `w·a` and rounds to the same f32.
 pub unsafe fn dot_f16p_x4(w: [*const u8; 4], a: *const u8, n: usize, out: *mut f32, ostride: usize) {
+    const R: usize = 4;
     let a = a as *const f32;
     let m = pin(u32x4_splat(0x8fff_e000));
     let k = pin(f32x4_splat(f32::from_bits(239 << 23)));
-    let mut acc = [[f32x4_splat(0.0); 4]; 4];
+    let mut acc = [[f32x4_splat(0.0); 4]; R];
     let mut i = 0;
     while i + 16 <= n {
-        let av = [ldf(a.add(i)), ldf(a.add(i + 4)), ldf(a.add(i + 8)), ldf(a.add(i + 12))];
-        for r in 0..4 {
-            let (w0, w1) = f16x8(w[r].add(2 * i), m, k);
-            let (w2, w3) = f16x8(w[r].add(2 * i + 16), m, k);
-            acc[r][0] = f32x4_add(acc[r][0], f32x4_mul(w0, av[0]));
-            acc[r][1] = f32x4_add(acc[r][1], f32x4_mul(w1, av[1]));
-            acc[r][2] = f32x4_add(acc[r][2], f32x4_mul(w2, av[2]));
-            acc[r][3] = f32x4_add(acc[r][3], f32x4_mul(w3, av[3]));
+        for h in 0..2 {
+            let a0 = f32x4_mul(ldf(a.add(i + 8 * h)), k);
+            let a1 = f32x4_mul(ldf(a.add(i + 8 * h + 4)), k);
+            for r in 0..R {
+                let v = ld(w[r].add(2 * i + 16 * h));
+                let lo = v128_and(i32x4_shr(i32x4_shl(v, 16), 3), m);
+                let hi = v128_and(i32x4_shr(v, 3), m);
+                acc[r][2 * h] = f32x4_add(acc[r][2 * h], f32x4_mul(lo, a0));
+                acc[r][2 * h + 1] = f32x4_add(acc[r][2 * h + 1], f32x4_mul(hi, a1));
+            }
         }
         i += 16;
     }
-    for r in 0..4 {
+    for r in 0..R {
         let wr = w[r];
         let mut acc0 = acc[r][0];
         let mut j = i;

@@ -159,5 +159,5 @@ impl GroupKernel for Packed<Q6_K> {
             }
         }
     }
-    c_group_kernels!(rx_group_q6_k, rx_tile_q6_k);
+    c_group_kernels!(rx_group2_q6_k, rx_tile_q6_k);
 }
