@@ -368,6 +368,27 @@ if (fbPath) {
   cases.push({
     source: "file",
     frac: 0.25,
+    label: "LRU + fallback q2_k, background load on every use (before)",
+    fallback: true,
+    streaming: { fallbackCopies: { backgroundLoads: { minWeight: 0, maxPerToken: Infinity } } },
+  });
+  cases.push({
+    source: "file",
+    frac: 0.25,
+    label: "LRU + fallback q2_k, background loads by weight/frequency, no per-token limit",
+    fallback: true,
+    streaming: { fallbackCopies: { backgroundLoads: { maxPerToken: Infinity } } },
+  });
+  cases.push({
+    source: "file",
+    frac: 0.25,
+    label: "LRU + fallback q2_k, background loads on any use, at most k per token",
+    fallback: true,
+    streaming: { fallbackCopies: { backgroundLoads: { minWeight: 0 } } },
+  });
+  cases.push({
+    source: "file",
+    frac: 0.25,
     label: "LRU + fallback q2_k, no background load",
     fallback: true,
     streaming: { fallbackCopies: { loadOnFallback: false } },
@@ -491,11 +512,11 @@ try {
         fmt(base, 1)
       } | **${fmt(rel)}×** | ${
         fmt(med(t.streamed) / med(t.resident))
-      }× | ${st.hits} / ${st.misses} | ${st.fallbackHits ?? 0} | ${
-        fmt((st.readMs ?? 0) / loads)
-      } | ${fmt((st.verifyMs ?? 0) / loads)} | ${fmt((st.repackMs ?? 0) / loads)} | ${
-        st.packs ?? 0
-      } (${t.idlePacks}) | ${fmt(st.stallMs / waitsOn)} | ${
+      }× | ${st.hits} / ${st.misses} | ${st.fallbackHits ?? 0} (${
+        c.fallback ? st.prefetches : "—"
+      }) | ${fmt((st.readMs ?? 0) / loads)} | ${fmt((st.verifyMs ?? 0) / loads)} | ${
+        fmt((st.repackMs ?? 0) / loads)
+      } | ${st.packs ?? 0} (${t.idlePacks}) | ${fmt(st.stallMs / waitsOn)} | ${
         ((p) => `${fmt(p.mapped)} / ${fmt(p.fresh)}`)(
           c.source === "file" ? plainFile : c.fetchBody ? plainHttpFetch : plainHttp,
         )
@@ -523,7 +544,7 @@ try {
       (nginx ? "" : " (no nginx: no HTTP rows)") + "\n",
   );
   console.log(
-    "| source | budget | policy | decode tok/s | resident tok/s | × resident | medians × resident | hits / misses | fallback uses | read ms/load | verify ms/load | copy+repack ms/load | repacks (while waiting) | wait ms/miss | plain read ms/expert (into mapped / fresh buffer) | agreement vs full |",
+    "| source | budget | policy | decode tok/s | resident tok/s | × resident | medians × resident | hits / misses | fallback uses (background loads) | read ms/load | verify ms/load | copy+repack ms/load | repacks (while waiting) | wait ms/miss | plain read ms/expert (into mapped / fresh buffer) | agreement vs full |",
   );
   console.log("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
   for (const r of rows) console.log(r);
