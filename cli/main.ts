@@ -628,7 +628,7 @@ export function buildProgram(done: (code: number) => void): Command {
       new Option(
         "--expert-fallback-loads <policy>",
         "which fallback uses load full precision in the background: all, none, or " +
-          "weight=W,freq=F,per-token=N (default weight=0.5,freq=2,per-token=k)",
+          "weight=W,freq=F,per-token=N (default weight=inf,freq=2,per-token=k)",
       ),
     )
     .addOption(new Option("--json", "print one JSON object (tokens, text, timings) instead"))

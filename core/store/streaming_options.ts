@@ -117,18 +117,21 @@ export interface ExpertFallback {
  * (HOBBIT loads full precision only for experts that matter): a use queues
  * a load when its gate weight share reaches `minWeight` **or** its expert is
  * used often in its layer (`minFrequency`), and at most `maxPerToken` loads
- * are queued per forward pass. Every background load reads a whole expert
- * and takes a slot; one that is evicted before its next use is pure cost
- * (on the bench MoE at 25 %, loading on every fallback use took decode from
- * 1.03× to 0.75× of resident: docs/streaming.md). `{ minWeight: 0,
- * maxPerToken: Infinity }` loads on every use (the earlier behaviour).
+ * are queued per forward pass. Every background load reads and hashes a
+ * whole expert beside the compute and takes a slot; one that is evicted
+ * before its next use is pure cost (on the bench MoE at 25 %, loading on
+ * every fallback use took decode from 1.03× to 0.75× of resident:
+ * docs/streaming.md). The default loads by frequency only: by gate weight,
+ * the misses that matter are the critical ones, which wait for full
+ * precision anyway. `{ minWeight: 0, maxPerToken: Infinity }` loads on
+ * every use (the earlier behaviour).
  */
 export interface BackgroundLoadPolicy {
   /**
    * Share of the token's routed gate weight (`w / Σ w` over its k experts:
    * the gate weight itself for routers that normalize) at or above which a
-   * fallback use queues a load (default 0.5: the expert carries at least
-   * half of the token's mix).
+   * fallback use queues a load (default `Infinity`: never by weight; 0.5
+   * would load every expert that carries at least half of the token's mix).
    */
   readonly minWeight?: number;
   /**
@@ -145,7 +148,10 @@ export interface BackgroundLoadPolicy {
 export const DEFAULT_CRITICAL_WEIGHT = 0.8;
 
 /** Default `ExpertFallback.backgroundLoads` (`maxPerToken` absent: k, the experts per token). */
-export const DEFAULT_BACKGROUND_LOADS: BackgroundLoadPolicy = { minWeight: 0.5, minFrequency: 2 };
+export const DEFAULT_BACKGROUND_LOADS: BackgroundLoadPolicy = {
+  minWeight: Infinity,
+  minFrequency: 2,
+};
 
 /** Decay per token of the routing frequency `BackgroundLoadPolicy.minFrequency` reads (a window of about 8 tokens). */
 export const FREQUENCY_DECAY = 7 / 8;
