@@ -17,8 +17,8 @@
  * with full precision: the share of positions where the argmax equals the
  * resident model's, feeding the resident model's greedy tokens. A/B rows in
  * the same run: the step waiting for all its loads (`perExpertReady:
- * false`, before per-expert readiness), HTTP direct reads on the JS thread
- * (`readThread: false`, before the read worker), HTTP bodies through `fetch`
+ * false`, before per-expert readiness), HTTP direct reads on a worker thread
+ * (`readThread: true`, opt-in), HTTP bodies through `fetch`
  * (`directReads: false`, before direct socket reads). `--pregate` prints
  * how often pre-gating (the next layer's router on this layer's input)
  * names the experts the next layer routes to. `--interleave` runs the
@@ -291,8 +291,8 @@ type Case = {
   fallback?: boolean;
   /** HTTP with `directReads: false` (bodies through `fetch`). */
   fetchBody?: boolean;
-  /** HTTP with `readThread: false` (direct reads on the JS thread). */
-  jsThread?: boolean;
+  /** HTTP with `readThread: true` (direct reads on a worker thread). */
+  workerReads?: boolean;
 };
 const cases: Case[] = [
   { source: "file", frac: 0.5, label: "LRU" },
@@ -412,8 +412,8 @@ if (nginx) {
   cases.push({
     source: "http",
     frac: 0.25,
-    label: "LRU, direct reads on the JS thread (before the read worker)",
-    jsThread: true,
+    label: "LRU, direct reads on a worker thread (readThread)",
+    workerReads: true,
   });
   cases.push({
     source: "http",
@@ -433,7 +433,7 @@ try {
   const plainFile = await plainReadMs(fileSrc);
   const httpSrc = nginx ? await HttpSource.open(`${nginx.baseUrl}bench.gguf`) : null;
   const httpJsSrc = nginx
-    ? await HttpSource.open(`${nginx.baseUrl}bench.gguf`, { readThread: false })
+    ? await HttpSource.open(`${nginx.baseUrl}bench.gguf`, { readThread: true })
     : null;
   const httpFetchSrc = nginx
     ? await HttpSource.open(`${nginx.baseUrl}bench.gguf`, { directReads: false })
@@ -493,7 +493,7 @@ try {
       ? fileSrc
       : c.fetchBody
       ? httpFetchSrc!
-      : c.jsThread
+      : c.workerReads
       ? httpJsSrc!
       : httpSrc!;
     const fbSrc = c.fallback ? await FileSource.open(fbPath!) : null;
@@ -558,7 +558,7 @@ try {
             ? plainFile
             : c.fetchBody
             ? plainHttpFetch
-            : c.jsThread
+            : c.workerReads
             ? plainHttpJs
             : plainHttp,
         )
@@ -593,10 +593,10 @@ try {
   for (const r of rows) console.log(r);
   const http = summary["http 25% LRU"], file = summary["file 25% LRU"];
   const httpFetch = summary["http 25% LRU, body through fetch (before direct reads)"];
-  const httpJs = summary["http 25% LRU, direct reads on the JS thread (before the read worker)"];
+  const httpJs = summary["http 25% LRU, direct reads on a worker thread (readThread)"];
   if (http !== undefined) console.log(`\nHTTP / file at 25 %: ${fmt(http / file)}×`);
   if (httpJs !== undefined) {
-    console.log(`HTTP on the JS thread / file at 25 %: ${fmt(httpJs / file)}×`);
+    console.log(`HTTP from the read worker / file at 25 %: ${fmt(httpJs / file)}×`);
   }
   if (httpFetch !== undefined) {
     console.log(`HTTP through fetch / file at 25 %: ${fmt(httpFetch / file)}×`);

@@ -11,13 +11,15 @@
  * Deno runs socket reads on the event loop of the thread that asks, so on
  * the JS thread a body only moves while JavaScript yields, never while a
  * kernel computes (file reads run on a blocking thread pool and do not
- * wait). The requests therefore run on a worker thread
- * (`http_direct_worker.ts`, `thread: false` keeps them here): into the view
+ * wait). With `thread: true` the requests run on a worker thread
+ * (`http_direct_worker.ts`): into the view
  * itself where it is over shared memory (a threaded WASM backend's
  * `SharedArrayBuffer`), else into a pooled shared staging buffer that is
  * copied into the view once the body is complete (one memcpy on the JS
- * thread). An expert read beside 3 ms of busy JS took 14.7 ms on the JS
- * thread and 7.4 ms from the worker (docs/streaming.md).
+ * thread). Off by default: on two shared vCPUs it measured no faster, in
+ * isolation or end to end (the worker finds no free core either; what an
+ * HTTP miss costs there is CPU: nginx, the loopback and the copies;
+ * docs/streaming.md).
  *
  * Only a clean answer is taken here: `206` with the exact `Content-Range`,
  * a `Content-Length` equal to the range, no transfer or content coding and
@@ -122,7 +124,7 @@ export class DirectHttp {
   declined = 0;
   /** Requests served by the worker thread (part of `served`). */
   servedOffThread = 0;
-  /** Whether views over shared memory are read by a worker (false once it failed to start or died). */
+  /** Whether reads go to the worker (false once it failed to start or died). */
   #useThread: boolean;
   #worker: Promise<ReadWorker | null> | null = null;
   #nextId = 0;
@@ -131,11 +133,11 @@ export class DirectHttp {
   readonly #stages: SharedArrayBuffer[] = [];
 
   /**
-   * `thread` (default true): read views over shared memory on a worker
-   * thread; false: always on this thread.
+   * `thread` (default false): run the requests on a worker thread (see
+   * the module doc); false: on this thread.
    */
   constructor(opts: { thread?: boolean } = {}) {
-    this.#useThread = opts.thread !== false;
+    this.#useThread = opts.thread === true;
   }
 
   /**

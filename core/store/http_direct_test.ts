@@ -20,11 +20,13 @@ const isStoreError = (code: string) => (e: unknown): boolean =>
  * plain memory) and on the worker straight into the view (shared memory).
  */
 function both(name: string, f: () => Promise<void>): void {
-  for (const [mode, t, sh] of [
-    ["this thread", false, false],
-    ["worker thread, staged", true, false],
-    ["worker thread, shared memory", true, true],
-  ] as const) {
+  for (
+    const [mode, t, sh] of [
+      ["this thread", false, false],
+      ["worker thread, staged", true, false],
+      ["worker thread, shared memory", true, true],
+    ] as const
+  ) {
     Deno.test(`${name} (${mode})`, async () => {
       [thread, shared] = [t, sh];
       try {

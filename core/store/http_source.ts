@@ -46,11 +46,12 @@ export interface HttpSourceOptions {
    */
   directReads?: boolean;
   /**
-   * Run direct reads into views over shared memory (a threaded WASM
-   * backend's slots) on a worker thread (default true): Deno moves socket
-   * bytes only while the JS thread yields, so on the JS thread a body
-   * stalls during every kernel; the worker keeps reading meanwhile. Same
-   * bytes and checks either way.
+   * Run direct reads on a worker thread (default false): Deno moves socket
+   * bytes only while the asking thread's event loop runs, so on the JS
+   * thread a body stalls during every kernel; a worker keeps reading then,
+   * into shared-memory views directly, else into a staging buffer copied on
+   * landing. Measured no faster on two shared vCPUs (docs/streaming.md);
+   * for machines with idle cores. Same bytes and checks either way.
    */
   readThread?: boolean;
   /**
