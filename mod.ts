@@ -142,6 +142,11 @@ export {
 } from "./core/store/fallback_copies.ts";
 export { mergeRanges, readRanges } from "./core/store/read_ranges.ts";
 export {
+  type BackgroundLoadPolicy,
+  DEFAULT_BACKGROUND_LOADS,
+  DEFAULT_CRITICAL_WEIGHT,
+} from "./core/store/streaming_options.ts";
+export {
   createStreamingStore,
   type ExpertFallback,
   StreamingExpertStore,

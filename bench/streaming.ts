@@ -17,14 +17,19 @@
  * with full precision: the share of positions where the argmax equals the
  * resident model's, feeding the resident model's greedy tokens. A/B rows in
  * the same run: the step waiting for all its loads (`perExpertReady:
- * false`, before per-expert readiness), HTTP bodies through `fetch`
+ * false`, before per-expert readiness), HTTP direct reads on a worker thread
+ * (`readThread: true`, opt-in), HTTP bodies through `fetch`
  * (`directReads: false`, before direct socket reads). `--pregate` prints
  * how often pre-gating (the next layer's router on this layer's input)
  * names the experts the next layer routes to. `--interleave` runs the
  * selected rows round by round (each round: every row once, its resident
  * run right before) instead of row by row, so load drift hits every row
  * alike; the "medians" column is the median streamed over the median
- * resident speed of the rounds.
+ * resident speed of the rounds. "By CPU time": the least process CPU time
+ * (user + system of every thread, reads included) of a resident generation
+ * over the least of a streamed one (prompt and decode): on an oversubscribed
+ * machine it leaves out the slices other processes took, but also the time
+ * spent waiting for reads, so read it next to the wall-clock ratios.
  *
  * ```sh
  * deno run -A bench/streaming.ts [--tokens 24] [--no-http] [--no-fallback] [--reps N]
@@ -36,6 +41,7 @@
  */
 
 import { parseArgs } from "node:util";
+import process from "node:process";
 import {
   type ByteSource,
   createBackend,
@@ -109,14 +115,19 @@ async function fallbackFile(): Promise<string> {
 
 interface Run {
   tokPerS: number;
+  /** Process CPU ms (user + system, every thread: reads included) of the whole generation. */
+  cpuMs: number;
   tokens: number[];
   model: Model;
 }
 
 async function run(src: ByteSource, opts: LoadModelOptions = {}): Promise<Run> {
   const model = await loadModel(src, { backend: await createBackend(values.backend), ...opts });
+  const c0 = process.cpuUsage();
   const out = await generateText(model, PROMPT, { maxTokens: N_TOKENS, temperature: 0 });
-  return { tokPerS: out.timings.decodeTokensPerS, tokens: out.tokens, model };
+  const c = process.cpuUsage(c0);
+  const cpuMs = (c.user + c.system) / 1000;
+  return { tokPerS: out.timings.decodeTokensPerS, cpuMs, tokens: out.tokens, model };
 }
 
 /** Share of positions whose argmax equals `ref` when `ref` is fed token by token. */
@@ -280,6 +291,8 @@ type Case = {
   fallback?: boolean;
   /** HTTP with `directReads: false` (bodies through `fetch`). */
   fetchBody?: boolean;
+  /** HTTP with `readThread: true` (direct reads on a worker thread). */
+  workerReads?: boolean;
 };
 const cases: Case[] = [
   { source: "file", frac: 0.5, label: "LRU" },
@@ -368,6 +381,27 @@ if (fbPath) {
   cases.push({
     source: "file",
     frac: 0.25,
+    label: "LRU + fallback q2_k, background load on every use (before)",
+    fallback: true,
+    streaming: { fallbackCopies: { backgroundLoads: { minWeight: 0, maxPerToken: Infinity } } },
+  });
+  cases.push({
+    source: "file",
+    frac: 0.25,
+    label: "LRU + fallback q2_k, background loads also by gate weight share ≥ 0.5",
+    fallback: true,
+    streaming: { fallbackCopies: { backgroundLoads: { minWeight: 0.5 } } },
+  });
+  cases.push({
+    source: "file",
+    frac: 0.25,
+    label: "LRU + fallback q2_k, background loads on any use, at most k per token",
+    fallback: true,
+    streaming: { fallbackCopies: { backgroundLoads: { minWeight: 0 } } },
+  });
+  cases.push({
+    source: "file",
+    frac: 0.25,
     label: "LRU + fallback q2_k, no background load",
     fallback: true,
     streaming: { fallbackCopies: { loadOnFallback: false } },
@@ -375,6 +409,12 @@ if (fbPath) {
 }
 if (nginx) {
   cases.push({ source: "http", frac: 0.25, label: "LRU" });
+  cases.push({
+    source: "http",
+    frac: 0.25,
+    label: "LRU, direct reads on a worker thread (readThread)",
+    workerReads: true,
+  });
   cases.push({
     source: "http",
     frac: 0.25,
@@ -392,10 +432,14 @@ try {
   await run(fileSrc).then((r) => r.model.dispose()); // warm-up (JIT)
   const plainFile = await plainReadMs(fileSrc);
   const httpSrc = nginx ? await HttpSource.open(`${nginx.baseUrl}bench.gguf`) : null;
+  const httpJsSrc = nginx
+    ? await HttpSource.open(`${nginx.baseUrl}bench.gguf`, { readThread: true })
+    : null;
   const httpFetchSrc = nginx
     ? await HttpSource.open(`${nginx.baseUrl}bench.gguf`, { directReads: false })
     : null;
   const plainHttp = httpSrc ? await plainReadMs(httpSrc) : { fresh: NaN, mapped: NaN };
+  const plainHttpJs = httpJsSrc ? await plainReadMs(httpJsSrc) : { fresh: NaN, mapped: NaN };
   const plainHttpFetch = httpFetchSrc
     ? await plainReadMs(httpFetchSrc)
     : { fresh: NaN, mapped: NaN };
@@ -419,6 +463,9 @@ try {
     idlePacks: number;
     streamed: number[];
     resident: number[];
+    /** Least CPU ms of a generation, resident and streamed. */
+    cpuResident: number;
+    cpuStreamed: number;
   }
   const tallies: Tally[] = cases
     .filter((c) => !only || pick(`${c.source} ${c.frac * 100}% ${c.label}`))
@@ -430,6 +477,8 @@ try {
       idlePacks: 0,
       streamed: [],
       resident: [],
+      cpuResident: Infinity,
+      cpuStreamed: Infinity,
     }));
   /** One resident → streamed pair of row `t`; keeps the best streamed run (its model only for fallback rows). */
   const pair = async (t: Tally): Promise<void> => {
@@ -438,8 +487,15 @@ try {
     reference ??= b.tokens;
     b.model.dispose();
     t.resident.push(b.tokPerS);
+    t.cpuResident = Math.min(t.cpuResident, b.cpuMs);
     t.base = Math.max(t.base, b.tokPerS);
-    const src = c.source === "file" ? fileSrc : c.fetchBody ? httpFetchSrc! : httpSrc!;
+    const src = c.source === "file"
+      ? fileSrc
+      : c.fetchBody
+      ? httpFetchSrc!
+      : c.workerReads
+      ? httpJsSrc!
+      : httpSrc!;
     const fbSrc = c.fallback ? await FileSource.open(fbPath!) : null;
     const s = await run(src, {
       ...(values.integrity ? { integrity: values.integrity as "verify" | "off" | "pin" } : {}),
@@ -454,6 +510,7 @@ try {
     });
     fbSrc?.close();
     t.streamed.push(s.tokPerS);
+    t.cpuStreamed = Math.min(t.cpuStreamed, s.cpuMs);
     if (!c.fallback && s.tokens.join() !== reference.join()) {
       throw new Error(`tokens differ: ${c.label}`);
     }
@@ -489,15 +546,21 @@ try {
     rows.push(
       `| ${c.source} | ${c.frac * 100} % | ${c.label} | ${fmt(r.tokPerS, 1)} | ${
         fmt(base, 1)
-      } | **${fmt(rel)}×** | ${
-        fmt(med(t.streamed) / med(t.resident))
-      }× | ${st.hits} / ${st.misses} | ${st.fallbackHits ?? 0} | ${
-        fmt((st.readMs ?? 0) / loads)
-      } | ${fmt((st.verifyMs ?? 0) / loads)} | ${fmt((st.repackMs ?? 0) / loads)} | ${
-        st.packs ?? 0
-      } (${t.idlePacks}) | ${fmt(st.stallMs / waitsOn)} | ${
+      } | **${fmt(rel)}×** | ${fmt(med(t.streamed) / med(t.resident))}× | ${
+        fmt(t.cpuResident / t.cpuStreamed)
+      }× | ${st.hits} / ${st.misses} | ${st.fallbackHits ?? 0} (${
+        c.fallback ? st.prefetches : "—"
+      }) | ${fmt((st.readMs ?? 0) / loads)} | ${fmt((st.verifyMs ?? 0) / loads)} | ${
+        fmt((st.repackMs ?? 0) / loads)
+      } | ${st.packs ?? 0} (${t.idlePacks}) | ${fmt(st.stallMs / waitsOn)} | ${
         ((p) => `${fmt(p.mapped)} / ${fmt(p.fresh)}`)(
-          c.source === "file" ? plainFile : c.fetchBody ? plainHttpFetch : plainHttp,
+          c.source === "file"
+            ? plainFile
+            : c.fetchBody
+            ? plainHttpFetch
+            : c.workerReads
+            ? plainHttpJs
+            : plainHttp,
         )
       } | ${agree} |`,
     );
@@ -505,6 +568,7 @@ try {
   }
   await httpSrc?.close();
   await httpFetchSrc?.close();
+  await httpJsSrc?.close();
   const f = await readGguf(fileSrc);
   console.log(
     `Expert streaming, backend '${values.backend}' (${
@@ -523,13 +587,17 @@ try {
       (nginx ? "" : " (no nginx: no HTTP rows)") + "\n",
   );
   console.log(
-    "| source | budget | policy | decode tok/s | resident tok/s | × resident | medians × resident | hits / misses | fallback uses | read ms/load | verify ms/load | copy+repack ms/load | repacks (while waiting) | wait ms/miss | plain read ms/expert (into mapped / fresh buffer) | agreement vs full |",
+    "| source | budget | policy | decode tok/s | resident tok/s | × resident | medians × resident | × resident by CPU time | hits / misses | fallback uses (background loads) | read ms/load | verify ms/load | copy+repack ms/load | repacks (while waiting) | wait ms/miss | plain read ms/expert (into mapped / fresh buffer) | agreement vs full |",
   );
-  console.log("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+  console.log("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
   for (const r of rows) console.log(r);
   const http = summary["http 25% LRU"], file = summary["file 25% LRU"];
   const httpFetch = summary["http 25% LRU, body through fetch (before direct reads)"];
+  const httpJs = summary["http 25% LRU, direct reads on a worker thread (readThread)"];
   if (http !== undefined) console.log(`\nHTTP / file at 25 %: ${fmt(http / file)}×`);
+  if (httpJs !== undefined) {
+    console.log(`HTTP from the read worker / file at 25 %: ${fmt(httpJs / file)}×`);
+  }
   if (httpFetch !== undefined) {
     console.log(`HTTP through fetch / file at 25 %: ${fmt(httpFetch / file)}×`);
   }

@@ -37,6 +37,7 @@ import { affinityFromTrace, RouteRecorder } from "../core/store/route_trace.ts";
 import { statsJson } from "../core/store/store_stats.ts";
 import { type ByteSource, FileSource, MemorySource } from "../core/store/byte_source.ts";
 import type { FallbackCopiesOptions } from "../core/store/fallback_copies.ts";
+import { parseBackgroundLoads } from "../core/store/streaming_options.ts";
 import { parseGgmlType } from "../core/tensor/ggml_type.ts";
 import { readLines, runChat, statsLine } from "./chat.ts";
 import { formatInspect, inspectModel } from "./inspect.ts";
@@ -161,6 +162,7 @@ interface StreamingFlags extends IntegrityFlags {
   expertFallback?: string;
   expertFallbackFile?: string;
   expertCriticalWeight?: number;
+  expertFallbackLoads?: string;
 }
 
 /** `--expert-fallback TYPE` / `--expert-fallback-file F` as the store's fallback copies (HOBBIT). */
@@ -191,7 +193,22 @@ async function fallbackOptions(v: StreamingFlags): Promise<FallbackCopiesOptions
     source: file === undefined ? undefined : await FileSource.open(file),
     manifest,
     criticalWeight: v.expertCriticalWeight,
+    ...fallbackLoads(v.expertFallbackLoads),
   };
+}
+
+/** `--expert-fallback-loads POLICY` as `loadOnFallback` / `backgroundLoads` (`UsageError` on bad text). */
+function fallbackLoads(
+  text: string | undefined,
+): Pick<FallbackCopiesOptions, "loadOnFallback" | "backgroundLoads"> {
+  if (text === undefined) return {};
+  let p;
+  try {
+    p = parseBackgroundLoads(text);
+  } catch (e) {
+    throw new UsageError("bad_flag", `--expert-fallback-loads: ${(e as Error).message}`);
+  }
+  return p === null ? { loadOnFallback: false } : { backgroundLoads: p };
 }
 
 /** `--expert-budget-mb` / `--expert-manifest` as load options (a manifest also checks resident loads). */
@@ -606,6 +623,13 @@ export function buildProgram(done: (code: number) => void): Command {
         "--expert-critical-weight <w>",
         "misses with a gate weight at or above this wait for full precision (default 0.8)",
       ).argParser(parseNumber),
+    )
+    .addOption(
+      new Option(
+        "--expert-fallback-loads <policy>",
+        "which fallback uses load full precision in the background: all, none, or " +
+          "weight=W,freq=F,per-token=N (default weight=inf,freq=2,per-token=k)",
+      ),
     )
     .addOption(new Option("--json", "print one JSON object (tokens, text, timings) instead"))
     .addOption(new Option("--no-stats", "do not print tokens/s to stderr"))

@@ -22,6 +22,7 @@ import { HttpSource } from "../store/http_source.ts";
 import { PinnedSource } from "../store/pinned_source.ts";
 import { streamingStoreFromRequest, type StreamingStoreRequest } from "../store/streaming_store.ts";
 import type { FallbackCopiesOptions } from "../store/fallback_copies.ts";
+import { type BackgroundLoadPolicy, parseBackgroundLoads } from "../store/streaming_options.ts";
 import { type ExpertManifest, parseExpertManifest } from "../store/expert_manifest.ts";
 import { parseGgmlType } from "../tensor/ggml_type.ts";
 import {
@@ -69,6 +70,16 @@ async function manifestFallback(
     type = parseGgmlType(mem.expertFallback);
     if (type === undefined) bad("expertFallback", `unknown ggml type '${mem.expertFallback}'`);
   }
+  let loads: Pick<FallbackCopiesOptions, "loadOnFallback" | "backgroundLoads"> = {};
+  if (mem.expertFallbackLoads !== undefined) {
+    let p: BackgroundLoadPolicy | null = null;
+    try {
+      p = parseBackgroundLoads(mem.expertFallbackLoads);
+    } catch (e) {
+      bad("expertFallbackLoads", (e as Error).message);
+    }
+    loads = p === null ? { loadOnFallback: false } : { backgroundLoads: p };
+  }
   let source: ByteSource | undefined;
   let manifest: ExpertManifest | undefined;
   if (mem.expertFallbackFile !== undefined) {
@@ -79,7 +90,7 @@ async function manifestFallback(
     if (text !== undefined) manifest = parseExpertManifest(JSON.parse(text));
     source = await FileSource.open(path);
   }
-  return { type, source, manifest, criticalWeight: mem.expertCriticalWeight };
+  return { type, source, manifest, criticalWeight: mem.expertCriticalWeight, ...loads };
 }
 
 /** Builds the expert store a manifest asks for (`memory` plus cache/prefetch plugins). */

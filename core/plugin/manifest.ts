@@ -46,6 +46,8 @@ export interface ModelManifest {
     readonly expertFallbackFile?: string;
     /** Misses with a gate weight at or above this wait for full precision (default 0.8). */
     readonly expertCriticalWeight?: number;
+    /** Which fallback uses load full precision in the background (`--expert-fallback-loads`). */
+    readonly expertFallbackLoads?: string;
   };
   /** Plugins in application order. */
   readonly plugins: readonly PluginRef[];

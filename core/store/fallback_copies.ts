@@ -25,7 +25,7 @@ import type { ByteSource } from "./byte_source.ts";
 import { expertLayout, expertViews, prepareExpert } from "./expert_loader.ts";
 import { fetchExpert } from "./expert_fetch.ts";
 import type { ExpertManifest } from "./expert_manifest.ts";
-import type { ExpertFallback } from "./streaming_options.ts";
+import type { BackgroundLoadPolicy, ExpertFallback } from "./streaming_options.ts";
 
 /** Type of the copy of expert `index` of `layer`: a ggml type, or null for none. */
 export type CopyPlan = (layer: number, index: number) => number | null;
@@ -44,6 +44,8 @@ export interface FallbackCopiesOptions {
   readonly criticalWeight?: number;
   /** See `ExpertFallback.loadOnFallback`. */
   readonly loadOnFallback?: boolean;
+  /** See `ExpertFallback.backgroundLoads`. */
+  readonly backgroundLoads?: BackgroundLoadPolicy;
 }
 
 /** The copies, resident in backend slots. */
@@ -295,6 +297,7 @@ export async function loadFallbackCopies(
     bytes: total,
     criticalWeight: opts.criticalWeight,
     loadOnFallback: opts.loadOnFallback,
+    backgroundLoads: opts.backgroundLoads,
     weights: (layer, index) => disposed ? null : weights[layer]?.[index] ?? null,
     dispose(): void {
       if (disposed) return;

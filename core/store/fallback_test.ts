@@ -130,6 +130,24 @@ Deno.test("fallback: a model manifest's memory.expertFallback gives the same sto
       loadFromManifest(`${dir}/model.json`, { backend: "ref" }),
       (e) => e instanceof ManifestError && /q9_9/.test(e.message),
     );
+    // memory.expertFallbackLoads: none = no background load; bad text is a manifest error
+    await write({
+      expertBudgetMb: (4 * EXPERT_BYTES) / 2 ** 20,
+      expertFallback: "q4_0",
+      expertCriticalWeight: 2,
+      expertFallbackLoads: "none",
+    });
+    const none = await loadFromManifest(`${dir}/model.json`, { backend: "ref" });
+    await generateText(none.model, [1, 17, 42, 99], { maxTokens: 8, temperature: 0 });
+    const st = none.model.store.stats();
+    assert.ok(st.fallbackHits! > 0);
+    assert.equal(st.loads, 0, "every miss fell back and nothing loaded in the background");
+    none.model.dispose();
+    await write({ expertBudgetMb: 1, expertFallback: "q4_0", expertFallbackLoads: "weight=x" });
+    await assert.rejects(
+      loadFromManifest(`${dir}/model.json`, { backend: "ref" }),
+      (e) => e instanceof ManifestError && /expertFallbackLoads/.test(e.message),
+    );
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
@@ -181,4 +199,129 @@ Deno.test("fallback: under random ensure/prefetch sequences every ensured expert
     { numRuns: 40 },
   );
   copies.dispose();
+});
+
+/** A store with fallback copies on `ctx` and fake MoE layers whose route observers the test calls. */
+async function observedStore(
+  backgroundLoads: import("../../mod.ts").BackgroundLoadPolicy | undefined,
+  cap = 6,
+) {
+  const ctx = await storeContext(new MemorySource(modelBytes()));
+  const copies = await loadFallbackCopies(ctx.backend, ctx.source, ctx.locations, { type: Q4 });
+  const s = await StreamingExpertStore.create(ctx, {
+    expertBudgetBytes: cap * EXPERT_BYTES,
+    fallback: { weights: copies.weights, criticalWeight: 0.9, backgroundLoads },
+  });
+  type Obs = (l: number, t: number, r: { experts: Int32Array; weights: Float32Array }) => void;
+  const layers = ctx.locations.map(() => ({ observers: [] as Obs[] }));
+  s.attach(layers as unknown as Parameters<StreamingExpertStore["attach"]>[0]);
+  /** One decode token at `layer`: route (observers), then ensure. */
+  const step = async (layer: number, experts: number[], weights: number[]): Promise<void> => {
+    const r = { experts: Int32Array.from(experts), weights: Float32Array.from(weights) };
+    for (const o of layers[layer].observers) o(layer, 0, r);
+    await s.ensure(layer, experts);
+  };
+  const settle = async (): Promise<void> => {
+    for (let i = 0; i < 50 && s.memory().loading > 0; i++) {
+      await new Promise((r) => setTimeout(r, 1));
+    }
+  };
+  return {
+    s,
+    step,
+    settle,
+    dispose: () => {
+      s.dispose();
+      copies.dispose();
+    },
+  };
+}
+
+Deno.test("fallback background loads: by gate weight share, by routing frequency, at most maxPerToken per pass", async () => {
+  // by weight only: the 0.7 expert loads in the background, the 0.3 one does not
+  {
+    const t = await observedStore({ minWeight: 0.5, minFrequency: Infinity, maxPerToken: 8 });
+    await t.step(0, [1, 2], [0.7, 0.3]);
+    const st = t.s.stats();
+    assert.equal(st.fallbackHits, 2);
+    assert.equal(st.prefetches, 1);
+    await t.settle();
+    await t.step(0, [1, 2], [0.7, 0.3]);
+    assert.equal(t.s.stats().perLayer![0].hits, 1, "expert 1 now full precision");
+    t.dispose();
+  }
+  // shares, not raw weights: an unnormalized router's 0.06 of 0.1 routed is a share of 0.6
+  {
+    const t = await observedStore({ minWeight: 0.5, minFrequency: Infinity, maxPerToken: 8 });
+    await t.step(0, [1, 2], [0.06, 0.04]);
+    assert.equal(t.s.stats().prefetches, 1);
+    t.dispose();
+  }
+  // never by weight, by frequency: an expert routed every token passes 2× the uniform share
+  // (2/8) once its decayed count (1 − (7/8)^n)·8 reaches 4, i.e. on its sixth token; one
+  // routed every fourth token never does (its count stays below 2.5)
+  {
+    const t = await observedStore({ minWeight: 2, minFrequency: 2, maxPerToken: 8 });
+    const loads: number[] = [];
+    for (let i = 0; i < 7; i++) {
+      await t.step(0, [3, 4 + (i % 4)], [0.4, 0.6]);
+      loads.push(t.s.stats().perLayer![0].prefetches);
+      await t.settle();
+    }
+    assert.deepEqual(loads, [0, 0, 0, 0, 0, 1, 1]);
+    assert.equal(t.s.stats().perLayer![0].hits, 1, "the seventh token finds expert 3 loaded");
+    t.dispose();
+  }
+  // at most maxPerToken per forward pass (a pass starts at the first MoE layer's first token)
+  {
+    const t = await observedStore({ minWeight: 0, maxPerToken: 1 });
+    await t.step(0, [1, 2], [0.5, 0.5]);
+    await t.step(1, [1, 2], [0.5, 0.5]);
+    assert.equal(t.s.stats().prefetches, 1, "one per pass");
+    await t.step(0, [5, 6], [0.5, 0.5]);
+    assert.equal(t.s.stats().prefetches, 2, "a new pass may queue one more");
+    t.dispose();
+  }
+  // loadOnFallback false wins over any policy
+  {
+    const ctx = await storeContext(new MemorySource(modelBytes()));
+    const copies = await loadFallbackCopies(ctx.backend, ctx.source, ctx.locations, { type: Q4 });
+    const s = await StreamingExpertStore.create(ctx, {
+      expertBudgetBytes: 6 * EXPERT_BYTES,
+      fallback: {
+        weights: copies.weights,
+        criticalWeight: Infinity,
+        loadOnFallback: false,
+        backgroundLoads: { minWeight: 0 },
+      },
+    });
+    await s.ensure(0, [1, 2]);
+    assert.equal(s.stats().prefetches, 0);
+    s.dispose();
+    copies.dispose();
+  }
+});
+
+Deno.test("fallback background loads: text form and bad values are typed errors", async () => {
+  const { parseBackgroundLoads } = await import("./streaming_options.ts");
+  assert.deepEqual(parseBackgroundLoads("all"), { minWeight: 0, maxPerToken: Infinity });
+  assert.equal(parseBackgroundLoads("none"), null);
+  assert.deepEqual(parseBackgroundLoads("weight=0.6, per-token=inf"), {
+    minWeight: 0.6,
+    maxPerToken: Infinity,
+  });
+  assert.deepEqual(parseBackgroundLoads("freq=3"), { minFrequency: 3 });
+  for (const bad of ["", "weight", "weight=-1", "speed=2", "weight=1,weight=2", "per-token=x"]) {
+    assert.throws(() => parseBackgroundLoads(bad), isStoreError("bad_option"), bad);
+  }
+  const ctx = await storeContext(new MemorySource(modelBytes()));
+  for (const backgroundLoads of [{ minWeight: -1 }, { maxPerToken: NaN }]) {
+    await assert.rejects(
+      StreamingExpertStore.create(ctx, {
+        expertBudgetBytes: 4 * EXPERT_BYTES,
+        fallback: { weights: () => null, backgroundLoads },
+      }),
+      isStoreError("bad_option"),
+    );
+  }
 });

@@ -4,9 +4,22 @@
  * the request written by hand and the body read with `Deno.Conn.read`
  * straight into the destination view (a slot of WASM memory). `fetch`
  * hands the body to JavaScript in 64 KiB chunks, each a fresh buffer, a
- * JS turn and a copy; a socket read fills the view in one or a few
- * operations that complete while the JS thread computes (measured on
- * nginx over loopback: 3.6 against 8.5 ms per 4.6 MiB expert, load 6).
+ * JS turn and a copy; a socket read fills the view in a few operations
+ * (measured on nginx over loopback: 3.6 against 8.5 ms per 4.6 MiB expert,
+ * load 6).
+ *
+ * Deno runs socket reads on the event loop of the thread that asks, so on
+ * the JS thread a body only moves while JavaScript yields, never while a
+ * kernel computes (file reads run on a blocking thread pool and do not
+ * wait). With `thread: true` the requests run on a worker thread
+ * (`http_direct_worker.ts`): into the view
+ * itself where it is over shared memory (a threaded WASM backend's
+ * `SharedArrayBuffer`), else into a pooled shared staging buffer that is
+ * copied into the view once the body is complete (one memcpy on the JS
+ * thread). Off by default: on two shared vCPUs it measured no faster, in
+ * isolation or end to end (the worker finds no free core either; what an
+ * HTTP miss costs there is CPU: nginx, the loopback and the copies;
+ * docs/streaming.md).
  *
  * Only a clean answer is taken here: `206` with the exact `Content-Range`,
  * a `Content-Length` equal to the range, no transfer or content coding and
@@ -40,6 +53,15 @@ const CRLF2 = [13, 10, 13, 10];
 const MAX_HEAD = 32 * 1024;
 /** Idle connections kept per host. */
 const MAX_IDLE = 8;
+/** Idle staging buffers kept (one per concurrent range read of a few experts). */
+const MAX_STAGES = 12;
+/** Staging buffers are sized in steps of this many bytes (so ranges of similar size share them). */
+const STAGE_STEP = 1 << 20;
+
+function roundUp(n: number): number {
+  return Math.ceil(n / STAGE_STEP) * STAGE_STEP;
+}
+
 /** Declined reads in a row after which a source stops trying (a redirect, a server that never answers 206). */
 const MAX_DECLINED_IN_A_ROW = 4;
 
@@ -55,6 +77,40 @@ function headEnd(b: Uint8Array, n: number, from: number): number {
   return -1;
 }
 
+/** What the JS thread sends the read worker (`http_direct_worker.ts`). */
+export type DirectWorkerRequest =
+  | {
+    readonly type: "read";
+    readonly id: number;
+    readonly url: string;
+    readonly headers: [string, string][];
+    readonly offset: number;
+    readonly size: number;
+    readonly etag: string | null;
+    readonly lastModified: string | null;
+    readonly timeoutMs: number;
+    readonly buffer: SharedArrayBuffer;
+    readonly byteOffset: number;
+    readonly length: number;
+  }
+  | { readonly type: "abort"; readonly id: number };
+
+/** The worker's answer: the read settled (`ok`: every byte is in the view). */
+export interface DirectWorkerReply {
+  readonly id: number;
+  readonly ok: boolean;
+}
+
+/** The part of a `node:worker_threads` worker used here. */
+interface ReadWorker {
+  postMessage(m: DirectWorkerRequest): void;
+  on(ev: "message", f: (m: DirectWorkerReply) => void): void;
+  on(ev: "error" | "exit", f: (x: unknown) => void): void;
+  ref(): void;
+  unref(): void;
+  terminate(): unknown;
+}
+
 /** Keep-alive connections of one host and the direct reads over them. */
 export class DirectHttp {
   readonly #idle: Deno.Conn[] = [];
@@ -66,6 +122,23 @@ export class DirectHttp {
   served = 0;
   /** Requests handed back to `fetch`. */
   declined = 0;
+  /** Requests served by the worker thread (part of `served`). */
+  servedOffThread = 0;
+  /** Whether reads go to the worker (false once it failed to start or died). */
+  #useThread: boolean;
+  #worker: Promise<ReadWorker | null> | null = null;
+  #nextId = 0;
+  readonly #pending = new Map<number, (ok: boolean) => void>();
+  /** Idle staging buffers. */
+  readonly #stages: SharedArrayBuffer[] = [];
+
+  /**
+   * `thread` (default false): run the requests on a worker thread (see
+   * the module doc); false: on this thread.
+   */
+  constructor(opts: { thread?: boolean } = {}) {
+    this.#useThread = opts.thread === true;
+  }
 
   /**
    * Whether direct reads can serve `url` in this runtime: Deno, `http:`, no
@@ -103,6 +176,28 @@ export class DirectHttp {
    */
   async read(req: DirectRequest, dest: Uint8Array, signal?: AbortSignal): Promise<boolean> {
     if (this.#closed || signal?.aborted) return false;
+    if (this.#useThread) {
+      const w = await (this.#worker ??= startWorker().then((x) => {
+        if (x) this.#listen(x);
+        return x;
+      }));
+      if (w && this.#useThread && !this.#closed) {
+        if (dest.buffer instanceof SharedArrayBuffer) {
+          return this.#count(await this.#readOff(w, req, dest, signal));
+        }
+        // plain memory (a one-thread backend): the worker fills a shared staging buffer, copied here
+        const want = dest.byteLength;
+        const stage = this.#stage(want);
+        try {
+          const ok = await this.#readOff(w, req, stage, signal);
+          if (ok && dest.byteLength === want) dest.set(stage);
+          return this.#count(ok && dest.byteLength === want);
+        } finally {
+          this.#unstage(stage);
+        }
+      }
+      this.#useThread = false;
+    }
     const want = dest.byteLength;
     for (let attempt = 0; attempt < 2; attempt++) {
       const pooled = this.#idle.pop();
@@ -161,6 +256,90 @@ export class DirectHttp {
     return false;
   }
 
+  /** A shared staging view of `n` bytes (pooled buffers: fresh memory costs page faults on every use). */
+  #stage(n: number): Uint8Array {
+    const i = this.#stages.findIndex((b) => b.byteLength >= n);
+    const buf = i >= 0 ? this.#stages.splice(i, 1)[0] : new SharedArrayBuffer(roundUp(n));
+    return new Uint8Array(buf, 0, n);
+  }
+
+  #unstage(v: Uint8Array): void {
+    const buf = v.buffer as SharedArrayBuffer;
+    if (this.#stages.length < MAX_STAGES) this.#stages.push(buf);
+  }
+
+  #count(ok: boolean): boolean {
+    if (ok) {
+      this.served++;
+      this.servedOffThread++;
+      this.#declinedInARow = 0;
+    } else {
+      this.declined++;
+      this.#declinedInARow++;
+    }
+    return ok;
+  }
+
+  /** One read on the worker; settles once the worker's read did (after its last write into `dest`). */
+  #readOff(
+    w: ReadWorker,
+    req: DirectRequest,
+    dest: Uint8Array,
+    signal?: AbortSignal,
+  ): Promise<boolean> {
+    const id = ++this.#nextId;
+    const headers: [string, string][] = [];
+    req.headers.forEach((v, k) => headers.push([k, v]));
+    return new Promise<boolean>((resolve) => {
+      const onAbort = (): void => w.postMessage({ type: "abort", id });
+      if (this.#pending.size === 0) w.ref();
+      this.#pending.set(id, (ok) => {
+        signal?.removeEventListener("abort", onAbort);
+        if (this.#pending.size === 0) {
+          w.unref();
+          // closed meanwhile: the last read in flight stops the worker
+          if (this.#closed) void w.terminate();
+        }
+        resolve(ok && !signal?.aborted);
+      });
+      signal?.addEventListener("abort", onAbort, { once: true });
+      w.postMessage({
+        type: "read",
+        id,
+        url: req.url.href,
+        headers,
+        offset: req.offset,
+        size: req.size,
+        etag: req.etag,
+        lastModified: req.lastModified,
+        timeoutMs: req.timeoutMs,
+        buffer: dest.buffer as SharedArrayBuffer,
+        byteOffset: dest.byteOffset,
+        length: dest.byteLength,
+      });
+    });
+  }
+
+  /** Settle every read the worker still owes (it died: nothing writes any more). */
+  #drop(): void {
+    this.#useThread = false;
+    const ps = [...this.#pending.values()];
+    this.#pending.clear();
+    for (const p of ps) p(false);
+  }
+
+  /** Replies and failures of the worker. */
+  #listen(w: ReadWorker): void {
+    w.on("message", (m) => {
+      const p = this.#pending.get(m.id);
+      if (!p) return;
+      this.#pending.delete(m.id);
+      p(m.ok);
+    });
+    w.on("error", () => this.#drop());
+    w.on("exit", () => this.#drop());
+  }
+
   /** Close the idle connections; later reads decline. */
   close(): void {
     this.#closed = true;
@@ -169,6 +348,10 @@ export class DirectHttp {
         c.close();
       } catch { /* closed already */ }
     }
+    // reads in flight on the worker still settle; the last one stops it
+    this.#worker?.then((x) => {
+      if (x && this.#pending.size === 0) void x.terminate();
+    });
   }
 
   /** One request and its answer on `conn`: "ok" with the body in `dest`; "stale" on a dead kept-alive connection. */
@@ -232,5 +415,23 @@ export class DirectHttp {
     }
     if (dest.byteLength !== want) return "no";
     return h.get("connection")?.toLowerCase() === "close" ? "last" : "ok";
+  }
+}
+
+/**
+ * Start the read worker (`node:worker_threads`, unreferenced while no read
+ * is in flight, so it never keeps the process alive); null where the
+ * runtime has none.
+ */
+async function startWorker(this: void): Promise<ReadWorker | null> {
+  try {
+    const { Worker } = await import("node:worker_threads");
+    const w = new Worker(
+      new URL("./http_direct_worker.ts", import.meta.url),
+    ) as unknown as ReadWorker;
+    w.unref();
+    return w;
+  } catch {
+    return null;
   }
 }

@@ -46,6 +46,15 @@ export interface HttpSourceOptions {
    */
   directReads?: boolean;
   /**
+   * Run direct reads on a worker thread (default false): Deno moves socket
+   * bytes only while the asking thread's event loop runs, so on the JS
+   * thread a body stalls during every kernel; a worker keeps reading then,
+   * into shared-memory views directly, else into a staging buffer copied on
+   * landing. Measured no faster on two shared vCPUs (docs/streaming.md);
+   * for machines with idle cores. Same bytes and checks either way.
+   */
+  readThread?: boolean;
+  /**
    * `"require"` (default): refuse at open (`StoreError` `"no_validator"`) a
    * server that sends neither a strong ETag nor Last-Modified, since a change
    * of its file could not be detected; `"use"`: use them when present (for a
@@ -83,7 +92,10 @@ export class HttpSource implements ByteSource {
   readonly etag: string | null;
   readonly #url: string;
   readonly #opts: Required<
-    Omit<HttpSourceOptions, "cacheName" | "signal" | "headers" | "validators" | "directReads">
+    Omit<
+      HttpSourceOptions,
+      "cacheName" | "signal" | "headers" | "validators" | "directReads" | "readThread"
+    >
   >;
   readonly #headers: Headers;
   readonly #validator: string | null;
@@ -115,7 +127,7 @@ export class HttpSource implements ByteSource {
     this.#cache = opts.cacheName && cs ? cs.open(opts.cacheName).catch(() => null) : null;
     this.#direct = opts.directReads !== false && !opts.fetch && !this.#cache &&
         DirectHttp.supports(url)
-      ? new DirectHttp()
+      ? new DirectHttp({ thread: opts.readThread })
       : null;
   }
 
@@ -165,9 +177,13 @@ export class HttpSource implements ByteSource {
     return { ...this.#stats };
   }
 
-  /** Range reads served over direct connections, and those handed back to `fetch`. */
-  get directReads(): { served: number; declined: number } {
-    return { served: this.#direct?.served ?? 0, declined: this.#direct?.declined ?? 0 };
+  /** Range reads served over direct connections (`offThread`: by the worker), and those handed back to `fetch`. */
+  get directReads(): { served: number; declined: number; offThread: number } {
+    return {
+      served: this.#direct?.served ?? 0,
+      declined: this.#direct?.declined ?? 0,
+      offThread: this.#direct?.servedOffThread ?? 0,
+    };
   }
 
   /** Read exactly `length` bytes at `offset` (Web Cache tier first, when enabled). */

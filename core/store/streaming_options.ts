@@ -102,12 +102,59 @@ export interface ExpertFallback {
   weights(layer: number, index: number): ExpertWeights | null;
   /** Misses with a gate weight at or above this wait for full precision (default 0.8). */
   readonly criticalWeight?: number;
-  /** Load the full-precision expert in the background on a fallback use (default true). */
+  /**
+   * Load the full-precision expert in the background on a fallback use, for
+   * later tokens, as far as `backgroundLoads` allows (default true; false:
+   * never).
+   */
   readonly loadOnFallback?: boolean;
+  /** Which fallback uses queue a background full-precision load (default `DEFAULT_BACKGROUND_LOADS`). */
+  readonly backgroundLoads?: BackgroundLoadPolicy;
+}
+
+/**
+ * Which fallback uses load the full-precision expert in the background
+ * (HOBBIT loads full precision only for experts that matter): a use queues
+ * a load when its gate weight share reaches `minWeight` **or** its expert is
+ * used often in its layer (`minFrequency`), and at most `maxPerToken` loads
+ * are queued per forward pass. Every background load reads and hashes a
+ * whole expert beside the compute and takes a slot; one that is evicted
+ * before its next use is pure cost (on the bench MoE at 25 %, loading on
+ * every fallback use took decode from 1.03× to 0.75× of resident:
+ * docs/streaming.md). The default loads by frequency only: by gate weight,
+ * the misses that matter are the critical ones, which wait for full
+ * precision anyway. `{ minWeight: 0, maxPerToken: Infinity }` loads on
+ * every use (the earlier behaviour).
+ */
+export interface BackgroundLoadPolicy {
+  /**
+   * Share of the token's routed gate weight (`w / Σ w` over its k experts:
+   * the gate weight itself for routers that normalize) at or above which a
+   * fallback use queues a load (default `Infinity`: never by weight; 0.5
+   * would load every expert that carries at least half of the token's mix).
+   */
+  readonly minWeight?: number;
+  /**
+   * Or when the expert's recent routing frequency in its layer (decayed
+   * over about 8 tokens) is at least this many times the uniform share
+   * k/n (default 2; `Infinity`: never by frequency).
+   */
+  readonly minFrequency?: number;
+  /** At most this many background loads queued per forward pass (one token at decode; default k, the experts per token). */
+  readonly maxPerToken?: number;
 }
 
 /** Default `ExpertFallback.criticalWeight`. */
 export const DEFAULT_CRITICAL_WEIGHT = 0.8;
+
+/** Default `ExpertFallback.backgroundLoads` (`maxPerToken` absent: k, the experts per token). */
+export const DEFAULT_BACKGROUND_LOADS: BackgroundLoadPolicy = {
+  minWeight: Infinity,
+  minFrequency: 2,
+};
+
+/** Decay per token of the routing frequency `BackgroundLoadPolicy.minFrequency` reads (a window of about 8 tokens). */
+export const FREQUENCY_DECAY = 7 / 8;
 
 /** What the store is built from (`StoreContext` of `loadModel` fits). */
 export interface StreamingStoreContext {
@@ -194,4 +241,38 @@ export function checkBudget(ctx: StreamingStoreContext, opts: StreamingStoreOpti
     );
   }
   return { pinned: [...pinned.values()], pinnedBytes, maxExpertBytes };
+}
+
+/**
+ * Parse the text form of a `BackgroundLoadPolicy` (`--expert-fallback-loads`,
+ * `memory.expertFallbackLoads`): `all` (every fallback use), `none` (null:
+ * never, `loadOnFallback: false`), `default`, or comma-separated
+ * `weight=W`, `freq=F`, `per-token=N` (each optional, the others keep their
+ * defaults; `inf` for Infinity). Throws `StoreError` `"bad_option"`.
+ */
+export function parseBackgroundLoads(text: string): BackgroundLoadPolicy | null {
+  const t = text.trim().toLowerCase();
+  if (t === "none") return null;
+  if (t === "all") return { minWeight: 0, maxPerToken: Infinity };
+  if (t === "default") return { ...DEFAULT_BACKGROUND_LOADS };
+  const names: Record<string, keyof BackgroundLoadPolicy> = {
+    weight: "minWeight",
+    freq: "minFrequency",
+    "per-token": "maxPerToken",
+  };
+  const out: { -readonly [K in keyof BackgroundLoadPolicy]: number } = {};
+  for (const part of t.split(",")) {
+    const m = /^([a-z-]+)=(inf|infinity|\d+(?:\.\d+)?|\.\d+)$/.exec(part.trim());
+    const key = m ? names[m[1]] : undefined;
+    if (!m || !key || out[key] !== undefined) {
+      throw new StoreError(
+        "bad_option",
+        `Cannot read background loads '${text}': expected all, none, default or ` +
+          `weight=W,freq=F,per-token=N (numbers ≥ 0 or inf, each once)`,
+        { value: text },
+      );
+    }
+    out[key] = m[2].startsWith("inf") ? Infinity : Number(m[2]);
+  }
+  return out;
 }

@@ -39,9 +39,12 @@ import { type Entry, newEntry, Residency } from "./residency.ts";
 import { abortable, macrotask } from "./async_util.ts";
 import { emptyLayerStats, totalStats } from "./store_stats.ts";
 import {
+  type BackgroundLoadPolicy,
   checkBudget,
+  DEFAULT_BACKGROUND_LOADS,
   DEFAULT_CRITICAL_WEIGHT,
   type ExpertFallback,
+  FREQUENCY_DECAY,
   type StreamingStoreContext,
   type StreamingStoreOptions,
   type StreamingStoreRequest,
@@ -98,6 +101,15 @@ export class StreamingExpertStore implements ExpertStore {
   readonly #fallbackNow = new Set<number>();
   /** Largest gate weight per key in the running step of its layer (from route observers). */
   readonly #gate: Float32Array;
+  /** Largest share of its token's routed weight per key in the running step (`w / Σ w`). */
+  readonly #share: Float32Array;
+  /** Decayed routing count per key (`FREQUENCY_DECAY` per token of its layer) and the layer clock it was last updated at. */
+  readonly #freq: Float32Array;
+  readonly #freqAt: Float64Array;
+  /** Tokens routed per layer (the clock of `#freq`). */
+  readonly #clock: Float64Array;
+  /** Background full-precision loads queued in the running forward pass. */
+  #passLoads = 0;
   #seq = 0;
   #attached = false;
   #disposed = false;
@@ -132,7 +144,13 @@ export class StreamingExpertStore implements ExpertStore {
       );
     }
     this.#packAfter = pa;
-    this.#gate = new Float32Array(ctx.locations.length * this.#nExpert).fill(NaN);
+    checkBackgroundLoads(opts.fallback?.backgroundLoads);
+    const nKeys = ctx.locations.length * this.#nExpert;
+    this.#gate = new Float32Array(nKeys).fill(NaN);
+    this.#share = new Float32Array(nKeys).fill(NaN);
+    this.#freq = new Float32Array(nKeys);
+    this.#freqAt = new Float64Array(nKeys);
+    this.#clock = new Float64Array(ctx.locations.length);
     this.#moeLayers = Math.max(1, ctx.locations.filter((l) => l.length > 0).length);
     this.#inPlace = opts.readInPlace !== false && canLoadInPlace(ctx.backend, ctx.expertBytes);
   }
@@ -344,7 +362,7 @@ export class StreamingExpertStore implements ExpertStore {
           // computed with the resident low-bit copy; full precision loads for later tokens
           st.fallbackHits++;
           this.#fallbackNow.add(key);
-          if (!en && fb.loadOnFallback !== false) {
+          if (!en && this.#loadBehind(key, fb)) {
             this.#hints.push({ layer, experts: [key % this.#nExpert] });
           }
           continue;
@@ -623,16 +641,58 @@ export class StreamingExpertStore implements ExpertStore {
     return !Number.isNaN(g) && g < critical;
   }
 
-  /** Record the largest gate weight of each routed expert per layer step (for `fallback`). */
+  /**
+   * Whether a fallback use of `key` (a miss computed with its copy, not
+   * resident nor loading) queues a background load of full precision:
+   * `loadOnFallback`, then `backgroundLoads` (gate weight share or routing
+   * frequency, at most `maxPerToken` per forward pass).
+   */
+  #loadBehind(key: number, fb: ExpertFallback): boolean {
+    if (fb.loadOnFallback === false) return false;
+    const p = fb.backgroundLoads ?? DEFAULT_BACKGROUND_LOADS;
+    const k = this.#ctx.hp.nExpertUsed || 1;
+    if (this.#passLoads >= (p.maxPerToken ?? k)) return false;
+    const minWeight = p.minWeight ?? DEFAULT_BACKGROUND_LOADS.minWeight!;
+    const minFreq = p.minFrequency ?? DEFAULT_BACKGROUND_LOADS.minFrequency!;
+    const layer = Math.floor(key / this.#nExpert);
+    const share = this.#share[key];
+    // without a gate weight (no observer ran) only a threshold of 0 passes by weight
+    let take = minWeight <= 0 || share >= minWeight;
+    if (!take && minFreq !== Infinity) {
+      const f = this.#freq[key] * FREQUENCY_DECAY ** (this.#clock[layer] - this.#freqAt[key]);
+      take = f * (1 - FREQUENCY_DECAY) >= minFreq * k / this.#nExpert;
+    }
+    if (take) this.#passLoads++;
+    return take;
+  }
+
+  /**
+   * Record per layer step the largest gate weight and weight share of each
+   * routed expert, and its decayed routing count (for `fallback`).
+   */
   #observeGates(layers: readonly (MoeLayer | null)[]): void {
-    const gate = this.#gate, n = this.#nExpert;
+    const gate = this.#gate, share = this.#share, n = this.#nExpert;
+    const freq = this.#freq, at = this.#freqAt, clock = this.#clock;
+    const first = layers.findIndex((l) => l !== null);
     for (const layer of layers) {
       layer?.observers.push((l, t, r) => {
-        if (t === 0) gate.fill(NaN, l * n, (l + 1) * n);
+        if (t === 0) {
+          gate.fill(NaN, l * n, (l + 1) * n);
+          share.fill(NaN, l * n, (l + 1) * n);
+          // a new forward pass: its background loads start from none
+          if (l === first) this.#passLoads = 0;
+        }
+        const now = ++clock[l];
+        let sum = 0;
+        for (let j = 0; j < r.weights.length; j++) sum += r.weights[j];
         for (let j = 0; j < r.experts.length; j++) {
           const k = l * n + r.experts[j];
           const w = r.weights[j];
           if (!(gate[k] >= w)) gate[k] = w;
+          const sh = sum > 0 ? w / sum : 0;
+          if (!(share[k] >= sh)) share[k] = sh;
+          freq[k] = freq[k] * FREQUENCY_DECAY ** (now - at[k]) + 1;
+          at[k] = now;
         }
       });
     }
@@ -948,6 +1008,21 @@ export class StreamingExpertStore implements ExpertStore {
       }
     } finally {
       start();
+    }
+  }
+}
+
+/** Throws `StoreError` `"bad_option"` unless every threshold of `p` is a number ≥ 0 (`Infinity` allowed). */
+function checkBackgroundLoads(p: BackgroundLoadPolicy | undefined): void {
+  if (!p) return;
+  for (const k of ["minWeight", "minFrequency", "maxPerToken"] as const) {
+    const v = p[k];
+    if (v !== undefined && !(typeof v === "number" && v >= 0)) {
+      throw new StoreError(
+        "bad_option",
+        `Cannot stream experts: backgroundLoads.${k} must be a number ≥ 0 (Infinity allowed): received ${v}`,
+        { option: k, value: String(v) },
+      );
     }
   }
 }

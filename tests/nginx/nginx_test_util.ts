@@ -36,8 +36,21 @@ function freePort(): number {
   return port;
 }
 
+/** Options of `startNginx`. */
+export interface NginxOptions {
+  /**
+   * `sendfile on` (default false, nginx's built-in default; Debian's shipped
+   * nginx.conf turns it on): bodies go from the page cache to the socket in
+   * the kernel instead of through nginx's 32 KiB output buffers.
+   */
+  readonly sendfile?: boolean;
+}
+
 /** Start nginx serving `files` (name → bytes). */
-export async function startNginx(files: Record<string, Uint8Array>): Promise<Nginx> {
+export async function startNginx(
+  files: Record<string, Uint8Array>,
+  opts: NginxOptions = {},
+): Promise<Nginx> {
   const bin = findNginx();
   if (!bin) {
     throw new Error(
@@ -72,6 +85,7 @@ http {
   scgi_temp_path ${dir}/scgi;
   default_type application/octet-stream;
   keepalive_requests 10000;
+  sendfile ${opts.sendfile ? "on" : "off"};
   server {
     listen 127.0.0.1:${port};
     root ${root};
