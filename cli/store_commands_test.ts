@@ -215,6 +215,50 @@ Deno.test("cli: --expert-fallback serves misses from resident copies; bad uses a
     const badType = await cli(...base, ...budget, "--expert-fallback", "q9_9");
     assert.equal(badType.code, 2, badType.stderr);
     assert.match(badType.stderr, /q9_9/);
+    // --expert-fallback-loads: none = nothing loads in the background (every miss falls back)
+    const none = await cli(
+      ...base,
+      ...budget,
+      "--expert-fallback",
+      "q4_0",
+      "--expert-critical-weight",
+      "2",
+      "--expert-fallback-loads",
+      "none",
+      "--json",
+      "--backend",
+      "ref",
+    );
+    assert.equal(none.code, 0, none.stderr);
+    const exNone = JSON.parse(none.stdout).experts;
+    assert.ok(exNone.fallback_hits > 0);
+    assert.equal(exNone.loads, 0);
+    // ... while all loads on every fallback use
+    const all = await cli(
+      ...base,
+      ...budget,
+      "--expert-fallback",
+      "q4_0",
+      "--expert-critical-weight",
+      "2",
+      "--expert-fallback-loads",
+      "all",
+      "--json",
+      "--backend",
+      "ref",
+    );
+    assert.equal(all.code, 0, all.stderr);
+    assert.ok(JSON.parse(all.stdout).experts.loads > 0);
+    const badLoads = await cli(
+      ...base,
+      ...budget,
+      "--expert-fallback",
+      "q4_0",
+      "--expert-fallback-loads",
+      "often",
+    );
+    assert.equal(badLoads.code, 2, badLoads.stderr);
+    assert.match(badLoads.stderr, /--expert-fallback-loads/);
     // Q2_K needs 256-wide rows: the model's 64-wide ones are a clear store error, exit 1
     const tooNarrow = await cli(...base, ...budget, "--expert-fallback", "q2_k");
     assert.equal(tooNarrow.code, 1, tooNarrow.stderr);
