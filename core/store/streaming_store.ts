@@ -447,18 +447,7 @@ export class StreamingExpertStore implements ExpertStore {
       let packMs = 0;
       try {
         const race = Promise.race(open);
-        if (this.#packAfter === "auto") {
-          // the JS thread would idle: repack this step's resident experts, a matrix at a time
-          let settled = false;
-          race.then(() => settled = true, () => settled = true);
-          while (!settled && !signal?.aborted) {
-            const p0 = performance.now();
-            const more = this.#packIdle(keys, st);
-            packMs += performance.now() - p0;
-            if (!more) break;
-            await macrotask();
-          }
-        }
+        packMs = await this.#packWhile(race, keys, st, signal);
         const j = await abortable(race, signal);
         landed.add(j);
         // the last arrival hands the step's protection on before the caller can start the next step
@@ -593,18 +582,7 @@ export class StreamingExpertStore implements ExpertStore {
     let packMs = 0;
     try {
       const all = Promise.all(waits.map((w) => w.promise!));
-      if (this.#packAfter === "auto") {
-        // the JS thread would idle: repack this step's resident experts, a matrix at a time
-        let settled = false;
-        all.then(() => settled = true, () => settled = true);
-        while (!settled && !signal?.aborted) {
-          const p0 = performance.now();
-          const more = this.#packIdle(keys, st);
-          packMs += performance.now() - p0;
-          if (!more) break;
-          await macrotask();
-        }
-      }
+      packMs = await this.#packWhile(all, keys, st, signal);
       await abortable(all, signal);
     } catch (e) {
       this.#res.unprotect(keys);
@@ -713,6 +691,33 @@ export class StreamingExpertStore implements ExpertStore {
       if (this.#res.entries.get(en.key) === en) this.#res.evict(en.key);
       throw e;
     }
+  }
+
+  /**
+   * With `packAfterUses: "auto"`, repack this step's resident experts a
+   * matrix at a time (`#packIdle`) until `pending` settles, the signal
+   * aborts or nothing is left: time the JS thread would idle waiting for
+   * loads. Returns the ms spent repacking (not counted as stall).
+   */
+  async #packWhile(
+    pending: Promise<unknown>,
+    keys: readonly number[],
+    st: LayerStoreStats,
+    signal?: AbortSignal,
+  ): Promise<number> {
+    // handled here from the start: the caller awaits `pending` only after this returns
+    let settled = false;
+    pending.then(() => settled = true, () => settled = true);
+    if (this.#packAfter !== "auto") return 0;
+    let packMs = 0;
+    while (!settled && !signal?.aborted) {
+      const p0 = performance.now();
+      const more = this.#packIdle(keys, st);
+      packMs += performance.now() - p0;
+      if (!more) break;
+      await macrotask();
+    }
+    return packMs;
   }
 
   /**
