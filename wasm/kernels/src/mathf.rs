@@ -63,30 +63,85 @@ pub fn expf(x: f32) -> f32 {
     (p * scale) as f32
 }
 
+/// The constants of [`exp_f64x2`], each read once through a volatile slot
+/// ([`ExpK::pinned`]) by loops that call it many times: V8 rebuilds a
+/// `v128.const` from immediates wherever it appears, every iteration.
+pub struct ExpK {
+    lo: v128,
+    hi: v128,
+    magic: v128,
+    log2e: v128,
+    ln2_hi: v128,
+    ln2_lo: v128,
+    c: [v128; 12],
+    magic_bits: v128,
+    bias: v128,
+}
+
+impl ExpK {
+    /// The constants as plain values (what [`exp_f64x2`] uses).
+    #[inline(always)]
+    pub fn new() -> ExpK {
+        let mut c = [f64x2_splat(0.0); 12];
+        let mut i = 0;
+        while i < 12 {
+            c[i] = f64x2_splat(C[i]);
+            i += 1;
+        }
+        ExpK {
+            lo: f64x2_splat(-200.0),
+            hi: f64x2_splat(200.0),
+            magic: f64x2_splat(MAGIC),
+            log2e: f64x2_splat(LOG2E),
+            ln2_hi: f64x2_splat(LN2_HI),
+            ln2_lo: f64x2_splat(LN2_LO),
+            c,
+            magic_bits: i64x2_splat(MAGIC.to_bits() as i64),
+            bias: i64x2_splat(1023),
+        }
+    }
+
+    /// The same constants, each read once through a volatile slot.
+    #[inline(always)]
+    pub fn pinned() -> ExpK {
+        unsafe { core::ptr::read_volatile(&ExpK::new()) }
+    }
+}
+
 /// e^x for two f32 held as f64x2 lanes; same operation order as [`expf`].
 #[inline(always)]
 pub fn exp_f64x2(x: v128) -> v128 {
-    let lo = f64x2_splat(-200.0);
-    let hi = f64x2_splat(200.0);
+    exp_f64x2_k(x, &ExpK::new())
+}
+
+/// [`exp_f64x2`] with its constants given (pinned by the caller's loop).
+#[inline(always)]
+pub fn exp_f64x2_k(x: v128, k: &ExpK) -> v128 {
     // Clamp with compare+select so NaN flows through like the scalar path.
-    let x = v128_bitselect(hi, x, f64x2_gt(x, hi));
-    let x = v128_bitselect(lo, x, f64x2_lt(x, lo));
-    let magic = f64x2_splat(MAGIC);
-    let t = f64x2_add(f64x2_mul(x, f64x2_splat(LOG2E)), magic);
-    let kf = f64x2_sub(t, magic);
-    let r = f64x2_sub(
-        f64x2_sub(x, f64x2_mul(kf, f64x2_splat(LN2_HI))),
-        f64x2_mul(kf, f64x2_splat(LN2_LO)),
-    );
-    let mut p = f64x2_splat(C[11]);
+    let x = v128_bitselect(k.hi, x, f64x2_gt(x, k.hi));
+    let x = v128_bitselect(k.lo, x, f64x2_lt(x, k.lo));
+    let t = f64x2_add(f64x2_mul(x, k.log2e), k.magic);
+    let kf = f64x2_sub(t, k.magic);
+    let r = f64x2_sub(f64x2_sub(x, f64x2_mul(kf, k.ln2_hi)), f64x2_mul(kf, k.ln2_lo));
+    let mut p = k.c[11];
     let mut i = 11;
     while i > 0 {
         i -= 1;
-        p = f64x2_add(f64x2_mul(p, r), f64x2_splat(C[i]));
+        p = f64x2_add(f64x2_mul(p, r), k.c[i]);
     }
-    let k = i64x2_sub(t, i64x2_splat(MAGIC.to_bits() as i64));
-    let scale = i64x2_shl(i64x2_add(k, i64x2_splat(1023)), 52);
+    let e = i64x2_sub(t, k.magic_bits);
+    let scale = i64x2_shl(i64x2_add(e, k.bias), 52);
     f64x2_mul(p, scale)
+}
+
+/// [`expf_x4`] with its constants given (pinned by the caller's loop).
+#[inline(always)]
+pub fn expf_x4_k(x: v128, k: &ExpK) -> v128 {
+    let a = exp_f64x2_k(f64x2_promote_low_f32x4(x), k);
+    let b = exp_f64x2_k(f64x2_promote_low_f32x4(i32x4_shuffle::<2, 3, 0, 1>(x, x)), k);
+    let a = f32x4_demote_f64x2_zero(a);
+    let b = f32x4_demote_f64x2_zero(b);
+    i32x4_shuffle::<0, 1, 4, 5>(a, b)
 }
 
 /// e^x for f32x4 (SIMD twin of [`expf`], bit-identical).
