@@ -63,6 +63,8 @@ for (let round = 0; round < ROUNDS; round++) {
     best[name] = Math.min(best[name] ?? Infinity, ((performance.now() - t0) / n) * 1000);
   }
 }
-for (const [name, us] of Object.entries(best)) console.log(`${name.padEnd(22)} ${us.toFixed(1)} µs`);
+for (const [name, us] of Object.entries(best)) {
+  console.log(`${name.padEnd(22)} ${us.toFixed(1)} µs`);
+}
 one.dispose();
 two.dispose();

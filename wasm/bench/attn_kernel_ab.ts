@@ -7,7 +7,9 @@
  *
  *   git show <rev>:wasm/pkg/moe_edge_kernels_relaxed.wasm > /tmp/old.wasm
  *   deno run -A wasm/bench/attn_kernel_ab.ts /tmp/old.wasm wasm/pkg/moe_edge_kernels_relaxed.wasm \
- *     [pos=64,512,2048] [clock=wall|cpu]
+ *     [pos=64,512,2048] [tokens=1] [clock=wall|cpu]
+ *
+ * `tokens=N` times N new tokens at once (a prompt chunk) after `pos` cached ones.
  *
  * @module
  */
@@ -27,6 +29,7 @@ const opt = (k: string, d: string): string =>
   Deno.args.find((a) => a.startsWith(`${k}=`))?.slice(k.length + 1) ?? d;
 const POS = opt("pos", "64,512,2048").split(",").map(Number);
 const CPU = opt("clock", "wall") === "cpu";
+const NTOK = Number(opt("tokens", "1"));
 const cpuMs = (): number => {
   const u = process.cpuUsage();
   return (u.user + u.system) / 1000;
@@ -39,9 +42,9 @@ const insts = Deno.args.slice(0, 2).map((p) =>
 const SHAPES: [number, number, number][] = [[16, 4, 64], [32, 4, 128], [32, 8, 128]];
 for (const [nh, nkv, hd] of SHAPES) {
   for (const pos of POS) {
-    const nCtx = pos + 1;
+    const nCtx = pos + NTOK;
     const r = rng(pos + nh);
-    const q = randomActivations(r, nh * hd);
+    const q = randomActivations(r, NTOK * nh * hd);
     const kAll = randomActivations(r, nCtx * nkv * hd);
     const vAll = randomActivations(r, nCtx * nkv * hd);
     const outs: Float32Array[] = [];
@@ -49,25 +52,20 @@ for (const [nh, nkv, hd] of SHAPES) {
       const kvBytes = nCtx * nkv * hd * 2;
       const sb = k.attention_scratch_bytes(nCtx, nh, nkv, hd, hd);
       const base = (k.heap_base() + 63) & ~63;
-      const need = base + 2 * kvBytes + (nCtx * nkv * hd * 8) + nh * hd * 8 + sb + 4096;
+      const need = base + 2 * kvBytes + (nCtx * nkv * hd * 8) + NTOK * nh * hd * 8 + sb + 4096;
       const cur = k.memory.buffer.byteLength;
       if (need > cur) k.memory.grow(Math.ceil((need - cur) / 65536));
       const kc = base, vc = (kc + kvBytes + 63) & ~63;
       const kp = (vc + kvBytes + 63) & ~63, vp = kp + nCtx * nkv * hd * 4;
-      const qp = vp + nCtx * nkv * hd * 4, op = qp + nh * hd * 4, sp = (op + nh * hd * 4 + 63) & ~63;
+      const qp = vp + nCtx * nkv * hd * 4,
+        op = qp + NTOK * nh * hd * 4,
+        sp = (op + NTOK * nh * hd * 4 + 63) & ~63;
       const f32 = new Float32Array(k.memory.buffer);
       f32.set(kAll, kp >> 2);
       f32.set(vAll, vp >> 2);
       f32.set(q, qp >> 2);
       // fill the cache with `pos` rows (their queries do not matter)
-      const qs = new Float32Array(pos * nh * hd);
-      const qsp = sp + sb + 64;
-      if (qsp + qs.byteLength > k.memory.buffer.byteLength) {
-        k.memory.grow(Math.ceil((qsp + qs.byteLength - k.memory.buffer.byteLength) / 65536));
-      }
       if (pos > 0) {
-        const scr2 = k.attention_scratch_bytes(nCtx, nh, nkv, hd, hd);
-        void scr2;
         k.attention(kc, vc, nCtx, 0, 1, qp, kp, vp, nh, nkv, hd, hd, 0.125, op, sp);
         for (let p0 = 1; p0 < pos; p0++) {
           k.attention(
@@ -95,7 +93,7 @@ for (const [nh, nkv, hd] of SHAPES) {
           vc,
           nCtx,
           pos,
-          1,
+          NTOK,
           qp,
           kp + pos * nkv * hd * 4,
           vp + pos * nkv * hd * 4,
@@ -108,13 +106,15 @@ for (const [nh, nkv, hd] of SHAPES) {
           sp,
         );
       if (call() !== 0) throw new Error("attention rejected the shape");
-      outs.push(new Float32Array(k.memory.buffer, op, nh * hd).slice());
+      outs.push(new Float32Array(k.memory.buffer, op, NTOK * nh * hd).slice());
       return call;
     });
     let vmax = 0;
     for (const x of vAll) vmax = Math.max(vmax, Math.abs(x));
     let diff = 0;
-    for (let i = 0; i < outs[0].length; i++) diff = Math.max(diff, Math.abs(outs[0][i] - outs[1][i]));
+    for (let i = 0; i < outs[0].length; i++) {
+      diff = Math.max(diff, Math.abs(outs[0][i] - outs[1][i]));
+    }
     const best = [Infinity, Infinity], cpu = [0, 0], calls = [0, 0];
     for (let round = 0; round < 15; round++) {
       for (let i = 0; i < 2; i++) {
@@ -131,9 +131,11 @@ for (const [nh, nkv, hd] of SHAPES) {
     }
     const t = CPU ? cpu.map((c, i) => (c / calls[i]) * 1000) : best;
     console.log(
-      `heads ${nh}/${nkv} hd ${hd} pos ${pos}: A ${t[0].toFixed(1)} us, B ${t[1].toFixed(1)} us (B/A ${
-        (t[1] / t[0]).toFixed(3)
-      }), max|A−B| / max|V| = ${(diff / vmax).toExponential(2)}`,
+      `heads ${nh}/${nkv} hd ${hd} pos ${pos}${NTOK > 1 ? ` +${NTOK} tokens` : ""}: A ${
+        t[0].toFixed(1)
+      } us, B ${t[1].toFixed(1)} us (B/A ${(t[1] / t[0]).toFixed(3)}), max|A−B| / max|V| = ${
+        (diff / vmax).toExponential(2)
+      }`,
     );
   }
 }

@@ -552,16 +552,19 @@ pub unsafe fn attention_heads(
     let qr = scratch as *mut f32; // [g][hdk]
     let sc = qr.add(g * s.hdk); // [g][n_ctx]
     let row = sc.add(g * s.n_ctx); // [4][max(hdk, hdv)]
-    for t in 0..s.ntok {
-        let nkv_pos = s.start + t + 1;
-        for kvh in kv0..kv1 {
-            let h0 = kvh * g;
-            let (kstride, vstride) = (s.nkv * s.hdk, s.nkv * s.hdv);
-            if s.hdk % 8 == 0
-                && s.hdv % 8 == 0
-                && !rows_special(kc.add(kvh * s.hdk), kstride, nkv_pos, s.hdk)
-                && !rows_special(vc.add(kvh * s.hdv), vstride, nkv_pos, s.hdv)
-            {
+    // KV heads outermost: one inf/NaN check per head covers every token of the call
+    // (rows up to start + ntok, stored above), and its rows stay in cache across tokens
+    let (kstride, vstride) = (s.nkv * s.hdk, s.nkv * s.hdv);
+    let all = s.start + s.ntok;
+    for kvh in kv0..kv1 {
+        let h0 = kvh * g;
+        let fast = s.hdk % 8 == 0
+            && s.hdv % 8 == 0
+            && !rows_special(kc.add(kvh * s.hdk), kstride, all, s.hdk)
+            && !rows_special(vc.add(kvh * s.hdv), vstride, all, s.hdv);
+        for t in 0..s.ntok {
+            let nkv_pos = s.start + t + 1;
+            if fast {
                 heads_fast(kc, vc, q, out, qr, sc, row, &s, t, kvh, nkv_pos);
                 continue;
             }
