@@ -27,6 +27,7 @@
  */
 
 import type {
+  AttentionExtras,
   AttentionParams,
   Backend,
   BackendCapabilities,
@@ -42,6 +43,7 @@ import { BackendError } from "../core/errors.ts";
 import { type GgmlType, ggmlTypeName } from "../core/tensor/ggml_type.ts";
 import type { ArenaStats } from "./arena.ts";
 import {
+  attentionExtOp,
   attentionOp,
   copyIn,
   copyOut,
@@ -760,6 +762,29 @@ export class WasmBackend implements Backend {
     const e = this.#caches.get(cache);
     this.#caches.reserve(e, layer, startPos + nTokens); // the cache grows with use
     attentionOp(this.#ops, e, layer, startPos, nTokens, q, k, v, p, out);
+  }
+
+  /**
+   * `attention` with per-head sink logits and a sliding window (gpt-oss; see
+   * `Backend.attentionExt`), into the same cache, on the calling thread.
+   * With `sinks` null and `window` 0 it equals `attention` bit for bit.
+   */
+  attentionExt(
+    cache: KvCache,
+    layer: number,
+    startPos: number,
+    nTokens: number,
+    q: Float32Array,
+    k: Float32Array,
+    v: Float32Array,
+    p: AttentionParams,
+    x: AttentionExtras,
+    out: Float32Array,
+  ): void {
+    this.#live();
+    const e = this.#caches.get(cache);
+    this.#caches.reserve(e, layer, startPos + nTokens); // the cache grows with use
+    attentionExtOp(this.#ops, e, layer, startPos, nTokens, q, k, v, p, x, out);
   }
 
   /**

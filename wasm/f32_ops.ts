@@ -6,7 +6,7 @@
  * @module
  */
 
-import type { AttentionParams, RopeParams } from "../core/backend/backend.ts";
+import type { AttentionExtras, AttentionParams, RopeParams } from "../core/backend/backend.ts";
 import { BackendError } from "../core/errors.ts";
 import { attentionMismatch, type KvEntry } from "./kv_caches.ts";
 import type { KernelMemory } from "./memory.ts";
@@ -209,6 +209,80 @@ export function attentionOp(
   const f = c.scalar ? c.k.attention_scalar : c.k.attention;
   const rc = f(...args, sp);
   if (rc !== 0) fail("attention", "kernel rejected the shape");
+  copyOut(f32, op, on, out);
+}
+
+/**
+ * Attention with per-head sink logits and a sliding window (gpt-oss): the
+ * `attention_ext` kernel on this thread (a layer of one token is small; no
+ * thread split), same checks as `attentionOp`. With `sinks` null and
+ * `window` 0 the kernel runs the same operations as `attention`.
+ */
+export function attentionExtOp(
+  c: OpContext,
+  e: KvEntry,
+  layer: number,
+  startPos: number,
+  nTokens: number,
+  q: Float32Array,
+  k: Float32Array,
+  v: Float32Array,
+  p: AttentionParams,
+  x: AttentionExtras,
+  out: Float32Array,
+): void {
+  const bad = attentionMismatch(e, layer, startPos, nTokens, p);
+  if (bad !== null) fail("attentionExt", bad);
+  const { nHeads, nKvHeads, headDimK, headDimV } = p;
+  if (x.sinks !== null && !(x.sinks.length >= nHeads)) {
+    fail("attentionExt", `sinks has ${x.sinks.length} values, need one per head (${nHeads})`);
+  }
+  if (!(Number.isInteger(x.window) && x.window >= 0 && x.window <= 0x7fffffff)) {
+    fail("attentionExt", `window must be an integer ≥ 0, got ${x.window}`);
+  }
+  const qn = nTokens * nHeads * headDimK;
+  const kn = nTokens * nKvHeads * headDimK;
+  const vn = nTokens * nKvHeads * headDimV;
+  const on = nTokens * nHeads * headDimV;
+  if (!(q.length >= qn && k.length >= kn && v.length >= vn)) {
+    fail("attentionExt", "q/k/v shorter than their shapes");
+  }
+  if (!(out.length >= on)) fail("attentionExt", `out has ${out.length} floats, need ${on}`);
+  if (nTokens === 0) return;
+  const L = e.layers[layer];
+  if (!(startPos + nTokens <= L.cap)) {
+    fail("attentionExt", `KV layer ${layer} holds ${L.cap} positions`);
+  }
+  const sb = c.k.attention_scratch_bytes(L.cap, nHeads, nKvHeads, headDimK, headDimV);
+  const ns = x.sinks === null ? 0 : nHeads;
+  const [qp, kp, vp, op, snp, sp] = c.mem.scratch(qn * 4, kn * 4, vn * 4, on * 4, ns * 4, sb);
+  const f32 = c.mem.f32;
+  copyIn(f32, q, qn, qp);
+  copyIn(f32, k, kn, kp);
+  copyIn(f32, v, vn, vp);
+  if (x.sinks !== null) copyIn(f32, x.sinks, ns, snp);
+  const kc = L.off;
+  const f = c.scalar ? c.k.attention_ext_scalar : c.k.attention_ext;
+  const rc = f(
+    kc,
+    kc + L.cap * e.kRowBytes,
+    L.cap,
+    startPos,
+    nTokens,
+    qp,
+    kp,
+    vp,
+    nHeads,
+    nKvHeads,
+    headDimK,
+    headDimV,
+    p.scale,
+    op,
+    sp,
+    x.sinks === null ? 0 : snp,
+    x.window,
+  );
+  if (rc !== 0) fail("attentionExt", "kernel rejected the shape");
   copyOut(f32, op, on, out);
 }
 

@@ -36,6 +36,7 @@
  */
 
 import type {
+  AttentionExtras,
   AttentionParams,
   Backend,
   BackendCapabilities,
@@ -527,6 +528,34 @@ export class ShardedWasmBackend implements Backend {
       k,
       v,
       p,
+      out,
+    );
+  }
+
+  /** `attention` with sinks and a sliding window, in the instance holding the layer's cache. */
+  attentionExt(
+    cache: KvCache,
+    layer: number,
+    startPos: number,
+    nTokens: number,
+    q: Float32Array,
+    k: Float32Array,
+    v: Float32Array,
+    p: AttentionParams,
+    x: AttentionExtras,
+    out: Float32Array,
+  ): void {
+    const part = this.#part(cache, layer, "attentionExt");
+    this.#be[part.inst].attentionExt(
+      part.inner,
+      layer - part.first,
+      startPos,
+      nTokens,
+      q,
+      k,
+      v,
+      p,
+      x,
       out,
     );
   }

@@ -60,6 +60,14 @@ export type AttentionFn = (
   scratch: number,
 ) => number;
 
+/**
+ * `AttentionFn` with per-head sink logits (`sinks`: `nHeads` f32 at that address, 0 for none)
+ * and a sliding window (`window` > 0: a row at position p sees keys at positions > p − window).
+ */
+export type AttentionExtFn = (
+  ...args: [...Parameters<AttentionFn>, sinks: number, window: number]
+) => number;
+
 /** Matmul on f32 input: `(type, w, rows, cols, x, nTok, out, scratch) → status`. */
 export type MatmulFn = (
   type: number,
@@ -231,6 +239,10 @@ export interface KernelExports {
   attention: AttentionFn;
   /** Scalar twin of `attention`. */
   attention_scalar: AttentionFn;
+  /** `attention` with sinks and a sliding window (gpt-oss); with neither, the same operations. */
+  attention_ext: AttentionExtFn;
+  /** Scalar twin of `attention_ext`. */
+  attention_ext_scalar: AttentionExtFn;
   /** `attention` for KV heads `[kv0, kv1)` only, storing the new K/V rows first when `store` is 1 (a thread's share). */
   attention_heads(
     kc: number,
@@ -302,6 +314,8 @@ export const KERNEL_FUNCTIONS: readonly (Exclude<keyof KernelExports, "memory">)
   "attention_scratch_bytes",
   "attention",
   "attention_scalar",
+  "attention_ext",
+  "attention_ext_scalar",
   "attention_heads",
   "ffn_swiglu_scratch_bytes",
   "ffn_swiglu",

@@ -5,9 +5,9 @@
  * limit 7), softmax over the selected top-k logits, `post_attention_norm` before the FFN, NEOX
  * RoPE with YaRN. llama.cpp: `src/models/openai-moe.cpp`.
  *
- * Sinks and the window go through the optional `Backend.attentionExt` (the reference backend
- * has it); for backends without it `arch/attention.ts` runs that attention in core over its own
- * f16 KV rows per session cache.
+ * Sinks and the window go through the optional `Backend.attentionExt` (the reference and WASM
+ * backends have it); for backends without it `arch/attention.ts` runs that attention in core over
+ * its own f16 KV rows per session cache.
  *
  * @module
  */

@@ -250,6 +250,31 @@ pub unsafe extern "C" fn attention_heads(
 }
 attn_export!(attention_scalar, attention::attention_scalar);
 
+macro_rules! attn_ext_export {
+    ($name:ident, $f:expr) => {
+        /// Attention with per-head sink logits (`sinks`: `nh` f32, 0 for none) and a sliding
+        /// window (`window` > 0: a row at position p sees keys at positions > p − window).
+        #[no_mangle]
+        pub unsafe extern "C" fn $name(
+            kc: *mut u16, vc: *mut u16, n_ctx: u32, start: u32, ntok: u32,
+            q: *const f32, k: *const f32, v: *const f32,
+            nh: u32, nkv: u32, hdk: u32, hdv: u32, scale: f32, out: *mut f32, scratch: *mut u8,
+            sinks: *const f32, window: u32,
+        ) -> i32 {
+            let s = AttnShape {
+                n_ctx: n_ctx as usize, start: start as usize, ntok: ntok as usize, nh: nh as usize,
+                nkv: nkv as usize, hdk: hdk as usize, hdv: hdv as usize, scale,
+            };
+            $f(kc, vc, q, k, v, out, scratch, s, sinks, window as usize)
+        }
+    };
+}
+
+attn_ext_export!(attention_ext, |kc, vc, q, k, v, out, scratch, s, sinks, window| {
+    attention::attention_heads_ext(kc, vc, q, k, v, out, scratch, s, 0, usize::MAX, true, sinks, window)
+});
+attn_ext_export!(attention_ext_scalar, attention::attention_scalar_ext);
+
 /// Scratch bytes `ffn_swiglu` needs.
 #[no_mangle]
 pub extern "C" fn ffn_swiglu_scratch_bytes(tg: u32, tu: u32, td: u32, n_embd: u32, n_ff: u32, ntok: u32) -> u32 {

@@ -227,9 +227,9 @@ fn round_p_f16(p: v128, half: v128, tiny: v128, odd: v128, lsb: v128, mask: v128
     v128_bitselect(sub, r, f32x4_lt(p, tiny))
 }
 
-/// Softmax of `n` scores in place, then round each probability to f16
+/// Softmax of `n` scores (and the head's sink logit, `-inf` for none) in place, then round each probability to f16
 /// (kept as f32). SIMD flavour.
-unsafe fn softmax_f16(sc: *mut f32, n: usize) {
+unsafe fn softmax_f16(sc: *mut f32, n: usize, sink: f32) {
     let mut m = f32x4_splat(f32::NEG_INFINITY);
     let mut j = 0;
     while j + 4 <= n {
@@ -242,6 +242,9 @@ unsafe fn softmax_f16(sc: *mut f32, n: usize) {
             max = *sc.add(j);
         }
         j += 1;
+    }
+    if sink > max {
+        max = sink;
     }
     let mv = f32x4_splat(max);
     let k = ExpK::pinned();
@@ -262,6 +265,9 @@ unsafe fn softmax_f16(sc: *mut f32, n: usize) {
         *sc.add(j) = e;
         sum += e as f64;
         j += 1;
+    }
+    if sink != f32::NEG_INFINITY {
+        sum += expf(sink - max) as f64;
     }
     let inv = (1.0 / sum) as f32;
     let iv = f32x4_splat(inv);
@@ -390,10 +396,10 @@ impl ExpFastK {
     }
 }
 
-/// Softmax of `n` scores in place for the fast path: max, [`exp_fast_x4`],
+/// Softmax of `n` scores (and the head's sink logit, `-inf` for none) in place for the fast path: max, [`exp_fast_x4`],
 /// sum in f64, `p = e·f32(1/sum)` rounded to f16 ([`round_p_f16`]) and
 /// multiplied by 2^112 (for [`pv_block`]'s raw V lanes).
-unsafe fn softmax_f16_fast(sc: *mut f32, n: usize) {
+unsafe fn softmax_f16_fast(sc: *mut f32, n: usize, sink: f32) {
     let mut m = f32x4_splat(f32::NEG_INFINITY);
     let mut j = 0;
     while j + 4 <= n {
@@ -406,6 +412,9 @@ unsafe fn softmax_f16_fast(sc: *mut f32, n: usize) {
             max = *sc.add(j);
         }
         j += 1;
+    }
+    if sink > max {
+        max = sink;
     }
     let mv = f32x4_splat(max);
     let k = ExpFastK::pinned();
@@ -426,6 +435,9 @@ unsafe fn softmax_f16_fast(sc: *mut f32, n: usize) {
         *sc.add(j) = e;
         sum += e as f64;
         j += 1;
+    }
+    if sink != f32::NEG_INFINITY {
+        sum += exp_fast(sink - max) as f64;
     }
     let inv = (1.0 / sum) as f32;
     let iv = f32x4_splat(inv);
@@ -463,7 +475,9 @@ unsafe fn heads_fast(
     s: &AttnShape,
     t: usize,
     kvh: usize,
+    first: usize,
     n: usize,
+    sinks: *const f32,
 ) {
     let g = s.nh / s.nkv;
     let h0 = kvh * g;
@@ -479,7 +493,7 @@ unsafe fn heads_fast(
         }
     }
     let (kstride, vstride) = (s.nkv * s.hdk, s.nkv * s.hdv);
-    let kb = kc.add(kvh * s.hdk);
+    let kb = kc.add((first * s.nkv + kvh) * s.hdk);
     let scale = f32x4_splat(s.scale);
     let mut j = 0;
     while j + 4 <= n {
@@ -497,9 +511,9 @@ unsafe fn heads_fast(
         j += 1;
     }
     for i in 0..g {
-        softmax_f16_fast(sc.add(i * s.n_ctx), n);
+        softmax_f16_fast(sc.add(i * s.n_ctx), n, sink(sinks, h0 + i));
     }
-    let vrows = vc.add(kvh * s.hdv);
+    let vrows = vc.add((first * s.nkv + kvh) * s.hdv);
     let mut i = 0;
     while i < g {
         let gn = if g - i < 4 { g - i } else { 4 };
@@ -541,6 +555,40 @@ pub unsafe fn attention_heads(
     kv1: usize,
     store: bool,
 ) -> i32 {
+    attention_heads_ext(kc, vc, q, k, v, out, scratch, s, kv0, kv1, store, core::ptr::null(), 0)
+}
+
+/// The sink logit of query head `h` (`-inf`: none, it changes nothing).
+#[inline(always)]
+unsafe fn sink(sinks: *const f32, h: usize) -> f32 {
+    if sinks.is_null() {
+        f32::NEG_INFINITY
+    } else {
+        *sinks.add(h)
+    }
+}
+
+/// [`attention_heads`] with per-head sink logits (`sinks[h]`, null for
+/// none: they join the softmax's max and sum but have no value row, ggml
+/// `soft_max_ext` with sinks) and a sliding window (`window > 0`: a row at
+/// position p sees keys at positions > p − window; gpt-oss). With null
+/// sinks and window 0 it is [`attention_heads`], the same operations.
+#[inline(always)]
+pub unsafe fn attention_heads_ext(
+    kc: *mut u16,
+    vc: *mut u16,
+    q: *const f32,
+    k: *const f32,
+    v: *const f32,
+    out: *mut f32,
+    scratch: *mut u8,
+    s: AttnShape,
+    kv0: usize,
+    kv1: usize,
+    store: bool,
+    sinks: *const f32,
+    window: usize,
+) -> i32 {
     if !s.valid() {
         return -1;
     }
@@ -563,22 +611,25 @@ pub unsafe fn attention_heads(
             && !rows_special(kc.add(kvh * s.hdk), kstride, all, s.hdk)
             && !rows_special(vc.add(kvh * s.hdv), vstride, all, s.hdv);
         for t in 0..s.ntok {
-            let nkv_pos = s.start + t + 1;
+            let pos = s.start + t;
+            // llama.cpp masks key p0 when p1 − p0 ≥ n_swa (LLAMA_SWA_TYPE_STANDARD)
+            let first = if window > 0 && pos + 1 > window { pos + 1 - window } else { 0 };
+            let nkv_pos = pos + 1 - first;
             if fast {
-                heads_fast(kc, vc, q, out, qr, sc, row, &s, t, kvh, nkv_pos);
+                heads_fast(kc, vc, q, out, qr, sc, row, &s, t, kvh, first, nkv_pos, sinks);
                 continue;
             }
             for i in 0..g {
                 round_f16_f32(q.add((t * s.nh + h0 + i) * s.hdk), qr.add(i * s.hdk), s.hdk, true);
             }
             for j in 0..nkv_pos {
-                f16_row_to_f32(kc.add((j * s.nkv + kvh) * s.hdk), row, s.hdk);
+                f16_row_to_f32(kc.add(((first + j) * s.nkv + kvh) * s.hdk), row, s.hdk);
                 for i in 0..g {
                     *sc.add(i * s.n_ctx + j) = dot_f32x(row, qr.add(i * s.hdk), s.hdk) * s.scale;
                 }
             }
             for i in 0..g {
-                softmax_f16(sc.add(i * s.n_ctx), nkv_pos);
+                softmax_f16(sc.add(i * s.n_ctx), nkv_pos, sink(sinks, h0 + i));
             }
             for i in 0..g {
                 let o = out.add((t * s.nh + h0 + i) * s.hdv);
@@ -587,7 +638,7 @@ pub unsafe fn attention_heads(
                 }
             }
             for j in 0..nkv_pos {
-                f16_row_to_f32(vc.add((j * s.nkv + kvh) * s.hdv), row, s.hdv);
+                f16_row_to_f32(vc.add(((first + j) * s.nkv + kvh) * s.hdv), row, s.hdv);
                 for i in 0..g {
                     let p = *sc.add(i * s.n_ctx + j);
                     let o = out.add((t * s.nh + h0 + i) * s.hdv);
@@ -619,6 +670,22 @@ pub unsafe fn attention_scalar(
     scratch: *mut u8,
     s: AttnShape,
 ) -> i32 {
+    attention_scalar_ext(kc, vc, q, k, v, out, scratch, s, core::ptr::null(), 0)
+}
+
+/// Scalar twin of [`attention_heads_ext`] over all heads (sinks, window).
+pub unsafe fn attention_scalar_ext(
+    kc: *mut u16,
+    vc: *mut u16,
+    q: *const f32,
+    k: *const f32,
+    v: *const f32,
+    out: *mut f32,
+    scratch: *mut u8,
+    s: AttnShape,
+    sinks: *const f32,
+    window: usize,
+) -> i32 {
     if !s.valid() {
         return -1;
     }
@@ -627,13 +694,15 @@ pub unsafe fn attention_scalar(
     let qr = scratch as *mut f32;
     let sc = qr.add(s.hdk);
     for t in 0..s.ntok {
-        let n = s.start + t + 1;
+        let pos = s.start + t;
+        let first = if window > 0 && pos + 1 > window { pos + 1 - window } else { 0 };
+        let n = pos + 1 - first;
         for h in 0..s.nh {
             let kvh = h / g;
             round_f16_f32(q.add((t * s.nh + h) * s.hdk), qr, s.hdk, false);
             let mut max = f32::NEG_INFINITY;
             for j in 0..n {
-                let kr = kc.add((j * s.nkv + kvh) * s.hdk);
+                let kr = kc.add(((first + j) * s.nkv + kvh) * s.hdk);
                 let mut dot = 0.0f32;
                 for d in 0..s.hdk {
                     dot += f16_to_f32(*kr.add(d)) * *qr.add(d);
@@ -644,11 +713,18 @@ pub unsafe fn attention_scalar(
                     max = x;
                 }
             }
+            let sk = sink(sinks, h);
+            if sk > max {
+                max = sk;
+            }
             let mut sum = 0.0f64;
             for j in 0..n {
                 let e = expf(*sc.add(j) - max);
                 *sc.add(j) = e;
                 sum += e as f64;
+            }
+            if sk != f32::NEG_INFINITY {
+                sum += expf(sk - max) as f64;
             }
             let inv = (1.0 / sum) as f32;
             for j in 0..n {
@@ -658,7 +734,7 @@ pub unsafe fn attention_scalar(
             for d in 0..s.hdv {
                 let mut acc = 0.0f32;
                 for j in 0..n {
-                    acc += *sc.add(j) * f16_to_f32(*vc.add((j * s.nkv + kvh) * s.hdv + d));
+                    acc += *sc.add(j) * f16_to_f32(*vc.add(((first + j) * s.nkv + kvh) * s.hdv + d));
                 }
                 *o.add(d) = acc;
             }
