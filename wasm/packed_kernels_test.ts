@@ -370,8 +370,9 @@ Deno.test("packed F16 decode and token tiles (2^112 on the activation): subnorma
     const r = rng(77 + variant.length);
     for (const [rows, cols] of [[8, 91], [4, 32], [12, 16 * 9 + 7]]) {
       for (let trial = 0; trial < 6; trial++) {
-        // 1 token (two-row decode kernel), 2, 3 (tiles), 5 (a tile of 4 + one token)
-        const nt = [1, 2, 3, 5, 1, 2][trial];
+        // 1 token (two-row decode kernel), 2, 3 (tiles), 5 (a tile of 4 + one token),
+        // 19 (two token blocks: the scaled activations are per block)
+        const nt = [1, 2, 3, 5, 1, 19][trial];
         const w = randomWeights(r, GgmlType.F16, rows, cols);
         const x = randomActivations(r, cols * nt);
         for (let i = 0; i < rows * cols; i++) {

@@ -51,8 +51,9 @@ pub fn scratch_bytes(ty: u32, cols: usize, ntok: usize) -> usize {
         let rb = row_bytes(b, cols).unwrap_or(0);
         let e = ntok * group::ext_row_bytes(b, cols);
         let ext = if e > rb { e } else { rb };
-        // F16: the activation rows scaled by 2^112 (`packed_f16::scale_act`).
-        let ext = if b == F16 && ext < 4 * cols * ntok { 4 * cols * ntok } else { ext };
+        // F16: a token block's activation rows scaled by 2^112 (`packed_f16::scale_act`).
+        let sb = 4 * cols * if ntok < TOKEN_TILE { ntok } else { TOKEN_TILE };
+        let ext = if b == F16 && ext < sb { sb } else { ext };
         return ntok * act_row_bytes(b, cols) + ext + 64;
     }
     #[cfg(moe_relaxed)]
@@ -305,16 +306,14 @@ unsafe fn matmul_packed(
         return 0;
     }
     if ty == F16 {
-        // The activation rows scaled by 2^112 into `scratch` (`scratch_bytes`).
+        // The activation rows of a token block scaled by 2^112 into `scratch`
+        // (`scratch_bytes`: ≤ TOKEN_TILE rows).
         let arow = arb / 4;
-        let sa = scratch as *mut f32;
-        for t in 0..ntok {
-            packed_f16::scale_act(act.add(t * arb), cols, sa.add(t * arow));
-        }
-        let (af, sa) = (act as *const f32, sa as *const f32);
+        let (af, sa) = (act as *const f32, scratch as *mut f32);
         let mut r0 = 0;
         if ntok == 1 {
             // Rows r and r + rows/2 per call: two memory streams.
+            packed_f16::scale_act(act, cols, sa);
             let q = rows / 2;
             for r in 0..q {
                 packed_f16::dot_f16p_x2([r, r + q].map(|x| w.add(x * rb)), sa, act, cols, out.add(r), q);
@@ -324,11 +323,16 @@ unsafe fn matmul_packed(
         let mut t0 = 0;
         while t0 < ntok {
             let t1 = if t0 + TOKEN_TILE < ntok { t0 + TOKEN_TILE } else { ntok };
+            if r0 < rows {
+                for t in t0..t1 {
+                    packed_f16::scale_act(act.add(t * arb), cols, sa.add((t - t0) * arow));
+                }
+            }
             for r in r0..rows {
                 let wr = w.add(r * rb);
                 let mut t = t0;
                 while t < t1 {
-                    let (a, s, o) = (af.add(t * arow), sa.add(t * arow), out.add(t * ldo + r));
+                    let (a, s, o) = (af.add(t * arow), sa.add((t - t0) * arow) as *const f32, out.add(t * ldo + r));
                     let n = if t1 - t >= 4 { 4 } else { t1 - t };
                     match n {
                         1 => *o = packed_f16::dot_f16p_x1(wr, s, a as *const u8, cols),
