@@ -347,7 +347,7 @@ Deno.test("packed layouts: every finite scale, including subnormal and negative 
   }
 });
 
-Deno.test("packed F16 decode (2^112 on the activation): subnormal, zero, extreme weights and activations up to ±65504 and ±inf bit-identical to the standard layout", () => {
+Deno.test("packed F16 decode and token tiles (2^112 on the activation): subnormal, zero, extreme weights and activations up to ±65504 and ±inf bit-identical to the standard layout", () => {
   // f16 weight bits: ±0, subnormals (smallest, largest), smallest normal, ±65504, 1, and random.
   const specials = [
     0x0000,
@@ -370,8 +370,11 @@ Deno.test("packed F16 decode (2^112 on the activation): subnormal, zero, extreme
     const r = rng(77 + variant.length);
     for (const [rows, cols] of [[8, 91], [4, 32], [12, 16 * 9 + 7]]) {
       for (let trial = 0; trial < 6; trial++) {
+        // 1 token (two-row decode kernel), 2, 3 (tiles), 5 (a tile of 4 + one token),
+        // 19 (two token blocks: the scaled activations are per block)
+        const nt = [1, 2, 3, 5, 1, 19][trial];
         const w = randomWeights(r, GgmlType.F16, rows, cols);
-        const x = randomActivations(r, cols);
+        const x = randomActivations(r, cols * nt);
         for (let i = 0; i < rows * cols; i++) {
           if (r() < 0.4) {
             const h = specials[Math.floor(r() * specials.length)];
@@ -380,7 +383,7 @@ Deno.test("packed F16 decode (2^112 on the activation): subnormal, zero, extreme
           }
         }
         // trial 0: no infinite activations (finite sums); later trials mix everything in
-        for (let i = 0; i < cols; i++) {
+        for (let i = 0; i < cols * nt; i++) {
           if (r() < 0.3) {
             const v = acts[Math.floor(r() * acts.length)];
             x[i] = trial === 0 && Math.abs(v) > 65504 ? 1 : v;
@@ -400,21 +403,26 @@ Deno.test("packed F16 decode (2^112 on the activation): subnormal, zero, extreme
           0,
         );
         const xp = H.putF32(x);
-        const sc = H.alloc(k.matmul_scratch_bytes(GgmlType.F16 | PACKED_FLAG, cols, 1) + 4096);
-        const o1 = H.alloc(4 * rows), o2 = H.alloc(4 * rows);
-        assertEquals(k.matmul(GgmlType.F16, std, rows, cols, xp, 1, o1, sc), 0);
-        assertEquals(k.matmul(GgmlType.F16 | PACKED_FLAG, pk, rows, cols, xp, 1, o2, sc), 0);
+        const sc = H.alloc(
+          Math.max(
+            k.matmul_scratch_bytes(GgmlType.F16 | PACKED_FLAG, cols, nt),
+            k.matmul_scratch_bytes(GgmlType.F16, cols, nt),
+          ),
+        );
+        const o1 = H.alloc(4 * rows * nt), o2 = H.alloc(4 * rows * nt);
+        assertEquals(k.matmul(GgmlType.F16, std, rows, cols, xp, nt, o1, sc), 0);
+        assertEquals(k.matmul(GgmlType.F16 | PACKED_FLAG, pk, rows, cols, xp, nt, o2, sc), 0);
         assertEquals(
-          bytesOf(H, o2, 4 * rows),
-          bytesOf(H, o1, 4 * rows),
-          `${rows}x${cols} trial ${trial} ${variant}`,
+          bytesOf(H, o2, 4 * rows * nt),
+          bytesOf(H, o1, 4 * rows * nt),
+          `${rows}x${cols} ${nt} tokens trial ${trial} ${variant}`,
         );
       }
     }
   }
 });
 
-Deno.test("decode matvecs that stream several rows per call (F32, F16 ×4 rows; groups in pairs) == one row at a time", () => {
+Deno.test("decode matvecs that stream several rows per call (F32 ×4 rows, F16 ×2 rows; groups in pairs) == one row at a time", () => {
   for (const variant of VARIANTS) {
     const H = HARNESS[variant]!;
     const k = H.k;

@@ -51,6 +51,9 @@ pub fn scratch_bytes(ty: u32, cols: usize, ntok: usize) -> usize {
         let rb = row_bytes(b, cols).unwrap_or(0);
         let e = ntok * group::ext_row_bytes(b, cols);
         let ext = if e > rb { e } else { rb };
+        // F16: a token block's activation rows scaled by 2^112 (`packed_f16::scale_act`).
+        let sb = 4 * cols * if ntok < TOKEN_TILE { ntok } else { TOKEN_TILE };
+        let ext = if b == F16 && ext < sb { sb } else { ext };
         return ntok * act_row_bytes(b, cols) + ext + 64;
     }
     #[cfg(moe_relaxed)]
@@ -272,7 +275,7 @@ unsafe fn std_groups(
 /// Matmul over a packed matrix (`packed.rs`), inside the same token blocks as
 /// the standard path: Q8_0/Q4_0/Q4_K run two 4-row groups half a matrix apart
 /// per kernel call (two memory streams) for one token, or — relaxed Q4_0/Q4_K
-/// — one group for up to 4 tokens; F16 decodes 4 rows a quarter matrix apart
+/// — one group for up to 4 tokens; F16 decodes 2 rows half a matrix apart
 /// per call. The scalar twin reads each row back to the standard layout
 /// (`packed::read_row`) and runs the standard scalar dot.
 #[inline(always)]
@@ -303,31 +306,39 @@ unsafe fn matmul_packed(
         return 0;
     }
     if ty == F16 {
-        let af = act as *const f32;
+        // The activation rows of a token block scaled by 2^112 into `scratch`
+        // (`scratch_bytes`: ≤ TOKEN_TILE rows).
         let arow = arb / 4;
+        let (af, sa) = (act as *const f32, scratch as *mut f32);
         let mut r0 = 0;
         if ntok == 1 {
-            let q = rows / 4;
+            // Rows r and r + rows/2 per call: two memory streams.
+            packed_f16::scale_act(act, cols, sa);
+            let q = rows / 2;
             for r in 0..q {
-                let rs = [r, r + q, r + 2 * q, r + 3 * q];
-                packed_f16::dot_f16p_x4(rs.map(|x| w.add(x * rb)), act, cols, out.add(r), q);
+                packed_f16::dot_f16p_x2([r, r + q].map(|x| w.add(x * rb)), sa, act, cols, out.add(r), q);
             }
-            r0 = 4 * q;
+            r0 = 2 * q;
         }
         let mut t0 = 0;
         while t0 < ntok {
             let t1 = if t0 + TOKEN_TILE < ntok { t0 + TOKEN_TILE } else { ntok };
+            if r0 < rows {
+                for t in t0..t1 {
+                    packed_f16::scale_act(act.add(t * arb), cols, sa.add((t - t0) * arow));
+                }
+            }
             for r in r0..rows {
                 let wr = w.add(r * rb);
                 let mut t = t0;
                 while t < t1 {
-                    let (a, o) = (af.add(t * arow), out.add(t * ldo + r));
+                    let (a, s, o) = (af.add(t * arow), sa.add((t - t0) * arow) as *const f32, out.add(t * ldo + r));
                     let n = if t1 - t >= 4 { 4 } else { t1 - t };
                     match n {
-                        1 => *o = packed_f16::dot_f16p(wr, a as *const u8, cols),
-                        2 => packed_f16::tile_f16p::<2>(wr, cols, a, arow, o, ldo),
-                        3 => packed_f16::tile_f16p::<3>(wr, cols, a, arow, o, ldo),
-                        _ => packed_f16::tile_f16p::<4>(wr, cols, a, arow, o, ldo),
+                        1 => *o = packed_f16::dot_f16p_x1(wr, s, a as *const u8, cols),
+                        2 => packed_f16::tile_f16p::<2>(wr, cols, s, a, arow, o, ldo),
+                        3 => packed_f16::tile_f16p::<3>(wr, cols, s, a, arow, o, ldo),
+                        _ => packed_f16::tile_f16p::<4>(wr, cols, s, a, arow, o, ldo),
                     }
                     t += n;
                 }

@@ -10,7 +10,7 @@
 //!   stay bit-identical to the unpacked kernels.
 //! * F16: per row, each 8-element group is stored as 4 u32 lanes
 //!   `(e[m] | e[4+m] << 16)`, so two shifts expose e[0..4] and e[4..8] in
-//!   the high halves of i32 lanes (`group::f16x8`); the `cols % 8` tail is
+//!   the high halves of i32 lanes (`packed_f16::f16x8`); the `cols % 8` tail is
 //!   unchanged.
 //!
 //! Packing is refused (status 1, bytes untouched) when a fast path's
