@@ -393,12 +393,13 @@ static inline __attribute__((always_inline)) void q3_scales(const uint8_t *gb, i
     (is) = wasm_i32x4_add((is), wasm_i32x4_dot_i16x8(M_, SPL(3)));              \
   } while (0)
 
-/* Compiler barrier at the top of the (not unrolled) row loop of the decode
- * block: the activations are loaded again for each row instead of being kept
- * live across the 4 rows (12 vectors; V8 spilled them: ~100 spill moves per
- * block). Measured with the scales below and two groups per pass: 0.85-0.93x
- * the CPU time of the previous kernel (qp outer, rows unrolled, scales stored
- * as i16 and reloaded with load32_splat). */
+/* Compiler barrier at the top of the row loop of the decode block, which stays
+ * a loop: the activations are loaded again for each row instead of being kept
+ * live across the 4 rows (12 vectors; in the unrolled form V8 spilled them,
+ * ~100 spill moves per block, and V8's own load elimination undoes a barrier in
+ * straight-line code). The rows' scales and sums rotate through registers
+ * (an indexed S_[r] / is[r] lives in linear memory, where V8 bounds-checks
+ * every access: Deno runs it without the trap handler). */
 #define Q3_FENCE() __asm__ volatile("" ::: "memory")
 
 /* i32 lane k of a row's i16 scales − 32 (run pair k of the quad pair) in every
@@ -413,13 +414,19 @@ static inline __attribute__((always_inline)) void q3_scales(const uint8_t *gb, i
     (dd) = wasm_f32x4_mul(scales4(gb_, sm, sk), (yd));                                      \
     v128_t S_[4];                                                                           \
     UNPACK(gb_ + 8, S_);                                                                    \
-    for (int r = 0; r < 4; r++) {                                                           \
+    v128_t s0_ = S_[0], s1_ = S_[1], s2_ = S_[2], s3_ = S_[3];                              \
+    v128_t i0_ = z, i1_ = z, i2_ = z, i3_ = z;                                              \
+    const uint8_t *w_ = gb_ + Q3QOFF;                                                       \
+    for (int r = 0; r < 4; r++, w_ += 48) {                                                 \
       Q3_FENCE();                                                                           \
-      v128_t s8_ = wasm_i8x16_sub(S_[r], b32);                                              \
+      v128_t s8_ = wasm_i8x16_sub(s0_, b32), t_ = z;                                        \
       v128_t slo_ = wasm_i16x8_extend_low_i8x16(s8_), shi_ = wasm_i16x8_extend_high_i8x16(s8_); \
-      Q3_QPX((is)[r], gb_ + Q3QOFF + 48 * r, (yb), Q3_SPL_LO);                              \
-      Q3_QPX((is)[r], gb_ + Q3QOFF + 192 + 48 * r, (yb) + 192, Q3_SPL_HI);                  \
+      Q3_QPX(t_, w_, (yb), Q3_SPL_LO);                                                      \
+      Q3_QPX(t_, w_ + 192, (yb) + 192, Q3_SPL_HI);                                          \
+      s0_ = s1_; s1_ = s2_; s2_ = s3_;                                                      \
+      i0_ = i1_; i1_ = i2_; i2_ = i3_; i3_ = t_;                                            \
     }                                                                                       \
+    (is)[0] = i0_; (is)[1] = i1_; (is)[2] = i2_; (is)[3] = i3_;                             \
   } while (0)
 #define q3_k_TILE_PREP(g, nb, i)         \
   const uint8_t *gb = (g) + Q3GB * (i);  \
