@@ -399,7 +399,7 @@ static inline __attribute__((always_inline)) void q3_scales(const uint8_t *gb, i
  * ~100 spill moves per block, and V8's own load elimination undoes a barrier in
  * straight-line code). The rows' scales and sums rotate through registers
  * (an indexed S_[r] / is[r] lives in linear memory, where V8 bounds-checks
- * every access: Deno runs it without the trap handler). */
+ * every access with explicit compares in this Deno). */
 #define Q3_FENCE() __asm__ volatile("" ::: "memory")
 
 /* i32 lane k of a row's i16 scales − 32 (run pair k of the quad pair) in every
@@ -423,6 +423,7 @@ static inline __attribute__((always_inline)) void q3_scales(const uint8_t *gb, i
       v128_t slo_ = wasm_i16x8_extend_low_i8x16(s8_), shi_ = wasm_i16x8_extend_high_i8x16(s8_); \
       Q3_QPX(t_, w_, (yb), Q3_SPL_LO);                                                      \
       Q3_QPX(t_, w_ + 192, (yb) + 192, Q3_SPL_HI);                                          \
+      /* rotate: after the 4th row i0_..i3_ hold rows 0..3 */                              \
       s0_ = s1_; s1_ = s2_; s2_ = s3_;                                                      \
       i0_ = i1_; i1_ = i2_; i2_ = i3_; i3_ = t_;                                            \
     }                                                                                       \
