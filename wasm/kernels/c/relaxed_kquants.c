@@ -326,10 +326,9 @@ RX_KERNELS(q2_k)
 
 /* The 4 rows' scales − 32 as i16 (row r at sc + 16r). */
 static inline __attribute__((always_inline)) void q3_scales(const uint8_t *gb, int16_t *sc, v128_t m63, v128_t m03,
-                                                           v128_t m0c, v128_t m30) {
+                                                           v128_t m0c, v128_t m30, v128_t b32) {
   v128_t S[4];
   UNPACK(gb + 8, S);
-  const v128_t b32 = wasm_i8x16_splat(32);
   for (int r = 0; r < 4; r++) {
     v128_t s = wasm_i8x16_sub(S[r], b32);
     wasm_v128_store(sc + 16 * r, wasm_i16x8_extend_low_i8x16(s));
@@ -355,30 +354,85 @@ static inline __attribute__((always_inline)) void q3_scales(const uint8_t *gb, i
   const v128_t m63 = pin(wasm_i8x16_splat(63)), m03 = pin(wasm_i8x16_splat(3));                 \
   const v128_t m0c = pin(wasm_i8x16_splat(0x0c)), m30 = pin(wasm_i8x16_splat(0x30));            \
   const v128_t m7 = pin(wasm_i8x16_splat(7)), m04 = pin(wasm_i8x16_splat(4));                   \
+  const v128_t b32 = pin(wasm_i8x16_splat(32));                                                 \
   const v128_t z = wasm_i32x4_splat(0)
 
 #define q3_k_CONSTS Q3_CONSTS
 #define q3_k_YB 384u
 #define q3_k_MINS 0
 #define q3_k_SCRATCH int16_t sc[64] __attribute__((aligned(16)))
-#define q3_k_BLOCK(g, nb, i, yb, yd, is, dd, accm)                          \
-  do {                                                                      \
-    const uint8_t *gb_ = (g) + Q3GB * (i);                                  \
-    (dd) = wasm_f32x4_mul(scales4(gb_, sm, sk), (yd));                      \
-    q3_scales(gb_, sc, m63, m03, m0c, m30);                                 \
-    for (int qp = 0; qp < 2; qp++)                                          \
-      for (int r = 0; r < 4; r++) {                                         \
-        const uint8_t *p_ = (yb) + 192 * qp;                                \
-        v128_t V[8];                                                        \
-        Q3_UNPACK(gb_ + Q3QOFF + 192 * qp + 48 * r, V);                     \
-        QUAD((is)[r], V, p_, sc + 16 * r + 8 * qp);                         \
-        QUAD((is)[r], V + 4, p_ + 96, sc + 16 * r + 8 * qp + 4);            \
-      }                                                                     \
+/* Decode: is += one row's quad pair (weights at q, activations at p; SPL(k):
+ * the i16 scales of run pair k in every i32 lane), each run pair unpacked next
+ * to its dots (the same integers as Q3_UNPACK + QUAD, summed in the same lanes). */
+#define Q3_QPX(is, q, p, SPL)                                                                             \
+  do {                                                                                                    \
+    v128_t A_ = wasm_v128_load(q), B_ = wasm_v128_load((q) + 16), C_ = wasm_v128_load((q) + 32);          \
+    v128_t M_ = wasm_i16x8_add(                                                                           \
+        wasm_i16x8_add(wasm_i16x8_relaxed_dot_i8x16_i7x16(wasm_v128_load(p), wasm_v128_and(A_, m7)),     \
+                       wasm_i16x8_relaxed_dot_i8x16_i7x16(wasm_v128_load((p) + 16),                      \
+                                                          wasm_v128_and(wasm_u16x8_shr(A_, 3), m7))),    \
+        wasm_v128_load((p) + 32));                                                                        \
+    (is) = wasm_i32x4_add((is), wasm_i32x4_dot_i16x8(M_, SPL(0)));                    \
+    M_ = wasm_i16x8_add(                                                                                  \
+        wasm_i16x8_add(wasm_i16x8_relaxed_dot_i8x16_i7x16(wasm_v128_load((p) + 48), wasm_v128_and(B_, m7)), \
+                       wasm_i16x8_relaxed_dot_i8x16_i7x16(wasm_v128_load((p) + 64),                      \
+                                                          wasm_v128_and(wasm_u16x8_shr(B_, 3), m7))),    \
+        wasm_v128_load((p) + 80));                                                                        \
+    (is) = wasm_i32x4_add((is), wasm_i32x4_dot_i16x8(M_, SPL(1)));              \
+    M_ = wasm_i16x8_add(                                                                                  \
+        wasm_i16x8_add(wasm_i16x8_relaxed_dot_i8x16_i7x16(wasm_v128_load((p) + 96), wasm_v128_and(C_, m7)), \
+                       wasm_i16x8_relaxed_dot_i8x16_i7x16(wasm_v128_load((p) + 112),                     \
+                                                          wasm_v128_and(wasm_u16x8_shr(C_, 3), m7))),    \
+        wasm_v128_load((p) + 128));                                                                       \
+    (is) = wasm_i32x4_add((is), wasm_i32x4_dot_i16x8(M_, SPL(2)));              \
+    v128_t V6_ = wasm_v128_or(wasm_v128_and(wasm_u16x8_shr(A_, 6), m03), wasm_v128_and(wasm_u16x8_shr(C_, 4), m04)); \
+    v128_t V7_ = wasm_v128_or(wasm_v128_and(wasm_u16x8_shr(B_, 6), m03), wasm_v128_and(wasm_u16x8_shr(C_, 5), m04)); \
+    M_ = wasm_i16x8_add(wasm_i16x8_add(wasm_i16x8_relaxed_dot_i8x16_i7x16(wasm_v128_load((p) + 144), V6_), \
+                                       wasm_i16x8_relaxed_dot_i8x16_i7x16(wasm_v128_load((p) + 160), V7_)), \
+                        wasm_v128_load((p) + 176));                                                       \
+    (is) = wasm_i32x4_add((is), wasm_i32x4_dot_i16x8(M_, SPL(3)));              \
+  } while (0)
+
+/* Compiler barrier at the top of the row loop of the decode block, which stays
+ * a loop: the activations are loaded again for each row instead of being kept
+ * live across the 4 rows (12 vectors; in the unrolled form V8 spilled them,
+ * ~100 spill moves per block, and V8's own load elimination undoes a barrier in
+ * straight-line code). The rows' scales and sums rotate through registers
+ * (an indexed S_[r] / is[r] lives in linear memory, where V8 bounds-checks
+ * every access with explicit compares in this Deno). */
+#define Q3_FENCE() __asm__ volatile("" ::: "memory")
+
+/* i32 lane k of a row's i16 scales − 32 (run pair k of the quad pair) in every
+ * lane, from registers (one pshufd) instead of a load32_splat of a stored copy
+ * (V8 bounds-checks every linear-memory access, the C stack included). */
+#define Q3_SPL_LO(k) wasm_i32x4_shuffle(slo_, slo_, k, k, k, k)
+#define Q3_SPL_HI(k) wasm_i32x4_shuffle(shi_, shi_, k, k, k, k)
+
+#define q3_k_BLOCK(g, nb, i, yb, yd, is, dd, accm)                                          \
+  do {                                                                                      \
+    const uint8_t *gb_ = (g) + Q3GB * (i);                                                  \
+    (dd) = wasm_f32x4_mul(scales4(gb_, sm, sk), (yd));                                      \
+    v128_t S_[4];                                                                           \
+    UNPACK(gb_ + 8, S_);                                                                    \
+    v128_t s0_ = S_[0], s1_ = S_[1], s2_ = S_[2], s3_ = S_[3];                              \
+    v128_t i0_ = z, i1_ = z, i2_ = z, i3_ = z;                                              \
+    const uint8_t *w_ = gb_ + Q3QOFF;                                                       \
+    for (int r = 0; r < 4; r++, w_ += 48) {                                                 \
+      Q3_FENCE();                                                                           \
+      v128_t s8_ = wasm_i8x16_sub(s0_, b32), t_ = z;                                        \
+      v128_t slo_ = wasm_i16x8_extend_low_i8x16(s8_), shi_ = wasm_i16x8_extend_high_i8x16(s8_); \
+      Q3_QPX(t_, w_, (yb), Q3_SPL_LO);                                                      \
+      Q3_QPX(t_, w_ + 192, (yb) + 192, Q3_SPL_HI);                                          \
+      /* rotate: after the 4th row i0_..i3_ hold rows 0..3 */                              \
+      s0_ = s1_; s1_ = s2_; s2_ = s3_;                                                      \
+      i0_ = i1_; i1_ = i2_; i2_ = i3_; i3_ = t_;                                            \
+    }                                                                                       \
+    (is)[0] = i0_; (is)[1] = i1_; (is)[2] = i2_; (is)[3] = i3_;                             \
   } while (0)
 #define q3_k_TILE_PREP(g, nb, i)         \
   const uint8_t *gb = (g) + Q3GB * (i);  \
   v128_t dw = scales4(gb, sm, sk);       \
-  q3_scales(gb, sc, m63, m03, m0c, m30)
+  q3_scales(gb, sc, m63, m03, m0c, m30, b32)
 #define q3_k_TILE_TOKEN(yb, yd, dd, accm) ((dd) = wasm_f32x4_mul(dw, (yd)))
 #define q3_k_TILE_ROW(r, NT, yt, is)                                 \
   for (int qp = 0; qp < 2; qp++) {                                   \
@@ -833,7 +887,7 @@ static inline __attribute__((always_inline)) void xs_scales(const uint8_t *gb, i
   }
 RX_KERNELS(iq4_xs)
 
-/* ---- Two groups per pass for the legacy 32-blocks, IQ4_XS and Q6_K (Q6_K on
+/* ---- Two groups per pass for the legacy 32-blocks, IQ4_XS, Q6_K and Q3_K (Q6_K on
  * DRAM-sized matrices: 0.81-0.83x the time of one group at a time): decode runs
  * groups g0 and g1 (half a matrix apart) block by block, so two weight
  * streams are in flight from DRAM (the Q4_0 / Q8_0 decode of relaxed.c does
@@ -874,3 +928,4 @@ RX_GROUP2(iq4_xs)
 RX_GROUP2(iq4_nl)
 RX_GROUP2(mxfp4)
 RX_GROUP2(q6_k)
+RX_GROUP2(q3_k)

@@ -198,5 +198,5 @@ impl GroupKernel for Packed<Q3_K> {
             }
         }
     }
-    c_group_kernels!(rx_group_q3_k, rx_tile_q3_k);
+    c_group_kernels!(rx_group2_q3_k, rx_tile_q3_k);
 }
