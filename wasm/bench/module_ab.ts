@@ -1,6 +1,6 @@
 /**
  * A/B of two builds of the single-threaded kernel module: a matmul per type
- * and token count (default 1 and 16 tokens) on a 2816×1024 matrix (packed
+ * and token count (default 1 and 16 tokens) on a 2816×1024 matrix (or `shape`) (packed
  * where the type has a packed layout), round-robin in one process, best of
  * 15 × 40 ms. Used to check that a kernel change leaves 1-thread speed alone;
  * it also checks that A and B write the same output bits.
@@ -8,9 +8,13 @@
  *   git show <rev>:wasm/pkg/moe_edge_kernels_relaxed.wasm > /tmp/old.wasm
  *   deno run -A wasm/bench/module_ab.ts /tmp/old.wasm wasm/pkg/moe_edge_kernels_relaxed.wasm \
  *     [tokens=1,4,16] [types=Q4_0,Q4_K,Q8_0,Q6_K] [clock=wall|cpu] [modeA=0|1] [modeB=0|1]
+ *     [shape=ROWSxCOLS]
  *
  * `modeA` / `modeB` set the relaxed build's dot form (`relaxed_dot_mode`: 0 split, 1 fused)
  * of instance A / B, so one module can be compared with itself.
+ *
+ * `shape` sets the matrix (default 2816x1024, in L2/L3; e.g. `shape=16384x4096`
+ * measures the DRAM stream).
  *
  * `clock=cpu` reports the mean process CPU time per call over all rounds
  * instead of the best wall time: on a loaded machine, time slices lost to
@@ -55,7 +59,7 @@ insts.forEach((k, i) => {
   if (!f) throw new Error(`module ${i === 0 ? "A" : "B"} has no relaxed_dot_mode`);
   f(Number(MODES[i]));
 });
-const rows = 2816, cols = 1024;
+const [rows, cols] = opt("shape", "2816x1024").split("x").map(Number);
 for (const name of TYPES) {
   const ty = GgmlType[name as keyof typeof GgmlType];
   const w = randomWeights(rng(1), ty, rows, cols);
