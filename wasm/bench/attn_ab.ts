@@ -1,8 +1,9 @@
 /**
- * Attention + output projection at 1 and 2 threads on the bench MoE's shapes
- * (16 heads / 4 KV heads of 64, `attn_output` 1024×1024 Q4_0), decode at a
- * given position: `attention` then `matmul` at 1 thread vs `attentionOutput`
- * at 2, and the parts alone. Best of rounds, µs per call.
+ * The small decode regions at 1 and 2 threads on the bench MoE's shapes (16
+ * heads / 4 KV heads of 64, Q4_0): `attention` then `matmul(attn_output)` at
+ * 1 thread vs `attentionOutput` at 2, the parts alone, and Q/K/V (1024 + 256
+ * + 256 rows × 1024) as three matmuls vs one `matmulMany`. Decode at a given
+ * position; best of rounds, µs per call.
  *
  *   deno run -A wasm/bench/attn_ab.ts [pos=72] [rounds=20]
  *
@@ -20,16 +21,22 @@ const nKv = 4, g = 4, hd = 64, nAtt = nKv * g * hd, rows = 1024;
 const p = { nHeads: nKv * g, nKvHeads: nKv, headDimK: hd, headDimV: hd, scale: 1 / Math.sqrt(hd) };
 const r = rng(7);
 const wb = randomWeights(r, GgmlType.Q4_0, rows, nAtt);
-const upload = (be: WasmBackend): WeightView => {
-  const slot = be.allocSlot(wb.length);
-  be.writeSlot(slot, 0, wb);
-  return { slot, offset: 0, type: GgmlType.Q4_0, rows, cols: nAtt };
+const upload = (be: WasmBackend, bytes = wb, r = rows): WeightView => {
+  const slot = be.allocSlot(bytes.length);
+  be.writeSlot(slot, 0, bytes);
+  return { slot, offset: 0, type: GgmlType.Q4_0, rows: r, cols: nAtt };
 };
+const wk = randomWeights(r, GgmlType.Q4_0, 256, nAtt),
+  wv = randomWeights(r, GgmlType.Q4_0, 256, nAtt);
 const one = await createWasmBackend({ threads: 1 });
 const two = await createWasmBackend({ threads: 2 });
 const spec = { layers: 1, nCtx: POS + 8, nKvHeads: nKv, headDimK: hd, headDimV: hd };
 const c1 = one.createKvCache(spec), c2 = two.createKvCache(spec);
 const w1 = upload(one), w2 = upload(two);
+const qkv1 = [upload(one), upload(one, wk, 256), upload(one, wv, 256)];
+const qkv2 = [upload(two), upload(two, wk, 256), upload(two, wv, 256)];
+const x1 = randomActivations(r, nAtt);
+const qkvOut = [new Float32Array(rows), new Float32Array(256), new Float32Array(256)];
 const q = randomActivations(r, POS * p.nHeads * hd);
 const k = randomActivations(r, POS * nKv * hd);
 const v = randomActivations(r, POS * nKv * hd);
@@ -44,6 +51,12 @@ const cases: Record<string, () => void> = {
   "1t attention+matmul": () => {
     one.attention(c1, 0, POS, 1, q1, k1, v1, p, a1);
     one.matmul(w1, a1, 1, out);
+  },
+  "1t Q, K, V matmuls": () => {
+    for (let i = 0; i < 3; i++) one.matmul(qkv1[i], x1, 1, qkvOut[i]);
+  },
+  "2t matmulMany Q/K/V": () => {
+    if (!two.matmulMany(qkv2, x1, 1, qkvOut)) throw new Error("not fused");
   },
   "2t attention": () => two.attention(c2, 0, POS, 1, q1, k1, v1, p, a1),
   "2t matmul wo": () => two.matmul(w2, a1, 1, out),
