@@ -106,6 +106,8 @@ Deno.test("attentionExt: without sinks or window it is attention, bit for bit; b
       const bad = (x: AttentionExtras) => () => be.attentionExt(b, 0, pos, 1, q, k, v, p, x, out);
       const typed = (e: unknown) => e instanceof BackendError;
       throws(bad({ sinks: new Float32Array(3), window: 0 }), typed);
+      throws(bad({ sinks: new Float32Array(8).fill(Number.NaN), window: 0 }), typed);
+      throws(bad({ sinks: new Float32Array(8).fill(Infinity), window: 0 }), typed);
       throws(bad({ sinks: null, window: -1 }), typed);
       throws(bad({ sinks: null, window: 1.5 }), typed);
       throws(

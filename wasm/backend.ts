@@ -43,7 +43,6 @@ import { BackendError } from "../core/errors.ts";
 import { type GgmlType, ggmlTypeName } from "../core/tensor/ggml_type.ts";
 import type { ArenaStats } from "./arena.ts";
 import {
-  attentionExtOp,
   attentionOp,
   copyIn,
   copyOut,
@@ -784,7 +783,7 @@ export class WasmBackend implements Backend {
     this.#live();
     const e = this.#caches.get(cache);
     this.#caches.reserve(e, layer, startPos + nTokens); // the cache grows with use
-    attentionExtOp(this.#ops, e, layer, startPos, nTokens, q, k, v, p, x, out);
+    attentionOp(this.#ops, e, layer, startPos, nTokens, q, k, v, p, out, x, "attentionExt");
   }
 
   /**

@@ -140,7 +140,13 @@ export function swigluOp(
   copyOut(f32, op, n, out);
 }
 
-/** Store `k`/`v` at `startPos..` (f16) and run causal GQA attention. */
+/**
+ * Store `k`/`v` at `startPos..` (f16) and run causal GQA attention. With
+ * `x` (gpt-oss: per-head sink logits, a sliding window) the `attention_ext`
+ * kernel runs on this thread; without sinks and window it runs the same
+ * operations as `attention`, so `x` of `{ sinks: null, window: 0 }` gives the
+ * same bits. Errors name `op`.
+ */
 export function attentionOp(
   c: OpContext,
   e: KvEntry,
@@ -152,38 +158,57 @@ export function attentionOp(
   v: Float32Array,
   p: AttentionParams,
   out: Float32Array,
+  x?: AttentionExtras,
+  op = "attention",
 ): void {
   const bad = attentionMismatch(e, layer, startPos, nTokens, p);
-  if (bad !== null) fail("attention", bad);
+  if (bad !== null) fail(op, bad);
   const { nHeads, nKvHeads, headDimK, headDimV } = p;
+  const sinks = x?.sinks ?? null;
+  if (sinks !== null) {
+    if (!(sinks.length >= nHeads)) {
+      fail(op, `sinks has ${sinks.length} values, need one per head (${nHeads})`);
+    }
+    for (let h = 0; h < nHeads; h++) {
+      // a NaN or +inf sink would turn every probability of its head into NaN
+      if (!(sinks[h] < Infinity)) fail(op, `sink of head ${h} is ${sinks[h]}`);
+    }
+  }
+  const window = x?.window ?? 0;
+  if (!(Number.isInteger(window) && window >= 0 && window <= 0x7fffffff)) {
+    fail(op, `window must be an integer ≥ 0, got ${window}`);
+  }
   const qn = nTokens * nHeads * headDimK;
   const kn = nTokens * nKvHeads * headDimK;
   const vn = nTokens * nKvHeads * headDimV;
   const on = nTokens * nHeads * headDimV;
   if (!(q.length >= qn && k.length >= kn && v.length >= vn)) {
-    fail("attention", "q/k/v shorter than their shapes");
+    fail(op, "q/k/v shorter than their shapes");
   }
-  if (!(out.length >= on)) fail("attention", `out has ${out.length} floats, need ${on}`);
+  if (!(out.length >= on)) fail(op, `out has ${out.length} floats, need ${on}`);
   if (nTokens === 0) return;
   // the layer's region holds `cap` positions (grown by the caller to cover this call)
   const L = e.layers[layer];
   if (!(startPos + nTokens <= L.cap)) {
-    fail("attention", `KV layer ${layer} holds ${L.cap} positions`);
+    fail(op, `KV layer ${layer} holds ${L.cap} positions`);
   }
   const sb = c.k.attention_scratch_bytes(L.cap, nHeads, nKvHeads, headDimK, headDimV);
-  const th = c.scalar ? undefined : c.attnThreads;
+  const th = c.scalar || x !== undefined ? undefined : c.attnThreads;
   const stride = Math.ceil(sb / 64) * 64;
-  const [qp, kp, vp, op, sp] = c.mem.scratch(
+  const ns = sinks === null ? 0 : nHeads;
+  const [qp, kp, vp, outp, snp, sp] = c.mem.scratch(
     qn * 4,
     kn * 4,
     vn * 4,
     on * 4,
+    ns * 4,
     th === undefined ? sb : stride * th.parts,
   );
   const f32 = c.mem.f32;
   copyIn(f32, q, qn, qp);
   copyIn(f32, k, kn, kp);
   copyIn(f32, v, vn, vp);
+  if (sinks !== null) copyIn(f32, sinks, ns, snp);
   const kc = L.off;
   // the kernel's arguments up to `out`, for the threaded split or one call here
   const args: AttentionHead = [
@@ -200,90 +225,19 @@ export function attentionOp(
     headDimK,
     headDimV,
     p.scale,
-    op,
+    outp,
   ];
-  if (th !== undefined && th.run(args, sp, stride)) {
-    copyOut(f32, op, on, out);
-    return;
+  let rc: number;
+  if (x !== undefined) {
+    const f = c.scalar ? c.k.attention_ext_scalar : c.k.attention_ext;
+    rc = f(...args, sp, sinks === null ? 0 : snp, window);
+  } else if (th !== undefined && th.run(args, sp, stride)) {
+    rc = 0;
+  } else {
+    rc = (c.scalar ? c.k.attention_scalar : c.k.attention)(...args, sp);
   }
-  const f = c.scalar ? c.k.attention_scalar : c.k.attention;
-  const rc = f(...args, sp);
-  if (rc !== 0) fail("attention", "kernel rejected the shape");
-  copyOut(f32, op, on, out);
-}
-
-/**
- * Attention with per-head sink logits and a sliding window (gpt-oss): the
- * `attention_ext` kernel on this thread (a layer of one token is small; no
- * thread split), same checks as `attentionOp`. With `sinks` null and
- * `window` 0 the kernel runs the same operations as `attention`.
- */
-export function attentionExtOp(
-  c: OpContext,
-  e: KvEntry,
-  layer: number,
-  startPos: number,
-  nTokens: number,
-  q: Float32Array,
-  k: Float32Array,
-  v: Float32Array,
-  p: AttentionParams,
-  x: AttentionExtras,
-  out: Float32Array,
-): void {
-  const bad = attentionMismatch(e, layer, startPos, nTokens, p);
-  if (bad !== null) fail("attentionExt", bad);
-  const { nHeads, nKvHeads, headDimK, headDimV } = p;
-  if (x.sinks !== null && !(x.sinks.length >= nHeads)) {
-    fail("attentionExt", `sinks has ${x.sinks.length} values, need one per head (${nHeads})`);
-  }
-  if (!(Number.isInteger(x.window) && x.window >= 0 && x.window <= 0x7fffffff)) {
-    fail("attentionExt", `window must be an integer ≥ 0, got ${x.window}`);
-  }
-  const qn = nTokens * nHeads * headDimK;
-  const kn = nTokens * nKvHeads * headDimK;
-  const vn = nTokens * nKvHeads * headDimV;
-  const on = nTokens * nHeads * headDimV;
-  if (!(q.length >= qn && k.length >= kn && v.length >= vn)) {
-    fail("attentionExt", "q/k/v shorter than their shapes");
-  }
-  if (!(out.length >= on)) fail("attentionExt", `out has ${out.length} floats, need ${on}`);
-  if (nTokens === 0) return;
-  const L = e.layers[layer];
-  if (!(startPos + nTokens <= L.cap)) {
-    fail("attentionExt", `KV layer ${layer} holds ${L.cap} positions`);
-  }
-  const sb = c.k.attention_scratch_bytes(L.cap, nHeads, nKvHeads, headDimK, headDimV);
-  const ns = x.sinks === null ? 0 : nHeads;
-  const [qp, kp, vp, op, snp, sp] = c.mem.scratch(qn * 4, kn * 4, vn * 4, on * 4, ns * 4, sb);
-  const f32 = c.mem.f32;
-  copyIn(f32, q, qn, qp);
-  copyIn(f32, k, kn, kp);
-  copyIn(f32, v, vn, vp);
-  if (x.sinks !== null) copyIn(f32, x.sinks, ns, snp);
-  const kc = L.off;
-  const f = c.scalar ? c.k.attention_ext_scalar : c.k.attention_ext;
-  const rc = f(
-    kc,
-    kc + L.cap * e.kRowBytes,
-    L.cap,
-    startPos,
-    nTokens,
-    qp,
-    kp,
-    vp,
-    nHeads,
-    nKvHeads,
-    headDimK,
-    headDimV,
-    p.scale,
-    op,
-    sp,
-    x.sinks === null ? 0 : snp,
-    x.window,
-  );
-  if (rc !== 0) fail("attentionExt", "kernel rejected the shape");
-  copyOut(f32, op, on, out);
+  if (rc !== 0) fail(op, "kernel rejected the shape");
+  copyOut(f32, outp, on, out);
 }
 
 /** `attention`'s arguments without the trailing scratch pointer. */
