@@ -64,39 +64,17 @@ for (const [nh, nkv, hd] of SHAPES) {
       f32.set(kAll, kp >> 2);
       f32.set(vAll, vp >> 2);
       f32.set(q, qp >> 2);
-      // fill the cache with `pos` rows (their queries do not matter)
-      if (pos > 0) {
-        k.attention(kc, vc, nCtx, 0, 1, qp, kp, vp, nh, nkv, hd, hd, 0.125, op, sp);
-        for (let p0 = 1; p0 < pos; p0++) {
-          k.attention(
-            kc,
-            vc,
-            nCtx,
-            p0,
-            1,
-            qp,
-            kp + p0 * nkv * hd * 4,
-            vp + p0 * nkv * hd * 4,
-            nh,
-            nkv,
-            hd,
-            hd,
-            0.125,
-            op,
-            sp,
-          );
-        }
-      }
-      const call = () =>
+      /** Attention for `n` new tokens at position `p0` (their K/V rows come from kAll/vAll). */
+      const attend = (p0: number, n: number) =>
         k.attention(
           kc,
           vc,
           nCtx,
-          pos,
-          NTOK,
+          p0,
+          n,
           qp,
-          kp + pos * nkv * hd * 4,
-          vp + pos * nkv * hd * 4,
+          kp + p0 * nkv * hd * 4,
+          vp + p0 * nkv * hd * 4,
           nh,
           nkv,
           hd,
@@ -105,6 +83,9 @@ for (const [nh, nkv, hd] of SHAPES) {
           op,
           sp,
         );
+      // fill the cache with `pos` rows (their queries do not matter)
+      for (let p0 = 0; p0 < pos; p0++) attend(p0, 1);
+      const call = () => attend(pos, NTOK);
       if (call() !== 0) throw new Error("attention rejected the shape");
       outs.push(new Float32Array(k.memory.buffer, op, NTOK * nh * hd).slice());
       return call;

@@ -227,9 +227,51 @@ fn round_p_f16(p: v128, half: v128, tiny: v128, odd: v128, lsb: v128, mask: v128
     v128_bitselect(sub, r, f32x4_lt(p, tiny))
 }
 
-/// Softmax of `n` scores (and the head's sink logit, `-inf` for none) in place, then round each probability to f16
-/// (kept as f32). SIMD flavour.
-unsafe fn softmax_f16(sc: *mut f32, n: usize, sink: f32) {
+/// The `e^x` a softmax uses: SIMD and scalar forms with the same results per
+/// lane, and whether the probabilities leave multiplied by 2^112.
+trait SoftmaxExp {
+    /// Probabilities leave multiplied by 2^112 (for [`pv_block`]'s raw V lanes).
+    const SCALED: bool;
+    fn x4(&self, x: v128) -> v128;
+    fn one(&self, x: f32) -> f32;
+}
+
+/// The correctly rounded f64 `expf` (the general path).
+struct PreciseExp(ExpK);
+
+impl SoftmaxExp for PreciseExp {
+    const SCALED: bool = false;
+    #[inline(always)]
+    fn x4(&self, x: v128) -> v128 {
+        expf_x4_k(x, &self.0)
+    }
+    #[inline(always)]
+    fn one(&self, x: f32) -> f32 {
+        expf(x)
+    }
+}
+
+/// [`exp_fast_x4`] (the fast path).
+struct FastExp(ExpFastK);
+
+impl SoftmaxExp for FastExp {
+    const SCALED: bool = true;
+    #[inline(always)]
+    fn x4(&self, x: v128) -> v128 {
+        exp_fast_x4(x, &self.0)
+    }
+    #[inline(always)]
+    fn one(&self, x: f32) -> f32 {
+        exp_fast(x)
+    }
+}
+
+/// Softmax of `n` scores in place with the head's sink logit (`-inf` for
+/// none: it joins the max and the sum, ggml `soft_max_ext`): max, `e^x`,
+/// sum in f64, `p = e·f32(1/sum)` rounded to f16 ([`round_p_f16`], kept as
+/// f32) and, for [`FastExp`], multiplied by 2^112.
+#[inline(always)]
+unsafe fn softmax_f16<E: SoftmaxExp>(sc: *mut f32, n: usize, sink: f32, ex: &E) {
     let mut m = f32x4_splat(f32::NEG_INFINITY);
     let mut j = 0;
     while j + 4 <= n {
@@ -247,12 +289,11 @@ unsafe fn softmax_f16(sc: *mut f32, n: usize, sink: f32) {
         max = sink;
     }
     let mv = f32x4_splat(max);
-    let k = ExpK::pinned();
     let mut s0 = f64x2_splat(0.0);
     let mut s1 = f64x2_splat(0.0);
     j = 0;
     while j + 4 <= n {
-        let e = expf_x4_k(f32x4_sub(ldf(sc.add(j)), mv), &k);
+        let e = ex.x4(f32x4_sub(ldf(sc.add(j)), mv));
         stf(sc.add(j), e);
         s0 = f64x2_add(s0, f64x2_promote_low_f32x4(e));
         s1 = f64x2_add(s1, f64x2_promote_low_f32x4(i32x4_shuffle::<2, 3, 0, 1>(e, e)));
@@ -261,25 +302,28 @@ unsafe fn softmax_f16(sc: *mut f32, n: usize, sink: f32) {
     let s = f64x2_add(s0, s1);
     let mut sum = f64x2_extract_lane::<0>(s) + f64x2_extract_lane::<1>(s);
     while j < n {
-        let e = expf(*sc.add(j) - max);
+        let e = ex.one(*sc.add(j) - max);
         *sc.add(j) = e;
         sum += e as f64;
         j += 1;
     }
     if sink != f32::NEG_INFINITY {
-        sum += expf(sink - max) as f64;
+        sum += ex.one(sink - max) as f64;
     }
     let inv = (1.0 / sum) as f32;
     let iv = f32x4_splat(inv);
+    let up = pin(f32x4_splat(f32::from_bits(239 << 23))); // 2^112
     let (half, tiny) = (pin(f32x4_splat(0.5)), pin(f32x4_splat(f32::from_bits(113 << 23))));
     let (odd, lsb, mask) = (pin(u32x4_splat(0xfff)), pin(u32x4_splat(1)), pin(u32x4_splat(0xffff_e000)));
     j = 0;
     while j + 4 <= n {
-        stf(sc.add(j), round_p_f16(f32x4_mul(ldf(sc.add(j)), iv), half, tiny, odd, lsb, mask));
+        let p = round_p_f16(f32x4_mul(ldf(sc.add(j)), iv), half, tiny, odd, lsb, mask);
+        stf(sc.add(j), if E::SCALED { f32x4_mul(p, up) } else { p });
         j += 4;
     }
     while j < n {
-        *sc.add(j) = f16_to_f32(f32_to_f16(*sc.add(j) * inv));
+        let p = f16_to_f32(f32_to_f16(*sc.add(j) * inv));
+        *sc.add(j) = if E::SCALED { p * f32::from_bits(239 << 23) } else { p };
         j += 1;
     }
 }
@@ -396,65 +440,6 @@ impl ExpFastK {
     }
 }
 
-/// Softmax of `n` scores (and the head's sink logit, `-inf` for none) in place for the fast path: max, [`exp_fast_x4`],
-/// sum in f64, `p = e·f32(1/sum)` rounded to f16 ([`round_p_f16`]) and
-/// multiplied by 2^112 (for [`pv_block`]'s raw V lanes).
-unsafe fn softmax_f16_fast(sc: *mut f32, n: usize, sink: f32) {
-    let mut m = f32x4_splat(f32::NEG_INFINITY);
-    let mut j = 0;
-    while j + 4 <= n {
-        m = f32x4_max(m, ldf(sc.add(j)));
-        j += 4;
-    }
-    let mut max = hmax_f32(m);
-    while j < n {
-        if *sc.add(j) > max {
-            max = *sc.add(j);
-        }
-        j += 1;
-    }
-    if sink > max {
-        max = sink;
-    }
-    let mv = f32x4_splat(max);
-    let k = ExpFastK::pinned();
-    let mut s0 = f64x2_splat(0.0);
-    let mut s1 = f64x2_splat(0.0);
-    j = 0;
-    while j + 4 <= n {
-        let e = exp_fast_x4(f32x4_sub(ldf(sc.add(j)), mv), &k);
-        stf(sc.add(j), e);
-        s0 = f64x2_add(s0, f64x2_promote_low_f32x4(e));
-        s1 = f64x2_add(s1, f64x2_promote_low_f32x4(i32x4_shuffle::<2, 3, 0, 1>(e, e)));
-        j += 4;
-    }
-    let s = f64x2_add(s0, s1);
-    let mut sum = f64x2_extract_lane::<0>(s) + f64x2_extract_lane::<1>(s);
-    while j < n {
-        let e = exp_fast(*sc.add(j) - max);
-        *sc.add(j) = e;
-        sum += e as f64;
-        j += 1;
-    }
-    if sink != f32::NEG_INFINITY {
-        sum += exp_fast(sink - max) as f64;
-    }
-    let inv = (1.0 / sum) as f32;
-    let iv = f32x4_splat(inv);
-    let up = pin(f32x4_splat(f32::from_bits(239 << 23))); // 2^112
-    let (half, tiny) = (pin(f32x4_splat(0.5)), pin(f32x4_splat(f32::from_bits(113 << 23))));
-    let (odd, lsb, mask) = (pin(u32x4_splat(0xfff)), pin(u32x4_splat(1)), pin(u32x4_splat(0xffff_e000)));
-    j = 0;
-    while j + 4 <= n {
-        let p = round_p_f16(f32x4_mul(ldf(sc.add(j)), iv), half, tiny, odd, lsb, mask);
-        stf(sc.add(j), f32x4_mul(p, up));
-        j += 4;
-    }
-    while j < n {
-        *sc.add(j) = f16_to_f32(f32_to_f16(*sc.add(j) * inv)) * f32::from_bits(239 << 23);
-        j += 1;
-    }
-}
 
 /// One token's attention for KV head `kvh` when its K and V rows hold no
 /// inf/NaN and the head dims are multiples of 8: the queries rounded to f16
@@ -510,8 +495,9 @@ unsafe fn heads_fast(
         }
         j += 1;
     }
+    let fx = FastExp(ExpFastK::pinned());
     for i in 0..g {
-        softmax_f16_fast(sc.add(i * s.n_ctx), n, sink(sinks, h0 + i));
+        softmax_f16(sc.add(i * s.n_ctx), n, sink(sinks, h0 + i), &fx);
     }
     let vrows = vc.add((first * s.nkv + kvh) * s.hdv);
     let mut i = 0;
@@ -628,8 +614,9 @@ pub unsafe fn attention_heads_ext(
                     *sc.add(i * s.n_ctx + j) = dot_f32x(row, qr.add(i * s.hdk), s.hdk) * s.scale;
                 }
             }
+            let px = PreciseExp(ExpK::pinned());
             for i in 0..g {
-                softmax_f16(sc.add(i * s.n_ctx), nkv_pos, sink(sinks, h0 + i));
+                softmax_f16(sc.add(i * s.n_ctx), nkv_pos, sink(sinks, h0 + i), &px);
             }
             for i in 0..g {
                 let o = out.add((t * s.nh + h0 + i) * s.hdv);
