@@ -14,6 +14,7 @@ import { BackendError } from "../core/errors.ts";
 import type { AttentionExtras, KvCache } from "../core/backend/backend.ts";
 import { randomActivations, rng } from "./kernel_test_util.ts";
 import { createWasmBackend } from "./backend.ts";
+import { sharedMemorySupported } from "./pkg/moe_edge_kernels.ts";
 
 const bits = (a: Float32Array): number[] =>
   Array.from(new Uint32Array(a.buffer, a.byteOffset, a.length));
@@ -118,4 +119,44 @@ Deno.test("attentionExt: without sinks or window it is attention, bit for bit; b
       be.dispose();
     }
   }
+});
+
+Deno.test({
+  name: "attentionExt split by KV heads over 2 and 4 threads equals 1 thread, bit for bit",
+  ignore: !sharedMemorySupported(),
+  fn: async () => {
+    const bes = await Promise.all([1, 2, 4].map((threads) => createWasmBackend({ threads })));
+    try {
+      for (const [nh, nkv, hd, window] of [[16, 4, 64, 24], [8, 8, 32, 0], [12, 3, 64, 5]]) {
+        const r = rng(nh + nkv + window);
+        const p = { nHeads: nh, nKvHeads: nkv, headDimK: hd, headDimV: hd, scale: 0.1 };
+        const x: AttentionExtras = { sinks: randomActivations(r, nh), window };
+        const spec = { layers: 1, nCtx: 128, nKvHeads: nkv, headDimK: hd, headDimV: hd };
+        const caches = bes.map((be) => be.createKvCache(spec));
+        let pos = 0;
+        for (const nTok of [40, 1, 1, 17, 1]) {
+          const q = randomActivations(r, nTok * nh * hd);
+          const k = randomActivations(r, nTok * nkv * hd);
+          const v = randomActivations(r, nTok * nkv * hd);
+          const outs = bes.map((be, i) => {
+            const o = new Float32Array(nTok * nh * hd).fill(Number.NaN);
+            be.attentionExt(caches[i], 0, pos, nTok, q, k, v, p, x, o);
+            return o;
+          });
+          ok(outs[0].every(Number.isFinite));
+          for (let i = 1; i < bes.length; i++) {
+            deepEqual(bits(outs[i]), bits(outs[0]), `threads ${bes[i].threads} pos ${pos}`);
+            deepEqual(
+              bits(bes[i].readKv(caches[i], 0, "v", pos + nTok)),
+              bits(bes[0].readKv(caches[0], 0, "v", pos + nTok)),
+            );
+          }
+          pos += nTok;
+        }
+        bes.forEach((be, i) => be.freeKvCache(caches[i]));
+      }
+    } finally {
+      for (const be of bes) be.dispose();
+    }
+  },
 });

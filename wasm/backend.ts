@@ -319,7 +319,8 @@ export class WasmBackend implements Backend {
       const th = this.#threads;
       this.#ops.attnThreads = {
         parts: n,
-        run: (a, sp, stride) => this.#attentionThreaded(th, a, sp, stride),
+        run: (a, sp, stride, sinks, window) =>
+          this.#attentionThreaded(th, a, sp, stride, sinks, window),
       };
     } catch (e) {
       for (const s of stacks) this.#mem.arena.free(s);
@@ -765,7 +766,7 @@ export class WasmBackend implements Backend {
 
   /**
    * `attention` with per-head sink logits and a sliding window (gpt-oss; see
-   * `Backend.attentionExt`), into the same cache, on the calling thread.
+   * `Backend.attentionExt`), into the same cache; split by KV heads over threads as `attention` is.
    * With `sinks` null and `window` 0 it equals `attention` bit for bit.
    */
   attentionExt(
@@ -882,7 +883,7 @@ export class WasmBackend implements Backend {
     const parts = Math.min(nKvHeads, 4 * th.n);
     for (let t = 0; t < parts; t++) {
       const [h0, h1] = itemRange(nKvHeads, parts, t);
-      if (h1 > h0) this.#progTask(T_ATTN, ...head, h0, h1);
+      if (h1 > h0) this.#progTask(T_ATTN, ...head, h0, h1, 0, 0);
     }
     // phase 1: the attention output's activations for wo
     this.#progPhase();
@@ -973,9 +974,18 @@ export class WasmBackend implements Backend {
    * Attention over threads by KV heads (args in the kernel's order up to
    * `out`): the new K/V rows are stored once here, then each chunk of KV
    * heads runs `attention_heads` (heads are independent: bit-identical).
-   * Returns false (nothing done) when the layer is too small to split.
+   * With `sinks` (an address, 0: none) or a `window` (gpt-oss) the heads run
+   * as tasks of a program, which carry them. Returns false (nothing done)
+   * when the layer is too small to split.
    */
-  #attentionThreaded(th: Threads, a: readonly number[], sp: number, stride: number): boolean {
+  #attentionThreaded(
+    th: Threads,
+    a: readonly number[],
+    sp: number,
+    stride: number,
+    sinks = 0,
+    window = 0,
+  ): boolean {
     const [kc, vc, cap, start, nTok, q, kk, v, nH, nKv, hdK, hdV, scale, out] = a;
     // work ≈ tokens × visible positions × heads × head dim
     if (nKv < 2 || this.#threads !== th || nTok * (start + nTok) * nH * hdK < ATTN_MIN_WORK) {
@@ -985,6 +995,16 @@ export class WasmBackend implements Backend {
     const args = [kc, vc, cap, start, nTok, q, kk, v, nH, nKv, hdK, hdV, f32Bits(scale), out];
     if (attentionHeads(k, args, 0, sp, 0, 0, 1) !== 0) {
       fail("attention", "kernel rejected the shape");
+    }
+    if (sinks !== 0 || window !== 0) {
+      this.#progBegin();
+      const parts = Math.min(nKv, 4 * th.n);
+      for (let t = 0; t < parts; t++) {
+        const [h0, h1] = itemRange(nKv, parts, t);
+        if (h1 > h0) this.#progTask(T_ATTN, ...args, h0, h1, sinks, window);
+      }
+      this.#progRun(th, sp, stride, "attentionExt");
+      return true;
     }
     th.pool.run(th.mem, th.n, OP_ATTN, [...args, sp, stride], (chunk, chunks) => {
       const [h0, h1] = itemRange(nKv, chunks, chunk);

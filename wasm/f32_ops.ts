@@ -31,7 +31,13 @@ export interface OpContext {
    */
   attnThreads?: {
     readonly parts: number;
-    run(args: readonly number[], sp: number, stride: number): boolean;
+    run(
+      args: readonly number[],
+      sp: number,
+      stride: number,
+      sinks: number,
+      window: number,
+    ): boolean;
   };
 }
 
@@ -141,11 +147,12 @@ export function swigluOp(
 }
 
 /**
- * Store `k`/`v` at `startPos..` (f16) and run causal GQA attention. With
- * `x` (gpt-oss: per-head sink logits, a sliding window) the `attention_ext`
- * kernel runs on this thread; without sinks and window it runs the same
- * operations as `attention`, so `x` of `{ sinks: null, window: 0 }` gives the
- * same bits. Errors name `op`.
+ * Store `k`/`v` at `startPos..` (f16) and run causal GQA attention, split by
+ * KV heads over the backend's threads when it has them and the layer is
+ * large enough. With `x` (gpt-oss: per-head sink logits, a sliding window)
+ * the `attention_ext` kernel (or its KV-head share) runs; without sinks and
+ * window it runs the same operations as `attention`, so `x` of
+ * `{ sinks: null, window: 0 }` gives the same bits. Errors name `op`.
  */
 export function attentionOp(
   c: OpContext,
@@ -193,7 +200,7 @@ export function attentionOp(
     fail(op, `KV layer ${layer} holds ${L.cap} positions`);
   }
   const sb = c.k.attention_scratch_bytes(L.cap, nHeads, nKvHeads, headDimK, headDimV);
-  const th = c.scalar || x !== undefined ? undefined : c.attnThreads;
+  const th = c.scalar ? undefined : c.attnThreads;
   const stride = Math.ceil(sb / 64) * 64;
   const ns = sinks === null ? 0 : nHeads;
   const [qp, kp, vp, outp, snp, sp] = c.mem.scratch(
@@ -227,12 +234,12 @@ export function attentionOp(
     p.scale,
     outp,
   ];
+  const sp0 = sinks === null ? 0 : snp;
   let rc: number;
-  if (x !== undefined) {
-    const f = c.scalar ? c.k.attention_ext_scalar : c.k.attention_ext;
-    rc = f(...args, sp, sinks === null ? 0 : snp, window);
-  } else if (th !== undefined && th.run(args, sp, stride)) {
+  if (th !== undefined && th.run(args, sp, stride, sp0, window)) {
     rc = 0;
+  } else if (x !== undefined) {
+    rc = (c.scalar ? c.k.attention_ext_scalar : c.k.attention_ext)(...args, sp, sp0, window);
   } else {
     rc = (c.scalar ? c.k.attention_scalar : c.k.attention)(...args, sp);
   }

@@ -130,7 +130,7 @@ export function rowRange(rows: number, n: number, t: number): [number, number] {
  */
 export const OP_PROGRAM = 4;
 /** I32s per task record of a program. */
-export const TASK_INTS = 20;
+export const TASK_INTS = 22;
 /**
  * Task: rows of a matmul on prepared activations
  * `ty, w, rows, cols, act, nTok, out, ldo` (`w`/`out` already at the range's first row).
@@ -145,7 +145,8 @@ export const T_FFN_UP = 2;
 export const T_PREP = 3;
 /**
  * Task: attention over KV heads `[h0, h1)`:
- * `kc, vc, nCtx, start, nTok, q, k, v, nHeads, nKvHeads, hdK, hdV, scaleBits, out, h0, h1`.
+ * `kc, vc, nCtx, start, nTok, q, k, v, nHeads, nKvHeads, hdK, hdV, scaleBits, out, h0, h1,
+ * sinks, window` (`sinks` an address, 0 for none; `window` 0 for full: gpt-oss).
  */
 export const T_ATTN = 4;
 
@@ -171,7 +172,8 @@ export interface TaskKernels {
  * Call `attention_heads` over KV heads `[h0, h1)` (`store` 1: only store the
  * new K/V rows) with its 14 leading arguments at `a[o…o+14)` — `kc, vc, nCtx,
  * start, nTok, q, k, v, nHeads, nKvHeads, hdK, hdV, scaleBits, out`, the
- * scale as its f32 bits — and `scratch`. Returns the kernel's status.
+ * scale as its f32 bits — and `scratch`; `sinks` (an address, 0: none) and
+ * `window` (0: full) for gpt-oss. Returns the kernel's status.
  */
 export function attentionHeads(
   k: TaskKernels,
@@ -181,6 +183,8 @@ export function attentionHeads(
   h0: number,
   h1: number,
   store: 0 | 1,
+  sinks = 0,
+  window = 0,
 ): number {
   const u = (i: number) => a[o + i] >>> 0;
   return k.attention_heads(
@@ -202,6 +206,8 @@ export function attentionHeads(
     h0,
     h1,
     store,
+    sinks,
+    window,
   );
 }
 
@@ -275,7 +281,7 @@ export function runTask(
     case T_PREP:
       return k.prepare_act(u(0), u(1), u(2), u(3), u(4)) === 0;
     case T_ATTN:
-      return attentionHeads(k, m, r + 3, scratch, u(14), u(15), 0) === 0;
+      return attentionHeads(k, m, r + 3, scratch, u(14), u(15), 0, u(16), u(17)) === 0;
   }
   return false;
 }

@@ -243,7 +243,10 @@ export interface KernelExports {
   attention_ext: AttentionExtFn;
   /** Scalar twin of `attention_ext`. */
   attention_ext_scalar: AttentionExtFn;
-  /** `attention` for KV heads `[kv0, kv1)` only, storing the new K/V rows first when `store` is 1 (a thread's share). */
+  /**
+   * `attention` for KV heads `[kv0, kv1)` only, storing the new K/V rows first when `store` is 1
+   * (a thread's share); `sinks` (an address, 0: none) and `window` (0: full) as `attention_ext`.
+   */
   attention_heads(
     kc: number,
     vc: number,
@@ -263,6 +266,8 @@ export interface KernelExports {
     kv0: number,
     kv1: number,
     store: number,
+    sinks: number,
+    window: number,
   ): number;
 
   /** Scratch bytes `ffn_swiglu` needs: `(tGate, tUp, tDown, nEmbd, nFf, nTok)`. */

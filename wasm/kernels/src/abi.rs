@@ -234,19 +234,22 @@ macro_rules! attn_export {
 attn_export!(attention, attention::attention);
 
 /// Attention for KV heads `[kv0, kv1)` only; stores the new K/V rows first
-/// when `store` is 1 (a thread's share; bit-identical to `attention`).
+/// when `store` is 1 (a thread's share; bit-identical to `attention`, or with
+/// `sinks` (0: none) and `window` (0: full) to `attention_ext`).
 #[no_mangle]
 pub unsafe extern "C" fn attention_heads(
     kc: *mut u16, vc: *mut u16, n_ctx: u32, start: u32, ntok: u32,
     q: *const f32, k: *const f32, v: *const f32,
     nh: u32, nkv: u32, hdk: u32, hdv: u32, scale: f32, out: *mut f32, scratch: *mut u8,
-    kv0: u32, kv1: u32, store: u32,
+    kv0: u32, kv1: u32, store: u32, sinks: *const f32, window: u32,
 ) -> i32 {
     let s = AttnShape {
         n_ctx: n_ctx as usize, start: start as usize, ntok: ntok as usize, nh: nh as usize,
         nkv: nkv as usize, hdk: hdk as usize, hdv: hdv as usize, scale,
     };
-    attention::attention_heads(kc, vc, q, k, v, out, scratch, s, kv0 as usize, kv1 as usize, store != 0)
+    attention::attention_heads_ext(
+        kc, vc, q, k, v, out, scratch, s, kv0 as usize, kv1 as usize, store != 0, sinks, window as usize,
+    )
 }
 attn_export!(attention_scalar, attention::attention_scalar);
 
