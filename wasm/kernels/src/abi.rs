@@ -213,6 +213,15 @@ pub extern "C" fn attention_scratch_bytes(n_ctx: u32, nh: u32, nkv: u32, hdk: u3
     attention::scratch_bytes(n_ctx as usize, nh as usize, nkv as usize, hdk as usize, hdv as usize) as u32
 }
 
+/// The shape of one attention call from the exports' u32 arguments.
+#[inline(always)]
+fn attn_shape(n_ctx: u32, start: u32, ntok: u32, nh: u32, nkv: u32, hdk: u32, hdv: u32, scale: f32) -> AttnShape {
+    AttnShape {
+        n_ctx: n_ctx as usize, start: start as usize, ntok: ntok as usize, nh: nh as usize,
+        nkv: nkv as usize, hdk: hdk as usize, hdv: hdv as usize, scale,
+    }
+}
+
 macro_rules! attn_export {
     ($name:ident, $f:path) => {
         /// Causal GQA attention over one layer's f16 KV cache (see module docs).
@@ -222,10 +231,7 @@ macro_rules! attn_export {
             q: *const f32, k: *const f32, v: *const f32,
             nh: u32, nkv: u32, hdk: u32, hdv: u32, scale: f32, out: *mut f32, scratch: *mut u8,
         ) -> i32 {
-            let s = AttnShape {
-                n_ctx: n_ctx as usize, start: start as usize, ntok: ntok as usize, nh: nh as usize,
-                nkv: nkv as usize, hdk: hdk as usize, hdv: hdv as usize, scale,
-            };
+            let s = attn_shape(n_ctx, start, ntok, nh, nkv, hdk, hdv, scale);
             $f(kc, vc, q, k, v, out, scratch, s)
         }
     };
@@ -243,10 +249,7 @@ pub unsafe extern "C" fn attention_heads(
     nh: u32, nkv: u32, hdk: u32, hdv: u32, scale: f32, out: *mut f32, scratch: *mut u8,
     kv0: u32, kv1: u32, store: u32, sinks: *const f32, window: u32,
 ) -> i32 {
-    let s = AttnShape {
-        n_ctx: n_ctx as usize, start: start as usize, ntok: ntok as usize, nh: nh as usize,
-        nkv: nkv as usize, hdk: hdk as usize, hdv: hdv as usize, scale,
-    };
+    let s = attn_shape(n_ctx, start, ntok, nh, nkv, hdk, hdv, scale);
     attention::attention_heads_ext(
         kc, vc, q, k, v, out, scratch, s, kv0 as usize, kv1 as usize, store != 0, sinks, window as usize,
     )
@@ -264,16 +267,14 @@ macro_rules! attn_ext_export {
             nh: u32, nkv: u32, hdk: u32, hdv: u32, scale: f32, out: *mut f32, scratch: *mut u8,
             sinks: *const f32, window: u32,
         ) -> i32 {
-            let s = AttnShape {
-                n_ctx: n_ctx as usize, start: start as usize, ntok: ntok as usize, nh: nh as usize,
-                nkv: nkv as usize, hdk: hdk as usize, hdv: hdv as usize, scale,
-            };
+            let s = attn_shape(n_ctx, start, ntok, nh, nkv, hdk, hdv, scale);
             $f(kc, vc, q, k, v, out, scratch, s, sinks, window as usize)
         }
     };
 }
 
 attn_ext_export!(attention_ext, |kc, vc, q, k, v, out, scratch, s, sinks, window| {
+    // every KV head, storing the new rows first: `attention_heads` over the whole layer
     attention::attention_heads_ext(kc, vc, q, k, v, out, scratch, s, 0, usize::MAX, true, sinks, window)
 });
 attn_ext_export!(attention_ext_scalar, attention::attention_scalar_ext);
