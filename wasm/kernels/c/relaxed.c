@@ -696,3 +696,34 @@ static inline __attribute__((always_inline)) int q4_k_std_body(const int F, cons
 }
 
 EXPORT_STD(rx_std_q4_k, q4_k_std_body)
+
+/* Packed F16 decode, two rows (packed_f16.rs `dot_f16p::<2>`): the 16-element main loop over
+ * `n16` elements (a multiple of 16), its eight accumulators written to `acc` (row r's four at
+ * acc[4r..4r+4]) in the order the Rust twin keeps them; the tails stay in Rust. Each product
+ * (w·2^-112)·(a·2^112) of an f16 weight and an f16-rounded activation has at most 22
+ * significant bits and lies in f32's normal range, so it is exact: `relaxed_madd`, fused or
+ * not, rounds once per add like the twin's `mul` + `add`, and the bits are the same. */
+void rx_f16p_x2(const uint8_t *w0, const uint8_t *w1, const float *sa, uint32_t n16, float *acc) {
+  const v128_t m = pin(wasm_u32x4_splat(0x8fffe000u));
+  v128_t a0[4], a1[4];
+  for (int j = 0; j < 4; j++) a0[j] = a1[j] = wasm_f32x4_splat(0.0f);
+  for (uint32_t i = 0; i < n16; i += 16) {
+    for (int h = 0; h < 2; h++) {
+      v128_t x0 = wasm_v128_load(sa + i + 8 * h), x1 = wasm_v128_load(sa + i + 8 * h + 4);
+      v128_t v = wasm_v128_load(w0 + 2 * i + 16 * h);
+      v128_t lo = wasm_v128_and(wasm_i32x4_shr(wasm_i32x4_shl(v, 16), 3), m);
+      v128_t hi = wasm_v128_and(wasm_i32x4_shr(v, 3), m);
+      a0[2 * h] = wasm_f32x4_relaxed_madd(lo, x0, a0[2 * h]);
+      a0[2 * h + 1] = wasm_f32x4_relaxed_madd(hi, x1, a0[2 * h + 1]);
+      v = wasm_v128_load(w1 + 2 * i + 16 * h);
+      lo = wasm_v128_and(wasm_i32x4_shr(wasm_i32x4_shl(v, 16), 3), m);
+      hi = wasm_v128_and(wasm_i32x4_shr(v, 3), m);
+      a1[2 * h] = wasm_f32x4_relaxed_madd(lo, x0, a1[2 * h]);
+      a1[2 * h + 1] = wasm_f32x4_relaxed_madd(hi, x1, a1[2 * h + 1]);
+    }
+  }
+  for (int j = 0; j < 4; j++) {
+    wasm_v128_store(acc + 4 * j, a0[j]);
+    wasm_v128_store(acc + 16 + 4 * j, a1[j]);
+  }
+}

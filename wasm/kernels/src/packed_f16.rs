@@ -47,6 +47,15 @@ pub unsafe fn dot_f16p<const R: usize>(w: [*const u8; R], sa: *const f32, a: *co
     let m = pin(u32x4_splat(0x8fff_e000));
     let mut acc = [[f32x4_splat(0.0); 4]; R];
     let mut i = 0;
+    #[cfg(moe_relaxed)]
+    if R == 2 {
+        // the relaxed build's main loop (c/relaxed.c `rx_f16p_x2`: fused multiply-adds, same bits)
+        extern "C" {
+            fn rx_f16p_x2(w0: *const u8, w1: *const u8, sa: *const f32, n16: u32, acc: *mut f32);
+        }
+        i = n & !15;
+        rx_f16p_x2(w[0], w[1], sa, i as u32, acc.as_mut_ptr() as *mut f32);
+    }
     while i + 16 <= n {
         for h in 0..2 {
             let a0 = ldf(sa.add(i + 8 * h));
