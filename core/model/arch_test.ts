@@ -342,6 +342,9 @@ Deno.test("memory plan: gpt-oss counts its core K/V copy, deepseek2 MLA its late
     const { nHeadKv, headDimK, headDimV, nLayer } = m.hp;
     const once = nHeadKv * (headDimK + headDimV) * 2 * nLayer;
     equal(needs.kvBytesPerToken, arch === "gpt-oss" ? 2 * once : once);
+    // a backend with attentionExt (ref, wasm) keeps one copy: the plan counts one
+    equal(modelNeeds(m.file, m.hp, { coreKvCopy: false }).kvBytesPerToken, once);
+    equal(m.memoryPlan?.kvBytes ?? null, m.memoryPlan === null ? null : once * m.nCtx);
     m.dispose();
   }
 });

@@ -107,11 +107,22 @@ export function isExpertTensor(name: string): boolean {
   return /\.ffn_(gate|up|down|gate_up)_exps\.weight$/.test(name);
 }
 
+/** Options of {@linkcode modelNeeds}. */
+export interface ModelNeedsOptions {
+  /**
+   * Whether sliding-window/sink attention (gpt-oss) runs in core and keeps a
+   * second f16 copy of its K/V rows there (core/model/arch/attention.ts): true
+   * for a backend without `attentionExt` (WebGPU). Default true (conservative:
+   * the backend is not known).
+   */
+  readonly coreKvCopy?: boolean;
+}
+
 /**
  * What a model needs, from its GGUF index and hyper-parameters: no weight is
  * read. Expert bytes are per-expert slices of the `*_exps` tensors.
  */
-export function modelNeeds(file: GgufFile, hp: HParams): ModelNeeds {
+export function modelNeeds(file: GgufFile, hp: HParams, opts: ModelNeedsOptions = {}): ModelNeeds {
   let resident = 0;
   let experts = 0;
   let count = 0;
@@ -136,8 +147,8 @@ export function modelNeeds(file: GgufFile, hp: HParams): ModelNeeds {
   }
   const kvLayer = hp.nHeadKv * (hp.headDimK + hp.headDimV) * 2;
   // gpt-oss (sliding window + sinks) on a backend without attentionExt keeps a second f16 copy of
-  // its K/V rows in core (core/model/arch/attention.ts): count it, conservatively, everywhere
-  const kvTok = kvLayer * hp.nLayer * (hp.swa ? 2 : 1);
+  // its K/V rows in core (core/model/arch/attention.ts): counted unless the caller says otherwise
+  const kvTok = kvLayer * hp.nLayer * (hp.swa && (opts.coreKvCopy ?? true) ? 2 : 1);
   const g = Math.max(1, Math.floor(hp.nHead / Math.max(1, hp.nHeadKv)));
   const qDim = hp.nHead * Math.max(hp.headDimK, hp.headDimV);
   // widest matmul output / input besides the output head

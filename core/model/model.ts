@@ -341,7 +341,9 @@ async function assemble(
   let memoryPlan: MemoryPlan | null = null;
   try {
     // the whole budget is checked before a single weight is uploaded (docs/memory.md)
-    const needs = modelNeeds(file, hp);
+    // the reference and WASM backends run sink/window attention themselves (`attentionExt`);
+    // only a backend without it makes core keep a second K/V copy
+    const needs = modelNeeds(file, hp, { coreKvCopy: backend.attentionExt === undefined });
     const planOpts = {
       memoryBytes: opts.memoryBytes,
       heapBytes: backendHeapBytes(backend),
