@@ -122,7 +122,10 @@ interface Run {
 }
 
 async function run(src: ByteSource, opts: LoadModelOptions = {}): Promise<Run> {
-  const model = await loadModel(src, { backend: await createBackend(values.backend), ...opts });
+  // rows with off-thread loads run on shared memory (the load worker writes into the slots)
+  const shared = opts.expertBudgetBytes !== undefined && opts.streaming?.offThreadLoads === true;
+  const backend = await createBackend(values.backend, shared ? { sharedMemory: true } : {});
+  const model = await loadModel(src, { backend, ...opts });
   const c0 = process.cpuUsage();
   const out = await generateText(model, PROMPT, { maxTokens: N_TOKENS, temperature: 0 });
   const c = process.cpuUsage(c0);
@@ -299,10 +302,22 @@ const cases: Case[] = [
   {
     source: "file",
     frac: 0.5,
+    label: "LRU, loads on a worker thread (offThreadLoads, shared memory)",
+    streaming: { offThreadLoads: true },
+  },
+  {
+    source: "file",
+    frac: 0.5,
     label: "LRU, step waits for all its loads (before per-expert readiness)",
     streaming: { perExpertReady: false },
   },
   { source: "file", frac: 0.25, label: "LRU" },
+  {
+    source: "file",
+    frac: 0.25,
+    label: "LRU, loads on a worker thread (offThreadLoads, shared memory)",
+    streaming: { offThreadLoads: true },
+  },
   {
     source: "file",
     frac: 0.25,
@@ -378,6 +393,13 @@ if (values.cap) {
 }
 if (fbPath) {
   cases.push({ source: "file", frac: 0.25, label: "LRU + fallback q2_k", fallback: true });
+  cases.push({
+    source: "file",
+    frac: 0.25,
+    label: "LRU + fallback q2_k, loads on a worker thread (offThreadLoads, shared memory)",
+    fallback: true,
+    streaming: { offThreadLoads: true },
+  });
   cases.push({
     source: "file",
     frac: 0.25,

@@ -244,6 +244,33 @@ export class FileSource implements ByteSource {
     }
   }
 
+  /**
+   * What another thread needs to open the same file itself (off-thread
+   * loads, `core/store/load_worker.ts`): the path, the size and mtime seen
+   * at open (mtime null with `checkChanges: false`) and the open handle's
+   * device and inode, which the other thread's handle must match. Null once
+   * closed or when the handle cannot be inspected.
+   */
+  offThreadFile():
+    | { path: string; size: number; mtimeMs: number | null; dev: number; ino: number }
+    | null {
+    const file = this.#file;
+    if (!file) return null;
+    try {
+      const st = fstatSync(file.fd);
+      if (st.ino === null || st.dev === null) return null;
+      return {
+        path: this.name,
+        size: this.size,
+        mtimeMs: this.#mtimeMs,
+        dev: Number(st.dev),
+        ino: Number(st.ino),
+      };
+    } catch {
+      return null;
+    }
+  }
+
   /** Close the file handle. */
   close(): void {
     if (this.#file) closeSync(this.#file.fd);
