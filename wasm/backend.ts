@@ -212,9 +212,12 @@ export class WasmBackend implements Backend {
     this.#k = kernels;
     this.#scalar = opts.scalar ?? false;
     this.variant = variant;
+    // 64 bytes above the kernels' static data hold the in-place hash's state (below the arena)
+    const hashState = Math.ceil(kernels.heap_base() / 64) * 64;
+    if (kernels.memory.buffer.byteLength < hashState + 64) kernels.memory.grow(1);
     this.#mem = new KernelMemory(
       kernels.memory,
-      kernels.heap_base(),
+      hashState + 64,
       opts.maxMemoryBytes ?? 4 * 1024 ** 3,
     );
     let id = 1;
@@ -224,7 +227,7 @@ export class WasmBackend implements Backend {
     this.#ops = { k: kernels, mem: this.#mem, scalar: this.#scalar, rope: null };
     this.caps = { formats: WASM_FORMATS, maxSlotBytes: this.#mem.arena.maxAllocBytes };
     // integrity hashes of streamed experts run over their slots in place (no copy)
-    this.#unhash = hashInMemory(kernels.memory, this.#mem.arena.alloc(64));
+    this.#unhash = hashInMemory(kernels.memory, hashState);
   }
 
   /** Whether `op` is supported (for weight type `type` when it takes one). */

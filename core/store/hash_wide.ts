@@ -163,6 +163,11 @@ export function hashInMemory(memory: WebAssembly.Memory, stateAt: number): () =>
   return () => void inPlace.delete(entry);
 }
 
+/** Whether `hashWide(bytes)` runs in place (`bytes` views a memory registered with `hashInMemory`). */
+export function hashesInPlace(bytes: Uint8Array): boolean {
+  return inPlaceFor(bytes) !== null;
+}
+
 /** The registered memory `bytes` is a view of, if any. */
 function inPlaceFor(bytes: Uint8Array): InPlace | null {
   if (inPlace.size === 0) return null;

@@ -2,7 +2,8 @@
 
 import assert from "node:assert/strict";
 import fc from "npm:fast-check@4";
-import { hashInMemory, hashWide, hashWideJs } from "./hash_wide.ts";
+import { hashesInPlace, hashInMemory, hashWide, hashWideJs } from "./hash_wide.ts";
+import { createWasmBackend } from "../../wasm/backend.ts";
 
 Deno.test("hashWide: WASM SIMD and TypeScript agree on any bytes, length and alignment", () => {
   fc.assert(
@@ -99,4 +100,16 @@ Deno.test("hashInMemory: a shared memory or a misaligned state is refused (copyi
   const w = new Uint8Array(plain.buffer, 64, 300_000).fill(9);
   assert.equal(hashWide(w), hashWideJs(w.slice()));
   stop2();
+});
+
+Deno.test("the WASM backend hashes slot views in place while it lives; same values as copied", async () => {
+  const be = await createWasmBackend();
+  const slot = be.allocSlot(300_000);
+  const v = be.slotBytes(slot, 0, 300_000);
+  for (let i = 0; i < v.length; i++) v[i] = (i * 131) ^ (i >>> 7);
+  assert.ok(hashesInPlace(v));
+  assert.equal(hashWide(v), hashWideJs(v.slice()));
+  assert.ok(!hashesInPlace(v.slice()), "a copy is not in the memory");
+  be.dispose();
+  assert.ok(!hashesInPlace(v), "not after dispose");
 });
