@@ -89,12 +89,14 @@ const COMMON: NonNullable<LoadModelOptions["streaming"]> = {
   ...(values.copy ? { readInPlace: false } : {}),
 };
 if (values.backend === "wasm") await import("../wasm/mod.ts");
+const { createWasmBackend } = await import("../wasm/backend.ts");
 
 const PROMPT = [1, 20, 300, 41, 5, 160, 77, 8];
 const fmt = (x: number, d = 2): string => x.toFixed(d);
 
 const bench = await ensureBenchModel("q4_0");
 const fileSrc = await FileSource.open(bench.path);
+const fileSrcNode = await FileSource.open(bench.path, { nodeReads: true });
 const locations = await expertLocations(fileSrc);
 const experts = locations.flat();
 const expertBytes = experts.reduce((a, e) => a + e.bytes, 0);
@@ -121,10 +123,16 @@ interface Run {
   model: Model;
 }
 
-async function run(src: ByteSource, opts: LoadModelOptions = {}): Promise<Run> {
+async function run(
+  src: ByteSource,
+  opts: LoadModelOptions = {},
+  hashCopied = false,
+): Promise<Run> {
   // rows with off-thread loads run on shared memory (the load worker writes into the slots)
   const shared = opts.expertBudgetBytes !== undefined && opts.streaming?.offThreadLoads === true;
-  const backend = await createBackend(values.backend, shared ? { sharedMemory: true } : {});
+  const backend = values.backend === "wasm" && hashCopied
+    ? await createWasmBackend({ hashInPlace: false, sharedMemory: shared })
+    : await createBackend(values.backend, shared ? { sharedMemory: true } : {});
   const model = await loadModel(src, { backend, ...opts });
   const c0 = process.cpuUsage();
   const out = await generateText(model, PROMPT, { maxTokens: N_TOKENS, temperature: 0 });
@@ -291,6 +299,10 @@ type Case = {
   frac: number;
   label: string;
   streaming?: LoadModelOptions["streaming"];
+  /** Integrity hashes copied into the hash module's memory (before in-place hashing). */
+  hashCopied?: boolean;
+  /** File read with node:fs `fs.read` (before Deno read handles). */
+  nodeReads?: boolean;
   fallback?: boolean;
   /** HTTP with `directReads: false` (bodies through `fetch`). */
   fetchBody?: boolean;
@@ -299,6 +311,19 @@ type Case = {
 };
 const cases: Case[] = [
   { source: "file", frac: 0.5, label: "LRU" },
+  {
+    source: "file",
+    frac: 0.5,
+    label: "LRU, hashes copied (before in-place hashing)",
+    hashCopied: true,
+  },
+  {
+    source: "file",
+    frac: 0.5,
+    label: "LRU, node:fs reads and hashes copied (before session 7)",
+    hashCopied: true,
+    nodeReads: true,
+  },
   {
     source: "file",
     frac: 0.5,
@@ -312,6 +337,19 @@ const cases: Case[] = [
     streaming: { perExpertReady: false },
   },
   { source: "file", frac: 0.25, label: "LRU" },
+  {
+    source: "file",
+    frac: 0.25,
+    label: "LRU, hashes copied (before in-place hashing)",
+    hashCopied: true,
+  },
+  {
+    source: "file",
+    frac: 0.25,
+    label: "LRU, node:fs reads and hashes copied (before session 7)",
+    hashCopied: true,
+    nodeReads: true,
+  },
   {
     source: "file",
     frac: 0.25,
@@ -393,6 +431,21 @@ if (values.cap) {
 }
 if (fbPath) {
   cases.push({ source: "file", frac: 0.25, label: "LRU + fallback q2_k", fallback: true });
+  cases.push({
+    source: "file",
+    frac: 0.25,
+    label: "LRU + fallback q2_k, hashes copied (before in-place hashing)",
+    fallback: true,
+    hashCopied: true,
+  });
+  cases.push({
+    source: "file",
+    frac: 0.25,
+    label: "LRU + fallback q2_k, node:fs reads and hashes copied (before session 7)",
+    fallback: true,
+    hashCopied: true,
+    nodeReads: true,
+  });
   cases.push({
     source: "file",
     frac: 0.25,
@@ -512,7 +565,7 @@ try {
     t.cpuResident = Math.min(t.cpuResident, b.cpuMs);
     t.base = Math.max(t.base, b.tokPerS);
     const src = c.source === "file"
-      ? fileSrc
+      ? (c.nodeReads ? fileSrcNode : fileSrc)
       : c.fetchBody
       ? httpFetchSrc!
       : c.workerReads
@@ -529,7 +582,7 @@ try {
           ? { ...c.streaming?.fallbackCopies, source: fbSrc, manifest: fbManifest }
           : undefined,
       },
-    });
+    }, c.hashCopied);
     fbSrc?.close();
     t.streamed.push(s.tokPerS);
     t.cpuStreamed = Math.min(t.cpuStreamed, s.cpuMs);

@@ -118,6 +118,12 @@ export interface WasmBackendOptions {
    * shared memory is unavailable. Results are identical.
    */
   readonly sharedMemory?: boolean;
+  /**
+   * Hash views of this backend's memory in place (`hashInMemory`: streamed
+   * experts' integrity hashes run over their slots, no copy). Default true;
+   * false only to measure the copying path (A/B benchmarks). Same values.
+   */
+  readonly hashInPlace?: boolean;
 }
 
 /**
@@ -227,7 +233,7 @@ export class WasmBackend implements Backend {
     this.#ops = { k: kernels, mem: this.#mem, scalar: this.#scalar, rope: null };
     this.caps = { formats: WASM_FORMATS, maxSlotBytes: this.#mem.arena.maxAllocBytes };
     // integrity hashes of streamed experts run over their slots in place (no copy)
-    this.#unhash = hashInMemory(kernels.memory, hashState);
+    this.#unhash = opts.hashInPlace === false ? () => {} : hashInMemory(kernels.memory, hashState);
   }
 
   /** Whether `op` is supported (for weight type `type` when it takes one). */
