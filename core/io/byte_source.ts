@@ -195,12 +195,12 @@ export class FileSource implements ByteSource {
   readonly #mtimeMs: number | null;
   /**
    * Under Deno: read handles (`Deno.FsFile`), one per concurrent read (a
-   * synchronous seek then one async read op), idle ones here. Measured
-   * against the callback `fs.read` (1.6 MB reads into WASM memory from the
-   * page cache): 0.38 against 0.49 ms per read, and JS-thread time in the
-   * read op 0.04 against 0.07 ms per read (CPU profile); their
-   * `statSync` costs 2.8 µs against 14 µs for `fstatSync`. Null elsewhere
-   * (node:fs reads).
+   * synchronous seek then one async read op on Deno's blocking pool), idle
+   * ones here. Against the callback `fs.read` (1.6 MB reads into WASM
+   * memory from the page cache) 0.38 against 0.49 ms per read; streaming
+   * the bench MoE at 25 %, 16 % less JS-thread CPU (docs/streaming.md).
+   * Their `statSync` costs 2.8 µs against 14 µs for `fstatSync`. Null
+   * elsewhere (node:fs reads).
    */
   readonly #idle: DenoFile[] | null;
   /** Every Deno handle opened (closed with the source). */
