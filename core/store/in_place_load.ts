@@ -58,7 +58,7 @@ export interface InPlaceSpec {
    */
   readonly deferRereads?: boolean;
   /**
-   * Load on this worker when it can (`offThreadPlan`): a local file (or a
+   * Load on this worker when it can (`loadOffThread`): a local file (or a
    * verifying source over one) read into slot views over shared memory. The
    * worker reads and hashes; this thread compares the hashes.
    */

@@ -7,15 +7,18 @@
  * comparison of 64-bit hashes. On a one-thread decode the second core does
  * the read and the verification while the JS thread computes.
  *
- * - Loads run one at a time on the worker, **demand loads before background
- *   ones** (prefetches, fallback background loads): a demand miss waits at
- *   most for the load the worker is running. A queued background load that a
+ * - At most 4 loads run at once on the worker (their reads in parallel);
+ *   later ones queue, **demand loads before background ones** (prefetches,
+ *   fallback background loads). A queued background load that a
  *   step starts waiting for is raised to demand (`LoadTicket.urgent`).
  * - A cancelled load still queued is dropped; one running finishes. Every
  *   load's promise settles after the worker's last write into its slot.
  * - If the worker dies (or cannot start), every load it owed rejects with
  *   `StoreError` `"load_failed"` (never a hang) and `alive` turns false:
  *   callers then load on the JS thread.
+ *
+ * Off by default (`StreamingStoreOptions.offThreadLoads`): on the 2-vCPU
+ * machine it was measured on it was no faster (docs/streaming.md).
  *
  * @module
  */
@@ -78,6 +81,8 @@ export type LoadReply =
     readonly readMs: number;
     readonly hashMs: number;
     readonly wallMs: number;
+    /** Order in which the worker started it (0, 1, …). */
+    readonly started: number;
   }
   | { readonly id: number; readonly ok: false; readonly code: string; readonly message: string };
 
@@ -91,6 +96,8 @@ export interface LoadResult {
   readonly readMs: number;
   /** Worker time hashing, ms. */
   readonly hashMs: number;
+  /** Order in which the worker started it among its loads (0, 1, …; diagnostics, tests). */
+  readonly started: number;
 }
 
 /** A load in flight. */
@@ -249,7 +256,13 @@ export class LoadWorker {
       this.#pending.delete(m.id);
       if (m.ok) {
         this.loads++;
-        p.resolve({ hashes: m.hashes, sha256: m.sha256, readMs: m.readMs, hashMs: m.hashMs });
+        p.resolve({
+          hashes: m.hashes,
+          sha256: m.sha256,
+          readMs: m.readMs,
+          hashMs: m.hashMs,
+          started: m.started,
+        });
       } else {
         p.reject(
           new StoreError(m.code, `Cannot load off-thread: ${m.message}`, { offThread: true }),

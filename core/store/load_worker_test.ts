@@ -162,6 +162,45 @@ Deno.test({
 });
 
 Deno.test({
+  name: "off-thread loads: a demand load queued behind background ones starts before them",
+  ignore,
+  async fn() {
+    const path = await modelFile();
+    try {
+      const w = await LoadWorker.start();
+      const src = await FileSource.open(path);
+      const file = src.offThreadFile()!;
+      const mem = new WebAssembly.Memory({ initial: 64, maximum: 64, shared: true });
+      const buf = mem.buffer as SharedArrayBuffer;
+      const n = Math.min(src.size, 256 << 10);
+      const load = (i: number, urgent: boolean) =>
+        w.load(file, buf, [{ offset: 0, at: (i % 8) * n, length: n }], {
+          hash: true,
+          sha256: null,
+          urgent,
+        }).done;
+      // everything arrives while the worker is blocked: 4 background loads start, 4 queue
+      w.stallForTest(300);
+      const bg = Array.from({ length: 8 }, (_, i) => load(i, false));
+      const demand = load(8, true);
+      // a queued background load raised to demand later also goes first
+      const t = w.load(file, buf, [{ offset: 0, at: 0, length: n }], { hash: true, sha256: null });
+      t.urgent();
+      const [b, d, raised] = await Promise.all([Promise.all(bg), demand, t.done]);
+      const lastBg = Math.max(...b.map((r) => r.started));
+      assert.ok(d.started < lastBg, `demand started ${d.started}, background up to ${lastBg}`);
+      assert.ok(raised.started < lastBg, `raised started ${raised.started}`);
+      assert.equal(new Set([...b, d, raised].map((r) => r.started)).size, 10);
+      assert.ok(b.every((r) => r.hashes[0] === d.hashes[0]), "same range, same hash");
+      await w.terminate();
+      src.close();
+    } finally {
+      await Deno.remove(path);
+    }
+  },
+});
+
+Deno.test({
   name:
     "off-thread loads: a worker that dies fails its loads with 'load_failed' (no hang); later loads run here",
   ignore,

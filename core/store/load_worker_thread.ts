@@ -1,13 +1,15 @@
 /**
  * The worker thread of off-thread expert loads (`load_worker.ts`): it reads
  * a streamed expert's ranges from a local file straight into the backend's
- * shared memory (positioned synchronous reads, its own file handle) and
- * hashes each range there (`hashWide`, optionally SHA-256 over the whole
- * expert), so neither the read nor the integrity hash runs on the JS thread.
- * The JS thread only compares the hashes it gets back. Loads wait in a
- * queue, demand loads before background ones (prefetches, HOBBIT loads); a
- * queued load can be raised to demand or cancelled. Each load is answered
- * once, after its last write into the shared memory.
+ * shared memory (positioned reads on its own file handle, the three ranges
+ * of an expert at once on the runtime's I/O pool) and hashes each range
+ * there (`hashWide`, optionally SHA-256 over the whole expert), so neither
+ * the read nor the integrity hash runs on the JS thread. The JS thread only
+ * compares the hashes it gets back. At most `MAX_RUNNING` loads run at
+ * once; the others queue, demand loads before background ones
+ * (prefetches, HOBBIT loads); a queued load can be raised to demand or
+ * cancelled. Each load is answered once, after its last write into the
+ * shared memory.
  *
  * @module
  */
@@ -31,6 +33,7 @@ const queue: LoadRequest[] = [];
  */
 const MAX_RUNNING = 4;
 let running = 0;
+let nextStart = 0;
 
 class LoadFailure extends Error {
   constructor(readonly code: string, message: string) {
@@ -85,6 +88,7 @@ function preadOnce(fd: number, v: Uint8Array, at: number, n: number, pos: number
 
 /** All ranges read at once (the runtime's I/O pool), each hashed here as soon as it landed. */
 async function runAsync(m: LoadRequest): Promise<LoadReply> {
+  const started = nextStart++;
   const t0 = performance.now();
   const f = open(m);
   let hashMs = 0;
@@ -136,6 +140,7 @@ async function runAsync(m: LoadRequest): Promise<LoadReply> {
     readMs: wallMs - hashMs,
     hashMs,
     wallMs,
+    started,
   };
 }
 
