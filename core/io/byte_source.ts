@@ -297,6 +297,8 @@ export class FileSource implements ByteSource {
           length,
         });
       }
+      // detached while the read was in flight: the caller reads again
+      if (out.byteLength !== length) return;
       if (n === 0) {
         throw new StoreError(
           "short_read",
