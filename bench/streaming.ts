@@ -29,7 +29,10 @@
  * (user + system of every thread, reads included) of a resident generation
  * over the least of a streamed one (prompt and decode): on an oversubscribed
  * machine it leaves out the slices other processes took, but also the time
- * spent waiting for reads, so read it next to the wall-clock ratios.
+ * spent waiting for reads, so read it next to the wall-clock ratios. "Least
+ * CPU ms": of one generation (prompt and decode), the JS thread alone (Linux
+ * schedstat: what the miss path costs the thread that computes) and the
+ * whole process, streamed (resident).
  *
  * ```sh
  * deno run -A bench/streaming.ts [--tokens 24] [--no-http] [--no-fallback] [--reps N]
@@ -89,12 +92,14 @@ const COMMON: NonNullable<LoadModelOptions["streaming"]> = {
   ...(values.copy ? { readInPlace: false } : {}),
 };
 if (values.backend === "wasm") await import("../wasm/mod.ts");
+const { createWasmBackend } = await import("../wasm/backend.ts");
 
 const PROMPT = [1, 20, 300, 41, 5, 160, 77, 8];
 const fmt = (x: number, d = 2): string => x.toFixed(d);
 
 const bench = await ensureBenchModel("q4_0");
 const fileSrc = await FileSource.open(bench.path);
+const fileSrcNode = await FileSource.open(bench.path, { nodeReads: true });
 const locations = await expertLocations(fileSrc);
 const experts = locations.flat();
 const expertBytes = experts.reduce((a, e) => a + e.bytes, 0);
@@ -113,21 +118,47 @@ async function fallbackFile(): Promise<string> {
   return path;
 }
 
+/**
+ * On-CPU ms of the JS (main) thread so far: Linux `/proc/self/task/PID/schedstat` (ns, the
+ * scheduler's own account, so time other processes took is left out); NaN elsewhere.
+ */
+function jsThreadMs(): number {
+  try {
+    const t = Deno.readTextFileSync(`/proc/self/task/${Deno.pid}/schedstat`);
+    return Number(t.split(" ")[0]) / 1e6;
+  } catch {
+    return NaN;
+  }
+}
+
 interface Run {
   tokPerS: number;
   /** Process CPU ms (user + system, every thread: reads included) of the whole generation. */
   cpuMs: number;
+  /** CPU ms of the JS thread alone (Linux `schedstat`; NaN elsewhere) over the generation. */
+  jsMs: number;
   tokens: number[];
   model: Model;
 }
 
-async function run(src: ByteSource, opts: LoadModelOptions = {}): Promise<Run> {
-  const model = await loadModel(src, { backend: await createBackend(values.backend), ...opts });
+async function run(
+  src: ByteSource,
+  opts: LoadModelOptions = {},
+  hashCopied = false,
+): Promise<Run> {
+  // rows with off-thread loads run on shared memory (the load worker writes into the slots)
+  const shared = opts.expertBudgetBytes !== undefined && opts.streaming?.offThreadLoads === true;
+  const backend = values.backend === "wasm" && hashCopied
+    ? await createWasmBackend({ hashInPlace: false, sharedMemory: shared })
+    : await createBackend(values.backend, shared ? { sharedMemory: true } : {});
+  const model = await loadModel(src, { backend, ...opts });
   const c0 = process.cpuUsage();
+  const j0 = jsThreadMs();
   const out = await generateText(model, PROMPT, { maxTokens: N_TOKENS, temperature: 0 });
   const c = process.cpuUsage(c0);
   const cpuMs = (c.user + c.system) / 1000;
-  return { tokPerS: out.timings.decodeTokensPerS, cpuMs, tokens: out.tokens, model };
+  const jsMs = jsThreadMs() - j0;
+  return { tokPerS: out.timings.decodeTokensPerS, cpuMs, jsMs, tokens: out.tokens, model };
 }
 
 /** Share of positions whose argmax equals `ref` when `ref` is fed token by token. */
@@ -288,6 +319,10 @@ type Case = {
   frac: number;
   label: string;
   streaming?: LoadModelOptions["streaming"];
+  /** Integrity hashes copied into the hash module's memory (before in-place hashing). */
+  hashCopied?: boolean;
+  /** File read with node:fs `fs.read` (before Deno read handles). */
+  nodeReads?: boolean;
   fallback?: boolean;
   /** HTTP with `directReads: false` (bodies through `fetch`). */
   fetchBody?: boolean;
@@ -299,10 +334,48 @@ const cases: Case[] = [
   {
     source: "file",
     frac: 0.5,
+    label: "LRU, hashes copied (before in-place hashing)",
+    hashCopied: true,
+  },
+  {
+    source: "file",
+    frac: 0.5,
+    label: "LRU, node:fs reads and hashes copied (before session 7)",
+    hashCopied: true,
+    nodeReads: true,
+  },
+  {
+    source: "file",
+    frac: 0.5,
+    label: "LRU, loads on a worker thread (offThreadLoads, shared memory)",
+    streaming: { offThreadLoads: true },
+  },
+  {
+    source: "file",
+    frac: 0.5,
     label: "LRU, step waits for all its loads (before per-expert readiness)",
     streaming: { perExpertReady: false },
   },
   { source: "file", frac: 0.25, label: "LRU" },
+  {
+    source: "file",
+    frac: 0.25,
+    label: "LRU, hashes copied (before in-place hashing)",
+    hashCopied: true,
+  },
+  {
+    source: "file",
+    frac: 0.25,
+    label: "LRU, node:fs reads and hashes copied (before session 7)",
+    hashCopied: true,
+    nodeReads: true,
+  },
+  {
+    source: "file",
+    frac: 0.25,
+    label: "LRU, loads on a worker thread (offThreadLoads, shared memory)",
+    streaming: { offThreadLoads: true },
+  },
   {
     source: "file",
     frac: 0.25,
@@ -378,6 +451,28 @@ if (values.cap) {
 }
 if (fbPath) {
   cases.push({ source: "file", frac: 0.25, label: "LRU + fallback q2_k", fallback: true });
+  cases.push({
+    source: "file",
+    frac: 0.25,
+    label: "LRU + fallback q2_k, hashes copied (before in-place hashing)",
+    fallback: true,
+    hashCopied: true,
+  });
+  cases.push({
+    source: "file",
+    frac: 0.25,
+    label: "LRU + fallback q2_k, node:fs reads and hashes copied (before session 7)",
+    fallback: true,
+    hashCopied: true,
+    nodeReads: true,
+  });
+  cases.push({
+    source: "file",
+    frac: 0.25,
+    label: "LRU + fallback q2_k, loads on a worker thread (offThreadLoads, shared memory)",
+    fallback: true,
+    streaming: { offThreadLoads: true },
+  });
   cases.push({
     source: "file",
     frac: 0.25,
@@ -466,6 +561,9 @@ try {
     /** Least CPU ms of a generation, resident and streamed. */
     cpuResident: number;
     cpuStreamed: number;
+    /** Least JS-thread CPU ms of a generation, resident and streamed. */
+    jsResident: number;
+    jsStreamed: number;
   }
   const tallies: Tally[] = cases
     .filter((c) => !only || pick(`${c.source} ${c.frac * 100}% ${c.label}`))
@@ -479,6 +577,8 @@ try {
       resident: [],
       cpuResident: Infinity,
       cpuStreamed: Infinity,
+      jsResident: Infinity,
+      jsStreamed: Infinity,
     }));
   /** One resident → streamed pair of row `t`; keeps the best streamed run (its model only for fallback rows). */
   const pair = async (t: Tally): Promise<void> => {
@@ -488,9 +588,10 @@ try {
     b.model.dispose();
     t.resident.push(b.tokPerS);
     t.cpuResident = Math.min(t.cpuResident, b.cpuMs);
+    t.jsResident = Math.min(t.jsResident, b.jsMs);
     t.base = Math.max(t.base, b.tokPerS);
     const src = c.source === "file"
-      ? fileSrc
+      ? (c.nodeReads ? fileSrcNode : fileSrc)
       : c.fetchBody
       ? httpFetchSrc!
       : c.workerReads
@@ -507,10 +608,11 @@ try {
           ? { ...c.streaming?.fallbackCopies, source: fbSrc, manifest: fbManifest }
           : undefined,
       },
-    });
+    }, c.hashCopied);
     fbSrc?.close();
     t.streamed.push(s.tokPerS);
     t.cpuStreamed = Math.min(t.cpuStreamed, s.cpuMs);
+    t.jsStreamed = Math.min(t.jsStreamed, s.jsMs);
     if (!c.fallback && s.tokens.join() !== reference.join()) {
       throw new Error(`tokens differ: ${c.label}`);
     }
@@ -548,7 +650,9 @@ try {
         fmt(base, 1)
       } | **${fmt(rel)}×** | ${fmt(med(t.streamed) / med(t.resident))}× | ${
         fmt(t.cpuResident / t.cpuStreamed)
-      }× | ${st.hits} / ${st.misses} | ${st.fallbackHits ?? 0} (${
+      }× | ${fmt(t.jsStreamed, 0)} / ${fmt(t.cpuStreamed, 0)} (${fmt(t.jsResident, 0)} / ${
+        fmt(t.cpuResident, 0)
+      }) | ${st.hits} / ${st.misses} | ${st.fallbackHits ?? 0} (${
         c.fallback ? st.prefetches : "—"
       }) | ${fmt((st.readMs ?? 0) / loads)} | ${fmt((st.verifyMs ?? 0) / loads)} | ${
         fmt((st.repackMs ?? 0) / loads)
@@ -587,9 +691,9 @@ try {
       (nginx ? "" : " (no nginx: no HTTP rows)") + "\n",
   );
   console.log(
-    "| source | budget | policy | decode tok/s | resident tok/s | × resident | medians × resident | × resident by CPU time | hits / misses | fallback uses (background loads) | read ms/load | verify ms/load | copy+repack ms/load | repacks (while waiting) | wait ms/miss | plain read ms/expert (into mapped / fresh buffer) | agreement vs full |",
+    "| source | budget | policy | decode tok/s | resident tok/s | × resident | medians × resident | × resident by CPU time | least CPU ms, JS thread / process (resident) | hits / misses | fallback uses (background loads) | read ms/load | verify ms/load | copy+repack ms/load | repacks (while waiting) | wait ms/miss | plain read ms/expert (into mapped / fresh buffer) | agreement vs full |",
   );
-  console.log("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+  console.log("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
   for (const r of rows) console.log(r);
   const http = summary["http 25% LRU"], file = summary["file 25% LRU"];
   const httpFetch = summary["http 25% LRU, body through fetch (before direct reads)"];

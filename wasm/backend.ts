@@ -85,6 +85,7 @@ import {
   WORKER_STACK_BYTES,
 } from "./threads.ts";
 import { WASM_FORMATS, WeightSlots } from "./weight_slots.ts";
+import { hashInMemory } from "../core/store/hash_wide.ts";
 
 export { WASM_FORMATS };
 
@@ -109,6 +110,20 @@ export interface WasmBackendOptions {
    * memory or Workers are unavailable it falls back to 1 thread.
    */
   readonly threads?: number | "auto";
+  /**
+   * Run on shared linear memory (the shared-memory build) even at one
+   * thread, so a worker thread can write streamed experts straight into
+   * their slots (`core/store/load_worker.ts`): slot views are then over a
+   * `SharedArrayBuffer` and never detach. Default false; ignored where
+   * shared memory is unavailable. Results are identical.
+   */
+  readonly sharedMemory?: boolean;
+  /**
+   * Hash views of this backend's memory in place (`hashInMemory`: streamed
+   * experts' integrity hashes run over their slots, no copy). Default true;
+   * false only to measure the copying path (A/B benchmarks). Same values.
+   */
+  readonly hashInPlace?: boolean;
 }
 
 /**
@@ -191,6 +206,9 @@ export class WasmBackend implements Backend {
   #tableOff = 0;
   #tableBytes = 0;
 
+  /** Ends in-place hashing of this memory (`hashInMemory`). */
+  readonly #unhash: () => void;
+
   /** Use {@linkcode createWasmBackend}. */
   constructor(
     kernels: KernelExports,
@@ -200,9 +218,12 @@ export class WasmBackend implements Backend {
     this.#k = kernels;
     this.#scalar = opts.scalar ?? false;
     this.variant = variant;
+    // 64 bytes above the kernels' static data hold the in-place hash's state (below the arena)
+    const hashState = Math.ceil(kernels.heap_base() / 64) * 64;
+    if (kernels.memory.buffer.byteLength < hashState + 64) kernels.memory.grow(1);
     this.#mem = new KernelMemory(
       kernels.memory,
-      kernels.heap_base(),
+      hashState + 64,
       opts.maxMemoryBytes ?? 4 * 1024 ** 3,
     );
     let id = 1;
@@ -211,6 +232,8 @@ export class WasmBackend implements Backend {
     this.#caches = new KvCaches(this.#mem, nextId);
     this.#ops = { k: kernels, mem: this.#mem, scalar: this.#scalar, rope: null };
     this.caps = { formats: WASM_FORMATS, maxSlotBytes: this.#mem.arena.maxAllocBytes };
+    // integrity hashes of streamed experts run over their slots in place (no copy)
+    this.#unhash = opts.hashInPlace === false ? () => {} : hashInMemory(kernels.memory, hashState);
   }
 
   /** Whether `op` is supported (for weight type `type` when it takes one). */
@@ -937,6 +960,7 @@ export class WasmBackend implements Backend {
       th.pool.unref();
     }
     this.#disposed = true;
+    this.#unhash();
     this.#slots.clear();
     this.#caches.clear();
     this.#mem.release();
@@ -1142,7 +1166,7 @@ export async function createWasmBackend(opts: WasmBackendOptions = {}): Promise<
     ? defaultThreads(sharedOk)
     : checkThreads(opts.threads, "threads");
   const threads = sharedOk ? want : 1;
-  if (threads <= 1) {
+  if (threads <= 1 && !(sharedOk && opts.sharedMemory === true)) {
     const k = await instantiateKernels(opts.variant ?? "auto");
     return new WasmBackend(k.exports, opts, k.variant);
   }

@@ -24,6 +24,6 @@ export const wasmBackendFactory: BackendFactory = (opts) =>
       heapBytes: opts.heapBytes,
       reserveBytes: opts.reserveBytes,
     })
-    : createWasmBackend({ threads: opts?.threads });
+    : createWasmBackend({ threads: opts?.threads, sharedMemory: opts?.sharedMemory });
 
 registerBackend("wasm", WASM_BACKEND_PRIORITY, wasmBackendFactory);

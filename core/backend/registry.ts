@@ -25,6 +25,12 @@ export interface BackendCreateOptions {
   readonly heapBytes?: number;
   /** With `heapBytes`: bytes each of several heaps keeps free for its scratch and KV growth. */
   readonly reserveBytes?: number;
+  /**
+   * Ask for memory a worker thread can write into (the WASM backend: shared
+   * linear memory even at one thread), used by streamed experts' off-thread
+   * loads. Backends without it ignore it.
+   */
+  readonly sharedMemory?: boolean;
 }
 
 /** Creates a backend; rejects (or resolves null) when unavailable here. */

@@ -336,7 +336,11 @@ async function assemble(
   }
   let backend = typeof opts.backend === "object"
     ? opts.backend
-    : await createBackend(opts.backend ?? "auto", { threads: opts.threads });
+    : await createBackend(opts.backend ?? "auto", {
+      threads: opts.threads,
+      // streamed experts load on a worker writing into shared memory (core/store/load_worker.ts)
+      sharedMemory: opts.expertBudgetBytes !== undefined && opts.streaming?.offThreadLoads === true,
+    });
   const nCtx = opts.nCtx ?? defaultContext(hp);
   let memoryPlan: MemoryPlan | null = null;
   try {

@@ -31,6 +31,8 @@ import { IntegritySource, type RangeCheck } from "./integrity_source.ts";
 import type { ExpertLocation, MatrixRef } from "./expert_location.ts";
 import { type ExpertBytesHook, expertLayout } from "./expert_loader.ts";
 import { sha256Hex } from "./expert_manifest.ts";
+import { FileSource } from "../io/byte_source.ts";
+import type { LoadRange, LoadTicket, LoadWorker } from "./load_worker.ts";
 
 /** Reads of one range into a view detached each time, before giving up. */
 const MAX_VIEW_TRIES = 4;
@@ -55,6 +57,16 @@ export interface InPlaceSpec {
    * checked at once.
    */
   readonly deferRereads?: boolean;
+  /**
+   * Load on this worker when it can (`loadOffThread`): a local file (or a
+   * verifying source over one) read into slot views over shared memory. The
+   * worker reads and hashes; this thread compares the hashes.
+   */
+  readonly worker?: LoadWorker | null;
+  /** A demand load: the worker takes it before background ones. */
+  readonly urgent?: boolean;
+  /** Told the ticket of an off-thread load (to raise it to demand later). */
+  readonly onTicket?: (t: LoadTicket) => void;
 }
 
 /** Timing of one in-place load. */
@@ -70,6 +82,8 @@ export interface InPlaceTiming {
    * everything was checked already.
    */
   readonly verify: (() => number) | null;
+  /** The load ran on the load worker (read and hashes off this thread). */
+  readonly offThread?: boolean;
 }
 
 /**
@@ -155,6 +169,10 @@ export async function readExpertInPlace(
     );
   }
   const lay = expertLayout(loc);
+  if (spec.worker?.alive) {
+    const off = await loadOffThread(spec, spec.worker, loc, slot, signal);
+    if (off) return off;
+  }
   const timing: RangeTiming = { verifyMs: 0 };
   const t0 = performance.now();
   const jobs: Promise<RangeCheck | null>[] = [];
@@ -204,4 +222,85 @@ export async function readExpertInPlace(
     return performance.now() - v0;
   };
   return { readMs: Math.max(0, wall - timing.verifyMs), verifyMs, verify };
+}
+
+/**
+ * The off-thread load of `loc` into `slot` when it applies: the source is a
+ * `FileSource` (or an `IntegritySource` over one whose ranges carry no
+ * manifest hash) and the slot's views are over a `SharedArrayBuffer`; null
+ * otherwise (the caller loads on this thread). The worker reads each matrix
+ * into its place and hashes it; here each hash is recorded or compared
+ * exactly as `IntegritySource` does for a read on this thread, and the
+ * manifest's SHA-256 (taken by the worker over the slot) is compared.
+ * Settles after the worker's last write. Throws `StoreError` as
+ * `readExpertInPlace` does (`"load_failed"` when the worker died).
+ */
+async function loadOffThread(
+  spec: InPlaceSpec,
+  worker: LoadWorker,
+  loc: ExpertLocation,
+  slot: Slot,
+  signal: AbortSignal | undefined,
+): Promise<InPlaceTiming | null> {
+  const src = spec.source;
+  const integ = src instanceof IntegritySource ? src : null;
+  const inner = integ ? integ.inner : src;
+  if (!(inner instanceof FileSource)) return null;
+  const lay = expertLayout(loc);
+  const ranges: LoadRange[] = [];
+  let buffer: SharedArrayBuffer | null = null;
+  for (const p of PARTS) {
+    const m = loc[p];
+    if (!m) continue;
+    const view = spec.backend.slotBytes!(slot, lay[p], m.nbytes);
+    if (!(view.buffer instanceof SharedArrayBuffer)) return null;
+    if (buffer !== null && view.buffer !== buffer) return null;
+    buffer = view.buffer;
+    ranges.push({ offset: m.fileOffset, at: view.byteOffset, length: m.nbytes });
+  }
+  if (buffer === null) return null;
+  if (integ && !integ.canAcceptHashes(ranges)) return null;
+  const file = inner.offThreadFile();
+  if (!file) return null;
+  const whole = spec.backend.slotBytes!(slot, 0, loc.bytes);
+  const t0 = performance.now();
+  const ticket = worker.load(file, buffer, ranges, {
+    hash: integ !== null,
+    sha256: spec.sha256 !== undefined ? [whole.byteOffset, loc.bytes] : null,
+    urgent: spec.urgent,
+    signal,
+  });
+  spec.onTicket?.(ticket);
+  let r;
+  try {
+    r = await ticket.done;
+  } catch (e) {
+    if (e instanceof StoreError && e.code !== "load_failed") throw e;
+    throw new StoreError(
+      "load_failed",
+      `Cannot load expert ${loc.index} of layer ${loc.layer} from ${src.name}: ${
+        (e as Error)?.message ?? String(e)
+      }`,
+      { layer: loc.layer, index: loc.index, offThread: true },
+    );
+  }
+  const wall = performance.now() - t0;
+  if (integ) {
+    const share = r.hashMs / Math.max(1, ranges.length);
+    ranges.forEach((g, i) => integ.acceptHash(g.offset, g.length, r.hashes[i], share));
+  }
+  if (spec.sha256 !== undefined && r.sha256 !== spec.sha256) {
+    throw new StoreError(
+      "integrity",
+      `Cannot load expert ${loc.index} of layer ${loc.layer} from ${src.name}: SHA-256 ${r.sha256} does not match the manifest's ${spec.sha256}`,
+      { layer: loc.layer, index: loc.index, expected: spec.sha256, actual: r.sha256 },
+    );
+  }
+  // verification ran on the worker: what it cost this thread is the comparison only
+  return {
+    readMs: Math.max(0, wall - r.hashMs),
+    verifyMs: r.hashMs,
+    verify: null,
+    offThread: true,
+  };
 }

@@ -243,6 +243,33 @@ export class IntegritySource implements ByteSource {
     };
   }
 
+  /**
+   * Whether ranges of `offsets`/`lengths` can be read and hashed by another
+   * thread and checked here with `acceptHash`: none has a manifest SHA-256
+   * (`expect`) and no verified prefix is in use.
+   */
+  canAcceptHashes(
+    ranges: readonly { readonly offset: number; readonly length: number }[],
+  ): boolean {
+    if (this.#prefix) return false;
+    return ranges.every((r) => !this.#expected.has(key(r.offset, r.length)));
+  }
+
+  /**
+   * Check a range read and hashed (`hashWide`) elsewhere — an off-thread
+   * load into shared memory — exactly as a read here would: record the
+   * first read's hash, compare later ones (`StoreError` `"integrity"` on a
+   * mismatch). `hashMs` (the other thread's hashing time) is counted in
+   * the stats. Only for ranges `canAcceptHashes` approved.
+   */
+  acceptHash(offset: number, length: number, hash: string, hashMs = 0): void {
+    const first = this.#seen.get(key(offset, length));
+    if (first === undefined && !this.recordFirstReads) return;
+    this.#stats.bytesHashed += length;
+    this.#stats.hashMs += hashMs;
+    this.#judge(offset, length, hash, first);
+  }
+
   /** Close the wrapped source. */
   close(): void | Promise<void> {
     return this.inner.close?.();
@@ -313,6 +340,11 @@ export class IntegritySource implements ByteSource {
   ): void {
     const h = hashWide(bytes);
     this.#count(length, t0);
+    this.#judge(offset, length, h, first);
+  }
+
+  /** Record `h` as the first read (no `first`) or compare it with the first read's hash. */
+  #judge(offset: number, length: number, h: string, first: string | undefined): void {
     if (first === undefined) {
       this.#seen.set(key(offset, length), h);
       this.#stats.rangesRecorded++;

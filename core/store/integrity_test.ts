@@ -155,6 +155,41 @@ Deno.test("file source: a file written in place while open gives 'changed'; the 
   }
 });
 
+Deno.test("file source: concurrent reads (one handle each) return the right bytes; a handle opened after the path was replaced gives 'changed'", async () => {
+  const dir = await Deno.makeTempDir();
+  const path = `${dir}/m.bin`;
+  try {
+    const bytes = new Uint8Array(1 << 20).map((_, i) => (i * 7 + (i >>> 9)) & 255);
+    await Deno.writeFile(path, bytes);
+    const src = await FileSource.open(path);
+    const ranges = Array.from({ length: 12 }, (_, i) => [i * 70_001, 50_000 + i * 3] as const);
+    const got = await Promise.all(ranges.map(([o, n]) => src.read(o, n)));
+    ranges.forEach(([o, n], i) => assert.deepEqual(got[i], bytes.subarray(o, o + n)));
+    // in place, into views of one buffer, all at once
+    const dest = new Uint8Array(12 * 60_000);
+    await Promise.all(
+      ranges.map(([o, n], i) => src.readInto(o, dest.subarray(i * 60_000, i * 60_000 + n))),
+    );
+    ranges.forEach(([o, n], i) =>
+      assert.deepEqual(dest.subarray(i * 60_000, i * 60_000 + n), bytes.subarray(o, o + n))
+    );
+    // another file renamed over the path (same size): reads needing a new handle see another inode
+    const other = `${dir}/other.bin`;
+    await Deno.writeFile(other, new Uint8Array(bytes.byteLength).fill(1));
+    await Deno.rename(other, path);
+    const many = Array.from({ length: 40 }, (_, i) => src.read(i * 1000, 1000));
+    const settled = await Promise.allSettled(many);
+    for (const r of settled) {
+      if (r.status === "fulfilled") assert.equal(r.value[0], bytes[settled.indexOf(r) * 1000]);
+      else assert.ok(isStoreError("changed")(r.reason), String(r.reason));
+    }
+    src.close();
+    await assert.rejects(src.read(0, 10), isStoreError("closed"));
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("file source + first-read hashes: a rewrite that restores the mtime is still caught on re-read", async () => {
   const path = await Deno.makeTempFile();
   try {

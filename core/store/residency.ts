@@ -49,6 +49,8 @@ export interface Entry {
    * before its bytes are used or repacked; returns ms, throws on a mismatch.
    */
   verify: (() => number) | null;
+  /** Raises a queued off-thread background load to demand (a step waits for it); null otherwise. */
+  urgent: (() => void) | null;
 }
 
 /** A fresh entry for `loc` in `slot`, not yet ready. */
@@ -68,6 +70,7 @@ export function newEntry(key: number, loc: ExpertLocation, slot: Slot, reason: L
     lastUse: -1,
     io: null,
     verify: null,
+    urgent: null,
   };
 }
 

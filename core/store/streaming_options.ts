@@ -54,6 +54,19 @@ export interface StreamingStoreOptions {
    */
   readInPlace?: boolean;
   /**
+   * Load misses on a worker thread (`core/store/load_worker.ts`) when they
+   * are read in place from a local file into slots over shared memory
+   * (`loadModel` then creates the WASM backend with `sharedMemory: true`):
+   * the worker reads each matrix into its slot and hashes it there, demand
+   * loads before background ones; this thread only compares the hashes. If
+   * the worker dies, the loads it owed fail with `StoreError`
+   * `"load_failed"` and later loads run on this thread. Results are
+   * identical either way. Default false: on the 2-vCPU machine it measured
+   * no faster end to end (the shared-memory build computes slower there and
+   * the reads already run on the I/O pool; docs/streaming.md).
+   */
+  offThreadLoads?: boolean;
+  /**
    * Tell the MoE layer which experts of a step are ready one by one
    * (`ensureEach`): it computes the resident ones first, then each missed
    * expert as soon as its own load lands, while the others still load

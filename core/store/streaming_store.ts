@@ -20,6 +20,7 @@
  */
 
 import { StoreError } from "../errors.ts";
+import type { Slot } from "../backend/backend.ts";
 import type { ExpertWeights } from "../moe/expert.ts";
 import type { MoeLayer } from "../moe/moe_layer.ts";
 import type { ExpertLocation } from "./expert_location.ts";
@@ -27,6 +28,7 @@ import { type CachePolicy, createRecencyPolicy } from "./cache_policy.ts";
 import { expertLayout, expertViews, prepareExpert } from "./expert_loader.ts";
 import { type FetchedExpert, fetchExpert, fetchExpertBatch } from "./expert_fetch.ts";
 import { canLoadInPlace, type InPlaceTiming, readExpertInPlace } from "./in_place_load.ts";
+import { type LoadWorker, sharedLoadWorker } from "./load_worker.ts";
 import { loadFallbackCopies, type ResidentCopies } from "./fallback_copies.ts";
 import type {
   ExpertArrivals,
@@ -120,6 +122,10 @@ export class StreamingExpertStore implements ExpertStore {
   #detachedReads = 0;
   /** Experts repacked while a step waited for its loads. */
   #idlePacks = 0;
+  /** The off-thread load worker: undefined until the first in-place load decides, null when unused. */
+  #worker: Promise<LoadWorker | null> | undefined;
+  /** Loads done on the load worker. */
+  #offThreadLoads = 0;
 
   private constructor(
     ctx: StreamingStoreContext,
@@ -163,6 +169,11 @@ export class StreamingExpertStore implements ExpertStore {
   /** Experts repacked (part of `stats().packs`) in time a step spent waiting for its loads. */
   get idlePacks(): number {
     return this.#idlePacks;
+  }
+
+  /** Loads read and hashed on the load worker (`offThreadLoads`), part of `stats().loads`. */
+  get offThreadLoads(): number {
+    return this.#offThreadLoads;
   }
 
   /** Reads redone because memory growth detached the slot view while they were in flight. */
@@ -367,8 +378,10 @@ export class StreamingExpertStore implements ExpertStore {
           }
           continue;
         }
-        if (en) en.unused = false;
-        else {
+        if (en) {
+          en.unused = false;
+          en.urgent?.();
+        } else {
           en = this.#newLoad(key, false)!;
           en.lastUse = id;
           fresh.push(en);
@@ -842,8 +855,10 @@ export class StreamingExpertStore implements ExpertStore {
     over: () => void,
   ): Promise<void> {
     const loc = en.loc;
+    let worker: LoadWorker | null;
     try {
       if (after) await after;
+      worker = await this.#loadWorker(en.slot);
       // cancelled while queued: its slot went back at once (no reads were in flight)
       if (en.cancelled) {
         over();
@@ -865,6 +880,10 @@ export class StreamingExpertStore implements ExpertStore {
         onDetached: () => this.#detachedReads++,
         // a prefetch may never be used: compare re-reads at first use (before any repack)
         deferRereads: en.reason === "prefetch" && this.#packAfter !== 1,
+        worker,
+        // a prefetch someone waits for already (a step asked meanwhile) is a demand
+        urgent: en.reason !== "prefetch" || en.waiters > 0,
+        onTicket: (t) => en.urgent = t.urgent,
       },
       loc,
       en.slot,
@@ -887,6 +906,8 @@ export class StreamingExpertStore implements ExpertStore {
       }
       const st = this.#stats[loc.layer];
       st.bytesFetched += loc.bytes;
+      if (t.offThread) this.#offThreadLoads++;
+      en.urgent = null;
       en.verify = t.verify;
       this.#landed(en, t.readMs, t.verifyMs, performance.now());
     } catch (e) {
@@ -898,6 +919,21 @@ export class StreamingExpertStore implements ExpertStore {
     } finally {
       if (en.reason === "prefetch") this.#inflightPrefetch--;
     }
+  }
+
+  /**
+   * The load worker when in-place loads can use it (`offThreadLoads` not
+   * false, slot views over shared memory), else null; decided once, at the
+   * first in-place load.
+   */
+  #loadWorker(slot: Slot): Promise<LoadWorker | null> {
+    if (this.#worker === undefined) {
+      const view = this.#ctx.backend.slotBytes?.(slot, 0, 0);
+      this.#worker = this.#opts.offThreadLoads === true && view?.buffer instanceof SharedArrayBuffer
+        ? sharedLoadWorker().then((w) => w.alive ? w : null)
+        : Promise.resolve(null);
+    }
+    return this.#worker;
   }
 
   /** Bytes of `en` are in its slot (copy started at `t0`): views, optional repack, counters, ready. */
