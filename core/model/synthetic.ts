@@ -38,6 +38,12 @@ export interface SyntheticModelSpec {
    */
   deepseek?: SyntheticDeepseekSpec;
   /**
+   * ernie4_5-moe options: leading dense blocks (default 1, of `nFfDense`, default `2·nFf`),
+   * `exp_probs_b` selection biases (default on); the shared expert is `nFfShared` wide (default
+   * `nFf`, 0: none).
+   */
+  ernie?: SyntheticErnieSpec;
+  /**
    * granitemoe multipliers (defaults: granite-3.x-1b-a400m's embedding 12, residual 0.22,
    * attention 1/64, logit 6); 0 leaves the optional ones out of the file.
    */
@@ -58,7 +64,10 @@ export interface SyntheticModelSpec {
   nExpertUsed?: number;
   /** Expert FFN width (default 96). */
   nFf?: number;
-  /** Shared expert width for qwen2moe (default nFf) and granitemoe (default 0: none). */
+  /**
+   * Shared expert width for qwen2moe and ernie4_5-moe (default nFf) and granitemoe (default 0:
+   * none).
+   */
   nFfShared?: number;
   /** Vocabulary (default: a 512-token test vocab of the arch's tokenizer kind). */
   vocab?: VocabSpec;
@@ -88,6 +97,16 @@ export interface SyntheticModelSpec {
   seed?: number;
   /** Scale of weights relative to 1/sqrt(fan_in) (default 1). */
   weightScale?: number;
+}
+
+/** ernie4_5-moe options of a synthetic model ({@link SyntheticModelSpec.ernie}). */
+export interface SyntheticErnieSpec {
+  /** `leading_dense_block_count`. */
+  denseLead?: number;
+  /** Dense FFN width (`feed_forward_length`, default `2·nFf`). */
+  nFfDense?: number;
+  /** Write `exp_probs_b` selection biases. */
+  probsBias?: boolean;
 }
 
 /** deepseek2 options of a synthetic model ({@link SyntheticModelSpec.deepseek}). */
@@ -339,9 +358,12 @@ export function synthesizeModel(spec: SyntheticModelSpec = {}): Uint8Array {
   /** The standard block after attn_norm (the layout most architectures share). */
   const standardLayer = (l: number, opts: SynthStandardOptions = {}) => {
     const p = `blk.${l}`;
-    mat(`${p}.attn_q.weight`, nEmbd, qDim);
-    mat(`${p}.attn_k.weight`, nEmbd, kvDim);
-    mat(`${p}.attn_v.weight`, nEmbd, kvDim);
+    if (opts.fusedQkv) mat(`${p}.attn_qkv.weight`, nEmbd, qDim + 2 * kvDim);
+    else {
+      mat(`${p}.attn_q.weight`, nEmbd, qDim);
+      mat(`${p}.attn_k.weight`, nEmbd, kvDim);
+      mat(`${p}.attn_v.weight`, nEmbd, kvDim);
+    }
     if (spec.qkvBias) {
       vec(`${p}.attn_q.bias`, qDim);
       vec(`${p}.attn_k.bias`, kvDim);
@@ -356,13 +378,15 @@ export function synthesizeModel(spec: SyntheticModelSpec = {}): Uint8Array {
     }
     mat(`${p}.attn_output.weight`, qDim, nEmbd);
     norm(`${p}.ffn_norm.weight`, nEmbd);
-    if (nExpert === 0) {
-      mat(`${p}.ffn_gate.weight`, nEmbd, nFf);
-      mat(`${p}.ffn_up.weight`, nEmbd, nFf);
-      mat(`${p}.ffn_down.weight`, nFf, nEmbd);
+    if (nExpert === 0 || opts.dense !== undefined) {
+      const w = opts.dense ?? nFf;
+      mat(`${p}.ffn_gate.weight`, nEmbd, w);
+      mat(`${p}.ffn_up.weight`, nEmbd, w);
+      mat(`${p}.ffn_down.weight`, w, nEmbd);
       return;
     }
     add(`${p}.ffn_gate_inp.weight`, [nEmbd, nExpert], GgmlType.F32, 1 / Math.sqrt(nEmbd));
+    if (opts.probsBias) add(`${p}.exp_probs_b.bias`, [nExpert], GgmlType.F32, 0.3);
     mat(`${p}.ffn_gate_exps.weight`, nEmbd, nFf, [nExpert]);
     mat(`${p}.ffn_down_exps.weight`, nFf, nEmbd, [nExpert]);
     mat(`${p}.ffn_up_exps.weight`, nEmbd, nFf, [nExpert]);
