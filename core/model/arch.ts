@@ -8,6 +8,7 @@
  */
 
 import type { ArchSpec } from "./arch/types.ts";
+import { bailingmoe2 } from "./arch/bailingmoe2.ts";
 import { deepseek2 } from "./arch/deepseek2.ts";
 import { ernie45Moe } from "./arch/ernie4_5-moe.ts";
 import { gptOss } from "./arch/gpt-oss.ts";
@@ -42,6 +43,7 @@ const ARCHS = {
   deepseek2,
   "gpt-oss": gptOss,
   "ernie4_5-moe": ernie45Moe,
+  bailingmoe2,
 } as const satisfies Readonly<Record<string, ArchSpec>>;
 
 /** A registered architecture name (`general.architecture`), derived from the registry. */

@@ -44,6 +44,13 @@ export interface SyntheticModelSpec {
    */
   ernie?: SyntheticErnieSpec;
   /**
+   * bailingmoe2 options: leading dense blocks (default 1, of `nFfDense`, default `2·nFf`), gating
+   * (default sigmoid), `exp_probs_b` (default on), expert groups (default none), weight
+   * renormalisation (default on) and scale (default 2.5), shared experts (default 1, each `nFf`
+   * wide), rotary dims (default half the head), NextN blocks (default 1).
+   */
+  bailing?: SyntheticBailingSpec;
+  /**
    * granitemoe multipliers (defaults: granite-3.x-1b-a400m's embedding 12, residual 0.22,
    * attention 1/64, logit 6); 0 leaves the optional ones out of the file.
    */
@@ -107,6 +114,30 @@ export interface SyntheticErnieSpec {
   nFfDense?: number;
   /** Write `exp_probs_b` selection biases. */
   probsBias?: boolean;
+}
+
+/** bailingmoe2 options of a synthetic model ({@link SyntheticModelSpec.bailing}). */
+export interface SyntheticBailingSpec {
+  /** `leading_dense_block_count`. */
+  denseLead?: number;
+  /** Dense FFN width (`feed_forward_length`). */
+  nFfDense?: number;
+  /** Gate function (`expert_gating_func`). */
+  gating?: "softmax" | "sigmoid";
+  /** Write `exp_probs_b` selection biases. */
+  probsBias?: boolean;
+  /** `expert_group_count` and `expert_group_used_count` (default: not written). */
+  groups?: readonly [number, number];
+  /** `expert_weights_norm`. */
+  norm?: boolean;
+  /** `expert_weights_scale`. */
+  scale?: number;
+  /** `expert_shared_count`. */
+  nShared?: number;
+  /** `rope.dimension_count`. */
+  ropeDim?: number;
+  /** `nextn_predict_layers`: NextN/MTP blocks written after the trunk (not run). */
+  nextn?: number;
 }
 
 /** deepseek2 options of a synthetic model ({@link SyntheticModelSpec.deepseek}). */

@@ -309,6 +309,47 @@ export const CASES: readonly ConformanceCase[] = [
     float: false,
     spec: { ...AWKWARD, arch: "ernie4_5-moe", nLayer: 3, type: T.Q8_0, seed: 93 },
   },
+  // bailingmoe2: fused attn_qkv, per-head Q/K norm, partial NEOX rotary, leading dense block,
+  // sigmoid + exp_probs_b + groups, renormalised and scaled weights, shared expert, a NextN block
+  // in the file that is not run (core/model/arch/bailingmoe2.ts)
+  {
+    name: "bailingmoe2 F32 awkward (Ling 2.0 routing: sigmoid, bias, groups, norm, scale; NextN)",
+    float: true,
+    spec: {
+      ...AWKWARD,
+      arch: "bailingmoe2",
+      nLayer: 3,
+      nExpert: 6,
+      type: T.F32,
+      bailing: { groups: [3, 2] },
+      seed: 101,
+    },
+  },
+  {
+    name: "bailingmoe2 F32 softmax, no bias/norm/scale, no dense lead, full rotary, no NextN",
+    float: true,
+    spec: {
+      ...AWKWARD,
+      arch: "bailingmoe2",
+      type: T.F32,
+      bailing: {
+        gating: "softmax",
+        probsBias: false,
+        norm: false,
+        scale: 0,
+        denseLead: 0,
+        ropeDim: 16,
+        nextn: 0,
+        nShared: 2,
+      },
+      seed: 102,
+    },
+  },
+  {
+    name: "bailingmoe2 Q8_0",
+    float: false,
+    spec: { ...AWKWARD, arch: "bailingmoe2", nLayer: 3, type: T.Q8_0, seed: 103 },
+  },
   // llama-quantize type mixes (synthetic.ts quantMixType): what real Q2_K / Q4_K_M / IQ4_XS /
   // MXFP4_MOE files hold, incl. the IQ4_XS → IQ4_NL fallback on 96-wide rows
   {
