@@ -515,6 +515,17 @@ Deno.test("bailingmoe2: bad or unsupported hyper-parameters and tensors fail typ
     "shape_mismatch",
     "attn_qkv",
   );
+  // use_qkv_bias / use_bias checkpoints: llama.cpp creates no such tensors and refuses the file
+  for (const [name, n] of [["attn_qkv.bias", 32 + 2 * 16], ["attn_output.bias", 32]] as const) {
+    await expectError(
+      await withTensors(base, (ts) => {
+        ts.push({ name: `blk.2.${name}`, dims: [n], type: 0, data: new Uint8Array(4 * n) });
+      }),
+      ModelError,
+      "unsupported_tensor",
+      `blk.2.${name}`,
+    );
+  }
 });
 
 Deno.test("bailingmoe2: NextN blocks are counted in block_count but never run, loaded or planned", async () => {

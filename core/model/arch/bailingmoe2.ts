@@ -7,8 +7,8 @@
  * `block_count` also counts the NextN/MTP blocks (`nextn_predict_layers`) after the trunk: they
  * are not run (llama.cpp skips their tensors). llama.cpp: `src/models/bailingmoe2.cpp`.
  *
- * As llama.cpp: no attention biases are loaded (an `attn_qkv.bias` or `attn_output.bias` is
- * ignored); the Q part of `attn_qkv` is `n_embd` rows (so `n_head · head_dim` must be `n_embd`);
+ * As llama.cpp: no attention biases (a file with `attn_qkv.bias` or `attn_output.bias`, which
+ * llama.cpp refuses by its tensor count, is refused: `unsupported_tensor`); the Q part of `attn_qkv` is `n_embd` rows (so `n_head · head_dim` must be `n_embd`);
  * the shared expert is `(expert_shared_feed_forward_length or expert_feed_forward_length) ·
  * expert_shared_count` wide; the output matrix is required (no tied embeddings).
  *
@@ -103,6 +103,18 @@ async function loadBailingLayer(
     );
   }
   const pre = `blk.${l}`;
+  for (const b of ["attn_qkv.bias", "attn_output.bias"]) {
+    // llama.cpp creates no attention biases for this architecture, so a file with them (a Ling
+    // checkpoint with use_qkv_bias or use_bias) fails its tensor count there: refused, not ignored
+    if (ld.info(`${pre}.${b}`, false)) {
+      throw new ModelError(
+        "unsupported_tensor",
+        `Cannot load model: bailingmoe2 has no attention biases in llama.cpp, but '${pre}.${b}' ` +
+          `is in the file`,
+        { tensor: `${pre}.${b}` },
+      );
+    }
+  }
   const kvDim = nHeadKv * headDimK;
   const attnNorm = await ld.vector(`${pre}.attn_norm.weight`, nEmbd);
   const [wq, wk, wv] = await ld.matrixSplit(`${pre}.attn_qkv.weight`, nEmbd, [nEmbd, kvDim, kvDim]);
