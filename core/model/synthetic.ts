@@ -216,7 +216,7 @@ export function fallbackType(type: GgmlType, cols: number): GgmlType {
  * The type llama-quantize gives tensor `name` (row length `cols`, `nDims` dimensions) for `mix`,
  * following `llama_tensor_get_type` for MoE models without an importance matrix (no falcon /
  * 70B / 8-expert special cases): `output` Q6_K (Q8_0 for MXFP4_MOE or when its rows are not whole
- * blocks of the base type); `attn_v` Q3_K or Q4_K (Q2_K, by GQA ≥ 4), Q5_K for the first two
+ * blocks of the base type); `attn_v` (and a fused `attn_qkv`) Q3_K or Q4_K (Q2_K, by GQA ≥ 4), Q5_K for the first two
  * layers then Q4_K (Q3_K_M), Q6_K on `use_more_bits` layers (Q4_K_M), Q5_K with GQA ≥ 4 (IQ4_XS);
  * `ffn_down*` Q3_K (Q2_K), Q5_K for the first sixteenth then Q4_K (Q3_K_M), Q6_K on
  * `use_more_bits` layers (Q4_K_M), Q5_K for the first eighth (IQ4_XS); MXFP4_MOE: 3-D expert
@@ -240,7 +240,8 @@ export function quantMixType(
     t = mix === "MXFP4_MOE" || cols % traitsOf(base).blockSize !== 0 ? T.Q8_0 : T.Q6_K;
   } else if (mix === "MXFP4_MOE") {
     t = nDims === 3 ? T.MXFP4 : T.Q8_0;
-  } else if (role === "attn_v") {
+  } else if (role === "attn_v" || role === "attn_qkv") {
+    // llama.cpp treats a fused attn_qkv as attn_v-like (category_is_attn_v)
     if (mix === "Q2_K") t = nGqa >= 4 ? T.Q4_K : T.Q3_K;
     else if (mix === "Q3_K_M") t = layer < 2 ? T.Q5_K : T.Q4_K;
     else if (mix === "Q4_K_M" && useMoreBits(layer, nLayer)) t = T.Q6_K;
