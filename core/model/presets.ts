@@ -172,6 +172,8 @@ export const PRESETS: Readonly<Record<string, ModelPreset>> = {
     name: "ling-mini-2.0",
     model: "inclusionAI/Ling-mini-2.0",
     pre: "bailingmoe2",
+    // sizes, layers, experts, dense layer and vocabulary as published; heads, RoPE base, expert
+    // groups used and routed scale from its config.json as recalled, not checked against a GGUF
     spec: {
       arch: "bailingmoe2",
       nEmbd: 2048,

@@ -360,6 +360,8 @@ export function synthesizeModel(spec: SyntheticModelSpec = {}): Uint8Array {
   if (headDim % 2 !== 0) {
     throw new ModelError("bad_spec", `Cannot synthesize: head dim ${headDim} must be even`);
   }
+  // llama-quantize counts every block in the file (NextN blocks too) for its per-layer rules
+  const mixLayers = synth.blockCount?.(spec, nLayer) ?? nLayer;
   const g = new Gauss(spec.seed ?? 1);
   const tensors: GgufWriteTensor[] = [];
 
@@ -367,7 +369,7 @@ export function synthesizeModel(spec: SyntheticModelSpec = {}): Uint8Array {
     // llama-quantize keeps the router (ffn_gate_inp), 1-D tensors and biases in F32
     const t = spec.mix !== undefined && dims.length > 1 && !name.includes("ffn_gate_inp") &&
         name.endsWith(".weight")
-      ? quantMixType(spec.mix, name, dims[0], dims.length, nLayer, nHead / nHeadKv)
+      ? quantMixType(spec.mix, name, dims[0], dims.length, mixLayers, nHead / nHeadKv)
       : t0;
     if (layoutSink) return void layoutSink.push({ name, dims, type: t, scale, mean });
     const n = dims.reduce((a, b) => a * b, 1);

@@ -85,7 +85,12 @@ export const bailingmoe2: ArchSpec = {
   },
   loadLayer: loadBailingLayer,
   forwardLayer: (c, l) => preNormBlock(c, l, "per_head"),
-  synth: { vocab: "gpt2", layer: synthLayer, meta: synthMeta },
+  synth: {
+    vocab: "gpt2",
+    blockCount: (spec, nLayer) => nLayer + (spec.bailing?.nextn ?? 1),
+    layer: synthLayer,
+    meta: synthMeta,
+  },
 };
 
 async function loadBailingLayer(

@@ -365,6 +365,11 @@ export interface ArchSynth {
   readonly vocab: "llama" | "gpt2";
   /** Default KV heads for `nHead` query heads (default `max(1, nHead >> 1)`). */
   nHeadKv?(nHead: number): number;
+  /**
+   * Blocks the file holds for `nLayer` trunk blocks (default `nLayer`; bailingmoe2 adds its
+   * NextN blocks): the layer count of the quant mix's per-layer rules.
+   */
+  blockCount?(spec: SyntheticModelSpec, nLayer: number): number;
   /** The tensors of block `l` after `attn_norm` (default `c.standardLayer(l)`). */
   layer?(c: SynthContext, l: number): void;
   /**
