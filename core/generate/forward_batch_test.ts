@@ -139,6 +139,14 @@ const CASES: { name: string; spec: SyntheticModelSpec }[] = [
   { name: "granitemoe F32 (scales)", spec: { arch: "granitemoe", type: GgmlType.F32 } },
   { name: "deepseek2 F32 (MLA)", spec: { arch: "deepseek2", type: GgmlType.F32 } },
   { name: "gpt-oss Q8_0 (sinks, window)", spec: { arch: "gpt-oss", type: GgmlType.Q8_0 } },
+  {
+    name: "ernie4_5-moe F32 (dense lead, exp_probs_b, shared expert)",
+    spec: { arch: "ernie4_5-moe", type: GgmlType.F32 },
+  },
+  {
+    name: "bailingmoe2 Q8_0 (fused QKV, partial rotary, NextN)",
+    spec: { arch: "bailingmoe2", type: GgmlType.Q8_0 },
+  },
 ];
 
 for (const c of CASES) {

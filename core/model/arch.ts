@@ -8,7 +8,9 @@
  */
 
 import type { ArchSpec } from "./arch/types.ts";
+import { bailingmoe2 } from "./arch/bailingmoe2.ts";
 import { deepseek2 } from "./arch/deepseek2.ts";
+import { ernie45Moe } from "./arch/ernie4_5-moe.ts";
 import { gptOss } from "./arch/gpt-oss.ts";
 import { granitemoe } from "./arch/granitemoe.ts";
 import { llama } from "./arch/llama.ts";
@@ -40,6 +42,8 @@ const ARCHS = {
   granitemoe,
   deepseek2,
   "gpt-oss": gptOss,
+  "ernie4_5-moe": ernie45Moe,
+  bailingmoe2,
 } as const satisfies Readonly<Record<string, ArchSpec>>;
 
 /** A registered architecture name (`general.architecture`), derived from the registry. */

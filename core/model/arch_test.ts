@@ -125,7 +125,9 @@ for (const arch of SYNTH_ARCHS) {
   });
 }
 
-for (const arch of ["deepseek2", "gpt-oss", "granitemoe"] as const) {
+for (
+  const arch of ["deepseek2", "gpt-oss", "granitemoe", "ernie4_5-moe", "bailingmoe2"] as const
+) {
   Deno.test(`${arch}: experts streamed under a 2-expert budget give the resident logits, bit for bit`, async () => {
     const nExpert = 6;
     const bytes = synthesizeModel({ ...SMALL, arch, nLayer: 3, nExpert, nFfShared: 24, seed: 9 });
@@ -288,6 +290,267 @@ Deno.test("deepseek2: bad or unsupported hyper-parameters fail typed, naming the
   for (const [edit, cls, code, mentions] of cases) {
     await expectError(await withMeta(base, edit), cls, code, mentions);
   }
+});
+
+/** Rewrite a model's tensors with `edit` (metadata unchanged). */
+async function withTensors(
+  bytes: Uint8Array,
+  edit: (tensors: { name: string; dims: number[]; type: number; data: Uint8Array }[]) => void,
+): Promise<Uint8Array> {
+  const f = await readGguf(new MemorySource(bytes));
+  const tensors = [];
+  for (const t of f.tensors) {
+    tensors.push({
+      name: t.name,
+      dims: [...t.dims],
+      type: t.type,
+      data: await f.readTensorBytes(t),
+    });
+  }
+  edit(tensors);
+  return writeGguf({ metadata: new Map(f.metadata), tensors });
+}
+
+Deno.test("ernie4_5-moe: bad or unsupported hyper-parameters fail typed, naming the key", async () => {
+  const base = synthesizeModel({ ...SMALL, arch: "ernie4_5-moe", nLayer: 3 });
+  const A = "ernie4_5-moe";
+  const cases: [(m: Map<string, GgufValue>) => void, typeof MoeEdgeError, string, string][] = [
+    [(m) => m.delete(`${A}.interleave_moe_layer_step`), GgufError, "missing_key", "step"],
+    [(m) => m.delete(`${A}.expert_feed_forward_length`), GgufError, "missing_key", "expert_feed"],
+    [
+      (m) => m.delete(`${A}.attention.layer_norm_rms_epsilon`),
+      GgufError,
+      "missing_key",
+      "layer_norm_rms_epsilon",
+    ],
+    // step 2: block 1 would be dense after the leading one, but has expert tensors only
+    [
+      (m) => m.set(`${A}.interleave_moe_layer_step`, gguf.u32(2)),
+      ModelError,
+      "unsupported_hparam",
+      "interleave_moe_layer_step",
+    ],
+    [
+      (m) => m.set(`${A}.interleave_moe_layer_step`, gguf.u32(0)),
+      ModelError,
+      "bad_hparam",
+      "interleave_moe_layer_step",
+    ],
+    [
+      (m) => m.set(`${A}.leading_dense_block_count`, gguf.u32(4)),
+      ModelError,
+      "bad_hparam",
+      "leading_dense_block_count",
+    ],
+    [
+      (m) => m.set(`${A}.expert_shared_feed_forward_length`, gguf.u32(2 ** 21)),
+      ModelError,
+      "bad_hparam",
+      "expert_shared_feed_forward_length",
+    ],
+    // llama.cpp asserts n_rot = head dim (no partial rotary)
+    [
+      (m) => m.set(`${A}.rope.dimension_count`, gguf.u32(8)),
+      ModelError,
+      "bad_hparam",
+      "rope.dimension_count",
+    ],
+    [(m) => m.set(`${A}.expert_count`, gguf.u32(0)), ModelError, "bad_hparam", "expert_"],
+  ];
+  for (const [edit, cls, code, mentions] of cases) {
+    await expectError(await withMeta(base, edit), cls, code, mentions);
+  }
+  // a shared-expert width without its tensors, and an exp_probs_b of the wrong size
+  await expectError(
+    await withMeta(
+      synthesizeModel({ ...SMALL, arch: "ernie4_5-moe", nFfShared: 0 }),
+      (m) => m.set(`${A}.expert_shared_feed_forward_length`, gguf.u32(16)),
+    ),
+    ModelError,
+    "missing_tensor",
+    "_shexp.weight",
+  );
+  await expectError(
+    await withTensors(base, (ts) => {
+      const t = ts.find((t) => t.name === "blk.1.exp_probs_b.bias")!;
+      t.dims = [2];
+      t.data = t.data.subarray(0, 8);
+    }),
+    ModelError,
+    "shape_mismatch",
+    "exp_probs_b",
+  );
+});
+
+Deno.test("ernie4_5-moe: leading dense blocks run a dense FFN; attn_output.bias is ignored, as llama.cpp's graph does", async () => {
+  const spec: SyntheticModelSpec = { ...SMALL, arch: "ernie4_5-moe", nLayer: 3, seed: 3 };
+  const bytes = synthesizeModel({ ...spec, ernie: { denseLead: 2 } });
+  const m = await loadModel(bytes, { backend: "ref" });
+  equal(m.hp.nLayerDenseLead, 2);
+  equal(m.hp.nFfShexp, SMALL.nFf);
+  equal(m.transformer.moe[0], null);
+  equal(m.transformer.moe[1], null);
+  assert(m.transformer.moe[2] !== null);
+  const logits = async (model: typeof m) => {
+    const s = new Session(model, { nCtx: 16 });
+    const out = Float32Array.from(await s.eval([5, 77, 120, 9]));
+    s.dispose();
+    return out;
+  };
+  const plain = await logits(m);
+  m.dispose();
+  const biased = await withTensors(bytes, (ts) => {
+    const data = new Uint8Array(4 * (SMALL.nEmbd ?? 0));
+    new Float32Array(data.buffer).fill(0.5);
+    ts.push({ name: "blk.0.attn_output.bias", dims: [SMALL.nEmbd ?? 0], type: 0, data });
+  });
+  const m2 = await loadModel(biased, { backend: "ref" });
+  const got = await logits(m2);
+  m2.dispose();
+  equal(got.length, plain.length);
+  for (let i = 0; i < got.length; i++) equal(got[i], plain[i]);
+});
+
+Deno.test("bailingmoe2: bad or unsupported hyper-parameters and tensors fail typed, naming them", async () => {
+  const base = synthesizeModel({ ...SMALL, arch: "bailingmoe2", nLayer: 3, nExpert: 6 });
+  const A = "bailingmoe2";
+  const cases: [(m: Map<string, GgufValue>) => void, typeof MoeEdgeError, string, string][] = [
+    [(m) => m.delete(`${A}.expert_gating_func`), GgufError, "missing_key", "expert_gating_func"],
+    [
+      (m) => m.set(`${A}.expert_gating_func`, gguf.u32(4)),
+      ModelError,
+      "unsupported_hparam",
+      "expert_gating_func",
+    ],
+    [
+      (m) => m.set(`${A}.expert_gating_func`, gguf.u32(0)),
+      ModelError,
+      "bad_hparam",
+      "expert_gating_func",
+    ],
+    [(m) => m.delete(`${A}.expert_shared_count`), GgufError, "missing_key", "expert_shared_count"],
+    [
+      (m) => m.set(`${A}.expert_shared_count`, gguf.u32(0)),
+      ModelError,
+      "bad_hparam",
+      "expert_shared_count",
+    ],
+    [(m) => m.delete(`${A}.expert_feed_forward_length`), GgufError, "missing_key", "expert_feed"],
+    [
+      (m) => m.delete(`${A}.attention.layer_norm_rms_epsilon`),
+      GgufError,
+      "missing_key",
+      "layer_norm_rms_epsilon",
+    ],
+    // every block NextN: no trunk left
+    [
+      (m) => m.set(`${A}.nextn_predict_layers`, gguf.u32(4)),
+      ModelError,
+      "bad_hparam",
+      "nextn_predict_layers",
+    ],
+    // 3 trunk blocks (4 counted, 1 NextN): 4 leading dense blocks is too many
+    [
+      (m) => m.set(`${A}.leading_dense_block_count`, gguf.u32(4)),
+      ModelError,
+      "bad_hparam",
+      "leading_dense_block_count",
+    ],
+    [
+      (m) => {
+        m.set(`${A}.expert_group_count`, gguf.u32(4));
+        m.set(`${A}.expert_group_used_count`, gguf.u32(2));
+      },
+      ModelError,
+      "bad_hparam",
+      "expert_group_count",
+    ],
+    [
+      (m) => {
+        m.set(`${A}.expert_group_count`, gguf.u32(3));
+        m.set(`${A}.expert_group_used_count`, gguf.u32(3));
+      },
+      ModelError,
+      "bad_hparam",
+      "expert_group_used_count",
+    ],
+    [
+      (m) => m.set(`${A}.expert_weights_scale`, gguf.f32(NaN)),
+      ModelError,
+      "bad_hparam",
+      "expert_weights_scale",
+    ],
+    // the Q part of attn_qkv is n_embd rows: n_head · key_length must be n_embd
+    [
+      (m) => {
+        m.set(`${A}.attention.key_length`, gguf.u32(8));
+        m.set(`${A}.attention.value_length`, gguf.u32(8));
+        m.set(`${A}.rope.dimension_count`, gguf.u32(8));
+      },
+      ModelError,
+      "bad_hparam",
+      "key_length",
+    ],
+    [(m) => m.set(`${A}.expert_count`, gguf.u32(0)), ModelError, "bad_hparam", "expert_"],
+  ];
+  for (const [edit, cls, code, mentions] of cases) {
+    await expectError(await withMeta(base, edit), cls, code, mentions);
+  }
+  await expectError(
+    await withTensors(
+      base,
+      (ts) => ts.splice(ts.findIndex((t) => t.name === "blk.2.ffn_gate_exps.weight"), 1),
+    ),
+    ModelError,
+    "missing_tensor",
+    "blk.2.ffn_gate_exps",
+  );
+  await expectError(
+    await withTensors(base, (ts) => {
+      const t = ts.find((t) => t.name === "blk.1.attn_qkv.weight")!;
+      t.dims = [t.dims[0], t.dims[1] - 1];
+      t.data = t.data.subarray(0, t.data.length - 4 * t.dims[0]);
+    }),
+    ModelError,
+    "shape_mismatch",
+    "attn_qkv",
+  );
+  // use_qkv_bias / use_bias checkpoints: llama.cpp creates no such tensors and refuses the file
+  for (const [name, n] of [["attn_qkv.bias", 32 + 2 * 16], ["attn_output.bias", 32]] as const) {
+    await expectError(
+      await withTensors(base, (ts) => {
+        ts.push({ name: `blk.2.${name}`, dims: [n], type: 0, data: new Uint8Array(4 * n) });
+      }),
+      ModelError,
+      "unsupported_tensor",
+      `blk.2.${name}`,
+    );
+  }
+});
+
+Deno.test("bailingmoe2: NextN blocks are counted in block_count but never run, loaded or planned", async () => {
+  // the NextN block is drawn after the trunk, so both files hold the same trunk weights
+  const spec: SyntheticModelSpec = { ...SMALL, arch: "bailingmoe2", nLayer: 3, seed: 4 };
+  const logits = async (nextn: number) => {
+    const bytes = synthesizeModel({ ...spec, bailing: { nextn } });
+    const m = await loadModel(bytes, { backend: "ref" });
+    equal(m.hp.nLayer, 3);
+    equal(m.file.metadata.get("bailingmoe2.block_count")?.value, 3 + nextn);
+    const needs = modelNeeds(m.file, m.hp);
+    const s = new Session(m, { nCtx: 16 });
+    const out = Float32Array.from(await s.eval([5, 77, 120, 9]));
+    out.set(await s.eval([33]), 0);
+    s.dispose();
+    m.dispose();
+    return { out, needs, size: bytes.length };
+  };
+  const without = await logits(0), withNextn = await logits(2);
+  assert(withNextn.size > without.size);
+  equal(withNextn.needs.residentBytes, without.needs.residentBytes);
+  equal(withNextn.needs.expertBytes, without.needs.expertBytes);
+  equal(withNextn.needs.expertCount, without.needs.expertCount);
+  equal(withNextn.needs.kvBytesPerToken, without.needs.kvBytesPerToken);
+  for (let i = 0; i < without.out.length; i++) equal(withNextn.out[i], without.out[i]);
 });
 
 Deno.test("gpt-oss: window, pattern and expert widths are checked, typed and named", async () => {

@@ -28,7 +28,7 @@ export interface HParams {
   readonly nCtxTrain: number;
   /** Hidden size. */
   readonly nEmbd: number;
-  /** Number of blocks. */
+  /** Number of blocks the forward pass runs (`block_count` less any NextN/MTP blocks). */
   readonly nLayer: number;
   /** Query heads per layer. */
   readonly nHead: number;
@@ -320,6 +320,7 @@ export function readHParams(meta: GgufMetadata, nVocab: number): HParams {
     str: (key, def) => getString(meta, k(key), def),
   };
   const ah = arch.readHParams(ctx);
+  const nLayerRun = ah.nLayer ?? nLayer;
   const nLayerDenseLead = ah.nLayerDenseLead ?? 0;
   const routing: RoutingParams = {
     gating: arch.gating,
@@ -336,7 +337,7 @@ export function readHParams(meta: GgufMetadata, nVocab: number): HParams {
     nVocab: bounded("vocabulary size", nVocab, 1, L.nVocab),
     nCtxTrain,
     nEmbd,
-    nLayer,
+    nLayer: nLayerRun,
     nHead,
     nHeadKv,
     headDimK,

@@ -128,6 +128,9 @@ export function modelNeeds(file: GgufFile, hp: HParams, opts: ModelNeedsOptions 
   let count = 0;
   const perLayer = new Map<number, { bytes: number; n: number }>();
   for (const t of file.tensors) {
+    // blocks past the trunk (NextN/MTP, bailingmoe2) are never loaded
+    const blk = /^blk\.(\d+)\./.exec(t.name);
+    if (blk && Number(blk[1]) >= hp.nLayer) continue;
     if (isExpertTensor(t.name)) {
       const n = t.dims.length >= 3 ? t.dims[2] : 1;
       experts += t.nbytes + n * SLOT_SLACK;

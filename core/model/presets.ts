@@ -145,6 +145,62 @@ export const PRESETS: Readonly<Record<string, ModelPreset>> = {
       },
     },
   },
+  "ernie-4.5-21b-a3b": {
+    name: "ernie-4.5-21b-a3b",
+    model: "baidu/ERNIE-4.5-21B-A3B-PT",
+    pre: "gpt-2", // the real vocabulary is SentencePiece (llama), not byte-level BPE
+    spec: {
+      arch: "ernie4_5-moe",
+      nEmbd: 2560,
+      nLayer: 28,
+      nHead: 20,
+      nHeadKv: 4,
+      headDim: 128,
+      nExpert: 64,
+      nExpertUsed: 6,
+      nFf: 1536,
+      // the converter writes intermediate_size / num_key_value_heads (2 shared experts of 1536)
+      nFfShared: 3072,
+      nVocab: 103424,
+      nCtx: 131072,
+      ropeBase: 500000,
+      tiedOutput: true,
+      ernie: { denseLead: 1, nFfDense: 12288, probsBias: true },
+    },
+  },
+  "ling-mini-2.0": {
+    name: "ling-mini-2.0",
+    model: "inclusionAI/Ling-mini-2.0",
+    pre: "bailingmoe2",
+    // sizes, layers, experts, dense layer and vocabulary as published; heads, RoPE base, expert
+    // groups used and routed scale from its config.json as recalled, not checked against a GGUF
+    spec: {
+      arch: "bailingmoe2",
+      nEmbd: 2048,
+      nLayer: 20,
+      nHead: 16,
+      nHeadKv: 4,
+      headDim: 128,
+      nExpert: 256,
+      nExpertUsed: 8,
+      nFf: 512,
+      nVocab: 157184,
+      nCtx: 32768,
+      ropeBase: 600000,
+      bailing: {
+        denseLead: 1,
+        nFfDense: 5120,
+        gating: "sigmoid",
+        probsBias: true,
+        groups: [8, 4],
+        norm: true,
+        scale: 2.5,
+        nShared: 1,
+        ropeDim: 64,
+        nextn: 1,
+      },
+    },
+  },
 };
 
 /** Options of {@linkcode presetSpec}. */

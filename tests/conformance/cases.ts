@@ -283,6 +283,73 @@ export const CASES: readonly ConformanceCase[] = [
     float: false,
     spec: { ...AWKWARD, arch: "gpt-oss", nLayer: 3, mix: "MXFP4_MOE", seed: 84 },
   },
+  // ernie4_5-moe: leading dense block, softmax + exp_probs_b selection bias, renormalised top-k,
+  // plain shared expert (core/model/arch/ernie4_5-moe.ts)
+  {
+    name: "ernie4_5-moe F32 awkward (dense lead, exp_probs_b, shared expert)",
+    float: true,
+    spec: { ...AWKWARD, arch: "ernie4_5-moe", nLayer: 3, nFfShared: 80, type: T.F32, seed: 91 },
+  },
+  {
+    name: "ernie4_5-moe F32 tied output, qkv bias, no dense lead, no shared expert",
+    float: true,
+    spec: {
+      ...AWKWARD,
+      arch: "ernie4_5-moe",
+      type: T.F32,
+      tiedOutput: true,
+      qkvBias: true,
+      nFfShared: 0,
+      ernie: { denseLead: 0, probsBias: false },
+      seed: 92,
+    },
+  },
+  {
+    name: "ernie4_5-moe Q8_0",
+    float: false,
+    spec: { ...AWKWARD, arch: "ernie4_5-moe", nLayer: 3, type: T.Q8_0, seed: 93 },
+  },
+  // bailingmoe2: fused attn_qkv, per-head Q/K norm, partial NEOX rotary, leading dense block,
+  // sigmoid + exp_probs_b + groups, renormalised and scaled weights, shared expert, a NextN block
+  // in the file that is not run (core/model/arch/bailingmoe2.ts)
+  {
+    name: "bailingmoe2 F32 awkward (Ling 2.0 routing: sigmoid, bias, groups, norm, scale; NextN)",
+    float: true,
+    spec: {
+      ...AWKWARD,
+      arch: "bailingmoe2",
+      nLayer: 3,
+      nExpert: 6,
+      type: T.F32,
+      bailing: { groups: [3, 2] },
+      seed: 101,
+    },
+  },
+  {
+    name: "bailingmoe2 F32 softmax, no bias/norm/scale, no dense lead, full rotary, no NextN",
+    float: true,
+    spec: {
+      ...AWKWARD,
+      arch: "bailingmoe2",
+      type: T.F32,
+      bailing: {
+        gating: "softmax",
+        probsBias: false,
+        norm: false,
+        scale: 0,
+        denseLead: 0,
+        ropeDim: 16,
+        nextn: 0,
+        nShared: 2,
+      },
+      seed: 102,
+    },
+  },
+  {
+    name: "bailingmoe2 Q8_0",
+    float: false,
+    spec: { ...AWKWARD, arch: "bailingmoe2", nLayer: 3, type: T.Q8_0, seed: 103 },
+  },
   // llama-quantize type mixes (synthetic.ts quantMixType): what real Q2_K / Q4_K_M / IQ4_XS /
   // MXFP4_MOE files hold, incl. the IQ4_XS → IQ4_NL fallback on 96-wide rows
   {

@@ -1,7 +1,7 @@
 /**
  * Reduced-depth real-size presets against llama.cpp: the full width of
- * OLMoE-1B-7B, Qwen3-30B-A3B, gpt-oss-20b, granite-3.1-3b-a800m and
- * DeepSeek-V2-Lite (embedding, heads, head dims, expert FFN width, top-k
+ * OLMoE-1B-7B, Qwen3-30B-A3B, gpt-oss-20b, granite-3.1-3b-a800m,
+ * DeepSeek-V2-Lite, ERNIE-4.5-21B-A3B and Ling-mini-2.0 (with its NextN block) (embedding, heads, head dims, expert FFN width, top-k
  * routing) at 2 layers and 16 experts, with llama.cpp's type mixes (Q4_K_M,
  * Q2_K, MXFP4_MOE for gpt-oss), written by the streaming synthesizer (the same
  * writer as the full-size files). llama.cpp generates 16 greedy tokens;
@@ -35,6 +35,16 @@ const QUANT_FLIP_TOL = 0.1;
 /** At most this many steps per case may follow the other side of a router near-tie. */
 const MAX_TIE_SWAPS = 2;
 
+/**
+ * Presets with tied embeddings run here with their own `output` matrix: the synthesizer's
+ * `token_embd` rows are N(0, 1) (not scaled by 1/sqrt(n_embd) as `output`'s), so tied logits are
+ * ~sqrt(n_embd) times larger (the current token's logit ~‖e‖² ≈ 1500 at ERNIE's 2560) and the
+ * absolute flip tolerance would be ~50 times tighter than for the others: at Q4_K_M even
+ * moe-edge's own ref and wasm backends differ by 3.4 there, on the same routes (measured).
+ * Tied output is covered by the F32 conformance cases.
+ */
+const UNTIED = new Set(["ernie-4.5-21b-a3b"]);
+
 const dir = await Deno.makeTempDir({ prefix: "moe-edge-realsize-" });
 
 async function agreement(
@@ -45,7 +55,10 @@ async function agreement(
   { agree: number; gated: number; maxDiff: number; tokens: number[][]; swaps: Map<number, number> }
 > {
   // gpt-oss with its YaRN (factor 32, original context 4096) as the real GGUF has it
-  const spec = presetSpec(preset, { mix, layers: 2, experts: 16, vocab: 4096, seed: 7 });
+  const spec = {
+    ...presetSpec(preset, { mix, layers: 2, experts: 16, vocab: 4096, seed: 7 }),
+    ...(UNTIED.has(preset) ? { tiedOutput: false } : {}),
+  };
   const path = `${dir}/${preset}-${mix}.gguf`;
   await writeSyntheticFile(path, spec);
   const o = await runOracle(
@@ -145,6 +158,8 @@ for (
     ["gpt-oss-20b", "MXFP4_MOE"],
     ["granite-3.1-3b-a800m", "Q4_K_M"],
     ["deepseek-v2-lite", "Q4_K_M"],
+    ["ernie-4.5-21b-a3b", "Q4_K_M"],
+    ["ling-mini-2.0", "Q4_K_M"],
   ] as const
 ) {
   Deno.test(`realsize [wasm] ${preset} ${mix}, 2 layers × 16 experts: teacher-forced argmax agreement with llama.cpp (every step past the flip margin, ≥ 14/16)`, async () => {

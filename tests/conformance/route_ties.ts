@@ -14,7 +14,11 @@
  *
  * Assumes the router selects by the order of the logits it receives (softmax
  * or softmax-weight gating, no selection bias, no group limits), as every
- * real-size preset does.
+ * real-size preset does except ernie-4.5-21b-a3b and ling-mini-2.0
+ * (`exp_probs_b`, groups): for them a recorded tie may not be one and a forced
+ * route may not be the other side of one, so a retry can only fail to match
+ * llama.cpp (a step is replaced only when it then matches at the tolerance):
+ * it never hides a mismatch.
  *
  * @module
  */

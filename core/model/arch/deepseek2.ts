@@ -22,6 +22,7 @@ import { HPARAM_FLOAT_RANGES, HPARAM_LIMITS } from "../hparams.ts";
 import type { LayerWeights } from "../weights.ts";
 import { addResidual, attend, expertLocations, feedForward, loadFfn, rmsNorm } from "./blocks.ts";
 import { applyRope } from "./rope.ts";
+import { gatingOf, readExpertGroups } from "./routing.ts";
 import type {
   ArchSpec,
   LayerContext,
@@ -32,13 +33,6 @@ import type {
 import type { SyntheticDeepseekSpec } from "../synthetic.ts";
 
 const f = Math.fround;
-
-/** llama.cpp `llama_expert_gating_func_type` values of `expert_gating_func`. */
-const GATING: Readonly<Record<number, Gating>> = {
-  1: "softmax",
-  2: "sigmoid",
-  3: "softmax_weight",
-};
 
 function bad(field: string, message: string): ModelError {
   return new ModelError("bad_hparam", `Cannot load model: ${message}`, { field });
@@ -118,29 +112,8 @@ export const deepseek2: ArchSpec = {
     const gf = c.int("expert_gating_func", 0, 0, 4);
     // llama.cpp: unset gating is softmax, except GLM-4.7-Flash (47/48 blocks, 154880 tokens)
     const glm = (c.nLayer === 47 || c.nLayer === 48) && c.nVocab === 154880;
-    const gating = gf === 0 ? (glm ? "sigmoid" : "softmax") : GATING[gf];
-    if (!gating) {
-      throw new ModelError(
-        "unsupported_hparam",
-        `Cannot load model: expert_gating_func ${gf} (sqrt-softplus) is not supported`,
-        { field: "expert_gating_func" },
-      );
-    }
-    const nGroups = c.int("expert_group_count", 0, 0, Math.max(0, c.nExpert - 1));
-    const nGroupUsed = nGroups > 1
-      ? c.int("expert_group_used_count", undefined, 1, nGroups - 1)
-      : 0;
-    if (nGroups > 1) {
-      const per = c.nExpert / nGroups;
-      if (!Number.isInteger(per) || c.nExpertUsed > nGroupUsed * per) {
-        throw bad(
-          "expert_group_count",
-          `deepseek2.expert_group_count ${nGroups} (expert_group_used_count ${nGroupUsed}) ` +
-            `must split expert_count ${c.nExpert} evenly and leave expert_used_count ` +
-            `${c.nExpertUsed} experts to choose from`,
-        );
-      }
-    }
+    const gating: Gating = gf === 0 ? (glm ? "sigmoid" : "softmax") : gatingOf(c, gf);
+    const { nGroups, nGroupUsed } = readExpertGroups(c);
     const expertWeightsScale = c.float(
       "expert_weights_scale",
       0,

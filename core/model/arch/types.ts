@@ -121,6 +121,12 @@ export interface ArchHParams {
   readonly scales?: Partial<ModelScales>;
   /** Leading dense blocks (`leading_dense_block_count`, default 0). */
   readonly nLayerDenseLead?: number;
+  /**
+   * Blocks the forward pass runs, when `block_count` also counts blocks it does not (llama.cpp
+   * `n_layer = n_layer_all - n_layer_nextn`: NextN/MTP blocks after the trunk); default
+   * `block_count`.
+   */
+  readonly nLayer?: number;
   /** YaRN parameters (default: `HParamContext.yarn(0, false)`). */
   readonly yarn?: YarnParams | null;
   /** Multi-head latent attention dimensions. */
@@ -279,6 +285,12 @@ export interface SynthStandardOptions {
   readonly qkNorm?: QkNorm;
   /** A shared expert after the routed ones (none by default). */
   readonly shared?: SynthSharedExpert;
+  /** A dense FFN of this width instead of the router and experts (a leading dense block). */
+  readonly dense?: number;
+  /** An `exp_probs_b.bias` selection bias after the router (none by default). */
+  readonly probsBias?: boolean;
+  /** One fused `attn_qkv` (`[n_embd, qDim + 2·kvDim]`) instead of `attn_q`/`attn_k`/`attn_v`. */
+  readonly fusedQkv?: boolean;
 }
 
 /**
@@ -353,6 +365,11 @@ export interface ArchSynth {
   readonly vocab: "llama" | "gpt2";
   /** Default KV heads for `nHead` query heads (default `max(1, nHead >> 1)`). */
   nHeadKv?(nHead: number): number;
+  /**
+   * Blocks the file holds for `nLayer` trunk blocks (default `nLayer`; bailingmoe2 adds its
+   * NextN blocks): the layer count of the quant mix's per-layer rules.
+   */
+  blockCount?(spec: SyntheticModelSpec, nLayer: number): number;
   /** The tensors of block `l` after `attn_norm` (default `c.standardLayer(l)`). */
   layer?(c: SynthContext, l: number): void;
   /**
