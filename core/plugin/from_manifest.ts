@@ -221,7 +221,9 @@ async function openModel(
     try {
       const meta = (await readGguf(src)).metadata;
       const arch = getString(meta, "general.architecture");
-      const nLayer = getNumber(meta, `${arch}.block_count`);
+      // block_count also counts NextN/MTP blocks (bailingmoe2's nextn_predict_layers), never run
+      const nLayer = getNumber(meta, `${arch}.block_count`) -
+        getNumber(meta, `${arch}.nextn_predict_layers`, 0);
       const nExpert = getNumber(meta, `${arch}.expert_count`, 0);
       pins.forEach(([l, e], i) => {
         if (l >= nLayer || e >= nExpert) {

@@ -21,6 +21,7 @@ import {
   modelBytes,
   negatingRouterCode,
   refTopK,
+  SPEC,
   tempDir,
   writeJson,
   writeModel,
@@ -272,6 +273,21 @@ Deno.test("manifest: bad JSON, pinned experts outside the model, and two cache p
     has(problems, /memory\.pinnedExperts\[2\]$/, "out_of_range");
     has(problems, /plugins$/, "conflicting_hooks");
     assert.equal(problems.length, 3);
+  } finally {
+    await cleanup(dir);
+  }
+});
+
+Deno.test("manifest: a pinned expert in a NextN block (counted by block_count, never run) is out of range", async () => {
+  const dir = await tempDir();
+  try {
+    const model = await writeModel(dir, { ...SPEC, arch: "bailingmoe2", bailing: { nextn: 1 } });
+    const e = await loadFromManifest(
+      manifestFor(model, [], { memory: { pinnedExperts: [[1, 0], [2, 0]] } }) as never,
+    ).then(() => null, (e) => e);
+    const problems = problemsOf(e);
+    has(problems, /memory\.pinnedExperts\[1\]$/, "out_of_range");
+    assert.equal(problems.length, 1);
   } finally {
     await cleanup(dir);
   }
