@@ -205,6 +205,10 @@ unsafe fn legacy_unpack<const K: u32>(b: *const u8) -> (v128, v128) {
 #[inline(always)]
 pub unsafe fn tile_legacy<const K: u32, const T: usize>(w: *const u8, nb: usize, a: *const u8, arow: usize, out: *mut f32, ostride: usize) {
     let has_min = K == Q4_1 || K == Q5_1;
+    // IQ4_NL: ggml's generic order (per block the exact i32 sum, then
+    // `sumf += (d_w·d_a)·f32(sum)`), the order of the packed relaxed kernel
+    // (packed_iq4nl.rs, rows in lanes) and of the scalar twin.
+    let gg = K == IQ4_NL;
     let qoff = align16(8 * nb);
     let mut acc = [f32x4_splat(0.0); T];
     let mut accm = [0.0f32; T];
@@ -225,6 +229,10 @@ pub unsafe fn tile_legacy<const K: u32, const T: usize>(w: *const u8, nb: usize,
                 i32x4_add(i32x4_dot_i16x8(w2, ld(q.add(32))), i32x4_dot_i16x8(w3, ld(q.add(48)))),
             );
             let da = *(at as *const f32).add(i);
+            if gg {
+                accm[t] += (dw * da) * hsum_i32(s) as f32;
+                continue;
+            }
             acc[t] = f32x4_add(acc[t], f32x4_mul(f32x4_convert_i32x4(s), f32x4_splat(dw * da)));
             if has_min {
                 accm[t] += mw * *(at as *const f32).add(nb + i);
@@ -232,7 +240,7 @@ pub unsafe fn tile_legacy<const K: u32, const T: usize>(w: *const u8, nb: usize,
         }
     }
     for t in 0..T {
-        *out.add(t * ostride) = hsum_f32(acc[t]) + accm[t];
+        *out.add(t * ostride) = if gg { accm[t] } else { hsum_f32(acc[t]) + accm[t] };
     }
 }
 
@@ -241,8 +249,10 @@ pub unsafe fn tile_legacy<const K: u32, const T: usize>(w: *const u8, nb: usize,
 /// loads; per row the operations of [`tile_legacy`]`::<K, 1>` (bit-identical).
 #[inline(always)]
 pub unsafe fn rows_legacy<const K: u32, const R: usize>(w: [*const u8; R], nb: usize, a: *const u8, out: [*mut f32; R]) {
+    let gg = K == IQ4_NL; // ggml's generic order, as tile_legacy
     let qoff = align16(8 * nb);
     let mut acc = [f32x4_splat(0.0); R];
+    let mut accs = [0.0f32; R];
     for i in 0..nb {
         let q = a.add(qoff + 64 * i);
         let (y0, y1, y2, y3) = (ld(q), ld(q.add(16)), ld(q.add(32)), ld(q.add(48)));
@@ -261,11 +271,15 @@ pub unsafe fn rows_legacy<const K: u32, const R: usize>(w: [*const u8; R], nb: u
                 ),
             );
             let dw = if K == MXFP4 { crate::lowbit::e8m0_half(*b) } else { fp16(b) };
-            acc[r] = f32x4_add(acc[r], f32x4_mul(f32x4_convert_i32x4(s), f32x4_splat(dw * da)));
+            if gg {
+                accs[r] += (dw * da) * hsum_i32(s) as f32;
+            } else {
+                acc[r] = f32x4_add(acc[r], f32x4_mul(f32x4_convert_i32x4(s), f32x4_splat(dw * da)));
+            }
         }
     }
     for r in 0..R {
-        *out[r] = hsum_f32(acc[r]);
+        *out[r] = if gg { accs[r] } else { hsum_f32(acc[r]) };
     }
 }
 
