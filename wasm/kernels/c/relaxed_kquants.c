@@ -617,7 +617,9 @@ RX_KERNELS(q5_k)
  * up in kvalues_iq4nl (relaxed_swizzle, indices < 16); the activation's sign moved
  * onto the weight as x = w ^ m (m = a < 0: x = −w − 1 there) and dotted with |a|
  * (7-bit) by i16x8.relaxed_dot_i8x16_i7x16_s (|pair| ≤ 2·127·127 < 2^15: exact)
- * against the expanded activation's 4-byte groups repeated in all four lanes;
+ * against the expanded activation's 4-element group j brought to all four lanes
+ * by v128.load32_splat (the expanded block stays 80 B: a 272-byte block with the
+ * groups stored repeated measured slower, from L1 misses on 2816-wide rows);
  * each pair-sum vector widened by one i32x4.dot_i16x8_s against pinned ones and
  * added into one i32x4 that starts at c8 = Σ |a| over the block's negative
  * elements (Σ x·|a| + c8 = Σ w·a exactly). Lane r is then row r's exact block sum,
@@ -629,14 +631,17 @@ RX_KERNELS(q5_k)
   const v128_t m = pin(wasm_i8x16_splat(0x0f)), one16 = pin(wasm_i16x8_splat(1));                          \
   const v128_t kv = pin(wasm_i8x16_make(-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113))
 
-/* Bytes of one expanded activation block: per j, |a| and m of the low run (0, 16)
- * and of the high run (32, 48) at 64j; c8 (i32x4 splat) at 256. */
-#define NL4_YB 272u
+/* Bytes of one expanded activation block: |a| of the low run (elements 0..15) at 0,
+ * its sign masks m at 16, the same of the high run (16..31) at 32 and 48, c8 (i32x4
+ * splat) at 64. Element group j (4 bytes at 4j) reaches all four lanes by
+ * v128.load32_splat (one vbroadcastss). */
+#define NL4_YB 80u
 
-/* s + the widened Σ x·|a| of quant vector v against the expanded pair p (|a| at p, m at p + 16). */
-#define NL4_RUN(s, w, p)                                                                                    \
+/* s + the widened Σ x·|a| of weights w against group j of the run at p (|a| at p, m at p + 16). */
+#define NL4_RUN(s, w, p, j)                                                                               \
   wasm_i32x4_add((s), wasm_i32x4_dot_i16x8(wasm_i16x8_relaxed_dot_i8x16_i7x16(                            \
-                                               wasm_v128_xor((w), wasm_v128_load((p) + 16)), wasm_v128_load(p)), \
+                                               wasm_v128_xor((w), wasm_v128_load32_splat((p) + 16 + 4 * (j))), \
+                                               wasm_v128_load32_splat((p) + 4 * (j))),                    \
                                            one16))
 #define NL4_LO(v) wasm_i8x16_relaxed_swizzle(kv, wasm_v128_and((v), m))
 #define NL4_HI(v) wasm_i8x16_relaxed_swizzle(kv, wasm_v128_and(wasm_u16x8_shr((v), 4), m))
@@ -644,11 +649,11 @@ RX_KERNELS(q5_k)
 /* Exact block sums of the 4 rows of chunk q × expanded block yb (lane r = row r). */
 #define NL4_BLOCK(s, q, yb)                                                   \
   do {                                                                        \
-    (s) = wasm_v128_load((yb) + 256);                                         \
+    (s) = wasm_v128_load((yb) + 64);                                          \
     for (int j = 0; j < 4; j++) {                                             \
       v128_t v_ = wasm_v128_load((q) + 8 + 16 * j);                           \
-      (s) = NL4_RUN((s), NL4_LO(v_), (yb) + 64 * j);                          \
-      (s) = NL4_RUN((s), NL4_HI(v_), (yb) + 64 * j + 32);                     \
+      (s) = NL4_RUN((s), NL4_LO(v_), (yb), j);                                \
+      (s) = NL4_RUN((s), NL4_HI(v_), (yb) + 32, j);                           \
     }                                                                         \
   } while (0)
 
@@ -684,22 +689,23 @@ void rx_group2_iq4_nl(const uint8_t *g0, const uint8_t *g1, uint32_t nb, const u
 static inline __attribute__((always_inline)) void nl4_tile(const int NT, const uint8_t *g, uint32_t nb, const uint8_t *a,
                                                           uint32_t astride, float *o, uint32_t ostride) {
   NL4_CONSTS();
-  const uint32_t yo = align16(4 * nb);
   v128_t acc[4];
   for (int t = 0; t < NT; t++) acc[t] = wasm_f32x4_splat(0.0f);
+  const uint32_t yo = align16(4 * nb);
   for (uint32_t i = 0; i < nb; i++) {
     const uint8_t *q = g + 72 * i;
-    v128_t dw = scales4(q, sm, sk), s[4];
-    for (int t = 0; t < NT; t++) s[t] = wasm_v128_load(a + t * astride + yo + NL4_YB * i + 256);
+    v128_t s[4];
+    for (int t = 0; t < NT; t++) s[t] = wasm_v128_load(a + t * astride + yo + NL4_YB * i + 64);
     for (int j = 0; j < 4; j++) {
       v128_t v = wasm_v128_load(q + 8 + 16 * j);
       v128_t lo = NL4_LO(v), hi = NL4_HI(v);
       for (int t = 0; t < NT; t++) {
-        const uint8_t *p = a + t * astride + yo + NL4_YB * i + 64 * j;
-        s[t] = NL4_RUN(s[t], lo, p);
-        s[t] = NL4_RUN(s[t], hi, p + 32);
+        const uint8_t *p = a + t * astride + yo + NL4_YB * i;
+        s[t] = NL4_RUN(s[t], lo, p, j);
+        s[t] = NL4_RUN(s[t], hi, p + 32, j);
       }
     }
+    v128_t dw = scales4(q, sm, sk);
     for (int t = 0; t < NT; t++) {
       v128_t yd = wasm_f32x4_splat(((const float *)(a + t * astride))[i]);
       acc[t] = wasm_f32x4_add(acc[t], wasm_f32x4_mul(wasm_f32x4_convert_i32x4(s[t]), wasm_f32x4_mul(dw, yd)));

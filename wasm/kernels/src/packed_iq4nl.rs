@@ -9,7 +9,8 @@
 //! (`c/relaxed_kquants.c`) looks the nibbles up in `kvalues_iq4nl` (−127..113)
 //! with `i8x16.relaxed_swizzle`, moves each activation's sign onto its weight
 //! as `x = w ^ m` (`m = a < 0`) and dots with `|a|` (≤ 127: a 7-bit operand, so
-//! `i16x8.relaxed_dot_i8x16_i7x16_s` is exact) repeated in all four lanes, so
+//! `i16x8.relaxed_dot_i8x16_i7x16_s` is exact), each 4-element group of `|a|`
+//! and `m` brought to all four lanes by `v128.load32_splat`, so
 //! i32 lane `r` sums row `r` only; starting from `c8 = Σ |a|` over the
 //! block's negative elements (`Σ x·|a| + c8 = Σ w·a`), lane `r` ends as row
 //! `r`'s exact block sum, and one convert, one multiply by `d_w·d_a` and one
@@ -63,15 +64,15 @@ impl PackedType for Packed<IQ4_NL> {
 }
 
 impl GroupKernel for Packed<IQ4_NL> {
-    /// Expanded activation row: `d: f32[nb]`, then per block and `j` in 0..4
-    /// (at `64j`) `|a|` of elements `4j..4j+3` and their sign masks `m`
-    /// (`a < 0`), then the same of elements `16+4j..16+4j+3`, each 4-byte
-    /// group repeated in all four lanes (16 B), and at 256 `c8 = Σ |a|` over
-    /// the block's negative elements (i32x4 splat): 272 B per block. With
-    /// `x = w ^ m` (`−w − 1` where `a < 0`), `Σ x·|a| + c8 = Σ w·a` exactly
-    /// (as the relaxed Q8_0 kernel; `|x| ≤ 127`).
+    /// Expanded activation row: `d: f32[nb]`, then per block `|a|` of
+    /// elements 0..15 and their sign masks `m` (`a < 0`), the same of
+    /// elements 16..31, and `c8 = Σ |a|` over the block's negative elements
+    /// (i32x4 splat): 80 B. The kernels bring each 4-element group to all
+    /// four lanes with `v128.load32_splat`. With `x = w ^ m` (`−w − 1` where
+    /// `a < 0`), `Σ x·|a| + c8 = Σ w·a` exactly (as the relaxed Q8_0 kernel;
+    /// `|x| ≤ 127`).
     fn ext_row_bytes(cols: usize) -> usize {
-        align16(4 * (cols / 32)) + 272 * (cols / 32)
+        align16(4 * (cols / 32)) + 80 * (cols / 32)
     }
     /// Expand one Q8_0 activation row (quants ≥ −127, as `quantize_q8_0` writes them).
     unsafe fn expand(act: *const u8, cols: usize, dst: *mut u8) {
@@ -82,18 +83,14 @@ impl GroupKernel for Packed<IQ4_NL> {
             let b = act.add(34 * i);
             *d.add(i) = crate::half::f16_to_f32(rd_u16(b));
             let (lo, hi) = (ld(b.add(2)), ld(b.add(18)));
-            let o = y.add(272 * i);
+            let o = y.add(80 * i);
             let (al, ah) = (i8x16_abs(lo), i8x16_abs(hi));
             let (ml, mh) = (i8x16_lt(lo, i8x16_splat(0)), i8x16_lt(hi, i8x16_splat(0)));
-            let c8 = hsum_i32(i32x4_add(sum4(v128_and(al, ml)), sum4(v128_and(ah, mh))));
-            for (j, v) in [al, ml, ah, mh].iter().enumerate() {
-                let (p, v) = (o.add(16 * (j & 1) + 32 * (j >> 1)), *v);
-                st(p, i32x4_shuffle::<0, 0, 0, 0>(v, v));
-                st(p.add(64), i32x4_shuffle::<1, 1, 1, 1>(v, v));
-                st(p.add(128), i32x4_shuffle::<2, 2, 2, 2>(v, v));
-                st(p.add(192), i32x4_shuffle::<3, 3, 3, 3>(v, v));
-            }
-            st(o.add(256), i32x4_splat(c8));
+            st(o, al);
+            st(o.add(16), ml);
+            st(o.add(32), ah);
+            st(o.add(48), mh);
+            st(o.add(64), i32x4_splat(hsum_i32(i32x4_add(sum4(v128_and(al, ml)), sum4(v128_and(ah, mh))))));
         }
     }
     c_group_kernels!(rx_group2_iq4_nl, rx_tile_iq4_nl);
