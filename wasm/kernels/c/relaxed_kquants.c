@@ -646,14 +646,18 @@ RX_KERNELS(q5_k)
 #define NL4_LO(v) wasm_i8x16_relaxed_swizzle(kv, wasm_v128_and((v), m))
 #define NL4_HI(v) wasm_i8x16_relaxed_swizzle(kv, wasm_v128_and(wasm_u16x8_shr((v), 4), m))
 
-/* Exact block sums of the 4 rows of chunk q × expanded block yb (lane r = row r). */
-#define NL4_BLOCK(s, q, yb)                                                   \
+/* Exact block sums of the 4 rows of chunk q × expanded block yb (lane r = row r).
+ * The running sum is stored to a volatile stack slot after every second quant
+ * vector: V8 otherwise hoists all of a block's loads to its top and spills
+ * (measured: 60 spill moves per two-group block; with the stores 0.90–0.96× the time). */
+#define NL4_BLOCK(s, q, yb, sink)                                                 \
   do {                                                                        \
     (s) = wasm_v128_load((yb) + 64);                                          \
     for (int j = 0; j < 4; j++) {                                             \
       v128_t v_ = wasm_v128_load((q) + 8 + 16 * j);                           \
       (s) = NL4_RUN((s), NL4_LO(v_), (yb), j);                                \
       (s) = NL4_RUN((s), NL4_HI(v_), (yb) + 32, j);                           \
+      if (j & 1) *(sink) = (s);                                               \
     }                                                                         \
   } while (0)
 
@@ -663,16 +667,18 @@ static inline __attribute__((always_inline)) void nl4_body(const int G, const ui
   const float *da = (const float *)a;
   const uint8_t *y = a + align16(4 * nb);
   NL4_CONSTS();
+  volatile v128_t sink0_; /* on this thread's stack: no store shared between threads */
+  volatile v128_t *sink_ = &sink0_;
   v128_t acc0 = wasm_f32x4_splat(0.0f), acc1 = acc0;
   for (uint32_t i = 0; i < nb; i++) {
     const uint8_t *yb = y + NL4_YB * i;
     v128_t yd = wasm_f32x4_splat(da[i]), s;
     const uint8_t *q0 = g0 + 72 * i;
-    NL4_BLOCK(s, q0, yb);
+    NL4_BLOCK(s, q0, yb, sink_);
     acc0 = wasm_f32x4_add(acc0, wasm_f32x4_mul(wasm_f32x4_convert_i32x4(s), wasm_f32x4_mul(scales4(q0, sm, sk), yd)));
     if (G == 2) {
       const uint8_t *q1 = g1 + 72 * i;
-      NL4_BLOCK(s, q1, yb);
+      NL4_BLOCK(s, q1, yb, sink_);
       acc1 = wasm_f32x4_add(acc1, wasm_f32x4_mul(wasm_f32x4_convert_i32x4(s), wasm_f32x4_mul(scales4(q1, sm, sk), yd)));
     }
   }
