@@ -103,6 +103,10 @@ function checkCase(
   assertEquals(run(k.matmul_prepared, P, pk, act), want, `matmul_prepared, ${what}`);
   const wantScalar = run(k.matmul_scalar, type, std, xp);
   assertEquals(run(k.matmul_scalar, P, pk, xp), wantScalar, `scalar twin, ${what}`);
+  if (type === GgmlType.IQ4_NL) {
+    // IQ4_NL's SIMD kernels (packed rows-in-lanes and standard tiles) sum in ggml's generic order.
+    assertEquals(want, wantScalar, `IQ4_NL SIMD == scalar twin (ggml order), ${what}`);
+  }
   // get_rows, rows in a scrambled order with repeats.
   const ids = Int32Array.from(
     { length: rows + 2 },

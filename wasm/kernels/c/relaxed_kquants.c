@@ -610,61 +610,124 @@ static inline __attribute__((always_inline)) v128_t q5_scales_mins(const uint8_t
   }
 RX_KERNELS(q5_k)
 
-/* ---- IQ4_NL (wasm/kernels/src/packed_iq4nl.rs): per block one contiguous 72-byte chunk
- * per group at 72i (d: f16[4], then the 4 rows' quant runs in the order f at 8 + 16r).
- * Nibbles looked up in kvalues_iq4nl (relaxed_swizzle, indices < 16), the activation's
- * sign moved onto the weight as x = w ^ m (m = a < 0: x = −w − 1 there), dotted with
- * |a| (7-bit) by i16x8.relaxed_dot_i8x16_i7x16_s (|pair| ≤ 2·127·127 < 2^15: exact),
- * plus c8 = Σ |a| over each lane's negative elements: Σ x·|a| + c8 = Σ w·a exactly (the
- * relaxed Q8_0 trick: one i32 add per row and block instead of a byte subtract per
- * half). Each half's pair sums are widened by one i32x4.dot_i16x8_s against pinned ones
- * (i32x4.extadd_pairwise costs V8 a constant load per use). */
-#define iq4_nl_CONSTS()                                                                                    \
+/* ---- IQ4_NL (wasm/kernels/src/packed_iq4nl.rs): rows in lanes. Per block one
+ * contiguous 72-byte chunk per group at 72i: d: f16[4], then four quant vectors
+ * V_j at 8 + 16j whose bytes 4r..4r+3 are row r's standard quant bytes 4j..4j+3
+ * (low nibbles: elements 4j..4j+3, high nibbles: 16+4j..16+4j+3). Nibbles looked
+ * up in kvalues_iq4nl (relaxed_swizzle, indices < 16); the activation's sign moved
+ * onto the weight as x = w ^ m (m = a < 0: x = −w − 1 there) and dotted with |a|
+ * (7-bit) by i16x8.relaxed_dot_i8x16_i7x16_s (|pair| ≤ 2·127·127 < 2^15: exact)
+ * against the expanded activation's 4-element group j brought to all four lanes
+ * by v128.load32_splat (the expanded block stays 80 B: a 272-byte block with the
+ * groups stored repeated measured slower, from L1 misses on 2816-wide rows);
+ * each pair-sum vector widened by one i32x4.dot_i16x8_s against pinned ones and
+ * added into one i32x4 that starts at c8 = Σ |a| over the block's negative
+ * elements (Σ x·|a| + c8 = Σ w·a exactly). Lane r is then row r's exact block sum,
+ * and one convert, multiply by (d_w·d_a) and add serve the four rows: ggml's
+ * generic order (sumf += d·sumi per block), as tiles.rs for IQ4_NL and the scalar
+ * twin — bit-identical to both. */
+#define NL4_CONSTS()                                                                                       \
   const v128_t sm = pin(wasm_u32x4_splat(0x8fffffffu)), sk = pin(wasm_f32x4_splat(0x1p112f));              \
   const v128_t m = pin(wasm_i8x16_splat(0x0f)), one16 = pin(wasm_i16x8_splat(1));                          \
-  const v128_t kv = pin(wasm_i8x16_make(-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113)); \
-  const v128_t z = wasm_i32x4_splat(0)
+  const v128_t kv = pin(wasm_i8x16_make(-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113))
 
-/* The looked-up weights of quant run v. */
-#define NL_W(v, lo, hi)                                                            \
-  v128_t lo = wasm_i8x16_relaxed_swizzle(kv, wasm_v128_and((v), m));              \
-  v128_t hi = wasm_i8x16_relaxed_swizzle(kv, wasm_v128_and(wasm_u16x8_shr((v), 4), m))
-/* Σ w·a per dot lane from weights lo, hi and the block's |a| (a0, a1), masks (m0, m1), c8. */
-#define NL_DOT(lo, hi, a0, a1, m0, m1, c8)                                                                    \
-  wasm_i32x4_add(wasm_i32x4_add(wasm_i32x4_dot_i16x8(                                                         \
-                                    wasm_i16x8_relaxed_dot_i8x16_i7x16(wasm_v128_xor((lo), (m0)), (a0)), one16), \
-                                (c8)),                                                                        \
-                 wasm_i32x4_dot_i16x8(wasm_i16x8_relaxed_dot_i8x16_i7x16(wasm_v128_xor((hi), (m1)), (a1)), one16))
+/* Bytes of one expanded activation block: |a| of the low run (elements 0..15) at 0,
+ * its sign masks m at 16, the same of the high run (16..31) at 32 and 48, c8 (i32x4
+ * splat) at 64. Element group j (4 bytes at 4j) reaches all four lanes by
+ * v128.load32_splat (one vbroadcastss). */
+#define NL4_YB 80u
 
-#define iq4_nl_YB 80u
-#define iq4_nl_MINS 0
-#define iq4_nl_SCRATCH
-#define iq4_nl_BLOCK(g, nb, i, yb, yd, is, dd, accm)                                                \
-  do {                                                                                              \
-    v128_t a0_ = wasm_v128_load(yb), a1_ = wasm_v128_load((yb) + 16);                               \
-    v128_t m0_ = wasm_v128_load((yb) + 32), m1_ = wasm_v128_load((yb) + 48);                        \
-    v128_t c8_ = wasm_v128_load((yb) + 64);                                                         \
-    const uint8_t *q_ = (g) + 72 * (i);                                                             \
-    (dd) = wasm_f32x4_mul(scales4(q_, sm, sk), (yd));                                               \
-    for (int r = 0; r < 4; r++) {                                                                   \
-      NL_W(wasm_v128_load(q_ + 8 + 16 * r), lo_, hi_);                                              \
-      (is)[r] = NL_DOT(lo_, hi_, a0_, a1_, m0_, m1_, c8_);                                          \
-    }                                                                                               \
+/* s + the widened Σ x·|a| of weights w against group j of the run at p (|a| at p, m at p + 16). */
+#define NL4_RUN(s, w, p, j)                                                                               \
+  wasm_i32x4_add((s), wasm_i32x4_dot_i16x8(wasm_i16x8_relaxed_dot_i8x16_i7x16(                            \
+                                               wasm_v128_xor((w), wasm_v128_load32_splat((p) + 16 + 4 * (j))), \
+                                               wasm_v128_load32_splat((p) + 4 * (j))),                    \
+                                           one16))
+#define NL4_LO(v) wasm_i8x16_relaxed_swizzle(kv, wasm_v128_and((v), m))
+#define NL4_HI(v) wasm_i8x16_relaxed_swizzle(kv, wasm_v128_and(wasm_u16x8_shr((v), 4), m))
+
+/* Exact block sums of the 4 rows of chunk q × expanded block yb (lane r = row r).
+ * The running sum is stored to a volatile stack slot after every second quant
+ * vector: V8 otherwise hoists all of a block's loads to its top and spills
+ * (measured: 60 spill moves per two-group block; with the stores 0.90–0.96× the time). */
+#define NL4_BLOCK(s, q, yb, sink)                                                 \
+  do {                                                                        \
+    (s) = wasm_v128_load((yb) + 64);                                          \
+    for (int j = 0; j < 4; j++) {                                             \
+      v128_t v_ = wasm_v128_load((q) + 8 + 16 * j);                           \
+      (s) = NL4_RUN((s), NL4_LO(v_), (yb), j);                                \
+      (s) = NL4_RUN((s), NL4_HI(v_), (yb) + 32, j);                           \
+      if (j & 1) *(sink) = (s);                                               \
+    }                                                                         \
   } while (0)
-#define iq4_nl_TILE_PREP(g, nb, i)              \
-  const uint8_t *qw = (g) + 72 * (i);           \
-  v128_t dw = scales4(qw, sm, sk)
-#define iq4_nl_TILE_TOKEN(yb, yd, dd, accm) ((dd) = wasm_f32x4_mul(dw, (yd)))
-#define iq4_nl_TILE_ROW(r, NT, yt, is)                                                                    \
-  do {                                                                                                    \
-    NL_W(wasm_v128_load(qw + 8 + 16 * (r)), lo_, hi_);                                                    \
-    for (int t = 0; t < (NT); t++) {                                                                      \
-      const uint8_t *p_ = yt(t);                                                                          \
-      (is)[t] = NL_DOT(lo_, hi_, wasm_v128_load(p_), wasm_v128_load(p_ + 16), wasm_v128_load(p_ + 32),    \
-                       wasm_v128_load(p_ + 48), wasm_v128_load(p_ + 64));                                 \
-    }                                                                                                     \
-  } while (0)
-RX_KERNELS(iq4_nl)
+
+/* Decode: groups g0 and (unless null) g1 × one token, block by block (two memory streams). */
+static inline __attribute__((always_inline)) void nl4_body(const int G, const uint8_t *g0, const uint8_t *g1,
+                                                          uint32_t nb, const uint8_t *a, float *o0, float *o1) {
+  const float *da = (const float *)a;
+  const uint8_t *y = a + align16(4 * nb);
+  NL4_CONSTS();
+  volatile v128_t sink0_; /* on this thread's stack: no store shared between threads */
+  volatile v128_t *sink_ = &sink0_;
+  v128_t acc0 = wasm_f32x4_splat(0.0f), acc1 = acc0;
+  for (uint32_t i = 0; i < nb; i++) {
+    const uint8_t *yb = y + NL4_YB * i;
+    v128_t yd = wasm_f32x4_splat(da[i]), s;
+    const uint8_t *q0 = g0 + 72 * i;
+    NL4_BLOCK(s, q0, yb, sink_);
+    acc0 = wasm_f32x4_add(acc0, wasm_f32x4_mul(wasm_f32x4_convert_i32x4(s), wasm_f32x4_mul(scales4(q0, sm, sk), yd)));
+    if (G == 2) {
+      const uint8_t *q1 = g1 + 72 * i;
+      NL4_BLOCK(s, q1, yb, sink_);
+      acc1 = wasm_f32x4_add(acc1, wasm_f32x4_mul(wasm_f32x4_convert_i32x4(s), wasm_f32x4_mul(scales4(q1, sm, sk), yd)));
+    }
+  }
+  wasm_v128_store(o0, acc0);
+  if (G == 2) wasm_v128_store(o1, acc1);
+}
+
+void rx_group2_iq4_nl(const uint8_t *g0, const uint8_t *g1, uint32_t nb, const uint8_t *a, float *o0, float *o1) {
+  if (g1) nl4_body(2, g0, g1, nb, a, o0, o1);
+  else nl4_body(1, g0, 0, nb, a, o0, 0);
+}
+
+/* Prefill: one group × NT tokens, each quant vector unpacked once for all tokens. */
+static inline __attribute__((always_inline)) void nl4_tile(const int NT, const uint8_t *g, uint32_t nb, const uint8_t *a,
+                                                          uint32_t astride, float *o, uint32_t ostride) {
+  NL4_CONSTS();
+  v128_t acc[4];
+  for (int t = 0; t < NT; t++) acc[t] = wasm_f32x4_splat(0.0f);
+  const uint32_t yo = align16(4 * nb);
+  for (uint32_t i = 0; i < nb; i++) {
+    const uint8_t *q = g + 72 * i;
+    v128_t s[4];
+    for (int t = 0; t < NT; t++) s[t] = wasm_v128_load(a + t * astride + yo + NL4_YB * i + 64);
+    for (int j = 0; j < 4; j++) {
+      v128_t v = wasm_v128_load(q + 8 + 16 * j);
+      v128_t lo = NL4_LO(v), hi = NL4_HI(v);
+      for (int t = 0; t < NT; t++) {
+        const uint8_t *p = a + t * astride + yo + NL4_YB * i;
+        s[t] = NL4_RUN(s[t], lo, p, j);
+        s[t] = NL4_RUN(s[t], hi, p + 32, j);
+      }
+    }
+    v128_t dw = scales4(q, sm, sk);
+    for (int t = 0; t < NT; t++) {
+      v128_t yd = wasm_f32x4_splat(((const float *)(a + t * astride))[i]);
+      acc[t] = wasm_f32x4_add(acc[t], wasm_f32x4_mul(wasm_f32x4_convert_i32x4(s[t]), wasm_f32x4_mul(dw, yd)));
+    }
+  }
+  for (int t = 0; t < NT; t++) wasm_v128_store(o + t * ostride, acc[t]);
+}
+
+void rx_tile_iq4_nl(const uint8_t *g, uint32_t nb, const uint8_t *a, uint32_t astride, uint32_t NT, float *o,
+                    uint32_t ostride) {
+  switch (NT) {
+  case 2: nl4_tile(2, g, nb, a, astride, o, ostride); break;
+  case 3: nl4_tile(3, g, nb, a, astride, o, ostride); break;
+  default: nl4_tile(4, g, nb, a, astride, o, ostride); break;
+  }
+}
 
 /* ---- Q4_1, Q5_0, Q5_1 (wasm/kernels/src/packed_legacy.rs): the packed Q4_0
  * layout (quant runs in the order f) with each block's scales next to its runs,
@@ -925,7 +988,6 @@ RX_GROUP2(q4_1)
 RX_GROUP2(q5_0)
 RX_GROUP2(q5_1)
 RX_GROUP2(iq4_xs)
-RX_GROUP2(iq4_nl)
 RX_GROUP2(mxfp4)
 RX_GROUP2(q6_k)
 RX_GROUP2(q3_k)

@@ -204,6 +204,9 @@ unsafe fn legacy_unpack<const K: u32>(b: *const u8) -> (v128, v128) {
 /// register pressure, so blocks go one at a time.)
 #[inline(always)]
 pub unsafe fn tile_legacy<const K: u32, const T: usize>(w: *const u8, nb: usize, a: *const u8, arow: usize, out: *mut f32, ostride: usize) {
+    if K == IQ4_NL {
+        return tile_iq4nl::<T>(w, nb, a, arow, out, ostride);
+    }
     let has_min = K == Q4_1 || K == Q5_1;
     let qoff = align16(8 * nb);
     let mut acc = [f32x4_splat(0.0); T];
@@ -236,11 +239,52 @@ pub unsafe fn tile_legacy<const K: u32, const T: usize>(w: *const u8, nb: usize,
     }
 }
 
+/// IQ4_NL weight row × T tokens in ggml's generic order (per block the exact
+/// i32 sum `S_t`, then `sumf_t += f32(S_t)·(d_w·d_a)`): the order of the
+/// packed relaxed kernel (packed_iq4nl.rs, rows in lanes) and of the scalar
+/// twin. The tokens' four lane sums are reduced together (lane `t` = token
+/// `t`), so one convert, multiply and add per block serve every token.
+#[inline(always)]
+unsafe fn tile_iq4nl<const T: usize>(w: *const u8, nb: usize, a: *const u8, arow: usize, out: *mut f32, ostride: usize) {
+    let qoff = align16(8 * nb);
+    let mut acc = f32x4_splat(0.0);
+    for i in 0..nb {
+        let b = w.add(i * legacy_bytes(IQ4_NL));
+        let (lo, hi) = legacy_unpack::<IQ4_NL>(b);
+        let w0 = i16x8_extend_low_i8x16(lo);
+        let w1 = i16x8_extend_high_i8x16(lo);
+        let w2 = i16x8_extend_low_i8x16(hi);
+        let w3 = i16x8_extend_high_i8x16(hi);
+        let dw = fp16(b);
+        let mut ss = [i32x4_splat(0); 4];
+        let mut dd = [0.0f32; 4];
+        for t in 0..T {
+            let at = a.add(t * arow);
+            let q = at.add(qoff + 64 * i);
+            ss[t] = i32x4_add(
+                i32x4_add(i32x4_dot_i16x8(w0, ld(q)), i32x4_dot_i16x8(w1, ld(q.add(16)))),
+                i32x4_add(i32x4_dot_i16x8(w2, ld(q.add(32))), i32x4_dot_i16x8(w3, ld(q.add(48)))),
+            );
+            dd[t] = dw * *(at as *const f32).add(i);
+        }
+        acc = f32x4_add(acc, f32x4_mul(f32x4_convert_i32x4(lane_sums4(&ss)), f32x4(dd[0], dd[1], dd[2], dd[3])));
+    }
+    let mut o = [0.0f32; 4];
+    stf(o.as_mut_ptr(), acc);
+    for t in 0..T {
+        *out.add(t * ostride) = o[t];
+    }
+}
+
 /// R rows of a legacy-family format without a min (IQ4_NL, MXFP4; also
 /// valid for Q8_0, Q4_0, Q5_0) × 1 token (decode), sharing the activation
 /// loads; per row the operations of [`tile_legacy`]`::<K, 1>` (bit-identical).
 #[inline(always)]
 pub unsafe fn rows_legacy<const K: u32, const R: usize>(w: [*const u8; R], nb: usize, a: *const u8, out: [*mut f32; R]) {
+    if K == IQ4_NL && R == 2 {
+        return rows2_iq4nl(w[0], w[1], nb, a, out[0], out[R - 1]);
+    }
+    let gg = K == IQ4_NL; // ggml's generic order, in lane 0 (as tile_iq4nl)
     let qoff = align16(8 * nb);
     let mut acc = [f32x4_splat(0.0); R];
     for i in 0..nb {
@@ -261,12 +305,62 @@ pub unsafe fn rows_legacy<const K: u32, const R: usize>(w: [*const u8; R], nb: u
                 ),
             );
             let dw = if K == MXFP4 { crate::lowbit::e8m0_half(*b) } else { fp16(b) };
+            let s = if gg { bcast_sum_i32(s) } else { s };
             acc[r] = f32x4_add(acc[r], f32x4_mul(f32x4_convert_i32x4(s), f32x4_splat(dw * da)));
         }
     }
     for r in 0..R {
-        *out[r] = hsum_f32(acc[r]);
+        *out[r] = if gg { f32x4_extract_lane::<0>(acc[r]) } else { hsum_f32(acc[r]) };
     }
+}
+
+/// Two IQ4_NL rows × 1 token in ggml's generic order: both rows' lane sums
+/// reduced together (lanes 0 and 1), one convert / multiply / add per block.
+#[inline(always)]
+unsafe fn rows2_iq4nl(w0: *const u8, w1: *const u8, nb: usize, a: *const u8, o0: *mut f32, o1: *mut f32) {
+    let qoff = align16(8 * nb);
+    let mut acc = f32x4_splat(0.0);
+    for i in 0..nb {
+        let q = a.add(qoff + 64 * i);
+        let (y0, y1, y2, y3) = (ld(q), ld(q.add(16)), ld(q.add(32)), ld(q.add(48)));
+        let da = *(a as *const f32).add(i);
+        let dot = |b: *const u8| {
+            let (lo, hi) = legacy_unpack::<IQ4_NL>(b);
+            i32x4_add(
+                i32x4_add(
+                    i32x4_dot_i16x8(i16x8_extend_low_i8x16(lo), y0),
+                    i32x4_dot_i16x8(i16x8_extend_high_i8x16(lo), y1),
+                ),
+                i32x4_add(
+                    i32x4_dot_i16x8(i16x8_extend_low_i8x16(hi), y2),
+                    i32x4_dot_i16x8(i16x8_extend_high_i8x16(hi), y3),
+                ),
+            )
+        };
+        let (b0, b1) = (w0.add(18 * i), w1.add(18 * i));
+        let (s0, s1) = (dot(b0), dot(b1));
+        let t = i32x4_add(i32x4_shuffle::<0, 4, 1, 5>(s0, s1), i32x4_shuffle::<2, 6, 3, 7>(s0, s1));
+        let t = i32x4_add(t, i32x4_shuffle::<2, 3, 0, 1>(t, t));
+        let dd = f32x4_replace_lane::<1>(f32x4_splat(fp16(b0) * da), fp16(b1) * da);
+        acc = f32x4_add(acc, f32x4_mul(f32x4_convert_i32x4(t), dd));
+    }
+    *o0 = f32x4_extract_lane::<0>(acc);
+    *o1 = f32x4_extract_lane::<1>(acc);
+}
+
+/// The exact (wrapping) sum of the four i32 lanes of `v`, in every lane.
+#[inline(always)]
+fn bcast_sum_i32(v: v128) -> v128 {
+    let t = i32x4_add(v, i32x4_shuffle::<2, 3, 0, 1>(v, v));
+    i32x4_add(t, i32x4_shuffle::<1, 0, 3, 2>(t, t))
+}
+
+/// Lane `t` = the (wrapping, exact) sum of the lanes of `s[t]`.
+#[inline(always)]
+fn lane_sums4(s: &[v128; 4]) -> v128 {
+    let a01 = i32x4_add(i32x4_shuffle::<0, 4, 1, 5>(s[0], s[1]), i32x4_shuffle::<2, 6, 3, 7>(s[0], s[1]));
+    let a23 = i32x4_add(i32x4_shuffle::<0, 4, 1, 5>(s[2], s[3]), i32x4_shuffle::<2, 6, 3, 7>(s[2], s[3]));
+    i32x4_add(i32x4_shuffle::<0, 1, 4, 5>(a01, a23), i32x4_shuffle::<2, 3, 6, 7>(a01, a23))
 }
 
 // ---------------------------------------------------------------- K-quants
