@@ -6,7 +6,7 @@
  *
  * ```sh
  * deno run -A bench/forward_batch.ts [--model q4_0] [--seqs 1,2,4,8] [--steps 15] [--prompt 8]
- *                                    [--backend wasm] [--rounds 2]
+ *                                    [--backend wasm] [--rounds 2] [--threads 1]
  * ```
  *
  * The c counts run round-robin for `--rounds` rounds (each round: every c gets `--steps` timed
@@ -36,6 +36,7 @@ const { values } = parseArgs({
     prompt: { type: "string", default: "8" },
     backend: { type: "string", default: "wasm" },
     rounds: { type: "string", default: "2" },
+    threads: { type: "string", default: "1" },
   },
 });
 const SEQS = values.seqs!.split(",").map(Number);
@@ -47,7 +48,11 @@ if (![STEPS, PROMPT, ROUNDS].every((v) => Number.isInteger(v) && v > 0)) {
 }
 
 const { path } = await ensureBenchModel(values.model!);
-const model: Model = await loadModel(path, { backend: values.backend });
+const THREADS = Number(values.threads);
+if (!(Number.isInteger(THREADS) && THREADS >= 1)) {
+  throw new RangeError("--threads must be a positive integer");
+}
+const model: Model = await loadModel(path, { backend: values.backend, threads: THREADS });
 const hp = model.hp;
 const tf = model.transformer;
 
@@ -115,7 +120,7 @@ const median = (a: number[]): number => {
 const cpuName = Deno.readTextFileSync("/proc/cpuinfo").match(/model name\s*:\s*(.*)/)?.[1] ?? "?";
 console.log(
   `forwardBatch decode, bench MoE ${values.model} (${hp.nLayer} layers, ${hp.nExpert} experts, ` +
-    `top-${hp.nExpertUsed}), backend ${values.backend}, 1 thread; ${cpuName}; Deno ${Deno.version.deno}`,
+    `top-${hp.nExpertUsed}), backend ${values.backend}, ${THREADS} thread(s) (CPU ms: all threads); ${cpuName}; Deno ${Deno.version.deno}`,
 );
 console.log(
   `best / median of ${STEPS * ROUNDS} steps per row (${ROUNDS} round-robin rounds); ` +
