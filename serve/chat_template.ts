@@ -2,8 +2,9 @@
  * Turns a chat conversation into prompt text: the model's own Jinja template
  * (`tokenizer.chat_template` in the GGUF metadata) rendered in the sandbox,
  * or a per-architecture fallback when the template is absent or outside the
- * supported subset — ChatML for qwen2moe/qwen3moe/olmoe, `[INST]` for
- * llama/Mixtral.
+ * supported subset — ChatML for qwen2moe/qwen3moe/olmoe, llama.cpp's
+ * `bailing2` roles for bailingmoe2 (Ling 2.0), `[INST]` for llama/Mixtral and
+ * the rest.
  *
  * @module
  */
@@ -28,7 +29,7 @@ export interface ChatMessage {
 }
 
 /** Where a template came from. */
-export type ChatTemplateKind = "gguf" | "chatml" | "inst";
+export type ChatTemplateKind = "gguf" | "chatml" | "inst" | "bailing2";
 
 /** A rendered prompt. */
 export interface RenderedChat {
@@ -38,8 +39,14 @@ export interface RenderedChat {
   addBos: boolean;
 }
 
-/** Architectures whose fallback is ChatML; all others use `[INST]`. */
+/** Architectures whose fallback is ChatML; all others use `[INST]` (bailingmoe2: Ling 2.0's roles). */
 export const CHATML_ARCHS: readonly string[] = ["qwen2moe", "qwen3moe", "olmoe", "qwen2", "qwen3"];
+
+/** The fallback format of architecture `arch`. */
+function fallbackOf(arch: string): "chatml" | "inst" | "bailing2" {
+  if (CHATML_ARCHS.includes(arch)) return "chatml";
+  return arch === "bailingmoe2" ? "bailing2" : "inst";
+}
 
 const SMOKE: readonly ChatMessage[] = [{ role: "user", content: "Hello" }];
 
@@ -76,7 +83,7 @@ export class ChatTemplate {
   #sandbox: TemplateSandbox | null = null;
   /** Set once an in-process render went over the inline bounds: render in the worker from then on. */
   #heavy = false;
-  readonly #fallback: "chatml" | "inst";
+  readonly #fallback: "chatml" | "inst" | "bailing2";
   readonly #bos: string;
   readonly #eos: string;
   readonly #tokenizerAddsBos: boolean;
@@ -94,7 +101,7 @@ export class ChatTemplate {
     opts: ChatTemplateOptions = {},
   ) {
     this.#limits = { ...DEFAULT_RENDER_LIMITS, ...opts.limits };
-    this.#fallback = CHATML_ARCHS.includes(arch) ? "chatml" : "inst";
+    this.#fallback = fallbackOf(arch);
     this.#bos = special.bos;
     this.#eos = special.eos;
     this.#tokenizerAddsBos = special.addBos;
@@ -114,7 +121,11 @@ export class ChatTemplate {
     this.kind = template ? "gguf" : this.#fallback;
     this.fallbackReason = reason;
     const usesImEnd = template ? source!.includes("<|im_end|>") : this.#fallback === "chatml";
-    this.stop = usesImEnd ? ["<|im_end|>"] : [];
+    this.stop = usesImEnd
+      ? ["<|im_end|>"]
+      : this.#fallback === "bailing2" && !template
+      ? ["<|role_end|>"]
+      : [];
   }
 
   /**
@@ -228,6 +239,18 @@ export class ChatTemplate {
       let s = "";
       for (const m of messages) s += `<|im_start|>${m.role}\n${m.content}<|im_end|>\n`;
       return s + "<|im_start|>assistant\n";
+    }
+    if (this.#fallback === "bailing2") {
+      // Ling 2.0 (llama.cpp's "bailing2"): <role>ROLE</role>text<|role_end|> per message, user as
+      // HUMAN, a default system turn when the conversation has none
+      const role = (r: string) =>
+        r === "user" ? "HUMAN" : r === "developer" ? "SYSTEM" : r.toUpperCase();
+      let s =
+        messages.length > 0 && (messages[0].role === "system" || messages[0].role === "developer")
+          ? ""
+          : "<role>SYSTEM</role>detailed thinking off<|role_end|>";
+      for (const m of messages) s += `<role>${role(m.role)}</role>${m.content}<|role_end|>`;
+      return s + "<role>ASSISTANT</role>";
     }
     // Mistral/Mixtral [INST] format; system text goes in front of the first user turn
     let s = this.#bos;

@@ -196,6 +196,26 @@ Deno.test("ChatTemplate uses the GGUF template, or the architecture's fallback",
       "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n",
     );
   }
+  // bailingmoe2 (Ling 2.0) falls back to llama.cpp's "bailing2" roles
+  const ling = new ChatTemplate("bailingmoe2", null, {
+    bos: "",
+    eos: "<|endoftext|>",
+    addBos: false,
+  });
+  assert.equal(ling.kind, "bailing2");
+  assert.deepEqual(ling.stop, ["<|role_end|>"]);
+  assert.equal(
+    ling.render(CONVO.slice(1, 2)).text,
+    "<role>SYSTEM</role>detailed thinking off<|role_end|><role>HUMAN</role>Hi<|role_end|><role>ASSISTANT</role>",
+  );
+  assert.equal(
+    ling.render([{ role: "system", content: "S" }, { role: "user", content: "U" }, {
+      role: "assistant",
+      content: "A",
+    }]).text,
+    "<role>SYSTEM</role>S<|role_end|><role>HUMAN</role>U<|role_end|><role>ASSISTANT</role>A<|role_end|>" +
+      "<role>ASSISTANT</role>",
+  );
   const q = new ChatTemplate("qwen2moe", QWEN2, { bos: "", eos: "<|endoftext|>", addBos: false });
   assert.equal(q.kind, "gguf");
   assert.deepEqual(q.stop, ["<|im_end|>"]);
