@@ -36,14 +36,17 @@ const SMALL: SyntheticModelSpec = {
   nVocab: 300,
 };
 
-/** Rewrite a model's metadata with `edit`. */
-async function withMeta(
+/** A model's tensor records (writable copies). */
+type TensorRecords = { name: string; dims: number[]; type: number; data: Uint8Array }[];
+
+/** Rewrite a model with `edit` applied to copies of its metadata and tensor records. */
+async function rewriteGguf(
   bytes: Uint8Array,
-  edit: (meta: Map<string, GgufValue>) => void,
+  edit: (meta: Map<string, GgufValue>, tensors: TensorRecords) => void,
 ): Promise<Uint8Array> {
   const f = await readGguf(new MemorySource(bytes));
   const meta = new Map(f.metadata) as Map<string, GgufValue>;
-  const tensors = [];
+  const tensors: TensorRecords = [];
   for (const t of f.tensors) {
     tensors.push({
       name: t.name,
@@ -52,8 +55,16 @@ async function withMeta(
       data: await f.readTensorBytes(t),
     });
   }
-  edit(meta);
+  edit(meta, tensors);
   return writeGguf({ metadata: meta, tensors });
+}
+
+/** Rewrite a model's metadata with `edit`. */
+function withMeta(
+  bytes: Uint8Array,
+  edit: (meta: Map<string, GgufValue>) => void,
+): Promise<Uint8Array> {
+  return rewriteGguf(bytes, (meta) => edit(meta));
 }
 
 async function expectError(
@@ -293,22 +304,11 @@ Deno.test("deepseek2: bad or unsupported hyper-parameters fail typed, naming the
 });
 
 /** Rewrite a model's tensors with `edit` (metadata unchanged). */
-async function withTensors(
+function withTensors(
   bytes: Uint8Array,
-  edit: (tensors: { name: string; dims: number[]; type: number; data: Uint8Array }[]) => void,
+  edit: (tensors: TensorRecords) => void,
 ): Promise<Uint8Array> {
-  const f = await readGguf(new MemorySource(bytes));
-  const tensors = [];
-  for (const t of f.tensors) {
-    tensors.push({
-      name: t.name,
-      dims: [...t.dims],
-      type: t.type,
-      data: await f.readTensorBytes(t),
-    });
-  }
-  edit(tensors);
-  return writeGguf({ metadata: new Map(f.metadata), tensors });
+  return rewriteGguf(bytes, (_meta, tensors) => edit(tensors));
 }
 
 Deno.test("ernie4_5-moe: bad or unsupported hyper-parameters fail typed, naming the key", async () => {

@@ -145,6 +145,11 @@ export const HPARAM_FLOAT_RANGES = {
   ropeAttnFactor: [1e-6, 1e6],
 } as const;
 
+/** `ModelError` `bad_hparam` "Cannot load model: `message`" naming `field` (architecture checks). */
+export function badHparam(field: string, message: string): ModelError {
+  return new ModelError("bad_hparam", `Cannot load model: ${message}`, { field });
+}
+
 function badFloat(key: string, v: number, range: string): ModelError {
   return new ModelError(
     "bad_hparam",

@@ -17,16 +17,12 @@
 
 import { ModelError } from "../../errors.ts";
 import { gguf } from "../../formats/gguf_types.ts";
-import { HPARAM_FLOAT_RANGES, HPARAM_LIMITS } from "../hparams.ts";
+import { badHparam, HPARAM_FLOAT_RANGES, HPARAM_LIMITS } from "../hparams.ts";
 import type { SyntheticBailingSpec } from "../synthetic.ts";
 import type { LayerWeights } from "../weights.ts";
 import { expertLocations, loadFfn, preNormBlock } from "./blocks.ts";
 import { gatingOf, readExpertGroups } from "./routing.ts";
 import type { ArchSpec, SynthContext, SynthMetaEntry, SynthMetaParts } from "./types.ts";
-
-function bad(field: string, message: string): ModelError {
-  return new ModelError("bad_hparam", `Cannot load model: ${message}`, { field });
-}
 
 /** The `bailingmoe2` architecture. */
 export const bailingmoe2: ArchSpec = {
@@ -47,10 +43,10 @@ export const bailingmoe2: ArchSpec = {
     const nLayer = c.nLayer - nextn;
     const lead = c.int("leading_dense_block_count", 0, 0, nLayer);
     if (c.nExpert === 0) {
-      throw bad("expert_count", `${c.arch} needs expert_count > 0 (llama.cpp asserts it)`);
+      throw badHparam("expert_count", `${c.arch} needs expert_count > 0 (llama.cpp asserts it)`);
     }
     if (lead > 0 && c.nFf === 0) {
-      throw bad("feed_forward_length", `${c.arch} dense blocks need feed_forward_length > 0`);
+      throw badHparam("feed_forward_length", `${c.arch} dense blocks need feed_forward_length > 0`);
     }
     const nFfExp = c.int("expert_feed_forward_length", undefined, 1, L.nFf);
     const nFfSh = c.int("expert_shared_feed_forward_length", 0, 0, L.nFf);
@@ -101,7 +97,7 @@ async function loadBailingLayer(
   const { nEmbd, nHead, nHeadKv, headDimK, headDimV } = hp;
   if (headDimV !== headDimK || nHead * headDimK !== nEmbd) {
     // llama.cpp: attn_qkv is [n_embd, n_embd + 2·n_embd_gqa] and the graph asserts equal K/V heads
-    throw bad(
+    throw badHparam(
       "attention.key_length",
       `bailingmoe2 needs key_length = value_length and head_count × key_length = ` +
         `embedding_length: received ${headDimK}, ${headDimV}, ${nHead} × ${headDimK} vs ${nEmbd}`,

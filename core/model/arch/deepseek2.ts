@@ -18,7 +18,7 @@ import { ModelError } from "../../errors.ts";
 import { gguf } from "../../formats/gguf_types.ts";
 import { GgmlType } from "../../tensor/ggml_type.ts";
 import type { Gating } from "../../moe/router.ts";
-import { HPARAM_FLOAT_RANGES, HPARAM_LIMITS } from "../hparams.ts";
+import { badHparam, HPARAM_FLOAT_RANGES, HPARAM_LIMITS } from "../hparams.ts";
 import type { LayerWeights } from "../weights.ts";
 import { addResidual, attend, expertLocations, feedForward, loadFfn, rmsNorm } from "./blocks.ts";
 import { applyRope } from "./rope.ts";
@@ -34,10 +34,6 @@ import type { SyntheticDeepseekSpec } from "../synthetic.ts";
 
 const f = Math.fround;
 
-function bad(field: string, message: string): ModelError {
-  return new ModelError("bad_hparam", `Cannot load model: ${message}`, { field });
-}
-
 /** The `deepseek2` architecture. */
 export const deepseek2: ArchSpec = {
   name: "deepseek2",
@@ -50,7 +46,7 @@ export const deepseek2: ArchSpec = {
     const nHeadKv = c.num("attention.head_count_kv", 0);
     const hasK = c.has("attention.key_length_mla"), hasV = c.has("attention.value_length_mla");
     if (hasK !== hasV) {
-      throw bad(
+      throw badHparam(
         "attention.key_length_mla",
         "attention.key_length_mla and attention.value_length_mla must be both present (MLA) " +
           "or both absent",
@@ -68,7 +64,7 @@ export const deepseek2: ArchSpec = {
       headDimVMla = c.int("attention.value_length_mla", undefined, 1, L.headDim);
       // the converter writes MLA as MQA over the latent: one KV head of kv_lora_rank + n_rot
       if (nHeadKv !== 1 || keyLength !== kvLoraRank + nRot || valueLength !== kvLoraRank) {
-        throw bad(
+        throw badHparam(
           "attention.key_length",
           `deepseek2 MLA needs head_count_kv 1, key_length kv_lora_rank + rope.dimension_count ` +
             `(${kvLoraRank} + ${nRot}) and value_length kv_lora_rank: received ${nHeadKv}, ` +
@@ -80,14 +76,14 @@ export const deepseek2: ArchSpec = {
       headDimKMla = keyLength;
       headDimVMla = valueLength;
       if (nHeadKv !== c.num("attention.head_count", 0)) {
-        throw bad(
+        throw badHparam(
           "attention.head_count_kv",
           `deepseek2 without MLA keys needs head_count_kv = head_count: received ${nHeadKv}`,
         );
       }
     }
     if (headDimKMla <= nRot) {
-      throw bad(
+      throw badHparam(
         "attention.key_length_mla",
         `deepseek2 per-head key length ${headDimKMla} must exceed rope.dimension_count ${nRot}`,
       );
@@ -96,7 +92,7 @@ export const deepseek2: ArchSpec = {
     const nFfExp = c.int("expert_feed_forward_length", undefined, 1, L.nFf);
     const nShared = c.int("expert_shared_count", undefined, 0, L.nExpert);
     if (nLayerDenseLead < c.nLayer && c.nExpert === 0) {
-      throw bad("expert_count", "deepseek2 MoE blocks need expert_count > 0");
+      throw badHparam("expert_count", "deepseek2 MoE blocks need expert_count > 0");
     }
     for (const key of ["nextn_predict_layers", "attention.temperature_scale"]) {
       // multi-token-prediction blocks and attention temperature are not run here: refuse them

@@ -16,7 +16,7 @@
  */
 
 import { ModelError } from "../../errors.ts";
-import { HPARAM_FLOAT_RANGES, HPARAM_LIMITS } from "../hparams.ts";
+import { badHparam, HPARAM_FLOAT_RANGES, HPARAM_LIMITS } from "../hparams.ts";
 import type { SyntheticErnieSpec } from "../synthetic.ts";
 import { loadStandardLayer, preNormBlock } from "./blocks.ts";
 import type { ArchSpec, SynthContext, SynthMetaEntry, SynthMetaParts } from "./types.ts";
@@ -66,29 +66,20 @@ export const ernie45Moe: ArchSpec = {
       }
     }
     if (lead < c.nLayer && c.nExpert === 0) {
-      throw new ModelError(
-        "bad_hparam",
-        `Cannot load model: ${c.arch} MoE blocks need expert_count > 0`,
-        { field: "expert_count" },
-      );
+      throw badHparam("expert_count", `${c.arch} MoE blocks need expert_count > 0`);
     }
     if (lead > 0 && c.nFf === 0) {
-      throw new ModelError(
-        "bad_hparam",
-        `Cannot load model: ${c.arch} dense blocks need feed_forward_length > 0`,
-        { field: "feed_forward_length" },
-      );
+      throw badHparam("feed_forward_length", `${c.arch} dense blocks need feed_forward_length > 0`);
     }
     return { nFfExp, nFfShexp, expertWeightsScale: 0, nLayerDenseLead: lead };
   },
   loadLayer: async (ld, hp, l) => {
     if (hp.nRot !== hp.headDimK || hp.headDimV !== hp.headDimK) {
       // llama.cpp asserts n_embd_head_v == n_embd_head_k == n_rot
-      throw new ModelError(
-        "bad_hparam",
-        `Cannot load model: ernie4_5-moe needs rope.dimension_count = key_length = value_length: ` +
+      throw badHparam(
+        "rope.dimension_count",
+        `ernie4_5-moe needs rope.dimension_count = key_length = value_length: ` +
           `received ${hp.nRot}, ${hp.headDimK}, ${hp.headDimV}`,
-        { field: "rope.dimension_count" },
       );
     }
     const dense = l < hp.nLayerDenseLead;

@@ -8,6 +8,7 @@
  */
 
 import { ModelError } from "../../errors.ts";
+import { badHparam } from "../hparams.ts";
 import type { Gating } from "../../moe/router.ts";
 import type { HParamContext } from "./types.ts";
 
@@ -33,11 +34,10 @@ export function gatingOf(c: HParamContext, gf: number): Gating {
       { field: "expert_gating_func" },
     );
   }
-  throw new ModelError(
-    "bad_hparam",
-    `Cannot load model: ${c.arch}.expert_gating_func must be 1 (softmax), 2 (sigmoid) or 3 ` +
+  throw badHparam(
+    "expert_gating_func",
+    `${c.arch}.expert_gating_func must be 1 (softmax), 2 (sigmoid) or 3 ` +
       `(softmax over the selected): received ${gf}`,
-    { field: "expert_gating_func" },
   );
 }
 
@@ -54,12 +54,11 @@ export function readExpertGroups(c: HParamContext): { nGroups: number; nGroupUse
   const nGroupUsed = c.int("expert_group_used_count", undefined, 1, nGroups - 1);
   const per = c.nExpert / nGroups;
   if (!Number.isInteger(per) || c.nExpertUsed > nGroupUsed * per) {
-    throw new ModelError(
-      "bad_hparam",
-      `Cannot load model: ${c.arch}.expert_group_count ${nGroups} (expert_group_used_count ` +
+    throw badHparam(
+      "expert_group_count",
+      `${c.arch}.expert_group_count ${nGroups} (expert_group_used_count ` +
         `${nGroupUsed}) must split expert_count ${c.nExpert} evenly and leave ` +
         `expert_used_count ${c.nExpertUsed} experts to choose from`,
-      { field: "expert_group_count" },
     );
   }
   return { nGroups, nGroupUsed };
