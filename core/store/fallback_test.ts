@@ -15,21 +15,18 @@ import {
   ManifestError,
   MemorySource,
   sideLocations,
-  StoreError,
   StreamingExpertStore,
   writeCopiesGguf,
 } from "../../mod.ts";
 import { createRefBackend } from "../backend/ref_backend.ts";
 import {
   EXPERT_BYTES,
+  isStoreError,
   modelBytes,
   residentTokens,
   storeContext,
   tokensWith,
 } from "./store_test_util.ts";
-
-const isStoreError = (code: string) => (e: unknown): boolean =>
-  e instanceof StoreError && e.code === code;
 
 const Q4 = GgmlType.Q4_0;
 

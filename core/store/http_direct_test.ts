@@ -6,14 +6,12 @@
  */
 
 import assert from "node:assert/strict";
-import { HttpSource, type HttpSourceOptions, StoreError } from "../../mod.ts";
+import { HttpSource, type HttpSourceOptions } from "../../mod.ts";
 import { type Fault, startFaultServer } from "./fault_server_test_util.ts";
 import { DirectHttp } from "./http_direct.ts";
+import { isStoreError } from "./store_test_util.ts";
 
 const DATA = new Uint8Array(400_000).map((_, i) => (i * 31 + 7) & 255);
-
-const isStoreError = (code: string) => (e: unknown): boolean =>
-  e instanceof StoreError && e.code === code;
 
 /**
  * Each test on this thread, on the worker into a staging buffer (views over

@@ -15,7 +15,6 @@ import {
   loadModel,
   MemorySource,
   type Slot,
-  StoreError,
   type StreamingExpertStore,
 } from "../../mod.ts";
 import { createWasmBackend } from "../../wasm/backend.ts";
@@ -26,17 +25,15 @@ import { readExpertInPlace } from "./in_place_load.ts";
 import { sha256Hex } from "./expert_manifest.ts";
 import { newEntry, Residency } from "./residency.ts";
 import { emptyLayerStats } from "./store_stats.ts";
-import { ALL_EXPERT_BYTES, EXPERT_BYTES, modelBytes, N_TOKENS, PROMPT } from "./store_test_util.ts";
-
-const isStoreError = (code: string) => (e: unknown): boolean =>
-  e instanceof StoreError && e.code === code;
-
-/** The model file on disk (FileSource reads in place with `fs.read`). */
-async function modelFile(): Promise<string> {
-  const path = await Deno.makeTempFile({ suffix: ".gguf" });
-  await Deno.writeFile(path, modelBytes());
-  return path;
-}
+import {
+  ALL_EXPERT_BYTES,
+  EXPERT_BYTES,
+  isStoreError,
+  modelBytes,
+  modelFile,
+  N_TOKENS,
+  PROMPT,
+} from "./store_test_util.ts";
 
 async function wasmTokens(
   src: ByteSource | Uint8Array,

@@ -23,20 +23,17 @@ import {
   PinnedSource,
   readGguf,
   sha256Hex,
-  StoreError,
 } from "../../mod.ts";
 import { startFaultServer } from "./fault_server_test_util.ts";
 import {
   ALL_EXPERT_BYTES,
+  isStoreError,
   modelBytes,
   N_TOKENS,
   PROMPT,
   residentTokens,
   storeContext,
 } from "./store_test_util.ts";
-
-const isStoreError = (code: string) => (e: unknown): boolean =>
-  e instanceof StoreError && e.code === code;
 
 // ---------------------------------------------------------------- hash64
 

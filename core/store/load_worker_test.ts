@@ -12,7 +12,6 @@ import {
   generateText,
   IntegritySource,
   loadModel,
-  StoreError,
   type StreamingExpertStore,
 } from "../../mod.ts";
 import { createWasmBackend } from "../../wasm/backend.ts";
@@ -21,20 +20,19 @@ import { expertLayout } from "./expert_loader.ts";
 import { sha256Hex } from "./expert_manifest.ts";
 import { readExpertInPlace } from "./in_place_load.ts";
 import { LoadWorker, sharedLoadWorker } from "./load_worker.ts";
-import { ALL_EXPERT_BYTES, EXPERT_BYTES, modelBytes, N_TOKENS, PROMPT } from "./store_test_util.ts";
+import {
+  ALL_EXPERT_BYTES,
+  EXPERT_BYTES,
+  isStoreError,
+  modelBytes,
+  modelFile,
+  N_TOKENS,
+  PROMPT,
+} from "./store_test_util.ts";
 import type { ExpertLocation } from "./expert_location.ts";
 import { expertLocations } from "../../plugins/quant-experts/mod.ts";
 
 const ignore = !sharedMemorySupported();
-const isStoreError = (code: string) => (e: unknown): boolean =>
-  e instanceof StoreError && e.code === code;
-
-async function modelFile(): Promise<string> {
-  const path = await Deno.makeTempFile({ suffix: ".gguf" });
-  await Deno.writeFile(path, modelBytes());
-  return path;
-}
-
 async function residentTokens(): Promise<number[]> {
   const m = await loadModel(modelBytes(), { backend: await createWasmBackend() });
   const r = await generateText(m, PROMPT, { maxTokens: N_TOKENS, temperature: 0 });

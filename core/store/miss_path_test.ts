@@ -12,16 +12,18 @@ import {
   GgmlType,
   IntegritySource,
   MemorySource,
-  StoreError,
   StreamingExpertStore,
 } from "../../mod.ts";
 import { mergeRanges, readRanges } from "./read_ranges.ts";
 import { createWasmBackend } from "../../wasm/backend.ts";
 import { traitsOf } from "../tensor/traits.ts";
-import { EXPERT_BYTES, modelBytes, storeContext, tokensWith } from "./store_test_util.ts";
-
-const isStoreError = (code: string) => (e: unknown): boolean =>
-  e instanceof StoreError && e.code === code;
+import {
+  EXPERT_BYTES,
+  isStoreError,
+  modelBytes,
+  storeContext,
+  tokensWith,
+} from "./store_test_util.ts";
 
 /** A memory source that counts its reads. */
 function counting(bytes: Uint8Array): ByteSource & { reads: [number, number][] } {

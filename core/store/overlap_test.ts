@@ -11,22 +11,19 @@ import {
   IntegritySource,
   loadModel,
   MemorySource,
-  StoreError,
   StreamingExpertStore,
 } from "../../mod.ts";
 import { createWasmBackend } from "../../wasm/backend.ts";
 import {
   EXPERT_BYTES,
   GatedSource,
+  isStoreError,
   modelBytes,
   N_TOKENS,
   PROMPT,
   storeContext,
 } from "./store_test_util.ts";
 import type { ByteSource } from "./byte_source.ts";
-
-const isStoreError = (code: string) => (e: unknown): boolean =>
-  e instanceof StoreError && e.code === code;
 
 Deno.test("prefetch: replaces unpredicted experts of the layer it predicts, never other layers' recent ones", async () => {
   for (const prefetchReplacesLayer of [true, false]) {

@@ -16,6 +16,7 @@ import {
   type StreamingStoreContext,
   synthesizeModel,
 } from "../../mod.ts";
+import { StoreError } from "../errors.ts";
 
 /** 4 layers × 8 experts (top-2), 26 112 bytes per expert. */
 export const SPEC = {
@@ -44,6 +45,17 @@ export function modelBytes(): Uint8Array {
 export const EXPERT_BYTES = 3 * 128 * (64 / 32) * 34;
 /** All experts' bytes. */
 export const ALL_EXPERT_BYTES = EXPERT_BYTES * SPEC.nLayer * SPEC.nExpert;
+
+/** Predicate for `assert.rejects`: a `StoreError` with `code`. */
+export const isStoreError = (code: string) => (e: unknown): boolean =>
+  e instanceof StoreError && e.code === code;
+
+/** The model written to a fresh temporary `.gguf` file; returns its path. */
+export async function modelFile(): Promise<string> {
+  const path = await Deno.makeTempFile({ suffix: ".gguf" });
+  await Deno.writeFile(path, modelBytes());
+  return path;
+}
 
 let base: number[] | null = null;
 /** Greedy tokens of the fully resident model. */

@@ -9,7 +9,6 @@ import {
   PluginError,
   type Prefetcher,
   simulatePolicy,
-  StoreError,
   StreamingExpertStore,
 } from "../../mod.ts";
 import { createLruPolicy } from "../../plugins/cache-lru/mod.ts";
@@ -17,13 +16,12 @@ import {
   ALL_EXPERT_BYTES,
   EXPERT_BYTES,
   GatedSource,
+  isStoreError,
   modelBytes,
   storeContext,
   tokensWith,
 } from "./store_test_util.ts";
 
-const isStoreError = (code: string) => (e: unknown): boolean =>
-  e instanceof StoreError && e.code === code;
 const tick = () => new Promise((r) => setTimeout(r, 0));
 
 async function gated(): Promise<
