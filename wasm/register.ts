@@ -15,15 +15,16 @@ export const WASM_BACKEND_PRIORITY = 10;
 
 /**
  * The `"wasm"` factory: one instance, or several when asked for a heap (a memory plan past one
- * wasm32 memory, `BackendCreateOptions.heapBytes`).
+ * wasm32 memory, `BackendCreateOptions.heapBytes`). Threads default to the CPU count
+ * (`navigator.hardwareConcurrency`, at most 64; 1 where Workers or shared memory are missing).
  */
 export const wasmBackendFactory: BackendFactory = (opts) =>
   opts?.heapBytes !== undefined
     ? createShardedWasmBackend({
-      threads: opts.threads,
+      threads: opts.threads ?? "auto",
       heapBytes: opts.heapBytes,
       reserveBytes: opts.reserveBytes,
     })
-    : createWasmBackend({ threads: opts?.threads, sharedMemory: opts?.sharedMemory });
+    : createWasmBackend({ threads: opts?.threads ?? "auto", sharedMemory: opts?.sharedMemory });
 
 registerBackend("wasm", WASM_BACKEND_PRIORITY, wasmBackendFactory);

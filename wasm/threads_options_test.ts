@@ -22,3 +22,35 @@ Deno.test("MOE_EDGE_THREADS: 1-64, a ConfigError otherwise, default the CPU coun
   for (const bad of ["0", "65", "-2", "x", "2.5"]) throws(() => cfg(bad), ConfigError, bad);
   equal(cfg(undefined).threads, Math.max(1, Math.min(64, navigator.hardwareConcurrency || 1)));
 });
+
+Deno.test("loadModel and createBackend('wasm') default to the CPU count; threads: 1 stays on one thread", async () => {
+  await import("./register.ts");
+  const { loadModel } = await import("../core/model/model.ts");
+  const { createBackend } = await import("../core/backend/registry.ts");
+  const { defaultModelBytes } = await import("../core/model/default_model.ts");
+  const { generateText } = await import("../core/generate/generate.ts");
+  const { defaultThreads } = await import("./threads.ts");
+  const { sharedMemorySupported } = await import("./pkg/moe_edge_kernels.ts");
+  const want = defaultThreads(sharedMemorySupported());
+  const threadsOf = (b: object) => (b as { threads?: number }).threads ?? 1;
+  const bytes = defaultModelBytes();
+  const auto = await loadModel(bytes, { backend: "wasm" });
+  const one = await loadModel(bytes, { backend: "wasm", threads: 1 });
+  try {
+    equal(threadsOf(auto.backend), want);
+    equal(threadsOf(one.backend), 1);
+    // results do not depend on the count
+    const a = await generateText(auto, "Once upon a time", { maxTokens: 6 });
+    const b = await generateText(one, "Once upon a time", { maxTokens: 6 });
+    equal(a.text, b.text);
+  } finally {
+    auto.dispose();
+    one.dispose();
+  }
+  const be = await createBackend("wasm");
+  try {
+    equal(threadsOf(be), want);
+  } finally {
+    be.dispose();
+  }
+});

@@ -14,7 +14,7 @@ import { createRefBackend } from "./ref_backend.ts";
 
 /** Options a factory may honour (others ignore them). */
 export interface BackendCreateOptions {
-  /** Compute threads (the WASM backend; integer ≥ 1, default 1). */
+  /** Compute threads (the WASM backend; integer ≥ 1, default: the CPU count). */
   readonly threads?: number;
   /**
    * Heap bytes the caller's memory plan needs in the backend (weights, KV,

@@ -84,7 +84,9 @@ export interface LoadModelOptions {
   backend?: Backend | string;
   /**
    * Compute threads of a backend created here (the WASM backend: a Worker
-   * pool over shared memory; results are identical at any count). Default 1.
+   * pool over shared memory; results are identical at any count). Default:
+   * the CPU count (`navigator.hardwareConcurrency`), 1 where Workers or
+   * shared memory are missing (edge isolates).
    */
   threads?: number;
   /** Load progress callback (bytes). */
