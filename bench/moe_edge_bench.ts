@@ -53,7 +53,7 @@ async function main(req: Request): Promise<Record<string, unknown>> {
   }
   const t1 = performance.now();
   // wasm: instantiate the compiled module (threads > 1: the shared-memory build + worker pool)
-  const backend = await createBackend(req.backend, { threads: req.threads });
+  const backend = await createBackend(req.backend, { threads: req.threads ?? 1 });
   const instantiateMs = performance.now() - t1;
   const t2 = performance.now();
   const model = await loadModel(req.model, { backend });

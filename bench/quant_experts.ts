@@ -65,7 +65,10 @@ const expertBytes = locations.flat().reduce((a, l) => a + l.bytes, 0);
 const fmt = (x: number, d = 2): string => x.toFixed(d);
 
 async function load(opts: LoadModelOptions = {}): Promise<Model> {
-  return await loadModel(bytes, { backend: await createBackend(values.backend), ...opts });
+  return await loadModel(bytes, {
+    backend: await createBackend(values.backend, { threads: 1 }),
+    ...opts,
+  });
 }
 
 /** Log-likelihoods and argmaxes of `ids` fed one by one. */

@@ -60,7 +60,7 @@ async function child(req: ChildRequest): Promise<ChildResult> {
     backend: "wasm",
     memoryBytes: req.memoryMb === null ? undefined : req.memoryMb * 1024 * 1024,
     nCtx: req.nCtx,
-    threads: req.threads,
+    threads: req.threads ?? 1,
   });
   const instances = (model.backend as { instanceCount?: number }).instanceCount ?? 1;
   const loadMs = performance.now() - t0;

@@ -150,7 +150,10 @@ async function run(
   const shared = opts.expertBudgetBytes !== undefined && opts.streaming?.offThreadLoads === true;
   const backend = values.backend === "wasm" && hashCopied
     ? await createWasmBackend({ hashInPlace: false, sharedMemory: shared })
-    : await createBackend(values.backend, shared ? { sharedMemory: true } : {});
+    : await createBackend(values.backend, {
+      threads: 1,
+      ...(shared ? { sharedMemory: true } : {}),
+    });
   const model = await loadModel(src, { backend, ...opts });
   const c0 = process.cpuUsage();
   const j0 = jsThreadMs();
@@ -245,7 +248,7 @@ async function pregateAccuracy(): Promise<{
     return Int32Array.from(next.router.route(lg, l).experts);
   };
   const model = await loadModel(fileSrc, {
-    backend: await createBackend(values.backend),
+    backend: await createBackend(values.backend, { threads: 1 }),
     expertBudgetBytes: expertBytes,
     streaming: {
       prefetcher: {

@@ -103,7 +103,7 @@ const bench = await ensureBenchModel("q4_0");
 const src = await FileSource.open(bench.path);
 let ctx: StreamingStoreContext | null = null;
 const probe = await loadModel(src, {
-  backend: await createBackend("wasm"),
+  backend: await createBackend("wasm", { threads: 1 }),
   hooks: {
     createStore: (c) => {
       ctx = c;

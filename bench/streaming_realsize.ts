@@ -48,7 +48,7 @@ async function child(r: Run, model: string): Promise<RunResult> {
     budget = Math.floor((bytes * r.pct) / 100);
   }
   const t0 = performance.now();
-  const m = await loadModel(model, { backend: "wasm", expertBudgetBytes: budget });
+  const m = await loadModel(model, { backend: "wasm", threads: 1, expertBudgetBytes: budget });
   const loadMs = performance.now() - t0;
   const s = new Session(m);
   let logits = await s.eval(PROMPT);
