@@ -17,6 +17,7 @@ import {
   type Slot,
   type StreamingExpertStore,
 } from "../../mod.ts";
+import { BackendError } from "../errors.ts";
 import { createWasmBackend } from "../../wasm/backend.ts";
 import type { ByteSource } from "./byte_source.ts";
 import type { ExpertLocation } from "./expert_location.ts";
@@ -292,6 +293,95 @@ Deno.test("in place on the threaded WASM backend: reads land in shared memory, s
     const r = await generateText(model, PROMPT, { maxTokens: N_TOKENS, temperature: 0 });
     assert.deepEqual(r.tokens, base.tokens, `threads ${be.threads}`);
     assert.ok(store.stats().misses > 0);
+    model.dispose();
+    src.close();
+  } finally {
+    await Deno.remove(path);
+  }
+});
+
+Deno.test("residency: prefault fills the pool within budget and count, writes every byte, stops at out of memory", () => {
+  const heap = new Uint8Array(1000).fill(0xff);
+  let next = 1, at = 0, failAfter = Infinity;
+  const offs = new Map<number, number>();
+  const backend = {
+    name: "fake",
+    allocSlot(bytes: number): Slot {
+      if (offs.size >= failAfter) throw new BackendError("out_of_memory", "full");
+      const s = { id: next++, bytes };
+      offs.set(s.id, at);
+      at += bytes;
+      return s;
+    },
+    freeSlot(s: Slot): void {
+      offs.delete(s.id);
+    },
+    slotBytes: (s: Slot, offset: number, length: number) =>
+      heap.subarray(offs.get(s.id)! + offset, offs.get(s.id)! + offset + length),
+  } as unknown as Backend;
+  // budget for 3 slots of 100, 2 asked: 2 made
+  const res = new Residency(backend, 300, createRecencyPolicy(), [emptyLayerStats(0)]);
+  assert.equal(res.prefault(100, 2), 2);
+  assert.equal(res.allocatedBytes, 200);
+  assert.ok(heap.subarray(0, 200).every((b) => b === 0), "every byte of the slots written");
+  assert.ok(heap.subarray(200).every((b) => b === 0xff), "nothing else touched");
+  // later loads take the pooled slots, then one more within the budget, then none
+  const got = [res.acquire(100, false)!, res.acquire(100, false)!].map((s) => s.id).sort();
+  assert.deepEqual(got, [1, 2]);
+  assert.equal(res.acquire(100, false)!.id, 3);
+  assert.equal(res.allocatedBytes, 300);
+  // the budget bounds it whatever the count
+  const res2 = new Residency(backend, 250, createRecencyPolicy(), [emptyLayerStats(0)]);
+  assert.equal(res2.prefault(100, 10), 2);
+  assert.equal(res2.allocatedBytes, 200);
+  // out of memory ends it quietly; other errors propagate
+  failAfter = offs.size + 1;
+  const res3 = new Residency(backend, 1000, createRecencyPolicy(), [emptyLayerStats(0)]);
+  assert.equal(res3.prefault(100, 5), 1);
+  failAfter = Infinity;
+  const bad = {
+    ...backend,
+    allocSlot: () => {
+      throw new Error("boom");
+    },
+  } as unknown as Backend;
+  assert.throws(() => new Residency(bad, 1000, createRecencyPolicy(), []).prefault(100, 1), /boom/);
+  // without slot views (a copying backend) nothing is allocated
+  const noViews = { ...backend, slotBytes: undefined } as unknown as Backend;
+  assert.equal(new Residency(noViews, 1000, createRecencyPolicy(), []).prefault(100, 5), 0);
+});
+
+Deno.test("in place: slots are allocated and touched at creation (prefaultSlots), same tokens; opt-out allocates on demand", async () => {
+  const path = await modelFile();
+  try {
+    const base = await wasmTokens(modelBytes());
+    base.dispose();
+    const budget = 3 * EXPERT_BYTES + 100;
+    for (const prefaultSlots of [true, false]) {
+      const src = await FileSource.open(path);
+      const model = await loadModel(src, {
+        backend: await createWasmBackend(),
+        expertBudgetBytes: budget,
+        streaming: { prefaultSlots },
+      });
+      const store = model.store as StreamingExpertStore;
+      assert.equal(store.prefaultedSlots, prefaultSlots ? 3 : 0);
+      assert.equal(store.memory().allocatedBytes, prefaultSlots ? 3 * EXPERT_BYTES : 0);
+      const r = await generateText(model, PROMPT, { maxTokens: N_TOKENS, temperature: 0 });
+      assert.deepEqual(r.tokens, base.tokens, `prefaultSlots ${prefaultSlots}`);
+      assert.ok(store.memory().allocatedBytes <= budget);
+      model.dispose();
+      src.close();
+    }
+    // never more slots than unpinned experts, whatever the budget
+    const src = await FileSource.open(path);
+    const model = await loadModel(src, {
+      backend: await createWasmBackend(),
+      expertBudgetBytes: 2 * ALL_EXPERT_BYTES,
+      streaming: { pinned: [{ layer: 0, index: 0 }] },
+    });
+    const store = model.store as StreamingExpertStore;
+    assert.equal(store.prefaultedSlots, ALL_EXPERT_BYTES / EXPERT_BYTES - 1);
     model.dispose();
     src.close();
   } finally {

@@ -142,6 +142,34 @@ export class Residency {
     }
   }
 
+  /**
+   * Fill the pool with up to `count` slots of `bytes` within the budget and
+   * write every byte of them (`slotBytes` views, zeros), so later loads read
+   * into pages already mapped. Stops early, without error, when the backend
+   * runs out of memory (the budget is then what it can hold). Returns the
+   * slots made. Only on backends with `slotBytes` (else 0).
+   */
+  prefault(bytes: number, count: number): number {
+    const be = this.#backend;
+    if (typeof be.slotBytes !== "function" || !(bytes > 0)) return 0;
+    let n = 0;
+    while (n < count && this.#allocated + bytes <= this.#evictable) {
+      let slot: Slot;
+      try {
+        slot = be.allocSlot(bytes, { lazyPrepare: true });
+      } catch (e) {
+        if (e instanceof BackendError && e.code === "out_of_memory") break;
+        throw e;
+      }
+      this.#allocated += bytes;
+      // a fresh view per slot: an allocation may have grown (and detached) the memory
+      be.slotBytes(slot, 0, bytes).fill(0);
+      this.release(slot);
+      n++;
+    }
+    return n;
+  }
+
   /** Return a slot to the pool. */
   release(slot: Slot): void {
     const list = this.#free.get(slot.bytes);

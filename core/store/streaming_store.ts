@@ -126,6 +126,8 @@ export class StreamingExpertStore implements ExpertStore {
   #worker: Promise<LoadWorker | null> | undefined;
   /** Loads done on the load worker. */
   #offThreadLoads = 0;
+  /** Slots allocated and touched when the store was created (`prefaultSlots`). */
+  #prefaulted = 0;
 
   private constructor(
     ctx: StreamingStoreContext,
@@ -176,6 +178,11 @@ export class StreamingExpertStore implements ExpertStore {
     return this.#offThreadLoads;
   }
 
+  /** Slots allocated and touched when the store was created (`prefaultSlots`, default on). */
+  get prefaultedSlots(): number {
+    return this.#prefaulted;
+  }
+
   /** Reads redone because memory growth detached the slot view while they were in flight. */
   get detachedReads(): number {
     return this.#detachedReads;
@@ -216,6 +223,10 @@ export class StreamingExpertStore implements ExpertStore {
       capacity: store.capacity,
     });
     for (const loc of plan.pinned) await store.#loadPinned(loc);
+    if (opts.prefaultSlots !== false) {
+      const unpinned = ctx.locations.reduce((a, l) => a + l.length, 0) - plan.pinned.length;
+      store.#prefaulted = store.#res.prefault(plan.maxExpertBytes, unpinned);
+    }
     return store;
   }
 
