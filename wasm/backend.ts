@@ -179,6 +179,9 @@ interface Threads {
 const F32_OPS: ReadonlySet<OpName> = new Set<OpName>(["rmsnorm", "rope", "attention", "swiglu"]);
 
 /** Compute backend over the WASM SIMD kernels. */
+/** Types the relaxed build decodes from the standard layout with its packed kernels' arithmetic. */
+const STD_DECODE_TYPES: ReadonlySet<number> = new Set([2, 12, 8]); // Q4_0, Q4_K, Q8_0
+
 export class WasmBackend implements Backend {
   /** Registry name. */
   readonly name: string = "wasm";
@@ -272,6 +275,19 @@ export class WasmBackend implements Backend {
   freeSlot(slot: Slot): void {
     this.#live();
     this.#slots.free(slot);
+  }
+
+  /**
+   * Uses after which repacking a streamed matrix of `type` pays. The
+   * relaxed build decodes Q4_0, Q4_K and Q8_0 straight from the standard
+   * layout at 1.1–1.4× the packed kernel's time, so a repack (≈ 0.37 ms per
+   * 2816×1024 Q4_0 matrix, about 9 uses' saving of 0.04 ms) pays only for
+   * experts that stay hot: 8 (docs/streaming.md, session 8). Other types
+   * and the simd128 build decode standard rows at 0.35–0.44× the packed
+   * speed, where a repack pays from ~2 uses: 3.
+   */
+  repackAfterUses(type: number): number {
+    return this.variant === "relaxed" && STD_DECODE_TYPES.has(type) ? 8 : 3;
   }
 
   /**

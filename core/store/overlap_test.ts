@@ -7,6 +7,7 @@
 import assert from "node:assert/strict";
 import {
   generateText,
+  GgmlType,
   HttpSource,
   IntegritySource,
   loadModel,
@@ -249,4 +250,64 @@ Deno.test("idle-time repacking: a step waiting for a load repacks its resident e
   assert.deepEqual(r.tokens, base);
   assert.ok((model.store as StreamingExpertStore).idlePacks > 0);
   model.dispose();
+});
+
+Deno.test("default repack point: the backend's repackAfterUses (smallest over an expert's matrices), else the third use", async () => {
+  const packsFor = async (
+    usesPerLoad: number,
+    repackAfterUses?: (type: number) => number,
+    packAfterUses?: number,
+  ) => {
+    const base = await storeContext(new MemorySource(modelBytes()));
+    const types: number[] = [];
+    const backend = repackAfterUses
+      ? new Proxy(base.backend, {
+        get(t, p) {
+          if (p === "repackAfterUses") {
+            return (ty: number) => (types.push(ty), repackAfterUses(ty));
+          }
+          const v = Reflect.get(t, p);
+          return typeof v === "function" ? v.bind(t) : v;
+        },
+      })
+      : base.backend;
+    const s = await StreamingExpertStore.create({ ...base, backend }, {
+      expertBudgetBytes: 3 * EXPERT_BYTES,
+      ...(packAfterUses !== undefined ? { packAfterUses } : {}),
+    });
+    for (let i = 0; i < 40 * usesPerLoad; i++) {
+      await s.ensure(0, [Math.floor(i / usesPerLoad) % 6]);
+    }
+    const st = s.stats();
+    s.dispose();
+    return { packs: st.packs!, loads: st.loads!, types };
+  };
+  assert.equal((await packsFor(3)).packs, 40, "no backend method: the third use");
+  assert.equal((await packsFor(4, () => 5)).packs, 0, "the fifth use never comes");
+  const five = await packsFor(5, () => 5);
+  assert.equal(five.packs, 40);
+  assert.ok(five.types.length > 0, "asked with the matrices' types");
+  // the smallest over the expert's matrices (asked once per matrix): the up matrix asks for 2
+  assert.equal(five.types.length, 3 * five.loads, "once per matrix of each load");
+  let calls = 0;
+  assert.equal((await packsFor(2, () => calls++ % 3 === 1 ? 2 : 100)).packs, 40);
+  calls = 0;
+  assert.equal((await packsFor(2, () => calls++ % 3 === 1 ? 3 : 100)).packs, 0);
+  // an explicit packAfterUses wins
+  assert.equal((await packsFor(5, () => 5, 6)).packs, 0);
+  assert.equal((await packsFor(3, () => 5, 3)).packs, 40);
+});
+
+Deno.test("WASM backend: repack after 8 uses for the relaxed build's standard-layout decode types, else 3", async () => {
+  const relaxed = await createWasmBackend({ variant: "relaxed" });
+  const simd = await createWasmBackend({ variant: "simd128" });
+  for (const t of [GgmlType.Q4_0, GgmlType.Q4_K, GgmlType.Q8_0]) {
+    assert.equal(relaxed.repackAfterUses(t), 8);
+    assert.equal(simd.repackAfterUses(t), 3);
+  }
+  for (const t of [GgmlType.Q6_K, GgmlType.Q2_K, GgmlType.F16]) {
+    assert.equal(relaxed.repackAfterUses(t), 3);
+  }
+  relaxed.dispose();
+  simd.dispose();
 });

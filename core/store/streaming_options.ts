@@ -35,8 +35,12 @@ export interface StreamingStoreOptions {
   /** Told when a prefetch fails (the next demand load retries and reports). */
   onPrefetchError?: (error: Error) => void;
   /**
-   * Repack a streamed expert for the faster kernels on this use (default
-   * 3; 1 = at load, as resident experts; `Infinity` = never). `"auto"`: at
+   * Repack a streamed expert for the faster kernels on this use (default:
+   * the backend's `repackAfterUses`, the smallest over the expert's
+   * matrices, else 3; on the WASM backend's relaxed build 8 for Q4_0, Q4_K
+   * and Q8_0, whose standard-layout decode runs at 1.1–1.4× the packed
+   * time, 3 otherwise; 1 = at load, as resident experts; `Infinity` =
+   * never). `"auto"`: at
    * load once the layer's loaded experts are used ≥ 1.8 times per load on
    * average (after 8 loads), else on the third use, and a step waiting for
    * its loads repacks its resident experts meanwhile. A repack costs about

@@ -72,6 +72,8 @@ const AUTO_PACK_MIN_LOADS = 8;
 /** Uses of a loaded expert, and whether it is repacked yet. */
 interface UseCount {
   uses: number;
+  /** Repack on this use (`packAfterUses`, else the backend's `repackAfterUses`). */
+  after: number;
   packed: boolean;
   /** Matrices repacked so far (idle-time repacking goes one matrix at a time). */
   parts: number;
@@ -784,11 +786,28 @@ export class StreamingExpertStore implements ExpertStore {
     return uses / loads >= AUTO_PACK_USES_PER_LOAD;
   }
 
-  /** Count a use of a loaded expert; repack it once it reaches `packAfterUses`. */
+  /**
+   * The use on which `loc` is repacked: `packAfterUses` when set (`"auto"`:
+   * the third use, when not repacked at load), else the smallest of the
+   * backend's `repackAfterUses` over its matrices (the third use without).
+   */
+  #repackAfter(loc: ExpertLocation): number {
+    const pa = this.#packAfter;
+    if (pa === "auto") return PACK_AFTER_USES;
+    if (this.#opts.packAfterUses !== undefined) return pa;
+    const be = this.#ctx.backend;
+    if (typeof be.repackAfterUses !== "function") return PACK_AFTER_USES;
+    let n = Infinity;
+    for (const m of [loc.gate, loc.up, loc.down]) {
+      if (m) n = Math.min(n, be.repackAfterUses(m.type));
+    }
+    return n >= 1 ? n : PACK_AFTER_USES;
+  }
+
+  /** Count a use of a loaded expert; repack it once it reaches its `#repackAfter` use. */
   #used(en: Entry, st: LayerStoreStats): void {
     const u = this.#use.get(en);
-    const after = this.#packAfter === "auto" ? PACK_AFTER_USES : this.#packAfter;
-    if (!u || u.packed || ++u.uses < after || !en.weights) return;
+    if (!u || u.packed || ++u.uses < u.after || !en.weights) return;
     this.#verified(en);
     const t0 = performance.now();
     prepareExpert(this.#ctx.backend, en.weights);
@@ -958,7 +977,7 @@ export class StreamingExpertStore implements ExpertStore {
       prepareExpert(backend, en.weights);
       st.packs++;
     }
-    this.#use.set(en, { uses: 0, packed, parts: packed ? 3 : 0 });
+    this.#use.set(en, { uses: 0, after: this.#repackAfter(en.loc), packed, parts: packed ? 3 : 0 });
     st.repackMs += performance.now() - t0;
     st.readMs += readMs;
     st.verifyMs += verifyMs;
