@@ -34,6 +34,7 @@ import {
   modelFile,
   N_TOKENS,
   PROMPT,
+  storeContext,
 } from "./store_test_util.ts";
 
 async function wasmTokens(
@@ -382,6 +383,73 @@ Deno.test("in place: slots are allocated and touched at creation (prefaultSlots)
     });
     const store = model.store as StreamingExpertStore;
     assert.equal(store.prefaultedSlots, ALL_EXPERT_BYTES / EXPERT_BYTES - 1);
+    model.dispose();
+    src.close();
+  } finally {
+    await Deno.remove(path);
+  }
+});
+
+Deno.test("in place, verifyOnce (opt-in): re-reads of checked experts skip the hashes, same tokens; a changed mtime is still 'changed', a rewrite keeping it is not caught", async () => {
+  const path = await modelFile();
+  const mtime = new Date(Date.UTC(2026, 0, 1));
+  try {
+    await Deno.utime(path, mtime, mtime);
+    const base = await wasmTokens(modelBytes());
+    base.dispose();
+    const layer0 = (await storeContext(new MemorySource(modelBytes()))).locations[0];
+    /** Flip one quant byte (not a scale) of every layer-0 expert's up matrix, size and mtime kept. */
+    const tamper = async (): Promise<void> => {
+      const f = await Deno.open(path, { read: true, write: true });
+      for (const loc of layer0) {
+        const at = loc.up.fileOffset + 5;
+        const b = new Uint8Array(1);
+        await f.seek(at, Deno.SeekMode.Start);
+        await f.read(b);
+        b[0] ^= 1;
+        await f.seek(at, Deno.SeekMode.Start);
+        await f.write(b);
+      }
+      f.close();
+      await Deno.utime(path, mtime, mtime);
+    };
+    for (const verifyOnce of [false, true]) {
+      const src = await FileSource.open(path);
+      const model = await loadModel(src, {
+        backend: await createWasmBackend(),
+        expertBudgetBytes: 2 * EXPERT_BYTES,
+        streaming: { verifyOnce },
+      });
+      const store = model.store as StreamingExpertStore;
+      const r = await generateText(model, PROMPT, { maxTokens: N_TOKENS, temperature: 0 });
+      assert.deepEqual(r.tokens, base.tokens, `verifyOnce ${verifyOnce}`);
+      const loads = store.stats().loads!;
+      if (verifyOnce) {
+        assert.ok(store.trustedLoads > 0, "re-reads were trusted");
+        assert.ok(loads - store.trustedLoads <= ALL_EXPERT_BYTES / EXPERT_BYTES, "one check each");
+      } else assert.equal(store.trustedLoads, 0);
+      await tamper();
+      const again = generateText(model, PROMPT, { maxTokens: N_TOKENS, temperature: 0 });
+      if (verifyOnce) await again; // the documented weakness: not noticed
+      else await assert.rejects(again, isStoreError("integrity"));
+      await tamper(); // back to the original bytes
+      model.dispose();
+      src.close();
+    }
+    // a changed mtime is caught on the next read either way
+    const src = await FileSource.open(path);
+    const model = await loadModel(src, {
+      backend: await createWasmBackend(),
+      expertBudgetBytes: 2 * EXPERT_BYTES,
+      streaming: { verifyOnce: true },
+    });
+    await generateText(model, PROMPT, { maxTokens: 2, temperature: 0 });
+    const later = new Date(Date.UTC(2026, 0, 2));
+    await Deno.utime(path, later, later);
+    await assert.rejects(
+      generateText(model, PROMPT, { maxTokens: N_TOKENS, temperature: 0 }),
+      isStoreError("changed"),
+    );
     model.dispose();
     src.close();
   } finally {

@@ -71,6 +71,21 @@ export interface StreamingStoreOptions {
    */
   offThreadLoads?: boolean;
   /**
+   * Opt-in (default false): check each expert once, at its first load (its
+   * first-read hashes recorded, the manifest's SHA-256 when there is one),
+   * and read it again after eviction without hashing while the source is a
+   * local file whose change check passes after every read (same size and
+   * mtime as at open; `FileSource` with `checkChanges`). Saves the hash of
+   * every re-read (≈ 0.4 ms per 4.6 MiB expert here, docs/streaming.md,
+   * session 8) but **weakens the check**: a file rewritten in place with
+   * its size and mtime kept (or a disk returning different bytes) is no
+   * longer noticed on re-reads; the default compares every re-read with
+   * its first read. Only in-place loads from local files; other sources
+   * and the copying path verify as usual. Results are identical either way
+   * when the file is intact.
+   */
+  verifyOnce?: boolean;
+  /**
    * Allocate the evictable budget's slots when the store is created and
    * touch every page of them (default true), so that no miss reads into
    * memory the process never wrote: on this VM a 4.6 MiB read into fresh

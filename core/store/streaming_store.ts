@@ -27,7 +27,12 @@ import type { ExpertLocation } from "./expert_location.ts";
 import { type CachePolicy, createRecencyPolicy } from "./cache_policy.ts";
 import { expertLayout, expertViews, prepareExpert } from "./expert_loader.ts";
 import { type FetchedExpert, fetchExpert, fetchExpertBatch } from "./expert_fetch.ts";
-import { canLoadInPlace, type InPlaceTiming, readExpertInPlace } from "./in_place_load.ts";
+import {
+  canLoadInPlace,
+  type InPlaceTiming,
+  readExpertInPlace,
+  trustedFile,
+} from "./in_place_load.ts";
 import { type LoadWorker, sharedLoadWorker } from "./load_worker.ts";
 import { loadFallbackCopies, type ResidentCopies } from "./fallback_copies.ts";
 import type {
@@ -128,6 +133,10 @@ export class StreamingExpertStore implements ExpertStore {
   #worker: Promise<LoadWorker | null> | undefined;
   /** Loads done on the load worker. */
   #offThreadLoads = 0;
+  /** Keys of experts checked at a load (`verifyOnce`: later loads of them skip the hashes). */
+  readonly #checked = new Set<number>();
+  /** Loads read without hashing under `verifyOnce`. */
+  #trustedLoads = 0;
   /** Slots allocated and touched when the store was created (`prefaultSlots`). */
   #prefaulted = 0;
 
@@ -183,6 +192,11 @@ export class StreamingExpertStore implements ExpertStore {
   /** Slots allocated and touched when the store was created (`prefaultSlots`, default on). */
   get prefaultedSlots(): number {
     return this.#prefaulted;
+  }
+
+  /** Loads of experts checked before, read again without hashing (`verifyOnce`). */
+  get trustedLoads(): number {
+    return this.#trustedLoads;
   }
 
   /** Reads redone because memory growth detached the slot view while they were in flight. */
@@ -713,6 +727,7 @@ export class StreamingExpertStore implements ExpertStore {
     en.verify = null;
     try {
       this.#stats[en.loc.layer].verifyMs += check();
+      if (this.#opts.verifyOnce === true) this.#checked.add(en.key);
     } catch (e) {
       if (this.#res.entries.get(en.key) === en) this.#res.evict(en.key);
       throw e;
@@ -902,11 +917,14 @@ export class StreamingExpertStore implements ExpertStore {
       throw e;
     }
     const sha256 = this.#opts.manifest?.experts[loc.layer]?.[loc.index];
+    const trusted = this.#opts.verifyOnce === true && this.#checked.has(en.key) &&
+      trustedFile(this.#ctx.source) !== null;
     const io = readExpertInPlace(
       {
         source: this.#ctx.source,
         backend: this.#ctx.backend,
         sha256,
+        trusted,
         onDetached: () => this.#detachedReads++,
         // a prefetch may never be used: compare re-reads at first use (before any repack)
         deferRereads: en.reason === "prefetch" && this.#packAfter !== 1,
@@ -937,8 +955,11 @@ export class StreamingExpertStore implements ExpertStore {
       const st = this.#stats[loc.layer];
       st.bytesFetched += loc.bytes;
       if (t.offThread) this.#offThreadLoads++;
+      if (trusted) this.#trustedLoads++;
       en.urgent = null;
       en.verify = t.verify;
+      // checked now, or (deferred re-read comparisons) before its first use
+      if (this.#opts.verifyOnce === true && t.verify === null) this.#checked.add(en.key);
       this.#landed(en, t.readMs, t.verifyMs, performance.now());
     } catch (e) {
       if (!en.cancelled) {
