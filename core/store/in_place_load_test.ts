@@ -301,7 +301,7 @@ Deno.test("in place on the threaded WASM backend: reads land in shared memory, s
   }
 });
 
-Deno.test("residency: prefault fills the pool within budget and count, writes every byte, stops at out of memory", () => {
+Deno.test("residency: prefault fills the pool within budget and count, writes every byte, all or nothing at out of memory", () => {
   const heap = new Uint8Array(1000).fill(0xff);
   let next = 1, at = 0, failAfter = Infinity;
   const offs = new Map<number, number>();
@@ -335,10 +335,13 @@ Deno.test("residency: prefault fills the pool within budget and count, writes ev
   const res2 = new Residency(backend, 250, createRecencyPolicy(), [emptyLayerStats(0)]);
   assert.equal(res2.prefault(100, 10), 2);
   assert.equal(res2.allocatedBytes, 200);
-  // out of memory ends it quietly; other errors propagate
-  failAfter = offs.size + 1;
+  // out of memory: all or nothing (what it made is freed, loads allocate on demand); other errors propagate
+  const live = offs.size;
+  failAfter = live + 2;
   const res3 = new Residency(backend, 1000, createRecencyPolicy(), [emptyLayerStats(0)]);
-  assert.equal(res3.prefault(100, 5), 1);
+  assert.equal(res3.prefault(100, 5), 0);
+  assert.equal(res3.allocatedBytes, 0);
+  assert.equal(offs.size, live, "the two slots it made were freed");
   failAfter = Infinity;
   const bad = {
     ...backend,

@@ -145,29 +145,32 @@ export class Residency {
   /**
    * Fill the pool with up to `count` slots of `bytes` within the budget and
    * write every byte of them (`slotBytes` views, zeros), so later loads read
-   * into pages already mapped. Stops early, without error, when the backend
-   * runs out of memory (the budget is then what it can hold). Returns the
-   * slots made. Only on backends with `slotBytes` (else 0).
+   * into pages already mapped. All or nothing: when the backend runs out of
+   * memory first, the slots it made are freed again (loads then allocate on
+   * demand and the budget shrinks to what the heap holds, as without it).
+   * Returns the slots made. Only on backends with `slotBytes` (else 0).
    */
   prefault(bytes: number, count: number): number {
     const be = this.#backend;
     if (typeof be.slotBytes !== "function" || !(bytes > 0)) return 0;
-    let n = 0;
-    while (n < count && this.#allocated + bytes <= this.#evictable) {
+    const made: Slot[] = [];
+    while (made.length < count && this.#allocated + bytes <= this.#evictable) {
       let slot: Slot;
       try {
         slot = be.allocSlot(bytes, { lazyPrepare: true });
       } catch (e) {
-        if (e instanceof BackendError && e.code === "out_of_memory") break;
-        throw e;
+        if (!(e instanceof BackendError && e.code === "out_of_memory")) throw e;
+        for (const s of made) be.freeSlot(s);
+        this.#allocated -= made.length * bytes;
+        return 0;
       }
       this.#allocated += bytes;
+      made.push(slot);
       // a fresh view per slot: an allocation may have grown (and detached) the memory
       be.slotBytes(slot, 0, bytes).fill(0);
-      this.release(slot);
-      n++;
     }
-    return n;
+    for (const s of made) this.release(s);
+    return made.length;
   }
 
   /** Return a slot to the pool. */

@@ -94,8 +94,9 @@ export interface StreamingStoreOptions {
    * copies nearly every load went to a fresh slot. Costs the budget's
    * memory at once (what it allows anyway) and the time to touch it at load
    * (~0.5 ms per MiB here); at most as many slots as there are unpinned
-   * experts. Only on backends with slot views (`Backend.slotBytes`).
-   * Results are identical either way.
+   * experts; all or nothing (when the heap runs out first, loads allocate
+   * on demand as without it). Only on backends with slot views
+   * (`Backend.slotBytes`). Results are identical either way.
    */
   prefaultSlots?: boolean;
   /**
