@@ -60,7 +60,7 @@ import {
 /** Macrotask turns `ensure` yields, at most, for loads in flight to land. */
 const SETTLE_TURNS = 4;
 
-/** Default `packAfterUses` (and `"auto"` while a layer's loads are not reused enough): the third use. */
+/** `packAfterUses` of backends without `repackAfterUses` (and `"auto"` while a layer's loads are not reused enough): the third use. */
 const PACK_AFTER_USES = 3;
 
 /**
