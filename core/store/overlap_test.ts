@@ -6,6 +6,7 @@
 
 import assert from "node:assert/strict";
 import {
+  FileSource,
   generateText,
   GgmlType,
   HttpSource,
@@ -20,6 +21,7 @@ import {
   GatedSource,
   isStoreError,
   modelBytes,
+  modelFile,
   N_TOKENS,
   PROMPT,
   storeContext,
@@ -310,4 +312,36 @@ Deno.test("WASM backend: repack after 8 uses for the relaxed build's standard-la
   }
   relaxed.dispose();
   simd.dispose();
+});
+
+Deno.test("a forward pass's first store step yields once while prefetches are in flight, so finished reads land even when every step is resident", async () => {
+  const path = await modelFile();
+  try {
+    for (const expectTurn of [true, false]) {
+      const src = await FileSource.open(path);
+      const ctx = { ...await storeContext(src), backend: await createWasmBackend() };
+      const s = await StreamingExpertStore.create(ctx, { expertBudgetBytes: 4 * EXPERT_BYTES });
+      await s.ensure(0, [0, 1]);
+      s.prefetch(2, [3]);
+      assert.equal(s.memory().loading, 1);
+      // the prefetch's reads finish on the I/O pool while this thread computes
+      const t0 = performance.now();
+      while (performance.now() - t0 < 40) { /* busy */ }
+      // layer 0 (the first MoE layer) is resident; layer 1 is not the first: never yields for this
+      const r = expectTurn ? s.ensure(0, [0, 1]) : s.ensure(1, []);
+      if (expectTurn) {
+        assert.ok(r instanceof Promise, "yields one turn");
+        await r;
+        assert.equal(s.memory().loading, 0, "the prefetch landed");
+        assert.equal(s.ensure(2, [3]), undefined, "resident: synchronous");
+        assert.equal(s.stats().prefetchHits, 1);
+      } else {
+        assert.equal(r, undefined, "no turn on other layers");
+      }
+      s.dispose();
+      src.close();
+    }
+  } finally {
+    await Deno.remove(path);
+  }
 });

@@ -102,6 +102,8 @@ export class StreamingExpertStore implements ExpertStore {
   #hints: PrefetchHint[] = [];
   #soonLayer = -1;
   #inflightPrefetch = 0;
+  /** The first layer with experts (where a forward pass's store steps begin). */
+  readonly #firstMoeLayer: number;
   #lastDone: number[] | null = null;
   readonly #use = new WeakMap<Entry, UseCount>();
   readonly #packAfter: number | "auto";
@@ -171,6 +173,7 @@ export class StreamingExpertStore implements ExpertStore {
     this.#freqAt = new Float64Array(nKeys);
     this.#clock = new Float64Array(ctx.locations.length);
     this.#moeLayers = Math.max(1, ctx.locations.filter((l) => l.length > 0).length);
+    this.#firstMoeLayer = ctx.locations.findIndex((l) => l.length > 0);
     this.#inPlace = opts.readInPlace !== false && canLoadInPlace(ctx.backend, ctx.expertBytes);
   }
 
@@ -251,7 +254,9 @@ export class StreamingExpertStore implements ExpertStore {
     if (this.#disposed) {
       throw new StoreError("closed", "Cannot ensure experts: the store was disposed");
     }
-    if (this.#loading(layer, experts)) return this.#settle(layer, experts, signal);
+    if (this.#loading(layer, experts) || this.#passTurn(layer)) {
+      return this.#settle(layer, experts, signal);
+    }
     return this.#ensureNow(layer, experts, signal);
   }
 
@@ -294,7 +299,9 @@ export class StreamingExpertStore implements ExpertStore {
         },
       };
     }
-    if (this.#loading(layer, experts)) return this.#settleEach(layer, experts, signal);
+    if (this.#loading(layer, experts) || this.#passTurn(layer)) {
+      return this.#settleEach(layer, experts, signal);
+    }
     return this.#stepEach(layer, experts, signal);
   }
 
@@ -305,7 +312,8 @@ export class StreamingExpertStore implements ExpertStore {
     signal?: AbortSignal,
   ): Promise<ExpertArrivals | void> {
     const t0 = performance.now();
-    for (let i = 0; i < SETTLE_TURNS && this.#loading(layer, experts); i++) await macrotask();
+    let i = 0;
+    do await macrotask(); while (++i < SETTLE_TURNS && this.#loading(layer, experts));
     this.#stats[layer].stallMs += performance.now() - t0;
     return this.#stepEach(layer, experts, signal);
   }
@@ -319,6 +327,19 @@ export class StreamingExpertStore implements ExpertStore {
     const r = this.#step(layer, experts, waits);
     if (r === null) return;
     return this.#arrivals(r.id, r.keys, waits, experts, layer, signal);
+  }
+
+  /**
+   * Whether this step yields one macrotask turn before it starts: the first
+   * MoE layer of a forward pass while prefetches or background loads are in
+   * flight. Steps served by resident experts and fallback copies never wait
+   * for I/O, so without it a finished read of such a load is applied only
+   * when some later step waits (seen: background loads of the fallback
+   * rows landing 35–350 ms after their bytes arrived, docs/streaming.md
+   * session 8). One turn per token (~30 µs, counted as stall).
+   */
+  #passTurn(layer: number): boolean {
+    return layer === this.#firstMoeLayer && this.#inflightPrefetch > 0;
   }
 
   /** Whether a requested expert is loading (its bytes may have arrived while we computed). */
@@ -336,7 +357,8 @@ export class StreamingExpertStore implements ExpertStore {
    */
   async #settle(layer: number, experts: ArrayLike<number>, signal?: AbortSignal): Promise<void> {
     const t0 = performance.now();
-    for (let i = 0; i < SETTLE_TURNS && this.#loading(layer, experts); i++) await macrotask();
+    let i = 0;
+    do await macrotask(); while (++i < SETTLE_TURNS && this.#loading(layer, experts));
     this.#stats[layer].stallMs += performance.now() - t0;
     return await this.#ensureNow(layer, experts, signal);
   }
