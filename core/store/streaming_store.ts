@@ -336,7 +336,7 @@ export class StreamingExpertStore implements ExpertStore {
    * for I/O, so without it a finished read of such a load is applied only
    * when some later step waits (seen: background loads of the fallback
    * rows landing 35–350 ms after their bytes arrived, docs/streaming.md
-   * session 8). One turn per token (~30 µs, counted as stall).
+   * session 8). One turn per token (~10 µs, counted as stall).
    */
   #passTurn(layer: number): boolean {
     return layer === this.#firstMoeLayer && this.#inflightPrefetch > 0;
@@ -352,7 +352,7 @@ export class StreamingExpertStore implements ExpertStore {
 
   /**
    * The single JS thread applies finished reads only when it yields: give it
-   * a few macrotask turns (~30 µs each, counted as stall) so loads whose bytes
+   * a few macrotask turns (`setImmediate`, ~10 µs each, counted as stall) so loads whose bytes
    * arrived during compute land before residency is checked.
    */
   async #settle(layer: number, experts: ArrayLike<number>, signal?: AbortSignal): Promise<void> {
