@@ -17,7 +17,9 @@
  * with full precision: the share of positions where the argmax equals the
  * resident model's, feeding the resident model's greedy tokens. A/B rows in
  * the same run: the step waiting for all its loads (`perExpertReady:
- * false`, before per-expert readiness), HTTP direct reads on a worker thread
+ * false`, before per-expert readiness), session 8's defaults against the
+ * previous ones (`packAfterUses: 3`, `prefaultSlots: false`) and the opt-in
+ * `verifyOnce`, HTTP direct reads on a worker thread
  * (`readThread: true`, opt-in), HTTP bodies through `fetch`
  * (`directReads: false`, before direct socket reads). `--pregate` prints
  * how often pre-gating (the next layer's router on this layer's input)
@@ -359,7 +361,37 @@ const cases: Case[] = [
     label: "LRU, step waits for all its loads (before per-expert readiness)",
     streaming: { perExpertReady: false },
   },
+  {
+    source: "file",
+    frac: 0.5,
+    label: "LRU, repacked on the third use (before session 8)",
+    streaming: { packAfterUses: 3 },
+  },
+  {
+    source: "file",
+    frac: 0.5,
+    label: "LRU, verifyOnce (opt-in: re-reads of checked experts not hashed)",
+    streaming: { verifyOnce: true },
+  },
   { source: "file", frac: 0.25, label: "LRU" },
+  {
+    source: "file",
+    frac: 0.25,
+    label: "LRU, repacked on the third use (before session 8)",
+    streaming: { packAfterUses: 3 },
+  },
+  {
+    source: "file",
+    frac: 0.25,
+    label: "LRU, slots not prefaulted (before session 8)",
+    streaming: { prefaultSlots: false },
+  },
+  {
+    source: "file",
+    frac: 0.25,
+    label: "LRU, verifyOnce (opt-in: re-reads of checked experts not hashed)",
+    streaming: { verifyOnce: true },
+  },
   {
     source: "file",
     frac: 0.25,
@@ -503,6 +535,20 @@ if (fbPath) {
     label: "LRU + fallback q2_k, no background load",
     fallback: true,
     streaming: { fallbackCopies: { loadOnFallback: false } },
+  });
+  cases.push({
+    source: "file",
+    frac: 0.25,
+    label: "LRU + fallback q2_k, slots not prefaulted (before session 8)",
+    fallback: true,
+    streaming: { prefaultSlots: false },
+  });
+  cases.push({
+    source: "file",
+    frac: 0.25,
+    label: "LRU + fallback q2_k, no background load, slots not prefaulted (before session 8)",
+    fallback: true,
+    streaming: { prefaultSlots: false, fallbackCopies: { loadOnFallback: false } },
   });
 }
 if (nginx) {

@@ -179,6 +179,16 @@ interface Threads {
 const F32_OPS: ReadonlySet<OpName> = new Set<OpName>(["rmsnorm", "rope", "attention", "swiglu"]);
 
 /** Compute backend over the WASM SIMD kernels. */
+/** Types the relaxed build decodes from the standard layout with its packed kernels' arithmetic. */
+const STD_DECODE_TYPES: ReadonlySet<number> = new Set([2, 12, 8]); // Q4_0, Q4_K, Q8_0
+/**
+ * Up to this many tokens, a fused FFN over standard-layout matrices of those types runs one
+ * token per call: bench MoE Q4_0 expert (1024 → 2816 → 1024), best of 40, 2 tokens 1.23
+ * against 1.85 ms batched, 4 tokens 2.42 against 2.68, 6 tokens 3.72 against 4.59, 8 tokens
+ * equal (docs/streaming.md, session 8).
+ */
+const STD_TOKENS_MAX = 6;
+
 export class WasmBackend implements Backend {
   /** Registry name. */
   readonly name: string = "wasm";
@@ -272,6 +282,25 @@ export class WasmBackend implements Backend {
   freeSlot(slot: Slot): void {
     this.#live();
     this.#slots.free(slot);
+  }
+
+  /** Whether one token over a matrix of `kernelType` with `rows` runs the standard-row decode kernels. */
+  #stdDecode(kernelType: number, rows: number): boolean {
+    return this.variant === "relaxed" && (kernelType & PACKED_FLAG) === 0 &&
+      STD_DECODE_TYPES.has(kernelType) && rows % 4 === 0;
+  }
+
+  /**
+   * Uses after which repacking a streamed matrix of `type` pays. The
+   * relaxed build decodes Q4_0, Q4_K and Q8_0 straight from the standard
+   * layout at 1.1–1.4× the packed kernel's time, so a repack (≈ 0.37 ms per
+   * 2816×1024 Q4_0 matrix, about 9 uses' saving of 0.04 ms) pays only for
+   * experts that stay hot: 8 (docs/streaming.md, session 8). Other types
+   * and the simd128 build decode standard rows at 0.35–0.44× the packed
+   * speed, where a repack pays from ~2 uses: 3.
+   */
+  repackAfterUses(type: number): number {
+    return this.variant === "relaxed" && STD_DECODE_TYPES.has(type) ? 8 : 3;
   }
 
   /**
@@ -474,33 +503,43 @@ export class WasmBackend implements Backend {
     if (th !== null && !this.#scalar && nFf >= 8 && nFf * nEmbd * nTokens >= THREAD_MIN_WORK) {
       if (this.ffnSwigluMany([{ gate, up, down, x, nTokens, out }])) return;
     }
+    // a few tokens over standard-layout matrices (streamed experts not repacked): one call per
+    // token runs the relaxed build's standard-row decode kernels, faster than its token tiles
+    // below STD_TOKENS_MAX tokens (same values: every output is the same per-token dot)
+    const perToken = nTokens > 1 && nTokens <= STD_TOKENS_MAX && !this.#scalar &&
+      this.#stdDecode(g.kernelType, nFf) && this.#stdDecode(u.kernelType, nFf) &&
+      this.#stdDecode(d.kernelType, nEmbd);
+    const calls = perToken ? nTokens : 1, per = nTokens / calls;
     const sb = this.#k.ffn_swiglu_scratch_bytes(
       g.kernelType,
       u.kernelType,
       d.kernelType,
       nEmbd,
       nFf,
-      nTokens,
+      per,
     );
     const [xp, op, sp] = this.#mem.scratch(nTokens * nEmbd * 4, nTokens * nEmbd * 4, sb);
     const f32 = this.#mem.f32;
     copyIn(f32, x, nTokens * nEmbd, xp);
     const f = this.#scalar ? this.#k.ffn_swiglu_scalar : this.#k.ffn_swiglu;
-    const rc = f(
-      g.kernelType,
-      g.ptr,
-      u.kernelType,
-      u.ptr,
-      d.kernelType,
-      d.ptr,
-      nEmbd,
-      nFf,
-      xp,
-      nTokens,
-      op,
-      sp,
-    );
-    if (rc !== 0) fail("ffnSwiglu", "kernel rejected a weight type or shape");
+    const step = per * nEmbd * 4;
+    for (let c = 0; c < calls; c++) {
+      const rc = f(
+        g.kernelType,
+        g.ptr,
+        u.kernelType,
+        u.ptr,
+        d.kernelType,
+        d.ptr,
+        nEmbd,
+        nFf,
+        xp + c * step,
+        per,
+        op + c * step,
+        sp,
+      );
+      if (rc !== 0) fail("ffnSwiglu", "kernel rejected a weight type or shape");
+    }
     copyOut(f32, op, nTokens * nEmbd, out);
   }
 

@@ -171,6 +171,14 @@ export interface Backend {
    * write. Backends without it need nothing.
    */
   prepareWeights?(w: WeightView): void;
+  /**
+   * Optional: after how many uses a streamed matrix of `type` is worth
+   * repacking (`prepareWeights`): about the repack's cost over what one
+   * use saves (the ski-rental break-even). The streaming store takes the
+   * smallest over an expert's matrices when `packAfterUses` is not set
+   * (3 without this method). Never changes any op's results.
+   */
+  repackAfterUses?(type: number): number;
 
   /**
    * `out[t*rows + r] = Σ_c W[r,c] · x[t*cols + c]` for `t < nTokens`, with

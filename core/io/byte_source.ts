@@ -251,6 +251,15 @@ export class FileSource implements ByteSource {
     }
   }
 
+  /**
+   * Whether every read is followed by the change check (size and mtime as
+   * seen at open; `checkChanges`, default true), so a read that returns
+   * has read the file that was opened, unchanged by those measures.
+   */
+  get checksChanges(): boolean {
+    return this.#mtimeMs !== null;
+  }
+
   /** Reads the range with positioned reads; short reads loop until complete. */
   async read(offset: number, length: number): Promise<Uint8Array> {
     checkRange(this.name, this.size, offset, length);

@@ -10,6 +10,7 @@ import { BackendError, GenerationError, ModelError } from "../errors.ts";
 import type { Slot } from "../backend/backend.ts";
 import { type ModelNeeds, modelNeeds, planMemory } from "./memory_plan.ts";
 import { loadModel } from "./model.ts";
+import type { StreamingExpertStore } from "../store/streaming_store.ts";
 import { synthesizeModel } from "./synthetic.ts";
 import { generateText } from "../generate/generate.ts";
 import { Session } from "../generate/session.ts";
@@ -256,39 +257,54 @@ Deno.test("wasm KV cache: nothing is allocated at creation; it grows with use, s
   }
 });
 
-Deno.test("streaming store: a heap that fills up (a shared backend) makes it evict instead of failing", async () => {
+Deno.test("streaming store: a heap that fills up (a shared backend) makes it evict instead of failing; prefaulted slots are held from the start", async () => {
   const bytes = synthesizeModel(SPEC);
   const SHORT = [1, 17]; // few experts resident when the heap fills
   const ref = await loadModel(bytes, { backend: "wasm", nCtx: 64 });
   const want = (await generateText(ref, SHORT, { maxTokens: 10, temperature: 0 })).tokens;
   ref.dispose();
   const n = await needsOf(bytes);
-  const be = await createWasmBackend({ maxMemoryBytes: 64 * MIB });
-  // the plan allows every expert (the heap is large enough) …
-  const m = await loadModel(bytes, { backend: be, nCtx: 64, expertBudgetBytes: n.expertBytes });
-  const s = new Session(m);
-  let logits = await s.eval(SHORT);
-  const got = [argmaxOf(logits)];
-  // … then something else takes the rest of the heap, leaving room for a handful of experts
-  const fillers: Slot[] = [];
-  for (;;) {
-    try {
-      fillers.push(be.allocSlot(64 * 1024));
-    } catch (e) {
-      assert.ok(e instanceof BackendError && e.code === "out_of_memory");
-      break;
+  for (const prefaultSlots of [false, true]) {
+    const be = await createWasmBackend({ maxMemoryBytes: 64 * MIB });
+    // the plan allows every expert (the heap is large enough) …
+    const m = await loadModel(bytes, {
+      backend: be,
+      nCtx: 64,
+      expertBudgetBytes: n.expertBytes,
+      streaming: { prefaultSlots },
+    });
+    const atLoad = (m.store as StreamingExpertStore).memory().allocatedBytes;
+    assert.ok(prefaultSlots ? atLoad > 0 && atLoad <= n.expertBytes : atLoad === 0);
+    const s = new Session(m);
+    let logits = await s.eval(SHORT);
+    const got = [argmaxOf(logits)];
+    // … then something else takes the rest of the heap, leaving room for a handful of experts
+    const fillers: Slot[] = [];
+    for (;;) {
+      try {
+        fillers.push(be.allocSlot(64 * 1024));
+      } catch (e) {
+        assert.ok(e instanceof BackendError && e.code === "out_of_memory");
+        break;
+      }
     }
+    be.freeSlot(fillers.pop()!); // room for 2 experts: one token's need
+    for (let i = 1; i < 10; i++) {
+      logits = await s.eval([got[i - 1]]);
+      got.push(argmaxOf(logits));
+    }
+    assert.deepEqual(got, want, `prefaultSlots ${prefaultSlots}`);
+    const store = m.store as StreamingExpertStore;
+    if (prefaultSlots) {
+      // every slot of the budget was taken at creation: the filler never competes with it
+      assert.equal(store.prefaultedSlots, SPEC.nLayer * SPEC.nExpert);
+      assert.equal(store.memory().allocatedBytes, atLoad);
+      assert.equal(store.stats().evictions, 0, "nothing to evict: the budget holds every expert");
+    } else assert.ok(store.stats().evictions > 0, "the store evicted when the heap was full");
+    s.dispose();
+    m.dispose();
+    be.dispose();
   }
-  be.freeSlot(fillers.pop()!); // room for 2 experts: one token's need
-  for (let i = 1; i < 10; i++) {
-    logits = await s.eval([got[i - 1]]);
-    got.push(argmaxOf(logits));
-  }
-  assert.deepEqual(got, want);
-  assert.ok(m.store.stats().evictions > 0, "the store evicted when the heap was full");
-  s.dispose();
-  m.dispose();
-  be.dispose();
 });
 
 function argmaxOf(x: Float32Array): number {

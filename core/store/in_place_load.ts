@@ -63,6 +63,13 @@ export interface InPlaceSpec {
    * worker reads and hashes; this thread compares the hashes.
    */
   readonly worker?: LoadWorker | null;
+  /**
+   * This expert was checked at an earlier load and the source is a local
+   * file that checks for changes after every read (`verifyOnce`): read it
+   * through the wrapped `FileSource` without hashing or the manifest's
+   * SHA-256. Ignored (a checked load) for any other source.
+   */
+  readonly trusted?: boolean;
   /** A demand load: the worker takes it before background ones. */
   readonly urgent?: boolean;
   /** Told the ticket of an off-thread load (to raise it to demand later). */
@@ -169,6 +176,8 @@ export async function readExpertInPlace(
     );
   }
   const lay = expertLayout(loc);
+  const plain = spec.trusted === true ? trustedFile(spec.source) : null;
+  if (plain) spec = { ...spec, source: plain, sha256: undefined, deferRereads: false };
   if (spec.worker?.alive) {
     const off = await loadOffThread(spec, spec.worker, loc, slot, signal);
     if (off) return off;
@@ -201,7 +210,7 @@ export async function readExpertInPlace(
   if (spec.sha256 !== undefined) {
     const v0 = performance.now();
     // WebCrypto copies its input when called: later growth cannot change what is hashed
-    const h = await sha256Hex(spec.backend.slotBytes(slot, 0, loc.bytes));
+    const h = await sha256Hex(spec.backend.slotBytes!(slot, 0, loc.bytes));
     verifyMs += performance.now() - v0;
     if (h !== spec.sha256) {
       throw new StoreError(
@@ -222,6 +231,15 @@ export async function readExpertInPlace(
     return performance.now() - v0;
   };
   return { readMs: Math.max(0, wall - timing.verifyMs), verifyMs, verify };
+}
+
+/**
+ * The local file under `source` (itself, or the source an `IntegritySource`
+ * wraps) when it checks for changes after every read; null otherwise.
+ */
+export function trustedFile(source: ByteSource): FileSource | null {
+  const inner = source instanceof IntegritySource ? source.inner : source;
+  return inner instanceof FileSource && inner.checksChanges ? inner : null;
 }
 
 /**

@@ -17,6 +17,7 @@ import {
   type Slot,
   type StreamingExpertStore,
 } from "../../mod.ts";
+import { BackendError } from "../errors.ts";
 import { createWasmBackend } from "../../wasm/backend.ts";
 import type { ByteSource } from "./byte_source.ts";
 import type { ExpertLocation } from "./expert_location.ts";
@@ -33,6 +34,7 @@ import {
   modelFile,
   N_TOKENS,
   PROMPT,
+  storeContext,
 } from "./store_test_util.ts";
 
 async function wasmTokens(
@@ -292,6 +294,165 @@ Deno.test("in place on the threaded WASM backend: reads land in shared memory, s
     const r = await generateText(model, PROMPT, { maxTokens: N_TOKENS, temperature: 0 });
     assert.deepEqual(r.tokens, base.tokens, `threads ${be.threads}`);
     assert.ok(store.stats().misses > 0);
+    model.dispose();
+    src.close();
+  } finally {
+    await Deno.remove(path);
+  }
+});
+
+Deno.test("residency: prefault fills the pool within budget and count, writes every byte, all or nothing at out of memory", () => {
+  const heap = new Uint8Array(1000).fill(0xff);
+  let next = 1, at = 0, failAfter = Infinity;
+  const offs = new Map<number, number>();
+  const backend = {
+    name: "fake",
+    allocSlot(bytes: number): Slot {
+      if (offs.size >= failAfter) throw new BackendError("out_of_memory", "full");
+      const s = { id: next++, bytes };
+      offs.set(s.id, at);
+      at += bytes;
+      return s;
+    },
+    freeSlot(s: Slot): void {
+      offs.delete(s.id);
+    },
+    slotBytes: (s: Slot, offset: number, length: number) =>
+      heap.subarray(offs.get(s.id)! + offset, offs.get(s.id)! + offset + length),
+  } as unknown as Backend;
+  // budget for 3 slots of 100, 2 asked: 2 made
+  const res = new Residency(backend, 300, createRecencyPolicy(), [emptyLayerStats(0)]);
+  assert.equal(res.prefault(100, 2), 2);
+  assert.equal(res.allocatedBytes, 200);
+  assert.ok(heap.subarray(0, 200).every((b) => b === 0), "every byte of the slots written");
+  assert.ok(heap.subarray(200).every((b) => b === 0xff), "nothing else touched");
+  // later loads take the pooled slots, then one more within the budget, then none
+  const got = [res.acquire(100, false)!, res.acquire(100, false)!].map((s) => s.id).sort();
+  assert.deepEqual(got, [1, 2]);
+  assert.equal(res.acquire(100, false)!.id, 3);
+  assert.equal(res.allocatedBytes, 300);
+  // the budget bounds it whatever the count
+  const res2 = new Residency(backend, 250, createRecencyPolicy(), [emptyLayerStats(0)]);
+  assert.equal(res2.prefault(100, 10), 2);
+  assert.equal(res2.allocatedBytes, 200);
+  // out of memory: all or nothing (what it made is freed, loads allocate on demand); other errors propagate
+  const live = offs.size;
+  failAfter = live + 2;
+  const res3 = new Residency(backend, 1000, createRecencyPolicy(), [emptyLayerStats(0)]);
+  assert.equal(res3.prefault(100, 5), 0);
+  assert.equal(res3.allocatedBytes, 0);
+  assert.equal(offs.size, live, "the two slots it made were freed");
+  failAfter = Infinity;
+  const bad = {
+    ...backend,
+    allocSlot: () => {
+      throw new Error("boom");
+    },
+  } as unknown as Backend;
+  assert.throws(() => new Residency(bad, 1000, createRecencyPolicy(), []).prefault(100, 1), /boom/);
+  // without slot views (a copying backend) nothing is allocated
+  const noViews = { ...backend, slotBytes: undefined } as unknown as Backend;
+  assert.equal(new Residency(noViews, 1000, createRecencyPolicy(), []).prefault(100, 5), 0);
+});
+
+Deno.test("in place: slots are allocated and touched at creation (prefaultSlots), same tokens; opt-out allocates on demand", async () => {
+  const path = await modelFile();
+  try {
+    const base = await wasmTokens(modelBytes());
+    base.dispose();
+    const budget = 3 * EXPERT_BYTES + 100;
+    for (const prefaultSlots of [true, false]) {
+      const src = await FileSource.open(path);
+      const model = await loadModel(src, {
+        backend: await createWasmBackend(),
+        expertBudgetBytes: budget,
+        streaming: { prefaultSlots },
+      });
+      const store = model.store as StreamingExpertStore;
+      assert.equal(store.prefaultedSlots, prefaultSlots ? 3 : 0);
+      assert.equal(store.memory().allocatedBytes, prefaultSlots ? 3 * EXPERT_BYTES : 0);
+      const r = await generateText(model, PROMPT, { maxTokens: N_TOKENS, temperature: 0 });
+      assert.deepEqual(r.tokens, base.tokens, `prefaultSlots ${prefaultSlots}`);
+      assert.ok(store.memory().allocatedBytes <= budget);
+      model.dispose();
+      src.close();
+    }
+    // never more slots than unpinned experts, whatever the budget
+    const src = await FileSource.open(path);
+    const model = await loadModel(src, {
+      backend: await createWasmBackend(),
+      expertBudgetBytes: 2 * ALL_EXPERT_BYTES,
+      streaming: { pinned: [{ layer: 0, index: 0 }] },
+    });
+    const store = model.store as StreamingExpertStore;
+    assert.equal(store.prefaultedSlots, ALL_EXPERT_BYTES / EXPERT_BYTES - 1);
+    model.dispose();
+    src.close();
+  } finally {
+    await Deno.remove(path);
+  }
+});
+
+Deno.test("in place, verifyOnce (opt-in): re-reads of checked experts skip the hashes, same tokens; a changed mtime is still 'changed', a rewrite keeping it is not caught", async () => {
+  const path = await modelFile();
+  const mtime = new Date(Date.UTC(2026, 0, 1));
+  try {
+    await Deno.utime(path, mtime, mtime);
+    const base = await wasmTokens(modelBytes());
+    base.dispose();
+    const layer0 = (await storeContext(new MemorySource(modelBytes()))).locations[0];
+    /** Flip one quant byte (not a scale) of every layer-0 expert's up matrix, size and mtime kept. */
+    const tamper = async (): Promise<void> => {
+      const f = await Deno.open(path, { read: true, write: true });
+      for (const loc of layer0) {
+        const at = loc.up.fileOffset + 5;
+        const b = new Uint8Array(1);
+        await f.seek(at, Deno.SeekMode.Start);
+        await f.read(b);
+        b[0] ^= 1;
+        await f.seek(at, Deno.SeekMode.Start);
+        await f.write(b);
+      }
+      f.close();
+      await Deno.utime(path, mtime, mtime);
+    };
+    for (const verifyOnce of [false, true]) {
+      const src = await FileSource.open(path);
+      const model = await loadModel(src, {
+        backend: await createWasmBackend(),
+        expertBudgetBytes: 2 * EXPERT_BYTES,
+        streaming: { verifyOnce },
+      });
+      const store = model.store as StreamingExpertStore;
+      const r = await generateText(model, PROMPT, { maxTokens: N_TOKENS, temperature: 0 });
+      assert.deepEqual(r.tokens, base.tokens, `verifyOnce ${verifyOnce}`);
+      const loads = store.stats().loads!;
+      if (verifyOnce) {
+        assert.ok(store.trustedLoads > 0, "re-reads were trusted");
+        assert.ok(loads - store.trustedLoads <= ALL_EXPERT_BYTES / EXPERT_BYTES, "one check each");
+      } else assert.equal(store.trustedLoads, 0);
+      await tamper();
+      const again = generateText(model, PROMPT, { maxTokens: N_TOKENS, temperature: 0 });
+      if (verifyOnce) await again; // the documented weakness: not noticed
+      else await assert.rejects(again, isStoreError("integrity"));
+      await tamper(); // back to the original bytes
+      model.dispose();
+      src.close();
+    }
+    // a changed mtime is caught on the next read either way
+    const src = await FileSource.open(path);
+    const model = await loadModel(src, {
+      backend: await createWasmBackend(),
+      expertBudgetBytes: 2 * EXPERT_BYTES,
+      streaming: { verifyOnce: true },
+    });
+    await generateText(model, PROMPT, { maxTokens: 2, temperature: 0 });
+    const later = new Date(Date.UTC(2026, 0, 2));
+    await Deno.utime(path, later, later);
+    await assert.rejects(
+      generateText(model, PROMPT, { maxTokens: N_TOKENS, temperature: 0 }),
+      isStoreError("changed"),
+    );
     model.dispose();
     src.close();
   } finally {

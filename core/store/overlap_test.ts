@@ -7,6 +7,7 @@
 import assert from "node:assert/strict";
 import {
   generateText,
+  GgmlType,
   HttpSource,
   IntegritySource,
   loadModel,
@@ -249,4 +250,102 @@ Deno.test("idle-time repacking: a step waiting for a load repacks its resident e
   assert.deepEqual(r.tokens, base);
   assert.ok((model.store as StreamingExpertStore).idlePacks > 0);
   model.dispose();
+});
+
+Deno.test("default repack point: the backend's repackAfterUses (smallest over an expert's matrices), else the third use", async () => {
+  const packsFor = async (
+    usesPerLoad: number,
+    repackAfterUses?: (type: number) => number,
+    packAfterUses?: number,
+  ) => {
+    const base = await storeContext(new MemorySource(modelBytes()));
+    const types: number[] = [];
+    const backend = repackAfterUses
+      ? new Proxy(base.backend, {
+        get(t, p) {
+          if (p === "repackAfterUses") {
+            return (ty: number) => (types.push(ty), repackAfterUses(ty));
+          }
+          const v = Reflect.get(t, p);
+          return typeof v === "function" ? v.bind(t) : v;
+        },
+      })
+      : base.backend;
+    const s = await StreamingExpertStore.create({ ...base, backend }, {
+      expertBudgetBytes: 3 * EXPERT_BYTES,
+      ...(packAfterUses !== undefined ? { packAfterUses } : {}),
+    });
+    for (let i = 0; i < 40 * usesPerLoad; i++) {
+      await s.ensure(0, [Math.floor(i / usesPerLoad) % 6]);
+    }
+    const st = s.stats();
+    s.dispose();
+    return { packs: st.packs!, loads: st.loads!, types };
+  };
+  assert.equal((await packsFor(3)).packs, 40, "no backend method: the third use");
+  assert.equal((await packsFor(4, () => 5)).packs, 0, "the fifth use never comes");
+  const five = await packsFor(5, () => 5);
+  assert.equal(five.packs, 40);
+  assert.ok(five.types.length > 0, "asked with the matrices' types");
+  // the smallest over the expert's matrices (asked once per matrix): the up matrix asks for 2
+  assert.equal(five.types.length, 3 * five.loads, "once per matrix of each load");
+  let calls = 0;
+  assert.equal((await packsFor(2, () => calls++ % 3 === 1 ? 2 : 100)).packs, 40);
+  calls = 0;
+  assert.equal((await packsFor(2, () => calls++ % 3 === 1 ? 3 : 100)).packs, 0);
+  // an explicit packAfterUses wins
+  assert.equal((await packsFor(5, () => 5, 6)).packs, 0);
+  assert.equal((await packsFor(3, () => 5, 3)).packs, 40);
+});
+
+Deno.test("WASM backend: repack after 8 uses for the relaxed build's standard-layout decode types, else 3", async () => {
+  const relaxed = await createWasmBackend({ variant: "relaxed" });
+  const simd = await createWasmBackend({ variant: "simd128" });
+  for (const t of [GgmlType.Q4_0, GgmlType.Q4_K, GgmlType.Q8_0]) {
+    assert.equal(relaxed.repackAfterUses(t), 8);
+    assert.equal(simd.repackAfterUses(t), 3);
+  }
+  for (const t of [GgmlType.Q6_K, GgmlType.Q2_K, GgmlType.F16]) {
+    assert.equal(relaxed.repackAfterUses(t), 3);
+  }
+  relaxed.dispose();
+  simd.dispose();
+});
+
+Deno.test("a forward pass's first store step yields once while prefetches are in flight, so finished reads land even when every step is resident", async () => {
+  const mem = new MemorySource(modelBytes());
+  // reads whose completion, like a file read's, is delivered by the event loop (not a microtask)
+  const src: ByteSource = {
+    size: mem.size,
+    name: "event-loop",
+    read: (o, n) => mem.read(o, n),
+    async readInto(offset, dest) {
+      dest.set(await mem.read(offset, dest.byteLength));
+      await new Promise((r) => setImmediate(r));
+    },
+  };
+  for (const firstLayer of [true, false]) {
+    const ctx = { ...await storeContext(src), backend: await createWasmBackend() };
+    const s = await StreamingExpertStore.create(ctx, { expertBudgetBytes: 4 * EXPERT_BYTES });
+    await s.ensure(0, [0, 1]);
+    await s.ensure(1, [0]);
+    s.prefetch(2, [3]);
+    assert.equal(s.memory().loading, 1);
+    // (microtasks only, as synchronous compute: the prefetch's reads start, none lands)
+    for (let i = 0; i < 10; i++) await null;
+    assert.equal(s.memory().loading, 1);
+    // layer 0 (the first MoE layer) is resident: one turn, in which the prefetch lands
+    const r = firstLayer ? s.ensure(0, [0, 1]) : s.ensure(1, [0]);
+    if (firstLayer) {
+      assert.ok(r instanceof Promise, "yields one turn");
+      await r;
+      assert.equal(s.memory().loading, 0, "the prefetch landed");
+      assert.equal(s.ensure(2, [3]), undefined, "resident: synchronous");
+      assert.equal(s.stats().prefetchHits, 1);
+    } else {
+      assert.equal(r, undefined, "other layers never yield for it");
+      assert.equal(s.memory().loading, 1);
+    }
+    s.dispose();
+  }
 });

@@ -142,6 +142,37 @@ export class Residency {
     }
   }
 
+  /**
+   * Fill the pool with up to `count` slots of `bytes` within the budget and
+   * write every byte of them (`slotBytes` views, zeros), so later loads read
+   * into pages already mapped. All or nothing: when the backend runs out of
+   * memory first, the slots it made are freed again (loads then allocate on
+   * demand and the budget shrinks to what the heap holds, as without it).
+   * Returns the slots made. Only on backends with `slotBytes` (else 0).
+   */
+  prefault(bytes: number, count: number): number {
+    const be = this.#backend;
+    if (typeof be.slotBytes !== "function" || !(bytes > 0)) return 0;
+    const made: Slot[] = [];
+    while (made.length < count && this.#allocated + bytes <= this.#evictable) {
+      let slot: Slot;
+      try {
+        slot = be.allocSlot(bytes, { lazyPrepare: true });
+      } catch (e) {
+        if (!(e instanceof BackendError && e.code === "out_of_memory")) throw e;
+        for (const s of made) be.freeSlot(s);
+        this.#allocated -= made.length * bytes;
+        return 0;
+      }
+      this.#allocated += bytes;
+      made.push(slot);
+      // a fresh view per slot: an allocation may have grown (and detached) the memory
+      be.slotBytes(slot, 0, bytes).fill(0);
+    }
+    for (const s of made) this.release(s);
+    return made.length;
+  }
+
   /** Return a slot to the pool. */
   release(slot: Slot): void {
     const list = this.#free.get(slot.bytes);

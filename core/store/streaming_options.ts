@@ -35,8 +35,12 @@ export interface StreamingStoreOptions {
   /** Told when a prefetch fails (the next demand load retries and reports). */
   onPrefetchError?: (error: Error) => void;
   /**
-   * Repack a streamed expert for the faster kernels on this use (default
-   * 3; 1 = at load, as resident experts; `Infinity` = never). `"auto"`: at
+   * Repack a streamed expert for the faster kernels on this use (default:
+   * the backend's `repackAfterUses`, the smallest over the expert's
+   * matrices, else 3; on the WASM backend's relaxed build 8 for Q4_0, Q4_K
+   * and Q8_0, whose standard-layout decode runs at 1.1–1.4× the packed
+   * time, 3 otherwise; 1 = at load, as resident experts; `Infinity` =
+   * never). `"auto"`: at
    * load once the layer's loaded experts are used ≥ 1.8 times per load on
    * average (after 8 loads), else on the third use, and a step waiting for
    * its loads repacks its resident experts meanwhile. A repack costs about
@@ -66,6 +70,35 @@ export interface StreamingStoreOptions {
    * the reads already run on the I/O pool; docs/streaming.md).
    */
   offThreadLoads?: boolean;
+  /**
+   * Opt-in (default false): check each expert once, at its first load (its
+   * first-read hashes recorded, the manifest's SHA-256 when there is one),
+   * and read it again after eviction without hashing while the source is a
+   * local file whose change check passes after every read (same size and
+   * mtime as at open; `FileSource` with `checkChanges`). Saves the hash of
+   * every re-read (≈ 0.4 ms per 4.6 MiB expert here, docs/streaming.md,
+   * session 8) but **weakens the check**: a file rewritten in place with
+   * its size and mtime kept (or a disk returning different bytes) is no
+   * longer noticed on re-reads; the default compares every re-read with
+   * its first read. Only in-place loads from local files; other sources
+   * and the copying path verify as usual. Results are identical either way
+   * when the file is intact.
+   */
+  verifyOnce?: boolean;
+  /**
+   * Allocate the evictable budget's slots when the store is created and
+   * touch every page of them (default true), so that no miss reads into
+   * memory the process never wrote: on this VM a 4.6 MiB read into fresh
+   * memory cost 2.4–3.3 ms against 0.8–1.0 ms into memory already mapped
+   * (page faults and zeroing; docs/streaming.md, session 8). With fallback
+   * copies nearly every load went to a fresh slot. Costs the budget's
+   * memory at once (what it allows anyway) and the time to touch it at load
+   * (~0.5 ms per MiB here); at most as many slots as there are unpinned
+   * experts; all or nothing (when the heap runs out first, loads allocate
+   * on demand as without it). Only on backends with slot views
+   * (`Backend.slotBytes`). Results are identical either way.
+   */
+  prefaultSlots?: boolean;
   /**
    * Tell the MoE layer which experts of a step are ready one by one
    * (`ensureEach`): it computes the resident ones first, then each missed

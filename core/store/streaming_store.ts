@@ -27,7 +27,12 @@ import type { ExpertLocation } from "./expert_location.ts";
 import { type CachePolicy, createRecencyPolicy } from "./cache_policy.ts";
 import { expertLayout, expertViews, prepareExpert } from "./expert_loader.ts";
 import { type FetchedExpert, fetchExpert, fetchExpertBatch } from "./expert_fetch.ts";
-import { canLoadInPlace, type InPlaceTiming, readExpertInPlace } from "./in_place_load.ts";
+import {
+  canLoadInPlace,
+  type InPlaceTiming,
+  readExpertInPlace,
+  trustedFile,
+} from "./in_place_load.ts";
 import { type LoadWorker, sharedLoadWorker } from "./load_worker.ts";
 import { loadFallbackCopies, type ResidentCopies } from "./fallback_copies.ts";
 import type {
@@ -55,7 +60,7 @@ import {
 /** Macrotask turns `ensure` yields, at most, for loads in flight to land. */
 const SETTLE_TURNS = 4;
 
-/** Default `packAfterUses` (and `"auto"` while a layer's loads are not reused enough): the third use. */
+/** `packAfterUses` of backends without `repackAfterUses` (and `"auto"` while a layer's loads are not reused enough): the third use. */
 const PACK_AFTER_USES = 3;
 
 /**
@@ -72,6 +77,8 @@ const AUTO_PACK_MIN_LOADS = 8;
 /** Uses of a loaded expert, and whether it is repacked yet. */
 interface UseCount {
   uses: number;
+  /** Repack on this use (`packAfterUses`, else the backend's `repackAfterUses`). */
+  after: number;
   packed: boolean;
   /** Matrices repacked so far (idle-time repacking goes one matrix at a time). */
   parts: number;
@@ -95,6 +102,8 @@ export class StreamingExpertStore implements ExpertStore {
   #hints: PrefetchHint[] = [];
   #soonLayer = -1;
   #inflightPrefetch = 0;
+  /** The first layer with experts (where a forward pass's store steps begin). */
+  readonly #firstMoeLayer: number;
   #lastDone: number[] | null = null;
   readonly #use = new WeakMap<Entry, UseCount>();
   readonly #packAfter: number | "auto";
@@ -126,6 +135,12 @@ export class StreamingExpertStore implements ExpertStore {
   #worker: Promise<LoadWorker | null> | undefined;
   /** Loads done on the load worker. */
   #offThreadLoads = 0;
+  /** Keys of experts checked at a load (`verifyOnce`: later loads of them skip the hashes). */
+  readonly #checked = new Set<number>();
+  /** Loads read without hashing under `verifyOnce`. */
+  #trustedLoads = 0;
+  /** Slots allocated and touched when the store was created (`prefaultSlots`). */
+  #prefaulted = 0;
 
   private constructor(
     ctx: StreamingStoreContext,
@@ -158,6 +173,7 @@ export class StreamingExpertStore implements ExpertStore {
     this.#freqAt = new Float64Array(nKeys);
     this.#clock = new Float64Array(ctx.locations.length);
     this.#moeLayers = Math.max(1, ctx.locations.filter((l) => l.length > 0).length);
+    this.#firstMoeLayer = ctx.locations.findIndex((l) => l.length > 0);
     this.#inPlace = opts.readInPlace !== false && canLoadInPlace(ctx.backend, ctx.expertBytes);
   }
 
@@ -174,6 +190,16 @@ export class StreamingExpertStore implements ExpertStore {
   /** Loads read and hashed on the load worker (`offThreadLoads`), part of `stats().loads`. */
   get offThreadLoads(): number {
     return this.#offThreadLoads;
+  }
+
+  /** Slots allocated and touched when the store was created (`prefaultSlots`, default on). */
+  get prefaultedSlots(): number {
+    return this.#prefaulted;
+  }
+
+  /** Loads of experts checked before, read again without hashing (`verifyOnce`). */
+  get trustedLoads(): number {
+    return this.#trustedLoads;
   }
 
   /** Reads redone because memory growth detached the slot view while they were in flight. */
@@ -216,6 +242,10 @@ export class StreamingExpertStore implements ExpertStore {
       capacity: store.capacity,
     });
     for (const loc of plan.pinned) await store.#loadPinned(loc);
+    if (opts.prefaultSlots !== false) {
+      const unpinned = ctx.locations.reduce((a, l) => a + l.length, 0) - plan.pinned.length;
+      store.#prefaulted = store.#res.prefault(plan.maxExpertBytes, unpinned);
+    }
     return store;
   }
 
@@ -224,7 +254,9 @@ export class StreamingExpertStore implements ExpertStore {
     if (this.#disposed) {
       throw new StoreError("closed", "Cannot ensure experts: the store was disposed");
     }
-    if (this.#loading(layer, experts)) return this.#settle(layer, experts, signal);
+    if (this.#loading(layer, experts) || this.#passTurn(layer)) {
+      return this.#settle(layer, experts, signal);
+    }
     return this.#ensureNow(layer, experts, signal);
   }
 
@@ -267,7 +299,9 @@ export class StreamingExpertStore implements ExpertStore {
         },
       };
     }
-    if (this.#loading(layer, experts)) return this.#settleEach(layer, experts, signal);
+    if (this.#loading(layer, experts) || this.#passTurn(layer)) {
+      return this.#settleEach(layer, experts, signal);
+    }
     return this.#stepEach(layer, experts, signal);
   }
 
@@ -278,7 +312,8 @@ export class StreamingExpertStore implements ExpertStore {
     signal?: AbortSignal,
   ): Promise<ExpertArrivals | void> {
     const t0 = performance.now();
-    for (let i = 0; i < SETTLE_TURNS && this.#loading(layer, experts); i++) await macrotask();
+    let i = 0;
+    do await macrotask(); while (++i < SETTLE_TURNS && this.#loading(layer, experts));
     this.#stats[layer].stallMs += performance.now() - t0;
     return this.#stepEach(layer, experts, signal);
   }
@@ -294,6 +329,19 @@ export class StreamingExpertStore implements ExpertStore {
     return this.#arrivals(r.id, r.keys, waits, experts, layer, signal);
   }
 
+  /**
+   * Whether this step yields one macrotask turn before it starts: the first
+   * MoE layer of a forward pass while prefetches or background loads are in
+   * flight. Steps served by resident experts and fallback copies never wait
+   * for I/O, so without it a finished read of such a load is applied only
+   * when some later step waits (seen: background loads of the fallback
+   * rows landing 35–350 ms after their bytes arrived, docs/streaming.md
+   * session 8). One turn per token (~10 µs, counted as stall).
+   */
+  #passTurn(layer: number): boolean {
+    return layer === this.#firstMoeLayer && this.#inflightPrefetch > 0;
+  }
+
   /** Whether a requested expert is loading (its bytes may have arrived while we computed). */
   #loading(layer: number, experts: ArrayLike<number>): boolean {
     for (let i = 0; i < experts.length; i++) {
@@ -304,12 +352,13 @@ export class StreamingExpertStore implements ExpertStore {
 
   /**
    * The single JS thread applies finished reads only when it yields: give it
-   * a few macrotask turns (~30 µs each, counted as stall) so loads whose bytes
+   * a few macrotask turns (`setImmediate`, ~10 µs each, counted as stall) so loads whose bytes
    * arrived during compute land before residency is checked.
    */
   async #settle(layer: number, experts: ArrayLike<number>, signal?: AbortSignal): Promise<void> {
     const t0 = performance.now();
-    for (let i = 0; i < SETTLE_TURNS && this.#loading(layer, experts); i++) await macrotask();
+    let i = 0;
+    do await macrotask(); while (++i < SETTLE_TURNS && this.#loading(layer, experts));
     this.#stats[layer].stallMs += performance.now() - t0;
     return await this.#ensureNow(layer, experts, signal);
   }
@@ -700,6 +749,7 @@ export class StreamingExpertStore implements ExpertStore {
     en.verify = null;
     try {
       this.#stats[en.loc.layer].verifyMs += check();
+      if (this.#opts.verifyOnce === true) this.#checked.add(en.key);
     } catch (e) {
       if (this.#res.entries.get(en.key) === en) this.#res.evict(en.key);
       throw e;
@@ -773,11 +823,28 @@ export class StreamingExpertStore implements ExpertStore {
     return uses / loads >= AUTO_PACK_USES_PER_LOAD;
   }
 
-  /** Count a use of a loaded expert; repack it once it reaches `packAfterUses`. */
+  /**
+   * The use on which `loc` is repacked: `packAfterUses` when set (`"auto"`:
+   * the third use, when not repacked at load), else the smallest of the
+   * backend's `repackAfterUses` over its matrices (the third use without).
+   */
+  #repackAfter(loc: ExpertLocation): number {
+    const pa = this.#packAfter;
+    if (pa === "auto") return PACK_AFTER_USES;
+    if (this.#opts.packAfterUses !== undefined) return pa;
+    const be = this.#ctx.backend;
+    if (typeof be.repackAfterUses !== "function") return PACK_AFTER_USES;
+    let n = Infinity;
+    for (const m of [loc.gate, loc.up, loc.down]) {
+      if (m) n = Math.min(n, be.repackAfterUses(m.type));
+    }
+    return n >= 1 ? n : PACK_AFTER_USES;
+  }
+
+  /** Count a use of a loaded expert; repack it once it reaches its `#repackAfter` use. */
   #used(en: Entry, st: LayerStoreStats): void {
     const u = this.#use.get(en);
-    const after = this.#packAfter === "auto" ? PACK_AFTER_USES : this.#packAfter;
-    if (!u || u.packed || ++u.uses < after || !en.weights) return;
+    if (!u || u.packed || ++u.uses < u.after || !en.weights) return;
     this.#verified(en);
     const t0 = performance.now();
     prepareExpert(this.#ctx.backend, en.weights);
@@ -872,11 +939,14 @@ export class StreamingExpertStore implements ExpertStore {
       throw e;
     }
     const sha256 = this.#opts.manifest?.experts[loc.layer]?.[loc.index];
+    const trusted = this.#opts.verifyOnce === true && this.#checked.has(en.key) &&
+      trustedFile(this.#ctx.source) !== null;
     const io = readExpertInPlace(
       {
         source: this.#ctx.source,
         backend: this.#ctx.backend,
         sha256,
+        trusted,
         onDetached: () => this.#detachedReads++,
         // a prefetch may never be used: compare re-reads at first use (before any repack)
         deferRereads: en.reason === "prefetch" && this.#packAfter !== 1,
@@ -907,8 +977,11 @@ export class StreamingExpertStore implements ExpertStore {
       const st = this.#stats[loc.layer];
       st.bytesFetched += loc.bytes;
       if (t.offThread) this.#offThreadLoads++;
+      if (trusted) this.#trustedLoads++;
       en.urgent = null;
       en.verify = t.verify;
+      // checked now, or (deferred re-read comparisons) before its first use
+      if (this.#opts.verifyOnce === true && t.verify === null) this.#checked.add(en.key);
       this.#landed(en, t.readMs, t.verifyMs, performance.now());
     } catch (e) {
       if (!en.cancelled) {
@@ -947,7 +1020,7 @@ export class StreamingExpertStore implements ExpertStore {
       prepareExpert(backend, en.weights);
       st.packs++;
     }
-    this.#use.set(en, { uses: 0, packed, parts: packed ? 3 : 0 });
+    this.#use.set(en, { uses: 0, after: this.#repackAfter(en.loc), packed, parts: packed ? 3 : 0 });
     st.repackMs += performance.now() - t0;
     st.readMs += readMs;
     st.verifyMs += verifyMs;
