@@ -338,15 +338,19 @@ impl PackedType for Packed<Q4_0> {
     const BLOCK_ELEMS: usize = 32;
     const BLOCK_BYTES: usize = 18;
     const KERNELS: Option<&'static crate::group::GroupKernels> = Some(&crate::group::GroupKernels::of::<Self>());
-    /// simd128 build: `read_legacy`'s planes; relaxed build: per block one
-    /// contiguous 72-byte chunk at `72i` (`d: f16[4]`, then the 4 rows' runs
-    /// at `8 + 16r`; one memory stream per group).
+    /// simd128 build: `read_legacy`'s planes; relaxed build: rows in lanes,
+    /// per block one contiguous 72-byte chunk at `72i` (`d: f16[4]`, then four
+    /// quant vectors `V_j` at `8 + 16j` whose bytes `4r..4r+3` are row `r`'s
+    /// standard quant bytes `4j..4j+3`: the packed IQ4_NL layout; one memory
+    /// stream per group, see `c/relaxed.c` `q4r_block`).
     unsafe fn read_block(g: *const u8, nb: usize, r: usize, i: usize, dst: *mut u8) {
         if VARIANT == 2 {
             let c = g.add(72 * i);
             *dst = *c.add(2 * r);
             *dst.add(1) = *c.add(2 * r + 1);
-            run16(Run::F, c.add(8 + 16 * r), dst.add(2), true);
+            for j in 0..4 {
+                core::ptr::copy_nonoverlapping(c.add(8 + 16 * j + 4 * r), dst.add(2 + 4 * j), 4);
+            }
         } else {
             read_legacy(16, Run::F, g, nb, r, i, dst)
         }
@@ -356,7 +360,9 @@ impl PackedType for Packed<Q4_0> {
             let c = g.add(72 * i);
             *c.add(2 * r) = *src;
             *c.add(2 * r + 1) = *src.add(1);
-            run16(Run::F, src.add(2), c.add(8 + 16 * r), false);
+            for j in 0..4 {
+                core::ptr::copy_nonoverlapping(src.add(2 + 4 * j), c.add(8 + 16 * j + 4 * r), 4);
+            }
         } else {
             write_legacy(16, Run::F, g, nb, r, i, src)
         }
