@@ -7,7 +7,9 @@
 //!   (`group.rs`, `c/relaxed.c`) share each activation block load across 4
 //!   rows. Quants are permuted within a block so that dot lane `j` sums
 //!   exactly the elements lane `j` of the standard kernels sums: results
-//!   stay bit-identical to the unpacked kernels.
+//!   stay bit-identical to the unpacked kernels. (The relaxed build's Q4_0
+//!   keeps rows in lanes instead; its unpacked kernels sum in the same
+//!   generic order, so packed and unpacked stay bit-identical.)
 //! * F16: per row, each 8-element group is stored as 4 u32 lanes
 //!   `(e[m] | e[4+m] << 16)`, so two shifts expose e[0..4] and e[4..8] in
 //!   the high halves of i32 lanes (`packed_f16::f16x8`); the `cols % 8` tail is
@@ -164,7 +166,7 @@ const K_GROUP: usize = 576;
 /// permuted 16-byte quant run holds original byte `f(n)`, so dot lane `j`
 /// (bytes `4j..4j+4`) reads elements `{2j, 2j+1, 8+2j, 9+2j}` (and, in the
 /// run of elements 16..32, their +16 partners): the standard lane-`j` set.
-/// Q4_0 runs always use it; Q8_0 and Q4_K runs in the relaxed build. (An F16
+/// Q4_0 runs use it in the simd128 build; Q8_0 and Q4_K runs in the relaxed build. (An F16
 /// group's u32 lanes `e[m] | e[4+m] << 16` are the same byte order.)
 ///
 /// Byte permutations of one 16-byte run, as `i8x16.shuffle` (pack: packed

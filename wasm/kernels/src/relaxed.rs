@@ -5,9 +5,13 @@
 //! instructions without AVX-VNNI). That instruction is deterministic — and
 //! exact — when its second operand is 7-bit, so every call passes one:
 //! Q4_0/Q4_K nibbles (0..15), or |a| of Q8_0 activations (≤ 127, with a's
-//! sign moved onto the weights as `w ^ m` and a per-lane correction `c8`). Dot lane `j` reads bytes `4j..4j+4`; the
-//! packed byte order (`f` in `packed.rs`) puts the standard lane-`j` elements
-//! there, so results are bit-identical to the simd128 kernels.
+//! sign moved onto the weights as `w ^ m` and a per-lane correction `c8`). Dot lane `j` reads bytes `4j..4j+4`; for
+//! Q8_0 and Q4_K the packed byte order (`f` in `packed.rs`) puts the standard lane-`j` elements
+//! there, so results are bit-identical to the simd128 kernels. Q4_0 keeps rows in
+//! lanes (lane `r` = row `r`, the packed IQ4_NL byte order) and sums each row in
+//! ggml's generic order, as `tiles.rs` does for Q4_0 in this build
+//! (`tiles::generic_order`): bit-identical across the relaxed build's paths,
+//! not to the simd128 build.
 
 use crate::group::{c_group_kernels, GroupKernel};
 use crate::packed::Packed;
