@@ -319,7 +319,8 @@ export function refMatmulQ4_0Generic(
         let sumi = 0;
         for (let j = 0; j < 16; j++) {
           const q = w[wb + 2 + j];
-          sumi += ((q & 15) - 8) * av.getInt8(ab + 2 + j) + ((q >> 4) - 8) * av.getInt8(ab + 18 + j);
+          sumi += ((q & 15) - 8) * av.getInt8(ab + 2 + j) +
+            ((q >> 4) - 8) * av.getInt8(ab + 18 + j);
         }
         const dd = f(fromF16(wv.getUint16(wb, true)) * fromF16(av.getUint16(ab, true)));
         sumf = f(sumf + f(sumi * dd));

@@ -53,7 +53,8 @@ function firstDiff(a: Uint32Array, b: Uint32Array): string {
 }
 
 Deno.test({
-  name: "relaxed Q4_0 rows in lanes: packed/standard, 1–16 tokens, both dot forms == generic-order twin",
+  name:
+    "relaxed Q4_0 rows in lanes: packed/standard, 1–16 tokens, both dot forms == generic-order twin",
   ignore: !relaxedSimdSupported(),
   fn: async () => {
     const H = await KernelHarness.create("relaxed");
@@ -98,7 +99,11 @@ Deno.test({
     const batched = matmulBits(H, true, w, rows, cols, x, nTok);
     for (let t = 0; t < nTok; t++) {
       const alone = matmulBits(H, true, w, rows, cols, x.subarray(t * cols, (t + 1) * cols), 1);
-      assertEquals(firstDiff(batched.subarray(t * rows, (t + 1) * rows), alone), "none", `token ${t}`);
+      assertEquals(
+        firstDiff(batched.subarray(t * rows, (t + 1) * rows), alone),
+        "none",
+        `token ${t}`,
+      );
     }
   },
 });

@@ -82,7 +82,11 @@ Deno.test({
             ? new Uint8Array(refMatmulQ4_0Generic(w, rows, cols, x, nTok).buffer).join()
             : packedMatmul(S, type, w, rows, cols, x, nTok);
           assertEquals(split, fused, `${name} ${nTok} tokens: split vs fused`);
-          assertEquals(split, ref, `${name} ${nTok} tokens: relaxed vs ${type === GgmlType.Q4_0 ? "twin" : "simd128"}`);
+          assertEquals(
+            split,
+            ref,
+            `${name} ${nTok} tokens: relaxed vs ${type === GgmlType.Q4_0 ? "twin" : "simd128"}`,
+          );
         }
       }
     } finally {
