@@ -289,3 +289,44 @@ export function randomWeights(
   }
   return out;
 }
+
+/**
+ * Reference Q4_0 matmul in ggml's generic order, the order of the relaxed build's
+ * Q4_0 kernels (c/relaxed.c `q4r_block`, tiles.rs `tile_gg`): per row and token,
+ * `sumf += f32(sumi)·(d_w·d_a)` block by block in f32, where `sumi = Σ (q − 8)·a`
+ * is the block's exact integer sum and `a` the activation quantized by
+ * {@link refQuantQ8} (Q8_0). Output `out[t·rows + r]`. Non-finite scales
+ * propagate as f32 arithmetic does.
+ */
+export function refMatmulQ4_0Generic(
+  w: Uint8Array,
+  rows: number,
+  cols: number,
+  x: Float32Array,
+  nTok: number,
+): Float32Array {
+  const f = Math.fround;
+  const nb = cols / 32;
+  const out = new Float32Array(rows * nTok);
+  const wv = new DataView(w.buffer, w.byteOffset, w.byteLength);
+  for (let t = 0; t < nTok; t++) {
+    const a = refQuantQ8(x.subarray(t * cols, (t + 1) * cols), false);
+    const av = new DataView(a.buffer);
+    for (let r = 0; r < rows; r++) {
+      let sumf = 0;
+      for (let i = 0; i < nb; i++) {
+        const wb = (r * nb + i) * 18, ab = i * 34;
+        let sumi = 0;
+        for (let j = 0; j < 16; j++) {
+          const q = w[wb + 2 + j];
+          sumi += ((q & 15) - 8) * av.getInt8(ab + 2 + j) +
+            ((q >> 4) - 8) * av.getInt8(ab + 18 + j);
+        }
+        const dd = f(fromF16(wv.getUint16(wb, true)) * fromF16(av.getUint16(ab, true)));
+        sumf = f(sumf + f(sumi * dd));
+      }
+      out[t * rows + r] = sumf;
+    }
+  }
+  return out;
+}

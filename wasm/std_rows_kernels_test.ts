@@ -2,7 +2,8 @@
  * Decode (one token) over standard-layout (unpacked) matrices: the relaxed build reads
  * 4-row groups straight from the GGUF block layout (`relaxed::std_kernels`, c/relaxed.c
  * `rx_std_*`) instead of the one-row tiles. Its outputs must be bit-identical to the
- * simd128 module's standard-layout kernels and to its own packed kernels, in both dot
+ * simd128 module's standard-layout kernels (Q4_0: to the generic-order twin
+ * `refMatmulQ4_0Generic`, the relaxed build's Q4_0 order) and to its own packed kernels, in both dot
  * forms, for every group count (odd, even), rows that are not a multiple of 4 (the tile
  * fallback), the row spacings picked for large matrices (rows % 8 == 0, with leftover rows),
  * several block counts, Q8_0 quants of -128 (packing refuses them, the standard kernels take
@@ -16,6 +17,7 @@ import {
   KernelHarness,
   randomActivations,
   randomWeights,
+  refMatmulQ4_0Generic,
   rng,
 } from "./kernel_test_util.ts";
 import { PACKED_FLAG, relaxedSimdSupported } from "./pkg/moe_edge_kernels.ts";
@@ -86,7 +88,11 @@ Deno.test({
           const r = rng(1000 * type + 10 * rows + nbk);
           const w = randomWeights(r, type, rows, cols);
           const x = randomActivations(r, cols);
-          const ref = decode(S, type, w, rows, cols, x);
+          // Q4_0: the relaxed build's order is ggml's generic one (the simd128 build's is
+          // per dot lane): its reference is the generic-order twin.
+          const ref = type === GgmlType.Q4_0
+            ? new Uint32Array(refMatmulQ4_0Generic(w, rows, cols, x, 1).buffer)
+            : decode(S, type, w, rows, cols, x);
           for (const m of [0, 1]) {
             mode(m);
             const tag = `${fm.name} ${rows}x${cols} mode ${m}`;
@@ -108,7 +114,9 @@ Deno.test({
             wi[b * fm.bytes + s] = bad[j] & 0xff;
             wi[b * fm.bytes + s + 1] = bad[j] >> 8;
           }
-          const refi = decode(S, type, wi, rows, cols, x);
+          const refi = type === GgmlType.Q4_0
+            ? new Uint32Array(refMatmulQ4_0Generic(wi, rows, cols, x, 1).buffer)
+            : decode(S, type, wi, rows, cols, x);
           assert(refi.some((u) => (u & 0x7f800000) === 0x7f800000), "non-finite outputs expected");
           for (const m of [0, 1]) {
             mode(m);

@@ -128,9 +128,44 @@ static inline __attribute__((always_inline)) void q8_0_body(const int F, const i
     for (int r = 0; r < 4; r++) o[k][r] = hsum(acc[k][r]);
 }
 
-/* Q4_0: unsigned nibbles (7-bit) × a, plus c = −8·Σa per lane. The relaxed build's
- * packed Q4_0 group (packed.rs) is, per block i, one contiguous 72-byte chunk at 72i
- * (d: f16[4], then the 4 rows' quant runs at 8 + 16r): one memory stream per group. */
+/* Q4_0, rows in lanes (wasm/kernels/src/packed.rs, relaxed build): per block i one
+ * contiguous 72-byte chunk per group at 72i: d: f16[4], then four quant vectors V_j at
+ * 8 + 16j whose bytes 4r..4r+3 are row r's standard quant bytes 4j..4j+3 (low nibbles:
+ * elements 4j..4j+3, high nibbles: 16+4j..16+4j+3; the packed IQ4_NL layout). The
+ * unsigned nibbles (7-bit) are the i7 operand of i16x8.relaxed_dot_i8x16_i7x16_s
+ * against the activation's 4-element group j brought to all four lanes by
+ * v128.load32_splat; the eight pair-sum vectors of a block add up in i16 (|·| ≤
+ * 16·15·128 < 2^15: exact), are widened once by i32x4.dot_i16x8_s against ones and
+ * offset by c = −8·Σa (an i32x4 splat in the expanded block), so lane r is row r's
+ * exact block sum Σ(q − 8)·a; one convert, one multiply by (d_w·d_a) and one add per
+ * block serve the 4 rows: ggml's generic order (sumf += f32(sumi)·(d_w·d_a)), as
+ * tiles.rs computes Q4_0 in this build (bit-identical). Per token and 4 rows × 32
+ * elements: 8 dots, 7 i16 adds, 1 widen, 1 add, convert, 2 multiplies, 1 add — the
+ * weight unpack (and, shift, and per V_j) is shared by every token of a tile. */
+#define Q4R_YB 48u
+/* p + the i16 pair sums of group j of the expanded block yb against nibbles lo / hi. */
+#define Q4R_RUN(p, lo, hi, yb, j)                                                             \
+  wasm_i16x8_add(wasm_i16x8_add((p), RD16(wasm_v128_load32_splat((yb) + 4 * (j)), (lo))),     \
+                 RD16(wasm_v128_load32_splat((yb) + 16 + 4 * (j)), (hi)))
+/* The same with the fused form: s (i32 lanes) + the dot products. */
+#define Q4R_RUNF(s, lo, hi, yb, j) \
+  DOT(wasm_v128_load32_splat((yb) + 16 + 4 * (j)), (hi), DOT(wasm_v128_load32_splat((yb) + 4 * (j)), (lo), (s)))
+
+/* Exact block sums (lane r = row r) of the 4 rows whose quant vectors are V[0..4]
+ * × expanded block yb. */
+static inline __attribute__((always_inline)) v128_t q4r_block(const int F, const v128_t V[4], const uint8_t *yb, v128_t m,
+                                                             v128_t one) {
+  v128_t c = wasm_v128_load(yb + 32);
+  if (F) {
+    v128_t s = c;
+    for (int j = 0; j < 4; j++) s = Q4R_RUNF(s, wasm_v128_and(V[j], m), wasm_v128_and(wasm_u16x8_shr(V[j], 4), m), yb, j);
+    return s;
+  }
+  v128_t p = wasm_i16x8_splat(0);
+  for (int j = 0; j < 4; j++) p = Q4R_RUN(p, wasm_v128_and(V[j], m), wasm_v128_and(wasm_u16x8_shr(V[j], 4), m), yb, j);
+  return wasm_i32x4_add(PAIRS(p, one), c);
+}
+
 static inline __attribute__((always_inline)) void q4_0_body(const int F, const int G, const uint8_t *const g[2], uint32_t nb,
                                                           const uint8_t *a, float *const o[2]) {
   const float *da = (const float *)a;
@@ -138,28 +173,20 @@ static inline __attribute__((always_inline)) void q4_0_body(const int F, const i
   CONSTS();
   const v128_t m = pin(wasm_i8x16_splat(0x0f));
   const v128_t one = ones16();
-  v128_t acc[2][4];
-  for (int k = 0; k < G; k++)
-    for (int r = 0; r < 4; r++) acc[k][r] = wasm_f32x4_splat(0.0f);
+  v128_t acc[2];
+  for (int k = 0; k < G; k++) acc[k] = wasm_f32x4_splat(0.0f);
   for (uint32_t i = 0; i < nb; i++) {
-    const uint8_t *yb = y + 48 * i;
-    v128_t ylo = wasm_v128_load(yb), yhi = wasm_v128_load(yb + 16), c = wasm_v128_load(yb + 32);
+    const uint8_t *yb = y + Q4R_YB * i;
     v128_t ds = wasm_f32x4_splat(da[i]);
     for (int k = 0; k < G; k++) {
       const uint8_t *q = g[k] + 72 * i;
-      v128_t dd = wasm_f32x4_mul(scales4(q, sm, sk), ds);
-      v128_t s[4];
-      for (int r = 0; r < 4; r++) {
-        v128_t v = wasm_v128_load(q + 8 + 16 * r);
-        v128_t lo = wasm_v128_and(v, m);
-        v128_t hi = wasm_v128_and(wasm_u16x8_shr(v, 4), m);
-        s[r] = F ? DOT(yhi, hi, DOT(ylo, lo, c)) : wasm_i32x4_add(PAIRS(wasm_i16x8_add(RD16(ylo, lo), RD16(yhi, hi)), one), c);
-      }
-      ACC4(acc[k], s, dd);
+      v128_t V[4];
+      for (int j = 0; j < 4; j++) V[j] = wasm_v128_load(q + 8 + 16 * j);
+      v128_t s = q4r_block(F, V, yb, m, one);
+      acc[k] = acc_lane(acc[k], s, wasm_f32x4_mul(scales4(q, sm, sk), ds));
     }
   }
-  for (int k = 0; k < G; k++)
-    for (int r = 0; r < 4; r++) o[k][r] = hsum(acc[k][r]);
+  for (int k = 0; k < G; k++) wasm_v128_store(o[k], acc[k]);
 }
 
 /* Q4_K: per chunk two sub-block partials, kept as i16 pair sums (|x| ≤
@@ -295,34 +322,28 @@ static inline __attribute__((always_inline)) void q4_0_tile(const int F, const i
   const v128_t m = pin(wasm_i8x16_splat(0x0f));
   const v128_t one = ones16();
   const uint32_t yo = align16(4 * nb);
-  v128_t acc[4][4];
-  for (int t = 0; t < T; t++)
-    for (int r = 0; r < 4; r++) acc[t][r] = wasm_f32x4_splat(0.0f);
+  v128_t acc[4];
+  for (int t = 0; t < T; t++) acc[t] = wasm_f32x4_splat(0.0f);
   for (uint32_t i = 0; i < nb; i++) {
-    const uint8_t *q = g + 72 * i + 8;
-    v128_t dw = scales4(q - 8, sm, sk);
-    v128_t ddb[4][4];
-    for (int t = 0; t < T; t++) {
-      v128_t dd = wasm_f32x4_mul(dw, wasm_f32x4_splat(((const float *)(a + t * astride))[i]));
-      BCAST4(ddb[t], dd);
-    }
-    for (int r = 0; r < 4; r++) {
-      v128_t v = wasm_v128_load(q + 16 * r);
-      v128_t lo = wasm_v128_and(v, m);
-      v128_t hi = wasm_v128_and(wasm_u16x8_shr(v, 4), m);
+    const uint8_t *q = g + 72 * i;
+    v128_t s[4];
+    for (int t = 0; t < T; t++) s[t] = F ? wasm_v128_load(a + t * astride + yo + Q4R_YB * i + 32) : wasm_i16x8_splat(0);
+    for (int j = 0; j < 4; j++) {
+      v128_t v = wasm_v128_load(q + 8 + 16 * j);
+      v128_t lo = wasm_v128_and(v, m), hi = wasm_v128_and(wasm_u16x8_shr(v, 4), m);
       for (int t = 0; t < T; t++) {
-        const uint8_t *yb = a + t * astride + yo + 48 * i;
-        v128_t s = F ? DOT(wasm_v128_load(yb + 16), hi, DOT(wasm_v128_load(yb), lo, wasm_v128_load(yb + 32)))
-                     : wasm_i32x4_add(PAIRS(wasm_i16x8_add(RD16(wasm_v128_load(yb), lo),
-                                                           RD16(wasm_v128_load(yb + 16), hi)),
-                                            one),
-                                      wasm_v128_load(yb + 32));
-        acc[t][r] = acc_lane(acc[t][r], s, ddb[t][r]);
+        const uint8_t *yb = a + t * astride + yo + Q4R_YB * i;
+        s[t] = F ? Q4R_RUNF(s[t], lo, hi, yb, j) : Q4R_RUN(s[t], lo, hi, yb, j);
       }
     }
+    v128_t dw = scales4(q, sm, sk);
+    for (int t = 0; t < T; t++) {
+      const uint8_t *at = a + t * astride;
+      v128_t st = F ? s[t] : wasm_i32x4_add(PAIRS(s[t], one), wasm_v128_load(at + yo + Q4R_YB * i + 32));
+      acc[t] = acc_lane(acc[t], st, wasm_f32x4_mul(dw, wasm_f32x4_splat(((const float *)at)[i])));
+    }
   }
-  for (int t = 0; t < T; t++)
-    for (int r = 0; r < 4; r++) o[t * ostride + r] = hsum(acc[t][r]);
+  for (int t = 0; t < T; t++) wasm_v128_store(o + t * ostride, acc[t]);
 }
 
 static inline __attribute__((always_inline)) void q4_k_tile(const int F, const int T, const uint8_t *g, uint32_t nb,
@@ -490,27 +511,24 @@ static inline __attribute__((always_inline)) int q4_0_std_body(const int F, cons
   const uint8_t *y = a + align16(4 * nb);
   CONSTS();
   const v128_t m = pin(wasm_i8x16_splat(0x0f));
-  const v128_t one = ones16(), pf = perm_f();
-  v128_t acc[2][4], hx = z;
-  for (int k = 0; k < G; k++)
-    for (int r = 0; r < 4; r++) acc[k][r] = wasm_f32x4_splat(0.0f);
+  const v128_t one = ones16();
+  v128_t acc[2], hx = z;
+  for (int k = 0; k < G; k++) acc[k] = wasm_f32x4_splat(0.0f);
 #define Q4_0_STD_BLOCK(i)                                                                                   \
   do {                                                                                                      \
-    const uint8_t *yb = y + 48 * (i);                                                                       \
-    v128_t ylo = wasm_v128_load(yb), yhi = wasm_v128_load(yb + 16), c = wasm_v128_load(yb + 32);            \
+    const uint8_t *yb = y + Q4R_YB * (i);                                                                   \
     v128_t ds = wasm_f32x4_splat(da[i]);                                                                    \
     for (int k = 0; k < G; k++) {                                                                           \
       const uint8_t *b = g[k] + 18 * (i);                                                                   \
       v128_t dd = wasm_f32x4_mul(scales_std(X, gather_f16x4(b, rs), sm, sk, &hx), ds);                      \
-      v128_t s[4];                                                                                          \
-      for (int r = 0; r < 4; r++) {                                                                         \
-        v128_t v = PERM_F(wasm_v128_load(b + r * rs + 2));                                                  \
-        v128_t lo = wasm_v128_and(v, m);                                                                    \
-        v128_t hi = wasm_v128_and(wasm_u16x8_shr(v, 4), m);                                                 \
-        s[r] = F ? DOT(yhi, hi, DOT(ylo, lo, c))                                                            \
-                 : wasm_i32x4_add(PAIRS(wasm_i16x8_add(RD16(ylo, lo), RD16(yhi, hi)), one), c);             \
-      }                                                                                                     \
-      ACC4(acc[k], s, dd);                                                                                  \
+      /* the 4 rows' quant words transposed: V[j] lane r = row r's bytes 4j..4j+3 */                        \
+      v128_t r0 = wasm_v128_load(b + 2), r1 = wasm_v128_load(b + rs + 2);                                   \
+      v128_t r2 = wasm_v128_load(b + 2 * rs + 2), r3 = wasm_v128_load(b + 3 * rs + 2);                      \
+      v128_t u0 = wasm_i32x4_shuffle(r0, r1, 0, 4, 1, 5), u1 = wasm_i32x4_shuffle(r2, r3, 0, 4, 1, 5);      \
+      v128_t u2 = wasm_i32x4_shuffle(r0, r1, 2, 6, 3, 7), u3 = wasm_i32x4_shuffle(r2, r3, 2, 6, 3, 7);      \
+      v128_t V[4] = {wasm_i64x2_shuffle(u0, u1, 0, 2), wasm_i64x2_shuffle(u0, u1, 1, 3),                    \
+                     wasm_i64x2_shuffle(u2, u3, 0, 2), wasm_i64x2_shuffle(u2, u3, 1, 3)};                   \
+      acc[k] = acc_lane(acc[k], q4r_block(F, V, yb, m, one), dd);                                           \
     }                                                                                                       \
   } while (0)
   /* Blocks in runs of 4, so each load instruction strides 72 bytes (past a
@@ -526,8 +544,11 @@ static inline __attribute__((always_inline)) int q4_0_std_body(const int F, cons
   for (; i < nb; i++) Q4_0_STD_BLOCK(i);
 #undef Q4_0_STD_BLOCK
   if (!X && saw_infnan(hx)) return 1;
-  for (int k = 0; k < G; k++)
-    for (int r = 0; r < 4; r++) o[k][r * os] = hsum(acc[k][r]);
+  for (int k = 0; k < G; k++) {
+    float v[4] __attribute__((aligned(16)));
+    wasm_v128_store(v, acc[k]);
+    for (int r = 0; r < 4; r++) o[k][r * os] = v[r];
+  }
   return 0;
 }
 

@@ -7,7 +7,9 @@
 //!   (`group.rs`, `c/relaxed.c`) share each activation block load across 4
 //!   rows. Quants are permuted within a block so that dot lane `j` sums
 //!   exactly the elements lane `j` of the standard kernels sums: results
-//!   stay bit-identical to the unpacked kernels.
+//!   stay bit-identical to the unpacked kernels. (The relaxed build's Q4_0
+//!   keeps rows in lanes instead; its unpacked kernels sum in the same
+//!   generic order, so packed and unpacked stay bit-identical.)
 //! * F16: per row, each 8-element group is stored as 4 u32 lanes
 //!   `(e[m] | e[4+m] << 16)`, so two shifts expose e[0..4] and e[4..8] in
 //!   the high halves of i32 lanes (`packed_f16::f16x8`); the `cols % 8` tail is
@@ -164,7 +166,7 @@ const K_GROUP: usize = 576;
 /// permuted 16-byte quant run holds original byte `f(n)`, so dot lane `j`
 /// (bytes `4j..4j+4`) reads elements `{2j, 2j+1, 8+2j, 9+2j}` (and, in the
 /// run of elements 16..32, their +16 partners): the standard lane-`j` set.
-/// Q4_0 runs always use it; Q8_0 and Q4_K runs in the relaxed build. (An F16
+/// Q4_0 runs use it in the simd128 build; Q8_0 and Q4_K runs in the relaxed build. (An F16
 /// group's u32 lanes `e[m] | e[4+m] << 16` are the same byte order.)
 ///
 /// Byte permutations of one 16-byte run, as `i8x16.shuffle` (pack: packed
@@ -338,15 +340,19 @@ impl PackedType for Packed<Q4_0> {
     const BLOCK_ELEMS: usize = 32;
     const BLOCK_BYTES: usize = 18;
     const KERNELS: Option<&'static crate::group::GroupKernels> = Some(&crate::group::GroupKernels::of::<Self>());
-    /// simd128 build: `read_legacy`'s planes; relaxed build: per block one
-    /// contiguous 72-byte chunk at `72i` (`d: f16[4]`, then the 4 rows' runs
-    /// at `8 + 16r`; one memory stream per group).
+    /// simd128 build: `read_legacy`'s planes; relaxed build: rows in lanes,
+    /// per block one contiguous 72-byte chunk at `72i` (`d: f16[4]`, then four
+    /// quant vectors `V_j` at `8 + 16j` whose bytes `4r..4r+3` are row `r`'s
+    /// standard quant bytes `4j..4j+3`: the packed IQ4_NL layout; one memory
+    /// stream per group, see `c/relaxed.c` `q4r_block`).
     unsafe fn read_block(g: *const u8, nb: usize, r: usize, i: usize, dst: *mut u8) {
         if VARIANT == 2 {
             let c = g.add(72 * i);
             *dst = *c.add(2 * r);
             *dst.add(1) = *c.add(2 * r + 1);
-            run16(Run::F, c.add(8 + 16 * r), dst.add(2), true);
+            for j in 0..4 {
+                core::ptr::copy_nonoverlapping(c.add(8 + 16 * j + 4 * r), dst.add(2 + 4 * j), 4);
+            }
         } else {
             read_legacy(16, Run::F, g, nb, r, i, dst)
         }
@@ -356,7 +362,9 @@ impl PackedType for Packed<Q4_0> {
             let c = g.add(72 * i);
             *c.add(2 * r) = *src;
             *c.add(2 * r + 1) = *src.add(1);
-            run16(Run::F, src.add(2), c.add(8 + 16 * r), false);
+            for j in 0..4 {
+                core::ptr::copy_nonoverlapping(src.add(2 + 4 * j), c.add(8 + 16 * j + 4 * r), 4);
+            }
         } else {
             write_legacy(16, Run::F, g, nb, r, i, src)
         }

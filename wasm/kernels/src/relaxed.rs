@@ -5,9 +5,13 @@
 //! instructions without AVX-VNNI). That instruction is deterministic — and
 //! exact — when its second operand is 7-bit, so every call passes one:
 //! Q4_0/Q4_K nibbles (0..15), or |a| of Q8_0 activations (≤ 127, with a's
-//! sign moved onto the weights as `w ^ m` and a per-lane correction `c8`). Dot lane `j` reads bytes `4j..4j+4`; the
-//! packed byte order (`f` in `packed.rs`) puts the standard lane-`j` elements
-//! there, so results are bit-identical to the simd128 kernels.
+//! sign moved onto the weights as `w ^ m` and a per-lane correction `c8`). Dot lane `j` reads bytes `4j..4j+4`; for
+//! Q8_0 and Q4_K the packed byte order (`f` in `packed.rs`) puts the standard lane-`j` elements
+//! there, so results are bit-identical to the simd128 kernels. Q4_0 keeps rows in
+//! lanes (lane `r` = row `r`, the packed IQ4_NL byte order) and sums each row in
+//! ggml's generic order, as `tiles.rs` does for Q4_0 in this build
+//! (`tiles::generic_order`): bit-identical across the relaxed build's paths,
+//! not to the simd128 build.
 
 use crate::group::{c_group_kernels, GroupKernel};
 use crate::packed::Packed;
@@ -88,19 +92,27 @@ impl GroupKernel for Packed<Q8_0> {
     }
 }
 
-/// Relaxed kernels of the packed Q4_0 layout (token tiles too).
+/// Relaxed kernels of the packed Q4_0 layout, rows in lanes (token tiles too).
 impl GroupKernel for Packed<Q4_0> {
-    /// d: f32[nb]; per block low/high planes (2 × i8x16), c (i32x4).
+    /// d: f32[nb]; per block the quants of elements 0..15 and 16..31 in the
+    /// standard order (2 × i8x16: the kernels bring each 4-element group to
+    /// all four lanes with `v128.load32_splat`), then `c = −8·Σa` (i32x4 splat).
     fn ext_row_bytes(cols: usize) -> usize {
         align16(4 * (cols / 32)) + 48 * (cols / 32)
     }
     unsafe fn expand(act: *const u8, cols: usize, dst: *mut u8) {
-        expand_q8_0_blocks(act, cols, dst, |y, i, lo, hi| {
+        let nb = cols / 32;
+        let d = dst as *mut f32;
+        let y = dst.add(align16(4 * nb));
+        for i in 0..nb {
+            let b = act.add(34 * i);
+            *d.add(i) = crate::half::f16_to_f32(rd_u16(b));
+            let (lo, hi) = (ld(b.add(2)), ld(b.add(18)));
             let o = y.add(48 * i);
             st(o, lo);
             st(o.add(16), hi);
-            st(o.add(32), i32x4_mul(i32x4_add(sum4(lo), sum4(hi)), i32x4_splat(-8)));
-        })
+            st(o.add(32), i32x4_splat(-8 * hsum_i32(i32x4_add(sum4(lo), sum4(hi)))));
+        }
     }
     c_group_kernels!(rx_group_q4_0, rx_tile_q4_0);
 }
@@ -160,7 +172,8 @@ impl StdKernels {
     }
 }
 
-/// Q4_0: per row bit-identical to `tiles::tile_legacy::<Q4_0, 1>`.
+/// Q4_0: per row bit-identical to `tiles::tile_legacy::<Q4_0, 1>` (ggml's
+/// generic order in this build, as the packed rows-in-lanes kernels).
 impl StdKernel for Packed<Q4_0> {
     const TY: u32 = Q4_0;
     unsafe fn std_groups(g0: *const u8, g1: *const u8, nb: usize, a: *const u8, o0: *mut f32, o1: *mut f32, rs: usize, os: usize) {

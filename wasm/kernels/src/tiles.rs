@@ -204,8 +204,8 @@ unsafe fn legacy_unpack<const K: u32>(b: *const u8) -> (v128, v128) {
 /// register pressure, so blocks go one at a time.)
 #[inline(always)]
 pub unsafe fn tile_legacy<const K: u32, const T: usize>(w: *const u8, nb: usize, a: *const u8, arow: usize, out: *mut f32, ostride: usize) {
-    if K == IQ4_NL {
-        return tile_iq4nl::<T>(w, nb, a, arow, out, ostride);
+    if generic_order(K) {
+        return tile_gg::<K, T>(w, nb, a, arow, out, ostride);
     }
     let has_min = K == Q4_1 || K == Q5_1;
     let qoff = align16(8 * nb);
@@ -239,18 +239,28 @@ pub unsafe fn tile_legacy<const K: u32, const T: usize>(w: *const u8, nb: usize,
     }
 }
 
-/// IQ4_NL weight row × T tokens in ggml's generic order (per block the exact
-/// i32 sum `S_t`, then `sumf_t += f32(S_t)·(d_w·d_a)`): the order of the
-/// packed relaxed kernel (packed_iq4nl.rs, rows in lanes) and of the scalar
-/// twin. The tokens' four lane sums are reduced together (lane `t` = token
-/// `t`), so one convert, multiply and add per block serve every token.
+/// Whether legacy type `K` sums in ggml's generic order here (per block the
+/// exact i32 sum, then `sumf += f32(sumi)·(d_w·d_a)`) rather than per dot
+/// lane: IQ4_NL always; Q4_0 in the relaxed-SIMD build, whose packed Q4_0
+/// kernels keep rows in lanes (`c/relaxed.c` `q4r_block`).
 #[inline(always)]
-unsafe fn tile_iq4nl<const T: usize>(w: *const u8, nb: usize, a: *const u8, arow: usize, out: *mut f32, ostride: usize) {
+pub const fn generic_order(k: u32) -> bool {
+    k == IQ4_NL || (cfg!(moe_relaxed) && k == Q4_0)
+}
+
+/// IQ4_NL (and relaxed-build Q4_0) weight row × T tokens in ggml's generic
+/// order (per block the exact i32 sum `S_t`, then `sumf_t += f32(S_t)·(d_w·d_a)`):
+/// the order of the packed relaxed kernels (packed_iq4nl.rs, c/relaxed.c;
+/// rows in lanes) and, for IQ4_NL, of the scalar twin. The tokens' four lane
+/// sums are reduced together (lane `t` = token `t`), so one convert, multiply
+/// and add per block serve every token.
+#[inline(always)]
+unsafe fn tile_gg<const K: u32, const T: usize>(w: *const u8, nb: usize, a: *const u8, arow: usize, out: *mut f32, ostride: usize) {
     let qoff = align16(8 * nb);
     let mut acc = f32x4_splat(0.0);
     for i in 0..nb {
-        let b = w.add(i * legacy_bytes(IQ4_NL));
-        let (lo, hi) = legacy_unpack::<IQ4_NL>(b);
+        let b = w.add(i * legacy_bytes(K));
+        let (lo, hi) = legacy_unpack::<K>(b);
         let w0 = i16x8_extend_low_i8x16(lo);
         let w1 = i16x8_extend_high_i8x16(lo);
         let w2 = i16x8_extend_low_i8x16(hi);
@@ -284,7 +294,7 @@ pub unsafe fn rows_legacy<const K: u32, const R: usize>(w: [*const u8; R], nb: u
     if K == IQ4_NL && R == 2 {
         return rows2_iq4nl(w[0], w[1], nb, a, out[0], out[R - 1]);
     }
-    let gg = K == IQ4_NL; // ggml's generic order, in lane 0 (as tile_iq4nl)
+    let gg = generic_order(K); // ggml's generic order, in lane 0 (as tile_gg)
     let qoff = align16(8 * nb);
     let mut acc = [f32x4_splat(0.0); R];
     for i in 0..nb {
