@@ -97,7 +97,9 @@ export interface WasmBackendOptions {
   readonly scalar?: boolean;
   /**
    * Kernel module: `"auto"` (default: relaxed SIMD when the engine supports
-   * it), `"simd128"` or `"relaxed"`. Results are identical; only speed differs.
+   * it), `"simd128"` or `"relaxed"`. Results are identical except Q4_0, whose
+   * f32 summation order differs between the two (relaxed: ggml's generic
+   * block order; docs/quant-types.md); within one variant they never change.
    */
   readonly variant?: KernelVariant;
   /** Repack quantized matrices for the packed kernels (default true; results are identical). */
