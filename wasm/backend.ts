@@ -74,6 +74,8 @@ import {
   T_FFN_UP,
   T_MATMUL,
   T_PREP,
+  T_ROPE,
+  T_ROPE_KV,
   TASK_INTS,
 } from "./thread_split.ts";
 import {
@@ -85,6 +87,7 @@ import {
   WORKER_STACK_BYTES,
 } from "./threads.ts";
 import { WASM_FORMATS, WeightSlots } from "./weight_slots.ts";
+import { RopeTable } from "./rope_table.ts";
 import { hashInMemory } from "../core/store/hash_wide.ts";
 
 export { WASM_FORMATS };
@@ -160,6 +163,18 @@ export interface FfnJob {
   readonly nTokens: number;
   /** `nTokens` rows of `nEmbd`. */
   readonly out: Float32Array;
+}
+
+/** The four projections of {@linkcode WasmBackend.attentionBlock} (`[rows][cols]` each). */
+export interface AttentionWeights {
+  /** `attn_q`: `nHeads·headDimK × nEmbd`. */
+  readonly q: WeightView;
+  /** `attn_k`: `nKvHeads·headDimK × nEmbd`. */
+  readonly k: WeightView;
+  /** `attn_v`: `nKvHeads·headDimV × nEmbd`. */
+  readonly v: WeightView;
+  /** `attn_output`: `rows × nHeads·headDimV`. */
+  readonly o: WeightView;
 }
 
 /** A resolved weight (address and kernel type). */
@@ -930,6 +945,206 @@ export class WasmBackend implements Backend {
       );
     });
     this.#progRun(th, sp, stride, "attentionOutput");
+    copyOut(this.#mem.f32, op, nTokens * rows, out);
+    return true;
+  }
+
+  /**
+   * A whole llama-style attention block in one parallel region when this
+   * backend runs threads: `out = wo · attention(rope(wq·x), rope(wk·x), wv·x)`
+   * over the KV cache. Phases: the rows of Q, K and V (activations converted
+   * once per weight type, on this thread); RoPE of Q (by token ranges) and of
+   * K followed by the store of the new K/V rows; KV heads; the attention
+   * output's conversion; `wo`'s rows. Intermediate rows stay in linear memory
+   * (no copies out and back, no fork between the projections and attention).
+   * Bit-identical to `matmul` ×3, `rope` of Q and K, `attention`, then
+   * `matmul(wo)`. Returns false, having done nothing, on one thread or when
+   * the work is too small to split (the caller then runs those ops).
+   */
+  attentionBlock(
+    cache: KvCache,
+    layer: number,
+    startPos: number,
+    nTokens: number,
+    x: Float32Array,
+    w: AttentionWeights,
+    positions: Int32Array,
+    rope: RopeParams,
+    p: AttentionParams,
+    out: Float32Array,
+  ): boolean {
+    this.#live();
+    const th = this.#threads;
+    if (th === null || this.#scalar || nTokens === 0) return false;
+    const { nHeads, nKvHeads, headDimK, headDimV } = p;
+    const cols = w.q.cols;
+    const qd = nHeads * headDimK, kd = nKvHeads * headDimK, vd = nKvHeads * headDimV;
+    const nAtt = nHeads * headDimV;
+    const op0 = "attentionBlock";
+    if (
+      !(w.k.cols === cols && w.v.cols === cols && w.q.rows === qd && w.k.rows === kd &&
+        w.v.rows === vd && w.o.cols === nAtt)
+    ) {
+      fail(
+        op0,
+        `shapes q ${w.q.rows}×${w.q.cols}, k ${w.k.rows}×${w.k.cols}, v ${w.v.rows}×${w.v.cols}, ` +
+          `o ${w.o.rows}×${w.o.cols} do not fit ${nHeads}/${nKvHeads} heads of ${headDimK}/${headDimV}`,
+      );
+    }
+    const rows = w.o.rows;
+    if (!(x.length >= nTokens * cols)) {
+      fail(op0, `x has ${x.length} floats, need ${nTokens}×${cols}`);
+    }
+    if (!(out.length >= nTokens * rows)) {
+      fail(op0, `out has ${out.length} floats, need ${nTokens}×${rows}`);
+    }
+    if (!(positions.length >= nTokens)) {
+      fail(op0, `${positions.length} positions for ${nTokens} tokens`);
+    }
+    const nRot = rope.nRot;
+    if (!(nRot > 0 && nRot % 2 === 0 && nRot <= headDimK)) {
+      fail(op0, `nRot ${nRot} must be even and in (0, headDim=${headDimK}]`);
+    }
+    if (!(rope.mode === 0 || rope.mode === 2)) {
+      fail(op0, `mode ${rope.mode} is neither NORM (0) nor NEOX (2)`);
+    }
+    for (let t = 0; t < nTokens; t++) {
+      const pos = positions[t];
+      if (!(Number.isInteger(pos) && pos >= 0)) fail(op0, `position ${pos} at ${t} is negative`);
+    }
+    if ((qd + kd + vd) * cols * nTokens < THREAD_MIN_WORK) return false;
+    const e = this.#caches.get(cache);
+    const bad = attentionMismatch(e, layer, startPos, nTokens, p);
+    if (bad !== null) fail("attention", bad);
+    const bq = this.#check(w.q, op0), bk = this.#check(w.k, op0);
+    const bv = this.#check(w.v, op0), bo = this.#check(w.o, op0);
+    this.#caches.reserve(e, layer, startPos + nTokens); // the cache grows with use
+    const L = e.layers[layer];
+    if (!(startPos + nTokens <= L.cap)) {
+      fail("attention", `KV layer ${layer} holds ${L.cap} positions`);
+    }
+    const rq = this.#slots.resolve(w.q, bq, true), rk = this.#slots.resolve(w.k, bk, true);
+    const rv = this.#slots.resolve(w.v, bv, true), ro = this.#slots.resolve(w.o, bo, true);
+    const kk = this.#k;
+    const tq = rq.kernelType & ~PACKED_FLAG, tk = rk.kernelType & ~PACKED_FLAG;
+    const tv = rv.kernelType & ~PACKED_FLAG, to = ro.kernelType & ~PACKED_FLAG;
+    const sb = Math.max(
+      kk.matmul_scratch_bytes(rq.kernelType, cols, nTokens),
+      kk.matmul_scratch_bytes(rk.kernelType, cols, nTokens),
+      kk.matmul_scratch_bytes(rv.kernelType, cols, nTokens),
+      kk.attention_scratch_bytes(L.cap, nHeads, nKvHeads, headDimK, headDimV),
+      kk.matmul_scratch_bytes(ro.kernelType, nAtt, nTokens),
+    );
+    const stride = Math.ceil((sb + 64) / 64) * 64;
+    const [xp, aq, ak, av, qp, kp, vp, cp, ap, actp, op, sp] = this.#mem.scratch(
+      nTokens * cols * 4,
+      this.#actBytes(tq, cols, nTokens),
+      tk === tq ? 0 : this.#actBytes(tk, cols, nTokens),
+      tv === tq || tv === tk ? 0 : this.#actBytes(tv, cols, nTokens),
+      nTokens * qd * 4,
+      nTokens * kd * 4,
+      nTokens * vd * 4,
+      nTokens * nRot * 4,
+      nTokens * nAtt * 4,
+      this.#actBytes(to, nAtt, nTokens),
+      nTokens * rows * 4,
+      stride * th.n,
+    );
+    const f32 = this.#mem.f32;
+    copyIn(f32, x, nTokens * cols, xp);
+    // activations of Q/K/V: converted here (small), once per weight type
+    const actQ = this.#prepare(op0, tq, xp, cols, nTokens, aq);
+    const actK = tk === tq ? actQ : this.#prepare(op0, tk, xp, cols, nTokens, ak);
+    const actV = tv === tq
+      ? actQ
+      : tv === tk
+      ? actK
+      : this.#prepare(op0, tv, xp, cols, nTokens, av);
+    // the cos/sin rows of the tokens' positions (the table `rope` uses)
+    const ops = this.#ops;
+    if (ops.rope === null || !ops.rope.matches(rope)) ops.rope = new RopeTable(rope);
+    const table = ops.rope;
+    for (let t = 0; t < nTokens; t++) table.write(positions[t], f32, (cp >>> 2) + t * nRot);
+    // phase 0: the rows of Q, K and V
+    this.#progBegin();
+    const rs = [rq, rk, rv], outs = [qp, kp, vp], acts = [actQ, actK, actV], rws = [qd, kd, vd];
+    this.#split(th.n, 3, (i) => rws[i], () => cols * nTokens, (i, r0, r1) => {
+      const r = rs[i];
+      this.#progTask(
+        T_MATMUL,
+        r.kernelType,
+        r.ptr + r0 * kk.weight_row_bytes(r.kernelType & ~PACKED_FLAG, cols),
+        r1 - r0,
+        cols,
+        acts[i],
+        nTokens,
+        outs[i] + 4 * r0,
+        rws[i],
+      );
+    });
+    // phase 1: RoPE of Q by token ranges; RoPE of K, then the new K/V rows into the cache
+    this.#progPhase();
+    const head = [
+      L.off,
+      L.off + L.cap * e.kRowBytes,
+      L.cap,
+      startPos,
+      nTokens,
+      qp,
+      kp,
+      vp,
+      nHeads,
+      nKvHeads,
+      headDimK,
+      headDimV,
+      f32Bits(p.scale),
+      ap,
+    ];
+    this.#progTask(T_ROPE_KV, ...head, nRot, rope.mode, cp);
+    const qParts = Math.min(nTokens, 2 * th.n);
+    for (let t = 0; t < qParts; t++) {
+      const [t0, t1] = itemRange(nTokens, qParts, t);
+      if (t1 > t0) {
+        this.#progTask(
+          T_ROPE,
+          qp + 4 * t0 * qd,
+          t1 - t0,
+          nHeads,
+          headDimK,
+          nRot,
+          rope.mode,
+          cp + 4 * t0 * nRot,
+        );
+      }
+    }
+    // phase 2: KV heads (one task per head, or per group when there are many)
+    this.#progPhase();
+    const parts = Math.min(nKvHeads, 4 * th.n);
+    for (let t = 0; t < parts; t++) {
+      const [h0, h1] = itemRange(nKvHeads, parts, t);
+      if (h1 > h0) this.#progTask(T_ATTN, ...head, h0, h1, 0, 0);
+    }
+    // phase 3: the attention output's activations for wo
+    this.#progPhase();
+    const act = to === 0 ? ap : actp;
+    if (to !== 0) this.#progTask(T_PREP, to, ap, nAtt, nTokens, actp);
+    // phase 4: wo's rows
+    this.#progPhase();
+    const rb = kk.weight_row_bytes(to, nAtt);
+    this.#split(th.n, 1, rows, () => nAtt * nTokens, (_i, r0, r1) => {
+      this.#progTask(
+        T_MATMUL,
+        ro.kernelType,
+        ro.ptr + r0 * rb,
+        r1 - r0,
+        nAtt,
+        act,
+        nTokens,
+        op + 4 * r0,
+        rows,
+      );
+    });
+    this.#progRun(th, sp, stride, op0);
     copyOut(this.#mem.f32, op, nTokens * rows, out);
     return true;
   }
