@@ -183,6 +183,27 @@ interface Resolved {
   readonly kernelType: number;
 }
 
+/**
+ * A built `ffnSwigluMany` program for one shape: scratch layout, the caller's
+ * activation conversions (`[type, x, nTok, dst]` each) and the task table
+ * with, per task, the job whose weights it reads (-1: none) and the byte
+ * offsets of its rows in them (gate/down, up), patched with each call's
+ * weight addresses.
+ */
+interface FfnProgram {
+  readonly sizes: number[];
+  readonly p: number[];
+  readonly stride: number;
+  /** The first job of each distinct x. */
+  readonly xJobs: number[];
+  readonly preps: Int32Array;
+  readonly table: Int32Array;
+  readonly len: number;
+  readonly job: Int32Array;
+  readonly off1: Int32Array;
+  readonly off2: Int32Array;
+}
+
 /** The threaded state of a backend. */
 interface Threads {
   readonly pool: ThreadPool;
@@ -213,6 +234,10 @@ export class WasmBackend implements Backend {
   /** One-element argument arrays of `matmul` → `matmulMany` (reused). */
   readonly #w1: WeightView[] = [];
   readonly #o1: Float32Array[] = [];
+  /** Per call of `ffnSwigluMany`: each job's gate, up and down, resolved (reused). */
+  readonly #ffnRes: Resolved[] = [];
+  /** `ffnSwigluMany` programs by shape (rebuilt when the scratch region moved). */
+  readonly #ffnProgs = new Map<string, FfnProgram>();
   /** Task records of the program being built (reused). */
   #prog = new Int32Array(64 * TASK_INTS);
   #progLen = 0;
@@ -552,92 +577,154 @@ export class WasmBackend implements Backend {
       work += nFf * nEmbd * j.nTokens;
     }
     if (nFf < 8 || work < THREAD_MIN_WORK) return false;
-    const res: { g: Resolved; u: Resolved; d: Resolved }[] = [];
-    for (const j of jobs) {
+    const res = this.#ffnRes;
+    res.length = 0;
+    // the program's shape: threads, sizes, and per job its tokens, its x (first job with the
+    // same rows) and its three kernel types; the weights' addresses are patched per call
+    let key = `${th.n}|${nEmbd}|${nFf}`;
+    for (let i = 0; i < jobs.length; i++) {
+      const j = jobs[i];
       const gb = this.#check(j.gate, "ffnSwigluMany");
       const ub = this.#check(j.up, "ffnSwigluMany");
       const db = this.#check(j.down, "ffnSwigluMany");
-      res.push({
-        g: this.#slots.resolve(j.gate, gb, true),
-        u: this.#slots.resolve(j.up, ub, true),
-        d: this.#slots.resolve(j.down, db, true),
-      });
+      const g = this.#slots.resolve(j.gate, gb, true);
+      const u = this.#slots.resolve(j.up, ub, true);
+      const d = this.#slots.resolve(j.down, db, true);
+      res.push(g, u, d);
+      let xi = 0;
+      while (xi < i && !(jobs[xi].x === j.x && jobs[xi].nTokens === j.nTokens)) xi++;
+      key += `|${j.nTokens},${xi},${g.kernelType},${u.kernelType},${d.kernelType}`;
     }
+    let prog = this.#ffnProgs.get(key);
+    if (prog !== undefined && this.#mem.scratch(...prog.sizes)[0] !== prog.p[0]) prog = undefined;
+    if (prog === undefined) {
+      prog = this.#ffnBuild(th, jobs, res, nEmbd, nFf);
+      if (this.#ffnProgs.size >= 64) this.#ffnProgs.clear(); // prefill shapes vary
+      this.#ffnProgs.set(key, prog);
+    }
+    const { p, table, len, job, off1, off2 } = prog;
+    // the weights of this call into the task records
+    for (let t = 0; t < len; t++) {
+      const i = job[t];
+      if (i < 0) continue;
+      const r = t * TASK_INTS;
+      if (table[r] === T_FFN_UP) {
+        table[r + 4] = res[3 * i].ptr + off1[t];
+        table[r + 6] = res[3 * i + 1].ptr + off2[t];
+      } else table[r + 4] = res[3 * i + 2].ptr + off1[t];
+    }
+    const f32 = this.#mem.f32;
+    for (let xi = 0; xi < prog.xJobs.length; xi++) {
+      const j = jobs[prog.xJobs[xi]];
+      copyIn(f32, j.x, j.nTokens * nEmbd, p[xi]);
+    }
+    // activations of gate/up: converted on this thread (small), once per distinct x and type
+    const k = this.#k, preps = prog.preps;
+    for (let q = 0; q < preps.length; q += 4) {
+      if (k.prepare_act(preps[q], preps[q + 1], nEmbd, preps[q + 2], preps[q + 3]) !== 0) {
+        fail("ffnSwigluMany", `kernel rejected type ${preps[q]} cols ${nEmbd}`);
+      }
+    }
+    this.#progRunTable(th, table, len, p[p.length - 1], prog.stride, "ffnSwigluMany");
+    const nx = prog.xJobs.length;
+    const f = this.#mem.f32;
+    for (let i = 0; i < jobs.length; i++) {
+      copyOut(f, p[nx + 6 * i + 5], jobs[i].nTokens * nEmbd, jobs[i].out);
+    }
+    return true;
+  }
+
+  /**
+   * Build the program of {@linkcode ffnSwigluMany} for one shape (`res`: per
+   * job its gate, up and down, resolved): its scratch layout, the activation
+   * conversions the caller runs, and the task table, with per task the job
+   * whose weights it reads and their byte offsets (patched per call).
+   */
+  #ffnBuild(
+    th: Threads,
+    jobs: readonly FfnJob[],
+    res: readonly Resolved[],
+    nEmbd: number,
+    nFf: number,
+  ): FfnProgram {
     const k = this.#k;
+    const G = (i: number) => res[3 * i], U = (i: number) => res[3 * i + 1];
+    const D = (i: number) => res[3 * i + 2];
     // scratch: per distinct x its rows; per job its activations, gate/up rows, down activations, out
     const sizes: number[] = [];
     const xIdx: number[] = [];
-    const xs: FfnJob[] = [];
+    const xJobs: number[] = [];
     let sb = 0;
     for (let i = 0; i < jobs.length; i++) {
       const j = jobs[i];
-      let xi = xs.findIndex((o) => o.x === j.x && o.nTokens === j.nTokens);
+      let xi = xJobs.findIndex((o) => jobs[o].x === j.x && jobs[o].nTokens === j.nTokens);
       if (xi < 0) {
-        xi = xs.length;
-        xs.push(j);
+        xi = xJobs.length;
+        xJobs.push(i);
         sizes.push(j.nTokens * nEmbd * 4);
       }
       xIdx.push(xi);
-      const r = res[i];
       sb = Math.max(
         sb,
-        k.matmul_scratch_bytes(r.g.kernelType, nEmbd, j.nTokens),
-        k.matmul_scratch_bytes(r.u.kernelType, nEmbd, j.nTokens),
-        k.matmul_scratch_bytes(r.d.kernelType, nFf, j.nTokens),
+        k.matmul_scratch_bytes(G(i).kernelType, nEmbd, j.nTokens),
+        k.matmul_scratch_bytes(U(i).kernelType, nEmbd, j.nTokens),
+        k.matmul_scratch_bytes(D(i).kernelType, nFf, j.nTokens),
       );
     }
-    const nx = xs.length;
+    const nx = xJobs.length;
     for (let i = 0; i < jobs.length; i++) {
-      const n = jobs[i].nTokens, r = res[i];
+      const n = jobs[i].nTokens;
       sizes.push(
-        this.#actBytes(r.g.kernelType, nEmbd, n),
-        this.#actBytes(r.u.kernelType, nEmbd, n),
+        this.#actBytes(G(i).kernelType, nEmbd, n),
+        this.#actBytes(U(i).kernelType, nEmbd, n),
         n * nFf * 4,
         n * nFf * 4,
-        this.#actBytes(r.d.kernelType, nFf, n),
+        this.#actBytes(D(i).kernelType, nFf, n),
         n * nEmbd * 4,
       );
     }
     const stride = Math.ceil((sb + 64) / 64) * 64;
     sizes.push(stride * th.n);
     const p = this.#mem.scratch(...sizes);
-    const sp = p[p.length - 1];
-    const f32 = this.#mem.f32;
-    for (let xi = 0; xi < nx; xi++) copyIn(f32, xs[xi].x, xs[xi].nTokens * nEmbd, p[xi]);
-    // activations of gate/up: converted on this thread (small), once per distinct x and type
+    // activations of gate/up: where each job's are, and the conversions that make them
     const acts: number[] = [];
+    const preps: number[] = [];
+    const prep = (kt: number, xp: number, n: number, dst: number): number => {
+      const base = kt & ~PACKED_FLAG;
+      if (base === 0) return xp; // F32 weights take the f32 rows
+      preps.push(base, xp, n, dst);
+      return dst;
+    };
     for (let i = 0; i < jobs.length; i++) {
-      const n = jobs[i].nTokens, r = res[i], b = nx + 6 * i, xp = p[xIdx[i]];
+      const n = jobs[i].nTokens, b = nx + 6 * i, xp = p[xIdx[i]];
       let ag = -1, au = -1;
-      const tg = r.g.kernelType & ~PACKED_FLAG, tu = r.u.kernelType & ~PACKED_FLAG;
+      const tg = G(i).kernelType & ~PACKED_FLAG, tu = U(i).kernelType & ~PACKED_FLAG;
       for (let i2 = 0; i2 < i && (ag < 0 || au < 0); i2++) {
         if (xIdx[i2] !== xIdx[i]) continue;
-        const tg2 = res[i2].g.kernelType & ~PACKED_FLAG, tu2 = res[i2].u.kernelType & ~PACKED_FLAG;
+        const tg2 = G(i2).kernelType & ~PACKED_FLAG, tu2 = U(i2).kernelType & ~PACKED_FLAG;
         if (ag < 0 && tg2 === tg) ag = acts[2 * i2];
         else if (ag < 0 && tu2 === tg) ag = acts[2 * i2 + 1];
         if (au < 0 && tu2 === tu) au = acts[2 * i2 + 1];
         else if (au < 0 && tg2 === tu) au = acts[2 * i2];
       }
-      if (ag < 0) ag = this.#prepare("ffnSwigluMany", r.g.kernelType, xp, nEmbd, n, p[b]);
-      if (au < 0) {
-        au = tu === tg
-          ? ag
-          : this.#prepare("ffnSwigluMany", r.u.kernelType, xp, nEmbd, n, p[b + 1]);
-      }
+      if (ag < 0) ag = prep(tg, xp, n, p[b]);
+      if (au < 0) au = tu === tg ? ag : prep(tu, xp, n, p[b + 1]);
       acts.push(ag, au);
     }
+    const job: number[] = [], off1: number[] = [], off2: number[] = [];
     // phase 0: gate/up/SwiGLU rows of every expert
     this.#progBegin();
     this.#split(th.n, jobs.length, nFf, (i) => nEmbd * jobs[i].nTokens, (i, r0, r1) => {
-      const n = jobs[i].nTokens, r = res[i], b = nx + 6 * i;
-      const rbG = k.weight_row_bytes(r.g.kernelType & ~PACKED_FLAG, nEmbd);
-      const rbU = k.weight_row_bytes(r.u.kernelType & ~PACKED_FLAG, nEmbd);
+      const n = jobs[i].nTokens, b = nx + 6 * i;
+      const g = G(i), u = U(i);
+      const rbG = k.weight_row_bytes(g.kernelType & ~PACKED_FLAG, nEmbd);
+      const rbU = k.weight_row_bytes(u.kernelType & ~PACKED_FLAG, nEmbd);
       this.#progTask(
         T_FFN_UP,
-        r.g.kernelType,
-        r.g.ptr + r0 * rbG,
-        r.u.kernelType,
-        r.u.ptr + r0 * rbU,
+        g.kernelType,
+        g.ptr + r0 * rbG,
+        u.kernelType,
+        u.ptr + r0 * rbU,
         r1 - r0,
         nEmbd,
         acts[2 * i],
@@ -647,29 +734,33 @@ export class WasmBackend implements Backend {
         p[b + 3] + 4 * r0,
         nFf,
       );
+      job.push(i), off1.push(r0 * rbG), off2.push(r0 * rbU);
     });
     // phase 1: the down projections' activations
     this.#progPhase();
     const ad: number[] = [];
     for (let i = 0; i < jobs.length; i++) {
-      const n = jobs[i].nTokens, r = res[i], b = nx + 6 * i;
-      const td = r.d.kernelType & ~PACKED_FLAG;
+      const n = jobs[i].nTokens, b = nx + 6 * i;
+      const td = D(i).kernelType & ~PACKED_FLAG;
       if (td === 0) {
         ad.push(p[b + 2]); // F32 weights take the f32 rows
         continue;
       }
       ad.push(p[b + 4]);
-      if (n > 0) this.#progTask(T_PREP, td, p[b + 2], nFf, n, p[b + 4]);
+      if (n > 0) {
+        this.#progTask(T_PREP, td, p[b + 2], nFf, n, p[b + 4]);
+        job.push(-1), off1.push(0), off2.push(0);
+      }
     }
     // phase 2: down rows of every expert
     this.#progPhase();
     this.#split(th.n, jobs.length, nEmbd, (i) => nFf * jobs[i].nTokens, (i, r0, r1) => {
-      const r = res[i], b = nx + 6 * i;
-      const rbD = k.weight_row_bytes(r.d.kernelType & ~PACKED_FLAG, nFf);
+      const d = D(i), b = nx + 6 * i;
+      const rbD = k.weight_row_bytes(d.kernelType & ~PACKED_FLAG, nFf);
       this.#progTask(
         T_MATMUL,
-        r.d.kernelType,
-        r.d.ptr + r0 * rbD,
+        d.kernelType,
+        d.ptr + r0 * rbD,
         r1 - r0,
         nFf,
         ad[i],
@@ -677,13 +768,22 @@ export class WasmBackend implements Backend {
         p[b + 5] + 4 * r0,
         nEmbd,
       );
+      job.push(i), off1.push(r0 * rbD), off2.push(0);
     });
-    this.#progRun(th, sp, stride, "ffnSwigluMany");
-    const f = this.#mem.f32;
-    for (let i = 0; i < jobs.length; i++) {
-      copyOut(f, p[nx + 6 * i + 5], jobs[i].nTokens * nEmbd, jobs[i].out);
-    }
-    return true;
+    this.#progPhase();
+    const len = this.#progLen;
+    return {
+      sizes,
+      p,
+      stride,
+      xJobs,
+      preps: Int32Array.from(preps),
+      table: this.#prog.slice(0, len * TASK_INTS),
+      len,
+      job: Int32Array.from(job),
+      off1: Int32Array.from(off1),
+      off2: Int32Array.from(off2),
+    };
   }
 
   /**
@@ -1317,7 +1417,18 @@ export class WasmBackend implements Backend {
   /** Copy the program into linear memory and run it over the pool (this thread included). */
   #progRun(th: Threads, sp: number, stride: number, op: string): void {
     this.#progPhase();
-    const n = this.#progLen;
+    this.#progRunTable(th, this.#prog, this.#progLen, sp, stride, op);
+  }
+
+  /** Copy the first `n` task records of `prog` into linear memory and run them over the pool. */
+  #progRunTable(
+    th: Threads,
+    prog: Int32Array,
+    n: number,
+    sp: number,
+    stride: number,
+    op: string,
+  ): void {
     if (n === 0) return;
     const bytes = n * TASK_INTS * 4;
     if (bytes > this.#tableBytes) {
@@ -1329,7 +1440,7 @@ export class WasmBackend implements Backend {
     }
     const tbl = this.#tableOff;
     const m = this.#mem.i32;
-    m.set(this.#prog.subarray(0, n * TASK_INTS), tbl >>> 2);
+    m.set(n * TASK_INTS === prog.length ? prog : prog.subarray(0, n * TASK_INTS), tbl >>> 2);
     const k = this.#k;
     const pool = th.pool;
     const ctl = pool.control;

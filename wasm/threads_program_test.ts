@@ -154,6 +154,62 @@ Deno.test({
 });
 
 Deno.test({
+  name:
+    "ffnSwigluMany reuses its program per shape: other experts of the same shape, and a scratch region that moved in between, give the bits of ffnSwiglu",
+  ignore: !sharedMemorySupported(),
+  fn: async () => {
+    const one = await createWasmBackend({ threads: 1 });
+    const be = await createWasmBackend({ threads: 2 });
+    try {
+      const r = rng(31);
+      const nEmbd = 512, nFf = 512, t = GgmlType.Q4_0;
+      const raw = [0, 1, 2, 3].map(() => ({
+        g: randomWeights(r, t, nFf, nEmbd),
+        u: randomWeights(r, t, nFf, nEmbd),
+        d: randomWeights(r, t, nEmbd, nFf),
+      }));
+      const views = (b: WasmBackend) =>
+        raw.map((x) => ({
+          gate: upload(b, x.g, t, nFf, nEmbd),
+          up: upload(b, x.u, t, nFf, nEmbd),
+          down: upload(b, x.d, t, nEmbd, nFf),
+        }));
+      const ref = views(one), vs = views(be);
+      // decode-like pairs of the same shape; the 40-token call grows (moves) the scratch region
+      const steps: [number[], number][] = [
+        [[0, 1], 1],
+        [[2, 3], 1],
+        [[1, 2], 1],
+        [[3], 40],
+        [[3, 0], 1],
+        [[0, 1], 1],
+      ];
+      for (let round = 0; round < 2; round++) {
+        for (const [es, n] of steps) {
+          const x = randomActivations(r, n * nEmbd);
+          const jobs: FfnJob[] = es.map((e) => ({
+            ...vs[e],
+            x,
+            nTokens: n,
+            out: new Float32Array(n * nEmbd).fill(Number.NaN),
+          }));
+          ok(be.ffnSwigluMany(jobs));
+          es.forEach((e, i) => {
+            const want = new Float32Array(n * nEmbd);
+            one.ffnSwiglu(ref[e].gate, ref[e].up, ref[e].down, x, n, want);
+            ok(want.every(Number.isFinite));
+            deepEqual(bits(jobs[i].out), bits(want), `round ${round} experts ${es} job ${i}`);
+          });
+        }
+      }
+    } finally {
+      one.dispose();
+      be.dispose();
+    }
+  },
+});
+
+Deno.test({
   name: "matmulMany equals matmul per matrix, bit for bit, at 2 and 4 threads",
   ignore: !sharedMemorySupported(),
   fn: async () => {

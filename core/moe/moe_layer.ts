@@ -272,7 +272,7 @@ export class MoeLayer {
     if (xin !== x) {
       for (let i2 = 0; i2 < n; i2++) {
         const src = Math.floor(slots[i2] / maxK) * nEmbd;
-        for (let c = 0; c < nEmbd; c++) xin[i2 * nEmbd + c] = x[src + c];
+        xin.set(x.subarray(src, src + nEmbd), i2 * nEmbd);
       }
     }
     const eout = S.get("moe.eout", n * nEmbd);
@@ -357,7 +357,7 @@ export class MoeLayer {
         xin = S.get(tag(XIN_TAGS, "moe.xin", i), n * nEmbd);
         for (let i2 = 0; i2 < n; i2++) {
           const src = Math.floor(slots[s0 + i2] / maxK) * nEmbd;
-          for (let c = 0; c < nEmbd; c++) xin[i2 * nEmbd + c] = x[src + c];
+          xin.set(x.subarray(src, src + nEmbd), i2 * nEmbd);
         }
       }
       const out = S.get(tag(EOUT_TAGS, "moe.eout", i), n * nEmbd);
