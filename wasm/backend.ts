@@ -204,6 +204,24 @@ interface FfnProgram {
   readonly off2: Int32Array;
 }
 
+/**
+ * A built `attentionBlock` program of one layer: the call signature it was
+ * built for (cache region, tokens, threads, weights, shape), scratch layout,
+ * the caller's activation conversions (`[type, dst]` each, from x), the task
+ * table and the records whose first position is patched per call.
+ */
+interface AttnProgram {
+  readonly sig: Float64Array;
+  readonly sizes: number[];
+  readonly p: number[];
+  readonly stride: number;
+  readonly preps: Int32Array;
+  readonly table: Int32Array;
+  readonly len: number;
+  /** Record offsets (in i32s) of the tasks that carry the first position (args index 3). */
+  readonly starts: Int32Array;
+}
+
 /** The threaded state of a backend. */
 interface Threads {
   readonly pool: ThreadPool;
@@ -238,6 +256,9 @@ export class WasmBackend implements Backend {
   readonly #ffnRes: Resolved[] = [];
   /** `ffnSwigluMany` programs by shape (rebuilt when the scratch region moved). */
   readonly #ffnProgs = new Map<string, FfnProgram>();
+  /** `attentionBlock` programs by layer, and the signature of a call (reused). */
+  readonly #attnProgs: (AttnProgram | undefined)[] = [];
+  readonly #attnSig = new Float64Array(22);
   /** Task records of the program being built (reused). */
   #prog = new Int32Array(64 * TASK_INTS);
   #progLen = 0;
@@ -1125,6 +1146,72 @@ export class WasmBackend implements Backend {
     }
     const rq = this.#slots.resolve(w.q, bq, true), rk = this.#slots.resolve(w.k, bk, true);
     const rv = this.#slots.resolve(w.v, bv, true), ro = this.#slots.resolve(w.o, bo, true);
+    // the layer's program is kept while its shape, weights, cache region and scratch stay
+    const sig = this.#attnSig;
+    sig[0] = L.off, sig[1] = L.cap, sig[2] = e.kRowBytes, sig[3] = nTokens, sig[4] = th.n;
+    sig[5] = rq.ptr, sig[6] = rq.kernelType, sig[7] = rk.ptr, sig[8] = rk.kernelType;
+    sig[9] = rv.ptr, sig[10] = rv.kernelType, sig[11] = ro.ptr, sig[12] = ro.kernelType;
+    sig[13] = cols, sig[14] = rows, sig[15] = nHeads, sig[16] = nKvHeads, sig[17] = headDimK;
+    sig[18] = headDimV, sig[19] = f32Bits(p.scale), sig[20] = nRot, sig[21] = rope.mode;
+    let prog = this.#attnProgs[layer];
+    if (prog !== undefined) {
+      for (let i = 0; i < sig.length; i++) {
+        if (prog.sig[i] !== sig[i]) {
+          prog = undefined;
+          break;
+        }
+      }
+    }
+    if (prog !== undefined && this.#mem.scratch(...prog.sizes)[0] !== prog.p[0]) prog = undefined;
+    if (prog === undefined) {
+      prog = this.#attnBuild(th, L, e.kRowBytes, nTokens, [rq, rk, rv, ro], cols, rows, p, rope);
+      this.#attnProgs[layer] = prog;
+    }
+    const { p: sp, table, starts } = prog;
+    const f32 = this.#mem.f32;
+    copyIn(f32, x, nTokens * cols, sp[0]);
+    // activations of Q/K/V: converted here (small), once per weight type
+    const preps = prog.preps, kk = this.#k;
+    for (let q = 0; q < preps.length; q += 2) {
+      if (kk.prepare_act(preps[q], sp[0], cols, nTokens, preps[q + 1]) !== 0) {
+        fail(op0, `kernel rejected type ${preps[q]} cols ${cols}`);
+      }
+    }
+    // the cos/sin rows of the tokens' positions (the table `rope` uses)
+    const ops = this.#ops;
+    if (ops.rope === null || !ops.rope.matches(rope)) ops.rope = new RopeTable(rope);
+    const rt = ops.rope, cp = sp[7] >>> 2;
+    for (let t = 0; t < nTokens; t++) rt.write(positions[t], f32, cp + t * nRot);
+    // this call's first position into the RoPE+store and attention tasks
+    for (let i = 0; i < starts.length; i++) table[starts[i] + 6] = startPos;
+    this.#progRunTable(th, table, prog.len, sp[11], prog.stride, op0);
+    copyOut(this.#mem.f32, sp[10], nTokens * rows, out);
+    return true;
+  }
+
+  /**
+   * Build the program of {@linkcode attentionBlock} for one layer's shape
+   * (`r`: Q, K, V and O resolved; `L` the layer's cache region): its scratch
+   * layout (x, activations of Q/K/V, q, k, v, cos/sin rows, attention
+   * output, its activations, out, per-thread scratch), the caller's
+   * activation conversions (`[type, dst]` each, from x) and the task table,
+   * with the records whose first position is patched per call.
+   */
+  #attnBuild(
+    th: Threads,
+    L: { readonly off: number; readonly cap: number },
+    kRowBytes: number,
+    nTokens: number,
+    r: readonly Resolved[],
+    cols: number,
+    rows: number,
+    p: AttentionParams,
+    rope: RopeParams,
+  ): AttnProgram {
+    const { nHeads, nKvHeads, headDimK, headDimV } = p;
+    const qd = nHeads * headDimK, kd = nKvHeads * headDimK, vd = nKvHeads * headDimV;
+    const nAtt = nHeads * headDimV, nRot = rope.nRot;
+    const [rq, rk, rv, ro] = r;
     const kk = this.#k;
     const tq = rq.kernelType & ~PACKED_FLAG, tk = rk.kernelType & ~PACKED_FLAG;
     const tv = rv.kernelType & ~PACKED_FLAG, to = ro.kernelType & ~PACKED_FLAG;
@@ -1136,7 +1223,7 @@ export class WasmBackend implements Backend {
       kk.matmul_scratch_bytes(ro.kernelType, nAtt, nTokens),
     );
     const stride = Math.ceil((sb + 64) / 64) * 64;
-    const [xp, aq, ak, av, qp, kp, vp, cp, ap, actp, op, sp] = this.#mem.scratch(
+    const sizes = [
       nTokens * cols * 4,
       this.#actBytes(tq, cols, nTokens),
       tk === tq ? 0 : this.#actBytes(tk, cols, nTokens),
@@ -1149,22 +1236,19 @@ export class WasmBackend implements Backend {
       this.#actBytes(to, nAtt, nTokens),
       nTokens * rows * 4,
       stride * th.n,
-    );
-    const f32 = this.#mem.f32;
-    copyIn(f32, x, nTokens * cols, xp);
-    // activations of Q/K/V: converted here (small), once per weight type
-    const actQ = this.#prepare(op0, tq, xp, cols, nTokens, aq);
-    const actK = tk === tq ? actQ : this.#prepare(op0, tk, xp, cols, nTokens, ak);
-    const actV = tv === tq
-      ? actQ
-      : tv === tk
-      ? actK
-      : this.#prepare(op0, tv, xp, cols, nTokens, av);
-    // the cos/sin rows of the tokens' positions (the table `rope` uses)
-    const ops = this.#ops;
-    if (ops.rope === null || !ops.rope.matches(rope)) ops.rope = new RopeTable(rope);
-    const table = ops.rope;
-    for (let t = 0; t < nTokens; t++) table.write(positions[t], f32, (cp >>> 2) + t * nRot);
+    ];
+    const sp = this.#mem.scratch(...sizes);
+    const [xp, aq, ak, av, qp, kp, vp, cp, ap, actp, op] = sp;
+    // where the activations of Q/K/V are, and the conversions that make them (F32: x itself)
+    const preps: number[] = [];
+    const prep = (t: number, dst: number): number => {
+      if (t === 0) return xp;
+      preps.push(t, dst);
+      return dst;
+    };
+    const actQ = prep(tq, aq);
+    const actK = tk === tq ? actQ : prep(tk, ak);
+    const actV = tv === tq ? actQ : tv === tk ? actK : prep(tv, av);
     // phase 0: the rows of Q, K and V
     this.#progBegin();
     const rs = [rq, rk, rv], outs = [qp, kp, vp], acts = [actQ, actK, actV], rws = [qd, kd, vd];
@@ -1186,9 +1270,9 @@ export class WasmBackend implements Backend {
     this.#progPhase();
     const head = [
       L.off,
-      L.off + L.cap * e.kRowBytes,
+      L.off + L.cap * kRowBytes,
       L.cap,
-      startPos,
+      0, // the first position: patched per call
       nTokens,
       qp,
       kp,
@@ -1200,6 +1284,7 @@ export class WasmBackend implements Backend {
       f32Bits(p.scale),
       ap,
     ];
+    const starts: number[] = [this.#progLen * TASK_INTS];
     this.#progTask(T_ROPE_KV, ...head, nRot, rope.mode, cp);
     const qParts = Math.min(nTokens, 2 * th.n);
     for (let t = 0; t < qParts; t++) {
@@ -1222,7 +1307,10 @@ export class WasmBackend implements Backend {
     const parts = Math.min(nKvHeads, 4 * th.n);
     for (let t = 0; t < parts; t++) {
       const [h0, h1] = itemRange(nKvHeads, parts, t);
-      if (h1 > h0) this.#progTask(T_ATTN, ...head, h0, h1, 0, 0);
+      if (h1 > h0) {
+        starts.push(this.#progLen * TASK_INTS);
+        this.#progTask(T_ATTN, ...head, h0, h1, 0, 0);
+      }
     }
     // phase 3: the attention output's activations for wo
     this.#progPhase();
@@ -1244,9 +1332,18 @@ export class WasmBackend implements Backend {
         rows,
       );
     });
-    this.#progRun(th, sp, stride, op0);
-    copyOut(this.#mem.f32, op, nTokens * rows, out);
-    return true;
+    this.#progPhase();
+    const len = this.#progLen;
+    return {
+      sig: this.#attnSig.slice(),
+      sizes,
+      p: sp,
+      stride,
+      preps: Int32Array.from(preps),
+      table: this.#prog.slice(0, len * TASK_INTS),
+      len,
+      starts: Int32Array.from(starts),
+    };
   }
 
   /** Read back the cached K (`which = "k"`) or V rows of a layer as f32 (tests, debugging). */
