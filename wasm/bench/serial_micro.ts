@@ -25,11 +25,11 @@ const be = await createWasmBackend({ threads: 2 });
 const pool = be.threadPool!;
 pool.run = () => {};
 const r = rng(3);
-function up(b: WasmBackend, rows: number, cols: number) {
-  const bytes = randomWeights(r, GgmlType.Q4_0, rows, cols);
+function up(b: WasmBackend, rows: number, cols: number, type = GgmlType.Q4_0) {
+  const bytes = randomWeights(r, type, rows, cols);
   const slot = b.allocSlot(bytes.length);
   b.writeSlot(slot, 0, bytes);
-  return { slot, offset: 0, type: GgmlType.Q4_0, rows, cols };
+  return { slot, offset: 0, type, rows, cols };
 }
 const nEmbd = 1024, nFf = 1024, hd = 64, nH = 16, nKv = 4;
 const w = {
@@ -51,6 +51,8 @@ const out = new Float32Array(nEmbd);
 const q = new Float32Array(nH * hd), k = new Float32Array(nKv * hd), v = new Float32Array(nKv * hd);
 const pos = Int32Array.of(80);
 const jobs = experts.map((e) => ({ ...e, x, nTokens: 1, out: new Float32Array(nEmbd) }));
+const router = up(be, 8, nEmbd, GgmlType.F32);
+const logits = new Float32Array(8);
 const cases: [string, () => void][] = [
   ["attentionBlock", () => be.attentionBlock(cache, 0, 80, 1, x, w, pos, rope, p, out)],
   ["matmulMany q,k,v + rope ×2 + attentionOutput", () => {
@@ -60,6 +62,7 @@ const cases: [string, () => void][] = [
     be.attentionOutput(cache, 0, 80, 1, q, k, v, p, w.o, out);
   }],
   ["ffnSwigluMany (2 experts, 1 token)", () => be.ffnSwigluMany(jobs)],
+  ["matmul 8×1024 F32 (a router)", () => be.matmul(router, x, 1, logits)],
   ["rmsnorm 1024", () => be.rmsnorm(x, nEmbd, 1e-5, x, out)],
 ];
 for (const [name, f] of cases) {
