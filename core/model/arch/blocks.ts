@@ -206,8 +206,6 @@ export function selfAttention(
   const { be, hp, S, n } = c;
   const { nHead, nHeadKv, headDimK, headDimV, rmsEps } = hp;
   const qDim = nHead * headDimK, kDim = nHeadKv * headDimK, vDim = nHeadKv * headDimV;
-  const q = S.get("q", n * qDim), k = S.get("k", n * kDim), v = S.get("v", n * vDim);
-  const att = S.get("att", n * nHead * headDimV);
   if (!lw.wq || !lw.wk || !lw.wv) {
     throw new ModelError("missing_tensor", `Cannot run block ${l}: it has no Q/K/V projections`);
   }
@@ -218,6 +216,8 @@ export function selfAttention(
     if (lw.bo) addBias(out, lw.bo);
     return;
   }
+  const q = S.get("q", n * qDim), k = S.get("k", n * kDim), v = S.get("v", n * vDim);
+  const att = S.get("att", n * nHead * headDimV);
   if (!qkvTogether(c, l, lw.wq, lw.wk, lw.wv, h, q, k, v)) {
     c.linear(l, "attn_q", lw.wq, h, n, q);
     c.linear(l, "attn_k", lw.wk, h, n, k);
