@@ -74,6 +74,8 @@ import {
   T_FFN_UP,
   T_MATMUL,
   T_PREP,
+  T_ROPE,
+  T_ROPE_KV,
   TASK_INTS,
 } from "./thread_split.ts";
 import {
@@ -85,6 +87,7 @@ import {
   WORKER_STACK_BYTES,
 } from "./threads.ts";
 import { WASM_FORMATS, WeightSlots } from "./weight_slots.ts";
+import { RopeTable } from "./rope_table.ts";
 import { hashInMemory } from "../core/store/hash_wide.ts";
 
 export { WASM_FORMATS };
@@ -164,10 +167,61 @@ export interface FfnJob {
   readonly out: Float32Array;
 }
 
+/** The four projections of {@linkcode WasmBackend.attentionBlock} (`[rows][cols]` each). */
+export interface AttentionWeights {
+  /** `attn_q`: `nHeads·headDimK × nEmbd`. */
+  readonly q: WeightView;
+  /** `attn_k`: `nKvHeads·headDimK × nEmbd`. */
+  readonly k: WeightView;
+  /** `attn_v`: `nKvHeads·headDimV × nEmbd`. */
+  readonly v: WeightView;
+  /** `attn_output`: `rows × nHeads·headDimV`. */
+  readonly o: WeightView;
+}
+
 /** A resolved weight (address and kernel type). */
 interface Resolved {
   readonly ptr: number;
   readonly kernelType: number;
+}
+
+/**
+ * A built `ffnSwigluMany` program for one shape: scratch layout, the caller's
+ * activation conversions (`[type, x, nTok, dst]` each) and the task table
+ * with, per task, the job whose weights it reads (-1: none) and the byte
+ * offsets of its rows in them (gate/down, up), patched with each call's
+ * weight addresses.
+ */
+interface FfnProgram {
+  readonly sizes: number[];
+  readonly p: number[];
+  readonly stride: number;
+  /** The first job of each distinct x. */
+  readonly xJobs: number[];
+  readonly preps: Int32Array;
+  readonly table: Int32Array;
+  readonly len: number;
+  readonly job: Int32Array;
+  readonly off1: Int32Array;
+  readonly off2: Int32Array;
+}
+
+/**
+ * A built `attentionBlock` program of one layer: the call signature it was
+ * built for (cache region, tokens, threads, weights, shape), scratch layout,
+ * the caller's activation conversions (`[type, dst]` each, from x), the task
+ * table and the records whose first position is patched per call.
+ */
+interface AttnProgram {
+  readonly sig: Float64Array;
+  readonly sizes: number[];
+  readonly p: number[];
+  readonly stride: number;
+  readonly preps: Int32Array;
+  readonly table: Int32Array;
+  readonly len: number;
+  /** Record offsets (in i32s) of the tasks that carry the first position (args index 3). */
+  readonly starts: Int32Array;
 }
 
 /** The threaded state of a backend. */
@@ -210,6 +264,13 @@ export class WasmBackend implements Backend {
   /** One-element argument arrays of `matmul` → `matmulMany` (reused). */
   readonly #w1: WeightView[] = [];
   readonly #o1: Float32Array[] = [];
+  /** Per call of `ffnSwigluMany`: each job's gate, up and down, resolved (reused). */
+  readonly #ffnRes: Resolved[] = [];
+  /** `ffnSwigluMany` programs by shape (rebuilt when the scratch region moved). */
+  readonly #ffnProgs = new Map<string, FfnProgram>();
+  /** `attentionBlock` programs by layer, and the signature of a call (reused). */
+  readonly #attnProgs: (AttnProgram | undefined)[] = [];
+  readonly #attnSig = new Float64Array(22);
   /** Task records of the program being built (reused). */
   #prog = new Int32Array(64 * TASK_INTS);
   #progLen = 0;
@@ -578,92 +639,154 @@ export class WasmBackend implements Backend {
       work += nFf * nEmbd * j.nTokens;
     }
     if (nFf < 8 || work < THREAD_MIN_WORK) return false;
-    const res: { g: Resolved; u: Resolved; d: Resolved }[] = [];
-    for (const j of jobs) {
+    const res = this.#ffnRes;
+    res.length = 0;
+    // the program's shape: threads, sizes, and per job its tokens, its x (first job with the
+    // same rows) and its three kernel types; the weights' addresses are patched per call
+    let key = `${th.n}|${nEmbd}|${nFf}`;
+    for (let i = 0; i < jobs.length; i++) {
+      const j = jobs[i];
       const gb = this.#check(j.gate, "ffnSwigluMany");
       const ub = this.#check(j.up, "ffnSwigluMany");
       const db = this.#check(j.down, "ffnSwigluMany");
-      res.push({
-        g: this.#slots.resolve(j.gate, gb, true),
-        u: this.#slots.resolve(j.up, ub, true),
-        d: this.#slots.resolve(j.down, db, true),
-      });
+      const g = this.#slots.resolve(j.gate, gb, true);
+      const u = this.#slots.resolve(j.up, ub, true);
+      const d = this.#slots.resolve(j.down, db, true);
+      res.push(g, u, d);
+      let xi = 0;
+      while (xi < i && !(jobs[xi].x === j.x && jobs[xi].nTokens === j.nTokens)) xi++;
+      key += `|${j.nTokens},${xi},${g.kernelType},${u.kernelType},${d.kernelType}`;
     }
+    let prog = this.#ffnProgs.get(key);
+    if (prog !== undefined && this.#mem.scratch(...prog.sizes)[0] !== prog.p[0]) prog = undefined;
+    if (prog === undefined) {
+      prog = this.#ffnBuild(th, jobs, res, nEmbd, nFf);
+      if (this.#ffnProgs.size >= 64) this.#ffnProgs.clear(); // prefill shapes vary
+      this.#ffnProgs.set(key, prog);
+    }
+    const { p, table, len, job, off1, off2 } = prog;
+    // the weights of this call into the task records
+    for (let t = 0; t < len; t++) {
+      const i = job[t];
+      if (i < 0) continue;
+      const r = t * TASK_INTS;
+      if (table[r] === T_FFN_UP) {
+        table[r + 4] = res[3 * i].ptr + off1[t];
+        table[r + 6] = res[3 * i + 1].ptr + off2[t];
+      } else table[r + 4] = res[3 * i + 2].ptr + off1[t];
+    }
+    const f32 = this.#mem.f32;
+    for (let xi = 0; xi < prog.xJobs.length; xi++) {
+      const j = jobs[prog.xJobs[xi]];
+      copyIn(f32, j.x, j.nTokens * nEmbd, p[xi]);
+    }
+    // activations of gate/up: converted on this thread (small), once per distinct x and type
+    const k = this.#k, preps = prog.preps;
+    for (let q = 0; q < preps.length; q += 4) {
+      if (k.prepare_act(preps[q], preps[q + 1], nEmbd, preps[q + 2], preps[q + 3]) !== 0) {
+        fail("ffnSwigluMany", `kernel rejected type ${preps[q]} cols ${nEmbd}`);
+      }
+    }
+    this.#progRunTable(th, table, len, p[p.length - 1], prog.stride, "ffnSwigluMany");
+    const nx = prog.xJobs.length;
+    const f = this.#mem.f32;
+    for (let i = 0; i < jobs.length; i++) {
+      copyOut(f, p[nx + 6 * i + 5], jobs[i].nTokens * nEmbd, jobs[i].out);
+    }
+    return true;
+  }
+
+  /**
+   * Build the program of {@linkcode ffnSwigluMany} for one shape (`res`: per
+   * job its gate, up and down, resolved): its scratch layout, the activation
+   * conversions the caller runs, and the task table, with per task the job
+   * whose weights it reads and their byte offsets (patched per call).
+   */
+  #ffnBuild(
+    th: Threads,
+    jobs: readonly FfnJob[],
+    res: readonly Resolved[],
+    nEmbd: number,
+    nFf: number,
+  ): FfnProgram {
     const k = this.#k;
+    const G = (i: number) => res[3 * i], U = (i: number) => res[3 * i + 1];
+    const D = (i: number) => res[3 * i + 2];
     // scratch: per distinct x its rows; per job its activations, gate/up rows, down activations, out
     const sizes: number[] = [];
     const xIdx: number[] = [];
-    const xs: FfnJob[] = [];
+    const xJobs: number[] = [];
     let sb = 0;
     for (let i = 0; i < jobs.length; i++) {
       const j = jobs[i];
-      let xi = xs.findIndex((o) => o.x === j.x && o.nTokens === j.nTokens);
+      let xi = xJobs.findIndex((o) => jobs[o].x === j.x && jobs[o].nTokens === j.nTokens);
       if (xi < 0) {
-        xi = xs.length;
-        xs.push(j);
+        xi = xJobs.length;
+        xJobs.push(i);
         sizes.push(j.nTokens * nEmbd * 4);
       }
       xIdx.push(xi);
-      const r = res[i];
       sb = Math.max(
         sb,
-        k.matmul_scratch_bytes(r.g.kernelType, nEmbd, j.nTokens),
-        k.matmul_scratch_bytes(r.u.kernelType, nEmbd, j.nTokens),
-        k.matmul_scratch_bytes(r.d.kernelType, nFf, j.nTokens),
+        k.matmul_scratch_bytes(G(i).kernelType, nEmbd, j.nTokens),
+        k.matmul_scratch_bytes(U(i).kernelType, nEmbd, j.nTokens),
+        k.matmul_scratch_bytes(D(i).kernelType, nFf, j.nTokens),
       );
     }
-    const nx = xs.length;
+    const nx = xJobs.length;
     for (let i = 0; i < jobs.length; i++) {
-      const n = jobs[i].nTokens, r = res[i];
+      const n = jobs[i].nTokens;
       sizes.push(
-        this.#actBytes(r.g.kernelType, nEmbd, n),
-        this.#actBytes(r.u.kernelType, nEmbd, n),
+        this.#actBytes(G(i).kernelType, nEmbd, n),
+        this.#actBytes(U(i).kernelType, nEmbd, n),
         n * nFf * 4,
         n * nFf * 4,
-        this.#actBytes(r.d.kernelType, nFf, n),
+        this.#actBytes(D(i).kernelType, nFf, n),
         n * nEmbd * 4,
       );
     }
     const stride = Math.ceil((sb + 64) / 64) * 64;
     sizes.push(stride * th.n);
     const p = this.#mem.scratch(...sizes);
-    const sp = p[p.length - 1];
-    const f32 = this.#mem.f32;
-    for (let xi = 0; xi < nx; xi++) copyIn(f32, xs[xi].x, xs[xi].nTokens * nEmbd, p[xi]);
-    // activations of gate/up: converted on this thread (small), once per distinct x and type
+    // activations of gate/up: where each job's are, and the conversions that make them
     const acts: number[] = [];
+    const preps: number[] = [];
+    const prep = (kt: number, xp: number, n: number, dst: number): number => {
+      const base = kt & ~PACKED_FLAG;
+      if (base === 0) return xp; // F32 weights take the f32 rows
+      preps.push(base, xp, n, dst);
+      return dst;
+    };
     for (let i = 0; i < jobs.length; i++) {
-      const n = jobs[i].nTokens, r = res[i], b = nx + 6 * i, xp = p[xIdx[i]];
+      const n = jobs[i].nTokens, b = nx + 6 * i, xp = p[xIdx[i]];
       let ag = -1, au = -1;
-      const tg = r.g.kernelType & ~PACKED_FLAG, tu = r.u.kernelType & ~PACKED_FLAG;
+      const tg = G(i).kernelType & ~PACKED_FLAG, tu = U(i).kernelType & ~PACKED_FLAG;
       for (let i2 = 0; i2 < i && (ag < 0 || au < 0); i2++) {
         if (xIdx[i2] !== xIdx[i]) continue;
-        const tg2 = res[i2].g.kernelType & ~PACKED_FLAG, tu2 = res[i2].u.kernelType & ~PACKED_FLAG;
+        const tg2 = G(i2).kernelType & ~PACKED_FLAG, tu2 = U(i2).kernelType & ~PACKED_FLAG;
         if (ag < 0 && tg2 === tg) ag = acts[2 * i2];
         else if (ag < 0 && tu2 === tg) ag = acts[2 * i2 + 1];
         if (au < 0 && tu2 === tu) au = acts[2 * i2 + 1];
         else if (au < 0 && tg2 === tu) au = acts[2 * i2];
       }
-      if (ag < 0) ag = this.#prepare("ffnSwigluMany", r.g.kernelType, xp, nEmbd, n, p[b]);
-      if (au < 0) {
-        au = tu === tg
-          ? ag
-          : this.#prepare("ffnSwigluMany", r.u.kernelType, xp, nEmbd, n, p[b + 1]);
-      }
+      if (ag < 0) ag = prep(tg, xp, n, p[b]);
+      if (au < 0) au = tu === tg ? ag : prep(tu, xp, n, p[b + 1]);
       acts.push(ag, au);
     }
+    const job: number[] = [], off1: number[] = [], off2: number[] = [];
     // phase 0: gate/up/SwiGLU rows of every expert
     this.#progBegin();
     this.#split(th.n, jobs.length, nFf, (i) => nEmbd * jobs[i].nTokens, (i, r0, r1) => {
-      const n = jobs[i].nTokens, r = res[i], b = nx + 6 * i;
-      const rbG = k.weight_row_bytes(r.g.kernelType & ~PACKED_FLAG, nEmbd);
-      const rbU = k.weight_row_bytes(r.u.kernelType & ~PACKED_FLAG, nEmbd);
+      const n = jobs[i].nTokens, b = nx + 6 * i;
+      const g = G(i), u = U(i);
+      const rbG = k.weight_row_bytes(g.kernelType & ~PACKED_FLAG, nEmbd);
+      const rbU = k.weight_row_bytes(u.kernelType & ~PACKED_FLAG, nEmbd);
       this.#progTask(
         T_FFN_UP,
-        r.g.kernelType,
-        r.g.ptr + r0 * rbG,
-        r.u.kernelType,
-        r.u.ptr + r0 * rbU,
+        g.kernelType,
+        g.ptr + r0 * rbG,
+        u.kernelType,
+        u.ptr + r0 * rbU,
         r1 - r0,
         nEmbd,
         acts[2 * i],
@@ -673,29 +796,33 @@ export class WasmBackend implements Backend {
         p[b + 3] + 4 * r0,
         nFf,
       );
+      job.push(i), off1.push(r0 * rbG), off2.push(r0 * rbU);
     });
     // phase 1: the down projections' activations
     this.#progPhase();
     const ad: number[] = [];
     for (let i = 0; i < jobs.length; i++) {
-      const n = jobs[i].nTokens, r = res[i], b = nx + 6 * i;
-      const td = r.d.kernelType & ~PACKED_FLAG;
+      const n = jobs[i].nTokens, b = nx + 6 * i;
+      const td = D(i).kernelType & ~PACKED_FLAG;
       if (td === 0) {
         ad.push(p[b + 2]); // F32 weights take the f32 rows
         continue;
       }
       ad.push(p[b + 4]);
-      if (n > 0) this.#progTask(T_PREP, td, p[b + 2], nFf, n, p[b + 4]);
+      if (n > 0) {
+        this.#progTask(T_PREP, td, p[b + 2], nFf, n, p[b + 4]);
+        job.push(-1), off1.push(0), off2.push(0);
+      }
     }
     // phase 2: down rows of every expert
     this.#progPhase();
     this.#split(th.n, jobs.length, nEmbd, (i) => nFf * jobs[i].nTokens, (i, r0, r1) => {
-      const r = res[i], b = nx + 6 * i;
-      const rbD = k.weight_row_bytes(r.d.kernelType & ~PACKED_FLAG, nFf);
+      const d = D(i), b = nx + 6 * i;
+      const rbD = k.weight_row_bytes(d.kernelType & ~PACKED_FLAG, nFf);
       this.#progTask(
         T_MATMUL,
-        r.d.kernelType,
-        r.d.ptr + r0 * rbD,
+        d.kernelType,
+        d.ptr + r0 * rbD,
         r1 - r0,
         nFf,
         ad[i],
@@ -703,13 +830,22 @@ export class WasmBackend implements Backend {
         p[b + 5] + 4 * r0,
         nEmbd,
       );
+      job.push(i), off1.push(r0 * rbD), off2.push(0);
     });
-    this.#progRun(th, sp, stride, "ffnSwigluMany");
-    const f = this.#mem.f32;
-    for (let i = 0; i < jobs.length; i++) {
-      copyOut(f, p[nx + 6 * i + 5], jobs[i].nTokens * nEmbd, jobs[i].out);
-    }
-    return true;
+    this.#progPhase();
+    const len = this.#progLen;
+    return {
+      sizes,
+      p,
+      stride,
+      xJobs,
+      preps: Int32Array.from(preps),
+      table: this.#prog.slice(0, len * TASK_INTS),
+      len,
+      job: Int32Array.from(job),
+      off1: Int32Array.from(off1),
+      off2: Int32Array.from(off2),
+    };
   }
 
   /**
@@ -975,6 +1111,282 @@ export class WasmBackend implements Backend {
     return true;
   }
 
+  /**
+   * A whole llama-style attention block in one parallel region when this
+   * backend runs threads: `out = wo · attention(rope(wq·x), rope(wk·x), wv·x)`
+   * over the KV cache. Phases: the rows of Q, K and V (activations converted
+   * once per weight type, on this thread); RoPE of Q (by token ranges) and of
+   * K followed by the store of the new K/V rows; KV heads; the attention
+   * output's conversion; `wo`'s rows. Intermediate rows stay in linear memory
+   * (no copies out and back, no fork between the projections and attention).
+   * Bit-identical to `matmul` ×3, `rope` of Q and K, `attention`, then
+   * `matmul(wo)`. Returns false, having done nothing, on one thread or when
+   * the work is too small to split (the caller then runs those ops).
+   */
+  attentionBlock(
+    cache: KvCache,
+    layer: number,
+    startPos: number,
+    nTokens: number,
+    x: Float32Array,
+    w: AttentionWeights,
+    positions: Int32Array,
+    rope: RopeParams,
+    p: AttentionParams,
+    out: Float32Array,
+  ): boolean {
+    this.#live();
+    const th = this.#threads;
+    if (th === null || this.#scalar || nTokens === 0) return false;
+    const { nHeads, nKvHeads, headDimK, headDimV } = p;
+    const cols = w.q.cols;
+    const qd = nHeads * headDimK, kd = nKvHeads * headDimK, vd = nKvHeads * headDimV;
+    const nAtt = nHeads * headDimV;
+    const op0 = "attentionBlock";
+    if (
+      !(w.k.cols === cols && w.v.cols === cols && w.q.rows === qd && w.k.rows === kd &&
+        w.v.rows === vd && w.o.cols === nAtt)
+    ) {
+      fail(
+        op0,
+        `shapes q ${w.q.rows}×${w.q.cols}, k ${w.k.rows}×${w.k.cols}, v ${w.v.rows}×${w.v.cols}, ` +
+          `o ${w.o.rows}×${w.o.cols} do not fit ${nHeads}/${nKvHeads} heads of ${headDimK}/${headDimV}`,
+      );
+    }
+    const rows = w.o.rows;
+    if (!(x.length >= nTokens * cols)) {
+      fail(op0, `x has ${x.length} floats, need ${nTokens}×${cols}`);
+    }
+    if (!(out.length >= nTokens * rows)) {
+      fail(op0, `out has ${out.length} floats, need ${nTokens}×${rows}`);
+    }
+    if (!(positions.length >= nTokens)) {
+      fail(op0, `${positions.length} positions for ${nTokens} tokens`);
+    }
+    const nRot = rope.nRot;
+    if (!(nRot > 0 && nRot % 2 === 0 && nRot <= headDimK)) {
+      fail(op0, `nRot ${nRot} must be even and in (0, headDim=${headDimK}]`);
+    }
+    if (!(rope.mode === 0 || rope.mode === 2)) {
+      fail(op0, `mode ${rope.mode} is neither NORM (0) nor NEOX (2)`);
+    }
+    for (let t = 0; t < nTokens; t++) {
+      const pos = positions[t];
+      if (!(Number.isInteger(pos) && pos >= 0)) fail(op0, `position ${pos} at ${t} is negative`);
+    }
+    if ((qd + kd + vd) * cols * nTokens < THREAD_MIN_WORK) return false;
+    const e = this.#caches.get(cache);
+    const bad = attentionMismatch(e, layer, startPos, nTokens, p);
+    if (bad !== null) fail("attention", bad);
+    const bq = this.#check(w.q, op0), bk = this.#check(w.k, op0);
+    const bv = this.#check(w.v, op0), bo = this.#check(w.o, op0);
+    this.#caches.reserve(e, layer, startPos + nTokens); // the cache grows with use
+    const L = e.layers[layer];
+    if (!(startPos + nTokens <= L.cap)) {
+      fail("attention", `KV layer ${layer} holds ${L.cap} positions`);
+    }
+    const rq = this.#slots.resolve(w.q, bq, true), rk = this.#slots.resolve(w.k, bk, true);
+    const rv = this.#slots.resolve(w.v, bv, true), ro = this.#slots.resolve(w.o, bo, true);
+    // the layer's program is kept while its shape, weights, cache region and scratch stay
+    const sig = this.#attnSig;
+    sig[0] = L.off, sig[1] = L.cap, sig[2] = e.kRowBytes, sig[3] = nTokens, sig[4] = th.n;
+    sig[5] = rq.ptr, sig[6] = rq.kernelType, sig[7] = rk.ptr, sig[8] = rk.kernelType;
+    sig[9] = rv.ptr, sig[10] = rv.kernelType, sig[11] = ro.ptr, sig[12] = ro.kernelType;
+    sig[13] = cols, sig[14] = rows, sig[15] = nHeads, sig[16] = nKvHeads, sig[17] = headDimK;
+    sig[18] = headDimV, sig[19] = f32Bits(p.scale), sig[20] = nRot, sig[21] = rope.mode;
+    let prog = this.#attnProgs[layer];
+    if (prog !== undefined) {
+      for (let i = 0; i < sig.length; i++) {
+        if (prog.sig[i] !== sig[i]) {
+          prog = undefined;
+          break;
+        }
+      }
+    }
+    if (prog !== undefined && this.#mem.scratch(...prog.sizes)[0] !== prog.p[0]) prog = undefined;
+    if (prog === undefined) {
+      prog = this.#attnBuild(th, L, e.kRowBytes, nTokens, [rq, rk, rv, ro], cols, rows, p, rope);
+      this.#attnProgs[layer] = prog;
+    }
+    const { p: sp, table, starts } = prog;
+    const f32 = this.#mem.f32;
+    copyIn(f32, x, nTokens * cols, sp[0]);
+    // activations of Q/K/V: converted here (small), once per weight type
+    const preps = prog.preps, kk = this.#k;
+    for (let q = 0; q < preps.length; q += 2) {
+      if (kk.prepare_act(preps[q], sp[0], cols, nTokens, preps[q + 1]) !== 0) {
+        fail(op0, `kernel rejected type ${preps[q]} cols ${cols}`);
+      }
+    }
+    // the cos/sin rows of the tokens' positions (the table `rope` uses)
+    const ops = this.#ops;
+    if (ops.rope === null || !ops.rope.matches(rope)) ops.rope = new RopeTable(rope);
+    const rt = ops.rope, cp = sp[7] >>> 2;
+    for (let t = 0; t < nTokens; t++) rt.write(positions[t], f32, cp + t * nRot);
+    // this call's first position into the RoPE+store and attention tasks
+    for (let i = 0; i < starts.length; i++) table[starts[i] + 6] = startPos;
+    this.#progRunTable(th, table, prog.len, sp[11], prog.stride, op0);
+    copyOut(this.#mem.f32, sp[10], nTokens * rows, out);
+    return true;
+  }
+
+  /**
+   * Build the program of {@linkcode attentionBlock} for one layer's shape
+   * (`r`: Q, K, V and O resolved; `L` the layer's cache region): its scratch
+   * layout (x, activations of Q/K/V, q, k, v, cos/sin rows, attention
+   * output, its activations, out, per-thread scratch), the caller's
+   * activation conversions (`[type, dst]` each, from x) and the task table,
+   * with the records whose first position is patched per call.
+   */
+  #attnBuild(
+    th: Threads,
+    L: { readonly off: number; readonly cap: number },
+    kRowBytes: number,
+    nTokens: number,
+    r: readonly Resolved[],
+    cols: number,
+    rows: number,
+    p: AttentionParams,
+    rope: RopeParams,
+  ): AttnProgram {
+    const { nHeads, nKvHeads, headDimK, headDimV } = p;
+    const qd = nHeads * headDimK, kd = nKvHeads * headDimK, vd = nKvHeads * headDimV;
+    const nAtt = nHeads * headDimV, nRot = rope.nRot;
+    const [rq, rk, rv, ro] = r;
+    const kk = this.#k;
+    const tq = rq.kernelType & ~PACKED_FLAG, tk = rk.kernelType & ~PACKED_FLAG;
+    const tv = rv.kernelType & ~PACKED_FLAG, to = ro.kernelType & ~PACKED_FLAG;
+    const sb = Math.max(
+      kk.matmul_scratch_bytes(rq.kernelType, cols, nTokens),
+      kk.matmul_scratch_bytes(rk.kernelType, cols, nTokens),
+      kk.matmul_scratch_bytes(rv.kernelType, cols, nTokens),
+      kk.attention_scratch_bytes(L.cap, nHeads, nKvHeads, headDimK, headDimV),
+      kk.matmul_scratch_bytes(ro.kernelType, nAtt, nTokens),
+    );
+    const stride = Math.ceil((sb + 64) / 64) * 64;
+    const sizes = [
+      nTokens * cols * 4,
+      this.#actBytes(tq, cols, nTokens),
+      tk === tq ? 0 : this.#actBytes(tk, cols, nTokens),
+      tv === tq || tv === tk ? 0 : this.#actBytes(tv, cols, nTokens),
+      nTokens * qd * 4,
+      nTokens * kd * 4,
+      nTokens * vd * 4,
+      nTokens * nRot * 4,
+      nTokens * nAtt * 4,
+      this.#actBytes(to, nAtt, nTokens),
+      nTokens * rows * 4,
+      stride * th.n,
+    ];
+    const sp = this.#mem.scratch(...sizes);
+    const [xp, aq, ak, av, qp, kp, vp, cp, ap, actp, op] = sp;
+    // where the activations of Q/K/V are, and the conversions that make them (F32: x itself)
+    const preps: number[] = [];
+    const prep = (t: number, dst: number): number => {
+      if (t === 0) return xp;
+      preps.push(t, dst);
+      return dst;
+    };
+    const actQ = prep(tq, aq);
+    const actK = tk === tq ? actQ : prep(tk, ak);
+    const actV = tv === tq ? actQ : tv === tk ? actK : prep(tv, av);
+    // phase 0: the rows of Q, K and V
+    this.#progBegin();
+    const rs = [rq, rk, rv], outs = [qp, kp, vp], acts = [actQ, actK, actV], rws = [qd, kd, vd];
+    this.#split(th.n, 3, (i) => rws[i], () => cols * nTokens, (i, r0, r1) => {
+      const r = rs[i];
+      this.#progTask(
+        T_MATMUL,
+        r.kernelType,
+        r.ptr + r0 * kk.weight_row_bytes(r.kernelType & ~PACKED_FLAG, cols),
+        r1 - r0,
+        cols,
+        acts[i],
+        nTokens,
+        outs[i] + 4 * r0,
+        rws[i],
+      );
+    });
+    // phase 1: RoPE of Q by token ranges; RoPE of K, then the new K/V rows into the cache
+    this.#progPhase();
+    const head = [
+      L.off,
+      L.off + L.cap * kRowBytes,
+      L.cap,
+      0, // the first position: patched per call
+      nTokens,
+      qp,
+      kp,
+      vp,
+      nHeads,
+      nKvHeads,
+      headDimK,
+      headDimV,
+      f32Bits(p.scale),
+      ap,
+    ];
+    const starts: number[] = [this.#progLen * TASK_INTS];
+    this.#progTask(T_ROPE_KV, ...head, nRot, rope.mode, cp);
+    const qParts = Math.min(nTokens, 2 * th.n);
+    for (let t = 0; t < qParts; t++) {
+      const [t0, t1] = itemRange(nTokens, qParts, t);
+      if (t1 > t0) {
+        this.#progTask(
+          T_ROPE,
+          qp + 4 * t0 * qd,
+          t1 - t0,
+          nHeads,
+          headDimK,
+          nRot,
+          rope.mode,
+          cp + 4 * t0 * nRot,
+        );
+      }
+    }
+    // phase 2: KV heads (one task per head, or per group when there are many)
+    this.#progPhase();
+    const parts = Math.min(nKvHeads, 4 * th.n);
+    for (let t = 0; t < parts; t++) {
+      const [h0, h1] = itemRange(nKvHeads, parts, t);
+      if (h1 > h0) {
+        starts.push(this.#progLen * TASK_INTS);
+        this.#progTask(T_ATTN, ...head, h0, h1, 0, 0);
+      }
+    }
+    // phase 3: the attention output's activations for wo
+    this.#progPhase();
+    const act = to === 0 ? ap : actp;
+    if (to !== 0) this.#progTask(T_PREP, to, ap, nAtt, nTokens, actp);
+    // phase 4: wo's rows
+    this.#progPhase();
+    const rb = kk.weight_row_bytes(to, nAtt);
+    this.#split(th.n, 1, rows, () => nAtt * nTokens, (_i, r0, r1) => {
+      this.#progTask(
+        T_MATMUL,
+        ro.kernelType,
+        ro.ptr + r0 * rb,
+        r1 - r0,
+        nAtt,
+        act,
+        nTokens,
+        op + 4 * r0,
+        rows,
+      );
+    });
+    this.#progPhase();
+    const len = this.#progLen;
+    return {
+      sig: this.#attnSig.slice(),
+      sizes,
+      p: sp,
+      stride,
+      preps: Int32Array.from(preps),
+      table: this.#prog.slice(0, len * TASK_INTS),
+      len,
+      starts: Int32Array.from(starts),
+    };
+  }
+
   /** Read back the cached K (`which = "k"`) or V rows of a layer as f32 (tests, debugging). */
   readKv(cache: KvCache, layer: number, which: "k" | "v", positions: number): Float32Array {
     this.#live();
@@ -1143,7 +1555,18 @@ export class WasmBackend implements Backend {
   /** Copy the program into linear memory and run it over the pool (this thread included). */
   #progRun(th: Threads, sp: number, stride: number, op: string): void {
     this.#progPhase();
-    const n = this.#progLen;
+    this.#progRunTable(th, this.#prog, this.#progLen, sp, stride, op);
+  }
+
+  /** Copy the first `n` task records of `prog` into linear memory and run them over the pool. */
+  #progRunTable(
+    th: Threads,
+    prog: Int32Array,
+    n: number,
+    sp: number,
+    stride: number,
+    op: string,
+  ): void {
     if (n === 0) return;
     const bytes = n * TASK_INTS * 4;
     if (bytes > this.#tableBytes) {
@@ -1155,7 +1578,7 @@ export class WasmBackend implements Backend {
     }
     const tbl = this.#tableOff;
     const m = this.#mem.i32;
-    m.set(this.#prog.subarray(0, n * TASK_INTS), tbl >>> 2);
+    m.set(n * TASK_INTS === prog.length ? prog : prog.subarray(0, n * TASK_INTS), tbl >>> 2);
     const k = this.#k;
     const pool = th.pool;
     const ctl = pool.control;

@@ -149,6 +149,16 @@ export const T_PREP = 3;
  * sinks, window` (`sinks` an address, 0 for none; `window` 0 for full: gpt-oss).
  */
 export const T_ATTN = 4;
+/**
+ * Task: RoPE in place over `nTok` rows `x, nTok, nHeads, hd, nRot, mode, cs` (`cs` the cos/sin
+ * rows of those tokens, `nRot` floats each; the `rope` kernel).
+ */
+export const T_ROPE = 5;
+/**
+ * Task: RoPE of the new K rows, then store the new K/V rows into the cache: the 14 leading
+ * arguments of {@linkcode T_ATTN} (`kc … out`; K rotated in place at `k`), then `nRot, mode, cs`.
+ */
+export const T_ROPE_KV = 6;
 
 /** The kernel exports a program task uses. */
 export interface TaskKernels {
@@ -166,6 +176,15 @@ export interface TaskKernels {
   swiglu(g: number, u: number, out: number, n: number): void;
   prepare_act(ty: number, x: number, cols: number, nTok: number, dst: number): number;
   attention_heads(...args: number[]): number;
+  rope(
+    x: number,
+    nTok: number,
+    nHeads: number,
+    hd: number,
+    nRot: number,
+    mode: number,
+    cs: number,
+  ): void;
 }
 
 /**
@@ -282,6 +301,13 @@ export function runTask(
       return k.prepare_act(u(0), u(1), u(2), u(3), u(4)) === 0;
     case T_ATTN:
       return attentionHeads(k, m, r + 3, scratch, u(14), u(15), 0, u(16), u(17)) === 0;
+    case T_ROPE:
+      k.rope(u(0), u(1), u(2), u(3), u(4), u(5), u(6));
+      return true;
+    case T_ROPE_KV:
+      // k rows at u(6): nTok u(4), nKvHeads u(9), hdK u(10)
+      k.rope(u(6), u(4), u(9), u(10), u(14), u(15), u(16));
+      return attentionHeads(k, m, r + 3, scratch, 0, 0, 1) === 0;
   }
   return false;
 }

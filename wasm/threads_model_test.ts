@@ -20,12 +20,18 @@ function argmax(a: Float32Array): number {
 }
 
 Deno.test({
-  name: "logits and greedy tokens are identical at 1, 2 and 4 threads (Q4_K and Q8_0 MoE)",
+  name:
+    "logits and greedy tokens are identical at 1, 2 and 4 threads (Q4_K and Q8_0 MoE, NEOX and NORM RoPE), with the whole attention as one region",
   ignore: !sharedMemorySupported(),
   fn: async () => {
-    for (const type of [GgmlType.Q4_K, GgmlType.Q8_0]) {
+    const cases: ["qwen2moe" | "llama", GgmlType][] = [
+      ["qwen2moe", GgmlType.Q4_K],
+      ["qwen2moe", GgmlType.Q8_0],
+      ["llama", GgmlType.Q4_K],
+    ];
+    for (const [arch, type] of cases) {
       const bytes = synthesizeModel({
-        arch: "qwen2moe",
+        arch,
         nEmbd: 512,
         nHead: 4,
         nHeadKv: 2,
@@ -41,6 +47,14 @@ Deno.test({
       for (const threads of [1, 2, 4]) {
         const be = await createWasmBackend({ threads });
         equal(be.threads, threads);
+        // count the attention blocks that ran as one region (none on 1 thread)
+        let blocks = 0;
+        const block = be.attentionBlock.bind(be);
+        be.attentionBlock = (...a: Parameters<typeof block>) => {
+          const done = block(...a);
+          if (done) blocks++;
+          return done;
+        };
         const model = await loadModel(bytes, { backend: be });
         const s = new Session(model, { nCtx: 64 });
         const logits: Uint32Array[] = [];
@@ -53,6 +67,8 @@ Deno.test({
           l = await s.eval([t]); // decode
         }
         ok(l.every(Number.isFinite));
+        // 2 layers × (prefill + 6 decode steps)
+        equal(blocks, threads === 1 ? 0 : 14, `${arch} attention blocks at ${threads} threads`);
         s.dispose();
         model.dispose();
         be.dispose();

@@ -7,7 +7,7 @@
  * decline (false, nothing done) on one thread; bad shapes are typed errors.
  */
 import { deepEqual, equal, ok, throws } from "node:assert/strict";
-import type { WeightView } from "../core/backend/backend.ts";
+import type { RopeMode, WeightView } from "../core/backend/backend.ts";
 import { BackendError } from "../core/errors.ts";
 import { GgmlType } from "../core/tensor/ggml_type.ts";
 import { randomActivations, randomWeights, rng } from "./kernel_test_util.ts";
@@ -154,6 +154,62 @@ Deno.test({
 });
 
 Deno.test({
+  name:
+    "ffnSwigluMany reuses its program per shape: other experts of the same shape, and a scratch region that moved in between, give the bits of ffnSwiglu",
+  ignore: !sharedMemorySupported(),
+  fn: async () => {
+    const one = await createWasmBackend({ threads: 1 });
+    const be = await createWasmBackend({ threads: 2 });
+    try {
+      const r = rng(31);
+      const nEmbd = 512, nFf = 512, t = GgmlType.Q4_0;
+      const raw = [0, 1, 2, 3].map(() => ({
+        g: randomWeights(r, t, nFf, nEmbd),
+        u: randomWeights(r, t, nFf, nEmbd),
+        d: randomWeights(r, t, nEmbd, nFf),
+      }));
+      const views = (b: WasmBackend) =>
+        raw.map((x) => ({
+          gate: upload(b, x.g, t, nFf, nEmbd),
+          up: upload(b, x.u, t, nFf, nEmbd),
+          down: upload(b, x.d, t, nEmbd, nFf),
+        }));
+      const ref = views(one), vs = views(be);
+      // decode-like pairs of the same shape; the 40-token call grows (moves) the scratch region
+      const steps: [number[], number][] = [
+        [[0, 1], 1],
+        [[2, 3], 1],
+        [[1, 2], 1],
+        [[3], 40],
+        [[3, 0], 1],
+        [[0, 1], 1],
+      ];
+      for (let round = 0; round < 2; round++) {
+        for (const [es, n] of steps) {
+          const x = randomActivations(r, n * nEmbd);
+          const jobs: FfnJob[] = es.map((e) => ({
+            ...vs[e],
+            x,
+            nTokens: n,
+            out: new Float32Array(n * nEmbd).fill(Number.NaN),
+          }));
+          ok(be.ffnSwigluMany(jobs));
+          es.forEach((e, i) => {
+            const want = new Float32Array(n * nEmbd);
+            one.ffnSwiglu(ref[e].gate, ref[e].up, ref[e].down, x, n, want);
+            ok(want.every(Number.isFinite));
+            deepEqual(bits(jobs[i].out), bits(want), `round ${round} experts ${es} job ${i}`);
+          });
+        }
+      }
+    } finally {
+      one.dispose();
+      be.dispose();
+    }
+  },
+});
+
+Deno.test({
   name: "matmulMany equals matmul per matrix, bit for bit, at 2 and 4 threads",
   ignore: !sharedMemorySupported(),
   fn: async () => {
@@ -277,6 +333,108 @@ Deno.test({
             ),
           (e) => e instanceof BackendError && e.code === "bad_shape",
         );
+      }
+    } finally {
+      one.dispose();
+      for (const be of bes) be.dispose();
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "attentionBlock equals matmul ×3, rope of Q and K, attention and matmul(wo), bit for bit, at 2 and 4 threads (its program kept across decode steps)",
+  ignore: !sharedMemorySupported(),
+  fn: async () => {
+    const one = await createWasmBackend({ threads: 1 });
+    const bes = await Promise.all([2, 4].map((threads) => createWasmBackend({ threads })));
+    try {
+      // nKv, group, head dim, nRot, mode, Q/K/V/O types (mixed: activations shared by type)
+      const shapes: [number, number, number, number, RopeMode, GgmlType[]][] = [
+        [4, 4, 64, 64, 0, [GgmlType.Q4_0, GgmlType.Q4_0, GgmlType.Q8_0, GgmlType.Q4_0]],
+        [3, 2, 40, 32, 2, [GgmlType.Q4_K, GgmlType.Q8_0, GgmlType.Q4_K, GgmlType.F16]],
+      ];
+      for (const [nKv, g, hd, nRot, mode, types] of shapes) {
+        const p = {
+          nHeads: nKv * g,
+          nKvHeads: nKv,
+          headDimK: hd,
+          headDimV: hd,
+          scale: 1 / Math.sqrt(hd),
+        };
+        const rope = { mode, nRot, freqBase: 10000, freqScale: 1 };
+        const cols = 1024, nAtt = p.nHeads * hd, rows = 512;
+        const qd = p.nHeads * hd, kd = nKv * hd;
+        const r = rng(60 + nKv);
+        const dims: [number, number][] = [[qd, cols], [kd, cols], [kd, cols], [rows, nAtt]];
+        const wbs = dims.map(([m, c], i) => randomWeights(r, types[i], m, c));
+        const spec = { layers: 2, nCtx: 96, nKvHeads: nKv, headDimK: hd, headDimV: hd };
+        const all = [one, ...bes];
+        const caches = all.map((be) => be.createKvCache(spec));
+        const ws = all.map((be) => {
+          const [q, k, v, o] = dims.map(([m, c], i) => upload(be, wbs[i], types[i], m, c));
+          return { q, k, v, o };
+        });
+        let pos = 0;
+        for (const nTok of [40, 1, 1, 1, 7, 1, 1]) {
+          const positions = Int32Array.from({ length: nTok }, (_, t) => pos + t);
+          for (let layer = 0; layer < 2; layer++) {
+            const x = randomActivations(r, nTok * cols);
+            // the ops one by one, on one thread
+            const w0 = ws[0];
+            const q = new Float32Array(nTok * qd), k = new Float32Array(nTok * kd);
+            const v = new Float32Array(nTok * kd), att = new Float32Array(nTok * nAtt);
+            one.matmul(w0.q, x, nTok, q);
+            one.matmul(w0.k, x, nTok, k);
+            one.matmul(w0.v, x, nTok, v);
+            one.rope(q, nTok, p.nHeads, hd, positions, rope);
+            one.rope(k, nTok, nKv, hd, positions, rope);
+            one.attention(caches[0], layer, pos, nTok, q, k, v, p, att);
+            const want = new Float32Array(nTok * rows);
+            one.matmul(w0.o, att, nTok, want);
+            ok(want.every(Number.isFinite));
+            equal(
+              one.attentionBlock(caches[0], layer, pos, nTok, x, w0, positions, rope, p, want),
+              false,
+            );
+            bes.forEach((be, i) => {
+              const out = new Float32Array(nTok * rows).fill(Number.NaN);
+              const c = caches[i + 1];
+              ok(be.attentionBlock(c, layer, pos, nTok, x, ws[i + 1], positions, rope, p, out));
+              const at = `nKv ${nKv} pos ${pos} layer ${layer} threads ${be.threads}`;
+              deepEqual(bits(out), bits(want), at);
+              // the cache holds the same (rotated) K rows and V rows
+              for (const which of ["k", "v"] as const) {
+                deepEqual(
+                  bits(be.readKv(c, layer, which, pos + nTok)),
+                  bits(one.readKv(caches[0], layer, which, pos + nTok)),
+                  `${which} ${at}`,
+                );
+              }
+            });
+          }
+          pos += nTok;
+        }
+        const be = bes[0], c = caches[1], w = ws[1];
+        const bad = (e: unknown) => e instanceof BackendError && e.code === "bad_shape";
+        const call = (over: Partial<typeof w>, positions = Int32Array.of(pos)) =>
+          be.attentionBlock(
+            c,
+            0,
+            pos,
+            1,
+            new Float32Array(cols),
+            { ...w, ...over },
+            positions,
+            rope,
+            p,
+            new Float32Array(rows),
+          );
+        // a K that does not fit the heads, a wo that does not fit the attention output,
+        // a negative position: typed errors, nothing run
+        throws(() => call({ k: { ...w.k, rows: kd + 4 } }), bad);
+        throws(() => call({ o: { ...w.o, cols: nAtt / 2 } }), bad);
+        throws(() => call({}, Int32Array.of(-1)), bad);
       }
     } finally {
       one.dispose();

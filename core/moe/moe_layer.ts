@@ -126,6 +126,8 @@ export class MoeLayer {
   readonly #jobs: FfnJob[] = [];
   /** Per job of the fused path: its first slot in `#slots` and its slot count. */
   #jobSlots = new Int32Array(0);
+  /** Per (token, rank) slot of the fused path: its job and row (`job · nTokens + row`). */
+  #slotRow = new Int32Array(0);
 
   /** @param backend ops; @param spec layer parts; @param scratch shared buffers */
   constructor(backend: Backend, spec: MoeLayerSpec, scratch: Scratch) {
@@ -174,11 +176,12 @@ export class MoeLayer {
     // a budget-bounded store may hold fewer experts than a batch uses: ensure them in chunks
     const chunk = Math.max(1, store.maxEnsureExperts?.(layer) ?? usedList.length);
 
-    // per-token, per-rank expert outputs, combined afterwards in rank order
-    const parts = S.get("moe.parts", nTokens * maxK * nEmbd);
+    // per-token, per-rank expert outputs, combined afterwards in rank order (the fused path
+    // combines straight into `out`, in the same order)
     this.#ensured = false;
     const fused = chunk >= usedList.length && this.#canFuse() &&
-      await this.#forwardFused(x, nTokens, maxK, parts, signal);
+      await this.#forwardFused(x, nTokens, maxK, out, signal);
+    const parts = fused ? out : S.get("moe.parts", nTokens * maxK * nEmbd);
     if (this.#slots.length < nTokens) this.#slots = new Int32Array(nTokens * 2);
     if (!fused && !this.#ensured && chunk >= usedList.length && store.ensureEach) {
       // per-expert readiness: resident experts first, then each missed one as its load lands
@@ -207,7 +210,7 @@ export class MoeLayer {
         this.#runExpert(usedList[i], x, nTokens, maxK, parts);
       }
     }
-    for (let t = 0; t < nTokens; t++) {
+    for (let t = 0; t < nTokens && !fused; t++) {
       const k = routes[t].experts.length;
       const o = t * nEmbd;
       const base = t * maxK * nEmbd;
@@ -269,7 +272,7 @@ export class MoeLayer {
     if (xin !== x) {
       for (let i2 = 0; i2 < n; i2++) {
         const src = Math.floor(slots[i2] / maxK) * nEmbd;
-        for (let c = 0; c < nEmbd; c++) xin[i2 * nEmbd + c] = x[src + c];
+        xin.set(x.subarray(src, src + nEmbd), i2 * nEmbd);
       }
     }
     const eout = S.get("moe.eout", n * nEmbd);
@@ -312,15 +315,17 @@ export class MoeLayer {
   /**
    * The routed experts of this call in one backend call (`ffnSwigluMany`:
    * one parallel region for all of them on a threaded backend; `#canFuse`
-   * first); fills `parts` exactly as the per-expert loop does. Returns
-   * false when it did not run them (the loop then does; `#ensured` tells it
-   * the experts are resident already).
+   * first), combined into `out` as the per-expert loop and the rank-order
+   * sum do: `out[t] = Σ_j f32(w_tj · expert_{e_tj}(x[t]))`, summed in rank
+   * order in f32 (the same bits, without the `parts` buffer). Returns false
+   * when it did not run them (the loop then does; `#ensured` tells it the
+   * experts are resident already).
    */
   async #forwardFused(
     x: Float32Array,
     nTokens: number,
     maxK: number,
-    parts: Float32Array,
+    out: Float32Array,
     signal?: AbortSignal,
   ): Promise<boolean> {
     const be = this.#backend as ManyFfnBackend;
@@ -352,7 +357,7 @@ export class MoeLayer {
         xin = S.get(tag(XIN_TAGS, "moe.xin", i), n * nEmbd);
         for (let i2 = 0; i2 < n; i2++) {
           const src = Math.floor(slots[s0 + i2] / maxK) * nEmbd;
-          for (let c = 0; c < nEmbd; c++) xin[i2 * nEmbd + c] = x[src + c];
+          xin.set(x.subarray(src, src + nEmbd), i2 * nEmbd);
         }
       }
       const out = S.get(tag(EOUT_TAGS, "moe.eout", i), n * nEmbd);
@@ -366,15 +371,25 @@ export class MoeLayer {
       s0 += n;
     }
     if (!be.ffnSwigluMany?.(jobs)) return false;
+    // where each (token, rank) slot's row is: job `i` at row `i2`, as `i * nTokens + i2`
+    if (this.#slotRow.length < nTokens * maxK) this.#slotRow = new Int32Array(nTokens * maxK);
+    const where = this.#slotRow;
     for (let i = 0; i < used.length; i++) {
-      const eout = jobs[i].out;
       const b = js[2 * i], n = js[2 * i + 1];
-      for (let i2 = 0; i2 < n; i2++) {
-        const slot = slots[b + i2];
-        const w = routes[Math.floor(slot / maxK)].weights[slot % maxK];
-        const src = i2 * nEmbd;
-        const dst = slot * nEmbd;
-        for (let c = 0; c < nEmbd; c++) parts[dst + c] = eout[src + c] * w;
+      for (let i2 = 0; i2 < n; i2++) where[slots[b + i2]] = i * nTokens + i2;
+    }
+    const f = Math.fround;
+    for (let t = 0; t < nTokens; t++) {
+      const r = routes[t], k = r.experts.length, o = t * nEmbd;
+      if (k === 0) {
+        out.fill(0, o, o + nEmbd);
+        continue;
+      }
+      for (let j = 0; j < k; j++) {
+        const at = where[t * maxK + j], i = Math.floor(at / nTokens);
+        const eout = jobs[i].out, src = (at - i * nTokens) * nEmbd, w = r.weights[j];
+        if (j === 0) { for (let c = 0; c < nEmbd; c++) out[o + c] = eout[src + c] * w; }
+        else for (let c = 0; c < nEmbd; c++) out[o + c] += f(eout[src + c] * w);
       }
     }
     return true;

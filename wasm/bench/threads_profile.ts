@@ -55,6 +55,7 @@ const METHODS = [
   "ffnSwigluMany",
   "matmulMany",
   "attentionOutput",
+  "attentionBlock",
 ] as const;
 
 interface Setup {

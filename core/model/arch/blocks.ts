@@ -8,7 +8,7 @@
  * @module
  */
 
-import type { AttentionParams, KvCache, WeightView } from "../../backend/backend.ts";
+import type { AttentionParams, KvCache, RopeParams, WeightView } from "../../backend/backend.ts";
 import type { ExpertWeights } from "../../moe/expert.ts";
 import { swigluFfn } from "../../moe/expert.ts";
 import type { HParams } from "../hparams.ts";
@@ -206,11 +206,18 @@ export function selfAttention(
   const { be, hp, S, n } = c;
   const { nHead, nHeadKv, headDimK, headDimV, rmsEps } = hp;
   const qDim = nHead * headDimK, kDim = nHeadKv * headDimK, vDim = nHeadKv * headDimV;
-  const q = S.get("q", n * qDim), k = S.get("k", n * kDim), v = S.get("v", n * vDim);
-  const att = S.get("att", n * nHead * headDimV);
   if (!lw.wq || !lw.wk || !lw.wv) {
     throw new ModelError("missing_tensor", `Cannot run block ${l}: it has no Q/K/V projections`);
   }
+  if (
+    lw.wo && !lw.bq && !lw.bk && !lw.bv && qkNorm === "none" &&
+    attentionBlockTogether(c, l, lw.wq, lw.wk, lw.wv, lw.wo, h, out)
+  ) {
+    if (lw.bo) addBias(out, lw.bo);
+    return;
+  }
+  const q = S.get("q", n * qDim), k = S.get("k", n * kDim), v = S.get("v", n * vDim);
+  const att = S.get("att", n * nHead * headDimV);
   if (!qkvTogether(c, l, lw.wq, lw.wk, lw.wv, h, q, k, v)) {
     c.linear(l, "attn_q", lw.wq, h, n, q);
     c.linear(l, "attn_k", lw.wk, h, n, k);
@@ -247,6 +254,23 @@ type FusingBackend = {
     n: number,
     outs: readonly Float32Array[],
   ): boolean;
+  attentionBlock?(
+    cache: KvCache,
+    layer: number,
+    startPos: number,
+    nTokens: number,
+    x: Float32Array,
+    w: {
+      readonly q: WeightView;
+      readonly k: WeightView;
+      readonly v: WeightView;
+      readonly o: WeightView;
+    },
+    positions: Int32Array,
+    rope: RopeParams,
+    p: AttentionParams,
+    out: Float32Array,
+  ): boolean;
   attentionOutput?(
     cache: KvCache,
     layer: number,
@@ -282,6 +306,65 @@ function attendOutputTogether(
     c.plain === undefined || !c.plain(l, "attn_output")
   ) return false;
   return be.attentionOutput(c.cache, l, c.startPos, c.n, q, k, v, c.attn, wo, out);
+}
+
+/** The weights argument of `attentionBlock` (reused; cleared after each call). */
+const BLOCK_W: { q: WeightView; k: WeightView; v: WeightView; o: WeightView } = {
+  q: null!,
+  k: null!,
+  v: null!,
+  o: null!,
+};
+
+/**
+ * The whole attention of a single sequence — Q/K/V, RoPE, the K/V store,
+ * attention and the output projection — in one backend call (one parallel
+ * region on a threaded backend) when no adapter touches the four
+ * projections and RoPE has no YaRN scaling (the caller checks biases and
+ * Q/K norms); false when not done. Results are identical either way.
+ */
+function attentionBlockTogether(
+  c: LayerContext,
+  l: number,
+  wq: WeightView,
+  wk: WeightView,
+  wv: WeightView,
+  wo: WeightView,
+  h: Float32Array,
+  out: Float32Array,
+): boolean {
+  const be = c.be as FusingBackend;
+  if (
+    be.attentionBlock === undefined || !((be.threads ?? 1) > 1) || c.seqs !== undefined ||
+    c.plain === undefined
+  ) return false;
+  const y = c.hp.yarn;
+  if (y && !(y.extFactor === 0 && Math.fround(y.attnFactor) === 1)) return false;
+  if (
+    !c.plain(l, "attn_q") || !c.plain(l, "attn_k") || !c.plain(l, "attn_v") ||
+    !c.plain(l, "attn_output")
+  ) return false;
+  BLOCK_W.q = wq, BLOCK_W.k = wk, BLOCK_W.v = wv, BLOCK_W.o = wo;
+  try {
+    return be.attentionBlock(
+      c.cache,
+      l,
+      c.startPos,
+      c.n,
+      h,
+      BLOCK_W,
+      c.positions,
+      c.rope,
+      c.attn,
+      out,
+    );
+  } finally {
+    BLOCK_W.q =
+      BLOCK_W.k =
+      BLOCK_W.v =
+      BLOCK_W.o =
+        null!;
+  }
 }
 
 const QKV_W: WeightView[] = [];
