@@ -1078,34 +1078,9 @@ export class WasmBackend implements Backend {
     if (attentionHeads(kk, head, 0, sp, 0, 0, 1) !== 0) {
       fail("attention", "kernel rejected the shape");
     }
-    // phase 0: KV heads (one task per head, or per group when there are many)
+    // phases 0-2: KV heads, wo's activations, wo's rows
     this.#progBegin();
-    const parts = Math.min(nKvHeads, 4 * th.n);
-    for (let t = 0; t < parts; t++) {
-      const [h0, h1] = itemRange(nKvHeads, parts, t);
-      if (h1 > h0) this.#progTask(T_ATTN, ...head, h0, h1, 0, 0);
-    }
-    // phase 1: the attention output's activations for wo
-    this.#progPhase();
-    const base = r.kernelType & ~PACKED_FLAG;
-    const act = base === 0 ? ap : actp;
-    if (base !== 0) this.#progTask(T_PREP, base, ap, nAtt, nTokens, actp);
-    // phase 2: wo's rows
-    this.#progPhase();
-    const rb = kk.weight_row_bytes(base, nAtt);
-    this.#split(th.n, 1, rows, () => nAtt * nTokens, (_i, r0, r1) => {
-      this.#progTask(
-        T_MATMUL,
-        r.kernelType,
-        r.ptr + r0 * rb,
-        r1 - r0,
-        nAtt,
-        act,
-        nTokens,
-        op + 4 * r0,
-        rows,
-      );
-    });
+    this.#progAttnTail(th.n, head, nKvHeads, r, ap, actp, nAtt, nTokens, op, rows, null);
     this.#progRun(th, sp, stride, "attentionOutput");
     copyOut(this.#mem.f32, op, nTokens * rows, out);
     return true;
@@ -1343,36 +1318,9 @@ export class WasmBackend implements Backend {
         );
       }
     }
-    // phase 2: KV heads (one task per head, or per group when there are many)
+    // phases 2-4: KV heads (their task offsets kept for the position patch), wo's activations, wo's rows
     this.#progPhase();
-    const parts = Math.min(nKvHeads, 4 * th.n);
-    for (let t = 0; t < parts; t++) {
-      const [h0, h1] = itemRange(nKvHeads, parts, t);
-      if (h1 > h0) {
-        starts.push(this.#progLen * TASK_INTS);
-        this.#progTask(T_ATTN, ...head, h0, h1, 0, 0);
-      }
-    }
-    // phase 3: the attention output's activations for wo
-    this.#progPhase();
-    const act = to === 0 ? ap : actp;
-    if (to !== 0) this.#progTask(T_PREP, to, ap, nAtt, nTokens, actp);
-    // phase 4: wo's rows
-    this.#progPhase();
-    const rb = kk.weight_row_bytes(to, nAtt);
-    this.#split(th.n, 1, rows, () => nAtt * nTokens, (_i, r0, r1) => {
-      this.#progTask(
-        T_MATMUL,
-        ro.kernelType,
-        ro.ptr + r0 * rb,
-        r1 - r0,
-        nAtt,
-        act,
-        nTokens,
-        op + 4 * r0,
-        rows,
-      );
-    });
+    this.#progAttnTail(th.n, head, nKvHeads, ro, ap, actp, nAtt, nTokens, op, rows, starts);
     this.#progPhase();
     const len = this.#progLen;
     return {
@@ -1522,6 +1470,56 @@ export class WasmBackend implements Backend {
         r0 = r1;
       }
     }
+  }
+
+  /**
+   * The tail every attention program shares, appended to the current phase:
+   * the KV heads' tasks (one per head, or per group when there are many;
+   * each task's offset pushed to `starts` when given, for later patches),
+   * then a phase converting the attention output `ap` (`nTokens × nAtt`) to
+   * `wo`'s activation type at `actp`, then a phase of `wo`'s row ranges into
+   * `op` (`nTokens × rows`).
+   */
+  #progAttnTail(
+    n: number,
+    head: readonly number[],
+    nKvHeads: number,
+    wo: Resolved,
+    ap: number,
+    actp: number,
+    nAtt: number,
+    nTokens: number,
+    op: number,
+    rows: number,
+    starts: number[] | null,
+  ): void {
+    const parts = Math.min(nKvHeads, 4 * n);
+    for (let t = 0; t < parts; t++) {
+      const [h0, h1] = itemRange(nKvHeads, parts, t);
+      if (h1 > h0) {
+        starts?.push(this.#progLen * TASK_INTS);
+        this.#progTask(T_ATTN, ...head, h0, h1, 0, 0);
+      }
+    }
+    this.#progPhase();
+    const base = wo.kernelType & ~PACKED_FLAG;
+    const act = base === 0 ? ap : actp;
+    if (base !== 0) this.#progTask(T_PREP, base, ap, nAtt, nTokens, actp);
+    this.#progPhase();
+    const rb = this.#k.weight_row_bytes(base, nAtt);
+    this.#split(n, 1, rows, () => nAtt * nTokens, (_i, r0, r1) => {
+      this.#progTask(
+        T_MATMUL,
+        wo.kernelType,
+        wo.ptr + r0 * rb,
+        r1 - r0,
+        nAtt,
+        act,
+        nTokens,
+        op + 4 * r0,
+        rows,
+      );
+    });
   }
 
   /** Start building a program (phase 0). */
