@@ -12,6 +12,7 @@
  * @module
  */
 
+import { cpuModel } from "./bench_args.ts";
 import { isMainThread, parentPort, Worker } from "node:worker_threads";
 import { parseArgs } from "node:util";
 
@@ -53,7 +54,7 @@ if (!isMainThread) {
     options: { mb: { type: "string", default: "256" }, rounds: { type: "string", default: "5" } },
   });
   const mb = Number(values.mb), rounds = Number(values.rounds), passes = 4;
-  const cpu = Deno.readTextFileSync("/proc/cpuinfo").match(/model name\s*:\s*(.*)/)?.[1] ?? "?";
+  const cpu = cpuModel();
   console.log(`CPU: ${cpu}; load ${Deno.loadavg().map((x) => x.toFixed(2)).join(" ")}`);
   const me = makeReader(mb);
   const w = new Worker(new URL(import.meta.url));

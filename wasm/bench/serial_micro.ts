@@ -10,14 +10,11 @@
  *
  * @module
  */
+import { arg } from "./bench_args.ts";
 import { GgmlType } from "../../core/tensor/ggml_type.ts";
 import { randomActivations, randomWeights, rng } from "../kernel_test_util.ts";
 import { createWasmBackend, type WasmBackend } from "../backend.ts";
 
-function arg(name: string, dflt: string): string {
-  const i = Deno.args.indexOf(`--${name}`);
-  return i >= 0 && i + 1 < Deno.args.length ? Deno.args[i + 1] : dflt;
-}
 const calls = Number(arg("calls", "2000"));
 const rounds = Number(arg("rounds", "7"));
 
@@ -25,7 +22,7 @@ const be = await createWasmBackend({ threads: 2 });
 const pool = be.threadPool!;
 pool.run = () => {};
 const r = rng(3);
-function up(b: WasmBackend, rows: number, cols: number, type = GgmlType.Q4_0) {
+function up(b: WasmBackend, rows: number, cols: number, type: GgmlType = GgmlType.Q4_0) {
   const bytes = randomWeights(r, type, rows, cols);
   const slot = b.allocSlot(bytes.length);
   b.writeSlot(slot, 0, bytes);

@@ -16,6 +16,7 @@
  * @module
  */
 
+import { cpuModel } from "./bench_args.ts";
 import process from "node:process";
 import { GgmlType } from "../../core/tensor/ggml_type.ts";
 import { randomActivations, randomWeights, rng } from "../kernel_test_util.ts";
@@ -43,14 +44,6 @@ const [A, B] = Deno.args.slice(0, 2).map((p) =>
     .exports as unknown as Raw
 );
 console.log(`CPU ${Deno.build.arch} ${cpuModel()}; ${rows}x${cols}`);
-
-function cpuModel(): string {
-  try {
-    return Deno.readTextFileSync("/proc/cpuinfo").match(/model name\s*:\s*(.*)/)?.[1] ?? "?";
-  } catch {
-    return "?";
-  }
-}
 
 /** Weights + activations placed in `k`'s memory; returns the call and its output view. */
 function setup(k: Raw, w: Uint8Array, x: Float32Array, slot: number) {

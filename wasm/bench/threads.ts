@@ -13,24 +13,11 @@
  * @module
  */
 
+import { arg, cpuModel } from "./bench_args.ts";
 import { GgmlType } from "../../core/tensor/ggml_type.ts";
 import type { WeightView } from "../../core/backend/backend.ts";
 import { createWasmBackend, type WasmBackend } from "../backend.ts";
 import { randomActivations, randomWeights, rng } from "../kernel_test_util.ts";
-
-/** The CPU model (Linux `/proc/cpuinfo`), or "unknown". */
-function cpuModel(): string {
-  try {
-    return Deno.readTextFileSync("/proc/cpuinfo").match(/model name\s*:\s*(.*)/)?.[1] ?? "unknown";
-  } catch {
-    return "unknown";
-  }
-}
-
-function arg(name: string, dflt: string): string {
-  const i = Deno.args.indexOf(`--${name}`);
-  return i >= 0 && i + 1 < Deno.args.length ? Deno.args[i + 1] : dflt;
-}
 
 const counts = arg("threads", "1,2").split(",").map(Number);
 const rounds = Number(arg("rounds", "5"));

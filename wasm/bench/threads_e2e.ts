@@ -12,19 +12,7 @@
  * @module
  */
 
-/** The CPU model (Linux `/proc/cpuinfo`), or "unknown". */
-function cpuModel(): string {
-  try {
-    return Deno.readTextFileSync("/proc/cpuinfo").match(/model name\s*:\s*(.*)/)?.[1] ?? "unknown";
-  } catch {
-    return "unknown";
-  }
-}
-
-function arg(name: string, dflt: string): string {
-  const i = Deno.args.indexOf(`--${name}`);
-  return i >= 0 && i + 1 < Deno.args.length ? Deno.args[i + 1] : dflt;
-}
+import { arg, cpuModel } from "./bench_args.ts";
 
 const model = arg("model", "");
 if (model === "") throw new Error("--model <gguf> is required");

@@ -9,22 +9,9 @@
  * @module
  */
 
+import { arg, cpuModel } from "./bench_args.ts";
 import { createWasmBackend } from "../backend.ts";
 import { OP_MATMUL } from "../thread_split.ts";
-
-/** The CPU model (Linux `/proc/cpuinfo`), or "unknown". */
-function cpuModel(): string {
-  try {
-    return Deno.readTextFileSync("/proc/cpuinfo").match(/model name\s*:\s*(.*)/)?.[1] ?? "unknown";
-  } catch {
-    return "unknown";
-  }
-}
-
-function arg(name: string, dflt: string): string {
-  const i = Deno.args.indexOf(`--${name}`);
-  return i >= 0 && i + 1 < Deno.args.length ? Deno.args[i + 1] : dflt;
-}
 
 const threads = Number(arg("threads", "2"));
 const n = Number(arg("n", "2000"));

@@ -14,23 +14,10 @@
  * @module
  */
 
+import { arg, cpuModel } from "./bench_args.ts";
 import { loadModel, type Model } from "../../core/model/model.ts";
 import { Session } from "../../core/generate/session.ts";
 import { createWasmBackend, type WasmBackend } from "../backend.ts";
-
-/** The CPU model (Linux `/proc/cpuinfo`), or "unknown". */
-function cpuModel(): string {
-  try {
-    return Deno.readTextFileSync("/proc/cpuinfo").match(/model name\s*:\s*(.*)/)?.[1] ?? "unknown";
-  } catch {
-    return "unknown";
-  }
-}
-
-function arg(name: string, dflt: string): string {
-  const i = Deno.args.indexOf(`--${name}`);
-  return i >= 0 && i + 1 < Deno.args.length ? Deno.args[i + 1] : dflt;
-}
 
 const path = arg("model", "");
 if (path === "") throw new Error("--model <gguf> is required");

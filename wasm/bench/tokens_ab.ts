@@ -17,6 +17,7 @@
  * @module
  */
 
+import { cpuModel } from "./bench_args.ts";
 import process from "node:process";
 import { GgmlType } from "../../core/tensor/ggml_type.ts";
 import { randomActivations, randomWeights, rng } from "../kernel_test_util.ts";
@@ -82,7 +83,7 @@ for (let r = 0; r < ROUNDS; r++) {
     }
   }
 }
-const cpuName = Deno.readTextFileSync("/proc/cpuinfo").match(/model name\s*:\s*(.*)/)?.[1] ?? "?";
+const cpuName = cpuModel();
 console.log(
   `${typeName} ${rows}x${cols}, best of ${ROUNDS} rounds of ${CPU ? "process CPU" : "wall"} ` +
     `time per call (8 ms windows), µs per call (per token); ${cpuName}; load average ${
