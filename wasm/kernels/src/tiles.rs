@@ -198,6 +198,24 @@ unsafe fn legacy_unpack<const K: u32>(b: *const u8) -> (v128, v128) {
     }
 }
 
+/// A legacy block's 32 weights as four i16x8 vectors (elements 0–7, 8–15,
+/// 16–23, 24–31 of the block's standard order).
+#[inline(always)]
+unsafe fn legacy_widened<const K: u32>(b: *const u8) -> [v128; 4] {
+    let (lo, hi) = legacy_unpack::<K>(b);
+    [i16x8_extend_low_i8x16(lo), i16x8_extend_high_i8x16(lo), i16x8_extend_low_i8x16(hi), i16x8_extend_high_i8x16(hi)]
+}
+
+/// The block's i32x4 lane partials against one expanded activation block at
+/// `q` (64 bytes of i16): `(w0·q0 + w1·q1) + (w2·q2 + w3·q3)`.
+#[inline(always)]
+unsafe fn dot_widened(w: &[v128; 4], q: *const u8) -> v128 {
+    i32x4_add(
+        i32x4_add(i32x4_dot_i16x8(w[0], ld(q)), i32x4_dot_i16x8(w[1], ld(q.add(16)))),
+        i32x4_add(i32x4_dot_i16x8(w[2], ld(q.add(32))), i32x4_dot_i16x8(w[3], ld(q.add(48)))),
+    )
+}
+
 /// Legacy weight row (Q8_0, Q4_0, Q5_0, IQ4_NL, MXFP4 · Q8_0; Q4_1, Q5_1 · Q8_1) × T tokens
 /// of expanded activations. (Batching the scale work of 4 blocks through a
 /// 4×4 transpose was measured: no gain at T = 1, a loss at T = 4 from
@@ -213,20 +231,13 @@ pub unsafe fn tile_legacy<const K: u32, const T: usize>(w: *const u8, nb: usize,
     let mut accm = [0.0f32; T];
     for i in 0..nb {
         let b = w.add(i * legacy_bytes(K));
-        let (lo, hi) = legacy_unpack::<K>(b);
-        let w0 = i16x8_extend_low_i8x16(lo);
-        let w1 = i16x8_extend_high_i8x16(lo);
-        let w2 = i16x8_extend_low_i8x16(hi);
-        let w3 = i16x8_extend_high_i8x16(hi);
+        let wv = legacy_widened::<K>(b);
         let dw = if K == MXFP4 { crate::lowbit::e8m0_half(*b) } else { fp16(b) };
         let mw = if has_min { fp16(b.add(2)) } else { 0.0 };
         for t in 0..T {
             let at = a.add(t * arow);
             let q = at.add(qoff + 64 * i);
-            let s = i32x4_add(
-                i32x4_add(i32x4_dot_i16x8(w0, ld(q)), i32x4_dot_i16x8(w1, ld(q.add(16)))),
-                i32x4_add(i32x4_dot_i16x8(w2, ld(q.add(32))), i32x4_dot_i16x8(w3, ld(q.add(48)))),
-            );
+            let s = dot_widened(&wv, q);
             let da = *(at as *const f32).add(i);
             acc[t] = f32x4_add(acc[t], f32x4_mul(f32x4_convert_i32x4(s), f32x4_splat(dw * da)));
             if has_min {
@@ -260,21 +271,14 @@ unsafe fn tile_gg<const K: u32, const T: usize>(w: *const u8, nb: usize, a: *con
     let mut acc = f32x4_splat(0.0);
     for i in 0..nb {
         let b = w.add(i * legacy_bytes(K));
-        let (lo, hi) = legacy_unpack::<K>(b);
-        let w0 = i16x8_extend_low_i8x16(lo);
-        let w1 = i16x8_extend_high_i8x16(lo);
-        let w2 = i16x8_extend_low_i8x16(hi);
-        let w3 = i16x8_extend_high_i8x16(hi);
+        let wv = legacy_widened::<K>(b);
         let dw = fp16(b);
         let mut ss = [i32x4_splat(0); 4];
         let mut dd = [0.0f32; 4];
         for t in 0..T {
             let at = a.add(t * arow);
             let q = at.add(qoff + 64 * i);
-            ss[t] = i32x4_add(
-                i32x4_add(i32x4_dot_i16x8(w0, ld(q)), i32x4_dot_i16x8(w1, ld(q.add(16)))),
-                i32x4_add(i32x4_dot_i16x8(w2, ld(q.add(32))), i32x4_dot_i16x8(w3, ld(q.add(48)))),
-            );
+            ss[t] = dot_widened(&wv, q);
             dd[t] = dw * *(at as *const f32).add(i);
         }
         acc = f32x4_add(acc, f32x4_mul(f32x4_convert_i32x4(lane_sums4(&ss)), f32x4(dd[0], dd[1], dd[2], dd[3])));
